@@ -1,0 +1,54 @@
+# thermowatch — the two commands a user needs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+PYTEST_ARGS ?=
+
+.PHONY: help deps demo demo-down test lint typecheck unit integration schemas bench-contract clean
+
+help:
+	@echo "make demo       run the full pipeline demo on a simulated fleet (installs what is missing)"
+	@echo "make demo-down  stop the local stack the demo left running"
+	@echo "make test       lint, type check and every test tier (installs what is missing)"
+
+# Installs the Python package with every extra, and Mosquitto from Debian when it
+# is missing (as root). Kafka and OpenSearch jars come from Maven Central on first
+# `thermowatch stack up` (the test fixtures call it) and are cached.
+deps:
+	$(PIP) install --quiet --disable-pip-version-check -e '.[dev]'
+	@if ! command -v mosquitto >/dev/null 2>&1 && [ -x /usr/sbin/mosquitto ]; then :; \
+	elif ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients; \
+	  else echo "mosquitto is missing: sudo apt-get install mosquitto mosquitto-clients"; exit 1; fi; \
+	fi
+
+demo: deps
+	thermowatch demo
+
+demo-down:
+	thermowatch stack down
+
+lint:
+	ruff check .
+	ruff format --check .
+
+typecheck:
+	mypy
+
+test: deps lint typecheck
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+unit:
+	$(PYTHON) -m pytest -m "not integration and not hil and not chaos" $(PYTEST_ARGS)
+
+integration:
+	$(PYTHON) -m pytest -m "integration or hil or chaos" $(PYTEST_ARGS)
+
+schemas:
+	$(PYTHON) -m telemetry_contract.schema --write
+
+bench-contract:
+	taskset -c 0 $(PYTHON) benchmarks/contract/bench_decode.py --json benchmarks/contract/result.json
+
+clean:
+	rm -rf build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,81 @@
+"""JSON Schema export, from the same definitions the decoder uses.
+
+The committed files under ``telemetry_contract/schemas/`` are what firmware
+authors read; a test fails when they drift from the code. Regenerate them
+with ``python -m telemetry_contract.schema --write``.
+
+>>> schema = message_schema("reading")
+>>> schema["$ref"]
+'#/$defs/Reading'
+>>> schema["$defs"]["Reading"]["properties"]["temp_c"]["anyOf"][0]["maximum"]
+125.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from telemetry_contract.messages import MESSAGE_TYPES
+
+__all__ = ["SCHEMA_DIR", "message_schema", "render", "schema_path", "write_all"]
+
+SCHEMA_DIR: Final = Path(__file__).with_name("schemas")
+
+
+def message_schema(name: str) -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of one message, by its ``type`` tag."""
+    try:
+        cls = MESSAGE_TYPES[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown message {name!r} (expected one of {', '.join(MESSAGE_TYPES)})"
+        ) from None
+    schema: dict[str, Any] = msgspec.json.schema(cls)
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://thermowatch.dev/schemas/v1/{name}.schema.json",
+        "title": cls.__name__,
+        **schema,
+    }
+    return schema
+
+
+def render(name: str) -> str:
+    """The schema as the exact text committed to the repository."""
+    return json.dumps(message_schema(name), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def schema_path(name: str) -> Path:
+    """Where the committed schema of a message lives."""
+    return SCHEMA_DIR / f"{name}.schema.json"
+
+
+def write_all() -> list[Path]:
+    """Regenerate every committed schema file."""
+    SCHEMA_DIR.mkdir(exist_ok=True)
+    written = []
+    for name in MESSAGE_TYPES:
+        path = schema_path(name)
+        path.write_text(render(name), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def _main() -> None:  # pragma: no cover - maintenance entry point
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--write", action="store_true", help="rewrite schemas/*.json")
+    args = parser.parse_args()
+    if args.write:
+        for path in write_all():
+            print(path)
+    else:
+        parser.print_help()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _main()
