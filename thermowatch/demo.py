@@ -33,6 +33,9 @@ def _run(args: argparse.Namespace) -> int:
     from deploy.local.stack import LocalStack
     from thermowatch.smoke import run_all
 
+    import logging
+
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
     console = Console(stderr=False)
     stack = LocalStack()
     t0 = time.monotonic()

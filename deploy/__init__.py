@@ -1,0 +1,1 @@
+"""Deployment helpers for thermowatch (local process stack, service units)."""

@@ -1,0 +1,146 @@
+"""``thermowatch stack up|down|status|logs``: the local stack from the command line.
+
+The lead's ``thermowatch/cli.py`` calls :func:`register` with its sub-parsers;
+each handler returns the exit code: 0 on success, 1 on an error, 3 from
+``status`` when some service is down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from deploy.local.stack import DEFAULT_HEALTH_TIMEOUT, SERVICES, LocalStack, StackError
+
+__all__ = ["EXIT_SOME_DOWN", "register"]
+
+EXIT_SOME_DOWN = 3
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``stack`` sub-command to an argparse ``add_subparsers()`` object."""
+    stack = subparsers.add_parser(
+        "stack",
+        help="run the local Mosquitto/Kafka/OpenSearch stack as plain processes",
+        description="Run the local stack (Mosquitto, Kafka KRaft, OpenSearch) as plain "
+        "processes on 127.0.0.1. State lives in $THERMOWATCH_STACK_DIR "
+        "(default ~/.local/state/thermowatch/stack), jars in $THERMOWATCH_CACHE_DIR "
+        "(default ~/.cache/thermowatch). See deploy/local/README.md.",
+    )
+    stack.set_defaults(func=_usage(stack))
+    actions = stack.add_subparsers(dest="stack_action", metavar="ACTION")
+
+    up = actions.add_parser("up", help="install what is missing, start, wait until healthy")
+    up.add_argument(
+        "services",
+        nargs="*",
+        metavar="SERVICE",
+        help=f"any of {', '.join(SERVICES)} (default: all)",
+    )
+    up.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_HEALTH_TIMEOUT,
+        help="seconds to wait for each health check (default: %(default)s)",
+    )
+    up.set_defaults(func=_up)
+
+    down = actions.add_parser("down", help="stop (SIGTERM, then SIGKILL after a timeout)")
+    down.add_argument(
+        "services",
+        nargs="*",
+        metavar="SERVICE",
+        help=f"any of {', '.join(SERVICES)} (default: all)",
+    )
+    down.add_argument(
+        "--timeout", type=float, default=45.0, help="seconds before SIGKILL (default: %(default)s)"
+    )
+    down.set_defaults(func=_down)
+
+    status = actions.add_parser("status", help="state, address and pid of each service")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=_status)
+
+    logs = actions.add_parser("logs", help="tail of the service logs")
+    logs.add_argument(
+        "service",
+        nargs="?",
+        choices=SERVICES,
+        metavar="SERVICE",
+        help=f"one of {', '.join(SERVICES)} (default: all)",
+    )
+    logs.add_argument("-n", "--lines", type=int, default=50, help="lines (default: 50)")
+    logs.set_defaults(func=_logs)
+
+
+def _usage(parser: argparse.ArgumentParser) -> Any:
+    def handler(args: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        return 1
+
+    return handler
+
+
+def _error(message: str) -> int:
+    print(f"thermowatch stack: error: {message}", file=sys.stderr)
+    return 1
+
+
+def _up(args: argparse.Namespace) -> int:
+    stack = LocalStack()
+    started = time.monotonic()
+    try:
+        result = stack.up(args.services or None, timeout=args.timeout)
+    except StackError as exc:
+        return _error(str(exc))
+    status = stack.status()
+    for name, what in result.items():
+        entry = status[name]
+        print(f"{name:<10} {what:<8} {entry['host']}:{entry['port']}  pid {entry['pid']}")
+    print(f"up in {time.monotonic() - started:.1f}s (stack dir {stack.root})")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    stack = LocalStack()
+    started = time.monotonic()
+    try:
+        result = stack.down(args.services or None, timeout=args.timeout)
+    except StackError as exc:
+        return _error(str(exc))
+    for name, what in result.items():
+        print(f"{name:<10} {what}")
+    print(f"down in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    stack = LocalStack()
+    status = stack.status()
+    all_up = all(entry["pid"] is not None for entry in status.values())
+    if args.json:
+        print(json.dumps(status))
+    else:
+        for name, entry in status.items():
+            if entry["pid"] is None:
+                state = "down"
+            else:
+                state = "up" if stack.is_healthy(name) else "unhealthy"
+            address = entry.get("url") or f"{entry['host']}:{entry['port']}"
+            pid = entry["pid"] if entry["pid"] is not None else "-"
+            print(f"{name:<10} {state:<9} {address:<24} pid {pid}")
+    return 0 if all_up else EXIT_SOME_DOWN
+
+
+def _logs(args: argparse.Namespace) -> int:
+    stack = LocalStack()
+    names = [args.service] if args.service else list(SERVICES)
+    for name in names:
+        if len(names) > 1:
+            print(f"==> {stack.log_file(name)} <==")
+        for line in stack.log_tail(name, args.lines):
+            print(line)
+    return 0

@@ -1,0 +1,38 @@
+"""Fixtures shared by every test tier: the real local stack (deploy.local.stack).
+
+``stack`` reuses services that are already healthy and starts the others; at
+the end of the session it stops only what it started, unless
+THERMOWATCH_KEEP_STACK=1. Set THERMOWATCH_STACK_DIR / THERMOWATCH_*_PORT to use
+another stack.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from deploy.local.stack import SERVICES, LocalStack
+
+
+@pytest.fixture(scope="session")
+def local_stack() -> Iterator[LocalStack]:
+    """The LocalStack object, with every service up and healthy (chaos tests use it)."""
+    stack = LocalStack()
+    missing = [name for name in SERVICES if not stack.is_healthy(name)]
+    if missing:
+        result = stack.up(missing, timeout=180.0)
+        started = [name for name, what in result.items() if what == "started"]
+    else:
+        started = []
+    yield stack
+    if started and os.environ.get("THERMOWATCH_KEEP_STACK") != "1":
+        stack.down(started)
+
+
+@pytest.fixture(scope="session")
+def stack(local_stack: LocalStack) -> dict[str, dict[str, Any]]:
+    """Endpoints of the running stack: see LocalStack.endpoints()."""
+    return local_stack.endpoints()
