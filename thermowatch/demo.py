@@ -27,13 +27,13 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 
 
 def _run(args: argparse.Namespace) -> int:
+    import logging
+
     from rich.console import Console
     from rich.table import Table
 
     from deploy.local.stack import LocalStack
     from thermowatch.smoke import run_all
-
-    import logging
 
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     console = Console(stderr=False)
