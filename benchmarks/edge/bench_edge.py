@@ -1,0 +1,183 @@
+"""Edge agent benchmarks (not tests): CPU per reading, peak RSS, simulator capacity.
+
+    python benchmarks/edge/bench_edge.py agent --sensors 8 --seconds 120
+    python benchmarks/edge/bench_edge.py simulator --steps 50
+
+``agent`` runs the real agent in this process (fake w1 tree written by a
+separate simulator process, mock GPIO pins, outbox with synchronous=FULL,
+QoS 1 to a private Mosquitto) and reports process CPU time (all threads:
+sensor reads, parsing, detection, outbox, paho) divided by readings stored,
+plus peak RSS. ``simulator`` measures how many w1_slave files per second one
+simulator process writes for a 400-probe fleet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bench_agent(
+    sensors: int, seconds: float, interval: float, synchronous: str, mqtt: bool
+) -> None:
+    from gpiozero.pins.mock import MockFactory
+
+    from edge_agent.app import EdgeAgent
+    from edge_agent.config import loads_config
+
+    work = Path(tempfile.mkdtemp(prefix="tw-bench-"))
+    port = free_port()
+    conf = work / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n"
+        f"persistence false\nlog_dest none\n"
+    )
+    broker = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)])
+    scenario = work / "bench.toml"
+    scenario.write_text(
+        f"seed = 1\ninterval_s = {interval}\nduration_s = {seconds + 30}\n"
+        f'[fleet]\ndevices = 1\ndevice_prefix = "bench-"\nsensors_per_device = {sensors}\n'
+    )
+    tree = work / "w1"
+    sim = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge_agent",
+            "simulate",
+            "--scenario",
+            str(scenario),
+            "--out",
+            str(tree),
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+    )
+    root = tree / "bench-001"
+    deadline = time.monotonic() + 20
+    while len(list(root.glob("28-*/w1_slave"))) < sensors and time.monotonic() < deadline:
+        time.sleep(0.1)
+    cfg = loads_config(
+        f"""
+[device]
+device_id = "bench-001"
+site = "bench"
+state_dir = "{work / "state"}"
+[sensors]
+w1_root = "{root}"
+[sampling]
+interval_s = {interval}
+[gpio]
+pin_factory = "mock"
+[outbox]
+synchronous = "{synchronous}"
+[mqtt]
+port = {port}
+"""
+    )
+    agent = EdgeAgent(cfg, pin_factory=MockFactory())
+    stop = threading.Event()
+    agent.start(mqtt=mqtt)
+    t = threading.Thread(target=agent.run, args=(stop,))
+    time.sleep(2)  # connect, first rounds (not measured)
+    t.start()
+    time.sleep(3)
+    cpu0, wall0, n0 = time.process_time(), time.monotonic(), agent.readings_stored
+    threads0 = thread_cpu()
+    time.sleep(seconds)
+    cpu1, wall1, n1 = time.process_time(), time.monotonic(), agent.readings_stored
+    threads1 = thread_cpu()
+    per_thread = {k: round(v - threads0.get(k, 0.0), 3) for k, v in threads1.items()}
+    stop.set()
+    t.join()
+    backlog = agent.outbox.stats().depth
+    agent.shutdown()
+    sim.terminate()
+    sim.wait()
+    broker.terminate()
+    broker.wait()
+    shutil.rmtree(work, ignore_errors=True)
+    n = n1 - n0
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"agent: sensors={sensors} interval_s={interval} synchronous={synchronous} mqtt={mqtt} "
+        f"wall_s={wall1 - wall0:.1f} "
+        f"readings={n} cpu_s={cpu1 - cpu0:.3f} cpu_us_per_reading={(cpu1 - cpu0) * 1e6 / n:.0f} "
+        f"peak_rss_mb={rss_mb:.1f} backlog_at_end={backlog}"
+    )
+    print("  cpu_s by thread in the window (10 ms resolution):", per_thread)
+
+
+def thread_cpu() -> dict[str, float]:
+    """utime+stime per thread, from /proc (Linux), grouped by Python thread name."""
+    names = {t.native_id: t.name.split("_")[0] for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / tick
+        name = names.get(int(task.name), "other")
+        out[name] = round(out.get(name, 0.0) + cpu, 3)
+    return out
+
+
+def bench_simulator(steps: int, tmpfs: str | None) -> None:
+    from edge_agent.simulate import FleetSimulator, Scenario
+
+    sc = Scenario.load(REPO / "tests" / "fixtures" / "scenarios" / "fleet_load.toml")
+    sim = FleetSimulator(sc)
+    shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    out = Path(tempfile.mkdtemp(prefix="tw-sim-", dir=tmpfs or shm))
+    try:
+        sim.write_step(out, 0)
+        t0, c0 = time.monotonic(), time.process_time()
+        n = sum(sim.write_step(out, s) for s in range(1, steps + 1))
+        wall, cpu = time.monotonic() - t0, time.process_time() - c0
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    print(
+        f"simulator: probes={sum(len(d.sensor_ids) for d in sim.devices)} steps={steps} "
+        f"readings={n} wall_s={wall:.2f} readings_per_s={n / wall:.0f} cpu_s={cpu:.2f} "
+        f"dir={out.parent}"
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("agent")
+    a.add_argument("--sensors", type=int, default=8)
+    a.add_argument("--seconds", type=float, default=120.0)
+    a.add_argument("--interval", type=float, default=1.0)
+    a.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
+    a.add_argument("--no-mqtt", action="store_true", help="outbox only (isolates MQTT cost)")
+    s = sub.add_parser("simulator")
+    s.add_argument("--steps", type=int, default=50)
+    s.add_argument("--dir", default=None, help="where to write (default: /dev/shm)")
+    args = p.parse_args()
+    if args.cmd == "agent":
+        bench_agent(args.sensors, args.seconds, args.interval, args.synchronous, not args.no_mqtt)
+    else:
+        bench_simulator(args.steps, args.dir)
+
+
+if __name__ == "__main__":
+    main()

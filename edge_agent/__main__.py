@@ -1,0 +1,320 @@
+"""``thermowatch edge``: run the edge agent, inspect it, or simulate sensors.
+
+Commands: ``run`` (the service), ``check-config``, ``print-config``,
+``once [--dry-run]`` (one sampling round), ``simulate --scenario FILE``
+(fake w1 sysfs fleet, optionally with one agent per simulated device) and
+``outbox`` (depth, oldest age, drops). Heavy imports happen in the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "register"]
+
+log = logging.getLogger("edge_agent")
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-c",
+        "--config",
+        default=os.environ.get("THERMOWATCH_EDGE_CONFIG"),
+        help="TOML config file (default: $THERMOWATCH_EDGE_CONFIG, else built-in defaults)",
+    )
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``edge`` command and its sub-commands."""
+    edge = subparsers.add_parser("edge", help="edge agent (Raspberry Pi)", description=__doc__)
+    sub = edge.add_subparsers(title="edge commands", metavar="EDGE_COMMAND")
+
+    p = sub.add_parser("run", help="run the agent (systemd service)")
+    _add_config(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check-config", help="validate the config and exit")
+    _add_config(p)
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("print-config", help="print the effective config (TOML, or --json)")
+    _add_config(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_print_config)
+
+    p = sub.add_parser("once", help="one sampling round")
+    _add_config(p)
+    p.add_argument("--dry-run", action="store_true", help="read and print only: no outbox, no MQTT")
+    p.set_defaults(func=cmd_once)
+
+    p = sub.add_parser("simulate", help="simulate a fleet of DS18B20 probes (fake w1 sysfs)")
+    p.add_argument("--scenario", required=True, help="scenario TOML file")
+    p.add_argument("--out", default="sim-w1", help="directory for the fake trees and labels")
+    p.add_argument("--fast", action="store_true", help="do not pace steps in real time")
+    p.add_argument("--steps", type=int, default=None, help="stop after N steps")
+    p.add_argument(
+        "--agents",
+        metavar="CONFIG",
+        default=None,
+        help="also run one agent per simulated device, from this config template",
+    )
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("outbox", help="show outbox depth, oldest age, drops")
+    _add_config(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_outbox)
+
+    def _help(_args: argparse.Namespace) -> int:
+        edge.print_help()
+        return 2
+
+    edge.set_defaults(func=_help)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from edge_agent.config import load_config
+
+    return load_config(args.config)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    print(f"{args.config or '(defaults)'}: ok (device {cfg.device.site}/{cfg.device.device_id})")
+    return 0
+
+
+def cmd_print_config(args: argparse.Namespace) -> int:
+    from edge_agent.app import config_summary
+    from thermowatch.configuration import dump_toml
+
+    cfg = _load(args)
+    if args.json:
+        print(json.dumps(config_summary(cfg), indent=2, sort_keys=True))
+    else:
+        import msgspec
+
+        masked = cfg
+        if cfg.mqtt.password:
+            masked = msgspec.structs.replace(
+                cfg,
+                mqtt=msgspec.structs.replace(cfg.mqtt, password="***"),  # noqa: S106
+            )
+        print(dump_toml(masked), end="")
+    return 0
+
+
+def _install_stop_handlers(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("event=signal signal=%s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge_agent.app import EdgeAgent
+
+    cfg = _load(args)
+    agent = EdgeAgent(cfg)
+    stop = threading.Event()
+    _install_stop_handlers(stop)
+    try:
+        agent.start()
+        agent.run(stop)
+    finally:
+        agent.shutdown()
+    return 0
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    from edge_agent.app import EdgeAgent
+    from edge_agent.sensors import Sample, SensorPool
+
+    cfg = _load(args)
+    if args.dry_run:
+        got: list[Sample] = []
+        s = cfg.sensors
+        pool = SensorPool(
+            w1_root=s.w1_root if s.w1_enabled else None,
+            host_file=s.host_file if s.host_enabled else None,
+            on_sample=got.append,
+            read_timeout_s=s.read_timeout_s,
+            retries=s.retries,
+            retry_delay_s=s.retry_delay_s,
+            min_c=s.min_plausible_c,
+            max_c=s.max_plausible_c,
+        )
+        try:
+            ids = pool.start()
+            pool.round()
+            deadline = time.monotonic() + s.read_timeout_s + 1
+            while len(got) < len(ids) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            pool.close()
+        for x in sorted(got, key=lambda x: x.sensor_id):
+            print(
+                json.dumps(
+                    {
+                        "sensor_id": x.sensor_id,
+                        "ts": x.ts_ms,
+                        "temp_c": x.temp_c,
+                        "quality": x.quality.value,
+                        "attempts": x.attempts,
+                        "detail": x.detail,
+                    }
+                )
+            )
+        return 0 if got and all(x.ok for x in got) else 1
+    agent = EdgeAgent(cfg)
+    try:
+        agent.start()
+        before = agent.readings_stored
+        agent.sample_round()
+        deadline = time.monotonic() + cfg.sensors.read_timeout_s + 1
+        while agent.readings_stored - before < len(agent.pool.sensor_ids()):
+            if time.monotonic() > deadline:
+                break
+            agent.process_events(0.1)
+        flushed = agent.flush(cfg.outbox.flush_timeout_s)
+        print(f"stored={agent.readings_stored - before} flushed={flushed}")
+    finally:
+        agent.shutdown()
+    return 0
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from edge_agent.outbox import Outbox
+
+    cfg = _load(args)
+    path = cfg.outbox_path
+    if not path.exists():
+        print(f"thermowatch: error: {path}: no outbox yet", file=sys.stderr)
+        return 1
+    with Outbox(path, device_id=cfg.device.device_id, site=cfg.device.site) as ob:
+        st = ob.stats()
+    data = {
+        "path": str(path),
+        "depth": st.depth,
+        "readings": st.readings,
+        "oldest_age_s": st.oldest_age_s,
+        "next_seq": st.next_seq,
+        "dropped": st.dropped,
+        "gaps": st.gaps,
+        "pending_gaps": st.pending_gaps,
+    }
+    if args.json:
+        print(json.dumps(data))
+    else:
+        age = "-" if st.oldest_age_s is None else f"{st.oldest_age_s:.1f}s"
+        print(
+            f"outbox {path}: depth={st.depth} readings={st.readings} oldest_age={age} "
+            f"next_seq={st.next_seq} dropped={st.dropped} gaps={st.gaps}"
+        )
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from edge_agent.simulate import FleetSimulator, Scenario
+
+    scenario = Scenario.load(args.scenario)
+    sim = FleetSimulator(scenario)
+    out = Path(args.out)
+    stop = threading.Event()
+    previous = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+    _install_stop_handlers(stop)
+    agents: list[Any] = []
+    threads: list[threading.Thread] = []
+    if args.agents:
+        import msgspec
+
+        from edge_agent.app import EdgeAgent
+        from edge_agent.config import load_config
+
+        base = load_config(args.agents)
+        sim.write_step(out, 0)  # the probes must exist before the agents look for them
+        for dev in sim.devices:
+            cfg = msgspec.structs.replace(
+                base,
+                device=msgspec.structs.replace(
+                    base.device,
+                    device_id=dev.device_id,
+                    site=dev.site,
+                    state_dir=str(Path(base.device.state_dir) / dev.device_id),
+                ),
+                sensors=msgspec.structs.replace(
+                    base.sensors, w1_root=str(out / dev.device_id), host_enabled=False
+                ),
+                mqtt=msgspec.structs.replace(base.mqtt, username=dev.device_id, client_id=""),
+                gpio=msgspec.structs.replace(base.gpio, enabled=False),
+            )
+            agent = EdgeAgent(cfg)
+            agent.start()
+            agents.append(agent)
+            t = threading.Thread(target=agent.run, args=(stop,), name=f"agent-{dev.device_id}")
+            t.start()
+            threads.append(t)
+    t0 = time.monotonic()
+    try:
+        n = sim.run(out, realtime=not args.fast, steps=args.steps, should_stop=stop.is_set)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        for agent in agents:
+            agent.shutdown()
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+    elapsed = time.monotonic() - t0
+    rate = n / elapsed if elapsed > 0 else 0.0
+    print(
+        f"simulated devices={len(sim.devices)} readings={n} seconds={elapsed:.2f} "
+        f"rate={rate:.0f}/s out={out} labels={out / 'labels.jsonl'}"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edge_agent ...``: the same commands as ``thermowatch edge ...``."""
+    from thermowatch.cli import configure_logging
+    from thermowatch.configuration import ConfigError
+
+    parser = argparse.ArgumentParser(prog="python -m edge_agent", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="tracebacks and DEBUG logs")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    sub = parser.add_subparsers(metavar="COMMAND")
+    register(sub)
+    rest = list(sys.argv[1:] if argv is None else argv)
+    # Our commands live under "edge": insert it before the first non-option word.
+    pos = next((i for i, a in enumerate(rest) if not a.startswith("-")), len(rest))
+    if pos > 0 and rest[pos - 1] == "--log-level":
+        pos = next((i for i, a in enumerate(rest) if i > pos and not a.startswith("-")), len(rest))
+    args = parser.parse_args([*rest[:pos], "edge", *rest[pos:]])
+    configure_logging("DEBUG" if args.debug else args.log_level)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except (ConfigError, Exception) as exc:
+        if args.debug:
+            raise
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

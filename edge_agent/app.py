@@ -1,0 +1,537 @@
+"""Wiring and the run loop of the edge agent.
+
+One main thread owns the decisions; helper threads only report:
+
+* sensor reads run on a thread pool (:class:`~edge_agent.sensors.SensorPool`)
+  and put :class:`~edge_agent.sensors.Sample` objects on the event queue;
+* paho's network thread puts connection, PUBACK and config events on it.
+
+Per sample the loop: judges it with the detector (``ok`` readings only),
+updates the local alarm (GPIO, works offline), allocates a seq and stores the
+reading in the outbox (one transaction per batch), then hands stored rows to
+MQTT within the in-flight window; a PUBACK deletes the row. The loop pings the
+systemd watchdog, saves the detector state periodically, and on stop flushes
+the outbox, saves the model and publishes the offline status.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from edge_agent.config import EdgeConfig, apply_device_config
+from edge_agent.detect import AlertTracker, Detector, Transition, Verdict
+from edge_agent.gpio import Outputs, StatusLight
+from edge_agent.mqtt import Acked, ConfigReceived, Connected, Disconnected, MqttLink
+from edge_agent.outbox import Outbox
+from edge_agent.sensors import Sample, SensorPool
+from telemetry_contract import (
+    AlertState,
+    ContractError,
+    DeviceConfig,
+    DeviceState,
+    DeviceStatus,
+    EdgeAlert,
+    EdgeAlertKind,
+    Reading,
+    Severity,
+    TopicKind,
+    decode_as,
+    encode,
+    mqtt_topic,
+)
+from telemetry_contract.messages import MIN_TS_MS
+from thermowatch import __version__
+from thermowatch.configuration import ConfigError
+
+__all__ = ["EdgeAgent", "atomic_write"]
+
+log = logging.getLogger(__name__)
+
+#: How long a finished read waits for the other reads of its round (batching).
+_GATHER_S = 0.1
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file, whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class _Notifier:
+    """systemd sd_notify (no-op without $NOTIFY_SOCKET)."""
+
+    def __init__(self) -> None:
+        self._n: Any = None
+        if os.environ.get("NOTIFY_SOCKET"):
+            import sdnotify
+
+            self._n = sdnotify.SystemdNotifier()
+
+    def notify(self, state: str) -> None:
+        if self._n is not None:
+            self._n.notify(state)
+
+
+class EdgeAgent:
+    """The agent: ``start()``, ``run(stop_event)``, ``shutdown()`` (idempotent)."""
+
+    def __init__(
+        self,
+        config: EdgeConfig,
+        *,
+        pin_factory: Any = None,
+        clock_ms: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.config = config
+        self.config_version = 0
+        self._clock_ms = clock_ms
+        d = config.device
+        root = config.mqtt.topic_root
+        self.telemetry_topic = mqtt_topic(d.site, d.device_id, TopicKind.TELEMETRY, root=root)
+        self.alert_topic = mqtt_topic(d.site, d.device_id, TopicKind.ALERT, root=root)
+        self.status_topic = mqtt_topic(d.site, d.device_id, TopicKind.STATUS, root=root)
+        self.config_topic = mqtt_topic(d.site, d.device_id, TopicKind.CONFIG, root=root)
+        self.events: queue.Queue[Any] = queue.Queue()
+        self.outbox = Outbox(
+            config.outbox_path,
+            device_id=d.device_id,
+            site=d.site,
+            telemetry_topic=self.telemetry_topic,
+            max_rows=config.outbox.max_rows,
+            max_age_s=config.outbox.max_age_s,
+            synchronous=config.outbox.synchronous,
+            clock_ms=clock_ms,
+        )
+        s = config.sensors
+        self.pool = SensorPool(
+            w1_root=s.w1_root if s.w1_enabled else None,
+            host_file=s.host_file if s.host_enabled else None,
+            on_sample=self.events.put,
+            read_timeout_s=s.read_timeout_s,
+            retries=s.retries,
+            retry_delay_s=s.retry_delay_s,
+            min_c=s.min_plausible_c,
+            max_c=s.max_plausible_c,
+            clock_ms=clock_ms,
+        )
+        self.detector = Detector(config.detector.name, config.detector.params)
+        self.tracker = AlertTracker(clear_after=config.alarm.clear_after)
+        self.outputs = Outputs(config.gpio, pin_factory=pin_factory)
+        self.link: MqttLink | None = None
+        self._inflight: dict[int, int] = {}  # paho mid -> outbox row id
+        self._alert_ids: dict[tuple[str, EdgeAlertKind], str] = {}
+        self._rejected: set[int] = set()
+        self._notifier = _Notifier()
+        self._interval = config.sampling.interval_s
+        self._next_tick = 0.0
+        self._sensors: list[str] = []
+        self._started = False
+        self._closed = False
+        self._clock_warned = False
+        self.readings_stored = 0
+
+    # Lifecycle ------------------------------------------------------------------
+    def start(self, *, mqtt: bool = True) -> None:
+        """Open the outbox, restore the model, claim pins, find sensors, connect."""
+        self._started = True
+        self.outbox.open()
+        self._restore_detector()
+        self.outputs.start()
+        self.outputs.set_outputs_enabled(
+            buzzer=self.config.alarm.buzzer_enabled, relay=self.config.alarm.relay_enabled
+        )
+        self.outputs.set_status(StatusLight.BUFFERING)
+        if self.config.sensors.require_sensor:
+            self._sensors = self.pool.start()
+        else:
+            try:
+                self._sensors = self.pool.start()
+            except Exception as exc:  # NoSensorError: wait for hot-plug
+                log.warning("event=no_sensor_yet detail=%r", str(exc))
+        if mqtt:
+            self.link = MqttLink(
+                self.config.mqtt,
+                client_id=self.config.client_id,
+                password=self.config.mqtt_password(),
+                status_topic=self.status_topic,
+                config_topic=self.config_topic,
+                will_payload=self._status(DeviceState.OFFLINE, "connection lost"),
+                events=self.events,
+            )
+            self.link.set_online_payload(self._status(DeviceState.ONLINE))
+            self.link.start()
+        stats = self.outbox.stats()
+        log.info(
+            "event=agent_started device=%s sensors=%s next_seq=%d backlog=%d",
+            self.config.device.device_id,
+            ",".join(self._sensors),
+            stats.next_seq,
+            stats.depth,
+        )
+        self._notifier.notify("READY=1")
+
+    def run(self, stop: threading.Event) -> None:
+        """The main loop, until ``stop`` is set."""
+        last_save = last_ping = last_flush = time.monotonic()
+        self._next_tick = time.monotonic()
+        while not stop.is_set():
+            now = time.monotonic()
+            if now >= self._next_tick:
+                self.sample_round()
+                self._next_tick += self._interval
+                if self._next_tick < now:  # fell behind (suspend, overload): skip, do not burst
+                    self._next_tick = now + self._interval
+            self.process_events(max(0.0, min(self._next_tick - time.monotonic(), 0.5)))
+            self.pump()
+            now = time.monotonic()
+            if now - last_flush >= 10.0:
+                self.outbox.flush_acks()  # deletes do not wait long for a reading to ride on
+                last_flush = now
+            if now - last_ping >= 1.0:
+                self._notifier.notify("WATCHDOG=1")
+                self._update_status_light()
+                last_ping = now
+            if now - last_save >= self.config.detector.save_interval_s:
+                self.save_detector()
+                last_save = now
+
+    def shutdown(self) -> None:
+        """Flush the outbox (bounded wait), save the model, go offline, release everything."""
+        if self._closed or not self._started:
+            return
+        self._closed = True
+        self._notifier.notify("STOPPING=1")
+        self.pool.close()
+        self.process_events(0.0)
+        self.flush(self.config.outbox.flush_timeout_s)
+        self.save_detector()
+        if self.link is not None:
+            self.link.stop(self._status(DeviceState.OFFLINE, "shutdown"))
+        self.outputs.close()
+        stats = self.outbox.stats()
+        self.outbox.close()
+        log.info("event=agent_stopped backlog=%d next_seq=%d", stats.depth, stats.next_seq)
+
+    def flush(self, timeout_s: float) -> bool:
+        """Publish the backlog and wait for its PUBACKs; True when the outbox is empty."""
+        if self.link is None:
+            return self.outbox.stats().depth == 0
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.link.connected:
+                self.process_events(0.1)
+                continue
+            self.pump()
+            if not self._inflight and self.outbox.pending_unsent() == 0:
+                return True
+            self.process_events(0.05)
+        return False
+
+    # Sampling -------------------------------------------------------------------
+    def sample_round(self) -> None:
+        """Start reading every sensor (results arrive as events)."""
+        if self._clock_ms() < MIN_TS_MS:
+            if not self._clock_warned:
+                self._clock_warned = True
+                log.warning("event=clock_not_set detail='waiting for NTP before sampling'")
+            return
+        if self._clock_warned:
+            self._clock_warned = False
+            log.info("event=clock_set")
+        self.pool.round()
+        ids = self.pool.sensor_ids()
+        if ids != self._sensors:
+            self._sensors = ids
+            if self.link is not None:
+                self.link.set_online_payload(self._status(DeviceState.ONLINE))
+
+    def process_events(self, timeout_s: float) -> None:
+        """Handle every queued event, waiting up to ``timeout_s`` for the first."""
+        try:
+            if timeout_s > 0:
+                first = self.events.get(timeout=timeout_s)
+            else:
+                first = self.events.get_nowait()
+        except queue.Empty:
+            return
+        batch = [first]
+        # Probes of one round finish within milliseconds of each other: wait briefly for
+        # the rest so the round is stored in one transaction (one fsync, not one each).
+        gather_until = time.monotonic() + _GATHER_S
+        while True:
+            try:
+                batch.append(self.events.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            wait = gather_until - time.monotonic()
+            more_reads = self.pool.busy() and any(isinstance(e, Sample) for e in batch)
+            # PUBACKs of a pumped batch also come together: one wake-up, not one each.
+            more_acks = len(self._inflight) > sum(isinstance(e, Acked) for e in batch)
+            if wait <= 0 or not (more_reads or more_acks):
+                break
+            try:
+                batch.append(self.events.get(timeout=wait))
+            except queue.Empty:
+                break
+        samples: list[Sample] = []
+        acked: list[int] = []
+        for ev in batch:
+            if isinstance(ev, Sample):
+                samples.append(ev)
+            elif isinstance(ev, Acked):
+                row = self._inflight.pop(ev.mid, None)
+                if row is None:
+                    continue  # a status message, not an outbox row
+                if ev.ok:
+                    acked.append(row)
+                else:
+                    log.error("event=publish_rejected row=%d reason=%s", row, ev.reason)
+            elif isinstance(ev, Connected | Disconnected):
+                self._update_status_light()
+            elif isinstance(ev, ConfigReceived):
+                self.handle_config(ev.payload)
+        # Deletes ride along with the next reading transaction (one fsync for both).
+        self.outbox.ack(acked, defer=True)
+        if samples:
+            self.handle_samples(samples)
+
+    def handle_samples(self, samples: list[Sample]) -> list[int]:
+        """Judge, alarm, store: the per-reading pipeline. Returns the seqs allocated."""
+        cfg = self.config
+        judged: list[tuple[Sample, Verdict | None, list[Transition]]] = []
+        for s in samples:
+            verdict = None
+            if s.ok and s.temp_c is not None:
+                # Only an ok reading is a temperature: CRC errors, 85 °C resets and
+                # unplugged probes never reach the model or the alarm.
+                verdict = self.detector.observe(s.sensor_id, s.temp_c)
+            transitions = self.tracker.update(
+                s.sensor_id,
+                s.quality,
+                s.temp_c,
+                verdict.is_anomaly if verdict else False,
+                high_c=cfg.alarm.high_c,
+                low_c=cfg.alarm.low_c,
+            )
+            if not s.ok:  # the fault alert logs the transition; each bad read is DEBUG
+                log.debug(
+                    "event=sensor_bad sensor=%s quality=%s attempts=%d detail=%r",
+                    s.sensor_id,
+                    s.quality.value,
+                    s.attempts,
+                    s.detail,
+                )
+            judged.append((s, verdict, transitions))
+        # The local alarm first: it must not wait for the disk or the network.
+        self.outputs.set_alarm(self.tracker.alarm_active)
+        d = cfg.device
+        det = self.detector.name
+
+        def builder(s: Sample, v: Verdict | None) -> Callable[[int], tuple[str, bytes]]:
+            def build(seq: int) -> tuple[str, bytes]:
+                warm = v is not None and v.warm
+                return self.telemetry_topic, encode(
+                    Reading(
+                        device_id=d.device_id,
+                        sensor_id=s.sensor_id,
+                        site=d.site,
+                        seq=seq,
+                        ts=s.ts_ms,
+                        temp_c=s.temp_c,
+                        quality=s.quality,
+                        anomaly_score=v.score if v is not None and warm else None,
+                        is_anomaly=bool(v and v.is_anomaly),
+                        detector=det if warm else None,
+                    )
+                )
+
+            return build
+
+        seqs = self.outbox.append_readings(
+            [builder(s, v) for s, v, _ in judged], now_ms=self._clock_ms()
+        )
+        self.readings_stored += len(seqs)
+        for seq, (s, v, transitions) in zip(seqs, judged, strict=True):
+            for t in transitions:
+                self._store_alert(t, seq, s, v)
+        return seqs
+
+    def _store_alert(self, t: Transition, seq: int, s: Sample, v: Verdict | None) -> None:
+        key = (t.sensor_id, t.kind)
+        if t.state is AlertState.RAISED:
+            alert_id = self._alert_ids[key] = f"{t.kind.value}:{t.sensor_id}:{seq}"
+        else:
+            alert_id = self._alert_ids.pop(key, f"{t.kind.value}:{t.sensor_id}")
+        alert = EdgeAlert(
+            device_id=self.config.device.device_id,
+            site=self.config.device.site,
+            sensor_id=t.sensor_id,
+            alert_id=alert_id[:64],
+            ts=s.ts_ms,
+            kind=t.kind,
+            state=t.state,
+            severity=t.severity,
+            message=t.message,
+            reading_seq=seq,
+            temp_c=s.temp_c,
+            anomaly_score=v.score if v is not None else None,
+        )
+        log.info(
+            "event=alert kind=%s state=%s sensor=%s seq=%d",
+            t.kind.value,
+            t.state.value,
+            t.sensor_id,
+            seq,
+        )
+        self.outbox.append("alert", self.alert_topic, encode(alert), now_ms=self._clock_ms())
+
+    # Publishing -----------------------------------------------------------------
+    def pump(self) -> int:
+        """Hand stored rows to MQTT, oldest first, within the in-flight window."""
+        if self.link is None or not self.link.connected:
+            return 0
+        room = self.config.mqtt.max_inflight - len(self._inflight)
+        rows = self.outbox.next_batch(room)
+        for row in rows:
+            mid = self.link.publish(row.topic, row.payload)
+            self._inflight[mid] = row.id
+        return len(rows)
+
+    def _update_status_light(self) -> None:
+        if self.tracker.fault_active:
+            self.outputs.set_status(StatusLight.FAULT)
+        elif (
+            self.link is not None
+            and self.link.connected
+            and len(self._inflight) < (self.config.mqtt.max_inflight)
+        ):
+            self.outputs.set_status(StatusLight.CONNECTED)
+        else:
+            self.outputs.set_status(StatusLight.BUFFERING)
+
+    def _status(self, state: DeviceState, reason: str = "") -> bytes:
+        return encode(
+            DeviceStatus(
+                device_id=self.config.device.device_id,
+                site=self.config.device.site,
+                ts=max(self._clock_ms(), MIN_TS_MS),
+                state=state,
+                agent_version=__version__,
+                config_version=self.config_version,
+                sensors=list(self._sensors),
+                reason=reason,
+            )
+        )
+
+    # Remote configuration -------------------------------------------------------------
+    def handle_config(self, payload: bytes) -> bool:
+        """Apply a retained DeviceConfig if valid and newer; reject it with an alert if not."""
+        if not payload:
+            return False  # retained config cleared: keep what we have
+        try:
+            remote = decode_as(payload, DeviceConfig, topic=self.config_topic)
+        except ContractError as exc:
+            self._reject(None, f"{exc}")
+            return False
+        if remote.version <= self.config_version or remote.version in self._rejected:
+            return False
+        try:
+            new = apply_device_config(self.config, remote)
+        except ConfigError as exc:
+            self._reject(remote.version, str(exc))
+            return False
+        old = self.config
+        self.config = new
+        self.config_version = remote.version
+        if (new.detector.name, new.detector.params) != (old.detector.name, old.detector.params):
+            self.detector = Detector(new.detector.name, new.detector.params)
+        if new.sampling.interval_s != self._interval:
+            self._interval = new.sampling.interval_s
+            # Takes effect within one (new) interval, not after the old one.
+            self._next_tick = min(self._next_tick, time.monotonic() + self._interval)
+        self.outputs.set_outputs_enabled(
+            buzzer=new.alarm.buzzer_enabled, relay=new.alarm.relay_enabled
+        )
+        self.tracker.clear_after = new.alarm.clear_after
+        if self.link is not None:
+            self.link.set_online_payload(self._status(DeviceState.ONLINE))
+        log.info(
+            "event=config_applied version=%d interval_s=%s detector=%s",
+            remote.version,
+            new.sampling.interval_s,
+            new.detector.name,
+        )
+        return True
+
+    def _reject(self, version: int | None, reason: str) -> None:
+        if version is not None:
+            self._rejected.add(version)
+        log.warning("event=config_rejected version=%s reason=%r", version, reason)
+        alert = EdgeAlert(
+            device_id=self.config.device.device_id,
+            site=self.config.device.site,
+            alert_id=f"config:{version if version is not None else 'invalid'}",
+            ts=max(self._clock_ms(), MIN_TS_MS),
+            kind=EdgeAlertKind.CONFIG_REJECTED,
+            state=AlertState.RAISED,
+            severity=Severity.WARNING,
+            message=f"config version {version} rejected: {reason}"[:1024],
+        )
+        self.outbox.append("alert", self.alert_topic, encode(alert), now_ms=self._clock_ms())
+
+    # Detector state ----------------------------------------------------------------
+    def save_detector(self) -> None:
+        path = self.config.detector_state_path
+        try:
+            atomic_write(path, self.detector.dumps())
+        except OSError as exc:
+            log.error("event=detector_save_failed path=%s error=%r", path, str(exc))
+            return
+        log.info("event=detector_saved path=%s sensors=%d", path, len(self.detector.monitors))
+
+    def _restore_detector(self) -> None:
+        path = self.config.detector_state_path
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return
+        try:
+            self.detector = Detector.loads(
+                data, self.config.detector.name, self.config.detector.params
+            )
+        except Exception as exc:  # a corrupt state file costs a warm-up, not the service
+            log.warning("event=detector_restore_failed path=%s error=%r", path, str(exc))
+            return
+        log.info("event=detector_restored path=%s sensors=%d", path, len(self.detector.monitors))
+
+
+def config_summary(config: EdgeConfig) -> dict[str, Any]:
+    """The effective configuration as plain data (for ``print-config --json``)."""
+    out: dict[str, Any] = msgspec.to_builtins(config)
+    if out["mqtt"].get("password"):
+        out["mqtt"]["password"] = "***"  # noqa: S105 - a mask, not a password
+    return out

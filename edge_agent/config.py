@@ -1,0 +1,319 @@
+"""Typed, frozen configuration of the edge agent, validated at start-up.
+
+Load it with :func:`load_config` (TOML file plus ``THERMOWATCH_EDGE__SECTION__KEY``
+environment overrides). Every default is shown, commented, in ``sample.toml``.
+The cloud may change part of it at run time with a ``DeviceConfig`` message
+(see :func:`apply_device_config`); the rest needs a restart.
+
+>>> cfg = loads_config('[device]\\ndevice_id = "s1-d01"\\nsite = "s1"\\n')
+>>> cfg.device.device_id, cfg.sampling.interval_s, cfg.outbox.synchronous
+('s1-d01', 1.0, 'FULL')
+>>> loads_config('[mqtt]\\nqos = 2\\n')
+Traceback (most recent call last):
+...
+thermowatch.configuration.ConfigError: mqtt.qos: must be 1, got 2
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from telemetry_contract import MAX_TEMP_C, MIN_TEMP_C, DeviceConfig
+from telemetry_contract.messages import DEVICE_ID_PATTERN
+from thermowatch import configuration
+
+__all__ = [
+    "AlarmSection",
+    "DetectorSection",
+    "DeviceSection",
+    "EdgeConfig",
+    "GpioSection",
+    "MqttSection",
+    "OutboxSection",
+    "SamplingSection",
+    "SensorsSection",
+    "apply_device_config",
+    "load_config",
+    "loads_config",
+]
+
+ENV_PREFIX = "THERMOWATCH_EDGE"
+_ID = re.compile(DEVICE_ID_PATTERN)
+
+DetectorParam = float | int | bool | str
+
+
+class DeviceSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Who this agent is and where it keeps its state."""
+
+    #: Agent identity: the MQTT username and topic level.
+    device_id: str = "dev-test-1"
+    site: str = "lab"
+    #: Outbox, detector state; systemd's StateDirectory= sets $STATE_DIRECTORY.
+    state_dir: str = "/var/lib/thermowatch-edge"
+
+
+class SensorsSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where to find sensors and how hard to try reading them."""
+
+    w1_enabled: bool = True
+    #: Root of the kernel's w1 devices (a fake tree in tests and the simulator).
+    w1_root: str = "/sys/bus/w1/devices"
+    host_enabled: bool = False
+    #: The file gpiozero's CPUTemperature reads (millidegrees Celsius).
+    host_file: str = "/sys/class/thermal/thermal_zone0/temp"
+    #: Extra attempts after a CRC error, a power-on reset or an implausible value.
+    retries: int = 2
+    retry_delay_s: float = 0.05
+    #: A read still running after this long is reported ``disconnected`` (hung bus).
+    read_timeout_s: float = 5.0
+    #: Values outside this range are ``out_of_range``; the DS18B20 range by default.
+    min_plausible_c: float = MIN_TEMP_C
+    max_plausible_c: float = MAX_TEMP_C
+    #: Refuse to start when no sensor is found (False: wait for hot-plug).
+    require_sensor: bool = True
+
+
+class SamplingSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    interval_s: float = 1.0
+
+
+class AlarmSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Local alarm: thresholds and which outputs sound it."""
+
+    high_c: float | None = None
+    low_c: float | None = None
+    buzzer_enabled: bool = True
+    relay_enabled: bool = False
+    #: Consecutive normal readings before an anomaly alert is cleared.
+    clear_after: int = 5
+
+
+class DetectorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Which online detector runs per sensor (see :mod:`edge_agent.detect`)."""
+
+    name: str = "zscore"
+    #: Detector parameters, e.g. ``{threshold = 6.0, warmup = 30}``.
+    params: dict[str, DetectorParam] = msgspec.field(default_factory=dict)
+    #: Model state is saved this often and on shutdown.
+    save_interval_s: float = 300.0
+
+
+class GpioSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """LEDs, buzzer, relay and button (BCM pin numbers; 0 or negative: not fitted)."""
+
+    enabled: bool = True
+    #: "" lets gpiozero choose (lgpio on a Pi); or lgpio, rpigpio, pigpio, native, mock.
+    pin_factory: str = ""
+    status_led_pin: int = 17
+    alarm_led_pin: int = 27
+    buzzer_pin: int = 22
+    relay_pin: int = 0
+    button_pin: int = 0
+    #: Relay energised = heater cut (True), or the opposite wiring (False).
+    relay_active_high: bool = True
+
+
+class OutboxSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The durable SQLite (WAL) outbox between sensors and broker."""
+
+    #: Default: <device.state_dir>/outbox.sqlite3.
+    path: str = ""
+    #: Bound on stored messages; the oldest readings are dropped beyond it (a Gap says which).
+    max_rows: int = 500_000
+    #: Readings older than this are dropped (a Gap says which). 0: no age limit.
+    max_age_s: float = 14 * 86400.0
+    #: FULL: every commit is fsynced (survives power loss). NORMAL: survives kill -9 only.
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    #: On SIGTERM, wait this long for the broker to acknowledge the backlog.
+    flush_timeout_s: float = 5.0
+
+
+class MqttSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str = ""
+    password: str = ""
+    #: Read the password from this file instead (keeps it out of the config).
+    password_file: str = ""
+    qos: Literal[1] = 1
+    tls: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    #: Stable per device (persistent session). Default: "tw-edge-<device_id>".
+    client_id: str = ""
+    keepalive_s: int = 30
+    session_expiry_s: int = 7 * 86400
+    #: Messages handed to the MQTT client and not yet acknowledged.
+    max_inflight: int = 64
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+    topic_root: str = "thermowatch"
+
+
+class EdgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The whole edge agent configuration."""
+
+    device: DeviceSection = DeviceSection()
+    sensors: SensorsSection = SensorsSection()
+    sampling: SamplingSection = SamplingSection()
+    alarm: AlarmSection = AlarmSection()
+    detector: DetectorSection = DetectorSection()
+    gpio: GpioSection = GpioSection()
+    outbox: OutboxSection = OutboxSection()
+    mqtt: MqttSection = MqttSection()
+
+    def validate(self) -> list[str]:
+        """Cross-field problems as ``section.key: problem`` (empty when valid)."""
+        from edge_agent.detect import DetectorSpecError, check_detector
+
+        p: list[str] = []
+        for key, value in (("device_id", self.device.device_id), ("site", self.device.site)):
+            if not _ID.fullmatch(value):
+                p.append(f"device.{key}: must match {DEVICE_ID_PATTERN}, got {value!r}")
+        if not 0.1 <= self.sampling.interval_s <= 3600:
+            p.append(f"sampling.interval_s: must be in 0.1..3600, got {self.sampling.interval_s}")
+        s = self.sensors
+        if s.retries < 0:
+            p.append(f"sensors.retries: must be >= 0, got {s.retries}")
+        if s.read_timeout_s <= 0:
+            p.append(f"sensors.read_timeout_s: must be > 0, got {s.read_timeout_s}")
+        if s.min_plausible_c >= s.max_plausible_c:
+            p.append(
+                f"sensors.min_plausible_c: must be below max_plausible_c "
+                f"({s.max_plausible_c}), got {s.min_plausible_c}"
+            )
+        a = self.alarm
+        if a.high_c is not None and a.low_c is not None and a.low_c >= a.high_c:
+            p.append(f"alarm.low_c: must be below alarm.high_c ({a.high_c}), got {a.low_c}")
+        if a.clear_after < 1:
+            p.append(f"alarm.clear_after: must be >= 1, got {a.clear_after}")
+        try:
+            check_detector(self.detector.name, self.detector.params)
+        except DetectorSpecError as exc:
+            p.append(f"detector.{exc.key}: {exc.problem}")
+        m, o = self.mqtt, self.outbox
+        if not 1 <= m.port <= 65535:
+            p.append(f"mqtt.port: must be in 1..65535, got {m.port}")
+        if not 1 <= m.max_inflight <= 65535:
+            p.append(f"mqtt.max_inflight: must be in 1..65535, got {m.max_inflight}")
+        if m.reconnect_min_s <= 0 or m.reconnect_max_s < m.reconnect_min_s:
+            p.append(
+                f"mqtt.reconnect_max_s: must be >= reconnect_min_s > 0, got "
+                f"{m.reconnect_min_s}..{m.reconnect_max_s}"
+            )
+        if m.password and m.password_file:
+            p.append("mqtt.password_file: set either password or password_file, not both")
+        if (m.cert_file == "") != (m.key_file == ""):
+            p.append("mqtt.key_file: cert_file and key_file go together")
+        if o.max_rows < 2 * m.max_inflight + 10:
+            p.append(
+                f"outbox.max_rows: must be at least 2 * mqtt.max_inflight + 10 "
+                f"({2 * m.max_inflight + 10}), got {o.max_rows}"
+            )
+        if o.max_age_s < 0:
+            p.append(f"outbox.max_age_s: must be >= 0, got {o.max_age_s}")
+        return p
+
+    # Derived values -------------------------------------------------------
+    @property
+    def client_id(self) -> str:
+        """The stable MQTT client id (persistent session)."""
+        return self.mqtt.client_id or f"tw-edge-{self.device.device_id}"
+
+    @property
+    def outbox_path(self) -> Path:
+        return Path(self.outbox.path or Path(self.device.state_dir) / "outbox.sqlite3")
+
+    @property
+    def detector_state_path(self) -> Path:
+        return Path(self.device.state_dir) / "detector.pickle"
+
+    def mqtt_password(self) -> str:
+        """The password, from ``password`` or ``password_file`` (read at connect time)."""
+        if self.mqtt.password_file:
+            return Path(self.mqtt.password_file).read_text(encoding="utf-8").strip()
+        return self.mqtt.password
+
+
+def _default_env() -> Mapping[str, str]:
+    env = dict(os.environ)
+    # systemd's StateDirectory= exports the real path; use it unless overridden.
+    state = env.get("STATE_DIRECTORY")
+    if state and f"{ENV_PREFIX}__DEVICE__STATE_DIR" not in env:
+        env[f"{ENV_PREFIX}__DEVICE__STATE_DIR"] = state.split(":")[0]
+    return env
+
+
+def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> EdgeConfig:
+    """Load and validate the agent configuration (``None``: defaults + environment)."""
+    return configuration.load(
+        EdgeConfig, path, env=_default_env() if env is None else env, env_prefix=ENV_PREFIX
+    )
+
+
+def loads_config(text: str, env: Mapping[str, str] | None = None) -> EdgeConfig:
+    """Like :func:`load_config`, from TOML text."""
+    return configuration.loads(EdgeConfig, text, env=env or {}, env_prefix=ENV_PREFIX)
+
+
+def apply_device_config(current: EdgeConfig, remote: DeviceConfig) -> EdgeConfig:
+    """The configuration after a remote ``DeviceConfig`` (null fields keep the current value).
+
+    Raises :class:`~thermowatch.configuration.ConfigError` naming the key when
+    the result is not valid; the caller then keeps ``current``.
+
+    >>> from telemetry_contract import DeviceConfig
+    >>> base = loads_config('[device]\\ndevice_id = "d1"\\nsite = "s"\\n')
+    >>> dc = DeviceConfig(device_id="d1", site="s", version=2, ts=1_767_225_600_000,
+    ...                   sampling_interval_s=0.5, alarm_high_c=8.0)
+    >>> new = apply_device_config(base, dc)
+    >>> new.sampling.interval_s, new.alarm.high_c, new.alarm.low_c
+    (0.5, 8.0, None)
+    >>> bad = DeviceConfig(device_id="d1", site="s", version=3, ts=1_767_225_600_000,
+    ...                    detector="nope")
+    >>> apply_device_config(base, bad)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    thermowatch.configuration.ConfigError: detector.name: unknown detector 'nope' ...
+    """
+    if remote.device_id != current.device.device_id or remote.site != current.device.site:
+        raise configuration.ConfigError(
+            f"device_id: config is for {remote.site}/{remote.device_id}, this is "
+            f"{current.device.site}/{current.device.device_id}"
+        )
+    sampling = current.sampling
+    if remote.sampling_interval_s is not None:
+        sampling = msgspec.structs.replace(sampling, interval_s=remote.sampling_interval_s)
+    alarm = current.alarm
+    changes: dict[str, object] = {}
+    if remote.alarm_high_c is not None:
+        changes["high_c"] = remote.alarm_high_c
+    if remote.alarm_low_c is not None:
+        changes["low_c"] = remote.alarm_low_c
+    if remote.buzzer_enabled is not None:
+        changes["buzzer_enabled"] = remote.buzzer_enabled
+    if remote.relay_enabled is not None:
+        changes["relay_enabled"] = remote.relay_enabled
+    alarm = msgspec.structs.replace(alarm, **changes)
+    detector = current.detector
+    if remote.detector is not None and remote.detector != detector.name:
+        detector = msgspec.structs.replace(
+            detector, name=remote.detector, params=dict(remote.detector_params)
+        )
+    elif remote.detector_params:
+        detector = msgspec.structs.replace(
+            detector, params={**detector.params, **remote.detector_params}
+        )
+    new = msgspec.structs.replace(current, sampling=sampling, alarm=alarm, detector=detector)
+    problems = new.validate()
+    if problems:
+        raise configuration.ConfigError("; ".join(problems))
+    return new

@@ -1,0 +1,408 @@
+"""Durable store-and-forward: the SQLite (WAL) outbox between sensors and broker.
+
+Delivery guarantee of this hop: a reading is acknowledged to nobody until it
+is committed here, and it leaves only when the broker has acknowledged it
+(MQTT QoS 1 PUBACK) - at-least-once, in seq order, with every seq either
+delivered or covered by exactly one :class:`~telemetry_contract.Gap`.
+
+* The per-device ``seq`` lives in the same database and is allocated in the
+  same transaction that stores the reading, so a crash can neither lose a
+  committed reading nor hand out a seq twice.
+* ``synchronous=FULL`` (the default) fsyncs the WAL on every commit: a
+  committed reading survives power loss. ``NORMAL`` survives ``kill -9`` only
+  (see README.md for why FULL is required for the seq promise).
+* The outbox is bounded by row count and age. Overflow drops the oldest
+  readings not yet handed to the MQTT client and records one Gap row per
+  contiguous dropped range (coalesced while the Gap has not been sent).
+* All methods take one lock: the connection is shared by the main loop and
+  whatever thread calls :meth:`stats`.
+
+>>> import tempfile, pathlib
+>>> d = tempfile.mkdtemp()
+>>> ob = Outbox(pathlib.Path(d) / "o.db", device_id="d1", site="s1", max_rows=30)
+>>> ob.open()
+>>> ob.append_readings([lambda seq: ("t", b"r%d" % seq)] * 3, now_ms=1_767_225_600_000)
+[0, 1, 2]
+>>> [(r.seq, r.payload) for r in ob.next_batch(10)]
+[(0, b'r0'), (1, b'r1'), (2, b'r2')]
+>>> ob.ack([1, 2]); ob.stats().depth
+1
+>>> ob.close()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from edge_agent.errors import OutboxError
+from telemetry_contract import Gap, GapReason, encode
+
+__all__ = ["Outbox", "OutboxRow", "OutboxStats"]
+
+log = logging.getLogger(__name__)
+
+#: Builds (topic, payload) for a reading once its seq is known.
+ReadingBuilder = Callable[[int], tuple[str, bytes]]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta(key, value) VALUES ('next_seq', 0), ('dropped', 0), ('gaps', 0);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,   -- send order
+    kind TEXT NOT NULL,                     -- reading | gap | alert
+    seq INTEGER,                            -- reading: its seq; gap: first_seq
+    last_seq INTEGER,                       -- gap: last_seq
+    reason TEXT,                            -- gap: GapReason value
+    topic TEXT NOT NULL,
+    payload BLOB,                           -- null for gaps (built when sent)
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_kind_id ON outbox(kind, id);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One message waiting for its PUBACK."""
+
+    id: int
+    kind: str
+    seq: int | None
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    """What ``thermowatch edge outbox`` shows."""
+
+    depth: int
+    readings: int
+    oldest_age_s: float | None
+    next_seq: int
+    dropped: int
+    gaps: int
+    pending_gaps: int
+
+
+class Outbox:
+    """The outbox database; see the module docstring for the guarantees."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        device_id: str,
+        site: str,
+        telemetry_topic: str = "",
+        max_rows: int = 500_000,
+        max_age_s: float = 0.0,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        drop_batch: int | None = None,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self.path = Path(path)
+        self._device_id = device_id
+        self._site = site
+        self._topic = telemetry_topic or f"thermowatch/{site}/{device_id}/telemetry"
+        self.max_rows = max_rows
+        self.max_age_s = max_age_s
+        self._sync = synchronous
+        # Dropping in batches keeps an outage from producing one Gap per reading.
+        self._drop_batch = drop_batch or max(1, max_rows // 100)
+        self._clock_ms = clock_ms
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
+        self._cursor = 0  # highest row id handed to the MQTT client in this process
+        self._depth = 0  # rows stored (kept in memory: count(*) is O(n) in SQLite)
+        self._acked: list[int] = []  # acknowledged rows whose delete is not committed yet
+        self._max_id = 0  # highest row id stored: nothing to hand out when cursor reaches it
+
+    # Lifecycle ---------------------------------------------------------------
+    def open(self) -> None:
+        """Open (creating if needed) the database; idempotent."""
+        with self._lock:
+            if self._db is not None:
+                return
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+                )
+                mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    db.close()
+                    raise OutboxError(f"{self.path}: cannot enable WAL (journal_mode={mode})")
+                db.execute(f"PRAGMA synchronous={self._sync}")
+                db.executescript(_SCHEMA)
+            except sqlite3.Error as exc:
+                raise OutboxError(f"{self.path}: cannot open outbox: {exc}") from exc
+            self._db = db
+            self._cursor = 0
+            self._depth = int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+            self._max_id = int(db.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0])
+            log.info("event=outbox_open path=%s synchronous=%s", self.path, self._sync)
+
+    def close(self) -> None:
+        """Close the database; idempotent. Committed rows stay for the next start."""
+        with self._lock:
+            if self._db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self.flush_acks()
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> Outbox:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise OutboxError("outbox is not open")
+        return self._db
+
+    # Writing -------------------------------------------------------------------
+    def append_readings(self, builders: Sequence[ReadingBuilder], *, now_ms: int) -> list[int]:
+        """Allocate seqs and store readings, all in one transaction; returns the seqs."""
+        if not builders:
+            return []
+        with self._lock:
+            db = self._conn
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                first = int(db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
+                seqs = list(range(first, first + len(builders)))
+                rows = []
+                for seq, build in zip(seqs, builders, strict=True):
+                    topic, payload = build(seq)
+                    rows.append(("reading", seq, topic, payload, now_ms))
+                db.executemany(
+                    "INSERT INTO outbox(kind, seq, topic, payload, created_ms) VALUES (?,?,?,?,?)",
+                    rows,
+                )
+                self._max_id = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
+                db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (first + len(seqs),))
+                self._depth += len(rows)
+                self._delete_acked(db)
+                self._enforce_bounds(db, now_ms)
+                db.execute("COMMIT")
+            except BaseException:
+                self._rollback(db)
+                raise
+        return seqs
+
+    def append(self, kind: str, topic: str, payload: bytes, *, now_ms: int) -> None:
+        """Store a message that carries no seq (an alert)."""
+        with self._lock:
+            db = self._conn
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(
+                    "INSERT INTO outbox(kind, topic, payload, created_ms) VALUES (?,?,?,?)",
+                    (kind, topic, payload, now_ms),
+                )
+                self._max_id = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
+                self._depth += 1
+                self._delete_acked(db)
+                self._enforce_bounds(db, now_ms)
+                db.execute("COMMIT")
+            except BaseException:
+                self._rollback(db)
+                raise
+
+    def _enforce_bounds(self, db: sqlite3.Connection, now_ms: int) -> None:
+        """Drop what exceeds age and size, never a row already handed out (it may arrive)."""
+        if self.max_age_s > 0:
+            limit = now_ms - int(self.max_age_s * 1000)
+            head = db.execute(
+                "SELECT created_ms FROM outbox WHERE kind='reading' AND id>? ORDER BY id LIMIT 1",
+                (self._cursor,),
+            ).fetchone()
+            if head is not None and head[0] < limit:
+                # The prefix of unsent readings up to the first young one (id order, so a
+                # wall-clock step back cannot make the dropped range non-contiguous).
+                young = db.execute(
+                    "SELECT min(id) FROM outbox WHERE kind='reading' AND id>? AND created_ms>=?",
+                    (self._cursor, limit),
+                ).fetchone()[0]
+                old = db.execute(
+                    "SELECT id, seq FROM outbox WHERE kind='reading' AND id>? AND id<? ORDER BY id",
+                    (self._cursor, young if young is not None else 2**62),
+                ).fetchall()
+                if old:
+                    self._drop(db, old, GapReason.OUTBOX_EXPIRED, now_ms)
+        if self._depth > self.max_rows:
+            n = max(self._depth - self.max_rows, self._drop_batch)
+            oldest = db.execute(
+                "SELECT id, seq FROM outbox WHERE kind='reading' AND id>? ORDER BY id LIMIT ?",
+                (self._cursor, n),
+            ).fetchall()
+            if oldest:
+                self._drop(db, oldest, GapReason.OUTBOX_FULL, now_ms)
+
+    def _rollback(self, db: sqlite3.Connection) -> None:
+        # Deletes of acknowledged rows in the failed transaction are lost: harmless
+        # (those rows are re-sent after a restart as duplicates of the same seq).
+        db.execute("ROLLBACK")
+        self._depth = int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    def _drop(
+        self,
+        db: sqlite3.Connection,
+        rows: list[tuple[int, int]],
+        reason: GapReason,
+        now_ms: int,
+    ) -> None:
+        # The rows are the oldest unsent readings, so their seqs are contiguous.
+        first_seq, last_seq = rows[0][1], rows[-1][1]
+        db.execute(
+            "DELETE FROM outbox WHERE kind='reading' AND id>=? AND id<=?",
+            (rows[0][0], rows[-1][0]),
+        )
+        self._depth -= len(rows)
+        db.execute("UPDATE meta SET value=value+? WHERE key='dropped'", (len(rows),))
+        prev = db.execute(
+            "SELECT id, seq, last_seq FROM outbox WHERE kind='gap' AND id>? AND reason=? "
+            "ORDER BY id DESC LIMIT 1",
+            (self._cursor, reason.value),
+        ).fetchone()
+        if prev is not None and prev[2] + 1 == first_seq:
+            db.execute("UPDATE outbox SET last_seq=? WHERE id=?", (last_seq, prev[0]))
+            first_seq = prev[1]
+        else:
+            db.execute(
+                "INSERT INTO outbox(kind, seq, last_seq, reason, topic, created_ms) "
+                "VALUES ('gap',?,?,?,?,?)",
+                (first_seq, last_seq, reason.value, self._topic, now_ms),
+            )
+            self._max_id = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
+            db.execute("UPDATE meta SET value=value+1 WHERE key='gaps'")
+            self._depth += 1
+        log.warning(
+            "event=outbox_drop reason=%s first_seq=%d last_seq=%d dropped=%d",
+            reason.value,
+            first_seq,
+            last_seq,
+            len(rows),
+        )
+
+    # Sending ---------------------------------------------------------------------
+    def next_batch(self, limit: int) -> list[OutboxRow]:
+        """Up to ``limit`` rows not yet handed out in this process, oldest first."""
+        if limit <= 0:
+            return []
+        with self._lock:
+            if self._cursor >= self._max_id:
+                return []
+            rows = self._conn.execute(
+                "SELECT id, kind, seq, last_seq, reason, topic, payload, created_ms FROM outbox "
+                "WHERE id>? ORDER BY id LIMIT ?",
+                (self._cursor, limit),
+            ).fetchall()
+            out = []
+            for rid, kind, seq, last_seq, reason, topic, payload, created in rows:
+                if kind == "gap":
+                    payload = encode(
+                        Gap(
+                            device_id=self._device_id,
+                            site=self._site,
+                            ts=created,
+                            first_seq=seq,
+                            last_seq=last_seq,
+                            reason=GapReason(reason),
+                            message=f"outbox bound reached (max_rows={self.max_rows}, "
+                            f"max_age_s={self.max_age_s:g})",
+                        )
+                    )
+                out.append(OutboxRow(rid, kind, seq, topic, bytes(payload)))
+            if out:
+                self._cursor = out[-1].id
+            return out
+
+    def ack(self, row_ids: Iterable[int], *, defer: bool = False) -> None:
+        """The broker has these rows: delete them.
+
+        With ``defer`` the deletes ride along with the next write transaction
+        (or :meth:`flush_acks`), saving an fsync per PUBACK batch. A crash
+        before then only means those rows are published again: a duplicate
+        of the same seq, which QoS 1 allows anyway - never a loss.
+        """
+        with self._lock:
+            self._acked.extend(row_ids)
+            if not defer:
+                self.flush_acks()
+
+    def flush_acks(self) -> None:
+        """Delete the rows acknowledged so far (one transaction)."""
+        with self._lock:
+            if not self._acked:
+                return
+            db = self._conn
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._delete_acked(db)
+                db.execute("COMMIT")
+            except BaseException:
+                self._rollback(db)
+                raise
+
+    def _delete_acked(self, db: sqlite3.Connection) -> None:
+        if not self._acked:
+            return
+        before = db.total_changes
+        db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in self._acked])
+        self._depth -= db.total_changes - before
+        self._acked.clear()
+
+    def rewind(self) -> None:
+        """Hand every stored row out again (after the MQTT client lost its in-flight state)."""
+        with self._lock:
+            self._cursor = 0
+
+    def pending_unsent(self) -> int:
+        """Rows not yet handed to the MQTT client."""
+        with self._lock:
+            return int(
+                self._conn.execute(
+                    "SELECT count(*) FROM outbox WHERE id>?", (self._cursor,)
+                ).fetchone()[0]
+            )
+
+    def stats(self) -> OutboxStats:
+        with self._lock:
+            self.flush_acks()
+            db = self._conn
+            depth, readings, oldest = db.execute(
+                "SELECT count(*), sum(kind='reading'), min(created_ms) FROM outbox"
+            ).fetchone()
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            pending_gaps = int(
+                db.execute("SELECT count(*) FROM outbox WHERE kind='gap'").fetchone()[0]
+            )
+        age = None if oldest is None else max(0.0, (self._clock_ms() - int(oldest)) / 1000.0)
+        return OutboxStats(
+            depth=int(depth),
+            readings=int(readings or 0),
+            oldest_age_s=age,
+            next_seq=int(meta["next_seq"]),
+            dropped=int(meta["dropped"]),
+            gaps=int(meta["gaps"]),
+            pending_gaps=pending_gaps,
+        )
+
+    def synchronous_mode(self) -> int:
+        """``PRAGMA synchronous`` as SQLite reports it (2 = FULL, 1 = NORMAL)."""
+        with self._lock:
+            return int(self._conn.execute("PRAGMA synchronous").fetchone()[0])

@@ -1,0 +1,411 @@
+"""Temperature sensors behind one small interface, read concurrently.
+
+Two real kinds: DS18B20 probes through the kernel's w1-therm sysfs files
+(``<root>/28-*/w1_slave``), and the board's own thermal zone (the file
+gpiozero's ``CPUTemperature`` reads). Every reader takes its file paths as
+arguments, so tests and the simulator point them at fake trees.
+
+Why not gpiozero or w1thermsensor for the probes: gpiozero has no DS18B20
+class; w1thermsensor hides the raw ``crc=`` verdict behind exceptions and
+resolves its own sysfs base path, while we need the CRC flag, the raw
+``t=`` value (to recognise the 85 °C reset) and an injectable root.
+
+Parsing and judging are pure functions:
+
+>>> text = ("72 01 4b 46 7f ff 0e 10 57 : crc=57 YES\\n"
+...         "72 01 4b 46 7f ff 0e 10 57 t=23125\\n")
+>>> parse_w1_slave(text)
+(True, 23125)
+>>> judge(True, 23125, None, -55.0, 125.0)
+(<Quality.OK: 'ok'>, 23.125)
+>>> judge(False, 23125, None, -55.0, 125.0)[0]
+<Quality.CRC_ERROR: 'crc_error'>
+>>> judge(True, 85000, 4.0, -55.0, 125.0)[0]
+<Quality.POWER_ON_RESET: 'power_on_reset'>
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from edge_agent.errors import NoSensorError, SensorReadError
+from telemetry_contract import Quality
+
+__all__ = [
+    "DS18B20",
+    "HOST_SENSOR_ID",
+    "HostSensor",
+    "Sample",
+    "Sensor",
+    "SensorPool",
+    "discover_w1",
+    "judge",
+    "parse_w1_slave",
+]
+
+log = logging.getLogger(__name__)
+
+HOST_SENSOR_ID = "host"
+#: What the DS18B20 scratchpad holds after power-on, before any conversion:
+#: +85.000 °C. A probe that browns out mid-conversion returns it too, so 85.000
+#: read out of the blue is a fault, not a temperature.
+POWER_ON_RESET_MILLIC = 85000
+#: An 85.000 °C reading is believed only right after readings this close to it
+#: (an oven really at 85 °C passes through 84.x first).
+RESET_BELIEVABLE_WITHIN_C = 2.0
+
+_CRC = re.compile(r"crc=([0-9a-fA-F]{2})\s+(YES|NO)\s*$")
+_T = re.compile(r"t=(-?\d+)\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """The outcome of reading one sensor once (after retries).
+
+    ``temp_c`` is set only when ``quality`` is ``ok``: a CRC failure or a
+    power-on reset is not a temperature, whatever digits came with it.
+    """
+
+    sensor_id: str
+    ts_ms: int
+    temp_c: float | None
+    quality: Quality
+    detail: str = ""
+    attempts: int = 1
+
+    @property
+    def ok(self) -> bool:
+        return self.quality is Quality.OK
+
+
+class Sensor(Protocol):
+    """Port: anything that yields a :class:`Sample` when read (may block ~1 s)."""
+
+    @property
+    def sensor_id(self) -> str: ...
+
+    def present(self) -> bool:
+        """Whether the device is still there (a DS18B20 directory can vanish)."""
+        ...
+
+    def read(self) -> Sample: ...
+
+
+def parse_w1_slave(text: str) -> tuple[bool, int]:
+    """``(crc_ok, millidegrees)`` from the two lines of a ``w1_slave`` file.
+
+    >>> parse_w1_slave("50 05 4b : crc=1c NO\\n50 05 4b t=85000")
+    (False, 85000)
+    >>> parse_w1_slave("ff ff : crc=00 YES\\nff ff t=-1250\\n")
+    (True, -1250)
+    >>> parse_w1_slave("00 00 00 : crc=00 YES\\n00 00 00 t=0\\n")  # nobody answered
+    (False, 0)
+    >>> parse_w1_slave("")
+    Traceback (most recent call last):
+    ...
+    ValueError: w1_slave: expected 2 lines ('... crc=xx YES|NO', '... t=<millidegrees>'), got 0
+    """
+    lines = text.splitlines()
+    if len(lines) < 2:
+        raise ValueError(
+            "w1_slave: expected 2 lines ('... crc=xx YES|NO', '... t=<millidegrees>'), "
+            f"got {len(lines)}"
+        )
+    crc = _CRC.search(lines[0])
+    if crc is None:
+        raise ValueError(f"w1_slave: no 'crc=xx YES|NO' in first line {lines[0][:80]!r}")
+    t = _T.search(lines[1])
+    if t is None:
+        raise ValueError(f"w1_slave: no 't=<millidegrees>' in second line {lines[1][:80]!r}")
+    # An all-zero scratchpad has a valid CRC (0) but means no probe answered
+    # (shorted or missing data line): treat it as a failed CRC check.
+    pad = lines[0].split(":", 1)[0].split()
+    all_zero = bool(pad) and all(b == "00" for b in pad)
+    return crc.group(2) == "YES" and not all_zero, int(t.group(1))
+
+
+def judge(
+    crc_ok: bool,
+    millic: int,
+    last_ok_c: float | None,
+    min_c: float,
+    max_c: float,
+) -> tuple[Quality, float | None]:
+    """The quality verdict on one raw DS18B20 value, and the temperature if it is usable.
+
+    ``last_ok_c`` is the previous good value from the same probe; 85.000 °C is
+    believed only when that was already close to 85.
+
+    >>> judge(True, 85000, 84.5, -55.0, 125.0)
+    (<Quality.OK: 'ok'>, 85.0)
+    >>> judge(True, 85000, None, -55.0, 125.0)[0]
+    <Quality.POWER_ON_RESET: 'power_on_reset'>
+    >>> judge(True, 127937, None, -55.0, 125.0)
+    (<Quality.OUT_OF_RANGE: 'out_of_range'>, None)
+    """
+    if not crc_ok:
+        return Quality.CRC_ERROR, None
+    if millic == POWER_ON_RESET_MILLIC and (
+        last_ok_c is None or abs(last_ok_c - 85.0) > RESET_BELIEVABLE_WITHIN_C
+    ):
+        return Quality.POWER_ON_RESET, None
+    temp = millic / 1000.0
+    if not min_c <= temp <= max_c:
+        return Quality.OUT_OF_RANGE, None
+    return Quality.OK, temp
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class DS18B20:
+    """One DS18B20 probe read through ``<device_dir>/w1_slave``.
+
+    CRC errors, power-on resets and implausible values are retried
+    ``retries`` times; if every attempt is bad the last verdict is returned
+    with its quality flag (and no temperature).
+    """
+
+    def __init__(
+        self,
+        device_dir: str | Path,
+        *,
+        retries: int = 2,
+        retry_delay_s: float = 0.05,
+        min_c: float = -55.0,
+        max_c: float = 125.0,
+        clock_ms: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.device_dir = Path(device_dir)
+        self._id = self.device_dir.name
+        self._dir = str(self.device_dir)
+        self._file = f"{self._dir}/w1_slave"
+        self._retries = retries
+        self._retry_delay_s = retry_delay_s
+        self._min_c = min_c
+        self._max_c = max_c
+        self._clock_ms = clock_ms
+        self.last_ok_c: float | None = None
+
+    @property
+    def sensor_id(self) -> str:
+        return self._id
+
+    def present(self) -> bool:
+        return os.path.isdir(self._dir)  # noqa: PTH112 - hot path, no Path object
+
+    def read(self) -> Sample:
+        ts = self._clock_ms()
+        quality, detail = Quality.DISCONNECTED, ""
+        attempt = 0
+        for attempt in range(1, self._retries + 2):
+            try:
+                with open(self._file, "rb") as f:
+                    text = f.read().decode("ascii", "replace")
+                crc_ok, millic = parse_w1_slave(text)
+            except FileNotFoundError:
+                return Sample(self._id, ts, None, Quality.DISCONNECTED, "w1_slave missing", attempt)
+            except (OSError, ValueError) as exc:
+                # A probe pulled mid-read gives EIO or a truncated file: not a temperature.
+                quality, detail = Quality.DISCONNECTED, str(SensorReadError(self._id, str(exc)))
+            else:
+                quality, temp = judge(crc_ok, millic, self.last_ok_c, self._min_c, self._max_c)
+                if temp is not None:
+                    self.last_ok_c = temp
+                    return Sample(self._id, ts, temp, Quality.OK, "", attempt)
+                detail = f"t={millic} crc={'YES' if crc_ok else 'NO'}"
+            if attempt <= self._retries and self._retry_delay_s > 0:
+                time.sleep(self._retry_delay_s)
+        return Sample(self._id, ts, None, quality, detail, attempt)
+
+
+class HostSensor:
+    """The board's own temperature: the thermal-zone file gpiozero's CPUTemperature reads."""
+
+    def __init__(
+        self,
+        path: str | Path = "/sys/class/thermal/thermal_zone0/temp",
+        *,
+        sensor_id: str = HOST_SENSOR_ID,
+        clock_ms: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.path = Path(path)
+        self._id = sensor_id
+        self._clock_ms = clock_ms
+
+    @property
+    def sensor_id(self) -> str:
+        return self._id
+
+    def present(self) -> bool:
+        return self.path.is_file()
+
+    def read(self) -> Sample:
+        ts = self._clock_ms()
+        try:
+            temp = int(self.path.read_text(encoding="ascii").strip()) / 1000.0
+        except (OSError, ValueError) as exc:
+            return Sample(self._id, ts, None, Quality.DISCONNECTED, str(exc))
+        if not -55.0 <= temp <= 125.0:
+            return Sample(self._id, ts, None, Quality.OUT_OF_RANGE, f"temp={temp}")
+        return Sample(self._id, ts, temp, Quality.OK)
+
+
+def discover_w1(root: str | Path) -> list[str]:
+    """Names of the DS18B20 (family ``28``) device directories under ``root``, sorted.
+
+    Missing root → empty list (1-Wire not enabled, or the simulator not started yet).
+    """
+    try:
+        # scandir: the entry type comes with the listing, no stat per entry.
+        with os.scandir(root) as it:
+            return sorted(e.name for e in it if e.name.startswith("28-") and e.is_dir())
+    except OSError:
+        return []
+
+
+class SensorPool:
+    """The set of sensors, rediscovered each round and read concurrently.
+
+    Each sensor is read on a worker thread, so one slow or hung probe never
+    stalls the others or the main loop (and its watchdog pings). A sensor whose
+    previous read is still running is not read again; once that read is older
+    than ``read_timeout_s`` the sensor is reported ``disconnected`` each round
+    until the read returns. A DS18B20 whose directory disappears is reported
+    ``disconnected``; one that appears is picked up (hot-plug).
+    """
+
+    def __init__(
+        self,
+        *,
+        w1_root: str | Path | None,
+        host_file: str | Path | None,
+        on_sample: Callable[[Sample], None],
+        read_timeout_s: float = 5.0,
+        retries: int = 2,
+        retry_delay_s: float = 0.05,
+        min_c: float = -55.0,
+        max_c: float = 125.0,
+        clock_ms: Callable[[], int] = _now_ms,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._w1_root = Path(w1_root) if w1_root is not None else None
+        self._host = HostSensor(host_file, clock_ms=clock_ms) if host_file is not None else None
+        self._on_sample = on_sample
+        self._timeout = read_timeout_s
+        self._probe_kw = {"retries": retries, "retry_delay_s": retry_delay_s}
+        self._min_c, self._max_c = min_c, max_c
+        self._clock_ms = clock_ms
+        self._monotonic = monotonic
+        self._sensors: dict[str, Sensor] = {}
+        self._busy: dict[str, float] = {}  # sensor id -> monotonic start of the running read
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+
+    def start(self) -> list[str]:
+        """Discover sensors; :class:`NoSensorError` when there is none."""
+        self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="sensor")
+        self.rescan()
+        if not self._sensors:
+            raise NoSensorError(*self.places())
+        return self.sensor_ids()
+
+    def places(self) -> list[str]:
+        where = []
+        if self._w1_root is not None:
+            where.append(f"{self._w1_root}/28-*/w1_slave")
+        if self._host is not None:
+            where.append(str(self._host.path))
+        return where
+
+    def sensor_ids(self) -> list[str]:
+        return sorted(self._sensors)
+
+    def rescan(self) -> tuple[list[str], list[str]]:
+        """Pick up new probes; returns ``(appeared, vanished)`` sensor ids."""
+        appeared: list[str] = []
+        if self._w1_root is not None:
+            for name in discover_w1(self._w1_root):
+                if name not in self._sensors:
+                    self._sensors[name] = DS18B20(
+                        self._w1_root / name,
+                        retries=int(self._probe_kw["retries"]),
+                        retry_delay_s=float(self._probe_kw["retry_delay_s"]),
+                        min_c=self._min_c,
+                        max_c=self._max_c,
+                        clock_ms=self._clock_ms,
+                    )
+                    appeared.append(name)
+        if self._host is not None and HOST_SENSOR_ID not in self._sensors and self._host.present():
+            self._sensors[HOST_SENSOR_ID] = self._host
+            appeared.append(HOST_SENSOR_ID)
+        vanished = [sid for sid, s in self._sensors.items() if not s.present()]
+        for sid in appeared:
+            log.info("event=sensor_found sensor=%s", sid)
+        return appeared, vanished
+
+    def round(self) -> None:
+        """Start one read of every sensor; results go to ``on_sample`` as they finish."""
+        if self._executor is None:
+            raise RuntimeError("SensorPool.start() was not called")
+        self.rescan()
+        now = self._monotonic()
+        for sid, sensor in sorted(self._sensors.items()):
+            if not sensor.present():
+                self._on_sample(
+                    Sample(sid, self._clock_ms(), None, Quality.DISCONNECTED, "device gone")
+                )
+                continue
+            with self._lock:
+                started = self._busy.get(sid)
+                if started is None:
+                    self._busy[sid] = now
+            if started is not None:
+                if now - started >= self._timeout:
+                    self._on_sample(
+                        Sample(
+                            sid,
+                            self._clock_ms(),
+                            None,
+                            Quality.DISCONNECTED,
+                            f"read hung for {now - started:.1f}s",
+                        )
+                    )
+                continue
+            future = self._executor.submit(sensor.read)
+            future.add_done_callback(functools.partial(self._done, sid))
+
+    def _done(self, sid: str, future: Future[Sample]) -> None:
+        with self._lock:
+            started = self._busy.pop(sid, None)
+        exc = future.exception()
+        if exc is not None:
+            sample = Sample(sid, self._clock_ms(), None, Quality.DISCONNECTED, repr(exc))
+        else:
+            sample = future.result()
+        if started is not None and self._monotonic() - started >= self._timeout:
+            # Its round was already reported as hung; a late value is stale.
+            log.warning("event=sensor_late sensor=%s", sid)
+            return
+        self._on_sample(sample)
+
+    def busy(self) -> int:
+        with self._lock:
+            return len(self._busy)
+
+    def close(self) -> None:
+        """Stop accepting reads; a hung read thread is abandoned, not joined."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None

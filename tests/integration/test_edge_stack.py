@@ -1,0 +1,137 @@
+"""Edge agent against the shared local stack's Mosquitto (auth + ACL on), as dev-test-3."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from gpiozero.pins.mock import MockFactory
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_agent.app import EdgeAgent
+from edge_agent.config import loads_config
+from telemetry_contract import DeviceConfig, Quality, decode, encode
+
+pytestmark = pytest.mark.integration
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "w1"
+DEVICE = "dev-test-3"
+
+
+def wait_for(cond: Any, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return bool(cond())
+
+
+class Admin:
+    def __init__(self, host: str, port: int, password: str, topic: str) -> None:
+        self.msgs: list[tuple[str, Any]] = []
+        self.lock = threading.Lock()
+        self.ready = threading.Event()
+        self.c = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"edge-it-{uuid.uuid4().hex[:8]}",
+            protocol=paho.MQTTv5,
+        )
+        self.c.username_pw_set("admin", password)
+        self.c.on_connect = lambda c, u, f, rc, p: (c.subscribe(topic, qos=1), self.ready.set())
+        self.c.on_message = self._on_message
+        self.c.connect(host, port)
+        self.c.loop_start()
+        assert self.ready.wait(20)
+        time.sleep(0.3)  # SUBACK
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        with self.lock:
+            self.msgs.append((msg.topic, decode(msg.payload) if msg.payload else None))
+
+    def of(self, kind: str) -> list[Any]:
+        with self.lock:
+            return [m for t, m in self.msgs if t.endswith("/" + kind) and m is not None]
+
+    def publish(self, topic: str, payload: bytes, retain: bool = True) -> None:
+        self.c.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def test_agent_publishes_with_device_credentials_and_takes_remote_config(
+    stack: dict[str, Any], tmp_path: Path
+) -> None:
+    mq = stack["mosquitto"]
+    site = f"it{uuid.uuid4().hex[:8]}"
+    base = f"thermowatch/{site}/{DEVICE}"
+    root = tmp_path / "w1"
+    shutil.copytree(FIXTURES / "ok", root)
+    cfg = loads_config(
+        f"""
+[device]
+device_id = "{DEVICE}"
+site = "{site}"
+state_dir = "{tmp_path / "state"}"
+[sensors]
+w1_root = "{root}"
+[sampling]
+interval_s = 0.5
+[gpio]
+pin_factory = "mock"
+[mqtt]
+host = "{mq["host"]}"
+port = {mq["port"]}
+username = "{DEVICE}"
+password = "{mq["users"][DEVICE]}"
+client_id = "tw-edge-{DEVICE}-{site}"
+session_expiry_s = 60
+"""
+    )
+    admin = Admin(mq["host"], mq["port"], mq["users"]["admin"], f"{base}/#")
+    agent = EdgeAgent(cfg, pin_factory=MockFactory())
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,))
+    try:
+        agent.start()
+        thread.start()
+        assert wait_for(lambda: len(admin.of("telemetry")) >= 6)
+        online = [s for s in admin.of("status") if s.state.value == "online"]
+        assert online and online[-1].sensors == ["28-0316a2791aff", "28-0416b3a1c2ff"]
+        # The device may read its own config topic (ACL): a remote change applies.
+        admin.publish(
+            f"{base}/config",
+            encode(
+                DeviceConfig(
+                    device_id=DEVICE,
+                    site=site,
+                    version=1,
+                    ts=int(time.time() * 1000),
+                    sampling_interval_s=0.25,
+                )
+            ),
+        )
+        assert wait_for(lambda: agent.config_version == 1, timeout=15)
+        assert wait_for(lambda: any(s.config_version == 1 for s in admin.of("status")))
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join(30)
+        agent.shutdown()
+    assert wait_for(lambda: admin.of("status")[-1].state.value == "offline", timeout=15)
+    readings = admin.of("telemetry")
+    seqs = [r.seq for r in readings]
+    assert seqs == list(range(len(seqs)))
+    assert all(r.quality is Quality.OK and r.device_id == DEVICE for r in readings)
+    # Leave no retained messages behind on the shared broker.
+    admin.publish(f"{base}/status", b"")
+    admin.publish(f"{base}/config", b"")
+    admin.close()

@@ -1,0 +1,79 @@
+"""Detectors: conformance over every implementation, no-learn-on-flag, state round trip."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from edge_agent.app import atomic_write
+from edge_agent.detect import DETECTORS, Detector, DetectorSpecError, SensorMonitor, evaluate
+
+
+def series(n: int, seed: int = 1) -> list[float]:
+    rng = random.Random(seed)
+    return [4.0 + 0.5 * math.sin(i / 50) + rng.gauss(0, 0.05) for i in range(n)]
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_every_detector_is_finite_warm_and_picklable(name: str) -> None:
+    mon = SensorMonitor(name, {"warmup": 50})
+    verdicts = [mon.observe(x) for x in series(400)]
+    assert all(v.score is None and not v.warm for v in verdicts[:50])
+    scores = [v.score for v in verdicts[50:]]
+    assert all(s is not None and math.isfinite(s) and s >= 0 for s in scores)
+    det = Detector(name, {"warmup": 50})
+    for x in series(100):
+        det.observe("p", x)
+    again = Detector.loads(det.dumps(), name, {"warmup": 50})
+    # The restored model continues exactly where the saved one was.
+    assert again.observe("p", 4.2) == det.observe("p", 4.2)
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_every_detector_flags_a_fire(name: str) -> None:
+    data = [(x, False) for x in series(600)] + [(60.0, True)] * 5
+    m = evaluate(name, {}, data)
+    assert m.tp >= 1 and m.fp <= 6  # measurable: precision/recall on labelled data
+    assert 0 <= m.precision <= 1 and 0 <= m.recall <= 1
+
+
+def test_flagged_points_are_not_learned() -> None:
+    mon = SensorMonitor("zscore", {"warmup": 20})
+    for x in series(100):
+        mon.observe(x)
+    seen = mon.seen
+    # A freezer door left open: the model never learns the warm values, so it keeps alarming.
+    verdicts = [mon.observe(20.0) for _ in range(200)]
+    assert all(v.is_anomaly for v in verdicts)
+    assert mon.seen == seen
+
+
+def test_restore_ignores_state_of_another_detector(tmp_path: Path) -> None:
+    det = Detector("zscore", {"warmup": 5})
+    for x in series(20):
+        det.observe("p", x)
+    path = tmp_path / "detector.pickle"
+    atomic_write(path, det.dumps())
+    assert Detector.loads(path.read_bytes(), "zscore", {"warmup": 5}).monitors["p"].seen == 20
+    assert Detector.loads(path.read_bytes(), "zscore", {"warmup": 6}).monitors == {}
+    assert Detector.loads(path.read_bytes(), "hst", {}).monitors == {}
+    assert not (tmp_path / "detector.pickle.tmp").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "key"),
+    [
+        ("nope", {}, "name"),
+        ("zscore", {"threshold": -1.0}, "params.threshold"),
+        ("zscore", {"warmup": "ten"}, "params.warmup"),
+        ("zscore", {"warmup": True}, "params.warmup"),
+        ("hst", {"alpha": 0.1}, "params.alpha"),
+    ],
+)
+def test_bad_detector_specs_name_the_key(name: str, params: dict, key: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(DetectorSpecError) as err:
+        SensorMonitor(name, params)
+    assert err.value.key == key
