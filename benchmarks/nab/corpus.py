@@ -1,0 +1,152 @@
+"""Reading the NAB corpus from disk: data files, windows, profiles, published results.
+
+The corpus lives outside the repository (``../shared/data/nab`` next to the
+checkout); ``THERMOWATCH_NAB_DATA`` or an explicit path overrides that.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.nab.scorer import FileLabels, Profile, windows_to_rows
+
+__all__ = [
+    "TEMPERATURE_FILES",
+    "Corpus",
+    "Series",
+    "default_root",
+    "load_corpus",
+    "load_profiles",
+    "load_published_file_scores",
+    "load_published_totals",
+    "load_scores_csv",
+    "load_thresholds",
+]
+
+#: The two real temperature sensors of the corpus.
+TEMPERATURE_FILES = (
+    "realKnownCause/ambient_temperature_system_failure.csv",
+    "realKnownCause/machine_temperature_system_failure.csv",
+)
+
+
+def default_root() -> Path:
+    """``$THERMOWATCH_NAB_DATA``, else ``shared/data/nab`` beside the repository."""
+    env = os.environ.get("THERMOWATCH_NAB_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / "shared" / "data" / "nab"
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One data file: its key (``category/name.csv``), rows and labels."""
+
+    key: str
+    timestamps: tuple[str, ...]
+    values: tuple[float, ...]
+    labels: FileLabels
+
+
+@dataclass(frozen=True, slots=True)
+class Corpus:
+    root: Path
+    series: dict[str, Series]
+
+    @property
+    def n_windows(self) -> int:
+        return sum(len(s.labels.windows) for s in self.series.values())
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[str]]:
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader)
+        stamp, value = header.index("timestamp"), header.index("value")
+        ts: list[str] = []
+        vs: list[str] = []
+        for row in reader:
+            ts.append(row[stamp])
+            vs.append(row[value])
+    return ts, vs
+
+
+def load_corpus(root: Path | None = None, keys: list[str] | None = None) -> Corpus:
+    """Every file named in ``labels/combined_windows.json`` (or just ``keys``)."""
+    root = root or default_root()
+    windows: dict[str, list[list[str]]] = json.loads(
+        (root / "labels" / "combined_windows.json").read_text()
+    )
+    series: dict[str, Series] = {}
+    for key in sorted(keys if keys is not None else windows):
+        ts, vs = _read_rows(root / "data" / key)
+        rows = windows_to_rows(ts, [(w[0], w[1]) for w in windows[key]])
+        values = tuple(float(v) for v in vs)
+        series[key] = Series(key, tuple(ts), values, FileLabels(len(ts), rows))
+    return Corpus(root, series)
+
+
+def load_profiles(root: Path | None = None) -> dict[str, Profile]:
+    """The profiles of ``config/profiles.json``."""
+    root = root or default_root()
+    raw = json.loads((root / "config" / "profiles.json").read_text())
+    out: dict[str, Profile] = {}
+    for name, body in raw.items():
+        cm = body["CostMatrix"]
+        out[name] = Profile(
+            name, float(cm["tpWeight"]), float(cm["fpWeight"]), float(cm["fnWeight"])
+        )
+    return out
+
+
+def load_thresholds(root: Path | None = None) -> dict[str, dict[str, float]]:
+    """``detector -> profile -> threshold`` from ``config/thresholds.json``."""
+    root = root or default_root()
+    raw = json.loads((root / "config" / "thresholds.json").read_text())
+    return {
+        det: {prof: float(v["threshold"]) for prof, v in profiles.items()}
+        for det, profiles in raw.items()
+    }
+
+
+def load_published_totals(root: Path | None = None) -> dict[str, dict[str, float]]:
+    """``detector -> profile -> normalised score`` from ``results/final_results.json``."""
+    root = root or default_root()
+    raw = json.loads((root / "results" / "final_results.json").read_text())
+    return {det: {k: float(v) for k, v in profiles.items()} for det, profiles in raw.items()}
+
+
+def load_published_file_scores(
+    detector: str, profile: str, root: Path | None = None
+) -> dict[str, dict[str, float]]:
+    """Per-file rows of ``results/<det>/<det>_<profile>_scores.csv``: score, tp, fp, fn."""
+    root = root or default_root()
+    path = root / "results" / detector / f"{detector}_{profile}_scores.csv"
+    out: dict[str, dict[str, float]] = {}
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["File"] and row["File"].endswith(".csv"):
+                out[row["File"]] = {
+                    "threshold": float(row["Threshold"]),
+                    "score": float(row["Score"]),
+                    "tp": float(row["TP"]),
+                    "fp": float(row["FP"]),
+                    "fn": float(row["FN"]),
+                }
+    return out
+
+
+def load_scores_csv(path: Path) -> tuple[list[str], list[float]]:
+    """Timestamps and ``anomaly_score`` column of a NAB-layout result file."""
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        ts: list[str] = []
+        scores: list[float] = []
+        for row in reader:
+            ts.append(row["timestamp"])
+            scores.append(float(row["anomaly_score"]))
+    return ts, scores

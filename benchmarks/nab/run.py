@@ -1,0 +1,294 @@
+"""Run an edge-agent detector over the NAB corpus and score it the NAB way.
+
+Every file gets its own fresh :class:`edge_agent.detect.SensorMonitor` (the
+object the agent keeps per sensor), fed every value in file order, one at a
+time: causal, one pass, no labels. The monitor's score of each row (0 during
+warm-up) is what NAB thresholds. One corpus-wide threshold is then chosen
+per profile by :func:`benchmarks.nab.scorer.sweep`.
+
+The agent does not learn from readings it flags, so its scores depend on its
+own ``threshold`` parameter. The sweep assumes they do not; so after the
+sweep the corpus is run a second time with ``threshold`` set to the standard
+profile's best value and scored at that fixed value: the *closed-loop* score
+is what the agent would really get with that setting.
+
+Usage (from the repository root)::
+
+    python -m benchmarks.nab.run                       # the agent's default detector
+    python -m benchmarks.nab.run --detector context
+    python -m benchmarks.nab.run --detector zscore --param threshold=4 --param alpha=0.02
+
+Per-row scores land in ``benchmarks/nab/results/<detector>/<category>/<detector>_<name>.csv``
+(NAB's layout, columns ``timestamp,value,anomaly_score``), plus ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import multiprocessing
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python benchmarks/nab/run.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks.nab import corpus as nab_corpus
+from benchmarks.nab import scorer
+
+Param = float | int | bool | str
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def make_monitor(name: str, params: Mapping[str, Param]) -> Any:
+    """The agent's per-sensor monitor for detector ``name``.
+
+    A registered detector goes through ``SensorMonitor(name, params)``
+    unchanged. ``context`` (``edge_agent/detect_nab.py``) before it is registered
+    in ``edge_agent.detect.DETECTORS``: the same ``SensorMonitor`` class with
+    its model swapped, so warm-up, scoring and no-learn-on-flag are the
+    agent's own code.
+    """
+    from edge_agent import detect
+
+    if name in detect.DETECTORS:
+        return detect.SensorMonitor(name, params)
+    if name == "context":
+        from edge_agent import detect_nab
+
+        merged = detect_nab.check_params(params)
+        mon = detect.SensorMonitor(
+            "zscore", {"threshold": float(merged["threshold"]), "warmup": int(merged["warmup"])}
+        )
+        mon.name = name
+        mon.params = merged
+        mon._model = detect_nab.build_model(merged)  # until registered
+        return mon
+    known = ", ".join(sorted(detect.DETECTORS))
+    raise SystemExit(f"nab: error: unknown detector {name!r} (known: {known}, context)")
+
+
+@dataclass(frozen=True, slots=True)
+class FileRun:
+    key: str
+    scores: list[float]
+    cpu_s: float
+    state_bytes: int
+
+
+def run_file(job: tuple[str, Sequence[float], str, dict[str, Param]]) -> FileRun:
+    """Feed one file's values to a fresh monitor; the score of every row."""
+    import pickle
+
+    key, values, name, params = job
+    mon = make_monitor(name, params)
+    scores: list[float] = []
+    append = scores.append
+    observe = mon.observe
+    start = time.process_time()
+    for x in values:
+        s = observe(x).score
+        append(0.0 if s is None else s)
+    cpu = time.process_time() - start
+    return FileRun(key, scores, cpu, len(pickle.dumps(mon)))
+
+
+def run_corpus(
+    corpus: nab_corpus.Corpus, name: str, params: Mapping[str, Param], workers: int
+) -> dict[str, FileRun]:
+    """Every file through its own monitor, biggest files first, on ``workers`` processes."""
+    keys = sorted(corpus.series, key=lambda k: -corpus.series[k].labels.n)
+    jobs = [(k, corpus.series[k].values, name, dict(params)) for k in keys]
+    if workers <= 1:
+        runs = [run_file(j) for j in jobs]
+    else:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            runs = pool.map(run_file, jobs, chunksize=1)
+    return {r.key: r for r in runs}
+
+
+def to_unit(scores: Sequence[float], unbounded: bool) -> list[float]:
+    """Scores as NAB wants them, in [0, 1]: ``s / (1 + s)`` for unbounded ones (monotone).
+
+    >>> to_unit([0.0, 1.0, 3.0], unbounded=True)
+    [0.0, 0.5, 0.75]
+    """
+    if not unbounded:
+        return [min(max(s, 0.0), 1.0) for s in scores]
+    return [s / (1.0 + s) for s in scores]
+
+
+def write_csvs(
+    corpus: nab_corpus.Corpus, runs: Mapping[str, FileRun], name: str, out: Path
+) -> bool:
+    """NAB-layout result files; returns whether scores were squashed into [0, 1]."""
+    unbounded = any(s > 1.0 for r in runs.values() for s in r.scores)
+    for key, run in runs.items():
+        cat, fname = key.split("/")
+        path = out / name / cat / f"{name}_{fname}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        series = corpus.series[key]
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["timestamp", "value", "anomaly_score"])
+            for ts, v, a in zip(
+                series.timestamps, series.values, to_unit(run.scores, unbounded), strict=True
+            ):
+                w.writerow([ts, repr(v), repr(a)])
+    return unbounded
+
+
+def score_runs(corpus: nab_corpus.Corpus, runs: Mapping[str, FileRun]) -> dict[str, dict[str, Any]]:
+    """Per profile: best threshold, normalised score, and the temperature files' raw scores."""
+    out: dict[str, dict[str, Any]] = {}
+    for prof in scorer.PROFILES.values():
+        files = {k: (runs[k].scores, s.labels) for k, s in corpus.series.items()}
+        best = scorer.sweep(files, prof)
+        per_file = {
+            k: scorer.score_file(runs[k].scores, s.labels, prof, best.threshold)
+            for k, s in corpus.series.items()
+        }
+        out[prof.name] = {
+            "threshold": best.threshold,
+            "score": scorer.normalise(best.total, corpus.n_windows, prof),
+            "tp": sum(f.tp for f in per_file.values()),
+            "fp": sum(f.fp for f in per_file.values()),
+            "fn": sum(f.fn for f in per_file.values()),
+            "temperature_raw": {
+                k.split("/")[1].removesuffix(".csv"): per_file[k].score
+                for k in nab_corpus.TEMPERATURE_FILES
+                if k in per_file
+            },
+        }
+    return out
+
+
+def fixed_threshold_score(
+    corpus: nab_corpus.Corpus, runs: Mapping[str, FileRun], threshold: float
+) -> dict[str, float]:
+    """Normalised scores of every profile at one given threshold (no sweep)."""
+    out: dict[str, float] = {}
+    for prof in scorer.PROFILES.values():
+        total = sum(
+            scorer.score_file(runs[k].scores, s.labels, prof, threshold).score
+            for k, s in corpus.series.items()
+        )
+        out[prof.name] = scorer.normalise(total, corpus.n_windows, prof)
+    return out
+
+
+def parse_param(text: str) -> tuple[str, Param]:
+    """``key=value`` with value read as bool, int, float or string.
+
+    >>> parse_param("threshold=4"), parse_param("seed=7.5"), parse_param("x=true")
+    (('threshold', 4), ('seed', 7.5), ('x', True))
+    """
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    if raw.lower() in ("true", "false"):
+        return key, raw.lower() == "true"
+    for conv in (int, float):
+        try:
+            return key, conv(raw)
+        except ValueError:
+            pass
+    return key, raw
+
+
+def default_detector() -> str:
+    from edge_agent.config import DetectorSection
+
+    return DetectorSection().name
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="nab", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--detector", default=None, help="detector name (default: the agent's)")
+    ap.add_argument("--param", action="append", type=parse_param, default=[], metavar="K=V")
+    ap.add_argument("--data", type=Path, default=None, help="NAB root (default: shared/data/nab)")
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="results root")
+    ap.add_argument("--workers", type=int, default=2, help="processes (at most 2)")
+    ap.add_argument("--no-closed-loop", action="store_true", help="skip the second run")
+    args = ap.parse_args(argv)
+    name = args.detector or default_detector()
+    params: dict[str, Param] = dict(args.param)
+    workers = max(1, min(2, args.workers))
+
+    corpus = nab_corpus.load_corpus(args.data)
+    n_rows = sum(s.labels.n for s in corpus.series.values())
+    mon = make_monitor(name, params)
+    params = dict(mon.params)  # merged with the detector's defaults
+    t0 = time.monotonic()
+    runs = run_corpus(corpus, name, params, workers)
+    wall = time.monotonic() - t0
+    cpu_us = 1e6 * sum(r.cpu_s for r in runs.values()) / n_rows
+    state_max = max(r.state_bytes for r in runs.values())
+    squashed = write_csvs(corpus, runs, name, args.out)
+    results = score_runs(corpus, runs)
+    std = results["standard"]
+    configured = fixed_threshold_score(corpus, runs, float(params["threshold"]))
+
+    closed: dict[str, Any] | None = None
+    if not args.no_closed_loop and math.isfinite(std["threshold"]):
+        again = {**params, "threshold": float(std["threshold"])}
+        if isinstance(params["threshold"], float) and std["threshold"] > 0:
+            runs2 = run_corpus(corpus, name, again, workers)
+            closed = {
+                "threshold": std["threshold"],
+                "scores": fixed_threshold_score(corpus, runs2, std["threshold"]),
+            }
+
+    summary: dict[str, Any] = {
+        "detector": name,
+        "params": params,
+        "files": len(corpus.series),
+        "rows": n_rows,
+        "windows": corpus.n_windows,
+        "profiles": results,
+        "at_configured_threshold": configured,
+        "closed_loop": closed,
+        "cpu_us_per_sample": cpu_us,
+        "max_state_bytes": state_max,
+        "wall_s": wall,
+        "workers": workers,
+        "csv_scores": "s/(1+s)" if squashed else "as scored",
+    }
+    folder = args.out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+    print(f"detector={name} params={json.dumps(params, sort_keys=True)}")
+    print(f"files={len(corpus.series)} rows={n_rows} windows={corpus.n_windows}")
+    print(f"{'profile':<20} {'score':>7} {'threshold':>12} {'tp':>4} {'fp':>5} {'fn':>4}")
+    for pname, r in results.items():
+        counts = f"{r['tp']:4d} {r['fp']:5d} {r['fn']:4d}"
+        print(f"{pname:<20} {r['score']:7.2f} {r['threshold']:12.6g} {counts}")
+    for fname, raw in std["temperature_raw"].items():
+        print(f"raw standard score {fname}: {raw:+.4f}")
+    print(
+        f"at the configured threshold={params['threshold']} (no sweep): "
+        + " ".join(f"{k}={v:.2f}" for k, v in configured.items())
+    )
+    if closed is not None:
+        cl = closed["scores"]
+        print(
+            f"closed loop (agent threshold={closed['threshold']:.6g}): "
+            + " ".join(f"{k}={v:.2f}" for k, v in cl.items())
+        )
+    print(f"cpu_us_per_sample={cpu_us:.2f} max_state_bytes={state_max} wall_s={wall:.1f}")
+    if squashed:
+        print("csv anomaly_score = s/(1+s) of the detector's score (monotone; same sweep)")
+    print(f"results: {folder.resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,133 @@
+"""The ``context`` detector (edge_agent/detect_nab.py) and the NAB runner around it."""
+
+from __future__ import annotations
+
+import csv
+import math
+import pickle
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # benchmarks/ is not an installed package
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.nab import corpus as nab_corpus  # noqa: E402
+from benchmarks.nab import run as nab_run  # noqa: E402
+from benchmarks.nab.scorer import FileLabels  # noqa: E402
+from edge_agent import detect_nab  # noqa: E402
+from edge_agent.detect import SensorMonitor  # noqa: E402
+
+
+def _noisy(n: int, seed: int = 1, level: float = 20.0) -> list[float]:
+    rng = random.Random(seed)
+    return [level + math.sin(i / 12.0) + rng.gauss(0.0, 0.2) for i in range(n)]
+
+
+def _scores(values: list[float], **params: float | int | str) -> list[float]:
+    mon = nab_run.make_monitor("context", params)
+    return [s if (s := mon.observe(x).score) is not None else 0.0 for x in values]
+
+
+def test_scores_are_finite_and_in_unit_interval() -> None:
+    values = [*_noisy(3000), float("nan"), 1e12, -1e12, 0.0, *_noisy(500, seed=2)]
+    scores = _scores(values)
+    assert all(0.0 <= s <= 1.0 and math.isfinite(s) for s in scores)
+
+
+def test_a_level_shift_is_reported_once_then_learned() -> None:
+    values = [*_noisy(2000), *_noisy(1500, seed=3, level=35.0)]
+    scores = _scores(values)
+    threshold = float(detect_nab.NAB_DEFAULTS["threshold"])
+    flagged = [i for i, s in enumerate(scores) if s >= threshold]
+    assert 2000 in flagged  # the onset, at once
+    # Not an alarm on every reading of the new level: a report or two while it
+    # is learned, then as quiet as before the shift (new extremes of the noise
+    # are reported now and then: they are the only thing it has not seen).
+    assert len([i for i in flagged if 2000 < i <= 2500]) <= 3, flagged
+    assert len([i for i in flagged if i > 2500]) <= 3, flagged
+    assert len([i for i in flagged if 1000 <= i < 2000]) <= 3, flagged
+
+
+def test_causal_prefix_scores_do_not_depend_on_the_future() -> None:
+    values = [*_noisy(1500), 40.0, *_noisy(500, seed=4)]
+    full = _scores(values)
+    assert _scores(values[:1200]) == full[:1200]
+
+
+def test_state_pickles_and_resumes_identically() -> None:
+    values = _noisy(2000, seed=5)
+    mon = nab_run.make_monitor("context", {})
+    for x in values[:1000]:
+        mon.observe(x)
+    clone = pickle.loads(pickle.dumps(mon))
+    for x in values[1000:]:
+        assert clone.observe(x) == mon.observe(x)
+
+
+def test_state_stays_under_one_megabyte() -> None:
+    # White noise over a wide range fills the context memory up to its cap.
+    rng = random.Random(6)
+    model = detect_nab.build_model(detect_nab.check_params({}))
+    for _ in range(20_000):
+        x = rng.uniform(0.0, 100.0)
+        model.score(x)
+        model.learn(x)
+    assert len(pickle.dumps(model)) < 1_000_000
+    big = detect_nab.build_model(detect_nab.check_params({"cap": 40_000, "orders": "1,2,3,4,6,8"}))
+    for _ in range(20_000):
+        x = rng.uniform(0.0, 100.0)
+        big.score(x)
+        big.learn(x)
+    assert len(big._seen) == 40_000  # full
+    assert len(pickle.dumps(big)) < 1_000_000
+    with pytest.raises(ValueError, match="cap"):
+        detect_nab.check_params({"cap": 40_000, "orders": "1,2,12"})
+
+
+def test_params_are_checked() -> None:
+    assert detect_nab.check_params({"bins": 12})["bins"] == 12
+    for bad in (
+        {"decay": 1.0},
+        {"bins": 1},
+        {"orders": "a"},
+        {"orders": "0,1"},
+        {"nope": 1},
+        {"cap": 10**7},
+        {"bins": 2.5},
+    ):
+        with pytest.raises(ValueError, match=r"detector\.params\."):
+            detect_nab.check_params(bad)
+
+
+def test_runner_uses_the_agents_monitor() -> None:
+    mon = nab_run.make_monitor("context", {"warmup": 7})
+    assert isinstance(mon, SensorMonitor)
+    assert [mon.observe(1.0).warm for _ in range(8)] == [False] * 7 + [True]
+    z = nab_run.make_monitor("zscore", {})
+    assert isinstance(z, SensorMonitor) and z.name == "zscore"
+    with pytest.raises(SystemExit):
+        nab_run.make_monitor("nope", {})
+
+
+def test_runner_writes_nab_layout(tmp_path: Path) -> None:
+    values = _noisy(1200, seed=7)
+    values[900] = 60.0
+    ts = [f"2014-01-01 {i // 60:02d}:{i % 60:02d}:00" for i in range(1200)]
+    key = "realKnownCause/fake.csv"
+    series = nab_corpus.Series(key, tuple(ts), tuple(values), FileLabels(1200, ((880, 940),)))
+    corpus = nab_corpus.Corpus(tmp_path, {key: series})
+    runs = nab_run.run_corpus(corpus, "context", detect_nab.check_params({}), workers=1)
+    results = nab_run.score_runs(corpus, {**runs})
+    assert results["standard"]["tp"] == 1
+    nab_run.write_csvs(corpus, runs, "context", tmp_path / "out")
+    path = tmp_path / "out" / "context" / "realKnownCause" / "context_fake.csv"
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["timestamp", "value", "anomaly_score"]
+    assert len(rows) == 1201
+    assert rows[901][0] == ts[900] and float(rows[901][1]) == 60.0
+    assert float(rows[901][2]) >= float(detect_nab.NAB_DEFAULTS["threshold"])
