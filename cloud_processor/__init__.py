@@ -1,0 +1,32 @@
+"""thermowatch cloud processor: Kafka -> fleet rules, alerts, aggregates -> search server.
+
+Stage layout: :mod:`~cloud_processor.config` (typed settings),
+:mod:`~cloud_processor.rules` (the pure core: rules and alert lifecycle),
+:mod:`~cloud_processor.schema` and :mod:`~cloud_processor.documents` (pure:
+index layout, field definitions, documents, bulk bodies),
+:mod:`~cloud_processor.aggregates` (pure: one-minute windows),
+:mod:`~cloud_processor.search` (the search port: requests as data) with its
+adapters :mod:`~cloud_processor.search_opensearch` and
+:mod:`~cloud_processor.search_elastic`, :mod:`~cloud_processor.storage`,
+:mod:`~cloud_processor.kafka_io`, :mod:`~cloud_processor.webhook`,
+:mod:`~cloud_processor.metrics` and :mod:`~cloud_processor.app` (the loop).
+"""
+
+from cloud_processor.config import ProcessorConfig, load_config
+from cloud_processor.rules import Alert, AlertChange, AlertStatus, ChangeKind, FleetRules, Rule
+from cloud_processor.schema import INDEXES, FieldSpec, IndexNames, IndexSpec
+
+__all__ = [
+    "INDEXES",
+    "Alert",
+    "AlertChange",
+    "AlertStatus",
+    "ChangeKind",
+    "FieldSpec",
+    "FleetRules",
+    "IndexNames",
+    "IndexSpec",
+    "ProcessorConfig",
+    "Rule",
+    "load_config",
+]

@@ -1,0 +1,222 @@
+"""One-minute tumbling aggregates per device, recomputed from stored readings (pure).
+
+Why recompute instead of folding readings in memory: a window is rebuilt from
+what the readings indices hold, so it is exact whatever happened upstream --
+a reading redelivered after a crash is one document (``_id`` dedupe) and
+counts once; a late reading (minutes or days late) marks its window dirty and
+the window is rebuilt with it folded in; a processor restart loses no partial
+window. The processor collects the windows touched since the last commit
+(:class:`DirtyWindows`), and before committing Kafka offsets it refreshes the
+readings indices, runs one aggregation (:func:`window_query`) and writes the
+resulting documents (:func:`parse_windows`) with a deterministic ``_id``
+``device_id:window_start``.
+
+>>> window_start(1_767_225_659_999), window_start(1_767_225_660_000)
+(1767225600000, 1767225660000)
+>>> dirty = DirtyWindows()
+>>> dirty.add("d1", "s1", 1_767_225_600_500)
+>>> dirty.add("d1", "s1", 1_767_225_601_000)
+>>> sorted(dirty.keys())
+[('d1', 1767225600000)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+__all__ = [
+    "WINDOW_MS",
+    "DirtyWindows",
+    "WindowAggregate",
+    "aggregate_doc",
+    "aggregate_id",
+    "parse_windows",
+    "window_query",
+    "window_start",
+]
+
+WINDOW_MS: Final = 60_000
+
+
+def window_start(ts_ms: int) -> int:
+    """Start of the one-minute window holding ``ts_ms``."""
+    return ts_ms - ts_ms % WINDOW_MS
+
+
+@dataclass(slots=True)
+class DirtyWindows:
+    """Windows touched by readings since the last flush: (device_id, start) -> site."""
+
+    windows: dict[tuple[str, int], str] = field(default_factory=dict)
+
+    def add(self, device_id: str, site: str, ts_ms: int) -> None:
+        """Mark the window of a reading for recomputation."""
+        self.windows[(device_id, window_start(ts_ms))] = site
+
+    def keys(self) -> Iterable[tuple[str, int]]:
+        """(device_id, window_start) pairs."""
+        return self.windows.keys()
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def clear(self) -> None:
+        """Forget everything (after a successful flush)."""
+        self.windows.clear()
+
+    def span(self) -> tuple[list[str], int, int]:
+        """Devices and the [start, end) event-time range covering every dirty window."""
+        devices = sorted({d for d, _ in self.windows})
+        starts = [s for _, s in self.windows]
+        return devices, min(starts), max(starts) + WINDOW_MS
+
+
+@dataclass(frozen=True, slots=True)
+class WindowAggregate:
+    """Statistics of one device over one minute (readings with a temperature)."""
+
+    device_id: str
+    site: str
+    start: int
+    count: int
+    temp_min: float
+    temp_max: float
+    temp_mean: float
+    temp_last: float
+    last_ts: int
+
+
+def aggregate_id(device_id: str, start: int) -> str:
+    """Deterministic ``_id`` of a window document.
+
+    >>> aggregate_id("s1-d01", 1_767_225_600_000)
+    's1-d01:1767225600000'
+    """
+    return f"{device_id}:{start}"
+
+
+def aggregate_doc(
+    w: WindowAggregate, location: tuple[float, float] | None = None
+) -> dict[str, Any]:
+    """The stored document of a window (fields of :data:`schema.AGGREGATES`)."""
+    doc: dict[str, Any] = {
+        "@timestamp": w.start,
+        "window_end": w.start + WINDOW_MS,
+        "device_id": w.device_id,
+        "site": w.site,
+        "temp_min": w.temp_min,
+        "temp_max": w.temp_max,
+        "temp_mean": w.temp_mean,
+        "temp_last": w.temp_last,
+        "last_ts": w.last_ts,
+        "count": w.count,
+    }
+    if location is not None:
+        doc["location"] = {"lat": location[0], "lon": location[1]}
+    return doc
+
+
+def window_query(
+    devices: list[str], start: int, end: int, *, after: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Aggregation over the readings of ``devices`` in [start, end), per device and minute.
+
+    Only ``ok`` readings count (a CRC error carries no temperature). The
+    composite aggregation pages through any number of windows.
+    """
+    composite: dict[str, Any] = {
+        "size": 1000,
+        "sources": [
+            {"device_id": {"terms": {"field": "device_id"}}},
+            {
+                "window": {
+                    "date_histogram": {"field": "@timestamp", "fixed_interval": "1m"},
+                }
+            },
+        ],
+    }
+    if after is not None:
+        composite["after"] = dict(after)
+    return {
+        "size": 0,
+        "track_total_hits": False,
+        "query": {
+            "bool": {
+                "filter": [
+                    {"terms": {"device_id": devices}},
+                    {"term": {"quality": "ok"}},
+                    {"range": {"@timestamp": {"gte": start, "lt": end, "format": "epoch_millis"}}},
+                ]
+            }
+        },
+        "aggs": {
+            "w": {
+                "composite": composite,
+                "aggs": {
+                    "stats": {"stats": {"field": "temp_c"}},
+                    "last": {
+                        "top_hits": {
+                            "size": 1,
+                            "sort": [{"@timestamp": "desc"}, {"seq": "desc"}],
+                            "_source": {"includes": ["temp_c", "@timestamp", "site"]},
+                        }
+                    },
+                },
+            }
+        },
+    }
+
+
+def _r(value: Any) -> float:
+    """Round away float32 noise: ``float`` fields aggregate as 32-bit values and
+    DS18B20 steps are 1/16 °C, so four decimals keep every real digit.
+
+    >>> _r(21.299999237060547)
+    21.3
+    """
+    return round(float(value), 4)
+
+
+def parse_windows(
+    response: Mapping[str, Any], wanted: Mapping[tuple[str, int], str]
+) -> tuple[list[WindowAggregate], dict[str, Any] | None]:
+    """Windows of an aggregation answer that are in ``wanted``, and the next page key.
+
+    >>> answer = {"aggregations": {"w": {"buckets": [
+    ...     {"key": {"device_id": "d1", "window": 60000}, "doc_count": 2,
+    ...      "stats": {"count": 2, "min": 1.0, "max": 3.0, "avg": 2.0},
+    ...      "last": {"hits": {"hits": [{"_source": {"temp_c": 3.0,
+    ...                                               "@timestamp": 61000}}]}}}]}}}
+    >>> windows, after = parse_windows(answer, {("d1", 60000): "s1"})
+    >>> windows[0].temp_mean, windows[0].temp_last, windows[0].site, after
+    (2.0, 3.0, 's1', None)
+    """
+    agg = response.get("aggregations", {}).get("w", {})
+    out: list[WindowAggregate] = []
+    for b in agg.get("buckets", []):
+        device = b["key"]["device_id"]
+        start = int(b["key"]["window"])
+        site = wanted.get((device, start))
+        stats = b["stats"]
+        if site is None or not stats.get("count"):
+            continue
+        last = b["last"]["hits"]["hits"][0]["_source"]
+        out.append(
+            WindowAggregate(
+                device_id=device,
+                site=site,
+                start=start,
+                count=int(stats["count"]),
+                temp_min=_r(stats["min"]),
+                temp_max=_r(stats["max"]),
+                temp_mean=_r(stats["avg"]),
+                temp_last=float(last["temp_c"]),
+                last_ts=int(last["@timestamp"]),
+            )
+        )
+    after = agg.get("after_key")
+    if after is not None and len(agg.get("buckets", [])) == 0:
+        after = None
+    return out, after

@@ -1,0 +1,533 @@
+"""Wiring and run loop: Kafka -> rules -> search server, alerts out.
+
+Delivery guarantee of this hop: a Kafka offset is committed only after every
+document of the records before it is stored (readings, alert documents and
+the one-minute windows they touched) and their alert changes are published,
+so a crash, a rebalance or a search outage can repeat records but never skip
+one; repeats are harmless because every write is idempotent (``create`` with
+a deterministic ``_id`` for readings, replace for windows and alerts).
+
+One loop iteration: fetch a batch, decode it (records that break the
+contract go to the dead-letter topic), run the rules, bulk-write the readings
+and alert documents, publish alert changes (Kafka topic and webhook), and
+every ``commit_interval_s`` recompute the dirty windows and commit. When the
+search server is down the bulk write retries with backoff and nothing else
+happens: consumption pauses, nothing is committed, and the
+loop carries on by itself when the server answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import msgspec
+
+from cloud_processor.aggregates import DirtyWindows
+from cloud_processor.config import ProcessorConfig, SearchSettings
+from cloud_processor.documents import Action, BulkItem, reading_doc, reading_id
+from cloud_processor.metrics import HealthServer, Metrics
+from cloud_processor.rules import AlertChange, FleetRules
+from cloud_processor.schema import IndexNames
+from cloud_processor.search import SearchBackend
+from cloud_processor.storage import BulkTotals, Storage
+from cloud_processor.webhook import WebhookNotifier, change_payload
+from telemetry_contract import (
+    ContractError,
+    DeadLetter,
+    DeviceStatus,
+    EdgeAlert,
+    Gap,
+    Reading,
+    decode,
+    encode,
+    kafka_key,
+    kafka_topics,
+)
+
+__all__ = ["Processor", "make_backend"]
+
+log = logging.getLogger(__name__)
+
+_ENC: Final = msgspec.json.Encoder()
+
+
+def make_backend(settings: SearchSettings) -> SearchBackend:
+    """The search adapter selected by ``search.backend``."""
+    if settings.backend == "elasticsearch":
+        from cloud_processor.search_elastic import ElasticsearchBackend
+
+        return ElasticsearchBackend(
+            settings.url,
+            username=settings.username,
+            password=settings.password,
+            api_key=settings.api_key,
+            verify_certs=settings.verify_certs,
+            timeout_s=settings.timeout_s,
+        )
+    from cloud_processor.search_opensearch import OpenSearchBackend
+
+    return OpenSearchBackend(
+        settings.url,
+        username=settings.username,
+        password=settings.password,
+        verify_certs=settings.verify_certs,
+        timeout_s=settings.timeout_s,
+    )
+
+
+class Processor:
+    """The cloud processor: ``await start()``, ``await run(stop)``, ``await close()``."""
+
+    def __init__(
+        self,
+        config: ProcessorConfig,
+        *,
+        backend: SearchBackend | None = None,
+        clock: Callable[[], float] = time.time,
+        replay_from_ms: int | None = None,
+    ) -> None:
+        self.config = config
+        self.topics = kafka_topics(config.kafka.topic_prefix)
+        self.metrics = Metrics()
+        self.names = IndexNames(config.search.index_prefix)
+        self.rules = FleetRules(config.rules, config.alerts)
+        self.dirty = DirtyWindows()
+        self._backend = backend
+        self._clock = clock
+        self._replay_from = replay_from_ms
+        self._pending: dict[Any, int] = {}
+        self._positions: dict[Any, int] = {}
+        self._lock = asyncio.Lock()
+        self._last_commit = time.monotonic()
+        self._consumer: Any = None
+        self._producer: Any = None
+        self._webhook: WebhookNotifier | None = None
+        self._http: HealthServer | None = None
+        self._joined = False
+        self._replay_end: dict[Any, int] = {}
+        self._reading_count = 0
+        self._inflight: asyncio.Task[None] | None = None
+        self.storage: Storage | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    @property
+    def ready(self) -> bool:
+        """Joined the group and the search server answers."""
+        return self._joined and self.storage is not None and self.storage.available is True
+
+    async def start(self) -> None:
+        """Connect everything, create templates and topics, rebuild alert state."""
+        cfg = self.config
+        if self._backend is None:
+            self._backend = make_backend(cfg.search)
+        m = self.metrics
+        self.storage = Storage(
+            self._backend,
+            self.names,
+            bulk_max_docs=cfg.search.bulk_max_docs,
+            bulk_concurrency=cfg.search.bulk_concurrency,
+            retention_days=cfg.search.retention_days,
+            retry_initial_s=cfg.search.retry_initial_s,
+            retry_max_s=cfg.search.retry_max_s,
+            shards=cfg.search.shards,
+            replicas=cfg.search.replicas,
+            refresh_interval=cfg.search.refresh_interval,
+            on_bulk=lambda seconds, _t: m.bulk_latency.observe(seconds),
+            on_state=lambda up: m.search_up.set(1 if up else 0),
+        )
+        if cfg.http.enabled:
+            self._http = HealthServer(m, lambda: self.ready, cfg.http.host, cfg.http.port)
+            await self._http.start()
+        info = await self.storage.ensure_schema()
+        version = info.get("version", {})
+        log.info(
+            "event=search_connected backend=%s distribution=%s version=%s prefix=%s",
+            self._backend.name,
+            version.get("distribution", "elasticsearch"),
+            version.get("number", "?"),
+            self.names.prefix,
+        )
+        if self.storage.lifecycle == "ilm":
+            log.info(
+                "event=ilm_policy_applied policy=%sretention retention_days=%d",
+                self.names.prefix,
+                cfg.search.retention_days,
+            )
+        else:
+            log.warning(
+                "event=no_lifecycle_management lifecycle=%s detail=no ILM policy applied; "
+                "run 'thermowatch processor retention' daily (retention_days=%d)",
+                self.storage.lifecycle,
+                cfg.search.retention_days,
+            )
+        await self._restore()
+        from cloud_processor import kafka_io
+
+        await kafka_io.create_topics(
+            cfg.kafka.bootstrap_servers, [self.topics.alerts, self.topics.deadletter]
+        )
+        self._producer = kafka_io.make_producer(cfg.kafka)
+        await self._producer.start()
+        if cfg.webhook.url:
+            self._webhook = WebhookNotifier(
+                cfg.webhook, on_result=lambda r: m.webhook.labels(r).inc()
+            )
+        topics = [self.topics.telemetry, self.topics.edge_alerts, self.topics.status]
+        if self._replay_from is None:
+            self._consumer = kafka_io.make_consumer(cfg.kafka)
+            listener = kafka_io.Revocations(self._on_revoked, self._on_assigned)
+            self._consumer.subscribe(topics, listener=listener.listener)
+            await self._consumer.start()
+        else:
+            await self._start_replay(topics, kafka_io)
+
+    async def _start_replay(self, topics: list[str], kafka_io: Any) -> None:
+        from aiokafka import TopicPartition
+
+        self._consumer = kafka_io.make_consumer(self.config.kafka, group_id=None)
+        await self._consumer.start()
+        parts = await kafka_io.partitions_of(self.config.kafka.bootstrap_servers, topics)
+        tps = [TopicPartition(t, p) for t, ps in parts.items() for p in ps]
+        self._consumer.assign(tps)
+        starts = await self._consumer.offsets_for_times(dict.fromkeys(tps, self._replay_from))
+        ends = await self._consumer.end_offsets(tps)
+        for tp in tps:
+            found = starts.get(tp)
+            self._consumer.seek(tp, found.offset if found is not None else ends[tp])
+            if (found.offset if found is not None else ends[tp]) < ends[tp]:
+                self._replay_end[tp] = ends[tp]
+        self._joined = True
+        log.info("event=replay_started from_ms=%d partitions=%d", self._replay_from, len(tps))
+
+    async def _restore(self) -> None:
+        assert self.storage is not None
+        since = self._now_ms() - int(self.config.alerts.restore_resolved_s * 1000)
+        alerts = await self.storage.load_alerts(since_ms=since)
+        self.rules.restore(alerts)
+        self.metrics.active_alerts.set(len(self.rules.book.active_alerts()))
+        log.info(
+            "event=alerts_restored loaded=%d open=%d",
+            len(alerts),
+            len(self.rules.book.active_alerts()),
+        )
+
+    async def close(self) -> None:
+        """Flush, commit and disconnect (idempotent)."""
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                async with self._lock:
+                    await self._flush_and_commit()
+            if self._inflight is not None:  # flush failed: do not leave it running
+                self._inflight.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._inflight
+                self._inflight = None
+            await self._consumer.stop()
+            self._consumer = None
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+        if self._webhook is not None:
+            await self._webhook.close()
+            self._webhook = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        if self._backend is not None:
+            await self._backend.close()
+
+    async def __aenter__(self) -> Processor:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- rebalance -------------------------------------------------------------
+
+    async def _on_revoked(self, revoked: set[Any]) -> None:
+        """Store and commit everything consumed before the partitions move on."""
+        self._joined = False
+        async with self._lock:
+            try:
+                await self._flush_and_commit()
+            except Exception as exc:  # the new owner will see a repeat, never a gap
+                log.warning("event=commit_on_revoke_failed error=%s", exc)
+            for tp in revoked:
+                self._pending.pop(tp, None)
+                self._positions.pop(tp, None)
+        log.info("event=partitions_revoked count=%d", len(revoked))
+
+    async def _on_assigned(self, assigned: set[Any]) -> None:
+        """Pick up alerts written by the previous owner of these partitions."""
+        async with self._lock:
+            await self._restore()
+        self._joined = True
+        log.info("event=partitions_assigned count=%d", len(assigned))
+
+    # -- the loop --------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Consume until ``stop`` is set (or, in replay mode, until caught up)."""
+        stop = stop or asyncio.Event()
+        cfg = self.config.kafka
+        while not stop.is_set():
+            if self._replay_from is not None and self._replay_done():
+                break
+            batch = await self._consumer.getmany(
+                timeout_ms=cfg.poll_timeout_ms, max_records=cfg.max_batch
+            )
+            async with self._lock:
+                await self._handle(batch)
+                if time.monotonic() - self._last_commit >= cfg.commit_interval_s:
+                    self._schedule_flush()
+        async with self._lock:
+            await self._flush_and_commit()
+        if self._replay_from is not None:
+            log.info("event=replay_finished")
+
+    def _replay_done(self) -> bool:
+        return all(self._positions.get(tp, -1) >= end for tp, end in self._replay_end.items())
+
+    async def _handle(self, batch: dict[Any, list[Any]]) -> None:
+        """Prepare a batch (decode, rules) while the previous one is being written.
+
+        At most one write is in flight; writes run in batch order, so alert
+        changes keep their order, and a batch's offsets become committable only
+        when its write has finished.
+        """
+        prepared = self._prepare(batch)
+        await self._drain()
+        self._inflight = asyncio.create_task(self._write(*prepared))
+
+    async def _drain(self) -> None:
+        """Wait for the write in flight (and re-raise its error)."""
+        if self._inflight is not None:
+            task, self._inflight = self._inflight, None
+            await task
+
+    async def _write(
+        self,
+        readings: list[BulkItem],
+        changes: list[AlertChange],
+        offsets: dict[Any, int],
+        dead: list[DeadLetter],
+    ) -> None:
+        if dead and self._producer is not None:
+            futures = [
+                await self._producer.send(self.topics.deadletter, value=encode(d)) for d in dead
+            ]
+            await asyncio.gather(*futures)
+        await self._store(readings, changes)
+        self._pending.update(offsets)
+
+    def _prepare(
+        self, batch: dict[Any, list[Any]]
+    ) -> tuple[list[BulkItem], list[AlertChange], dict[Any, int], list[DeadLetter]]:
+        now_ms = self._now_ms()
+        readings: list[BulkItem] = []
+        changes: list[AlertChange] = []
+        offsets: dict[Any, int] = {}
+        dead: list[DeadLetter] = []
+        assigned = self._consumer.assignment()
+        for tp, records in batch.items():
+            if tp not in assigned or not records:
+                continue  # revoked meanwhile: the new owner reads them again
+            for rec in records:
+                letter = self._route(rec.value, now_ms, readings, changes)
+                if letter is not None:
+                    dead.append(_dead_letter(letter, rec.value, tp.topic, now_ms))
+            offsets[tp] = records[-1].offset + 1
+            self._positions[tp] = records[-1].offset + 1
+        changes += self.rules.tick(now_ms)
+        if self._reading_count:
+            self.metrics.records.labels("reading").inc(self._reading_count)
+            self._reading_count = 0
+        for tp in assigned:
+            hw = self._consumer.highwater(tp)
+            pos = self._positions.get(tp)
+            if hw is not None and pos is not None:
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(hw - pos, 0))
+        return readings, changes, offsets, dead
+
+    def _route(
+        self,
+        value: bytes | None,
+        now_ms: int,
+        readings: list[BulkItem],
+        changes: list[AlertChange],
+    ) -> ContractError | None:
+        """Route one record; a record that breaks the contract is returned."""
+        m = self.metrics
+        try:
+            msg = decode(value or b"", now_ms=now_ms)
+        except ContractError as exc:
+            m.invalid.inc()
+            log.warning("event=invalid_record error=%s", exc)
+            return exc
+        if isinstance(msg, Reading):
+            self._reading_count += 1
+            loc = self.config.locations.get(msg.device_id)
+            readings.append(
+                BulkItem(
+                    Action.CREATE,
+                    self.names.readings_for(msg.ts),
+                    reading_id(msg),
+                    reading_doc(msg, loc),
+                )
+            )
+            if msg.temp_c is not None and msg.quality.value == "ok":
+                self.dirty.add(msg.device_id, msg.site, msg.ts)
+            changes += self.rules.on_reading(msg, now_ms=now_ms)
+        elif isinstance(msg, Gap):
+            m.records.labels("gap").inc()
+            changes += self.rules.on_gap(msg, now_ms=now_ms)
+        elif isinstance(msg, EdgeAlert):
+            m.records.labels("edge_alert").inc()
+            changes += self.rules.on_edge_alert(msg, now_ms=now_ms)
+        elif isinstance(msg, DeviceStatus):
+            m.records.labels("device_status").inc()
+            changes += self.rules.on_status(msg, now_ms=now_ms)
+        else:
+            m.records.labels("other").inc()
+        return None
+
+    def _count(self, index: str, totals: BulkTotals) -> None:
+        docs = self.metrics.docs
+        docs.labels(index, "stored").inc(totals.stored)
+        docs.labels(index, "duplicate").inc(totals.duplicates)
+        docs.labels(index, "rejected").inc(totals.rejected)
+
+    async def _store(self, readings: list[BulkItem], changes: list[AlertChange]) -> None:
+        assert self.storage is not None
+        if readings:
+            self._count("readings", await self.storage.write(readings))
+        if not changes:
+            return
+        latest: dict[str, AlertChange] = {}
+        for c in changes:
+            latest[c.alert.alert_id] = c
+        now_ms = self._now_ms()
+        items = [
+            self.storage.alert_item(
+                c.alert, self.config.locations.get(c.alert.device_id), processed_at=now_ms
+            )
+            for c in latest.values()
+        ]
+        # Notify first, then store: a crash in between repeats a notification
+        # (same alert_id and version, receivers can drop it) instead of losing
+        # it, because state rebuilt from the index would consider it sent.
+        await self._publish(changes)
+        self._count("alerts", await self.storage.write(items, ordered=True))
+        for c in changes:
+            self.metrics.alerts.labels(c.kind.value, c.alert.rule).inc()
+            log.info(
+                "event=alert_%s alert_id=%s version=%d severity=%s late=%s notify=%s",
+                c.kind.value,
+                c.alert.alert_id,
+                c.alert.version,
+                c.alert.severity.value,
+                c.alert.late,
+                c.notify,
+            )
+        self.metrics.active_alerts.set(len(self.rules.book.active_alerts()))
+
+    async def _publish(self, changes: list[AlertChange]) -> None:
+        if self._producer is not None and self.config.kafka.publish_alerts:
+            futures = [
+                await self._producer.send(
+                    self.topics.alerts,
+                    value=_ENC.encode(change_payload(c)),
+                    key=kafka_key(c.alert.device_id),
+                )
+                for c in changes
+            ]
+            await asyncio.gather(*futures)
+        if self._webhook is not None:
+            for c in changes:
+                await self._webhook.send(c)
+
+    async def _flush_and_commit(self) -> None:
+        """Wait for the write in flight, then flush windows and commit (see _flush_now)."""
+        await self._drain()
+        dirty, self.dirty = self.dirty, DirtyWindows()
+        self._last_commit = time.monotonic()
+        await self._flush_now(dirty)
+
+    def _schedule_flush(self) -> None:
+        """Queue a flush behind the write in flight; the loop meanwhile prepares
+        the next batch (whose windows go to a fresh dirty set and whose write
+        waits for this flush)."""
+        prev = self._inflight
+        dirty, self.dirty = self.dirty, DirtyWindows()
+        self._last_commit = time.monotonic()
+        self._inflight = asyncio.create_task(self._flush_after(prev, dirty))
+
+    async def _flush_after(self, prev: asyncio.Task[None] | None, dirty: DirtyWindows) -> None:
+        if prev is not None:
+            await prev
+        await self._flush_now(dirty)
+
+    async def _flush_now(self, dirty: DirtyWindows) -> None:
+        """Recompute dirty windows, write them, then commit the offsets of written batches."""
+        assert self.storage is not None
+        if len(dirty):
+            windows = await self.storage.compute_windows(dirty)
+            items = self.storage.aggregate_items(windows, dict(self.config.locations))
+            self._count("agg1m", await self.storage.write(items))
+        if not self._pending or self._replay_from is not None:
+            self._pending.clear()
+            return
+        from aiokafka.errors import CommitFailedError
+
+        assigned = self._consumer.assignment()
+        offsets = {tp: off for tp, off in self._pending.items() if tp in assigned}
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except CommitFailedError as exc:
+            log.warning("event=commit_failed error=%s", exc)
+            return
+        self._pending.clear()
+        self.metrics.commits.inc()
+
+
+def _dead_letter(error: ContractError, value: bytes | None, topic: str, now_ms: int) -> DeadLetter:
+    """A record that broke the contract, kept whole on the dead-letter topic.
+
+    >>> from telemetry_contract import Reason
+    >>> d = _dead_letter(ContractError(Reason.NOT_JSON, "not valid JSON"), b"\\xff", "t", 1)
+    >>> d.reason, d.payload, d.payload_encoding
+    ('not_json', '/w==', 'base64')
+    """
+    raw = value or b""
+    try:
+        payload, encoding = raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        payload, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+    return DeadLetter(
+        reason=error.reason.value,
+        detail=str(error)[:4096],
+        source_topic=topic,
+        received_ts=now_ms,
+        payload=payload,
+        payload_encoding=encoding,  # type: ignore[arg-type]
+        gateway_id="processor",
+    )
+
+
+def hostname() -> str:
+    """This host's name (default acknowledger)."""
+    return socket.gethostname()

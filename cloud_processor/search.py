@@ -1,0 +1,153 @@
+"""The search-server port: requests as data, one error type, one Protocol.
+
+Every request the processor sends is built here by a pure function returning
+a :class:`Request` (method, path, query parameters, body). The OpenSearch and
+Elasticsearch adapters only execute requests, so both servers receive the very
+same bytes, and tests can inspect a request without a server.
+
+>>> put_index_template("tw-readings", {"index_patterns": ["tw-readings-*"]}).path
+'/_index_template/tw-readings'
+>>> bulk(b"").headers["content-type"]
+'application/x-ndjson'
+>>> SearchError("boom", status=429).retriable, SearchError("bad", status=400).retriable
+(True, False)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import quote
+
+__all__ = [
+    "Request",
+    "SearchBackend",
+    "SearchError",
+    "bulk",
+    "cat_indices",
+    "create_index",
+    "delete_index",
+    "get_doc",
+    "info",
+    "put_ilm_policy",
+    "put_index_template",
+    "refresh",
+    "search",
+    "update_doc",
+]
+
+
+class SearchError(Exception):
+    """A request failed. ``retriable``: the server is down, busy or overloaded.
+
+    ``status`` is the HTTP status, or None when no answer came (connection
+    refused, reset, timed out) -- which is always retriable.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+    @property
+    def retriable(self) -> bool:
+        """True when trying again later can succeed."""
+        return self.status is None or self.status == 429 or self.status >= 500
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One HTTP request to the search server."""
+
+    method: str
+    path: str
+    params: Mapping[str, str] = field(default_factory=dict)
+    body: Mapping[str, Any] | bytes | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class SearchBackend(Protocol):
+    """What the processor needs from a search client: run a request, close."""
+
+    name: str
+
+    async def perform(self, request: Request) -> Any:
+        """Run ``request``; return the decoded JSON answer or raise SearchError."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections (idempotent)."""
+        ...
+
+
+def _p(name: str) -> str:
+    return quote(name, safe=",*-_.")
+
+
+def info() -> Request:
+    """``GET /``: cluster name and version."""
+    return Request("GET", "/")
+
+
+def put_index_template(name: str, body: Mapping[str, Any]) -> Request:
+    """Create or replace a composable index template (idempotent)."""
+    return Request("PUT", f"/_index_template/{_p(name)}", body=body)
+
+
+def put_ilm_policy(name: str, body: Mapping[str, Any]) -> Request:
+    """Create or replace an Elasticsearch ILM policy (idempotent)."""
+    return Request("PUT", f"/_ilm/policy/{_p(name)}", body=body)
+
+
+def create_index(name: str) -> Request:
+    """Create an index (its settings and mappings come from the matching template)."""
+    return Request("PUT", f"/{_p(name)}")
+
+
+def delete_index(name: str) -> Request:
+    """Delete an index."""
+    return Request("DELETE", f"/{_p(name)}")
+
+
+def bulk(body: bytes, *, refresh: str | None = None) -> Request:
+    """``POST /_bulk`` with an NDJSON body (see :func:`documents.bulk_body`)."""
+    params = {"refresh": refresh} if refresh else {}
+    return Request(
+        "POST", "/_bulk", params=params, body=body, headers={"content-type": "application/x-ndjson"}
+    )
+
+
+def refresh(pattern: str) -> Request:
+    """Make everything written so far visible to search."""
+    return Request("POST", f"/{_p(pattern)}/_refresh", params={"ignore_unavailable": "true"})
+
+
+def search(pattern: str, body: Mapping[str, Any]) -> Request:
+    """``POST /<pattern>/_search``; missing indices are an empty answer."""
+    return Request(
+        "POST",
+        f"/{_p(pattern)}/_search",
+        params={"ignore_unavailable": "true", "allow_no_indices": "true"},
+        body=body,
+    )
+
+
+def get_doc(index: str, doc_id: str) -> Request:
+    """Real-time ``GET`` of one document."""
+    return Request("GET", f"/{_p(index)}/_doc/{quote(doc_id, safe='')}")
+
+
+def update_doc(index: str, doc_id: str, partial: Mapping[str, Any]) -> Request:
+    """Partial update of one existing document, visible at once."""
+    return Request(
+        "POST",
+        f"/{_p(index)}/_update/{quote(doc_id, safe='')}",
+        params={"refresh": "true"},
+        body={"doc": partial},
+    )
+
+
+def cat_indices(pattern: str) -> Request:
+    """List index names matching ``pattern`` (JSON format)."""
+    return Request("GET", f"/_cat/indices/{_p(pattern)}", params={"format": "json", "h": "index"})

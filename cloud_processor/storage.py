@@ -1,0 +1,430 @@
+"""Storage over the search port: schema setup, durable bulk writes, queries.
+
+Delivery guarantee of this hop: :meth:`Storage.write` returns only when every
+document is stored (or was already stored: a 409 on ``create``), retrying
+429s, server errors and an unreachable server with capped exponential backoff
+for as long as it takes. Only a document the server rejects as malformed
+(a 4xx other than 409/429) is given up on, counted and logged, because
+retrying it cannot succeed. The caller commits Kafka offsets after it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from cloud_processor import search
+from cloud_processor.aggregates import (
+    DirtyWindows,
+    WindowAggregate,
+    aggregate_doc,
+    aggregate_id,
+    parse_windows,
+    window_query,
+)
+from cloud_processor.documents import (
+    Action,
+    BulkItem,
+    ItemResult,
+    bulk_body,
+    classify_bulk,
+)
+from cloud_processor.rules import Alert, AlertStatus
+from cloud_processor.schema import IndexNames, ilm_policy, index_templates
+from cloud_processor.search import SearchBackend, SearchError
+from telemetry_contract import Severity
+
+__all__ = ["BulkTotals", "Storage", "alert_doc", "alert_from_doc"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class BulkTotals:
+    """What one :meth:`Storage.write` did."""
+
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    retries: int = 0
+
+
+def alert_doc(
+    a: Alert, location: tuple[float, float] | None = None, *, processed_at: int | None = None
+) -> dict[str, Any]:
+    """The alerts-index document of an alert (fields of :data:`schema.ALERTS`).
+
+    ``acknowledged`` is not part of it: it is written by ``processor ack``
+    and the processor's partial updates leave it alone.
+
+    >>> from telemetry_contract import Severity
+    >>> a = Alert("d.rule.1", "d", "s", "rule", Severity.WARNING, AlertStatus.OPEN, 1, 1, 1)
+    >>> sorted(alert_doc(a))[:4]
+    ['@timestamp', 'alert_id', 'clear_reason', 'device_id']
+    """
+    doc: dict[str, Any] = {
+        "@timestamp": a.opened_at,
+        "alert_id": a.alert_id,
+        "device_id": a.device_id,
+        "site": a.site,
+        "sensor_id": a.sensor_id,
+        "rule": a.rule,
+        "severity": a.severity.value,
+        "status": a.status.value,
+        "version": a.version,
+        "opened_at": a.opened_at,
+        "updated_at": a.updated_at,
+        "resolved_at": a.resolved_at,
+        "value": a.value,
+        "threshold": a.threshold,
+        "score": a.score,
+        "message": a.message,
+        "clear_reason": a.clear_reason,
+        "late": a.late,
+        "flapping": a.flapping,
+    }
+    if processed_at is not None:
+        doc["processed_at"] = processed_at
+    if location is not None:
+        doc["location"] = {"lat": location[0], "lon": location[1]}
+    return doc
+
+
+def alert_from_doc(doc: dict[str, Any]) -> Alert:
+    """Inverse of :func:`alert_doc` (state rebuild after a restart)."""
+    return Alert(
+        alert_id=doc["alert_id"],
+        device_id=doc["device_id"],
+        site=doc["site"],
+        rule=doc["rule"],
+        severity=Severity(doc["severity"]),
+        status=AlertStatus(doc["status"]),
+        version=int(doc["version"]),
+        opened_at=int(doc["opened_at"]),
+        updated_at=int(doc["updated_at"]),
+        resolved_at=doc.get("resolved_at"),
+        value=doc.get("value"),
+        threshold=doc.get("threshold"),
+        score=doc.get("score"),
+        message=doc.get("message", ""),
+        clear_reason=doc.get("clear_reason"),
+        late=bool(doc.get("late", False)),
+        flapping=bool(doc.get("flapping", False)),
+        sensor_id=doc.get("sensor_id"),
+    )
+
+
+class Storage:
+    """Index templates, durable bulk writes, aggregates and alert queries."""
+
+    def __init__(
+        self,
+        backend: SearchBackend,
+        names: IndexNames,
+        *,
+        bulk_max_docs: int = 5000,
+        bulk_concurrency: int = 1,
+        retention_days: int = 0,
+        retry_initial_s: float = 0.5,
+        retry_max_s: float = 15.0,
+        shards: int = 1,
+        replicas: int = 0,
+        refresh_interval: str = "5s",
+        on_bulk: Callable[[float, BulkTotals], None] | None = None,
+        on_state: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.names = names
+        self._bulk_max = bulk_max_docs
+        self._concurrency = max(1, bulk_concurrency)
+        self._retention_days = retention_days
+        #: "ilm", "ism" or "none" once :meth:`ensure_schema` has run.
+        self.lifecycle = "none"
+        self._retry_initial = retry_initial_s
+        self._retry_max = retry_max_s
+        self._shards = shards
+        self._replicas = replicas
+        self._refresh_interval = refresh_interval
+        self._on_bulk = on_bulk
+        self._on_state = on_state
+        #: None until the first request; then whether the server answered.
+        self.available: bool | None = None
+
+    def _set_available(self, up: bool) -> None:
+        if up != self.available:
+            self.available = up
+            if up:
+                log.info("event=search_available backend=%s", self.backend.name)
+            else:
+                log.warning("event=search_unavailable backend=%s", self.backend.name)
+            if self._on_state:
+                self._on_state(up)
+
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run ``call`` until it succeeds or fails for a non-retriable reason."""
+        delay = self._retry_initial
+        attempt = 0
+        while True:
+            try:
+                result = await call()
+            except SearchError as exc:
+                if not exc.retriable:
+                    raise
+                attempt += 1
+                self._set_available(False)
+                log.warning(
+                    "event=search_retry op=%s attempt=%d delay_s=%.2f error=%s",
+                    what,
+                    attempt,
+                    delay,
+                    exc,
+                )
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311
+                delay = min(delay * 2, self._retry_max)
+                continue
+            self._set_available(True)
+            return result
+
+    async def ensure_schema(self) -> dict[str, Any]:
+        """Create or update the index templates and the alerts index (idempotent).
+
+        Returns the server's ``GET /`` answer (name, version, distribution).
+        """
+        info: dict[str, Any] = await self._retrying(
+            "info", lambda: self.backend.perform(search.info())
+        )
+        policy: str | None = None
+        self.lifecycle = await self._retrying("probe_lifecycle", self.retention_support)
+        if self.lifecycle == "ilm" and self._retention_days:
+            policy = f"{self.names.prefix}retention"
+            body = ilm_policy(self._retention_days)
+            await self._retrying(
+                "put_ilm_policy",
+                lambda: self.backend.perform(search.put_ilm_policy(policy or "", body)),
+            )
+        for name, body in index_templates(
+            self.names,
+            shards=self._shards,
+            replicas=self._replicas,
+            refresh_interval=self._refresh_interval,
+            lifecycle_policy=policy,
+        ).items():
+            await self._retrying(
+                "put_template",
+                lambda name=name, body=body: self.backend.perform(  # type: ignore[misc]
+                    search.put_index_template(name, body)
+                ),
+            )
+        try:
+            await self._retrying(
+                "create_alerts_index",
+                lambda: self.backend.perform(search.create_index(self.names.alerts)),
+            )
+        except SearchError as exc:
+            if not _already_exists(exc):
+                raise
+        return info
+
+    async def write(self, items: Sequence[BulkItem], *, ordered: bool = False) -> BulkTotals:
+        """Store every item (see the module docstring for the guarantee).
+
+        Items are sent in chunks of ``bulk_max_docs``; unless ``ordered``, up to
+        ``bulk_concurrency`` chunks are in flight at once (readings do not care
+        in which order they land; alert updates do, and pass ``ordered``).
+        """
+        totals = BulkTotals()
+        chunks = [list(items[i : i + self._bulk_max]) for i in range(0, len(items), self._bulk_max)]
+        if ordered or self._concurrency == 1 or len(chunks) < 2:
+            for chunk in chunks:
+                await self._write_chunk(chunk, totals)
+            return totals
+        gate = asyncio.Semaphore(self._concurrency)
+
+        async def one(chunk: list[BulkItem]) -> None:
+            async with gate:
+                await self._write_chunk(chunk, totals)
+
+        await asyncio.gather(*(one(c) for c in chunks))
+        return totals
+
+    async def _write_chunk(self, pending: list[BulkItem], totals: BulkTotals) -> None:
+        delay = self._retry_initial
+        while pending:
+            body = bulk_body(pending)
+            started = time.perf_counter()
+            answer: dict[str, Any] = await self._retrying(
+                "bulk",
+                lambda body=body: self.backend.perform(search.bulk(body)),  # type: ignore[misc]
+            )
+            outcome = classify_bulk(answer, pending)
+            chunk = BulkTotals(
+                stored=outcome.count(ItemResult.STORED),
+                duplicates=outcome.count(ItemResult.DUPLICATE),
+                rejected=outcome.count(ItemResult.REJECTED),
+            )
+            if self._on_bulk:
+                self._on_bulk(time.perf_counter() - started, chunk)
+            totals.stored += chunk.stored
+            totals.duplicates += chunk.duplicates
+            totals.rejected += chunk.rejected
+            for err in outcome.errors:
+                log.error("event=document_rejected %s", err)
+            retry = outcome.retry_positions()
+            pending = [pending[i] for i in retry]
+            if pending:
+                totals.retries += 1
+                log.warning("event=bulk_partial_retry items=%d delay_s=%.2f", len(pending), delay)
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311
+                delay = min(delay * 2, self._retry_max)
+
+    async def refresh_readings(self) -> None:
+        """Make written readings visible to the aggregation query."""
+        await self._retrying(
+            "refresh",
+            lambda: self.backend.perform(search.refresh(self.names.readings_pattern)),
+        )
+
+    async def compute_windows(self, dirty: DirtyWindows) -> list[WindowAggregate]:
+        """Recompute every dirty window from the stored readings."""
+        if not len(dirty):
+            return []
+        await self.refresh_readings()
+        devices, start, end = dirty.span()
+        out: list[WindowAggregate] = []
+        after: dict[str, Any] | None = None
+        while True:
+            body = window_query(devices, start, end, after=after)
+            answer: dict[str, Any] = await self._retrying(
+                "aggregate",
+                lambda body=body: self.backend.perform(  # type: ignore[misc]
+                    search.search(self.names.readings_pattern, body)
+                ),
+            )
+            windows, after = parse_windows(answer, dirty.windows)
+            out += windows
+            if after is None:
+                return out
+
+    def aggregate_items(
+        self,
+        windows: Sequence[WindowAggregate],
+        locations: dict[str, tuple[float, float]] | None = None,
+    ) -> list[BulkItem]:
+        """Bulk ``index`` items (replace) of window documents."""
+        locs = locations or {}
+        return [
+            BulkItem(
+                Action.INDEX,
+                self.names.aggregates_for(w.start),
+                aggregate_id(w.device_id, w.start),
+                aggregate_doc(w, locs.get(w.device_id)),
+            )
+            for w in windows
+        ]
+
+    def alert_item(
+        self,
+        a: Alert,
+        location: tuple[float, float] | None = None,
+        *,
+        processed_at: int | None = None,
+    ) -> BulkItem:
+        """Bulk upsert of an alert document (keeps acknowledgement fields)."""
+        doc = alert_doc(a, location, processed_at=processed_at)
+        return BulkItem(Action.UPDATE, self.names.alerts, a.alert_id, doc)
+
+    async def load_alerts(self, *, since_ms: int) -> list[Alert]:
+        """Open alerts, plus alerts changed since ``since_ms`` (processing time).
+
+        Processing time, not event time: a backlog from January processed an
+        hour ago must be recognised when it is replayed now.
+        """
+        await self._retrying(
+            "refresh_alerts", lambda: self.backend.perform(search.refresh(self.names.alerts))
+        )
+        out: list[Alert] = []
+        search_after: list[Any] | None = None
+        while True:
+            body: dict[str, Any] = {
+                "size": 1000,
+                "query": {
+                    "bool": {
+                        "should": [
+                            {"term": {"status": "open"}},
+                            {"range": {"processed_at": {"gte": since_ms}}},
+                        ],
+                        "minimum_should_match": 1,
+                    }
+                },
+                "sort": [{"alert_id": "asc"}],
+            }
+            if search_after is not None:
+                body["search_after"] = search_after
+            answer: dict[str, Any] = await self._retrying(
+                "load_alerts",
+                lambda body=body: self.backend.perform(  # type: ignore[misc]
+                    search.search(self.names.alerts, body)
+                ),
+            )
+            hits = answer.get("hits", {}).get("hits", [])
+            out += [alert_from_doc(h["_source"]) for h in hits]
+            if len(hits) < 1000:
+                return out
+            search_after = hits[-1]["sort"]
+
+    async def acknowledge(self, alert_id: str, *, by: str, now_ms: int) -> dict[str, Any]:
+        """Mark an alert acknowledged; returns the updated document."""
+        await self.backend.perform(
+            search.update_doc(
+                self.names.alerts,
+                alert_id,
+                {"acknowledged": True, "acknowledged_at": now_ms, "acknowledged_by": by},
+            )
+        )
+        got: dict[str, Any] = await self.backend.perform(
+            search.get_doc(self.names.alerts, alert_id)
+        )
+        source: dict[str, Any] = got["_source"]
+        return source
+
+    async def delete_expired(self, *, now_ms: int, retention_days: int) -> list[str]:
+        """Delete monthly indices past retention (the ILM/ISM-free alternative)."""
+        from cloud_processor.schema import AGGREGATES, READINGS, expired_indices
+
+        existing: list[str] = []
+        for spec in (READINGS, AGGREGATES):
+            rows = await self.backend.perform(search.cat_indices(self.names.pattern(spec)))
+            existing += [row["index"] for row in rows]
+        doomed = expired_indices(existing, self.names, now_ms=now_ms, retention_days=retention_days)
+        for name in doomed:
+            await self.backend.perform(search.delete_index(name))
+            log.info("event=index_deleted index=%s retention_days=%d", name, retention_days)
+        return doomed
+
+    async def retention_support(self) -> str:
+        """``ilm`` or ``ism`` when the cluster can delete old data by itself, else ``none``."""
+        for probe, name in (("/_ilm/status", "ilm"), ("/_plugins/_ism/policies", "ism")):
+            try:
+                await self.backend.perform(search.Request("GET", probe))
+            except SearchError as exc:
+                if exc.status is None:
+                    raise
+                continue
+            return name
+        return "none"
+
+
+def _already_exists(exc: SearchError) -> bool:
+    body = exc.body
+    if isinstance(body, dict):
+        err = body.get("error", {})
+        if isinstance(err, dict) and err.get("type") == "resource_already_exists_exception":
+            return True
+    return exc.status == 400 and "already_exists" in str(exc)

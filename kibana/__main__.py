@@ -1,0 +1,268 @@
+"""``thermowatch kibana``: dashboards as code.
+
+Commands: ``generate`` (rewrite kibana/saved_objects/*.ndjson from the
+processor's field definitions; ``--check`` fails when the committed file is
+stale), ``check`` (structure, references and fields against the mapping
+definitions, and with ``--search-url`` against the live mapping), ``import``,
+``export`` and ``status`` (talk to a running Kibana). The password is read
+from KIBANA_PASSWORD or asked for, never taken from the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "register"]
+
+_PROG = "thermowatch kibana"
+
+
+def _err(message: str) -> int:
+    print(f"{_PROG}: error: {message}", file=sys.stderr)
+    return 1
+
+
+def _add_prefix(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--prefix",
+        default="thermowatch-",
+        help="processor search.index_prefix the objects are built for (default: thermowatch-)",
+    )
+
+
+def _add_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--file",
+        type=Path,
+        default=None,
+        help="NDJSON file (default: the committed kibana/saved_objects/thermowatch.ndjson, "
+        "or freshly generated objects when --prefix is not the default)",
+    )
+
+
+def _add_target(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", required=True, help="Kibana base URL, e.g. http://localhost:5601")
+    p.add_argument("--space", default=None, help="Kibana space id (default: the default space)")
+    auth = p.add_mutually_exclusive_group()
+    auth.add_argument(
+        "--api-key",
+        default=None,
+        help="Kibana API key (base64 'id:key' as Kibana shows it; or set KIBANA_API_KEY)",
+    )
+    auth.add_argument(
+        "--user", default=None, help="basic-auth user; password from KIBANA_PASSWORD or a prompt"
+    )
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
+    p.add_argument(
+        "--retries", type=int, default=5, help="retries on connection errors and 5xx (default 5)"
+    )
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``kibana`` command and its sub-commands."""
+    kib = subparsers.add_parser("kibana", help="Kibana dashboards as code", description=__doc__)
+    sub = kib.add_subparsers(title="kibana commands", metavar="KIBANA_COMMAND")
+
+    p = sub.add_parser(
+        "generate", help="rewrite the saved-object NDJSON from the field definitions"
+    )
+    _add_prefix(p)
+    p.add_argument(
+        "--out", type=Path, default=None, help="output file (default: the committed one)"
+    )
+    p.add_argument("--check", action="store_true", help="do not write; exit 1 if the file is stale")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("check", help="check the NDJSON (structure, references, fields)")
+    _add_prefix(p)
+    _add_file(p)
+    p.add_argument(
+        "--search-url", default=None, help="also check against the live mapping of this server"
+    )
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("import", help="import the saved objects (overwrite) into Kibana")
+    _add_target(p)
+    _add_prefix(p)
+    _add_file(p)
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("export", help="export thermowatch's dashboards (with references)")
+    _add_target(p)
+    _add_prefix(p)
+    p.add_argument("--out", type=Path, default=None, help="output file (default: stdout)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("status", help="Kibana version and whether it is supported")
+    _add_target(p)
+    p.set_defaults(func=cmd_status)
+
+    def _help(_args: argparse.Namespace) -> int:
+        kib.print_help()
+        return 2
+
+    kib.set_defaults(func=_help)
+
+
+def _text(args: argparse.Namespace) -> tuple[str, str]:
+    """(NDJSON text, file name) the command works on."""
+    from kibana.app import committed_file
+    from kibana.objects import DEFAULT_FILE, build_objects, to_ndjson
+
+    if args.file is not None:
+        return args.file.read_text(encoding="utf-8"), args.file.name
+    if args.prefix != "thermowatch-":
+        return to_ndjson(build_objects(args.prefix)), DEFAULT_FILE
+    return committed_file().read_text(encoding="utf-8"), DEFAULT_FILE
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Write (or with --check compare) the NDJSON."""
+    from kibana.app import committed_file, generate
+    from kibana.objects import build_objects, to_ndjson
+
+    if args.check:
+        path = args.out or committed_file()
+        want = to_ndjson(build_objects(args.prefix))
+        have = path.read_text(encoding="utf-8") if path.exists() else ""
+        if have != want:
+            return _err(f"{path} is stale: run 'thermowatch kibana generate'")
+        print(f"{path}: up to date")
+        return 0
+    path, changed = generate(args.out, prefix=args.prefix)
+    print(f"{path}: {'written' if changed else 'unchanged'}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Static checks, and live-mapping checks with --search-url."""
+    from kibana.app import live_check, static_check
+
+    text, name = _text(args)
+    problems = static_check(text, prefix=args.prefix)
+    if args.search_url:
+        problems += live_check(text, args.search_url)
+    for p in problems:
+        print(f"{name}: {p}", file=sys.stderr)
+    if problems:
+        return _err(f"{len(problems)} problem(s) in {name}")
+    print(f"{name}: ok")
+    return 0
+
+
+def _target(args: argparse.Namespace) -> Any:
+    from kibana.config import ENV_API_KEY, KibanaTarget, resolve_password
+
+    api_key = args.api_key or (None if args.user else os.environ.get(ENV_API_KEY))
+    password = resolve_password(args.user, os.environ) if args.user else None
+    target = KibanaTarget(
+        url=args.url,
+        space=args.space,
+        api_key=api_key,
+        user=args.user,
+        password=password,
+        timeout_s=args.timeout,
+        retries=args.retries,
+    )
+    problems = target.validate()
+    if problems:
+        raise ValueError("; ".join(problems))
+    return target
+
+
+def _with_client(args: argparse.Namespace, action: Any) -> int:
+    from kibana.app import open_client
+    from kibana.client import KibanaError
+
+    try:
+        target = _target(args)
+        with open_client(target) as client:
+            code: int = action(client)
+            return code
+    except (KibanaError, ValueError, OSError) as exc:
+        return _err(str(exc))
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Import with overwrite; print one line per object."""
+    from kibana.app import import_objects
+
+    def action(client: Any) -> int:
+        text, name = _text(args)
+        report = import_objects(client, text, filename=name, prefix=args.prefix)
+        for r in report.results:
+            print(f"{'ok    ' if r.ok else 'FAILED'} {r}")
+        if not report.success:
+            kinds = sorted({r.outcome for r in report.errors})
+            return _err(
+                f"import into {client.url} failed for {len(report.errors)} object(s) "
+                f"({', '.join(kinds)}); {report.success_count} imported"
+            )
+        print(f"imported {report.success_count} object(s) into {client.url}")
+        return 0
+
+    return _with_client(args, action)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export the dashboards (deep) as NDJSON."""
+    from kibana.objects import build_objects
+
+    def action(client: Any) -> int:
+        client.check_version()
+        wanted = [
+            (o["type"], o["id"]) for o in build_objects(args.prefix) if o["type"] == "dashboard"
+        ]
+        data = client.export_ndjson(wanted)
+        if args.out:
+            args.out.write_bytes(data)
+            lines = data.count(b"\n")
+            print(f"{args.out}: {lines} line(s)")
+        else:
+            sys.stdout.buffer.write(data)
+        return 0
+
+    return _with_client(args, action)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print Kibana's version and overall status."""
+    from kibana.client import UnsupportedVersionError
+    from kibana.objects import MIN_KIBANA
+
+    def action(client: Any) -> int:
+        status = client.status()
+        number = status.get("version", {}).get("number", "?")
+        level = status.get("status", {}).get("overall", {}).get("level", "?")
+        print(f"kibana {number} at {client.url}: status={level}")
+        try:
+            client.check_version()
+        except UnsupportedVersionError as exc:
+            return _err(str(exc))
+        print(f"supported (minimum {'.'.join(map(str, MIN_KIBANA))})")
+        return 0
+
+    return _with_client(args, action)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kibana ...`` (same sub-commands as ``thermowatch kibana``)."""
+    import logging
+
+    parser = argparse.ArgumentParser(prog="python -m")
+    sub = parser.add_subparsers()
+    register(sub)
+    args = parser.parse_args(["kibana", *(sys.argv[1:] if argv is None else argv)])
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

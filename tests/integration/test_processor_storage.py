@@ -1,0 +1,204 @@
+"""Storage against the real search server: templates, idempotent writes, aggregates."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloud_processor import search
+from cloud_processor.aggregates import DirtyWindows
+from cloud_processor.documents import Action, BulkItem, reading_doc, reading_id
+from cloud_processor.schema import INDEXES, IndexNames
+from cloud_processor.search import SearchError
+from cloud_processor.search_opensearch import OpenSearchBackend
+from cloud_processor.storage import Storage
+from telemetry_contract import Reading, decode_as
+
+pytestmark = pytest.mark.integration
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "messages" / "valid"
+
+
+async def drop_prefix(backend: OpenSearchBackend, names: IndexNames) -> None:
+    """Delete every index and template under the test's prefix."""
+    with contextlib.suppress(SearchError):
+        await backend.perform(search.delete_index(f"{names.prefix}*"))
+    for spec in INDEXES:
+        with contextlib.suppress(SearchError):
+            await backend.perform(search.Request("DELETE", f"/_index_template/{names.base(spec)}"))
+
+
+@pytest.fixture
+async def storage(stack: dict[str, Any]) -> AsyncIterator[Storage]:
+    backend = OpenSearchBackend(stack["search"]["url"])
+    names = IndexNames(f"t{uuid.uuid4().hex[:8]}-")
+    st = Storage(backend, names, retry_initial_s=0.1, retry_max_s=1.0)
+    await st.ensure_schema()
+    yield st
+    await drop_prefix(backend, names)
+    await backend.close()
+
+
+def golden_readings() -> list[Reading]:
+    return [
+        decode_as(p.read_bytes(), Reading, now_ms=1_767_225_700_000)
+        for p in sorted(FIXTURES.glob("reading_*.json"))
+    ]
+
+
+def items_for(st: Storage, readings: list[Reading]) -> list[BulkItem]:
+    return [
+        BulkItem(Action.CREATE, st.names.readings_for(r.ts), reading_id(r), reading_doc(r))
+        for r in readings
+    ]
+
+
+async def count(st: Storage, pattern: str) -> int:
+    await st.backend.perform(search.refresh(pattern))
+    answer = await st.backend.perform(search.search(pattern, {"size": 0, "track_total_hits": True}))
+    return int(answer["hits"]["total"]["value"])
+
+
+async def test_schema_setup_is_idempotent_and_mappings_exact(storage: Storage) -> None:
+    await storage.ensure_schema()  # second time: no error
+    await storage.write(items_for(storage, golden_readings()[:1]))
+    got = await storage.backend.perform(
+        search.Request("GET", f"/{storage.names.readings_pattern}/_mapping")
+    )
+    (mapping,) = got.values()
+    props = mapping["mappings"]["properties"]
+    assert mapping["mappings"]["dynamic"] == "strict"
+    assert props["device_id"] == {"type": "keyword"}
+    assert props["site"] == {"type": "keyword"}
+    assert props["temp_c"] == {"type": "float"}
+    assert props["anomaly_score"] == {"type": "float"}
+    assert props["@timestamp"]["type"] == "date"
+    assert props["location"] == {"type": "geo_point"}
+    alerts = await storage.backend.perform(
+        search.Request("GET", f"/{storage.names.alerts}/_mapping")
+    )
+    assert alerts[storage.names.alerts]["mappings"]["properties"]["rule"] == {"type": "keyword"}
+
+
+async def test_golden_readings_stored_exactly_and_never_twice(storage: Storage) -> None:
+    readings = golden_readings()
+    assert len(readings) >= 5
+    first = await storage.write(items_for(storage, readings))
+    assert (first.stored, first.duplicates, first.rejected) == (len(readings), 0, 0)
+    again = await storage.write(items_for(storage, readings))
+    assert (again.stored, again.duplicates) == (0, len(readings))
+    assert await count(storage, storage.names.readings_pattern) == len(readings)
+    for r in readings:
+        got = await storage.backend.perform(
+            search.get_doc(storage.names.readings_for(r.ts), reading_id(r))
+        )
+        assert got["_source"] == reading_doc(r)
+
+
+async def test_windows_recomputed_from_stored_readings(storage: Storage) -> None:
+    t0 = 1_767_225_600_000
+    temps = [4.0, 5.0, 6.0, 4.5]
+    readings = [
+        Reading(device_id="d1", sensor_id="host", site="s1", seq=i, ts=t0 + i * 10_000, temp_c=t)
+        for i, t in enumerate(temps)
+    ]
+    await storage.write(items_for(storage, readings))
+    dirty = DirtyWindows()
+    for r in readings:
+        dirty.add(r.device_id, r.site, r.ts)
+    (w,) = await storage.compute_windows(dirty)
+    assert (w.count, w.temp_min, w.temp_max, w.temp_last) == (4, 4.0, 6.0, 4.5)
+    assert w.temp_mean == pytest.approx(4.875)
+    # a late reading of the same minute is folded in; a redelivered one is not
+    late = Reading(device_id="d1", sensor_id="host", site="s1", seq=9, ts=t0 + 59_000, temp_c=10.0)
+    await storage.write(items_for(storage, [late, readings[0]]))
+    dirty.add("d1", "s1", late.ts)
+    (w2,) = await storage.compute_windows(dirty)
+    assert (w2.count, w2.temp_max, w2.temp_last) == (5, 10.0, 10.0)
+    await storage.write(storage.aggregate_items([w2]))
+    await storage.write(storage.aggregate_items([w2]))
+    assert await count(storage, storage.names.aggregates_pattern) == 1
+
+
+async def test_unknown_field_is_rejected_not_retried_forever(storage: Storage) -> None:
+    item = BulkItem(
+        Action.CREATE,
+        storage.names.readings_for(1_767_225_600_000),
+        "x:1",
+        {"@timestamp": 1_767_225_600_000, "nonsense": 1},
+    )
+    totals = await storage.write([item])
+    assert (totals.stored, totals.rejected) == (0, 1)
+
+
+async def test_retention_deletes_only_whole_months_past_retention(storage: Storage) -> None:
+    old = Reading(
+        device_id="d1", sensor_id="host", site="s1", seq=1, ts=1_700_000_000_000, temp_c=1.0
+    )  # 2023-11
+    new = Reading(
+        device_id="d1", sensor_id="host", site="s1", seq=2, ts=1_767_225_600_000, temp_c=1.0
+    )  # 2026-01
+    await storage.write(items_for(storage, [old, new]))
+    assert await storage.retention_support() in ("none", "ism", "ilm")
+    doomed = await storage.delete_expired(now_ms=1_767_225_600_000, retention_days=365)
+    assert doomed == [storage.names.readings_for(old.ts)]
+    assert await count(storage, storage.names.readings_pattern) == 1
+
+
+def test_ack_command_marks_alert_and_survives_processor_updates(
+    stack: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from cloud_processor.rules import Alert, AlertStatus
+    from telemetry_contract import Severity
+    from thermowatch.cli import main
+
+    names = IndexNames(f"t{uuid.uuid4().hex[:8]}-")
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(
+        f'[search]\nurl = "{stack["search"]["url"]}"\nindex_prefix = "{names.prefix}"\n',
+        encoding="utf-8",
+    )
+    alert = Alert(
+        "d1.threshold_high.1",
+        "d1",
+        "s1",
+        "threshold_high",
+        Severity.WARNING,
+        AlertStatus.OPEN,
+        1,
+        1,
+        1,
+        value=9.0,
+    )
+
+    async def setup() -> None:
+        backend = OpenSearchBackend(stack["search"]["url"])
+        st = Storage(backend, names)
+        await st.ensure_schema()
+        await st.write([st.alert_item(alert)])
+        await backend.close()
+
+    async def later_update_and_read() -> dict[str, Any]:
+        from dataclasses import replace
+
+        backend = OpenSearchBackend(stack["search"]["url"])
+        st = Storage(backend, names)
+        await st.write([st.alert_item(replace(alert, status=AlertStatus.RESOLVED, version=2))])
+        got: dict[str, Any] = await backend.perform(search.get_doc(names.alerts, alert.alert_id))
+        await drop_prefix(backend, names)
+        await backend.close()
+        return got["_source"]
+
+    asyncio.run(setup())
+    assert main(["processor", "ack", alert.alert_id, "-c", str(cfg), "--by", "tester"]) == 0
+    assert '"acknowledged_by": "tester"' in capsys.readouterr().out
+    assert main(["processor", "ack", "no-such-alert", "-c", str(cfg)]) == 1
+    doc = asyncio.run(later_update_and_read())
+    assert doc["status"] == "resolved" and doc["acknowledged"] is True

@@ -1,0 +1,85 @@
+"""Processor configuration: sample parses, defaults match, errors name the key; CLI."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from cloud_processor.__main__ import parse_timestamp
+from cloud_processor.config import ProcessorConfig, load_config
+from thermowatch.cli import main
+from thermowatch.configuration import ConfigError, loads
+
+SAMPLE = Path(__file__).resolve().parents[2] / "cloud_processor" / "sample.toml"
+
+
+def test_sample_parses_to_the_defaults() -> None:
+    assert load_config(SAMPLE, env={}) == ProcessorConfig()
+
+
+def test_sample_comments_show_the_code_defaults() -> None:
+    defaults = ProcessorConfig()
+    section = ""
+    checked = 0
+    for line in SAMPLE.read_text(encoding="utf-8").splitlines():
+        if m := re.fullmatch(r"(?:# )?\[([a-z_.]+)\]", line.strip()):
+            section = m[1]
+            continue
+        m = re.fullmatch(r"# ([a-z_]+) = (.+)", line)
+        if not m or "." in section:
+            continue
+        value = tomllib.loads(f"v = {m[2]}")["v"]
+        current = getattr(getattr(defaults, section), m[1])
+        if current is None:
+            continue  # an example of an optional setting, not a default
+        assert current == value, f"{section}.{m[1]}"
+        checked += 1
+    assert checked > 40
+
+
+def test_uncommented_sample_example_is_valid() -> None:
+    text = SAMPLE.read_text(encoding="utf-8")
+    enabled = re.sub(r'^# ((?:[a-z_]+|"[^"]+") = .*|\[.*\])$', r"\1", text, flags=re.M)
+    cfg = loads(ProcessorConfig, enabled)
+    assert cfg.rules.groups["freezers"].threshold_high_c == -15.0
+    assert cfg.locations["s1-d01"] == (52.52, 13.405)
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[kafka]\nmax_batch = 0\n", "kafka.max_batch: must be at least 1, got 0"),
+        ("[search]\nurl = 'localhost:9200'\n", "search.url: must start with http://"),
+        ("[search]\nindex_prefix = 'Bad Prefix'\n", "search.index_prefix: must be lower case"),
+        ("[rules]\nthreshold_low_c = 9.0\nthreshold_high_c = 8.0\n", "rules.threshold_low_c"),
+        ("[rules.groups.x]\nthreshold_high_c = 1.0\n", "rules.groups.x: lists neither"),
+        ("[webhook]\nformat = 'teams'\n", 'webhook.format: must be "json" or "slack"'),
+        ("[locations]\nd1 = [100.0, 0.0]\n", "locations.d1: not a [lat, lon] pair"),
+        ("[rules]\ntypo = 1\n", "rules.typo: unknown key"),
+    ],
+)
+def test_errors_name_the_key(toml: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        loads(ProcessorConfig, toml)
+    assert message in str(err.value)
+
+
+def test_environment_overrides() -> None:
+    cfg = load_config(None, env={"THERMOWATCH_PROCESSOR__SEARCH__INDEX_PREFIX": "x-"})
+    assert cfg.search.index_prefix == "x-"
+
+
+def test_cli_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["processor", "check-config", "-c", str(SAMPLE)]) == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[kafka]\nmax_batch = 0\n", encoding="utf-8")
+    assert main(["processor", "check-config", "-c", str(bad)]) == 1
+    assert "kafka.max_batch: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_parse_timestamp() -> None:
+    assert parse_timestamp("2026-01-01T00:00:00+00:00") == 1_767_225_600_000
+    assert parse_timestamp("2026-01-01T00:00:00") == 1_767_225_600_000

@@ -1,0 +1,129 @@
+"""Retry policy of durable writes, with a scripted fake search backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from cloud_processor.documents import Action, BulkItem
+from cloud_processor.schema import IndexNames
+from cloud_processor.search import Request, SearchError
+from cloud_processor.storage import Storage
+
+
+class ScriptedBackend:
+    """Answers bulk requests from a script: an exception, or per-item statuses."""
+
+    name = "fake"
+
+    def __init__(self, script: list[Any]) -> None:
+        self.script = script
+        self.bulks: list[list[str]] = []
+
+    async def perform(self, request: Request) -> Any:
+        assert request.path == "/_bulk"
+        assert isinstance(request.body, bytes)
+        lines = [msgspec.json.decode(x) for x in request.body.splitlines()]
+        ids = [next(iter(a.values()))["_id"] for a in lines[::2]]
+        self.bulks.append(ids)
+        step = self.script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        statuses = step if isinstance(step, list) else [step] * len(ids)
+        return {"errors": True, "items": [{"create": {"status": s}} for s in statuses]}
+
+    async def close(self) -> None:
+        pass
+
+
+def items(n: int) -> list[BulkItem]:
+    return [BulkItem(Action.CREATE, "i", f"d:{i}", {"seq": i}) for i in range(n)]
+
+
+def storage(backend: ScriptedBackend, states: list[bool] | None = None) -> Storage:
+    return Storage(
+        backend,
+        IndexNames("x-"),
+        retry_initial_s=0.001,
+        retry_max_s=0.002,
+        on_state=None if states is None else states.append,
+    )
+
+
+async def test_server_down_is_retried_until_it_answers() -> None:
+    down = SearchError("connection refused")
+    backend = ScriptedBackend([down, down, SearchError("busy", status=503), 201])
+    states: list[bool] = []
+    totals = await storage(backend, states).write(items(3))
+    assert totals.stored == 3 and len(backend.bulks) == 4
+    assert states == [False, True]
+
+
+async def test_item_level_429_resends_only_those_items() -> None:
+    backend = ScriptedBackend([[201, 429, 409, 429], [201, 201]])
+    totals = await storage(backend).write(items(4))
+    assert backend.bulks[1] == ["d:1", "d:3"]
+    assert (totals.stored, totals.duplicates, totals.rejected, totals.retries) == (3, 1, 0, 1)
+
+
+async def test_non_retriable_request_error_propagates() -> None:
+    backend = ScriptedBackend([SearchError("forbidden", status=403)])
+    try:
+        await storage(backend).write(items(1))
+    except SearchError as exc:
+        assert exc.status == 403
+    else:  # pragma: no cover
+        raise AssertionError("expected SearchError")
+
+
+async def test_large_writes_are_split_into_bulk_chunks() -> None:
+    backend = ScriptedBackend([201, 201, 201])
+    st = Storage(backend, IndexNames("x-"), bulk_max_docs=2)
+    totals = await st.write(items(5))
+    assert [len(b) for b in backend.bulks] == [2, 2, 1] and totals.stored == 5
+
+
+class RecordingBackend:
+    """Answers every request with {} except the probes it is told to fail."""
+
+    name = "fake"
+
+    def __init__(self, missing: set[str]) -> None:
+        self.missing = missing
+        self.requests: list[Request] = []
+
+    async def perform(self, request: Request) -> Any:
+        self.requests.append(request)
+        if request.path in self.missing:
+            raise SearchError("no handler", status=400)
+        return {"version": {"number": "8.15.0"}}
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_ilm_policy_attached_to_monthly_templates_when_cluster_has_ilm() -> None:
+    backend = RecordingBackend(missing=set())
+    st = Storage(backend, IndexNames("x-"), retention_days=90)
+    await st.ensure_schema()
+    assert st.lifecycle == "ilm"
+    by_path = {r.path: r for r in backend.requests}
+    policy = by_path["/_ilm/policy/x-retention"]
+    assert policy.method == "PUT"
+    assert policy.body["policy"]["phases"]["delete"]["min_age"] == "121d"  # type: ignore[index]
+    readings = by_path["/_index_template/x-readings"].body
+    settings = readings["template"]["settings"]  # type: ignore[index]
+    assert settings["index.lifecycle.name"] == "x-retention"
+    alerts = by_path["/_index_template/x-alerts"].body
+    assert "index.lifecycle.name" not in alerts["template"]["settings"]  # type: ignore[index]
+
+
+async def test_no_policy_without_ilm() -> None:
+    backend = RecordingBackend(missing={"/_ilm/status", "/_plugins/_ism/policies"})
+    st = Storage(backend, IndexNames("x-"), retention_days=90)
+    await st.ensure_schema()
+    assert st.lifecycle == "none"
+    assert not any(r.path.startswith("/_ilm/policy") for r in backend.requests)
+    readings = next(r for r in backend.requests if r.path == "/_index_template/x-readings")
+    assert "index.lifecycle.name" not in readings.body["template"]["settings"]  # type: ignore[index]
