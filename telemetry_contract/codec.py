@@ -107,6 +107,12 @@ def decode(
         raise _explain_validation(raw, str(exc)) from None
     except msgspec.DecodeError as exc:
         raise _explain_malformed(raw, str(exc)) from None
+    except UnicodeDecodeError as exc:  # invalid UTF-8 inside a JSON string
+        raise ContractError(
+            Reason.NOT_JSON,
+            f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start} of a string)",
+            field="payload",
+        ) from None
     # Inlined from _check_event_time for the hot path (readings).
     ts: int | None = getattr(message, "ts", None)
     if ts is not None:

@@ -207,3 +207,14 @@ def test_msgspec_rejects_nan_even_in_python_objects() -> None:
     else:  # pragma: no cover
         raise AssertionError("NaN accepted")
     assert msgspec.json.encode(float("nan")) == b"null"
+
+
+def test_invalid_utf8_inside_a_string_is_a_contract_error() -> None:
+    for raw in (b'{"type":"g\xe1"}', b'{"type":"reading","device_id":"\xe1\x80"}'):
+        try:
+            decode(raw, now_ms=NOW)
+        except ContractError as err:
+            assert (err.reason.value, err.field) == ("not_json", "payload")
+            assert "UTF-8" in err.problem
+        else:  # pragma: no cover
+            raise AssertionError("accepted invalid UTF-8")

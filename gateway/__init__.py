@@ -1,0 +1,11 @@
+"""thermowatch gateway: MQTT (shared subscriptions, QoS 1) to Kafka, at least once.
+
+The pure core is :func:`gateway.bridge.bridge`; :class:`gateway.app.Gateway`
+wires it between the MQTT adapter (:mod:`gateway.mqtt`) and the Kafka adapter
+(:mod:`gateway.kafka`). Run it with ``thermowatch gateway run --config FILE``.
+"""
+
+from gateway.bridge import KafkaRecord, bridge, dead_letter
+from gateway.config import GatewayConfig, load_config
+
+__all__ = ["GatewayConfig", "KafkaRecord", "bridge", "dead_letter", "load_config"]

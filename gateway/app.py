@@ -1,0 +1,233 @@
+"""Wiring and run loop: MQTT in, :func:`~gateway.bridge.bridge`, Kafka out, ack.
+
+Delivery guarantee, end to end: an MQTT message is acknowledged only after
+Kafka confirmed the record made from it (the record itself, or its dead
+letter), so every message the broker accepted ends up in Kafka at least once.
+Duplicates happen only when the gateway or its connection dies between the
+Kafka write and the MQTT ack; consumers deduplicate by ``(device_id, seq)``.
+
+Acknowledgements go out in the order messages arrived (MQTT asks for that):
+a window of in-flight messages, acknowledged from its head as the writes
+complete. The window is bounded by the Receive Maximum the gateway announces
+at connect; while Kafka is slow or down the window fills, the broker stops
+sending and keeps the rest in the persistent session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from gateway.bridge import KafkaRecord, bridge
+from gateway.config import GatewayConfig
+from gateway.health import HealthServer
+from gateway.kafka import KafkaSetupError, KafkaSink
+from gateway.metrics import Metrics
+from gateway.mqtt import Incoming, MqttSource
+from telemetry_contract import kafka_topics
+
+__all__ = ["Gateway"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Entry:
+    incoming: Incoming
+    record: KafkaRecord
+    done: bool = False
+
+
+class Gateway:
+    """One gateway process: call :meth:`run` inside an event loop."""
+
+    def __init__(self, config: GatewayConfig, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.topics = kafka_topics(config.kafka.topic_prefix)
+        self.gateway_id = config.gateway_id
+        self._window: collections.deque[_Entry] = collections.deque()
+        self._stopping = False
+        self._connection = 0
+        self._sink: KafkaSink | None = None
+        self._mqtt: MqttSource | None = None
+        self._health: HealthServer | None = None
+        self._stop = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._fatal: str | None = None
+
+    # --- public -------------------------------------------------------------
+
+    @property
+    def health_port(self) -> int | None:
+        """Port of the HTTP endpoint once started (None when disabled)."""
+        return None if self._health is None else self._health.port
+
+    @property
+    def in_flight(self) -> int:
+        """Messages received and not yet acknowledged."""
+        return len(self._window)
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready only when both MQTT and Kafka are connected and Kafka is not stalled."""
+        mqtt_ok = self._mqtt is not None and self._mqtt.connected
+        kafka_ok = self._sink is not None and self._sink.healthy
+        detail = (
+            f"mqtt={'up' if mqtt_ok else 'down'} kafka={'up' if kafka_ok else 'down'} "
+            f"in_flight={len(self._window)}"
+        )
+        return mqtt_ok and kafka_ok, detail
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish (safe from signal handlers on the loop)."""
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Run until :meth:`stop`; returns the process exit code."""
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        log.info(
+            "event=gateway_starting gateway_id=%s kafka_prefix=%s share_group=%s",
+            self.gateway_id,
+            cfg.kafka.topic_prefix,
+            cfg.mqtt.share_group,
+        )
+        if cfg.http.enabled:
+            self._health = HealthServer(cfg.http.host, cfg.http.port, self.metrics, self.readiness)
+            await self._health.start()
+        self._sink = KafkaSink(cfg.kafka, self.topics, self.metrics, self._on_written)
+        self._mqtt = MqttSource(
+            cfg, self.metrics, loop, self._on_message, on_connected=self._on_connected
+        )
+        watchdog = asyncio.create_task(self._watch())
+        try:
+            starting = asyncio.create_task(self._sink.start())
+            stopper = asyncio.create_task(self._stop.wait())
+            await asyncio.wait({starting, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                starting.cancel()
+                stopper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+                return 0
+            stopper.cancel()
+            starting.result()  # KafkaSetupError is fatal
+            self._mqtt.start()
+            await self._stop.wait()
+        except KafkaSetupError as exc:
+            self._fatal = str(exc)
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+            await self._shutdown()
+        if self._fatal:
+            log.error("event=gateway_fatal error=%s", self._fatal)
+            return 1
+        return 0
+
+    # --- message path (event loop) ------------------------------------------
+
+    def _on_connected(self, connection: int) -> None:
+        """A new MQTT connection: forget the messages that came on older ones.
+
+        The broker re-sends every unacknowledged message on the new connection,
+        so the old window entries would never be acknowledged. Their Kafka
+        writes still complete (a duplicate, which is allowed).
+        """
+        self._connection = connection
+        stale = sum(1 for e in self._window if e.incoming.connection != connection)
+        if not stale:
+            return
+        self._window = collections.deque(
+            e for e in self._window if e.incoming.connection == connection
+        )
+        self.metrics.in_flight.set(len(self._window))
+        log.info("event=mqtt_window_reset dropped=%d connection=%d", stale, connection)
+        self._drain()  # the new head may be written already
+
+    def _on_message(self, incoming: Incoming) -> None:
+        if self._stopping or incoming.connection != self._connection:
+            return  # not acknowledged: the broker re-sends it
+        record = bridge(
+            incoming.topic,
+            incoming.payload,
+            received_ms=time.time_ns() // 1_000_000,
+            gateway_id=self.gateway_id,
+            topics=self.topics,
+            max_bytes=self.config.bridge.max_payload_bytes,
+            user_properties=incoming.user_properties,
+            topic_root=self.config.mqtt.topic_root,
+        )
+        self.metrics.received.labels(record.kind).inc()
+        entry = _Entry(incoming, record)
+        self._window.append(entry)
+        self.metrics.in_flight.inc()
+        assert self._sink is not None
+        self._sink.submit(record, entry)
+
+    def _on_written(self, token: object) -> None:
+        """Kafka confirmed an entry's record: count it and acknowledge what we can."""
+        assert isinstance(token, _Entry)
+        token.done = True
+        record = token.record
+        if record.reason is None:
+            self.metrics.forwarded.labels(record.kind).inc()
+        else:
+            self.metrics.deadlettered.labels(record.reason.value).inc()
+            log.debug(  # a flood of bad input must not flood the log: see the metric
+                "event=dead_letter reason=%s source_topic=%s",
+                record.reason.value,
+                token.incoming.topic[:200],
+            )
+        if self._window and self._window[0] is token:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Acknowledge, in arrival order, every message whose write is done."""
+        window = self._window
+        mqtt = self._mqtt
+        while window and window[0].done:
+            entry = window.popleft()
+            if mqtt is not None:
+                mqtt.ack(entry.incoming)
+            self.metrics.in_flight.dec()
+        if not window:
+            self._drained.set()
+
+    # --- supervision --------------------------------------------------------
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            sink = self._sink
+            self.metrics.connected.labels("kafka").set(1 if sink and sink.healthy else 0)
+            fatal = (self._mqtt.fatal if self._mqtt else None) or (sink.broken if sink else None)
+            if fatal:
+                self._fatal = fatal
+                self._stop.set()
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        grace = self.config.gateway.shutdown_grace_s
+        if self._window and grace > 0:
+            log.info("event=gateway_draining in_flight=%d grace_s=%.1f", len(self._window), grace)
+            self._drained.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), grace)
+        if self._mqtt is not None:
+            # paho's disconnect() is sent after the queued PUBACKs.
+            await asyncio.to_thread(self._mqtt.stop)
+        if self._sink is not None:
+            await self._sink.stop()
+        if self._health is not None:
+            await self._health.stop()
+        log.info(
+            "event=gateway_stopped unacknowledged=%d gateway_id=%s",
+            len(self._window),
+            self.gateway_id,
+        )

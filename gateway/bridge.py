@@ -1,0 +1,312 @@
+"""The pure core of the gateway: one MQTT message in, one Kafka record out.
+
+:func:`bridge` never raises and never does I/O. A payload that passes the
+contract becomes a record on the Kafka topic for its MQTT topic kind, keyed by
+device id; anything else becomes a :class:`~telemetry_contract.DeadLetter` on
+the dead-letter topic, with the reason, the source topic and the raw payload
+(base64 when it is not UTF-8).
+
+Checks, in order: the topic (``thermowatch/<site>/<device>/<kind>``), the size
+limit, the contract (types, ranges, schema version), timestamp sanity (not
+before 2020, not more than five minutes ahead of the gateway's clock), and
+that the device id and site in the payload are the topic's (the broker's ACL
+ties the topic to the authenticated device, so this stops one device writing
+as another).
+
+>>> from telemetry_contract import kafka_topics
+>>> topics = kafka_topics("tw")
+>>> payload = (b'{"type":"reading","schema_version":1,"device_id":"s1-d01",'
+...            b'"sensor_id":"host","site":"s1","seq":3,"ts":1767225600000,"temp_c":21.5}')
+>>> rec = bridge("thermowatch/s1/s1-d01/telemetry", payload,
+...              received_ms=1_767_225_600_100, gateway_id="gw1", topics=topics)
+>>> rec.topic, rec.key, rec.reason
+('tw.telemetry', b's1-d01', None)
+>>> dict(rec.headers)["mqtt_topic"]
+b'thermowatch/s1/s1-d01/telemetry'
+>>> bad = bridge("thermowatch/s1/s1-d02/telemetry", payload,
+...              received_ms=1_767_225_600_100, gateway_id="gw1", topics=topics)
+>>> bad.topic, bad.key, bad.reason
+('tw.deadletter', b's1-d02', <Reason.DEVICE_MISMATCH: 'device_mismatch'>)
+>>> from telemetry_contract import decode
+>>> decode(bad.value).detail
+"device_id: 's1-d01' does not match the topic's device 's1-d02'"
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from telemetry_contract import (
+    MAX_PAYLOAD_BYTES,
+    ContractError,
+    DeadLetter,
+    KafkaTopics,
+    Reason,
+    decode,
+    encode,
+    kafka_key,
+    kafka_topic_for,
+    parse_mqtt_topic,
+)
+from telemetry_contract.topics import TOPIC_ROOT
+
+__all__ = [
+    "DEADLETTER_PAYLOAD_LIMIT",
+    "Header",
+    "KafkaRecord",
+    "bridge",
+    "dead_letter",
+]
+
+log = logging.getLogger(__name__)
+
+Header = tuple[str, bytes]
+
+#: Largest encoded dead letter: the contract's payload limit, so that any
+#: consumer decodes the dead-letter topic with default settings.
+DEADLETTER_PAYLOAD_LIMIT: Final = MAX_PAYLOAD_BYTES
+_MAX_DETAIL: Final = 4096
+_MAX_TOPIC: Final = 1024
+_MAX_USER_PROPERTIES: Final = 16
+_MAX_PROPERTY_CHARS: Final = 256
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaRecord:
+    """What to write to Kafka for one MQTT message.
+
+    ``reason`` is None for a forwarded message and the rejection reason for a
+    dead letter; ``kind`` is the MQTT topic kind (``telemetry``...) or
+    ``unknown`` when the topic did not parse.
+    """
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[Header, ...]
+    reason: Reason | None
+    kind: str
+
+    @property
+    def dead_letter(self) -> bool:
+        """True when this record goes to the dead-letter topic."""
+        return self.reason is not None
+
+
+def bridge(
+    mqtt_topic: str,
+    payload: bytes,
+    *,
+    received_ms: int,
+    gateway_id: str,
+    topics: KafkaTopics,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+    user_properties: Iterable[tuple[str, str]] = (),
+    topic_root: str = TOPIC_ROOT,
+) -> KafkaRecord:
+    """Turn one MQTT message into one Kafka record; never raises.
+
+    ``user_properties`` (MQTT v5) are copied to headers named ``mqtt.<name>``
+    (at most 16, names and values cut to 256 characters), so that trace ids
+    set by a device travel with its data.
+
+    >>> from telemetry_contract import kafka_topics
+    >>> rec = bridge("thermowatch/s1/s1-d01/telemetry", b"\\xff\\xfe",
+    ...              received_ms=1_767_225_600_000, gateway_id="gw1", topics=kafka_topics())
+    >>> rec.reason.value, rec.kind
+    ('not_json', 'telemetry')
+    >>> from telemetry_contract import decode
+    >>> dl = decode(rec.value)
+    >>> dl.payload, dl.payload_encoding, dl.source_topic
+    ('//4=', 'base64', 'thermowatch/s1/s1-d01/telemetry')
+    >>> bridge("not/a/topic", b"{}", received_ms=0, gateway_id="gw1",
+    ...        topics=kafka_topics()).reason.value
+    'bad_topic'
+    """
+    try:
+        return _forward(
+            mqtt_topic,
+            payload,
+            received_ms=received_ms,
+            gateway_id=gateway_id,
+            topics=topics,
+            max_bytes=max_bytes,
+            user_properties=user_properties,
+            topic_root=topic_root,
+        )
+    except ContractError as exc:
+        reason, detail = exc.reason, str(exc)
+    except UnicodeDecodeError as exc:
+        # msgspec raises this (not a ContractError) for bad UTF-8 inside a string.
+        reason, detail = Reason.NOT_JSON, f"payload: not valid UTF-8 ({exc.reason} at {exc.start})"
+    except Exception as exc:  # a bug in the contract must not lose the payload
+        log.exception("event=bridge_bug topic=%r error=%r", mqtt_topic[:_MAX_TOPIC], exc)
+        return dead_letter(
+            mqtt_topic,
+            payload,
+            Reason.INVALID_VALUE,
+            f"unexpected error while validating: {exc!r}",
+            received_ms=received_ms,
+            gateway_id=gateway_id,
+            topics=topics,
+            topic_root=topic_root,
+            user_properties=user_properties,
+        )
+    return dead_letter(
+        mqtt_topic,
+        payload,
+        reason,
+        detail,
+        received_ms=received_ms,
+        gateway_id=gateway_id,
+        topics=topics,
+        topic_root=topic_root,
+        user_properties=user_properties,
+    )
+
+
+def _forward(
+    mqtt_topic: str,
+    payload: bytes,
+    *,
+    received_ms: int,
+    gateway_id: str,
+    topics: KafkaTopics,
+    max_bytes: int,
+    user_properties: Iterable[tuple[str, str]],
+    topic_root: str,
+) -> KafkaRecord:
+    parts = parse_mqtt_topic(mqtt_topic, root=topic_root)
+    target = kafka_topic_for(parts.kind, topics)
+    if topic_root != TOPIC_ROOT:  # decode() checks topics under the default root
+        mqtt_topic_for_check = TOPIC_ROOT + mqtt_topic[len(topic_root) :]
+    else:
+        mqtt_topic_for_check = mqtt_topic
+    message = decode(payload, topic=mqtt_topic_for_check, now_ms=received_ms, max_bytes=max_bytes)
+    headers: list[Header] = [
+        ("schema_version", str(getattr(message, "schema_version", 1)).encode()),
+        ("message_type", _type_tag(message).encode()),
+        ("mqtt_topic", mqtt_topic.encode()),
+        ("gateway_id", gateway_id.encode()),
+        ("received_ts", str(received_ms).encode()),
+    ]
+    headers.extend(_user_headers(user_properties))
+    return KafkaRecord(
+        topic=target,
+        key=kafka_key(parts.device_id),
+        value=encode(message),
+        headers=tuple(headers),
+        reason=None,
+        kind=parts.kind.value,
+    )
+
+
+def _type_tag(message: object) -> str:
+    # The struct tag is the ``type`` field on the wire (reading, gap, ...).
+    return str(getattr(type(message), "__struct_config__").tag)  # noqa: B009
+
+
+def _user_headers(props: Iterable[tuple[str, str]]) -> list[Header]:
+    out: list[Header] = []
+    for i, (name, value) in enumerate(props):
+        if i >= _MAX_USER_PROPERTIES:
+            break
+        out.append(
+            (
+                "mqtt." + str(name)[:_MAX_PROPERTY_CHARS],
+                str(value)[:_MAX_PROPERTY_CHARS].encode("utf-8", "replace"),
+            )
+        )
+    return out
+
+
+def dead_letter(
+    mqtt_topic: str,
+    payload: bytes,
+    reason: Reason,
+    detail: str,
+    *,
+    received_ms: int,
+    gateway_id: str,
+    topics: KafkaTopics,
+    topic_root: str = TOPIC_ROOT,
+    user_properties: Iterable[tuple[str, str]] = (),
+) -> KafkaRecord:
+    """The dead-letter record for a rejected payload.
+
+    The payload is kept whole (as UTF-8 text, or base64 when it is not valid
+    UTF-8) unless the dead letter would exceed :data:`DEADLETTER_PAYLOAD_LIMIT`
+    bytes; then it is cut and the detail says so. The key is the topic's device id when the topic
+    names one, so a device's dead letters stay together.
+
+    >>> from telemetry_contract import kafka_topics, decode
+    >>> rec = dead_letter("thermowatch/s1/d1/telemetry", b"x" * 70000, Reason.TOO_LARGE,
+    ...                   "payload: too big", received_ms=5, gateway_id="g", topics=kafka_topics())
+    >>> dl = decode(rec.value)
+    >>> len(dl.payload), dl.detail
+    (8192, 'payload: too big (payload cut to the first 8192 of 70000 bytes)')
+    """
+    source = mqtt_topic[:_MAX_TOPIC]
+    keep = len(payload)
+    while True:
+        kept = payload[:keep]
+        note = (
+            f" (payload cut to the first {keep} of {len(payload)} bytes)"
+            if keep < len(payload)
+            else ""
+        )
+        try:
+            text, encoding = kept.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            text, encoding = base64.b64encode(kept).decode("ascii"), "base64"
+        letter = DeadLetter(
+            reason=reason.value,
+            detail=(detail[: _MAX_DETAIL - len(note)] + note),
+            source_topic=source,
+            received_ts=max(0, received_ms),
+            payload=text,
+            payload_encoding="utf-8" if encoding == "utf-8" else "base64",
+            gateway_id=gateway_id[:128],
+        )
+        value = encode(letter)
+        if len(value) <= DEADLETTER_PAYLOAD_LIMIT or keep == 0:
+            break
+        # Escaping and base64 grow the payload: keep what fits, cut on a byte.
+        keep = min(keep // 2, DEADLETTER_PAYLOAD_LIMIT // 2)
+    key = _device_of(mqtt_topic, topic_root)
+    kind = _kind_of(mqtt_topic, topic_root)
+    headers: tuple[Header, ...] = (
+        ("schema_version", b"1"),
+        ("message_type", b"dead_letter"),
+        ("reason", reason.value.encode()),
+        ("mqtt_topic", source.encode("utf-8", "replace")),
+        ("gateway_id", gateway_id.encode("utf-8", "replace")),
+        ("received_ts", str(received_ms).encode()),
+        *_user_headers(user_properties),
+    )
+    return KafkaRecord(
+        topic=topics.deadletter,
+        key=None if key is None else kafka_key(key),
+        value=value,
+        headers=headers,
+        reason=reason,
+        kind=kind,
+    )
+
+
+def _device_of(mqtt_topic: str, root: str) -> str | None:
+    try:
+        return parse_mqtt_topic(mqtt_topic, root=root).device_id
+    except ContractError:
+        return None
+
+
+def _kind_of(mqtt_topic: str, root: str) -> str:
+    try:
+        return parse_mqtt_topic(mqtt_topic, root=root).kind.value
+    except ContractError:
+        return "unknown"

@@ -1,0 +1,235 @@
+"""Gateway configuration: typed, frozen, validated at start-up.
+
+Load it with :func:`load_config` (TOML file plus ``THERMOWATCH_GATEWAY__*``
+environment overrides). Every default is in the classes below and, as
+commented lines, in ``gateway/sample.toml``.
+
+>>> cfg = GatewayConfig()
+>>> cfg.mqtt.share_group, cfg.kafka.topic_prefix, cfg.kafka.enable_idempotence
+('gateways', 'thermowatch', True)
+>>> from thermowatch.configuration import loads
+>>> loads(GatewayConfig, "[mqtt]\\nreceive_maximum = 0\\n")
+Traceback (most recent call last):
+...
+thermowatch.configuration.ConfigError: mqtt.receive_maximum: must be at least 1, got 0
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+from telemetry_contract import MAX_PAYLOAD_BYTES, TopicKind
+from thermowatch.configuration import load
+
+__all__ = [
+    "ENV_PREFIX",
+    "BridgeSettings",
+    "GatewayConfig",
+    "GatewaySettings",
+    "HttpSettings",
+    "KafkaSettings",
+    "MqttSettings",
+    "TlsSettings",
+    "load_config",
+]
+
+#: Environment overrides: ``THERMOWATCH_GATEWAY__MQTT__HOST=broker``.
+ENV_PREFIX: Final = "THERMOWATCH_GATEWAY"
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class TlsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """TLS towards a broker. Off unless ``enabled``; empty paths mean system defaults."""
+
+    enabled: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    #: Skip hostname verification (test setups with self-signed certs only).
+    insecure: bool = False
+
+
+class GatewaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Identity of this gateway instance."""
+
+    #: Stable id of this instance (defaults to the host name). It names the MQTT
+    #: client id, so a restarted gateway resumes its persistent session.
+    id: str = ""
+    #: On SIGTERM, how long to wait for in-flight writes so they can be
+    #: acknowledged (unacknowledged ones are re-sent by the broker anyway).
+    shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0, le=600)] = 10.0
+
+
+class MqttSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where and how to read device messages."""
+
+    host: str = "127.0.0.1"
+    port: Port = 1883
+    #: Defaults to ``thermowatch-gateway-<gateway.id>``; must be stable per instance.
+    client_id: str = ""
+    username: str = ""
+    password: str = ""
+    tls: TlsSettings = TlsSettings()
+    #: Shared-subscription group: every gateway in one group splits the load.
+    share_group: str = "gateways"
+    #: MQTT topic kinds forwarded to Kafka.
+    kinds: tuple[Literal["telemetry", "alert", "status"], ...] = ("telemetry", "alert", "status")
+    #: Topic root (first level of every topic).
+    topic_root: str = "thermowatch"
+    keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
+    #: Receive Maximum sent at connect: how many unacknowledged QoS 1 messages the
+    #: broker may have in flight to this gateway. The rest wait in the session.
+    receive_maximum: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1000
+    #: Session expiry after a disconnect (the broker queues messages meanwhile).
+    session_expiry_s: Annotated[int, msgspec.Meta(ge=0, le=4294967295)] = 7 * 24 * 3600
+    reconnect_min_s: Annotated[float, msgspec.Meta(gt=0)] = 0.5
+    reconnect_max_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+
+
+class KafkaSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where and how to write records."""
+
+    bootstrap_servers: tuple[str, ...] = ("127.0.0.1:9092",)
+    #: Topic names are ``<prefix>.telemetry``, ``<prefix>.deadletter``, ...
+    topic_prefix: str = "thermowatch"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str = ""
+    sasl_password: str = ""
+    ssl_ca_file: str = ""
+    ssl_cert_file: str = ""
+    ssl_key_file: str = ""
+    client_id: str = ""
+    #: Must stay true: retries then never duplicate or reorder within a partition.
+    enable_idempotence: bool = True
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    #: Time a batch waits for more records. A few ms buys large batches at high
+    #: rates and costs at most that much latency at low rates.
+    linger_ms: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 5
+    max_batch_size: Annotated[int, msgspec.Meta(ge=1024)] = 256 * 1024
+    request_timeout_ms: Annotated[int, msgspec.Meta(ge=1000)] = 30_000
+    #: Create missing topics at start-up (auto creation is off on the brokers).
+    create_topics: bool = True
+    partitions: Annotated[int, msgspec.Meta(ge=1)] = 6
+    replication_factor: Annotated[int, msgspec.Meta(ge=1)] = 1
+    #: A record unconfirmed for longer than this makes the gateway not ready.
+    stall_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    retry_backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+
+
+class BridgeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Validation limits applied before anything reaches Kafka."""
+
+    max_payload_bytes: Annotated[int, msgspec.Meta(ge=256, le=1_000_000)] = MAX_PAYLOAD_BYTES
+
+
+class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``/metrics``, ``/healthz`` and ``/readyz``. Port 0 picks a free port."""
+
+    enabled: bool = True
+    host: str = "0.0.0.0"  # noqa: S104 - a container's probe port
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9108
+
+
+class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The whole gateway configuration."""
+
+    gateway: GatewaySettings = GatewaySettings()
+    mqtt: MqttSettings = MqttSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    bridge: BridgeSettings = BridgeSettings()
+    http: HttpSettings = HttpSettings()
+
+    def validate(self) -> list[str]:
+        """Cross-field problems as ``section.key: problem``."""
+        problems: list[str] = []
+        if self.gateway.id and not _NAME.fullmatch(self.gateway.id):
+            problems.append(f"gateway.id: must match {_NAME.pattern}, got {self.gateway.id!r}")
+        if not _NAME.fullmatch(self.mqtt.share_group):
+            problems.append(
+                f"mqtt.share_group: must match {_NAME.pattern}, got {self.mqtt.share_group!r}"
+            )
+        if not self.mqtt.kinds:
+            problems.append("mqtt.kinds: must name at least one of telemetry, alert, status")
+        if self.mqtt.reconnect_max_s < self.mqtt.reconnect_min_s:
+            problems.append("mqtt.reconnect_max_s: must be >= mqtt.reconnect_min_s")
+        if not self.kafka.bootstrap_servers:
+            problems.append("kafka.bootstrap_servers: must list at least one host:port")
+        for server in self.kafka.bootstrap_servers:
+            host, sep, port = server.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                problems.append(f"kafka.bootstrap_servers: expected host:port, got {server!r}")
+        if not _NAME.fullmatch(self.kafka.topic_prefix):
+            problems.append(
+                f"kafka.topic_prefix: must match {_NAME.pattern}, got {self.kafka.topic_prefix!r}"
+            )
+        if not self.kafka.enable_idempotence:
+            problems.append(
+                "kafka.enable_idempotence: must be true (at-least-once without reordering)"
+            )
+        if self.kafka.security_protocol.startswith("SASL") and not self.kafka.sasl_username:
+            problems.append(
+                f"kafka.sasl_username: required with security_protocol "
+                f"{self.kafka.security_protocol}"
+            )
+        if self.kafka.compression in ("lz4", "zstd", "snappy") and not _has_cramjam():
+            problems.append(
+                f"kafka.compression: {self.kafka.compression} needs the cramjam package "
+                f"(pip install cramjam), or use gzip or none"
+            )
+        problems.extend(_check_files("mqtt.tls", self.mqtt.tls))
+        for key in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file"):
+            path = getattr(self.kafka, key)
+            if path and not Path(path).is_file():
+                problems.append(f"kafka.{key}: no such file {path!r}")
+        return problems
+
+    @property
+    def gateway_id(self) -> str:
+        """This instance's id: ``gateway.id`` or the host name."""
+        return self.gateway.id or _hostname()
+
+    @property
+    def mqtt_client_id(self) -> str:
+        """The MQTT client id (stable per instance: it names the persistent session)."""
+        return self.mqtt.client_id or f"thermowatch-gateway-{self.gateway_id}"
+
+    @property
+    def topic_kinds(self) -> tuple[TopicKind, ...]:
+        """The subscribed topic kinds as enum members."""
+        return tuple(TopicKind(k) for k in self.mqtt.kinds)
+
+
+def _check_files(section: str, tls: TlsSettings) -> list[str]:
+    out = []
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(tls, key)
+        if path and not Path(path).is_file():
+            out.append(f"{section}.{key}: no such file {path!r}")
+    return out
+
+
+def _has_cramjam() -> bool:
+    # aiokafka compresses lz4, zstd and snappy with cramjam (an optional extra).
+    return importlib.util.find_spec("cramjam") is not None
+
+
+def _hostname() -> str:
+    name = socket.gethostname().split(".")[0] or "gateway"
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", name)[:64]
+    return cleaned if _NAME.fullmatch(cleaned) else "gateway"
+
+
+def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Load and validate the gateway config (``path`` None means defaults + env)."""
+    return load(GatewayConfig, path, env=os.environ if env is None else env, env_prefix=ENV_PREFIX)

@@ -1,0 +1,483 @@
+"""Kafka adapter: an idempotent aiokafka producer that retries a record until it is written.
+
+Delivery guarantee of this hop: the ``on_written`` callback fires for a
+submitted record only once Kafka acknowledged it with ``acks=all``; until then
+the record is retried, with backoff, for as long as it takes. The idempotent
+producer keeps one partition's records in order across its own retries;
+records are keyed by device id, so one device's records stay in one partition
+(the Java client's murmur2 partitioner, as every other producer uses).
+
+For throughput the sink builds the batches itself (``create_batch`` /
+``send_batch``): per record that costs a fraction of ``send()``, which matters
+because the MQTT client shares the interpreter with it. Records submitted
+while a batch is being sent form the next one; ``kafka.linger_ms`` bounds how
+long a lone record waits for company.
+
+Everything here must run inside the event loop (aiokafka clients bind to the
+running loop when created).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from gateway.bridge import KafkaRecord
+from gateway.config import KafkaSettings
+from gateway.metrics import Metrics
+from telemetry_contract import KafkaTopics
+
+__all__ = ["KafkaSetupError", "KafkaSink", "kafka_client_options"]
+
+log = logging.getLogger(__name__)
+
+# Kafka error code for "topic already exists" (another gateway created it first).
+_TOPIC_ALREADY_EXISTS: Final = 36
+_INITIAL_BACKOFF_S: Final = 0.2
+#: With this many records queued, flush at once instead of lingering.
+_EAGER_BATCH: Final = 500
+_PARTITION_CACHE_MAX: Final = 100_000
+
+
+def _partitioner() -> Callable[[bytes, list[int], list[int]], int]:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    return DefaultPartitioner()  # type: ignore[no-any-return]
+
+
+class _LazyPartitioner:
+    """The Java client's murmur2 partitioner, imported on first use (no I/O at import)."""
+
+    _impl: Callable[[bytes, list[int], list[int]], int] | None = None
+
+    def __call__(self, key: bytes, partitions: list[int], available: list[int]) -> int:
+        if self._impl is None:
+            self._impl = _partitioner()
+        return self._impl(key, partitions, available)
+
+
+_PARTITIONER: Final = _LazyPartitioner()
+
+
+class KafkaSetupError(RuntimeError):
+    """Kafka refused the gateway's set-up (e.g. a topic it cannot create): fatal."""
+
+    retriable = False
+
+
+def kafka_client_options(settings: KafkaSettings) -> dict[str, Any]:
+    """Connection and security options shared by the producer and the admin client."""
+    opts: dict[str, Any] = {
+        "bootstrap_servers": list(settings.bootstrap_servers),
+        "security_protocol": settings.security_protocol,
+        "request_timeout_ms": settings.request_timeout_ms,
+    }
+    if settings.client_id:
+        opts["client_id"] = settings.client_id
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        opts["ssl_context"] = _ssl_context(settings)
+    if settings.security_protocol.startswith("SASL"):
+        opts["sasl_mechanism"] = settings.sasl_mechanism
+        opts["sasl_plain_username"] = settings.sasl_username
+        opts["sasl_plain_password"] = settings.sasl_password
+    return opts
+
+
+def _ssl_context(settings: KafkaSettings) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=settings.ssl_ca_file or None)
+    if settings.ssl_cert_file:
+        ctx.load_cert_chain(settings.ssl_cert_file, settings.ssl_key_file or None)
+    return ctx
+
+
+@dataclass(slots=True)
+class _Item:
+    record: KafkaRecord
+    token: Any
+    serial: int
+    submitted: float
+    attempts: int = 0
+
+
+class KafkaSink:
+    """Writes :class:`~gateway.bridge.KafkaRecord` objects; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        topics: KafkaTopics,
+        metrics: Metrics,
+        on_written: Callable[[Any], None],
+    ) -> None:
+        self._settings = settings
+        self._topics = topics
+        self._metrics = metrics
+        self._on_written = on_written
+        self._producer: Any = None
+        self._producer_gen = 0
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self._healthy = False
+        self._queue: list[_Item] = []
+        self._wakeup = asyncio.Event()
+        self._outstanding: dict[int, float] = {}  # serial -> submit time (monotonic)
+        self._serial = 0
+        self._flusher: asyncio.Task[None] | None = None
+        self._sends: set[asyncio.Task[None]] = set()
+        self._partition_cache: dict[tuple[str, int, bytes], int] = {}
+        self._backoff = _INITIAL_BACKOFF_S
+        self._retired: dict[int, asyncio.Future[None]] = {}
+
+    # --- lifecycle ----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect (retrying until Kafka answers), create missing topics, start flushing."""
+        await self._ensure_producer()
+        if self._settings.create_topics:
+            await self._retry("create_topics", self.ensure_topics)
+        self._flusher = asyncio.create_task(self._flush_forever())
+
+    async def stop(self) -> None:
+        """Stop flushing and close the producer (idempotent). Unwritten records are dropped
+        here, which is safe: their MQTT messages were not acknowledged."""
+        self._closed = True
+        tasks = [t for t in (self._flusher, *self._sends) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._flusher = None
+        async with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            await _stop_quietly(producer)
+        self._healthy = False
+
+    # --- state --------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        """Connected, the last write succeeded and no write has been stuck for long."""
+        if not self._healthy or self._producer is None:
+            return False
+        oldest = self.oldest_pending_s()
+        return oldest is None or oldest < self._settings.stall_timeout_s
+
+    @property
+    def broken(self) -> str | None:
+        """Why the flushing task died, if it did (a bug: the process should exit)."""
+        task = self._flusher
+        if task is None or not task.done() or task.cancelled():
+            return None
+        exc = task.exception()
+        return f"Kafka flusher stopped: {exc!r}" if exc else "Kafka flusher stopped"
+
+    def oldest_pending_s(self) -> float | None:
+        """Age in seconds of the oldest record not yet confirmed, if any."""
+        if not self._outstanding:
+            return None
+        return time.monotonic() - min(self._outstanding.values())
+
+    # --- writing ------------------------------------------------------------
+
+    def submit(self, record: KafkaRecord, token: Any) -> None:
+        """Queue a record; ``on_written(token)`` is called once Kafka confirmed it."""
+        self._serial += 1
+        now = time.monotonic()
+        self._outstanding[self._serial] = now
+        self._queue.append(_Item(record, token, self._serial, now))
+        self._wakeup.set()
+
+    async def _flush_forever(self) -> None:
+        linger = self._settings.linger_ms / 1000
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if linger and len(self._queue) < _EAGER_BATCH:
+                await asyncio.sleep(linger)
+            items, self._queue = self._queue, []
+            if not items:
+                continue
+            try:
+                producer, gen = await self._ensure_producer()
+                await self._send_batches(producer, gen, items)
+            except (asyncio.CancelledError, _SinkClosedError):
+                raise
+            except Exception as exc:
+                self._failed(items, exc, self._producer_gen)
+
+    async def _send_batches(self, producer: Any, gen: int, items: list[_Item]) -> None:
+        by_tp: dict[tuple[str, int], list[_Item]] = {}
+        partitions: dict[str, list[int]] = {}
+        for item in items:
+            topic, key = item.record.topic, item.record.key
+            if topic not in partitions:
+                partitions[topic] = sorted(await producer.partitions_for(topic))
+            by_tp.setdefault((topic, self._partition(topic, key, partitions[topic])), []).append(
+                item
+            )
+        for (topic, partition), group in by_tp.items():
+            batch = producer.create_batch()
+            members: list[_Item] = []
+            for item in group:
+                rec = item.record
+                while (
+                    batch.append(
+                        key=rec.key, value=rec.value, timestamp=None, headers=list(rec.headers)
+                    )
+                    is None
+                ):
+                    if not members:  # cannot happen: a record is far below max_batch_size
+                        raise RuntimeError(f"record of {len(rec.value)} bytes fits no batch")
+                    await self._send_one(producer, gen, batch, topic, partition, members)
+                    batch, members = producer.create_batch(), []
+                members.append(item)
+            if members:
+                await self._send_one(producer, gen, batch, topic, partition, members)
+
+    async def _send_one(
+        self, producer: Any, gen: int, batch: Any, topic: str, partition: int, items: list[_Item]
+    ) -> None:
+        try:
+            future = await producer.send_batch(batch, topic, partition=partition)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._failed(items, exc, gen)
+            return
+        started = time.perf_counter()
+        task = asyncio.create_task(self._confirm(future, gen, items, started))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    async def _confirm(self, future: Any, gen: int, items: list[_Item], started: float) -> None:
+        # Wait for the batch, or for its producer to be replaced: a producer that
+        # is stopped after a fatal error may never resolve its pending batches.
+        retired = self._retired_future(gen)
+        done, _ = await asyncio.wait({future, retired}, return_when=asyncio.FIRST_COMPLETED)
+        if future not in done:
+            self._failed(items, _BatchCancelledError("producer replaced"), gen)
+            return
+        if future.cancelled():
+            # aiokafka cancelled the batch (its producer stopped): send it again.
+            self._failed(items, _BatchCancelledError("batch cancelled"), gen)
+            return
+        exc = future.exception()
+        if exc is not None:
+            self._failed(items, exc, gen)
+            return
+        now = time.monotonic()
+        observe = self._metrics.produce_seconds.observe
+        if not self._healthy:
+            log.info("event=kafka_write_ok_again topic=%s", items[0].record.topic)
+        self._healthy = True
+        self._backoff = _INITIAL_BACKOFF_S
+        for item in items:
+            observe(now - item.submitted)
+            self._outstanding.pop(item.serial, None)
+            self._on_written(item.token)
+
+    def _failed(self, items: list[_Item], exc: BaseException, gen: int) -> None:
+        """Retry the records after a backoff; replace the producer after a fatal error."""
+        # One line when Kafka turns bad; each further failure is a metric.
+        level = logging.WARNING if self._healthy else logging.DEBUG
+        self._healthy = False
+        self._metrics.kafka_errors.labels(type(exc).__name__).inc()
+        log.log(
+            level,
+            "event=kafka_write_failed records=%d error=%r retry_in_s=%.1f",
+            len(items),
+            exc,
+            self._backoff,
+        )
+        if self._closed:
+            return
+        task = asyncio.create_task(
+            self._retry_later(items, self._backoff, None if _retriable(exc) else gen)
+        )
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+        self._backoff = min(self._backoff * 2, self._settings.retry_backoff_max_s)
+
+    async def _retry_later(self, items: list[_Item], delay: float, reset_gen: int | None) -> None:
+        if reset_gen is not None:
+            # The producer may be wedged (e.g. out-of-order sequence after an
+            # expired batch): detach it now, stop it in the background, and let
+            # the retry start a fresh one.
+            self._detach_producer(reset_gen)
+        await asyncio.sleep(delay)
+        for item in items:
+            item.attempts += 1
+        self._queue[:0] = items  # ahead of newer records: keeps a device's order
+        self._wakeup.set()
+
+    def _partition(self, topic: str, key: bytes | None, partitions: list[int]) -> int:
+        if key is None:
+            return random.choice(partitions)  # noqa: S311 - load spreading, not security
+        cache_key = (topic, len(partitions), key)
+        cached = self._partition_cache.get(cache_key)
+        if cached is not None and cached in partitions:
+            return cached
+        if len(self._partition_cache) > _PARTITION_CACHE_MAX:
+            self._partition_cache.clear()
+        partition = int(_PARTITIONER(key, partitions, partitions))
+        self._partition_cache[cache_key] = partition
+        return partition
+
+    async def ensure_topics(self) -> None:
+        """Create the gateway's topics that do not exist yet."""
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+        admin = AIOKafkaAdminClient(**kafka_client_options(self._settings))
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            wanted = [t for t in self._topics.all() if t not in existing]
+            if not wanted:
+                return
+            response = await admin.create_topics(
+                [
+                    NewTopic(
+                        name,
+                        num_partitions=self._settings.partitions,
+                        replication_factor=self._settings.replication_factor,
+                    )
+                    for name in wanted
+                ]
+            )
+            for entry in response.topic_errors:
+                name, code = entry[0], entry[1]
+                if code not in (0, _TOPIC_ALREADY_EXISTS):
+                    raise KafkaSetupError(
+                        f"cannot create Kafka topic {name!r}: error code {code} ({entry[2]})"
+                    )
+                if code == 0:
+                    log.info(
+                        "event=kafka_topic_created topic=%s partitions=%d replication=%d",
+                        name,
+                        self._settings.partitions,
+                        self._settings.replication_factor,
+                    )
+        finally:
+            await admin.close()
+
+    # --- producer management ------------------------------------------------
+
+    async def _ensure_producer(self) -> tuple[Any, int]:
+        producer = self._producer
+        if producer is not None:
+            return producer, self._producer_gen
+        async with self._lock:
+            backoff = _INITIAL_BACKOFF_S
+            while self._producer is None:
+                if self._closed:
+                    raise _SinkClosedError("Kafka sink is closed")
+                candidate = self._new_producer()
+                try:
+                    await candidate.start()
+                except asyncio.CancelledError:
+                    await _stop_quietly(candidate)
+                    raise
+                except Exception as exc:
+                    await _stop_quietly(candidate)
+                    self._metrics.kafka_errors.labels(type(exc).__name__).inc()
+                    log.warning(
+                        "event=kafka_connect_failed servers=%s error=%r retry_in_s=%.1f",
+                        ",".join(self._settings.bootstrap_servers),
+                        exc,
+                        backoff,
+                    )
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self._settings.retry_backoff_max_s)
+                    continue
+                self._producer = candidate
+                self._producer_gen += 1
+                self._healthy = True
+                if self._producer_gen > 1:
+                    self._metrics.reconnects.labels("kafka").inc()
+                log.info(
+                    "event=kafka_connected servers=%s producer_gen=%d",
+                    ",".join(self._settings.bootstrap_servers),
+                    self._producer_gen,
+                )
+            return self._producer, self._producer_gen
+
+    def _retired_future(self, gen: int) -> asyncio.Future[None]:
+        """Resolved when producer generation ``gen`` is replaced."""
+        future = self._retired.get(gen)
+        if future is None:
+            future = self._retired[gen] = asyncio.get_running_loop().create_future()
+            if gen != self._producer_gen:
+                future.set_result(None)
+        return future
+
+    def _detach_producer(self, gen: int) -> None:
+        if gen != self._producer_gen or self._producer is None:
+            return  # already replaced
+        producer, self._producer = self._producer, None
+        retired = self._retired.pop(gen, None)
+        if retired is not None and not retired.done():
+            retired.set_result(None)
+        log.warning("event=kafka_producer_reset producer_gen=%d", gen)
+        task = asyncio.create_task(_stop_quietly(producer, limit_s=30.0))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    def _new_producer(self) -> Any:
+        from aiokafka import AIOKafkaProducer
+
+        s = self._settings
+        return AIOKafkaProducer(
+            **kafka_client_options(s),
+            enable_idempotence=True,
+            acks="all",
+            compression_type=None if s.compression == "none" else s.compression,
+            linger_ms=s.linger_ms,
+            max_batch_size=s.max_batch_size,
+            retry_backoff_ms=500,
+        )
+
+    async def _retry(self, what: str, action: Any) -> None:
+        backoff = _INITIAL_BACKOFF_S
+        while True:
+            try:
+                await action()
+                return
+            except (asyncio.CancelledError, KafkaSetupError):
+                raise
+            except Exception as exc:
+                self._metrics.kafka_errors.labels(type(exc).__name__).inc()
+                log.warning("event=kafka_%s_failed error=%r retry_in_s=%.1f", what, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._settings.retry_backoff_max_s)
+
+
+class _BatchCancelledError(RuntimeError):
+    """aiokafka cancelled a batch (its producer was stopped); retried like an error."""
+
+    retriable = True
+
+
+class _SinkClosedError(RuntimeError):
+    """The sink was stopped while a flush waited for a producer."""
+
+
+def _retriable(exc: BaseException) -> bool:
+    """Worth retrying with the same producer? Unknown errors get a fresh one."""
+    # aiokafka does not flag its KafkaTimeoutError (metadata or buffer wait while
+    # Kafka is away) as retriable, but a new producer would wait the same way.
+    return bool(getattr(exc, "retriable", False)) or type(exc).__name__ == "KafkaTimeoutError"
+
+
+async def _stop_quietly(producer: Any, limit_s: float | None = None) -> None:
+    try:
+        await asyncio.wait_for(producer.stop(), limit_s)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # includes TimeoutError: the old producer is abandoned
+        log.debug("event=kafka_producer_stop_error error=%r", exc)
