@@ -16,6 +16,7 @@ the outbox, saves the model and publishes the offline status.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import queue
@@ -56,8 +57,8 @@ __all__ = ["EdgeAgent", "atomic_write"]
 
 log = logging.getLogger(__name__)
 
-#: How long a finished read waits for the other reads of its round (batching).
-_GATHER_S = 0.1
+#: Wake-up event: the sensor pool finished a round (samples wait in a deque).
+_ROUND_DONE = object()
 
 
 def _now_ms() -> int:
@@ -115,6 +116,7 @@ class EdgeAgent:
         self.status_topic = mqtt_topic(d.site, d.device_id, TopicKind.STATUS, root=root)
         self.config_topic = mqtt_topic(d.site, d.device_id, TopicKind.CONFIG, root=root)
         self.events: queue.Queue[Any] = queue.Queue()
+        self._samples: collections.deque[Sample] = collections.deque()
         self.outbox = Outbox(
             config.outbox_path,
             device_id=d.device_id,
@@ -129,12 +131,15 @@ class EdgeAgent:
         self.pool = SensorPool(
             w1_root=s.w1_root if s.w1_enabled else None,
             host_file=s.host_file if s.host_enabled else None,
-            on_sample=self.events.put,
+            # Samples collect in a deque; the pool wakes the loop once per round.
+            on_sample=self._samples.append,
+            on_round_done=lambda: self.events.put(_ROUND_DONE),
             read_timeout_s=s.read_timeout_s,
             retries=s.retries,
             retry_delay_s=s.retry_delay_s,
             min_c=s.min_plausible_c,
             max_c=s.max_plausible_c,
+            stuck_after=s.stuck_after,
             clock_ms=clock_ms,
         )
         self.detector = Detector(config.detector.name, config.detector.params)
@@ -142,6 +147,14 @@ class EdgeAgent:
         self.outputs = Outputs(config.gpio, pin_factory=pin_factory)
         self.link: MqttLink | None = None
         self._inflight: dict[int, int] = {}  # paho mid -> outbox row id
+        # A PUBACK with an error reason code (135 not authorized, 151 quota exceeded...):
+        # the row stays stored; publishing pauses and resumes from the first refused
+        # row after a backoff (seq order kept, nothing deleted that the broker lacks).
+        self._resend_from: int | None = None  # lowest refused row id, not yet re-sent
+        self._retry_at = 0.0  # monotonic time of the next attempt
+        self._retry_s = 0.0  # current backoff (0: not refusing)
+        self.publish_refusals = 0  # PUBACKs with an error reason code, since start
+        self.publish_retries = 0  # times refused rows were sent again
         self._alert_ids: dict[tuple[str, EdgeAlertKind], str] = {}
         self._rejected: set[int] = set()
         self._notifier = _Notifier()
@@ -204,7 +217,9 @@ class EdgeAgent:
                 self._next_tick += self._interval
                 if self._next_tick < now:  # fell behind (suspend, overload): skip, do not burst
                     self._next_tick = now + self._interval
-            self.process_events(max(0.0, min(self._next_tick - time.monotonic(), 0.5)))
+            # Sleep until the next round, a finished round or a burst of PUBACKs (at
+            # most 1 s: the watchdog ping). Every needless wake-up costs CPU.
+            self.process_events(max(0.0, min(self._next_tick - time.monotonic(), 1.0)))
             self.pump()
             now = time.monotonic()
             if now - last_flush >= 10.0:
@@ -269,51 +284,50 @@ class EdgeAgent:
                 self.link.set_online_payload(self._status(DeviceState.ONLINE))
 
     def process_events(self, timeout_s: float) -> None:
-        """Handle every queued event, waiting up to ``timeout_s`` for the first."""
+        """Handle everything that has arrived, waiting up to ``timeout_s`` for a wake-up.
+
+        Samples and PUBACKs are collected in deques by the threads that produce
+        them, which wake this thread once per sampling round and once per burst
+        of PUBACKs (not once per probe or per message): each wake-up costs
+        futex calls and a GIL hand-over on every thread involved.
+        """
+        batch: list[Any] = []
         try:
-            if timeout_s > 0:
-                first = self.events.get(timeout=timeout_s)
-            else:
-                first = self.events.get_nowait()
-        except queue.Empty:
-            return
-        batch = [first]
-        # Probes of one round finish within milliseconds of each other: wait briefly for
-        # the rest so the round is stored in one transaction (one fsync, not one each).
-        gather_until = time.monotonic() + _GATHER_S
-        while True:
-            try:
+            batch.append(
+                self.events.get(timeout=timeout_s) if timeout_s > 0 else self.events.get_nowait()
+            )
+            while True:
                 batch.append(self.events.get_nowait())
-                continue
-            except queue.Empty:
-                pass
-            wait = gather_until - time.monotonic()
-            more_reads = self.pool.busy() and any(isinstance(e, Sample) for e in batch)
-            # PUBACKs of a pumped batch also come together: one wake-up, not one each.
-            more_acks = len(self._inflight) > sum(isinstance(e, Acked) for e in batch)
-            if wait <= 0 or not (more_reads or more_acks):
-                break
-            try:
-                batch.append(self.events.get(timeout=wait))
-            except queue.Empty:
-                break
+        except queue.Empty:
+            pass
         samples: list[Sample] = []
         acked: list[int] = []
+        link_acks = self.link.acks if self.link is not None else None
+        acks: list[Acked] = []
+        while link_acks:
+            acks.append(link_acks.popleft())
         for ev in batch:
-            if isinstance(ev, Sample):
+            if isinstance(ev, Acked):
+                acks.append(ev)
+            elif isinstance(ev, Sample):
                 samples.append(ev)
-            elif isinstance(ev, Acked):
-                row = self._inflight.pop(ev.mid, None)
-                if row is None:
-                    continue  # a status message, not an outbox row
-                if ev.ok:
-                    acked.append(row)
-                else:
-                    log.error("event=publish_rejected row=%d reason=%s", row, ev.reason)
             elif isinstance(ev, Connected | Disconnected):
                 self._update_status_light()
             elif isinstance(ev, ConfigReceived):
                 self.handle_config(ev.payload)
+        for ack in acks:
+            row = self._inflight.pop(ack.mid, None)
+            if row is None:
+                continue  # a status message, not an outbox row
+            if ack.ok:
+                acked.append(row)
+                if self._retry_s:
+                    self._accepted()
+            else:
+                self._refused(row, ack)
+        pending = self._samples
+        while pending:
+            samples.append(pending.popleft())
         # Deletes ride along with the next reading transaction (one fsync for both).
         self.outbox.ack(acked, defer=True)
         if samples:
@@ -414,12 +428,51 @@ class EdgeAgent:
         """Hand stored rows to MQTT, oldest first, within the in-flight window."""
         if self.link is None or not self.link.connected:
             return 0
+        if self._resend_from is not None:
+            # Refused rows: wait out the backoff and the PUBACKs still due (so nothing
+            # in flight is sent twice), then send again from the first refused row.
+            if self._inflight or time.monotonic() < self._retry_at:
+                return 0
+            self.outbox.rewind(self._resend_from - 1)
+            self._resend_from = None
+            self.publish_retries += 1
         room = self.config.mqtt.max_inflight - len(self._inflight)
         rows = self.outbox.next_batch(room)
         for row in rows:
             mid = self.link.publish(row.topic, row.payload)
             self._inflight[mid] = row.id
+        # Rows left behind a full window (a backlog): PUBACKs must wake the loop to
+        # make room. Otherwise the next round collects them (one wake-up less).
+        self.link.wake_on_ack = len(rows) >= room
         return len(rows)
+
+    def _refused(self, row: int, ack: Acked) -> None:
+        """The broker refused a row: keep it, back off, send it again later; log once."""
+        self.publish_refusals += 1
+        if self._resend_from is not None:
+            # Another refusal of the same attempt (the rest of a window): same backoff.
+            self._resend_from = min(self._resend_from, row)
+            return
+        self._resend_from = row
+        first = self._retry_s == 0.0
+        m = self.config.mqtt
+        # Doubles per failed attempt (not per refused message), capped like reconnects.
+        self._retry_s = m.reconnect_min_s if first else min(self._retry_s * 2, m.reconnect_max_s)
+        self._retry_at = time.monotonic() + self._retry_s
+        if first:  # one line per refusal episode, not per message
+            log.warning(
+                "event=publish_refused code=%d reason=%r row=%d retry_in_s=%.1f",
+                ack.code,
+                ack.reason,
+                row,
+                self._retry_s,
+            )
+        self._update_status_light()
+
+    def _accepted(self) -> None:
+        if self._retry_s and self._resend_from is None:
+            log.info("event=publish_accepted_again refusals=%d", self.publish_refusals)
+            self._retry_s = 0.0
 
     def _update_status_light(self) -> None:
         if self.tracker.fault_active:
@@ -427,6 +480,7 @@ class EdgeAgent:
         elif (
             self.link is not None
             and self.link.connected
+            and self._resend_from is None
             and len(self._inflight) < (self.config.mqtt.max_inflight)
         ):
             self.outputs.set_status(StatusLight.CONNECTED)

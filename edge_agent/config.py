@@ -76,6 +76,9 @@ class SensorsSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: Values outside this range are ``out_of_range``; the DS18B20 range by default.
     min_plausible_c: float = MIN_TEMP_C
     max_plausible_c: float = MAX_TEMP_C
+    #: A DS18B20 whose value has not moved by one LSB (0.0625 °C) for this many
+    #: consecutive readings is reported ``stuck`` (a live room always jitters). 0: off.
+    stuck_after: int = 600
     #: Refuse to start when no sensor is found (False: wait for hot-plug).
     require_sensor: bool = True
 
@@ -183,6 +186,8 @@ class EdgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         s = self.sensors
         if s.retries < 0:
             p.append(f"sensors.retries: must be >= 0, got {s.retries}")
+        if s.stuck_after < 0:
+            p.append(f"sensors.stuck_after: must be >= 0 (0 disables), got {s.stuck_after}")
         if s.read_timeout_s <= 0:
             p.append(f"sensors.read_timeout_s: must be > 0, got {s.read_timeout_s}")
         if s.min_plausible_c >= s.max_plausible_c:

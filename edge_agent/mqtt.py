@@ -20,7 +20,9 @@ Nothing here touches the outbox.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import functools
 import logging
 import math
 import queue
@@ -28,16 +30,17 @@ import random
 import ssl
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.config import MqttSection
 
-__all__ = ["Acked", "ConfigReceived", "Connected", "Disconnected", "MqttLink"]
+__all__ = ["Acked", "AcksReady", "ConfigReceived", "Connected", "Disconnected", "MqttLink"]
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +57,82 @@ class Disconnected:
 
 @dataclass(frozen=True, slots=True)
 class Acked:
+    """The broker's PUBACK for ``mid``: ``ok`` unless its reason code is an error."""
+
     mid: int
     ok: bool
     reason: str
+    #: The MQTT v5 reason code (0 success, 16 no matching subscribers, 135 not
+    #: authorized, 151 quota exceeded, ...).
+    code: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AcksReady:
+    """Wake-up: :attr:`MqttLink.acks` has PUBACKs to handle."""
 
 
 @dataclass(frozen=True, slots=True)
 class ConfigReceived:
     payload: bytes
     retained: bool
+
+
+_PUBACK_REASONS: dict[int, ReasonCode] = {}
+
+
+@functools.cache
+def _no_properties() -> Properties:
+    """One empty PUBACK ``Properties``, shared (made on first use: no work at import)."""
+    return Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
+
+
+def decode_puback(packet: bytes | bytearray) -> tuple[int, ReasonCode] | None:
+    """``(mid, reason)`` of an MQTT v5 PUBACK body that carries no properties, else None.
+
+    paho 2.x builds a new ``ReasonCode`` and a new ``Properties`` object for
+    every PUBACK, about half of its network thread's CPU per message; such a
+    PUBACK is only a packet id and at most one reason byte, so reason codes are
+    made once per value and reused (nothing mutates them).
+
+    >>> mid, rc = decode_puback(bytes([0, 5]))
+    >>> mid, rc.value, rc.is_failure
+    (5, 0, False)
+    >>> mid, rc = decode_puback(bytes([1, 0, 0x87, 0]))
+    >>> mid, str(rc), rc.is_failure
+    (256, 'Not authorized', True)
+    >>> decode_puback(bytes([0, 5, 0x87, 3, 0x1F, 0, 0])) is None  # has properties
+    True
+    """
+    n = len(packet)
+    if n < 2 or n > 4 or (n == 4 and packet[3] != 0):
+        return None
+    code = packet[2] if n > 2 else 0
+    reason = _PUBACK_REASONS.get(code)
+    if reason is None:
+        reason = _PUBACK_REASONS[code] = ReasonCode(PacketTypes.PUBACK, identifier=code)
+    return (packet[0] << 8) | packet[1], reason
+
+
+class _Client(paho.Client):
+    """paho's Client with the cheaper PUBACK decoding of :func:`decode_puback`.
+
+    Everything else (and any PUBACK with properties) takes paho's own path.
+    tests/unit/test_edge_mqtt.py checks the result against paho's decoder and
+    that the paho internals used here still exist.
+    """
+
+    def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
+        fast = None
+        if cmd == "PUBACK" and self._protocol == paho.MQTTv5:
+            fast = decode_puback(self._in_packet["packet"])
+        if fast is None:
+            return super()._handle_pubackcomp(cmd)
+        mid, reason = fast
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                return self._do_on_publish(mid, reason, _no_properties())
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
 class MqttLink:
@@ -93,6 +163,15 @@ class MqttLink:
         self._online_payload: bytes = b""
         self._connected = threading.Event()
         self._stopping = False
+        #: PUBACK outcomes, oldest first (appended on paho's thread, drained by the agent).
+        self.acks: collections.deque[Acked] = collections.deque()
+        self._unacked = 0  # messages handed to paho and not yet acknowledged
+        #: Whether a completed burst of PUBACKs wakes the agent. The agent turns it
+        #: off in steady state (its next sampling round collects them: deletes ride
+        #: along with the next write anyway) and on while a backlog waits for room
+        #: in the in-flight window. A refusal always wakes it.
+        self.wake_on_ack = True
+        self._count_lock = threading.Lock()
 
     @property
     def connected(self) -> bool:
@@ -102,12 +181,12 @@ class MqttLink:
         """The retained status published on (re)connect; published now if connected."""
         self._online_payload = payload
         if self._client is not None and self.connected:
-            self._client.publish(self._status_topic, payload, qos=1, retain=True)
+            self._publish(self._client, self._status_topic, payload, retain=True)
 
     def start(self) -> None:
         """Create the client and start connecting in the background (non-blocking)."""
         c = self._cfg
-        client = paho.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=self._client_id,
             protocol=paho.MQTTv5,
@@ -151,10 +230,31 @@ class MqttLink:
         """Hand a QoS 1 message to paho (queued while offline); returns its mid."""
         if self._client is None:
             raise RuntimeError("MqttLink.start() was not called")
-        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        info = self._publish(self._client, topic, payload, retain=retain)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             raise OSError(f"mqtt publish failed: {paho.error_string(info.rc)}")
         return int(info.mid)
+
+    def _publish(
+        self, client: paho.Client, topic: str, payload: bytes, *, retain: bool
+    ) -> paho.MQTTMessageInfo:
+        # Counted before paho has it: its PUBACK may come back before publish() returns.
+        with self._count_lock:
+            self._unacked += 1
+        try:
+            info = client.publish(topic, payload, qos=1, retain=retain)
+        except BaseException:
+            self._uncount()
+            raise
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            self._uncount()  # refused by paho: no PUBACK will ever come
+        return info
+
+    def _uncount(self) -> bool:
+        """One message less in flight; True when none is left."""
+        with self._count_lock:
+            self._unacked -= 1
+            return self._unacked <= 0
 
     def stop(self, offline_payload: bytes | None = None, timeout_s: float = 2.0) -> None:
         """Publish the offline status (if connected), disconnect, stop the loop; idempotent."""
@@ -195,7 +295,7 @@ class MqttLink:
         self._attempt = 0
         self._connected.set()
         if self._online_payload:
-            client.publish(self._status_topic, self._online_payload, qos=1, retain=True)
+            self._publish(client, self._status_topic, self._online_payload, retain=True)
         client.subscribe(self._config_topic, qos=1)
         log.info(
             "event=mqtt_connected session_present=%s client_id=%s",
@@ -231,7 +331,14 @@ class MqttLink:
         reason_code: Any,
         _properties: Any,
     ) -> None:
-        self._events.put(Acked(mid, not reason_code.is_failure, str(reason_code)))
+        failed = bool(reason_code.is_failure)
+        ack = Acked(mid, not failed, str(reason_code), int(reason_code.value))
+        self.acks.append(ack)
+        # Wake the agent once per burst, when nothing is left in flight (or at once
+        # for a refusal); otherwise the acks wait in the deque for its next wake-up
+        # (at most ~1 s): deleting acknowledged rows is never urgent.
+        if (self._uncount() and self.wake_on_ack) or failed:
+            self._events.put(AcksReady())
 
     def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         if msg.topic == self._config_topic:

@@ -366,10 +366,16 @@ class Outbox:
         self._depth -= db.total_changes - before
         self._acked.clear()
 
-    def rewind(self) -> None:
-        """Hand every stored row out again (after the MQTT client lost its in-flight state)."""
+    def rewind(self, after_id: int = 0) -> None:
+        """Hand the stored rows with id > ``after_id`` out again, oldest first.
+
+        Used after the MQTT client lost its in-flight state (``after_id=0``) and
+        to send rows the broker refused again. Acknowledged rows are deleted
+        first, so they are not sent twice.
+        """
         with self._lock:
-            self._cursor = 0
+            self.flush_acks()
+            self._cursor = min(self._cursor, after_id)
 
     def pending_unsent(self) -> int:
         """Rows not yet handed to the MQTT client."""

@@ -26,14 +26,13 @@ Parsing and judging are pure functions:
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import re
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -48,6 +47,7 @@ __all__ = [
     "Sample",
     "Sensor",
     "SensorPool",
+    "StuckCheck",
     "discover_w1",
     "judge",
     "parse_w1_slave",
@@ -72,8 +72,10 @@ _T = re.compile(r"t=(-?\d+)\s*$")
 class Sample:
     """The outcome of reading one sensor once (after retries).
 
-    ``temp_c`` is set only when ``quality`` is ``ok``: a CRC failure or a
-    power-on reset is not a temperature, whatever digits came with it.
+    ``temp_c`` is set only when ``quality`` is ``ok`` or ``stuck``: a CRC
+    failure or a power-on reset is not a temperature, whatever digits came
+    with it. A ``stuck`` value is kept for the record but, like every
+    reading that is not ``ok``, never trains the detector or drives an alarm.
     """
 
     sensor_id: str
@@ -165,6 +167,42 @@ def judge(
     return Quality.OK, temp
 
 
+class StuckCheck:
+    """Flags a DS18B20 whose raw value has not moved by one LSB for too long.
+
+    A real probe in a live room jitters by at least one LSB (0.0625 °C at 12
+    bits) every few readings; a value frozen for ``after`` consecutive
+    readings means a stuck probe or bus (a kernel cache, a broken conversion),
+    so the readings are reported ``stuck``. ``after = 0`` disables the check.
+    Raw millidegrees are compared, so any change of the ``t=`` value counts;
+    readings that were not ok (CRC error, reset) neither count nor break a run.
+
+    >>> chk = StuckCheck(after=3)
+    >>> [chk.stuck(v) for v in (4062, 4062, 4062, 4062, 4062, 4125, 4125)]
+    [False, False, False, True, True, False, False]
+    >>> chk.repeats   # 4125 repeated once
+    1
+    >>> StuckCheck(after=0).stuck(4062), StuckCheck(after=0).stuck(4062)
+    (False, False)
+    """
+
+    __slots__ = ("_last", "after", "repeats")
+
+    def __init__(self, after: int) -> None:
+        self.after = after
+        self._last: int | None = None
+        self.repeats = 0  # consecutive readings equal to the one before them
+
+    def stuck(self, millic: int) -> bool:
+        """Record one ok raw value; True when it is (still) frozen."""
+        if millic == self._last:
+            self.repeats += 1
+        else:
+            self._last = millic
+            self.repeats = 0
+        return 0 < self.after <= self.repeats
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -174,7 +212,9 @@ class DS18B20:
 
     CRC errors, power-on resets and implausible values are retried
     ``retries`` times; if every attempt is bad the last verdict is returned
-    with its quality flag (and no temperature).
+    with its quality flag (and no temperature). A value that has not moved
+    for ``stuck_after`` readings is returned as ``stuck`` (see
+    :class:`StuckCheck`), its temperature kept for the record.
     """
 
     def __init__(
@@ -185,6 +225,7 @@ class DS18B20:
         retry_delay_s: float = 0.05,
         min_c: float = -55.0,
         max_c: float = 125.0,
+        stuck_after: int = 0,
         clock_ms: Callable[[], int] = _now_ms,
     ) -> None:
         self.device_dir = Path(device_dir)
@@ -197,6 +238,7 @@ class DS18B20:
         self._max_c = max_c
         self._clock_ms = clock_ms
         self.last_ok_c: float | None = None
+        self._stuck = StuckCheck(stuck_after)
 
     @property
     def sensor_id(self) -> str:
@@ -211,9 +253,15 @@ class DS18B20:
         attempt = 0
         for attempt in range(1, self._retries + 2):
             try:
-                with open(self._file, "rb") as f:
-                    text = f.read().decode("ascii", "replace")
-                crc_ok, millic = parse_w1_slave(text)
+                # os.open/os.read: 3 system calls instead of open()'s 7. Each call
+                # releases the GIL, and 8 probe threads finishing at once fight for it.
+                # The kernel returns the whole (< 100 byte) attribute in one read.
+                fd = os.open(self._file, os.O_RDONLY)
+                try:
+                    raw = os.read(fd, 4096)
+                finally:
+                    os.close(fd)
+                crc_ok, millic = parse_w1_slave(raw.decode("ascii", "replace"))
             except FileNotFoundError:
                 return Sample(self._id, ts, None, Quality.DISCONNECTED, "w1_slave missing", attempt)
             except (OSError, ValueError) as exc:
@@ -223,6 +271,9 @@ class DS18B20:
                 quality, temp = judge(crc_ok, millic, self.last_ok_c, self._min_c, self._max_c)
                 if temp is not None:
                     self.last_ok_c = temp
+                    if self._stuck.stuck(millic):
+                        detail = f"t={millic} unchanged for {self._stuck.repeats} readings"
+                        return Sample(self._id, ts, temp, Quality.STUCK, detail, attempt)
                     return Sample(self._id, ts, temp, Quality.OK, "", attempt)
                 detail = f"t={millic} crc={'YES' if crc_ok else 'NO'}"
             if attempt <= self._retries and self._retry_delay_s > 0:
@@ -284,6 +335,11 @@ class SensorPool:
     than ``read_timeout_s`` the sensor is reported ``disconnected`` each round
     until the read returns. A DS18B20 whose directory disappears is reported
     ``disconnected``; one that appears is picked up (hot-plug).
+
+    ``on_sample`` gets every sample (on the worker thread). ``on_round_done``,
+    if given, is called once when the last read started by a round has
+    finished: a consumer that collects samples cheaply (a deque) and wakes
+    only then handles a round in one go, instead of being woken per probe.
     """
 
     def __init__(
@@ -292,24 +348,31 @@ class SensorPool:
         w1_root: str | Path | None,
         host_file: str | Path | None,
         on_sample: Callable[[Sample], None],
+        on_round_done: Callable[[], None] | None = None,
         read_timeout_s: float = 5.0,
         retries: int = 2,
         retry_delay_s: float = 0.05,
         min_c: float = -55.0,
         max_c: float = 125.0,
+        stuck_after: int = 0,
         clock_ms: Callable[[], int] = _now_ms,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._w1_root = Path(w1_root) if w1_root is not None else None
         self._host = HostSensor(host_file, clock_ms=clock_ms) if host_file is not None else None
         self._on_sample = on_sample
+        self._on_round_done = on_round_done
         self._timeout = read_timeout_s
         self._probe_kw = {"retries": retries, "retry_delay_s": retry_delay_s}
         self._min_c, self._max_c = min_c, max_c
+        self._stuck_after = stuck_after
         self._clock_ms = clock_ms
         self._monotonic = monotonic
         self._sensors: dict[str, Sensor] = {}
+        self._listed: set[str] = set()  # DS18B20 directories seen by the last rescan
         self._busy: dict[str, float] = {}  # sensor id -> monotonic start of the running read
+        self._round = 0  # id of the latest round
+        self._pending = 0  # reads of the latest round still running
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
 
@@ -336,7 +399,9 @@ class SensorPool:
         """Pick up new probes; returns ``(appeared, vanished)`` sensor ids."""
         appeared: list[str] = []
         if self._w1_root is not None:
-            for name in discover_w1(self._w1_root):
+            names = discover_w1(self._w1_root)
+            self._listed = set(names)
+            for name in names:
                 if name not in self._sensors:
                     self._sensors[name] = DS18B20(
                         self._w1_root / name,
@@ -344,16 +409,24 @@ class SensorPool:
                         retry_delay_s=float(self._probe_kw["retry_delay_s"]),
                         min_c=self._min_c,
                         max_c=self._max_c,
+                        stuck_after=self._stuck_after,
                         clock_ms=self._clock_ms,
                     )
                     appeared.append(name)
         if self._host is not None and HOST_SENSOR_ID not in self._sensors and self._host.present():
             self._sensors[HOST_SENSOR_ID] = self._host
             appeared.append(HOST_SENSOR_ID)
-        vanished = [sid for sid, s in self._sensors.items() if not s.present()]
+        vanished = [sid for sid, s in self._sensors.items() if not self._present(sid, s)]
         for sid in appeared:
             log.info("event=sensor_found sensor=%s", sid)
         return appeared, vanished
+
+    def _present(self, sid: str, sensor: Sensor) -> bool:
+        # A probe found by the directory listing of this round is there: the listing
+        # already says so, no stat per probe per round.
+        if isinstance(sensor, DS18B20):
+            return sid in self._listed
+        return sensor.present()
 
     def round(self) -> None:
         """Start one read of every sensor; results go to ``on_sample`` as they finish."""
@@ -361,8 +434,12 @@ class SensorPool:
             raise RuntimeError("SensorPool.start() was not called")
         self.rescan()
         now = self._monotonic()
+        with self._lock:
+            self._round += 1
+            self._pending = 1  # this loop itself: no "done" before every read is started
+            rid = self._round
         for sid, sensor in sorted(self._sensors.items()):
-            if not sensor.present():
+            if not self._present(sid, sensor):
                 self._on_sample(
                     Sample(sid, self._clock_ms(), None, Quality.DISCONNECTED, "device gone")
                 )
@@ -371,6 +448,7 @@ class SensorPool:
                 started = self._busy.get(sid)
                 if started is None:
                     self._busy[sid] = now
+                    self._pending += 1
             if started is not None:
                 if now - started >= self._timeout:
                     self._on_sample(
@@ -383,22 +461,33 @@ class SensorPool:
                         )
                     )
                 continue
-            future = self._executor.submit(sensor.read)
-            future.add_done_callback(functools.partial(self._done, sid))
+            self._executor.submit(self._read, sid, sensor, rid)
+        self._finish(rid)
 
-    def _done(self, sid: str, future: Future[Sample]) -> None:
+    def _read(self, sid: str, sensor: Sensor, rid: int) -> None:
+        """Worker thread: read one sensor, report it, and say when the round is complete."""
+        try:
+            sample = sensor.read()
+        except Exception as exc:  # a broken port must not kill the worker silently
+            sample = Sample(sid, self._clock_ms(), None, Quality.DISCONNECTED, repr(exc))
         with self._lock:
             started = self._busy.pop(sid, None)
-        exc = future.exception()
-        if exc is not None:
-            sample = Sample(sid, self._clock_ms(), None, Quality.DISCONNECTED, repr(exc))
-        else:
-            sample = future.result()
         if started is not None and self._monotonic() - started >= self._timeout:
             # Its round was already reported as hung; a late value is stale.
             log.warning("event=sensor_late sensor=%s", sid)
-            return
-        self._on_sample(sample)
+        else:
+            self._on_sample(sample)
+        self._finish(rid)
+
+    def _finish(self, rid: int) -> None:
+        """One part of round ``rid`` is over; the last one calls ``on_round_done``."""
+        with self._lock:
+            if rid != self._round:
+                return  # a slow read of an older round: collected at the next wake-up
+            self._pending -= 1
+            last = self._pending == 0
+        if last and self._on_round_done is not None:
+            self._on_round_done()
 
     def busy(self) -> int:
         with self._lock:

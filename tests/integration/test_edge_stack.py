@@ -16,7 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.app import EdgeAgent
 from edge_agent.config import loads_config
-from telemetry_contract import DeviceConfig, Quality, decode, encode
+from telemetry_contract import DeviceConfig, Quality, Reading, decode, encode
 
 pytestmark = pytest.mark.integration
 
@@ -44,12 +44,17 @@ class Admin:
             protocol=paho.MQTTv5,
         )
         self.c.username_pw_set("admin", password)
-        self.c.on_connect = lambda c, u, f, rc, p: (c.subscribe(topic, qos=1), self.ready.set())
+        self.topic = topic
+        self.c.on_connect = self._on_connect
         self.c.on_message = self._on_message
         self.c.connect(host, port)
         self.c.loop_start()
         assert self.ready.wait(20)
         time.sleep(0.3)  # SUBACK
+
+    def _on_connect(self, c: Any, _u: Any, _f: Any, _rc: Any, _p: Any) -> None:
+        c.subscribe(self.topic, qos=1)
+        self.ready.set()
 
     def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
         with self.lock:
@@ -135,3 +140,78 @@ session_expiry_s = 60
     admin.publish(f"{base}/status", b"")
     admin.publish(f"{base}/config", b"")
     admin.close()
+
+
+def test_refused_publish_is_kept_retried_with_backoff_and_delivered_later(
+    stack: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A misprovisioned device (logs in as dev-test-4, publishes as dev-test-3): the
+    shared broker's ACL answers every PUBACK with 135. Nothing is deleted; the agent
+    backs off, logs the reason once, and a later run with the right credentials
+    delivers every seq."""
+    mq = stack["mosquitto"]
+    site = f"it{uuid.uuid4().hex[:8]}"
+    base = f"thermowatch/{site}/{DEVICE}"
+    root = tmp_path / "w1"
+    shutil.copytree(FIXTURES / "ok", root)
+
+    def config(username: str) -> str:
+        return f"""
+[device]
+device_id = "{DEVICE}"
+site = "{site}"
+state_dir = "{tmp_path / "state"}"
+[sensors]
+w1_root = "{root}"
+[sampling]
+interval_s = 0.2
+[gpio]
+pin_factory = "mock"
+[outbox]
+flush_timeout_s = 1.0
+[mqtt]
+host = "{mq["host"]}"
+port = {mq["port"]}
+username = "{username}"
+password = "{mq["users"][username]}"
+client_id = "tw-edge-{DEVICE}-{site}"
+session_expiry_s = 60
+reconnect_min_s = 1.0
+reconnect_max_s = 2.0
+"""
+
+    def run(cfg_text: str, until: Any) -> EdgeAgent:
+        agent = EdgeAgent(loads_config(cfg_text), pin_factory=MockFactory())
+        stop = threading.Event()
+        thread = threading.Thread(target=agent.run, args=(stop,))
+        try:
+            agent.start()
+            thread.start()
+            assert wait_for(lambda: until(agent), timeout=60)
+        finally:
+            stop.set()
+            if thread.is_alive():
+                thread.join(30)
+            agent.shutdown()
+        return agent
+
+    admin = Admin(mq["host"], mq["port"], mq["users"]["admin"], f"{base}/#")
+    try:
+        with caplog.at_level("INFO", logger="edge_agent.app"):
+            wrong = run(config("dev-test-4"), lambda a: a.publish_retries >= 2)
+        refused = [
+            r.getMessage() for r in caplog.records if "event=publish_refused" in r.getMessage()
+        ]
+        assert len(refused) == 1 and "code=135" in refused[0]  # one line, with the reason
+        stored = wrong.readings_stored
+        assert wrong.publish_refusals >= 3  # refused again on each retry
+        assert stored > 0
+        assert not admin.of("telemetry")  # the broker really refused them
+        # Nothing was deleted: a new run with the right credentials delivers every seq.
+        run(config(DEVICE), lambda a: len(admin.of("telemetry")) >= stored + 3)
+        seqs = [r.seq for r in admin.of("telemetry") if isinstance(r, Reading)]
+        assert sorted(set(seqs))[:stored] == list(range(stored))
+        assert seqs == sorted(seqs)  # replayed in seq order
+    finally:
+        admin.publish(f"{base}/status", b"")
+        admin.close()

@@ -1,20 +1,26 @@
-"""MQTT adapter pieces that need no broker: jittered backoff, bounded in-flight window."""
+"""MQTT adapter pieces that need no broker: backoff, in-flight window, refused PUBACKs."""
 
 from __future__ import annotations
 
+import collections
 import queue
 import random
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as paho
+import pytest
 from gpiozero.pins.mock import MockFactory
+from paho.mqtt import _packet as paho_packet
+from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.app import EdgeAgent
 from edge_agent.config import MqttSection, loads_config
-from edge_agent.mqtt import Acked, MqttLink
+from edge_agent.mqtt import Acked, AcksReady, MqttLink, _Client, decode_puback
 from edge_agent.sensors import Sample
-from telemetry_contract import Quality
+from telemetry_contract import Quality, Reading, decode
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "w1"
 
@@ -57,6 +63,7 @@ class FakeLink:
     def __init__(self) -> None:
         self.sent: list[tuple[int, bytes]] = []
         self.mid = 0
+        self.acks: collections.deque[Acked] = collections.deque()
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int:
         self.mid += 1
@@ -95,3 +102,158 @@ def test_in_flight_window_is_bounded_and_puback_deletes(tmp_path: Path) -> None:
     finally:
         agent.link = None
         agent.shutdown()
+
+
+class FakeReason:
+    def __init__(self, value: int, name: str) -> None:
+        self.value = value
+        self.is_failure = value >= 0x80
+        self._name = name
+
+    def __str__(self) -> str:
+        return self._name
+
+
+class FakePahoClient:
+    """The part of paho's Client that MqttLink.publish uses."""
+
+    def __init__(self) -> None:
+        self.mid = 0
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> Any:
+        self.mid += 1
+        info = type("Info", (), {})()
+        info.rc = 0
+        info.mid = self.mid
+        return info
+
+
+def test_pubacks_collect_in_a_deque_and_wake_the_agent_once_per_burst() -> None:
+    events: queue.Queue[Any] = queue.Queue()
+    link = MqttLink(
+        MqttSection(),
+        client_id="c",
+        password="",
+        status_topic="s",
+        config_topic="c",
+        will_payload=b"",
+        events=events,
+    )
+    link._client = FakePahoClient()  # type: ignore[assignment]
+    mids = [link.publish("t", b"x") for _ in range(3)]
+    ok = FakeReason(0, "Success")
+    for mid in mids[:2]:
+        link._on_publish(None, None, mid, ok, None)  # type: ignore[arg-type]
+    assert events.empty() and [a.mid for a in link.acks] == mids[:2]
+    link._on_publish(None, None, mids[2], ok, None)  # type: ignore[arg-type]
+    assert isinstance(events.get_nowait(), AcksReady) and events.empty()
+    # A refusal wakes the agent at once and carries its reason code.
+    mid = link.publish("t", b"x")
+    link.publish("t", b"y")
+    link._on_publish(None, None, mid, FakeReason(135, "Not authorized"), None)  # type: ignore[arg-type]
+    assert isinstance(events.get_nowait(), AcksReady)
+    refused = link.acks[-1]
+    assert (refused.ok, refused.code, refused.reason) == (False, 135, "Not authorized")
+
+
+def seqs_of(payloads: list[tuple[int, bytes]]) -> list[int]:
+    out = []
+    for _, raw in payloads:
+        msg = decode(raw)
+        assert isinstance(msg, Reading)
+        out.append(msg.seq)
+    return out
+
+
+def test_refused_puback_keeps_the_row_backs_off_and_resends_in_seq_order(
+    tmp_path: Path, caplog: Any
+) -> None:
+    shutil.copytree(FIXTURES / "ok", tmp_path / "w1")
+    cfg = loads_config(
+        f'[device]\nstate_dir = "{tmp_path / "s"}"\n[sensors]\nw1_root = "{tmp_path / "w1"}"\n'
+        '[gpio]\npin_factory = "mock"\n[mqtt]\nmax_inflight = 4\n'
+        "reconnect_min_s = 1.0\nreconnect_max_s = 2.0\n"
+    )
+    agent = EdgeAgent(cfg, pin_factory=MockFactory())
+    agent.start(mqtt=False)
+    link = FakeLink()
+    agent.link = link  # type: ignore[assignment]
+    not_authorized = "Not authorized"
+    try:
+        for i in range(6):
+            agent.handle_samples(
+                [Sample("28-0316a2791aff", 1_767_225_600_000 + i, 4.0, Quality.OK)]
+            )
+        assert agent.pump() == 4
+        first = list(link.sent)
+        assert seqs_of(first) == [0, 1, 2, 3]
+        # seq 0 accepted, seq 1 refused (135), seqs 2-3 still in flight.
+        link.acks.append(Acked(first[0][0], True, "Success"))
+        link.acks.append(Acked(first[1][0], False, not_authorized, 135))
+        with caplog.at_level("WARNING", logger="edge_agent.app"):
+            agent.process_events(0.0)
+            assert agent.pump() == 0  # paused: backoff, and 2 PUBACKs still due
+            link.acks.append(Acked(first[2][0], False, not_authorized, 135))
+            link.acks.append(Acked(first[3][0], True, "Success"))
+            agent.process_events(0.0)
+        refusals = [r for r in caplog.records if "event=publish_refused" in r.getMessage()]
+        assert len(refusals) == 1 and "code=135" in refusals[0].getMessage()  # logged once
+        assert agent.publish_refusals == 2
+        assert agent._retry_s == 1.0  # one failed attempt: backoff doubles per attempt
+        stats = agent.outbox.stats()
+        assert stats.depth == 4  # seqs 1, 2 (refused) and 4, 5 (unsent): nothing deleted
+        assert agent.pump() == 0  # still backing off
+        deadline = time.monotonic() + 10
+        while agent.pump() == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # Resent from the first refused row, in seq order; seq 3 (acknowledged) is not.
+        assert seqs_of(link.sent[4:]) == [1, 2, 4, 5]
+        for mid, _ in link.sent[4:]:
+            link.acks.append(Acked(mid, True, "Success"))
+        with caplog.at_level("INFO", logger="edge_agent.app"):
+            agent.process_events(0.0)
+        assert any("event=publish_accepted_again" in r.getMessage() for r in caplog.records)
+        assert agent.outbox.stats().depth == 0
+    finally:
+        agent.link = None
+        agent.shutdown()
+
+
+_CODES = [0, 16, 128, 131, 135, 144, 145, 151, 153]
+_BODIES = [[0x12, 0x34]] + [[0x12, 0x34, c] for c in _CODES] + [[0x12, 0x34, c, 0] for c in _CODES]
+
+
+@pytest.mark.parametrize("body", _BODIES)
+def test_fast_puback_decoding_matches_paho(body: list[int]) -> None:
+    fast = decode_puback(bytes(body))
+    assert fast is not None
+    ref = paho_packet.decode_puback(0x40, bytes(body), paho.MQTTv5)
+    assert fast[0] == ref.mid == 0x1234
+    assert (fast[1].value, str(fast[1]), fast[1].is_failure) == (
+        ref.reason.value,
+        str(ref.reason),
+        ref.reason.is_failure,
+    )
+
+
+def test_fast_puback_path_uses_paho_internals_that_still_exist() -> None:
+    """If a paho upgrade renames what _Client relies on, this fails (not the field)."""
+    got: list[tuple[int, int]] = []
+    client = _Client(CallbackAPIVersion.VERSION2, client_id="t", protocol=paho.MQTTv5)
+    client.on_publish = lambda _c, _u, mid, rc, _p: got.append((mid, rc.value))
+    info = client.publish("t/x", b"1", qos=1)  # not connected: kept for sending later
+    assert info.mid in client._out_messages
+    client._in_packet = {
+        **client._in_packet,
+        "command": 0x40,
+        "packet": bytearray([0, info.mid, 135]),
+    }
+    client._handle_pubackcomp("PUBACK")
+    assert got == [(info.mid, 135)]
+    assert info.mid not in client._out_messages
+    # A PUBACK with properties takes paho's own path, with the same outcome.
+    info2 = client.publish("t/x", b"2", qos=1)
+    props = bytearray([0, info2.mid, 0x87, 3, 0x1F, 0, 0])  # reason string ""
+    client._in_packet = {**client._in_packet, "command": 0x40, "packet": props}
+    client._handle_pubackcomp("PUBACK")
+    assert got[-1] == (info2.mid, 135)

@@ -1,0 +1,137 @@
+"""Exact accounting, pure core: every allocated seq is stored, covered by a Gap, or lost."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from thermowatch.accounting import (
+    AlertDoc,
+    GapRange,
+    Incident,
+    account,
+    percentiles,
+    score_alerts,
+    topic_partitions,
+)
+
+
+def test_everything_stored_once_is_ok() -> None:
+    stored = {("d1", s): 1 for s in range(100)} | {("d2", s): 1 for s in range(50)}
+    acc = account({"d1": range(100), "d2": range(50)}, stored)
+    assert (acc.sent, acc.stored, acc.lost, acc.duplicated, acc.covered) == (150, 150, 0, 0, 0)
+    assert acc.ok
+
+
+def test_a_missing_seq_is_lost_and_named() -> None:
+    stored = {("d1", s): 1 for s in range(10) if s != 7}
+    acc = account({"d1": range(10)}, stored)
+    assert acc.lost == 1
+    assert acc.lost_examples == (("d1", 7),)
+    assert not acc.ok
+
+
+def test_a_device_with_nothing_stored_loses_everything() -> None:
+    acc = account({"d1": range(3), "quiet": range(4)}, {("d1", s): 1 for s in range(3)})
+    assert acc.lost == 4 and acc.stored == 3
+
+
+def test_extra_copies_are_duplicates() -> None:
+    acc = account({"d1": range(3)}, {("d1", 0): 1, ("d1", 1): 3, ("d1", 2): 2})
+    assert acc.duplicated == 3  # two extra copies of seq 1, one of seq 2
+    assert acc.duplicated_examples == (("d1", 1), ("d1", 2))
+    assert acc.lost == 0 and not acc.ok
+
+
+def test_a_gap_covers_declared_losses() -> None:
+    stored = {("d1", s): 1 for s in range(10) if not 3 <= s <= 5}
+    acc = account({"d1": range(10)}, stored, [GapRange("d1", 3, 5)])
+    assert (acc.lost, acc.covered, acc.gap_conflicts) == (0, 3, 0)
+    assert acc.ok
+
+
+def test_a_gap_of_another_device_covers_nothing() -> None:
+    acc = account({"d1": range(3)}, {("d1", 0): 1}, [GapRange("d2", 1, 2)])
+    assert acc.lost == 2 and acc.covered == 0
+
+
+def test_a_gap_over_a_stored_seq_or_two_gaps_over_one_seq_is_a_conflict() -> None:
+    stored = {("d1", s): 1 for s in range(5)}
+    assert account({"d1": range(5)}, stored, [GapRange("d1", 4, 4)]).gap_conflicts == 1
+    twice = account({"d1": range(5)}, {("d1", 0): 1}, [GapRange("d1", 1, 4), GapRange("d1", 4, 4)])
+    assert twice.gap_conflicts == 1 and not twice.ok
+
+
+def test_seqs_nobody_allocated_are_unexpected_not_lost() -> None:
+    acc = account({"d1": range(2)}, {("d1", 0): 1, ("d1", 1): 1, ("d1", 2): 1, ("x", 0): 5})
+    assert acc.unexpected == 2 and acc.duplicated == 0 and acc.ok
+
+
+@given(
+    n=st.integers(min_value=0, max_value=60),
+    copies=st.lists(st.integers(min_value=0, max_value=3), max_size=60),
+    gap=st.tuples(st.integers(0, 70), st.integers(0, 10)),
+)
+def test_every_seq_is_exactly_one_of_stored_covered_lost(
+    n: int, copies: list[int], gap: tuple[int, int]
+) -> None:
+    stored = {("d", s): c for s, c in enumerate(copies[:n]) if c > 0}
+    first, length = gap
+    gaps = [GapRange("d", first, first + length)]
+    acc = account({"d": range(n)}, stored, gaps)
+    assert acc.stored + acc.covered + acc.lost == acc.sent == n
+    assert acc.duplicated == sum(c - 1 for c in stored.values())
+    assert acc.stored == len(stored)
+
+
+def test_alerts_match_incidents_on_the_same_device_in_time() -> None:
+    incidents = [
+        Incident("door_open", "s1-d03", 10_000, 40_000),
+        Incident("fire", "s3-d05", 20_000, 30_000),
+        Incident("stuck", "s2-d07", 20_000, 60_000),
+    ]
+    alerts = [
+        AlertDoc("s1-d03.threshold_high.12000", "s1-d03", "threshold_high", 12_000),
+        AlertDoc("s1-d03.rate_of_change.11000", "s1-d03", "rate_of_change", 11_000),
+        AlertDoc("s3-d05.rate_of_change.21000", "s3-d05", "rate_of_change", 21_000),
+        AlertDoc("s2-d01.fleet_outlier.25000", "s2-d01", "fleet_outlier", 25_000),  # no incident
+        AlertDoc("s1-d01.device_offline.1", "s1-d01", "device_offline", 1),  # before the run
+        AlertDoc("s1-d02.device_offline.99000", "s1-d02", "device_offline", 99_000),  # shutdown
+    ]
+    s = score_alerts(incidents, alerts, grace_ms=5_000, since_ms=5_000, until_ms=90_000)
+    assert (s.injected, s.alerted, s.missed, s.false_alerts) == (3, 2, 1, 1)
+    assert s.latencies_ms == (1_000, 1_000, None)
+    assert s.rules[0] == ("rate_of_change", "threshold_high")
+    assert s.false_alert_ids == ("s2-d01.fleet_outlier.25000",)
+
+
+def test_an_alert_after_the_grace_period_is_false() -> None:
+    s = score_alerts(
+        [Incident("fire", "d", 0, 1000)], [AlertDoc("a", "d", "r", 3000)], grace_ms=1000
+    )
+    assert s.alerted == 0 and s.false_alerts == 1
+
+
+def test_a_last_will_alert_opened_in_the_past_matches_by_overlap_and_publish_time() -> None:
+    # The will's event time is when the agent connected, long before it died.
+    will = AlertDoc("d.device_offline.100", "d", "device_offline", 100, "resolved", 9_000)
+    s = score_alerts(
+        [Incident("offline", "d", 5_000, 8_000)],
+        [will],
+        published_ms={"d.device_offline.100": 5_250},
+    )
+    assert s.alerted == 1 and s.latencies_ms == (250,)
+
+
+def test_percentiles_nearest_rank() -> None:
+    values = list(range(1, 101))
+    assert percentiles(values) == {"p50": 50, "p95": 95, "p99": 99}
+    assert percentiles([7]) == {"p50": 7, "p95": 7, "p99": 7}
+
+
+def test_topic_partitions_skips_missing_topics() -> None:
+    described = [
+        {"error_code": 0, "topic": "a", "partitions": [{"partition": 2}, {"partition": 0}]},
+        {"error_code": 3, "topic": "b", "partitions": []},
+    ]
+    assert [(tp.topic, tp.partition) for tp in topic_partitions(described)] == [("a", 0), ("a", 2)]

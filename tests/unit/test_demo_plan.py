@@ -1,0 +1,76 @@
+"""The demo's script and its malformed payloads, without any service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from telemetry_contract import TopicKind, kafka_topics, mqtt_topic
+from thermowatch.demo import (
+    demo_sites,
+    gateway_config,
+    malformed_payloads,
+    processor_config,
+)
+from thermowatch.demo_fleet import plan
+
+
+def test_demo_fleet_is_the_stack_users() -> None:
+    sites = demo_sites()
+    devices = [d for devs in sites.values() for d in devs]
+    assert list(sites) == ["s1", "s2", "s3"]
+    assert len(devices) == 30 and devices[0] == "s1-d01" and devices[-1] == "s3-d10"
+
+
+def test_plan_gives_each_incident_its_own_device_within_the_run() -> None:
+    p = plan(demo_sites(), 150.0)
+    targets = [i.device_id for i in p.incidents] + [p.offline_device, p.malformed_device]
+    assert len(set(targets)) == len(targets)
+    kinds = {i.kind for i in p.incidents}
+    assert kinds == {"door_open", "fire", "stuck"}
+    for i in p.incidents:
+        assert i.device_id in p.sites[i.site]
+        assert i.start_s > 0 and i.start_s + i.duration_s <= p.duration_s
+    assert 0 < p.offline_at_s < p.online_at_s < p.duration_s
+    assert p.base_c["s1"] < -15 < p.base_c["s2"] < p.base_c["s3"]
+
+
+def test_plan_needs_three_sites() -> None:
+    with pytest.raises(ValueError, match="3 sites"):
+        plan({"a": ["a-1", "a-2"]}, 60)
+
+
+def test_every_malformed_payload_is_dead_lettered_by_the_gateway_core() -> None:
+    from gateway.bridge import bridge
+
+    topics = kafka_topics("t")
+    topic = mqtt_topic("s2", "s2-d10", TopicKind.TELEMETRY)
+    payloads = malformed_payloads("s2-d10", "s2-d01", "s2", 24)
+    assert len(payloads) == 24
+    for p in payloads:
+        rec = bridge(topic, p, received_ms=1_790_000_000_000, gateway_id="g", topics=topics)
+        assert rec.dead_letter, p
+        assert rec.topic == topics.deadletter
+
+
+def test_configs_isolate_the_run_and_parse(tmp_path: Path) -> None:
+    import msgspec
+
+    from cloud_processor.config import ProcessorConfig
+    from gateway.config import GatewayConfig
+    from thermowatch.demo import DemoRun
+
+    run = DemoRun(run_id="r1", run_dir=tmp_path, w1_dir=tmp_path, sites=demo_sites(), duration_s=10)
+    endpoints = {
+        "mosquitto": {"host": "127.0.0.1", "port": 1, "users": {"gateway": "pw"}},
+        "kafka": {"bootstrap": "127.0.0.1:2"},
+        "search": {"url": "http://127.0.0.1:3"},
+    }
+    gw = msgspec.convert(gateway_config(run, endpoints), GatewayConfig)
+    pr = msgspec.convert(processor_config(run, endpoints), ProcessorConfig)
+    assert gw.kafka.topic_prefix == pr.kafka.topic_prefix == "demo.r1"
+    assert pr.search.index_prefix == "demo-r1-"
+    assert gw.mqtt.share_group == "demor1" and pr.kafka.group_id == "demo-processor-r1"
+    assert gw.validate() == [] and pr.validate() == []
+    assert pr.rules.for_device("s1-d03", "s1").threshold_high_c == -15.0

@@ -1,0 +1,477 @@
+"""Exact accounting: was every reading the edge produced stored exactly once?
+
+The promise of the pipeline is checked here, from what is really stored, not
+from anybody's counters. Three inputs:
+
+* **allocated**: the seqs each device's outbox handed out (``0..next_seq-1``,
+  read from the agents' SQLite outboxes after they stopped);
+* **stored**: how many documents the search server holds per ``(device, seq)``
+  (a composite aggregation over the readings indices);
+* **gaps**: the ``Gap`` messages the edge published (seqs it had to drop and
+  said so), read back from the Kafka telemetry topic.
+
+Then every allocated seq is exactly one of *stored* or *covered* (by a Gap)
+or *lost*, and every stored copy beyond the first is *duplicated*. The pure
+core is :func:`account`; the adapters below it only fetch the three inputs.
+
+>>> acc = account(
+...     {"d1": range(5), "d2": range(3)},
+...     {("d1", 0): 1, ("d1", 1): 2, ("d1", 3): 1, ("d2", 0): 1, ("d2", 1): 1, ("d2", 2): 1},
+...     [GapRange("d1", 4, 4)],
+... )
+>>> acc.sent, acc.stored, acc.lost, acc.duplicated, acc.covered
+(8, 6, 1, 1, 1)
+>>> acc.lost_examples, acc.ok
+((('d1', 2),), False)
+
+Alerts are scored the same way, from the alerts index: :func:`score_alerts`
+matches the injected incidents (ground truth) with the alerts that opened on
+the same device while the incident was on (plus a grace period).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Accounting",
+    "AlertDoc",
+    "AlertScore",
+    "GapRange",
+    "Incident",
+    "account",
+    "allocated_from_outboxes",
+    "fetch_alerts",
+    "fetch_gaps",
+    "fetch_stored",
+    "percentiles",
+    "read_records",
+    "read_topic",
+    "score_alerts",
+    "topic_partitions",
+]
+
+#: How many lost / duplicated (device, seq) pairs a report names.
+EXAMPLES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class GapRange:
+    """Seqs ``first_seq..last_seq`` (inclusive) the edge of ``device_id`` declared dropped."""
+
+    device_id: str
+    first_seq: int
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Accounting:
+    """The verdict: counts over allocated seqs, plus a few examples of each defect."""
+
+    sent: int
+    #: Allocated (device, seq) pairs with at least one stored document.
+    stored: int
+    #: Allocated, not stored, not covered by a Gap: a broken promise.
+    lost: int
+    #: Stored copies beyond the first (a broken promise too).
+    duplicated: int
+    #: Allocated, not stored, covered by a Gap: declared losses (outbox bounds).
+    covered: int
+    #: Stored pairs that no outbox allocated (foreign traffic or a seq bug).
+    unexpected: int
+    #: Seqs covered by a Gap although they were stored, or covered by two Gaps.
+    gap_conflicts: int
+    lost_examples: tuple[tuple[str, int], ...] = ()
+    duplicated_examples: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """Nothing lost, nothing stored twice, and the Gaps tell the truth."""
+        return self.lost == 0 and self.duplicated == 0 and self.gap_conflicts == 0
+
+
+def account(
+    allocated: Mapping[str, Iterable[int]],
+    stored: Mapping[tuple[str, int], int],
+    gaps: Iterable[GapRange] = (),
+) -> Accounting:
+    """Compare what the edge allocated with what is stored and what Gaps cover.
+
+    ``allocated`` maps a device to its seqs (usually ``range(next_seq)``);
+    ``stored`` maps ``(device, seq)`` to its number of documents. Seqs of
+    devices not in ``allocated`` count as ``unexpected`` and nothing else.
+
+    >>> account({"d": range(3)}, {("d", 0): 1, ("d", 1): 1, ("d", 2): 1}).ok
+    True
+    >>> a = account({"d": range(4)}, {("d", 0): 1, ("x", 9): 1}, [GapRange("d", 1, 3)])
+    >>> a.lost, a.covered, a.unexpected, a.ok
+    (0, 3, 1, True)
+    >>> account({"d": range(2)}, {("d", 0): 1, ("d", 1): 1}, [GapRange("d", 1, 1)]).gap_conflicts
+    1
+    """
+    covered_by: dict[tuple[str, int], int] = {}
+    for g in gaps:
+        for seq in range(g.first_seq, g.last_seq + 1):
+            key = (g.device_id, seq)
+            covered_by[key] = covered_by.get(key, 0) + 1
+    sent = stored_n = lost = covered = conflicts = 0
+    lost_ex: list[tuple[str, int]] = []
+    expected: set[tuple[str, int]] = set()
+    for device, seqs in allocated.items():
+        for seq in seqs:
+            key = (device, seq)
+            expected.add(key)
+            sent += 1
+            n_gaps = covered_by.get(key, 0)
+            if n_gaps > 1:
+                conflicts += 1
+            if stored.get(key, 0) > 0:
+                stored_n += 1
+                if n_gaps:
+                    conflicts += 1
+            elif n_gaps:
+                covered += 1
+            else:
+                lost += 1
+                if len(lost_ex) < EXAMPLES:
+                    lost_ex.append(key)
+    duplicated = unexpected = 0
+    dup_ex: list[tuple[str, int]] = []
+    for key, count in sorted(stored.items()):
+        if key not in expected:
+            unexpected += 1
+            continue
+        if count > 1:
+            duplicated += count - 1
+            if len(dup_ex) < EXAMPLES:
+                dup_ex.append(key)
+    return Accounting(
+        sent=sent,
+        stored=stored_n,
+        lost=lost,
+        duplicated=duplicated,
+        covered=covered,
+        unexpected=unexpected,
+        gap_conflicts=conflicts,
+        lost_examples=tuple(lost_ex),
+        duplicated_examples=tuple(dup_ex),
+    )
+
+
+# Alerts -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """One injected incident (ground truth): on ``device_id`` from ``start_ms`` to ``end_ms``."""
+
+    kind: str
+    device_id: str
+    start_ms: int
+    end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class AlertDoc:
+    """The fields of an alerts-index document that scoring needs (times in epoch ms)."""
+
+    alert_id: str
+    device_id: str
+    rule: str
+    #: Event time of the reading (or status) that opened it.
+    opened_at: int
+    status: str = "open"
+    resolved_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertScore:
+    """Incidents alerted or missed, alerts with no incident, latency."""
+
+    injected: int
+    alerted: int
+    false_alerts: int
+    #: Per incident (in input order): latency in ms of its first alert, or None.
+    latencies_ms: tuple[int | None, ...]
+    #: Per incident: rules of the alerts matched to it.
+    rules: tuple[tuple[str, ...], ...]
+    false_alert_ids: tuple[str, ...] = field(default=())
+
+    @property
+    def missed(self) -> int:
+        return self.injected - self.alerted
+
+
+def score_alerts(
+    incidents: Sequence[Incident],
+    alerts: Iterable[AlertDoc],
+    *,
+    grace_ms: int = 60_000,
+    since_ms: int = 0,
+    until_ms: int | None = None,
+    published_ms: Mapping[str, int] | None = None,
+) -> AlertScore:
+    """Match alerts to incidents by device and time.
+
+    An alert belongs to an incident when it is on the same device and was
+    active at some point between the incident's start and its end plus
+    ``grace_ms`` (opened before that end, not resolved before the start).
+    Alerts opened (event time) outside ``since_ms..until_ms`` are ignored
+    (left from before the run, or the fleet's own shutdown at the end); the
+    others that match no incident are false alerts.
+
+    Latency of an incident = when its first alert was published minus the
+    incident start. ``published_ms`` gives the processing time at which each
+    alert was published as opened (the Kafka record time); without it, the
+    alert's event time ``opened_at`` is used (a last will carries the time
+    its agent connected, so that one needs ``published_ms``).
+
+    >>> inc = [Incident("fire", "d1", 1000, 5000), Incident("stuck", "d2", 1000, 5000)]
+    >>> al = [AlertDoc("a", "d1", "rate_of_change", 1800),
+    ...       AlertDoc("b", "d1", "threshold_high", 2500),
+    ...       AlertDoc("c", "d3", "threshold_high", 3000),
+    ...       AlertDoc("z", "d3", "device_offline", 99999),
+    ...       AlertDoc("w", "d2", "device_offline", 500, "resolved", 900)]
+    >>> s = score_alerts(inc, al, grace_ms=0, until_ms=10_000, published_ms={"a": 2100})
+    >>> s.injected, s.alerted, s.missed, s.false_alerts, s.latencies_ms, s.false_alert_ids
+    (2, 1, 1, 2, (1100, None), ('w', 'c'))
+    >>> s.rules
+    (('rate_of_change', 'threshold_high'), ())
+    >>> score_alerts([Incident("offline", "d9", 5000, 8000)],
+    ...              [AlertDoc("o", "d9", "device_offline", 100, "resolved", 8200)],
+    ...              published_ms={"o": 5400}).latencies_ms
+    (400,)
+    """
+    published = published_ms or {}
+    matched: list[list[AlertDoc]] = [[] for _ in incidents]
+    false_ids: list[str] = []
+    for a in sorted(alerts, key=lambda a: (a.opened_at, a.alert_id)):
+        if a.opened_at < since_ms or (until_ms is not None and a.opened_at >= until_ms):
+            continue
+        hit = False
+        for i, inc in enumerate(incidents):
+            if (
+                a.device_id == inc.device_id
+                and a.opened_at <= inc.end_ms + grace_ms
+                and (a.resolved_at is None or a.resolved_at >= inc.start_ms)
+            ):
+                matched[i].append(a)
+                hit = True
+        if not hit:
+            false_ids.append(a.alert_id)
+    latencies = tuple(
+        min(published.get(a.alert_id, a.opened_at) for a in m) - inc.start_ms if m else None
+        for inc, m in zip(incidents, matched, strict=True)
+    )
+    return AlertScore(
+        injected=len(incidents),
+        alerted=sum(1 for m in matched if m),
+        false_alerts=len(false_ids),
+        latencies_ms=latencies,
+        rules=tuple(tuple(sorted({a.rule for a in m})) for m in matched),
+        false_alert_ids=tuple(false_ids),
+    )
+
+
+def percentiles(
+    values: Iterable[float], qs: Sequence[int] = (50, 95, 99)
+) -> dict[str, float | None]:
+    """Nearest-rank percentiles (``None`` when there is no value).
+
+    >>> percentiles([10, 20, 30, 40])
+    {'p50': 20, 'p95': 40, 'p99': 40}
+    >>> percentiles([])
+    {'p50': None, 'p95': None, 'p99': None}
+    """
+    data = sorted(values)
+    out: dict[str, float | None] = {}
+    for q in qs:
+        out[f"p{q}"] = data[max(0, math.ceil(q / 100 * len(data)) - 1)] if data else None
+    return out
+
+
+# Adapters: fetch the inputs ---------------------------------------------------------
+
+
+def allocated_from_outboxes(outboxes: Mapping[str, Path]) -> dict[str, range]:
+    """``device -> range(next_seq)`` read from each stopped agent's outbox database."""
+    import sqlite3
+
+    out: dict[str, range] = {}
+    for device, path in outboxes.items():
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+        finally:
+            db.close()
+        out[device] = range(int(row[0]) if row else 0)
+    return out
+
+
+def fetch_stored(
+    url: str, index_pattern: str, devices: Iterable[str], *, page: int = 2000, timeout: float = 60
+) -> dict[tuple[str, int], int]:
+    """Documents per ``(device_id, seq)`` in ``index_pattern``, for ``devices``.
+
+    A composite aggregation pages through every pair (after a refresh, so
+    nothing acknowledged is missed); ``doc_count`` > 1 means stored twice.
+    """
+    import requests
+
+    devs = sorted(set(devices))
+    out: dict[tuple[str, int], int] = {}
+    with requests.Session() as http:
+        r = http.post(f"{url}/{index_pattern}/_refresh", timeout=timeout)
+        if r.status_code == 404:
+            return out
+        r.raise_for_status()
+        after: dict[str, Any] | None = None
+        while True:
+            comp: dict[str, Any] = {
+                "size": page,
+                "sources": [
+                    {"device_id": {"terms": {"field": "device_id"}}},
+                    {"seq": {"terms": {"field": "seq"}}},
+                ],
+            }
+            if after is not None:
+                comp["after"] = after
+            body = {
+                "size": 0,
+                "query": {"terms": {"device_id": devs}},
+                "aggs": {"pairs": {"composite": comp}},
+            }
+            resp = http.post(
+                f"{url}/{index_pattern}/_search?ignore_unavailable=true&allow_no_indices=true",
+                json=body,
+                timeout=timeout,
+            )
+            resp.raise_for_status()
+            agg = resp.json().get("aggregations", {}).get("pairs", {})
+            buckets = agg.get("buckets", [])
+            for b in buckets:
+                key = (str(b["key"]["device_id"]), int(b["key"]["seq"]))
+                out[key] = out.get(key, 0) + int(b["doc_count"])
+            after = agg.get("after_key")
+            if not buckets or after is None:
+                return out
+
+
+def fetch_alerts(
+    url: str, index: str, devices: Iterable[str], *, timeout: float = 60
+) -> list[AlertDoc]:
+    """Every alert document of ``devices`` in the alerts index (one search, up to 10,000)."""
+    import requests
+
+    with requests.Session() as http:
+        r = http.post(f"{url}/{index}/_refresh", timeout=timeout)
+        if r.status_code == 404:
+            return []
+        resp = http.post(
+            f"{url}/{index}/_search",
+            json={
+                "size": 10_000,
+                "query": {"terms": {"device_id": sorted(set(devices))}},
+                "_source": ["alert_id", "device_id", "rule", "opened_at", "status", "resolved_at"],
+            },
+            timeout=timeout,
+        )
+        resp.raise_for_status()
+        hits = resp.json()["hits"]["hits"]
+    return [
+        AlertDoc(
+            alert_id=str(h["_source"]["alert_id"]),
+            device_id=str(h["_source"]["device_id"]),
+            rule=str(h["_source"]["rule"]),
+            opened_at=int(h["_source"]["opened_at"]),
+            status=str(h["_source"].get("status", "")),
+            resolved_at=_int_or_none(h["_source"].get("resolved_at")),
+        )
+        for h in hits
+    ]
+
+
+def topic_partitions(described: Iterable[Mapping[str, Any]]) -> list[Any]:
+    """TopicPartitions of the existing topics in an admin ``describe_topics`` answer.
+
+    >>> topic_partitions([{"error_code": 0, "topic": "t", "partitions": [{"partition": 1}]},
+    ...                   {"error_code": 3, "topic": "gone", "partitions": []}])
+    [TopicPartition(topic='t', partition=1)]
+    """
+    from aiokafka import TopicPartition
+
+    return [
+        TopicPartition(str(t["topic"]), int(p["partition"]))
+        for t in described
+        if t.get("error_code", 0) == 0
+        for p in sorted(t.get("partitions", []), key=lambda p: int(p["partition"]))
+    ]
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+async def read_topic(bootstrap: str, topic: str) -> list[bytes]:
+    """Every record value of ``topic`` (see :func:`read_records`)."""
+    return [value for value, _ in await read_records(bootstrap, topic)]
+
+
+async def read_records(bootstrap: str, topic: str) -> list[tuple[bytes, int]]:
+    """``(value, timestamp ms)`` of every record of ``topic``, up to the end offsets as of the call.
+
+    No consumer group: nothing is committed, nobody else's position moves.
+    """
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        tps = topic_partitions(await admin.describe_topics([topic]))
+    finally:
+        await admin.close()
+    values: list[tuple[bytes, int]] = []
+    if not tps:
+        return values
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        todo = {tp for tp in tps if ends[tp] > 0}
+        while todo:
+            batch = await consumer.getmany(*todo, timeout_ms=1000)
+            for records in batch.values():
+                values.extend((r.value, int(r.timestamp)) for r in records if r.value is not None)
+            for tp in list(todo):
+                if await consumer.position(tp) >= ends[tp]:
+                    todo.discard(tp)
+    finally:
+        await consumer.stop()
+    return values
+
+
+async def fetch_gaps(bootstrap: str, topic: str, devices: Iterable[str]) -> list[GapRange]:
+    """Every ``Gap`` of ``devices`` in the Kafka telemetry ``topic``."""
+    from telemetry_contract import ContractError, Gap, decode
+
+    wanted = set(devices)
+    gaps: list[GapRange] = []
+    for value in await read_topic(bootstrap, topic):
+        if b'"gap"' not in value:
+            continue
+        try:
+            msg = decode(value, now_ms=2**62)
+        except ContractError:
+            continue
+        if isinstance(msg, Gap) and msg.device_id in wanted:
+            gaps.append(GapRange(msg.device_id, msg.first_seq, msg.last_seq))
+    return gaps

@@ -1,0 +1,356 @@
+"""The demo's simulated fleet and its script of incidents.
+
+:func:`plan` is the pure part: given the sites, their devices and the demo
+duration it says which device gets which incident when (a freezer door left
+open, a fire-like rise, a stuck probe, a device whose agent dies, a burst of
+malformed payloads), as offsets in seconds from the start. :class:`DemoFleet`
+plays it: one :class:`~edge_agent.simulate.FleetSimulator` per site writes the
+fake w1 trees, one real :class:`~edge_agent.app.EdgeAgent` per device reads
+them (in this process, one thread each), except the device that goes offline:
+its agent is a subprocess (``python -m edge_agent run``) so that it can be
+killed with SIGKILL (the broker then publishes its last will, the retained
+``offline`` status) and started again later (it replays its outbox).
+
+>>> p = plan({"s1": ["s1-d01", "s1-d02", "s1-d03"], "s2": ["s2-d01", "s2-d02"],
+...           "s3": ["s3-d01", "s3-d02"]}, 100.0)
+>>> for i in p.incidents:
+...     print(i.kind, i.device_id, i.start_s, i.duration_s)
+door_open s1-d03 20.0 30.0
+stuck s2-d01 20.0 60.0
+fire s3-d01 35.0 20.0
+>>> p.offline_device, p.offline_at_s, p.online_at_s, p.malformed_device, p.malformed_at_s
+('s3-d02', 45.0, 70.0, 's2-d02', 55.0)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DemoFleet", "FleetPlan", "PlannedIncident", "SiteKind", "plan"]
+
+log = logging.getLogger(__name__)
+
+#: Sites in order: freezers, cold rooms, ambient rooms (base temperatures in °C).
+SiteKind = tuple[str, float]
+SITE_KINDS: tuple[SiteKind, ...] = (("freezer", -20.0), ("cold_room", 4.0), ("ambient", 21.0))
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedIncident:
+    """A simulator incident on one device (offsets in seconds from the start)."""
+
+    kind: str
+    device_id: str
+    site: str
+    start_s: float
+    duration_s: float
+    magnitude_c: float
+
+    @property
+    def label_end_s(self) -> float:
+        """When the ground truth says it is over (a freezer needs as long again to recover)."""
+        tail = self.duration_s if self.kind == "door_open" else 0.0
+        return self.start_s + self.duration_s + tail
+
+
+@dataclass(frozen=True, slots=True)
+class FleetPlan:
+    """What happens when, for one demo run."""
+
+    sites: Mapping[str, Sequence[str]]
+    base_c: Mapping[str, float]
+    duration_s: float
+    incidents: tuple[PlannedIncident, ...]
+    offline_device: str
+    offline_at_s: float
+    online_at_s: float
+    malformed_device: str
+    malformed_at_s: float
+    #: The edge reports a probe as ``stuck`` after this many identical readings.
+    stuck_after: int = 10
+    devices: tuple[str, ...] = field(default=())
+
+    def site_of(self, device_id: str) -> str:
+        for site, devs in self.sites.items():
+            if device_id in devs:
+                return site
+        raise KeyError(device_id)
+
+
+def plan(sites: Mapping[str, Sequence[str]], duration_s: float) -> FleetPlan:
+    """The incident script for ``sites`` (at least 3 sites of 2 devices) over ``duration_s``.
+
+    Sites get, in order, freezer (-20 °C), cold-room (4 °C) and ambient (21 °C)
+    temperatures. The freezer failure hits site 1, the stuck probe site 2, the
+    fire and the offline agent the last site, the malformed burst is published
+    under the last device of site 2.
+    """
+    names = list(sites)
+    if len(names) < 3 or any(len(sites[s]) < 2 for s in names):
+        raise ValueError("the demo plan needs at least 3 sites of 2 devices")
+    d = float(duration_s)
+    freezer, cold, hot = names[0], names[1], names[-1]
+
+    def at(fraction: float) -> float:
+        return round(fraction * d, 3)
+
+    def pick(site: str, i: int) -> str:
+        devs = sites[site]
+        return devs[i % len(devs)]
+
+    offline = sites[hot][-1]
+    fire_dev = pick(hot, 4)
+    if fire_dev == offline:
+        fire_dev = sites[hot][0]
+    stuck_dev = pick(cold, 6)
+    malformed = sites[cold][-1]
+    if malformed == stuck_dev:
+        stuck_dev = sites[cold][0]
+    incidents = (
+        PlannedIncident("door_open", pick(freezer, 2), freezer, at(0.2), at(0.3), 25.0),
+        PlannedIncident("stuck", stuck_dev, cold, at(0.2), at(0.6), 0.0),
+        PlannedIncident("fire", fire_dev, hot, at(0.35), at(0.2), 40.0),
+    )
+    base = {s: SITE_KINDS[min(i, 2)][1] for i, s in enumerate(names)}
+    base[hot] = SITE_KINDS[2][1]
+    return FleetPlan(
+        sites={s: tuple(v) for s, v in sites.items()},
+        base_c=base,
+        duration_s=d,
+        incidents=incidents,
+        offline_device=offline,
+        offline_at_s=at(0.45),
+        online_at_s=at(0.7),
+        malformed_device=malformed,
+        malformed_at_s=at(0.55),
+        devices=tuple(dev for devs in sites.values() for dev in devs),
+    )
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+class DemoFleet:
+    """Plays a :class:`FleetPlan`: simulators, agents, the killable agent subprocess."""
+
+    def __init__(
+        self,
+        fleet_plan: FleetPlan,
+        *,
+        run_dir: Path,
+        w1_dir: Path,
+        mqtt: Mapping[str, Any],
+        run_id: str,
+        interval_s: float = 1.0,
+    ) -> None:
+        from edge_agent.simulate import Fleet, FleetSimulator, Incident, Scenario
+
+        self.plan = fleet_plan
+        self.run_dir = run_dir
+        self.w1_dir = w1_dir
+        self.mqtt = mqtt
+        self.run_id = run_id
+        self.interval_s = interval_s
+        self.sims: list[Any] = []
+        for i, (site, devs) in enumerate(fleet_plan.sites.items()):
+            incs = [
+                Incident(
+                    kind=p.kind,  # type: ignore[arg-type]
+                    start_s=p.start_s,
+                    duration_s=p.duration_s,
+                    device=list(devs).index(p.device_id),
+                    sensor=0,
+                    magnitude_c=p.magnitude_c,
+                )
+                for p in fleet_plan.incidents
+                if p.site == site
+            ]
+            sc = Scenario(
+                seed=1000 + i,
+                interval_s=interval_s,
+                duration_s=fleet_plan.duration_s,
+                fleet=Fleet(
+                    devices=len(devs),
+                    site=site,
+                    sensors_per_device=1,
+                    base_c=fleet_plan.base_c[site],
+                    noise_c=0.1,
+                    base_spread_c=0.3,
+                ),
+                incident=incs,
+            )
+            sim = FleetSimulator(sc)
+            # The simulator numbers devices <prefix>001; the demo fleet has the MQTT users' names.
+            sim.devices = [
+                replace(d, device_id=dev) for d, dev in zip(sim.devices, devs, strict=True)
+            ]
+            self.sims.append(sim)
+        self.agents: dict[str, Any] = {}
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._sim_stop = threading.Event()
+        self._sim_thread: threading.Thread | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.steps_written = 0
+        self.configs: dict[str, Any] = {}
+
+    # Configuration -----------------------------------------------------------------
+    def state_dir(self, device_id: str) -> Path:
+        return self.run_dir / "edge" / device_id
+
+    def outbox_paths(self) -> dict[str, Path]:
+        return {dev: self.configs[dev].outbox_path for dev in self.plan.devices}
+
+    def _config(self, device_id: str) -> Any:
+        from edge_agent.config import (
+            DetectorSection,
+            DeviceSection,
+            EdgeConfig,
+            GpioSection,
+            MqttSection,
+            OutboxSection,
+            SamplingSection,
+            SensorsSection,
+        )
+
+        users: Mapping[str, str] = self.mqtt["users"]
+        pw_file = self.run_dir / "edge" / f"{device_id}.password"
+        pw_file.parent.mkdir(parents=True, exist_ok=True)
+        pw_file.write_text(users[device_id] + "\n", encoding="utf-8")
+        pw_file.chmod(0o600)
+        cfg = EdgeConfig(
+            device=DeviceSection(
+                device_id=device_id,
+                site=self.plan.site_of(device_id),
+                state_dir=str(self.state_dir(device_id)),
+            ),
+            sensors=SensorsSection(
+                w1_root=str(self.w1_dir / device_id),
+                stuck_after=self.plan.stuck_after,
+            ),
+            sampling=SamplingSection(interval_s=self.interval_s),
+            detector=DetectorSection(name="zscore", params={"warmup": 20}),
+            gpio=GpioSection(enabled=False, pin_factory="mock"),
+            outbox=OutboxSection(flush_timeout_s=15.0),
+            mqtt=MqttSection(
+                host=str(self.mqtt["host"]),
+                port=int(self.mqtt["port"]),
+                username=device_id,
+                password_file=str(pw_file),
+                client_id=f"tw-edge-{device_id}-{self.run_id}",
+                session_expiry_s=600,
+            ),
+        )
+        problems = cfg.validate()
+        if problems:
+            raise ValueError("; ".join(problems))
+        return cfg
+
+    # Lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        """Write step 0, start every agent, then the simulator clock."""
+        from edge_agent.app import EdgeAgent
+
+        self.w1_dir.mkdir(parents=True, exist_ok=True)
+        for sim in self.sims:
+            for dev in sim.devices:
+                (self.w1_dir / dev.device_id / "w1_bus_master1").mkdir(parents=True, exist_ok=True)
+            sim.write_step(self.w1_dir, 0)
+        for dev in self.plan.devices:
+            self.configs[dev] = self._config(dev)
+        for dev in self.plan.devices:
+            if dev == self.plan.offline_device:
+                self.start_subprocess_agent()
+                continue
+            agent = EdgeAgent(self.configs[dev])
+            agent.start()
+            self.agents[dev] = agent
+            t = threading.Thread(target=agent.run, args=(self._stop,), name=f"agent-{dev}")
+            t.start()
+            self._threads.append(t)
+        self._sim_thread = threading.Thread(target=self._simulate, name="simulator", daemon=True)
+        self._sim_thread.start()
+
+    def _simulate(self) -> None:
+        t0 = time.monotonic()
+        step = 1
+        while not self._sim_stop.is_set():
+            delay = t0 + step * self.interval_s - time.monotonic()
+            if delay > 0 and self._sim_stop.wait(delay):
+                return
+            for sim in self.sims:
+                sim.write_step(self.w1_dir, step)
+            self.steps_written = step
+            step += 1
+
+    def _subprocess_config_file(self, device_id: str) -> Path:
+        import msgspec
+        import tomli_w
+
+        path = self.run_dir / "edge" / f"{device_id}.toml"
+        data = _drop_none(msgspec.to_builtins(self.configs[device_id]))
+        path.write_text(tomli_w.dumps(data), encoding="utf-8")
+        return path
+
+    def start_subprocess_agent(self) -> None:
+        """(Re)start the agent of the device that goes offline, as its own process."""
+        dev = self.plan.offline_device
+        cfg_file = self._subprocess_config_file(dev)
+        log_file = self.run_dir / "logs" / f"edge-{dev}.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "ab") as out:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "edge_agent", "run", "-c", str(cfg_file)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "GPIOZERO_PIN_FACTORY": "mock"},
+            )
+        log.info("event=agent_process_started device=%s pid=%d", dev, self._proc.pid)
+
+    def kill_subprocess_agent(self) -> None:
+        """SIGKILL: no clean goodbye, so the broker publishes the last will (offline)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGKILL)
+            self._proc.wait(30)
+            log.info("event=agent_process_killed device=%s", self.plan.offline_device)
+
+    def subprocess_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self) -> None:
+        """Stop the clock, then every agent cleanly (each flushes its outbox first)."""
+        self._sim_stop.set()
+        if self._sim_thread is not None:
+            self._sim_thread.join(10)
+        self._stop.set()
+        for t in self._threads:
+            t.join(60)
+        for agent in self.agents.values():
+            agent.shutdown()
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(10)
+
+    def restart_offline_if_needed(self) -> None:
+        """Make sure the offline device's agent runs (so its outbox is replayed)."""
+        if not self.subprocess_running():
+            self.start_subprocess_agent()
