@@ -491,17 +491,27 @@ class FleetRules:
         return changes
 
     def on_status(self, st: DeviceStatus, *, now_ms: int) -> list[AlertChange]:
-        """Device offline (last will) opens an alert; online resolves it."""
+        """Device offline (last will) opens an alert; online resolves it.
+
+        A last will is composed when the device connects, so it carries the
+        same ``ts`` as the ``online`` status of that connection, yet it always
+        comes after it: an offline status that ties with the online status
+        before it is ordered one millisecond later (deterministically, so a
+        replay gives the same alert).
+        """
         d = self._device(st.device_id, st.site)
-        if st.ts < d.status_ts:
-            return []  # an older status overtaken by a newer one
-        d.status_ts = st.ts
-        late = self._is_late(st.ts, now_ms)
         offline = st.state is DeviceState.OFFLINE
+        ts = st.ts
+        if offline and ts == d.status_ts and not d.offline:
+            ts += 1
+        if ts < d.status_ts:
+            return []  # an older status overtaken by a newer one
+        d.status_ts = ts
+        late = self._is_late(ts, now_ms)
         d.offline = offline
         if offline:
             msg = f"device offline: {st.reason}" if st.reason else "device offline"
-            sig = self._sig(d, Rule.OFFLINE, True, st.ts, message=msg)
+            sig = self._sig(d, Rule.OFFLINE, True, ts, message=msg)
         else:
             sig = self._sig(d, Rule.OFFLINE, False, st.ts, message="device back online")
             d.last_seen_ms = now_ms  # give it stale_after_s to send a reading

@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+from edge_agent import detect_nab
 from telemetry_contract import AlertState, EdgeAlertKind, Quality, Severity
 
 __all__ = [
@@ -146,6 +147,9 @@ class HSTModel:
 #: name -> default parameters (``threshold`` and ``warmup`` are common to all).
 DETECTORS: Final[dict[str, dict[str, Param]]] = {
     "zscore": {"threshold": 6.0, "warmup": 30, "alpha": 0.01, "min_std": 0.1},
+    # Pattern-novelty detector scored on NAB (docs/benchmarks.md). 0.9 is the
+    # swept threshold for an agent that does not learn the points it flags.
+    "context": {**detect_nab.NAB_DEFAULTS, "threshold": 0.9},
     "hst": {
         "threshold": 0.9,
         "warmup": 200,
@@ -197,6 +201,8 @@ def check_detector(name: str, params: Mapping[str, Param]) -> dict[str, Param]:
 
 
 def _build(name: str, p: Mapping[str, Param]) -> Model:
+    if name == "context":
+        return detect_nab.build_model(detect_nab.check_params(p))
     if name == "zscore":
         return ZScoreModel(float(p["alpha"]), float(p["min_std"]))
     return HSTModel(

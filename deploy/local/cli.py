@@ -13,11 +13,19 @@ import sys
 import time
 from typing import Any
 
-from deploy.local.stack import DEFAULT_HEALTH_TIMEOUT, SERVICES, LocalStack, StackError
+from deploy.local.stack import (
+    DEFAULT_HEALTH_TIMEOUT,
+    OPTIONAL_SERVICES,
+    SERVICES,
+    LocalStack,
+    StackError,
+)
 
 __all__ = ["EXIT_SOME_DOWN", "register"]
 
 EXIT_SOME_DOWN = 3
+_CHOICES = (*SERVICES, *OPTIONAL_SERVICES)
+_OPTIONAL_HELP = f"; optional, only when named: {', '.join(OPTIONAL_SERVICES)}"
 
 
 def register(subparsers: Any) -> None:
@@ -38,7 +46,7 @@ def register(subparsers: Any) -> None:
         "services",
         nargs="*",
         metavar="SERVICE",
-        help=f"any of {', '.join(SERVICES)} (default: all)",
+        help=f"any of {', '.join(SERVICES)} (default: these){_OPTIONAL_HELP}",
     )
     up.add_argument(
         "--timeout",
@@ -53,7 +61,7 @@ def register(subparsers: Any) -> None:
         "services",
         nargs="*",
         metavar="SERVICE",
-        help=f"any of {', '.join(SERVICES)} (default: all)",
+        help=f"any of {', '.join(_CHOICES)} (default: all that run)",
     )
     down.add_argument(
         "--timeout", type=float, default=45.0, help="seconds before SIGKILL (default: %(default)s)"
@@ -61,6 +69,13 @@ def register(subparsers: Any) -> None:
     down.set_defaults(func=_down)
 
     status = actions.add_parser("status", help="state, address and pid of each service")
+    status.add_argument(
+        "services",
+        nargs="*",
+        metavar="SERVICE",
+        help=f"any of {', '.join(_CHOICES)} (default: {', '.join(SERVICES)}; "
+        "the text output also lists the optional ones)",
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=_status)
 
@@ -68,9 +83,9 @@ def register(subparsers: Any) -> None:
     logs.add_argument(
         "service",
         nargs="?",
-        choices=SERVICES,
+        choices=_CHOICES,
         metavar="SERVICE",
-        help=f"one of {', '.join(SERVICES)} (default: all)",
+        help=f"one of {', '.join(_CHOICES)} (default: {', '.join(SERVICES)})",
     )
     logs.add_argument("-n", "--lines", type=int, default=50, help="lines (default: 50)")
     logs.set_defaults(func=_logs)
@@ -96,10 +111,10 @@ def _up(args: argparse.Namespace) -> int:
         result = stack.up(args.services or None, timeout=args.timeout)
     except StackError as exc:
         return _error(str(exc))
-    status = stack.status()
+    status = stack.status(result)
     for name, what in result.items():
         entry = status[name]
-        print(f"{name:<10} {what:<8} {entry['host']}:{entry['port']}  pid {entry['pid']}")
+        print(f"{name:<13} {what:<8} {entry['host']}:{entry['port']}  pid {entry['pid']}")
     print(f"up in {time.monotonic() - started:.1f}s (stack dir {stack.root})")
     return 0
 
@@ -112,26 +127,33 @@ def _down(args: argparse.Namespace) -> int:
     except StackError as exc:
         return _error(str(exc))
     for name, what in result.items():
-        print(f"{name:<10} {what}")
+        print(f"{name:<13} {what}")
     print(f"down in {time.monotonic() - started:.1f}s")
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
     stack = LocalStack()
-    status = stack.status()
+    try:
+        status = stack.status(args.services or None)
+    except StackError as exc:
+        return _error(str(exc))
+    # The exit code is about the services asked for (the default ones), never
+    # about an optional service that was not asked for.
     all_up = all(entry["pid"] is not None for entry in status.values())
     if args.json:
         print(json.dumps(status))
     else:
+        if not args.services:
+            status.update(stack.status(OPTIONAL_SERVICES))
         for name, entry in status.items():
             if entry["pid"] is None:
-                state = "down"
+                state = "off" if name in OPTIONAL_SERVICES and not args.services else "down"
             else:
                 state = "up" if stack.is_healthy(name) else "unhealthy"
             address = entry.get("url") or f"{entry['host']}:{entry['port']}"
             pid = entry["pid"] if entry["pid"] is not None else "-"
-            print(f"{name:<10} {state:<9} {address:<24} pid {pid}")
+            print(f"{name:<13} {state:<9} {address:<24} pid {pid}")
     return 0 if all_up else EXIT_SOME_DOWN
 
 

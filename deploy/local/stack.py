@@ -1,12 +1,16 @@
 """The thermowatch local stack: Mosquitto, Kafka (KRaft) and OpenSearch as plain processes.
 
+Optional, started only when named: a real Elasticsearch 8 (``up(["elasticsearch"])``).
+
 Everything listens on 127.0.0.1 on non-default ports, runs detached from the
 caller (its own session, output appended to ``<stack>/logs/<svc>.log``) and
 keeps its data under ``<stack>/data/<svc>/`` across ``down``/``up``.
 
-What gets installed when missing: Mosquitto (apt, when root) and the Java
+What gets installed when missing: Mosquitto (apt, when root), the Java
 classpaths of Kafka and OpenSearch (``mvn copy-dependencies`` of the pinned
-poms under ``deploy/local/maven/`` into the cache directory).
+poms under ``deploy/local/maven/`` into the cache directory) and, for
+Elasticsearch, its integration-test distribution from Maven Central unzipped
+into the cache.
 
 Example (needs the real services, so not run as a doctest)::
 
@@ -28,6 +32,7 @@ import hashlib
 import json
 import logging
 import os
+import pwd
 import secrets
 import shutil
 import signal
@@ -39,6 +44,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +53,7 @@ from typing import Any, Final
 __all__ = [
     "CACHE_DIR_ENV",
     "DEFAULT_HEALTH_TIMEOUT",
+    "OPTIONAL_SERVICES",
     "SERVICES",
     "STACK_DIR_ENV",
     "LocalStack",
@@ -57,11 +64,18 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SERVICES: Final[tuple[str, ...]] = ("mosquitto", "kafka", "search")
+#: Started, stopped and shown only when named (``stack up elasticsearch``);
+#: ``down`` with no names stops them too when they run.
+OPTIONAL_SERVICES: Final[tuple[str, ...]] = ("elasticsearch",)
+_KNOWN: Final = (*SERVICES, *OPTIONAL_SERVICES)
 STACK_DIR_ENV: Final = "THERMOWATCH_STACK_DIR"
 CACHE_DIR_ENV: Final = "THERMOWATCH_CACHE_DIR"
 MQTT_PORT_ENV: Final = "THERMOWATCH_MQTT_PORT"
 KAFKA_PORT_ENV: Final = "THERMOWATCH_KAFKA_PORT"
 SEARCH_PORT_ENV: Final = "THERMOWATCH_SEARCH_PORT"
+ELASTIC_PORT_ENV: Final = "THERMOWATCH_ELASTIC_PORT"
+#: The JDK Elasticsearch runs on (default: the one of ``java`` on PATH).
+ELASTIC_JAVA_HOME_ENV: Final = "THERMOWATCH_ES_JAVA_HOME"
 DEFAULT_HEALTH_TIMEOUT: Final = 120.0
 DEFAULT_STOP_TIMEOUT: Final = 45.0
 
@@ -69,11 +83,26 @@ HOST: Final = "127.0.0.1"
 DEFAULT_MQTT_PORT: Final = 18830
 DEFAULT_KAFKA_PORT: Final = 19092
 DEFAULT_SEARCH_PORT: Final = 19200
+DEFAULT_ELASTIC_PORT: Final = 19201
 
 MVN_DEPENDENCY_PLUGIN: Final = "org.apache.maven.plugins:maven-dependency-plugin:3.11.0"
 KAFKA_HEAP: Final = ("-Xms256m", "-Xmx1g")
 SEARCH_HEAP: Final = ("-Xms512m", "-Xmx1g")
 SEARCH_CLUSTER_NAME: Final = "thermowatch"
+ELASTIC_VERSION: Final = "8.19.21"
+# The only Elasticsearch distribution on Maven Central: the one its own
+# integration tests use (modules: transport-netty4, x-pack-core,
+# x-pack-security, apm; no ILM, no data streams, no rest-root).
+ELASTIC_ARTIFACT: Final = (
+    f"org.elasticsearch.distribution.integ-test-zip:elasticsearch:{ELASTIC_VERSION}:zip"
+)
+ELASTIC_HEAP: Final = "-Xms512m -Xmx1g"
+#: Elasticsearch refuses to run as root; as root it runs as this system user,
+#: and its distribution and data live under this directory instead of the
+#: cache and the stack dir, which sit in root's home (mode 0700 on Debian):
+#: like the Debian package's /usr/share/elasticsearch and /var/lib/elasticsearch.
+ELASTIC_USER: Final = "thermowatch-es"
+ELASTIC_SYSTEM_DIR: Final = Path("/var/lib/thermowatch-es")
 
 # Fixed service accounts; devices are added by demo_fleet() and add_mqtt_user().
 SERVICE_USERS: Final[tuple[str, ...]] = ("admin", "gateway", "processor")
@@ -86,6 +115,9 @@ _CMDLINE_MARKER: Final = {
     "mosquitto": b"mosquitto",
     "kafka": b"kafka.Kafka",
     "search": b"SearchLauncher",
+    # setpriv, env, the bin/elasticsearch script and the CLI JVM it execs (same
+    # pid) all carry the script path: -Dcli.script=<home>/bin/elasticsearch.
+    "elasticsearch": b"/bin/elasticsearch",
 }
 
 
@@ -235,6 +267,7 @@ class _Ports:
     mqtt: int
     kafka: int
     search: int
+    elastic: int
 
     @property
     def kafka_controller(self) -> int:
@@ -243,6 +276,10 @@ class _Ports:
     @property
     def search_transport(self) -> int:
         return self.search + 100
+
+    @property
+    def elastic_transport(self) -> int:
+        return self.elastic + 100
 
 
 class LocalStack:
@@ -261,6 +298,7 @@ class LocalStack:
         mqtt_port: int | None = None,
         kafka_port: int | None = None,
         search_port: int | None = None,
+        elastic_port: int | None = None,
     ) -> None:
         home = Path.home()
         self.root = (
@@ -278,6 +316,7 @@ class LocalStack:
             mqtt=mqtt_port or _env_port(MQTT_PORT_ENV, DEFAULT_MQTT_PORT),
             kafka=kafka_port or _env_port(KAFKA_PORT_ENV, DEFAULT_KAFKA_PORT),
             search=search_port or _env_port(SEARCH_PORT_ENV, DEFAULT_SEARCH_PORT),
+            elastic=elastic_port or _env_port(ELASTIC_PORT_ENV, DEFAULT_ELASTIC_PORT),
         )
         self._creds_lock = threading.Lock()
 
@@ -314,6 +353,7 @@ class LocalStack:
             "mosquitto": self._ports.mqtt,
             "kafka": self._ports.kafka,
             "search": self._ports.search,
+            "elasticsearch": self._ports.elastic,
         }[name]
 
     # ------------------------------------------------------------- public API
@@ -321,7 +361,8 @@ class LocalStack:
         """Where to reach each service, with the MQTT users and their passwords.
 
         ``{"mosquitto": {"host", "port", "users": {name: password}},
-        "kafka": {"host", "port", "bootstrap"}, "search": {"host", "port", "url"}}``
+        "kafka": {"host", "port", "bootstrap"}, "search": {"host", "port", "url"},
+        "elasticsearch": {"host", "port", "url"}}`` (the last one whether it runs or not).
         """
         return {
             "mosquitto": {"host": self.host, "port": self._ports.mqtt, "users": self.credentials()},
@@ -335,15 +376,21 @@ class LocalStack:
                 "port": self._ports.search,
                 "url": f"http://{self.host}:{self._ports.search}",
             },
+            "elasticsearch": {
+                "host": self.host,
+                "port": self._ports.elastic,
+                "url": f"http://{self.host}:{self._ports.elastic}",
+            },
         }
 
-    def status(self) -> dict[str, dict[str, Any]]:
+    def status(self, services: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
         """Each service's host, port and pid (None when not running); no health check.
 
-        Kafka also has ``bootstrap`` and search ``url``: the shape of ``status --json``.
+        Kafka also has ``bootstrap``, search and elasticsearch ``url``: the shape of
+        ``status --json``. The default services unless ``services`` names others.
         """
         out: dict[str, dict[str, Any]] = {}
-        for name in SERVICES:
+        for name in _check_names(services):
             entry: dict[str, Any] = {
                 "host": self.host,
                 "port": self.port(name),
@@ -351,8 +398,8 @@ class LocalStack:
             }
             if name == "kafka":
                 entry["bootstrap"] = f"{self.host}:{self._ports.kafka}"
-            elif name == "search":
-                entry["url"] = f"http://{self.host}:{self._ports.search}"
+            elif name in ("search", "elasticsearch"):
+                entry["url"] = f"http://{self.host}:{self.port(name)}"
             out[name] = entry
         return out
 
@@ -396,6 +443,8 @@ class LocalStack:
                 return self._mqtt_healthy(timeout)
             if name == "kafka":
                 return _kafka_healthy(f"{self.host}:{self._ports.kafka}", timeout)
+            if name == "elasticsearch":
+                return self._elastic_healthy(timeout)
             return self._search_healthy(timeout)
         except Exception as exc:  # a health probe reports, it never raises
             logger.debug("health probe failed service=%s error=%r", name, exc)
@@ -417,7 +466,7 @@ class LocalStack:
     def up(
         self, services: Iterable[str] | None = None, timeout: float = DEFAULT_HEALTH_TIMEOUT
     ) -> dict[str, str]:
-        """Start the services (all by default) and wait until each is healthy.
+        """Start the services (the default ones unless named) and wait until each is healthy.
 
         Idempotent: a healthy running service is left alone. Returns
         ``{service: "started" | "running"}``. Raises StackError on failure.
@@ -447,9 +496,12 @@ class LocalStack:
     ) -> dict[str, str]:
         """SIGTERM the services (all by default), SIGKILL after ``timeout``.
 
-        Idempotent. Returns ``{service: "stopped" | "not running"}``.
+        Idempotent. Returns ``{service: "stopped" | "not running"}``; with no
+        names, an optional service is included only when it runs.
         """
         names = _check_names(services)
+        if not services:
+            names += [n for n in OPTIONAL_SERVICES if self.service_pid(n) is not None]
         with self._lock():
             result: dict[str, str] = {}
             # Reverse order: consumers of a service go down before it.
@@ -604,6 +656,9 @@ class LocalStack:
             _apt_install("openjdk-17-jdk-headless")
         if name == "kafka":
             self._maven_libs("kafka")
+        elif name == "elasticsearch":
+            self._elastic_home()
+            self._elastic_user()
         else:
             self._maven_libs("opensearch")
             self._search_launcher_classes()
@@ -671,11 +726,15 @@ class LocalStack:
             argv = self._mosquitto_argv()
         elif name == "kafka":
             argv = self._kafka_argv()
+        elif name == "elasticsearch":
+            argv, env = self._elastic_argv()
+            self._spawn(name, argv, env)
+            return
         else:
             argv = self._search_argv()
         self._spawn(name, argv)
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = self.log_file(name)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         with log.open("ab") as fh:
@@ -687,7 +746,7 @@ class LocalStack:
             pid = os.posix_spawn(
                 argv[0],
                 argv,
-                dict(os.environ),
+                env if env is not None else dict(os.environ),
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                     (os.POSIX_SPAWN_DUP2, fd, 1),
@@ -904,6 +963,220 @@ class LocalStack:
             return False
         return body.get("status") in ("yellow", "green")
 
+    # elasticsearch --------------------------------------------------------------
+    def _elastic_home(self) -> Path:
+        """``<cache>/elasticsearch-<version>``: the distribution plus the root plugin.
+
+        Fetched with Maven and unzipped unless already complete for this
+        version and plugin source (a marker file records both).
+        """
+        parent = ELASTIC_SYSTEM_DIR if _is_root() else self.cache
+        home = parent / f"elasticsearch-{ELASTIC_VERSION}"
+        source = _HERE / "ElasticRootPlugin.java"
+        digest = f"{ELASTIC_VERSION} {_file_digest(source)}"
+        marker = home / ".thermowatch-complete"
+        if marker.exists() and marker.read_text(encoding="utf-8").strip() == digest:
+            return home
+        if _which("mvn") is None:
+            _apt_install("maven")
+        parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        staging = parent / f".elasticsearch.{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        argv = [
+            self._tool("mvn"),
+            "-q",
+            "-B",
+            f"{MVN_DEPENDENCY_PLUGIN}:copy",
+            f"-Dartifact={ELASTIC_ARTIFACT}",
+            f"-DoutputDirectory={staging}",
+        ]
+        if os.environ.get("THERMOWATCH_MAVEN_REPO"):
+            argv.append(f"-Dmaven.repo.local={os.environ['THERMOWATCH_MAVEN_REPO']}")
+        started = time.monotonic()
+        _run(argv, what="mvn copy (elasticsearch)")
+        archive = staging / f"elasticsearch-{ELASTIC_VERSION}.zip"
+        _unzip(archive, staging)
+        archive.unlink()
+        unpacked = staging / f"elasticsearch-{ELASTIC_VERSION}"
+        self._elastic_root_plugin(unpacked, source)
+        (unpacked / ".thermowatch-complete").write_text(digest + "\n", encoding="utf-8")
+        shutil.rmtree(home, ignore_errors=True)
+        unpacked.replace(home)
+        shutil.rmtree(staging, ignore_errors=True)
+        logger.info(
+            "fetched elasticsearch version=%s dir=%s seconds=%.1f",
+            ELASTIC_VERSION,
+            home,
+            time.monotonic() - started,
+        )
+        return home
+
+    def _elastic_root_plugin(self, home: Path, source: Path) -> None:
+        """Compile ElasticRootPlugin.java into ``<home>/plugins/thermowatch-root``."""
+        classes = home / ".thermowatch-root-classes"
+        classes.mkdir()
+        _run(
+            [
+                self._tool("javac"),
+                "-nowarn",
+                "--release",
+                "17",
+                "-d",
+                str(classes),
+                "-cp",
+                f"{home}/lib/*",
+                str(source),
+            ],
+            what="javac ElasticRootPlugin",
+        )
+        plugin = home / "plugins" / "thermowatch-root"
+        plugin.mkdir(parents=True)
+        with zipfile.ZipFile(plugin / "thermowatch-root.jar", "w") as jar:
+            for path in sorted(classes.glob("*.class")):
+                jar.write(path, path.name)
+        (plugin / "plugin-descriptor.properties").write_text(
+            "description=thermowatch: GET / (the distribution has no rest-root module)\n"
+            f"version={ELASTIC_VERSION}\n"
+            "name=thermowatch-root\n"
+            "classname=ElasticRootPlugin\n"
+            "java.version=17\n"
+            f"elasticsearch.version={ELASTIC_VERSION}\n",
+            encoding="utf-8",
+        )
+        shutil.rmtree(classes)
+
+    def _elastic_user(self) -> pwd.struct_passwd | None:
+        """The account Elasticsearch runs as when we are root (created once), else None.
+
+        Elasticsearch refuses to start as root and has no switch to allow it.
+        """
+        if not _is_root():
+            return None
+        try:
+            return pwd.getpwnam(ELASTIC_USER)
+        except KeyError:
+            pass
+        _run(
+            [
+                self._tool("useradd"),
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--home-dir",
+                str(ELASTIC_SYSTEM_DIR),
+                "--shell",
+                "/usr/sbin/nologin",
+                ELASTIC_USER,
+            ],
+            what=f"useradd {ELASTIC_USER}",
+        )
+        return pwd.getpwnam(ELASTIC_USER)
+
+    def _java_home(self) -> str:
+        raw = os.environ.get(ELASTIC_JAVA_HOME_ENV)
+        if raw:
+            return raw
+        return str(Path(self._tool("java")).resolve().parent.parent)
+
+    def _elastic_base(self) -> Path:
+        """Config, data, logs and tmp of the node: ``<stack>/data/elasticsearch``,
+        or as root a directory of the service user that this path links to."""
+        link = self.data_dir("elasticsearch")
+        if not _is_root():
+            return link
+        stack_id = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        base = ELASTIC_SYSTEM_DIR / f"stack-{stack_id}"
+        base.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                link.rmdir()  # an empty directory left by an earlier layout
+            link.symlink_to(base)
+        return base
+
+    def _elastic_argv(self) -> tuple[list[str], dict[str, str]]:
+        home = self._elastic_home()
+        base = self._elastic_base()
+        config, data, logs, tmp = (base / d for d in ("config", "data", "logs", "tmp"))
+        for folder in (config, data, logs, tmp):
+            folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(home / "config" / "log4j2.properties", config / "log4j2.properties")
+        # The distribution's jvm.options, with its relative file paths (resolved
+        # against the working directory, which is the caller's) made absolute.
+        options = (home / "config" / "jvm.options").read_text(encoding="utf-8")
+        options = options.replace("file=gc.log:", f"file={logs}/gc.log:")
+        options = options.replace("-XX:ErrorFile=hs_err", f"-XX:ErrorFile={logs}/hs_err")
+        (config / "jvm.options").write_text(options, encoding="utf-8")
+        (config / "jvm.options.d").mkdir(exist_ok=True)
+        settings = {
+            "cluster.name": f"{SEARCH_CLUSTER_NAME}-es",
+            "node.name": "thermowatch-es",
+            "network.host": self.host,
+            "http.port": self._ports.elastic,
+            "transport.port": self._ports.elastic_transport,
+            "discovery.type": "single-node",
+            "path.data": data,
+            "path.logs": logs,
+            "cluster.routing.allocation.disk.threshold_enabled": "false",
+        }
+        if (home / "modules" / "x-pack-security").is_dir():
+            settings["xpack.security.enabled"] = "false"
+        (config / "elasticsearch.yml").write_text(
+            "# written by deploy/local/stack.py (_elastic_argv) at every start\n"
+            + "".join(f"{k}: {json.dumps(str(v))}\n" for k, v in settings.items()),
+            encoding="utf-8",
+        )
+        env = dict(
+            os.environ,
+            ES_PATH_CONF=str(config),
+            ES_JAVA_HOME=self._java_home(),
+            ES_JAVA_OPTS=ELASTIC_HEAP,
+            ES_TMPDIR=str(tmp),
+        )
+        env.pop("JAVA_HOME", None)  # the script only warns that it ignores it
+        argv = [self._tool("env"), "-C", str(base), str(home / "bin" / "elasticsearch")]
+        user = self._elastic_user()
+        if user is None:
+            return argv, env
+        # What the node creates is its own already; this covers what we wrote.
+        for path in (base, tmp, data, logs, config, *config.iterdir()):
+            os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
+        setpriv = [
+            self._tool("setpriv"),
+            f"--reuid={user.pw_uid}",
+            f"--regid={user.pw_gid}",
+            "--init-groups",
+            "--",
+        ]
+        return [*setpriv, *argv], env
+
+    def _elastic_healthy(self, timeout: float) -> bool:
+        """Cluster health yellow/green and elasticsearch-py's ``info()`` (which
+        also checks that the server says it is Elasticsearch)."""
+        if not _port_open(self.host, self._ports.elastic, timeout=min(timeout, 1.0)):
+            return False
+        from elasticsearch import Elasticsearch
+
+        client = Elasticsearch(
+            f"http://{self.host}:{self._ports.elastic}", request_timeout=timeout, max_retries=0
+        )
+        try:
+            client.info()
+            health = client.cluster.health()
+        finally:
+            client.close()
+        return health.get("status") in ("yellow", "green")
+
+
+def _unzip(archive: Path, dest: Path) -> None:
+    """Extract ``archive`` into ``dest`` keeping the Unix modes (zipfile drops them)."""
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            path = Path(zf.extract(info, dest))
+            mode = (info.external_attr >> 16) & 0o777
+            if mode and not info.is_dir():
+                path.chmod(mode)
+
 
 def _kafka_cluster_id() -> str:
     """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding.
@@ -946,13 +1219,18 @@ def _kafka_healthy(bootstrap: str, timeout: float) -> bool:
 
 
 def _check_names(services: Iterable[str] | None) -> list[str]:
+    """The named services in start order; the default ones (never the optional) when none.
+
+    >>> _check_names(None), _check_names(["elasticsearch", "kafka"])
+    (['mosquitto', 'kafka', 'search'], ['kafka', 'elasticsearch'])
+    """
     if services is None:
         return list(SERVICES)
     names = list(dict.fromkeys(services))
     if not names:
         return list(SERVICES)
-    unknown = [n for n in names if n not in SERVICES]
+    unknown = [n for n in names if n not in _KNOWN]
     if unknown:
-        raise StackError(f"unknown service(s) {', '.join(unknown)}; known: {', '.join(SERVICES)}")
+        raise StackError(f"unknown service(s) {', '.join(unknown)}; known: {', '.join(_KNOWN)}")
     # Always in dependency order, whatever order was asked for.
-    return [n for n in SERVICES if n in names]
+    return [n for n in _KNOWN if n in names]

@@ -151,6 +151,30 @@ def test_device_offline_from_last_will_and_back_online() -> None:
     assert kinds(f.rules.on_status(on, now_ms=T0 + 700 * S)) == [("resolved", "device_offline")]
 
 
+def test_last_will_after_a_restart_opens_a_new_offline_alert() -> None:
+    # The will is composed at connect, so it carries the same ts as the online
+    # status of that connection, which resolved the previous offline alert.
+    f = Fleet(RulesConfig(stale_after_s=60))
+    f.reading(0, 4.0)
+    first = DeviceStatus(
+        device_id="d1", site="s1", ts=T0 + 10 * S, state=DeviceState.OFFLINE, reason="shutdown"
+    )
+    assert kinds(f.rules.on_status(first, now_ms=T0 + 10 * S)) == [("opened", "device_offline")]
+    online = DeviceStatus(device_id="d1", site="s1", ts=T0 + 20 * S, state=DeviceState.ONLINE)
+    resolved = f.rules.on_status(online, now_ms=T0 + 20 * S)
+    assert kinds(resolved) == [("resolved", "device_offline")]
+    will = DeviceStatus(
+        device_id="d1", site="s1", ts=T0 + 20 * S, state=DeviceState.OFFLINE, reason="lost"
+    )
+    changes = f.rules.on_status(will, now_ms=T0 + 90 * S)
+    assert kinds(changes) == [("opened", "device_offline")]
+    assert changes[0].alert.alert_id != resolved[0].alert.alert_id
+    # The same will delivered again changes nothing, and the next online resolves it.
+    assert f.rules.on_status(will, now_ms=T0 + 91 * S) == []
+    back = DeviceStatus(device_id="d1", site="s1", ts=T0 + 95 * S, state=DeviceState.ONLINE)
+    assert kinds(f.rules.on_status(back, now_ms=T0 + 95 * S)) == [("resolved", "device_offline")]
+
+
 def _site(f: Fleet, t: float, temps: dict[str, float]) -> list[AlertChange]:
     """One round of readings, then the per-batch tick that judges outliers."""
     out: list[AlertChange] = []
