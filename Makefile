@@ -4,7 +4,7 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: help deps demo demo-down test lint typecheck unit integration schemas bench-contract clean
+.PHONY: help deps demo demo-down test lint typecheck unit integration schemas bench-contract nab clean
 
 help:
 	@echo "make demo       run the full pipeline demo on a simulated fleet (installs what is missing)"
@@ -49,6 +49,11 @@ schemas:
 
 bench-contract:
 	taskset -c 0 $(PYTHON) benchmarks/contract/bench_decode.py --json benchmarks/contract/result.json
+
+# NAB detection-quality benchmark (issue 8): scores the agent's detector causally
+# over the 58 NAB series in ../shared/data/nab; see docs/benchmarks.md.
+nab:
+	$(PYTHON) -m benchmarks.nab.run --detector context
 
 clean:
 	rm -rf build *.egg-info .mypy_cache .ruff_cache .pytest_cache

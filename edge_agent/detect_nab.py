@@ -31,7 +31,7 @@ the agent's rule of not learning them (right for the z-score, whose alarm
 must stay on during a fault) only makes this model report the same pattern
 again. Scores lie in [0, 1]; the default ``threshold`` is the one the NAB
 sweep chose (``benchmarks/nab``; scores and how to reproduce them in
-``docs/benchmarks-nab.md``).
+``docs/benchmarks.md``).
 
 >>> m = build_model(check_params({}))
 >>> for i in range(300):

@@ -120,7 +120,16 @@ def decode(
         if ts > now + MAX_FUTURE_MS:
             _check_event_time(message, now)
     if topic is not None:
-        _check_topic(message, topic)
+        parts = parse_mqtt_topic(topic)
+        # Fast path; _check_topic re-checks and raises the precise error. A
+        # DeadLetter is never allowed on a topic, so the first test stops it
+        # before its (absent) device_id is read.
+        if (
+            type(message) not in parts.allowed
+            or message.device_id != parts.device_id  # type: ignore[union-attr]
+            or message.site != parts.site  # type: ignore[union-attr]
+        ):
+            _check_topic(message, topic)
     return message
 
 

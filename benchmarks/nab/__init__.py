@@ -1,4 +1,4 @@
 """NAB (Numenta Anomaly Benchmark) scoring and the runner for the edge agent's detectors.
 
-See ``docs/benchmarks-nab.md``; run with ``python -m benchmarks.nab.run``.
+See ``docs/benchmarks.md``; run with ``python -m benchmarks.nab.run``.
 """
