@@ -147,7 +147,12 @@ class Processor:
             on_state=lambda up: m.search_up.set(1 if up else 0),
         )
         if cfg.http.enabled:
-            self._http = HealthServer(m, lambda: self.ready, cfg.http.host, cfg.http.port)
+            self._http = HealthServer(
+                cfg.http.host,
+                cfg.http.port,
+                m.render,
+                lambda: (self.ready, "ready" if self.ready else "not ready"),
+            )
             await self._http.start()
         info = await self.storage.ensure_schema()
         version = info.get("version", {})

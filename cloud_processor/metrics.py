@@ -8,12 +8,11 @@ and the consumer has joined its group.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from thermowatch.health import HealthServer
 
 __all__ = ["HealthServer", "Metrics"]
 
@@ -67,63 +66,3 @@ class Metrics:
     def render(self) -> bytes:
         """Text exposition format."""
         return generate_latest(self.registry)
-
-
-class HealthServer:
-    """A minimal asyncio HTTP server for metrics and probes."""
-
-    def __init__(self, metrics: Metrics, ready: Callable[[], bool], host: str, port: int) -> None:
-        self._metrics = metrics
-        self._ready = ready
-        self._host = host
-        self._port = port
-        self._server: asyncio.Server | None = None
-
-    @property
-    def port(self) -> int:
-        """The bound port (useful with port 0)."""
-        if self._server is None or not self._server.sockets:
-            return self._port
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def start(self) -> None:
-        """Bind and serve in the background."""
-        self._server = await asyncio.start_server(self._handle, self._host, self._port)
-        log.info("event=http_listening host=%s port=%d", self._host, self.port)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            line = await asyncio.wait_for(reader.readline(), 10)
-            while (await asyncio.wait_for(reader.readline(), 10)) not in (b"\r\n", b"\n", b""):
-                pass
-            parts = line.decode("latin-1").split()
-            path = parts[1] if len(parts) > 1 else "/"
-            if path == "/metrics":
-                status, ctype, body = "200 OK", "text/plain; version=0.0.4", self._metrics.render()
-            elif path == "/healthz":
-                status, ctype, body = "200 OK", "text/plain", b"ok\n"
-            elif path == "/readyz":
-                ok = self._ready()
-                status = "200 OK" if ok else "503 Service Unavailable"
-                ctype, body = "text/plain", b"ready\n" if ok else b"not ready\n"
-            else:
-                status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
-            head = (
-                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            )
-            writer.write(head.encode() + body)
-            await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
-    async def close(self) -> None:
-        """Stop serving (idempotent)."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None

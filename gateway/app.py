@@ -97,7 +97,9 @@ class Gateway:
             cfg.mqtt.share_group,
         )
         if cfg.http.enabled:
-            self._health = HealthServer(cfg.http.host, cfg.http.port, self.metrics, self.readiness)
+            self._health = HealthServer(
+                cfg.http.host, cfg.http.port, self.metrics.render, self.readiness
+            )
             await self._health.start()
         self._sink = KafkaSink(cfg.kafka, self.topics, self.metrics, self._on_written)
         self._mqtt = MqttSource(

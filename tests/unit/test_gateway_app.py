@@ -192,7 +192,7 @@ async def test_health_endpoints() -> None:
     metrics = Metrics()
     metrics.received.labels("telemetry").inc(3)
     server = HealthServer(
-        "127.0.0.1", 0, metrics, lambda: (state["ready"], f"ready={state['ready']}")
+        "127.0.0.1", 0, metrics.render, lambda: (state["ready"], f"ready={state['ready']}")
     )
     await server.start()
     try:

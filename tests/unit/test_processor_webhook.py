@@ -112,7 +112,7 @@ async def _get(port: int, path: str) -> tuple[str, bytes]:
 async def test_metrics_health_and_readiness_endpoints() -> None:
     metrics = Metrics()
     ready = [False]
-    server = HealthServer(metrics, lambda: ready[0], "127.0.0.1", 0)
+    server = HealthServer("127.0.0.1", 0, metrics.render, lambda: (ready[0], "r"))
     await server.start()
     try:
         metrics.docs.labels("readings", "stored").inc(3)
