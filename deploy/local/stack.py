@@ -250,8 +250,9 @@ def _pid_alive(pid: int, marker: bytes) -> bool:
         cmdline = (proc / "cmdline").read_bytes()
     except OSError:
         return False
-    # Field 3 of /proc/<pid>/stat, after the ")" closing the command name.
-    state = stat.rpartition(")")[2].split()[:1]
+    # Fields 3 and 4 of /proc/<pid>/stat, after the ")" closing the command name.
+    fields = stat.rpartition(")")[2].split()
+    state = fields[:1]
     if state in (["Z"], ["X"]):
         # A killed JVM's main thread is a zombie while its other threads still
         # tear down, holding the listening sockets: alive until they are gone.
@@ -259,7 +260,11 @@ def _pid_alive(pid: int, marker: bytes) -> bool:
             return len(list((proc / "task").iterdir())) > 1
         except OSError:
             return False
-    return marker in cmdline
+    if marker in cmdline:
+        return True
+    # A child we just spawned may still be between exec steps (setpriv -> env ->
+    # script -> JVM) and not show the marker yet; a recycled pid is never our child.
+    return len(fields) > 1 and fields[1] == str(os.getpid())
 
 
 @dataclass(frozen=True)
