@@ -32,7 +32,7 @@ import msgspec
 from cloud_processor.aggregates import DirtyWindows
 from cloud_processor.config import ProcessorConfig, SearchSettings
 from cloud_processor.documents import Action, BulkItem, reading_doc, reading_id
-from cloud_processor.metrics import HealthServer, Metrics
+from cloud_processor.metrics import Metrics
 from cloud_processor.rules import AlertChange, FleetRules
 from cloud_processor.schema import IndexNames
 from cloud_processor.search import SearchBackend
@@ -50,6 +50,7 @@ from telemetry_contract import (
     kafka_key,
     kafka_topics,
 )
+from thermowatch.health import HealthServer
 
 __all__ = ["Processor", "make_backend"]
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics and the ``/metrics``, ``/healthz``, ``/readyz`` HTTP endpoint.
+"""Prometheus metrics of the processor (served by :mod:`thermowatch.health`).
 
 Each :class:`Metrics` owns its registry, so several processors (tests) can
 live in one interpreter. ``/healthz`` answers 200 while the run loop is alive;
@@ -8,15 +8,9 @@ and the consumer has joined its group.
 
 from __future__ import annotations
 
-import logging
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from thermowatch.health import HealthServer
-
-__all__ = ["HealthServer", "Metrics"]
-
-log = logging.getLogger(__name__)
+__all__ = ["Metrics"]
 
 
 class Metrics:

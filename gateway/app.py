@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 from gateway.bridge import KafkaRecord, bridge
 from gateway.config import GatewayConfig
-from gateway.health import HealthServer
 from gateway.kafka import KafkaSetupError, KafkaSink
 from gateway.metrics import Metrics
 from gateway.mqtt import Incoming, MqttSource
 from telemetry_contract import kafka_topics
+from thermowatch.health import HealthServer
 
 __all__ = ["Gateway"]
 

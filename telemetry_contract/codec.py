@@ -113,12 +113,11 @@ def decode(
             f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start} of a string)",
             field="payload",
         ) from None
-    # Inlined from _check_event_time for the hot path (readings).
-    ts: int | None = getattr(message, "ts", None)
+    ts: int | None = getattr(message, "ts", None)  # DeadLetter has none
     if ts is not None:
         now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
         if ts > now + MAX_FUTURE_MS:
-            _check_event_time(message, now)
+            raise _future(ts, now)
     if topic is not None:
         parts = parse_mqtt_topic(topic)
         # Fast path; _check_topic re-checks and raises the precise error. A
@@ -165,20 +164,15 @@ def _tag(cls: type[Any]) -> str:
     return str(msgspec.inspect.type_info(cls).tag)  # type: ignore[attr-defined]
 
 
-def _check_event_time(message: Message, now_ms: int | None) -> None:
-    ts: int | None = getattr(message, "ts", None)
-    if ts is None:
-        return
-    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    if ts > now + MAX_FUTURE_MS:
-        ahead = (ts - now) / 1000.0
-        when = datetime.fromtimestamp(ts / 1000, UTC).isoformat(timespec="milliseconds")
-        raise ContractError(
-            Reason.FUTURE_TIMESTAMP,
-            f"{ts} ({when}) is {ahead:.0f} s ahead of the receiver's clock "
-            f"(limit {MAX_FUTURE_MS // 1000} s)",
-            field="ts",
-        )
+def _future(ts: int, now: int) -> ContractError:
+    ahead = (ts - now) / 1000.0
+    when = datetime.fromtimestamp(ts / 1000, UTC).isoformat(timespec="milliseconds")
+    return ContractError(
+        Reason.FUTURE_TIMESTAMP,
+        f"{ts} ({when}) is {ahead:.0f} s ahead of the receiver's clock "
+        f"(limit {MAX_FUTURE_MS // 1000} s)",
+        field="ts",
+    )
 
 
 def _check_topic(message: Message, topic: str) -> None:

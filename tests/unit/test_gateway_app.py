@@ -14,9 +14,9 @@ import pytest
 from gateway.app import Gateway
 from gateway.bridge import KafkaRecord
 from gateway.config import GatewayConfig, GatewaySettings, HttpSettings
-from gateway.health import HealthServer
 from gateway.metrics import Metrics
 from gateway.mqtt import Incoming
+from thermowatch.health import HealthServer
 
 
 class FakeSink:

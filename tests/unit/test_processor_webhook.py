@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 
 from cloud_processor.config import WebhookSettings
-from cloud_processor.metrics import HealthServer, Metrics
+from cloud_processor.metrics import Metrics
 from cloud_processor.rules import Alert, AlertChange, AlertStatus, ChangeKind
 from cloud_processor.testing import WebhookReceiver
 from cloud_processor.webhook import TokenBucket, WebhookNotifier
 from telemetry_contract import Severity
+from thermowatch.health import HealthServer
 
 
 def change(version: int = 1, notify: bool = True) -> AlertChange:
