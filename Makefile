@@ -11,15 +11,22 @@ help:
 	@echo "make demo-down  stop the local stack the demo left running"
 	@echo "make test       lint, type check and every test tier (installs what is missing)"
 
-# Installs the Python package with every extra, and Mosquitto from Debian when it
-# is missing (as root). Kafka and OpenSearch jars come from Maven Central on first
-# `thermowatch stack up` (the test fixtures call it) and are cached.
+# Installs the Python package with every extra, and from Debian (as root) what
+# the tests drive for real: Mosquitto, headless Chromium + ChromeDriver (the web
+# view's browser test) and strace (the edge outbox's fsync-order test). Kafka and
+# OpenSearch jars come from Maven Central on first `thermowatch stack up` (the
+# test fixtures call it) and are cached.
+DEBIAN_TOOLS := /usr/sbin/mosquitto:mosquitto /usr/bin/mosquitto_pub:mosquitto-clients \
+	/usr/bin/chromium:chromium /usr/bin/chromedriver:chromium-driver /usr/bin/strace:strace
+
 deps:
 	$(PIP) install --quiet --disable-pip-version-check -e '.[dev]'
-	@if ! command -v mosquitto >/dev/null 2>&1 && [ -x /usr/sbin/mosquitto ]; then :; \
-	elif ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients; \
-	  else echo "mosquitto is missing: sudo apt-get install mosquitto mosquitto-clients"; exit 1; fi; \
+	@missing=""; for pair in $(DEBIAN_TOOLS); do \
+	  [ -x "$${pair%%:*}" ] || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing from Debian:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing Debian packages: sudo apt-get install$$missing"; exit 1; fi; \
 	fi
 
 demo: deps

@@ -28,6 +28,7 @@ _COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("cloud_processor.__main__", "processor", "cloud"),
     ("kibana.__main__", "kibana", "cloud"),
     ("thermowatch.demo", "demo", "dev"),
+    ("thermowatch.web.__main__", "web", "cloud"),
 )
 
 

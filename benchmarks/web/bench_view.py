@@ -1,0 +1,71 @@
+"""Micro-benchmark of the web view's core: readings folded per second, delta and snapshot cost.
+
+Run: ``python benchmarks/web/bench_view.py [--devices 100] [--readings 1000]``.
+No services needed; the end-to-end latency (alert published -> SSE event) is
+printed by ``pytest tests/integration/test_web_live.py -s``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import msgspec
+
+from telemetry_contract import Reading, encode
+from thermowatch.web.view import FleetView, fold_record
+
+T0 = 1_767_225_600_000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--devices", type=int, default=100)
+    parser.add_argument("--readings", type=int, default=1000, help="per device")
+    args = parser.parse_args()
+    view = FleetView(max_devices=args.devices)
+    names = [f"s{d // 10}-d{d % 10:02d}" for d in range(args.devices)]
+    records = [
+        encode(
+            Reading(
+                device_id=name,
+                sensor_id="host",
+                site=name.split("-")[0],
+                seq=i,
+                ts=T0 + i * 1000,
+                temp_c=4.0 + (i % 7) / 10,
+            )
+        )
+        for i in range(1, args.readings + 1)
+        for name in names
+    ]
+    start = time.perf_counter()
+    for rec in records:
+        fold_record(view, "telemetry", rec, now_ms=T0)
+    fold_s = time.perf_counter() - start
+    view.delta(T0)
+    for name in names:
+        view.add_reading(name, "s", 10**9, T0 + 10**7, 1.0, "ok")
+    start = time.perf_counter()
+    view.delta(T0 + 10**7)
+    delta_ms = (time.perf_counter() - start) * 1000
+    start = time.perf_counter()
+    body = msgspec.json.encode(view.snapshot(T0 + 10**7))
+    snapshot_ms = (time.perf_counter() - start) * 1000
+    print(
+        json.dumps(
+            {
+                "devices": args.devices,
+                "readings": len(records),
+                "readings_folded_per_s": round(len(records) / fold_s),
+                "delta_all_dirty_ms": round(delta_ms, 2),
+                "snapshot_ms": round(snapshot_ms, 2),
+                "snapshot_bytes": len(body),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Removing what old demo runs left behind: ``thermowatch demo clean``.
+
+Every ``thermowatch demo`` run works under names of its own (see
+:class:`thermowatch.demo.DemoRun`): Kafka topics ``demo.<run id>.*``, search
+indices and index templates ``demo-<run id>-*``, a run directory
+``<stack dir>/demo/<run id>/`` and a fake 1-Wire tree on ``/dev/shm``. They
+stay after the run so it can be explored (and accounted again), and would pile
+up run after run. The demo removes all but the newest run's leftovers when it
+starts; ``thermowatch demo clean [--keep N]`` does it on demand.
+
+Not removed: the processor's consumer group (``demo-processor-<run id>``) —
+aiokafka's admin client cannot delete groups, and Kafka expires an empty
+group's offsets by itself (``offsets.retention.minutes``, 7 days by default).
+
+The pure part chooses; the adapters list and delete:
+
+>>> runs = ["20261124101500ab12", "20261125093000cd34", "20261124235959ef56"]
+>>> stale_runs(runs, keep=1)
+['20261124101500ab12', '20261124235959ef56']
+>>> stale_runs(runs, keep=0)
+['20261124101500ab12', '20261124235959ef56', '20261125093000cd34']
+>>> owned_by("demo.20261124101500ab12.telemetry", "demo.", ".", ["20261124101500ab12"])
+'20261124101500ab12'
+>>> owned_by("demo.2026112410150.telemetry", "demo.", ".", ["20261124101500ab12"]) is None
+True
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CleanReport", "clean_demo_runs", "list_runs", "owned_by", "stale_runs"]
+
+log = logging.getLogger(__name__)
+
+#: A run id as :func:`thermowatch.demo.new_run` makes them: UTC time + 4 hex digits.
+RUN_ID = re.compile(r"^\d{14}[0-9a-f]{4}$")
+
+
+def stale_runs(run_ids: Iterable[str], keep: int) -> list[str]:
+    """The run ids to remove, oldest first: all but the ``keep`` newest.
+
+    Run ids start with their UTC start time, so their order is their age.
+
+    >>> stale_runs(["b", "a", "c"], keep=2)
+    ['a']
+    >>> stale_runs(["a"], keep=5)
+    []
+    """
+    if keep < 0:
+        raise ValueError(f"keep: must be 0 or more, got {keep}")
+    ordered = sorted(set(run_ids))
+    return ordered[: max(0, len(ordered) - keep)]
+
+
+def owned_by(name: str, head: str, sep: str, run_ids: Iterable[str]) -> str | None:
+    """The run id among ``run_ids`` that owns resource ``name``, if any.
+
+    A resource is owned by run ``r`` when its name is ``<head><r><sep>...``;
+    the separator after the id keeps ``...01`` from claiming ``...012``.
+
+    >>> owned_by("demo-20261124101500ab12-alerts", "demo-", "-", ["20261124101500ab12"])
+    '20261124101500ab12'
+    >>> owned_by("thermowatch-alerts", "demo-", "-", ["20261124101500ab12"]) is None
+    True
+    """
+    if not name.startswith(head):
+        return None
+    rest = name[len(head) :]
+    for rid in run_ids:
+        if rest.startswith(rid + sep):
+            return rid
+    return None
+
+
+def list_runs(stack_root: Path) -> list[str]:
+    """Run ids that have a run directory under ``<stack_root>/demo``."""
+    base = stack_root / "demo"
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if p.is_dir() and RUN_ID.match(p.name))
+
+
+@dataclass
+class CleanReport:
+    """What :func:`clean_demo_runs` removed."""
+
+    runs: list[str] = field(default_factory=list)
+    topics: list[str] = field(default_factory=list)
+    indices: list[str] = field(default_factory=list)
+    templates: list[str] = field(default_factory=list)
+    dirs: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+async def _delete_topics(bootstrap: str, run_ids: Sequence[str]) -> list[str]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if owned_by(t, "demo.", ".", run_ids)]
+        if names:
+            await admin.delete_topics(names, timeout_ms=15_000)
+        return sorted(names)
+    finally:
+        await admin.close()
+
+
+def _delete_search(url: str, run_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+    import requests
+
+    url = url.rstrip("/")
+    with requests.Session() as http:
+        # Names, not wildcards: Elasticsearch 8 refuses wildcard deletes
+        # (action.destructive_requires_name defaults to true).
+        resp = http.get(f"{url}/_cat/indices", params={"format": "json", "h": "index"}, timeout=15)
+        resp.raise_for_status()
+        indices = sorted(
+            row["index"] for row in resp.json() if owned_by(row["index"], "demo-", "-", run_ids)
+        )
+        for i in range(0, len(indices), 50):
+            http.delete(f"{url}/{','.join(indices[i : i + 50])}", timeout=30).raise_for_status()
+        resp = http.get(f"{url}/_index_template", timeout=15)
+        resp.raise_for_status()
+        templates = sorted(
+            t["name"]
+            for t in resp.json().get("index_templates", [])
+            if owned_by(t["name"], "demo-", "-", run_ids)
+        )
+        for name in templates:
+            http.delete(f"{url}/_index_template/{name}", timeout=15).raise_for_status()
+    return indices, templates
+
+
+def _remove_dirs(stack_root: Path, run_ids: Sequence[str]) -> list[str]:
+    removed = []
+    for rid in run_ids:
+        for path in (stack_root / "demo" / rid, Path("/dev/shm") / f"thermowatch-demo-{rid}"):  # noqa: S108 - our own tmpfs tree
+            if path.exists():
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(str(path))
+    return removed
+
+
+def clean_demo_runs(
+    stack_root: Path, endpoints: dict[str, dict[str, Any]], keep: int = 1
+) -> CleanReport:
+    """Remove the Kafka topics, indices, templates and files of all but ``keep`` runs.
+
+    Each kind of resource is cleaned on its own: a service that is down is
+    reported in ``errors`` and its leftovers stay for the next clean (the run
+    directory too, so the run is still known then).
+    """
+    report = CleanReport(runs=stale_runs(list_runs(stack_root), keep))
+    if not report.runs:
+        return report
+    try:
+        report.topics = asyncio.run(_delete_topics(endpoints["kafka"]["bootstrap"], report.runs))
+    except Exception as exc:  # report and go on with the other kinds
+        report.errors.append(f"kafka: {exc}")
+    try:
+        report.indices, report.templates = _delete_search(endpoints["search"]["url"], report.runs)
+    except Exception as exc:
+        report.errors.append(f"search: {exc}")
+    if not report.errors:
+        report.dirs = _remove_dirs(stack_root, report.runs)
+    log.info(
+        "demo clean runs=%d topics=%d indices=%d templates=%d errors=%d",
+        len(report.runs),
+        len(report.topics),
+        len(report.indices),
+        len(report.templates),
+        len(report.errors),
+    )
+    return report

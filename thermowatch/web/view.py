@@ -1,0 +1,490 @@
+"""The web view's pure core: fold readings, device status and alerts into a view.
+
+:class:`FleetView` holds what the page shows -- each device's recent readings
+(the sparkline), its last status message and the open alerts -- and turns it
+into JSON-ready dictionaries: a full :meth:`FleetView.snapshot` for a new page
+and a :meth:`FleetView.delta` of what changed since the previous delta for the
+open event streams. It does no I/O and reads no clock: callers pass ``now_ms``.
+
+Every input may arrive twice and in any order, because the same facts come
+from two places (the search server's documents and the Kafka topics):
+readings are kept once per ``(device, seq)``, a status older than the one held
+is ignored, and an alert change replaces the held one only if its ``version``
+is newer, so a replayed ``opened`` never reopens a resolved alert.
+
+A device is *offline* when its newest status says so (the MQTT last will; only
+a newer ``online`` status undoes it, as in the processor), when the processor
+holds a ``device_offline`` alert for it, or when it has sent no reading for
+``offline_after_s`` (event time of its newest reading).
+
+>>> v = FleetView(sparkline_points=3, offline_after_s=60)
+>>> t0 = 1_767_225_600_000
+>>> for seq, temp in enumerate([4.0, 4.5, 5.0, 5.5], start=1):
+...     _ = v.add_reading("s1-d01", "s1", seq, t0 + seq * 1000, temp, "ok")
+>>> d = v.snapshot(t0 + 5000)["devices"][0]
+>>> d["temp_c"], d["spark"], d["state"]
+(5.5, [4.5, 5.0, 5.5], 'online')
+>>> v.snapshot(t0 + 120_000)["devices"][0]["state"]      # silent for two minutes
+'offline'
+>>> v.on_alert({"alert_id": "a1", "device_id": "s1-d01", "site": "s1",
+...             "rule": "threshold_high", "severity": "critical", "status": "open",
+...             "version": 1, "opened_at": t0, "updated_at": t0,
+...             "message": "temp_c 9.5 >= 8.0"}, now_ms=t0)
+True
+>>> [a["alert_id"] for a in v.snapshot(t0)["alerts"]]
+['a1']
+>>> v.on_alert({"alert_id": "a1", "device_id": "s1-d01", "site": "s1", "rule": "threshold_high",
+...             "severity": "critical", "status": "resolved", "version": 2,
+...             "opened_at": t0, "updated_at": t0 + 9000}, now_ms=t0)
+True
+>>> v.snapshot(t0)["alerts"]
+[]
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgspec
+
+from telemetry_contract import ContractError, DeviceState, DeviceStatus, Reading, decode
+
+__all__ = ["AlertView", "FleetView", "alert_from_doc", "fold_record"]
+
+SEVERITY_RANK: Final = {"info": 0, "warning": 1, "critical": 2}
+OFFLINE_RULE: Final = "device_offline"
+#: Resolved alerts are remembered this long (so an older copy cannot reopen them).
+_TOMBSTONE_MS: Final = 3_600_000
+
+
+@dataclass(frozen=True, slots=True)
+class AlertView:
+    """The fields of an alert the page shows (from an alert document or change)."""
+
+    alert_id: str
+    device_id: str
+    site: str
+    rule: str
+    severity: str
+    status: str
+    version: int
+    opened_at: int
+    updated_at: int
+    message: str = ""
+    value: float | None = None
+    threshold: float | None = None
+    flapping: bool = False
+    late: bool = False
+    acknowledged: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dictionary (the page's alert row)."""
+        return {
+            "alert_id": self.alert_id,
+            "device_id": self.device_id,
+            "site": self.site,
+            "rule": self.rule,
+            "severity": self.severity,
+            "version": self.version,
+            "opened_at": self.opened_at,
+            "updated_at": self.updated_at,
+            "message": self.message,
+            "value": self.value,
+            "threshold": self.threshold,
+            "flapping": self.flapping,
+            "late": self.late,
+            "acknowledged": self.acknowledged,
+        }
+
+
+def alert_from_doc(doc: Mapping[str, Any]) -> AlertView | None:
+    """An :class:`AlertView` from an alerts-index document or an alerts-topic change.
+
+    Both carry the same fields (the topic adds ``change`` and ``notify``);
+    anything without the identifying fields is not an alert and gives None.
+
+    >>> alert_from_doc({"alert_id": "x"}) is None
+    True
+    >>> a = alert_from_doc({"alert_id": "d.rule.1", "device_id": "d", "site": "s",
+    ...     "rule": "stale_sensor", "severity": "warning", "status": "open", "version": 1,
+    ...     "opened_at": 1, "updated_at": 1, "change": "opened"})
+    >>> a.rule, a.status, a.acknowledged
+    ('stale_sensor', 'open', False)
+    """
+    try:
+        return AlertView(
+            alert_id=str(doc["alert_id"]),
+            device_id=str(doc["device_id"]),
+            site=str(doc.get("site") or ""),
+            rule=str(doc["rule"]),
+            severity=str(doc.get("severity") or "warning"),
+            status=str(doc["status"]),
+            version=int(doc["version"]),
+            opened_at=int(doc["opened_at"]),
+            updated_at=int(doc.get("updated_at") or doc["opened_at"]),
+            message=str(doc.get("message") or ""),
+            value=_float(doc.get("value")),
+            threshold=_float(doc.get("threshold")),
+            flapping=bool(doc.get("flapping", False)),
+            late=bool(doc.get("late", False)),
+            acknowledged=bool(doc.get("acknowledged", False)),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+@dataclass(slots=True)
+class _Device:
+    device_id: str
+    site: str
+    #: (ts, seq, temp_c, quality), sorted; at most ``sparkline_points``.
+    points: list[tuple[int, int, float | None, str]] = field(default_factory=list)
+    status_state: str | None = None
+    status_ts: int = -1
+    status_reason: str = ""
+    #: (state, reason) last sent in a delta, to notice a device going silent.
+    sent_state: tuple[str, str] | None = None
+
+
+@dataclass(slots=True)
+class _HeldAlert:
+    alert: AlertView
+    #: Processing time of the last change folded in (grace before dropping it).
+    touched_ms: int
+
+
+class FleetView:
+    """Devices, their recent readings and status, and the alerts; see the module doc."""
+
+    def __init__(
+        self,
+        *,
+        sparkline_points: int = 60,
+        offline_after_s: float = 120.0,
+        alert_grace_s: float = 30.0,
+        max_devices: int = 500,
+        max_alerts: int = 200,
+    ) -> None:
+        self._points = sparkline_points
+        self._offline_ms = int(offline_after_s * 1000)
+        self._grace_ms = int(alert_grace_s * 1000)
+        self._max_devices = max_devices
+        self._max_alerts = max_alerts
+        self._devices: dict[str, _Device] = {}
+        self._alerts: dict[str, _HeldAlert] = {}
+        self._dirty: set[str] = set()
+        self._alerts_dirty = False
+        #: Incremented by every change (the JSON snapshot carries it).
+        self.version = 0
+
+    # -- folding inputs --------------------------------------------------------
+
+    def _device(self, device_id: str, site: str) -> _Device | None:
+        d = self._devices.get(device_id)
+        if d is None:
+            if len(self._devices) >= self._max_devices:
+                return None
+            d = self._devices[device_id] = _Device(device_id, site)
+        elif site and not d.site:
+            d.site = site
+        return d
+
+    def _touch(self, device_id: str) -> None:
+        self._dirty.add(device_id)
+        self.version += 1
+
+    def add_reading(
+        self,
+        device_id: str,
+        site: str,
+        seq: int,
+        ts: int,
+        temp_c: float | None,
+        quality: str,
+    ) -> bool:
+        """Fold one reading; False when it is already held, too old or over the cap.
+
+        >>> v = FleetView(sparkline_points=2)
+        >>> v.add_reading("d", "s", 2, 2000, 5.0, "ok"), v.add_reading("d", "s", 2, 2000, 5.0, "ok")
+        (True, False)
+        >>> v.add_reading("d", "s", 3, 3000, 6.0, "ok"), v.add_reading("d", "s", 1, 1000, 1.0, "ok")
+        (True, False)
+        """
+        d = self._device(device_id, site)
+        if d is None:
+            return False
+        point = (ts, seq, temp_c, quality)
+        pts = d.points
+        if any(p[1] == seq for p in pts):
+            return False
+        if len(pts) >= self._points and point <= pts[0]:
+            return False  # older than everything kept
+        bisect.insort(pts, point)
+        if len(pts) > self._points:
+            del pts[: len(pts) - self._points]
+        self._touch(device_id)
+        return True
+
+    def on_reading(self, r: Reading) -> bool:
+        """Fold a contract :class:`~telemetry_contract.Reading` (from the telemetry topic)."""
+        return self.add_reading(r.device_id, r.site, r.seq, r.ts, r.temp_c, r.quality.value)
+
+    def on_reading_doc(self, doc: Mapping[str, Any]) -> bool:
+        """Fold a readings-index document; False for one missing a field.
+
+        >>> FleetView().on_reading_doc({"device_id": "d", "site": "s", "seq": 1,
+        ...     "@timestamp": 1000, "temp_c": 4.5, "quality": "ok"})
+        True
+        """
+        try:
+            return self.add_reading(
+                str(doc["device_id"]),
+                str(doc.get("site") or ""),
+                int(doc["seq"]),
+                int(doc["@timestamp"]),
+                _float(doc.get("temp_c")),
+                str(doc.get("quality") or "ok"),
+            )
+        except (KeyError, TypeError, ValueError):
+            return False
+
+    def on_status(self, st: DeviceStatus) -> bool:
+        """Fold a device status; an older one than held is ignored.
+
+        >>> from telemetry_contract import DeviceStatus, DeviceState
+        >>> v = FleetView()
+        >>> v.on_status(DeviceStatus(device_id="d", site="s", ts=2000,
+        ...                          state=DeviceState.OFFLINE, reason="lwt"))
+        True
+        >>> v.on_status(DeviceStatus(device_id="d", site="s", ts=1000, state=DeviceState.ONLINE))
+        False
+        >>> v.snapshot(2000)["devices"][0]["state_reason"]
+        'status offline: lwt'
+        """
+        d = self._device(st.device_id, st.site)
+        if d is None:
+            return False
+        offline = st.state is DeviceState.OFFLINE
+        # The last will carries the ts of the online status of its connection.
+        if st.ts < d.status_ts or (st.ts == d.status_ts and not offline):
+            return False
+        d.status_state = "offline" if offline else "online"
+        d.status_ts = st.ts
+        d.status_reason = st.reason
+        self._touch(st.device_id)
+        return True
+
+    def on_alert(self, doc: Mapping[str, Any] | AlertView, *, now_ms: int) -> bool:
+        """Fold an alert document or change if it is newer than the one held."""
+        a = doc if isinstance(doc, AlertView) else alert_from_doc(doc)
+        if a is None:
+            return False
+        held = self._alerts.get(a.alert_id)
+        if held is not None:
+            newer = a.version > held.alert.version or (
+                a.version == held.alert.version and a.acknowledged and not held.alert.acknowledged
+            )
+            if not newer:
+                return False
+        if held is None and a.status != "open":
+            # Resolved before we saw it: remember it only as a tombstone.
+            self._alerts[a.alert_id] = _HeldAlert(a, now_ms)
+            return False
+        self._alerts[a.alert_id] = _HeldAlert(a, now_ms)
+        self._device(a.device_id, a.site)
+        self._alerts_dirty = True
+        self._touch(a.device_id)
+        return True
+
+    def sync_alerts(self, open_docs: Iterable[Mapping[str, Any]], *, now_ms: int) -> int:
+        """Make the open alerts match the search server's list; returns changes.
+
+        An alert held open but absent from ``open_docs`` is dropped once its
+        last change is older than ``alert_grace_s`` (it was resolved, or it is
+        so new that the search server does not show it yet).
+
+        >>> v = FleetView(alert_grace_s=10)
+        >>> doc = {"alert_id": "a", "device_id": "d", "site": "s", "rule": "r",
+        ...        "severity": "warning", "status": "open", "version": 1,
+        ...        "opened_at": 0, "updated_at": 0}
+        >>> v.sync_alerts([doc], now_ms=0), len(v.snapshot(0)["alerts"])
+        (1, 1)
+        >>> v.sync_alerts([], now_ms=5_000), v.sync_alerts([], now_ms=11_000)
+        (0, 1)
+        >>> v.snapshot(11_000)["alerts"]
+        []
+        """
+        changed = 0
+        seen: set[str] = set()
+        for doc in open_docs:
+            a = alert_from_doc(doc)
+            if a is None:
+                continue
+            seen.add(a.alert_id)
+            changed += self.on_alert(a, now_ms=now_ms)
+        for alert_id, held in list(self._alerts.items()):
+            age = now_ms - held.touched_ms
+            if held.alert.status == "open":
+                if alert_id not in seen and age > self._grace_ms:
+                    del self._alerts[alert_id]
+                    self._alerts_dirty = True
+                    self._touch(held.alert.device_id)
+                    changed += 1
+            elif age > max(self._grace_ms, _TOMBSTONE_MS):
+                del self._alerts[alert_id]
+        return changed
+
+    # -- the view --------------------------------------------------------------
+
+    def open_alerts(self) -> list[AlertView]:
+        """Open alerts, most severe first, then newest first (at most ``max_alerts``)."""
+        out = [h.alert for h in self._alerts.values() if h.alert.status == "open"]
+        out.sort(key=lambda a: (-SEVERITY_RANK.get(a.severity, 0), -a.opened_at, a.alert_id))
+        return out[: self._max_alerts]
+
+    def _state(self, d: _Device, now_ms: int, offline_alert: AlertView | None) -> tuple[str, str]:
+        last_ts = d.points[-1][0] if d.points else None
+        if offline_alert is not None:
+            return "offline", offline_alert.message or "device offline"
+        if d.status_state == "offline":
+            # Not undone by a reading: a last will carries the time its connection
+            # began, so readings of that very session are newer than it.
+            reason = f"status offline: {d.status_reason}" if d.status_reason else "status offline"
+            return "offline", reason
+        if last_ts is None:
+            return "offline", "no reading yet"
+        silent_s = (now_ms - last_ts) // 1000
+        if now_ms - last_ts > self._offline_ms:
+            return "offline", f"no reading for {silent_s} s"
+        return "online", ""
+
+    def _by_device(self, alerts: list[AlertView]) -> dict[str, list[AlertView]]:
+        out: dict[str, list[AlertView]] = {}
+        for a in alerts:
+            out.setdefault(a.device_id, []).append(a)
+        return out
+
+    def _device_state(self, d: _Device, now_ms: int, mine: list[AlertView]) -> tuple[str, str]:
+        offline_alert = next((a for a in mine if a.rule == OFFLINE_RULE), None)
+        return self._state(d, now_ms, offline_alert)
+
+    def _device_json(
+        self, d: _Device, state: tuple[str, str], mine: list[AlertView]
+    ) -> dict[str, Any]:
+        temps = [p for p in d.points if p[2] is not None]
+        last = d.points[-1] if d.points else None
+        worst = max((SEVERITY_RANK.get(a.severity, 0) for a in mine), default=-1)
+        return {
+            "device_id": d.device_id,
+            "site": d.site,
+            "temp_c": temps[-1][2] if temps else None,
+            "temp_ts": temps[-1][0] if temps else None,
+            "ts": last[0] if last else None,
+            "seq": last[1] if last else None,
+            "quality": last[3] if last else None,
+            "spark": [p[2] for p in temps],
+            "state": state[0],
+            "state_reason": state[1],
+            "alerts": len(mine),
+            "severity": next((k for k, v in SEVERITY_RANK.items() if v == worst), None),
+        }
+
+    def snapshot(self, now_ms: int) -> dict[str, Any]:
+        """The whole view (``/api/state`` and the first event of a stream)."""
+        alerts = self.open_alerts()
+        by_device = self._by_device(alerts)
+        devices = []
+        for d in sorted(self._devices.values(), key=lambda d: (d.site, d.device_id)):
+            mine = by_device.get(d.device_id, [])
+            devices.append(self._device_json(d, self._device_state(d, now_ms, mine), mine))
+        return {
+            "now": now_ms,
+            "version": self.version,
+            "devices": devices,
+            "alerts": [a.to_json() for a in alerts],
+        }
+
+    def delta(self, now_ms: int) -> dict[str, Any] | None:
+        """What changed since the previous delta (None: nothing).
+
+        ``devices`` lists the changed devices whole (readings, status or an
+        offline state reached by silence); ``alerts`` is the whole open list,
+        present only when it changed.
+
+        >>> v = FleetView(offline_after_s=10)
+        >>> _ = v.add_reading("d", "s", 1, 0, 4.0, "ok")
+        >>> [d["state"] for d in v.delta(1000)["devices"]]
+        ['online']
+        >>> v.delta(2000) is None
+        True
+        >>> [d["state"] for d in v.delta(20_000)["devices"]]   # went silent
+        ['offline']
+        """
+        alerts = self.open_alerts()
+        by_device = self._by_device(alerts)
+        out: list[dict[str, Any]] = []
+        for d in self._devices.values():
+            mine = by_device.get(d.device_id, [])
+            state = self._device_state(d, now_ms, mine)
+            if d.device_id in self._dirty or state != d.sent_state:
+                d.sent_state = state
+                out.append(self._device_json(d, state, mine))
+        alerts_changed = self._alerts_dirty
+        self._dirty.clear()
+        self._alerts_dirty = False
+        if not out and not alerts_changed:
+            return None
+        delta: dict[str, Any] = {"now": now_ms, "version": self.version, "devices": out}
+        if alerts_changed:
+            delta["alerts"] = [a.to_json() for a in alerts]
+        return delta
+
+    def device_ids(self) -> list[str]:
+        """Devices in the view, sorted."""
+        return sorted(self._devices)
+
+
+_JSON_DEC: Final = msgspec.json.Decoder()
+
+
+def fold_record(view: FleetView, kind: str, payload: bytes | None, *, now_ms: int) -> bool:
+    """Fold one Kafka record of topic ``kind`` (``alerts``, ``status`` or ``telemetry``).
+
+    Telemetry and status records are decoded with the contract; alert changes
+    are the processor's JSON (the alert document plus ``change``). Anything
+    that does not decode is skipped (False): the processor dead-letters it.
+
+    >>> v = FleetView()
+    >>> fold_record(v, "telemetry", b'{"type": "reading", "device_id": "d", "sensor_id": "host",'
+    ...             b' "site": "s", "seq": 1, "ts": 1767225600000, "temp_c": 4.5}',
+    ...             now_ms=1_767_225_600_000)
+    True
+    >>> fold_record(v, "telemetry", b"not json", now_ms=0)
+    False
+    >>> fold_record(v, "alerts", b"[]", now_ms=0)
+    False
+    """
+    if not payload:
+        return False
+    if kind == "alerts":
+        try:
+            doc = _JSON_DEC.decode(payload)
+        except msgspec.DecodeError:
+            return False
+        return isinstance(doc, dict) and view.on_alert(doc, now_ms=now_ms)
+    try:
+        msg = decode(payload, now_ms=now_ms)
+    except ContractError:
+        return False
+    if isinstance(msg, Reading):
+        return view.on_reading(msg)
+    if isinstance(msg, DeviceStatus):
+        return view.on_status(msg)
+    return False  # gaps and edge alerts reach the page through the processor's alerts
