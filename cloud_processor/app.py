@@ -8,9 +8,14 @@ one; repeats are harmless because every write is idempotent (``create`` with
 a deterministic ``_id`` for readings, replace for windows and alerts).
 
 One loop iteration: fetch a batch, decode it (records that break the
-contract go to the dead-letter topic), run the rules, bulk-write the readings
-and alert documents, publish alert changes (Kafka topic and webhook), and
-every ``commit_interval_s`` recompute the dirty windows and commit. When the
+contract go to the dead-letter topic), run the rules, start publishing the
+alert changes (Kafka topic and webhook), bulk-write the readings and then the
+alert documents, and every ``commit_interval_s`` recompute the dirty windows
+and commit. Alert changes are published on their own ordered chain, as soon
+as the rules produced them: they do not wait for the bulk writes or the
+window flushes queued before them (that would add one or two bulk requests
+to every alert's latency), yet a batch's offsets still become committable
+only after its changes are published and its documents stored. When the
 search server is down the bulk write retries with backoff and nothing else
 happens: consumption pauses, nothing is committed, and the
 loop carries on by itself when the server answers again.
@@ -24,7 +29,9 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
@@ -57,6 +64,21 @@ __all__ = ["Processor", "make_backend"]
 log = logging.getLogger(__name__)
 
 _ENC: Final = msgspec.json.Encoder()
+#: Writes (a batch's bulk requests, or a window flush) that may wait on the
+#: write chain while the loop fetches and evaluates the next batches.
+_WRITE_DEPTH: Final = 4
+
+
+@dataclass
+class _Pending:
+    """Prepared batches waiting for one write: while a write runs, the batches
+    fetched meanwhile are merged here and go out together in the next one."""
+
+    readings: list[BulkItem] = field(default_factory=list)
+    changes: list[AlertChange] = field(default_factory=list)
+    offsets: dict[Any, int] = field(default_factory=dict)
+    dead: list[DeadLetter] = field(default_factory=list)
+    notified: asyncio.Task[None] | None = None
 
 
 def make_backend(settings: SearchSettings) -> SearchBackend:
@@ -114,7 +136,11 @@ class Processor:
         self._joined = False
         self._replay_end: dict[Any, int] = {}
         self._reading_count = 0
-        self._inflight: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Task[None] | None = None  # the last write on the chain
+        self._queued: deque[asyncio.Task[None]] = deque()
+        self._open: _Pending | None = None  # the write on the chain not started yet
+        self._flushing: asyncio.Task[None] | None = None  # the last scheduled flush
+        self._notifying: asyncio.Task[None] | None = None
         self.storage: Storage | None = None
 
     # -- lifecycle -----------------------------------------------------------
@@ -234,11 +260,13 @@ class Processor:
             with contextlib.suppress(Exception):
                 async with self._lock:
                     await self._flush_and_commit()
-            if self._inflight is not None:  # flush failed: do not leave it running
-                self._inflight.cancel()
-                with contextlib.suppress(BaseException):
-                    await self._inflight
-                self._inflight = None
+            for task in (*self._queued, self._inflight, self._notifying):
+                if task is not None:  # flush failed: do not leave it running
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+            self._queued.clear()
+            self._inflight = self._notifying = None
             await self._consumer.stop()
             self._consumer = None
         if self._producer is not None:
@@ -296,7 +324,11 @@ class Processor:
             )
             async with self._lock:
                 await self._handle(batch)
-                if time.monotonic() - self._last_commit >= cfg.commit_interval_s:
+                if time.monotonic() - self._last_commit >= cfg.commit_interval_s and (
+                    self._flushing is None or self._flushing.done()
+                ):
+                    # One flush at a time: while one waits on the chain (a slow
+                    # search server), later windows simply join the next one.
                     self._schedule_flush()
         async with self._lock:
             await self._flush_and_commit()
@@ -307,21 +339,87 @@ class Processor:
         return all(self._positions.get(tp, -1) >= end for tp, end in self._replay_end.items())
 
     async def _handle(self, batch: dict[Any, list[Any]]) -> None:
-        """Prepare a batch (decode, rules) while the previous one is being written.
+        """Prepare a batch (decode, rules) while earlier ones are being written.
 
-        At most one write is in flight; writes run in batch order, so alert
-        changes keep their order, and a batch's offsets become committable only
-        when its write has finished.
+        Writes (and window flushes) run one at a time, in batch order, on one
+        chain. While a write runs, the loop keeps fetching and evaluating, and
+        the batches it prepares meanwhile are merged into the next write (so
+        a slow bulk request neither holds back the rules nor multiplies into
+        many small ones); the loop waits only when that next write has grown
+        to ``_WRITE_DEPTH`` batches' worth of readings. Alert changes are
+        published at once, in batch order, on their own chain
+        (:meth:`_notify`). A batch's offsets become committable only when its
+        write has finished, which includes waiting for its notifications.
         """
-        prepared = self._prepare(batch)
-        await self._drain()
-        self._inflight = asyncio.create_task(self._write(*prepared))
+        readings, changes, offsets, dead = self._prepare(batch)
+        notified = self._notify(changes)
+        pending = self._open
+        if pending is None:
+            pending = self._open = _Pending()
+            self._chain(self._write_pending(pending))
+        pending.readings += readings
+        pending.changes += changes
+        pending.offsets.update(offsets)
+        pending.dead += dead
+        if notified is not None:
+            pending.notified = notified  # the last one waits for those before it
+        await self._throttle()
+
+    async def _write_pending(self, pending: _Pending) -> None:
+        if self._open is pending:
+            self._open = None  # batches prepared from now on go to the next write
+        await self._write(
+            pending.readings, pending.changes, pending.offsets, pending.dead, pending.notified
+        )
+
+    def _chain(self, step: Coroutine[Any, Any, None]) -> None:
+        """Run ``step`` after everything already on the write chain."""
+        prev = self._inflight
+        self._inflight = asyncio.create_task(self._after(prev, step))
+        self._queued.append(self._inflight)
+
+    @staticmethod
+    async def _after(prev: asyncio.Task[None] | None, step: Coroutine[Any, Any, None]) -> None:
+        try:
+            if prev is not None:
+                await prev  # a failure there fails this one too: nothing later is committed
+        except BaseException:
+            step.close()
+            raise
+        await step
+
+    async def _throttle(self) -> None:
+        """Re-raise a failed write; wait while too many writes are queued."""
+        while self._queued and self._queued[0].done():
+            self._queued.popleft().result()
+        limit = _WRITE_DEPTH * self.config.kafka.max_batch
+        while len(self._queued) > _WRITE_DEPTH or (
+            self._open is not None and len(self._open.readings) >= limit
+        ):
+            await self._queued.popleft()
+
+    def _notify(self, changes: list[AlertChange]) -> asyncio.Task[None] | None:
+        """Publish ``changes`` after the changes of earlier batches (ordered chain)."""
+        if not changes:
+            return None
+        prev = self._notifying
+        self._notifying = asyncio.create_task(self._publish_after(prev, changes))
+        return self._notifying
+
+    async def _publish_after(
+        self, prev: asyncio.Task[None] | None, changes: list[AlertChange]
+    ) -> None:
+        if prev is not None:
+            await prev  # a failure there fails this one too: the batch is not committed
+        await self._publish(changes)
 
     async def _drain(self) -> None:
-        """Wait for the write in flight (and re-raise its error)."""
+        """Wait for every queued write (and re-raise the first error)."""
+        self._open = None
         if self._inflight is not None:
             task, self._inflight = self._inflight, None
-            await task
+            self._queued.clear()
+            await task  # the last one waits for all before it
 
     async def _write(
         self,
@@ -329,13 +427,14 @@ class Processor:
         changes: list[AlertChange],
         offsets: dict[Any, int],
         dead: list[DeadLetter],
+        notified: asyncio.Task[None] | None = None,
     ) -> None:
         if dead and self._producer is not None:
             futures = [
                 await self._producer.send(self.topics.deadletter, value=encode(d)) for d in dead
             ]
             await asyncio.gather(*futures)
-        await self._store(readings, changes)
+        await self._store(readings, changes, notified)
         self._pending.update(offsets)
 
     def _prepare(
@@ -415,7 +514,14 @@ class Processor:
         docs.labels(index, "duplicate").inc(totals.duplicates)
         docs.labels(index, "rejected").inc(totals.rejected)
 
-    async def _store(self, readings: list[BulkItem], changes: list[AlertChange]) -> None:
+    async def _store(
+        self,
+        readings: list[BulkItem],
+        changes: list[AlertChange],
+        notified: asyncio.Task[None] | None = None,
+    ) -> None:
+        """Store readings and alert documents; ``notified`` publishes ``changes``
+        (started by :meth:`_handle`; published here when None)."""
         assert self.storage is not None
         if readings:
             self._count("readings", await self.storage.write(readings))
@@ -434,7 +540,10 @@ class Processor:
         # Notify first, then store: a crash in between repeats a notification
         # (same alert_id and version, receivers can drop it) instead of losing
         # it, because state rebuilt from the index would consider it sent.
-        await self._publish(changes)
+        if notified is not None:
+            await notified
+        else:
+            await self._publish(changes)
         self._count("alerts", await self.storage.write(items, ordered=True))
         for c in changes:
             self.metrics.alerts.labels(c.kind.value, c.alert.rule).inc()
@@ -475,15 +584,11 @@ class Processor:
         """Queue a flush behind the write in flight; the loop meanwhile prepares
         the next batch (whose windows go to a fresh dirty set and whose write
         waits for this flush)."""
-        prev = self._inflight
         dirty, self.dirty = self.dirty, DirtyWindows()
         self._last_commit = time.monotonic()
-        self._inflight = asyncio.create_task(self._flush_after(prev, dirty))
-
-    async def _flush_after(self, prev: asyncio.Task[None] | None, dirty: DirtyWindows) -> None:
-        if prev is not None:
-            await prev
-        await self._flush_now(dirty)
+        self._open = None  # later batches are written after this flush
+        self._chain(self._flush_now(dirty))
+        self._flushing = self._inflight
 
     async def _flush_now(self, dirty: DirtyWindows) -> None:
         """Recompute dirty windows, write them, then commit the offsets of written batches."""
