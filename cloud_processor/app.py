@@ -126,6 +126,9 @@ class Processor:
         self._clock = clock
         self._replay_from = replay_from_ms
         self._pending: dict[Any, int] = {}
+        #: (device_id, seq) -> (partition, offset) of readings the rules hold
+        #: for reordering: no offset past one of them is committed.
+        self._held_at: dict[tuple[str, int], tuple[Any, int]] = {}
         self._positions: dict[Any, int] = {}
         self._lock = asyncio.Lock()
         self._last_commit = time.monotonic()
@@ -136,6 +139,7 @@ class Processor:
         self._joined = False
         self._replay_end: dict[Any, int] = {}
         self._reading_count = 0
+        self._given_up = 0  # FleetRules.given_up already counted in the metric
         self._inflight: asyncio.Task[None] | None = None  # the last write on the chain
         self._queued: deque[asyncio.Task[None]] = deque()
         self._open: _Pending | None = None  # the write on the chain not started yet
@@ -301,6 +305,10 @@ class Processor:
             for tp in revoked:
                 self._pending.pop(tp, None)
                 self._positions.pop(tp, None)
+            # Readings held for those partitions stay held here and are judged
+            # at expiry; the new owner re-reads them too (the commit stopped
+            # before them): the same alert ids, so at worst a repeated webhook.
+            self._held_at = {k: v for k, v in self._held_at.items() if v[0] not in revoked}
         log.info("event=partitions_revoked count=%d", len(revoked))
 
     async def _on_assigned(self, assigned: set[Any]) -> None:
@@ -320,7 +328,7 @@ class Processor:
             if self._replay_from is not None and self._replay_done():
                 break
             batch = await self._consumer.getmany(
-                timeout_ms=cfg.poll_timeout_ms, max_records=cfg.max_batch
+                timeout_ms=self._poll_timeout_ms(), max_records=cfg.max_batch
             )
             async with self._lock:
                 await self._handle(batch)
@@ -331,9 +339,38 @@ class Processor:
                     # search server), later windows simply join the next one.
                     self._schedule_flush()
         async with self._lock:
+            if self._replay_from is not None:
+                self._release_held()  # the hole will not be filled: judge what is held
             await self._flush_and_commit()
         if self._replay_from is not None:
             log.info("event=replay_finished")
+
+    def _poll_timeout_ms(self) -> int:
+        """Poll no longer than until the reorder stage releases a held reading."""
+        timeout = self.config.kafka.poll_timeout_ms
+        release = self.rules.next_release_ms()
+        if release is not None:
+            timeout = max(0, min(timeout, release - self._now_ms()))
+        return timeout
+
+    def _release_held(self) -> None:
+        changes = self.rules.release_held(self._now_ms())
+        self._held_at.clear()
+        if changes:
+            self._chain(self._write([], changes, {}, [], self._notify(changes)))
+
+    def _commit_floor(self) -> dict[Any, int]:
+        """Per partition, the offset of its oldest reading still held for
+        reordering: committing past it could lose that reading's alert in a crash
+        (its changes are not decided yet). Called when a flush is scheduled: the
+        changes of readings released before then are written before the flush."""
+        floor: dict[Any, int] = {}
+        for key, (tp, offset) in list(self._held_at.items()):
+            if not self.rules.is_held(*key):
+                del self._held_at[key]
+            elif offset < floor.get(tp, offset + 1):
+                floor[tp] = offset
+        return floor
 
     def _replay_done(self) -> bool:
         return all(self._positions.get(tp, -1) >= end for tp, end in self._replay_end.items())
@@ -450,12 +487,16 @@ class Processor:
             if tp not in assigned or not records:
                 continue  # revoked meanwhile: the new owner reads them again
             for rec in records:
-                letter = self._route(rec.value, now_ms, readings, changes)
+                letter = self._route(rec.value, now_ms, readings, changes, (tp, rec.offset))
                 if letter is not None:
                     dead.append(_dead_letter(letter, rec.value, tp.topic, now_ms))
             offsets[tp] = records[-1].offset + 1
             self._positions[tp] = records[-1].offset + 1
         changes += self.rules.tick(now_ms)
+        self.metrics.reorder_held.set(self.rules.held_count)
+        if self.rules.given_up > self._given_up:
+            self.metrics.reorder_given_up.inc(self.rules.given_up - self._given_up)
+            self._given_up = self.rules.given_up
         if self._reading_count:
             self.metrics.records.labels("reading").inc(self._reading_count)
             self._reading_count = 0
@@ -472,6 +513,7 @@ class Processor:
         now_ms: int,
         readings: list[BulkItem],
         changes: list[AlertChange],
+        where: tuple[Any, int] | None = None,
     ) -> ContractError | None:
         """Route one record; a record that breaks the contract is returned."""
         m = self.metrics
@@ -495,6 +537,8 @@ class Processor:
             if msg.temp_c is not None and msg.quality.value == "ok":
                 self.dirty.add(msg.device_id, msg.site, msg.ts)
             changes += self.rules.on_reading(msg, now_ms=now_ms)
+            if where is not None and self.rules.is_held(msg.device_id, msg.seq):
+                self._held_at[(msg.device_id, msg.seq)] = where
         elif isinstance(msg, Gap):
             m.records.labels("gap").inc()
             changes += self.rules.on_gap(msg, now_ms=now_ms)
@@ -578,7 +622,7 @@ class Processor:
         await self._drain()
         dirty, self.dirty = self.dirty, DirtyWindows()
         self._last_commit = time.monotonic()
-        await self._flush_now(dirty)
+        await self._flush_now(dirty, self._commit_floor())
 
     def _schedule_flush(self) -> None:
         """Queue a flush behind the write in flight; the loop meanwhile prepares
@@ -587,11 +631,12 @@ class Processor:
         dirty, self.dirty = self.dirty, DirtyWindows()
         self._last_commit = time.monotonic()
         self._open = None  # later batches are written after this flush
-        self._chain(self._flush_now(dirty))
+        self._chain(self._flush_now(dirty, self._commit_floor()))
         self._flushing = self._inflight
 
-    async def _flush_now(self, dirty: DirtyWindows) -> None:
-        """Recompute dirty windows, write them, then commit the offsets of written batches."""
+    async def _flush_now(self, dirty: DirtyWindows, floor: dict[Any, int] | None = None) -> None:
+        """Recompute dirty windows, write them, then commit the offsets of written
+        batches (but none past a reading held for reordering, ``floor``)."""
         assert self.storage is not None
         if len(dirty):
             windows = await self.storage.compute_windows(dirty)
@@ -603,7 +648,10 @@ class Processor:
         from aiokafka.errors import CommitFailedError
 
         assigned = self._consumer.assignment()
-        offsets = {tp: off for tp, off in self._pending.items() if tp in assigned}
+        floor = floor or {}
+        offsets = {
+            tp: min(off, floor.get(tp, off)) for tp, off in self._pending.items() if tp in assigned
+        }
         if not offsets:
             return
         try:
@@ -611,7 +659,8 @@ class Processor:
         except CommitFailedError as exc:
             log.warning("event=commit_failed error=%s", exc)
             return
-        self._pending.clear()
+        # A partition capped by a held reading keeps its offset for the next commit.
+        self._pending = {tp: off for tp, off in self._pending.items() if off > offsets.get(tp, off)}
         self.metrics.commits.inc()
 
 

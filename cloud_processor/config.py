@@ -198,6 +198,14 @@ class RulesConfig(RuleSettings, frozen=True, forbid_unknown_fields=True):
     """Default rule settings plus named groups of overrides."""
 
     groups: dict[str, RuleGroup] = msgspec.field(default_factory=dict)
+    #: Reorder stage (fleet-wide, not per group): a reading that overtook a
+    #: lower seq of its device waits at most this long (processing time) for
+    #: the missing seqs before the rules see it anyway; 0 disables waiting.
+    reorder_wait_ms: int = 200
+    #: Readings held for reordering, at most, over all devices and per device
+    #: (when full, the oldest hole is given up and its device's readings released).
+    reorder_max_held: int = 10_000
+    reorder_max_held_per_device: int = 64
 
     def for_device(self, device_id: str, site: str) -> RuleSettings:
         """Effective settings of one device: defaults, then site groups, then device groups."""
@@ -255,6 +263,18 @@ class ProcessorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             if not (-90 <= lat <= 90 and -180 <= lon <= 180):
                 problems.append(f"locations.{name}: not a [lat, lon] pair, got [{lat}, {lon}]")
         problems += _check_rules("rules", self.rules)
+        r = self.rules
+        if not 0 <= r.reorder_wait_ms <= 60_000:
+            problems.append(
+                f"rules.reorder_wait_ms: must be between 0 and 60000, got {r.reorder_wait_ms}"
+            )
+        if r.reorder_max_held < 1:
+            problems.append(f"rules.reorder_max_held: must be at least 1, got {r.reorder_max_held}")
+        if not 1 <= r.reorder_max_held_per_device <= r.reorder_max_held:
+            problems.append(
+                f"rules.reorder_max_held_per_device: must be between 1 and "
+                f"reorder_max_held ({r.reorder_max_held}), got {r.reorder_max_held_per_device}"
+            )
         for gname, group in self.rules.groups.items():
             if not group.sites and not group.devices:
                 problems.append(f"rules.groups.{gname}: lists neither sites nor devices")

@@ -53,6 +53,16 @@ class Metrics:
         self.active_alerts = Gauge(p + "active_alerts", "Alerts currently open.", registry=r)
         self.commits = Counter(p + "commits_total", "Offset commits.", registry=r)
         self.search_up = Gauge(p + "search_up", "1 when the search server answers.", registry=r)
+        self.reorder_held = Gauge(
+            p + "reorder_held",
+            "Readings held back until a lower seq of their device arrives.",
+            registry=r,
+        )
+        self.reorder_given_up = Counter(
+            p + "reorder_given_up_total",
+            "Seqs the reorder stage stopped waiting for (their readings are judged late).",
+            registry=r,
+        )
         self.webhook = Counter(
             p + "webhook_total", "Webhook deliveries by result.", ["result"], registry=r
         )

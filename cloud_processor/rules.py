@@ -393,6 +393,41 @@ def robust_z(value: float, peers: list[float], min_mad: float) -> float:
     return _MAD_TO_SIGMA * (value - med) / mad
 
 
+#: Ranges of seqs remembered per device (given up on, or covered by a Gap ahead).
+_MAX_RANGES: Final = 32
+
+
+@dataclass(slots=True)
+class _Order:
+    """Reorder state of one device (see :meth:`FleetRules.on_reading`)."""
+
+    #: Next seq the rules expect; None until the first reading of this process.
+    expected: int | None = None
+    #: First seq evaluated by this process: lower seqs were never seen here.
+    low: int = 0
+    #: seq -> (reading, processing time it was held at).
+    held: dict[int, tuple[Reading, int]] = field(default_factory=dict)
+    #: Inclusive seq ranges below ``expected`` given up on (never evaluated yet).
+    skipped: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=_MAX_RANGES))
+    #: Inclusive seq ranges at or above ``expected`` that a Gap says will never come.
+    covered: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=_MAX_RANGES))
+
+    def held_since(self) -> int:
+        return min(t for _, t in self.held.values())
+
+    def was_skipped(self, seq: int) -> bool:
+        """Whether ``seq`` was given up on; forget it (it is being evaluated now)."""
+        for i, (first, last) in enumerate(self.skipped):
+            if first <= seq <= last:
+                del self.skipped[i]
+                if first < seq:
+                    self.skipped.append((first, seq - 1))
+                if seq < last:
+                    self.skipped.append((seq + 1, last))
+                return True
+        return False
+
+
 @dataclass(slots=True)
 class _Device:
     device_id: str
@@ -409,6 +444,7 @@ class _Device:
     window: deque[tuple[int, float]] = field(default_factory=deque)
     faults: deque[int] = field(default_factory=deque)
     gap_until_seq: int | None = None
+    order: _Order = field(default_factory=_Order)
 
 
 class FleetRules:
@@ -422,6 +458,11 @@ class FleetRules:
         self._sites: dict[str, set[str]] = {}
         self._max_event_ts = 0
         self._dirty_sites: set[str] = set()
+        #: Devices holding readings for reordering, and how many are held in all.
+        self._holding: set[str] = set()
+        self._held_total = 0
+        #: Seqs the reorder stage stopped waiting for, since the start (a metric).
+        self.given_up = 0
 
     # -- bookkeeping -------------------------------------------------------
 
@@ -462,8 +503,171 @@ class FleetRules:
     # -- inputs ------------------------------------------------------------
 
     def on_reading(self, r: Reading, *, now_ms: int) -> list[AlertChange]:
-        """Evaluate every reading rule for one reading."""
+        """Evaluate every reading rule for one reading, in seq order per device.
+
+        Reorder stage: with two gateways a device's readings can reach Kafka
+        out of seq order, and the rules judge only a device's newest reading,
+        so a reading overtaken by the next one would be skipped. Only
+        readings take seqs (alerts carry none, dropped seqs are announced by
+        a :class:`Gap`), so a seq above the next expected one means a lower
+        one is still in flight:
+
+        * seq == expected (or the first reading of a device in this process):
+          evaluated at once, with any held readings it unblocks -- no delay
+          in the normal, in-order case;
+        * seq > expected: held (at most ``reorder_max_held_per_device`` per
+          device, ``reorder_max_held`` in all) until the missing seqs arrive,
+          a Gap covers them, or ``reorder_wait_ms`` of processing time has
+          passed at a :meth:`tick` (or a bound is hit): then the hole is
+          given up and the held readings are evaluated in seq order;
+        * seq < expected: a seq given up on (or older than the first seen by
+          this process) is evaluated as it always was -- late, so only the
+          rules that do not need the newest reading (fault storm, gap, stale)
+          see it; a seq already evaluated is a duplicate (QoS 1 redelivery)
+          and is ignored. A lower seq with a *newer* event time means the
+          device's counter restarted: the device's order state starts over.
+
+        >>> from telemetry_contract import Reading
+        >>> from cloud_processor.config import AlertSettings, RulesConfig
+        >>> rules = FleetRules(RulesConfig(threshold_high_c=8.0, min_duration_s=0,
+        ...                                reorder_wait_ms=200), AlertSettings())
+        >>> t0 = 1_767_225_600_000
+        >>> def r(seq, temp):
+        ...     return Reading(device_id="d1", sensor_id="host", site="s1", seq=seq,
+        ...                    ts=t0 + seq * 1000, temp_c=temp)
+        >>> rules.on_reading(r(1, 5.0), now_ms=t0)   # first: evaluated at once
+        []
+        >>> rules.on_reading(r(3, 5.0), now_ms=t0)   # overtook the spike, seq 2: held
+        []
+        >>> rules.is_held("d1", 3)
+        True
+        >>> out = rules.on_reading(r(2, 9.5), now_ms=t0)  # the hole is filled: 2, then 3
+        >>> [(c.kind.value, c.alert.updated_at - t0) for c in out]
+        [('opened', 2000), ('resolved', 3000)]
+        >>> rules.on_reading(r(2, 9.5), now_ms=t0)   # a duplicate: not judged again
+        []
+        """
         d = self._device(r.device_id, r.site)
+        o = d.order
+        if o.expected is None:
+            o.expected, o.low = r.seq + 1, r.seq
+            return self._evaluate(d, r, now_ms)
+        if r.seq == o.expected:
+            o.expected += 1
+            return self._evaluate(d, r, now_ms) + self._drain(d, now_ms)
+        if r.seq > o.expected:
+            return self._hold(d, r, now_ms)
+        if d.last_ts is not None and r.ts > d.last_ts:
+            # A lower seq with newer data: the device's seq counter restarted.
+            out = self._give_up(d, now_ms, everything=True)
+            o.expected, o.low = r.seq + 1, r.seq
+            o.skipped.clear()
+            o.covered.clear()
+            return out + self._evaluate(d, r, now_ms)
+        if r.seq < o.low or o.was_skipped(r.seq):
+            return self._evaluate(d, r, now_ms)  # overtaken and given up on: late
+        return []  # evaluated already: a duplicate
+
+    def is_held(self, device_id: str, seq: int) -> bool:
+        """Whether a reading is held by the reorder stage (not yet evaluated)."""
+        d = self._devices.get(device_id)
+        return d is not None and seq in d.order.held
+
+    @property
+    def held_count(self) -> int:
+        """Readings held by the reorder stage, over all devices."""
+        return self._held_total
+
+    def next_release_ms(self) -> int | None:
+        """Processing time at which the oldest held reading is released (None: none held)."""
+        if not self._holding:
+            return None
+        wait = self._rules.reorder_wait_ms
+        return min(self._devices[i].order.held_since() for i in self._holding) + wait
+
+    def release_held(self, now_ms: int) -> list[AlertChange]:
+        """Give up every hole and evaluate all held readings (end of a replay)."""
+        out: list[AlertChange] = []
+        for device_id in sorted(self._holding):
+            out += self._give_up(self._devices[device_id], now_ms, everything=True)
+        return out
+
+    def _hold(self, d: _Device, r: Reading, now_ms: int) -> list[AlertChange]:
+        o = d.order
+        if r.seq in o.held:
+            return []  # a duplicate of a held reading
+        o.held[r.seq] = (r, now_ms)
+        self._held_total += 1
+        self._holding.add(d.device_id)
+        out: list[AlertChange] = []
+        cfg = self._rules
+        if cfg.reorder_wait_ms <= 0 or len(o.held) > cfg.reorder_max_held_per_device:
+            out += self._give_up(d, now_ms)
+        while self._held_total > self._rules.reorder_max_held:
+            oldest = min(self._holding, key=lambda i: self._devices[i].order.held_since())
+            out += self._give_up(self._devices[oldest], now_ms)
+        return out
+
+    def _give_up(self, d: _Device, now_ms: int, *, everything: bool = False) -> list[AlertChange]:
+        """Stop waiting for the lowest hole (or all holes) and evaluate what it blocked."""
+        o = d.order
+        out: list[AlertChange] = []
+        while o.held and o.expected is not None:
+            first = min(o.held)
+            if first > o.expected:
+                o.skipped.append((o.expected, first - 1))
+                self.given_up += first - o.expected
+                o.expected = first
+            elif first < o.expected:  # never held that way; judged rather than stranded
+                self._held_total -= 1
+                out += self._evaluate(d, o.held.pop(first)[0], now_ms)
+            out += self._drain(d, now_ms)
+            if not everything:
+                break
+        return out
+
+    def _drain(self, d: _Device, now_ms: int) -> list[AlertChange]:
+        """Evaluate held readings from ``expected`` on while nothing is missing."""
+        o = d.order
+        out: list[AlertChange] = []
+        while o.expected is not None:
+            held = o.held.pop(o.expected, None)
+            if held is not None:
+                self._held_total -= 1
+                o.expected += 1
+                out += self._evaluate(d, held[0], now_ms)
+                continue
+            cover = next((c for c in o.covered if c[0] <= o.expected <= c[1]), None)
+            if cover is None:
+                break
+            o.covered.remove(cover)
+            o.expected = cover[1] + 1
+            for seq in sorted(x for x in o.held if x < o.expected):
+                # Held, yet a Gap says it was dropped: judge it anyway, in order.
+                self._held_total -= 1
+                out += self._evaluate(d, o.held.pop(seq)[0], now_ms)
+        if not o.held:
+            self._holding.discard(d.device_id)
+        return out
+
+    def _on_gap_seqs(self, d: _Device, gap: Gap, now_ms: int) -> list[AlertChange]:
+        """A Gap announces seqs that will never come: stop waiting for them."""
+        o = d.order
+        if o.expected is None or gap.last_seq < o.expected:
+            return []
+        o.covered.append((gap.first_seq, gap.last_seq))
+        return self._drain(d, now_ms)
+
+    def _expire(self, now_ms: int) -> list[AlertChange]:
+        out: list[AlertChange] = []
+        wait = self._rules.reorder_wait_ms
+        for device_id in sorted(self._holding):
+            d = self._devices[device_id]
+            while d.order.held and d.order.held_since() + wait <= now_ms:
+                out += self._give_up(d, now_ms)
+        return out
+
+    def _evaluate(self, d: _Device, r: Reading, now_ms: int) -> list[AlertChange]:
         late = self._is_late(r.ts, now_ms)
         signals: list[Signal] = []
         newest = d.last_ts is None or r.ts >= d.last_ts
@@ -558,12 +762,14 @@ class FleetRules:
             message=f"edge dropped seq {gap.first_seq}..{gap.last_seq} "
             f"({gap.count} readings, {gap.reason.value})",
         )
-        return self._apply([sig], late)
+        return self._apply([sig], late) + self._on_gap_seqs(d, gap, now_ms)
 
     def tick(self, now_ms: int) -> list[AlertChange]:
         """Rules evaluated once per batch: fleet outliers, and stale sensors
-        (no reading for ``stale_after_s`` of processing time)."""
-        out: list[AlertChange] = self._outliers(now_ms)
+        (no reading for ``stale_after_s`` of processing time); first, readings
+        held by the reorder stage for ``reorder_wait_ms`` are released."""
+        out: list[AlertChange] = self._expire(now_ms)
+        out += self._outliers(now_ms)
         for d in self._devices.values():
             if d.last_seen_ms is None or d.last_ts is None or d.offline:
                 continue
