@@ -6,11 +6,13 @@ time: causal, one pass, no labels. The monitor's score of each row (0 during
 warm-up) is what NAB thresholds. One corpus-wide threshold is then chosen
 per profile by :func:`benchmarks.nab.scorer.sweep`.
 
-The agent does not learn from readings it flags, so its scores depend on its
-own ``threshold`` parameter. The sweep assumes they do not; so after the
-sweep the corpus is run a second time with ``threshold`` set to the standard
-profile's best value and scored at that fixed value: the *closed-loop* score
-is what the agent would really get with that setting.
+The agent does not learn from readings it flags (``context`` learns them
+once the alarm has cleared), so its scores may depend on its own
+``threshold`` parameter. The sweep assumes they do not; so the run also
+reports the score at the configured threshold (no sweep), and the corpus is
+run a second time with ``threshold`` set to the standard profile's best
+value and scored at that fixed value: the *closed-loop* score is what the
+agent would really get with that setting.
 
 Usage (from the repository root)::
 
@@ -48,31 +50,20 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def make_monitor(name: str, params: Mapping[str, Param]) -> Any:
-    """The agent's per-sensor monitor for detector ``name``.
+    """The agent's per-sensor monitor for detector ``name``: ``SensorMonitor(name, params)``.
 
-    A registered detector goes through ``SensorMonitor(name, params)``
-    unchanged. ``context`` (``edge_agent/detect_nab.py``) before it is registered
-    in ``edge_agent.detect.DETECTORS``: the same ``SensorMonitor`` class with
-    its model swapped, so warm-up, scoring and no-learn-on-flag are the
-    agent's own code.
+    Warm-up, scoring, the threshold and the rule of not learning flagged
+    readings are therefore the agent's own code, with its configured threshold.
     """
     from edge_agent import detect
 
     if name in detect.DETECTORS:
-        return detect.SensorMonitor(name, params)
-    if name == "context":
-        from edge_agent import detect_nab
-
-        merged = detect_nab.check_params(params)
-        mon = detect.SensorMonitor(
-            "zscore", {"threshold": float(merged["threshold"]), "warmup": int(merged["warmup"])}
-        )
-        mon.name = name
-        mon.params = merged
-        mon._model = detect_nab.build_model(merged)  # until registered
-        return mon
+        try:
+            return detect.SensorMonitor(name, params)
+        except ValueError as exc:  # DetectorSpecError: a bad --param
+            raise SystemExit(f"nab: error: {exc}") from None
     known = ", ".join(sorted(detect.DETECTORS))
-    raise SystemExit(f"nab: error: unknown detector {name!r} (known: {known}, context)")
+    raise SystemExit(f"nab: error: unknown detector {name!r} (known: {known})")
 
 
 @dataclass(frozen=True, slots=True)

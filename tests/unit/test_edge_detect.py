@@ -51,6 +51,21 @@ def test_flagged_points_are_not_learned() -> None:
     assert mon.seen == seen
 
 
+def test_context_reports_a_lasting_fault_at_its_onset_and_learns_it_after_the_alarm() -> None:
+    # An onset detector: the door left open is flagged when it starts; the
+    # flagged readings are not learned while flagged (held aside), and the
+    # lasting level is left to the agent's high/low threshold alarms.
+    mon = SensorMonitor("context", {"warmup": 50})
+    for x in series(600):
+        mon.observe(x)
+    seen = mon.seen
+    first = mon.observe(20.0)
+    assert first.is_anomaly and mon.seen == seen
+    later = [mon.observe(20.0) for _ in range(200)]
+    assert sum(v.is_anomaly for v in later) <= 3
+    assert mon.seen >= seen + 190  # the new level is learned once the alarm has cleared
+
+
 def test_restore_ignores_state_of_another_detector(tmp_path: Path) -> None:
     det = Detector("zscore", {"warmup": 5})
     for x in series(20):

@@ -98,9 +98,79 @@ def test_params_are_checked() -> None:
         {"nope": 1},
         {"cap": 10**7},
         {"bins": 2.5},
+        {"min_excess": -0.1},
+        {"context_weight": 0.0},
+        {"release": 0},
+        {"scale_weights": "1,1"},  # one weight per scale
+        {"scale_weights": "1,0,1"},
+        {"scale_weights": "1,x,1"},
+        {"scales": "1,24"},  # the default weights are for three scales
     ):
         with pytest.raises(ValueError, match=r"detector\.params\."):
             detect_nab.check_params(bad)
+
+
+def _learned(model: detect_nab.ContextModel) -> int:
+    return sum(model._seen.values())
+
+
+def test_a_flagged_reading_is_held_then_learned_once_the_alarm_clears() -> None:
+    model = detect_nab.build_model(detect_nab.check_params({"release": 3}))
+    for x in _noisy(500):
+        model.score(x)
+        model.learn(x)
+    assert model.score(60.0) == 1.0  # far outside: flagged by the agent
+    held = sum(len(c) for _, c in model._pending or [])
+    assert held > 0
+    model.hold()
+    normal = _noisy(3, seed=9)
+    for x in normal[:2]:  # two normal readings: the alarm has not cleared yet
+        model.score(x)
+        model.learn(x)
+        assert model._held
+    model.score(normal[2])
+    before = _learned(model)
+    own = sum(len(c) for _, c in model._pending or [])
+    model.learn(normal[2])  # the third: released, the held reading is learned too
+    assert not model._held
+    assert _learned(model) == before + own + held
+
+
+def test_a_pattern_that_keeps_alarming_is_never_learned() -> None:
+    model = detect_nab.build_model(detect_nab.check_params({"release": 3}))
+    for x in _noisy(500):
+        model.score(x)
+        model.learn(x)
+    learned = _learned(model)
+    for x in [60.0, 61.0, 62.0] * 30:  # every reading flagged, none learned
+        model.score(x)
+        model.hold()
+    assert _learned(model) == learned
+    assert len(model._held) <= 64  # bounded, whatever the alarm's length
+    assert len(pickle.dumps(model)) < 1_000_000
+
+
+def test_the_monitor_holds_flagged_readings() -> None:
+    mon = nab_run.make_monitor("context", {"warmup": 50})
+    for x in _noisy(600):
+        mon.observe(x)
+    seen = mon.seen
+    assert mon.observe(80.0).is_anomaly
+    assert mon.seen == seen  # not learned
+    assert len(mon._model._held) == 1
+
+
+def test_a_tiny_new_record_is_judged_by_its_context() -> None:
+    # A bounded noisy stream sets new records by a hair now and then; only a
+    # jump by at least min_excess of the range is an out-of-range onset.
+    model = detect_nab.build_model(detect_nab.check_params({"min_excess": 0.05}))
+    for i in range(2000):
+        x = 10.0 + (i % 10)  # range 10..19, every context known
+        model.score(x)
+        model.learn(x)
+    assert model.score(19.1) < float(detect_nab.NAB_DEFAULTS["threshold"])  # 1 % beyond
+    model.learn(19.1)
+    assert model.score(25.0) == 1.0  # 65 % beyond
 
 
 def test_runner_uses_the_agents_monitor() -> None:
@@ -131,3 +201,19 @@ def test_runner_writes_nab_layout(tmp_path: Path) -> None:
     assert len(rows) == 1201
     assert rows[901][0] == ts[900] and float(rows[901][1]) == 60.0
     assert float(rows[901][2]) >= float(detect_nab.NAB_DEFAULTS["threshold"])
+
+
+@pytest.mark.skipif(
+    not (nab_corpus.default_root() / "labels" / "combined_windows.json").exists(),
+    reason="NAB corpus not found (set THERMOWATCH_NAB_DATA)",
+)
+def test_the_shipped_configuration_scores_what_the_docs_say() -> None:
+    # The whole corpus through the agent's monitor at the configured threshold
+    # (10-60 s): a regression guard for docs/benchmarks.md, not a speed test.
+    corpus = nab_corpus.load_corpus()
+    params = detect_nab.check_params({})
+    runs = nab_run.run_corpus(corpus, "context", params, workers=2)
+    at = nab_run.fixed_threshold_score(corpus, runs, float(params["threshold"]))
+    assert at["standard"] == pytest.approx(71.69, abs=0.01)
+    assert at["reward_low_FP_rate"] == pytest.approx(67.79, abs=0.01)
+    assert at["reward_low_FN_rate"] == pytest.approx(74.80, abs=0.01)
