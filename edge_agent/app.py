@@ -3,13 +3,17 @@
 One main thread owns the decisions; helper threads only report:
 
 * sensor reads run on a thread pool (:class:`~edge_agent.sensors.SensorPool`)
-  and put :class:`~edge_agent.sensors.Sample` objects on the event queue;
-* paho's network thread puts connection, PUBACK and config events on it.
+  and collect :class:`~edge_agent.sensors.Sample` objects in a deque, waking
+  the loop once per round;
+* paho has no thread of its own: the loop drives it (``MqttLink.service``),
+  so its callbacks (connection, PUBACK, config) run here too; only opening a
+  connection runs on a connector thread.
 
 Per sample the loop: judges it with the detector (``ok`` readings only),
 updates the local alarm (GPIO, works offline), allocates a seq and stores the
-reading in the outbox (one transaction per batch), then hands stored rows to
-MQTT within the in-flight window; a PUBACK deletes the row. The loop pings the
+reading in the outbox (one fsync'd transaction per round), then hands stored
+rows to MQTT within the in-flight window; a PUBACK deletes the row (deletes are
+batched: losing one only re-sends a duplicate of the same seq). The loop pings the
 systemd watchdog, saves the detector state periodically, and on stop flushes
 the outbox, saves the model and publishes the offline status.
 """
@@ -17,9 +21,11 @@ the outbox, saves the model and publishes the offline status.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import queue
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -59,6 +65,60 @@ log = logging.getLogger(__name__)
 
 #: Wake-up event: the sensor pool finished a round (samples wait in a deque).
 _ROUND_DONE = object()
+#: Reads of a round run one after another on one thread while each takes less
+#: than this; a slower one (a real 1-Wire conversion, a hung bus) makes the pool
+#: give every waiting read its own thread (see SensorPool).
+_SPREAD_AFTER_S = 0.02
+#: Outbox state key of the stuck-check runs, and their codec.
+_STUCK_KEY = "stuck_runs"
+_STUCK_CODEC = msgspec.json.Encoder()
+_STUCK_DECODER = msgspec.json.Decoder(dict[str, tuple[int, int]])
+
+
+class _WakeQueue(queue.Queue[Any]):
+    """The main loop's event queue; once opened, ``put`` also makes :meth:`fileno` readable.
+
+    The main loop waits in one ``select`` on this descriptor and the MQTT
+    socket (paho runs on the main thread, see ``edge_agent.mqtt``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._r = self._w = -1
+        # put() may run on an abandoned sensor thread after close(): never write to a
+        # descriptor number that has been closed (and perhaps reused).
+        self._fd_lock = threading.Lock()
+
+    def open(self) -> None:
+        with self._fd_lock:
+            if self._r < 0:
+                self._r, self._w = os.pipe()
+                os.set_blocking(self._r, False)
+                os.set_blocking(self._w, False)
+
+    def close(self) -> None:
+        with self._fd_lock:
+            if self._r >= 0:
+                os.close(self._r)
+                os.close(self._w)
+                self._r = self._w = -1
+
+    def fileno(self) -> int:
+        """The read end of the wake-up pipe (-1 until :meth:`open`)."""
+        return self._r
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        with self._fd_lock:
+            if self._w >= 0:
+                with contextlib.suppress(BlockingIOError):  # full pipe: already awake
+                    os.write(self._w, b"\0")
+
+    def clear_wakeups(self) -> None:
+        """Empty the pipe (before draining the queue, so no wake-up is lost)."""
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._r, 4096):
+                pass
 
 
 def _now_ms() -> int:
@@ -115,7 +175,7 @@ class EdgeAgent:
         self.alert_topic = mqtt_topic(d.site, d.device_id, TopicKind.ALERT, root=root)
         self.status_topic = mqtt_topic(d.site, d.device_id, TopicKind.STATUS, root=root)
         self.config_topic = mqtt_topic(d.site, d.device_id, TopicKind.CONFIG, root=root)
-        self.events: queue.Queue[Any] = queue.Queue()
+        self.events = _WakeQueue()
         self._samples: collections.deque[Sample] = collections.deque()
         self.outbox = Outbox(
             config.outbox_path,
@@ -141,6 +201,7 @@ class EdgeAgent:
             max_c=s.max_plausible_c,
             stuck_after=s.stuck_after,
             clock_ms=clock_ms,
+            spread_after_s=_SPREAD_AFTER_S,
         )
         self.detector = Detector(config.detector.name, config.detector.params)
         self.tracker = AlertTracker(clear_after=config.alarm.clear_after)
@@ -165,12 +226,17 @@ class EdgeAgent:
         self._closed = False
         self._clock_warned = False
         self.readings_stored = 0
+        # Stuck-check runs (probe -> raw value, repeats), stored with every batch of
+        # readings: a restart continues a frozen probe's count instead of starting over.
+        self._stuck_runs: dict[str, tuple[int, int]] = {}
 
     # Lifecycle ------------------------------------------------------------------
     def start(self, *, mqtt: bool = True) -> None:
         """Open the outbox, restore the model, claim pins, find sensors, connect."""
         self._started = True
+        self.events.open()
         self.outbox.open()
+        self._restore_stuck_runs()
         self._restore_detector()
         self.outputs.start()
         self.outputs.set_outputs_enabled(
@@ -217,13 +283,23 @@ class EdgeAgent:
                 self._next_tick += self._interval
                 if self._next_tick < now:  # fell behind (suspend, overload): skip, do not burst
                     self._next_tick = now + self._interval
-            # Sleep until the next round, a finished round or a burst of PUBACKs (at
-            # most 1 s: the watchdog ping). Every needless wake-up costs CPU.
-            self.process_events(max(0.0, min(self._next_tick - time.monotonic(), 1.0)))
+            # Sleep until the next round, a finished round, PUBACKs making room for a
+            # backlog, or reads to spread over more threads (at most 1 s: the watchdog
+            # ping). Every needless wake-up costs CPU.
+            wait = min(self._next_tick - time.monotonic(), 1.0)
+            spread_at = self.pool.spread_deadline()
+            if spread_at is not None:
+                wait = min(wait, spread_at - time.monotonic())
+            self.process_events(max(0.0, wait))
+            spread_at = self.pool.spread_deadline()
+            if spread_at is not None and time.monotonic() >= spread_at:
+                self.pool.spread()  # a slow or hung probe: the others do not wait for it
             self.pump()
             now = time.monotonic()
-            if now - last_flush >= 10.0:
-                self.outbox.flush_acks()  # deletes do not wait long for a reading to ride on
+            if now - last_flush >= 60.0:
+                # Deletes normally ride along with a reading transaction in batches
+                # (Outbox.ack_batch); this bounds how long they wait without readings.
+                self.outbox.flush_acks()
                 last_flush = now
             if now - last_ping >= 1.0:
                 self._notifier.notify("WATCHDOG=1")
@@ -248,6 +324,7 @@ class EdgeAgent:
         self.outputs.close()
         stats = self.outbox.stats()
         self.outbox.close()
+        self.events.close()
         log.info("event=agent_stopped backlog=%d next_seq=%d", stats.depth, stats.next_seq)
 
     def flush(self, timeout_s: float) -> bool:
@@ -286,35 +363,45 @@ class EdgeAgent:
     def process_events(self, timeout_s: float) -> None:
         """Handle everything that has arrived, waiting up to ``timeout_s`` for a wake-up.
 
-        Samples and PUBACKs are collected in deques by the threads that produce
-        them, which wake this thread once per sampling round and once per burst
-        of PUBACKs (not once per probe or per message): each wake-up costs
-        futex calls and a GIL hand-over on every thread involved.
+        One ``select`` waits on the event queue's wake-up pipe and, when it
+        matters (before CONNACK, a backlog waiting for room in the in-flight
+        window, data to write), the MQTT socket. Samples and PUBACKs collect
+        in deques; the sensor pool wakes this thread once per round, and in
+        steady state PUBACKs are read at the next wake-up: each wake-up costs
+        system calls and GIL hand-overs.
         """
+        ev = self.events
+        link = self.link
         batch: list[Any] = []
-        try:
-            batch.append(
-                self.events.get(timeout=timeout_s) if timeout_s > 0 else self.events.get_nowait()
-            )
+        fd = ev.fileno()
+        if fd < 0:  # not started: a plain queue
+            with contextlib.suppress(queue.Empty):
+                batch.append(ev.get(timeout=timeout_s) if timeout_s > 0 else ev.get_nowait())
+        else:
+            if timeout_s > 0 and ev.empty():
+                rd, wr = link.socket_fds() if link is not None else ([], [])
+                select.select([fd, *rd], wr, [], timeout_s)
+            ev.clear_wakeups()
+        if link is not None:
+            link.service()  # reads PUBACKs, CONNACK, config; writes; keepalive
+        with contextlib.suppress(queue.Empty):
             while True:
-                batch.append(self.events.get_nowait())
-        except queue.Empty:
-            pass
+                batch.append(ev.get_nowait())
         samples: list[Sample] = []
         acked: list[int] = []
-        link_acks = self.link.acks if self.link is not None else None
+        link_acks = link.acks if link is not None else None
         acks: list[Acked] = []
         while link_acks:
             acks.append(link_acks.popleft())
-        for ev in batch:
-            if isinstance(ev, Acked):
-                acks.append(ev)
-            elif isinstance(ev, Sample):
-                samples.append(ev)
-            elif isinstance(ev, Connected | Disconnected):
+        for item in batch:
+            if isinstance(item, Acked):
+                acks.append(item)
+            elif isinstance(item, Sample):
+                samples.append(item)
+            elif isinstance(item, Connected | Disconnected):
                 self._update_status_light()
-            elif isinstance(ev, ConfigReceived):
-                self.handle_config(ev.payload)
+            elif isinstance(item, ConfigReceived):
+                self.handle_config(item.payload)
         for ack in acks:
             row = self._inflight.pop(ack.mid, None)
             if row is None:
@@ -385,8 +472,16 @@ class EdgeAgent:
 
             return build
 
+        runs = self._stuck_runs
+        changed = False
+        for s in samples:
+            if s.raw is not None:
+                runs[s.sensor_id] = (s.raw, s.repeats)
+                changed = True
         seqs = self.outbox.append_readings(
-            [builder(s, v) for s, v, _ in judged], now_ms=self._clock_ms()
+            [builder(s, v) for s, v, _ in judged],
+            now_ms=self._clock_ms(),
+            state=(_STUCK_KEY, _STUCK_CODEC.encode(runs)) if changed else None,
         )
         self.readings_stored += len(seqs)
         for seq, (s, v, transitions) in zip(seqs, judged, strict=True):
@@ -566,6 +661,18 @@ class EdgeAgent:
             log.error("event=detector_save_failed path=%s error=%r", path, str(exc))
             return
         log.info("event=detector_saved path=%s sensors=%d", path, len(self.detector.monitors))
+
+    def _restore_stuck_runs(self) -> None:
+        raw = self.outbox.load_state(_STUCK_KEY)
+        if raw is None:
+            return
+        try:
+            runs = _STUCK_DECODER.decode(raw)
+        except msgspec.DecodeError as exc:  # costs a re-count, not the service
+            log.warning("event=stuck_state_unreadable error=%r", str(exc))
+            return
+        self._stuck_runs = dict(runs)
+        self.pool.restore_stuck(self._stuck_runs)
 
     def _restore_detector(self) -> None:
         path = self.config.detector_state_path

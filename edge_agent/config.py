@@ -101,8 +101,9 @@ class AlarmSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class DetectorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Which online detector runs per sensor (see :mod:`edge_agent.detect`)."""
 
-    name: str = "zscore"
-    #: Detector parameters, e.g. ``{threshold = 6.0, warmup = 30}``.
+    #: ``context`` scores best on NAB (docs/benchmarks.md); ``zscore`` and ``hst`` remain.
+    name: str = "context"
+    #: Detector parameters, e.g. ``{threshold = 0.755, warmup = 100}``.
     params: dict[str, DetectorParam] = msgspec.field(default_factory=dict)
     #: Model state is saved this often and on shutdown.
     save_interval_s: float = 300.0

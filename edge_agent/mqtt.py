@@ -1,11 +1,19 @@
 """MQTT adapter (paho-mqtt 2.x, MQTT v5, QoS 1, persistent session).
 
-Moves bytes and reports what happened; it decides nothing. paho runs its
-network loop on its own thread and calls our callbacks there - while holding
-its own locks (``on_publish`` runs under paho's out-message mutex) - so every
-callback only puts an event on a queue that the agent's main loop drains.
-Nothing here touches the outbox.
+Moves bytes and reports what happened; it decides nothing. Nothing here
+touches the outbox.
 
+* **No network thread.** paho is driven from the agent's main loop with its
+  external-loop API (``loop_read``/``loop_write``/``loop_misc`` on the socket
+  from :meth:`MqttLink.socket_fds`): ``publish()`` writes the PUBLISH to the
+  socket at once, PUBACKs are read when the loop wakes, and every paho
+  callback runs on the main thread. paho's own thread (``loop_start``) cost
+  ~100 µs of CPU per message in wake-ups, locks and GIL hand-overs.
+* Only the blocking part, opening the connection (TCP connect, TLS
+  handshake, sending CONNECT: up to ``connect_timeout`` seconds against an
+  unreachable broker), runs on a small connector thread, so it never stalls
+  sampling, alarms or watchdog pings. While it runs the main loop leaves the
+  client alone; once the socket is open the main loop owns it again.
 * Stable client id + ``clean_start=False`` + a session expiry interval: the
   broker keeps our session (and the config subscription) across reconnects.
 * paho re-sends unacknowledged QoS 1 messages after a reconnect, so the
@@ -15,20 +23,20 @@ Nothing here touches the outbox.
 * The retained ``DeviceStatus`` offline message is the last will; online is
   published, retained, on every connect.
 * Reconnect: full-jitter exponential backoff between ``reconnect_min_s`` and
-  ``reconnect_max_s``, set into paho before each wait.
+  ``reconnect_max_s``.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
 import logging
-import math
 import queue
 import random
+import select
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -40,9 +48,14 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.config import MqttSection
 
-__all__ = ["Acked", "AcksReady", "ConfigReceived", "Connected", "Disconnected", "MqttLink"]
+__all__ = ["Acked", "ConfigReceived", "Connected", "Disconnected", "MqttLink", "SocketOpened"]
 
 log = logging.getLogger(__name__)
+
+#: How much one ``recv`` takes from the socket (see :meth:`_Client._sock_recv`).
+_RECV_CHUNK = 65536
+#: Fixed header byte of a PUBACK.
+_PUBACK = 0x40
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +81,8 @@ class Acked:
 
 
 @dataclass(frozen=True, slots=True)
-class AcksReady:
-    """Wake-up: :attr:`MqttLink.acks` has PUBACKs to handle."""
+class SocketOpened:
+    """Wake-up from the connector thread: the main loop owns the new socket."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,12 +128,80 @@ def decode_puback(packet: bytes | bytearray) -> tuple[int, ReasonCode] | None:
 
 
 class _Client(paho.Client):
-    """paho's Client with the cheaper PUBACK decoding of :func:`decode_puback`.
+    """paho's Client, made cheaper per message for an external loop.
 
-    Everything else (and any PUBACK with properties) takes paho's own path.
-    tests/unit/test_edge_mqtt.py checks the result against paho's decoder and
-    that the paho internals used here still exist.
+    * PUBACKs are decoded by :func:`decode_puback` (everything else, and any
+      PUBACK with properties, takes paho's own path).
+    * Socket reads are buffered: paho reads a packet with three ``recv`` calls
+      (command byte, length bytes, body); one ``recv`` of up to 64 KiB now
+      serves a whole burst of PUBACKs. :meth:`buffered` says whether read data
+      is still waiting (the socket may not be readable then).
+
+    tests/unit/test_edge_mqtt.py checks the decoding against paho's and that
+    the paho internals used here still exist.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._rbuf = bytearray()
+        super().__init__(*args, **kwargs)
+
+    def buffered(self) -> bool:
+        return bool(self._rbuf)
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        buf = self._rbuf
+        if not buf:
+            data = super()._sock_recv(_RECV_CHUNK)
+            if len(data) <= bufsize:
+                return data  # includes b"" (connection closed)
+            buf.extend(data)
+        out = bytes(buf[:bufsize])
+        del buf[:bufsize]
+        return out
+
+    def _sock_close(self) -> None:
+        self._rbuf.clear()  # bytes of the old connection mean nothing on a new one
+        super()._sock_close()
+
+    def _packet_read(self) -> MQTTErrorCode:
+        """Take a whole PUBACK without properties straight from the buffer.
+
+        paho frames every packet byte by byte (command, length, body: three
+        reads and a dozen dict updates); a PUBACK is 4 or 5 bytes, so when one
+        is waiting whole in the buffer it is handled here, through paho's own
+        bookkeeping (``_do_on_publish``). Anything else takes paho's path.
+        """
+        buf = self._rbuf
+        if not buf and self._in_packet["command"] == 0:
+            try:
+                data = super()._sock_recv(_RECV_CHUNK)
+            except BlockingIOError:
+                return MQTTErrorCode.MQTT_ERR_AGAIN
+            except OSError:  # includes TimeoutError, as in paho
+                return MQTTErrorCode.MQTT_ERR_CONN_LOST
+            if not data:
+                return MQTTErrorCode.MQTT_ERR_CONN_LOST
+            buf.extend(data)
+        if (
+            len(buf) >= 4
+            and buf[0] == _PUBACK
+            and 2 <= buf[1] <= 4
+            and len(buf) >= 2 + buf[1]
+            and self._in_packet["command"] == 0
+            and self._protocol == paho.MQTTv5
+        ):
+            end = 2 + buf[1]
+            fast = decode_puback(buf[2:end])
+            if fast is not None:
+                del buf[:end]
+                with self._msgtime_mutex:
+                    self._last_bytes_received = paho.time_func()
+                mid, reason = fast
+                with self._out_message_mutex:
+                    if mid in self._out_messages:
+                        return self._do_on_publish(mid, reason, _no_properties())
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._packet_read()
 
     def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
         fast = None
@@ -135,8 +216,25 @@ class _Client(paho.Client):
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
+#: ``publish()`` outcomes that leave the message with paho, to be sent (again) on
+#: the next connection: offline, or the connection broke while writing it.
+_KEPT = (
+    MQTTErrorCode.MQTT_ERR_SUCCESS,
+    MQTTErrorCode.MQTT_ERR_NO_CONN,
+    MQTTErrorCode.MQTT_ERR_CONN_LOST,
+)
+
+
 class MqttLink:
-    """One device's MQTT connection; events go to ``events`` (a thread-safe queue)."""
+    """One device's MQTT connection, driven by the caller's loop (see the module docstring).
+
+    The caller waits on the descriptors from :meth:`socket_fds` (plus its own
+    wake-up descriptor; the connector thread puts :class:`SocketOpened` on
+    ``events`` when a new socket is ready), then calls :meth:`service`.
+    Connection and config events go to ``events``; PUBACK outcomes collect in
+    :attr:`acks`, oldest first. Every method but :attr:`connected` belongs to
+    the caller's thread.
+    """
 
     def __init__(
         self,
@@ -159,32 +257,37 @@ class MqttLink:
         self._events = events
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
         self._attempt = 0
-        self._client: paho.Client | None = None
+        self._client: _Client | None = None
         self._online_payload: bytes = b""
         self._connected = threading.Event()
-        self._stopping = False
-        #: PUBACK outcomes, oldest first (appended on paho's thread, drained by the agent).
+        #: PUBACK outcomes, oldest first (appended by :meth:`service`, drained by the agent).
         self.acks: collections.deque[Acked] = collections.deque()
-        self._unacked = 0  # messages handed to paho and not yet acknowledged
-        #: Whether a completed burst of PUBACKs wakes the agent. The agent turns it
-        #: off in steady state (its next sampling round collects them: deletes ride
-        #: along with the next write anyway) and on while a backlog waits for room
-        #: in the in-flight window. A refusal always wakes it.
+        #: Whether the caller's wait includes the socket once connected. The agent
+        #: turns it off in steady state (its next wake-up collects the PUBACKs:
+        #: deletes ride along with the next write anyway) and on while a backlog
+        #: waits for room in the in-flight window. Before CONNACK it is always in.
         self.wake_on_ack = True
-        self._count_lock = threading.Lock()
+        # The connector thread owns the client while _connecting is set.
+        self._cv = threading.Condition()
+        self._connecting = False
+        self._connect_at = 0.0  # monotonic time of the next connection attempt
+        self._stopping = False
+        self._connector: threading.Thread | None = None
+        self._next_misc = 0.0  # monotonic time of the next keepalive check
 
     @property
     def connected(self) -> bool:
+        """CONNACK received and the connection not lost since (any thread may ask)."""
         return self._connected.is_set()
 
     def set_online_payload(self, payload: bytes) -> None:
         """The retained status published on (re)connect; published now if connected."""
         self._online_payload = payload
         if self._client is not None and self.connected:
-            self._publish(self._client, self._status_topic, payload, retain=True)
+            self._client.publish(self._status_topic, payload, qos=1, retain=True)
 
     def start(self) -> None:
-        """Create the client and start connecting in the background (non-blocking)."""
+        """Create the client and start connecting on the connector thread (non-blocking)."""
         c = self._cfg
         client = _Client(
             CallbackAPIVersion.VERSION2,
@@ -204,10 +307,7 @@ class MqttLink:
         client.will_set(self._status_topic, self._will, qos=1, retain=True)
         client.max_inflight_messages_set(c.max_inflight)
         client.max_queued_messages_set(0)  # the agent bounds what it hands out
-        first = max(1, math.ceil(c.reconnect_min_s))
-        client.reconnect_delay_set(first, first)
         client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
@@ -217,7 +317,11 @@ class MqttLink:
             c.host, c.port, keepalive=c.keepalive_s, clean_start=False, properties=props
         )
         self._client = client
-        client.loop_start()
+        self._connecting, self._connect_at, self._stopping = True, 0.0, False
+        self._connector = threading.Thread(
+            target=self._connect_loop, name=f"mqtt-connect-{self._client_id}", daemon=True
+        )
+        self._connector.start()
         log.info(
             "event=mqtt_start host=%s port=%d client_id=%s tls=%s",
             c.host,
@@ -227,59 +331,150 @@ class MqttLink:
         )
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int:
-        """Hand a QoS 1 message to paho (queued while offline); returns its mid."""
-        if self._client is None:
+        """Hand a QoS 1 message to paho (written at once if connected); returns its mid."""
+        client = self._client
+        if client is None:
             raise RuntimeError("MqttLink.start() was not called")
-        info = self._publish(self._client, topic, payload, retain=retain)
-        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+        info = client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc not in _KEPT:
             raise OSError(f"mqtt publish failed: {paho.error_string(info.rc)}")
-        return int(info.mid)
+        return info.mid
 
-    def _publish(
-        self, client: paho.Client, topic: str, payload: bytes, *, retain: bool
-    ) -> paho.MQTTMessageInfo:
-        # Counted before paho has it: its PUBACK may come back before publish() returns.
-        with self._count_lock:
-            self._unacked += 1
-        try:
-            info = client.publish(topic, payload, qos=1, retain=retain)
-        except BaseException:
-            self._uncount()
-            raise
-        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-            self._uncount()  # refused by paho: no PUBACK will ever come
-        return info
+    def socket_fds(self) -> tuple[list[int], list[int]]:
+        """Descriptors for the caller's ``select``: (wait to read, wait to write)."""
+        client = self._client
+        if client is None or self._connecting:
+            return [], []
+        sock = client.socket()
+        if sock is None:
+            return [], []
+        fd = sock.fileno()
+        # Before CONNACK (and while a broken connection closes) every byte matters.
+        rd = [fd] if self.wake_on_ack or not self._connected.is_set() else []
+        return rd, ([fd] if client.want_write() else [])
 
-    def _uncount(self) -> bool:
-        """One message less in flight; True when none is left."""
-        with self._count_lock:
-            self._unacked -= 1
-            return self._unacked <= 0
+    def service(self) -> None:
+        """Read what has arrived, write what waits, keep alive; never blocks.
+
+        Called on every wake-up of the caller, whether or not the socket was
+        in its ``select``: that is how PUBACKs are collected in steady state.
+        A lost connection hands the client to the connector thread (after a
+        backoff).
+        """
+        client = self._client
+        if client is None or self._connecting:
+            return
+        if client.socket() is not None:
+            rc = client.loop_read()
+            while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._unread(client):
+                rc = client.loop_read()
+            if client.socket() is not None and client.want_write():
+                client.loop_write()
+            now = time.monotonic()
+            if now >= self._next_misc and client.socket() is not None:
+                self._next_misc = now + 1.0
+                client.loop_misc()
+        if client.socket() is None and not self._stopping:
+            self._schedule_connect(self._backoff())
+
+    @staticmethod
+    def _unread(client: _Client) -> bool:
+        """Read data that no ``select`` would announce: our buffer, or TLS's."""
+        if client.buffered():
+            return True
+        sock = client.socket()
+        pending = getattr(sock, "pending", None)
+        return sock is not None and pending is not None and pending() > 0
 
     def stop(self, offline_payload: bytes | None = None, timeout_s: float = 2.0) -> None:
-        """Publish the offline status (if connected), disconnect, stop the loop; idempotent."""
+        """Publish the offline status (if connected), disconnect, close; idempotent."""
         client, self._client = self._client, None
         if client is None:
             return
-        if offline_payload is not None and self.connected:
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        if self._connector is not None:
+            # A connection attempt in progress ends within connect_timeout.
+            self._connector.join(client.connect_timeout + 1.0)
+            self._connector = None
+        deadline = time.monotonic() + timeout_s
+        if offline_payload is not None and self.connected and client.socket() is not None:
             info = client.publish(self._status_topic, offline_payload, qos=1, retain=True)
-            with contextlib.suppress(RuntimeError, ValueError):
-                info.wait_for_publish(timeout_s)
-        self._stopping = True
-        client.disconnect()
-        client.loop_stop()
+            self._drive(client, info.is_published, deadline)
+        if client.socket() is not None:
+            client.disconnect()  # paho closes the socket once DISCONNECT is written
+            self._drive(client, lambda: client.socket() is None, deadline)
+        if client.socket() is not None:
+            client._sock_close()
         self._connected.clear()
         log.info("event=mqtt_stopped client_id=%s", self._client_id)
 
-    # paho callbacks (network thread): only enqueue -------------------------------
-    def _backoff(self, client: paho.Client) -> None:
+    @staticmethod
+    def _drive(client: _Client, done: Any, deadline: float) -> None:
+        """Run the network loop here until ``done()`` or the deadline (used by stop)."""
+        while not done() and time.monotonic() < deadline:
+            sock = client.socket()
+            if sock is None:
+                return
+            wr = [sock] if client.want_write() else []
+            select.select([sock], wr, [], max(0.0, min(0.05, deadline - time.monotonic())))
+            if client.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS and client.want_write():
+                client.loop_write()
+
+    # Connecting (connector thread) --------------------------------------------------
+    def _schedule_connect(self, delay: float) -> None:
+        with self._cv:
+            if self._connecting or self._stopping:
+                return
+            self._connected.clear()
+            self._connecting = True
+            self._connect_at = time.monotonic() + delay
+            self._cv.notify_all()
+
+    def _connect_loop(self) -> None:
+        """Connector thread: open connections when the main loop hands the client over."""
+        c = self._cfg
+        while True:
+            with self._cv:
+                while not self._stopping:
+                    wait = self._connect_at - time.monotonic()
+                    if self._connecting and wait <= 0:
+                        break
+                    self._cv.wait(wait if self._connecting else None)
+                client = self._client
+                if self._stopping or client is None:
+                    return
+            try:
+                client.reconnect()  # TCP connect, TLS handshake, CONNECT written
+                ok = client.socket() is not None
+                error = "" if ok else "connection closed while sending CONNECT"
+            except Exception as exc:  # refused, unreachable, TLS failure, timeout...
+                ok, error = False, str(exc) or type(exc).__name__
+            with self._cv:
+                if ok:
+                    self._connecting = False
+                else:
+                    delay = self._backoff()
+                    self._connect_at = time.monotonic() + delay
+                    log.warning(
+                        "event=mqtt_connect_failed host=%s port=%d error=%r retry_in_s=%.1f",
+                        c.host,
+                        c.port,
+                        error,
+                        delay,
+                    )
+                    continue
+            self._events.put(SocketOpened())  # wakes the main loop to wait for CONNACK
+
+    def _backoff(self) -> float:
+        """The next reconnect delay: full jitter over [min, min * 2**attempt], capped."""
         c = self._cfg
         cap = min(c.reconnect_max_s, c.reconnect_min_s * 2 ** min(self._attempt, 20))
-        # paho takes whole seconds; full jitter over [min, cap], rounded up.
-        delay = max(1, math.ceil(self._rng.uniform(c.reconnect_min_s, max(cap, c.reconnect_min_s))))
         self._attempt += 1
-        client.reconnect_delay_set(delay, delay)
+        return self._rng.uniform(c.reconnect_min_s, max(cap, c.reconnect_min_s))
 
+    # paho callbacks (the caller's thread, inside service()) ------------------------------
     def _on_connect(
         self,
         client: paho.Client,
@@ -288,14 +483,13 @@ class MqttLink:
         reason_code: Any,
         _properties: Any,
     ) -> None:
-        if reason_code.is_failure:
+        if reason_code.is_failure:  # paho closes the socket; service() reconnects later
             log.warning("event=mqtt_refused reason=%s", reason_code)
-            self._backoff(client)
             return
         self._attempt = 0
         self._connected.set()
         if self._online_payload:
-            self._publish(client, self._status_topic, self._online_payload, retain=True)
+            client.publish(self._status_topic, self._online_payload, qos=1, retain=True)
         client.subscribe(self._config_topic, qos=1)
         log.info(
             "event=mqtt_connected session_present=%s client_id=%s",
@@ -304,12 +498,9 @@ class MqttLink:
         )
         self._events.put(Connected(bool(flags.session_present)))
 
-    def _on_connect_fail(self, client: paho.Client, _userdata: Any) -> None:
-        self._backoff(client)
-
     def _on_disconnect(
         self,
-        client: paho.Client,
+        _client: paho.Client,
         _userdata: Any,
         _flags: Any,
         reason_code: Any,
@@ -317,7 +508,6 @@ class MqttLink:
     ) -> None:
         was = self._connected.is_set()
         self._connected.clear()
-        self._backoff(client)
         if was:
             level = logging.INFO if self._stopping else logging.WARNING
             log.log(level, "event=mqtt_disconnected reason=%s", reason_code)
@@ -331,14 +521,8 @@ class MqttLink:
         reason_code: Any,
         _properties: Any,
     ) -> None:
-        failed = bool(reason_code.is_failure)
-        ack = Acked(mid, not failed, str(reason_code), int(reason_code.value))
-        self.acks.append(ack)
-        # Wake the agent once per burst, when nothing is left in flight (or at once
-        # for a refusal); otherwise the acks wait in the deque for its next wake-up
-        # (at most ~1 s): deleting acknowledged rows is never urgent.
-        if (self._uncount() and self.wake_on_ack) or failed:
-            self._events.put(AcksReady())
+        ok = not reason_code.is_failure
+        self.acks.append(Acked(mid, ok, str(reason_code), reason_code.value))
 
     def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         if msg.topic == self._config_topic:

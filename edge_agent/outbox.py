@@ -66,6 +66,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_kind_id ON outbox(kind, id);
+-- Small agent state committed with the readings it reflects (e.g. stuck-probe runs).
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
 
 
@@ -107,6 +109,7 @@ class Outbox:
         max_age_s: float = 0.0,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         drop_batch: int | None = None,
+        ack_batch: int = 64,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self.path = Path(path)
@@ -119,6 +122,9 @@ class Outbox:
         # Dropping in batches keeps an outage from producing one Gap per reading.
         self._drop_batch = drop_batch or max(1, max_rows // 100)
         self._clock_ms = clock_ms
+        # Deferred deletes of acknowledged rows ride along with a reading transaction
+        # once this many have collected (or when the size bound needs the room).
+        self.ack_batch = max(1, ack_batch)
         self._db: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._cursor = 0  # highest row id handed to the MQTT client in this process
@@ -174,8 +180,18 @@ class Outbox:
         return self._db
 
     # Writing -------------------------------------------------------------------
-    def append_readings(self, builders: Sequence[ReadingBuilder], *, now_ms: int) -> list[int]:
-        """Allocate seqs and store readings, all in one transaction; returns the seqs."""
+    def append_readings(
+        self,
+        builders: Sequence[ReadingBuilder],
+        *,
+        now_ms: int,
+        state: tuple[str, bytes] | None = None,
+    ) -> list[int]:
+        """Allocate seqs and store readings, all in one transaction; returns the seqs.
+
+        ``state`` (key, value), if given, is stored in the same transaction (see
+        :meth:`load_state`): after a crash it matches the readings that survived.
+        """
         if not builders:
             return []
         with self._lock:
@@ -194,8 +210,11 @@ class Outbox:
                 )
                 self._max_id = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
                 db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (first + len(seqs),))
+                if state is not None:
+                    db.execute("INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", state)
                 self._depth += len(rows)
-                self._delete_acked(db)
+                if len(self._acked) >= self.ack_batch or self._depth > self.max_rows:
+                    self._delete_acked(db)
                 self._enforce_bounds(db, now_ms)
                 db.execute("COMMIT")
             except BaseException:
@@ -334,10 +353,13 @@ class Outbox:
     def ack(self, row_ids: Iterable[int], *, defer: bool = False) -> None:
         """The broker has these rows: delete them.
 
-        With ``defer`` the deletes ride along with the next write transaction
-        (or :meth:`flush_acks`), saving an fsync per PUBACK batch. A crash
-        before then only means those rows are published again: a duplicate
-        of the same seq, which QoS 1 allows anyway - never a loss.
+        With ``defer`` the deletes ride along with a later reading transaction
+        once ``ack_batch`` have collected (or with :meth:`flush_acks`), saving
+        an fsync per PUBACK batch and a DELETE per transaction. A crash before
+        then only means those rows are published again: a byte-identical
+        duplicate of the same seq, which QoS 1 allows anyway and the cloud
+        stores once (document id ``device_id:seq``) - never a loss. No delete
+        is ever needed for durability.
         """
         with self._lock:
             self._acked.extend(row_ids)
@@ -376,6 +398,12 @@ class Outbox:
         with self._lock:
             self.flush_acks()
             self._cursor = min(self._cursor, after_id)
+
+    def load_state(self, key: str) -> bytes | None:
+        """The value last stored under ``key`` by :meth:`append_readings`, if any."""
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
 
     def pending_unsent(self) -> int:
         """Rows not yet handed to the MQTT client."""

@@ -26,6 +26,7 @@ Parsing and judging are pure functions:
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import re
@@ -84,6 +85,11 @@ class Sample:
     quality: Quality
     detail: str = ""
     attempts: int = 1
+    #: A DS18B20's raw ``t=`` value when ``ok`` or ``stuck``, with how many readings
+    #: before it had the same value: the stuck check's state after this reading,
+    #: which the agent stores with the reading so a restart continues the count.
+    raw: int | None = None
+    repeats: int = 0
 
     @property
     def ok(self) -> bool:
@@ -193,6 +199,16 @@ class StuckCheck:
         self._last: int | None = None
         self.repeats = 0  # consecutive readings equal to the one before them
 
+    def restore(self, last: int, repeats: int) -> None:
+        """Continue a run saved before a restart (see :attr:`Sample.raw`).
+
+        >>> chk = StuckCheck(after=3)
+        >>> chk.restore(4062, 2)
+        >>> chk.stuck(4062), chk.repeats
+        (True, 3)
+        """
+        self._last, self.repeats = last, max(0, repeats)
+
     def stuck(self, millic: int) -> bool:
         """Record one ok raw value; True when it is (still) frozen."""
         if millic == self._last:
@@ -227,6 +243,7 @@ class DS18B20:
         max_c: float = 125.0,
         stuck_after: int = 0,
         clock_ms: Callable[[], int] = _now_ms,
+        stuck_state: tuple[int, int] | None = None,
     ) -> None:
         self.device_dir = Path(device_dir)
         self._id = self.device_dir.name
@@ -239,6 +256,8 @@ class DS18B20:
         self._clock_ms = clock_ms
         self.last_ok_c: float | None = None
         self._stuck = StuckCheck(stuck_after)
+        if stuck_state is not None:
+            self._stuck.restore(*stuck_state)
 
     @property
     def sensor_id(self) -> str:
@@ -271,10 +290,13 @@ class DS18B20:
                 quality, temp = judge(crc_ok, millic, self.last_ok_c, self._min_c, self._max_c)
                 if temp is not None:
                     self.last_ok_c = temp
-                    if self._stuck.stuck(millic):
-                        detail = f"t={millic} unchanged for {self._stuck.repeats} readings"
-                        return Sample(self._id, ts, temp, Quality.STUCK, detail, attempt)
-                    return Sample(self._id, ts, temp, Quality.OK, "", attempt)
+                    chk = self._stuck
+                    if chk.stuck(millic):
+                        detail = f"t={millic} unchanged for {chk.repeats} readings"
+                        return Sample(
+                            self._id, ts, temp, Quality.STUCK, detail, attempt, millic, chk.repeats
+                        )
+                    return Sample(self._id, ts, temp, Quality.OK, "", attempt, millic, chk.repeats)
                 detail = f"t={millic} crc={'YES' if crc_ok else 'NO'}"
             if attempt <= self._retries and self._retry_delay_s > 0:
                 time.sleep(self._retry_delay_s)
@@ -340,6 +362,16 @@ class SensorPool:
     if given, is called once when the last read started by a round has
     finished: a consumer that collects samples cheaply (a deque) and wakes
     only then handles a round in one go, instead of being woken per probe.
+
+    With ``spread_after_s`` set, a round's reads start one after the other on
+    a single worker while they are fast (a fake tree, or a kernel that
+    answers from its cache: ~20 µs each, where a thread hand-over per probe
+    costs more than the read), and the owner calls :meth:`spread` once
+    :meth:`spread_deadline` has passed: reads still waiting then get a worker
+    each, so a slow or hung probe delays the others by ``spread_after_s`` at
+    most. After a round with a slow read (a real DS18B20 conversion takes
+    ~750 ms) every read gets its own worker at once, until a round is fast
+    again. Without it, every read always gets its own worker.
     """
 
     def __init__(
@@ -357,6 +389,7 @@ class SensorPool:
         stuck_after: int = 0,
         clock_ms: Callable[[], int] = _now_ms,
         monotonic: Callable[[], float] = time.monotonic,
+        spread_after_s: float | None = None,
     ) -> None:
         self._w1_root = Path(w1_root) if w1_root is not None else None
         self._host = HostSensor(host_file, clock_ms=clock_ms) if host_file is not None else None
@@ -375,6 +408,11 @@ class SensorPool:
         self._pending = 0  # reads of the latest round still running
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
+        self._spread_after = spread_after_s
+        self._queued: collections.deque[tuple[str, Sensor, int]] = collections.deque()
+        self._spread_at: float | None = None  # when reads still queued get workers of their own
+        self._slow = True  # a read took spread_after_s or more: the next round goes wide
+        self._stuck_state: dict[str, tuple[int, int]] = {}
 
     def start(self) -> list[str]:
         """Discover sensors; :class:`NoSensorError` when there is none."""
@@ -383,6 +421,13 @@ class SensorPool:
         if not self._sensors:
             raise NoSensorError(*self.places())
         return self.sensor_ids()
+
+    def restore_stuck(self, state: dict[str, tuple[int, int]]) -> None:
+        """Stuck-check runs saved before a restart: probe id -> (raw value, repeats).
+
+        Call before :meth:`start`; a probe found later starts from its entry.
+        """
+        self._stuck_state = dict(state)
 
     def places(self) -> list[str]:
         where = []
@@ -411,6 +456,7 @@ class SensorPool:
                         max_c=self._max_c,
                         stuck_after=self._stuck_after,
                         clock_ms=self._clock_ms,
+                        stuck_state=self._stuck_state.get(name),
                     )
                     appeared.append(name)
         if self._host is not None and HOST_SENSOR_ID not in self._sensors and self._host.present():
@@ -438,6 +484,7 @@ class SensorPool:
             self._round += 1
             self._pending = 1  # this loop itself: no "done" before every read is started
             rid = self._round
+        reads: list[tuple[str, Sensor, int]] = []
         for sid, sensor in sorted(self._sensors.items()):
             if not self._present(sid, sensor):
                 self._on_sample(
@@ -461,15 +508,54 @@ class SensorPool:
                         )
                     )
                 continue
-            self._executor.submit(self._read, sid, sensor, rid)
+            reads.append((sid, sensor, rid))
+        wide, self._slow = self._slow or self._spread_after is None, False
+        if wide:
+            for read in reads:
+                self._executor.submit(self._read, *read)
+        elif reads:
+            with self._lock:
+                self._queued.extend(reads)
+                self._spread_at = now + (self._spread_after or 0.0)
+            self._executor.submit(self._read_queued)
         self._finish(rid)
+
+    def spread_deadline(self) -> float | None:
+        """Monotonic time at which :meth:`spread` is due, None when nothing waits."""
+        return self._spread_at if self._queued else None
+
+    def spread(self) -> int:
+        """Give every read still queued behind a slow one a worker of its own."""
+        with self._lock:
+            reads = list(self._queued)
+            self._queued.clear()
+            self._spread_at = None
+        if reads and self._executor is not None:
+            self._slow = True
+            log.debug("event=sensor_reads_spread waiting=%d", len(reads))
+            for read in reads:
+                self._executor.submit(self._read, *read)
+        return len(reads)
+
+    def _read_queued(self) -> None:
+        """Worker thread: read the queued probes one after the other."""
+        while True:
+            with self._lock:
+                if not self._queued:
+                    self._spread_at = None
+                    return
+                read = self._queued.popleft()
+            self._read(*read)
 
     def _read(self, sid: str, sensor: Sensor, rid: int) -> None:
         """Worker thread: read one sensor, report it, and say when the round is complete."""
+        t0 = self._monotonic()
         try:
             sample = sensor.read()
         except Exception as exc:  # a broken port must not kill the worker silently
             sample = Sample(sid, self._clock_ms(), None, Quality.DISCONNECTED, repr(exc))
+        if self._spread_after is not None and self._monotonic() - t0 >= self._spread_after:
+            self._slow = True
         with self._lock:
             started = self._busy.pop(sid, None)
         if started is not None and self._monotonic() - started >= self._timeout:
@@ -495,6 +581,8 @@ class SensorPool:
 
     def close(self) -> None:
         """Stop accepting reads; a hung read thread is abandoned, not joined."""
+        with self._lock:
+            self._queued.clear()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None

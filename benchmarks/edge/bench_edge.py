@@ -1,6 +1,7 @@
 """Edge agent benchmarks (not tests): CPU per reading, peak RSS, simulator capacity.
 
     python benchmarks/edge/bench_edge.py agent --sensors 8 --seconds 120
+    python benchmarks/edge/bench_edge.py agent --sensors 8 --seconds 120 --detector context
     python benchmarks/edge/bench_edge.py simulator --steps 50
 
 ``agent`` runs the real agent in this process (fake w1 tree written by a
@@ -14,6 +15,7 @@ simulator process writes for a 400-probe fleet.
 from __future__ import annotations
 
 import argparse
+import gc
 import resource
 import shutil
 import socket
@@ -35,7 +37,13 @@ def free_port() -> int:
 
 
 def bench_agent(
-    sensors: int, seconds: float, interval: float, synchronous: str, mqtt: bool
+    sensors: int,
+    seconds: float,
+    interval: float,
+    synchronous: str,
+    mqtt: bool,
+    detector: str | None = None,
+    profile: str | None = None,
 ) -> None:
     from gpiozero.pins.mock import MockFactory
 
@@ -91,18 +99,31 @@ synchronous = "{synchronous}"
 [mqtt]
 port = {port}
 """
+        + (f'[detector]\nname = "{detector}"\n' if detector else "")
     )
     agent = EdgeAgent(cfg, pin_factory=MockFactory())
     stop = threading.Event()
     agent.start(mqtt=mqtt)
-    t = threading.Thread(target=agent.run, args=(stop,))
+    run = agent.run
+    if profile:  # the main loop under cProfile (inflates CPU: for the split, not the total)
+        import cProfile
+
+        def run(stop: threading.Event) -> None:
+            with cProfile.Profile(time.thread_time) as prof:  # CPU time, not wall
+                agent.run(stop)
+            prof.dump_stats(profile)
+
+    t = threading.Thread(target=run, args=(stop,))
     time.sleep(2)  # connect, first rounds (not measured)
     t.start()
     time.sleep(3)
+    gc_stats = GcStats()
+    gc.callbacks.append(gc_stats)
     cpu0, wall0, n0 = time.process_time(), time.monotonic(), agent.readings_stored
     threads0 = thread_cpu()
     time.sleep(seconds)
     cpu1, wall1, n1 = time.process_time(), time.monotonic(), agent.readings_stored
+    gc.callbacks.remove(gc_stats)
     threads1 = thread_cpu()
     per_thread = {
         k: round((v - threads0.get(k, 0.0)) * 1e6 / max(1, n1 - n0)) for k, v in threads1.items()
@@ -120,11 +141,32 @@ port = {port}
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"agent: sensors={sensors} interval_s={interval} synchronous={synchronous} mqtt={mqtt} "
+        f"detector={agent.detector.name} "
         f"wall_s={wall1 - wall0:.1f} "
         f"readings={n} cpu_s={cpu1 - cpu0:.3f} cpu_us_per_reading={(cpu1 - cpu0) * 1e6 / n:.0f} "
         f"peak_rss_mb={rss_mb:.1f} backlog_at_end={backlog}"
     )
     print("  cpu_us_per_reading by thread:", per_thread)
+    print(
+        f"  gc in the window: collections by generation {gc_stats.count}, "
+        f"cpu_ms={gc_stats.cpu_s * 1000:.1f}, frozen_objects={gc.get_freeze_count()}"
+    )
+
+
+class GcStats:
+    """Counts the cyclic garbage collector's runs and their CPU time (a ``gc.callbacks`` hook)."""
+
+    def __init__(self) -> None:
+        self.count = [0, 0, 0]
+        self.cpu_s = 0.0
+        self._t0 = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.thread_time()
+        else:
+            self.count[info["generation"]] += 1
+            self.cpu_s += time.thread_time() - self._t0
 
 
 def thread_cpu() -> dict[str, float]:
@@ -172,12 +214,22 @@ def main() -> None:
     a.add_argument("--interval", type=float, default=1.0)
     a.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
     a.add_argument("--no-mqtt", action="store_true", help="outbox only (isolates MQTT cost)")
+    a.add_argument("--detector", default=None, help="detector name (default: the config default)")
+    a.add_argument("--profile", default=None, help="write cProfile stats of the main loop here")
     s = sub.add_parser("simulator")
     s.add_argument("--steps", type=int, default=50)
     s.add_argument("--dir", default=None, help="where to write (default: /dev/shm)")
     args = p.parse_args()
     if args.cmd == "agent":
-        bench_agent(args.sensors, args.seconds, args.interval, args.synchronous, not args.no_mqtt)
+        bench_agent(
+            args.sensors,
+            args.seconds,
+            args.interval,
+            args.synchronous,
+            not args.no_mqtt,
+            args.detector,
+            args.profile,
+        )
     else:
         bench_simulator(args.steps, args.dir)
 

@@ -64,7 +64,7 @@ def test_bad_readings_get_their_flag_and_never_reach_detector_or_alarm(
                 w1_root=root,
                 state_dir=tmp_path / "state",
                 port=broker.port,
-                detector="[detector]\nparams = {warmup = 5, threshold = 6.0}",
+                detector='[detector]\nname = "zscore"\nparams = {warmup = 5, threshold = 6.0}',
             )
         )
 
@@ -129,7 +129,7 @@ def test_alarm_led_and_buzzer_on_for_local_anomaly_while_broker_is_down(
                 w1_root=root,
                 state_dir=tmp_path / "state",
                 port=broker.port,
-                detector="[detector]\nparams = {warmup = 5, threshold = 6.0}",
+                detector='[detector]\nname = "zscore"\nparams = {warmup = 5, threshold = 6.0}',
             )
         )
         agent = ra.agent
@@ -329,7 +329,7 @@ def test_remote_config_applied_within_one_interval_and_bad_one_rejected(
             lambda: any("detector.name" in m.message for m, _ in sub.of_kind("alert")),
             timeout=10,
         )
-        assert agent.config_version == 3 and agent.config.detector.name == "zscore"
+        assert agent.config_version == 3 and agent.config.detector.name == "context"
     finally:
         sub.close()
 

@@ -30,6 +30,8 @@ site = "s1"
 state_dir = "{tmp_path / "state"}"
 [sensors]
 w1_root = "{root}"
+[detector]
+name = "zscore"
 [detector.params]
 warmup = 5
 [gpio]

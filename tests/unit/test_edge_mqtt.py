@@ -18,19 +18,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.app import EdgeAgent
 from edge_agent.config import MqttSection, loads_config
-from edge_agent.mqtt import Acked, AcksReady, MqttLink, _Client, decode_puback
+from edge_agent.mqtt import Acked, MqttLink, _Client, decode_puback
 from edge_agent.sensors import Sample
 from telemetry_contract import Quality, Reading, decode
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "w1"
-
-
-class FakeClient:
-    def __init__(self) -> None:
-        self.delays: list[tuple[int, int]] = []
-
-    def reconnect_delay_set(self, lo: int, hi: int) -> None:
-        self.delays.append((lo, hi))
 
 
 def test_reconnect_backoff_is_exponential_with_full_jitter_and_capped() -> None:
@@ -44,11 +36,7 @@ def test_reconnect_backoff_is_exponential_with_full_jitter_and_capped() -> None:
         events=queue.Queue(),
         rng=random.Random(7),
     )
-    fake = FakeClient()
-    for _ in range(12):
-        link._backoff(fake)  # type: ignore[arg-type]
-    delays = [lo for lo, hi in fake.delays]
-    assert all(lo == hi for lo, hi in fake.delays)
+    delays = [link._backoff() for _ in range(12)]
     assert all(1 <= d <= 30 for d in delays)
     assert delays[0] <= 2  # first attempts stay short
     assert len(set(delays[5:])) > 1  # jitter: not the same wait for every device
@@ -71,6 +59,12 @@ class FakeLink:
         return self.mid
 
     def set_online_payload(self, payload: bytes) -> None:
+        pass
+
+    def socket_fds(self) -> tuple[list[int], list[int]]:
+        return [], []
+
+    def service(self) -> None:
         pass
 
     def stop(self, *a: Any, **k: Any) -> None:
@@ -128,7 +122,8 @@ class FakePahoClient:
         return info
 
 
-def test_pubacks_collect_in_a_deque_and_wake_the_agent_once_per_burst() -> None:
+def test_pubacks_collect_in_a_deque_in_order_without_events() -> None:
+    """paho's callbacks run on the agent's own thread: a PUBACK is a deque entry, no wake-up."""
     events: queue.Queue[Any] = queue.Queue()
     link = MqttLink(
         MqttSection(),
@@ -142,18 +137,61 @@ def test_pubacks_collect_in_a_deque_and_wake_the_agent_once_per_burst() -> None:
     link._client = FakePahoClient()  # type: ignore[assignment]
     mids = [link.publish("t", b"x") for _ in range(3)]
     ok = FakeReason(0, "Success")
-    for mid in mids[:2]:
+    for mid in mids:
         link._on_publish(None, None, mid, ok, None)  # type: ignore[arg-type]
-    assert events.empty() and [a.mid for a in link.acks] == mids[:2]
-    link._on_publish(None, None, mids[2], ok, None)  # type: ignore[arg-type]
-    assert isinstance(events.get_nowait(), AcksReady) and events.empty()
-    # A refusal wakes the agent at once and carries its reason code.
+    assert events.empty() and [a.mid for a in link.acks] == mids
+    # A refusal carries its reason code.
     mid = link.publish("t", b"x")
-    link.publish("t", b"y")
     link._on_publish(None, None, mid, FakeReason(135, "Not authorized"), None)  # type: ignore[arg-type]
-    assert isinstance(events.get_nowait(), AcksReady)
     refused = link.acks[-1]
-    assert (refused.ok, refused.code, refused.reason) == (False, 135, "Not authorized")
+    assert (refused.mid, refused.ok, refused.code, refused.reason) == (
+        mid,
+        False,
+        135,
+        "Not authorized",
+    )
+    link._client = None
+
+
+class FakeSocket:
+    """A non-blocking socket holding ``data`` for one recv, then nothing."""
+
+    def __init__(self, data: bytes) -> None:
+        self.chunks = [data]
+        self.recvs = 0
+
+    def recv(self, n: int) -> bytes:
+        self.recvs += 1
+        if not self.chunks:
+            raise BlockingIOError
+        return self.chunks.pop(0)[:n]
+
+
+def test_one_recv_serves_a_burst_of_pubacks_through_pahos_reader() -> None:
+    got: list[int] = []
+    client = _Client(CallbackAPIVersion.VERSION2, client_id="t", protocol=paho.MQTTv5)
+    client.on_publish = lambda _c, _u, mid, _rc, _p: got.append(mid)
+    mids = [client.publish("t/x", b"1", qos=1).mid for _ in range(3)]
+    burst = b"".join(bytes([0x40, 2, 0, m]) for m in mids)  # three PUBACKs
+    sock = FakeSocket(burst)
+    client._sock = sock  # type: ignore[assignment]
+    try:
+        assert client.loop_read() == 0
+        assert got == mids and not client.buffered()
+        assert sock.recvs == 1  # paho alone: 9 (command, length and body of each)
+        # Bytes beyond what paho asked for wait in the buffer, in order.
+        sock.chunks = [b"abcdef"]
+        assert client._sock_recv(2) == b"ab" and client.buffered()
+        assert client._sock_recv(10) == b"cdef" and not client.buffered()
+        with pytest.raises(BlockingIOError):
+            client._sock_recv(1)
+        sock.chunks = [b"xyz"]
+        client._sock_recv(1)
+        sock.close = lambda: None  # type: ignore[attr-defined]
+        client._sock_close()  # a new connection starts with no stale bytes
+        assert not client.buffered() and client.socket() is None
+    finally:
+        client._sock = None
 
 
 def seqs_of(payloads: list[tuple[int, bytes]]) -> list[int]:

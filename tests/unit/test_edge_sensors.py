@@ -192,3 +192,38 @@ def test_hung_sensor_never_stalls_the_others(tmp_path: Path) -> None:
     finally:
         hung.release.set()
         pool.close()
+
+
+def test_fast_reads_share_one_thread_and_a_hung_one_gets_the_others_spread(
+    tmp_path: Path,
+) -> None:
+    root = tree(tmp_path, "ok")
+    got = Collector()
+    pool = SensorPool(
+        w1_root=root, host_file=None, on_sample=got, read_timeout_s=5.0, spread_after_s=0.02
+    )
+    hung = HungSensor()
+    try:
+        pool.start()
+        pool.round()  # nothing known yet: every read on its own thread
+        assert wait_for(lambda: len(got.samples) == 2)
+        got.take()
+        pool.round()  # the last round was fast: one thread reads both, one after the other
+        assert wait_for(lambda: len(got.samples) == 2)
+        assert {s.sensor_id for s in got.take()} == {PROBE, "28-0416b3a1c2ff"}
+        assert pool.spread_deadline() is None and pool.spread() == 0
+        pool._sensors[hung.sensor_id] = hung  # sorts first: blocks the single reader
+        pool.round()
+        due = pool.spread_deadline()
+        assert due is not None and due - time.monotonic() <= 0.02
+        time.sleep(0.1)
+        assert got.samples == []  # queued behind the hung read until the owner spreads them
+        assert pool.spread() == 2
+        assert wait_for(lambda: len(got.samples) == 2)
+        assert {s.sensor_id for s in got.take()} == {PROBE, "28-0416b3a1c2ff"}
+        pool.round()  # after a slow round: wide again, the hung probe is still busy
+        assert pool.spread_deadline() is None
+        assert wait_for(lambda: len(got.samples) == 2)
+    finally:
+        hung.release.set()
+        pool.close()

@@ -76,6 +76,8 @@ state_dir = "{tmp_path / "state"}"
 w1_root = "{sim.device_root(out, dev.device_id)}"
 retry_delay_s = 0.0
 stuck_after = {STUCK_AFTER}
+[detector]
+name = "zscore"  # the counts below are the z-score's (it flags nothing here)
 [detector.params]
 warmup = 20
 [gpio]
@@ -136,3 +138,62 @@ pin_factory = "mock"
     assert "stuck" in raised.message
     # A frozen value never drives an anomaly or threshold alarm.
     assert not [a for a in alerts if a.kind is not EdgeAlertKind.SENSOR_FAULT]
+
+
+def _rounds(agent: EdgeAgent, n: int) -> list[Reading]:
+    for _ in range(n):
+        before = agent.readings_stored
+        agent.sample_round()
+        deadline = time.monotonic() + 30
+        while agent.readings_stored < before + 1 and time.monotonic() < deadline:
+            agent.process_events(0.2)
+        assert agent.readings_stored == before + 1
+    msgs = [decode(r.payload) for r in agent.outbox.next_batch(1000)]
+    return [m for m in msgs if isinstance(m, Reading)]
+
+
+@pytest.mark.parametrize("crash", [False, True])
+def test_stuck_count_survives_a_restart(tmp_path: Path, crash: bool) -> None:
+    """The run of a frozen probe is stored with its readings: a restart continues it."""
+    probe = tmp_path / "w1" / "28-00000000beef"
+    write(probe, 4.0625)
+    cfg = loads_config(
+        f"""
+[device]
+state_dir = "{tmp_path / "state"}"
+[sensors]
+w1_root = "{tmp_path / "w1"}"
+host_enabled = false
+retries = 0
+stuck_after = 5
+[gpio]
+pin_factory = "mock"
+"""
+    )
+    first = EdgeAgent(cfg, pin_factory=MockFactory())
+    first.start(mqtt=False)
+    try:
+        before = _rounds(first, 4)  # repeats 0, 1, 2, 3
+    finally:
+        if crash:  # like kill -9: nothing saved on the way out, only what was committed
+            first.pool.close()
+            first.outbox._conn.close()
+            first.outbox._db = None
+            first.outputs.close()
+            first.events.close()
+        else:
+            first.shutdown()
+    assert [r.quality for r in before] == [Quality.OK] * 4
+    second = EdgeAgent(cfg, pin_factory=MockFactory())
+    second.start(mqtt=False)
+    try:
+        # Repeats 4, 5, 6: stuck from the 6th equal reading on (the first agent's rows
+        # are still in the outbox: no broker acknowledged them).
+        after = [r for r in _rounds(second, 3) if r.seq >= 4]
+    finally:
+        second.shutdown()
+    assert [r.quality for r in after] == [Quality.OK, Quality.STUCK, Quality.STUCK]
+    assert [r.seq for r in after] == [4, 5, 6]
+    # Without the stored run, the second agent would have counted from zero.
+    fresh = StuckCheck(after=5)
+    assert not any(fresh.stuck(4062) for _ in range(3))
