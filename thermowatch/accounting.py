@@ -31,6 +31,7 @@ the same device while the incident was on (plus a grace period).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,14 +41,21 @@ from typing import Any
 __all__ = [
     "Accounting",
     "AlertDoc",
+    "AlertIntegrity",
     "AlertScore",
     "GapRange",
     "Incident",
+    "PublishedChange",
     "account",
+    "alert_integrity",
     "allocated_from_outboxes",
+    "fetch_alert_changes",
     "fetch_alerts",
     "fetch_gaps",
+    "fetch_reading_keys",
     "fetch_stored",
+    "parse_alert_changes",
+    "pending_in_outboxes",
     "percentiles",
     "read_records",
     "read_topic",
@@ -186,6 +194,110 @@ class AlertDoc:
     opened_at: int
     status: str = "open"
     resolved_at: int | None = None
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedChange:
+    """One alert change as the processor published it on the alerts topic."""
+
+    alert_id: str
+    device_id: str
+    rule: str
+    #: ``opened``, ``updated`` or ``resolved``.
+    change: str
+    version: int
+    #: Kafka record time (processing time of the publication).
+    published_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AlertIntegrity:
+    """Were alerts lost or duplicated between the rules, the topic and the index?"""
+
+    #: Alert documents in the index / distinct alert ids published as opened.
+    stored: int
+    published: int
+    #: Two documents of the same (device, rule) active at the same time: one
+    #: condition alerted twice (the book keeps one active alert per key).
+    overlapping: tuple[tuple[str, str], ...] = ()
+    #: (alert_id, change, version) published more than once.
+    repeated: tuple[tuple[str, str, int], ...] = ()
+    #: Published as opened, with no document in the index (an alert lost).
+    missing_documents: tuple[str, ...] = ()
+    #: Documents whose opening was never published (a notification lost).
+    unpublished: tuple[str, ...] = ()
+    #: Documents older than the newest version published for them.
+    stale_documents: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.overlapping
+            or self.repeated
+            or self.missing_documents
+            or self.unpublished
+            or self.stale_documents
+        )
+
+
+def alert_integrity(
+    alerts: Iterable[AlertDoc], changes: Iterable[PublishedChange]
+) -> AlertIntegrity:
+    """Cross-check the alerts index with the changes published on the alerts topic.
+
+    Every alert published as opened has exactly one document, at the newest
+    published version; every document was published as opened; no change is
+    published twice; and no two alerts of the same (device, rule) are active
+    at the same time (which is what a replay that re-opens an alert under a
+    new id would produce).
+
+    >>> docs = [AlertDoc("d.t.10", "d", "t", 10, "resolved", 20, 2),
+    ...         AlertDoc("d.t.15", "d", "t", 15, "open", None, 1),
+    ...         AlertDoc("e.t.5", "e", "t", 5, "open", None, 1)]
+    >>> pub = [PublishedChange("d.t.10", "d", "t", "opened", 1),
+    ...        PublishedChange("d.t.10", "d", "t", "resolved", 2),
+    ...        PublishedChange("d.t.15", "d", "t", "opened", 1),
+    ...        PublishedChange("d.t.15", "d", "t", "opened", 1),
+    ...        PublishedChange("x.t.1", "x", "t", "opened", 1)]
+    >>> i = alert_integrity(docs, pub)
+    >>> i.overlapping, i.repeated, i.missing_documents, i.unpublished, i.ok
+    ((('d.t.10', 'd.t.15'),), (('d.t.15', 'opened', 1),), ('x.t.1',), ('e.t.5',), False)
+    >>> alert_integrity(docs[:1], pub[:2]).ok
+    True
+    """
+    docs = {a.alert_id: a for a in alerts}
+    changes = list(changes)
+    seen: dict[tuple[str, str, int], int] = {}
+    newest: dict[str, int] = {}
+    opened: set[str] = set()
+    for c in changes:
+        key = (c.alert_id, c.change, c.version)
+        seen[key] = seen.get(key, 0) + 1
+        newest[c.alert_id] = max(c.version, newest.get(c.alert_id, 0))
+        if c.change == "opened":
+            opened.add(c.alert_id)
+    overlapping: list[tuple[str, str]] = []
+    by_key: dict[tuple[str, str], list[AlertDoc]] = {}
+    for a in docs.values():
+        by_key.setdefault((a.device_id, a.rule), []).append(a)
+    for group in by_key.values():
+        group.sort(key=lambda a: (a.opened_at, a.alert_id))
+        for prev, nxt in itertools.pairwise(group):
+            # Resolving and re-opening on the same reading is a new condition.
+            if prev.resolved_at is None or prev.resolved_at > nxt.opened_at:
+                overlapping.append((prev.alert_id, nxt.alert_id))
+    return AlertIntegrity(
+        stored=len(docs),
+        published=len(opened),
+        overlapping=tuple(sorted(overlapping)),
+        repeated=tuple(sorted(k for k, n in seen.items() if n > 1)),
+        missing_documents=tuple(sorted(opened - docs.keys())),
+        unpublished=tuple(sorted(docs.keys() - opened)),
+        stale_documents=tuple(
+            sorted(i for i, a in docs.items() if a.version and a.version < newest.get(i, 0))
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +410,13 @@ def percentiles(
 
 
 def allocated_from_outboxes(outboxes: Mapping[str, Path]) -> dict[str, range]:
-    """``device -> range(next_seq)`` read from each stopped agent's outbox database."""
+    """``device -> range(next_seq)`` read from each agent's outbox database.
+
+    Exact for a stopped fleet, and a consistent snapshot of a running one: the
+    outbox is in WAL mode and allocates seqs in the same transaction that
+    stores their readings, so every seq below the ``next_seq`` read here is
+    durably in the outbox (on its way, or already delivered).
+    """
     import sqlite3
 
     out: dict[str, range] = {}
@@ -309,6 +427,25 @@ def allocated_from_outboxes(outboxes: Mapping[str, Path]) -> dict[str, range]:
         finally:
             db.close()
         out[device] = range(int(row[0]) if row else 0)
+    return out
+
+
+def pending_in_outboxes(outboxes: Mapping[str, Path]) -> dict[str, set[int]]:
+    """``device -> seqs`` still in each outbox: not (yet) acknowledged by the broker.
+
+    Where a missing reading is tells which hop has it: still here means the
+    edge has not delivered it (yet); gone means the broker acknowledged it.
+    """
+    import sqlite3
+
+    out: dict[str, set[int]] = {}
+    for device, path in outboxes.items():
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT seq FROM outbox WHERE kind='reading'").fetchall()
+        finally:
+            db.close()
+        out[device] = {int(r[0]) for r in rows}
     return out
 
 
@@ -376,7 +513,15 @@ def fetch_alerts(
             json={
                 "size": 10_000,
                 "query": {"terms": {"device_id": sorted(set(devices))}},
-                "_source": ["alert_id", "device_id", "rule", "opened_at", "status", "resolved_at"],
+                "_source": [
+                    "alert_id",
+                    "device_id",
+                    "rule",
+                    "opened_at",
+                    "status",
+                    "resolved_at",
+                    "version",
+                ],
             },
             timeout=timeout,
         )
@@ -390,6 +535,7 @@ def fetch_alerts(
             opened_at=int(h["_source"]["opened_at"]),
             status=str(h["_source"].get("status", "")),
             resolved_at=_int_or_none(h["_source"].get("resolved_at")),
+            version=int(h["_source"].get("version") or 0),
         )
         for h in hits
     ]
@@ -457,6 +603,57 @@ async def read_records(bootstrap: str, topic: str) -> list[tuple[bytes, int]]:
     finally:
         await consumer.stop()
     return values
+
+
+def parse_alert_changes(records: Iterable[tuple[bytes, int]]) -> list[PublishedChange]:
+    """The alert changes among ``(value, timestamp ms)`` records of the alerts topic.
+
+    >>> parse_alert_changes([(b'{"alert_id": "d.t.5", "device_id": "d", "rule": "t",'
+    ...                       b' "change": "opened", "version": 1}', 7), (b"junk", 8)])
+    [PublishedChange(alert_id='d.t.5', device_id='d', rule='t', change='opened', version=1, \
+published_ms=7)]
+    """
+    import json
+
+    out: list[PublishedChange] = []
+    for value, ts in records:
+        try:
+            body = json.loads(value)
+            out.append(
+                PublishedChange(
+                    alert_id=str(body["alert_id"]),
+                    device_id=str(body["device_id"]),
+                    rule=str(body["rule"]),
+                    change=str(body["change"]),
+                    version=int(body["version"]),
+                    published_ms=int(ts),
+                )
+            )
+        except (ValueError, TypeError, KeyError):
+            continue
+    return out
+
+
+async def fetch_alert_changes(bootstrap: str, topic: str) -> list[PublishedChange]:
+    """Every alert change published on the alerts ``topic`` so far."""
+    return parse_alert_changes(await read_records(bootstrap, topic))
+
+
+async def fetch_reading_keys(bootstrap: str, topic: str) -> dict[tuple[str, int], int]:
+    """Records per ``(device_id, seq)`` of the readings in the Kafka telemetry ``topic``."""
+    import json
+
+    out: dict[tuple[str, int], int] = {}
+    for value in await read_topic(bootstrap, topic):
+        try:
+            body = json.loads(value)
+            if body.get("type") != "reading":
+                continue
+            key = (str(body["device_id"]), int(body["seq"]))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            continue
+        out[key] = out.get(key, 0) + 1
+    return out
 
 
 async def fetch_gaps(bootstrap: str, topic: str, devices: Iterable[str]) -> list[GapRange]:

@@ -41,7 +41,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DemoRun", "demo_sites", "register", "run_pipeline_demo"]
+__all__ = [
+    "DemoRun",
+    "Service",
+    "demo_sites",
+    "gateway_config",
+    "merge_config",
+    "pipeline_services",
+    "processor_config",
+    "register",
+    "run_pipeline_demo",
+    "wait_topics",
+]
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +211,37 @@ class Service:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """Pid of the current process (None before :meth:`start`)."""
+        return None if self.proc is None else self.proc.pid
+
+    def kill(self, sig: int = signal.SIGKILL, timeout: float = 30.0) -> int | None:
+        """Send ``sig`` (``kill -9`` by default) and wait for the exit; the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout)
+        log.info("event=service_signalled name=%s pid=%d sig=%d", self.name, self.proc.pid, sig)
+        return self.proc.returncode
+
+    def log_size(self) -> int:
+        """Bytes in the log file so far (a mark for :meth:`log_since`)."""
+        try:
+            return self.log_file.stat().st_size
+        except OSError:
+            return 0
+
+    def log_since(self, offset: int) -> str:
+        """What the service logged after ``offset`` (from :meth:`log_size`)."""
+        try:
+            with open(self.log_file, "rb") as fh:
+                fh.seek(offset)
+                return fh.read().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
+
     def stop(self, timeout: float = 30.0) -> int | None:
         if self.proc is None:
             return None
@@ -297,9 +339,47 @@ def publish_malformed(
 # The run ------------------------------------------------------------------------------
 
 
-async def _wait_topics(
+def merge_config(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` applied table by table (a nested dict merge).
+
+    >>> merge_config({"kafka": {"a": 1, "b": 2}, "x": 1}, {"kafka": {"b": 3}, "y": {"z": 0}})
+    {'kafka': {'a': 1, 'b': 3}, 'x': 1, 'y': {'z': 0}}
+    """
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_config(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def pipeline_services(
+    run: DemoRun,
+    endpoints: Mapping[str, Any],
+    *,
+    gateway_overrides: Mapping[str, Any] | None = None,
+    processor_overrides: Mapping[str, Any] | None = None,
+) -> tuple[Service, Service]:
+    """Write the run's gateway and processor configs; their (not yet started) services.
+
+    The overrides are merged into :func:`gateway_config` / :func:`processor_config`
+    (the chaos tests shorten the processor's Kafka session timeout this way).
+    """
+    gw_file, pr_file = run.run_dir / "gateway.toml", run.run_dir / "processor.toml"
+    _write_toml(gw_file, merge_config(gateway_config(run, endpoints), gateway_overrides or {}))
+    _write_toml(pr_file, merge_config(processor_config(run, endpoints), processor_overrides or {}))
+    gateway = Service("gateway", "gateway", gw_file, run.run_dir / "logs" / "gateway.log")
+    processor = Service(
+        "processor", "cloud_processor", pr_file, run.run_dir / "logs" / "processor.log"
+    )
+    return gateway, processor
+
+
+async def wait_topics(
     bootstrap: str, topics: Sequence[str], service: Service, wait_s: float
 ) -> None:
+    """Wait until ``topics`` exist (the gateway creates them at start); fail if it died."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -368,13 +448,7 @@ async def run_pipeline_demo(
     topics = kafka_topics(run.kafka_prefix)
     bootstrap = endpoints["kafka"]["bootstrap"]
     url = endpoints["search"]["url"]
-    gw_file, pr_file = run.run_dir / "gateway.toml", run.run_dir / "processor.toml"
-    _write_toml(gw_file, gateway_config(run, endpoints))
-    _write_toml(pr_file, processor_config(run, endpoints))
-    gateway = Service("gateway", "gateway", gw_file, run.run_dir / "logs" / "gateway.log")
-    processor = Service(
-        "processor", "cloud_processor", pr_file, run.run_dir / "logs" / "processor.log"
-    )
+    gateway, processor = pipeline_services(run, endpoints)
     fleet_plan = plan(run.sites, run.duration_s)
     fleet = DemoFleet(
         fleet_plan,
@@ -420,7 +494,7 @@ async def run_pipeline_demo(
     try:
         event(f"run dir {run.run_dir}")
         gateway.start()
-        await _wait_topics(bootstrap, topics.all(), gateway, 90.0)
+        await wait_topics(bootstrap, topics.all(), gateway, 90.0)
         event(f"gateway up, Kafka topics {run.kafka_prefix}.*")
         processor.start()
         event(f"processor up, indices {run.index_prefix}*")
@@ -683,6 +757,32 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a.add_argument("--run-dir", type=Path, required=True, help="<stack dir>/demo/<run id>")
     a.add_argument("--summary", type=Path, help="also write the summary as JSON to this file")
     a.set_defaults(func=_account)
+    c = dsub.add_parser(
+        "clean", help="remove older demo runs' Kafka topics, indices, templates and files"
+    )
+    c.add_argument(
+        "--keep", type=int, default=0, help="newest runs to keep (default 0: remove all)"
+    )
+    c.set_defaults(func=_clean)
+
+
+def _clean(args: argparse.Namespace) -> int:
+    from deploy.local.stack import LocalStack
+    from thermowatch.demo_clean import clean_demo_runs
+
+    if args.keep < 0:
+        print(f"thermowatch: error: --keep: must be 0 or more, got {args.keep}", file=sys.stderr)
+        return 2
+    stack = LocalStack()
+    report = clean_demo_runs(stack.root, stack.endpoints(), keep=args.keep)
+    print(
+        f"removed {len(report.runs)} run(s): {len(report.topics)} topics, "
+        f"{len(report.indices)} indices, {len(report.templates)} templates, "
+        f"{len(report.dirs)} directories"
+    )
+    for err in report.errors:
+        print(f"thermowatch: error: {err} (left for the next clean)", file=sys.stderr)
+    return 1 if report.errors else 0
 
 
 def _print_summary(console: Any, summary: Mapping[str, Any]) -> None:
@@ -778,6 +878,16 @@ def _run(args: argparse.Namespace) -> int:
     if not all(p.ok for p in probes):
         print("thermowatch: error: a service failed its check (see above)", file=sys.stderr)
         return 1
+    from thermowatch.demo_clean import clean_demo_runs
+
+    # Earlier runs' topics, indices and files: keep the newest one to compare with.
+    cleaned = clean_demo_runs(stack.root, endpoints, keep=1)
+    if cleaned.runs:
+        console.print(
+            f"Removed {len(cleaned.runs)} older demo run(s): {len(cleaned.topics)} topics, "
+            f"{len(cleaned.indices)} indices"
+            + (f" ({'; '.join(cleaned.errors)})" if cleaned.errors else "")
+        )
     run = new_run(stack.root, demo_sites(), args.duration)
     summary = asyncio.run(
         run_pipeline_demo(
@@ -793,6 +903,8 @@ def _run(args: argparse.Namespace) -> int:
         "[bold]thermowatch kibana import --url http://localhost:5601 "
         f"--prefix {run.index_prefix}[/bold]\n"
         f"Count again: [bold]thermowatch demo account --run-dir {run.run_dir}[/bold]\n"
+        f"Web view: [bold]THERMOWATCH_WEB__KAFKA__TOPIC_PREFIX={run.kafka_prefix} "
+        f"THERMOWATCH_WEB__SEARCH__INDEX_PREFIX={run.index_prefix} thermowatch web run[/bold]\n"
         "Stop everything: [bold]make demo-down[/bold] (thermowatch stack down)."
     )
     return code

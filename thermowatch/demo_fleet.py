@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DemoFleet", "FleetPlan", "PlannedIncident", "SiteKind", "plan"]
+__all__ = ["DemoFleet", "FleetPlan", "PlannedIncident", "SiteKind", "plan", "steady_plan"]
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,31 @@ def plan(sites: Mapping[str, Sequence[str]], duration_s: float) -> FleetPlan:
     )
 
 
+def steady_plan(sites: Mapping[str, Sequence[str]], duration_s: float = 3600.0) -> FleetPlan:
+    """A plan with no scripted incident and no killable agent: faults and incidents
+    are injected by the caller (the chaos tests), incidents with :meth:`DemoFleet.force`.
+
+    Base temperatures as in :func:`plan` (freezer, cold room, then ambient sites).
+
+    >>> p = steady_plan({"s1": ["s1-d01"], "s2": ["s2-d01"], "s3": ["s3-d01", "s3-d02"]})
+    >>> p.incidents, p.offline_device, p.devices, dict(p.base_c)
+    ((), '', ('s1-d01', 's2-d01', 's3-d01', 's3-d02'), {'s1': -20.0, 's2': 4.0, 's3': 21.0})
+    """
+    names = list(sites)
+    return FleetPlan(
+        sites={s: tuple(v) for s, v in sites.items()},
+        base_c={s: SITE_KINDS[min(i, 2)][1] for i, s in enumerate(names)},
+        duration_s=float(duration_s),
+        incidents=(),
+        offline_device="",
+        offline_at_s=0.0,
+        online_at_s=0.0,
+        malformed_device="",
+        malformed_at_s=0.0,
+        devices=tuple(dev for devs in sites.values() for dev in devs),
+    )
+
+
 def _drop_none(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _drop_none(v) for k, v in value.items() if v is not None}
@@ -146,7 +171,12 @@ def _drop_none(value: Any) -> Any:
 
 
 class DemoFleet:
-    """Plays a :class:`FleetPlan`: simulators, agents, the killable agent subprocess."""
+    """Plays a :class:`FleetPlan`: simulators, agents, the killable agent subprocess.
+
+    ``mqtt_ports`` sends some devices to another port than ``mqtt["port"]`` (a
+    cuttable proxy in front of the broker); ``mqtt_options`` overrides fields of
+    every agent's ``[mqtt]`` section (e.g. a short ``reconnect_max_s``).
+    """
 
     def __init__(
         self,
@@ -157,6 +187,8 @@ class DemoFleet:
         mqtt: Mapping[str, Any],
         run_id: str,
         interval_s: float = 1.0,
+        mqtt_ports: Mapping[str, int] | None = None,
+        mqtt_options: Mapping[str, Any] | None = None,
     ) -> None:
         from edge_agent.simulate import Fleet, FleetSimulator, Incident, Scenario
 
@@ -166,6 +198,11 @@ class DemoFleet:
         self.mqtt = mqtt
         self.run_id = run_id
         self.interval_s = interval_s
+        self.mqtt_ports = dict(mqtt_ports or {})
+        self.mqtt_options = dict(mqtt_options or {})
+        #: device -> temperature forced on its probe (see :meth:`force`).
+        self._forced: dict[str, float] = {}
+        self._write_lock = threading.Lock()
         self.sims: list[Any] = []
         for i, (site, devs) in enumerate(fleet_plan.sites.items()):
             incs = [
@@ -248,12 +285,15 @@ class DemoFleet:
             gpio=GpioSection(enabled=False, pin_factory="mock"),
             outbox=OutboxSection(flush_timeout_s=15.0),
             mqtt=MqttSection(
-                host=str(self.mqtt["host"]),
-                port=int(self.mqtt["port"]),
-                username=device_id,
-                password_file=str(pw_file),
-                client_id=f"tw-edge-{device_id}-{self.run_id}",
-                session_expiry_s=600,
+                **{
+                    "host": str(self.mqtt["host"]),
+                    "port": int(self.mqtt_ports.get(device_id, self.mqtt["port"])),
+                    "username": device_id,
+                    "password_file": str(pw_file),
+                    "client_id": f"tw-edge-{device_id}-{self.run_id}",
+                    "session_expiry_s": 600,
+                    **self.mqtt_options,
+                }
             ),
         )
         problems = cfg.validate()
@@ -293,10 +333,61 @@ class DemoFleet:
             delay = t0 + step * self.interval_s - time.monotonic()
             if delay > 0 and self._sim_stop.wait(delay):
                 return
-            for sim in self.sims:
-                sim.write_step(self.w1_dir, step)
+            with self._write_lock:
+                for sim in self.sims:
+                    sim.write_step(self.w1_dir, step)
+                for dev, temp in self._forced.items():
+                    self._write_forced(dev, temp, step)
             self.steps_written = step
             step += 1
+
+    def force(self, device_id: str, temp_c: float | None) -> None:
+        """Hold ``device_id``'s probe at about ``temp_c`` from now on (None: let go).
+
+        An incident injected at run time (the chaos tests open an alert this
+        way): the value jitters by a few LSB, so the edge never calls it stuck.
+        Meanwhile the simulator writes the device's own values into a scratch
+        tree (its noise stream goes on), so the agent never reads one of them.
+        """
+        with self._write_lock:
+            sim, i = next(
+                (sim, i)
+                for sim in self.sims
+                for i, d in enumerate(sim.devices)
+                if d.device_id in (device_id, self._scratch_id(device_id))
+            )
+            dev = sim.devices[i]
+            if temp_c is None:
+                self._forced.pop(device_id, None)
+                sim.devices[i] = replace(dev, device_id=device_id)  # from the next step on
+                log.info("event=probe_released device=%s", device_id)
+                return
+            for sensor in dev.sensor_ids:
+                (self.w1_dir / self._scratch_id(device_id) / sensor).mkdir(
+                    parents=True, exist_ok=True
+                )
+            sim.devices[i] = replace(dev, device_id=self._scratch_id(device_id))
+            self._forced[device_id] = temp_c
+            self._write_forced(device_id, temp_c, self.steps_written)
+        log.info("event=probe_forced device=%s temp_c=%s", device_id, temp_c)
+
+    @staticmethod
+    def _scratch_id(device_id: str) -> str:
+        return f".unforced-{device_id}"
+
+    def _write_forced(self, device_id: str, temp_c: float, step: int) -> None:
+        from edge_agent.simulate import w1_slave_text
+
+        sensor = next(
+            d.sensor_ids[0]
+            for sim in self.sims
+            for d in sim.devices
+            if d.device_id == self._scratch_id(device_id)
+        )
+        folder = self.w1_dir / device_id / sensor
+        tmp = folder / ".w1_slave.forced"
+        tmp.write_text(w1_slave_text(temp_c + 0.25 * (step % 3)), encoding="ascii")
+        tmp.replace(folder / "w1_slave")
 
     def _subprocess_config_file(self, device_id: str) -> Path:
         import msgspec

@@ -1,0 +1,815 @@
+"""Chaos suite: kill and restart the pipeline's processes under a running fleet.
+
+Nothing here touches the shared stack: the module starts a **private**
+LocalStack (Mosquitto, Kafka, OpenSearch on free ports, rooted under
+``$THERMOWATCH_STACK_DIR/chaos`` or a pytest tmp dir) and always brings it down.
+
+The rig (module scope): 3 sites x 2 devices sampling at 2 Hz, real in-process
+edge agents with SQLite outboxes -> Mosquitto -> gateway (subprocess) ->
+Kafka -> processor (subprocess) -> OpenSearch, configured as ``thermowatch
+demo`` configures them (thermowatch.demo, thermowatch.demo_fleet).
+``CUT_DEVICE`` reaches Mosquitto through a TCP proxy that can be cut.
+
+Every fault test does the same: force one device's probe above its site's
+``threshold_high`` (an incident, ``DemoFleet.force``), inject the fault while
+the fleet keeps running, recover, let the probe go back to normal, then check:
+
+* **readings, exactly**: a snapshot of the seqs every outbox has allocated so
+  far (``CUT_DEVICE`` excluded until the cut healed) must all be stored in the
+  search server, each exactly once, with no Gap (the edge never had to drop
+  anything); the check waits (bounded) for the pipeline to catch up, and the
+  snapshot must have grown since the previous phase;
+* **alerts**: the incident has exactly one ``threshold_high`` alert document,
+  opened after the incident started and resolved after it ended, published
+  once as opened and once as resolved on the alerts topic; across the whole
+  alerts index no two alerts of one (device, rule) are active at once (what a
+  replay that re-opens a known alert under a new id would produce) and no
+  change is published twice;
+* **the fault really happened**: a new pid, the port refused while down, the
+  process's own log, as fits the fault.
+
+Cases, in order (they share the rig, so run the module as a whole):
+
+(e) ``CUT_DEVICE`` cut off the broker for 2 minutes: started by the fixture, so
+    it overlaps (a)-(c); checked by ``test_e_agent_cut_off_broker_2min`` once
+    healed: the proxy refused connections, the agent kept sampling, nothing it
+    sampled during the cut reached Kafka before the heal (Kafka record times),
+    everything did after it (outbox replay), and the cut raised exactly one
+    ``device_offline`` alert (the last will).
+    ``test_e_offline_alert_resolves_after_the_reconnect`` is a strict xfail:
+    a known edge bug keeps that alert open (see its reason).
+(a) ``kill -9`` the gateway, restart it 5 s later (same persistent MQTT session).
+(b) restart Kafka (stopped for 10 s, then started again).
+(c) stop the search server for 30 s, then start it again.
+(d) restart Mosquitto (SIGTERM, persistence on, started again at once). A known
+    broker bug loses the messages in flight to the gateway's shared
+    subscription: ``test_d_mosquitto_restart`` tolerates only such losses
+    (acknowledged by the broker, never in Kafka, sampled around the restart)
+    and remembers them; ``test_d_no_reading_lost_across_the_mosquitto_restart``
+    is an xfail that says whether this run lost any, and
+    ``test_d_devices_back_online_after_the_mosquitto_restart`` one that says
+    whether the restart left device_offline alerts open (the edge bug of (e)).
+(f) ``kill -9`` the processor as soon as the incident's alert is stored (so it
+    dies around the commit of the alert's records) and restart it.
+(z) stop the fleet, drain, and account for everything: all readings of the
+    run (nothing lost but the known losses of (d)), every alert document
+    against every published change, every incident alerted exactly once.
+
+When a reading is missing, the failure says which hop has it: still in the
+edge outbox, acknowledged by the broker but never in Kafka, or in Kafka but
+never stored. Progress lines (``chaos t=...``) show with ``-s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from cloud_processor.testing import TcpProxy
+from deploy.local.stack import STACK_DIR_ENV, LocalStack
+from telemetry_contract import kafka_topics
+from thermowatch import accounting as acc
+from thermowatch.demo import DemoRun, Service, pipeline_services, wait_topics
+from thermowatch.demo_fleet import DemoFleet, steady_plan
+from thermowatch.demo_monitor import KafkaLag
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
+
+T = TypeVar("T")
+
+SITES = {"s1": ["s1-d01", "s1-d02"], "s2": ["s2-d01", "s2-d02"], "s3": ["s3-d01", "s3-d02"]}
+INTERVAL_S = 0.5
+CUT_DEVICE = "s2-d02"
+CUT_S = 120.0
+#: Above each site's threshold_high in the demo's processor config
+#: (freezers -15 °C, cold rooms 8 °C, elsewhere 35 °C); min_duration_s is 10 s.
+HOT_C = {"s1": 0.0, "s2": 30.0, "s3": 60.0}
+#: How long an incident holds its probe up (the alert opens after 10 s).
+HOLD_S = 25.0
+#: Each phase must add at least this many allocated seqs to the snapshot.
+MIN_NEW_READINGS = 100
+SETTLE_S = 150.0
+#: Missing readings that stay missing this long while newer ones are stored are lost.
+STALL_S = 20.0
+AT_EDGE = "still in the edge outbox (never acknowledged by the broker)"
+BROKER_TO_KAFKA = "acknowledged by the broker, never reached Kafka"
+AFTER_KAFKA = "in Kafka, never stored by the processor"
+
+
+_T0 = time.monotonic()
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def say(what: str) -> None:
+    """A progress line (shown with ``-s``, and in the report of a failed test)."""
+    print(f"chaos t={time.monotonic() - _T0:6.1f}s {what}", flush=True)
+
+
+def free_port(span: int = 0) -> int:
+    """A free TCP port whose ``port + span`` is free too (Kafka's controller: +1,
+    OpenSearch's transport: +100)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port + span >= 65536:
+            continue
+        if span:
+            with socket.socket() as t:
+                try:
+                    t.bind(("127.0.0.1", port + span))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError("no free port pair")
+
+
+def port_refuses(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2.0):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+
+
+def wait_for(what: str, check: Callable[[], T], timeout: float, every: float = 1.0) -> T:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+class LoopThread:
+    """An asyncio loop in a thread, for the proxy (it must outlive each test)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="chaos-loop")
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+@dataclass
+class Incident:
+    phase: str
+    device: str
+    start_ms: int
+    end_ms: int = 0
+
+
+@dataclass
+class Cut:
+    """(e): CUT_DEVICE's proxy refuses connections for CUT_S seconds, in a thread."""
+
+    rig: Rig
+    cut_ms: int = 0
+    healed_ms: int = 0
+    allocated_at_cut: int = 0
+    allocated_at_heal: int = 0
+    #: Just before the proxy listens again: nothing of the cut can be in Kafka earlier.
+    restoring_ms: int = 0
+    refused: list[bool] = field(default_factory=list)
+    _heal_now: threading.Event = field(default_factory=threading.Event)
+    _healed: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    error: BaseException | None = None
+
+    def start(self) -> None:
+        rig = self.rig
+        rig.loop.run(rig.proxy.cut())
+        self.cut_ms = now_ms()
+        self.allocated_at_cut = rig.allocated([CUT_DEVICE])[CUT_DEVICE].stop
+        self.refused.append(port_refuses("127.0.0.1", rig.proxy.port))
+        self._thread = threading.Thread(target=self._run, name="chaos-cut", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        rig = self.rig
+        try:
+            self._heal_now.wait(CUT_S)
+            self.refused.append(port_refuses("127.0.0.1", rig.proxy.port))
+            self.allocated_at_heal = rig.allocated([CUT_DEVICE])[CUT_DEVICE].stop
+        except BaseException as exc:  # reported by the test, never lost in the thread
+            self.error = exc
+        finally:
+            self.restoring_ms = now_ms()
+            with contextlib.suppress(Exception):
+                rig.loop.run(rig.proxy.restore())
+            self.healed_ms = now_ms()
+            self._healed.set()
+
+    def heal_now(self) -> None:
+        self._heal_now.set()
+        if self._thread is not None:
+            self._thread.join(60)
+
+    @property
+    def healed(self) -> bool:
+        return self._healed.is_set()
+
+    def wait_healed(self, timeout: float) -> None:
+        assert self._healed.wait(timeout), "the cut did not heal"
+
+
+class Rig:
+    """The private stack, the pipeline services, the fleet, and what the tests learnt."""
+
+    def __init__(self, root: Path, work: Path) -> None:
+        self.stack = LocalStack(
+            stack_dir=root,
+            mqtt_port=free_port(),
+            kafka_port=free_port(1),
+            search_port=free_port(100),
+        )
+        self.work = work
+        rid = f"chaos{uuid.uuid4().hex[:6]}"
+        self.run = DemoRun(
+            run_id=rid,
+            run_dir=work / "run",
+            w1_dir=work / "w1",
+            sites={s: list(d) for s, d in SITES.items()},
+            duration_s=3600.0,
+        )
+        self.topics = kafka_topics(self.run.kafka_prefix)
+        self.devices = self.run.devices
+        self.incidents: list[Incident] = []
+        self.last_sent = 0
+        self.tolerated_repeats: set[tuple[str, str, int]] = set()
+        self.cut_alert_id = ""
+        #: phase -> readings lost to a known bug (see test_d_...).
+        self.known_lost: dict[str, list[tuple[str, int]]] = {}
+        self.phases_done: set[str] = set()
+        self.loop = LoopThread()
+        self.proxy: TcpProxy = TcpProxy("127.0.0.1", self.stack.port("mosquitto"))
+        self.cut = Cut(self)
+        self.fleet: DemoFleet | None = None
+        self.fleet_stopped = False
+        self.gateway: Service | None = None
+        self.processor: Service | None = None
+
+    # -- endpoints ------------------------------------------------------------------------
+
+    @property
+    def endpoints(self) -> dict[str, dict[str, Any]]:
+        return self.stack.endpoints()
+
+    @property
+    def url(self) -> str:
+        return str(self.endpoints["search"]["url"])
+
+    @property
+    def bootstrap(self) -> str:
+        return str(self.endpoints["kafka"]["bootstrap"])
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def up(self) -> None:
+        say(f"private stack up in {self.stack.root}")
+        self.stack.up(timeout=240.0)
+        say("stack healthy; starting gateway and processor")
+        self.gateway, self.processor = pipeline_services(
+            self.run,
+            self.endpoints,
+            # A killed processor's group membership expires sooner (default 30 s).
+            processor_overrides={"kafka": {"session_timeout_ms": 10_000}},
+        )
+        self.gateway.start()
+        asyncio.run(wait_topics(self.bootstrap, self.topics.all(), self.gateway, 120.0))
+        self.processor.start()
+        self.loop.run(self.proxy.start())
+        self.fleet = DemoFleet(
+            steady_plan(SITES),
+            run_dir=self.run.run_dir,
+            w1_dir=self.run.w1_dir,
+            mqtt=self.endpoints["mosquitto"],
+            run_id=self.run.run_id,
+            interval_s=INTERVAL_S,
+            mqtt_ports={CUT_DEVICE: self.proxy.port},
+            # Reconnect within seconds after a broker restart or the cut healing.
+            mqtt_options={"reconnect_max_s": 4.0},
+        )
+        self.run.started_ms = now_ms()
+        say("starting the fleet")
+        self.fleet.start()
+
+        def every_device_stored() -> bool:
+            stored = self.stored(self.devices)
+            return all(sum(1 for d, _ in stored if d == dev) >= 5 for dev in self.devices)
+
+        wait_for("the first readings of every device to be stored", every_device_stored, 180.0)
+        self.cut.start()
+        say(f"pipeline flowing; {CUT_DEVICE} cut off the broker for {CUT_S:.0f} s")
+
+    def down(self) -> None:
+        errors: list[str] = []
+        with contextlib.suppress(Exception):
+            self.cut.heal_now()
+        if self.fleet is not None and not self.fleet_stopped:
+            self.fleet.stop()
+            self.fleet_stopped = True
+        for svc in (self.processor, self.gateway):
+            if svc is not None:
+                svc.stop()
+        with contextlib.suppress(Exception):
+            self.loop.run(self.proxy.close())
+        self.loop.close()
+        try:
+            self.stack.down()
+        except Exception as exc:
+            errors.append(repr(exc))
+        leftover = {n: s["pid"] for n, s in self.stack.status().items() if s["pid"] is not None}
+        if leftover:
+            errors.append(f"services still running after down(): {leftover}")
+        shutil.rmtree(self.run.w1_dir, ignore_errors=True)
+        assert not errors, errors
+
+    def services_alive(self) -> None:
+        assert self.gateway is not None and self.processor is not None
+        for svc in (self.gateway, self.processor):
+            assert svc.alive, f"{svc.name} exited:\n{svc.tail(40)}"
+
+    # -- what is where --------------------------------------------------------------------
+
+    def allocated(self, devices: list[str] | None = None) -> dict[str, range]:
+        assert self.fleet is not None
+        paths = self.fleet.outbox_paths()
+        return acc.allocated_from_outboxes({d: paths[d] for d in devices or self.devices})
+
+    def stored(self, devices: list[str]) -> dict[tuple[str, int], int]:
+        return acc.fetch_stored(self.url, f"{self.run.index_prefix}readings-*", devices)
+
+    def alerts(self, devices: list[str] | None = None) -> list[acc.AlertDoc]:
+        return acc.fetch_alerts(self.url, f"{self.run.index_prefix}alerts", devices or self.devices)
+
+    def changes(self) -> list[acc.PublishedChange]:
+        return asyncio.run(acc.fetch_alert_changes(self.bootstrap, self.topics.alerts))
+
+    def lag(self) -> int:
+        async def measure() -> int:
+            watch = KafkaLag(
+                self.bootstrap,
+                self.run.group_id,
+                [self.topics.telemetry, self.topics.edge_alerts, self.topics.status],
+            )
+            await watch.start()
+            try:
+                return await watch.lag()
+            finally:
+                await watch.close()
+
+        return asyncio.run(measure())
+
+    # -- incidents ------------------------------------------------------------------------
+
+    def begin_incident(self, phase: str, device: str) -> Incident:
+        assert self.fleet is not None
+        site = device.split("-")[0]
+        inc = Incident(phase, device, now_ms())
+        self.fleet.force(device, HOT_C[site])
+        self.incidents.append(inc)
+        return inc
+
+    def end_incident(self, inc: Incident, not_before_s: float = HOLD_S) -> None:
+        assert self.fleet is not None
+        wait = inc.start_ms / 1000 + not_before_s - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        self.fleet.force(inc.device, None)
+        inc.end_ms = now_ms()
+
+    # -- the checks -----------------------------------------------------------------------
+
+    def check_readings(
+        self,
+        phase: str,
+        devices: list[str] | None = None,
+        known_bug: Callable[[tuple[str, int]], bool] | None = None,
+        min_new: int = MIN_NEW_READINGS,
+    ) -> acc.Accounting:
+        """Exact accounting of a snapshot of the outboxes (see the module doc).
+
+        ``known_bug`` names the lost readings a known bug explains (they must
+        also have been acknowledged by the broker and never reached Kafka);
+        they are remembered in ``known_lost`` and tolerated from then on.
+        """
+        # CUT_DEVICE's readings cannot be stored while it is cut: it joins once healed.
+        devices = devices or [d for d in self.devices if d != CUT_DEVICE or self.cut.healed]
+        snapshot = self.allocated(devices)
+
+        known = {k for keys in self.known_lost.values() for k in keys}
+
+        def progress() -> tuple[set[tuple[str, int]], int]:
+            stored = self.stored(devices)
+            gone = {(d, s) for d, seqs in snapshot.items() for s in seqs if (d, s) not in stored}
+            return gone - known, len(stored)
+
+        # Wait until the snapshot is stored; give up early only when the same
+        # readings stay missing while plenty of newer ones get stored around them.
+        deadline = time.monotonic() + SETTLE_S
+        left, count = progress()
+        since, since_count = time.monotonic(), count
+        while left and time.monotonic() < deadline:
+            self.services_alive()
+            time.sleep(1.0)
+            now_left, count = progress()
+            if now_left != left:
+                left, since, since_count = now_left, time.monotonic(), count
+            elif time.monotonic() - since > STALL_S and count - since_count > 100:
+                break
+        stored = {
+            k: n
+            for k, n in self.stored(devices).items()
+            if k[0] in snapshot and k[1] < snapshot[k[0]].stop
+        }
+        gaps = asyncio.run(acc.fetch_gaps(self.bootstrap, self.topics.telemetry, devices))
+        result = acc.account(snapshot, stored, gaps)
+        detail = (
+            f"[{phase}] sent={result.sent} stored={result.stored} lost={result.lost} "
+            f"duplicated={result.duplicated} covered_by_gap={result.covered} "
+            f"gap_conflicts={result.gap_conflicts} lost e.g. {list(result.lost_examples)} "
+            f"duplicated e.g. {list(result.duplicated_examples)}; "
+            f"allocated per device { ({d: r.stop for d, r in snapshot.items()}) }"
+        )
+        assert result.sent >= self.last_sent + min_new, f"fleet stalled? {detail}"
+        if result.lost:
+            where = self.where_are(snapshot, stored, gaps)
+            detail += "".join(f"\n  {hop}: {keys[:20]}" for hop, keys in where.items())
+            lost = {k for keys in where.values() for k in keys}
+            explained = {k for k in where[BROKER_TO_KAFKA] if known_bug and known_bug(k)}
+            self.known_lost[phase] = sorted(explained)
+            tolerated = explained | {k for ks in self.known_lost.values() for k in ks}
+            assert lost <= tolerated, f"readings LOST {detail}"
+            detail += f"\n  (known bug, tolerated here: {len(lost)} readings)"
+        assert result.duplicated == 0, f"readings stored TWICE {detail}"
+        assert result.covered == 0 and result.gap_conflicts == 0, f"edge dropped data {detail}"
+        self.last_sent = result.sent
+        say(detail)
+        return result
+
+    def where_are(
+        self,
+        snapshot: dict[str, range],
+        stored: dict[tuple[str, int], int],
+        gaps: list[acc.GapRange],
+    ) -> dict[str, list[tuple[str, int]]]:
+        """Which hop has the readings that are neither stored nor covered by a Gap."""
+        assert self.fleet is not None
+        covered = {(g.device_id, s) for g in gaps for s in range(g.first_seq, g.last_seq + 1)}
+        lost = [
+            (d, s)
+            for d, seqs in snapshot.items()
+            for s in seqs
+            if (d, s) not in stored and (d, s) not in covered
+        ]
+        paths = self.fleet.outbox_paths()
+        pending = acc.pending_in_outboxes({d: paths[d] for d in snapshot})
+        in_kafka = asyncio.run(acc.fetch_reading_keys(self.bootstrap, self.topics.telemetry))
+        at_edge = [k for k in lost if k[1] in pending[k[0]]]
+        return {
+            AT_EDGE: at_edge,
+            BROKER_TO_KAFKA: [k for k in lost if k not in in_kafka and k not in at_edge],
+            AFTER_KAFKA: [k for k in lost if k in in_kafka and k not in at_edge],
+        }
+
+    def check_incident(self, inc: Incident) -> acc.AlertDoc:
+        """Exactly one threshold_high alert for ``inc``, opened and resolved once."""
+
+        def resolved() -> list[acc.AlertDoc]:
+            self.services_alive()
+            docs = [a for a in self.alerts([inc.device]) if a.rule == "threshold_high"]
+            assert len(docs) <= 1, f"[{inc.phase}] DUPLICATE alerts for {inc}: {docs}"
+            return docs if docs and docs[0].status == "resolved" else []
+
+        (alert,) = wait_for(f"[{inc.phase}] the alert of {inc} to resolve", resolved, SETTLE_S)
+        assert inc.start_ms <= alert.opened_at <= inc.end_ms, (inc, alert)
+        assert alert.resolved_at is not None and alert.resolved_at >= inc.end_ms - 1000, (
+            inc,
+            alert,
+        )
+        changes = self.changes()
+        mine = [(c.change, c.version) for c in changes if c.alert_id == alert.alert_id]
+        assert sorted(mine) == [("opened", 1), ("resolved", alert.version)], (
+            f"[{inc.phase}] changes published for {alert.alert_id}: {mine}"
+        )
+        integrity = acc.alert_integrity(self.alerts(), changes)
+        assert not integrity.overlapping, (
+            f"[{inc.phase}] two alerts of one (device, rule) active at once: "
+            f"{integrity.overlapping}"
+        )
+        repeats = set(integrity.repeated) - self.tolerated_repeats
+        if inc.phase == "f":
+            # A processor killed between publishing a change and storing it publishes
+            # it again (same alert_id and version; receivers drop it: documented).
+            self.tolerated_repeats |= repeats
+        else:
+            assert not repeats, f"[{inc.phase}] alert changes published twice: {sorted(repeats)}"
+        say(f"[{inc.phase}] one alert: {alert}")
+        return alert
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    base = os.environ.get(STACK_DIR_ENV)
+    if base:
+        root = Path(base) / "chaos"
+        LocalStack(stack_dir=root).down()  # a leftover of an interrupted run
+        shutil.rmtree(root, ignore_errors=True)
+    else:
+        root = tmp_path_factory.mktemp("chaos-stack")
+    rig = Rig(root, tmp_path_factory.mktemp("chaos-run"))
+    try:
+        rig.up()
+        yield rig
+    finally:
+        rig.down()
+
+
+# -- the faults --------------------------------------------------------------------------
+
+
+def test_a_gateway_kill9(rig: Rig) -> None:
+    rig.services_alive()
+    assert rig.gateway is not None
+    inc = rig.begin_incident("a", "s3-d01")
+    time.sleep(4)
+    old_pid = rig.gateway.pid
+    assert rig.gateway.kill(signal.SIGKILL) == -signal.SIGKILL
+    say(f"[a] gateway pid {old_pid} killed with SIGKILL")
+    time.sleep(5)  # the fleet keeps publishing; the broker keeps the gateway's session
+    rig.gateway.start()
+    assert rig.gateway.pid != old_pid
+    say(f"[a] gateway restarted, pid {rig.gateway.pid}")
+    rig.end_incident(inc)
+    rig.check_readings("a")
+    rig.check_incident(inc)
+
+
+def test_b_kafka_restart(rig: Rig) -> None:
+    rig.services_alive()
+    inc = rig.begin_incident("b", "s3-d02")
+    time.sleep(3)
+    old_pid = rig.stack.service_pid("kafka")
+    rig.stack.stop("kafka")
+    down_at = time.monotonic()
+    say(f"[b] Kafka pid {old_pid} stopped")
+    assert port_refuses("127.0.0.1", rig.stack.port("kafka")), "Kafka still listening"
+    time.sleep(max(0.0, 10 - (time.monotonic() - down_at)))
+    rig.stack.start("kafka", timeout=180.0)
+    assert rig.stack.service_pid("kafka") not in (None, old_pid)
+    say(f"[b] Kafka started again and healthy, pid {rig.stack.service_pid('kafka')}")
+    rig.end_incident(inc)
+    rig.check_readings("b")
+    rig.check_incident(inc)
+
+
+def test_c_search_down_30s(rig: Rig) -> None:
+    rig.services_alive()
+    assert rig.processor is not None
+    mark = rig.processor.log_size()
+    inc = rig.begin_incident("c", "s1-d01")
+    time.sleep(3)
+    old_pid = rig.stack.service_pid("search")
+    rig.stack.stop("search")
+    down_at = time.monotonic()
+    say(f"[c] search server pid {old_pid} stopped")
+    assert port_refuses("127.0.0.1", rig.stack.port("search")), "search server still listening"
+    while time.monotonic() - down_at < 30:
+        rig.services_alive()  # the processor waits for the server, it does not give up
+        time.sleep(1)
+    rig.stack.start("search", timeout=180.0)
+    assert rig.stack.service_pid("search") not in (None, old_pid)
+    say(f"[c] search server started again and healthy, pid {rig.stack.service_pid('search')}")
+    rig.end_incident(inc)
+    rig.check_readings("c")
+    rig.check_incident(inc)
+    logged = rig.processor.log_since(mark)
+    assert "event=search_unavailable" in logged, "the processor never noticed the outage"
+
+
+MOSQUITTO_SHARED_SUBSCRIPTION_BUG = (
+    "KNOWN BUG (broker x gateway): Mosquitto 2.0.11 (Debian 12) does not carry a persistent "
+    "session's SHARED subscription ($share/<group>/..., the gateway's) across a broker restart: "
+    "QoS 1 messages queued or in flight to the gateway at shutdown, and those published after "
+    "the restart before the gateway subscribes again, are dropped although their publishers "
+    "got a PUBACK (so the edge deleted them from its outbox). A plain persistent subscription "
+    "loses nothing under the same restart. See the report of issue 7 item 4."
+)
+
+
+def test_d_mosquitto_restart(rig: Rig) -> None:
+    """Restart Mosquitto; one alert for the incident, and no loss but the known one."""
+    rig.services_alive()
+    inc = rig.begin_incident("d", "s1-d02")
+    time.sleep(3)
+    before = {d: r.stop for d, r in rig.allocated().items()}
+    old_pid = rig.stack.service_pid("mosquitto")
+    rig.stack.stop("mosquitto")
+    assert port_refuses("127.0.0.1", rig.stack.port("mosquitto")), "Mosquitto still listening"
+    rig.stack.start("mosquitto", timeout=120.0)
+    assert rig.stack.service_pid("mosquitto") not in (None, old_pid)
+    say(f"[d] Mosquitto restarted, pid {old_pid} -> {rig.stack.service_pid('mosquitto')}")
+    rig.end_incident(inc)
+    after = {d: r.stop for d, r in rig.allocated().items()}
+
+    def around_the_restart(key: tuple[str, int]) -> bool:
+        device, seq = key
+        return before[device] - 10 <= seq < after[device]
+
+    rig.check_incident(inc)
+    rig.check_readings("d", known_bug=around_the_restart)
+    rig.phases_done.add("d")
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="KNOWN BUG (edge), as in test_e_offline_alert_resolves_after_the_reconnect: "
+    "Mosquitto publishes every device's last will when it shuts down, and the 'online' of "
+    "the reconnection carries the will's ts, so the device_offline alerts stay open.",
+)
+def test_d_devices_back_online_after_the_mosquitto_restart(rig: Rig) -> None:
+    if "d" not in rig.phases_done:
+        pytest.skip("needs test_d_mosquitto_restart")
+
+    def still_offline() -> list[acc.AlertDoc]:
+        return [
+            a
+            for a in rig.alerts()
+            if a.rule == "device_offline" and a.status == "open" and a.device_id != CUT_DEVICE
+        ]
+
+    deadline = time.monotonic() + 10.0
+    while still_offline() and time.monotonic() < deadline:
+        time.sleep(1.0)
+    assert not still_offline(), f"device_offline alerts left open: {still_offline()}"
+
+
+@pytest.mark.xfail(strict=False, reason=MOSQUITTO_SHARED_SUBSCRIPTION_BUG)
+def test_d_no_reading_lost_across_the_mosquitto_restart(rig: Rig) -> None:
+    if "d" not in rig.phases_done:
+        pytest.skip("needs test_d_mosquitto_restart")
+    lost = rig.known_lost.get("d", [])
+    assert not lost, f"{len(lost)} readings lost across the Mosquitto restart: {lost}"
+
+
+def test_f_processor_kill9_while_alert_opens(rig: Rig) -> None:
+    rig.services_alive()
+    assert rig.processor is not None
+    inc = rig.begin_incident("f", "s2-d01")
+
+    def alert_stored() -> bool:
+        return any(a.rule == "threshold_high" for a in rig.alerts([inc.device]))
+
+    wait_for("the incident's alert to be stored", alert_stored, 60.0, every=0.2)
+    old_pid = rig.processor.pid
+    assert rig.processor.kill(signal.SIGKILL) == -signal.SIGKILL
+    say(f"[f] alert stored; processor pid {old_pid} killed with SIGKILL")
+    time.sleep(2)
+    rig.processor.start()
+    assert rig.processor.pid != old_pid
+    say(f"[f] processor restarted, pid {rig.processor.pid}")
+    # Let go only once the new processor runs: it resolves what the old one opened.
+    rig.end_incident(inc, not_before_s=max(HOLD_S, time.time() - inc.start_ms / 1000 + 5))
+    rig.check_readings("f")
+    rig.check_incident(inc)
+
+
+def test_e_agent_cut_off_broker_2min(rig: Rig) -> None:
+    cut = rig.cut
+    cut.wait_healed(CUT_S + 90)
+    assert cut.error is None, cut.error
+    assert cut.healed_ms - cut.cut_ms >= CUT_S * 1000 - 1000
+    assert cut.refused == [True, True], "the proxy accepted connections during the cut"
+    during = cut.allocated_at_heal - cut.allocated_at_cut
+    assert during >= CUT_S / INTERVAL_S / 2, f"the agent sampled only {during} readings while cut"
+    result = rig.check_readings("e", rig.devices, min_new=0)
+    assert result.sent >= cut.allocated_at_heal
+    # What the agent sampled while cut reached Kafka only after the heal (record times).
+    produced: dict[int, int] = {}
+    for value, ts in asyncio.run(acc.read_records(rig.bootstrap, rig.topics.telemetry)):
+        msg = json.loads(value)
+        if msg.get("device_id") == CUT_DEVICE and msg.get("type") == "reading":
+            seq = int(msg["seq"])
+            if cut.allocated_at_cut <= seq < cut.allocated_at_heal:
+                produced[seq] = min(ts, produced.get(seq, ts))
+    assert len(produced) == during
+    early = sorted(seq for seq, ts in produced.items() if ts < cut.restoring_ms)
+    assert not early, f"readings sampled during the cut reached Kafka before the heal: {early}"
+    # The cut was one outage: one device_offline alert, from the last will the broker
+    # published when the proxy reset the agent's connection.
+
+    def cut_alerts() -> list[acc.AlertDoc]:
+        published = {
+            c.alert_id
+            for c in rig.changes()
+            if c.change == "opened"
+            and c.rule == "device_offline"
+            and c.device_id == CUT_DEVICE
+            and cut.cut_ms <= c.published_ms <= cut.restoring_ms
+        }
+        return [a for a in rig.alerts([CUT_DEVICE]) if a.alert_id in published]
+
+    docs = wait_for("the cut's device_offline alert", cut_alerts, 30.0)
+    assert len(docs) == 1, f"the cut raised {len(docs)} device_offline alerts: {docs}"
+    rig.cut_alert_id = docs[0].alert_id
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="KNOWN BUG (edge): the agent composes its last will and its 'online' status once, "
+    "at start (edge_agent/app.py), so the 'online' of a reconnection carries the same ts as "
+    "the will; cloud_processor.rules.on_status orders the will 1 ms after that ts and drops "
+    "the reconnection's 'online' as older: the device_offline alert stays open until the "
+    "agent restarts. Fix: compose both afresh at every (re)connect.",
+)
+def test_e_offline_alert_resolves_after_the_reconnect(rig: Rig) -> None:
+    if not rig.cut_alert_id:
+        pytest.skip("needs test_e_agent_cut_off_broker_2min")
+    cut = rig.cut
+
+    def resolved() -> list[acc.AlertDoc]:
+        docs = [a for a in rig.alerts([CUT_DEVICE]) if a.alert_id == rig.cut_alert_id]
+        return [a for a in docs if a.status == "resolved"]
+
+    # Every reading of the cut device is stored by now: its "online" went first.
+    (alert,) = wait_for("the cut's device_offline alert to resolve", resolved, 10.0)
+    # Resolved by the "online" of the reconnection after the heal (its event time).
+    assert alert.resolved_at is not None and alert.resolved_at >= cut.restoring_ms, alert
+
+
+def test_z_everything_accounted_after_the_fleet_stops(rig: Rig) -> None:
+    assert rig.fleet is not None
+    rig.cut.heal_now()
+    rig.services_alive()
+    stopped_ms = now_ms()
+    say("[z] stopping the fleet (each agent flushes its outbox)")
+    rig.fleet.stop()
+    rig.fleet_stopped = True
+    say("[z] fleet stopped")
+    result = rig.check_readings("z", rig.devices)
+    wait_for("the processor to commit everything (lag 0)", lambda: rig.lag() == 0, SETTLE_S)
+    stored = rig.stored(rig.devices)
+    final = acc.account(rig.allocated(), stored, [])
+    known = {k for keys in rig.known_lost.values() for k in keys}
+    assert final.unexpected == 0, f"stored readings no outbox allocated: {final}"
+    assert final.duplicated == final.covered == final.gap_conflicts == 0, final
+    # Nothing lost but what a known bug explains (test_d_no_reading_lost_...).
+    assert final.lost == len(known) and final.sent == result.sent, (final, sorted(known))
+    assert result.sent >= len(rig.devices) * 200, result
+    # Alerts: every incident alerted once; index and alerts topic agree.
+    docs = rig.alerts()
+    changes = rig.changes()
+    say(f"[z] {len(docs)} alert documents, {len(changes)} published changes")
+    for a in sorted(docs, key=lambda a: (a.rule, a.device_id, a.opened_at)):
+        say(f"[z]   {a}")
+    assert len({a.alert_id for a in docs}) == len(docs)
+    integrity = acc.alert_integrity(docs, changes)
+    detail = f"{integrity} (tolerated repeats after the processor kill: {rig.tolerated_repeats})"
+    assert not integrity.overlapping, detail
+    assert not integrity.missing_documents, detail
+    assert not integrity.unpublished, detail
+    assert not integrity.stale_documents, detail
+    assert set(integrity.repeated) <= rig.tolerated_repeats, detail
+    phases = sorted(inc.phase for inc in rig.incidents)
+    assert phases == ["a", "b", "c", "d", "f"], phases
+    for inc in rig.incidents:
+        mine = [a for a in docs if a.device_id == inc.device and a.rule == "threshold_high"]
+        assert len(mine) == 1, (inc, mine)
+    assert not [a for a in docs if a.device_id == CUT_DEVICE and a.rule == "threshold_high"]
+    score = acc.score_alerts(
+        [acc.Incident("threshold", i.device, i.start_ms, i.end_ms) for i in rig.incidents],
+        [a for a in docs if a.rule == "threshold_high"],
+        since_ms=rig.run.started_ms,
+        until_ms=stopped_ms,
+    )
+    assert score.alerted == score.injected == 5 and score.false_alerts == 0, score
