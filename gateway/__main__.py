@@ -35,6 +35,41 @@ def _add_commands(gsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     check.add_argument("--config", "-c", metavar="FILE", help="TOML config to check")
     check.set_defaults(func=_check_config)
 
+    retire = gsub.add_parser(
+        "retire",
+        aliases=["drain"],
+        help="drain a removed gateway's MQTT session into Kafka, then end the session",
+        description=(
+            "Connect with a retired gateway's client id and persistent session, forward "
+            "every message the broker queued for it (acknowledged after Kafka, as in run), "
+            "unsubscribe, and disconnect with session expiry 0 so that the broker deletes "
+            "the session and stops queueing this member's share of the shared subscription. "
+            "Use the retired gateway's config (same share group, topics and credentials)."
+        ),
+    )
+    retire.add_argument("--config", "-c", metavar="FILE", help="the retired gateway's config")
+    retire.add_argument(
+        "--gateway-id", metavar="ID", help="id of the retired gateway (default: gateway.id)"
+    )
+    retire.add_argument(
+        "--client-id", metavar="ID", help="its MQTT client id, if set explicitly in its config"
+    )
+    retire.add_argument(
+        "--idle-s",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="finish once nothing arrived for this long (default 5)",
+    )
+    retire.add_argument(
+        "--timeout-s",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="give up (keeping the session) after this long (default 600)",
+    )
+    retire.set_defaults(func=_retire)
+
     show = gsub.add_parser("print-config", help="print the effective config (secrets masked)")
     show.add_argument("--config", "-c", metavar="FILE", help="TOML config")
     show.set_defaults(func=_print_config)
@@ -78,18 +113,56 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _serve(cfg: object) -> int:
-    import asyncio
-    import signal
-
     from gateway.app import Gateway
     from gateway.config import GatewayConfig
 
     assert isinstance(cfg, GatewayConfig)
-    gateway = Gateway(cfg)
+    return await _serve_gateway(Gateway(cfg))
+
+
+async def _serve_gateway(gateway: object) -> int:
+    import asyncio
+    import signal
+
+    from gateway.app import Gateway
+
+    assert isinstance(gateway, Gateway)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, gateway.stop)
     return await gateway.run()
+
+
+def _retire(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import msgspec
+
+    from gateway.app import Gateway, RetireOptions
+    from gateway.config import load_config
+
+    cfg = load_config(args.config)
+    if args.gateway_id:
+        cfg = msgspec.structs.replace(
+            cfg, gateway=msgspec.structs.replace(cfg.gateway, id=args.gateway_id)
+        )
+    if args.client_id:
+        cfg = msgspec.structs.replace(
+            cfg, mqtt=msgspec.structs.replace(cfg.mqtt, client_id=args.client_id)
+        )
+    # No probe port: the retiring process may run beside the live gateways.
+    cfg = msgspec.structs.replace(cfg, http=msgspec.structs.replace(cfg.http, enabled=False))
+    problems = cfg.validate()
+    if problems:
+        print(f"gateway retire: error: {problems[0]}", file=sys.stderr)
+        return 1
+    gateway = Gateway(cfg, retire=RetireOptions(idle_s=args.idle_s, timeout_s=args.timeout_s))
+    code = asyncio.run(_serve_gateway(gateway))
+    print(
+        f"retire: client_id={cfg.mqtt_client_id} received={gateway.received_count} "
+        f"session_ended={gateway.session_ended}"
+    )
+    return code if gateway.session_ended else max(code, 1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

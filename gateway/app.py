@@ -21,6 +21,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.bridge import KafkaRecord, bridge
 from gateway.config import GatewayConfig
@@ -30,9 +31,25 @@ from gateway.mqtt import Incoming, MqttSource
 from telemetry_contract import kafka_topics
 from thermowatch.health import HealthServer
 
-__all__ = ["Gateway"]
+__all__ = ["Gateway", "RetireOptions"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RetireOptions:
+    """How :meth:`Gateway.run` retires a gateway's MQTT session instead of serving.
+
+    The gateway connects with the retired instance's client id and its
+    persistent session, subscribes to nothing, forwards what the broker
+    delivers from the session (acknowledging after Kafka as always) until
+    nothing arrived for ``idle_s`` seconds, unsubscribes, waits ``idle_s``
+    again for stragglers, and disconnects with Session Expiry Interval 0, so
+    the broker deletes the session and stops queueing messages for it.
+    """
+
+    idle_s: float = 5.0
+    timeout_s: float = 600.0
 
 
 @dataclass(slots=True)
@@ -45,12 +62,31 @@ class _Entry:
 class Gateway:
     """One gateway process: call :meth:`run` inside an event loop."""
 
-    def __init__(self, config: GatewayConfig, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        metrics: Metrics | None = None,
+        *,
+        retire: RetireOptions | None = None,
+    ) -> None:
         self.config = config
+        self.retire = retire
+        #: Set when a retirement finished: the session was ended on the broker.
+        self.session_ended = False
         self.metrics = metrics or Metrics()
         self.topics = kafka_topics(config.kafka.topic_prefix)
         self.gateway_id = config.gateway_id
         self._window: collections.deque[_Entry] = collections.deque()
+        # Per-message metric calls are the hot path's: cache the labelled
+        # children, and read the in-flight gauge from the window when scraped.
+        self.metrics.in_flight.set_function(lambda: len(self._window))
+        #: In-flight bound: the Receive Maximum announced to the broker, enforced
+        #: here too (by pausing reads) because a broker may not honour it.
+        self._window_max = config.mqtt.receive_maximum
+        self._received: dict[str, Any] = {}
+        self._forwarded: dict[str, Any] = {}
+        self._last_message = 0.0
+        self.received_count = 0
         self._stopping = False
         self._connection = 0
         self._sink: KafkaSink | None = None
@@ -103,7 +139,12 @@ class Gateway:
             await self._health.start()
         self._sink = KafkaSink(cfg.kafka, self.topics, self.metrics, self._on_written)
         self._mqtt = MqttSource(
-            cfg, self.metrics, loop, self._on_message, on_connected=self._on_connected
+            cfg,
+            self.metrics,
+            loop,
+            self._on_message,
+            on_connected=self._on_connected,
+            subscribe=self.retire is None,
         )
         watchdog = asyncio.create_task(self._watch())
         try:
@@ -119,7 +160,10 @@ class Gateway:
             stopper.cancel()
             starting.result()  # KafkaSetupError is fatal
             self._mqtt.start()
-            await self._stop.wait()
+            if self.retire is None:
+                await self._stop.wait()
+            else:
+                await self._until_stopped(self._retire_session(self.retire))
         except KafkaSetupError as exc:
             self._fatal = str(exc)
         finally:
@@ -142,13 +186,13 @@ class Gateway:
         writes still complete (a duplicate, which is allowed).
         """
         self._connection = connection
+        self._last_message = time.monotonic()  # idle time counts from the connection
         stale = sum(1 for e in self._window if e.incoming.connection != connection)
         if not stale:
             return
         self._window = collections.deque(
             e for e in self._window if e.incoming.connection == connection
         )
-        self.metrics.in_flight.set(len(self._window))
         log.info("event=mqtt_window_reset dropped=%d connection=%d", stale, connection)
         self._drain()  # the new head may be written already
 
@@ -165,10 +209,16 @@ class Gateway:
             user_properties=incoming.user_properties,
             topic_root=self.config.mqtt.topic_root,
         )
-        self.metrics.received.labels(record.kind).inc()
+        counter = self._received.get(record.kind)
+        if counter is None:
+            counter = self._received[record.kind] = self.metrics.received.labels(record.kind)
+        counter.inc()
+        self.received_count += 1
+        self._last_message = time.monotonic()
         entry = _Entry(incoming, record)
         self._window.append(entry)
-        self.metrics.in_flight.inc()
+        if len(self._window) >= self._window_max and self._mqtt is not None:
+            self._mqtt.pause_reading()  # the broker keeps the rest
         assert self._sink is not None
         self._sink.submit(record, entry)
 
@@ -178,7 +228,10 @@ class Gateway:
         token.done = True
         record = token.record
         if record.reason is None:
-            self.metrics.forwarded.labels(record.kind).inc()
+            counter = self._forwarded.get(record.kind)
+            if counter is None:
+                counter = self._forwarded[record.kind] = self.metrics.forwarded.labels(record.kind)
+            counter.inc()
         else:
             self.metrics.deadlettered.labels(record.reason.value).inc()
             log.debug(  # a flood of bad input must not flood the log: see the metric
@@ -197,9 +250,59 @@ class Gateway:
             entry = window.popleft()
             if mqtt is not None:
                 mqtt.ack(entry.incoming)
-            self.metrics.in_flight.dec()
+        if mqtt is not None and mqtt.paused and len(window) <= self._window_max // 2:
+            mqtt.resume_reading()
         if not window:
             self._drained.set()
+
+    # --- retiring a session ---------------------------------------------------
+
+    async def _until_stopped(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        stopper = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for t in (task, stopper):
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+    async def _retire_session(self, opts: RetireOptions) -> None:
+        mqtt = self._mqtt
+        assert mqtt is not None
+        deadline = time.monotonic() + opts.timeout_s
+        if not await mqtt.wait_connected(opts.timeout_s):
+            self._fatal = mqtt.fatal or "retire: could not connect to the MQTT broker"
+            return
+        if not mqtt.session_present:
+            log.info("event=retire_no_session client_id=%s", self.config.mqtt_client_id)
+        else:
+            if not await self._quiet(opts.idle_s, deadline):
+                self._fatal = "retire: the session kept delivering until the timeout"
+                return
+            if not await mqtt.unsubscribe():
+                self._fatal = "retire: the broker did not confirm the unsubscribe"
+                return
+            if not await self._quiet(opts.idle_s, deadline):
+                self._fatal = "retire: messages still unacknowledged at the timeout"
+                return
+        self.session_ended = True  # _shutdown disconnects with session expiry 0
+        log.info(
+            "event=gateway_retired client_id=%s session_present=%s received=%d",
+            self.config.mqtt_client_id,
+            mqtt.session_present,
+            self.received_count,
+        )
+
+    async def _quiet(self, idle_s: float, deadline: float) -> bool:
+        """Wait until every message is acknowledged and none came for ``idle_s``."""
+        while time.monotonic() < deadline:
+            idle = time.monotonic() - self._last_message
+            if not self._window and idle >= idle_s and self._mqtt and self._mqtt.connected:
+                return True
+            await asyncio.sleep(0.1)
+        return False
 
     # --- supervision --------------------------------------------------------
 
@@ -222,8 +325,8 @@ class Gateway:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), grace)
         if self._mqtt is not None:
-            # paho's disconnect() is sent after the queued PUBACKs.
-            await asyncio.to_thread(self._mqtt.stop)
+            # paho's DISCONNECT is sent after the queued PUBACKs.
+            await self._mqtt.stop(end_session=self.session_ended)
         if self._sink is not None:
             await self._sink.stop()
         if self._health is not None:

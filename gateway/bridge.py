@@ -35,6 +35,7 @@ b'thermowatch/s1/s1-d01/telemetry'
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -180,34 +181,57 @@ def _forward(
     user_properties: Iterable[tuple[str, str]],
     topic_root: str,
 ) -> KafkaRecord:
-    parts = parse_mqtt_topic(mqtt_topic, root=topic_root)
-    target = kafka_topic_for(parts.kind, topics)
-    if topic_root != TOPIC_ROOT:  # decode() checks topics under the default root
-        mqtt_topic_for_check = TOPIC_ROOT + mqtt_topic[len(topic_root) :]
-    else:
-        mqtt_topic_for_check = mqtt_topic
-    message = decode(payload, topic=mqtt_topic_for_check, now_ms=received_ms, max_bytes=max_bytes)
-    headers: list[Header] = [
-        ("schema_version", str(getattr(message, "schema_version", 1)).encode()),
-        ("message_type", _type_tag(message).encode()),
-        ("mqtt_topic", mqtt_topic.encode()),
+    route = _route(mqtt_topic, topic_root, topics)
+    message = decode(payload, topic=route.check_topic, now_ms=received_ms, max_bytes=max_bytes)
+    headers: tuple[Header, ...] = (
+        *_type_headers(type(message), getattr(message, "schema_version", 1)),
+        ("mqtt_topic", route.topic_bytes),
         ("gateway_id", gateway_id.encode()),
         ("received_ts", str(received_ms).encode()),
-    ]
-    headers.extend(_user_headers(user_properties))
+    )
+    if user_properties:
+        headers += tuple(_user_headers(user_properties))
     return KafkaRecord(
-        topic=target,
-        key=kafka_key(parts.device_id),
+        topic=route.target,
+        key=route.key,
         value=encode(message),
-        headers=tuple(headers),
+        headers=headers,
         reason=None,
-        kind=parts.kind.value,
+        kind=route.kind,
     )
 
 
-def _type_tag(message: object) -> str:
-    # The struct tag is the ``type`` field on the wire (reading, gap, ...).
-    return str(getattr(type(message), "__struct_config__").tag)  # noqa: B009
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """What a concrete MQTT topic decides about its records (topics repeat: cached)."""
+
+    target: str
+    key: bytes
+    kind: str
+    check_topic: str
+    topic_bytes: bytes
+
+
+@functools.lru_cache(maxsize=65_536)
+def _route(mqtt_topic: str, topic_root: str, topics: KafkaTopics) -> _Route:
+    parts = parse_mqtt_topic(mqtt_topic, root=topic_root)
+    # decode() checks topics under the default root.
+    check = mqtt_topic if topic_root == TOPIC_ROOT else TOPIC_ROOT + mqtt_topic[len(topic_root) :]
+    return _Route(
+        target=kafka_topic_for(parts.kind, topics),
+        key=kafka_key(parts.device_id),
+        kind=parts.kind.value,
+        check_topic=check,
+        topic_bytes=mqtt_topic.encode(),
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _type_headers(cls: type, schema_version: object) -> tuple[Header, Header]:
+    return (
+        ("schema_version", str(schema_version).encode()),
+        ("message_type", str(getattr(cls, "__struct_config__").tag).encode()),  # noqa: B009
+    )
 
 
 def _user_headers(props: Iterable[tuple[str, str]]) -> list[Header]:

@@ -81,6 +81,9 @@ class MqttSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     password: str = ""
     tls: TlsSettings = TlsSettings()
     #: Shared-subscription group: every gateway in one group splits the load.
+    #: "" subscribes without sharing: for a single gateway, and safer across a
+    #: broker restart (Mosquitto 2.0.11 does not restore a persistent session's
+    #: shared subscription, see gateway/README.md).
     share_group: str = "gateways"
     #: MQTT topic kinds forwarded to Kafka.
     kinds: tuple[Literal["telemetry", "alert", "status"], ...] = ("telemetry", "alert", "status")
@@ -88,7 +91,8 @@ class MqttSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     topic_root: str = "thermowatch"
     keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
     #: Receive Maximum sent at connect: how many unacknowledged QoS 1 messages the
-    #: broker may have in flight to this gateway. The rest wait in the session.
+    #: broker may have in flight to this gateway. The gateway also enforces it (it
+    #: stops reading at this many), since a broker may not. The rest wait in the session.
     receive_maximum: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1000
     #: Session expiry after a disconnect (the broker queues messages meanwhile).
     session_expiry_s: Annotated[int, msgspec.Meta(ge=0, le=4294967295)] = 7 * 24 * 3600
@@ -155,9 +159,10 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         problems: list[str] = []
         if self.gateway.id and not _NAME.fullmatch(self.gateway.id):
             problems.append(f"gateway.id: must match {_NAME.pattern}, got {self.gateway.id!r}")
-        if not _NAME.fullmatch(self.mqtt.share_group):
+        if self.mqtt.share_group and not _NAME.fullmatch(self.mqtt.share_group):
             problems.append(
-                f"mqtt.share_group: must match {_NAME.pattern}, got {self.mqtt.share_group!r}"
+                f"mqtt.share_group: must be empty or match {_NAME.pattern}, "
+                f"got {self.mqtt.share_group!r}"
             )
         if not self.mqtt.kinds:
             problems.append("mqtt.kinds: must name at least one of telemetry, alert, status")

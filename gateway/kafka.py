@@ -133,6 +133,7 @@ class KafkaSink:
         self._partition_cache: dict[tuple[str, int, bytes], int] = {}
         self._backoff = _INITIAL_BACKOFF_S
         self._retired: dict[int, asyncio.Future[None]] = {}
+        self._tp_tail: dict[tuple[str, int], asyncio.Task[None]] = {}
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -221,7 +222,31 @@ class KafkaSink:
             by_tp.setdefault((topic, self._partition(topic, key, partitions[topic])), []).append(
                 item
             )
-        for (topic, partition), group in by_tp.items():
+        # One task per partition, chained behind that partition's previous one:
+        # aiokafka accepts a partition's next batch only once the previous one
+        # is drained, and waiting for that partition by partition here would
+        # serialise the round trips of all of them.
+        for tp, group in by_tp.items():
+            task = asyncio.create_task(
+                self._send_partition(producer, gen, tp, group, self._tp_tail.get(tp))
+            )
+            self._tp_tail[tp] = task
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
+
+    async def _send_partition(
+        self,
+        producer: Any,
+        gen: int,
+        tp: tuple[str, int],
+        group: list[_Item],
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        if previous is not None and not previous.done():
+            await asyncio.wait({previous})  # keeps the partition's order
+        topic, partition = tp
+        sent = 0  # group[:sent] is handed to _send_one (which owns its failures)
+        try:
             batch = producer.create_batch()
             members: list[_Item] = []
             for item in group:
@@ -234,11 +259,17 @@ class KafkaSink:
                 ):
                     if not members:  # cannot happen: a record is far below max_batch_size
                         raise RuntimeError(f"record of {len(rec.value)} bytes fits no batch")
+                    sent += len(members)
                     await self._send_one(producer, gen, batch, topic, partition, members)
                     batch, members = producer.create_batch(), []
                 members.append(item)
             if members:
+                sent += len(members)
                 await self._send_one(producer, gen, batch, topic, partition, members)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # e.g. the producer was stopped under us: retry the rest
+            self._failed(group[sent:], exc, gen)
 
     async def _send_one(
         self, producer: Any, gen: int, batch: Any, topic: str, partition: int, items: list[_Item]

@@ -41,11 +41,18 @@ class FakeMqtt:
     def __init__(self) -> None:
         self.acked: list[int] = []
         self.connected = True
+        self.paused = False
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
 
     def ack(self, message: Incoming) -> None:
         self.acked.append(message.mid)
 
-    def stop(self) -> None:
+    async def stop(self, *, end_session: bool = False) -> None:
         pass
 
 
@@ -207,3 +214,26 @@ async def test_health_endpoints() -> None:
         assert (await asyncio.to_thread(_get, port, "/nope"))[0] == 404
     finally:
         await server.stop()
+
+
+async def test_reading_pauses_at_the_window_bound_and_resumes_at_half() -> None:
+    from gateway.config import MqttSettings
+
+    gw = Gateway(
+        GatewayConfig(gateway=GatewaySettings(id="gw-w"), mqtt=MqttSettings(receive_maximum=4))
+    )
+    sink, mqtt = FakeSink(gw._on_written), FakeMqtt()
+    gw._sink = sink  # type: ignore[assignment]
+    gw._mqtt = mqtt  # type: ignore[assignment]
+    gw._on_connected(1)
+    for mid in range(1, 4):
+        gw._on_message(incoming(mid, reading(mid)))
+    assert not mqtt.paused
+    gw._on_message(incoming(4, reading(4)))
+    assert mqtt.paused and gw.in_flight == 4  # the broker may not honour Receive Maximum
+    sink.confirm(0)
+    assert mqtt.paused and gw.in_flight == 3
+    sink.confirm(1)
+    assert not mqtt.paused and gw.in_flight == 2 and mqtt.acked == [1, 2]
+    metric = gw.metrics.render().decode()
+    assert "thermowatch_gateway_in_flight 2.0" in metric

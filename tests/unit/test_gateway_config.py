@@ -49,7 +49,7 @@ def test_sample_shows_every_default_with_its_value() -> None:
         ("[kafka]\nenable_idempotence = false\n", "kafka.enable_idempotence: must be true"),
         ('[kafka]\nbootstrap_servers = ["nohost"]\n', "kafka.bootstrap_servers: expected"),
         ('[kafka]\nsecurity_protocol = "SASL_SSL"\n', "kafka.sasl_username: required"),
-        ('[mqtt]\nshare_group = "a/b"\n', "mqtt.share_group: must match"),
+        ('[mqtt]\nshare_group = "a/b"\n', "mqtt.share_group: must be empty or match"),
         ('[mqtt.tls]\nca_file = "/nonexistent/ca.pem"\n', "mqtt.tls.ca_file: no such file"),
         ("[mqtt]\nkinds = []\n", "mqtt.kinds: must name at least one"),
         ("[mqtt]\nqos = 1\n", "mqtt.qos: unknown key"),
@@ -127,3 +127,19 @@ def test_kafka_security_options(tmp_path: Path) -> None:
     assert (opts["sasl_mechanism"], opts["sasl_plain_username"]) == ("SCRAM-SHA-512", "gateway")
     plain = kafka_client_options(KafkaSettings())
     assert "ssl_context" not in plain and "sasl_mechanism" not in plain
+
+
+async def test_an_empty_share_group_subscribes_without_sharing() -> None:
+    import asyncio
+
+    from gateway.metrics import Metrics
+    from gateway.mqtt import MqttSource
+
+    plain = loads(GatewayConfig, '[mqtt]\nshare_group = ""\n')
+    shared = loads(GatewayConfig, "")
+    loop = asyncio.get_running_loop()
+    for cfg, expected in ((plain, ""), (shared, "$share/gateways/")):
+        source = MqttSource(cfg, Metrics(), loop, lambda _m: None)
+        assert source.filters == [
+            f"{expected}thermowatch/+/+/{kind}" for kind in ("telemetry", "alert", "status")
+        ]
