@@ -169,6 +169,8 @@ class EdgeAgent:
         self.config = config
         self.config_version = 0
         self._clock_ms = clock_ms
+        #: Event time of the current MQTT connection (see _will_for_new_connection).
+        self._connection_ts = MIN_TS_MS
         d = config.device
         root = config.mqtt.topic_root
         self.telemetry_topic = mqtt_topic(d.site, d.device_id, TopicKind.TELEMETRY, root=root)
@@ -257,10 +259,10 @@ class EdgeAgent:
                 password=self.config.mqtt_password(),
                 status_topic=self.status_topic,
                 config_topic=self.config_topic,
-                will_payload=self._status(DeviceState.OFFLINE, "connection lost"),
+                will_payload=self._will_for_new_connection,
                 events=self.events,
             )
-            self.link.set_online_payload(self._status(DeviceState.ONLINE))
+            self.link.set_online_payload(self._online_of_connection)
             self.link.start()
         stats = self.outbox.stats()
         log.info(
@@ -358,7 +360,7 @@ class EdgeAgent:
         if ids != self._sensors:
             self._sensors = ids
             if self.link is not None:
-                self.link.set_online_payload(self._status(DeviceState.ONLINE))
+                self.link.set_online_payload(self._online_of_connection)
 
     def process_events(self, timeout_s: float) -> None:
         """Handle everything that has arrived, waiting up to ``timeout_s`` for a wake-up.
@@ -582,12 +584,27 @@ class EdgeAgent:
         else:
             self.outputs.set_status(StatusLight.BUFFERING)
 
-    def _status(self, state: DeviceState, reason: str = "") -> bytes:
+    def _will_for_new_connection(self) -> bytes:
+        """The last will of the connection about to be opened (the MQTT link calls it).
+
+        A connection's will and its "online" status carry the same event time,
+        the time the connection was opened: the processor orders a will after
+        the "online" it ties with, and the next connection's "online" (newer)
+        after both, so a reconnection always resolves the offline alert.
+        """
+        self._connection_ts = max(self._clock_ms(), MIN_TS_MS)
+        return self._status(DeviceState.OFFLINE, "connection lost", ts=self._connection_ts)
+
+    def _online_of_connection(self) -> bytes:
+        """The retained "online" status of the current connection (see above)."""
+        return self._status(DeviceState.ONLINE, ts=self._connection_ts)
+
+    def _status(self, state: DeviceState, reason: str = "", ts: int | None = None) -> bytes:
         return encode(
             DeviceStatus(
                 device_id=self.config.device.device_id,
                 site=self.config.device.site,
-                ts=max(self._clock_ms(), MIN_TS_MS),
+                ts=max(self._clock_ms(), MIN_TS_MS) if ts is None else ts,
                 state=state,
                 agent_version=__version__,
                 config_version=self.config_version,
@@ -627,7 +644,7 @@ class EdgeAgent:
         )
         self.tracker.clear_after = new.alarm.clear_after
         if self.link is not None:
-            self.link.set_online_payload(self._status(DeviceState.ONLINE))
+            self.link.set_online_payload(self._online_of_connection)
         log.info(
             "event=config_applied version=%d interval_s=%s detector=%s",
             remote.version,

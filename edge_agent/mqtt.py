@@ -37,6 +37,7 @@ import select
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -244,7 +245,7 @@ class MqttLink:
         password: str,
         status_topic: str,
         config_topic: str,
-        will_payload: bytes,
+        will_payload: bytes | Callable[[], bytes],
         events: queue.Queue[Any],
         rng: random.Random | None = None,
     ) -> None:
@@ -258,7 +259,7 @@ class MqttLink:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
         self._attempt = 0
         self._client: _Client | None = None
-        self._online_payload: bytes = b""
+        self._online_payload: bytes | Callable[[], bytes] = b""
         self._connected = threading.Event()
         #: PUBACK outcomes, oldest first (appended by :meth:`service`, drained by the agent).
         self.acks: collections.deque[Acked] = collections.deque()
@@ -280,11 +281,17 @@ class MqttLink:
         """CONNACK received and the connection not lost since (any thread may ask)."""
         return self._connected.is_set()
 
-    def set_online_payload(self, payload: bytes) -> None:
-        """The retained status published on (re)connect; published now if connected."""
+    def set_online_payload(self, payload: bytes | Callable[[], bytes]) -> None:
+        """The retained status published on (re)connect; published now if connected.
+
+        Give a function to compose it afresh at every connection (and the will
+        likewise, see ``will_payload``): a status carries its event time, and the
+        processor orders a device's statuses by it, so a reconnection's
+        "online" must be newer than the last will of the connection before.
+        """
         self._online_payload = payload
         if self._client is not None and self.connected:
-            self._client.publish(self._status_topic, payload, qos=1, retain=True)
+            self._client.publish(self._status_topic, _payload(payload), qos=1, retain=True)
 
     def start(self) -> None:
         """Create the client and start connecting on the connector thread (non-blocking)."""
@@ -304,7 +311,7 @@ class MqttLink:
                 cert_reqs=ssl.CERT_REQUIRED,
                 tls_version=ssl.PROTOCOL_TLS_CLIENT,
             )
-        client.will_set(self._status_topic, self._will, qos=1, retain=True)
+        client.will_set(self._status_topic, _payload(self._will), qos=1, retain=True)
         client.max_inflight_messages_set(c.max_inflight)
         client.max_queued_messages_set(0)  # the agent bounds what it hands out
         client.on_connect = self._on_connect
@@ -446,6 +453,8 @@ class MqttLink:
                 if self._stopping or client is None:
                     return
             try:
+                if callable(self._will):  # a will as of this connection (see set_online_payload)
+                    client.will_set(self._status_topic, self._will(), qos=1, retain=True)
                 client.reconnect()  # TCP connect, TLS handshake, CONNECT written
                 ok = client.socket() is not None
                 error = "" if ok else "connection closed while sending CONNECT"
@@ -489,7 +498,8 @@ class MqttLink:
         self._attempt = 0
         self._connected.set()
         if self._online_payload:
-            client.publish(self._status_topic, self._online_payload, qos=1, retain=True)
+            online = _payload(self._online_payload)
+            client.publish(self._status_topic, online, qos=1, retain=True)
         client.subscribe(self._config_topic, qos=1)
         log.info(
             "event=mqtt_connected session_present=%s client_id=%s",
@@ -527,3 +537,8 @@ class MqttLink:
     def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         if msg.topic == self._config_topic:
             self._events.put(ConfigReceived(bytes(msg.payload), bool(msg.retain)))
+
+
+def _payload(value: bytes | Callable[[], bytes]) -> bytes:
+    """A payload given as bytes, or as a function composing it now."""
+    return value() if callable(value) else value

@@ -51,6 +51,7 @@ __all__ = [
     "StuckCheck",
     "discover_w1",
     "judge",
+    "parse_w1_bytes",
     "parse_w1_slave",
 ]
 
@@ -140,6 +141,48 @@ def parse_w1_slave(text: str) -> tuple[bool, int]:
     pad = lines[0].split(":", 1)[0].split()
     all_zero = bool(pad) and all(b == "00" for b in pad)
     return crc.group(2) == "YES" and not all_zero, int(t.group(1))
+
+
+#: Bytes of a well-formed ``w1_slave`` file: printable ASCII and ``\n``. Within
+#: them, only ``\n`` breaks a line and only the space is whitespace.
+_PLAIN = bytes(range(0x20, 0x7F)) + b"\n"
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def parse_w1_bytes(raw: bytes) -> tuple[bool, int]:
+    """:func:`parse_w1_slave` on the raw bytes of the file, same results, same errors.
+
+    The usual file (``... : crc=xx YES|NO`` / ``... t=<millidegrees>``) is parsed
+    without decoding or regular expressions; anything else goes to
+    :func:`parse_w1_slave`.
+
+    >>> parse_w1_bytes(b"72 01 4b 7f : crc=57 YES\\n72 01 4b 7f t=23125\\n")
+    (True, 23125)
+    >>> parse_w1_bytes(b"50 05 4b : crc=1c NO\\n50 05 4b t=-85000")
+    (False, -85000)
+    >>> parse_w1_bytes(b"00 00 00 : crc=00 YES\\n00 00 00 t=0\\n")
+    (False, 0)
+    >>> parse_w1_bytes(b"ff : crc=00  YES \\nff t= 12\\n")
+    Traceback (most recent call last):
+    ...
+    ValueError: w1_slave: no 't=<millidegrees>' in second line 'ff t= 12'
+    """
+    parts = raw.split(b"\n", 2)
+    if len(parts) >= 2 and not raw.translate(None, _PLAIN):
+        line0, line1 = parts[0], parts[1]
+        if line0.endswith(b" YES"):
+            crc_ok, head = True, line0[:-4]
+        elif line0.endswith(b" NO"):
+            crc_ok, head = False, line0[:-3]
+        else:
+            head = b""
+        t = line1.rfind(b"t=")
+        if head[-6:-2] == b"crc=" and _HEX.issuperset(head[-2:]) and t >= 0:
+            digits = line1[t + 2 :]
+            if (digits[1:] if digits[:1] == b"-" else digits).isdigit():
+                pad = line0.split(b":", 1)[0].split()
+                return crc_ok and not (pad and pad.count(b"00") == len(pad)), int(digits)
+    return parse_w1_slave(raw.decode("ascii", "replace"))
 
 
 def judge(
@@ -280,7 +323,7 @@ class DS18B20:
                     raw = os.read(fd, 4096)
                 finally:
                     os.close(fd)
-                crc_ok, millic = parse_w1_slave(raw.decode("ascii", "replace"))
+                crc_ok, millic = parse_w1_bytes(raw)
             except FileNotFoundError:
                 return Sample(self._id, ts, None, Quality.DISCONNECTED, "w1_slave missing", attempt)
             except (OSError, ValueError) as exc:
@@ -348,6 +391,14 @@ def discover_w1(root: str | Path) -> list[str]:
         return []
 
 
+def _list_w1(root: str) -> set[str] | None:
+    """The ``28-*`` names in ``root`` (unsorted, type unchecked); None if unlistable."""
+    try:
+        return {n for n in os.listdir(root) if n.startswith("28-")}  # noqa: PTH208 - hot path
+    except OSError:
+        return None
+
+
 class SensorPool:
     """The set of sensors, rediscovered each round and read concurrently.
 
@@ -402,7 +453,10 @@ class SensorPool:
         self._clock_ms = clock_ms
         self._monotonic = monotonic
         self._sensors: dict[str, Sensor] = {}
-        self._listed: set[str] = set()  # DS18B20 directories seen by the last rescan
+        self._w1_root_s = str(self._w1_root) if self._w1_root is not None else ""
+        self._listed: set[str] = set()  # DS18B20 directories seen by the last full scan
+        self._raw_listing: set[str] | None = None  # the "28-" names that scan saw
+        self._order: list[tuple[str, Sensor, bool]] = []  # see _sorted()
         self._busy: dict[str, float] = {}  # sensor id -> monotonic start of the running read
         self._round = 0  # id of the latest round
         self._pending = 0  # reads of the latest round still running
@@ -438,77 +492,86 @@ class SensorPool:
         return where
 
     def sensor_ids(self) -> list[str]:
-        return sorted(self._sensors)
+        return [sid for sid, _, _ in self._sorted()]
+
+    def _sorted(self) -> list[tuple[str, Sensor, bool]]:
+        """``(id, sensor, is_w1)`` in id order, rebuilt only when a sensor was added."""
+        if len(self._order) != len(self._sensors):  # sensors are added, never removed
+            self._order = [
+                (sid, s, isinstance(s, DS18B20)) for sid, s in sorted(self._sensors.items())
+            ]
+        return self._order
 
     def rescan(self) -> tuple[list[str], list[str]]:
         """Pick up new probes; returns ``(appeared, vanished)`` sensor ids."""
+        appeared = self._rescan()
+        vanished = [sid for sid, s, w1 in self._sorted() if not self._present(sid, s, w1)]
+        return appeared, vanished
+
+    def _rescan(self) -> list[str]:
         appeared: list[str] = []
         if self._w1_root is not None:
-            names = discover_w1(self._w1_root)
-            self._listed = set(names)
-            for name in names:
-                if name not in self._sensors:
-                    self._sensors[name] = DS18B20(
-                        self._w1_root / name,
-                        retries=int(self._probe_kw["retries"]),
-                        retry_delay_s=float(self._probe_kw["retry_delay_s"]),
-                        min_c=self._min_c,
-                        max_c=self._max_c,
-                        stuck_after=self._stuck_after,
-                        clock_ms=self._clock_ms,
-                        stuck_state=self._stuck_state.get(name),
-                    )
-                    appeared.append(name)
+            # Every round lists the directory (a probe plugged in or pulled shows at the
+            # next round), but only a listing that differs from the last full scan's is
+            # sorted and type-checked: in steady state one getdents, no stat, no sort.
+            raw = _list_w1(self._w1_root_s)
+            if raw is None or raw != self._raw_listing:
+                names = discover_w1(self._w1_root)
+                self._listed = set(names)
+                self._raw_listing = raw
+                for name in names:
+                    if name not in self._sensors:
+                        self._sensors[name] = DS18B20(
+                            self._w1_root / name,
+                            retries=int(self._probe_kw["retries"]),
+                            retry_delay_s=float(self._probe_kw["retry_delay_s"]),
+                            min_c=self._min_c,
+                            max_c=self._max_c,
+                            stuck_after=self._stuck_after,
+                            clock_ms=self._clock_ms,
+                            stuck_state=self._stuck_state.get(name),
+                        )
+                        appeared.append(name)
         if self._host is not None and HOST_SENSOR_ID not in self._sensors and self._host.present():
             self._sensors[HOST_SENSOR_ID] = self._host
             appeared.append(HOST_SENSOR_ID)
-        vanished = [sid for sid, s in self._sensors.items() if not self._present(sid, s)]
         for sid in appeared:
             log.info("event=sensor_found sensor=%s", sid)
-        return appeared, vanished
+        return appeared
 
-    def _present(self, sid: str, sensor: Sensor) -> bool:
+    def _present(self, sid: str, sensor: Sensor, w1: bool) -> bool:
         # A probe found by the directory listing of this round is there: the listing
         # already says so, no stat per probe per round.
-        if isinstance(sensor, DS18B20):
-            return sid in self._listed
-        return sensor.present()
+        return sid in self._listed if w1 else sensor.present()
 
     def round(self) -> None:
         """Start one read of every sensor; results go to ``on_sample`` as they finish."""
         if self._executor is None:
             raise RuntimeError("SensorPool.start() was not called")
-        self.rescan()
+        self._rescan()
         now = self._monotonic()
-        with self._lock:
-            self._round += 1
-            self._pending = 1  # this loop itself: no "done" before every read is started
-            rid = self._round
+        present = [(sid, s, self._present(sid, s, w1)) for sid, s, w1 in self._sorted()]
+        timeout = self._timeout
         reads: list[tuple[str, Sensor, int]] = []
-        for sid, sensor in sorted(self._sensors.items()):
-            if not self._present(sid, sensor):
-                self._on_sample(
-                    Sample(sid, self._clock_ms(), None, Quality.DISCONNECTED, "device gone")
-                )
-                continue
-            with self._lock:
-                started = self._busy.get(sid)
+        reports: list[tuple[str, str]] = []  # (sensor id, why it is disconnected), in id order
+        with self._lock:  # one acquisition per round, not one per sensor
+            self._round += 1
+            rid = self._round
+            busy = self._busy
+            for sid, sensor, here in present:
+                if not here:
+                    reports.append((sid, "device gone"))
+                    continue
+                started = busy.get(sid)
                 if started is None:
-                    self._busy[sid] = now
-                    self._pending += 1
-            if started is not None:
-                if now - started >= self._timeout:
-                    self._on_sample(
-                        Sample(
-                            sid,
-                            self._clock_ms(),
-                            None,
-                            Quality.DISCONNECTED,
-                            f"read hung for {now - started:.1f}s",
-                        )
-                    )
-                continue
-            reads.append((sid, sensor, rid))
+                    busy[sid] = now
+                    reads.append((sid, sensor, rid))
+                elif now - started >= timeout:
+                    reports.append((sid, f"read hung for {now - started:.1f}s"))
+            # This loop itself counts too: no "done" before every read is started.
+            self._pending = 1 + len(reads)
+        for sid, why in reports:
+            self._on_sample(Sample(sid, self._clock_ms(), None, Quality.DISCONNECTED, why))
         wide, self._slow = self._slow or self._spread_after is None, False
         if wide:
             for read in reads:

@@ -35,9 +35,8 @@ Cases, in order (they share the rig, so run the module as a whole):
     healed: the proxy refused connections, the agent kept sampling, nothing it
     sampled during the cut reached Kafka before the heal (Kafka record times),
     everything did after it (outbox replay), and the cut raised exactly one
-    ``device_offline`` alert (the last will).
-    ``test_e_offline_alert_resolves_after_the_reconnect`` is a strict xfail:
-    a known edge bug keeps that alert open (see its reason).
+    ``device_offline`` alert (the last will), which the reconnection's
+    "online" status resolves (``test_e_offline_alert_resolves_after_the_reconnect``).
 (a) ``kill -9`` the gateway, restart it 5 s later (same persistent MQTT session).
 (b) restart Kafka (stopped for 10 s, then started again).
 (c) stop the search server for 30 s, then start it again.
@@ -623,12 +622,6 @@ def test_d_mosquitto_restart(rig: Rig) -> None:
     rig.phases_done.add("d")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="KNOWN BUG (edge), as in test_e_offline_alert_resolves_after_the_reconnect: "
-    "Mosquitto publishes every device's last will when it shuts down, and the 'online' of "
-    "the reconnection carries the will's ts, so the device_offline alerts stay open.",
-)
 def test_d_devices_back_online_after_the_mosquitto_restart(rig: Rig) -> None:
     if "d" not in rig.phases_done:
         pytest.skip("needs test_d_mosquitto_restart")
@@ -708,14 +701,6 @@ def test_e_agent_cut_off_broker_2min(rig: Rig) -> None:
     rig.cut_alert_id = docs[0].alert_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KNOWN BUG (edge): the agent composes its last will and its 'online' status once, "
-    "at start (edge_agent/app.py), so the 'online' of a reconnection carries the same ts as "
-    "the will; cloud_processor.rules.on_status orders the will 1 ms after that ts and drops "
-    "the reconnection's 'online' as older: the device_offline alert stays open until the "
-    "agent restarts. Fix: compose both afresh at every (re)connect.",
-)
 def test_e_offline_alert_resolves_after_the_reconnect(rig: Rig) -> None:
     if not rig.cut_alert_id:
         pytest.skip("needs test_e_agent_cut_off_broker_2min")
@@ -740,7 +725,7 @@ def test_z_everything_accounted_after_the_fleet_stops(rig: Rig) -> None:
     rig.fleet.stop()
     rig.fleet_stopped = True
     say("[z] fleet stopped")
-    result = rig.check_readings("z", rig.devices)
+    result = rig.check_readings("z", rig.devices, min_new=0)  # the fleet just stopped
     wait_for("the processor to commit everything (lag 0)", lambda: rig.lag() == 0, SETTLE_S)
     stored = rig.stored(rig.devices)
     final = acc.account(rig.allocated(), stored, [])

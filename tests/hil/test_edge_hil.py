@@ -373,3 +373,41 @@ def test_one_process_simulates_a_fleet_of_agents(hil: Any, broker: Any, tmp_path
             assert seqs == list(range(len(seqs))) and len(seqs) >= 4  # each its own seq
     finally:
         sub.close()
+
+
+def test_reconnection_status_is_newer_than_the_last_will(
+    hil: Any, broker: Any, w1_tree: Any, run_agent: Any, tmp_path: Path
+) -> None:
+    """The will and the "online" status are composed at every connection.
+
+    The processor orders a device's statuses by their event time; were the
+    reconnection's "online" as old as the will the broker published when the
+    connection before it was lost, the device would stay offline for good.
+    """
+    from telemetry_contract import DeviceState, DeviceStatus
+
+    root = w1_tree("ok")
+    sub = hil.Subscriber(broker.port, "thermowatch/hil/hil-d1/status")
+
+    def statuses() -> list[DeviceStatus]:
+        return [m for m, _ in sub.of_kind("status") if isinstance(m, DeviceStatus)]
+
+    try:
+        ra = run_agent(hil.config(w1_root=root, state_dir=tmp_path / "state", port=broker.port))
+        assert hil.wait_for(lambda: any(s.state is DeviceState.ONLINE for s in statuses()))
+        first_online = max(s.ts for s in statuses() if s.state is DeviceState.ONLINE)
+        time.sleep(0.05)  # event times are in ms
+        broker.stop()  # Mosquitto publishes the connected clients' wills as it stops
+        time.sleep(1.0)
+        broker.start()
+        assert hil.wait_for(lambda: ra.agent.link.connected, timeout=30)
+
+        def reconnected() -> bool:
+            return any(s.state is DeviceState.ONLINE and s.ts > first_online for s in statuses())
+
+        assert hil.wait_for(reconnected, timeout=20), [(s.state, s.ts) for s in statuses()]
+        newest_online = max(s.ts for s in statuses() if s.state is DeviceState.ONLINE)
+        wills = [s.ts for s in statuses() if s.state is DeviceState.OFFLINE]
+        assert all(ts < newest_online for ts in wills), (wills, newest_online)
+    finally:
+        sub.close()
