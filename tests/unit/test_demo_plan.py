@@ -71,6 +71,7 @@ def test_configs_isolate_the_run_and_parse(tmp_path: Path) -> None:
     pr = msgspec.convert(processor_config(run, endpoints), ProcessorConfig)
     assert gw.kafka.topic_prefix == pr.kafka.topic_prefix == "demo.r1"
     assert pr.search.index_prefix == "demo-r1-"
-    assert gw.mqtt.share_group == "demor1" and pr.kafka.group_id == "demo-processor-r1"
+    # One gateway: a plain subscription (kept across a broker restart, gateway/README.md).
+    assert gw.mqtt.share_group == "" and pr.kafka.group_id == "demo-processor-r1"
     assert gw.validate() == [] and pr.validate() == []
     assert pr.rules.for_device("s1-d03", "s1").threshold_high_c == -15.0
