@@ -274,10 +274,25 @@ class KafkaSink:
     async def _send_one(
         self, producer: Any, gen: int, batch: Any, topic: str, partition: int, items: list[_Item]
     ) -> None:
+        # A producer replaced after a fatal error (e.g. OutOfOrderSequenceNumber
+        # when Kafka comes back) may never accept this batch: race it with the
+        # retirement, or the partition's chain (and its records) would wait forever.
+        send = asyncio.ensure_future(producer.send_batch(batch, topic, partition=partition))
+        retired = self._retired_future(gen)
         try:
-            future = await producer.send_batch(batch, topic, partition=partition)
+            await asyncio.wait({send, retired}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
+            send.cancel()
             raise
+        if not send.done():
+            send.cancel()
+            self._failed(items, _BatchCancelledError("producer replaced"), gen)
+            return
+        try:
+            future = send.result()
+        except asyncio.CancelledError:
+            self._failed(items, _BatchCancelledError("batch cancelled"), gen)
+            return
         except Exception as exc:
             self._failed(items, exc, gen)
             return
