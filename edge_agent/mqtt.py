@@ -48,13 +48,12 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.config import MqttSection
+from thermowatch.mqttwire import BufferedClient
 
 __all__ = ["Acked", "ConfigReceived", "Connected", "Disconnected", "MqttLink", "SocketOpened"]
 
 log = logging.getLogger(__name__)
 
-#: How much one ``recv`` takes from the socket (see :meth:`_Client._sock_recv`).
-_RECV_CHUNK = 65536
 #: Fixed header byte of a PUBACK.
 _PUBACK = 0x40
 
@@ -128,81 +127,30 @@ def decode_puback(packet: bytes | bytearray) -> tuple[int, ReasonCode] | None:
     return (packet[0] << 8) | packet[1], reason
 
 
-class _Client(paho.Client):
+class _Client(BufferedClient):
     """paho's Client, made cheaper per message for an external loop.
 
-    * PUBACKs are decoded by :func:`decode_puback` (everything else, and any
-      PUBACK with properties, takes paho's own path).
-    * Socket reads are buffered: paho reads a packet with three ``recv`` calls
-      (command byte, length bytes, body); one ``recv`` of up to 64 KiB now
-      serves a whole burst of PUBACKs. :meth:`buffered` says whether read data
-      is still waiting (the socket may not be readable then).
+    Socket reads are buffered (:class:`thermowatch.mqttwire.BufferedClient`:
+    one ``recv`` of up to 64 KiB serves a whole burst of PUBACKs), and PUBACKs
+    are decoded by :func:`decode_puback`, through paho's own bookkeeping
+    (``_do_on_publish``); everything else, and any PUBACK with properties,
+    takes paho's own path.
 
     tests/unit/test_edge_mqtt.py checks the decoding against paho's and that
     the paho internals used here still exist.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._rbuf = bytearray()
-        super().__init__(*args, **kwargs)
-
-    def buffered(self) -> bool:
-        return bool(self._rbuf)
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        buf = self._rbuf
-        if not buf:
-            data = super()._sock_recv(_RECV_CHUNK)
-            if len(data) <= bufsize:
-                return data  # includes b"" (connection closed)
-            buf.extend(data)
-        out = bytes(buf[:bufsize])
-        del buf[:bufsize]
-        return out
-
-    def _sock_close(self) -> None:
-        self._rbuf.clear()  # bytes of the old connection mean nothing on a new one
-        super()._sock_close()
-
-    def _packet_read(self) -> MQTTErrorCode:
-        """Take a whole PUBACK without properties straight from the buffer.
-
-        paho frames every packet byte by byte (command, length, body: three
-        reads and a dozen dict updates); a PUBACK is 4 or 5 bytes, so when one
-        is waiting whole in the buffer it is handled here, through paho's own
-        bookkeeping (``_do_on_publish``). Anything else takes paho's path.
-        """
-        buf = self._rbuf
-        if not buf and self._in_packet["command"] == 0:
-            try:
-                data = super()._sock_recv(_RECV_CHUNK)
-            except BlockingIOError:
-                return MQTTErrorCode.MQTT_ERR_AGAIN
-            except OSError:  # includes TimeoutError, as in paho
-                return MQTTErrorCode.MQTT_ERR_CONN_LOST
-            if not data:
-                return MQTTErrorCode.MQTT_ERR_CONN_LOST
-            buf.extend(data)
-        if (
-            len(buf) >= 4
-            and buf[0] == _PUBACK
-            and 2 <= buf[1] <= 4
-            and len(buf) >= 2 + buf[1]
-            and self._in_packet["command"] == 0
-            and self._protocol == paho.MQTTv5
-        ):
-            end = 2 + buf[1]
-            fast = decode_puback(buf[2:end])
-            if fast is not None:
-                del buf[:end]
-                with self._msgtime_mutex:
-                    self._last_bytes_received = paho.time_func()
-                mid, reason = fast
-                with self._out_message_mutex:
-                    if mid in self._out_messages:
-                        return self._do_on_publish(mid, reason, _no_properties())
-                return MQTTErrorCode.MQTT_ERR_SUCCESS
-        return super()._packet_read()
+    def _fast_packet(self, first: int, body: bytearray) -> MQTTErrorCode | None:
+        if first != _PUBACK or self._protocol != paho.MQTTv5:
+            return None
+        fast = decode_puback(body)
+        if fast is None:
+            return None
+        mid, reason = fast
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                return self._do_on_publish(mid, reason, _no_properties())
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
         fast = None

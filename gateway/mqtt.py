@@ -41,6 +41,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from gateway.config import GatewayConfig
 from gateway.metrics import Metrics
 from telemetry_contract import mqtt_filter
+from thermowatch.mqttwire import BufferedClient, decode_publish
 
 __all__ = ["Incoming", "MqttSource"]
 
@@ -56,7 +57,8 @@ _PUBACK_TYPE: Final = 0x40
 #: send many PUBACKs in one write; without them (another paho version) the
 #: adapter falls back to the public loop_read()/ack(), which is slower but the same.
 _PAHO_FAST: Final = all(
-    hasattr(paho.Client, name) for name in ("_packet_read", "_loop_rc_handle", "_packet_queue")
+    hasattr(paho.Client, name)
+    for name in ("_packet_read", "_loop_rc_handle", "_packet_queue", "_sock_recv", "_sock_close")
 )
 #: Refusals that no retry can fix: bad user name or password, not authorised, banned.
 _FATAL_CONNACK: Final = frozenset({0x86, 0x87, 0x8A, 0x8C})
@@ -72,6 +74,33 @@ class Incoming:
     qos: int
     connection: int
     user_properties: tuple[tuple[str, str], ...]
+
+
+class _Client(BufferedClient):
+    """paho's Client with PUBLISH packets (QoS 0/1) decoded off the read buffer.
+
+    paho's own PUBLISH path builds a ``Properties``, an ``MQTTMessage`` and a
+    ``threading.Condition`` per message and matches the topic against the
+    per-topic callbacks: about 40 % of the gateway's CPU per message before
+    (docs/benchmarks.md). :func:`~thermowatch.mqttwire.decode_publish` reads
+    the topic, packet id, payload and user properties straight from the
+    buffer and hands them to ``on_publish_fast``; a PUBLISH it declines (QoS 2,
+    a topic alias, an unknown property) goes through paho and ``on_message``.
+    tests/unit/test_mqttwire.py checks both give the same message.
+    """
+
+    def __init__(self, *args: Any, on_publish_fast: Callable[[Any], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_publish_fast = on_publish_fast
+
+    def _fast_packet(self, first: int, body: bytearray) -> MQTTErrorCode | None:
+        if first & 0xF0 != 0x30 or self._protocol != paho.MQTTv5 or not self._manual_ack:
+            return None
+        message = decode_publish(first, body)
+        if message is None:
+            return None
+        self._on_publish_fast(message)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
 class MqttSource:
@@ -102,7 +131,7 @@ class MqttSource:
         self._subscribe = subscribe
         self._connection = 0
         self._live = False  # CONNACK accepted and the socket still open
-        self._client: paho.Client | None = None
+        self._client: _Client | None = None
         self._fatal: str | None = None
         self._sock: Any = None
         self._lost = asyncio.Event()
@@ -150,11 +179,12 @@ class MqttSource:
     def start(self) -> None:
         """Connect in the background; reconnects by itself with backoff."""
         m = self._config.mqtt
-        client = paho.Client(
+        client = _Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self._config.mqtt_client_id,
             protocol=MQTTProtocolVersion.MQTTv5,
             manual_ack=True,
+            on_publish_fast=self._handle_fast_publish,
         )
         if m.username:
             client.username_pw_set(m.username, m.password or None)
@@ -436,7 +466,7 @@ class MqttSource:
         with contextlib.suppress(ValueError, OSError):
             self._loop.remove_writer(sock)
 
-    def _readable(self, client: paho.Client, sock: Any) -> None:
+    def _readable(self, client: _Client, sock: Any) -> None:
         if sock is not self._sock or self._paused:
             return
         if not _PAHO_FAST:
@@ -448,6 +478,8 @@ class MqttSource:
         for _ in range(_READ_BUDGET):
             rc = client._packet_read()
             if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
+                if client.buffered():  # paho stopped mid-way through a large packet
+                    self._loop.call_soon(self._readable, client, sock)
                 return  # socket (and TLS buffer) empty: wait for the next event
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 client._loop_rc_handle(rc)  # closes and reports the loss
@@ -524,6 +556,13 @@ class MqttSource:
         else:
             log.warning("event=mqtt_disconnected reason=%s", reason_code)
         self._lost.set()
+
+    def _handle_fast_publish(self, message: Any) -> None:
+        topic, mid, qos, payload, user = message
+        try:
+            self._on_message(Incoming(topic, payload, mid, qos, self._connection, user))
+        except Exception:
+            log.exception("event=mqtt_on_message_error mid=%s", mid)
 
     def _handle_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         try:
