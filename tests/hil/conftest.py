@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import shutil
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,24 @@ def wait_for(cond: Callable[[], bool], timeout: float = 30.0, step: float = 0.05
             return True
         time.sleep(step)
     return bool(cond())
+
+
+def backlog_drained(outbox_path: Path) -> Callable[[], bool]:
+    """A condition: every outbox row stored until now has been acknowledged.
+
+    A running agent's outbox is seldom empty (each round's readings wait for
+    their PUBACKs until the next round), so ``depth == 0`` holds only by luck
+    of timing; the rows stored before this call are what must go. Reads the
+    file through its own read-only connection (WAL lets it beside the agent).
+    """
+    uri = f"file:{outbox_path}?mode=ro"
+
+    def count(sql: str, *args: int) -> int:
+        with closing(sqlite3.connect(uri, uri=True, timeout=10)) as db:
+            return int(db.execute(sql, args).fetchone()[0])
+
+    mark = count("SELECT COALESCE(MAX(id), 0) FROM outbox")
+    return lambda: count("SELECT COUNT(*) FROM outbox WHERE id <= ?", mark) == 0
 
 
 class PrivateMosquitto:
@@ -222,6 +242,7 @@ class Hil:
     """Helpers handed to the tests (test modules cannot import conftest)."""
 
     wait_for = staticmethod(wait_for)
+    backlog_drained = staticmethod(backlog_drained)
     config = staticmethod(edge_config_text)
     Subscriber = Subscriber
     PrivateMosquitto = PrivateMosquitto

@@ -151,7 +151,7 @@ def test_alarm_led_and_buzzer_on_for_local_anomaly_while_broker_is_down(
         assert hil.wait_for(lambda: ra.pin(ALARM_LED).state == 0, timeout=10)
         assert ra.pin(BUZZER).state == 0
         broker.start()
-        assert hil.wait_for(lambda: agent.outbox.stats().depth == 0, timeout=60)
+        assert hil.wait_for(hil.backlog_drained(agent.outbox.path), timeout=60)
         assert hil.wait_for(
             lambda: (
                 [(m.kind.value, m.state.value) for m, _ in sub.of_kind("alert")]
@@ -190,7 +190,7 @@ def test_broker_down_60s_every_seq_arrives(
         assert {st.state for st in ra.pin(STATUS_LED).states} >= {True, False}
         assert ra.pin(ALARM_LED).state == 0
         broker.start()
-        assert hil.wait_for(lambda: agent.outbox.stats().depth == 0, timeout=120)
+        assert hil.wait_for(hil.backlog_drained(agent.outbox.path), timeout=120)
         ra.stop()  # graceful: flushes what is left
         final = final_stats(agent)
         assert final.depth == 0 and final.dropped == 0
@@ -226,7 +226,7 @@ def test_outbox_overflow_sends_a_gap_with_the_exact_range(
         broker.stop()
         assert hil.wait_for(lambda: agent.outbox.stats().dropped >= 20, timeout=60)
         broker.start()
-        assert hil.wait_for(lambda: agent.outbox.stats().depth == 0, timeout=60)
+        assert hil.wait_for(hil.backlog_drained(agent.outbox.path), timeout=60)
         ra.stop()
         final = final_stats(agent)
         gaps = [m for m, _ in sub.of_kind("telemetry") if type(m).__name__ == "Gap"]
