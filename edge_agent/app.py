@@ -71,6 +71,8 @@ _ROUND_DONE = object()
 _SPREAD_AFTER_S = 0.02
 #: Outbox state key of the stuck-check runs, and their codec.
 _STUCK_KEY = "stuck_runs"
+#: MQTT v5 PUBACK reason code: the broker accepted the message but had no subscriber.
+_NO_MATCHING_SUBSCRIBERS = 16
 _STUCK_CODEC = msgspec.json.Encoder()
 _STUCK_DECODER = msgspec.json.Decoder(dict[str, tuple[int, int]])
 
@@ -404,11 +406,12 @@ class EdgeAgent:
                 self._update_status_light()
             elif isinstance(item, ConfigReceived):
                 self.handle_config(item.payload)
+        resend_unrouted = self.config.mqtt.resend_unrouted
         for ack in acks:
             row = self._inflight.pop(ack.mid, None)
             if row is None:
                 continue  # a status message, not an outbox row
-            if ack.ok:
+            if ack.ok and not (ack.code == _NO_MATCHING_SUBSCRIBERS and resend_unrouted):
                 acked.append(row)
                 if self._retry_s:
                     self._accepted()
@@ -558,7 +561,10 @@ class EdgeAgent:
         self._retry_at = time.monotonic() + self._retry_s
         if first:  # one line per refusal episode, not per message
             log.warning(
-                "event=publish_refused code=%d reason=%r row=%d retry_in_s=%.1f",
+                "event=%s code=%d reason=%r row=%d retry_in_s=%.1f",
+                # "Accepted" but dropped: nobody subscribes (no gateway yet, or a
+                # broker that lost the gateway's subscription).
+                "publish_unrouted" if ack.code == _NO_MATCHING_SUBSCRIBERS else "publish_refused",
                 ack.code,
                 ack.reason,
                 row,

@@ -160,6 +160,11 @@ class MqttSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
     topic_root: str = "thermowatch"
+    #: A PUBACK with reason 16 "No matching subscribers" means the broker had
+    #: nobody to give the reading to and dropped it (no gateway session yet, or
+    #: one the broker lost, e.g. Mosquitto 2.0 forgets shared subscriptions
+    #: across a restart). True: keep the row and send it again, like a refusal.
+    resend_unrouted: bool = True
 
 
 class EdgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

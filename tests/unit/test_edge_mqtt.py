@@ -71,16 +71,22 @@ class FakeLink:
         pass
 
 
-def test_in_flight_window_is_bounded_and_puback_deletes(tmp_path: Path) -> None:
+def agent_on_fake_link(tmp_path: Path, mqtt: str = "") -> tuple[EdgeAgent, FakeLink]:
+    """A started agent (fixture w1 tree, mock pins) whose MQTT link is a FakeLink."""
     shutil.copytree(FIXTURES / "ok", tmp_path / "w1")
     cfg = loads_config(
         f'[device]\nstate_dir = "{tmp_path / "s"}"\n[sensors]\nw1_root = "{tmp_path / "w1"}"\n'
-        '[gpio]\npin_factory = "mock"\n[mqtt]\nmax_inflight = 4\n'
+        f'[gpio]\npin_factory = "mock"\n[mqtt]\nmax_inflight = 4\n{mqtt}'
     )
     agent = EdgeAgent(cfg, pin_factory=MockFactory())
     agent.start(mqtt=False)
     link = FakeLink()
     agent.link = link  # type: ignore[assignment]
+    return agent, link
+
+
+def test_in_flight_window_is_bounded_and_puback_deletes(tmp_path: Path) -> None:
+    agent, link = agent_on_fake_link(tmp_path)
     try:
         for i in range(10):
             agent.handle_samples(
@@ -206,16 +212,7 @@ def seqs_of(payloads: list[tuple[int, bytes]]) -> list[int]:
 def test_refused_puback_keeps_the_row_backs_off_and_resends_in_seq_order(
     tmp_path: Path, caplog: Any
 ) -> None:
-    shutil.copytree(FIXTURES / "ok", tmp_path / "w1")
-    cfg = loads_config(
-        f'[device]\nstate_dir = "{tmp_path / "s"}"\n[sensors]\nw1_root = "{tmp_path / "w1"}"\n'
-        '[gpio]\npin_factory = "mock"\n[mqtt]\nmax_inflight = 4\n'
-        "reconnect_min_s = 1.0\nreconnect_max_s = 2.0\n"
-    )
-    agent = EdgeAgent(cfg, pin_factory=MockFactory())
-    agent.start(mqtt=False)
-    link = FakeLink()
-    agent.link = link  # type: ignore[assignment]
+    agent, link = agent_on_fake_link(tmp_path, "reconnect_min_s = 1.0\nreconnect_max_s = 2.0\n")
     not_authorized = "Not authorized"
     try:
         for i in range(6):
@@ -251,6 +248,42 @@ def test_refused_puback_keeps_the_row_backs_off_and_resends_in_seq_order(
         with caplog.at_level("INFO", logger="edge_agent.app"):
             agent.process_events(0.0)
         assert any("event=publish_accepted_again" in r.getMessage() for r in caplog.records)
+        assert agent.outbox.stats().depth == 0
+    finally:
+        agent.link = None
+        agent.shutdown()
+
+
+@pytest.mark.parametrize("resend", [True, False])
+def test_unrouted_reading_is_kept_and_sent_again_unless_configured_off(
+    tmp_path: Path, caplog: Any, resend: bool
+) -> None:
+    """PUBACK 16 "No matching subscribers": the broker dropped it; keep the row (default)."""
+    agent, link = agent_on_fake_link(
+        tmp_path, f"reconnect_min_s = 0.1\nresend_unrouted = {str(resend).lower()}\n"
+    )
+    try:
+        for i in range(3):
+            agent.handle_samples(
+                [Sample("28-0316a2791aff", 1_767_225_600_000 + i, 4.0, Quality.OK)]
+            )
+        assert agent.pump() == 3
+        for mid, _ in link.sent:
+            link.acks.append(Acked(mid, True, "No matching subscribers", 16))
+        with caplog.at_level("WARNING", logger="edge_agent.app"):
+            agent.process_events(0.0)
+        unrouted = [r for r in caplog.records if "event=publish_unrouted" in r.getMessage()]
+        if not resend:
+            assert agent.outbox.stats().depth == 0 and not unrouted  # gone, as before
+            return
+        assert len(unrouted) == 1 and agent.outbox.stats().depth == 3
+        deadline = time.monotonic() + 10
+        while agent.pump() == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert seqs_of(link.sent[3:]) == [0, 1, 2]  # sent again, in seq order
+        for mid, _ in link.sent[3:]:
+            link.acks.append(Acked(mid, True, "Success", 0))
+        agent.process_events(0.0)
         assert agent.outbox.stats().depth == 0
     finally:
         agent.link = None
