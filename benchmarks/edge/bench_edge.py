@@ -58,6 +58,9 @@ def bench_agent(
         f"persistence false\nlog_dest none\n"
     )
     broker = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)])
+    # The gateway's part, in its own process (its CPU is not the agent's): without a
+    # subscriber the broker answers PUBACK 16 and the agent keeps re-sending.
+    consumer = start_consumer(port) if mqtt else None
     scenario = work / "bench.toml"
     scenario.write_text(
         f"seed = 1\ninterval_s = {interval}\nduration_s = {seconds + 30}\n"
@@ -134,6 +137,7 @@ port = {port}
     agent.shutdown()
     sim.terminate()
     sim.wait()
+    delivered = stop_consumer(consumer) if consumer is not None else None
     broker.terminate()
     broker.wait()
     shutil.rmtree(work, ignore_errors=True)
@@ -144,13 +148,59 @@ port = {port}
         f"detector={agent.detector.name} "
         f"wall_s={wall1 - wall0:.1f} "
         f"readings={n} cpu_s={cpu1 - cpu0:.3f} cpu_us_per_reading={(cpu1 - cpu0) * 1e6 / n:.0f} "
-        f"peak_rss_mb={rss_mb:.1f} backlog_at_end={backlog}"
+        f"peak_rss_mb={rss_mb:.1f} backlog_at_end={backlog} "
+        f"messages_delivered={delivered} publish_refusals={agent.publish_refusals}"
     )
     print("  cpu_us_per_reading by thread:", per_thread)
     print(
         f"  gc in the window: collections by generation {gc_stats.count}, "
         f"cpu_ms={gc_stats.cpu_s * 1000:.1f}, frozen_objects={gc.get_freeze_count()}"
     )
+
+
+_CONSUMER = """
+import signal, sys
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+count = 0
+
+def on_message(client, userdata, msg):
+    global count
+    count += 1
+
+c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+c.on_message = on_message
+c.on_connect = lambda c, u, f, rc, p: c.subscribe("thermowatch/#", qos=0)
+c.on_subscribe = lambda c, u, mid, rcs, p: print("ready", flush=True)
+signal.signal(signal.SIGTERM, lambda *a: c.disconnect())
+c.connect("127.0.0.1", int(sys.argv[1]))
+c.loop_forever()
+print(count, flush=True)
+"""
+
+
+def start_consumer(port: int) -> subprocess.Popen[str]:
+    """A QoS 0 subscriber to everything the agent publishes, in its own process."""
+    deadline = time.monotonic() + 20
+    while True:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _CONSUMER, str(port)], stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() == "ready":
+            return proc
+        proc.wait()  # the broker was not listening yet
+        if time.monotonic() > deadline:
+            raise RuntimeError("the consumer could not subscribe")
+        time.sleep(0.2)
+
+
+def stop_consumer(proc: subprocess.Popen[str]) -> int:
+    """Messages the consumer received."""
+    proc.terminate()
+    out, _ = proc.communicate(timeout=20)
+    return int(out.split()[-1])
 
 
 class GcStats:
