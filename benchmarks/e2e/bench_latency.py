@@ -40,7 +40,6 @@ import logging
 import math
 import multiprocessing as mp
 import os
-import socket
 import sys
 import threading
 import time
@@ -53,7 +52,7 @@ from typing import Any
 import loadgen
 import msgspec
 
-from deploy.local.stack import LocalStack
+from deploy.local.stack import LocalStack, free_port
 from telemetry_contract import kafka_topics
 from thermowatch.accounting import percentiles
 from thermowatch.demo import DemoRun, Service, gateway_config, processor_config
@@ -411,12 +410,6 @@ def write_toml(path: Path, data: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(tomli_w.dumps(dict(data)), encoding="utf-8")
     path.chmod(0o600)  # holds the gateway's MQTT password
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def ensure_users(stack: LocalStack, devices: list[str]) -> dict[str, str]:

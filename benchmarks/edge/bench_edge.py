@@ -18,7 +18,6 @@ import argparse
 import gc
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,11 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from deploy.local.stack import free_port  # noqa: E402
 
 
 def bench_agent(

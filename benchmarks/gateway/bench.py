@@ -30,7 +30,6 @@ import json
 import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from deploy.local.stack import LocalStack
+from deploy.local.stack import LocalStack, free_port
 from gateway.bridge import bridge
 from telemetry_contract import kafka_topics
 
@@ -69,12 +68,6 @@ def cpu_of(pid: int) -> float:
     """CPU seconds (user + system) used by another process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def payload(device: str, site: str, seq: int, ts: int) -> bytes:

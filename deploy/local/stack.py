@@ -174,6 +174,30 @@ def _file_digest(*paths: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def free_port(span: int = 0) -> int:
+    """A free TCP port on 127.0.0.1 whose ``port + span`` is free too.
+
+    For a private stack beside the shared one (tests, experiments): Kafka's
+    controller listens on its port + 1, OpenSearch's transport on + 100.
+    The ports may be taken again before they are bound: callers retry or
+    accept that rare failure.
+    """
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port + span >= 65536:
+            continue
+        if span:
+            with socket.socket() as t:
+                try:
+                    t.bind(("127.0.0.1", port + span))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError("no free port pair")
+
+
 def _port_open(host: str, port: int, timeout: float = 1.0) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):

@@ -78,7 +78,7 @@ from typing import Any, TypeVar
 import pytest
 
 from cloud_processor.testing import TcpProxy
-from deploy.local.stack import STACK_DIR_ENV, LocalStack
+from deploy.local.stack import STACK_DIR_ENV, LocalStack, free_port
 from telemetry_contract import kafka_topics
 from thermowatch import accounting as acc
 from thermowatch.demo import DemoRun, Service, pipeline_services, wait_topics
@@ -118,25 +118,6 @@ def now_ms() -> int:
 def say(what: str) -> None:
     """A progress line (shown with ``-s``, and in the report of a failed test)."""
     print(f"chaos t={time.monotonic() - _T0:6.1f}s {what}", flush=True)
-
-
-def free_port(span: int = 0) -> int:
-    """A free TCP port whose ``port + span`` is free too (Kafka's controller: +1,
-    OpenSearch's transport: +100)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port + span >= 65536:
-            continue
-        if span:
-            with socket.socket() as t:
-                try:
-                    t.bind(("127.0.0.1", port + span))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError("no free port pair")
 
 
 def port_refuses(host: str, port: int) -> bool:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.local.stack import STACK_DIR_ENV, LocalStack
+from deploy.local.stack import STACK_DIR_ENV, LocalStack, free_port
 from telemetry_contract import kafka_topics
 from thermowatch import accounting as acc
 from thermowatch.demo import DemoRun, pipeline_services, wait_topics
@@ -36,18 +36,6 @@ SITES = {"s1": ["s1-d01", "s1-d02"], "s2": ["s2-d01"]}
 RESTARTS = 2
 
 
-def _free_port(span: int = 0) -> int:
-    import socket
-
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port + span < 65000:
-            return port
-    raise RuntimeError("no free port")
-
-
 @pytest.fixture
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     base = os.environ.get(STACK_DIR_ENV)
@@ -57,7 +45,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         shutil.rmtree(root, ignore_errors=True)
     else:
         root = tmp_path_factory.mktemp("shared-stack")
-    st = LocalStack(stack_dir=root, mqtt_port=_free_port(), kafka_port=_free_port(1))
+    st = LocalStack(stack_dir=root, mqtt_port=free_port(), kafka_port=free_port(1))
     try:
         st.up(["mosquitto", "kafka"], timeout=240.0)
         yield st

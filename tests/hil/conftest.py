@@ -25,15 +25,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from deploy.local.stack import free_port
 from telemetry_contract import decode
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "w1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 30.0, step: float = 0.05) -> bool:

@@ -103,7 +103,10 @@ def test_tls_client_certificate_and_password(
                 extra="",
             ).replace(
                 "[mqtt]\n",
-                f'[mqtt]\nusername = "hil-d1"\npassword_file = "{pw_file}"\ntls = true\n'
+                # No subscriber on this broker: the PUBACKs say "no matching
+                # subscribers", which would keep the readings for a re-send.
+                f'[mqtt]\nresend_unrouted = false\nusername = "hil-d1"\n'
+                f'password_file = "{pw_file}"\ntls = true\n'
                 f'ca_file = "{pki / "ca.crt"}"\ncert_file = "{pki / "client.crt"}"\n'
                 f'key_file = "{pki / "client.key"}"\n',
             )

@@ -15,7 +15,6 @@ import contextlib
 import json
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,7 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from deploy.local.stack import LocalStack
+from deploy.local.stack import LocalStack, free_port
 from telemetry_contract import decode, kafka_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -46,27 +45,6 @@ TIMEOUT = 120.0  # generous: a loaded 2-core machine
 
 
 # --- helpers ------------------------------------------------------------------
-
-
-def free_port(consecutive: int = 1) -> int:
-    """A free TCP port on 127.0.0.1 (and the next ``consecutive - 1`` ones too)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port + consecutive > 65535:
-            continue
-        ok = True
-        for extra in range(1, consecutive):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port + extra))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return port
-    raise RuntimeError("no free port")
 
 
 def wait_for(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
@@ -632,7 +610,7 @@ def test_fuzz_10000_payloads_all_accounted_for(
 
 @pytest.fixture
 def private_kafka(tmp_path: Path) -> Iterator[LocalStack]:
-    kafka_port = free_port(consecutive=2)  # the controller listens on port + 1
+    kafka_port = free_port(span=1)  # the controller listens on port + 1
     private = LocalStack(
         stack_dir=tmp_path / "stack",
         mqtt_port=free_port(),

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from deploy.local.stack import free_port
 from gateway.app import Gateway
 from gateway.config import (
     GatewayConfig,
@@ -53,12 +54,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TIMEOUT = 180.0
 KAFKA_LIBS = Path(os.environ.get("THERMOWATCH_CACHE_DIR", Path.home() / ".cache" / "thermowatch"))
 SASL_USER, SASL_PASSWORD = "gw-secure", "s3cret-gw"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(pred: Any, what: str, timeout: float = TIMEOUT) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 import requests
 
+from deploy.local.stack import free_port
 from kibana.app import committed_file, import_objects
 from kibana.client import (
     AuthenticationError,
@@ -173,17 +173,11 @@ def test_5xx_after_every_retry_is_a_clear_error(kibana: FakeKibana) -> None:
     assert len(kibana.requests) == 3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_connection_refused_is_retried_then_reported(
     capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     code = run("status", "--url", url, "--api-key", API_KEY, "--retries", "2")
     assert code == 1
     err = capsys.readouterr().err
