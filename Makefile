@@ -4,23 +4,24 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: help deps demo demo-down test lint typecheck unit integration schemas bench-contract nab clean
+.PHONY: help deps constraints demo demo-down test lint typecheck unit integration schemas bench-contract nab clean
 
 help:
 	@echo "make demo       run the full pipeline demo on a simulated fleet (installs what is missing)"
 	@echo "make demo-down  stop the local stack the demo left running"
 	@echo "make test       lint, type check and every test tier (installs what is missing)"
 
-# Installs the Python package with every extra, and from Debian (as root) what
-# the tests drive for real: Mosquitto, headless Chromium + ChromeDriver (the web
-# view's browser test) and strace (the edge outbox's fsync-order test). Kafka and
-# OpenSearch jars come from Maven Central on first `thermowatch stack up` (the
-# test fixtures call it) and are cached.
+# Installs the Python package with every extra (at the tested versions pinned
+# in constraints.txt), and from Debian (as root) what the tests drive for real:
+# Mosquitto, headless Chromium + ChromeDriver (the web view's browser test) and
+# strace (the edge outbox's fsync-order test). Kafka and OpenSearch jars come
+# from Maven Central on first `thermowatch stack up` (the test fixtures call
+# it) and are cached.
 DEBIAN_TOOLS := /usr/sbin/mosquitto:mosquitto /usr/bin/mosquitto_pub:mosquitto-clients \
 	/usr/bin/chromium:chromium /usr/bin/chromedriver:chromium-driver /usr/bin/strace:strace
 
 deps:
-	$(PIP) install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PIP) install --quiet --disable-pip-version-check -e '.[dev]' -c constraints.txt
 	@missing=""; for pair in $(DEBIAN_TOOLS); do \
 	  [ -x "$${pair%%:*}" ] || missing="$$missing $${pair##*:}"; done; \
 	if [ -n "$$missing" ]; then \
@@ -28,6 +29,10 @@ deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "missing Debian packages: sudo apt-get install$$missing"; exit 1; fi; \
 	fi
+
+# Pin what is installed now (run after a green `make test` on newer versions).
+constraints:
+	$(PYTHON) .ci/freeze_constraints.py > constraints.txt
 
 demo: deps
 	thermowatch demo

@@ -14,6 +14,7 @@ with ``python -m telemetry_contract.schema --write``.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 from pathlib import Path
 from typing import Any, Final
@@ -35,7 +36,7 @@ def message_schema(name: str) -> dict[str, Any]:
         raise KeyError(
             f"unknown message {name!r} (expected one of {', '.join(MESSAGE_TYPES)})"
         ) from None
-    schema: dict[str, Any] = msgspec.json.schema(cls)
+    schema: dict[str, Any] = _clean_descriptions(msgspec.json.schema(cls))
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://thermowatch.dev/schemas/v1/{name}.schema.json",
@@ -43,6 +44,28 @@ def message_schema(name: str) -> dict[str, Any]:
         **schema,
     }
     return schema
+
+
+def _clean_descriptions(node: Any) -> Any:
+    """Descriptions (docstrings) with their indentation removed, whatever msgspec did.
+
+    Some msgspec releases pass a class's docstring through as written, others
+    clean it (0.23 does); the committed files must not depend on which one is
+    installed.
+
+    >>> _clean_descriptions({"description": "One.\\n\\n    Two.", "x": [{"description": "a"}]})
+    {'description': 'One.\\n\\nTwo.', 'x': [{'description': 'a'}]}
+    """
+    if isinstance(node, dict):
+        return {
+            k: inspect.cleandoc(v)
+            if k == "description" and isinstance(v, str)
+            else _clean_descriptions(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_clean_descriptions(v) for v in node]
+    return node
 
 
 def render(name: str) -> str:
