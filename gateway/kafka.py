@@ -285,6 +285,7 @@ class KafkaSink:
             send.cancel()
             raise
         if not send.done():
+            send.add_done_callback(_discard_outcome)
             send.cancel()
             self._failed(items, _BatchCancelledError("producer replaced"), gen)
             return
@@ -307,6 +308,10 @@ class KafkaSink:
         retired = self._retired_future(gen)
         done, _ = await asyncio.wait({future, retired}, return_when=asyncio.FIRST_COMPLETED)
         if future not in done:
+            # The stopped producer fails the batch later; its records are sent
+            # again here, so that outcome is nobody's: retrieve it, or asyncio
+            # logs "Future exception was never retrieved".
+            future.add_done_callback(_discard_outcome)
             self._failed(items, _BatchCancelledError("producer replaced"), gen)
             return
         if future.cancelled():
@@ -501,6 +506,12 @@ class KafkaSink:
                 log.warning("event=kafka_%s_failed error=%r retry_in_s=%.1f", what, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._settings.retry_backoff_max_s)
+
+
+def _discard_outcome(future: asyncio.Future[Any]) -> None:
+    """Done callback for a future nobody awaits any more: mark its exception seen."""
+    if not future.cancelled():
+        future.exception()
 
 
 class _BatchCancelledError(RuntimeError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 from aiokafka.errors import KafkaTimeoutError, OutOfOrderSequenceNumber
@@ -41,6 +42,7 @@ class FakeProducer:
         self.capacity = capacity
         self.written: list[tuple[str, int, bytes | None]] = []
         self.stopped = False
+        self.hung: list[asyncio.Future[None]] = []
 
     async def start(self) -> None:
         pass
@@ -58,7 +60,8 @@ class FakeProducer:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         outcome = self.plan.pop(0) if self.plan else None
         if isinstance(outcome, HangError):
-            return future  # never resolved, like a batch of a stopped producer
+            self.hung.append(future)  # unresolved until the test says so
+            return future
         if outcome is None:
             self.written.extend((topic, partition, k) for k, _, _ in batch.records)
             future.set_result(None)
@@ -209,3 +212,31 @@ async def test_batches_hanging_in_a_replaced_producer_are_sent_again() -> None:
         assert len(sink.producers) == 2 and sink.producers[0].stopped
     finally:
         await sink.stop()
+
+
+async def test_a_batch_failing_after_its_producer_was_replaced_is_not_reported() -> None:
+    """aiokafka fails a stopped producer's pending batches later; the sink gave
+    up on them already, and their exceptions must not reach asyncio's
+    "Future exception was never retrieved" log."""
+    loop = asyncio.get_running_loop()
+    reported: list[str] = []
+    loop.set_exception_handler(lambda _loop, ctx: reported.append(str(ctx.get("message"))))
+    sink = Sink(plan=[HangError(), OutOfOrderSequenceNumber()])
+    await sink.start()
+    try:
+        sink.submit(record("d1", 1), "a")
+        await asyncio.sleep(0.05)
+        sink.submit(record("d2", 2), "b")
+        await wait_until(lambda: sorted(sink.written_tokens) == ["a", "b"])
+        hung = sink.producers[0].hung
+        assert len(hung) == 1
+        hung[0].set_exception(KafkaTimeoutError())
+        hung.clear()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        await sink.stop()
+        loop.set_exception_handler(None)
+    assert not [m for m in reported if "never retrieved" in m], reported
