@@ -497,6 +497,15 @@ class Processor:
         if self.rules.given_up > self._given_up:
             self.metrics.reorder_given_up.inc(self.rules.given_up - self._given_up)
             self._given_up = self.rules.given_up
+            for device_id, first, last in self.rules.take_given_up():
+                log.warning(
+                    "event=seqs_given_up device=%s first_seq=%d last_seq=%d count=%d "
+                    "(no Gap announced them: lost in transit unless they arrive late)",
+                    device_id,
+                    first,
+                    last,
+                    last - first + 1,
+                )
         if self._reading_count:
             self.metrics.records.labels("reading").inc(self._reading_count)
             self._reading_count = 0

@@ -395,6 +395,7 @@ def robust_z(value: float, peers: list[float], min_mad: float) -> float:
 
 #: Ranges of seqs remembered per device (given up on, or covered by a Gap ahead).
 _MAX_RANGES: Final = 32
+_MAX_GIVEN_UP_REPORTED: Final = 1000
 
 
 @dataclass(slots=True)
@@ -463,6 +464,10 @@ class FleetRules:
         self._held_total = 0
         #: Seqs the reorder stage stopped waiting for, since the start (a metric).
         self.given_up = 0
+        #: ``(device_id, first_seq, last_seq)`` of each hole given up since the
+        #: caller last took them (:meth:`take_given_up`): seqs no Gap announced,
+        #: lost on the way unless they turn up late.
+        self._given_up_ranges: list[tuple[str, int, int]] = []
 
     # -- bookkeeping -------------------------------------------------------
 
@@ -585,6 +590,15 @@ class FleetRules:
         wait = self._rules.reorder_wait_ms
         return min(self._devices[i].order.held_since() for i in self._holding) + wait
 
+    def take_given_up(self) -> list[tuple[str, int, int]]:
+        """The holes given up since the last call, as ``(device_id, first_seq, last_seq)``.
+
+        At most 1,000 are kept between two calls (the counter
+        :attr:`given_up` counts every seq).
+        """
+        out, self._given_up_ranges = self._given_up_ranges, []
+        return out
+
     def release_held(self, now_ms: int) -> list[AlertChange]:
         """Give up every hole and evaluate all held readings (end of a replay)."""
         out: list[AlertChange] = []
@@ -617,6 +631,8 @@ class FleetRules:
             if first > o.expected:
                 o.skipped.append((o.expected, first - 1))
                 self.given_up += first - o.expected
+                if len(self._given_up_ranges) < _MAX_GIVEN_UP_REPORTED:
+                    self._given_up_ranges.append((d.device_id, o.expected, first - 1))
                 o.expected = first
             elif first < o.expected:  # never held that way; judged rather than stranded
                 self._held_total -= 1

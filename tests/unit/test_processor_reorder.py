@@ -92,6 +92,8 @@ def test_missing_seq_that_never_arrives_is_given_up_at_a_tick() -> None:
     assert kinds(out) == [("opened", "threshold_high", 3), ("resolved", "threshold_high", 4)]
     assert rules.held_count == 0 and rules.next_release_ms() is None
     assert rules.given_up == 1
+    assert rules.take_given_up() == [("d1", 2, 2)]
+    assert rules.take_given_up() == []  # taken once
     # seq 2 turns up after all: judged late, as before the stage (no threshold on
     # a reading older than the newest one), and never twice
     assert rules.on_reading(reading(2, 5.0), now_ms=now + 300) == []
@@ -302,6 +304,43 @@ def test_commit_never_passes_a_held_reading_and_poll_wakes_for_its_release() -> 
     assert [c.alert.rule for c in changes] == []  # no threshold configured by default
     assert p._commit_floor() == {}
     assert p._poll_timeout_ms() == ProcessorConfig().kafka.poll_timeout_ms
+
+
+class _Record:
+    def __init__(self, value: bytes, offset: int) -> None:
+        self.value, self.offset = value, offset
+
+
+class _Consumer:
+    def __init__(self, *tps: object) -> None:
+        self.tps = set(tps)
+
+    def assignment(self) -> set[object]:
+        return self.tps
+
+    def highwater(self, _tp: object) -> int | None:
+        return None
+
+
+def test_a_hole_given_up_is_logged_with_its_seqs_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Readings lost between the edge and Kafka (no Gap for them) are named in the log."""
+    now = [T0 / 1000]
+    p = Processor(ProcessorConfig(), clock=lambda: now[0])
+    tp = _TP(0)
+    p._consumer = _Consumer(tp)  # type: ignore[assignment]
+    batch = [_Record(encode(reading(s, 5.0)), 10 + i) for i, s in enumerate((1, 2, 6, 7))]
+    p._prepare({tp: batch})
+    assert p.rules.held_count == 2  # 6 and 7 wait for 3..5
+    now[0] += 0.250  # past reorder_wait_ms (200)
+    with caplog.at_level("WARNING", logger="cloud_processor.app"):
+        p._prepare({})
+    assert p.rules.held_count == 0
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+        "event=seqs_given_up device=d1 first_seq=3 last_seq=5 count=3"
+    ]
+    assert p.metrics.registry.get_sample_value("thermowatch_processor_reorder_given_up_total") == 3
 
 
 @pytest.mark.parametrize(
