@@ -9,13 +9,14 @@
 
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml ./
+# constraints.txt: the dependency versions the test suite passed with.
+COPY pyproject.toml constraints.txt ./
 COPY telemetry_contract ./telemetry_contract
 COPY thermowatch ./thermowatch
 COPY gateway ./gateway
 # Only package metadata reads the README; the image does not need the real one.
 RUN printf 'thermowatch gateway\n' > README.md \
- && pip wheel --no-cache-dir --wheel-dir /wheels ".[gateway]" "cramjam>=2.8,<3"
+ && pip wheel --no-cache-dir --wheel-dir /wheels -c constraints.txt ".[gateway]" "cramjam>=2.8,<3"
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -27,13 +27,14 @@
 
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml ./
+# constraints.txt: the dependency versions the test suite passed with.
+COPY pyproject.toml constraints.txt ./
 COPY telemetry_contract ./telemetry_contract
 COPY thermowatch ./thermowatch
 COPY cloud_processor ./cloud_processor
 # Only package metadata reads the README; the image does not need the real one.
 RUN printf 'thermowatch cloud processor\n' > README.md \
- && pip wheel --no-cache-dir --wheel-dir /wheels ".[cloud]"
+ && pip wheel --no-cache-dir --wheel-dir /wheels -c constraints.txt ".[cloud]"
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
