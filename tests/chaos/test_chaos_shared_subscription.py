@@ -15,16 +15,13 @@ stack (Mosquitto + Kafka) on its own ports; under a minute.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from deploy.local.stack import STACK_DIR_ENV, LocalStack, free_port
+from deploy.local.stack import LocalStack
 from telemetry_contract import kafka_topics
 from thermowatch import accounting as acc
 from thermowatch.demo import DemoRun, pipeline_services, wait_topics
@@ -36,26 +33,10 @@ SITES = {"s1": ["s1-d01", "s1-d02"], "s2": ["s2-d01"]}
 RESTARTS = 2
 
 
-@pytest.fixture
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    base = os.environ.get(STACK_DIR_ENV)
-    if base:
-        root = Path(base) / "chaos-shared"
-        LocalStack(stack_dir=root).down()
-        shutil.rmtree(root, ignore_errors=True)
-    else:
-        root = tmp_path_factory.mktemp("shared-stack")
-    st = LocalStack(stack_dir=root, mqtt_port=free_port(), kafka_port=free_port(1))
-    try:
-        st.up(["mosquitto", "kafka"], timeout=240.0)
-        yield st
-    finally:
-        st.down()
-
-
 def test_no_reading_lost_across_mosquitto_restarts_with_a_shared_subscription(
-    stack: LocalStack, tmp_path: Path
+    mq_kafka_stack: LocalStack, tmp_path: Path
 ) -> None:
+    stack = mq_kafka_stack
     ep = stack.endpoints()
     run = DemoRun(
         run_id=f"shared{uuid.uuid4().hex[:6]}",
