@@ -8,10 +8,10 @@ extras each requirement asks for) and pins every distribution it reaches.
 
 from __future__ import annotations
 
-import re
 from importlib.metadata import PackageNotFoundError, distribution
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 HEADER = """\
 # Versions the test suite last passed with (make deps installs with -c constraints.txt).
@@ -23,24 +23,20 @@ HEADER = """\
 """
 
 
-def _key(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def pins(root: str = "thermowatch", extras: tuple[str, ...] = ("dev", "bench")) -> dict[str, str]:
     """``{distribution: version}`` for everything ``root[extras]`` needs, as installed."""
     found: dict[str, str] = {}
     walked: set[tuple[str, tuple[str, ...]]] = set()
 
     def walk(name: str, wanted: tuple[str, ...]) -> None:
-        if (_key(name), wanted) in walked:
+        if (canonicalize_name(name), wanted) in walked:
             return
-        walked.add((_key(name), wanted))
+        walked.add((canonicalize_name(name), wanted))
         try:
             dist = distribution(name)
         except PackageNotFoundError:
             return  # an optional dependency for another platform or Python
-        found[_key(name)] = dist.version
+        found[canonicalize_name(name)] = dist.version
         for text in dist.requires or []:
             req = Requirement(text)
             marker = req.marker
@@ -48,7 +44,7 @@ def pins(root: str = "thermowatch", extras: tuple[str, ...] = ("dev", "bench")) 
                 walk(req.name, tuple(sorted(req.extras)))
 
     walk(root, extras)
-    found.pop(_key(root), None)
+    found.pop(canonicalize_name(root), None)
     found.pop("setuptools", None)  # build tooling, managed by pip
     return found
 

@@ -656,6 +656,52 @@ async def fetch_reading_keys(bootstrap: str, topic: str) -> dict[tuple[str, int]
     return out
 
 
+def wait_devices_in_topic(
+    bootstrap: str, topic: str, devices: Iterable[str], *, timeout_s: float, poll_s: float = 2.0
+) -> bool:
+    """Poll the Kafka telemetry ``topic`` until every device has a reading there.
+
+    False when ``timeout_s`` passed first. For drivers (tests, experiments),
+    not for code running in an event loop.
+    """
+    import asyncio
+    import time
+
+    wanted = set(devices)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        keys = asyncio.run(fetch_reading_keys(bootstrap, topic))
+        if {d for d, _ in keys} >= wanted:
+            return True
+        time.sleep(poll_s)
+    return False
+
+
+def wait_missing_in_topic(
+    bootstrap: str,
+    topic: str,
+    allocated: Mapping[str, Iterable[int]],
+    *,
+    timeout_s: float,
+    poll_s: float,
+) -> list[tuple[str, int]]:
+    """The allocated ``(device, seq)`` not in the Kafka telemetry ``topic``.
+
+    Polled until none is missing or ``timeout_s`` has passed (the topic is
+    read at least once); what is still missing then is returned.
+    """
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        keys = asyncio.run(fetch_reading_keys(bootstrap, topic))
+        missing = [(d, s) for d, seqs in allocated.items() for s in seqs if (d, s) not in keys]
+        if not missing or time.monotonic() >= deadline:
+            return missing
+        time.sleep(poll_s)
+
+
 async def fetch_gaps(bootstrap: str, topic: str, devices: Iterable[str]) -> list[GapRange]:
     """Every ``Gap`` of ``devices`` in the Kafka telemetry ``topic``."""
     from telemetry_contract import ContractError, Gap, decode

@@ -98,12 +98,7 @@ def restart_with_backlog(
     try:
         asyncio.run(wait_topics(bootstrap, topics.all(), gateway, 120.0))
         fleet.start()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            keys = asyncio.run(acc.fetch_reading_keys(bootstrap, topics.telemetry))
-            if {d for d, _ in keys} == set(run.devices):
-                break
-            time.sleep(2)
+        acc.wait_devices_in_topic(bootstrap, topics.telemetry, run.devices, timeout_s=120)
         in_kafka = asyncio.run(acc.fetch_reading_keys(bootstrap, topics.telemetry))
         stack.stop("kafka")
         time.sleep(backlog_s)  # readings pile up in the gateway's session
@@ -128,14 +123,9 @@ def restart_with_backlog(
         fleet.stop()  # each agent flushes its outbox
         allocated = acc.allocated_from_outboxes(outboxes)
         pending = acc.pending_in_outboxes(outboxes)
-        missing: list[tuple[str, int]] = []
-        deadline = time.monotonic() + settle_s
-        while True:
-            keys = asyncio.run(acc.fetch_reading_keys(bootstrap, topics.telemetry))
-            missing = [(d, s) for d, seqs in allocated.items() for s in seqs if (d, s) not in keys]
-            if not missing or time.monotonic() >= deadline:
-                break
-            time.sleep(5)
+        missing = acc.wait_missing_in_topic(
+            bootstrap, topics.telemetry, allocated, timeout_s=settle_s, poll_s=5.0
+        )
         return BacklogResult(
             allocated=sum(len(r) for r in allocated.values()),
             held=held,

@@ -69,13 +69,8 @@ def test_no_reading_lost_across_mosquitto_restarts_with_a_shared_subscription(
     try:
         asyncio.run(wait_topics(ep["kafka"]["bootstrap"], topics.all(), gateway, 120.0))
         fleet.start()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            keys = asyncio.run(acc.fetch_reading_keys(ep["kafka"]["bootstrap"], topics.telemetry))
-            if {d for d, _ in keys} == set(run.devices):
-                break
-            time.sleep(2)
-        else:
+        bootstrap = ep["kafka"]["bootstrap"]
+        if not acc.wait_devices_in_topic(bootstrap, topics.telemetry, run.devices, timeout_s=120):
             pytest.fail(f"readings did not reach Kafka:\n{gateway.tail(40)}")
         for _ in range(RESTARTS):
             stack.stop("mosquitto")
@@ -88,14 +83,9 @@ def test_no_reading_lost_across_mosquitto_restarts_with_a_shared_subscription(
         paths = fleet.outbox_paths()
         allocated = acc.allocated_from_outboxes({d: paths[d] for d in run.devices})
         pending = acc.pending_in_outboxes({d: paths[d] for d in run.devices})
-        deadline = time.monotonic() + 120
-        missing: list[tuple[str, int]] = []
-        while time.monotonic() < deadline:
-            keys = asyncio.run(acc.fetch_reading_keys(ep["kafka"]["bootstrap"], topics.telemetry))
-            missing = [(d, s) for d, seqs in allocated.items() for s in seqs if (d, s) not in keys]
-            if not missing:
-                break
-            time.sleep(3)
+        missing = acc.wait_missing_in_topic(
+            bootstrap, topics.telemetry, allocated, timeout_s=120, poll_s=3.0
+        )
         total = sum(len(r) for r in allocated.values())
         assert total >= 200, allocated
         left = {d: sorted(s) for d, s in pending.items() if s}

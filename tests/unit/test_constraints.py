@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import re
 import tomllib
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _key(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def pins() -> dict[str, Version]:
@@ -24,8 +20,8 @@ def pins() -> dict[str, Version]:
             continue
         name, sep, version = line.partition("==")
         assert sep, f"constraints.txt:{n}: not 'name==version': {line!r}"
-        assert _key(name) not in out, f"constraints.txt:{n}: {name} pinned twice"
-        out[_key(name)] = Version(version)
+        assert canonicalize_name(name) not in out, f"constraints.txt:{n}: {name} pinned twice"
+        out[canonicalize_name(name)] = Version(version)
     return out
 
 
@@ -40,7 +36,7 @@ def declared() -> list[Requirement]:
 def test_every_declared_dependency_is_pinned_within_its_range() -> None:
     pinned = pins()
     for req in declared():
-        version = pinned.get(_key(req.name))
+        version = pinned.get(canonicalize_name(req.name))
         assert version is not None, f"{req.name} is in pyproject.toml but not constraints.txt"
         assert req.specifier.contains(version, prereleases=True), (
             f"constraints.txt pins {req.name}=={version}, outside pyproject's {req.specifier}"
