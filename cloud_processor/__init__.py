@@ -13,8 +13,9 @@ adapters :mod:`~cloud_processor.search_opensearch` and
 """
 
 from cloud_processor.config import ProcessorConfig, load_config
-from cloud_processor.rules import Alert, AlertChange, AlertStatus, ChangeKind, FleetRules, Rule
+from cloud_processor.rules import FleetRules
 from cloud_processor.schema import INDEXES, FieldSpec, IndexNames, IndexSpec
+from telemetry_contract import Alert, AlertChange, AlertStatus, ChangeKind, Rule
 
 __all__ = [
     "INDEXES",

@@ -66,7 +66,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from thermowatch.configuration import dump_toml
+    from stagekit.config import dump_toml
 
     cfg = _config(args)
     if args.show:
@@ -182,7 +182,7 @@ def _add_processor(subparsers: Any) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m cloud_processor COMMAND ...`` (same as ``thermowatch processor``)."""
-    from thermowatch.cli import configure_logging
+    from stagekit.logs import configure_logging
 
     parser = _add_processor(argparse.ArgumentParser().add_subparsers())
     parser.prog = "python -m cloud_processor"

@@ -40,12 +40,14 @@ from cloud_processor.aggregates import DirtyWindows
 from cloud_processor.config import ProcessorConfig, SearchSettings
 from cloud_processor.documents import Action, BulkItem, reading_doc, reading_id
 from cloud_processor.metrics import Metrics
-from cloud_processor.rules import AlertChange, FleetRules
+from cloud_processor.rules import FleetRules
 from cloud_processor.schema import IndexNames
 from cloud_processor.search import SearchBackend
 from cloud_processor.storage import BulkTotals, Storage
-from cloud_processor.webhook import WebhookNotifier, change_payload
+from cloud_processor.webhook import WebhookNotifier
+from stagekit.health import HealthServer
 from telemetry_contract import (
+    AlertChange,
     ContractError,
     DeadLetter,
     DeviceStatus,
@@ -54,10 +56,10 @@ from telemetry_contract import (
     Reading,
     decode,
     encode,
+    encode_alert_change,
     kafka_key,
     kafka_topics,
 )
-from thermowatch.health import HealthServer
 
 __all__ = ["Processor", "make_backend"]
 
@@ -616,7 +618,7 @@ class Processor:
             futures = [
                 await self._producer.send(
                     self.topics.alerts,
-                    value=_ENC.encode(change_payload(c)),
+                    value=encode_alert_change(c),
                     key=kafka_key(c.alert.device_id),
                 )
                 for c in changes

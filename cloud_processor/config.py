@@ -9,7 +9,7 @@ device group under ``[rules.groups.<name>]``: a group lists ``sites`` and/or
 ``devices`` and sets only the keys it changes. Later groups win over earlier
 ones, device matches over site matches.
 
->>> from thermowatch.configuration import loads
+>>> from stagekit.config import loads
 >>> cfg = loads(ProcessorConfig, '''
 ... [rules]
 ... threshold_high_c = 8.0
@@ -37,7 +37,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from thermowatch.configuration import load
+from stagekit.config import load
 
 __all__ = [
     "ENV_PREFIX",

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the processor (served by :mod:`thermowatch.health`).
+"""Prometheus metrics of the processor (served by :mod:`stagekit.health`).
 
 Each :class:`Metrics` owns its registry, so several processors (tests) can
 live in one interpreter. ``/healthz`` answers 200 while the run loop is alive;

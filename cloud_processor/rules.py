@@ -43,15 +43,20 @@ loads those already stored and the book does not emit them again.
 
 from __future__ import annotations
 
-import enum
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Final
+
+from msgspec.structs import replace
 
 from cloud_processor.config import AlertSettings, RulesConfig, RuleSettings
 from telemetry_contract import (
+    Alert,
+    AlertChange,
     AlertState,
+    AlertStatus,
+    ChangeKind,
     DeviceState,
     DeviceStatus,
     EdgeAlert,
@@ -59,6 +64,7 @@ from telemetry_contract import (
     Gap,
     Quality,
     Reading,
+    Rule,
     Severity,
 )
 
@@ -78,23 +84,6 @@ _MAD_TO_SIGMA: Final = 0.6745
 _RANK: Final = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 
-class Rule(enum.StrEnum):
-    """Rule names (the ``rule`` field of an alert)."""
-
-    THRESHOLD_HIGH = "threshold_high"
-    THRESHOLD_LOW = "threshold_low"
-    RATE_OF_CHANGE = "rate_of_change"
-    STALE = "stale_sensor"
-    OFFLINE = "device_offline"
-    OUTLIER = "fleet_outlier"
-    EDGE_ANOMALY = "edge_anomaly"
-    EDGE_THRESHOLD = "edge_threshold"
-    EDGE_SENSOR_FAULT = "edge_sensor_fault"
-    EDGE_CONFIG_REJECTED = "edge_config_rejected"
-    FAULT_STORM = "sensor_fault_storm"
-    DATA_GAP = "data_gap"
-
-
 _EDGE_RULES: Final = {
     EdgeAlertKind.ANOMALY: Rule.EDGE_ANOMALY,
     EdgeAlertKind.THRESHOLD: Rule.EDGE_THRESHOLD,
@@ -104,59 +93,6 @@ _EDGE_RULES: Final = {
 #: Cloud rules whose active alert confirms an edge verdict.
 _EVIDENCE: Final = (Rule.THRESHOLD_HIGH, Rule.THRESHOLD_LOW, Rule.RATE_OF_CHANGE, Rule.OUTLIER)
 _CONFIRMABLE: Final = (Rule.EDGE_ANOMALY, Rule.EDGE_THRESHOLD)
-
-
-class AlertStatus(enum.StrEnum):
-    """Lifecycle state of an alert."""
-
-    OPEN = "open"
-    RESOLVED = "resolved"
-
-
-class ChangeKind(enum.StrEnum):
-    """What happened to an alert."""
-
-    OPENED = "opened"
-    UPDATED = "updated"
-    RESOLVED = "resolved"
-
-
-@dataclass(frozen=True, slots=True)
-class Alert:
-    """Snapshot of one alert lifecycle (one document in the alerts index)."""
-
-    alert_id: str
-    device_id: str
-    site: str
-    rule: str
-    severity: Severity
-    status: AlertStatus
-    version: int
-    opened_at: int
-    updated_at: int
-    resolved_at: int | None = None
-    value: float | None = None
-    threshold: float | None = None
-    score: float | None = None
-    message: str = ""
-    clear_reason: str | None = None
-    late: bool = False
-    flapping: bool = False
-    sensor_id: str | None = None
-
-    @property
-    def key(self) -> tuple[str, str]:
-        """(device_id, rule): at most one active alert per key."""
-        return (self.device_id, self.rule)
-
-
-@dataclass(frozen=True, slots=True)
-class AlertChange:
-    """One alert transition; ``notify`` is False for late or suppressed ones."""
-
-    kind: ChangeKind
-    alert: Alert
-    notify: bool = True
 
 
 @dataclass(frozen=True, slots=True)

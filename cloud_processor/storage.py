@@ -34,10 +34,9 @@ from cloud_processor.documents import (
     bulk_body,
     classify_bulk,
 )
-from cloud_processor.rules import Alert, AlertStatus
 from cloud_processor.schema import IndexNames, ilm_policy, index_templates
 from cloud_processor.search import SearchBackend, SearchError
-from telemetry_contract import Severity
+from telemetry_contract import Alert, AlertStatus, Severity, alert_fields
 
 __all__ = ["BulkTotals", "Storage", "alert_doc", "alert_from_doc"]
 
@@ -69,27 +68,7 @@ def alert_doc(
     >>> sorted(alert_doc(a))[:4]
     ['@timestamp', 'alert_id', 'clear_reason', 'device_id']
     """
-    doc: dict[str, Any] = {
-        "@timestamp": a.opened_at,
-        "alert_id": a.alert_id,
-        "device_id": a.device_id,
-        "site": a.site,
-        "sensor_id": a.sensor_id,
-        "rule": a.rule,
-        "severity": a.severity.value,
-        "status": a.status.value,
-        "version": a.version,
-        "opened_at": a.opened_at,
-        "updated_at": a.updated_at,
-        "resolved_at": a.resolved_at,
-        "value": a.value,
-        "threshold": a.threshold,
-        "score": a.score,
-        "message": a.message,
-        "clear_reason": a.clear_reason,
-        "late": a.late,
-        "flapping": a.flapping,
-    }
+    doc = alert_fields(a)
     if processed_at is not None:
         doc["processed_at"] = processed_at
     if location is not None:

@@ -10,7 +10,7 @@ payload carries ``alert_id`` and ``version`` (also in the
 ``X-Thermowatch-Change`` header) so a receiver can drop the rare repeat after
 a processor crash.
 
->>> from cloud_processor.rules import Alert, AlertChange, AlertStatus, ChangeKind
+>>> from telemetry_contract import Alert, AlertChange, AlertStatus, ChangeKind
 >>> from telemetry_contract import Severity
 >>> a = Alert("d1.threshold_high.1", "d1", "s1", "threshold_high", Severity.CRITICAL,
 ...           AlertStatus.OPEN, 1, 1_767_225_600_000, 1_767_225_600_000, value=9.5,
@@ -33,8 +33,7 @@ from typing import Any, Final
 import msgspec
 
 from cloud_processor.config import WebhookSettings
-from cloud_processor.rules import AlertChange
-from cloud_processor.storage import alert_doc
+from telemetry_contract import AlertChange, alert_change_doc
 
 __all__ = ["TokenBucket", "WebhookNotifier", "change_payload", "slack_payload"]
 
@@ -49,11 +48,9 @@ _ICON: Final = {
 
 
 def change_payload(change: AlertChange) -> dict[str, Any]:
-    """The JSON body of a change: the alert document plus ``change`` and ``notify``."""
-    body = alert_doc(change.alert)
-    body["change"] = change.kind.value
-    body["notify"] = change.notify
-    return body
+    """The JSON body of a change: the contract's wire form (the alert's fields,
+    ``change`` and ``notify``; see :mod:`telemetry_contract.alerts`)."""
+    return alert_change_doc(change)
 
 
 def slack_payload(change: AlertChange) -> dict[str, Any]:

@@ -95,7 +95,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_print_config(args: argparse.Namespace) -> int:
     from edge_agent.app import config_summary
-    from thermowatch.configuration import dump_toml
+    from stagekit.config import dump_toml
 
     cfg = _load(args)
     if args.json:
@@ -287,8 +287,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m edge_agent ...``: the same commands as ``thermowatch edge ...``."""
-    from thermowatch.cli import configure_logging
-    from thermowatch.configuration import ConfigError
+    from stagekit.config import ConfigError
+    from stagekit.logs import configure_logging
 
     parser = argparse.ArgumentParser(prog="python -m edge_agent", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="tracebacks and DEBUG logs")

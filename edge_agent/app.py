@@ -40,6 +40,8 @@ from edge_agent.gpio import Outputs, StatusLight
 from edge_agent.mqtt import Acked, ConfigReceived, Connected, Disconnected, MqttLink
 from edge_agent.outbox import Outbox
 from edge_agent.sensors import Sample, SensorPool
+from stagekit import __version__
+from stagekit.config import ConfigError
 from telemetry_contract import (
     AlertState,
     ContractError,
@@ -56,8 +58,6 @@ from telemetry_contract import (
     mqtt_topic,
 )
 from telemetry_contract.messages import MIN_TS_MS
-from thermowatch import __version__
-from thermowatch.configuration import ConfigError
 
 __all__ = ["EdgeAgent", "atomic_write"]
 

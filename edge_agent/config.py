@@ -11,7 +11,7 @@ The cloud may change part of it at run time with a ``DeviceConfig`` message
 >>> loads_config('[mqtt]\\nqos = 2\\n')
 Traceback (most recent call last):
 ...
-thermowatch.configuration.ConfigError: mqtt.qos: must be 1, got 2
+stagekit.config.ConfigError: mqtt.qos: must be 1, got 2
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Literal
 
 import msgspec
 
+from stagekit import config as configuration
 from telemetry_contract import MAX_TEMP_C, MIN_TEMP_C, DeviceConfig
 from telemetry_contract.messages import DEVICE_ID_PATTERN
-from thermowatch import configuration
 
 __all__ = [
     "AlarmSection",
@@ -278,7 +278,7 @@ def loads_config(text: str, env: Mapping[str, str] | None = None) -> EdgeConfig:
 def apply_device_config(current: EdgeConfig, remote: DeviceConfig) -> EdgeConfig:
     """The configuration after a remote ``DeviceConfig`` (null fields keep the current value).
 
-    Raises :class:`~thermowatch.configuration.ConfigError` naming the key when
+    Raises :class:`~stagekit.config.ConfigError` naming the key when
     the result is not valid; the caller then keeps ``current``.
 
     >>> from telemetry_contract import DeviceConfig
@@ -293,7 +293,7 @@ def apply_device_config(current: EdgeConfig, remote: DeviceConfig) -> EdgeConfig
     >>> apply_device_config(base, bad)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    thermowatch.configuration.ConfigError: detector.name: unknown detector 'nope' ...
+    stagekit.config.ConfigError: detector.name: unknown detector 'nope' ...
     """
     if remote.device_id != current.device.device_id or remote.site != current.device.site:
         raise configuration.ConfigError(

@@ -48,7 +48,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.config import MqttSection
-from thermowatch.mqttwire import BufferedClient
+from stagekit.mqttwire import BufferedClient
 
 __all__ = ["Acked", "ConfigReceived", "Connected", "Disconnected", "MqttLink", "SocketOpened"]
 
@@ -130,7 +130,7 @@ def decode_puback(packet: bytes | bytearray) -> tuple[int, ReasonCode] | None:
 class _Client(BufferedClient):
     """paho's Client, made cheaper per message for an external loop.
 
-    Socket reads are buffered (:class:`thermowatch.mqttwire.BufferedClient`:
+    Socket reads are buffered (:class:`stagekit.mqttwire.BufferedClient`:
     one ``recv`` of up to 64 KiB serves a whole burst of PUBACKs), and PUBACKs
     are decoded by :func:`decode_puback`, through paho's own bookkeeping
     (``_do_on_publish``); everything else, and any PUBACK with properties,

@@ -97,7 +97,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _print_config(args: argparse.Namespace) -> int:
     from gateway.config import load_config
-    from thermowatch.configuration import dump_toml
+    from stagekit.config import dump_toml
 
     print(dump_toml(load_config(args.config)), end="")
     return 0
@@ -167,8 +167,8 @@ def _retire(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m gateway``: same sub-commands as ``thermowatch gateway``."""
-    from thermowatch.cli import configure_logging
-    from thermowatch.configuration import ConfigError
+    from stagekit.config import ConfigError
+    from stagekit.logs import configure_logging
 
     parser = argparse.ArgumentParser(
         prog="python -m gateway", description="Forward device messages from MQTT to Kafka."

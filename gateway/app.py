@@ -28,8 +28,8 @@ from gateway.config import GatewayConfig
 from gateway.kafka import KafkaSetupError, KafkaSink
 from gateway.metrics import Metrics
 from gateway.mqtt import Incoming, MqttSource
+from stagekit.health import HealthServer
 from telemetry_contract import kafka_topics
-from thermowatch.health import HealthServer
 
 __all__ = ["Gateway", "RetireOptions"]
 

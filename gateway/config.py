@@ -7,11 +7,11 @@ commented lines, in ``gateway/sample.toml``.
 >>> cfg = GatewayConfig()
 >>> cfg.mqtt.share_group, cfg.kafka.topic_prefix, cfg.kafka.enable_idempotence
 ('gateways', 'thermowatch', True)
->>> from thermowatch.configuration import loads
+>>> from stagekit.config import loads
 >>> loads(GatewayConfig, "[mqtt]\\nreceive_maximum = 0\\n")
 Traceback (most recent call last):
 ...
-thermowatch.configuration.ConfigError: mqtt.receive_maximum: must be at least 1, got 0
+stagekit.config.ConfigError: mqtt.receive_maximum: must be at least 1, got 0
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from stagekit.config import load
 from telemetry_contract import MAX_PAYLOAD_BYTES, TopicKind
-from thermowatch.configuration import load
 
 __all__ = [
     "ENV_PREFIX",

@@ -40,8 +40,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.config import GatewayConfig
 from gateway.metrics import Metrics
+from stagekit.mqttwire import BufferedClient, decode_publish
 from telemetry_contract import mqtt_filter
-from thermowatch.mqttwire import BufferedClient, decode_publish
 
 __all__ = ["Incoming", "MqttSource"]
 
@@ -82,7 +82,7 @@ class _Client(BufferedClient):
     paho's own PUBLISH path builds a ``Properties``, an ``MQTTMessage`` and a
     ``threading.Condition`` per message and matches the topic against the
     per-topic callbacks: about 40 % of the gateway's CPU per message before
-    (docs/benchmarks.md). :func:`~thermowatch.mqttwire.decode_publish` reads
+    (docs/benchmarks.md). :func:`~stagekit.mqttwire.decode_publish` reads
     the topic, packet id, payload and user properties straight from the
     buffer and hands them to ``on_publish_fast``; a PUBLISH it declines (QoS 2,
     a topic alias, an unknown property) goes through paho and ``on_message``.

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from cloud_processor import schema
-from cloud_processor.rules import AlertStatus, Rule
 from cloud_processor.schema import FieldSpec, IndexNames, IndexSpec
+from telemetry_contract import AlertStatus, Rule
 
 __all__ = [
     "CORE_MIGRATION_VERSION",

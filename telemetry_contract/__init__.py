@@ -7,6 +7,18 @@ decode it with one codec that raises one error type
 definitions live in ``telemetry_contract/schemas/``.
 """
 
+from telemetry_contract.alerts import (
+    Alert,
+    AlertChange,
+    AlertChangeMessage,
+    AlertStatus,
+    ChangeKind,
+    Rule,
+    alert_change_doc,
+    alert_fields,
+    decode_alert_change,
+    encode_alert_change,
+)
 from telemetry_contract.codec import (
     MAX_FUTURE_MS,
     MAX_PAYLOAD_BYTES,
@@ -55,7 +67,12 @@ __all__ = [
     "MESSAGE_TYPES",
     "MIN_TEMP_C",
     "SCHEMA_VERSION",
+    "Alert",
+    "AlertChange",
+    "AlertChangeMessage",
     "AlertState",
+    "AlertStatus",
+    "ChangeKind",
     "ContractError",
     "DeadLetter",
     "DeviceConfig",
@@ -71,11 +88,16 @@ __all__ = [
     "Quality",
     "Reading",
     "Reason",
+    "Rule",
     "Severity",
     "TopicKind",
+    "alert_change_doc",
+    "alert_fields",
     "decode",
+    "decode_alert_change",
     "decode_as",
     "encode",
+    "encode_alert_change",
     "kafka_key",
     "kafka_topic_for",
     "kafka_topics",

@@ -9,8 +9,7 @@ from pathlib import Path
 
 from telemetry_contract.codec import MAX_PAYLOAD_BYTES, decode
 from telemetry_contract.errors import ContractError
-from telemetry_contract.messages import MESSAGE_TYPES
-from telemetry_contract.schema import message_schema
+from telemetry_contract.schema import SCHEMA_TYPES, message_schema
 
 __all__ = ["register"]
 
@@ -45,7 +44,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     check.set_defaults(func=_check)
 
     schema = csub.add_parser("schema", help="print the JSON Schema of a message (or all)")
-    schema.add_argument("message", nargs="?", choices=list(MESSAGE_TYPES), metavar="MESSAGE")
+    schema.add_argument("message", nargs="?", choices=list(SCHEMA_TYPES), metavar="MESSAGE")
     schema.set_defaults(func=_schema)
 
 
@@ -77,6 +76,6 @@ def _schema(args: argparse.Namespace) -> int:
     if args.message:
         doc: object = message_schema(args.message)
     else:
-        doc = {name: message_schema(name) for name in MESSAGE_TYPES}
+        doc = {name: message_schema(name) for name in SCHEMA_TYPES}
     print(json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False))
     return 0

@@ -21,20 +21,24 @@ from typing import Any, Final
 
 import msgspec
 
+from telemetry_contract.alerts import AlertChangeMessage
 from telemetry_contract.messages import MESSAGE_TYPES
 
-__all__ = ["SCHEMA_DIR", "message_schema", "render", "schema_path", "write_all"]
+__all__ = ["SCHEMA_DIR", "SCHEMA_TYPES", "message_schema", "render", "schema_path", "write_all"]
 
 SCHEMA_DIR: Final = Path(__file__).with_name("schemas")
+#: Every message with a committed schema: the device messages, and the
+#: processor's alert change (the alerts topic and webhook body).
+SCHEMA_TYPES: Final[dict[str, type[Any]]] = {**MESSAGE_TYPES, "alert_change": AlertChangeMessage}
 
 
 def message_schema(name: str) -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of one message, by its ``type`` tag."""
     try:
-        cls = MESSAGE_TYPES[name]
+        cls = SCHEMA_TYPES[name]
     except KeyError:
         raise KeyError(
-            f"unknown message {name!r} (expected one of {', '.join(MESSAGE_TYPES)})"
+            f"unknown message {name!r} (expected one of {', '.join(SCHEMA_TYPES)})"
         ) from None
     schema: dict[str, Any] = _clean_descriptions(msgspec.json.schema(cls))
     schema = {
@@ -82,7 +86,7 @@ def write_all() -> list[Path]:
     """Regenerate every committed schema file."""
     SCHEMA_DIR.mkdir(exist_ok=True)
     written = []
-    for name in MESSAGE_TYPES:
+    for name in SCHEMA_TYPES:
         path = schema_path(name)
         path.write_text(render(name), encoding="utf-8")
         written.append(path)

@@ -1,5 +1,6 @@
-"""thermowatch: the command line and the pieces shared by every stage."""
+"""thermowatch: the top floor -- the ``thermowatch`` command, the demo, the
+live web view and exact accounting. Nothing below imports it."""
+
+from stagekit import __version__
 
 __all__ = ["__version__"]
-
-__version__ = "0.1.0"

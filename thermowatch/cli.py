@@ -12,8 +12,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from thermowatch import __version__
-from thermowatch.configuration import ConfigError
+from stagekit import __version__
+from stagekit.config import ConfigError
+from stagekit.logs import configure_logging
 
 __all__ = ["main"]
 
@@ -78,15 +79,6 @@ def _register_missing(
         return 1
 
     p.set_defaults(func=fail)
-
-
-def configure_logging(level: str) -> None:
-    """One line per event, ``key=value`` context, to stderr (journald-friendly)."""
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.queues import Queue
 
-from thermowatch.mqttwire import frame
+from stagekit.mqttwire import frame
 
 #: Temperature of a normal reading and of an anomalous one (above the
 #: benchmark's threshold rule, which opens an alert on a single reading).

@@ -276,7 +276,7 @@ def bench_gateway_reader(
 ) -> dict[str, Any]:
     """(a2) the gateway's own MQTT reader, acknowledging at once: no bridge, no Kafka.
 
-    The gateway reads with thermowatch.mqttwire (buffered reads, PUBLISH
+    The gateway reads with stagekit.mqttwire (buffered reads, PUBLISH
     decoded off the buffer), not paho's reader, so (a) is not its MQTT limit:
     this is. Same broker, filters, session handling and Receive Maximum as (c).
     """

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from telemetry_contract import MESSAGE_TYPES
-from telemetry_contract.schema import SCHEMA_DIR, render, schema_path
+from telemetry_contract.schema import SCHEMA_DIR, SCHEMA_TYPES, render, schema_path
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "messages"
 
 
-@pytest.mark.parametrize("name", list(MESSAGE_TYPES))
+@pytest.mark.parametrize("name", list(SCHEMA_TYPES))
 def test_committed_schema_matches_code(name: str) -> None:
     path = schema_path(name)
     assert path.exists(), f"missing {path}: run python -m telemetry_contract.schema --write"
@@ -24,7 +23,7 @@ def test_committed_schema_matches_code(name: str) -> None:
 
 def test_no_orphan_schema_files() -> None:
     assert {p.name for p in SCHEMA_DIR.glob("*.json")} == {
-        schema_path(n).name for n in MESSAGE_TYPES
+        schema_path(n).name for n in SCHEMA_TYPES
     }
 
 

@@ -350,9 +350,8 @@ def _written_fields() -> dict[str, set[str]]:
 
     from cloud_processor.aggregates import WindowAggregate, aggregate_doc
     from cloud_processor.documents import reading_doc
-    from cloud_processor.rules import Alert, AlertStatus
     from cloud_processor.storage import alert_doc
-    from telemetry_contract import Reading, Severity, decode_as
+    from telemetry_contract import Alert, AlertStatus, Reading, Severity, decode_as
 
     valid = Path(__file__).resolve().parents[1] / "fixtures" / "messages" / "valid"
     readings = [

@@ -155,8 +155,7 @@ def test_ack_command_marks_alert_and_survives_processor_updates(
 ) -> None:
     import asyncio
 
-    from cloud_processor.rules import Alert, AlertStatus
-    from telemetry_contract import Severity
+    from telemetry_contract import Alert, AlertStatus, Severity
     from thermowatch.cli import main
 
     names = IndexNames(f"t{uuid.uuid4().hex[:8]}-")

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 import pytest
 
-from thermowatch.configuration import ConfigError, dump_toml, load, loads
+from stagekit.config import ConfigError, dump_toml, load, loads
 
 
 class Mqtt(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

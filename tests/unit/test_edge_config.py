@@ -12,8 +12,8 @@ import pytest
 
 from edge_agent.__main__ import main
 from edge_agent.config import EdgeConfig, apply_device_config, load_config, loads_config
+from stagekit.config import ConfigError
 from telemetry_contract import DeviceConfig
-from thermowatch.configuration import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "edge_agent" / "sample.toml"

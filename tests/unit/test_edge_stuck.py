@@ -12,8 +12,8 @@ from edge_agent.app import EdgeAgent
 from edge_agent.config import loads_config
 from edge_agent.sensors import DS18B20, StuckCheck
 from edge_agent.simulate import FleetSimulator, Scenario, w1_slave_text
+from stagekit.config import ConfigError
 from telemetry_contract import AlertState, EdgeAlert, EdgeAlertKind, Quality, Reading, decode
-from thermowatch.configuration import ConfigError
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "fixtures" / "scenarios"
 STUCK_AFTER = 30

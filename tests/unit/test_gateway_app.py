@@ -16,7 +16,7 @@ from gateway.bridge import KafkaRecord
 from gateway.config import GatewayConfig, GatewaySettings, HttpSettings
 from gateway.metrics import Metrics
 from gateway.mqtt import Incoming
-from thermowatch.health import HealthServer
+from stagekit.health import HealthServer
 
 
 class FakeSink:

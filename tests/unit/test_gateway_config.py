@@ -11,7 +11,7 @@ import pytest
 
 from gateway.__main__ import main
 from gateway.config import GatewayConfig, load_config
-from thermowatch.configuration import ConfigError, loads
+from stagekit.config import ConfigError, loads
 
 SAMPLE = Path(__file__).resolve().parents[2] / "gateway" / "sample.toml"
 

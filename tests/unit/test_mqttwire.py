@@ -15,7 +15,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.mqtt import _PAHO_FAST, _Client
-from thermowatch.mqttwire import decode_publish, frame
+from stagekit.mqttwire import decode_publish, frame
 
 _text = st.text(
     st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12

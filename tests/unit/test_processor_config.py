@@ -10,8 +10,8 @@ import pytest
 
 from cloud_processor.__main__ import parse_timestamp
 from cloud_processor.config import ProcessorConfig, load_config
+from stagekit.config import ConfigError, loads
 from thermowatch.cli import main
-from thermowatch.configuration import ConfigError, loads
 
 SAMPLE = Path(__file__).resolve().parents[2] / "cloud_processor" / "sample.toml"
 

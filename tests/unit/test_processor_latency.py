@@ -13,9 +13,8 @@ from aiokafka.structs import TopicPartition
 from cloud_processor.app import Processor
 from cloud_processor.config import KafkaSettings, ProcessorConfig, RulesConfig
 from cloud_processor.documents import Action, BulkItem
-from cloud_processor.rules import Alert
 from cloud_processor.storage import BulkTotals
-from telemetry_contract import Reading, encode
+from telemetry_contract import Alert, Reading, encode
 
 TP = TopicPartition("lat.telemetry", 0)
 

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from cloud_processor.app import Processor
 from cloud_processor.config import AlertSettings, ProcessorConfig, RulesConfig
-from cloud_processor.rules import AlertChange, FleetRules
-from telemetry_contract import Gap, GapReason, Quality, Reading, encode
-from thermowatch.configuration import ConfigError, loads
+from cloud_processor.rules import FleetRules
+from stagekit.config import ConfigError, loads
+from telemetry_contract import AlertChange, Gap, GapReason, Quality, Reading, encode
 
 T0 = 1_767_225_600_000
 S = 1000

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from cloud_processor.config import AlertSettings, RuleGroup, RulesConfig
-from cloud_processor.rules import AlertChange, AlertStatus, ChangeKind, FleetRules, Rule
+from cloud_processor.rules import FleetRules
 from telemetry_contract import (
+    AlertChange,
     AlertState,
+    AlertStatus,
+    ChangeKind,
     DeviceState,
     DeviceStatus,
     EdgeAlert,
@@ -14,6 +17,7 @@ from telemetry_contract import (
     GapReason,
     Quality,
     Reading,
+    Rule,
     Severity,
 )
 

@@ -6,11 +6,10 @@ import asyncio
 
 from cloud_processor.config import WebhookSettings
 from cloud_processor.metrics import Metrics
-from cloud_processor.rules import Alert, AlertChange, AlertStatus, ChangeKind
 from cloud_processor.testing import WebhookReceiver
 from cloud_processor.webhook import TokenBucket, WebhookNotifier
-from telemetry_contract import Severity
-from thermowatch.health import HealthServer
+from stagekit.health import HealthServer
+from telemetry_contract import Alert, AlertChange, AlertStatus, ChangeKind, Severity
 
 
 def change(version: int = 1, notify: bool = True) -> AlertChange:

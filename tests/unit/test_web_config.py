@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from stagekit.config import ConfigError, loads
 from thermowatch.cli import main
-from thermowatch.configuration import ConfigError, loads
 from thermowatch.web.app import load_assets
 from thermowatch.web.config import WebConfig, load_config
 

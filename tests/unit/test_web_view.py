@@ -6,10 +6,20 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_processor.rules import Alert, AlertChange, AlertStatus, ChangeKind
 from cloud_processor.storage import alert_doc
 from cloud_processor.webhook import change_payload
-from telemetry_contract import DeviceState, DeviceStatus, Quality, Reading, Severity, encode
+from telemetry_contract import (
+    Alert,
+    AlertChange,
+    AlertStatus,
+    ChangeKind,
+    DeviceState,
+    DeviceStatus,
+    Quality,
+    Reading,
+    Severity,
+    encode,
+)
 from thermowatch.web.view import FleetView, fold_record
 
 T0 = 1_767_225_600_000

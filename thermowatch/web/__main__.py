@@ -54,7 +54,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from thermowatch.configuration import dump_toml
+    from stagekit.config import dump_toml
 
     cfg = _config(args)
     if args.show:
@@ -95,7 +95,7 @@ def _add_web(subparsers: Any) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m thermowatch.web COMMAND ...`` (same as ``thermowatch web``)."""
-    from thermowatch.cli import configure_logging
+    from stagekit.logs import configure_logging
 
     parser = _add_web(argparse.ArgumentParser().add_subparsers())
     parser.prog = "python -m thermowatch.web"

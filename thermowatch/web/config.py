@@ -4,7 +4,7 @@ Loaded once at start-up by :func:`load_config` (TOML file plus
 ``THERMOWATCH_WEB__SECTION__KEY`` environment overrides); every problem names
 its key. ``sample.toml`` beside this module shows every default.
 
->>> from thermowatch.configuration import loads
+>>> from stagekit.config import loads
 >>> cfg = loads(WebConfig, "[http]\\nport = 9000\\n")
 >>> cfg.http.host, cfg.http.port
 ('127.0.0.1', 9000)
@@ -24,7 +24,7 @@ from typing import Final, Literal
 
 import msgspec
 
-from thermowatch.configuration import load
+from stagekit.config import load
 
 __all__ = [
     "ENV_PREFIX",

@@ -1,6 +1,6 @@
 """The web view's HTTP server: the page, a JSON snapshot and server-sent events.
 
-Plain asyncio, like :mod:`thermowatch.health`: four routes and one event
+Plain asyncio, like :mod:`stagekit.health`: four routes and one event
 stream do not justify a web framework. Routes: ``/`` (the page) and its
 ``/app.js`` and ``/app.css``, ``/api/state`` (the whole view as JSON),
 ``/events`` (``text/event-stream``: a ``snapshot`` event, then ``delta`` events

@@ -18,7 +18,7 @@ is read as a TOML value when it parses as one (``1884``, ``true``,
 >>> loads(Cfg, "[mqtt]\\nqos = 2\\n")
 Traceback (most recent call last):
 ...
-thermowatch.configuration.ConfigError: mqtt.qos: must be 0 or 1, got 2
+stagekit.config.ConfigError: mqtt.qos: must be 0 or 1, got 2
 >>> loads(Cfg, "", env={"TW__MQTT__QOS": "0"}, env_prefix="TW").mqtt.qos
 0
 """
@@ -32,11 +32,11 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from telemetry_contract.explain import field_choices, lookup, parse_error
+
 __all__ = ["ConfigError", "dump_toml", "load", "loads", "to_dict"]
 
 C = TypeVar("C", bound=msgspec.Struct)
-
-_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 
 
 class ConfigError(ValueError):
@@ -118,16 +118,6 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
-def _lookup(data: Any, path: str) -> Any:
-    node = data
-    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
-        try:
-            node = node[int(part[1:-1])] if part.startswith("[") else node[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return node
-
-
 def _fmt(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value)
@@ -145,6 +135,7 @@ _TYPE_WORDS = {
     "array": "an array",
     "null": "null",
 }
+_BOUND_WORDS = {">=": "at least", "<=": "at most", ">": "greater than", "<": "less than"}
 
 
 def _either(values: list[str]) -> str:
@@ -154,69 +145,32 @@ def _either(values: list[str]) -> str:
 
 
 def _explain(text: str, data: Any, cls: type[msgspec.Struct]) -> str:
-    m = _AT.match(text)
-    msg = m.group("msg") if m else text
-    path = (m.group("path") or "").lstrip(".") if m else ""
-    value = _lookup(data, path) if path else None
-    where = path or "(top level)"
-    if mm := re.fullmatch(r"Object contains unknown field `([^`]+)`", msg):
-        key = f"{path}.{mm[1]}" if path else mm[1]
-        return f"{key}: unknown key (check the spelling against the sample config)"
-    if mm := re.fullmatch(r"Object missing required field `([^`]+)`", msg):
-        key = f"{path}.{mm[1]}" if path else mm[1]
-        return f"{key}: required, not set"
-    if re.fullmatch(r"Invalid enum value .*", msg):
-        choices = _choices_at(cls, path) if path else []
+    """msgspec's error as ``key: problem`` in the words of a config file."""
+    p = parse_error(text)
+    value = lookup(data, p.path) if p.path else None
+    where = p.path or "(top level)"
+    if p.kind == "unknown":
+        return f"{p.field}: unknown key (check the spelling against the sample config)"
+    if p.kind == "missing":
+        return f"{p.field}: required, not set"
+    if p.kind == "enum":
+        choices = [_fmt(v) for v in field_choices(cls, p.path)] if p.path else []
         if choices:
             return f"{where}: must be {_either(choices)}, got {_fmt(value)}"
         return f"{where}: invalid value {_fmt(value)}"
-    if mm := re.fullmatch(r"Expected `([^`]+)`, got `([^`]+)`", msg):
-        return f"{where}: must be {_TYPE_WORDS.get(mm[1], mm[1])}, got {_fmt(value)}"
-    if mm := re.fullmatch(r"Expected `[^`]+` (>=|<=|>|<) (\S+)", msg):
-        words = {">=": "at least", "<=": "at most", ">": "greater than", "<": "less than"}
-        return f"{where}: must be {words[mm[1]]} {mm[2]}, got {_fmt(value)}"
-    if mm := re.fullmatch(r"Expected `str` matching regex '(.*)'", msg):
-        return f"{where}: must match {mm[1]}, got {_fmt(value)}"
-    if mm := re.fullmatch(r"Expected `\w+` of length (.*)", msg):
-        return f"{where}: length must be {mm[1]}, got {_fmt(value)}"
-    if mm := re.fullmatch(r"([A-Za-z_][\w.]*): (.+)", msg, re.S):  # from __post_init__
-        key = f"{path}.{mm[1]}" if path else mm[1]
-        return f"{key}: {mm[2]}"
-    return f"{where}: {msg}"
-
-
-def _choices_at(cls: type[msgspec.Struct], path: str) -> list[str]:
-    """Allowed values of the Literal or Enum field at ``path`` in ``cls``."""
-    node: msgspec.inspect.Type = msgspec.inspect.type_info(cls)
-    for part in path.split("."):
-        node = _unwrap_struct(node)
-        fields = getattr(node, "fields", ())
-        match = [f for f in fields if f.encode_name == part]
-        if not match:
-            return []
-        node = match[0].type
-    out: list[str] = []
-    for t in _members(node):
-        if isinstance(t, msgspec.inspect.LiteralType):
-            out.extend(_fmt(v) for v in t.values)
-        elif isinstance(t, msgspec.inspect.EnumType):
-            out.extend(_fmt(e.value) for e in t.cls)
-    return out
-
-
-def _unwrap_struct(t: msgspec.inspect.Type) -> msgspec.inspect.Type:
-    for member in _members(t):
-        if isinstance(member, msgspec.inspect.StructType):
-            return member
-    return t
-
-
-def _members(t: msgspec.inspect.Type) -> list[msgspec.inspect.Type]:
-    if isinstance(t, msgspec.inspect.Metadata):
-        return _members(t.type)
-    if isinstance(t, msgspec.inspect.UnionType):
-        return [m for u in t.types for m in _members(u)]
-    return [t]
+    if p.kind == "type":
+        return f"{where}: must be {_TYPE_WORDS.get(p.want, p.want)}, got {_fmt(value)}"
+    if p.kind == "bound":
+        return f"{where}: must be {_BOUND_WORDS[p.op]} {p.bound}, got {_fmt(value)}"
+    if p.kind == "pattern":
+        return f"{where}: must match {p.text}, got {_fmt(value)}"
+    if p.kind == "length":
+        return f"{where}: length must be {p.text}, got {_fmt(value)}"
+    if p.kind == "field":
+        return f"{p.field}: {p.text}"
+    if p.kind == "invalid":
+        return f"{where}: Invalid value {p.text}"
+    return f"{where}: {p.text}"
 
 
 def to_dict(config: msgspec.Struct) -> dict[str, Any]:

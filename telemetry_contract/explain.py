@@ -1,0 +1,304 @@
+"""Turn msgspec's error messages into sentences that name the field.
+
+msgspec reports a problem as text such as ``Expected `int` >= 1 - at
+`$.mqtt.receive_maximum```. :func:`parse_error` reads that text once into a
+:class:`Problem` (where, and what kind of problem); two readers phrase it for
+their audience: :func:`explain_validation` for payloads (a
+:class:`ContractError` with its :class:`Reason`, used by the decoders) and
+``stagekit.config`` for configuration keys. One parser, so a msgspec release
+that words a message differently is fixed in one place.
+
+>>> parse_error("Expected `int` >= 1 - at `$.mqtt.receive_maximum`")
+Problem(kind='bound', path='mqtt.receive_maximum', field='mqtt.receive_maximum', \
+want='int', got='', op='>=', bound='1', text='')
+>>> parse_error("Object missing required field `seq`").field
+'seq'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+import msgspec
+
+from telemetry_contract.errors import ContractError, Reason
+from telemetry_contract.messages import (
+    MAX_TEMP_C,
+    MESSAGE_TYPES,
+    MIN_TEMP_C,
+    MIN_TS_MS,
+    SCHEMA_VERSION,
+)
+
+__all__ = [
+    "Problem",
+    "explain_malformed",
+    "explain_validation",
+    "field_choices",
+    "lookup",
+    "parse_error",
+]
+
+ProblemKind = Literal[
+    "missing",
+    "unknown",
+    "type",
+    "bound",
+    "out_of_range",
+    "pattern",
+    "length",
+    "enum",
+    "invalid",
+    "field",
+    "other",
+]
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_MISSING = re.compile(r"Object missing required field `(?P<name>[^`]+)`")
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<name>[^`]+)`")
+_EXPECTED = re.compile(r"Expected `(?P<want>[^`]+)`, got `(?P<got>[^`]+)`")
+_BOUND = re.compile(r"Expected `(?P<want>[^`]+)` (?P<op>[<>]=?) (?P<bound>\S+)")
+_REGEX = re.compile(r"Expected `str` matching regex '(?P<rx>.*)'")
+_LENGTH = re.compile(r"Expected `\w+` of length (?P<rest>.*)")
+_ENUM = re.compile(r"Invalid enum value (?P<value>.*)")
+_INVALID = re.compile(r"Invalid value (?P<value>.*)")
+_FIELD_PROBLEM = re.compile(r"^(?P<field>[A-Za-z_][A-Za-z0-9_.\[\]]*): (?P<problem>.+)$", re.S)
+_TEMP_FIELDS: Final = frozenset({"temp_c", "alarm_high_c", "alarm_low_c"})
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One msgspec error, parsed: ``field`` is the dotted path it is about."""
+
+    kind: ProblemKind
+    #: Where msgspec points ("" is the top level).
+    path: str
+    #: The field the problem is about (``path``, plus the name for missing/unknown keys).
+    field: str
+    want: str = ""
+    got: str = ""
+    op: str = ""
+    bound: str = ""
+    #: The regex, the length rule, the rejected value or the problem sentence.
+    text: str = ""
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def parse_error(text: str) -> Problem:
+    """Read one msgspec error message (see the module doctest)."""
+    match = _AT.match(text)
+    msg = match.group("msg") if match else text
+    path = (match.group("path") or "").lstrip(".") if match else ""
+    if m := _MISSING.fullmatch(msg):
+        return Problem("missing", path, _join(path, m["name"]))
+    if m := _UNKNOWN.fullmatch(msg):
+        return Problem("unknown", path, _join(path, m["name"]))
+    if m := _EXPECTED.fullmatch(msg):
+        return Problem("type", path, path, want=m["want"], got=m["got"])
+    if m := _BOUND.fullmatch(msg):
+        return Problem("bound", path, path, want=m["want"], op=m["op"], bound=m["bound"])
+    if msg == "Number out of range":
+        return Problem("out_of_range", path, path)
+    if m := _REGEX.fullmatch(msg):
+        return Problem("pattern", path, path, text=m["rx"])
+    if m := _LENGTH.fullmatch(msg):
+        return Problem("length", path, path, text=m["rest"])
+    if m := _ENUM.fullmatch(msg):
+        return Problem("enum", path, path, text=m["value"])
+    if m := _INVALID.fullmatch(msg):
+        return Problem("invalid", path, path, text=m["value"])
+    if m := _FIELD_PROBLEM.match(msg):  # raised by a struct's __post_init__
+        return Problem("field", path, _join(path, m["field"]), text=m["problem"])
+    return Problem("other", path, path, text=msg)
+
+
+def lookup(doc: Any, path: str) -> Any:
+    """The value at a dotted path (``a.b[2].c``) in plain data, or None.
+
+    >>> lookup({"a": [{"b": 7}]}, "a[0].b")
+    7
+    """
+    node = doc
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        try:
+            node = node[int(part[1:-1])] if part.startswith("[") else node[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+def field_choices(cls: type[Any], path: str) -> list[Any]:
+    """Allowed values of the Literal or Enum field at dotted ``path`` in struct ``cls``.
+
+    >>> from telemetry_contract.messages import Gap
+    >>> field_choices(Gap, "reason")[:2]
+    ['outbox_full', 'outbox_expired']
+    """
+    node: msgspec.inspect.Type = msgspec.inspect.type_info(cls)
+    for part in path.split("."):
+        node = _unwrap_struct(node)
+        match = [f for f in getattr(node, "fields", ()) if f.encode_name == part]
+        if not match:
+            return []
+        node = match[0].type
+    out: list[Any] = []
+    for t in _members(node):
+        if isinstance(t, msgspec.inspect.LiteralType):
+            out.extend(t.values)
+        elif isinstance(t, msgspec.inspect.EnumType):
+            out.extend(e.value for e in t.cls)
+    return out
+
+
+def _unwrap_struct(t: msgspec.inspect.Type) -> msgspec.inspect.Type:
+    for member in _members(t):
+        if isinstance(member, msgspec.inspect.StructType):
+            return member
+    return t
+
+
+def _members(t: msgspec.inspect.Type) -> list[msgspec.inspect.Type]:
+    if isinstance(t, msgspec.inspect.Metadata):
+        return _members(t.type)
+    if isinstance(t, msgspec.inspect.UnionType):
+        return [m for u in t.types for m in _members(u)]
+    return [t]
+
+
+# --- payloads: a ContractError with its Reason ---------------------------------
+
+
+def explain_malformed(raw: bytes, detail: str) -> ContractError:
+    """msgspec rejects NaN/Infinity as malformed JSON; tell those apart."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return ContractError(Reason.NOT_JSON, f"not valid JSON ({detail})", field="payload")
+    path = _find_non_finite(doc, "")
+    if path is not None:
+        value = lookup(doc, path)
+        shown = "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+        return ContractError(
+            Reason.NON_FINITE, f"must be a finite number, got {shown}", field=path or "payload"
+        )
+    return ContractError(Reason.NOT_JSON, f"not valid JSON ({detail})", field="payload")
+
+
+def _find_non_finite(node: Any, path: str) -> str | None:
+    if isinstance(node, float) and not math.isfinite(node):
+        return path
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found = _find_non_finite(value, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    if isinstance(node, list):
+        for i, value in enumerate(node):
+            found = _find_non_finite(value, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def explain_validation(raw: bytes, text: str, cls: type[Any] | None = None) -> ContractError:
+    """The :class:`ContractError` for msgspec's validation error ``text`` on ``raw``.
+
+    ``cls`` is the message class being decoded (None: the union of
+    :data:`MESSAGE_TYPES`, picked by the payload's ``type``).
+    """
+    p = parse_error(text)
+    try:
+        doc: Any = json.loads(raw)
+    except ValueError:  # pragma: no cover - msgspec parsed it already
+        doc = None
+    value = lookup(doc, p.path) if p.path and doc is not None else None
+    if p.kind == "missing":
+        return ContractError(Reason.MISSING_FIELD, "required field is missing", field=p.field)
+    if p.kind == "unknown":
+        return ContractError(
+            Reason.UNKNOWN_FIELD,
+            f"unknown field (not in schema version {SCHEMA_VERSION})",
+            field=p.field,
+        )
+    if p.path == "type" and p.kind == "invalid":
+        choices = ", ".join(MESSAGE_TYPES) if cls is None else _tag_of(cls)
+        return ContractError(
+            Reason.UNKNOWN_MESSAGE_TYPE,
+            f"unknown message type {json.dumps(value)} (expected one of {choices})",
+            field="type",
+        )
+    if p.path == "schema_version":
+        return ContractError(
+            Reason.UNKNOWN_SCHEMA_VERSION,
+            f"unsupported schema version {json.dumps(value)} (this build reads {SCHEMA_VERSION})",
+            field="schema_version",
+        )
+    if p.kind == "type":
+        return ContractError(
+            Reason.WRONG_TYPE, f"expected {p.want}, got {p.got}", field=p.path or "payload"
+        )
+    if p.kind == "bound":
+        return _bound_error(p.path, value, p.op, p.bound)
+    if p.kind == "out_of_range":
+        return ContractError(Reason.OUT_OF_RANGE, "number out of range", field=p.path)
+    if p.kind == "pattern":
+        return ContractError(
+            Reason.INVALID_VALUE, f"must match {p.text}, got {json.dumps(value)}", field=p.path
+        )
+    if p.kind == "length":
+        return ContractError(Reason.INVALID_VALUE, f"length must be {p.text}", field=p.path)
+    if p.kind == "enum":
+        return ContractError(
+            Reason.INVALID_VALUE,
+            f"invalid value {p.text}{_choices(doc, p.path, cls)}",
+            field=p.path,
+        )
+    if p.kind == "field":
+        return ContractError(Reason.INVALID_VALUE, p.text, field=p.field)
+    if p.kind == "invalid":
+        return ContractError(Reason.INVALID_VALUE, f"Invalid value {p.text}", field=p.path)
+    return ContractError(Reason.INVALID_VALUE, p.text, field=p.path or "payload")
+
+
+def _tag_of(cls: type[Any]) -> str:
+    return str(getattr(msgspec.inspect.type_info(cls), "tag", cls.__name__))
+
+
+def _bound_error(path: str, value: Any, op: str, bound: str) -> ContractError:
+    leaf = path.rsplit(".", 1)[-1]
+    if leaf in _TEMP_FIELDS:
+        return ContractError(
+            Reason.OUT_OF_RANGE,
+            f"must be between {MIN_TEMP_C} and {MAX_TEMP_C} °C, got {json.dumps(value)}",
+            field=path,
+        )
+    if leaf == "ts" and op == ">=" and float(bound) == MIN_TS_MS:
+        return ContractError(
+            Reason.OUT_OF_RANGE,
+            f"must be at or after {datetime.fromtimestamp(MIN_TS_MS / 1000, UTC):%Y-%m-%d} "
+            f"(is the device clock set?), got {json.dumps(value)}",
+            field=path,
+        )
+    return ContractError(
+        Reason.OUT_OF_RANGE, f"must be {op} {bound}, got {json.dumps(value)}", field=path
+    )
+
+
+def _choices(doc: Any, path: str, cls: type[Any] | None) -> str:
+    """The allowed values of an enum field, when the message type is known."""
+    if not isinstance(doc, dict) or "." in path or "[" in path:
+        return ""
+    if cls is None:
+        cls = MESSAGE_TYPES.get(str(doc.get("type")))
+    if cls is None:
+        return ""
+    values = field_choices(cls, path)
+    return " (expected one of " + ", ".join(map(str, values)) + ")" if values else ""
