@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo       run the full pipeline demo on a simulated fleet (installs what is missing)"
 	@echo "make demo-down  stop the local stack the demo left running"
-	@echo "make test       lint, type check and every test tier (installs what is missing)"
+	@echo "make test       lint (ruff, import floors), type check and every test tier (installs what is missing)"
 
 # Installs the Python package with every extra (at the tested versions pinned
 # in constraints.txt), and from Debian (as root) what the tests drive for real:
@@ -43,6 +43,7 @@ demo-down:
 lint:
 	ruff check .
 	ruff format --check .
+	lint-imports
 
 typecheck:
 	mypy

@@ -2,19 +2,19 @@
 
 Stage layout: :mod:`~cloud_processor.config` (typed settings),
 :mod:`~cloud_processor.rules` (the pure core: rules and alert lifecycle),
-:mod:`~cloud_processor.schema` and :mod:`~cloud_processor.documents` (pure:
+:mod:`~stagekit.search.indices` and :mod:`~cloud_processor.documents` (pure:
 index layout, field definitions, documents, bulk bodies),
 :mod:`~cloud_processor.aggregates` (pure: one-minute windows),
-:mod:`~cloud_processor.search` (the search port: requests as data) with its
-adapters :mod:`~cloud_processor.search_opensearch` and
-:mod:`~cloud_processor.search_elastic`, :mod:`~cloud_processor.storage`,
-:mod:`~cloud_processor.kafka_io`, :mod:`~cloud_processor.webhook`,
+:mod:`~stagekit.search.api` (the search port: requests as data) with its
+adapters :mod:`~stagekit.search.backends` and
+:mod:`~stagekit.search.backends`, :mod:`~cloud_processor.storage`,
+:mod:`~cloud_processor.kafka`, :mod:`~cloud_processor.webhook`,
 :mod:`~cloud_processor.metrics` and :mod:`~cloud_processor.app` (the loop).
 """
 
 from cloud_processor.config import ProcessorConfig, load_config
 from cloud_processor.rules import FleetRules
-from cloud_processor.schema import INDEXES, FieldSpec, IndexNames, IndexSpec
+from stagekit.search.indices import INDEXES, FieldSpec, IndexNames, IndexSpec
 from telemetry_contract import Alert, AlertChange, AlertStatus, ChangeKind, Rule
 
 __all__ = [

@@ -80,10 +80,10 @@ async def _with_storage(args: argparse.Namespace, action: str, arg: str = "") ->
     import json
     import time
 
-    from cloud_processor.app import make_backend
-    from cloud_processor.schema import IndexNames
-    from cloud_processor.search import SearchError
     from cloud_processor.storage import Storage
+    from stagekit.search import make_backend
+    from stagekit.search.api import SearchError
+    from stagekit.search.indices import IndexNames
 
     cfg = _config(args)
     backend = make_backend(cfg.search)

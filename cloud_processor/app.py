@@ -24,10 +24,8 @@ loop carries on by itself when the server answers again.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
-import socket
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -37,15 +35,15 @@ from typing import Any, Final
 import msgspec
 
 from cloud_processor.aggregates import DirtyWindows
-from cloud_processor.config import ProcessorConfig, SearchSettings
+from cloud_processor.config import ProcessorConfig
 from cloud_processor.documents import Action, BulkItem, reading_doc, reading_id
 from cloud_processor.metrics import Metrics
 from cloud_processor.rules import FleetRules
-from cloud_processor.schema import IndexNames
-from cloud_processor.search import SearchBackend
 from cloud_processor.storage import BulkTotals, Storage
 from cloud_processor.webhook import WebhookNotifier
 from stagekit.health import HealthServer
+from stagekit.search import SearchBackend, make_backend
+from stagekit.search.indices import IndexNames
 from telemetry_contract import (
     AlertChange,
     ContractError,
@@ -60,8 +58,9 @@ from telemetry_contract import (
     kafka_key,
     kafka_topics,
 )
+from telemetry_contract.deadletter import dead_letter
 
-__all__ = ["Processor", "make_backend"]
+__all__ = ["Processor"]
 
 log = logging.getLogger(__name__)
 
@@ -81,30 +80,6 @@ class _Pending:
     offsets: dict[Any, int] = field(default_factory=dict)
     dead: list[DeadLetter] = field(default_factory=list)
     notified: asyncio.Task[None] | None = None
-
-
-def make_backend(settings: SearchSettings) -> SearchBackend:
-    """The search adapter selected by ``search.backend``."""
-    if settings.backend == "elasticsearch":
-        from cloud_processor.search_elastic import ElasticsearchBackend
-
-        return ElasticsearchBackend(
-            settings.url,
-            username=settings.username,
-            password=settings.password,
-            api_key=settings.api_key,
-            verify_certs=settings.verify_certs,
-            timeout_s=settings.timeout_s,
-        )
-    from cloud_processor.search_opensearch import OpenSearchBackend
-
-    return OpenSearchBackend(
-        settings.url,
-        username=settings.username,
-        password=settings.password,
-        verify_certs=settings.verify_certs,
-        timeout_s=settings.timeout_s,
-    )
 
 
 class Processor:
@@ -210,11 +185,10 @@ class Processor:
                 cfg.search.retention_days,
             )
         await self._restore()
-        from cloud_processor import kafka_io
+        from cloud_processor import kafka as kafka_io
+        from stagekit.kafka import create_topics
 
-        await kafka_io.create_topics(
-            cfg.kafka.bootstrap_servers, [self.topics.alerts, self.topics.deadletter]
-        )
+        await create_topics(cfg.kafka, [self.topics.alerts, self.topics.deadletter])
         self._producer = kafka_io.make_producer(cfg.kafka)
         await self._producer.start()
         if cfg.webhook.url:
@@ -235,7 +209,9 @@ class Processor:
 
         self._consumer = kafka_io.make_consumer(self.config.kafka, group_id=None)
         await self._consumer.start()
-        parts = await kafka_io.partitions_of(self.config.kafka.bootstrap_servers, topics)
+        from stagekit.kafka import partitions_of
+
+        parts = await partitions_of(self.config.kafka, topics)
         tps = [TopicPartition(t, p) for t, ps in parts.items() for p in ps]
         self._consumer.assign(tps)
         starts = await self._consumer.offsets_for_times(dict.fromkeys(tps, self._replay_from))
@@ -491,7 +467,15 @@ class Processor:
             for rec in records:
                 letter = self._route(rec.value, now_ms, readings, changes, (tp, rec.offset))
                 if letter is not None:
-                    dead.append(_dead_letter(letter, rec.value, tp.topic, now_ms))
+                    dead.append(
+                        dead_letter(
+                            rec.value or b"",
+                            letter.reason,
+                            str(letter),
+                            source_topic=tp.topic,
+                            received_ms=now_ms,
+                        )[0]
+                    )
             offsets[tp] = records[-1].offset + 1
             self._positions[tp] = records[-1].offset + 1
         changes += self.rules.tick(now_ms)
@@ -673,32 +657,3 @@ class Processor:
         # A partition capped by a held reading keeps its offset for the next commit.
         self._pending = {tp: off for tp, off in self._pending.items() if off > offsets.get(tp, off)}
         self.metrics.commits.inc()
-
-
-def _dead_letter(error: ContractError, value: bytes | None, topic: str, now_ms: int) -> DeadLetter:
-    """A record that broke the contract, kept whole on the dead-letter topic.
-
-    >>> from telemetry_contract import Reason
-    >>> d = _dead_letter(ContractError(Reason.NOT_JSON, "not valid JSON"), b"\\xff", "t", 1)
-    >>> d.reason, d.payload, d.payload_encoding
-    ('not_json', '/w==', 'base64')
-    """
-    raw = value or b""
-    try:
-        payload, encoding = raw.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        payload, encoding = base64.b64encode(raw).decode("ascii"), "base64"
-    return DeadLetter(
-        reason=error.reason.value,
-        detail=str(error)[:4096],
-        source_topic=topic,
-        received_ts=now_ms,
-        payload=payload,
-        payload_encoding=encoding,  # type: ignore[arg-type]
-        gateway_id="processor",
-    )
-
-
-def hostname() -> str:
-    """This host's name (default acknowledger)."""
-    return socket.gethostname()

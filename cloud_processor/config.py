@@ -37,7 +37,10 @@ from typing import Any, Final, Literal
 
 import msgspec
 
+import stagekit.search
+import stagekit.settings
 from stagekit.config import load
+from stagekit.settings import HttpSettings
 
 __all__ = [
     "ENV_PREFIX",
@@ -56,14 +59,12 @@ __all__ = [
 ENV_PREFIX: Final = "THERMOWATCH_PROCESSOR"
 
 
-class KafkaSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Where to consume from and how."""
+class KafkaSettings(stagekit.settings.KafkaSettings, frozen=True, forbid_unknown_fields=True):
+    """Where to consume from and how (connection, TLS and SASL: the shared block)."""
 
-    bootstrap_servers: str = "127.0.0.1:19092"
-    #: Topic names come from ``telemetry_contract.kafka_topics(topic_prefix)``.
-    topic_prefix: str = "thermowatch"
-    group_id: str = "thermowatch-processor"
+    bootstrap_servers: tuple[str, ...] | str = "127.0.0.1:19092"
     client_id: str = "thermowatch-processor"
+    group_id: str = "thermowatch-processor"
     #: Records fetched per poll (one bulk request at most this large).
     max_batch: int = 5000
     poll_timeout_ms: int = 500
@@ -74,18 +75,9 @@ class KafkaSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     publish_alerts: bool = True
 
 
-class SearchSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The search server and the index layout."""
+class SearchSettings(stagekit.search.SearchSettings, frozen=True, forbid_unknown_fields=True):
+    """The search server (connection: the shared block) and the index layout."""
 
-    backend: Literal["opensearch", "elasticsearch"] = "opensearch"
-    url: str = "http://127.0.0.1:19200"
-    username: str = ""
-    password: str = ""
-    api_key: str = ""
-    verify_certs: bool = True
-    timeout_s: float = 30.0
-    #: Every index and template name starts with this (tests use unique ones).
-    index_prefix: str = "thermowatch-"
     shards: int = 1
     replicas: int = 0
     refresh_interval: str = "5s"
@@ -128,14 +120,6 @@ class WebhookSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: At most this many POSTs per second (token bucket).
     rate_per_s: float = 5.0
     burst: int = 10
-
-
-class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Prometheus ``/metrics``, ``/healthz`` and ``/readyz``."""
-
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = 9464
 
 
 class RuleSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -238,17 +222,11 @@ class ProcessorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         """Cross-field problems as ``section.key: problem``."""
         problems: list[str] = []
         k, s = self.kafka, self.search
+        problems += k.problems("kafka") + s.problems("search")
         if k.max_batch < 1:
             problems.append(f"kafka.max_batch: must be at least 1, got {k.max_batch}")
         if k.commit_interval_s <= 0:
             problems.append(f"kafka.commit_interval_s: must be positive, got {k.commit_interval_s}")
-        if not s.url.startswith(("http://", "https://")):
-            problems.append(f"search.url: must start with http:// or https://, got {s.url!r}")
-        if s.index_prefix != s.index_prefix.lower() or any(c in s.index_prefix for c in " ,*/"):
-            problems.append(
-                f"search.index_prefix: must be lower case without spaces, commas, * or /, "
-                f"got {s.index_prefix!r}"
-            )
         if s.bulk_concurrency < 1:
             problems.append(
                 f"search.bulk_concurrency: must be at least 1, got {s.bulk_concurrency}"

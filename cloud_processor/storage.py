@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from cloud_processor import search
 from cloud_processor.aggregates import (
     DirtyWindows,
     WindowAggregate,
@@ -34,11 +33,13 @@ from cloud_processor.documents import (
     bulk_body,
     classify_bulk,
 )
-from cloud_processor.schema import IndexNames, ilm_policy, index_templates
-from cloud_processor.search import SearchBackend, SearchError
-from telemetry_contract import Alert, AlertStatus, Severity, alert_fields
+from stagekit.search import api as search
+from stagekit.search.alerts import alert_doc, alert_from_doc
+from stagekit.search.api import SearchBackend, SearchError
+from stagekit.search.indices import IndexNames, ilm_policy, index_templates
+from telemetry_contract import Alert
 
-__all__ = ["BulkTotals", "Storage", "alert_doc", "alert_from_doc"]
+__all__ = ["BulkTotals", "Storage"]
 
 log = logging.getLogger(__name__)
 
@@ -53,51 +54,6 @@ class BulkTotals:
     duplicates: int = 0
     rejected: int = 0
     retries: int = 0
-
-
-def alert_doc(
-    a: Alert, location: tuple[float, float] | None = None, *, processed_at: int | None = None
-) -> dict[str, Any]:
-    """The alerts-index document of an alert (fields of :data:`schema.ALERTS`).
-
-    ``acknowledged`` is not part of it: it is written by ``processor ack``
-    and the processor's partial updates leave it alone.
-
-    >>> from telemetry_contract import Severity
-    >>> a = Alert("d.rule.1", "d", "s", "rule", Severity.WARNING, AlertStatus.OPEN, 1, 1, 1)
-    >>> sorted(alert_doc(a))[:4]
-    ['@timestamp', 'alert_id', 'clear_reason', 'device_id']
-    """
-    doc = alert_fields(a)
-    if processed_at is not None:
-        doc["processed_at"] = processed_at
-    if location is not None:
-        doc["location"] = {"lat": location[0], "lon": location[1]}
-    return doc
-
-
-def alert_from_doc(doc: dict[str, Any]) -> Alert:
-    """Inverse of :func:`alert_doc` (state rebuild after a restart)."""
-    return Alert(
-        alert_id=doc["alert_id"],
-        device_id=doc["device_id"],
-        site=doc["site"],
-        rule=doc["rule"],
-        severity=Severity(doc["severity"]),
-        status=AlertStatus(doc["status"]),
-        version=int(doc["version"]),
-        opened_at=int(doc["opened_at"]),
-        updated_at=int(doc["updated_at"]),
-        resolved_at=doc.get("resolved_at"),
-        value=doc.get("value"),
-        threshold=doc.get("threshold"),
-        score=doc.get("score"),
-        message=doc.get("message", ""),
-        clear_reason=doc.get("clear_reason"),
-        late=bool(doc.get("late", False)),
-        flapping=bool(doc.get("flapping", False)),
-        sensor_id=doc.get("sensor_id"),
-    )
 
 
 class Storage:
@@ -375,7 +331,7 @@ class Storage:
 
     async def delete_expired(self, *, now_ms: int, retention_days: int) -> list[str]:
         """Delete monthly indices past retention (the ILM/ISM-free alternative)."""
-        from cloud_processor.schema import AGGREGATES, READINGS, expired_indices
+        from stagekit.search.indices import AGGREGATES, READINGS, expired_indices
 
         existing: list[str] = []
         for spec in (READINGS, AGGREGATES):

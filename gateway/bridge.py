@@ -34,7 +34,6 @@ b'thermowatch/s1/s1-d01/telemetry'
 
 from __future__ import annotations
 
-import base64
 import functools
 import logging
 from collections.abc import Iterable
@@ -44,7 +43,6 @@ from typing import Final
 from telemetry_contract import (
     MAX_PAYLOAD_BYTES,
     ContractError,
-    DeadLetter,
     KafkaTopics,
     Reason,
     decode,
@@ -53,6 +51,8 @@ from telemetry_contract import (
     kafka_topic_for,
     parse_mqtt_topic,
 )
+from telemetry_contract.deadletter import DEADLETTER_LIMIT
+from telemetry_contract.deadletter import dead_letter as dead_letter_of
 from telemetry_contract.topics import TOPIC_ROOT
 
 __all__ = [
@@ -69,9 +69,7 @@ Header = tuple[str, bytes]
 
 #: Largest encoded dead letter: the contract's payload limit, so that any
 #: consumer decodes the dead-letter topic with default settings.
-DEADLETTER_PAYLOAD_LIMIT: Final = MAX_PAYLOAD_BYTES
-_MAX_DETAIL: Final = 4096
-_MAX_TOPIC: Final = 1024
+DEADLETTER_PAYLOAD_LIMIT: Final = DEADLETTER_LIMIT
 _MAX_USER_PROPERTIES: Final = 16
 _MAX_PROPERTY_CHARS: Final = 256
 
@@ -145,7 +143,7 @@ def bridge(
         # msgspec raises this (not a ContractError) for bad UTF-8 inside a string.
         reason, detail = Reason.NOT_JSON, f"payload: not valid UTF-8 ({exc.reason} at {exc.start})"
     except Exception as exc:  # a bug in the contract must not lose the payload
-        log.exception("event=bridge_bug topic=%r error=%r", mqtt_topic[:_MAX_TOPIC], exc)
+        log.exception("event=bridge_bug topic=%r error=%r", mqtt_topic[:1024], exc)
         return dead_letter(
             mqtt_topic,
             payload,
@@ -262,10 +260,10 @@ def dead_letter(
 ) -> KafkaRecord:
     """The dead-letter record for a rejected payload.
 
-    The payload is kept whole (as UTF-8 text, or base64 when it is not valid
-    UTF-8) unless the dead letter would exceed :data:`DEADLETTER_PAYLOAD_LIMIT`
-    bytes; then it is cut and the detail says so. The key is the topic's device id when the topic
-    names one, so a device's dead letters stay together.
+    The letter is the contract's (:func:`telemetry_contract.deadletter.dead_letter`:
+    the payload kept whole, or cut to fit :data:`DEADLETTER_PAYLOAD_LIMIT`
+    bytes with the detail saying so). The key is the topic's device id when
+    the topic names one, so a device's dead letters stay together.
 
     >>> from telemetry_contract import kafka_topics, decode
     >>> rec = dead_letter("thermowatch/s1/d1/telemetry", b"x" * 70000, Reason.TOO_LARGE,
@@ -274,33 +272,16 @@ def dead_letter(
     >>> len(dl.payload), dl.detail
     (8192, 'payload: too big (payload cut to the first 8192 of 70000 bytes)')
     """
-    source = mqtt_topic[:_MAX_TOPIC]
-    keep = len(payload)
-    while True:
-        kept = payload[:keep]
-        note = (
-            f" (payload cut to the first {keep} of {len(payload)} bytes)"
-            if keep < len(payload)
-            else ""
-        )
-        try:
-            text, encoding = kept.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            text, encoding = base64.b64encode(kept).decode("ascii"), "base64"
-        letter = DeadLetter(
-            reason=reason.value,
-            detail=(detail[: _MAX_DETAIL - len(note)] + note),
-            source_topic=source,
-            received_ts=max(0, received_ms),
-            payload=text,
-            payload_encoding="utf-8" if encoding == "utf-8" else "base64",
-            gateway_id=gateway_id[:128],
-        )
-        value = encode(letter)
-        if len(value) <= DEADLETTER_PAYLOAD_LIMIT or keep == 0:
-            break
-        # Escaping and base64 grow the payload: keep what fits, cut on a byte.
-        keep = min(keep // 2, DEADLETTER_PAYLOAD_LIMIT // 2)
+    letter, value = dead_letter_of(
+        payload,
+        reason,
+        detail,
+        source_topic=mqtt_topic,
+        received_ms=received_ms,
+        gateway_id=gateway_id,
+        limit=DEADLETTER_PAYLOAD_LIMIT,
+    )
+    source = letter.source_topic
     key = _device_of(mqtt_topic, topic_root)
     kind = _kind_of(mqtt_topic, topic_root)
     headers: tuple[Header, ...] = (

@@ -26,7 +26,9 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+import stagekit.settings
 from stagekit.config import load
+from stagekit.settings import NAME_PATTERN, Port, TlsSettings
 from telemetry_contract import MAX_PAYLOAD_BYTES, TopicKind
 
 __all__ = [
@@ -44,19 +46,7 @@ __all__ = [
 #: Environment overrides: ``THERMOWATCH_GATEWAY__MQTT__HOST=broker``.
 ENV_PREFIX: Final = "THERMOWATCH_GATEWAY"
 
-Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-class TlsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """TLS towards a broker. Off unless ``enabled``; empty paths mean system defaults."""
-
-    enabled: bool = False
-    ca_file: str = ""
-    cert_file: str = ""
-    key_file: str = ""
-    #: Skip hostname verification (test setups with self-signed certs only).
-    insecure: bool = False
+_NAME = NAME_PATTERN
 
 
 class GatewaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -100,20 +90,9 @@ class MqttSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reconnect_max_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
 
 
-class KafkaSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Where and how to write records."""
+class KafkaSettings(stagekit.settings.KafkaSettings, frozen=True, forbid_unknown_fields=True):
+    """Where and how to write records (connection, TLS and SASL: the shared block)."""
 
-    bootstrap_servers: tuple[str, ...] = ("127.0.0.1:9092",)
-    #: Topic names are ``<prefix>.telemetry``, ``<prefix>.deadletter``, ...
-    topic_prefix: str = "thermowatch"
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
-    sasl_username: str = ""
-    sasl_password: str = ""
-    ssl_ca_file: str = ""
-    ssl_cert_file: str = ""
-    ssl_key_file: str = ""
-    client_id: str = ""
     #: Must stay true: retries then never duplicate or reorder within a partition.
     enable_idempotence: bool = True
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
@@ -137,10 +116,9 @@ class BridgeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_payload_bytes: Annotated[int, msgspec.Meta(ge=256, le=1_000_000)] = MAX_PAYLOAD_BYTES
 
 
-class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class HttpSettings(stagekit.settings.HttpSettings, frozen=True, forbid_unknown_fields=True):
     """``/metrics``, ``/healthz`` and ``/readyz``. Port 0 picks a free port."""
 
-    enabled: bool = True
     host: str = "0.0.0.0"  # noqa: S104 - a container's probe port
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9108
 
@@ -168,35 +146,17 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             problems.append("mqtt.kinds: must name at least one of telemetry, alert, status")
         if self.mqtt.reconnect_max_s < self.mqtt.reconnect_min_s:
             problems.append("mqtt.reconnect_max_s: must be >= mqtt.reconnect_min_s")
-        if not self.kafka.bootstrap_servers:
-            problems.append("kafka.bootstrap_servers: must list at least one host:port")
-        for server in self.kafka.bootstrap_servers:
-            host, sep, port = server.rpartition(":")
-            if not sep or not host or not port.isdigit():
-                problems.append(f"kafka.bootstrap_servers: expected host:port, got {server!r}")
-        if not _NAME.fullmatch(self.kafka.topic_prefix):
-            problems.append(
-                f"kafka.topic_prefix: must match {_NAME.pattern}, got {self.kafka.topic_prefix!r}"
-            )
+        problems += self.kafka.problems("kafka")
         if not self.kafka.enable_idempotence:
             problems.append(
                 "kafka.enable_idempotence: must be true (at-least-once without reordering)"
-            )
-        if self.kafka.security_protocol.startswith("SASL") and not self.kafka.sasl_username:
-            problems.append(
-                f"kafka.sasl_username: required with security_protocol "
-                f"{self.kafka.security_protocol}"
             )
         if self.kafka.compression in ("lz4", "zstd", "snappy") and not _has_cramjam():
             problems.append(
                 f"kafka.compression: {self.kafka.compression} needs the cramjam package "
                 f"(pip install cramjam), or use gzip or none"
             )
-        problems.extend(_check_files("mqtt.tls", self.mqtt.tls))
-        for key in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file"):
-            path = getattr(self.kafka, key)
-            if path and not Path(path).is_file():
-                problems.append(f"kafka.{key}: no such file {path!r}")
+        problems.extend(self.mqtt.tls.problems("mqtt.tls"))
         return problems
 
     @property
@@ -213,15 +173,6 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def topic_kinds(self) -> tuple[TopicKind, ...]:
         """The subscribed topic kinds as enum members."""
         return tuple(TopicKind(k) for k in self.mqtt.kinds)
-
-
-def _check_files(section: str, tls: TlsSettings) -> list[str]:
-    out = []
-    for key in ("ca_file", "cert_file", "key_file"):
-        path = getattr(tls, key)
-        if path and not Path(path).is_file():
-            out.append(f"{section}.{key}: no such file {path!r}")
-    return out
 
 
 def _has_cramjam() -> bool:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,14 +30,13 @@ from typing import Any, Final
 from gateway.bridge import KafkaRecord
 from gateway.config import KafkaSettings
 from gateway.metrics import Metrics
+from stagekit.kafka import TopicError, create_topics
 from telemetry_contract import KafkaTopics
 
 __all__ = ["KafkaSetupError", "KafkaSink", "kafka_client_options"]
 
 log = logging.getLogger(__name__)
 
-# Kafka error code for "topic already exists" (another gateway created it first).
-_TOPIC_ALREADY_EXISTS: Final = 36
 _INITIAL_BACKOFF_S: Final = 0.2
 #: With this many records queued, flush at once instead of lingering.
 _EAGER_BATCH: Final = 500
@@ -73,27 +71,7 @@ class KafkaSetupError(RuntimeError):
 
 def kafka_client_options(settings: KafkaSettings) -> dict[str, Any]:
     """Connection and security options shared by the producer and the admin client."""
-    opts: dict[str, Any] = {
-        "bootstrap_servers": list(settings.bootstrap_servers),
-        "security_protocol": settings.security_protocol,
-        "request_timeout_ms": settings.request_timeout_ms,
-    }
-    if settings.client_id:
-        opts["client_id"] = settings.client_id
-    if settings.security_protocol in ("SSL", "SASL_SSL"):
-        opts["ssl_context"] = _ssl_context(settings)
-    if settings.security_protocol.startswith("SASL"):
-        opts["sasl_mechanism"] = settings.sasl_mechanism
-        opts["sasl_plain_username"] = settings.sasl_username
-        opts["sasl_plain_password"] = settings.sasl_password
-    return opts
-
-
-def _ssl_context(settings: KafkaSettings) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=settings.ssl_ca_file or None)
-    if settings.ssl_cert_file:
-        ctx.load_cert_chain(settings.ssl_cert_file, settings.ssl_key_file or None)
-    return ctx
+    return {**settings.client_options(), "request_timeout_ms": settings.request_timeout_ms}
 
 
 @dataclass(slots=True)
@@ -382,40 +360,16 @@ class KafkaSink:
 
     async def ensure_topics(self) -> None:
         """Create the gateway's topics that do not exist yet."""
-        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-        admin = AIOKafkaAdminClient(**kafka_client_options(self._settings))
         try:
-            await admin.start()
-            existing = set(await admin.list_topics())
-            wanted = [t for t in self._topics.all() if t not in existing]
-            if not wanted:
-                return
-            response = await admin.create_topics(
-                [
-                    NewTopic(
-                        name,
-                        num_partitions=self._settings.partitions,
-                        replication_factor=self._settings.replication_factor,
-                    )
-                    for name in wanted
-                ]
+            await create_topics(
+                self._settings,
+                self._topics.all(),
+                partitions=self._settings.partitions,
+                replication=self._settings.replication_factor,
+                request_timeout_ms=self._settings.request_timeout_ms,
             )
-            for entry in response.topic_errors:
-                name, code = entry[0], entry[1]
-                if code not in (0, _TOPIC_ALREADY_EXISTS):
-                    raise KafkaSetupError(
-                        f"cannot create Kafka topic {name!r}: error code {code} ({entry[2]})"
-                    )
-                if code == 0:
-                    log.info(
-                        "event=kafka_topic_created topic=%s partitions=%d replication=%d",
-                        name,
-                        self._settings.partitions,
-                        self._settings.replication_factor,
-                    )
-        finally:
-            await admin.close()
+        except TopicError as exc:
+            raise KafkaSetupError(str(exc)) from exc
 
     # --- producer management ------------------------------------------------
 

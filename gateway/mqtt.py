@@ -189,7 +189,7 @@ class MqttSource:
         if m.username:
             client.username_pw_set(m.username, m.password or None)
         if m.tls.enabled:
-            client.tls_set_context(_tls_context(self._config))
+            client.tls_set_context(m.tls.context())
             client.tls_insecure_set(m.tls.insecure)
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
@@ -584,14 +584,3 @@ class MqttSource:
             )
         except Exception:
             log.exception("event=mqtt_on_message_error mid=%s", getattr(msg, "mid", None))
-
-
-def _tls_context(config: GatewayConfig) -> ssl.SSLContext:
-    """The TLS context for the broker: CA (or the system's), optional client certificate."""
-    tls = config.mqtt.tls
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file or None)
-    if tls.cert_file:
-        ctx.load_cert_chain(tls.cert_file, tls.key_file or None)
-    if tls.insecure:
-        ctx.check_hostname = False
-    return ctx

@@ -1,7 +1,7 @@
 """thermowatch Kibana dashboards as code.
 
 :mod:`~kibana.objects` (pure: saved objects generated from
-:mod:`cloud_processor.schema`), :mod:`~kibana.check` (pure: structure,
+:mod:`stagekit.search.indices`), :mod:`~kibana.check` (pure: structure,
 references and fields against a mapping), :mod:`~kibana.client` (the Kibana
 HTTP adapter, requests), :mod:`~kibana.config` (target and credentials),
 :mod:`~kibana.app` (wiring) and :mod:`~kibana.testing` (a fake Kibana that

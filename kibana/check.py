@@ -35,9 +35,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from cloud_processor import schema
-from cloud_processor.schema import IndexNames
 from kibana.objects import TYPE_MIGRATION_VERSIONS
+from stagekit.search import indices as schema
+from stagekit.search.indices import IndexNames
 
 __all__ = [
     "COMPATIBLE",
@@ -468,7 +468,7 @@ def live_field_types(answer: Mapping[str, Any]) -> tuple[dict[str, str], list[st
 def spec_field_types(prefix: str = "thermowatch-") -> dict[str, dict[str, str]]:
     """Index pattern -> field types, from the mappings the processor installs.
 
-    Reads :data:`cloud_processor.schema.INDEXES` at call time (so a test that
+    Reads :data:`stagekit.search.indices.INDEXES` at call time (so a test that
     perturbs the definitions sees its change).
 
     >>> spec_field_types("tw-")["tw-alerts"]["message.keyword"]

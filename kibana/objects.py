@@ -1,8 +1,8 @@
 """Kibana saved objects generated from the processor's field definitions (pure).
 
 Nothing here is hand-written JSON: every data view, Lens visualization and
-dashboard is built from :mod:`cloud_processor.schema` (the same
-:class:`~cloud_processor.schema.IndexSpec` objects the index templates are
+dashboard is built from :mod:`stagekit.search.indices` (the same
+:class:`~stagekit.search.indices.IndexSpec` objects the index templates are
 built from). Field types, number formats, units and time fields come from
 the definitions, and every field a panel plots is looked up with
 :meth:`IndexSpec.field`, so renaming a field in the schema makes generation
@@ -32,8 +32,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from cloud_processor import schema
-from cloud_processor.schema import FieldSpec, IndexNames, IndexSpec
+from stagekit.search import indices as schema
+from stagekit.search.indices import FieldSpec, IndexNames, IndexSpec
 from telemetry_contract import AlertStatus, Rule
 
 __all__ = [

@@ -305,7 +305,14 @@ class Gap(_Message, tag="gap", kw_only=True, frozen=True):
 
 
 class DeadLetter(_Message, tag="dead_letter", kw_only=True, frozen=True):
-    """A payload the gateway could not accept, kept whole with the reason."""
+    """A payload a stage refused, kept whole with the reason (built by
+    :func:`telemetry_contract.deadletter.dead_letter`).
+
+    The gateway writes one for an MQTT payload (``source_topic`` is the MQTT
+    topic, ``gateway_id`` the gateway), the processor for a Kafka record that
+    breaks the contract (``source_topic`` is the Kafka topic, ``gateway_id``
+    empty).
+    """
 
     schema_version: SchemaVersion = 1
     reason: Name

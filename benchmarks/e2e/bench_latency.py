@@ -335,11 +335,11 @@ async def cleanup(endpoints: Mapping[str, Any], run: DemoRun) -> dict[str, Any]:
     """Delete this run's topics, consumer group, indices and index templates (only ours)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from cloud_processor import search
-    from cloud_processor.kafka_io import delete_topics
-    from cloud_processor.schema import INDEXES, IndexNames
-    from cloud_processor.search import SearchError
-    from cloud_processor.search_opensearch import OpenSearchBackend
+    from stagekit.kafka import delete_topics
+    from stagekit.search import api as search
+    from stagekit.search.api import SearchError
+    from stagekit.search.backends import OpenSearchBackend
+    from stagekit.search.indices import INDEXES, IndexNames
 
     done: dict[str, Any] = {}
     bootstrap = endpoints["kafka"]["bootstrap"]

@@ -34,7 +34,6 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from cloud_processor import search
 from cloud_processor.app import Processor
 from cloud_processor.config import (
     AlertSettings,
@@ -45,11 +44,12 @@ from cloud_processor.config import (
     SearchSettings,
 )
 from cloud_processor.documents import reading_doc, reading_id
-from cloud_processor.kafka_io import create_topics, delete_topics
 from cloud_processor.rules import FleetRules
-from cloud_processor.schema import INDEXES, IndexNames, index_templates
-from cloud_processor.search import SearchError
-from cloud_processor.search_opensearch import OpenSearchBackend
+from stagekit.kafka import create_topics, delete_topics
+from stagekit.search import api as search
+from stagekit.search.api import SearchError
+from stagekit.search.backends import OpenSearchBackend
+from stagekit.search.indices import INDEXES, IndexNames, index_templates
 from telemetry_contract import Reading, encode, kafka_key, kafka_topics
 
 RULES = RulesConfig(

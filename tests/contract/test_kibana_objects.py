@@ -1,7 +1,7 @@
 """Kibana saved objects against the processor's mapping definitions (no services).
 
 The committed NDJSON must be exactly what the generator produces from
-cloud_processor.schema, must pass every structural check, and every field it
+stagekit.search.indices, must pass every structural check, and every field it
 uses must exist with a compatible type in the mappings the processor installs.
 Renaming (or retyping) any field the dashboards use must make the check fail.
 """
@@ -15,8 +15,6 @@ from typing import Any
 
 import pytest
 
-from cloud_processor import schema
-from cloud_processor.schema import IndexNames, index_templates
 from kibana.app import committed_file, static_check
 from kibana.check import (
     check_fields,
@@ -33,6 +31,8 @@ from kibana.objects import (
     build_objects,
     to_ndjson,
 )
+from stagekit.search import indices as schema
+from stagekit.search.indices import IndexNames, index_templates
 
 PREFIX = "thermowatch-"
 
@@ -204,7 +204,7 @@ def _perturb(
     rename: str | None = None,
     retype: str | None = None,
 ) -> None:
-    """Replace ``spec`` in cloud_processor.schema with one field renamed or retyped."""
+    """Replace ``spec`` in stagekit.search.indices with one field renamed or retyped."""
     fields = tuple(
         dataclasses.replace(f, name=rename or f.name, type=retype or f.type)  # type: ignore[arg-type]
         if f.name == field
@@ -350,7 +350,7 @@ def _written_fields() -> dict[str, set[str]]:
 
     from cloud_processor.aggregates import WindowAggregate, aggregate_doc
     from cloud_processor.documents import reading_doc
-    from cloud_processor.storage import alert_doc
+    from stagekit.search.alerts import alert_doc
     from telemetry_contract import Alert, AlertStatus, Reading, Severity, decode_as
 
     valid = Path(__file__).resolve().parents[1] / "fixtures" / "messages" / "valid"

@@ -19,16 +19,16 @@ from typing import Any
 import pytest
 import requests
 
-from cloud_processor import search
 from cloud_processor.aggregates import DirtyWindows
 from cloud_processor.documents import Action, BulkItem, reading_doc, reading_id
-from cloud_processor.schema import INDEXES, IndexNames
-from cloud_processor.search import SearchError
-from cloud_processor.search_opensearch import OpenSearchBackend
 from cloud_processor.storage import Storage
 from kibana.app import live_check, live_field_types_for
 from kibana.check import COMPATIBLE, check_fields, field_uses, spec_field_types
 from kibana.objects import build_objects, to_ndjson
+from stagekit.search import api as search
+from stagekit.search.api import SearchError
+from stagekit.search.backends import OpenSearchBackend
+from stagekit.search.indices import INDEXES, IndexNames
 from telemetry_contract import Alert, AlertStatus, Reading, Rule, Severity, decode_as
 
 pytestmark = pytest.mark.integration

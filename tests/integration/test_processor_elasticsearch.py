@@ -26,14 +26,14 @@ from typing import Any
 import msgspec
 import pytest
 
-from cloud_processor import search
 from cloud_processor.documents import reading_doc, reading_id
-from cloud_processor.kafka_io import create_topics, delete_topics
-from cloud_processor.schema import INDEXES, IndexNames
-from cloud_processor.search import SearchError
-from cloud_processor.search_elastic import ElasticsearchBackend
 from cloud_processor.storage import Storage
 from deploy.local.stack import LocalStack
+from stagekit.kafka import create_topics, delete_topics
+from stagekit.search import api as search
+from stagekit.search.api import SearchError
+from stagekit.search.backends import ElasticsearchBackend
+from stagekit.search.indices import INDEXES, IndexNames
 from telemetry_contract import Reading
 
 pytestmark = pytest.mark.integration

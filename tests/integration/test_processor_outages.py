@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from cloud_processor import search
 from cloud_processor.app import Processor
 from cloud_processor.config import (
     HttpSettings,
@@ -30,11 +29,12 @@ from cloud_processor.config import (
     RulesConfig,
     SearchSettings,
 )
-from cloud_processor.kafka_io import create_topics, delete_topics
-from cloud_processor.schema import INDEXES, IndexNames
-from cloud_processor.search import SearchError
-from cloud_processor.search_opensearch import OpenSearchBackend
 from cloud_processor.testing import TcpProxy, WebhookReceiver
+from stagekit.kafka import create_topics, delete_topics
+from stagekit.search import api as search
+from stagekit.search.api import SearchError
+from stagekit.search.backends import OpenSearchBackend
+from stagekit.search.indices import INDEXES, IndexNames
 from telemetry_contract import Reading, encode, kafka_key, kafka_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

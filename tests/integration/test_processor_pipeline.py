@@ -21,7 +21,6 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from cloud_processor import search
 from cloud_processor.app import Processor
 from cloud_processor.config import (
     AlertSettings,
@@ -34,11 +33,12 @@ from cloud_processor.config import (
     WebhookSettings,
 )
 from cloud_processor.documents import reading_doc, reading_id
-from cloud_processor.kafka_io import create_topics, delete_topics
-from cloud_processor.schema import INDEXES, IndexNames
-from cloud_processor.search import SearchError
-from cloud_processor.search_opensearch import OpenSearchBackend
 from cloud_processor.testing import WebhookReceiver
+from stagekit.kafka import create_topics, delete_topics
+from stagekit.search import api as search
+from stagekit.search.api import SearchError
+from stagekit.search.backends import OpenSearchBackend
+from stagekit.search.indices import INDEXES, IndexNames
 from telemetry_contract import (
     DeviceStatus,
     EdgeAlert,

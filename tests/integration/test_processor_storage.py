@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from cloud_processor import search
 from cloud_processor.aggregates import DirtyWindows
 from cloud_processor.documents import Action, BulkItem, reading_doc, reading_id
-from cloud_processor.schema import INDEXES, IndexNames
-from cloud_processor.search import SearchError
-from cloud_processor.search_opensearch import OpenSearchBackend
 from cloud_processor.storage import Storage
+from stagekit.search import api as search
+from stagekit.search.api import SearchError
+from stagekit.search.backends import OpenSearchBackend
+from stagekit.search.indices import INDEXES, IndexNames
 from telemetry_contract import Reading, decode_as
 
 pytestmark = pytest.mark.integration

@@ -182,7 +182,7 @@ async def test_alert_reaches_state_and_event_stream_within_a_second(
 async def test_view_picks_up_topics_created_after_it_started(stack: dict[str, Any]) -> None:
     from aiokafka import AIOKafkaProducer
 
-    from cloud_processor.kafka_io import create_topics, delete_topics
+    from stagekit.kafka import create_topics, delete_topics
     from telemetry_contract import encode, kafka_key, kafka_topics
     from thermowatch.web.testing import web_config
 

@@ -18,7 +18,7 @@ from gateway.mqtt import _PAHO_FAST, _Client
 from stagekit.mqttwire import decode_publish, frame
 
 _text = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\ufeff"), max_size=12
 )
 
 

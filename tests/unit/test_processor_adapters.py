@@ -6,10 +6,9 @@ from typing import Any
 
 import pytest
 
-from cloud_processor import search
-from cloud_processor.search import SearchError
-from cloud_processor.search_elastic import ElasticsearchBackend
-from cloud_processor.search_opensearch import OpenSearchBackend
+from stagekit.search import api as search
+from stagekit.search.api import SearchError
+from stagekit.search.backends import ElasticsearchBackend, OpenSearchBackend
 
 
 class _Raiser:

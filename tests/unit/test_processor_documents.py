@@ -19,7 +19,7 @@ from cloud_processor.documents import (
     reading_doc,
     reading_id,
 )
-from cloud_processor.schema import AGGREGATES, ALERTS, INDEXES, READINGS, IndexNames
+from stagekit.search.indices import AGGREGATES, ALERTS, INDEXES, READINGS, IndexNames
 from telemetry_contract import Reading, decode_as
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "messages" / "valid"

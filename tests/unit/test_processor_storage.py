@@ -7,9 +7,9 @@ from typing import Any
 import msgspec
 
 from cloud_processor.documents import Action, BulkItem
-from cloud_processor.schema import IndexNames
-from cloud_processor.search import Request, SearchError
 from cloud_processor.storage import Storage
+from stagekit.search.api import Request, SearchError
+from stagekit.search.indices import IndexNames
 
 
 class ScriptedBackend:

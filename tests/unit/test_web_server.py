@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cloud_processor.search import Request, SearchError
+from stagekit.search.api import Request, SearchError
 from thermowatch.web.app import WebApp, load_assets
 from thermowatch.web.config import HttpSettings, KafkaSettings, WebConfig
 from thermowatch.web.server import WebServer

@@ -6,8 +6,8 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_processor.storage import alert_doc
 from cloud_processor.webhook import change_payload
+from stagekit.search.alerts import alert_doc
 from telemetry_contract import (
     Alert,
     AlertChange,

@@ -23,10 +23,11 @@ from typing import Final
 
 import msgspec
 
-from cloud_processor.search import SearchBackend, SearchError
+from stagekit.search import make_backend
+from stagekit.search.api import SearchBackend, SearchError
 from thermowatch.web.config import WebConfig
 from thermowatch.web.kafka import LiveFeed
-from thermowatch.web.search import SearchSource, make_backend
+from thermowatch.web.search import SearchSource
 from thermowatch.web.server import Asset, WebServer
 from thermowatch.web.view import FleetView, fold_record
 
@@ -115,7 +116,7 @@ class WebApp:
             heartbeat_s=cfg.http.heartbeat_s,
         )
         await self._server.start()
-        if cfg.kafka.bootstrap_servers:
+        if cfg.kafka.servers:
             self._feed = LiveFeed(cfg.kafka, self._on_record)
             self._tasks.append(asyncio.create_task(self._feed.run(self._stop)))
         await self.reload()

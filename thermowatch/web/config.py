@@ -20,10 +20,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final, Literal
+from typing import Annotated, Final
 
 import msgspec
 
+import stagekit.search
+import stagekit.settings
 from stagekit.config import load
 
 __all__ = [
@@ -53,18 +55,11 @@ class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     heartbeat_s: float = 15.0
 
 
-class SearchSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The search server the processor writes to (history and re-sync)."""
+class SearchSettings(stagekit.search.SearchSettings, frozen=True, forbid_unknown_fields=True):
+    """The search server the processor writes to (history and re-sync); the
+    connection keys are the shared block's, ``index_prefix`` must be the processor's."""
 
-    backend: Literal["opensearch", "elasticsearch"] = "opensearch"
-    url: str = "http://127.0.0.1:19200"
-    username: str = ""
-    password: str = ""
-    api_key: str = ""
-    verify_certs: bool = True
-    timeout_s: float = 10.0
-    #: Must match the processor's ``search.index_prefix``.
-    index_prefix: str = "thermowatch-"
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     #: The view is reloaded from the search server this often (Kafka is the fast path).
     refresh_s: float = 15.0
     #: Devices with a reading within this window are listed.
@@ -73,13 +68,15 @@ class SearchSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_alerts: int = 200
 
 
-class KafkaSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Live updates: the alerts, status and (optionally) telemetry topics."""
+class KafkaSettings(stagekit.settings.KafkaSettings, frozen=True, forbid_unknown_fields=True):
+    """Live updates: the alerts, status and (optionally) telemetry topics.
 
-    #: "" disables Kafka: the view then follows the search server only.
-    bootstrap_servers: str = "127.0.0.1:19092"
-    #: Must match the processor's ``kafka.topic_prefix``.
-    topic_prefix: str = "thermowatch"
+    The connection keys (TLS, SASL) are the shared block's; ``topic_prefix``
+    must be the processor's. An empty ``bootstrap_servers`` disables Kafka:
+    the view then follows the search server only.
+    """
+
+    bootstrap_servers: tuple[str, ...] | str = "127.0.0.1:19092"
     client_id: str = "thermowatch-web"
     #: Follow the telemetry topic too, so temperatures move within a second.
     live_readings: bool = True
@@ -128,7 +125,6 @@ class WebConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             ("http.heartbeat_s", h.heartbeat_s),
             ("search.refresh_s", s.refresh_s),
             ("search.lookback_s", s.lookback_s),
-            ("search.timeout_s", s.timeout_s),
             ("kafka.retry_s", k.retry_s),
             ("view.offline_after_s", v.offline_after_s),
         ):
@@ -139,13 +135,7 @@ class WebConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 f"http.push_interval_s: must be at most 1.0 (updates within a second), "
                 f"got {h.push_interval_s}"
             )
-        if not s.url.startswith(("http://", "https://")):
-            problems.append(f"search.url: must start with http:// or https://, got {s.url!r}")
-        if s.index_prefix != s.index_prefix.lower() or any(c in s.index_prefix for c in " ,*/"):
-            problems.append(
-                f"search.index_prefix: must be lower case without spaces, commas, * or /, "
-                f"got {s.index_prefix!r}"
-            )
+        problems += s.problems("search") + k.problems("kafka", required=False)
         if k.alert_replay_s < 0:
             problems.append(f"kafka.alert_replay_s: must be >= 0, got {k.alert_replay_s}")
         return problems

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from stagekit.kafka import partitions_of
 from telemetry_contract import kafka_topics
 from thermowatch.web.config import KafkaSettings
 
@@ -60,8 +61,7 @@ class LiveFeed:
 
         s = self._settings
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers,
-            client_id=s.client_id,
+            **s.client_options(),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest",
@@ -100,25 +100,9 @@ class LiveFeed:
     async def _partitions(self) -> list[Any]:
         """Partitions of the wanted topics that exist (asks the cluster each time)."""
         from aiokafka import TopicPartition
-        from aiokafka.admin import AIOKafkaAdminClient
 
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=self._settings.bootstrap_servers,
-            client_id=f"{self._settings.client_id}-admin",
-        )
-        try:
-            await admin.start()
-            existing = set(await admin.list_topics())
-            wanted = [t for t in self._kinds if t in existing]
-            described = await admin.describe_topics(wanted) if wanted else []
-        finally:
-            await admin.close()
-        return [
-            TopicPartition(d["topic"], p["partition"])
-            for d in described
-            if d.get("error_code", 0) == 0
-            for p in sorted(d["partitions"], key=lambda p: int(p["partition"]))
-        ]
+        found = await partitions_of(self._settings, self._kinds)
+        return [TopicPartition(topic, p) for topic, parts in found.items() for p in parts]
 
     async def _seek(self, consumer: Any, tps: list[Any]) -> None:
         by_kind: dict[str, list[Any]] = {}

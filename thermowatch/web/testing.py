@@ -192,7 +192,6 @@ async def live_pipeline(
     """Run the real processor and the web view on unique prefixes; clean up after."""
     from aiokafka import AIOKafkaProducer
 
-    from cloud_processor import search
     from cloud_processor.app import Processor
     from cloud_processor.config import (
         AlertSettings,
@@ -202,10 +201,11 @@ async def live_pipeline(
     from cloud_processor.config import HttpSettings as ProcessorHttp
     from cloud_processor.config import KafkaSettings as ProcessorKafka
     from cloud_processor.config import SearchSettings as ProcessorSearch
-    from cloud_processor.kafka_io import create_topics, delete_topics
-    from cloud_processor.schema import INDEXES, IndexNames
-    from cloud_processor.search import SearchError
-    from cloud_processor.search_opensearch import OpenSearchBackend
+    from stagekit.kafka import create_topics, delete_topics
+    from stagekit.search import api as search
+    from stagekit.search.api import SearchError
+    from stagekit.search.backends import OpenSearchBackend
+    from stagekit.search.indices import INDEXES, IndexNames
 
     prefix = f"w{uuid.uuid4().hex[:8]}"
     topics = kafka_topics(prefix)

@@ -1,0 +1,222 @@
+"""The search server's two adapters, OpenSearch and Elasticsearch 8, and the factory.
+
+Both run the same :class:`~stagekit.search.api.Request` objects, so both
+servers receive the very same bytes; only the transport differs. Each wraps
+the library's synchronous client (urllib3, pooled, thread-safe):
+``perform_sync`` for scripts and the top floor, ``perform`` (a worker thread)
+for the asyncio stages -- the libraries' async clients would need aiohttp.
+Retries are the caller's business (the processor's storage), so the clients'
+own are off.
+
+Elasticsearch: tested against a real Elasticsearch 8.19 (the local stack's
+optional ``elasticsearch`` service) by
+``tests/integration/test_processor_elasticsearch.py``. A cluster without ILM
+answers the lifecycle probe with 405 (the client then logs that it put the
+node on a short timeout; a single node is used anyway).
+
+>>> from stagekit.search.settings import SearchSettings
+>>> make_backend(SearchSettings(backend="opensearch")).name
+'opensearch'
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Final
+
+import msgspec
+
+from stagekit.search.api import Request, SearchError
+from stagekit.search.settings import SearchSettings
+
+__all__ = ["ElasticsearchBackend", "OpenSearchBackend", "ThreadedBackend", "make_backend"]
+
+_ENC: Final = msgspec.json.Encoder()
+
+
+def _body(request: Request) -> bytes | None:
+    if request.body is None or isinstance(request.body, bytes):
+        return request.body
+    return _ENC.encode(request.body)
+
+
+class ThreadedBackend:
+    """A synchronous client run in worker threads: ``perform`` and ``perform_sync``."""
+
+    name = "search"
+
+    def __init__(self) -> None:
+        self._closed = False
+
+    def perform_sync(self, request: Request) -> Any:
+        """Run ``request`` in this thread; the decoded JSON answer or :class:`SearchError`."""
+        raise NotImplementedError
+
+    def _close_sync(self) -> None:
+        raise NotImplementedError
+
+    async def perform(self, request: Request) -> Any:
+        """Run ``request`` in a worker thread."""
+        if self._closed:
+            raise SearchError("client is closed")
+        return await asyncio.to_thread(self.perform_sync, request)
+
+    async def close(self) -> None:
+        """Close the connection pool (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            await asyncio.to_thread(self._close_sync)
+
+    def close_sync(self) -> None:
+        """Close the connection pool from synchronous code (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._close_sync()
+
+
+class OpenSearchBackend(ThreadedBackend):
+    """Runs requests against OpenSearch (opensearch-py)."""
+
+    name = "opensearch"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        username: str = "",
+        password: str = "",
+        verify_certs: bool = True,
+        ca_file: str = "",
+        timeout_s: float = 30.0,
+        pool_size: int = 8,
+    ) -> None:
+        from opensearchpy import OpenSearch
+
+        super().__init__()
+        auth = (username, password) if username else None
+        self._client = OpenSearch(
+            hosts=[url],
+            http_auth=auth,
+            verify_certs=verify_certs,
+            ca_certs=ca_file or None,
+            timeout=timeout_s,
+            max_retries=0,
+            retry_on_timeout=False,
+            pool_maxsize=pool_size,
+            http_compress=False,
+        )
+
+    def perform_sync(self, request: Request) -> Any:
+        from opensearchpy.exceptions import ConnectionError as OSConnectionError
+        from opensearchpy.exceptions import TransportError
+
+        if self._closed:
+            raise SearchError("client is closed")
+        headers = {"content-type": "application/json", **request.headers}
+        try:
+            return self._client.transport.perform_request(
+                request.method,
+                request.path,
+                params=dict(request.params),
+                body=_body(request),
+                headers=headers,
+            )
+        except OSConnectionError as exc:
+            raise SearchError(f"{request.method} {request.path}: {exc}") from exc
+        except TransportError as exc:
+            status = exc.status_code if isinstance(exc.status_code, int) else None
+            raise SearchError(
+                f"{request.method} {request.path}: status={exc.status_code} error={exc.error}",
+                status=status,
+                body=exc.info,
+            ) from exc
+
+    def _close_sync(self) -> None:
+        self._client.close()
+
+
+class ElasticsearchBackend(ThreadedBackend):
+    """Runs requests against Elasticsearch 8 (elasticsearch-py 8, which derives the
+    versioned media types Elasticsearch 8 wants from the plain ones)."""
+
+    name = "elasticsearch"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        username: str = "",
+        password: str = "",
+        api_key: str = "",
+        verify_certs: bool = True,
+        ca_file: str = "",
+        timeout_s: float = 30.0,
+    ) -> None:
+        from elasticsearch import Elasticsearch
+
+        super().__init__()
+        tls: dict[str, Any] = {"ca_certs": ca_file} if ca_file else {}
+        self._client = Elasticsearch(
+            url,
+            basic_auth=(username, password) if username else None,
+            api_key=api_key or None,
+            verify_certs=verify_certs,
+            request_timeout=timeout_s,
+            max_retries=0,
+            retry_on_timeout=False,
+            **tls,
+        )
+
+    def perform_sync(self, request: Request) -> Any:
+        from elastic_transport import ConnectionError as ESConnectionError
+        from elastic_transport import ConnectionTimeout
+        from elasticsearch import ApiError
+
+        if self._closed:
+            raise SearchError("client is closed")
+        body = _body(request)
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = request.headers.get("content-type", "application/json")
+        try:
+            resp = self._client.perform_request(
+                request.method,
+                request.path,
+                params=dict(request.params),
+                headers=headers,
+                body=body,
+            )
+        except (ESConnectionError, ConnectionTimeout) as exc:
+            raise SearchError(f"{request.method} {request.path}: {exc}") from exc
+        except ApiError as exc:
+            raise SearchError(
+                f"{request.method} {request.path}: status={exc.meta.status} error={exc.message}",
+                status=exc.meta.status,
+                body=exc.body,
+            ) from exc
+        return resp.body
+
+    def _close_sync(self) -> None:
+        self._client.close()
+
+
+def make_backend(settings: SearchSettings) -> ThreadedBackend:
+    """The adapter selected by ``search.backend``, connected per the settings."""
+    if settings.backend == "elasticsearch":
+        return ElasticsearchBackend(
+            settings.url,
+            username=settings.username,
+            password=settings.password,
+            api_key=settings.api_key,
+            verify_certs=settings.verify_certs,
+            ca_file=settings.ca_file,
+            timeout_s=settings.timeout_s,
+        )
+    return OpenSearchBackend(
+        settings.url,
+        username=settings.username,
+        password=settings.password,
+        verify_certs=settings.verify_certs,
+        ca_file=settings.ca_file,
+        timeout_s=settings.timeout_s,
+    )
