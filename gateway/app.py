@@ -11,6 +11,9 @@ a window of in-flight messages, acknowledged from its head as the writes
 complete. The window is bounded by the Receive Maximum the gateway announces
 at connect; while Kafka is slow or down the window fills, the broker stops
 sending and keeps the rest in the persistent session.
+
+:class:`Gateway` takes its adapters (the ports of :mod:`gateway.ports`) in the
+constructor; :func:`build_gateway` builds the real ones from the config.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +30,12 @@ from gateway.bridge import KafkaRecord, bridge
 from gateway.config import GatewayConfig
 from gateway.kafka import KafkaSetupError, KafkaSink
 from gateway.metrics import Metrics
-from gateway.mqtt import Incoming, MqttSource
+from gateway.mqtt import MqttSource
+from gateway.ports import SYSTEM_CLOCK, Clock, Incoming, MessageSource, RecordSink
 from stagekit.health import HealthServer
 from telemetry_contract import kafka_topics
 
-__all__ = ["Gateway", "RetireOptions"]
+__all__ = ["Gateway", "RetireOptions", "build_gateway"]
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +64,21 @@ class _Entry:
 
 
 class Gateway:
-    """One gateway process: call :meth:`run` inside an event loop."""
+    """One gateway process: call :meth:`run` inside an event loop.
+
+    ``source`` and ``sink`` are started by :meth:`run` and stopped when it
+    ends; a retiring gateway (``retire`` given) needs a source that does not
+    subscribe (:func:`build_gateway` builds one).
+    """
 
     def __init__(
         self,
         config: GatewayConfig,
-        metrics: Metrics | None = None,
         *,
+        source: MessageSource,
+        sink: RecordSink,
+        metrics: Metrics | None = None,
+        clock: Clock = SYSTEM_CLOCK,
         retire: RetireOptions | None = None,
     ) -> None:
         self.config = config
@@ -76,6 +88,10 @@ class Gateway:
         self.metrics = metrics or Metrics()
         self.topics = kafka_topics(config.kafka.topic_prefix)
         self.gateway_id = config.gateway_id
+        self._source = source
+        self._sink = sink
+        self._wall_ms = clock.wall_ms
+        self._monotonic = clock.monotonic
         self._window: collections.deque[_Entry] = collections.deque()
         # Per-message metric calls are the hot path's: cache the labelled
         # children, and read the in-flight gauge from the window when scraped.
@@ -89,8 +105,6 @@ class Gateway:
         self.received_count = 0
         self._stopping = False
         self._connection = 0
-        self._sink: KafkaSink | None = None
-        self._mqtt: MqttSource | None = None
         self._health: HealthServer | None = None
         self._stop = asyncio.Event()
         self._drained = asyncio.Event()
@@ -110,8 +124,8 @@ class Gateway:
 
     def readiness(self) -> tuple[bool, str]:
         """Ready only when both MQTT and Kafka are connected and Kafka is not stalled."""
-        mqtt_ok = self._mqtt is not None and self._mqtt.connected
-        kafka_ok = self._sink is not None and self._sink.healthy
+        mqtt_ok = self._source.connected
+        kafka_ok = self._sink.healthy
         detail = (
             f"mqtt={'up' if mqtt_ok else 'down'} kafka={'up' if kafka_ok else 'down'} "
             f"in_flight={len(self._window)}"
@@ -124,7 +138,6 @@ class Gateway:
 
     async def run(self) -> int:
         """Run until :meth:`stop`; returns the process exit code."""
-        loop = asyncio.get_running_loop()
         cfg = self.config
         log.info(
             "event=gateway_starting gateway_id=%s kafka_prefix=%s share_group=%s",
@@ -137,33 +150,16 @@ class Gateway:
                 cfg.http.host, cfg.http.port, self.metrics.render, self.readiness
             )
             await self._health.start()
-        self._sink = KafkaSink(cfg.kafka, self.topics, self.metrics, self._on_written)
-        self._mqtt = MqttSource(
-            cfg,
-            self.metrics,
-            loop,
-            self._on_message,
-            on_connected=self._on_connected,
-            subscribe=self.retire is None,
-        )
         watchdog = asyncio.create_task(self._watch())
         try:
-            starting = asyncio.create_task(self._sink.start())
-            stopper = asyncio.create_task(self._stop.wait())
-            await asyncio.wait({starting, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if not starting.done():
-                starting.cancel()
-                stopper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await starting
-                return 0
-            stopper.cancel()
-            starting.result()  # KafkaSetupError is fatal
-            self._mqtt.start()
-            if self.retire is None:
-                await self._stop.wait()
-            else:
-                await self._until_stopped(self._retire_session(self.retire))
+            # Kafka first (retried until it answers, or until told to stop):
+            # a message read before Kafka is there could not be acknowledged.
+            if await self._until_stopped(self._sink.start(self._on_written)):
+                self._source.start(self._on_message, self._on_connected)
+                if self.retire is None:
+                    await self._stop.wait()
+                else:
+                    await self._until_stopped(self._retire_session(self.retire))
         except KafkaSetupError as exc:
             self._fatal = str(exc)
         finally:
@@ -186,7 +182,7 @@ class Gateway:
         writes still complete (a duplicate, which is allowed).
         """
         self._connection = connection
-        self._last_message = time.monotonic()  # idle time counts from the connection
+        self._last_message = self._monotonic()  # idle time counts from the connection
         stale = sum(1 for e in self._window if e.incoming.connection != connection)
         if not stale:
             return
@@ -202,7 +198,7 @@ class Gateway:
         record = bridge(
             incoming.topic,
             incoming.payload,
-            received_ms=time.time_ns() // 1_000_000,
+            received_ms=self._wall_ms(),
             gateway_id=self.gateway_id,
             topics=self.topics,
             max_bytes=self.config.bridge.max_payload_bytes,
@@ -214,12 +210,11 @@ class Gateway:
             counter = self._received[record.kind] = self.metrics.received.labels(record.kind)
         counter.inc()
         self.received_count += 1
-        self._last_message = time.monotonic()
+        self._last_message = self._monotonic()
         entry = _Entry(incoming, record)
         self._window.append(entry)
-        if len(self._window) >= self._window_max and self._mqtt is not None:
-            self._mqtt.pause_reading()  # the broker keeps the rest
-        assert self._sink is not None
+        if len(self._window) >= self._window_max:
+            self._source.pause_reading()  # the broker keeps the rest
         self._sink.submit(record, entry)
 
     def _on_written(self, token: object) -> None:
@@ -245,43 +240,44 @@ class Gateway:
     def _drain(self) -> None:
         """Acknowledge, in arrival order, every message whose write is done."""
         window = self._window
-        mqtt = self._mqtt
+        source = self._source
         while window and window[0].done:
-            entry = window.popleft()
-            if mqtt is not None:
-                mqtt.ack(entry.incoming)
-        if mqtt is not None and mqtt.paused and len(window) <= self._window_max // 2:
-            mqtt.resume_reading()
+            source.ack(window.popleft().incoming)
+        if source.paused and len(window) <= self._window_max // 2:
+            source.resume_reading()
         if not window:
             self._drained.set()
 
     # --- retiring a session ---------------------------------------------------
 
-    async def _until_stopped(self, work: Any) -> None:
+    async def _until_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
+        """Run ``work`` until it ends or :meth:`stop` is called; True if it ended.
+
+        An exception of ``work`` is raised here.
+        """
         task = asyncio.create_task(work)
         stopper = asyncio.create_task(self._stop.wait())
         await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finished = task.done()
         for t in (task, stopper):
             t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await t
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+                await t  # raises the exception of a failed ``work``
+        return finished
 
     async def _retire_session(self, opts: RetireOptions) -> None:
-        mqtt = self._mqtt
-        assert mqtt is not None
-        deadline = time.monotonic() + opts.timeout_s
-        if not await mqtt.wait_connected(opts.timeout_s):
-            self._fatal = mqtt.fatal or "retire: could not connect to the MQTT broker"
+        source = self._source
+        deadline = self._monotonic() + opts.timeout_s
+        if not await source.wait_connected(opts.timeout_s):
+            self._fatal = source.fatal or "retire: could not connect to the MQTT broker"
             return
-        if not mqtt.session_present:
+        if not source.session_present:
             log.info("event=retire_no_session client_id=%s", self.config.mqtt_client_id)
         else:
             if not await self._quiet(opts.idle_s, deadline):
                 self._fatal = "retire: the session kept delivering until the timeout"
                 return
-            if not await mqtt.unsubscribe():
+            if not await source.unsubscribe():
                 self._fatal = "retire: the broker did not confirm the unsubscribe"
                 return
             if not await self._quiet(opts.idle_s, deadline):
@@ -291,15 +287,15 @@ class Gateway:
         log.info(
             "event=gateway_retired client_id=%s session_present=%s received=%d",
             self.config.mqtt_client_id,
-            mqtt.session_present,
+            source.session_present,
             self.received_count,
         )
 
     async def _quiet(self, idle_s: float, deadline: float) -> bool:
         """Wait until every message is acknowledged and none came for ``idle_s``."""
-        while time.monotonic() < deadline:
-            idle = time.monotonic() - self._last_message
-            if not self._window and idle >= idle_s and self._mqtt and self._mqtt.connected:
+        while self._monotonic() < deadline:
+            idle = self._monotonic() - self._last_message
+            if not self._window and idle >= idle_s and self._source.connected:
                 return True
             await asyncio.sleep(0.1)
         return False
@@ -309,9 +305,8 @@ class Gateway:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            sink = self._sink
-            self.metrics.connected.labels("kafka").set(1 if sink and sink.healthy else 0)
-            fatal = (self._mqtt.fatal if self._mqtt else None) or (sink.broken if sink else None)
+            self.metrics.connected.labels("kafka").set(1 if self._sink.healthy else 0)
+            fatal = self._source.fatal or self._sink.broken
             if fatal:
                 self._fatal = fatal
                 self._stop.set()
@@ -324,11 +319,9 @@ class Gateway:
             self._drained.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), grace)
-        if self._mqtt is not None:
-            # paho's DISCONNECT is sent after the queued PUBACKs.
-            await self._mqtt.stop(end_session=self.session_ended)
-        if self._sink is not None:
-            await self._sink.stop()
+        # paho's DISCONNECT is sent after the queued PUBACKs.
+        await self._source.stop(end_session=self.session_ended)
+        await self._sink.stop()
         if self._health is not None:
             await self._health.stop()
         log.info(
@@ -336,3 +329,27 @@ class Gateway:
             len(self._window),
             self.gateway_id,
         )
+
+
+def build_gateway(
+    config: GatewayConfig,
+    *,
+    retire: RetireOptions | None = None,
+    metrics: Metrics | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Gateway:
+    """The gateway with its real adapters, built from ``config``.
+
+    The MQTT source, the Kafka sink and the gateway share one
+    :class:`~gateway.metrics.Metrics`; a retiring gateway's source subscribes
+    to nothing (it only drains its session).
+    """
+    metrics = metrics or Metrics()
+    return Gateway(
+        config,
+        source=MqttSource(config, metrics, subscribe=retire is None),
+        sink=KafkaSink(config.kafka, kafka_topics(config.kafka.topic_prefix), metrics),
+        metrics=metrics,
+        clock=clock,
+        retire=retire,
+    )

@@ -13,6 +13,12 @@ because the MQTT client shares the interpreter with it. Records submitted
 while a batch is being sent form the next one; ``kafka.linger_ms`` bounds how
 long a lone record waits for company.
 
+Retry delays come from :class:`stagekit.backoff.Backoff`: 0.2 s doubling up
+to ``kafka.retry_backoff_max_s``. A failed write waits on the sink's one write
+backoff (reset by the next confirmed batch); connecting and creating topics
+retry until Kafka answers, and stop waiting as soon as :meth:`KafkaSink.stop`
+is called.
+
 Everything here must run inside the event loop (aiokafka clients bind to the
 running loop when created).
 """
@@ -23,17 +29,19 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from gateway.bridge import KafkaRecord
 from gateway.config import KafkaSettings
 from gateway.metrics import Metrics
+from gateway.ports import OnWritten
+from stagekit.backoff import Backoff, sleep_or_stop
 from stagekit.kafka import TopicError, create_topics
 from telemetry_contract import KafkaTopics
 
-__all__ = ["KafkaSetupError", "KafkaSink", "kafka_client_options"]
+__all__ = ["KafkaSetupError", "KafkaSink", "kafka_client_options", "make_producer"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +82,22 @@ def kafka_client_options(settings: KafkaSettings) -> dict[str, Any]:
     return {**settings.client_options(), "request_timeout_ms": settings.request_timeout_ms}
 
 
+def make_producer(settings: KafkaSettings) -> Any:
+    """The sink's producer: idempotent, ``acks=all`` (create it inside the event loop)."""
+    from aiokafka import AIOKafkaProducer
+
+    s = settings
+    return AIOKafkaProducer(
+        **kafka_client_options(s),
+        enable_idempotence=True,
+        acks="all",
+        compression_type=None if s.compression == "none" else s.compression,
+        linger_ms=s.linger_ms,
+        max_batch_size=s.max_batch_size,
+        retry_backoff_ms=500,
+    )
+
+
 @dataclass(slots=True)
 class _Item:
     record: KafkaRecord
@@ -84,23 +108,31 @@ class _Item:
 
 
 class KafkaSink:
-    """Writes :class:`~gateway.bridge.KafkaRecord` objects; see the module docstring."""
+    """Writes :class:`~gateway.bridge.KafkaRecord` objects; see the module docstring.
+
+    ``producer_factory`` makes a new (unstarted) producer each time one is
+    needed: at start and after a fatal error (default: :func:`make_producer`;
+    tests pass fakes).
+    """
 
     def __init__(
         self,
         settings: KafkaSettings,
         topics: KafkaTopics,
         metrics: Metrics,
-        on_written: Callable[[Any], None],
+        *,
+        producer_factory: Callable[[], Any] | None = None,
     ) -> None:
         self._settings = settings
         self._topics = topics
         self._metrics = metrics
-        self._on_written = on_written
+        self._new_producer = producer_factory or (lambda: make_producer(settings))
+        self._on_written: OnWritten = _not_started
         self._producer: Any = None
         self._producer_gen = 0
         self._lock = asyncio.Lock()
         self._closed = False
+        self._closing = asyncio.Event()  # set with _closed: ends retry waits at once
         self._healthy = False
         self._queue: list[_Item] = []
         self._wakeup = asyncio.Event()
@@ -109,23 +141,35 @@ class KafkaSink:
         self._flusher: asyncio.Task[None] | None = None
         self._sends: set[asyncio.Task[None]] = set()
         self._partition_cache: dict[tuple[str, int, bytes], int] = {}
-        self._backoff = _INITIAL_BACKOFF_S
+        self._write_backoff = self._backoff()
         self._retired: dict[int, asyncio.Future[None]] = {}
         self._tp_tail: dict[tuple[str, int], asyncio.Task[None]] = {}
 
     # --- lifecycle ----------------------------------------------------------
 
-    async def start(self) -> None:
-        """Connect (retrying until Kafka answers), create missing topics, start flushing."""
-        await self._ensure_producer()
-        if self._settings.create_topics:
-            await self._retry("create_topics", self.ensure_topics)
+    async def start(self, on_written: OnWritten) -> None:
+        """Connect (retrying until Kafka answers), create missing topics, start flushing.
+
+        ``on_written(token)`` is called for each submitted record once Kafka
+        confirmed it. Returns early, without flushing, if :meth:`stop` is called
+        meanwhile; raises :class:`KafkaSetupError` if Kafka refuses a topic.
+        """
+        self._on_written = on_written
+        try:
+            await self._ensure_producer()
+        except _SinkClosedError:
+            return
+        if self._settings.create_topics and not await self._retry(
+            "create_topics", self.ensure_topics
+        ):
+            return
         self._flusher = asyncio.create_task(self._flush_forever())
 
     async def stop(self) -> None:
         """Stop flushing and close the producer (idempotent). Unwritten records are dropped
         here, which is safe: their MQTT messages were not acknowledged."""
         self._closed = True
+        self._closing.set()
         tasks = [t for t in (self._flusher, *self._sends) if t is not None]
         for task in tasks:
             task.cancel()
@@ -305,7 +349,7 @@ class KafkaSink:
         if not self._healthy:
             log.info("event=kafka_write_ok_again topic=%s", items[0].record.topic)
         self._healthy = True
-        self._backoff = _INITIAL_BACKOFF_S
+        self._write_backoff.reset()
         for item in items:
             observe(now - item.submitted)
             self._outstanding.pop(item.serial, None)
@@ -317,21 +361,21 @@ class KafkaSink:
         level = logging.WARNING if self._healthy else logging.DEBUG
         self._healthy = False
         self._metrics.kafka_errors.labels(type(exc).__name__).inc()
+        delay = self._write_backoff.next()
         log.log(
             level,
             "event=kafka_write_failed records=%d error=%r retry_in_s=%.1f",
             len(items),
             exc,
-            self._backoff,
+            delay,
         )
         if self._closed:
             return
         task = asyncio.create_task(
-            self._retry_later(items, self._backoff, None if _retriable(exc) else gen)
+            self._retry_later(items, delay, None if _retriable(exc) else gen)
         )
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
-        self._backoff = min(self._backoff * 2, self._settings.retry_backoff_max_s)
 
     async def _retry_later(self, items: list[_Item], delay: float, reset_gen: int | None) -> None:
         if reset_gen is not None:
@@ -378,7 +422,7 @@ class KafkaSink:
         if producer is not None:
             return producer, self._producer_gen
         async with self._lock:
-            backoff = _INITIAL_BACKOFF_S
+            backoff = self._backoff()
             while self._producer is None:
                 if self._closed:
                     raise _SinkClosedError("Kafka sink is closed")
@@ -391,14 +435,14 @@ class KafkaSink:
                 except Exception as exc:
                     await _stop_quietly(candidate)
                     self._metrics.kafka_errors.labels(type(exc).__name__).inc()
+                    delay = backoff.next()
                     log.warning(
                         "event=kafka_connect_failed servers=%s error=%r retry_in_s=%.1f",
                         ",".join(self._settings.bootstrap_servers),
                         exc,
-                        backoff,
+                        delay,
                     )
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, self._settings.retry_backoff_max_s)
+                    await sleep_or_stop(delay, self._closing)
                     continue
                 self._producer = candidate
                 self._producer_gen += 1
@@ -433,33 +477,30 @@ class KafkaSink:
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
 
-    def _new_producer(self) -> Any:
-        from aiokafka import AIOKafkaProducer
+    def _backoff(self) -> Backoff:
+        # The cap also caps the first delay (a cap below 0.2 s is a test's).
+        cap = self._settings.retry_backoff_max_s
+        return Backoff(min(_INITIAL_BACKOFF_S, cap), cap)
 
-        s = self._settings
-        return AIOKafkaProducer(
-            **kafka_client_options(s),
-            enable_idempotence=True,
-            acks="all",
-            compression_type=None if s.compression == "none" else s.compression,
-            linger_ms=s.linger_ms,
-            max_batch_size=s.max_batch_size,
-            retry_backoff_ms=500,
-        )
-
-    async def _retry(self, what: str, action: Any) -> None:
-        backoff = _INITIAL_BACKOFF_S
-        while True:
+    async def _retry(self, what: str, action: Callable[[], Awaitable[None]]) -> bool:
+        """Run ``action`` until it succeeds (True) or the sink is stopped (False)."""
+        backoff = self._backoff()
+        while not self._closed:
             try:
                 await action()
-                return
+                return True
             except (asyncio.CancelledError, KafkaSetupError):
                 raise
             except Exception as exc:
                 self._metrics.kafka_errors.labels(type(exc).__name__).inc()
-                log.warning("event=kafka_%s_failed error=%r retry_in_s=%.1f", what, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self._settings.retry_backoff_max_s)
+                delay = backoff.next()
+                log.warning("event=kafka_%s_failed error=%r retry_in_s=%.1f", what, exc, delay)
+                await sleep_or_stop(delay, self._closing)
+        return False
+
+
+def _not_started(token: Any) -> None:
+    raise RuntimeError(f"KafkaSink wrote {token!r} before start()")
 
 
 def _discard_outcome(future: asyncio.Future[Any]) -> None:

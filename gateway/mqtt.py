@@ -18,6 +18,10 @@ An ack is tagged with the connection it came from; acks from an earlier
 connection are skipped, because the broker re-sends those messages on the new
 one (and when the session was lost, an old packet id could name a different
 message).
+
+Reconnect delays come from :class:`stagekit.backoff.Backoff`
+(``mqtt.reconnect_min_s`` doubling up to ``mqtt.reconnect_max_s``, from the
+start again after a connection that was accepted).
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ import ssl
 import struct
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Final
 
 import paho.mqtt.client as paho
@@ -40,6 +43,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.config import GatewayConfig
 from gateway.metrics import Metrics
+from gateway.ports import Incoming, OnConnected, OnMessage
+from stagekit.backoff import Backoff, sleep_or_stop
 from stagekit.mqttwire import BufferedClient, decode_publish
 from telemetry_contract import mqtt_filter
 
@@ -62,18 +67,6 @@ _PAHO_FAST: Final = all(
 )
 #: Refusals that no retry can fix: bad user name or password, not authorised, banned.
 _FATAL_CONNACK: Final = frozenset({0x86, 0x87, 0x8A, 0x8C})
-
-
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    """One message as received, plus what is needed to acknowledge it."""
-
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    connection: int
-    user_properties: tuple[tuple[str, str], ...]
 
 
 class _Client(BufferedClient):
@@ -106,27 +99,29 @@ class _Client(BufferedClient):
 class MqttSource:
     """Subscribes (shared) to the device topics and delivers messages to ``on_message``.
 
-    Every callback (``on_message``, ``on_connected``) runs on the asyncio loop
-    given to the constructor, which must be the running loop when :meth:`start`
-    is called. With ``subscribe=False`` the client subscribes to nothing and
-    only receives what its persistent session holds (used to drain a retired
-    gateway's session).
+    Every callback (``on_message``, ``on_connected``) runs on the event loop
+    that calls :meth:`start` (``loop``, if given, must be that loop). The
+    gateway gives the callbacks to :meth:`start`; a standalone reader (the
+    benchmark's) may give them to the constructor instead. With
+    ``subscribe=False`` the client subscribes to nothing and only receives
+    what its persistent session holds (used to drain a retired gateway's
+    session).
     """
 
     def __init__(
         self,
         config: GatewayConfig,
         metrics: Metrics,
-        loop: asyncio.AbstractEventLoop,
-        on_message: Callable[[Incoming], None],
-        on_connected: Callable[[int], None] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        on_message: OnMessage | None = None,
+        on_connected: OnConnected | None = None,
         *,
         subscribe: bool = True,
     ) -> None:
         self._config = config
         self._metrics = metrics
-        self._loop = loop
-        self._on_message = on_message
+        self._given_loop = loop
+        self._on_message: OnMessage = on_message or _unstarted
         self._on_connected = on_connected
         self._subscribe = subscribe
         self._connection = 0
@@ -141,6 +136,7 @@ class MqttSource:
         self._supervisor: asyncio.Task[None] | None = None
         self._misc: asyncio.Task[None] | None = None
         self._stopping = False
+        self._stop_requested = asyncio.Event()
         self._connection_was_good = False
         self._loop_thread: int | None = None
         self._connecting: asyncio.Future[Any] | None = None
@@ -176,8 +172,17 @@ class MqttSource:
 
     # --- lifecycle ----------------------------------------------------------
 
-    def start(self) -> None:
-        """Connect in the background; reconnects by itself with backoff."""
+    def start(
+        self, on_message: OnMessage | None = None, on_connected: OnConnected | None = None
+    ) -> None:
+        """Connect in the background, deliver to the callbacks; reconnects with backoff."""
+        if on_message is not None:
+            self._on_message = on_message
+        if on_connected is not None:
+            self._on_connected = on_connected
+        if self._on_message is _unstarted:
+            raise ValueError("MqttSource.start: no on_message callback")
+        self._loop = self._given_loop or asyncio.get_running_loop()
         m = self._config.mqtt
         client = _Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -221,6 +226,7 @@ class MqttSource:
         the broker discards the session (MQTT v5 3.14.2.2.2).
         """
         self._stopping = True
+        self._stop_requested.set()
         for task in (self._supervisor, self._misc):
             if task is not None:
                 task.cancel()
@@ -350,7 +356,7 @@ class MqttSource:
 
     async def _supervise(self) -> None:
         m = self._config.mqtt
-        delay = m.reconnect_min_s
+        backoff = Backoff(m.reconnect_min_s, max(m.reconnect_min_s, m.reconnect_max_s))
         first = True
         while not self._stopping:
             client = self._client
@@ -377,6 +383,7 @@ class MqttSource:
                 self._connecting = self._loop.run_in_executor(None, client.reconnect)
                 await asyncio.shield(self._connecting)
             except (OSError, ssl.SSLError, ValueError) as exc:
+                delay = backoff.next()
                 log.warning(
                     "event=mqtt_connect_failed host=%s port=%d error=%r retry_in_s=%.1f",
                     m.host,
@@ -384,16 +391,14 @@ class MqttSource:
                     exc,
                     delay,
                 )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, m.reconnect_max_s)
+                await sleep_or_stop(delay, self._stop_requested)
                 continue
             await self._lost.wait()
             if self._finished():
                 return
             if self._connection_was_good:
-                delay = m.reconnect_min_s
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, m.reconnect_max_s)
+                backoff.reset()
+            await sleep_or_stop(backoff.next(), self._stop_requested)
 
     def _finished(self) -> bool:
         return self._stopping or self._fatal is not None
@@ -584,3 +589,7 @@ class MqttSource:
             )
         except Exception:
             log.exception("event=mqtt_on_message_error mid=%s", getattr(msg, "mid", None))
+
+
+def _unstarted(_message: Incoming) -> None:
+    """Placeholder callback until :meth:`MqttSource.start` is given the real one."""

@@ -38,7 +38,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from deploy.local.stack import free_port
-from gateway.app import Gateway
+from gateway.app import build_gateway
 from gateway.config import (
     GatewayConfig,
     GatewaySettings,
@@ -448,7 +448,7 @@ async def test_tls_mqtt_to_sasl_kafka(brokers: Brokers, protocol: str, mechanism
     run = uuid.uuid4().hex[:8]
     cfg = config_for(brokers, protocol, mechanism, run)
     assert cfg.validate() == []
-    gateway = Gateway(cfg)
+    gateway = build_gateway(cfg)
     task = asyncio.create_task(gateway.run())
     try:
         deadline = time.monotonic() + TIMEOUT
@@ -478,7 +478,7 @@ async def test_wrong_sasl_password_is_never_ready(brokers: Brokers) -> None:
     cfg = msgspec.structs.replace(
         cfg, kafka=msgspec.structs.replace(cfg.kafka, sasl_password="wrong")
     )
-    gateway = Gateway(cfg)
+    gateway = build_gateway(cfg)
     task = asyncio.create_task(gateway.run())
     try:
         await asyncio.sleep(8)

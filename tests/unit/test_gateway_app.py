@@ -1,4 +1,8 @@
-"""The gateway's run loop with fake adapters: ack only after Kafka, in arrival order."""
+"""The gateway's run loop with fake adapters: ack only after Kafka, in arrival order.
+
+The fakes go in through the constructor and are driven through the ports
+(gateway.ports): a message is delivered, a write confirmed, a connection made.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +11,30 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
-from gateway.app import Gateway
+from gateway.app import Gateway, RetireOptions, build_gateway
 from gateway.bridge import KafkaRecord
-from gateway.config import GatewayConfig, GatewaySettings, HttpSettings
+from gateway.config import GatewayConfig, GatewaySettings, HttpSettings, MqttSettings
 from gateway.metrics import Metrics
-from gateway.mqtt import Incoming
+from gateway.ports import Incoming
 from stagekit.health import HealthServer
 
 
 class FakeSink:
     """Writes complete only when the test says so."""
 
-    def __init__(self, on_written: Any) -> None:
+    def __init__(self) -> None:
         self.pending: list[tuple[KafkaRecord, Any]] = []
         self.healthy = True
+        self.broken: str | None = None
+        self.on_written: Any = None
+
+    async def start(self, on_written: Any) -> None:
         self.on_written = on_written
 
     def submit(self, record: KafkaRecord, token: Any) -> None:
@@ -38,10 +48,31 @@ class FakeSink:
 
 
 class FakeMqtt:
+    """Delivers what the test hands it; records the acks."""
+
     def __init__(self) -> None:
         self.acked: list[int] = []
-        self.connected = True
+        self.connected = False
         self.paused = False
+        self.fatal: str | None = None
+        self.session_present: bool | None = None
+        self.started = asyncio.Event()
+        self.on_message: Any = None
+        self.on_connected: Any = None
+        self.unsubscribed = False
+        self.ended_session = False
+
+    def start(self, on_message: Any, on_connected: Any) -> None:
+        self.on_message, self.on_connected = on_message, on_connected
+        self.started.set()
+
+    def connect(self, connection: int) -> None:
+        """The broker accepted connection number ``connection``."""
+        self.connected = True
+        self.on_connected(connection)
+
+    def deliver(self, message: Incoming) -> None:
+        self.on_message(message)
 
     def pause_reading(self) -> None:
         self.paused = True
@@ -52,8 +83,19 @@ class FakeMqtt:
     def ack(self, message: Incoming) -> None:
         self.acked.append(message.mid)
 
+    async def wait_connected(self, wait_s: float) -> bool:
+        for _ in range(int(wait_s / 0.01)):
+            if self.connected:
+                return True
+            await asyncio.sleep(0.01)
+        return self.connected
+
+    async def unsubscribe(self) -> bool:
+        self.unsubscribed = True
+        return True
+
     async def stop(self, *, end_session: bool = False) -> None:
-        pass
+        self.ended_session = end_session
 
 
 def reading(seq: int) -> bytes:
@@ -74,14 +116,33 @@ def incoming(mid: int, payload: bytes, connection: int = 1) -> Incoming:
     return Incoming("thermowatch/s1/d1/telemetry", payload, mid, 1, connection, ())
 
 
+@asynccontextmanager
+async def running(cfg: GatewayConfig) -> AsyncIterator[tuple[Gateway, FakeSink, FakeMqtt]]:
+    """A gateway running on fakes, connected (connection 1); stopped afterwards."""
+    sink, mqtt = FakeSink(), FakeMqtt()
+    gw = Gateway(cfg, source=mqtt, sink=sink)
+    task = asyncio.create_task(gw.run())
+    await asyncio.wait_for(mqtt.started.wait(), 5)
+    mqtt.connect(1)
+    try:
+        yield gw, sink, mqtt
+    finally:
+        gw.stop()
+        assert await asyncio.wait_for(task, 5) == 0
+
+
+def config(**mqtt: Any) -> GatewayConfig:
+    return GatewayConfig(
+        gateway=GatewaySettings(id="gw-t", shutdown_grace_s=0),
+        mqtt=MqttSettings(**mqtt),
+        http=HttpSettings(enabled=False),
+    )
+
+
 @pytest.fixture
-def wired() -> tuple[Gateway, FakeSink, FakeMqtt]:
-    gw = Gateway(GatewayConfig(gateway=GatewaySettings(id="gw-t")))
-    sink, mqtt = FakeSink(gw._on_written), FakeMqtt()
-    gw._sink = sink  # type: ignore[assignment]
-    gw._mqtt = mqtt  # type: ignore[assignment]
-    gw._on_connected(1)
-    return gw, sink, mqtt
+async def wired() -> AsyncIterator[tuple[Gateway, FakeSink, FakeMqtt]]:
+    async with running(config()) as rig:
+        yield rig
 
 
 async def settle() -> None:
@@ -94,7 +155,7 @@ async def test_acks_only_after_kafka_and_in_arrival_order(
 ) -> None:
     gw, sink, mqtt = wired
     for mid in (1, 2, 3):
-        gw._on_message(incoming(mid, reading(mid)))
+        mqtt.deliver(incoming(mid, reading(mid)))
     await settle()
     assert len(sink.pending) == 3 and mqtt.acked == [] and gw.in_flight == 3
     sink.confirm(2)
@@ -114,7 +175,7 @@ async def test_bad_payload_is_acked_only_after_its_dead_letter_is_written(
     wired: tuple[Gateway, FakeSink, FakeMqtt],
 ) -> None:
     gw, sink, mqtt = wired
-    gw._on_message(incoming(7, b"\x00garbage"))
+    mqtt.deliver(incoming(7, b"\x00garbage"))
     await settle()
     record = sink.pending[0][0]
     assert record.topic == gw.topics.deadletter
@@ -129,14 +190,14 @@ async def test_reconnect_drops_the_old_connections_window(
     wired: tuple[Gateway, FakeSink, FakeMqtt],
 ) -> None:
     gw, sink, mqtt = wired
-    gw._on_message(incoming(1, reading(1)))
-    gw._on_message(incoming(2, reading(2)))
-    gw._on_connected(2)  # the broker re-sends 1 and 2 on the new connection
+    mqtt.deliver(incoming(1, reading(1)))
+    mqtt.deliver(incoming(2, reading(2)))
+    mqtt.connect(2)  # the broker re-sends 1 and 2 on the new connection
     assert gw.in_flight == 0
-    gw._on_message(incoming(1, reading(1), connection=1))  # late, from the old connection
+    mqtt.deliver(incoming(1, reading(1), connection=1))  # late, from the old connection
     assert len(sink.pending) == 2  # ignored
-    gw._on_message(incoming(5, reading(1), connection=2))
-    gw._on_message(incoming(6, reading(2), connection=2))
+    mqtt.deliver(incoming(5, reading(1), connection=2))
+    mqtt.deliver(incoming(6, reading(2), connection=2))
     assert gw.in_flight == 2
     sink.confirm(0)  # an old connection's write completing: counted, never acked
     sink.confirm(3)
@@ -150,12 +211,14 @@ async def test_reconnect_acks_a_new_head_that_is_already_written(
     wired: tuple[Gateway, FakeSink, FakeMqtt],
 ) -> None:
     gw, sink, mqtt = wired
-    gw._on_message(incoming(1, reading(1)))
-    gw._connection = 2  # (normally set by _on_connected; forced to mix connections)
-    gw._on_message(incoming(9, reading(2), connection=2))  # entries of both in the window
+    mqtt.deliver(incoming(1, reading(1)))
+    # Forced (a real source reports the connection first): entries of two
+    # connections in the window, the newer one's written.
+    gw._connection = 2
+    mqtt.deliver(incoming(9, reading(2), connection=2))
     sink.confirm(1)
     assert mqtt.acked == []  # behind message 1
-    gw._on_connected(2)
+    mqtt.connect(2)
     assert mqtt.acked == [9]
 
 
@@ -176,7 +239,7 @@ async def test_stop_before_kafka_answers_exits_cleanly() -> None:
         http=HttpSettings(enabled=False),
         kafka=type(cfg.kafka)(bootstrap_servers=("127.0.0.1:9",), retry_backoff_max_s=0.2),
     )
-    gw = Gateway(cfg)
+    gw = build_gateway(cfg)
     task = asyncio.create_task(gw.run())
     await asyncio.sleep(1.0)
     assert not gw.readiness()[0]
@@ -217,23 +280,45 @@ async def test_health_endpoints() -> None:
 
 
 async def test_reading_pauses_at_the_window_bound_and_resumes_at_half() -> None:
-    from gateway.config import MqttSettings
+    async with running(config(receive_maximum=4)) as (gw, sink, mqtt):
+        for mid in range(1, 4):
+            mqtt.deliver(incoming(mid, reading(mid)))
+        assert not mqtt.paused
+        mqtt.deliver(incoming(4, reading(4)))
+        assert mqtt.paused and gw.in_flight == 4  # the broker may not honour Receive Maximum
+        sink.confirm(0)
+        assert mqtt.paused and gw.in_flight == 3
+        sink.confirm(1)
+        assert not mqtt.paused and gw.in_flight == 2 and mqtt.acked == [1, 2]
+        metric = gw.metrics.render().decode()
+        assert "thermowatch_gateway_in_flight 2.0" in metric
 
-    gw = Gateway(
-        GatewayConfig(gateway=GatewaySettings(id="gw-w"), mqtt=MqttSettings(receive_maximum=4))
-    )
-    sink, mqtt = FakeSink(gw._on_written), FakeMqtt()
-    gw._sink = sink  # type: ignore[assignment]
-    gw._mqtt = mqtt  # type: ignore[assignment]
-    gw._on_connected(1)
-    for mid in range(1, 4):
-        gw._on_message(incoming(mid, reading(mid)))
-    assert not mqtt.paused
-    gw._on_message(incoming(4, reading(4)))
-    assert mqtt.paused and gw.in_flight == 4  # the broker may not honour Receive Maximum
+
+async def test_retire_forwards_the_session_then_ends_it() -> None:
+    sink, mqtt = FakeSink(), FakeMqtt()
+    mqtt.session_present = True
+    retire = RetireOptions(idle_s=0.2, timeout_s=30)
+    gw = Gateway(config(), source=mqtt, sink=sink, retire=retire)
+    task = asyncio.create_task(gw.run())
+    await asyncio.wait_for(mqtt.started.wait(), 5)
+    mqtt.connect(1)
+    mqtt.deliver(incoming(1, reading(1)))
+    await asyncio.sleep(0.5)
+    assert not task.done() and not mqtt.unsubscribed  # waits for the write
     sink.confirm(0)
-    assert mqtt.paused and gw.in_flight == 3
-    sink.confirm(1)
-    assert not mqtt.paused and gw.in_flight == 2 and mqtt.acked == [1, 2]
-    metric = gw.metrics.render().decode()
-    assert "thermowatch_gateway_in_flight 2.0" in metric
+    assert await asyncio.wait_for(task, 10) == 0
+    assert mqtt.acked == [1] and mqtt.unsubscribed
+    assert gw.session_ended and mqtt.ended_session  # DISCONNECT with session expiry 0
+
+
+async def test_retire_keeps_the_session_when_messages_stay_unwritten() -> None:
+    sink, mqtt = FakeSink(), FakeMqtt()
+    mqtt.session_present = True
+    retire = RetireOptions(idle_s=0.2, timeout_s=0.5)
+    gw = Gateway(config(), source=mqtt, sink=sink, retire=retire)
+    task = asyncio.create_task(gw.run())
+    await asyncio.wait_for(mqtt.started.wait(), 5)
+    mqtt.connect(1)
+    mqtt.deliver(incoming(1, reading(1)))
+    assert await asyncio.wait_for(task, 10) == 1
+    assert not gw.session_ended and not mqtt.ended_session and not mqtt.unsubscribed

@@ -129,17 +129,14 @@ def test_kafka_security_options(tmp_path: Path) -> None:
     assert "ssl_context" not in plain and "sasl_mechanism" not in plain
 
 
-async def test_an_empty_share_group_subscribes_without_sharing() -> None:
-    import asyncio
-
+def test_an_empty_share_group_subscribes_without_sharing() -> None:
     from gateway.metrics import Metrics
     from gateway.mqtt import MqttSource
 
     plain = loads(GatewayConfig, '[mqtt]\nshare_group = ""\n')
     shared = loads(GatewayConfig, "")
-    loop = asyncio.get_running_loop()
     for cfg, expected in ((plain, ""), (shared, "$share/gateways/")):
-        source = MqttSource(cfg, Metrics(), loop, lambda _m: None)
+        source = MqttSource(cfg, Metrics())
         assert source.filters == [
             f"{expected}thermowatch/+/+/{kind}" for kind in ("telemetry", "alert", "status")
         ]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from typing import Any
 
-from aiokafka.errors import KafkaTimeoutError, OutOfOrderSequenceNumber
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, OutOfOrderSequenceNumber
 
 from gateway.bridge import bridge
 from gateway.config import KafkaSettings
@@ -70,19 +71,35 @@ class FakeProducer:
         return future
 
 
-class Sink(KafkaSink):
-    def __init__(self, plan: list[BaseException | None], capacity: int = 100) -> None:
-        self.written_tokens: list[Any] = []
-        settings = KafkaSettings(linger_ms=0, create_topics=False, retry_backoff_max_s=0.05)
-        super().__init__(settings, TOPICS, Metrics(), self.written_tokens.append)
-        self.plan = plan
-        self.capacity = capacity
-        self.producers: list[FakeProducer] = []
+class Sink:
+    """A KafkaSink on fake producers (made through its ``producer_factory``)."""
 
-    def _new_producer(self) -> Any:
-        producer = FakeProducer(self.plan, self.capacity)
+    def __init__(
+        self,
+        plan: list[BaseException | None],
+        capacity: int = 100,
+        producer: type[FakeProducer] = FakeProducer,
+    ) -> None:
+        self.written_tokens: list[Any] = []
+        self.metrics = Metrics()
+        self.producers: list[FakeProducer] = []
+        self.plan, self.capacity, self.producer = plan, capacity, producer
+        settings = KafkaSettings(linger_ms=0, create_topics=False, retry_backoff_max_s=0.05)
+        self.sink = KafkaSink(settings, TOPICS, self.metrics, producer_factory=self.new_producer)
+
+    def new_producer(self) -> FakeProducer:
+        producer = self.producer(self.plan, self.capacity)
         self.producers.append(producer)
         return producer
+
+    async def start(self) -> None:
+        await self.sink.start(self.written_tokens.append)
+
+    def submit(self, rec: Any, token: Any) -> None:
+        self.sink.submit(rec, token)
+
+    async def stop(self) -> None:
+        await self.sink.stop()
 
 
 def record(device: str, seq: int) -> Any:
@@ -117,7 +134,7 @@ async def test_confirms_every_record_once_written() -> None:
             sink.submit(record(f"d{i % 3}", i), i)
         await wait_until(lambda: len(sink.written_tokens) == 10)
         assert sorted(sink.written_tokens) == list(range(10))
-        assert sink.healthy and sink.oldest_pending_s() is None
+        assert sink.sink.healthy and sink.sink.oldest_pending_s() is None
         # One device, one partition (murmur2 of the key, as the Java client).
         parts = {}
         for _, partition, key in sink.producers[0].written:
@@ -134,8 +151,8 @@ async def test_retriable_failure_is_retried_until_written() -> None:
         sink.submit(record("d1", 1), "a")
         await wait_until(lambda: sink.written_tokens == ["a"])
         assert len(sink.producers) == 1  # same producer: the error was retriable
-        assert sink.healthy
-        errors = sink._metrics.kafka_errors.labels("KafkaTimeoutError")._value.get()
+        assert sink.sink.healthy
+        errors = sink.metrics.kafka_errors.labels("KafkaTimeoutError")._value.get()
         assert errors == 2
     finally:
         await sink.stop()
@@ -148,7 +165,7 @@ async def test_fatal_failure_replaces_the_producer_and_retries() -> None:
         sink.submit(record("d1", 1), "a")
         await wait_until(lambda: sink.written_tokens == ["a"])
         assert len(sink.producers) == 2 and sink.producers[0].stopped
-        assert sink._metrics.reconnects.labels("kafka")._value.get() == 1
+        assert sink.metrics.reconnects.labels("kafka")._value.get() == 1
     finally:
         await sink.stop()
 
@@ -160,8 +177,8 @@ async def test_nothing_confirmed_while_kafka_fails() -> None:
         sink.submit(record("d1", 1), "a")
         await asyncio.sleep(0.5)
         assert sink.written_tokens == []
-        assert not sink.healthy
-        assert sink.oldest_pending_s() is not None
+        assert not sink.sink.healthy
+        assert sink.sink.oldest_pending_s() is not None
     finally:
         await sink.stop()
 
@@ -191,8 +208,7 @@ class CancellingProducer(FakeProducer):
 
 
 async def test_a_cancelled_batch_is_sent_again() -> None:
-    sink = Sink(plan=[])
-    sink._new_producer = lambda: CancellingProducer([], 100)  # type: ignore[method-assign]
+    sink = Sink(plan=[], producer=CancellingProducer)
     await sink.start()
     try:
         sink.submit(record("d1", 1), "a")
@@ -240,3 +256,23 @@ async def test_a_batch_failing_after_its_producer_was_replaced_is_not_reported()
         await sink.stop()
         loop.set_exception_handler(None)
     assert not [m for m in reported if "never retrieved" in m], reported
+
+
+class RefusingProducer(FakeProducer):
+    """Kafka is not there: every start fails."""
+
+    async def start(self) -> None:
+        raise KafkaConnectionError("no broker")
+
+
+async def test_stop_ends_the_connect_retries_at_once() -> None:
+    settings = KafkaSettings(create_topics=False, retry_backoff_max_s=60.0)
+    sink = KafkaSink(settings, TOPICS, Metrics(), producer_factory=lambda: RefusingProducer([], 1))
+    starting = asyncio.create_task(sink.start(lambda _token: None))
+    await asyncio.sleep(1.0)  # retrying: 0.2 s, 0.4 s, then 0.8 s
+    assert not starting.done()
+    stopped_at = time.monotonic()
+    await asyncio.wait_for(sink.stop(), 5)
+    await asyncio.wait_for(starting, 5)  # returns without flushing
+    assert time.monotonic() - stopped_at < 0.5
+    assert not sink.healthy and sink.broken is None
