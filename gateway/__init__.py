@@ -1,7 +1,9 @@
 """thermowatch gateway: MQTT (shared subscriptions, QoS 1) to Kafka, at least once.
 
 The pure core is :func:`gateway.bridge.bridge`; :class:`gateway.app.Gateway`
-wires it between the MQTT adapter (:mod:`gateway.mqtt`) and the Kafka adapter
+runs it between a message source and a record sink (the ports of
+:mod:`gateway.ports`), given in its constructor: :func:`gateway.app.build_gateway`
+gives it the MQTT adapter (:mod:`gateway.mqtt`) and the Kafka adapter
 (:mod:`gateway.kafka`). Run it with ``thermowatch gateway run --config FILE``.
 """
 
