@@ -1,7 +1,9 @@
 """thermowatch Kibana dashboards as code.
 
 :mod:`~kibana.objects` (pure: saved objects generated from
-:mod:`stagekit.search.indices`), :mod:`~kibana.check` (pure: structure,
+:mod:`stagekit.search.indices`, assembled from :mod:`~kibana.saved`,
+:mod:`~kibana.dataviews`, :mod:`~kibana.lens`, :mod:`~kibana.panels` and
+:mod:`~kibana.dashboards`), :mod:`~kibana.check` (pure: structure,
 references and fields against a mapping), :mod:`~kibana.client` (the Kibana
 HTTP adapter, requests), :mod:`~kibana.config` (target and credentials),
 :mod:`~kibana.app` (wiring) and :mod:`~kibana.testing` (a fake Kibana that

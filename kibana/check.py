@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from kibana.objects import TYPE_MIGRATION_VERSIONS
+from kibana.saved import TYPE_MIGRATION_VERSIONS
 from stagekit.search import indices as schema
 from stagekit.search.indices import IndexNames
 

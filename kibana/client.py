@@ -29,7 +29,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from kibana.objects import MIN_KIBANA
+from kibana.saved import MIN_KIBANA
 
 __all__ = [
     "AuthenticationError",
