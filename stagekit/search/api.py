@@ -29,6 +29,7 @@ __all__ = [
     "create_index",
     "delete_index",
     "get_doc",
+    "get_mapping",
     "info",
     "put_ilm_policy",
     "put_index_template",
@@ -145,6 +146,19 @@ def update_doc(index: str, doc_id: str, partial: Mapping[str, Any]) -> Request:
         f"/{_p(index)}/_update/{quote(doc_id, safe='')}",
         params={"refresh": "true"},
         body={"doc": partial},
+    )
+
+
+def get_mapping(pattern: str) -> Request:
+    """The mappings of the indices matching ``pattern``; none matching is an empty answer.
+
+    >>> get_mapping("tw-readings-*").path
+    '/tw-readings-*/_mapping'
+    """
+    return Request(
+        "GET",
+        f"/{_p(pattern)}/_mapping",
+        params={"ignore_unavailable": "true", "allow_no_indices": "true"},
     )
 
 
