@@ -5,7 +5,8 @@ processor's field definitions; ``--check`` fails when the committed file is
 stale), ``check`` (structure, references and fields against the mapping
 definitions, and with ``--search-url`` against the live mapping), ``import``,
 ``export`` and ``status`` (talk to a running Kibana). The password is read
-from KIBANA_PASSWORD or asked for, never taken from the command line.
+from KIBANA_PASSWORD (SEARCH_PASSWORD for ``--search-user``) or asked for,
+never taken from the command line. Also ``python -m kibana ...``.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "register"]
+from stagekit.stage import StageCommand, SubParsers
+
+__all__ = ["COMMAND", "main", "register"]
 
 _PROG = "thermowatch kibana"
 
@@ -62,11 +66,26 @@ def _add_target(p: argparse.ArgumentParser) -> None:
     )
 
 
-def register(subparsers: Any) -> None:
-    """Add the ``kibana`` command and its sub-commands."""
-    kib = subparsers.add_parser("kibana", help="Kibana dashboards as code", description=__doc__)
-    sub = kib.add_subparsers(title="kibana commands", metavar="KIBANA_COMMAND")
+def _add_search(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--search-url", default=None, help="also check against the live mapping of this server"
+    )
+    p.add_argument(
+        "--search-backend",
+        choices=["opensearch", "elasticsearch"],
+        default="opensearch",
+        help="kind of search server (default: opensearch)",
+    )
+    p.add_argument(
+        "--search-user",
+        default=None,
+        help="search server user; password from SEARCH_PASSWORD or a prompt "
+        "(Elasticsearch API key: SEARCH_API_KEY)",
+    )
+    p.add_argument("--search-ca-file", default=None, help="CA bundle of an https:// search server")
 
+
+def _add_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "generate", help="rewrite the saved-object NDJSON from the field definitions"
     )
@@ -80,9 +99,7 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("check", help="check the NDJSON (structure, references, fields)")
     _add_prefix(p)
     _add_file(p)
-    p.add_argument(
-        "--search-url", default=None, help="also check against the live mapping of this server"
-    )
+    _add_search(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("import", help="import the saved objects (overwrite) into Kibana")
@@ -101,11 +118,24 @@ def register(subparsers: Any) -> None:
     _add_target(p)
     p.set_defaults(func=cmd_status)
 
-    def _help(_args: argparse.Namespace) -> int:
-        kib.print_help()
-        return 2
 
-    kib.set_defaults(func=_help)
+#: ``thermowatch kibana ...`` and ``python -m kibana ...``.
+COMMAND = StageCommand(
+    name="kibana",
+    help="Kibana dashboards as code",
+    description=__doc__ or "",
+    add_commands=_add_commands,
+)
+
+
+def register(sub: SubParsers[argparse.ArgumentParser]) -> None:
+    """Add the ``kibana`` command and its sub-commands (``thermowatch kibana``)."""
+    COMMAND.register(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m kibana ...`` (same sub-commands as ``thermowatch kibana``)."""
+    return COMMAND.main(argv)
 
 
 def _text(args: argparse.Namespace) -> tuple[str, str]:
@@ -145,13 +175,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     text, name = _text(args)
     problems = static_check(text, prefix=args.prefix)
     if args.search_url:
-        problems += live_check(text, args.search_url)
+        problems += live_check(text, _search(args))
     for p in problems:
         print(f"{name}: {p}", file=sys.stderr)
     if problems:
         return _err(f"{len(problems)} problem(s) in {name}")
     print(f"{name}: ok")
     return 0
+
+
+def _search(args: argparse.Namespace) -> Any:
+    from kibana.config import search_settings
+
+    return search_settings(
+        args.search_url,
+        os.environ,
+        backend=args.search_backend,
+        user=args.search_user,
+        ca_file=args.search_ca_file,
+    )
 
 
 def _target(args: argparse.Namespace) -> Any:
@@ -247,21 +289,6 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
 
     return _with_client(args, action)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m kibana ...`` (same sub-commands as ``thermowatch kibana``)."""
-    import logging
-
-    parser = argparse.ArgumentParser(prog="python -m")
-    sub = parser.add_subparsers()
-    register(sub)
-    args = parser.parse_args(["kibana", *(sys.argv[1:] if argv is None else argv)])
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    code: int = args.func(args)
-    return code
 
 
 if __name__ == "__main__":

@@ -1,16 +1,16 @@
 """Wiring: generate and check the committed NDJSON, import/export/status through the client.
 
 Each function here is what one ``thermowatch kibana`` sub-command does,
-minus argument parsing (see :mod:`kibana.__main__`).
+minus argument parsing (see :mod:`kibana.__main__`). The live mapping is read
+through :mod:`stagekit.search`, the way the stages reach the search server
+(same backends, TLS and authentication); Kibana itself through
+:class:`~kibana.client.KibanaClient`.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
-
-import requests
 
 from kibana.check import (
     Problem,
@@ -23,6 +23,8 @@ from kibana.check import (
 from kibana.client import ImportReport, KibanaClient
 from kibana.config import KibanaTarget
 from kibana.objects import DEFAULT_FILE, build_objects, to_ndjson
+from stagekit.search import SearchSettings, make_backend
+from stagekit.search.api import get_mapping
 
 __all__ = [
     "committed_file",
@@ -63,41 +65,38 @@ def static_check(text: str, *, prefix: str = "thermowatch-") -> list[Problem]:
 
 
 def live_field_types_for(
-    search_url: str,
-    patterns: list[str],
-    *,
-    timeout_s: float = 30.0,
-    auth: tuple[str, str] | None = None,
+    search: SearchSettings | str, patterns: list[str]
 ) -> tuple[dict[str, dict[str, str]], list[Problem]]:
-    """Field types of each index pattern as the search server reports them."""
+    """Field types of each index pattern as the search server reports them.
+
+    ``search`` is the server's settings (TLS, authentication), or just its URL.
+    Raises :class:`~stagekit.search.SearchError` when the server cannot answer.
+    """
+    settings = SearchSettings(url=search) if isinstance(search, str) else search
     out: dict[str, dict[str, str]] = {}
     problems: list[Problem] = []
-    with requests.Session() as session:
-        session.auth = auth
+    backend = make_backend(settings)
+    try:
         for pattern in patterns:
-            resp = session.get(
-                f"{search_url.rstrip('/')}/{pattern}/_mapping",
-                params={"ignore_unavailable": "true", "allow_no_indices": "true"},
-                timeout=timeout_s,
-            )
-            resp.raise_for_status()
-            answer: dict[str, Any] = resp.json()
+            answer = backend.perform_sync(get_mapping(pattern))
             if not answer:
                 problems.append(Problem(pattern, "no index matches this data view yet"))
                 continue
             types, conflicts = live_field_types(answer)
             out[pattern] = types
             problems += [Problem(pattern, f"type conflict {c}") for c in conflicts]
+    finally:
+        backend.close_sync()
     return out, problems
 
 
-def live_check(text: str, search_url: str, **kwargs: Any) -> list[Problem]:
+def live_check(text: str, search: SearchSettings | str) -> list[Problem]:
     """Every field used exists in the live mapping of the search server."""
     objects, problems = parse_ndjson(text)
     patterns = sorted(
         {str(o["attributes"].get("title")) for o in objects if o["type"] == "index-pattern"}
     )
-    types, more = live_field_types_for(search_url, patterns, **kwargs)
+    types, more = live_field_types_for(search, patterns)
     return problems + more + check_fields(objects, types)
 
 

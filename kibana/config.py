@@ -1,8 +1,10 @@
-"""Typed, frozen settings of one Kibana target, and where the password comes from.
+"""Typed, frozen settings of one Kibana target (and of the search server to check
+against), and where the passwords come from.
 
-The password is never a command-line argument (it would show in ``ps`` and
-shell history): it comes from ``KIBANA_PASSWORD`` or an interactive prompt.
-An API key may be given with ``--api-key`` or ``KIBANA_API_KEY``.
+A password is never a command-line argument (it would show in ``ps`` and
+shell history): it comes from ``KIBANA_PASSWORD`` (``SEARCH_PASSWORD`` for
+the search server) or an interactive prompt. An API key may be given with
+``--api-key`` or ``KIBANA_API_KEY`` (``SEARCH_API_KEY``).
 
 >>> t = KibanaTarget(url="http://kibana:5601", api_key="k")
 >>> t.validate()
@@ -19,11 +21,24 @@ import getpass
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
-__all__ = ["ENV_API_KEY", "ENV_PASSWORD", "KibanaTarget", "resolve_password"]
+from stagekit.search import SearchSettings
+
+__all__ = [
+    "ENV_API_KEY",
+    "ENV_PASSWORD",
+    "ENV_SEARCH_API_KEY",
+    "ENV_SEARCH_PASSWORD",
+    "KibanaTarget",
+    "resolve_password",
+    "search_settings",
+]
 
 ENV_PASSWORD = "KIBANA_PASSWORD"  # noqa: S105 (a variable name, not a password)
 ENV_API_KEY = "KIBANA_API_KEY"
+ENV_SEARCH_PASSWORD = "SEARCH_PASSWORD"  # noqa: S105 (a variable name, not a password)
+ENV_SEARCH_API_KEY = "SEARCH_API_KEY"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +80,67 @@ def resolve_password(
     *,
     prompt: Callable[[str], str] = getpass.getpass,
     interactive: bool | None = None,
+    variable: str = ENV_PASSWORD,
+    option: str = "--user",
+    server: str = "Kibana",
 ) -> str:
-    """``KIBANA_PASSWORD`` if set, else ask on the terminal, else fail clearly.
+    """``KIBANA_PASSWORD`` (``variable``) if set, else ask on the terminal, else fail clearly.
 
     >>> resolve_password("elastic", {"KIBANA_PASSWORD": "s3cret"})
     's3cret'
     """
-    if env.get(ENV_PASSWORD):
-        return env[ENV_PASSWORD]
+    if env.get(variable):
+        return env[variable]
     if interactive is None:
         interactive = sys.stdin.isatty()
     if not interactive:
-        raise ValueError(f"--user {user}: set {ENV_PASSWORD} (no terminal to ask for the password)")
-    return prompt(f"Kibana password for {user}: ")
+        raise ValueError(f"{option} {user}: set {variable} (no terminal to ask for the password)")
+    return prompt(f"{server} password for {user}: ")
+
+
+def search_settings(
+    url: str,
+    env: Mapping[str, str],
+    *,
+    backend: Literal["opensearch", "elasticsearch"] = "opensearch",
+    user: str | None = None,
+    ca_file: str | None = None,
+    timeout_s: float = 30.0,
+    interactive: bool | None = None,
+) -> SearchSettings:
+    """The search server to check the live mapping on, as the stages reach it.
+
+    The password of ``user`` comes from ``SEARCH_PASSWORD`` or a prompt, an
+    Elasticsearch API key from ``SEARCH_API_KEY``. Raises ValueError naming
+    the problem.
+
+    >>> search_settings("https://search:9200", {"SEARCH_PASSWORD": "pw"}, user="kib").username
+    'kib'
+    >>> search_settings("search:9200", {})
+    Traceback (most recent call last):
+    ...
+    ValueError: search.url: must start with http:// or https://, got 'search:9200'
+    """
+    password = ""
+    if user:
+        password = resolve_password(
+            user,
+            env,
+            interactive=interactive,
+            variable=ENV_SEARCH_PASSWORD,
+            option="--search-user",
+            server="Search server",
+        )
+    settings = SearchSettings(
+        backend=backend,
+        url=url,
+        username=user or "",
+        password=password,
+        api_key=env.get(ENV_SEARCH_API_KEY, "") if backend == "elasticsearch" else "",
+        ca_file=ca_file or "",
+        timeout_s=timeout_s,
+    )
+    problems = settings.problems()
+    if problems:
+        raise ValueError("; ".join(problems))
+    return settings
