@@ -21,7 +21,7 @@ from gateway.app import Gateway, RetireOptions, build_gateway
 from gateway.bridge import KafkaRecord
 from gateway.config import GatewayConfig, GatewaySettings, HttpSettings, MqttSettings
 from gateway.metrics import Metrics
-from gateway.ports import Incoming
+from gateway.ports import Clock, Incoming
 from stagekit.health import HealthServer
 
 
@@ -322,3 +322,20 @@ async def test_retire_keeps_the_session_when_messages_stay_unwritten() -> None:
     mqtt.deliver(incoming(1, reading(1)))
     assert await asyncio.wait_for(task, 10) == 1
     assert not gw.session_ended and not mqtt.ended_session and not mqtt.unsubscribed
+
+
+async def test_the_injected_clock_stamps_received_ts_and_bounds_event_time() -> None:
+    sink, mqtt = FakeSink(), FakeMqtt()
+    now = int(time.time() * 1000) - 3_600_000  # the gateway's clock is an hour behind
+    clock = Clock(wall_ms=lambda: now, monotonic=time.monotonic)
+    gw = Gateway(config(), source=mqtt, sink=sink, clock=clock)
+    task = asyncio.create_task(gw.run())
+    await asyncio.wait_for(mqtt.started.wait(), 5)
+    mqtt.connect(1)
+    mqtt.deliver(incoming(1, reading(1)))  # event time "now": an hour ahead of that clock
+    record = sink.pending[0][0]
+    assert record.topic == gw.topics.deadletter
+    assert record.reason is not None and record.reason.value == "future_timestamp"
+    assert dict(record.headers)["received_ts"] == str(now).encode()
+    gw.stop()
+    assert await asyncio.wait_for(task, 5) == 0
