@@ -1,7 +1,8 @@
 """The services of the local stack, one module each, and the registry that lists them.
 
 To add a service: write ``<name>.py`` with a :class:`~deploy.local.services.base.Service`
-subclass and add it to :data:`REGISTRY` below (its place there is its start order).
+subclass and add it to :data:`REGISTRY` below (start order: the default services in
+registry order, then the optional ones).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ __all__ = [
     "check_names",
 ]
 
-#: Every service in start order (a service's consumers come after it); ``down`` reverses it.
+#: Every service; a service's consumers come after it (``down`` stops in reverse order).
 REGISTRY: Final[tuple[type[Service], ...]] = (Mosquitto, Kafka, OpenSearch, Elasticsearch)
 #: What ``stack up`` starts when no service is named.
 SERVICES: Final[tuple[str, ...]] = tuple(s.name for s in REGISTRY if not s.optional)
