@@ -34,8 +34,9 @@ from typing import Any
 
 import msgspec
 
+from edge_agent.alerts import AlertTracker, Transition
 from edge_agent.config import EdgeConfig, apply_device_config
-from edge_agent.detect import AlertTracker, Detector, Transition, Verdict
+from edge_agent.detect import Detector, Verdict
 from edge_agent.gpio import Outputs, StatusLight
 from edge_agent.mqtt import Acked, ConfigReceived, Connected, Disconnected, MqttLink
 from edge_agent.outbox import Outbox
