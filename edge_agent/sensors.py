@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from edge_agent.errors import NoSensorError, SensorReadError
+from edge_agent.errors import NoSensorError
 from telemetry_contract import Quality
 
 __all__ = [
@@ -328,7 +328,7 @@ class DS18B20:
                 return Sample(self._id, ts, None, Quality.DISCONNECTED, "w1_slave missing", attempt)
             except (OSError, ValueError) as exc:
                 # A probe pulled mid-read gives EIO or a truncated file: not a temperature.
-                quality, detail = Quality.DISCONNECTED, str(SensorReadError(self._id, str(exc)))
+                quality, detail = Quality.DISCONNECTED, f"sensor {self._id}: {exc}"
             else:
                 quality, temp = judge(crc_ok, millic, self.last_ok_c, self._min_c, self._max_c)
                 if temp is not None:
