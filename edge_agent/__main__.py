@@ -139,7 +139,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_once(args: argparse.Namespace) -> int:
     from edge_agent.app import EdgeAgent
-    from edge_agent.sensors import Sample, SensorPool
+    from edge_agent.sensor_pool import SensorPool
+    from edge_agent.sensors import Sample
 
     cfg = _load(args)
     if args.dry_run:

@@ -2,7 +2,7 @@
 
 One main thread owns the decisions; helper threads only report:
 
-* sensor reads run on a thread pool (:class:`~edge_agent.sensors.SensorPool`)
+* sensor reads run on a thread pool (:class:`~edge_agent.sensor_pool.SensorPool`)
   and collect :class:`~edge_agent.sensors.Sample` objects in a deque, waking
   the loop once per round;
 * paho has no thread of its own: the loop drives it (``MqttLink.service``),
@@ -40,7 +40,8 @@ from edge_agent.detect import Detector, Verdict
 from edge_agent.gpio import Outputs, StatusLight
 from edge_agent.mqtt import Acked, ConfigReceived, Connected, Disconnected, MqttLink
 from edge_agent.outbox import Outbox
-from edge_agent.sensors import Sample, SensorPool
+from edge_agent.sensor_pool import SensorPool
+from edge_agent.sensors import Sample
 from stagekit import __version__
 from stagekit.config import ConfigError
 from telemetry_contract import (
