@@ -48,6 +48,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.config import MqttSection
+from stagekit.backoff import Backoff
 from stagekit.mqttwire import BufferedClient
 
 __all__ = ["Acked", "ConfigReceived", "Connected", "Disconnected", "MqttLink", "SocketOpened"]
@@ -204,8 +205,12 @@ class MqttLink:
         self._config_topic = config_topic
         self._will = will_payload
         self._events = events
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
-        self._attempt = 0
+        rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
+        #: Reconnect delays: full jitter over [reconnect_min_s, min_s * 2**attempt],
+        #: capped at reconnect_max_s, so a fleet that lost its broker comes back spread out.
+        self.reconnect_backoff = Backoff(
+            cfg.reconnect_min_s, cfg.reconnect_max_s, jitter="full", rng=rng.random
+        )
         self._client: _Client | None = None
         self._online_payload: bytes | Callable[[], bytes] = b""
         self._connected = threading.Event()
@@ -330,7 +335,7 @@ class MqttLink:
                 self._next_misc = now + 1.0
                 client.loop_misc()
         if client.socket() is None and not self._stopping:
-            self._schedule_connect(self._backoff())
+            self._schedule_connect(self.reconnect_backoff.next())
 
     @staticmethod
     def _unread(client: _Client) -> bool:
@@ -412,7 +417,7 @@ class MqttLink:
                 if ok:
                     self._connecting = False
                 else:
-                    delay = self._backoff()
+                    delay = self.reconnect_backoff.next()
                     self._connect_at = time.monotonic() + delay
                     log.warning(
                         "event=mqtt_connect_failed host=%s port=%d error=%r retry_in_s=%.1f",
@@ -423,13 +428,6 @@ class MqttLink:
                     )
                     continue
             self._events.put(SocketOpened())  # wakes the main loop to wait for CONNACK
-
-    def _backoff(self) -> float:
-        """The next reconnect delay: full jitter over [min, min * 2**attempt], capped."""
-        c = self._cfg
-        cap = min(c.reconnect_max_s, c.reconnect_min_s * 2 ** min(self._attempt, 20))
-        self._attempt += 1
-        return self._rng.uniform(c.reconnect_min_s, max(cap, c.reconnect_min_s))
 
     # paho callbacks (the caller's thread, inside service()) ------------------------------
     def _on_connect(
@@ -443,7 +441,7 @@ class MqttLink:
         if reason_code.is_failure:  # paho closes the socket; service() reconnects later
             log.warning("event=mqtt_refused reason=%s", reason_code)
             return
-        self._attempt = 0
+        self.reconnect_backoff.reset()
         self._connected.set()
         if self._online_payload:
             online = _payload(self._online_payload)

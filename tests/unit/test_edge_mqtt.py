@@ -36,7 +36,7 @@ def test_reconnect_backoff_is_exponential_with_full_jitter_and_capped() -> None:
         events=queue.Queue(),
         rng=random.Random(7),
     )
-    delays = [link._backoff() for _ in range(12)]
+    delays = [link.reconnect_backoff.next() for _ in range(12)]
     assert all(1 <= d <= 30 for d in delays)
     assert delays[0] <= 2  # first attempts stay short
     assert len(set(delays[5:])) > 1  # jitter: not the same wait for every device
