@@ -94,7 +94,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_print_config(args: argparse.Namespace) -> int:
-    from edge_agent.app import config_summary
+    from edge_agent.config import config_summary
     from stagekit.config import dump_toml
 
     cfg = _load(args)

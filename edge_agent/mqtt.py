@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -51,7 +51,16 @@ from edge_agent.config import MqttSection
 from stagekit.backoff import Backoff
 from stagekit.mqttwire import BufferedClient
 
-__all__ = ["Acked", "ConfigReceived", "Connected", "Disconnected", "MqttLink", "SocketOpened"]
+__all__ = [
+    "Acked",
+    "ConfigReceived",
+    "Connected",
+    "Disconnected",
+    "Link",
+    "MqttLink",
+    "SocketOpened",
+    "decode_puback",
+]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +99,30 @@ class SocketOpened:
 class ConfigReceived:
     payload: bytes
     retained: bool
+
+
+class Link(Protocol):
+    """The port the agent drives: :class:`MqttLink`, or a test's fake."""
+
+    #: PUBACK outcomes, oldest first (the agent drains them).
+    acks: collections.deque[Acked]
+    #: Whether the caller's wait should include the socket for PUBACKs.
+    wake_on_ack: bool
+
+    @property
+    def connected(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int: ...
+
+    def set_online_payload(self, payload: bytes | Callable[[], bytes]) -> None: ...
+
+    def socket_fds(self) -> tuple[list[int], list[int]]: ...
+
+    def service(self) -> None: ...
+
+    def stop(self, offline_payload: bytes | None = None, timeout_s: float = 2.0) -> None: ...
 
 
 _PUBACK_REASONS: dict[int, ReasonCode] = {}

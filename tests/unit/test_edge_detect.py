@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.app import atomic_write
 from edge_agent.detect import DETECTORS, Detector, DetectorSpecError, SensorMonitor, evaluate
 from edge_agent.detectors.context import ContextModel
 from edge_agent.detectors.hst import HSTModel
 from edge_agent.detectors.zscore import ZScoreModel
+from edge_agent.pipeline import atomic_write
 
 
 def series(n: int, seed: int = 1) -> list[float]:
