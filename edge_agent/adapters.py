@@ -9,6 +9,7 @@ I/O: adapters open their files, pins and connections in ``start()``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -18,10 +19,18 @@ from edge_agent.gpio import Outputs
 from edge_agent.mqtt import MqttLink
 from edge_agent.outbox import Outbox
 from edge_agent.sensor_pool import SensorPool
+from edge_agent.sensors import Sample
 from edge_agent.status import Presence
 from telemetry_contract import TopicKind
 
-__all__ = ["SPREAD_AFTER_S", "make_link", "make_outbox", "make_outputs", "make_pool"]
+__all__ = [
+    "SPREAD_AFTER_S",
+    "make_link",
+    "make_outbox",
+    "make_outputs",
+    "make_pool",
+    "read_sensors_once",
+]
 
 #: Reads of a round run one after another on one thread while each takes less
 #: than this; a slower one (a real 1-Wire conversion, a hung bus) makes the pool
@@ -82,3 +91,32 @@ def make_link(config: EdgeConfig, events: WakeQueue, presence: Presence) -> Mqtt
         will_payload=presence.will_for_new_connection,
         events=events,
     )
+
+
+def read_sensors_once(config: EdgeConfig) -> list[Sample]:
+    """Read every sensor of ``[sensors]`` once, sorted by id (``once --dry-run``).
+
+    Raises ``NoSensorError`` when there is none; a read still running after
+    ``sensors.read_timeout_s`` (plus 1 s) is left out.
+    """
+    got: list[Sample] = []
+    s = config.sensors
+    pool = SensorPool(
+        w1_root=s.w1_root if s.w1_enabled else None,
+        host_file=s.host_file if s.host_enabled else None,
+        on_sample=got.append,
+        read_timeout_s=s.read_timeout_s,
+        retries=s.retries,
+        retry_delay_s=s.retry_delay_s,
+        min_c=s.min_plausible_c,
+        max_c=s.max_plausible_c,
+    )
+    try:
+        ids = pool.start()
+        pool.round()
+        deadline = time.monotonic() + s.read_timeout_s + 1
+        while len(got) < len(ids) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        pool.close()
+    return sorted(got, key=lambda x: x.sensor_id)

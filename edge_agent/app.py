@@ -236,6 +236,17 @@ class EdgeAgent:
             self.process_events(0.05)
         return False
 
+    def sample_once(self, timeout_s: float) -> int:
+        """One round, waited for until every sensor's reading is stored; how many were."""
+        before = self.readings_stored
+        self.sample_round()
+        deadline = time.monotonic() + timeout_s
+        while self.readings_stored - before < len(self.pool.sensor_ids()):
+            if time.monotonic() > deadline:
+                break
+            self.process_events(0.1)
+        return self.readings_stored - before
+
     def save_detector(self) -> None:
         """Save the models now (also done periodically and at shutdown)."""
         self.pipeline.save_detector()
