@@ -8,7 +8,8 @@ touches the outbox.
   from :meth:`MqttLink.socket_fds`): ``publish()`` writes the PUBLISH to the
   socket at once, PUBACKs are read when the loop wakes, and every paho
   callback runs on the main thread. paho's own thread (``loop_start``) cost
-  ~100 µs of CPU per message in wake-ups, locks and GIL hand-overs.
+  more CPU per message in wake-ups, locks and GIL hand-overs than the rest
+  of the agent's work (measured in docs/benchmarks.md).
 * Only the blocking part, opening the connection (TCP connect, TLS
   handshake, sending CONNECT: up to ``connect_timeout`` seconds against an
   unreachable broker), runs on a small connector thread, so it never stalls
@@ -138,7 +139,7 @@ def decode_puback(packet: bytes | bytearray) -> tuple[int, ReasonCode] | None:
     """``(mid, reason)`` of an MQTT v5 PUBACK body that carries no properties, else None.
 
     paho 2.x builds a new ``ReasonCode`` and a new ``Properties`` object for
-    every PUBACK, about half of its network thread's CPU per message; such a
+    every PUBACK, a large share of its CPU per message; such a
     PUBACK is only a packet id and at most one reason byte, so reason codes are
     made once per value and reused (nothing mutates them).
 

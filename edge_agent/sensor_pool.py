@@ -57,8 +57,8 @@ class SensorPool:
 
     With ``spread_after_s`` set, a round's reads start one after the other on
     a single worker while they are fast (a fake tree, or a kernel that
-    answers from its cache: ~20 µs each, where a thread hand-over per probe
-    costs more than the read), and the owner calls :meth:`spread` once
+    answers from its cache, where a thread hand-over per probe costs more
+    than the read), and the owner calls :meth:`spread` once
     :meth:`spread_deadline` has passed: reads still waiting then get a worker
     each, so a slow or hung probe delays the others by ``spread_after_s`` at
     most. After a round with a slow read (a real DS18B20 conversion takes

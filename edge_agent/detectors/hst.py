@@ -1,4 +1,13 @@
-"""``hst``: river's HalfSpaceTrees on temperature and its change (pure, no I/O)."""
+"""``hst``: river's HalfSpaceTrees on temperature and its change (pure, no I/O).
+
+Scores lie in [0, 1]; a value far from everything learned scores near 1.
+
+>>> m = build(DEFAULTS)
+>>> for i in range(300):
+...     m.learn(4.0 + 0.1 * (i % 3))
+>>> m.score(4.1) < 0.5 < m.score(60.0)
+True
+"""
 
 from __future__ import annotations
 
