@@ -20,12 +20,12 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
 from stagekit import config as configuration
-from telemetry_contract import MAX_TEMP_C, MIN_TEMP_C, DeviceConfig
+from telemetry_contract import MAX_TEMP_C, MIN_TEMP_C, DeviceConfig, TopicKind, mqtt_topic
 from telemetry_contract.messages import DEVICE_ID_PATTERN
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "SamplingSection",
     "SensorsSection",
     "apply_device_config",
+    "config_summary",
     "load_config",
     "loads_config",
 ]
@@ -247,11 +248,27 @@ class EdgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def detector_state_path(self) -> Path:
         return Path(self.device.state_dir) / "detector.pickle"
 
+    def topic(self, kind: TopicKind) -> str:
+        """This device's MQTT topic of ``kind`` (``<root>/<site>/<device_id>/<kind>``)."""
+        return mqtt_topic(self.device.site, self.device.device_id, kind, root=self.mqtt.topic_root)
+
     def mqtt_password(self) -> str:
         """The password, from ``password`` or ``password_file`` (read at connect time)."""
         if self.mqtt.password_file:
             return Path(self.mqtt.password_file).read_text(encoding="utf-8").strip()
         return self.mqtt.password
+
+
+def config_summary(config: EdgeConfig) -> dict[str, Any]:
+    """The effective configuration as plain data, password masked (``print-config --json``).
+
+    >>> config_summary(loads_config('[mqtt]\\npassword = "s3cret"\\n'))["mqtt"]["password"]
+    '***'
+    """
+    out: dict[str, Any] = msgspec.to_builtins(config)
+    if out["mqtt"].get("password"):
+        out["mqtt"]["password"] = "***"  # noqa: S105 - a mask, not a password
+    return out
 
 
 def _default_env() -> Mapping[str, str]:

@@ -417,17 +417,9 @@ def allocated_from_outboxes(outboxes: Mapping[str, Path]) -> dict[str, range]:
     stores their readings, so every seq below the ``next_seq`` read here is
     durably in the outbox (on its way, or already delivered).
     """
-    import sqlite3
+    from edge_agent.outbox import read_next_seq
 
-    out: dict[str, range] = {}
-    for device, path in outboxes.items():
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            row = db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
-        finally:
-            db.close()
-        out[device] = range(int(row[0]) if row else 0)
-    return out
+    return {device: range(read_next_seq(path)) for device, path in outboxes.items()}
 
 
 def pending_in_outboxes(outboxes: Mapping[str, Path]) -> dict[str, set[int]]:
@@ -436,17 +428,9 @@ def pending_in_outboxes(outboxes: Mapping[str, Path]) -> dict[str, set[int]]:
     Where a missing reading is tells which hop has it: still here means the
     edge has not delivered it (yet); gone means the broker acknowledged it.
     """
-    import sqlite3
+    from edge_agent.outbox import read_pending_seqs
 
-    out: dict[str, set[int]] = {}
-    for device, path in outboxes.items():
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            rows = db.execute("SELECT seq FROM outbox WHERE kind='reading'").fetchall()
-        finally:
-            db.close()
-        out[device] = {int(r[0]) for r in rows}
-    return out
+    return {device: read_pending_seqs(path) for device, path in outboxes.items()}
 
 
 def fetch_stored(
