@@ -48,7 +48,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge_agent.config import MqttSection
+from edge_agent.config import MqttSettings
 from stagekit.backoff import Backoff
 from stagekit.mqttwire import BufferedClient
 
@@ -222,7 +222,7 @@ class MqttLink:
 
     def __init__(
         self,
-        cfg: MqttSection,
+        cfg: MqttSettings,
         *,
         client_id: str,
         password: str,

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from edge_agent.config import MqttSection
+from edge_agent.config import MqttSettings
 from edge_agent.mqtt import Acked, Link
 from edge_agent.outbox import Outbox
 from stagekit.backoff import Backoff
@@ -36,7 +36,7 @@ class Publisher:
     def __init__(
         self,
         outbox: Outbox,
-        mqtt: MqttSection,
+        mqtt: MqttSettings,
         *,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -5,10 +5,10 @@ the time the connection was opened: the processor orders a will after the
 "online" it ties with, and the next connection's "online" (newer) after both,
 so a reconnection always resolves the offline alert.
 
->>> from edge_agent.config import DeviceSection
+>>> from edge_agent.config import DeviceSettings
 >>> from telemetry_contract import decode
 >>> clock = [1_767_225_600_000]
->>> p = Presence(DeviceSection(device_id="d1", site="s1"), clock_ms=lambda: clock[0])
+>>> p = Presence(DeviceSettings(device_id="d1", site="s1"), clock_ms=lambda: clock[0])
 >>> will = decode(p.will_for_new_connection())
 >>> clock[0] += 5_000
 >>> online = decode(p.online_of_connection())
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from edge_agent.config import DeviceSection
+from edge_agent.config import DeviceSettings
 from stagekit import __version__
 from telemetry_contract import DeviceState, DeviceStatus, encode
 from telemetry_contract.messages import MIN_TS_MS
@@ -31,7 +31,7 @@ __all__ = ["Presence"]
 class Presence:
     """Composes the device's ``DeviceStatus`` messages; the agent keeps what they report."""
 
-    def __init__(self, device: DeviceSection, *, clock_ms: Callable[[], int]) -> None:
+    def __init__(self, device: DeviceSettings, *, clock_ms: Callable[[], int]) -> None:
         self._device = device
         self._clock_ms = clock_ms
         #: Version of the remote config in force (0: none), reported in every status.

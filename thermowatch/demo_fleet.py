@@ -255,14 +255,14 @@ class DemoFleet:
 
     def _config(self, device_id: str) -> Any:
         from edge_agent.config import (
-            DetectorSection,
-            DeviceSection,
+            DetectorSettings,
+            DeviceSettings,
             EdgeConfig,
-            GpioSection,
-            MqttSection,
-            OutboxSection,
-            SamplingSection,
-            SensorsSection,
+            GpioSettings,
+            MqttSettings,
+            OutboxSettings,
+            SamplingSettings,
+            SensorsSettings,
         )
 
         users: Mapping[str, str] = self.mqtt["users"]
@@ -271,20 +271,20 @@ class DemoFleet:
         pw_file.write_text(users[device_id] + "\n", encoding="utf-8")
         pw_file.chmod(0o600)
         cfg = EdgeConfig(
-            device=DeviceSection(
+            device=DeviceSettings(
                 device_id=device_id,
                 site=self.plan.site_of(device_id),
                 state_dir=str(self.state_dir(device_id)),
             ),
-            sensors=SensorsSection(
+            sensors=SensorsSettings(
                 w1_root=str(self.w1_dir / device_id),
                 stuck_after=self.plan.stuck_after,
             ),
-            sampling=SamplingSection(interval_s=self.interval_s),
-            detector=DetectorSection(name="zscore", params={"warmup": 20}),
-            gpio=GpioSection(enabled=False, pin_factory="mock"),
-            outbox=OutboxSection(flush_timeout_s=15.0),
-            mqtt=MqttSection(
+            sampling=SamplingSettings(interval_s=self.interval_s),
+            detector=DetectorSettings(name="zscore", params={"warmup": 20}),
+            gpio=GpioSettings(enabled=False, pin_factory="mock"),
+            outbox=OutboxSettings(flush_timeout_s=15.0),
+            mqtt=MqttSettings(
                 **{
                     "host": str(self.mqtt["host"]),
                     "port": int(self.mqtt_ports.get(device_id, self.mqtt["port"])),

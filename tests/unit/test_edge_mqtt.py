@@ -17,7 +17,7 @@ from paho.mqtt import _packet as paho_packet
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.app import EdgeAgent
-from edge_agent.config import MqttSection, loads_config
+from edge_agent.config import MqttSettings, loads_config
 from edge_agent.mqtt import Acked, MqttLink, _Client, decode_puback
 from edge_agent.sensors import Sample
 from telemetry_contract import Quality, Reading, decode
@@ -27,7 +27,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "w1"
 
 def test_reconnect_backoff_is_exponential_with_full_jitter_and_capped() -> None:
     link = MqttLink(
-        MqttSection(reconnect_min_s=1.0, reconnect_max_s=30.0),
+        MqttSettings(reconnect_min_s=1.0, reconnect_max_s=30.0),
         client_id="c",
         password="",
         status_topic="s",
@@ -135,7 +135,7 @@ def test_pubacks_collect_in_a_deque_in_order_without_events() -> None:
     """paho's callbacks run on the agent's own thread: a PUBACK is a deque entry, no wake-up."""
     events: queue.Queue[Any] = queue.Queue()
     link = MqttLink(
-        MqttSection(),
+        MqttSettings(),
         client_id="c",
         password="",
         status_topic="s",
