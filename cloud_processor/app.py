@@ -7,25 +7,21 @@ so a crash, a rebalance or a search outage can repeat records but never skip
 one; repeats are harmless because every write is idempotent (``create`` with
 a deterministic ``_id`` for readings, replace for windows and alerts).
 
-One loop iteration: fetch a batch, decode it (records that break the
-contract go to the dead-letter topic), run the rules
-(:mod:`~cloud_processor.batches`), start publishing the alert changes
-(:mod:`~cloud_processor.notifiers`: the Kafka topic, then the webhook),
-bulk-write the readings and then the alert documents
-(:mod:`~cloud_processor.sink` on the :mod:`~cloud_processor.chain`), and every
-``commit_interval_s`` recompute the dirty windows and commit
-(:mod:`~cloud_processor.offsets`). Alert changes are published on their own
-ordered chain, as soon as the rules produced them: they do not wait for the
-bulk writes or the window flushes queued before them (that would add one or
-two bulk requests to every alert's latency), yet a batch's offsets still
-become committable only after its changes are published and its documents
-stored. When the search server is down the bulk write retries with backoff
-and nothing else happens: consumption pauses, nothing is committed, and the
-loop carries on by itself when the server answers again.
+One loop iteration: fetch a batch; prepare it (decode, dead letters, rules:
+:mod:`~cloud_processor.batches`); start publishing its alert changes at once,
+on their own ordered chain (:mod:`~cloud_processor.notifiers`), without
+waiting for the bulk writes or window flushes queued before them (that would
+add one or two bulk requests to every alert's latency); queue its documents
+on the write chain (:mod:`~cloud_processor.chain`, :mod:`~cloud_processor.sink`:
+readings, then the alert documents once their changes are published); and
+every ``commit_interval_s`` queue a window flush and a commit of what is
+stored (:mod:`~cloud_processor.offsets`). When the search server is
+down the bulk write retries with backoff and nothing else happens:
+consumption pauses, nothing is committed, and the loop carries on by itself
+when the server answers again.
 
 The adapters come in through the constructor (:mod:`~cloud_processor.ports`);
-:func:`cloud_processor.factory.build_processor` builds the real ones from the
-config.
+:func:`cloud_processor.factory.build_processor` builds the real ones.
 """
 
 from __future__ import annotations
@@ -187,13 +183,6 @@ class Processor:
             await self._http.close()
             self._http = None
         await self.storage.close()
-
-    async def __aenter__(self) -> Processor:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     # -- rebalance -------------------------------------------------------------
 
