@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -84,8 +84,9 @@ class SearchSettings(stagekit.search.SearchSettings, frozen=True, forbid_unknown
     #: Documents per bulk request, and bulk requests in flight at once.
     bulk_max_docs: int = 2500
     bulk_concurrency: int = 2
-    retry_initial_s: float = 0.5
-    retry_max_s: float = 15.0
+    #: Backoff of retried requests (equal jitter), also while the server is down.
+    retry_initial_s: Annotated[float, msgspec.Meta(gt=0)] = 0.5
+    retry_max_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
     #: Monthly reading/aggregate indices whose month ended longer ago are
     #: deleted by ``thermowatch processor retention``.
     retention_days: int = 400
@@ -115,8 +116,8 @@ class WebhookSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     format: Literal["json", "slack"] = "json"
     timeout_s: float = 10.0
     max_attempts: int = 5
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 30.0
+    backoff_initial_s: Annotated[float, msgspec.Meta(gt=0)] = 0.5
+    backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     #: At most this many POSTs per second (token bucket).
     rate_per_s: float = 5.0
     burst: int = 10
