@@ -50,7 +50,7 @@ from typing import Final
 
 from msgspec.structs import replace
 
-from cloud_processor.config import AlertSettings, RulesConfig, RuleSettings
+from cloud_processor.rules.settings import AlertSettings, RulesConfig, RuleSettings
 from telemetry_contract import (
     Alert,
     AlertChange,
