@@ -230,13 +230,21 @@ class FleetRules:
         """Every reading rule on one reading the reorder stage released."""
         late = self._is_late(reading.ts, now_ms)
         newest = device.take_reading(reading, now_ms)
-        signals = _decided(rule.on_reading(device, reading) for rule in self._reading_rules)
+        # Plain loops: this runs for every reading.
+        signals: list[Signal] = []
+        for rule in self._reading_rules:
+            signal = rule.on_reading(device, reading)
+            if signal is not None:
+                signals.append(signal)
         temp_c = reading.temp_c
         if newest and temp_c is not None and reading.quality is Quality.OK:
             device.last_temp = temp_c
-            signals += _decided(
-                rule.on_temperature(device, reading.ts, temp_c) for rule in self._temperature_rules
-            )
+            for rule in self._temperature_rules:
+                signal = rule.on_temperature(device, reading.ts, temp_c)
+                if signal is not None:
+                    signals.append(signal)
+        if not signals:
+            return []
         return self._apply(device, signals, late, reading.ts)
 
     def _apply(

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Final
 
 from cloud_processor.rules.base import Device, FleetRule
@@ -56,8 +57,8 @@ class Direction:
 HIGH: Final = Direction(
     Rule.THRESHOLD_HIGH,
     sign=1,
-    limit=lambda s: s.threshold_high_c,
-    critical=lambda s: s.critical_high_c,
+    limit=attrgetter("threshold_high_c"),
+    critical=attrgetter("critical_high_c"),
     beyond=">=",
     inside="<=",
     hysteresis="-",
@@ -65,8 +66,8 @@ HIGH: Final = Direction(
 LOW: Final = Direction(
     Rule.THRESHOLD_LOW,
     sign=-1,
-    limit=lambda s: s.threshold_low_c,
-    critical=lambda s: s.critical_low_c,
+    limit=attrgetter("threshold_low_c"),
+    critical=attrgetter("critical_low_c"),
     beyond="<=",
     inside=">=",
     hysteresis="+",
