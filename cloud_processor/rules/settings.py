@@ -20,6 +20,11 @@ groups too); what involves two keys is checked by :meth:`RulesConfig.check`.
 ... ''')
 >>> cfg.rules.for_device("s1-d01", "s1").threshold_high_c, cfg.rules.groups["freezers"].overrides()
 (-15.0, {'threshold_high_c': -15.0})
+>>> try:
+...     loads(Cfg, "[rules.groups.freezers]\\nsites = ['s1']\\nthresold_high_c = 1.0\\n")
+... except ValueError as exc:
+...     print(str(exc).split(" (")[0])
+rules.groups.freezers.thresold_high_c: unknown key
 >>> loads(Cfg, "[rules]\\noutlier_min_peers = 2\\n")
 Traceback (most recent call last):
 ...
