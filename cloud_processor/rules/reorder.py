@@ -123,10 +123,11 @@ class ReorderStage:
         if order.expected is None:
             order.expected, order.low = seq + 1, seq
             self._release(order, reading, out)
-        elif seq == order.expected:
+        elif seq == order.expected:  # the usual case: in order, nothing held
             order.expected += 1
             self._release(order, reading, out)
-            self._drain(reading.device_id, order, out)
+            if order.held or order.covered:
+                self._drain(reading.device_id, order, out)
         elif seq > order.expected:
             self._hold(reading, order, now_ms, out)
         elif order.newest_ts is not None and reading.ts > order.newest_ts:
