@@ -41,6 +41,7 @@ _MAX_AHEAD_MS: Final = 300_000
 
 
 def _overrides(rule: FleetRule, hook: str) -> bool:
+    """Whether ``rule`` listens to ``hook`` (the facade calls only those)."""
     return getattr(type(rule), hook) is not getattr(FleetRule, hook)
 
 
