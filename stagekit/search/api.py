@@ -26,9 +26,13 @@ __all__ = [
     "SearchError",
     "bulk",
     "cat_indices",
+    "count",
+    "create_doc",
     "create_index",
     "delete_index",
+    "delete_index_template",
     "get_doc",
+    "get_index_templates",
     "info",
     "put_ilm_policy",
     "put_index_template",
@@ -151,3 +155,31 @@ def update_doc(index: str, doc_id: str, partial: Mapping[str, Any]) -> Request:
 def cat_indices(pattern: str) -> Request:
     """List index names matching ``pattern`` (JSON format)."""
     return Request("GET", f"/_cat/indices/{_p(pattern)}", params={"format": "json", "h": "index"})
+
+
+def count(pattern: str, body: Mapping[str, Any]) -> Request:
+    """``POST /<pattern>/_count``; missing indices count 0."""
+    return Request(
+        "POST",
+        f"/{_p(pattern)}/_count",
+        params={"ignore_unavailable": "true", "allow_no_indices": "true"},
+        body=body,
+    )
+
+
+def create_doc(
+    index: str, doc_id: str, doc: Mapping[str, Any], *, refresh: bool = False
+) -> Request:
+    """Create a document by id; a second create of the same id is refused (409)."""
+    params = {"refresh": "true"} if refresh else {}
+    return Request("PUT", f"/{_p(index)}/_create/{quote(doc_id, safe='')}", params=params, body=doc)
+
+
+def get_index_templates() -> Request:
+    """Every composable index template (``{"index_templates": [{"name": ...}, ...]}``)."""
+    return Request("GET", "/_index_template")
+
+
+def delete_index_template(name: str) -> Request:
+    """Delete one composable index template (by name: no wildcards)."""
+    return Request("DELETE", f"/_index_template/{_p(name)}")
