@@ -28,7 +28,7 @@ _COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("gateway.__main__", "gateway", "gateway"),
     ("cloud_processor.__main__", "processor", "cloud"),
     ("kibana.__main__", "kibana", "cloud"),
-    ("thermowatch.demo", "demo", "dev"),
+    ("thermowatch.demo.cli", "demo", "dev"),
     ("thermowatch.web.__main__", "web", "cloud"),
 )
 

@@ -13,7 +13,7 @@ from thermowatch.demo import (
     malformed_payloads,
     processor_config,
 )
-from thermowatch.demo_fleet import plan
+from thermowatch.demo.plan import plan
 
 
 def test_demo_fleet_is_the_stack_users() -> None:
