@@ -24,11 +24,7 @@ __all__ = ["connect", "fetch_alerts", "fetch_stored"]
 
 
 def connect(server: SearchSettings | str, *, timeout: float | None = None) -> ThreadedBackend:
-    """A backend for ``server`` (settings, or a plain URL); ``timeout`` overrides the settings'.
-
-    >>> connect("http://127.0.0.1:9", timeout=5).name
-    'opensearch'
-    """
+    """A backend for ``server`` (settings, or a plain URL); ``timeout`` overrides the settings'."""
     settings = SearchSettings(url=server) if isinstance(server, str) else server
     if timeout is not None:
         settings = msgspec.structs.replace(settings, timeout_s=timeout)
