@@ -99,6 +99,11 @@ def put_index_template(name: str, body: Mapping[str, Any]) -> Request:
     return Request("PUT", f"/_index_template/{_p(name)}", body=body)
 
 
+def delete_index_template(name: str) -> Request:
+    """Delete a composable index template (clean-up of tests, benchmarks, demo runs)."""
+    return Request("DELETE", f"/_index_template/{_p(name)}")
+
+
 def put_ilm_policy(name: str, body: Mapping[str, Any]) -> Request:
     """Create or replace an Elasticsearch ILM policy (idempotent)."""
     return Request("PUT", f"/_ilm/policy/{_p(name)}", body=body)
@@ -137,6 +142,17 @@ def search(pattern: str, body: Mapping[str, Any]) -> Request:
     )
 
 
+def count(pattern: str, body: Mapping[str, Any] | None = None) -> Request:
+    """``/<pattern>/_count``: documents searchable now (those ``body``'s query matches, if
+    given); missing indices count 0."""
+    return Request(
+        "GET" if body is None else "POST",
+        f"/{_p(pattern)}/_count",
+        params={"ignore_unavailable": "true", "allow_no_indices": "true"},
+        body=body,
+    )
+
+
 def get_doc(index: str, doc_id: str) -> Request:
     """Real-time ``GET`` of one document."""
     return Request("GET", f"/{_p(index)}/_doc/{quote(doc_id, safe='')}")
@@ -157,16 +173,6 @@ def cat_indices(pattern: str) -> Request:
     return Request("GET", f"/_cat/indices/{_p(pattern)}", params={"format": "json", "h": "index"})
 
 
-def count(pattern: str, body: Mapping[str, Any]) -> Request:
-    """``POST /<pattern>/_count``; missing indices count 0."""
-    return Request(
-        "POST",
-        f"/{_p(pattern)}/_count",
-        params={"ignore_unavailable": "true", "allow_no_indices": "true"},
-        body=body,
-    )
-
-
 def create_doc(
     index: str, doc_id: str, doc: Mapping[str, Any], *, refresh: bool = False
 ) -> Request:
@@ -178,8 +184,3 @@ def create_doc(
 def get_index_templates() -> Request:
     """Every composable index template (``{"index_templates": [{"name": ...}, ...]}``)."""
     return Request("GET", "/_index_template")
-
-
-def delete_index_template(name: str) -> Request:
-    """Delete one composable index template (by name: no wildcards)."""
-    return Request("DELETE", f"/_index_template/{_p(name)}")
