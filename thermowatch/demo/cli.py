@@ -69,9 +69,13 @@ def register(sub: SubParsers[argparse.ArgumentParser]) -> None:
 
 
 def _quiet_libraries() -> None:
+    """Keep the terminal for the demo: no line per request or per topic created."""
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    # Topic creation of the smoke probe is not news on the demo's terminal.
     logging.getLogger("stagekit.kafka").setLevel(logging.WARNING)
+    # The search clients log every request at INFO and every refusal at WARNING
+    # (the smoke probe's duplicate create is refused on purpose); failures raise.
+    logging.getLogger("opensearch").setLevel(logging.ERROR)
+    logging.getLogger("elastic_transport").setLevel(logging.ERROR)
 
 
 def _clean(args: argparse.Namespace) -> int:
@@ -81,6 +85,7 @@ def _clean(args: argparse.Namespace) -> int:
     if args.keep < 0:
         print(f"thermowatch: error: --keep: must be 0 or more, got {args.keep}", file=sys.stderr)
         return 2
+    _quiet_libraries()
     stack = LocalStack()
     report = clean_demo_runs(stack.root, stack.endpoints(), keep=args.keep)
     print(
