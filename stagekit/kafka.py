@@ -16,7 +16,14 @@ from typing import Any, Final
 
 from stagekit.settings import KafkaSettings
 
-__all__ = ["TopicError", "create_topics", "delete_topics", "partitions_of", "settings_for"]
+__all__ = [
+    "TopicError",
+    "create_topics",
+    "delete_topics",
+    "list_topics",
+    "partitions_of",
+    "settings_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +111,15 @@ async def delete_topics(kafka: KafkaSettings | str, names: Iterable[str]) -> lis
         if doomed:
             await admin.delete_topics(doomed)
         return doomed
+    finally:
+        await admin.close()
+
+
+async def list_topics(kafka: KafkaSettings | str) -> list[str]:
+    """Names of every topic of the cluster, sorted (clean-up by name prefix)."""
+    admin = await _admin(kafka)
+    try:
+        return sorted(await admin.list_topics())
     finally:
         await admin.close()
 

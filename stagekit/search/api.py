@@ -26,9 +26,13 @@ __all__ = [
     "SearchError",
     "bulk",
     "cat_indices",
+    "count",
+    "create_doc",
     "create_index",
     "delete_index",
+    "delete_index_template",
     "get_doc",
+    "get_index_templates",
     "info",
     "put_ilm_policy",
     "put_index_template",
@@ -95,6 +99,11 @@ def put_index_template(name: str, body: Mapping[str, Any]) -> Request:
     return Request("PUT", f"/_index_template/{_p(name)}", body=body)
 
 
+def delete_index_template(name: str) -> Request:
+    """Delete a composable index template (clean-up of tests, benchmarks, demo runs)."""
+    return Request("DELETE", f"/_index_template/{_p(name)}")
+
+
 def put_ilm_policy(name: str, body: Mapping[str, Any]) -> Request:
     """Create or replace an Elasticsearch ILM policy (idempotent)."""
     return Request("PUT", f"/_ilm/policy/{_p(name)}", body=body)
@@ -133,6 +142,17 @@ def search(pattern: str, body: Mapping[str, Any]) -> Request:
     )
 
 
+def count(pattern: str, body: Mapping[str, Any] | None = None) -> Request:
+    """``/<pattern>/_count``: documents searchable now (those ``body``'s query matches, if
+    given); missing indices count 0."""
+    return Request(
+        "GET" if body is None else "POST",
+        f"/{_p(pattern)}/_count",
+        params={"ignore_unavailable": "true", "allow_no_indices": "true"},
+        body=body,
+    )
+
+
 def get_doc(index: str, doc_id: str) -> Request:
     """Real-time ``GET`` of one document."""
     return Request("GET", f"/{_p(index)}/_doc/{quote(doc_id, safe='')}")
@@ -151,3 +171,16 @@ def update_doc(index: str, doc_id: str, partial: Mapping[str, Any]) -> Request:
 def cat_indices(pattern: str) -> Request:
     """List index names matching ``pattern`` (JSON format)."""
     return Request("GET", f"/_cat/indices/{_p(pattern)}", params={"format": "json", "h": "index"})
+
+
+def create_doc(
+    index: str, doc_id: str, doc: Mapping[str, Any], *, refresh: bool = False
+) -> Request:
+    """Create a document by id; a second create of the same id is refused (409)."""
+    params = {"refresh": "true"} if refresh else {}
+    return Request("PUT", f"/{_p(index)}/_create/{quote(doc_id, safe='')}", params=params, body=doc)
+
+
+def get_index_templates() -> Request:
+    """Every composable index template (``{"index_templates": [{"name": ...}, ...]}``)."""
+    return Request("GET", "/_index_template")
