@@ -9,6 +9,8 @@ same bytes, and tests can inspect a request without a server.
 '/_index_template/tw-readings'
 >>> bulk(b"").headers["content-type"]
 'application/x-ndjson'
+>>> delete_index_template("tw-readings").method, count("tw-readings-*").path
+('DELETE', '/tw-readings-*/_count')
 >>> SearchError("boom", status=429).retriable, SearchError("bad", status=400).retriable
 (True, False)
 """
@@ -26,8 +28,10 @@ __all__ = [
     "SearchError",
     "bulk",
     "cat_indices",
+    "count",
     "create_index",
     "delete_index",
+    "delete_index_template",
     "get_doc",
     "info",
     "put_ilm_policy",
@@ -95,6 +99,11 @@ def put_index_template(name: str, body: Mapping[str, Any]) -> Request:
     return Request("PUT", f"/_index_template/{_p(name)}", body=body)
 
 
+def delete_index_template(name: str) -> Request:
+    """Delete a composable index template (clean-up of tests, benchmarks, demo runs)."""
+    return Request("DELETE", f"/_index_template/{_p(name)}")
+
+
 def put_ilm_policy(name: str, body: Mapping[str, Any]) -> Request:
     """Create or replace an Elasticsearch ILM policy (idempotent)."""
     return Request("PUT", f"/_ilm/policy/{_p(name)}", body=body)
@@ -130,6 +139,15 @@ def search(pattern: str, body: Mapping[str, Any]) -> Request:
         f"/{_p(pattern)}/_search",
         params={"ignore_unavailable": "true", "allow_no_indices": "true"},
         body=body,
+    )
+
+
+def count(pattern: str) -> Request:
+    """``GET /<pattern>/_count``: documents searchable now; missing indices count 0."""
+    return Request(
+        "GET",
+        f"/{_p(pattern)}/_count",
+        params={"ignore_unavailable": "true", "allow_no_indices": "true"},
     )
 
 

@@ -10,13 +10,16 @@ request body or reads an answer, and the caller runs it through its backend
 (3000000, 10)
 >>> alerts_query(50)["query"]
 {'term': {'status': 'open'}}
+>>> ids_query(["d1:7", "d2:3"])
+{'size': 2, '_source': False, 'query': {'ids': {'values': ['d1:7', 'd2:3']}}}
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["alerts_query", "parse_readings", "readings_query"]
+__all__ = ["alerts_query", "ids_query", "parse_readings", "readings_query"]
 
 _READING_FIELDS = ["@timestamp", "device_id", "site", "seq", "temp_c", "quality"]
 
@@ -69,3 +72,8 @@ def alerts_query(max_alerts: int) -> dict[str, Any]:
         "query": {"term": {"status": "open"}},
         "sort": [{"opened_at": {"order": "desc"}}],
     }
+
+
+def ids_query(ids: Sequence[str]) -> dict[str, Any]:
+    """Which of the documents ``ids`` (``_id``) are searchable, without their source."""
+    return {"size": len(ids), "_source": False, "query": {"ids": {"values": list(ids)}}}
