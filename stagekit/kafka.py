@@ -11,7 +11,7 @@ imported inside the functions: an edge device never needs it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from stagekit.settings import KafkaSettings
@@ -60,10 +60,13 @@ async def create_topics(
     *,
     partitions: int = 6,
     replication: int = 1,
+    configs: Mapping[str, str] | None = None,
     **admin_options: Any,
 ) -> list[str]:
     """Create the topics of ``names`` that do not exist yet; the ones created.
 
+    ``configs`` are topic settings, e.g. ``{"message.timestamp.type":
+    "LogAppendTime"}`` (a record's time is then when the broker appended it).
     Raises :class:`TopicError` when Kafka refuses one for another reason than
     "already exists".
     """
@@ -77,7 +80,12 @@ async def create_topics(
             return []
         response = await admin.create_topics(
             [
-                NewTopic(n, num_partitions=partitions, replication_factor=replication)
+                NewTopic(
+                    n,
+                    num_partitions=partitions,
+                    replication_factor=replication,
+                    topic_configs=dict(configs or {}),
+                )
                 for n in missing
             ]
         )

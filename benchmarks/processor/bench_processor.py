@@ -197,7 +197,7 @@ async def cleanup(url: str, *names: IndexNames) -> None:
             await backend.perform(search.delete_index(f"{n.prefix}*"))
         for spec in INDEXES:
             with contextlib.suppress(SearchError):
-                await backend.perform(search.Request("DELETE", f"/_index_template/{n.base(spec)}"))
+                await backend.perform(search.delete_index_template(n.base(spec)))
     await backend.close()
 
 

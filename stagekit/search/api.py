@@ -9,6 +9,8 @@ same bytes, and tests can inspect a request without a server.
 '/_index_template/tw-readings'
 >>> bulk(b"").headers["content-type"]
 'application/x-ndjson'
+>>> delete_index_template("tw-readings").method, count("tw-readings-*").path
+('DELETE', '/tw-readings-*/_count')
 >>> SearchError("boom", status=429).retriable, SearchError("bad", status=400).retriable
 (True, False)
 """

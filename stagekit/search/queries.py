@@ -12,17 +12,20 @@ request body or reads an answer, and the caller runs it through its backend
 {'term': {'status': 'open'}}
 >>> readings_count_query(["d2", "d1"])
 {'query': {'terms': {'device_id': ['d1', 'd2']}}}
+>>> ids_query(["d1:7", "d2:3"])
+{'size': 2, '_source': False, 'query': {'ids': {'values': ['d1:7', 'd2:3']}}}
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = [
     "alerts_query",
     "device_alerts_query",
     "devices_filter",
+    "ids_query",
     "open_alerts_query",
     "parse_readings",
     "parse_stored_pairs",
@@ -192,3 +195,8 @@ def open_alerts_query(
             }
         },
     }
+
+
+def ids_query(ids: Sequence[str]) -> dict[str, Any]:
+    """Which of the documents ``ids`` (``_id``) are searchable, without their source."""
+    return {"size": len(ids), "_source": False, "query": {"ids": {"values": list(ids)}}}
