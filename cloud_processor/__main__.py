@@ -1,4 +1,9 @@
-"""Cloud processor: Kafka -> fleet rules, alerts, aggregates -> search server."""
+"""Cloud processor: Kafka -> fleet rules, alerts, aggregates -> search server.
+
+Commands: run (the service), replay --from TIME (re-process from a point in
+time, then exit), check-config, print-config, ack ALERT_ID, retention. The
+same as thermowatch processor ... .
+"""
 
 # Heavy imports (aiokafka, search clients) happen inside the handlers.
 
@@ -7,12 +12,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import signal
-import sys
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["parse_timestamp", "register"]
+from stagekit.stage import StageCommand, SubParsers, add_config_commands, serve
+
+__all__ = ["COMMAND", "main", "parse_timestamp", "register"]
+
+log = logging.getLogger("cloud_processor")
+
+_Command = Callable[[argparse.Namespace], int]
 
 
 def parse_timestamp(text: str) -> int:
@@ -34,125 +47,45 @@ def parse_timestamp(text: str) -> int:
     return int(dt.timestamp() * 1000)
 
 
-def _config(args: argparse.Namespace) -> Any:
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", default=None, help="TOML config file (default: built-in defaults)"
+    )
+
+
+def _load(path: str | None) -> Any:
     from cloud_processor.config import load_config
 
-    return load_config(args.config)
+    return load_config(path)
 
 
-async def _run(args: argparse.Namespace, replay_from: int | None = None) -> int:
-    from cloud_processor.app import Processor
-
-    cfg = _config(args)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    processor = Processor(cfg, replay_from_ms=replay_from)
-    try:
-        await processor.start()
-        await processor.run(stop)
-    finally:
-        await processor.close()
-    return 0
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    return asyncio.run(_run(args))
-
-
-def _cmd_replay(args: argparse.Namespace) -> int:
-    return asyncio.run(_run(args, replay_from=args.from_ms))
-
-
-def _cmd_check_config(args: argparse.Namespace) -> int:
-    from stagekit.config import dump_toml
-
-    cfg = _config(args)
-    if args.show:
-        print(dump_toml(cfg))
-    else:
-        print(f"{args.config or '(defaults)'}: ok")
-    return 0
-
-
-async def _with_storage(args: argparse.Namespace, action: str, arg: str = "") -> int:
-    import json
-    import time
-
-    from cloud_processor.storage import Storage
-    from stagekit.search import make_backend
-    from stagekit.search.api import SearchError
-    from stagekit.search.indices import IndexNames
-
-    cfg = _config(args)
-    backend = make_backend(cfg.search)
-    storage = Storage(backend, IndexNames(cfg.search.index_prefix))
-    now_ms = int(time.time() * 1000)
-    try:
-        if action == "ack":
-            try:
-                doc = await storage.acknowledge(arg, by=args.by, now_ms=now_ms)
-            except SearchError as exc:
-                if exc.status == 404:
-                    print(f"thermowatch: error: no alert {arg!r}", file=sys.stderr)
-                    return 1
-                raise
-            print(json.dumps(doc, indent=2, sort_keys=True))
-        else:
-            doomed = await storage.delete_expired(
-                now_ms=now_ms, retention_days=cfg.search.retention_days
-            )
-            for name in doomed:
-                print(f"deleted {name}")
-            if not doomed:
-                print("nothing past retention")
-    finally:
-        await backend.close()
-    return 0
-
-
-def _cmd_ack(args: argparse.Namespace) -> int:
-    return asyncio.run(_with_storage(args, "ack", args.alert_id))
-
-
-def _cmd_retention(args: argparse.Namespace) -> int:
-    return asyncio.run(_with_storage(args, "retention"))
-
-
-def register(subparsers: Any) -> None:
-    """Add ``processor`` and its sub-commands to the ``thermowatch`` parser."""
-    _add_processor(subparsers)
-
-
-def _add_processor(subparsers: Any) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "processor",
-        help="cloud processor: Kafka -> rules/alerts/aggregates -> search server",
-        description=__doc__,
+def _describe(cfg: Any) -> str:
+    k, s = cfg.kafka, cfg.search
+    return (
+        f"processor group {k.group_id}: kafka {','.join(k.servers)} (prefix {k.topic_prefix}) "
+        f"-> {s.backend} {s.url} (index prefix {s.index_prefix})"
     )
-    sub = p.add_subparsers(title="processor commands", metavar="COMMAND", required=True)
 
-    def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument(
-            "-c", "--config", default=None, help="TOML config file (default: built-in defaults)"
-        )
 
+def _add_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
     run = sub.add_parser("run", help="consume, evaluate rules, store and alert")
-    common(run)
+    _config_option(run)
     run.set_defaults(func=_cmd_run)
 
-    check = sub.add_parser("check-config", help="validate the configuration and exit")
-    common(check)
+    add_config_commands(sub, _load, _describe, config_option=_config_option)
+    # ``check-config --show`` predates print-config: kept, doing what print-config does.
+    check = sub.choices["check-config"]
     check.add_argument("--show", action="store_true", help="print the effective config")
-    check.set_defaults(func=_cmd_check_config)
+    check.set_defaults(
+        func=_show_or(sub.choices["print-config"].get_default("func"), check.get_default("func"))
+    )
 
     replay = sub.add_parser(
         "replay",
         help="re-process Kafka records from a point in time (idempotent; no new alerts "
         "for old events)",
     )
-    common(replay)
+    _config_option(replay)
     replay.add_argument(
         "--from",
         dest="from_ms",
@@ -165,7 +98,7 @@ def _add_processor(subparsers: Any) -> argparse.ArgumentParser:
     replay.set_defaults(func=_cmd_replay)
 
     ack = sub.add_parser("ack", help="acknowledge an alert")
-    common(ack)
+    _config_option(ack)
     ack.add_argument("alert_id", metavar="ALERT_ID")
     ack.add_argument("--by", default=getpass.getuser(), help="who acknowledges (default: you)")
     ack.set_defaults(func=_cmd_ack)
@@ -175,25 +108,105 @@ def _add_processor(subparsers: Any) -> argparse.ArgumentParser:
         help="delete monthly reading/aggregate indices past search.retention_days "
         "(for clusters without ILM/ISM; run daily)",
     )
-    common(retention)
+    _config_option(retention)
     retention.set_defaults(func=_cmd_retention)
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def _show_or(show: _Command, check: _Command) -> _Command:
+    def check_or_show(args: argparse.Namespace) -> int:
+        return show(args) if args.show else check(args)
+
+    return check_or_show
+
+
+#: ``thermowatch processor ...`` and ``python -m cloud_processor ...``.
+COMMAND = StageCommand(
+    name="processor",
+    help="cloud processor: Kafka -> rules/alerts/aggregates -> search server",
+    description=__doc__ or "",
+    add_commands=_add_commands,
+    module="cloud_processor",
+)
+
+
+def register(sub: SubParsers[argparse.ArgumentParser]) -> None:
+    """Add ``processor`` and its sub-commands to the ``thermowatch`` parser."""
+    COMMAND.register(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     """``python -m cloud_processor COMMAND ...`` (same as ``thermowatch processor``)."""
-    from stagekit.logs import configure_logging
+    return COMMAND.main(argv)
 
-    parser = _add_processor(argparse.ArgumentParser().add_subparsers())
-    parser.prog = "python -m cloud_processor"
-    parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
-    )
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    configure_logging(args.log_level)
-    code: int = args.func(args)
-    return code
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    return serve(lambda stop: _serve(cfg, stop))
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    return serve(lambda stop: _serve(cfg, stop, replay_from_ms=args.from_ms))
+
+
+async def _serve(cfg: Any, stop: asyncio.Event, *, replay_from_ms: int | None = None) -> int:
+    from cloud_processor.factory import build_processor
+    from cloud_processor.storage import StoppedError
+
+    processor = build_processor(cfg, replay_from_ms=replay_from_ms)
+    try:
+        await processor.start(stop)
+        await processor.run(stop)
+    except StoppedError as exc:
+        log.info("event=stopped_before_start detail=%s", exc)
+    finally:
+        await processor.close()
+    return 0
+
+
+def _cmd_ack(args: argparse.Namespace) -> int:
+    return asyncio.run(_ack(_load(args.config), args.alert_id, args.by))
+
+
+async def _ack(cfg: Any, alert_id: str, by: str) -> int:
+    from cloud_processor.factory import make_storage
+    from stagekit.search.api import SearchError
+
+    storage = make_storage(cfg)
+    try:
+        doc = await storage.acknowledge(alert_id, by=by, now_ms=int(time.time() * 1000))
+    except SearchError as exc:
+        if exc.status == 404:
+            raise LookupError(f"no alert {alert_id!r}") from None
+        raise
+    finally:
+        await storage.close()
+    print(json.dumps(doc, indent=2, sort_keys=True))
+    return 0
+
+
+def _cmd_retention(args: argparse.Namespace) -> int:
+    return asyncio.run(_retention(_load(args.config)))
+
+
+async def _retention(cfg: Any) -> int:
+    from cloud_processor.factory import make_storage
+
+    storage = make_storage(cfg)
+    try:
+        doomed = await storage.delete_expired(
+            now_ms=int(time.time() * 1000), retention_days=cfg.search.retention_days
+        )
+    finally:
+        await storage.close()
+    for name in doomed:
+        print(f"deleted {name}")
+    if not doomed:
+        print("nothing past retention")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
+    import sys
+
     sys.exit(main())

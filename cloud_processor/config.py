@@ -33,12 +33,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
 import stagekit.search
 import stagekit.settings
+from cloud_processor.rules.settings import AlertSettings, RuleGroup, RulesConfig, RuleSettings
 from stagekit.config import load
 from stagekit.settings import HttpSettings
 
@@ -84,28 +85,12 @@ class SearchSettings(stagekit.search.SearchSettings, frozen=True, forbid_unknown
     #: Documents per bulk request, and bulk requests in flight at once.
     bulk_max_docs: int = 2500
     bulk_concurrency: int = 2
-    retry_initial_s: float = 0.5
-    retry_max_s: float = 15.0
+    #: Backoff of retried requests (equal jitter), also while the server is down.
+    retry_initial_s: Annotated[float, msgspec.Meta(gt=0)] = 0.5
+    retry_max_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
     #: Monthly reading/aggregate indices whose month ended longer ago are
     #: deleted by ``thermowatch processor retention``.
     retention_days: int = 400
-
-
-class AlertSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Alert lifecycle: lateness, flapping."""
-
-    #: An event older than the newest event time seen minus this is late.
-    allowed_lateness_s: float = 120.0
-    #: An event older than processing time minus this is late too (a backlog
-    #: replayed after an outage, or ``processor replay``).
-    max_event_age_s: float = 600.0
-    #: An alert that opened this many times within ``flap_window_s`` is flapping.
-    flap_max_opens: int = 3
-    flap_window_s: float = 900.0
-    #: A flapping alert resolves only after its clear condition held this long.
-    flap_hold_s: float = 300.0
-    #: Resolved alerts loaded at start (to recognise replayed changes).
-    restore_resolved_s: float = 86_400.0
 
 
 class WebhookSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -115,95 +100,11 @@ class WebhookSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     format: Literal["json", "slack"] = "json"
     timeout_s: float = 10.0
     max_attempts: int = 5
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 30.0
+    backoff_initial_s: Annotated[float, msgspec.Meta(gt=0)] = 0.5
+    backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     #: At most this many POSTs per second (token bucket).
     rate_per_s: float = 5.0
     burst: int = 10
-
-
-class RuleSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Fleet rule parameters (null disables a threshold)."""
-
-    threshold_high_c: float | None = None
-    critical_high_c: float | None = None
-    threshold_low_c: float | None = None
-    critical_low_c: float | None = None
-    #: A threshold alert clears only this far back inside the limit.
-    hysteresis_c: float = 1.0
-    #: The limit must be crossed for this long (event time) before opening.
-    min_duration_s: float = 60.0
-    #: Rate of change limit in °C per minute over ``rate_window_s``.
-    rate_max_c_per_min: float | None = None
-    rate_clear_c_per_min: float | None = None
-    rate_window_s: float = 60.0
-    #: No reading for this long (processing time): stale sensor.
-    stale_after_s: float = 300.0
-    #: Fleet outlier: robust z-score among the site's devices in the window.
-    outlier_z: float = 4.0
-    outlier_clear_z: float = 2.5
-    outlier_min_peers: int = 4
-    outlier_window_s: float = 120.0
-    #: Floor of the MAD (°C) so that identical peers do not make z infinite.
-    outlier_min_mad_c: float = 0.25
-    #: Sensor-fault storm: this many non-ok readings within the window.
-    fault_storm_count: int = 5
-    fault_storm_window_s: float = 60.0
-
-
-class RuleGroup(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
-    """Overrides for some sites and/or devices (unset keys keep the default)."""
-
-    sites: list[str] = msgspec.field(default_factory=list)
-    devices: list[str] = msgspec.field(default_factory=list)
-    threshold_high_c: float | None = None
-    critical_high_c: float | None = None
-    threshold_low_c: float | None = None
-    critical_low_c: float | None = None
-    hysteresis_c: float | None = None
-    min_duration_s: float | None = None
-    rate_max_c_per_min: float | None = None
-    rate_clear_c_per_min: float | None = None
-    rate_window_s: float | None = None
-    stale_after_s: float | None = None
-    outlier_z: float | None = None
-    outlier_clear_z: float | None = None
-    outlier_min_peers: int | None = None
-    outlier_window_s: float | None = None
-    outlier_min_mad_c: float | None = None
-    fault_storm_count: int | None = None
-    fault_storm_window_s: float | None = None
-
-
-_OVERRIDABLE: Final = tuple(f for f in RuleSettings.__struct_fields__)
-
-
-class RulesConfig(RuleSettings, frozen=True, forbid_unknown_fields=True):
-    """Default rule settings plus named groups of overrides."""
-
-    groups: dict[str, RuleGroup] = msgspec.field(default_factory=dict)
-    #: Reorder stage (fleet-wide, not per group): a reading that overtook a
-    #: lower seq of its device waits at most this long (processing time) for
-    #: the missing seqs before the rules see it anyway; 0 disables waiting.
-    reorder_wait_ms: int = 200
-    #: Readings held for reordering, at most, over all devices and per device
-    #: (when full, the oldest hole is given up and its device's readings released).
-    reorder_max_held: int = 10_000
-    reorder_max_held_per_device: int = 64
-
-    def for_device(self, device_id: str, site: str) -> RuleSettings:
-        """Effective settings of one device: defaults, then site groups, then device groups."""
-        values: dict[str, Any] = {f: getattr(self, f) for f in _OVERRIDABLE}
-        for match_devices in (False, True):
-            for group in self.groups.values():
-                hit = device_id in group.devices if match_devices else site in group.sites
-                if not hit:
-                    continue
-                for f in _OVERRIDABLE:
-                    v = getattr(group, f)
-                    if v is not None:
-                        values[f] = v
-        return RuleSettings(**values)
 
 
 class ProcessorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -240,46 +141,8 @@ class ProcessorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         for name, (lat, lon) in self.locations.items():
             if not (-90 <= lat <= 90 and -180 <= lon <= 180):
                 problems.append(f"locations.{name}: not a [lat, lon] pair, got [{lat}, {lon}]")
-        problems += _check_rules("rules", self.rules)
-        r = self.rules
-        if not 0 <= r.reorder_wait_ms <= 60_000:
-            problems.append(
-                f"rules.reorder_wait_ms: must be between 0 and 60000, got {r.reorder_wait_ms}"
-            )
-        if r.reorder_max_held < 1:
-            problems.append(f"rules.reorder_max_held: must be at least 1, got {r.reorder_max_held}")
-        if not 1 <= r.reorder_max_held_per_device <= r.reorder_max_held:
-            problems.append(
-                f"rules.reorder_max_held_per_device: must be between 1 and "
-                f"reorder_max_held ({r.reorder_max_held}), got {r.reorder_max_held_per_device}"
-            )
-        for gname, group in self.rules.groups.items():
-            if not group.sites and not group.devices:
-                problems.append(f"rules.groups.{gname}: lists neither sites nor devices")
+        problems += self.rules.check("rules")
         return problems
-
-
-def _check_rules(where: str, r: RuleSettings) -> list[str]:
-    out: list[str] = []
-    if r.hysteresis_c < 0:
-        out.append(f"{where}.hysteresis_c: must be >= 0, got {r.hysteresis_c}")
-    if (
-        r.threshold_high_c is not None
-        and r.threshold_low_c is not None
-        and r.threshold_low_c >= r.threshold_high_c
-    ):
-        out.append(
-            f"{where}.threshold_low_c: must be below threshold_high_c "
-            f"({r.threshold_high_c}), got {r.threshold_low_c}"
-        )
-    if r.outlier_clear_z > r.outlier_z:
-        out.append(
-            f"{where}.outlier_clear_z: must not exceed outlier_z ({r.outlier_z}), "
-            f"got {r.outlier_clear_z}"
-        )
-    if r.outlier_min_peers < 3:
-        out.append(f"{where}.outlier_min_peers: must be at least 3, got {r.outlier_min_peers}")
-    return out
 
 
 def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> ProcessorConfig:

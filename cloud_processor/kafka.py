@@ -1,19 +1,22 @@
-"""Kafka adapter: the consumer group and the alerts producer (topics: :mod:`stagekit.kafka`).
+"""Kafka adapter: the source (consumer group or replay) and the producer of alerts.
 
 Offsets are never committed automatically: :class:`cloud_processor.app.Processor`
 commits them after the documents of the records are stored, and again (for
-what it has stored) when the group takes partitions away.
+what it has stored) when the group takes partitions away. aiokafka clients
+are created in ``start()``, inside the running loop, and imported there.
+Topics are created with :mod:`stagekit.kafka`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from cloud_processor.config import KafkaSettings
+from cloud_processor.ports import Batch, Partition, Rebalanced
 
-__all__ = ["Revocations", "make_consumer", "make_producer"]
+__all__ = ["KafkaProducer", "KafkaSource", "Revocations", "make_consumer", "make_producer"]
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +71,125 @@ class Revocations:
         self._on_revoked = on_revoked
         self._on_assigned = on_assigned
         self.listener: Any = _Listener()
+
+
+class KafkaSource:
+    """The processor's :class:`~cloud_processor.ports.Source` on aiokafka.
+
+    Without ``replay_from_ms``: a member of the consumer group, subscribed to
+    ``topics``. With it: a consumer outside any group, assigned every
+    partition of ``topics`` and positioned at the first record produced at
+    or after ``replay_from_ms``; :attr:`end_offsets` says where to stop.
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        topics: Sequence[str],
+        *,
+        replay_from_ms: int | None = None,
+    ) -> None:
+        self._settings = settings
+        self._topics = list(topics)
+        self.replay_from_ms = replay_from_ms
+        self.end_offsets: dict[Partition, int] = {}
+        self._consumer: Any = None
+
+    async def start(self, on_revoked: Rebalanced, on_assigned: Rebalanced) -> None:
+        """Join the group (rebalances call back), or seek for the replay."""
+        if self.replay_from_ms is not None:
+            await self._start_replay(self.replay_from_ms)
+            return
+        self._consumer = make_consumer(self._settings)
+        listener = Revocations(on_revoked, on_assigned)
+        self._consumer.subscribe(self._topics, listener=listener.listener)
+        await self._consumer.start()
+
+    async def _start_replay(self, from_ms: int) -> None:
+        from aiokafka import TopicPartition
+
+        from stagekit.kafka import partitions_of
+
+        self._consumer = make_consumer(self._settings, group_id=None)
+        await self._consumer.start()
+        parts = await partitions_of(self._settings, self._topics)
+        tps = [TopicPartition(t, p) for t, ps in parts.items() for p in ps]
+        self._consumer.assign(tps)
+        starts = await self._consumer.offsets_for_times(dict.fromkeys(tps, from_ms))
+        ends = await self._consumer.end_offsets(tps)
+        for tp in tps:
+            found = starts.get(tp)
+            start = found.offset if found is not None else ends[tp]
+            self._consumer.seek(tp, start)
+            if start < ends[tp]:
+                self.end_offsets[tp] = ends[tp]
+        log.info("event=replay_started from_ms=%d partitions=%d", from_ms, len(tps))
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> Batch:
+        """The next records, per partition (empty after ``timeout_ms`` without any)."""
+        batch: Batch = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        return batch
+
+    def assignment(self) -> Collection[Partition]:
+        """The partitions read now (none before :meth:`start`)."""
+        if self._consumer is None:
+            return set()
+        assigned: Collection[Partition] = self._consumer.assignment()
+        return assigned
+
+    def highwater(self, tp: Partition) -> int | None:
+        """The partition's end offset as of the last fetch."""
+        end: int | None = self._consumer.highwater(tp)
+        return end
+
+    async def commit(self, offsets: Mapping[Partition, int]) -> bool:
+        """Commit; False (logged) when the group rebalanced and took them away."""
+        from aiokafka.errors import CommitFailedError
+
+        try:
+            await self._consumer.commit(dict(offsets))
+        except CommitFailedError as exc:
+            log.warning("event=commit_failed error=%s", exc)
+            return False
+        return True
+
+    async def stop(self) -> None:
+        """Leave the group and disconnect (idempotent)."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()
+
+
+class KafkaProducer:
+    """The processor's :class:`~cloud_processor.ports.Producer`: one idempotent
+    aiokafka producer (acks=all) for alert changes and dead letters.
+
+    :meth:`start` first creates ``topics`` where missing (the alerts and
+    dead-letter topics: auto creation is off on the brokers).
+    """
+
+    def __init__(self, settings: KafkaSettings, topics: Sequence[str]) -> None:
+        self._settings = settings
+        self._topics = list(topics)
+        self._producer: Any = None
+
+    async def start(self) -> None:
+        """Create the topics, then connect."""
+        from stagekit.kafka import create_topics
+
+        await create_topics(self._settings, self._topics)
+        self._producer = make_producer(self._settings)
+        await self._producer.start()
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> Awaitable[Any]:
+        """Queue one record; the awaitable resolves once Kafka has it."""
+        if self._producer is None:
+            raise RuntimeError("KafkaProducer.send before start()")
+        delivered: Awaitable[Any] = await self._producer.send(topic, value=value, key=key)
+        return delivered
+
+    async def stop(self) -> None:
+        """Flush and disconnect (idempotent)."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()

@@ -6,13 +6,14 @@ document is stored (or was already stored: a 409 on ``create``), retrying
 for as long as it takes. Only a document the server rejects as malformed
 (a 4xx other than 409/429) is given up on, counted and logged, because
 retrying it cannot succeed. The caller commits Kafka offsets after it returns.
+At start-up (schema, alert state) the same waits end with :class:`StoppedError`
+as soon as the stage is told to stop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -33,17 +34,22 @@ from cloud_processor.documents import (
     bulk_body,
     classify_bulk,
 )
+from stagekit.backoff import Backoff, sleep_or_stop
 from stagekit.search import api as search
 from stagekit.search.alerts import alert_doc, alert_from_doc
 from stagekit.search.api import SearchBackend, SearchError
 from stagekit.search.indices import IndexNames, ilm_policy, index_templates
 from telemetry_contract import Alert
 
-__all__ = ["BulkTotals", "Storage"]
+__all__ = ["BulkTotals", "StoppedError", "Storage"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class StoppedError(Exception):
+    """The stage was told to stop while waiting for the search server (at start-up)."""
 
 
 @dataclass(slots=True)
@@ -83,7 +89,7 @@ class Storage:
         #: "ilm", "ism" or "none" once :meth:`ensure_schema` has run.
         self.lifecycle = "none"
         self._retry_initial = retry_initial_s
-        self._retry_max = retry_max_s
+        self._retry_max = max(retry_max_s, retry_initial_s)
         self._shards = shards
         self._replicas = replicas
         self._refresh_interval = refresh_interval
@@ -102,47 +108,63 @@ class Storage:
             if self._on_state:
                 self._on_state(up)
 
-    async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Run ``call`` until it succeeds or fails for a non-retriable reason."""
-        delay = self._retry_initial
-        attempt = 0
+    def _backoff(self) -> Backoff:
+        return Backoff(self._retry_initial, self._retry_max, jitter="equal")
+
+    @property
+    def backend_name(self) -> str:
+        """The backend's name (``opensearch``, ``elasticsearch``), for the logs."""
+        return self.backend.name
+
+    async def _retrying(
+        self, what: str, call: Callable[[], Awaitable[T]], stop: asyncio.Event | None = None
+    ) -> T:
+        """Run ``call`` until it succeeds or fails for a non-retriable reason.
+
+        With ``stop`` (start-up), raise :class:`StoppedError` as soon as it is set
+        instead of waiting on; without it (writes), retry for as long as it takes.
+        """
+        backoff = self._backoff()
         while True:
             try:
                 result = await call()
             except SearchError as exc:
                 if not exc.retriable:
                     raise
-                attempt += 1
                 self._set_available(False)
+                delay = backoff.current_s
+                wait = backoff.next()
                 log.warning(
                     "event=search_retry op=%s attempt=%d delay_s=%.2f error=%s",
                     what,
-                    attempt,
+                    backoff.attempts,
                     delay,
                     exc,
                 )
-                await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311
-                delay = min(delay * 2, self._retry_max)
+                if await sleep_or_stop(wait, stop):
+                    raise StoppedError(f"stopped while the search server is down ({what})") from exc
                 continue
             self._set_available(True)
             return result
 
-    async def ensure_schema(self) -> dict[str, Any]:
+    async def ensure_schema(self, *, stop: asyncio.Event | None = None) -> dict[str, Any]:
         """Create or update the index templates and the alerts index (idempotent).
 
         Returns the server's ``GET /`` answer (name, version, distribution).
+        Waits for the server to answer; :class:`StoppedError` when ``stop`` is set meanwhile.
         """
         info: dict[str, Any] = await self._retrying(
-            "info", lambda: self.backend.perform(search.info())
+            "info", lambda: self.backend.perform(search.info()), stop
         )
         policy: str | None = None
-        self.lifecycle = await self._retrying("probe_lifecycle", self.retention_support)
+        self.lifecycle = await self._retrying("probe_lifecycle", self.retention_support, stop)
         if self.lifecycle == "ilm" and self._retention_days:
             policy = f"{self.names.prefix}retention"
             body = ilm_policy(self._retention_days)
             await self._retrying(
                 "put_ilm_policy",
                 lambda: self.backend.perform(search.put_ilm_policy(policy or "", body)),
+                stop,
             )
         for name, body in index_templates(
             self.names,
@@ -156,11 +178,13 @@ class Storage:
                 lambda name=name, body=body: self.backend.perform(  # type: ignore[misc]
                     search.put_index_template(name, body)
                 ),
+                stop,
             )
         try:
             await self._retrying(
                 "create_alerts_index",
                 lambda: self.backend.perform(search.create_index(self.names.alerts)),
+                stop,
             )
         except SearchError as exc:
             if not _already_exists(exc):
@@ -190,7 +214,7 @@ class Storage:
         return totals
 
     async def _write_chunk(self, pending: list[BulkItem], totals: BulkTotals) -> None:
-        delay = self._retry_initial
+        backoff = self._backoff()
         while pending:
             body = bulk_body(pending)
             started = time.perf_counter()
@@ -215,9 +239,12 @@ class Storage:
             pending = [pending[i] for i in retry]
             if pending:
                 totals.retries += 1
-                log.warning("event=bulk_partial_retry items=%d delay_s=%.2f", len(pending), delay)
-                await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311
-                delay = min(delay * 2, self._retry_max)
+                log.warning(
+                    "event=bulk_partial_retry items=%d delay_s=%.2f",
+                    len(pending),
+                    backoff.current_s,
+                )
+                await asyncio.sleep(backoff.next())
 
     async def refresh_readings(self) -> None:
         """Make written readings visible to the aggregation query."""
@@ -275,14 +302,17 @@ class Storage:
         doc = alert_doc(a, location, processed_at=processed_at)
         return BulkItem(Action.UPDATE, self.names.alerts, a.alert_id, doc)
 
-    async def load_alerts(self, *, since_ms: int) -> list[Alert]:
+    async def load_alerts(self, *, since_ms: int, stop: asyncio.Event | None = None) -> list[Alert]:
         """Open alerts, plus alerts changed since ``since_ms`` (processing time).
 
         Processing time, not event time: a backlog from January processed an
-        hour ago must be recognised when it is replayed now.
+        hour ago must be recognised when it is replayed now. :class:`StoppedError`
+        when ``stop`` is set while the server is down.
         """
         await self._retrying(
-            "refresh_alerts", lambda: self.backend.perform(search.refresh(self.names.alerts))
+            "refresh_alerts",
+            lambda: self.backend.perform(search.refresh(self.names.alerts)),
+            stop,
         )
         out: list[Alert] = []
         search_after: list[Any] | None = None
@@ -307,6 +337,7 @@ class Storage:
                 lambda body=body: self.backend.perform(  # type: ignore[misc]
                     search.search(self.names.alerts, body)
                 ),
+                stop,
             )
             hits = answer.get("hits", {}).get("hits", [])
             out += [alert_from_doc(h["_source"]) for h in hits]
@@ -342,6 +373,10 @@ class Storage:
             await self.backend.perform(search.delete_index(name))
             log.info("event=index_deleted index=%s retention_days=%d", name, retention_days)
         return doomed
+
+    async def close(self) -> None:
+        """Close the backend's connections (idempotent)."""
+        await self.backend.close()
 
     async def retention_support(self) -> str:
         """``ilm`` or ``ism`` when the cluster can delete old data by itself, else ``none``."""

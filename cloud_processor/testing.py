@@ -1,7 +1,11 @@
-"""Test helpers that ship with the package: a cuttable TCP proxy, a webhook receiver.
+"""Test helpers that ship with the package: fakes of the ports, a cuttable TCP
+proxy, a webhook receiver.
 
-Used by the integration tests and the benchmark; nothing here runs at import.
+Used by the tests and the benchmark; nothing here runs at import.
 
+* :class:`FakeSource`, :class:`FakeProducer` and :class:`FakeStore` are
+  in-memory :mod:`~cloud_processor.ports` for a
+  :class:`~cloud_processor.app.Processor` without Kafka or a search server.
 * :class:`TcpProxy` forwards a local port to a real server and can be cut
   (existing connections reset, new ones refused) and restored, which is how
   the tests take the search server "down" without touching the shared one.
@@ -13,10 +17,142 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import deque
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["TcpProxy", "WebhookReceiver"]
+from cloud_processor.aggregates import DirtyWindows, WindowAggregate
+from cloud_processor.documents import Action, BulkItem
+from cloud_processor.ports import Batch, Partition, Producer, Rebalanced, Source, Store
+from cloud_processor.storage import BulkTotals
+from stagekit.search.alerts import alert_doc
+from telemetry_contract import Alert
+
+__all__ = ["FakeProducer", "FakeSource", "FakeStore", "TcpProxy", "WebhookReceiver"]
+
+
+class FakeSource:
+    """A consumer group member that is assigned ``partitions`` and hands out ``batches``.
+
+    :meth:`start` calls back ``on_assigned`` as a group join does; each
+    :meth:`getmany` returns the next queued batch or, when none is queued,
+    sets :attr:`drained` (the loop has handled every batch and asks for more)
+    and returns nothing after a short sleep. Commits are kept in :attr:`commits`.
+    """
+
+    replay_from_ms: int | None = None
+
+    def __init__(self, *partitions: Partition) -> None:
+        self.partitions = set(partitions)
+        self.batches: deque[Batch] = deque()
+        self.commits: list[dict[Partition, int]] = []
+        self.end_offsets: dict[Partition, int] = {}
+        self.drained = asyncio.Event()
+        self.started = self.stopped = False
+
+    async def start(self, on_revoked: Rebalanced, on_assigned: Rebalanced) -> None:
+        """Join: the partitions are assigned."""
+        self.started = True
+        await on_assigned(set(self.partitions))
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> Batch:
+        """The next queued batch, else nothing after (at most) 10 ms."""
+        if self.batches:
+            self.drained.clear()
+            return self.batches.popleft()
+        self.drained.set()
+        await asyncio.sleep(min(timeout_ms, 10) / 1000)
+        return {}
+
+    def assignment(self) -> Collection[Partition]:
+        """Every partition given to the constructor."""
+        return self.partitions
+
+    def highwater(self, tp: Partition) -> int | None:
+        """Unknown."""
+        return None
+
+    async def commit(self, offsets: Mapping[Partition, int]) -> bool:
+        """Record the commit."""
+        self.commits.append(dict(offsets))
+        return True
+
+    async def stop(self) -> None:
+        """Note it."""
+        self.stopped = True
+
+
+class FakeProducer:
+    """Keeps every record sent as ``(topic, value, key)`` in :attr:`sent`."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes | None]] = []
+
+    async def start(self) -> None:
+        """Nothing to connect."""
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> Awaitable[Any]:
+        """Keep the record; it is delivered at once."""
+        self.sent.append((topic, value, key))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    async def stop(self) -> None:
+        """Nothing to disconnect."""
+
+
+class FakeStore:
+    """A search server that stores every item at once (kept in :attr:`written`)."""
+
+    available: bool | None = True
+    lifecycle = "none"
+    backend_name = "fake"
+
+    def __init__(self, alerts: Sequence[Alert] = ()) -> None:
+        #: What :meth:`load_alerts` returns (the alert state to restore).
+        self.alerts = list(alerts)
+        self.written: list[BulkItem] = []
+
+    async def ensure_schema(self, *, stop: asyncio.Event | None = None) -> dict[str, Any]:
+        """Nothing to create."""
+        return {"version": {"number": "0"}}
+
+    async def load_alerts(self, *, since_ms: int, stop: asyncio.Event | None = None) -> list[Alert]:
+        """:attr:`alerts`."""
+        return list(self.alerts)
+
+    async def write(self, items: Sequence[BulkItem], *, ordered: bool = False) -> BulkTotals:
+        """Keep the items; all stored."""
+        self.written += items
+        return BulkTotals(stored=len(items))
+
+    def alert_item(
+        self,
+        a: Alert,
+        location: tuple[float, float] | None = None,
+        *,
+        processed_at: int | None = None,
+    ) -> BulkItem:
+        """The same upsert as :meth:`cloud_processor.storage.Storage.alert_item`."""
+        doc = alert_doc(a, location, processed_at=processed_at)
+        return BulkItem(Action.UPDATE, "alerts", a.alert_id, doc)
+
+    async def compute_windows(self, dirty: DirtyWindows) -> list[WindowAggregate]:
+        """No readings to aggregate here."""
+        return []
+
+    def aggregate_items(
+        self,
+        windows: Sequence[WindowAggregate],
+        locations: dict[str, tuple[float, float]] | None = None,
+    ) -> list[BulkItem]:
+        """No windows."""
+        return []
+
+    async def close(self) -> None:
+        """Nothing to release."""
 
 
 class TcpProxy:
@@ -141,3 +277,9 @@ class WebhookReceiver:
             await self._server.wait_closed()
             self._server = None
             await asyncio.sleep(0.05)
+
+
+if TYPE_CHECKING:  # mypy checks that the fakes implement the ports
+
+    def _conforms() -> tuple[Source, Producer, Store]:
+        return FakeSource(), FakeProducer(), FakeStore()

@@ -1,4 +1,4 @@
-"""Alert notifications: webhook POSTs (plain JSON or Slack) and their payloads.
+"""The webhook notifier: alert changes POSTed (plain JSON or Slack) to one URL.
 
 Delivery: each change is POSTed in order (one alert's changes never overtake
 each other), retried with capped exponential backoff on connection errors,
@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import msgspec
 
 from cloud_processor.config import WebhookSettings
+from stagekit.backoff import Backoff
 from telemetry_contract import AlertChange, alert_change_doc
 
 __all__ = ["TokenBucket", "WebhookNotifier", "change_payload", "slack_payload"]
@@ -92,7 +92,8 @@ class TokenBucket:
 
 
 class WebhookNotifier:
-    """POSTs alert changes to one URL (requests, in a worker thread)."""
+    """POSTs alert changes to one URL (requests, in a worker thread): a
+    :class:`~cloud_processor.ports.Notifier`."""
 
     def __init__(
         self,
@@ -119,6 +120,11 @@ class WebhookNotifier:
         resp.close()
         return int(resp.status_code)
 
+    async def notify(self, changes: Sequence[AlertChange]) -> None:
+        """POST each change in order (what it gives up on is logged and counted)."""
+        for change in changes:
+            await self.send(change)
+
     async def send(self, change: AlertChange) -> bool:
         """Deliver one change; False when it was given up on (logged)."""
         import requests
@@ -130,7 +136,11 @@ class WebhookNotifier:
         )
         body = _ENC.encode(payload)
         key = f"{change.alert.alert_id}/{change.alert.version}"
-        delay = self._settings.backoff_initial_s
+        backoff = Backoff(
+            self._settings.backoff_initial_s,
+            max(self._settings.backoff_max_s, self._settings.backoff_initial_s),
+            jitter="equal",
+        )
         # After a give-up, the receiver gets one attempt per change until it
         # answers again: a dead webhook must not hold the stream for minutes.
         attempts = 1 if self._down_since is not None else self._settings.max_attempts
@@ -156,12 +166,11 @@ class WebhookNotifier:
                 "event=webhook_retry change=%s attempt=%d delay_s=%.2f %s",
                 key,
                 attempt,
-                delay,
+                backoff.current_s,
                 detail,
             )
             if attempt < attempts:
-                await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311
-                delay = min(delay * 2, self._settings.backoff_max_s)
+                await asyncio.sleep(backoff.next())
         if self._down_since is None:
             self._down_since = time.monotonic()
         log.error("event=webhook_gave_up change=%s attempts=%d", key, attempts)

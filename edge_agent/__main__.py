@@ -3,7 +3,8 @@
 Commands: ``run`` (the service), ``check-config``, ``print-config``,
 ``once [--dry-run]`` (one sampling round), ``simulate --scenario FILE``
 (fake w1 sysfs fleet, optionally with one agent per simulated device) and
-``outbox`` (depth, oldest age, drops). Heavy imports happen in the handlers.
+``outbox`` (depth, oldest age, drops). Also ``python -m edge_agent ...``.
+Heavy imports happen in the handlers.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "register"]
+from stagekit.stage import StageCommand, SubParsers
+
+__all__ = ["COMMAND", "main", "register"]
 
 log = logging.getLogger("edge_agent")
 
@@ -33,11 +37,7 @@ def _add_config(p: argparse.ArgumentParser) -> None:
     )
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``edge`` command and its sub-commands."""
-    edge = subparsers.add_parser("edge", help="edge agent (Raspberry Pi)", description=__doc__)
-    sub = edge.add_subparsers(title="edge commands", metavar="EDGE_COMMAND")
-
+def _add_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run the agent (systemd service)")
     _add_config(p)
     p.set_defaults(func=cmd_run)
@@ -74,11 +74,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_outbox)
 
-    def _help(_args: argparse.Namespace) -> int:
-        edge.print_help()
-        return 2
 
-    edge.set_defaults(func=_help)
+#: ``thermowatch edge ...`` and ``python -m edge_agent ...``.
+COMMAND = StageCommand(
+    name="edge",
+    help="edge agent (Raspberry Pi)",
+    description=__doc__ or "",
+    add_commands=_add_commands,
+    module="edge_agent",
+)
+
+
+def register(sub: SubParsers[argparse.ArgumentParser]) -> None:
+    """Add the ``edge`` command and its sub-commands (``thermowatch edge``)."""
+    COMMAND.register(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m edge_agent ...``: the same commands as ``thermowatch edge ...``."""
+    return COMMAND.main(argv)
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -94,22 +108,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_print_config(args: argparse.Namespace) -> int:
-    from edge_agent.app import config_summary
+    from edge_agent.config import config_summary
     from stagekit.config import dump_toml
 
     cfg = _load(args)
     if args.json:
         print(json.dumps(config_summary(cfg), indent=2, sort_keys=True))
     else:
-        import msgspec
-
-        masked = cfg
-        if cfg.mqtt.password:
-            masked = msgspec.structs.replace(
-                cfg,
-                mqtt=msgspec.structs.replace(cfg.mqtt, password="***"),  # noqa: S106
-            )
-        print(dump_toml(masked), end="")
+        print(dump_toml(cfg), end="")  # secrets masked
     return 0
 
 
@@ -138,32 +144,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_once(args: argparse.Namespace) -> int:
+    from edge_agent.adapters import read_sensors_once
     from edge_agent.app import EdgeAgent
-    from edge_agent.sensors import Sample, SensorPool
 
     cfg = _load(args)
     if args.dry_run:
-        got: list[Sample] = []
-        s = cfg.sensors
-        pool = SensorPool(
-            w1_root=s.w1_root if s.w1_enabled else None,
-            host_file=s.host_file if s.host_enabled else None,
-            on_sample=got.append,
-            read_timeout_s=s.read_timeout_s,
-            retries=s.retries,
-            retry_delay_s=s.retry_delay_s,
-            min_c=s.min_plausible_c,
-            max_c=s.max_plausible_c,
-        )
-        try:
-            ids = pool.start()
-            pool.round()
-            deadline = time.monotonic() + s.read_timeout_s + 1
-            while len(got) < len(ids) and time.monotonic() < deadline:
-                time.sleep(0.02)
-        finally:
-            pool.close()
-        for x in sorted(got, key=lambda x: x.sensor_id):
+        got = read_sensors_once(cfg)
+        for x in got:
             print(
                 json.dumps(
                     {
@@ -180,15 +167,9 @@ def cmd_once(args: argparse.Namespace) -> int:
     agent = EdgeAgent(cfg)
     try:
         agent.start()
-        before = agent.readings_stored
-        agent.sample_round()
-        deadline = time.monotonic() + cfg.sensors.read_timeout_s + 1
-        while agent.readings_stored - before < len(agent.pool.sensor_ids()):
-            if time.monotonic() > deadline:
-                break
-            agent.process_events(0.1)
+        stored = agent.sample_once(cfg.sensors.read_timeout_s + 1)
         flushed = agent.flush(cfg.outbox.flush_timeout_s)
-        print(f"stored={agent.readings_stored - before} flushed={flushed}")
+        print(f"stored={stored} flushed={flushed}")
     finally:
         agent.shutdown()
     return 0
@@ -237,29 +218,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     agents: list[Any] = []
     threads: list[threading.Thread] = []
     if args.agents:
-        import msgspec
-
         from edge_agent.app import EdgeAgent
         from edge_agent.config import load_config
 
         base = load_config(args.agents)
         sim.write_step(out, 0)  # the probes must exist before the agents look for them
         for dev in sim.devices:
-            cfg = msgspec.structs.replace(
-                base,
-                device=msgspec.structs.replace(
-                    base.device,
-                    device_id=dev.device_id,
-                    site=dev.site,
-                    state_dir=str(Path(base.device.state_dir) / dev.device_id),
-                ),
-                sensors=msgspec.structs.replace(
-                    base.sensors, w1_root=str(out / dev.device_id), host_enabled=False
-                ),
-                mqtt=msgspec.structs.replace(base.mqtt, username=dev.device_id, client_id=""),
-                gpio=msgspec.structs.replace(base.gpio, enabled=False),
-            )
-            agent = EdgeAgent(cfg)
+            agent = EdgeAgent(sim.agent_config(base, out, dev))
             agent.start()
             agents.append(agent)
             t = threading.Thread(target=agent.run, args=(stop,), name=f"agent-{dev.device_id}")
@@ -283,37 +248,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"rate={rate:.0f}/s out={out} labels={out / 'labels.jsonl'}"
     )
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m edge_agent ...``: the same commands as ``thermowatch edge ...``."""
-    from stagekit.config import ConfigError
-    from stagekit.logs import configure_logging
-
-    parser = argparse.ArgumentParser(prog="python -m edge_agent", description=__doc__)
-    parser.add_argument("--debug", action="store_true", help="tracebacks and DEBUG logs")
-    parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
-    )
-    sub = parser.add_subparsers(metavar="COMMAND")
-    register(sub)
-    rest = list(sys.argv[1:] if argv is None else argv)
-    # Our commands live under "edge": insert it before the first non-option word.
-    pos = next((i for i, a in enumerate(rest) if not a.startswith("-")), len(rest))
-    if pos > 0 and rest[pos - 1] == "--log-level":
-        pos = next((i for i, a in enumerate(rest) if i > pos and not a.startswith("-")), len(rest))
-    args = parser.parse_args([*rest[:pos], "edge", *rest[pos:]])
-    configure_logging("DEBUG" if args.debug else args.log_level)
-    try:
-        code: int = args.func(args)
-    except KeyboardInterrupt:
-        return 130
-    except (ConfigError, Exception) as exc:
-        if args.debug:
-            raise
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 1
-    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,25 +20,26 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
 from stagekit import config as configuration
-from telemetry_contract import MAX_TEMP_C, MIN_TEMP_C, DeviceConfig
+from telemetry_contract import MAX_TEMP_C, MIN_TEMP_C, DeviceConfig, TopicKind, mqtt_topic
 from telemetry_contract.messages import DEVICE_ID_PATTERN
 
 __all__ = [
-    "AlarmSection",
-    "DetectorSection",
-    "DeviceSection",
+    "AlarmSettings",
+    "DetectorSettings",
+    "DeviceSettings",
     "EdgeConfig",
-    "GpioSection",
-    "MqttSection",
-    "OutboxSection",
-    "SamplingSection",
-    "SensorsSection",
+    "GpioSettings",
+    "MqttSettings",
+    "OutboxSettings",
+    "SamplingSettings",
+    "SensorsSettings",
     "apply_device_config",
+    "config_summary",
     "load_config",
     "loads_config",
 ]
@@ -49,7 +50,7 @@ _ID = re.compile(DEVICE_ID_PATTERN)
 DetectorParam = float | int | bool | str
 
 
-class DeviceSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class DeviceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Who this agent is and where it keeps its state."""
 
     #: Agent identity: the MQTT username and topic level.
@@ -59,7 +60,7 @@ class DeviceSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     state_dir: str = "/var/lib/thermowatch-edge"
 
 
-class SensorsSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class SensorsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Where to find sensors and how hard to try reading them."""
 
     w1_enabled: bool = True
@@ -83,11 +84,11 @@ class SensorsSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     require_sensor: bool = True
 
 
-class SamplingSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class SamplingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     interval_s: float = 1.0
 
 
-class AlarmSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class AlarmSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Local alarm: thresholds and which outputs sound it."""
 
     high_c: float | None = None
@@ -98,7 +99,7 @@ class AlarmSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     clear_after: int = 5
 
 
-class DetectorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class DetectorSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Which online detector runs per sensor (see :mod:`edge_agent.detect`)."""
 
     #: ``context`` scores best on NAB (docs/benchmarks.md); ``zscore`` and ``hst`` remain.
@@ -109,7 +110,7 @@ class DetectorSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     save_interval_s: float = 300.0
 
 
-class GpioSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class GpioSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """LEDs, buzzer, relay and button (BCM pin numbers; 0 or negative: not fitted)."""
 
     enabled: bool = True
@@ -124,7 +125,7 @@ class GpioSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     relay_active_high: bool = True
 
 
-class OutboxSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class OutboxSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The durable SQLite (WAL) outbox between sensors and broker."""
 
     #: Default: <device.state_dir>/outbox.sqlite3.
@@ -139,7 +140,7 @@ class OutboxSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     flush_timeout_s: float = 5.0
 
 
-class MqttSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class MqttSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 1883
     username: str = ""
@@ -170,14 +171,14 @@ class MqttSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class EdgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The whole edge agent configuration."""
 
-    device: DeviceSection = DeviceSection()
-    sensors: SensorsSection = SensorsSection()
-    sampling: SamplingSection = SamplingSection()
-    alarm: AlarmSection = AlarmSection()
-    detector: DetectorSection = DetectorSection()
-    gpio: GpioSection = GpioSection()
-    outbox: OutboxSection = OutboxSection()
-    mqtt: MqttSection = MqttSection()
+    device: DeviceSettings = DeviceSettings()
+    sensors: SensorsSettings = SensorsSettings()
+    sampling: SamplingSettings = SamplingSettings()
+    alarm: AlarmSettings = AlarmSettings()
+    detector: DetectorSettings = DetectorSettings()
+    gpio: GpioSettings = GpioSettings()
+    outbox: OutboxSettings = OutboxSettings()
+    mqtt: MqttSettings = MqttSettings()
 
     def validate(self) -> list[str]:
         """Cross-field problems as ``section.key: problem`` (empty when valid)."""
@@ -247,11 +248,27 @@ class EdgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def detector_state_path(self) -> Path:
         return Path(self.device.state_dir) / "detector.pickle"
 
+    def topic(self, kind: TopicKind) -> str:
+        """This device's MQTT topic of ``kind`` (``<root>/<site>/<device_id>/<kind>``)."""
+        return mqtt_topic(self.device.site, self.device.device_id, kind, root=self.mqtt.topic_root)
+
     def mqtt_password(self) -> str:
         """The password, from ``password`` or ``password_file`` (read at connect time)."""
         if self.mqtt.password_file:
             return Path(self.mqtt.password_file).read_text(encoding="utf-8").strip()
         return self.mqtt.password
+
+
+def config_summary(config: EdgeConfig) -> dict[str, Any]:
+    """The effective configuration as plain data, password masked (``print-config --json``).
+
+    >>> config_summary(loads_config('[mqtt]\\npassword = "s3cret"\\n'))["mqtt"]["password"]
+    '***'
+    """
+    out: dict[str, Any] = msgspec.to_builtins(config)
+    if out["mqtt"].get("password"):
+        out["mqtt"]["password"] = "***"  # noqa: S105 - a mask, not a password
+    return out
 
 
 def _default_env() -> Mapping[str, str]:

@@ -1,4 +1,4 @@
-"""Local anomaly detection: one online river model per sensor (pure, no I/O).
+"""Local anomaly detection: one online model per sensor (pure, no I/O).
 
 The agent feeds every ``ok`` reading of a sensor to that sensor's
 :class:`SensorMonitor`, which
@@ -16,8 +16,9 @@ The agent feeds every ``ok`` reading of a sensor to that sensor's
   nothing of them is learned.
 
 Readings whose quality is not ``ok`` (CRC error, 85 °C reset, unplugged) must
-never reach a monitor: they are not temperatures. :class:`AlertTracker` turns
-verdicts and thresholds into raised/cleared alert transitions.
+never reach a monitor: they are not temperatures. The models themselves live
+in :mod:`edge_agent.detectors`; turning verdicts into alerts is
+:mod:`edge_agent.alerts`.
 
 Detectors are swappable by name (:data:`DETECTORS`) and measurable
 (:func:`evaluate` against labelled series, e.g. the simulator's ground truth).
@@ -36,136 +37,52 @@ False
 
 from __future__ import annotations
 
+import io
 import math
 import pickle
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
 
-from edge_agent import detect_nab
-from telemetry_contract import AlertState, EdgeAlertKind, Quality, Severity
+from edge_agent.detectors import context, hst, zscore
+from edge_agent.detectors.base import DetectorSpecError, Model, Param
 
 __all__ = [
     "DETECTORS",
-    "AlertTracker",
     "Detector",
     "DetectorSpecError",
     "Metrics",
     "Model",
+    "Param",
     "SensorMonitor",
-    "Transition",
     "Verdict",
     "check_detector",
     "evaluate",
 ]
 
-Param = float | int | bool | str
-
-
-class DetectorSpecError(ValueError):
-    """A detector name or parameter is not acceptable; ``key`` names it."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        self.key = key
-        self.problem = problem
-        super().__init__(f"detector.{key}: {problem}")
-
-
-class Model(Protocol):
-    """A univariate online model: score a value, then (maybe) learn it."""
-
-    def score(self, x: float) -> float: ...
-
-    def learn(self, x: float) -> None: ...
-
-
-class ZScoreModel:
-    """Distance from an exponentially weighted mean, in exponentially weighted std units.
-
-    Built on river's ``stats.EWMean``/``stats.EWVar``. ``min_std`` is a noise
-    floor: a probe in a very stable room (12-bit steps of 0.0625 °C) would
-    otherwise score one step as a huge deviation.
-    """
-
-    def __init__(self, alpha: float, min_std: float) -> None:
-        from river import stats
-
-        self._mean = stats.EWMean(fading_factor=alpha)
-        self._var = stats.EWVar(fading_factor=alpha)
-        self._min_var = min_std * min_std
-
-    def score(self, x: float) -> float:
-        mean = self._mean.get()
-        var = max(self._var.get(), self._min_var)
-        return abs(x - mean) / math.sqrt(var)
-
-    def learn(self, x: float) -> None:
-        self._mean.update(x)
-        self._var.update(x)
-
-
-class HSTModel:
-    """river's HalfSpaceTrees on (temperature, change since last reading).
-
-    Half-space trees want features in known bounds; ``min_c``/``max_c`` and
-    ``max_delta_c`` give them (values are clamped into the bounds).
-    """
-
-    def __init__(
-        self,
-        n_trees: int,
-        height: int,
-        window_size: int,
-        min_c: float,
-        max_c: float,
-        max_delta_c: float,
-        seed: int,
-    ) -> None:
-        from river import anomaly
-
-        self._lo, self._hi, self._dmax = min_c, max_c, max_delta_c
-        self._model = anomaly.HalfSpaceTrees(
-            n_trees=n_trees,
-            height=height,
-            window_size=window_size,
-            limits={"t": (min_c, max_c), "d": (-max_delta_c, max_delta_c)},
-            seed=seed,
-        )
-        self._prev: float | None = None
-
-    def _features(self, x: float) -> dict[str, float]:
-        d = 0.0 if self._prev is None else x - self._prev
-        return {
-            "t": min(max(x, self._lo), self._hi),
-            "d": min(max(d, -self._dmax), self._dmax),
-        }
-
-    def score(self, x: float) -> float:
-        return float(self._model.score_one(self._features(x)))  # type: ignore[no-untyped-call]
-
-    def learn(self, x: float) -> None:
-        self._model.learn_one(self._features(x))  # type: ignore[no-untyped-call]
-        self._prev = x
-
-
 #: name -> default parameters (``threshold`` and ``warmup`` are common to all).
+#: ``context`` scores best on NAB (docs/benchmarks.md); its default threshold is
+#: the one the NAB sweep chose, run through this monitor.
 DETECTORS: Final[dict[str, dict[str, Param]]] = {
-    "zscore": {"threshold": 6.0, "warmup": 30, "alpha": 0.01, "min_std": 0.1},
-    # Pattern-onset detector scored on NAB (docs/benchmarks.md); its default
-    # threshold is the one the NAB sweep chose, run through this monitor.
-    "context": dict(detect_nab.NAB_DEFAULTS),
-    "hst": {
-        "threshold": 0.9,
-        "warmup": 200,
-        "n_trees": 10,
-        "height": 8,
-        "window_size": 100,
-        "min_c": -40.0,
-        "max_c": 80.0,
-        "max_delta_c": 5.0,
-        "seed": 42,
-    },
+    "zscore": dict(zscore.DEFAULTS),
+    "context": dict(context.DEFAULTS),
+    "hst": dict(hst.DEFAULTS),
+}
+
+#: name -> the model for checked parameters.
+_BUILDERS: Final[dict[str, Callable[[Mapping[str, Param]], Model]]] = {
+    "zscore": zscore.build,
+    "context": lambda p: context.build_model(context.check_params(p)),
+    "hst": hst.build,
+}
+
+#: Where the model classes of state files saved by earlier versions live now, so
+#: that an upgrade keeps the learned models instead of starting a new warm-up.
+_MOVED: Final[dict[tuple[str, str], tuple[str, str]]] = {
+    ("edge_agent.detect", "ZScoreModel"): ("edge_agent.detectors.zscore", "ZScoreModel"),
+    ("edge_agent.detect", "HSTModel"): ("edge_agent.detectors.hst", "HSTModel"),
+    ("edge_agent.detect_nab", "ContextModel"): ("edge_agent.detectors.context", "ContextModel"),
 }
 
 
@@ -177,7 +94,7 @@ def check_detector(name: str, params: Mapping[str, Param]) -> dict[str, Param]:
     >>> check_detector("zscore", {"thresold": 4})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    edge_agent.detect.DetectorSpecError: detector.params.thresold: unknown parameter (known: ...)
+    edge_agent.detectors.base.DetectorSpecError: detector.params.thresold: unknown parameter ...
     """
     if name not in DETECTORS:
         known = ", ".join(sorted(DETECTORS))
@@ -205,22 +122,6 @@ def check_detector(name: str, params: Mapping[str, Param]) -> dict[str, Param]:
     return merged
 
 
-def _build(name: str, p: Mapping[str, Param]) -> Model:
-    if name == "context":
-        return detect_nab.build_model(detect_nab.check_params(p))
-    if name == "zscore":
-        return ZScoreModel(float(p["alpha"]), float(p["min_std"]))
-    return HSTModel(
-        int(p["n_trees"]),
-        int(p["height"]),
-        int(p["window_size"]),
-        float(p["min_c"]),
-        float(p["max_c"]),
-        float(p["max_delta_c"]),
-        int(p["seed"]),
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """A monitor's opinion of one reading; ``score`` is None during warm-up."""
@@ -246,7 +147,7 @@ class SensorMonitor:
         self.params = check_detector(name, params or {})
         self._threshold = float(self.params["threshold"])
         self._warmup = int(self.params["warmup"])
-        self._model = _build(name, self.params)
+        self._model = _BUILDERS[name](self.params)
         self.seen = 0  # readings learned
 
     def observe(self, temp_c: float) -> Verdict:
@@ -295,153 +196,18 @@ class Detector:
         The state file is written by this agent into its own StateDirectory.
         """
         det = cls(name, params)
-        state: dict[str, Any] = pickle.loads(data)  # noqa: S301 - our own state file
+        state: dict[str, Any] = _Unpickler(io.BytesIO(data)).load()
         if state.get("name") == det.name and state.get("params") == det.params:
             det.monitors = dict(state["monitors"])
         return det
 
 
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """An alert starting or ending (becomes an ``EdgeAlert``)."""
+class _Unpickler(pickle.Unpickler):
+    """Reads the agent's own state file (written into its StateDirectory), moved classes too."""
 
-    sensor_id: str
-    kind: EdgeAlertKind
-    state: AlertState
-    severity: Severity
-    message: str
-
-
-@dataclass
-class _SensorAlerts:
-    anomaly: bool = False
-    normal_run: int = 0
-    threshold: str = ""  # "", "high" or "low"
-    fault: bool = False
-
-
-@dataclass
-class AlertTracker:
-    """Raised/cleared transitions from per-reading facts; the local alarm state.
-
-    >>> t = AlertTracker(clear_after=2)
-    >>> [x.state.value for x in t.update("p", Quality.OK, 9.0, True, high_c=None, low_c=None)]
-    ['raised']
-    >>> t.alarm_active
-    True
-    >>> t.update("p", Quality.OK, 4.0, False, high_c=None, low_c=None)
-    []
-    >>> [x.state.value for x in t.update("p", Quality.OK, 4.0, False, high_c=None, low_c=None)]
-    ['cleared']
-    >>> t.alarm_active
-    False
-    """
-
-    clear_after: int = 5
-    sensors: dict[str, _SensorAlerts] = field(default_factory=dict)
-
-    @property
-    def alarm_active(self) -> bool:
-        """Whether the local alarm (LED, buzzer, relay) should be on."""
-        return any(s.anomaly or s.threshold for s in self.sensors.values())
-
-    @property
-    def fault_active(self) -> bool:
-        return any(s.fault for s in self.sensors.values())
-
-    def update(
-        self,
-        sensor_id: str,
-        quality: Quality,
-        temp_c: float | None,
-        is_anomaly: bool,
-        *,
-        high_c: float | None,
-        low_c: float | None,
-    ) -> list[Transition]:
-        s = self.sensors.setdefault(sensor_id, _SensorAlerts())
-        out: list[Transition] = []
-        ok = quality is Quality.OK and temp_c is not None
-        if not ok and not s.fault:
-            s.fault = True
-            out.append(
-                Transition(
-                    sensor_id,
-                    EdgeAlertKind.SENSOR_FAULT,
-                    AlertState.RAISED,
-                    Severity.WARNING,
-                    f"sensor reports {quality.value}",
-                )
-            )
-        elif ok and s.fault:
-            s.fault = False
-            out.append(
-                Transition(
-                    sensor_id,
-                    EdgeAlertKind.SENSOR_FAULT,
-                    AlertState.CLEARED,
-                    Severity.INFO,
-                    "sensor reads ok again",
-                )
-            )
-        if not ok or temp_c is None:
-            return out  # a non-temperature neither raises nor clears anything else
-        if is_anomaly:
-            s.normal_run = 0
-            if not s.anomaly:
-                s.anomaly = True
-                out.append(
-                    Transition(
-                        sensor_id,
-                        EdgeAlertKind.ANOMALY,
-                        AlertState.RAISED,
-                        Severity.WARNING,
-                        f"anomalous temperature {temp_c:.3f} °C",
-                    )
-                )
-        elif s.anomaly:
-            s.normal_run += 1
-            if s.normal_run >= self.clear_after:
-                s.anomaly = False
-                s.normal_run = 0
-                out.append(
-                    Transition(
-                        sensor_id,
-                        EdgeAlertKind.ANOMALY,
-                        AlertState.CLEARED,
-                        Severity.INFO,
-                        f"back to normal after {self.clear_after} readings",
-                    )
-                )
-        level = ""
-        if high_c is not None and temp_c > high_c:
-            level = "high"
-        elif low_c is not None and temp_c < low_c:
-            level = "low"
-        if level != s.threshold:
-            if s.threshold:
-                out.append(
-                    Transition(
-                        sensor_id,
-                        EdgeAlertKind.THRESHOLD,
-                        AlertState.CLEARED,
-                        Severity.INFO,
-                        f"{temp_c:.3f} °C is back within limits",
-                    )
-                )
-            if level:
-                limit = high_c if level == "high" else low_c
-                out.append(
-                    Transition(
-                        sensor_id,
-                        EdgeAlertKind.THRESHOLD,
-                        AlertState.RAISED,
-                        Severity.CRITICAL,
-                        f"{temp_c:.3f} °C is {'above' if level == 'high' else 'below'} {limit} °C",
-                    )
-                )
-            s.threshold = level
-        return out
+    def find_class(self, module: str, name: str) -> Any:
+        module, name = _MOVED.get((module, name), (module, name))
+        return super().find_class(module, name)
 
 
 @dataclass(frozen=True, slots=True)

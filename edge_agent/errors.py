@@ -1,26 +1,19 @@
-"""The edge agent's error taxonomy: one place decides retry, skip or crash.
+"""The edge agent's fatal errors: the two things it cannot run without.
 
-Every error carries a ``retriable`` flag. Retriable errors are degraded modes
-(a sensor read that failed, a broker that is away): the agent logs a warning
-and carries on. Non-retriable errors are fatal at start-up (no sensor at all,
-an outbox that cannot be opened): the process exits non-zero so that systemd
-restarts it (``Restart=on-failure``) and the operator sees why in the journal.
+Neither is retried here. Raised at start-up, they end the process with
+``<prog>: error: <message>`` and exit status 1, so that systemd restarts it
+(``Restart=on-failure``) and the operator reads why in the journal. Degraded
+modes are not errors: a bad read is a reading with a ``quality`` flag
+(``edge_agent.sensors``), an absent broker is a reconnect with backoff
+(``edge_agent.mqtt``), a refused message is resent (``edge_agent.publisher``).
 
->>> NoSensorError("/sys/bus/w1/devices").retriable
-False
->>> SensorReadError("28-00000a", "crc mismatch").retriable
+>>> str(NoSensorError()).startswith("no temperature sensor found; looked in (nowhere")
 True
 """
 
 from __future__ import annotations
 
-__all__ = [
-    "EdgeError",
-    "NoSensorError",
-    "OutboxError",
-    "RemoteConfigRejectedError",
-    "SensorReadError",
-]
+__all__ = ["ENABLE_1WIRE_HINT", "EdgeError", "NoSensorError", "OutboxError"]
 
 ENABLE_1WIRE_HINT = (
     "enable 1-Wire: run 'sudo raspi-config nonint do_onewire 0' (or add "
@@ -33,13 +26,13 @@ ENABLE_1WIRE_HINT = (
 class EdgeError(Exception):
     """Base of every edge agent error."""
 
-    retriable: bool = False
-
 
 class NoSensorError(EdgeError):
-    """No temperature sensor at all: nothing to measure, so the agent cannot start."""
+    """No temperature sensor at all: nothing to measure, so the agent cannot start.
 
-    retriable = False
+    With ``sensors.require_sensor = false`` the agent starts anyway and waits
+    for a probe to be plugged in.
+    """
 
     def __init__(self, *places: str) -> None:
         self.places = places
@@ -47,29 +40,5 @@ class NoSensorError(EdgeError):
         super().__init__(f"no temperature sensor found; looked in {where}; {ENABLE_1WIRE_HINT}")
 
 
-class SensorReadError(EdgeError):
-    """One read of one sensor failed (missing file, garbled text); retried next round."""
-
-    retriable = True
-
-    def __init__(self, sensor_id: str, problem: str) -> None:
-        self.sensor_id = sensor_id
-        self.problem = problem
-        super().__init__(f"sensor {sensor_id}: {problem}")
-
-
 class OutboxError(EdgeError):
     """The outbox database cannot be opened or written: fatal (data would be lost)."""
-
-    retriable = False
-
-
-class RemoteConfigRejectedError(EdgeError):
-    """A remote DeviceConfig was refused; the previous configuration stays in force."""
-
-    retriable = True
-
-    def __init__(self, version: int | None, reason: str) -> None:
-        self.version = version
-        self.reason = reason
-        super().__init__(f"config version {version} rejected: {reason}")

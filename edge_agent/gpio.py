@@ -16,7 +16,7 @@ import threading
 from importlib.metadata import entry_points
 from typing import Any
 
-from edge_agent.config import GpioSection
+from edge_agent.config import GpioSettings
 
 __all__ = ["Outputs", "StatusLight", "make_pin_factory"]
 
@@ -56,7 +56,7 @@ def make_pin_factory(name: str) -> Any:
 class Outputs:
     """The physical outputs; ``set_*`` calls are idempotent and cheap when nothing changes."""
 
-    def __init__(self, cfg: GpioSection, *, pin_factory: Any = None) -> None:
+    def __init__(self, cfg: GpioSettings, *, pin_factory: Any = None) -> None:
         self._cfg = cfg
         self._factory = pin_factory
         self._lock = threading.Lock()

@@ -8,7 +8,8 @@ touches the outbox.
   from :meth:`MqttLink.socket_fds`): ``publish()`` writes the PUBLISH to the
   socket at once, PUBACKs are read when the loop wakes, and every paho
   callback runs on the main thread. paho's own thread (``loop_start``) cost
-  ~100 µs of CPU per message in wake-ups, locks and GIL hand-overs.
+  more CPU per message in wake-ups, locks and GIL hand-overs than the rest
+  of the agent's work (measured in docs/benchmarks.md).
 * Only the blocking part, opening the connection (TCP connect, TLS
   handshake, sending CONNECT: up to ``connect_timeout`` seconds against an
   unreachable broker), runs on a small connector thread, so it never stalls
@@ -39,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -47,10 +48,20 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge_agent.config import MqttSection
+from edge_agent.config import MqttSettings
+from stagekit.backoff import Backoff
 from stagekit.mqttwire import BufferedClient
 
-__all__ = ["Acked", "ConfigReceived", "Connected", "Disconnected", "MqttLink", "SocketOpened"]
+__all__ = [
+    "Acked",
+    "ConfigReceived",
+    "Connected",
+    "Disconnected",
+    "Link",
+    "MqttLink",
+    "SocketOpened",
+    "decode_puback",
+]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +102,30 @@ class ConfigReceived:
     retained: bool
 
 
+class Link(Protocol):
+    """The port the agent drives: :class:`MqttLink`, or a test's fake."""
+
+    #: PUBACK outcomes, oldest first (the agent drains them).
+    acks: collections.deque[Acked]
+    #: Whether the caller's wait should include the socket for PUBACKs.
+    wake_on_ack: bool
+
+    @property
+    def connected(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int: ...
+
+    def set_online_payload(self, payload: bytes | Callable[[], bytes]) -> None: ...
+
+    def socket_fds(self) -> tuple[list[int], list[int]]: ...
+
+    def service(self) -> None: ...
+
+    def stop(self, offline_payload: bytes | None = None, timeout_s: float = 2.0) -> None: ...
+
+
 _PUBACK_REASONS: dict[int, ReasonCode] = {}
 
 
@@ -104,7 +139,7 @@ def decode_puback(packet: bytes | bytearray) -> tuple[int, ReasonCode] | None:
     """``(mid, reason)`` of an MQTT v5 PUBACK body that carries no properties, else None.
 
     paho 2.x builds a new ``ReasonCode`` and a new ``Properties`` object for
-    every PUBACK, about half of its network thread's CPU per message; such a
+    every PUBACK, a large share of its CPU per message; such a
     PUBACK is only a packet id and at most one reason byte, so reason codes are
     made once per value and reused (nothing mutates them).
 
@@ -187,7 +222,7 @@ class MqttLink:
 
     def __init__(
         self,
-        cfg: MqttSection,
+        cfg: MqttSettings,
         *,
         client_id: str,
         password: str,
@@ -204,8 +239,12 @@ class MqttLink:
         self._config_topic = config_topic
         self._will = will_payload
         self._events = events
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
-        self._attempt = 0
+        rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
+        #: Reconnect delays: full jitter over [reconnect_min_s, min_s * 2**attempt],
+        #: capped at reconnect_max_s, so a fleet that lost its broker comes back spread out.
+        self.reconnect_backoff = Backoff(
+            cfg.reconnect_min_s, cfg.reconnect_max_s, jitter="full", rng=rng.random
+        )
         self._client: _Client | None = None
         self._online_payload: bytes | Callable[[], bytes] = b""
         self._connected = threading.Event()
@@ -330,7 +369,7 @@ class MqttLink:
                 self._next_misc = now + 1.0
                 client.loop_misc()
         if client.socket() is None and not self._stopping:
-            self._schedule_connect(self._backoff())
+            self._schedule_connect(self.reconnect_backoff.next())
 
     @staticmethod
     def _unread(client: _Client) -> bool:
@@ -412,7 +451,7 @@ class MqttLink:
                 if ok:
                     self._connecting = False
                 else:
-                    delay = self._backoff()
+                    delay = self.reconnect_backoff.next()
                     self._connect_at = time.monotonic() + delay
                     log.warning(
                         "event=mqtt_connect_failed host=%s port=%d error=%r retry_in_s=%.1f",
@@ -423,13 +462,6 @@ class MqttLink:
                     )
                     continue
             self._events.put(SocketOpened())  # wakes the main loop to wait for CONNACK
-
-    def _backoff(self) -> float:
-        """The next reconnect delay: full jitter over [min, min * 2**attempt], capped."""
-        c = self._cfg
-        cap = min(c.reconnect_max_s, c.reconnect_min_s * 2 ** min(self._attempt, 20))
-        self._attempt += 1
-        return self._rng.uniform(c.reconnect_min_s, max(cap, c.reconnect_min_s))
 
     # paho callbacks (the caller's thread, inside service()) ------------------------------
     def _on_connect(
@@ -443,7 +475,7 @@ class MqttLink:
         if reason_code.is_failure:  # paho closes the socket; service() reconnects later
             log.warning("event=mqtt_refused reason=%s", reason_code)
             return
-        self._attempt = 0
+        self.reconnect_backoff.reset()
         self._connected.set()
         if self._online_payload:
             online = _payload(self._online_payload)

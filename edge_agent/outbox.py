@@ -28,6 +28,12 @@ delivered or covered by exactly one :class:`~telemetry_contract.Gap`.
 >>> ob.ack([1, 2]); ob.stats().depth
 1
 >>> ob.close()
+
+Other processes (accounting, tests) read an outbox file, even one in use,
+without opening it for writing:
+
+>>> read_next_seq(ob.path), read_pending_seqs(ob.path)
+(3, {2})
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -45,7 +51,7 @@ from typing import Literal
 from edge_agent.errors import OutboxError
 from telemetry_contract import Gap, GapReason, encode
 
-__all__ = ["Outbox", "OutboxRow", "OutboxStats"]
+__all__ = ["Outbox", "OutboxRow", "OutboxStats", "read_next_seq", "read_pending_seqs"]
 
 log = logging.getLogger(__name__)
 
@@ -440,3 +446,37 @@ class Outbox:
         """``PRAGMA synchronous`` as SQLite reports it (2 = FULL, 1 = NORMAL)."""
         with self._lock:
             return int(self._conn.execute("PRAGMA synchronous").fetchone()[0])
+
+
+# Reading an outbox from outside the agent ------------------------------------------------
+@contextlib.contextmanager
+def _read_only(path: str | Path) -> Iterator[sqlite3.Connection]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def read_next_seq(path: str | Path) -> int:
+    """The seq the outbox at ``path`` hands out next: every seq below it was allocated.
+
+    Opens the file read-only (the agent may be running: WAL gives a consistent
+    snapshot). Seqs are allocated in the transaction that stores their
+    readings, so every seq below the value read is durably stored (still
+    here, or already acknowledged by the broker).
+    """
+    with _read_only(path) as db:
+        row = db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def read_pending_seqs(path: str | Path) -> set[int]:
+    """The seqs of the readings still in the outbox at ``path`` (read-only).
+
+    Still here means not (yet) acknowledged by the broker; a seq allocated
+    and gone was acknowledged, or dropped under a bound (a ``Gap`` says so).
+    """
+    with _read_only(path) as db:
+        rows = db.execute("SELECT seq FROM outbox WHERE kind='reading'").fetchall()
+    return {int(r[0]) for r in rows}

@@ -51,6 +51,8 @@ from typing import Final, Literal
 
 import msgspec
 
+from edge_agent.config import EdgeConfig
+
 __all__ = [
     "FleetSimulator",
     "Incident",
@@ -249,6 +251,27 @@ class FleetSimulator:
     def device_root(self, out: Path, device_id: str) -> Path:
         """The w1 root an agent simulating ``device_id`` should read."""
         return out / device_id
+
+    def agent_config(self, base: EdgeConfig, out: Path, dev: SimDevice) -> EdgeConfig:
+        """The config of the agent of simulated device ``dev``, from the template ``base``.
+
+        Its own identity (MQTT user = device id), state directory and w1 root;
+        no host sensor and no GPIO (many agents share one process).
+        """
+        return msgspec.structs.replace(
+            base,
+            device=msgspec.structs.replace(
+                base.device,
+                device_id=dev.device_id,
+                site=dev.site,
+                state_dir=str(Path(base.device.state_dir) / dev.device_id),
+            ),
+            sensors=msgspec.structs.replace(
+                base.sensors, w1_root=str(self.device_root(out, dev.device_id)), host_enabled=False
+            ),
+            mqtt=msgspec.structs.replace(base.mqtt, username=dev.device_id, client_id=""),
+            gpio=msgspec.structs.replace(base.gpio, enabled=False),
+        )
 
     def write_step(self, out: Path, step: int) -> int:
         """Write every probe's ``w1_slave`` for ``step``; returns the number written."""

@@ -27,6 +27,7 @@ import json
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -147,6 +148,11 @@ def _either(values: list[str]) -> str:
 def _explain(text: str, data: Any, cls: type[msgspec.Struct]) -> str:
     """msgspec's error as ``key: problem`` in the words of a config file."""
     p = parse_error(text)
+    while _MAP_KEY in p.path and (key := _failed_key(data, cls, p.path)) is not None:
+        named = f".{key}"
+        p = replace(
+            p, path=p.path.replace(_MAP_KEY, named, 1), field=p.field.replace(_MAP_KEY, named, 1)
+        )
     value = lookup(data, p.path) if p.path else None
     where = p.path or "(top level)"
     if p.kind == "unknown":
@@ -171,6 +177,34 @@ def _explain(text: str, data: Any, cls: type[msgspec.Struct]) -> str:
     if p.kind == "invalid":
         return f"{where}: Invalid value {p.text}"
     return f"{where}: {p.text}"
+
+
+#: How msgspec writes the key of a mapping entry in an error path.
+_MAP_KEY = "[...]"
+
+
+def _failed_key(data: Any, cls: type[msgspec.Struct], path: str) -> str | None:
+    """The key of the first mapping entry in ``path`` (``rules.groups[...].x``) that fails.
+
+    msgspec names no key, but checks entries in order: the failing one is
+    the first whose addition to the entries before it makes ``data`` fail.
+    """
+    where, _, name = path.split(_MAP_KEY, 1)[0].rpartition(".")
+    parent = lookup(data, where) if where else data
+    mapping = parent.get(name) if isinstance(parent, dict) else None
+    if not isinstance(mapping, dict):
+        return None
+    keys = list(mapping)
+    try:
+        for end, key in enumerate(keys, start=1):
+            parent[name] = {k: mapping[k] for k in keys[:end]}
+            try:
+                msgspec.convert(data, cls, strict=True)
+            except msgspec.ValidationError:
+                return str(key)
+    finally:
+        parent[name] = mapping
+    return None
 
 
 def to_dict(config: msgspec.Struct) -> dict[str, Any]:

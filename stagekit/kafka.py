@@ -11,12 +11,19 @@ imported inside the functions: an edge device never needs it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from stagekit.settings import KafkaSettings
 
-__all__ = ["TopicError", "create_topics", "delete_topics", "partitions_of", "settings_for"]
+__all__ = [
+    "TopicError",
+    "create_topics",
+    "delete_topics",
+    "list_topics",
+    "partitions_of",
+    "settings_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +60,13 @@ async def create_topics(
     *,
     partitions: int = 6,
     replication: int = 1,
+    configs: Mapping[str, str] | None = None,
     **admin_options: Any,
 ) -> list[str]:
     """Create the topics of ``names`` that do not exist yet; the ones created.
 
+    ``configs`` are topic settings, e.g. ``{"message.timestamp.type":
+    "LogAppendTime"}`` (a record's time is then when the broker appended it).
     Raises :class:`TopicError` when Kafka refuses one for another reason than
     "already exists".
     """
@@ -70,7 +80,12 @@ async def create_topics(
             return []
         response = await admin.create_topics(
             [
-                NewTopic(n, num_partitions=partitions, replication_factor=replication)
+                NewTopic(
+                    n,
+                    num_partitions=partitions,
+                    replication_factor=replication,
+                    topic_configs=dict(configs or {}),
+                )
                 for n in missing
             ]
         )
@@ -104,6 +119,15 @@ async def delete_topics(kafka: KafkaSettings | str, names: Iterable[str]) -> lis
         if doomed:
             await admin.delete_topics(doomed)
         return doomed
+    finally:
+        await admin.close()
+
+
+async def list_topics(kafka: KafkaSettings | str) -> list[str]:
+    """Names of every topic of the cluster, sorted (clean-up by name prefix)."""
+    admin = await _admin(kafka)
+    try:
+        return sorted(await admin.list_topics())
     finally:
         await admin.close()
 

@@ -159,7 +159,6 @@ class GapReason(enum.Enum):
 
     OUTBOX_FULL = "outbox_full"
     OUTBOX_EXPIRED = "outbox_expired"
-    OUTBOX_CORRUPT = "outbox_corrupt"
 
 
 class _Message(

@@ -6,19 +6,17 @@ installed (say the gateway on a Raspberry Pi) shows up with a hint to install
 its extra instead of failing at import.
 """
 
+from __future__ import annotations
+
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
 
 from stagekit import __version__
-from stagekit.config import ConfigError
-from stagekit.logs import configure_logging
+from stagekit.stage import SubParsers, add_logging_options, run_command
 
-__all__ = ["main"]
-
-log = logging.getLogger(__name__)
+__all__ = ["build_parser", "main"]
 
 #: (module that provides ``register``, command name, extra that provides it)
 _COMMANDS: tuple[tuple[str, str, str], ...] = (
@@ -28,7 +26,7 @@ _COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("gateway.__main__", "gateway", "gateway"),
     ("cloud_processor.__main__", "processor", "cloud"),
     ("kibana.__main__", "kibana", "cloud"),
-    ("thermowatch.demo", "demo", "dev"),
+    ("thermowatch.demo.cli", "demo", "dev"),
     ("thermowatch.web.__main__", "web", "cloud"),
 )
 
@@ -40,15 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Edge-to-cloud temperature monitoring pipeline.",
     )
     parser.add_argument("--version", action="version", version=f"thermowatch {__version__}")
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log verbosity (default: INFO)",
-    )
-    parser.add_argument(
-        "--debug", action="store_true", help="show tracebacks on errors (and DEBUG logs)"
-    )
+    add_logging_options(parser)
+    parser.set_defaults(func=lambda _args: _help(parser))
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     for module_name, command, extra in _COMMANDS:
         try:
@@ -62,8 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
 def _register_missing(
-    sub: "argparse._SubParsersAction[argparse.ArgumentParser]",
+    sub: SubParsers[argparse.ArgumentParser],
     command: str,
     extra: str,
     exc: ModuleNotFoundError,
@@ -82,29 +78,9 @@ def _register_missing(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``thermowatch`` command."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    configure_logging("DEBUG" if args.debug else args.log_level)
-    func = getattr(args, "func", None)
-    if func is None:
-        parser.print_help()
-        return 2
-    try:
-        code: int = func(args)
-    except KeyboardInterrupt:
-        return 130
-    except ConfigError as exc:
-        if args.debug:
-            raise
-        print(f"thermowatch: error: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:
-        if args.debug:
-            raise
-        print(f"thermowatch: error: {exc}", file=sys.stderr)
-        return 1
-    return code
+    """Entry point of the ``thermowatch`` command: ``thermowatch: error: ...`` and exit 1
+    on failure (a traceback only with ``--debug``), 130 on Ctrl-C."""
+    return run_command(build_parser().parse_args(argv), "thermowatch")
 
 
 if __name__ == "__main__":  # pragma: no cover

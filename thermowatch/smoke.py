@@ -6,11 +6,15 @@ the measured time; none of them trusts a port being open:
 - MQTT: a device publishes a golden reading on its own topic (QoS 1) and the
   gateway user receives it through a shared subscription; a publish under
   another device's topic is refused by the ACL.
-- Kafka: an idempotent producer writes a record to a fresh topic and a
-  consumer group reads it back and commits.
+- Kafka: an idempotent producer writes a record to a fresh topic (created
+  and deleted with :mod:`stagekit.kafka`) and a consumer group reads it back
+  and commits.
 - Search: a document is indexed with a deterministic id, found by a search,
-  and a second create with the same id is refused (409).
+  and a second create with the same id is refused (409), through the shared
+  search backend (:mod:`stagekit.search`).
 """
+
+from __future__ import annotations
 
 import asyncio
 import threading
@@ -19,6 +23,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from stagekit.kafka import create_topics, delete_topics
+from stagekit.search import Request, SearchError, SearchSettings, ThreadedBackend, make_backend
+from stagekit.search import api as search
 from telemetry_contract import Reading, TopicKind, encode, kafka_key, mqtt_filter, mqtt_topic
 
 __all__ = ["Probe", "probe_kafka", "probe_mqtt", "probe_search", "run_all"]
@@ -118,13 +125,10 @@ def probe_mqtt(endpoint: dict[str, Any], timeout: float = 15.0) -> Probe:
 
 async def _kafka(bootstrap: str, wait_s: float) -> str:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     topic = f"smoke.{uuid.uuid4().hex[:10]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    await create_topics(bootstrap, [topic], partitions=1)
     try:
-        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
         await producer.start()
         try:
@@ -151,9 +155,8 @@ async def _kafka(bootstrap: str, wait_s: float) -> str:
             await consumer.commit()
         finally:
             await consumer.stop()
-        await admin.delete_topics([topic])
     finally:
-        await admin.close()
+        await delete_topics(bootstrap, [topic])
     return (
         f"idempotent produce to partition {meta.partition} offset {meta.offset}, "
         "consumed and committed"
@@ -172,29 +175,24 @@ def probe_kafka(endpoint: dict[str, Any], timeout: float = 30.0) -> Probe:
 
 def probe_search(endpoint: dict[str, Any], timeout: float = 30.0) -> Probe:
     """Create a document by id, find it, and see a duplicate create refused."""
-    import requests
-
     t0 = time.monotonic()
-    url = endpoint["url"]
     index = f"smoke-{uuid.uuid4().hex[:10]}"
     doc = {"device_id": "s1-d01", "seq": 1, "temp_c": 21.5, "@timestamp": "2026-01-01T00:00:00Z"}
-    with requests.Session() as http:
-        try:
-            first = http.put(
-                f"{url}/{index}/_create/s1-d01-1?refresh=true", json=doc, timeout=timeout
-            )
-            again = http.put(f"{url}/{index}/_create/s1-d01-1", json=doc, timeout=timeout)
-            found = http.post(
-                f"{url}/{index}/_search",
-                json={"query": {"term": {"device_id.keyword": "s1-d01"}}},
-                timeout=timeout,
-            ).json()
-            http.delete(f"{url}/{index}", timeout=timeout)
-        except requests.RequestException as exc:
-            return Probe("search", False, str(exc), time.monotonic() - t0)
+    backend = make_backend(SearchSettings(url=endpoint["url"], timeout_s=timeout))
+    try:
+        first = _status(backend, search.create_doc(index, "s1-d01-1", doc, refresh=True))
+        again = _status(backend, search.create_doc(index, "s1-d01-1", doc))
+        found = backend.perform_sync(
+            search.search(index, {"query": {"term": {"device_id.keyword": "s1-d01"}}})
+        )
+        _status(backend, search.delete_index(index))
+    except SearchError as exc:
+        return Probe("search", False, str(exc), time.monotonic() - t0)
+    finally:
+        backend.close_sync()
     hits = found.get("hits", {}).get("total", {}).get("value")
-    if first.status_code != 201 or again.status_code != 409 or hits != 1:
-        detail = f"create={first.status_code} duplicate={again.status_code} hits={hits}"
+    if first != 201 or again != 409 or hits != 1:
+        detail = f"create={first} duplicate={again} hits={hits}"
         return Probe("search", False, detail, time.monotonic() - t0)
     return Probe(
         "search",
@@ -202,6 +200,20 @@ def probe_search(endpoint: dict[str, Any], timeout: float = 30.0) -> Probe:
         "indexed by id, searched (1 hit), duplicate create refused (409)",
         time.monotonic() - t0,
     )
+
+
+def _status(backend: ThreadedBackend, request: Request) -> int:
+    """The HTTP status of ``request``: 201 for a created document, the error's otherwise.
+
+    No answer at all (connection refused, timed out) is raised as :class:`SearchError`.
+    """
+    try:
+        answer = backend.perform_sync(request)
+    except SearchError as exc:
+        if exc.status is None:
+            raise
+        return exc.status
+    return 201 if isinstance(answer, dict) and answer.get("result") == "created" else 200
 
 
 def run_all(endpoints: dict[str, dict[str, Any]]) -> list[Probe]:

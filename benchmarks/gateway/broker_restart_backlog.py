@@ -17,8 +17,9 @@ again, the fleet stopped (each agent flushes its outbox), and every seq the
 agents allocated is looked up in the Kafka topic. Run once with the gateway on
 a shared subscription (``share_group = "gateways"``) and once on a plain one
 (``share_group = ""``). Prints one JSON line per mode. The sequence itself is
-``restart_with_backlog`` of tests/chaos/test_chaos_broker_backlog.py, which
-runs the shared SIGTERM and SIGKILL cases in ``make test``.
+:func:`testsupport.broker_backlog.restart_with_backlog`, which
+tests/chaos/test_chaos_broker_backlog.py runs for the shared SIGTERM and
+SIGKILL cases in ``make test``.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # the checkout's testsupport (not installed)
 
 from deploy.local.stack import LocalStack, free_port  # noqa: E402
-from tests.chaos.test_chaos_broker_backlog import restart_with_backlog  # noqa: E402
+from testsupport.broker_backlog import restart_with_backlog  # noqa: E402
 
 
 def run_mode(

@@ -195,9 +195,9 @@ def parse_param(text: str) -> tuple[str, Param]:
 
 
 def default_detector() -> str:
-    from edge_agent.config import DetectorSection
+    from edge_agent.config import DetectorSettings
 
-    return DetectorSection().name
+    return DetectorSettings().name
 
 
 def main(argv: Sequence[str] | None = None) -> int:

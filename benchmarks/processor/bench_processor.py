@@ -34,7 +34,6 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from cloud_processor.app import Processor
 from cloud_processor.config import (
     AlertSettings,
     HttpSettings,
@@ -44,6 +43,7 @@ from cloud_processor.config import (
     SearchSettings,
 )
 from cloud_processor.documents import reading_doc, reading_id
+from cloud_processor.factory import build_processor
 from cloud_processor.rules import FleetRules
 from stagekit.kafka import create_topics, delete_topics
 from stagekit.search import api as search
@@ -132,7 +132,7 @@ def bare_loader(url: str, names: IndexNames, readings: list[Reading]) -> float:
 
 
 async def processor_run(cfg: ProcessorConfig, n: int) -> tuple[float, dict[str, float]]:
-    processor = Processor(cfg)
+    processor = build_processor(cfg)
     await processor.start()
     stop = asyncio.Event()
     started = time.perf_counter()
@@ -197,7 +197,7 @@ async def cleanup(url: str, *names: IndexNames) -> None:
             await backend.perform(search.delete_index(f"{n.prefix}*"))
         for spec in INDEXES:
             with contextlib.suppress(SearchError):
-                await backend.perform(search.Request("DELETE", f"/_index_template/{n.base(spec)}"))
+                await backend.perform(search.delete_index_template(n.base(spec)))
     await backend.close()
 
 

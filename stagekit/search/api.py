@@ -9,6 +9,8 @@ same bytes, and tests can inspect a request without a server.
 '/_index_template/tw-readings'
 >>> bulk(b"").headers["content-type"]
 'application/x-ndjson'
+>>> delete_index_template("tw-readings").method, count("tw-readings-*").path
+('DELETE', '/tw-readings-*/_count')
 >>> SearchError("boom", status=429).retriable, SearchError("bad", status=400).retriable
 (True, False)
 """
@@ -26,9 +28,13 @@ __all__ = [
     "SearchError",
     "bulk",
     "cat_indices",
+    "count",
+    "create_doc",
     "create_index",
     "delete_index",
+    "delete_index_template",
     "get_doc",
+    "get_index_templates",
     "get_mapping",
     "info",
     "put_ilm_policy",
@@ -96,6 +102,11 @@ def put_index_template(name: str, body: Mapping[str, Any]) -> Request:
     return Request("PUT", f"/_index_template/{_p(name)}", body=body)
 
 
+def delete_index_template(name: str) -> Request:
+    """Delete a composable index template (clean-up of tests, benchmarks, demo runs)."""
+    return Request("DELETE", f"/_index_template/{_p(name)}")
+
+
 def put_ilm_policy(name: str, body: Mapping[str, Any]) -> Request:
     """Create or replace an Elasticsearch ILM policy (idempotent)."""
     return Request("PUT", f"/_ilm/policy/{_p(name)}", body=body)
@@ -134,6 +145,17 @@ def search(pattern: str, body: Mapping[str, Any]) -> Request:
     )
 
 
+def count(pattern: str, body: Mapping[str, Any] | None = None) -> Request:
+    """``/<pattern>/_count``: documents searchable now (those ``body``'s query matches, if
+    given); missing indices count 0."""
+    return Request(
+        "GET" if body is None else "POST",
+        f"/{_p(pattern)}/_count",
+        params={"ignore_unavailable": "true", "allow_no_indices": "true"},
+        body=body,
+    )
+
+
 def get_doc(index: str, doc_id: str) -> Request:
     """Real-time ``GET`` of one document."""
     return Request("GET", f"/{_p(index)}/_doc/{quote(doc_id, safe='')}")
@@ -165,3 +187,16 @@ def get_mapping(pattern: str) -> Request:
 def cat_indices(pattern: str) -> Request:
     """List index names matching ``pattern`` (JSON format)."""
     return Request("GET", f"/_cat/indices/{_p(pattern)}", params={"format": "json", "h": "index"})
+
+
+def create_doc(
+    index: str, doc_id: str, doc: Mapping[str, Any], *, refresh: bool = False
+) -> Request:
+    """Create a document by id; a second create of the same id is refused (409)."""
+    params = {"refresh": "true"} if refresh else {}
+    return Request("PUT", f"/{_p(index)}/_create/{quote(doc_id, safe='')}", params=params, body=doc)
+
+
+def get_index_templates() -> Request:
+    """Every composable index template (``{"index_templates": [{"name": ...}, ...]}``)."""
+    return Request("GET", "/_index_template")

@@ -7,7 +7,7 @@ LocalStack (Mosquitto, Kafka, OpenSearch on free ports, rooted under
 The rig (module scope): 3 sites x 2 devices sampling at 2 Hz, real in-process
 edge agents with SQLite outboxes -> Mosquitto -> gateway (subprocess) ->
 Kafka -> processor (subprocess) -> OpenSearch, configured as ``thermowatch
-demo`` configures them (thermowatch.demo, thermowatch.demo_fleet).
+demo`` configures them (thermowatch.demo).
 ``CUT_DEVICE`` reaches Mosquitto through a TCP proxy that can be cut.
 
 Every fault test does the same: force one device's probe above its site's
@@ -81,9 +81,15 @@ from cloud_processor.testing import TcpProxy
 from deploy.local.stack import STACK_DIR_ENV, LocalStack, free_port
 from telemetry_contract import kafka_topics
 from thermowatch import accounting as acc
-from thermowatch.demo import DemoRun, Service, pipeline_services, wait_topics
-from thermowatch.demo_fleet import DemoFleet, steady_plan
-from thermowatch.demo_monitor import KafkaLag
+from thermowatch.demo import (
+    DemoFleet,
+    DemoRun,
+    KafkaLag,
+    Service,
+    pipeline_services,
+    steady_plan,
+    wait_topics,
+)
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 

@@ -24,8 +24,7 @@ import pytest
 from deploy.local.stack import LocalStack
 from telemetry_contract import kafka_topics
 from thermowatch import accounting as acc
-from thermowatch.demo import DemoRun, pipeline_services, wait_topics
-from thermowatch.demo_fleet import DemoFleet, steady_plan
+from thermowatch.demo import DemoFleet, DemoRun, pipeline_services, steady_plan, wait_topics
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(420)]
 

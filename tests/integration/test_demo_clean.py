@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from thermowatch.demo_clean import clean_demo_runs, list_runs
+from thermowatch.demo.clean import clean_demo_runs, list_runs
 
 pytestmark = pytest.mark.integration
 

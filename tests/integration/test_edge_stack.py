@@ -197,7 +197,7 @@ reconnect_max_s = 2.0
 
     admin = Admin(mq["host"], mq["port"], mq["users"]["admin"], f"{base}/#")
     try:
-        with caplog.at_level("INFO", logger="edge_agent.app"):
+        with caplog.at_level("INFO", logger="edge_agent.publisher"):
             wrong = run(config("dev-test-4"), lambda a: a.publish_retries >= 2)
         refused = [
             r.getMessage() for r in caplog.records if "event=publish_refused" in r.getMessage()

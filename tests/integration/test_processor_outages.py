@@ -29,6 +29,7 @@ from cloud_processor.config import (
     RulesConfig,
     SearchSettings,
 )
+from cloud_processor.factory import build_processor
 from cloud_processor.testing import TcpProxy, WebhookReceiver
 from stagekit.kafka import create_topics, delete_topics
 from stagekit.search import api as search
@@ -177,7 +178,7 @@ async def test_search_down_30s_pauses_and_resumes_losing_nothing(env: Env) -> No
         rules=RulesConfig(threshold_high_c=8.0, min_duration_s=0),
         http=HttpSettings(enabled=False),
     )
-    processor = Processor(cfg)
+    processor = build_processor(cfg)
     await processor.start()
     stop = asyncio.Event()
     task = asyncio.create_task(processor.run(stop))

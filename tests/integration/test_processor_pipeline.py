@@ -33,6 +33,7 @@ from cloud_processor.config import (
     WebhookSettings,
 )
 from cloud_processor.documents import reading_doc, reading_id
+from cloud_processor.factory import build_processor
 from cloud_processor.testing import WebhookReceiver
 from stagekit.kafka import create_topics, delete_topics
 from stagekit.search import api as search
@@ -193,7 +194,7 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 
 @asynccontextmanager
 async def running(cfg: ProcessorConfig) -> AsyncIterator[Processor]:
-    processor = Processor(cfg)
+    processor = build_processor(cfg)
     await processor.start()
     stop = asyncio.Event()
     task = asyncio.create_task(processor.run(stop))
@@ -385,15 +386,15 @@ async def test_two_processors_split_partitions_and_rebalance_cleanly(env: Env) -
     async with running(cfg) as p1:
         await wait_for(lambda: _ge(env.count(env.names.readings_pattern), len(first)))
         async with running(cfg) as p2:  # joins: p1's partitions are revoked and re-split
-            await wait_for(lambda: _true(bool(p2._consumer.assignment())))
+            await wait_for(lambda: _true(bool(p2.source.assignment())))
             await produce(env.bootstrap, env.topics, list(second))
             await wait_for(
                 lambda: _ge(env.count(env.names.readings_pattern), len(first) + len(second))
             )
             await asyncio.sleep(1.5)
-            assert p1._consumer.assignment() and p2._consumer.assignment()
+            assert p1.source.assignment() and p2.source.assignment()
             assert not (
-                {tp for tp in p1._consumer.assignment()} & {tp for tp in p2._consumer.assignment()}
+                {tp for tp in p1.source.assignment()} & {tp for tp in p2.source.assignment()}
             )
             dups = await _dup(p1) + await _dup(p2)
         assert dups == 0  # commit on revoke: the new owner starts after what was stored
@@ -418,7 +419,9 @@ async def test_replay_from_timestamp_stops_when_caught_up_and_adds_nothing(
     async with running(env.config(group="first", webhook=receiver.url)):
         await wait_for(lambda: _ge(_len(receiver.received), 2))
         await asyncio.sleep(1)
-    replay = Processor(env.config(group="unused", webhook=receiver.url), replay_from_ms=middle)
+    replay = build_processor(
+        env.config(group="unused", webhook=receiver.url), replay_from_ms=middle
+    )
     await replay.start()
     try:
         await asyncio.wait_for(replay.run(), 60)  # returns by itself at the end offsets

@@ -185,7 +185,7 @@ def test_ack_command_marks_alert_and_survives_processor_updates(
         await backend.close()
 
     async def later_update_and_read() -> dict[str, Any]:
-        from dataclasses import replace
+        from msgspec.structs import replace
 
         backend = OpenSearchBackend(stack["search"]["url"])
         st = Storage(backend, names)

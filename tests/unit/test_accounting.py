@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 from hypothesis import given
 from hypothesis import strategies as st
+from msgspec.structs import replace as replace_struct
 
+from telemetry_contract import (
+    Alert,
+    AlertChange,
+    AlertStatus,
+    ChangeKind,
+    Rule,
+    Severity,
+    alert_change_doc,
+    encode_alert_change,
+)
 from thermowatch.accounting import (
     AlertDoc,
     GapRange,
     Incident,
     account,
+    first_published,
+    parse_alert_changes,
     percentiles,
     score_alerts,
     topic_partitions,
@@ -135,3 +151,42 @@ def test_topic_partitions_skips_missing_topics() -> None:
         {"error_code": 3, "topic": "b", "partitions": []},
     ]
     assert [(tp.topic, tp.partition) for tp in topic_partitions(described)] == [("a", 0), ("a", 2)]
+
+
+def _change(kind: ChangeKind, version: int, status: AlertStatus) -> AlertChange:
+    alert = Alert(
+        "d.threshold_high.1000",
+        "d",
+        "s",
+        Rule.THRESHOLD_HIGH,
+        Severity.WARNING,
+        status,
+        version,
+        1000,
+        1000 + version,
+    )
+    return AlertChange(kind, alert)
+
+
+def test_alert_changes_are_read_with_the_contract_old_and_new() -> None:
+    opened = encode_alert_change(_change(ChangeKind.OPENED, 1, AlertStatus.OPEN))
+    resolved = alert_change_doc(_change(ChangeKind.RESOLVED, 2, AlertStatus.RESOLVED))
+    for key in ("type", "schema_version", "notify"):  # as written before the contract tagged it
+        del resolved[key]
+    partial = b'{"alert_id": "x", "change": "opened", "version": 1}'
+    records = [(opened, 50), (json.dumps(resolved).encode(), 60), (partial, 70), (b"[]", 80)]
+    changes = parse_alert_changes(records)
+    assert [(c.alert_id, c.change, c.version, c.published_ms) for c in changes] == [
+        ("d.threshold_high.1000", "opened", 1, 50),
+        ("d.threshold_high.1000", "resolved", 2, 60),
+    ]
+    assert first_published([*changes, replace(changes[0], published_ms=40)]) == {
+        "d.threshold_high.1000": 40
+    }
+
+
+def test_an_alert_document_scores_like_its_alert() -> None:
+    change = _change(ChangeKind.RESOLVED, 2, AlertStatus.RESOLVED)
+    alert = replace_struct(change.alert, resolved_at=1500)
+    expected = AlertDoc("d.threshold_high.1000", "d", "threshold_high", 1000, "resolved", 1500, 2)
+    assert AlertDoc.of(alert) == expected

@@ -13,7 +13,7 @@ from thermowatch.demo import (
     malformed_payloads,
     processor_config,
 )
-from thermowatch.demo_fleet import plan
+from thermowatch.demo.plan import plan
 
 
 def test_demo_fleet_is_the_stack_users() -> None:
@@ -75,3 +75,19 @@ def test_configs_isolate_the_run_and_parse(tmp_path: Path) -> None:
     assert gw.mqtt.share_group == "" and pr.kafka.group_id == "demo-processor-r1"
     assert gw.validate() == [] and pr.validate() == []
     assert pr.rules.for_device("s1-d03", "s1").threshold_high_c == -15.0
+
+
+def test_the_script_plays_every_planned_step_once_in_time_order() -> None:
+    from thermowatch.demo.scenario import Action, script
+
+    p = plan(demo_sites(), 150.0)
+    steps = script(p)
+    assert [s.at_s for s in steps] == sorted(s.at_s for s in steps)
+    assert [s.action for s in steps].count(Action.INJECT) == len(p.incidents)
+    kill = next(s for s in steps if s.action is Action.KILL_AGENT)
+    restart = next(s for s in steps if s.action is Action.RESTART_AGENT)
+    burst = next(s for s in steps if s.action is Action.MALFORMED)
+    assert kill.device_id == restart.device_id == p.offline_device
+    assert (kill.at_s, restart.at_s) == (p.offline_at_s, p.online_at_s)
+    assert (burst.device_id, burst.at_s) == (p.malformed_device, p.malformed_at_s)
+    assert steps[0].label == "inject door_open on s1-d03"

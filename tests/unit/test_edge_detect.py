@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import math
 import random
+import sys
+import types
 from pathlib import Path
 
 import pytest
 
-from edge_agent.app import atomic_write
 from edge_agent.detect import DETECTORS, Detector, DetectorSpecError, SensorMonitor, evaluate
+from edge_agent.detectors.context import ContextModel
+from edge_agent.detectors.hst import HSTModel
+from edge_agent.detectors.zscore import ZScoreModel
+from edge_agent.pipeline import atomic_write
 
 
 def series(n: int, seed: int = 1) -> list[float]:
@@ -76,6 +81,34 @@ def test_restore_ignores_state_of_another_detector(tmp_path: Path) -> None:
     assert Detector.loads(path.read_bytes(), "zscore", {"warmup": 6}).monitors == {}
     assert Detector.loads(path.read_bytes(), "hst", {}).monitors == {}
     assert not (tmp_path / "detector.pickle.tmp").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "old_module", "cls"),
+    [
+        ("context", "edge_agent.detect_nab", ContextModel),
+        ("zscore", "edge_agent.detect", ZScoreModel),
+        ("hst", "edge_agent.detect", HSTModel),
+    ],
+)
+def test_state_saved_before_the_models_moved_is_restored(
+    monkeypatch: pytest.MonkeyPatch, name: str, old_module: str, cls: type
+) -> None:
+    """A state file names each model's class by module: the old names still load."""
+    det = Detector(name, {"warmup": 5})
+    for x in series(50):
+        det.observe("p", x)
+    # Pickle as the previous release did: the class under its old module name.
+    old = sys.modules.get(old_module) or types.ModuleType(old_module)
+    monkeypatch.setitem(sys.modules, old_module, old)
+    monkeypatch.setattr(old, cls.__name__, cls, raising=False)
+    monkeypatch.setattr(cls, "__module__", old_module)
+    data = det.dumps()
+    monkeypatch.undo()
+    assert old_module.encode() in data
+    again = Detector.loads(data, name, {"warmup": 5})
+    assert again.monitors["p"].seen == det.monitors["p"].seen
+    assert again.observe("p", 4.2) == det.observe("p", 4.2)
 
 
 @pytest.mark.parametrize(

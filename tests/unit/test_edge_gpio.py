@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from edge_agent.config import GpioSection
+from edge_agent.config import GpioSettings
 from edge_agent.gpio import Outputs, StatusLight
 
 STATUS, ALARM, BUZZER, RELAY, BUTTON = 17, 27, 22, 23, 24
@@ -17,7 +17,7 @@ STATUS, ALARM, BUZZER, RELAY, BUTTON = 17, 27, 22, 23, 24
 @pytest.fixture
 def outputs() -> Iterator[tuple[Outputs, MockFactory]]:
     factory = MockFactory()
-    out = Outputs(GpioSection(relay_pin=RELAY, button_pin=BUTTON), pin_factory=factory)
+    out = Outputs(GpioSettings(relay_pin=RELAY, button_pin=BUTTON), pin_factory=factory)
     out.start()
     yield out, factory
     out.close()
@@ -67,7 +67,7 @@ def test_status_led_steady_or_blinking(outputs: tuple[Outputs, MockFactory]) -> 
 
 
 def test_gpio_disabled_claims_no_pins() -> None:
-    out = Outputs(GpioSection(enabled=False), pin_factory=MockFactory())
+    out = Outputs(GpioSettings(enabled=False), pin_factory=MockFactory())
     out.start()
     out.set_alarm(True)
     out.set_status(StatusLight.FAULT)

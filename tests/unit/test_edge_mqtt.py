@@ -17,7 +17,7 @@ from paho.mqtt import _packet as paho_packet
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.app import EdgeAgent
-from edge_agent.config import MqttSection, loads_config
+from edge_agent.config import MqttSettings, loads_config
 from edge_agent.mqtt import Acked, MqttLink, _Client, decode_puback
 from edge_agent.sensors import Sample
 from telemetry_contract import Quality, Reading, decode
@@ -27,7 +27,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "w1"
 
 def test_reconnect_backoff_is_exponential_with_full_jitter_and_capped() -> None:
     link = MqttLink(
-        MqttSection(reconnect_min_s=1.0, reconnect_max_s=30.0),
+        MqttSettings(reconnect_min_s=1.0, reconnect_max_s=30.0),
         client_id="c",
         password="",
         status_topic="s",
@@ -36,7 +36,7 @@ def test_reconnect_backoff_is_exponential_with_full_jitter_and_capped() -> None:
         events=queue.Queue(),
         rng=random.Random(7),
     )
-    delays = [link._backoff() for _ in range(12)]
+    delays = [link.reconnect_backoff.next() for _ in range(12)]
     assert all(1 <= d <= 30 for d in delays)
     assert delays[0] <= 2  # first attempts stay short
     assert len(set(delays[5:])) > 1  # jitter: not the same wait for every device
@@ -52,6 +52,10 @@ class FakeLink:
         self.sent: list[tuple[int, bytes]] = []
         self.mid = 0
         self.acks: collections.deque[Acked] = collections.deque()
+        self.wake_on_ack = True
+
+    def start(self) -> None:
+        pass
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int:
         self.mid += 1
@@ -78,10 +82,9 @@ def agent_on_fake_link(tmp_path: Path, mqtt: str = "") -> tuple[EdgeAgent, FakeL
         f'[device]\nstate_dir = "{tmp_path / "s"}"\n[sensors]\nw1_root = "{tmp_path / "w1"}"\n'
         f'[gpio]\npin_factory = "mock"\n[mqtt]\nmax_inflight = 4\n{mqtt}'
     )
-    agent = EdgeAgent(cfg, pin_factory=MockFactory())
-    agent.start(mqtt=False)
     link = FakeLink()
-    agent.link = link  # type: ignore[assignment]
+    agent = EdgeAgent(cfg, pin_factory=MockFactory(), link=link)
+    agent.start()
     return agent, link
 
 
@@ -132,7 +135,7 @@ def test_pubacks_collect_in_a_deque_in_order_without_events() -> None:
     """paho's callbacks run on the agent's own thread: a PUBACK is a deque entry, no wake-up."""
     events: queue.Queue[Any] = queue.Queue()
     link = MqttLink(
-        MqttSection(),
+        MqttSettings(),
         client_id="c",
         password="",
         status_topic="s",
@@ -225,7 +228,7 @@ def test_refused_puback_keeps_the_row_backs_off_and_resends_in_seq_order(
         # seq 0 accepted, seq 1 refused (135), seqs 2-3 still in flight.
         link.acks.append(Acked(first[0][0], True, "Success"))
         link.acks.append(Acked(first[1][0], False, not_authorized, 135))
-        with caplog.at_level("WARNING", logger="edge_agent.app"):
+        with caplog.at_level("WARNING", logger="edge_agent.publisher"):
             agent.process_events(0.0)
             assert agent.pump() == 0  # paused: backoff, and 2 PUBACKs still due
             link.acks.append(Acked(first[2][0], False, not_authorized, 135))
@@ -234,7 +237,7 @@ def test_refused_puback_keeps_the_row_backs_off_and_resends_in_seq_order(
         refusals = [r for r in caplog.records if "event=publish_refused" in r.getMessage()]
         assert len(refusals) == 1 and "code=135" in refusals[0].getMessage()  # logged once
         assert agent.publish_refusals == 2
-        assert agent._retry_s == 1.0  # one failed attempt: backoff doubles per attempt
+        assert agent.publisher.retry_s == 1.0  # one failed attempt: backoff doubles per attempt
         stats = agent.outbox.stats()
         assert stats.depth == 4  # seqs 1, 2 (refused) and 4, 5 (unsent): nothing deleted
         assert agent.pump() == 0  # still backing off
@@ -245,7 +248,7 @@ def test_refused_puback_keeps_the_row_backs_off_and_resends_in_seq_order(
         assert seqs_of(link.sent[4:]) == [1, 2, 4, 5]
         for mid, _ in link.sent[4:]:
             link.acks.append(Acked(mid, True, "Success"))
-        with caplog.at_level("INFO", logger="edge_agent.app"):
+        with caplog.at_level("INFO", logger="edge_agent.publisher"):
             agent.process_events(0.0)
         assert any("event=publish_accepted_again" in r.getMessage() for r in caplog.records)
         assert agent.outbox.stats().depth == 0
@@ -270,7 +273,7 @@ def test_unrouted_reading_is_kept_and_sent_again_unless_configured_off(
         assert agent.pump() == 3
         for mid, _ in link.sent:
             link.acks.append(Acked(mid, True, "No matching subscribers", 16))
-        with caplog.at_level("WARNING", logger="edge_agent.app"):
+        with caplog.at_level("WARNING", logger="edge_agent.publisher"):
             agent.process_events(0.0)
         unrouted = [r for r in caplog.records if "event=publish_unrouted" in r.getMessage()]
         if not resend:

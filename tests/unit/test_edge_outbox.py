@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.outbox import Outbox
+from edge_agent.outbox import Outbox, read_next_seq, read_pending_seqs
 from telemetry_contract import Gap, GapReason, decode_as
 
 NOW = 1_767_225_600_000
@@ -71,6 +71,32 @@ def test_ack_deletes_and_a_restart_replays_the_rest_in_seq_order(tmp_path: Path)
     assert [r.seq for r in ob.next_batch(10)] == [1, 3, 4]
     assert ob.stats().depth == 3
     ob.close()
+
+
+def test_read_only_view_of_seqs_allocated_and_pending(tmp_path: Path) -> None:
+    """What accounting reads from an agent's outbox file, while the agent writes it too."""
+    path = tmp_path / "o.db"
+    ob = make(tmp_path, max_rows=30, drop_batch=5)
+    try:
+        assert (read_next_seq(path), read_pending_seqs(path)) == (0, set())
+        ob.append_readings([reading] * 5, now_ms=NOW)
+        rows = ob.next_batch(2)
+        ob.ack([r.id for r in rows], defer=True)  # not deleted yet: still pending
+        assert (read_next_seq(path), read_pending_seqs(path)) == (5, {0, 1, 2, 3, 4})
+        ob.flush_acks()
+        ob.append("alert", "t/alert", b"a", now_ms=NOW)  # no seq: not a reading
+        assert (read_next_seq(path), read_pending_seqs(path)) == (5, {2, 3, 4})
+        ob.append_readings([reading] * 30, now_ms=NOW)  # over the bound: the oldest dropped
+        pending = read_pending_seqs(path)
+        assert read_next_seq(path) == 35 and len(pending) < 33 and 34 in pending
+        assert not set(range(2, 7)) & pending  # dropped (a Gap covers them): not pending
+    finally:
+        ob.close()
+    mtime = path.stat().st_mtime_ns
+    assert read_next_seq(path) == 35 and read_pending_seqs(path) == pending
+    assert path.stat().st_mtime_ns == mtime  # only read
+    with pytest.raises(sqlite3.OperationalError):
+        read_next_seq(tmp_path / "missing.db")  # never creates one
 
 
 def gaps_of(ob: Outbox) -> list[Gap]:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from edge_agent.errors import NoSensorError
-from edge_agent.sensors import DS18B20, HostSensor, Sample, SensorPool, discover_w1
+from edge_agent.sensor_pool import SensorPool
+from edge_agent.sensors import DS18B20, HostSensor, Sample, discover_w1
 from telemetry_contract import Quality
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "w1"
@@ -177,7 +178,7 @@ def test_hung_sensor_never_stalls_the_others(tmp_path: Path) -> None:
     hung = HungSensor()
     try:
         pool.start()
-        pool._sensors[hung.sensor_id] = hung  # inject the port's fake
+        pool.add(hung)  # the port's fake
         t0 = time.monotonic()
         pool.round()  # must not block on the hung read
         assert time.monotonic() - t0 < 0.25
@@ -212,7 +213,7 @@ def test_fast_reads_share_one_thread_and_a_hung_one_gets_the_others_spread(
         assert wait_for(lambda: len(got.samples) == 2)
         assert {s.sensor_id for s in got.take()} == {PROBE, "28-0416b3a1c2ff"}
         assert pool.spread_deadline() is None and pool.spread() == 0
-        pool._sensors[hung.sensor_id] = hung  # sorts first: blocks the single reader
+        pool.add(hung)  # sorts first: blocks the single reader
         pool.round()
         due = pool.spread_deadline()
         assert due is not None and due - time.monotonic() <= 0.02

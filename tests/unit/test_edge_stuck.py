@@ -10,8 +10,9 @@ from gpiozero.pins.mock import MockFactory
 
 from edge_agent.app import EdgeAgent
 from edge_agent.config import loads_config
-from edge_agent.sensors import DS18B20, StuckCheck
+from edge_agent.sensors import DS18B20
 from edge_agent.simulate import FleetSimulator, Scenario, w1_slave_text
+from edge_agent.w1 import StuckCheck
 from stagekit.config import ConfigError
 from telemetry_contract import AlertState, EdgeAlert, EdgeAlertKind, Quality, Reading, decode
 

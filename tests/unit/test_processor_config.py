@@ -59,6 +59,19 @@ def test_uncommented_sample_example_is_valid() -> None:
         ("[webhook]\nformat = 'teams'\n", 'webhook.format: must be "json" or "slack"'),
         ("[locations]\nd1 = [100.0, 0.0]\n", "locations.d1: not a [lat, lon] pair"),
         ("[rules]\ntypo = 1\n", "rules.typo: unknown key"),
+        (
+            "[rules.groups.freezers]\nsites = ['s1']\nthresold_high_c = 1.0\n",
+            "rules.groups.freezers.thresold_high_c: unknown key",
+        ),
+        (
+            "[rules.groups.a]\nsites = ['s1']\n"
+            "[rules.groups.b]\nsites = ['s2']\nhysteresis_c = -1.0\n",
+            "rules.groups.b.hysteresis_c: must be at least 0",
+        ),
+        ("[rules]\nhysteresis_c = -0.5\n", "rules.hysteresis_c: must be at least 0"),
+        ("[rules]\noutlier_min_peers = 2\n", "rules.outlier_min_peers: must be at least 3, got 2"),
+        ("[rules]\noutlier_z = 2.0\n", "rules.outlier_clear_z: must not exceed outlier_z (2.0)"),
+        ("[alerts]\nflap_max_opens = 0\n", "alerts.flap_max_opens: must be at least 1, got 0"),
     ],
 )
 def test_errors_name_the_key(toml: str, message: str) -> None:
@@ -83,3 +96,13 @@ def test_cli_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_parse_timestamp() -> None:
     assert parse_timestamp("2026-01-01T00:00:00+00:00") == 1_767_225_600_000
     assert parse_timestamp("2026-01-01T00:00:00") == 1_767_225_600_000
+
+
+def test_rule_groups_take_every_rule_setting_and_nothing_else() -> None:
+    """RuleGroup is derived from RuleSettings: same keys, each optional."""
+    from cloud_processor.config import RuleGroup, RuleSettings
+
+    assert RuleGroup.__struct_fields__ == ("sites", "devices", *RuleSettings.__struct_fields__)
+    assert RuleGroup().overrides() == {}
+    group = RuleGroup(sites=["s1"], fault_storm_count=2, threshold_low_c=-30.0)
+    assert group.overrides() == {"threshold_low_c": -30.0, "fault_storm_count": 2}

@@ -13,11 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_processor.app import Processor
 from cloud_processor.config import AlertSettings, ProcessorConfig, RulesConfig
 from cloud_processor.rules import FleetRules
 from stagekit.config import ConfigError, loads
-from telemetry_contract import AlertChange, Gap, GapReason, Quality, Reading, encode
+from telemetry_contract import AlertChange, Gap, GapReason, Quality, Reading
 
 T0 = 1_767_225_600_000
 S = 1000
@@ -279,70 +278,6 @@ def test_release_held_judges_everything_in_seq_order() -> None:
     assert rules.held_count == 0
 
 
-# -- the processor's use of it ---------------------------------------------------
-
-
-class _TP:
-    def __init__(self, partition: int) -> None:
-        self.topic, self.partition = "t.telemetry", partition
-
-
-def test_commit_never_passes_a_held_reading_and_poll_wakes_for_its_release() -> None:
-    now = [T0 / 1000]
-    p = Processor(ProcessorConfig(), clock=lambda: now[0])
-    tp = _TP(0)
-    readings: list[object] = []
-    changes: list[AlertChange] = []
-    for offset, seq in ((10, 1), (11, 3), (12, 4)):
-        p._route(encode(reading(seq, 5.0)), T0, readings, changes, (tp, offset))  # type: ignore[arg-type]
-    assert len(readings) == 3  # stored at once, whatever the rules do
-    assert p._commit_floor() == {tp: 11}  # seq 3 is held at offset 11
-    assert p._poll_timeout_ms() == 200
-    now[0] += 0.150
-    assert p._poll_timeout_ms() == 50
-    p._route(encode(reading(2, 9.5)), T0, readings, changes, (tp, 13))  # type: ignore[arg-type]
-    assert [c.alert.rule for c in changes] == []  # no threshold configured by default
-    assert p._commit_floor() == {}
-    assert p._poll_timeout_ms() == ProcessorConfig().kafka.poll_timeout_ms
-
-
-class _Record:
-    def __init__(self, value: bytes, offset: int) -> None:
-        self.value, self.offset = value, offset
-
-
-class _Consumer:
-    def __init__(self, *tps: object) -> None:
-        self.tps = set(tps)
-
-    def assignment(self) -> set[object]:
-        return self.tps
-
-    def highwater(self, _tp: object) -> int | None:
-        return None
-
-
-def test_a_hole_given_up_is_logged_with_its_seqs_and_counted(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """Readings lost between the edge and Kafka (no Gap for them) are named in the log."""
-    now = [T0 / 1000]
-    p = Processor(ProcessorConfig(), clock=lambda: now[0])
-    tp = _TP(0)
-    p._consumer = _Consumer(tp)  # type: ignore[assignment]
-    batch = [_Record(encode(reading(s, 5.0)), 10 + i) for i, s in enumerate((1, 2, 6, 7))]
-    p._prepare({tp: batch})
-    assert p.rules.held_count == 2  # 6 and 7 wait for 3..5
-    now[0] += 0.250  # past reorder_wait_ms (200)
-    with caplog.at_level("WARNING", logger="cloud_processor.app"):
-        p._prepare({})
-    assert p.rules.held_count == 0
-    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
-        "event=seqs_given_up device=d1 first_seq=3 last_seq=5 count=3"
-    ]
-    assert p.metrics.registry.get_sample_value("thermowatch_processor_reorder_given_up_total") == 3
-
-
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
@@ -358,3 +293,23 @@ def test_reorder_config_errors_name_the_key(toml: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         loads(ProcessorConfig, toml)
     assert message in str(err.value)
+
+
+# -- the stage alone -------------------------------------------------------------
+
+
+@given(st.integers(2, 60), st.integers(0, 2**32))
+@settings(max_examples=100, deadline=None)
+def test_stage_releases_each_seq_once_in_order(n: int, salt: int) -> None:
+    """A local shuffle with redeliveries comes out of the stage as 1..n, once each."""
+    from cloud_processor.rules.reorder import ReorderStage
+
+    stage = ReorderStage(wait_ms=60_000, max_held=10_000, max_held_per_device=64)
+    stream = [reading(seq, 5.0) for seq in range(1, n + 1)]
+    rng = random.Random(salt)
+    keys = [i + rng.uniform(0, 3) for i in range(n - 1)]
+    rest = sorted(zip(keys, stream[1:], strict=True), key=lambda p: p[0])
+    shuffled = stream[:1] + [r for _, r in rest] + rng.sample(stream, k=min(3, n))
+    out = [judged.seq for r in shuffled for judged in stage.push(r, now_ms=T0)]
+    assert out == list(range(1, n + 1))
+    assert stage.held_count == 0 and stage.next_release_ms() is None

@@ -423,3 +423,62 @@ def test_restoring_twice_does_not_inflate_flapping_counts() -> None:
         ("opened", False),
         ("resolved", False),
     ]
+
+
+def test_every_registered_rule_listens_to_something() -> None:
+    """Conformance over the registry: each entry builds a FleetRule overriding a hook."""
+    from cloud_processor.rules import RULES, AlertBook, FleetRule
+
+    hooks = [h for h in vars(FleetRule) if h.startswith("on_")]
+    for make in RULES:
+        rule = make(AlertBook(AlertSettings()))
+        assert isinstance(rule, FleetRule)
+        assert any(getattr(type(rule), h) is not getattr(FleetRule, h) for h in hooks), rule
+
+
+def test_a_rule_added_to_the_registry_is_routed_its_messages() -> None:
+    from cloud_processor.rules import RULES, Device, FleetRule, Signal
+
+    class TooHot(FleetRule):
+        def on_temperature(self, device: Device, ts: int, temp_c: float) -> Signal | None:
+            if temp_c > 30.0:
+                return device.signal(Rule.THRESHOLD_HIGH, active=True, ts=ts, message="hot")
+            return None
+
+    rules = FleetRules(RulesConfig(), AlertSettings(), registry=(*RULES, TooHot))
+    r = Reading(device_id="d1", sensor_id="host", site="s1", seq=1, ts=T0, temp_c=31.0)
+    changes = rules.on_reading(r, now_ms=T0)
+    assert [(c.kind.value, c.alert.message) for c in changes] == [("opened", "hot")]
+
+
+def test_a_restored_confirmed_edge_alert_is_not_confirmed_again() -> None:
+    cfg = RulesConfig(threshold_high_c=8.0, min_duration_s=0)
+    first = Fleet(cfg)
+    first.reading(0, 4.0)
+    first.rules.on_edge_alert(_edge(1), now_ms=T0 + S)
+    stored = first.reading(2, 9.0)  # threshold opens and confirms the edge alert
+    assert kinds(stored) == [("opened", "threshold_high"), ("updated", "edge_anomaly")]
+    second = Fleet(cfg)
+    second.rules.restore([c.alert for c in stored])
+    second.seq["d1"] = 2
+    assert kinds(second.reading(3, 4.0)) == [("resolved", "threshold_high")]
+    # new evidence: the edge alert, confirmed before the restart, is not raised again
+    assert kinds(second.reading(4, 9.5)) == [("opened", "threshold_high")]
+
+
+def test_confirmation_is_a_field_not_words_in_the_edge_message() -> None:
+    f = Fleet(RulesConfig(threshold_high_c=8.0, min_duration_s=0))
+    f.reading(0, 4.0)
+    edge = EdgeAlert(
+        device_id="d1",
+        site="s1",
+        alert_id="d1.anomaly.8",
+        ts=T0 + S,
+        kind=EdgeAlertKind.ANOMALY,
+        severity=Severity.WARNING,
+        message="odd shape (confirmed by the operator)",
+    )
+    f.rules.on_edge_alert(edge, now_ms=T0 + S)
+    changes = f.reading(2, 9.0)
+    assert kinds(changes) == [("opened", "threshold_high"), ("updated", "edge_anomaly")]
+    assert changes[1].alert.severity is Severity.CRITICAL

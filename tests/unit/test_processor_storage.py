@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import msgspec
+import pytest
 
 from cloud_processor.documents import Action, BulkItem
-from cloud_processor.storage import Storage
+from cloud_processor.storage import StoppedError, Storage
 from stagekit.search.api import Request, SearchError
 from stagekit.search.indices import IndexNames
 
@@ -127,3 +130,29 @@ async def test_no_policy_without_ilm() -> None:
     assert not any(r.path.startswith("/_ilm/policy") for r in backend.requests)
     readings = next(r for r in backend.requests if r.path == "/_index_template/x-readings")
     assert "index.lifecycle.name" not in readings.body["template"]["settings"]  # type: ignore[index]
+
+
+class DownBackend:
+    """A search server that never answers."""
+
+    name = "fake"
+
+    async def perform(self, request: Request) -> Any:
+        raise SearchError("connection refused")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_start_up_waits_for_the_server_but_stops_promptly_when_told() -> None:
+    st = Storage(DownBackend(), IndexNames("x-"), retry_initial_s=30.0, retry_max_s=60.0)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.1, stop.set)
+    started = time.monotonic()
+    with pytest.raises(StoppedError):
+        await st.ensure_schema(stop=stop)
+    assert time.monotonic() - started < 5  # not the 30 s backoff
+    assert st.available is False
+    stop.set()
+    with pytest.raises(StoppedError):
+        await st.load_alerts(since_ms=0, stop=stop)

@@ -17,8 +17,10 @@ from telemetry_contract import (
     DeviceStatus,
     Quality,
     Reading,
+    Rule,
     Severity,
     encode,
+    encode_alert_change,
 )
 from thermowatch.web.view import FleetView, fold_record
 
@@ -186,3 +188,19 @@ def test_same_readings_in_any_order_and_repeated_give_the_same_view(seqs: list[i
         shuffled.on_reading(reading("d", seq, seq / 2))
     now = T0 + 40_000
     assert shuffled.snapshot(now)["devices"] == ordered.snapshot(now)["devices"]
+
+
+def test_alert_changes_are_decoded_with_the_contract_old_records_included() -> None:
+    v = FleetView()
+    enc = msgspec.json.Encoder()
+    old = change_payload(AlertChange(ChangeKind.OPENED, alert(1, device="d1")))
+    for key in ("type", "schema_version"):  # written before the contract tagged changes
+        del old[key]
+    assert fold_record(v, "alerts", enc.encode(old), now_ms=T0)
+    partial = {"alert_id": "d2.threshold_high.1", "device_id": "d2", "change": "opened"}
+    assert not fold_record(v, "alerts", enc.encode(partial), now_ms=T0)
+    offline = AlertChange(ChangeKind.OPENED, alert(1, rule=Rule.OFFLINE, device="d3"))
+    assert fold_record(v, "alerts", encode_alert_change(offline), now_ms=T0)
+    states = {d["device_id"]: d["state"] for d in v.snapshot(T0)["devices"]}
+    assert states == {"d1": "offline", "d3": "offline"}  # d1: no reading yet
+    assert v.snapshot(T0)["devices"][1]["state_reason"] == "temp_c 9.5 >= 8.0"

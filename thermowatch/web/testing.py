@@ -192,7 +192,6 @@ async def live_pipeline(
     """Run the real processor and the web view on unique prefixes; clean up after."""
     from aiokafka import AIOKafkaProducer
 
-    from cloud_processor.app import Processor
     from cloud_processor.config import (
         AlertSettings,
         ProcessorConfig,
@@ -201,6 +200,7 @@ async def live_pipeline(
     from cloud_processor.config import HttpSettings as ProcessorHttp
     from cloud_processor.config import KafkaSettings as ProcessorKafka
     from cloud_processor.config import SearchSettings as ProcessorSearch
+    from cloud_processor.factory import build_processor
     from stagekit.kafka import create_topics, delete_topics
     from stagekit.search import api as search
     from stagekit.search.api import SearchError
@@ -232,7 +232,7 @@ async def live_pipeline(
         alerts=AlertSettings(max_event_age_s=900),
         http=ProcessorHttp(enabled=False),
     )
-    processor = Processor(pcfg)
+    processor = build_processor(pcfg)
     web = WebApp(web_config(prefix, bootstrap, search_url))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=1)
     stop = asyncio.Event()

@@ -10,7 +10,10 @@ Every input may arrive twice and in any order, because the same facts come
 from two places (the search server's documents and the Kafka topics):
 readings are kept once per ``(device, seq)``, a status older than the one held
 is ignored, and an alert change replaces the held one only if its ``version``
-is newer, so a replayed ``opened`` never reopens a resolved alert.
+is newer, so a replayed ``opened`` never reopens a resolved alert. Alerts are
+the contract's :class:`~telemetry_contract.Alert` (changes decoded with
+:func:`~telemetry_contract.decode_alert_change`, documents read with
+:func:`stagekit.search.alerts.alert_from_doc`), shown as :class:`AlertView`.
 
 A device is *offline* when its newest status says so (the MQTT last will; only
 a newer ``online`` status undoes it, as in the processor), when the processor
@@ -48,92 +51,83 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import msgspec
+from stagekit.search.alerts import alert_from_doc
+from telemetry_contract import (
+    Alert,
+    AlertStatus,
+    ContractError,
+    DeviceState,
+    DeviceStatus,
+    Reading,
+    Rule,
+    Severity,
+    decode,
+    decode_alert_change,
+)
 
-from telemetry_contract import ContractError, DeviceState, DeviceStatus, Reading, decode
+__all__ = ["AlertView", "FleetView", "fold_record"]
 
-__all__ = ["AlertView", "FleetView", "alert_from_doc", "fold_record"]
-
-SEVERITY_RANK: Final = {"info": 0, "warning": 1, "critical": 2}
-OFFLINE_RULE: Final = "device_offline"
+SEVERITY_RANK: Final = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 #: Resolved alerts are remembered this long (so an older copy cannot reopen them).
 _TOMBSTONE_MS: Final = 3_600_000
 
 
 @dataclass(frozen=True, slots=True)
 class AlertView:
-    """The fields of an alert the page shows (from an alert document or change)."""
+    """An alert as the page shows it: the contract's alert, and whether it was acknowledged.
 
-    alert_id: str
-    device_id: str
-    site: str
-    rule: str
-    severity: str
-    status: str
-    version: int
-    opened_at: int
-    updated_at: int
-    message: str = ""
-    value: float | None = None
-    threshold: float | None = None
-    flapping: bool = False
-    late: bool = False
+    ``acknowledged`` is not part of the alert: ``processor ack`` writes it
+    into the alerts-index document only.
+    """
+
+    alert: Alert
     acknowledged: bool = False
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> AlertView | None:
+        """An alerts-index document or an alert change as data; None if it is not an alert.
+
+        Read with :func:`stagekit.search.alerts.alert_from_doc` (a change has
+        the same fields, plus ``change`` and ``notify``).
+
+        >>> AlertView.from_doc({"alert_id": "x"}) is None
+        True
+        >>> a = AlertView.from_doc({"alert_id": "d.stale_sensor.1", "device_id": "d",
+        ...     "site": "s", "rule": "stale_sensor", "severity": "warning", "status": "open",
+        ...     "version": 1, "opened_at": 1, "updated_at": 1, "change": "opened"})
+        >>> a.alert.rule, a.alert.status.value, a.acknowledged
+        ('stale_sensor', 'open', False)
+        """
+        try:
+            alert = alert_from_doc(dict(doc))
+        except (KeyError, TypeError, ValueError):
+            return None
+        return cls(alert, bool(doc.get("acknowledged", False)))
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the alert is still open."""
+        return self.alert.status is AlertStatus.OPEN
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dictionary (the page's alert row)."""
+        a = self.alert
         return {
-            "alert_id": self.alert_id,
-            "device_id": self.device_id,
-            "site": self.site,
-            "rule": self.rule,
-            "severity": self.severity,
-            "version": self.version,
-            "opened_at": self.opened_at,
-            "updated_at": self.updated_at,
-            "message": self.message,
-            "value": self.value,
-            "threshold": self.threshold,
-            "flapping": self.flapping,
-            "late": self.late,
+            "alert_id": a.alert_id,
+            "device_id": a.device_id,
+            "site": a.site,
+            "rule": a.rule,
+            "severity": a.severity.value,
+            "version": a.version,
+            "opened_at": a.opened_at,
+            "updated_at": a.updated_at,
+            "message": a.message,
+            "value": a.value,
+            "threshold": a.threshold,
+            "flapping": a.flapping,
+            "late": a.late,
             "acknowledged": self.acknowledged,
         }
-
-
-def alert_from_doc(doc: Mapping[str, Any]) -> AlertView | None:
-    """An :class:`AlertView` from an alerts-index document or an alerts-topic change.
-
-    Both carry the same fields (the topic adds ``change`` and ``notify``);
-    anything without the identifying fields is not an alert and gives None.
-
-    >>> alert_from_doc({"alert_id": "x"}) is None
-    True
-    >>> a = alert_from_doc({"alert_id": "d.rule.1", "device_id": "d", "site": "s",
-    ...     "rule": "stale_sensor", "severity": "warning", "status": "open", "version": 1,
-    ...     "opened_at": 1, "updated_at": 1, "change": "opened"})
-    >>> a.rule, a.status, a.acknowledged
-    ('stale_sensor', 'open', False)
-    """
-    try:
-        return AlertView(
-            alert_id=str(doc["alert_id"]),
-            device_id=str(doc["device_id"]),
-            site=str(doc.get("site") or ""),
-            rule=str(doc["rule"]),
-            severity=str(doc.get("severity") or "warning"),
-            status=str(doc["status"]),
-            version=int(doc["version"]),
-            opened_at=int(doc["opened_at"]),
-            updated_at=int(doc.get("updated_at") or doc["opened_at"]),
-            message=str(doc.get("message") or ""),
-            value=_float(doc.get("value")),
-            threshold=_float(doc.get("threshold")),
-            flapping=bool(doc.get("flapping", False)),
-            late=bool(doc.get("late", False)),
-            acknowledged=bool(doc.get("acknowledged", False)),
-        )
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def _float(value: Any) -> float | None:
@@ -155,7 +149,7 @@ class _Device:
 
 @dataclass(slots=True)
 class _HeldAlert:
-    alert: AlertView
+    view: AlertView
     #: Processing time of the last change folded in (grace before dropping it).
     touched_ms: int
 
@@ -282,22 +276,23 @@ class FleetView:
         return True
 
     def on_alert(self, doc: Mapping[str, Any] | AlertView, *, now_ms: int) -> bool:
-        """Fold an alert document or change if it is newer than the one held."""
-        a = doc if isinstance(doc, AlertView) else alert_from_doc(doc)
-        if a is None:
+        """Fold an alert (a document or change as data, or parsed) if it is newer than the
+        one held: a higher version, or the same version newly acknowledged."""
+        view = doc if isinstance(doc, AlertView) else AlertView.from_doc(doc)
+        if view is None:
             return False
+        a = view.alert
         held = self._alerts.get(a.alert_id)
         if held is not None:
-            newer = a.version > held.alert.version or (
-                a.version == held.alert.version and a.acknowledged and not held.alert.acknowledged
+            old = held.view
+            newer = a.version > old.alert.version or (
+                a.version == old.alert.version and view.acknowledged and not old.acknowledged
             )
             if not newer:
                 return False
-        if held is None and a.status != "open":
-            # Resolved before we saw it: remember it only as a tombstone.
-            self._alerts[a.alert_id] = _HeldAlert(a, now_ms)
-            return False
-        self._alerts[a.alert_id] = _HeldAlert(a, now_ms)
+        self._alerts[a.alert_id] = _HeldAlert(view, now_ms)
+        if held is None and not view.is_open:
+            return False  # resolved before we saw it: remembered only as a tombstone
         self._device(a.device_id, a.site)
         self._alerts_dirty = True
         self._touch(a.device_id)
@@ -324,18 +319,18 @@ class FleetView:
         changed = 0
         seen: set[str] = set()
         for doc in open_docs:
-            a = alert_from_doc(doc)
-            if a is None:
+            view = AlertView.from_doc(doc)
+            if view is None:
                 continue
-            seen.add(a.alert_id)
-            changed += self.on_alert(a, now_ms=now_ms)
+            seen.add(view.alert.alert_id)
+            changed += self.on_alert(view, now_ms=now_ms)
         for alert_id, held in list(self._alerts.items()):
             age = now_ms - held.touched_ms
-            if held.alert.status == "open":
+            if held.view.is_open:
                 if alert_id not in seen and age > self._grace_ms:
                     del self._alerts[alert_id]
                     self._alerts_dirty = True
-                    self._touch(held.alert.device_id)
+                    self._touch(held.view.alert.device_id)
                     changed += 1
             elif age > max(self._grace_ms, _TOMBSTONE_MS):
                 del self._alerts[alert_id]
@@ -345,14 +340,14 @@ class FleetView:
 
     def open_alerts(self) -> list[AlertView]:
         """Open alerts, most severe first, then newest first (at most ``max_alerts``)."""
-        out = [h.alert for h in self._alerts.values() if h.alert.status == "open"]
-        out.sort(key=lambda a: (-SEVERITY_RANK.get(a.severity, 0), -a.opened_at, a.alert_id))
+        out = [h.view for h in self._alerts.values() if h.view.is_open]
+        out.sort(key=_alert_order)
         return out[: self._max_alerts]
 
     def _state(self, d: _Device, now_ms: int, offline_alert: AlertView | None) -> tuple[str, str]:
         last_ts = d.points[-1][0] if d.points else None
         if offline_alert is not None:
-            return "offline", offline_alert.message or "device offline"
+            return "offline", offline_alert.alert.message or "device offline"
         if d.status_state == "offline":
             # Not undone by a reading: a last will carries the time its connection
             # began, so readings of that very session are newer than it.
@@ -368,11 +363,11 @@ class FleetView:
     def _by_device(self, alerts: list[AlertView]) -> dict[str, list[AlertView]]:
         out: dict[str, list[AlertView]] = {}
         for a in alerts:
-            out.setdefault(a.device_id, []).append(a)
+            out.setdefault(a.alert.device_id, []).append(a)
         return out
 
     def _device_state(self, d: _Device, now_ms: int, mine: list[AlertView]) -> tuple[str, str]:
-        offline_alert = next((a for a in mine if a.rule == OFFLINE_RULE), None)
+        offline_alert = next((a for a in mine if a.alert.rule == Rule.OFFLINE), None)
         return self._state(d, now_ms, offline_alert)
 
     def _device_json(
@@ -380,7 +375,7 @@ class FleetView:
     ) -> dict[str, Any]:
         temps = [p for p in d.points if p[2] is not None]
         last = d.points[-1] if d.points else None
-        worst = max((SEVERITY_RANK.get(a.severity, 0) for a in mine), default=-1)
+        worst = max((SEVERITY_RANK[a.alert.severity] for a in mine), default=-1)
         return {
             "device_id": d.device_id,
             "site": d.site,
@@ -393,7 +388,7 @@ class FleetView:
             "state": state[0],
             "state_reason": state[1],
             "alerts": len(mine),
-            "severity": next((k for k, v in SEVERITY_RANK.items() if v == worst), None),
+            "severity": next((k.value for k, v in SEVERITY_RANK.items() if v == worst), None),
         }
 
     def snapshot(self, now_ms: int) -> dict[str, Any]:
@@ -451,15 +446,19 @@ class FleetView:
         return sorted(self._devices)
 
 
-_JSON_DEC: Final = msgspec.json.Decoder()
+def _alert_order(a: AlertView) -> tuple[int, int, str]:
+    """Most severe first, then newest first."""
+    return (-SEVERITY_RANK[a.alert.severity], -a.alert.opened_at, a.alert.alert_id)
 
 
 def fold_record(view: FleetView, kind: str, payload: bytes | None, *, now_ms: int) -> bool:
     """Fold one Kafka record of topic ``kind`` (``alerts``, ``status`` or ``telemetry``).
 
-    Telemetry and status records are decoded with the contract; alert changes
-    are the processor's JSON (the alert document plus ``change``). Anything
-    that does not decode is skipped (False): the processor dead-letters it.
+    Every record is decoded with the contract: readings and device status
+    with :func:`telemetry_contract.decode`, alert changes with
+    :func:`telemetry_contract.decode_alert_change` (older changes without
+    ``type``/``schema_version`` included). Anything that does not decode is
+    skipped (False): the processor dead-letters it.
 
     >>> v = FleetView()
     >>> fold_record(v, "telemetry", b'{"type": "reading", "device_id": "d", "sensor_id": "host",'
@@ -475,10 +474,10 @@ def fold_record(view: FleetView, kind: str, payload: bytes | None, *, now_ms: in
         return False
     if kind == "alerts":
         try:
-            doc = _JSON_DEC.decode(payload)
-        except msgspec.DecodeError:
+            change = decode_alert_change(payload)
+        except ContractError:
             return False
-        return isinstance(doc, dict) and view.on_alert(doc, now_ms=now_ms)
+        return view.on_alert(AlertView(change.alert), now_ms=now_ms)
     try:
         msg = decode(payload, now_ms=now_ms)
     except ContractError:

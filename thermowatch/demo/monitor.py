@@ -17,6 +17,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from stagekit.kafka import partitions_of, settings_for
+from stagekit.search import IndexNames, SearchSettings, make_backend
+from stagekit.search import api as search
+from stagekit.search.alerts import alert_from_doc
+from stagekit.search.queries import open_alerts_query, readings_count_query
+from stagekit.settings import KafkaSettings
+
 __all__ = ["KafkaLag", "OpenAlert", "SearchWatch", "rate"]
 
 
@@ -32,6 +39,8 @@ def rate(samples: Sequence[tuple[float, int]], window_s: float = 10.0) -> float:
 
 @dataclass(frozen=True, slots=True)
 class OpenAlert:
+    """An open alert as the live view lists it."""
+
     device_id: str
     rule: str
     severity: str
@@ -40,91 +49,55 @@ class OpenAlert:
 
 
 class SearchWatch:
-    """Counts and open alerts of the run, straight from the search server."""
+    """Counts and open alerts of the fleet, straight from the search server.
 
-    def __init__(self, url: str, readings_pattern: str, alerts_index: str, devices: Iterable[str]):
-        import requests
+    Reads the indices under ``settings.index_prefix``; :meth:`close` when done.
+    """
 
-        self.url = url
-        self.readings_pattern = readings_pattern
-        self.alerts_index = alerts_index
+    def __init__(self, settings: SearchSettings, devices: Iterable[str]) -> None:
+        self.names = IndexNames(settings.index_prefix)
         self.devices = sorted(set(devices))
-        self._http = requests.Session()
+        self._backend = make_backend(settings)
 
     def close(self) -> None:
-        self._http.close()
+        """Release the connections (idempotent)."""
+        self._backend.close_sync()
 
-    def _query(self) -> dict[str, Any]:
-        return {"terms": {"device_id": self.devices}}
+    def _count(self, body: dict[str, Any], *, refresh: bool) -> int:
+        pattern = self.names.readings_pattern
+        if refresh:
+            self._backend.perform_sync(search.refresh(pattern))
+        return int(self._backend.perform_sync(search.count(pattern, body))["count"])
 
     def readings(self, *, refresh: bool = False) -> int:
         """Reading documents of the fleet's devices (searchable ones, unless ``refresh``)."""
-        opts = "ignore_unavailable=true&allow_no_indices=true"
-        if refresh:
-            self._http.post(f"{self.url}/{self.readings_pattern}/_refresh?{opts}", timeout=30)
-        r = self._http.post(
-            f"{self.url}/{self.readings_pattern}/_count?{opts}",
-            json={"query": self._query()},
-            timeout=30,
-        )
-        r.raise_for_status()
-        return int(r.json()["count"])
+        return self._count(readings_count_query(self.devices), refresh=refresh)
 
     def count_seq_at_least(self, seq: int) -> int:
         """Readings of the fleet with ``seq >= seq`` (the malformed burst uses huge seqs)."""
-        opts = "ignore_unavailable=true&allow_no_indices=true"
-        self._http.post(f"{self.url}/{self.readings_pattern}/_refresh?{opts}", timeout=30)
-        body = {"query": {"bool": {"filter": [self._query(), {"range": {"seq": {"gte": seq}}}]}}}
-        r = self._http.post(
-            f"{self.url}/{self.readings_pattern}/_count?{opts}", json=body, timeout=30
-        )
-        r.raise_for_status()
-        return int(r.json()["count"])
+        return self._count(readings_count_query(self.devices, min_seq=seq), refresh=True)
 
     def open_alerts(
         self, since_ms: int, until_ms: int | None = None, limit: int = 12
     ) -> list[OpenAlert]:
         """Open alerts of the fleet opened (event time) in ``since_ms..until_ms``, newest first."""
-        opened: dict[str, int] = {"gte": since_ms}
-        if until_ms is not None:
-            opened["lt"] = until_ms
-        body = {
-            "size": limit,
-            "sort": [{"opened_at": "desc"}],
-            "query": {
-                "bool": {
-                    "filter": [
-                        self._query(),
-                        {"term": {"status": "open"}},
-                        {"range": {"opened_at": opened}},
-                    ]
-                }
-            },
-        }
-        r = self._http.post(f"{self.url}/{self.alerts_index}/_search", json=body, timeout=30)
-        if r.status_code == 404:
-            return []
-        r.raise_for_status()
+        body = open_alerts_query(self.devices, since_ms=since_ms, until_ms=until_ms, limit=limit)
+        answer = self._backend.perform_sync(search.search(self.names.alerts, body))
+        alerts = [alert_from_doc(h["_source"]) for h in answer.get("hits", {}).get("hits", [])]
         return [
-            OpenAlert(
-                device_id=h["_source"]["device_id"],
-                rule=h["_source"]["rule"],
-                severity=h["_source"]["severity"],
-                opened_at=int(h["_source"]["opened_at"]),
-                message=str(h["_source"].get("message", "")),
-            )
-            for h in r.json()["hits"]["hits"]
+            OpenAlert(a.device_id, a.rule, a.severity.value, a.opened_at, a.message) for a in alerts
         ]
 
 
 class KafkaLag:
     """Consumer lag of a group: end offsets minus committed offsets, summed.
 
-    Create and use it inside the running event loop (aiokafka clients bind to it).
+    ``kafka`` is the shared settings block or a ``host:port`` string. Create
+    and use it inside the running event loop (aiokafka clients bind to it).
     """
 
-    def __init__(self, bootstrap: str, group_id: str, topics: Sequence[str]) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: KafkaSettings | str, group_id: str, topics: Sequence[str]) -> None:
+        self.kafka = settings_for(kafka)
         self.group_id = group_id
         self.topics = list(topics)
         self._admin: Any = None
@@ -132,17 +105,18 @@ class KafkaLag:
         self._tps: list[Any] = []
 
     async def start(self) -> None:
+        """Connect (an admin client for the group's offsets, a consumer for the ends)."""
         from aiokafka import AIOKafkaConsumer
         from aiokafka.admin import AIOKafkaAdminClient
 
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        options = self.kafka.client_options()
+        self._admin = AIOKafkaAdminClient(**options)
         await self._admin.start()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False
-        )
+        self._consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
         await self._consumer.start()
 
     async def close(self) -> None:
+        """Disconnect (idempotent)."""
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
@@ -152,10 +126,11 @@ class KafkaLag:
 
     async def lag(self) -> int:
         """Records not yet committed by the group (a partition never committed counts whole)."""
-        from thermowatch.accounting import topic_partitions
+        from aiokafka import TopicPartition
 
         if not self._tps:
-            self._tps = topic_partitions(await self._admin.describe_topics(self.topics))
+            found = await partitions_of(self.kafka, self.topics)
+            self._tps = [TopicPartition(t, p) for t, parts in found.items() for p in parts]
         tps = self._tps
         if not tps:
             return 0

@@ -31,7 +31,7 @@ configuration for all. The model
   weigh ``context_weight`` < 1, a jump out of the range also quietens pattern
   reports for a while (the gate must fade below ``context_weight`` first).
 
-It implements :class:`edge_agent.detect.Model`. ``score`` moves the stream
+It implements :class:`edge_agent.detectors.base.Model`. ``score`` moves the stream
 on (range, time-scale blocks, onset memory): a reading that happened is part
 of the sequence whatever its verdict. ``learn`` *counts* the contexts of the
 reading just scored. A reading the agent flags is not learned: the agent
@@ -65,12 +65,13 @@ import math
 from collections.abc import Mapping
 from typing import Final
 
-__all__ = ["NAB_DEFAULTS", "ContextModel", "build_model", "check_params"]
+from edge_agent.detectors.base import DetectorSpecError, Param
 
-Param = float | int | bool | str
+__all__ = ["DEFAULTS", "ContextModel", "build_model", "check_params"]
 
-#: Default parameters (``threshold`` and ``warmup`` are the agent's common ones).
-NAB_DEFAULTS: Final[dict[str, Param]] = {
+#: Default parameters (``threshold`` and ``warmup`` are common to every detector);
+#: the threshold is the one the NAB sweep chose.
+DEFAULTS: Final[dict[str, Param]] = {
     "threshold": 0.755,
     "warmup": 100,
     "bins": 10,
@@ -90,9 +91,7 @@ _MAX_HELD: Final = 64
 
 
 def _bad(key: str, problem: str) -> ValueError:
-    """The agent's ``DetectorSpecError`` (a ValueError) for ``params.<key>``."""
-    from edge_agent.detect import DetectorSpecError  # here: detect imports this module
-
+    """The ``DetectorSpecError`` (a ValueError) for ``params.<key>``."""
     return DetectorSpecError(f"params.{key}", problem)
 
 
@@ -126,14 +125,14 @@ def check_params(params: Mapping[str, Param]) -> dict[str, Param]:
     >>> check_params({"decay": 1.5})
     Traceback (most recent call last):
     ...
-    edge_agent.detect.DetectorSpecError: detector.params.decay: must be in (0, 1), got 1.5
+    edge_agent.detectors.base.DetectorSpecError: detector.params.decay: must be in (0, 1), got 1.5
     """
-    merged: dict[str, Param] = dict(NAB_DEFAULTS)
+    merged: dict[str, Param] = dict(DEFAULTS)
     for key, value in params.items():
-        if key not in NAB_DEFAULTS:
-            known = ", ".join(sorted(NAB_DEFAULTS))
+        if key not in DEFAULTS:
+            known = ", ".join(sorted(DEFAULTS))
             raise _bad(key, f"unknown parameter (known: {known})")
-        want = type(NAB_DEFAULTS[key])
+        want = type(DEFAULTS[key])
         if want is float and isinstance(value, int | float) and not isinstance(value, bool):
             value = float(value)
         elif not isinstance(value, want) or isinstance(value, bool):

@@ -8,18 +8,12 @@ from __future__ import annotations
 
 import math
 import random
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # benchmarks/ is not an installed package
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.nab import corpus, scorer  # noqa: E402
-from benchmarks.nab.scorer import PROFILES, FileLabels, Profile  # noqa: E402
+from benchmarks.nab import corpus, scorer
+from benchmarks.nab.scorer import PROFILES, FileLabels, Profile
 
 STD = PROFILES["standard"]
 LOW_FP = PROFILES["reward_low_FP_rate"]

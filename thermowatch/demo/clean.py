@@ -1,7 +1,7 @@
 """Removing what old demo runs left behind: ``thermowatch demo clean``.
 
 Every ``thermowatch demo`` run works under names of its own (see
-:class:`thermowatch.demo.DemoRun`): Kafka topics ``demo.<run id>.*``, search
+:class:`thermowatch.demo.run.DemoRun`): Kafka topics ``demo.<run id>.*``, search
 indices and index templates ``demo-<run id>-*``, a run directory
 ``<stack dir>/demo/<run id>/`` and a fake 1-Wire tree on ``/dev/shm``. They
 stay after the run so it can be explored (and accounted again), and would pile
@@ -12,7 +12,8 @@ Not removed: the processor's consumer group (``demo-processor-<run id>``) —
 aiokafka's admin client cannot delete groups, and Kafka expires an empty
 group's offsets by itself (``offsets.retention.minutes``, 7 days by default).
 
-The pure part chooses; the adapters list and delete:
+The pure part chooses; the adapters list and delete (Kafka through
+:mod:`stagekit.kafka`, the search server through :mod:`stagekit.search`):
 
 >>> runs = ["20261124101500ab12", "20261125093000cd34", "20261124235959ef56"]
 >>> stale_runs(runs, keep=1)
@@ -36,11 +37,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stagekit.kafka import delete_topics, list_topics
+from stagekit.search import SearchSettings, make_backend
+from stagekit.search import api as search
+from stagekit.settings import KafkaSettings
+
 __all__ = ["CleanReport", "clean_demo_runs", "list_runs", "owned_by", "stale_runs"]
 
 log = logging.getLogger(__name__)
 
-#: A run id as :func:`thermowatch.demo.new_run` makes them: UTC time + 4 hex digits.
+#: A run id as :func:`thermowatch.demo.run.new_run` makes them: UTC time + 4 hex digits.
 RUN_ID = re.compile(r"^\d{14}[0-9a-f]{4}$")
 
 
@@ -100,43 +106,30 @@ class CleanReport:
     errors: list[str] = field(default_factory=list)
 
 
-async def _delete_topics(bootstrap: str, run_ids: Sequence[str]) -> list[str]:
-    from aiokafka.admin import AIOKafkaAdminClient
+async def _delete_topics(kafka: KafkaSettings | str, run_ids: Sequence[str]) -> list[str]:
+    names = [t for t in await list_topics(kafka) if owned_by(t, "demo.", ".", run_ids)]
+    return sorted(await delete_topics(kafka, names)) if names else []
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
-    await admin.start()
+
+def _delete_search(server: SearchSettings, run_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+    backend = make_backend(server)
     try:
-        names = [t for t in await admin.list_topics() if owned_by(t, "demo.", ".", run_ids)]
-        if names:
-            await admin.delete_topics(names, timeout_ms=15_000)
-        return sorted(names)
-    finally:
-        await admin.close()
-
-
-def _delete_search(url: str, run_ids: Sequence[str]) -> tuple[list[str], list[str]]:
-    import requests
-
-    url = url.rstrip("/")
-    with requests.Session() as http:
         # Names, not wildcards: Elasticsearch 8 refuses wildcard deletes
         # (action.destructive_requires_name defaults to true).
-        resp = http.get(f"{url}/_cat/indices", params={"format": "json", "h": "index"}, timeout=15)
-        resp.raise_for_status()
-        indices = sorted(
-            row["index"] for row in resp.json() if owned_by(row["index"], "demo-", "-", run_ids)
-        )
+        rows = backend.perform_sync(search.cat_indices("demo-*"))
+        indices = sorted(r["index"] for r in rows if owned_by(r["index"], "demo-", "-", run_ids))
         for i in range(0, len(indices), 50):
-            http.delete(f"{url}/{','.join(indices[i : i + 50])}", timeout=30).raise_for_status()
-        resp = http.get(f"{url}/_index_template", timeout=15)
-        resp.raise_for_status()
+            backend.perform_sync(search.delete_index(",".join(indices[i : i + 50])))
+        answer = backend.perform_sync(search.get_index_templates())
         templates = sorted(
             t["name"]
-            for t in resp.json().get("index_templates", [])
+            for t in answer.get("index_templates", [])
             if owned_by(t["name"], "demo-", "-", run_ids)
         )
         for name in templates:
-            http.delete(f"{url}/_index_template/{name}", timeout=15).raise_for_status()
+            backend.perform_sync(search.delete_index_template(name))
+    finally:
+        backend.close_sync()
     return indices, templates
 
 
@@ -167,7 +160,8 @@ def clean_demo_runs(
     except Exception as exc:  # report and go on with the other kinds
         report.errors.append(f"kafka: {exc}")
     try:
-        report.indices, report.templates = _delete_search(endpoints["search"]["url"], report.runs)
+        server = SearchSettings(url=endpoints["search"]["url"], timeout_s=30.0)
+        report.indices, report.templates = _delete_search(server, report.runs)
     except Exception as exc:
         report.errors.append(f"search: {exc}")
     if not report.errors:

@@ -1,25 +1,19 @@
-"""The ``context`` detector (edge_agent/detect_nab.py) and the NAB runner around it."""
+"""The ``context`` detector (edge_agent/detectors/context.py) in the agent's ``SensorMonitor``.
+
+Its score on the NAB corpus, and the NAB runner around it, are tested with the
+benchmark (``benchmarks/nab/test_run.py``).
+"""
 
 from __future__ import annotations
 
-import csv
 import math
 import pickle
 import random
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # benchmarks/ is not an installed package
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.nab import corpus as nab_corpus  # noqa: E402
-from benchmarks.nab import run as nab_run  # noqa: E402
-from benchmarks.nab.scorer import FileLabels  # noqa: E402
-from edge_agent import detect_nab  # noqa: E402
-from edge_agent.detect import SensorMonitor  # noqa: E402
+from edge_agent.detect import SensorMonitor
+from edge_agent.detectors import context
 
 
 def _noisy(n: int, seed: int = 1, level: float = 20.0) -> list[float]:
@@ -28,7 +22,7 @@ def _noisy(n: int, seed: int = 1, level: float = 20.0) -> list[float]:
 
 
 def _scores(values: list[float], **params: float | int | str) -> list[float]:
-    mon = nab_run.make_monitor("context", params)
+    mon = SensorMonitor("context", params)
     return [s if (s := mon.observe(x).score) is not None else 0.0 for x in values]
 
 
@@ -41,7 +35,7 @@ def test_scores_are_finite_and_in_unit_interval() -> None:
 def test_a_level_shift_is_reported_once_then_learned() -> None:
     values = [*_noisy(2000), *_noisy(1500, seed=3, level=35.0)]
     scores = _scores(values)
-    threshold = float(detect_nab.NAB_DEFAULTS["threshold"])
+    threshold = float(context.DEFAULTS["threshold"])
     flagged = [i for i, s in enumerate(scores) if s >= threshold]
     assert 2000 in flagged  # the onset, at once
     # Not an alarm on every reading of the new level: a report or two while it
@@ -60,7 +54,7 @@ def test_causal_prefix_scores_do_not_depend_on_the_future() -> None:
 
 def test_state_pickles_and_resumes_identically() -> None:
     values = _noisy(2000, seed=5)
-    mon = nab_run.make_monitor("context", {})
+    mon = SensorMonitor("context", {})
     for x in values[:1000]:
         mon.observe(x)
     clone = pickle.loads(pickle.dumps(mon))
@@ -71,13 +65,13 @@ def test_state_pickles_and_resumes_identically() -> None:
 def test_state_stays_under_one_megabyte() -> None:
     # White noise over a wide range fills the context memory up to its cap.
     rng = random.Random(6)
-    model = detect_nab.build_model(detect_nab.check_params({}))
+    model = context.build_model(context.check_params({}))
     for _ in range(20_000):
         x = rng.uniform(0.0, 100.0)
         model.score(x)
         model.learn(x)
     assert len(pickle.dumps(model)) < 1_000_000
-    big = detect_nab.build_model(detect_nab.check_params({"cap": 40_000, "orders": "1,2,3,4,6,8"}))
+    big = context.build_model(context.check_params({"cap": 40_000, "orders": "1,2,3,4,6,8"}))
     for _ in range(20_000):
         x = rng.uniform(0.0, 100.0)
         big.score(x)
@@ -85,11 +79,11 @@ def test_state_stays_under_one_megabyte() -> None:
     assert len(big._seen) == 40_000  # full
     assert len(pickle.dumps(big)) < 1_000_000
     with pytest.raises(ValueError, match="cap"):
-        detect_nab.check_params({"cap": 40_000, "orders": "1,2,12"})
+        context.check_params({"cap": 40_000, "orders": "1,2,12"})
 
 
 def test_params_are_checked() -> None:
-    assert detect_nab.check_params({"bins": 12})["bins"] == 12
+    assert context.check_params({"bins": 12})["bins"] == 12
     for bad in (
         {"decay": 1.0},
         {"bins": 1},
@@ -107,15 +101,15 @@ def test_params_are_checked() -> None:
         {"scales": "1,24"},  # the default weights are for three scales
     ):
         with pytest.raises(ValueError, match=r"detector\.params\."):
-            detect_nab.check_params(bad)
+            context.check_params(bad)
 
 
-def _learned(model: detect_nab.ContextModel) -> int:
+def _learned(model: context.ContextModel) -> int:
     return sum(model._seen.values())
 
 
 def test_a_flagged_reading_is_held_then_learned_once_the_alarm_clears() -> None:
-    model = detect_nab.build_model(detect_nab.check_params({"release": 3}))
+    model = context.build_model(context.check_params({"release": 3}))
     for x in _noisy(500):
         model.score(x)
         model.learn(x)
@@ -137,7 +131,7 @@ def test_a_flagged_reading_is_held_then_learned_once_the_alarm_clears() -> None:
 
 
 def test_a_pattern_that_keeps_alarming_is_never_learned() -> None:
-    model = detect_nab.build_model(detect_nab.check_params({"release": 3}))
+    model = context.build_model(context.check_params({"release": 3}))
     for x in _noisy(500):
         model.score(x)
         model.learn(x)
@@ -151,7 +145,7 @@ def test_a_pattern_that_keeps_alarming_is_never_learned() -> None:
 
 
 def test_the_monitor_holds_flagged_readings() -> None:
-    mon = nab_run.make_monitor("context", {"warmup": 50})
+    mon = SensorMonitor("context", {"warmup": 50})
     for x in _noisy(600):
         mon.observe(x)
     seen = mon.seen
@@ -163,57 +157,11 @@ def test_the_monitor_holds_flagged_readings() -> None:
 def test_a_tiny_new_record_is_judged_by_its_context() -> None:
     # A bounded noisy stream sets new records by a hair now and then; only a
     # jump by at least min_excess of the range is an out-of-range onset.
-    model = detect_nab.build_model(detect_nab.check_params({"min_excess": 0.05}))
+    model = context.build_model(context.check_params({"min_excess": 0.05}))
     for i in range(2000):
         x = 10.0 + (i % 10)  # range 10..19, every context known
         model.score(x)
         model.learn(x)
-    assert model.score(19.1) < float(detect_nab.NAB_DEFAULTS["threshold"])  # 1 % beyond
+    assert model.score(19.1) < float(context.DEFAULTS["threshold"])  # 1 % beyond
     model.learn(19.1)
     assert model.score(25.0) == 1.0  # 65 % beyond
-
-
-def test_runner_uses_the_agents_monitor() -> None:
-    mon = nab_run.make_monitor("context", {"warmup": 7})
-    assert isinstance(mon, SensorMonitor)
-    assert [mon.observe(1.0).warm for _ in range(8)] == [False] * 7 + [True]
-    z = nab_run.make_monitor("zscore", {})
-    assert isinstance(z, SensorMonitor) and z.name == "zscore"
-    with pytest.raises(SystemExit):
-        nab_run.make_monitor("nope", {})
-
-
-def test_runner_writes_nab_layout(tmp_path: Path) -> None:
-    values = _noisy(1200, seed=7)
-    values[900] = 60.0
-    ts = [f"2014-01-01 {i // 60:02d}:{i % 60:02d}:00" for i in range(1200)]
-    key = "realKnownCause/fake.csv"
-    series = nab_corpus.Series(key, tuple(ts), tuple(values), FileLabels(1200, ((880, 940),)))
-    corpus = nab_corpus.Corpus(tmp_path, {key: series})
-    runs = nab_run.run_corpus(corpus, "context", detect_nab.check_params({}), workers=1)
-    results = nab_run.score_runs(corpus, {**runs})
-    assert results["standard"]["tp"] == 1
-    nab_run.write_csvs(corpus, runs, "context", tmp_path / "out")
-    path = tmp_path / "out" / "context" / "realKnownCause" / "context_fake.csv"
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
-    assert rows[0] == ["timestamp", "value", "anomaly_score"]
-    assert len(rows) == 1201
-    assert rows[901][0] == ts[900] and float(rows[901][1]) == 60.0
-    assert float(rows[901][2]) >= float(detect_nab.NAB_DEFAULTS["threshold"])
-
-
-@pytest.mark.skipif(
-    not (nab_corpus.default_root() / "labels" / "combined_windows.json").exists(),
-    reason="NAB corpus not found (set THERMOWATCH_NAB_DATA)",
-)
-def test_the_shipped_configuration_scores_what_the_docs_say() -> None:
-    # The whole corpus through the agent's monitor at the configured threshold
-    # (10-60 s): a regression guard for docs/benchmarks.md, not a speed test.
-    corpus = nab_corpus.load_corpus()
-    params = detect_nab.check_params({})
-    runs = nab_run.run_corpus(corpus, "context", params, workers=2)
-    at = nab_run.fixed_threshold_score(corpus, runs, float(params["threshold"]))
-    assert at["standard"] == pytest.approx(71.69, abs=0.01)
-    assert at["reward_low_FP_rate"] == pytest.approx(67.79, abs=0.01)
-    assert at["reward_low_FN_rate"] == pytest.approx(74.80, abs=0.01)

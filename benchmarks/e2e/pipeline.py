@@ -1,0 +1,281 @@
+"""The system under test of one run: its broker, gateway(s), processor and load workers.
+
+Everything is named for the run (Kafka topic prefix ``e2e.<run id>``, consumer
+group, index prefix ``e2e-<run id>-``, MQTT share group), so it shares the
+stack's Kafka and search server with other work without mixing data. The
+gateway and processor are the real commands (``python -m gateway run``,
+``python -m cloud_processor run``), configured by ``thermowatch.demo``'s
+builders plus the benchmark's settings (:meth:`Pipeline.processor_toml`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import multiprocessing as mp
+import shutil
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from benchmarks.e2e import loadgen
+from deploy.local.stack import LocalStack, free_port
+from stagekit.kafka import create_topics, partitions_of
+from telemetry_contract import kafka_topics
+from thermowatch.demo import DemoRun, Service, gateway_config, processor_config
+
+__all__ = ["Pipeline", "ensure_users", "write_toml"]
+
+
+def write_toml(path: Path, data: Mapping[str, Any]) -> None:
+    """A service's config file, readable only by its owner."""
+    import tomli_w
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomli_w.dumps(dict(data)), encoding="utf-8")
+    path.chmod(0o600)  # holds the gateway's MQTT password
+
+
+def ensure_users(stack: LocalStack, devices: list[str]) -> dict[str, str]:
+    """Every MQTT user with its password, the ``devices`` added to the broker if new."""
+    users = dict(stack.credentials())
+    for d in devices:
+        if d not in users:
+            users[d] = stack.add_mqtt_user(d)
+    return users
+
+
+class Pipeline:
+    """Start, drive and stop one run's services and load workers."""
+
+    def __init__(self, args: argparse.Namespace, webhook_url: str) -> None:
+        self.args = args
+        self.webhook_url = webhook_url
+        self.stack = LocalStack()
+        self.endpoints = self.stack.endpoints()
+        rid = time.strftime("%Y%m%d%H%M%S", time.gmtime()) + uuid.uuid4().hex[:4]
+        self.rid = rid
+        self.mqtt_stack: LocalStack | None = None
+        if args.mqtt == "private":
+            # Every gateway on the shared broker reads thermowatch/# (the ACL
+            # allows no other root), so other engineers' traffic would flow
+            # through ours and ours through theirs: a private Mosquitto avoids both.
+            self.mqtt_stack = LocalStack(
+                self.stack.root / "bench-e2e" / rid / "mqtt", mqtt_port=free_port()
+            )
+        n_sites = max(1, math.ceil(args.devices / 10))
+        self.sites = {
+            f"e2e{s}": [f"e2e-d{d:02d}" for d in range(10 * s - 9, min(10 * s, args.devices) + 1)]
+            for s in range(1, n_sites + 1)
+        }
+        run_dir = self.stack.root / "bench-e2e" / rid
+        self.run = DemoRun(
+            run_id=rid,
+            run_dir=run_dir,
+            w1_dir=run_dir / "w1",
+            sites=self.sites,
+            duration_s=0.0,
+            kafka_prefix=f"e2e.{rid}",
+            index_prefix=f"e2e-{rid}-",
+            group_id=f"e2e-processor-{rid}",
+        )
+        self.ctx = mp.get_context("spawn")
+        #: ``(document id, ts)`` samples the workers stream for the searchability probe.
+        self.samples: Any = self.ctx.Queue()
+        self.workers: list[tuple[Any, Any]] = []
+        self.gateways: list[Service] = []
+        self.processor: Service | None = None
+        self.processor_http = 0
+
+    @property
+    def devices(self) -> list[str]:
+        return [d for devs in self.sites.values() for d in devs]
+
+    # -- configs ---------------------------------------------------------------
+
+    def gateway_toml(self, i: int) -> dict[str, Any]:
+        cfg = gateway_config(self.run, self.endpoints)
+        cfg["gateway"]["id"] = f"e2e-{self.rid}-{i}"
+        cfg["mqtt"]["share_group"] = f"e2e{self.rid}"
+        cfg["kafka"]["linger_ms"] = self.args.gateway_linger_ms
+        return cfg
+
+    def processor_toml(self) -> dict[str, Any]:
+        cfg = processor_config(self.run, self.endpoints)
+        cfg["search"]["refresh_interval"] = self.args.refresh_interval
+        # The processor's default (the demo commits every second): each commit
+        # first recomputes the one-minute windows touched since the last one.
+        cfg["kafka"]["commit_interval_s"] = 5.0
+        cfg["rules"] = {
+            "threshold_high_c": 50.0,
+            "min_duration_s": 0.0,
+            # Only the threshold rule: fleet outliers would fire on the same readings.
+            "outlier_z": 1e9,
+        }
+        # Every device gets an anomaly every few seconds: never call that flapping
+        # (a flapping alert stays open and would swallow the next anomalies).
+        cfg["alerts"] = {"flap_max_opens": 1_000_000_000}
+        cfg["webhook"] = {
+            "url": self.webhook_url,
+            "timeout_s": 5.0,
+            # The default (5/s, burst 10) is for people; the benchmark sends
+            # ~2 changes per anomaly and must not measure the token bucket.
+            "rate_per_s": 1000.0,
+            "burst": 1000,
+        }
+        self.processor_http = free_port()
+        cfg["http"] = {"enabled": True, "host": "127.0.0.1", "port": self.processor_http}
+        for key, value in self.args.processor_kafka or []:
+            cfg["kafka"][key] = value
+        return cfg
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start_broker(self) -> dict[str, str]:
+        """The private broker (unless ``--mqtt shared``) and the devices' MQTT users."""
+        if self.mqtt_stack is not None:
+            self.mqtt_stack.up(["mosquitto"])
+            self.endpoints = {
+                **self.endpoints,
+                "mosquitto": self.mqtt_stack.endpoints()["mosquitto"],
+            }
+        passwords = ensure_users(self.mqtt_stack or self.stack, self.devices)
+        self.endpoints["mosquitto"]["users"] = passwords
+        return passwords
+
+    def start_services(self) -> None:
+        """The run's topics (broker append time), the processor, then the gateway(s)."""
+        rd = self.run.run_dir
+        rd.mkdir(parents=True, exist_ok=True)
+        gw_cfg = self.gateway_toml(0)
+        bootstrap = self.endpoints["kafka"]["bootstrap"]
+        asyncio.run(
+            create_topics(
+                bootstrap,
+                kafka_topics(self.run.kafka_prefix).all(),
+                partitions=int(gw_cfg["kafka"]["partitions"]),
+                configs={"message.timestamp.type": "LogAppendTime"},
+            )
+        )
+        pr = rd / "processor.toml"
+        write_toml(pr, self.processor_toml())
+        self.processor = Service("processor", "cloud_processor", pr, rd / "logs" / "processor.log")
+        self.processor.start()
+        for i in range(self.args.gateways):
+            gw = rd / f"gateway{i}.toml"
+            write_toml(gw, self.gateway_toml(i))
+            svc = Service(f"gateway{i}", "gateway", gw, rd / "logs" / f"gateway{i}.log")
+            svc.start()
+            self.gateways.append(svc)
+        topics = kafka_topics(self.run.kafka_prefix)
+        wanted = [topics.telemetry, topics.alerts]
+        deadline = time.monotonic() + 120
+        while not set(wanted) <= set(asyncio.run(partitions_of(bootstrap, wanted))):
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError("gateway/processor did not create their topics in 120 s")
+            time.sleep(1.0)
+
+    def check_alive(self) -> None:
+        """Raise, with the end of its log, if a gateway or the processor has exited."""
+        for svc in [*self.gateways, *([self.processor] if self.processor else [])]:
+            if not svc.alive:
+                raise RuntimeError(f"{svc.name} exited:\n{svc.tail()}")
+
+    def start_workers(self, passwords: dict[str, str]) -> None:
+        """The load workers (``loadgen.worker_main``), each connected for its devices."""
+        devices = [(d, site) for site, devs in self.sites.items() for d in devs]
+        m = self.endpoints["mosquitto"]
+        for i in range(self.args.workers):
+            mine = devices[i :: self.args.workers]
+            parent, child = self.ctx.Pipe()
+            p = self.ctx.Process(
+                target=loadgen.worker_main,
+                args=(
+                    i,
+                    mine,
+                    {d: passwords[d] for d, _ in mine},
+                    m["host"],
+                    int(m["port"]),
+                    self.rid,
+                    child,
+                    self.samples,
+                ),
+                daemon=True,
+            )
+            p.start()
+            self.workers.append((p, parent))
+        for p, conn in self.workers:
+            if not conn.poll(60):
+                raise RuntimeError(f"load worker {p.pid} did not connect in 60 s")
+            msg = conn.recv()
+            if "error" in msg:
+                raise RuntimeError(f"load worker: {msg['error']}")
+
+    def pids(self) -> dict[str, int | None]:
+        """Process ids of the services and the stack's servers, by name (for CPU use)."""
+        return {
+            "processor": self.processor.proc.pid
+            if self.processor and self.processor.proc
+            else None,
+            **{g.name: g.proc.pid if g.proc else None for g in self.gateways},
+            **{k: v.get("pid") for k, v in self.stack.status().items()},
+            **(
+                {"mosquitto": self.mqtt_stack.status(["mosquitto"])["mosquitto"].get("pid")}
+                if self.mqtt_stack is not None
+                else {}
+            ),
+        }
+
+    def worker_pids(self) -> list[int | None]:
+        return [p.pid for p, _ in self.workers]
+
+    def run_load(self, rate: float, seconds: float) -> list[dict[str, Any]]:
+        """Offer ``rate`` readings/s for ``seconds``; each worker's report of what it did."""
+        a = self.args
+        w = len(self.workers)
+        start_at = time.time() + 0.5
+        for _proc, conn in self.workers:
+            conn.send(
+                {
+                    "rate": rate / w,
+                    "seconds": seconds,
+                    "anomaly_every_s": w / a.anomalies_per_s if a.anomalies_per_s > 0 else 0,
+                    "sample_every_s": w / a.samples_per_s if a.samples_per_s > 0 else 0,
+                    "start_at": start_at,
+                }
+            )
+        results: list[dict[str, Any]] = []
+        for p, conn in self.workers:
+            while not conn.poll(1.0):
+                self.check_alive()
+                if not p.is_alive():
+                    raise RuntimeError(f"load worker {p.pid} died")
+            results.append(conn.recv())
+        return results
+
+    def stop_workers(self) -> None:
+        for p, conn in self.workers:
+            with contextlib.suppress(Exception):
+                conn.send({"stop": True})
+                if conn.poll(15):
+                    conn.recv()
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+        self.workers.clear()
+
+    def stop_services(self) -> None:
+        for svc in [*([self.processor] if self.processor else []), *self.gateways]:
+            svc.stop()
+
+    def stop_broker(self) -> None:
+        """Stop the private broker and remove its state (its queue, if the pipeline fell behind)."""
+        if self.mqtt_stack is not None:
+            self.mqtt_stack.down(["mosquitto"])
+            shutil.rmtree(self.mqtt_stack.root, ignore_errors=True)

@@ -1,0 +1,250 @@
+"""One benchmark run: warm-up, the measured steps, the read-back, the result dict.
+
+:class:`Bench` drives a :class:`~benchmarks.e2e.pipeline.Pipeline` at each
+offered rate and measures it with the instruments of
+:mod:`benchmarks.e2e.probes`; :mod:`benchmarks.e2e.report` turns the numbers
+into percentiles and the summary. The result dict is what ``bench_latency.py``
+writes as JSON (its keys are documented in docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from benchmarks.e2e.cleanup import cleanup
+from benchmarks.e2e.pipeline import Pipeline
+from benchmarks.e2e.probes import SearchProbe, WebhookSink, count_readings, cpu_seconds, scrape
+from benchmarks.e2e.readback import alert_record_times, anomaly_record_times
+from benchmarks.e2e.report import pct, step_line, summarize, webhook_split
+from telemetry_contract import kafka_topics
+
+__all__ = ["Bench"]
+
+log = logging.getLogger("bench_e2e")
+
+#: The processor's histogram of bulk request durations (its ``/metrics``).
+_BULK = "thermowatch_processor_bulk_latency_seconds"
+
+
+class Bench:
+    """One benchmark run: services, workers, probes, steps."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.sink = WebhookSink()
+        self.pipeline = Pipeline(args, self.sink.url)
+        self.rid = self.pipeline.rid
+        self.probe: SearchProbe | None = None
+        self.anomalies_sent: list[tuple[str, int, int, str]] = []  # device, seq, ts, step
+
+    def stop(self) -> None:
+        """Workers, probe, services, receiver, private broker: in that order."""
+        self.pipeline.stop_workers()
+        if self.probe is not None:
+            self.probe.close()
+        self.pipeline.stop_services()
+        self.sink.close()
+        self.pipeline.stop_broker()
+
+    # -- one step --------------------------------------------------------------
+
+    def step(self, rate: float, seconds: float, label: str, drain_s: float) -> dict[str, Any]:
+        """Offer ``rate`` for ``seconds``, drain (at most ``drain_s``), measure: one step's dict."""
+        pipeline = self.pipeline
+        w = len(pipeline.workers)
+        pids = pipeline.pids()
+        cpu0 = {k: cpu_seconds(v) for k, v in pids.items()}
+        metrics_url = f"http://127.0.0.1:{pipeline.processor_http}/metrics"
+        m0 = scrape(metrics_url)
+        gen_cpu0 = sum(cpu_seconds(p) or 0.0 for p in pipeline.worker_pids())
+        results = pipeline.run_load(rate, seconds)
+        load_during = os.getloadavg()
+        step_end = time.monotonic()
+        window = max(r["window_s"] for r in results)
+        cpu1 = {k: cpu_seconds(v) for k, v in pids.items()}
+        m1 = scrape(metrics_url)
+        bulk_n = m1.get(_BULK + "_count", 0.0) - m0.get(_BULK + "_count", 0.0)
+        bulk_s = m1.get(_BULK + "_sum", 0.0) - m0.get(_BULK + "_sum", 0.0)
+        gen_cpu1 = sum(cpu_seconds(p) or 0.0 for p in pipeline.worker_pids())
+        anomalies = [(d, s, ts) for r in results for d, s, ts in r["anomalies"]]
+        self.anomalies_sent += [(d, s, ts, label) for d, s, ts in anomalies]
+        # Drain: wait until every sampled document is searchable and every
+        # anomaly has reached the webhook (bounded).
+        probe = self.probe
+        assert probe is not None
+        deadline = step_end + drain_s
+        wanted = {(d, ts) for d, _s, ts in anomalies}
+        while time.monotonic() < deadline:
+            got = self.sink.opened()
+            if not probe.pending and probe.samples_empty() and wanted <= got.keys():
+                break
+            pipeline.check_alive()
+            time.sleep(0.25)
+        drained_s = time.monotonic() - step_end
+        got = self.sink.opened()
+        lat_b = [float(got[k] - k[1]) for k in wanted if k in got]
+        found = probe.take()
+        lat_a = [float(found_ms - ts) for _id, ts, found_ms in found]
+        not_found = len(probe.pending)
+        probe.pending.clear()
+        sent = sum(r["sent"] for r in results)
+        acked_in_window = sum(r["acked_in_window"] for r in results)
+        return {
+            "label": label,
+            "offered_per_s": rate,
+            "seconds": seconds,
+            "window_s": round(window, 3),
+            "published": sent,
+            "published_per_s": round(sent / window, 1),
+            "acked_in_window_per_s": round(acked_in_window / window, 1),
+            "acked_total": sum(r["acked_total"] for r in results),
+            "generator_max_behind_ms": round(
+                max(r["max_behind"] for r in results) / max(rate / w, 1e-9) * 1000, 1
+            ),
+            "generator_saturated": acked_in_window < 0.95 * rate * seconds,
+            "searchable_ms": pct(lat_a),
+            "searchable_not_found": not_found,
+            "webhook_ms": pct(lat_b),
+            "anomalies_sent": len(wanted),
+            "webhooks_missing": len(wanted) - len(lat_b),
+            "drain_s": round(drained_s, 2),
+            "processor_bulk_requests": int(bulk_n),
+            "processor_bulk_mean_ms": round(bulk_s / bulk_n * 1000, 1) if bulk_n else None,
+            "load_avg_1_5_15": [round(x, 2) for x in load_during],
+            "cpu_percent": {
+                k: round((cpu1[k] - v) / window * 100, 1)  # type: ignore[operator]
+                for k, v in cpu0.items()
+                if v is not None and cpu1.get(k) is not None
+            }
+            | {"load_generator": round((gen_cpu1 - gen_cpu0) / window * 100, 1)},
+        }
+
+    # -- the run ---------------------------------------------------------------
+
+    def run_all(self) -> dict[str, Any]:
+        """Start everything, warm up, run every step (and more with ``--find-max``), clean up."""
+        a = self.args
+        pipeline = self.pipeline
+        t_start = time.time()
+        load_before = os.getloadavg()
+        passwords = pipeline.start_broker()
+        result: dict[str, Any] = {
+            "benchmark": "e2e-latency",
+            "run_id": self.rid,
+            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
+            "command": " ".join(["python", "benchmarks/e2e/bench_latency.py", *sys.argv[1:]]),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": sys.version.split()[0],
+                "load_avg_before_1_5_15": [round(x, 2) for x in load_before],
+            },
+            "settings": {
+                "devices": a.devices,
+                "workers": a.workers,
+                "gateways": a.gateways,
+                "mqtt": a.mqtt,
+                "gateway_linger_ms": a.gateway_linger_ms,
+                "refresh_interval": a.refresh_interval,
+                "anomalies_per_s": a.anomalies_per_s,
+                "samples_per_s": a.samples_per_s,
+                "poll_ms": a.poll_ms,
+                "processor_kafka": dict(a.processor_kafka or []),
+                "kafka_topic_prefix": pipeline.run.kafka_prefix,
+                "index_prefix": pipeline.run.index_prefix,
+            },
+            "steps": [],
+        }
+        try:
+            self.sink.start()
+            pipeline.start_services()
+            self.probe = SearchProbe(
+                pipeline.endpoints["search"]["url"],
+                f"{pipeline.run.index_prefix}readings-*",
+                pipeline.samples,
+                a.poll_ms / 1000,
+            )
+            self.probe.start()
+            pipeline.start_workers(passwords)
+            warmup_published = self._warm_up()
+            self._measure(result)
+            self._count_and_split(result, warmup_published)
+            result["summary"] = summarize(result["steps"])
+        finally:
+            self.stop()
+            result["services_log_dir"] = str(pipeline.run.run_dir / "logs")
+            if not a.keep:
+                result["cleanup"] = asyncio.run(cleanup(pipeline.endpoints, pipeline.run))
+            result["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            result["machine"]["load_avg_after_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
+        return result
+
+    def _warm_up(self) -> int:
+        """Until the whole path answers (subscriptions, group join, index creation);
+        not recorded. The readings it published."""
+        published = 0
+        for attempt in range(10):
+            warm = self.step(50.0, 3.0, f"warmup{attempt}", 10.0)
+            published += int(warm["published"])
+            log.info("warm-up %d: %s", attempt, json.dumps(warm))
+            if warm["webhooks_missing"] == 0 and warm["searchable_not_found"] == 0:
+                return published
+        raise RuntimeError("the pipeline did not answer during warm-up")
+
+    def _measure(self, result: dict[str, Any]) -> None:
+        """The steps of ``--rates``, and with ``--find-max`` more until one breaks."""
+        a = self.args
+        rates = list(a.rates)
+        i = 0
+        while i < len(rates):
+            rate = rates[i]
+            st = self.step(rate, a.seconds, f"{rate:g}", a.drain_s)
+            result["steps"].append(st)
+            log.info("step %s", json.dumps(st))
+            print(step_line(st), flush=True)
+            i += 1
+            if i == len(rates) and a.find_max:
+                p99 = st["webhook_ms"]["p99"]
+                ok = p99 is not None and p99 < 1000 and st["webhooks_missing"] == 0
+                if ok and not st["generator_saturated"]:
+                    rates.append(rate * a.step_factor)
+
+    def _count_and_split(self, result: dict[str, Any], warmup_published: int) -> None:
+        """Readings stored against published, and the split of (b) at Kafka, per step."""
+        pipeline = self.pipeline
+        stored = count_readings(
+            pipeline.endpoints["search"]["url"], f"{pipeline.run.index_prefix}readings-*"
+        )
+        result["readings_stored"] = stored
+        result["readings_acked"] = sum(s["acked_total"] for s in result["steps"])
+        # Every reading the generator sent, warm-up included, is in the index once
+        # (a document's _id is device:seq, so a redelivery cannot add one).
+        published = warmup_published + sum(s["published"] for s in result["steps"])
+        result["readings_published_with_warmup"] = published
+        result["readings_missing_in_index"] = published - stored
+        bootstrap = pipeline.endpoints["kafka"]["bootstrap"]
+        topics = kafka_topics(pipeline.run.kafka_prefix)
+        alert_ts = asyncio.run(alert_record_times(bootstrap, topics.alerts))
+        reading_ts, overtaken, complete = asyncio.run(
+            anomaly_record_times(
+                bootstrap,
+                topics.telemetry,
+                self.args.split_budget_s,
+                [(d, s) for d, s, _ts, _lab in self.anomalies_sent],
+            )
+        )
+        result["webhook_split_complete"] = complete
+        got = self.sink.opened()
+        for st in result["steps"]:
+            label = st["label"]
+            mine = [(d, s) for d, s, _ts, lab in self.anomalies_sent if lab == label]
+            st["anomalies_overtaken_in_kafka"] = sum(1 for k in mine if k in overtaken)
+            st["webhook_split_ms"] = webhook_split(
+                label, self.anomalies_sent, reading_ts, alert_ts, got
+            )

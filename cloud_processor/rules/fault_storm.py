@@ -1,0 +1,66 @@
+"""Sensor-fault storm: ``fault_storm_count`` non-ok readings within ``fault_storm_window_s``.
+
+Sees every reading, in or out of order (event time); clears once the window
+holds no faulty reading.
+
+>>> from cloud_processor.rules.lifecycle import AlertBook
+>>> from cloud_processor.rules.settings import AlertSettings, RuleSettings
+>>> from telemetry_contract import Quality, Reading
+>>> rule = FaultStorm(AlertBook(AlertSettings()))
+>>> dev = Device("d1", "s1", RuleSettings(fault_storm_count=2))
+>>> def bad(ts):
+...     return Reading(device_id="d1", sensor_id="host", site="s1", seq=ts, ts=ts,
+...                    temp_c=None, quality=Quality.CRC_ERROR)
+>>> rule.on_reading(dev, bad(1_000)) is None
+True
+>>> rule.on_reading(dev, bad(2_000)).message
+'2 faulty readings in 60 s (last: crc_error)'
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from cloud_processor.rules.base import Device, FleetRule
+from cloud_processor.rules.lifecycle import AlertBook, Signal
+from telemetry_contract import Quality, Reading, Rule
+
+__all__ = ["FaultStorm"]
+
+
+class FaultStorm(FleetRule):
+    """``sensor_fault_storm``: see the module doc."""
+
+    def __init__(self, alerts: AlertBook) -> None:
+        super().__init__(alerts)
+        #: device -> event times of its faulty readings within the window.
+        self._faults: dict[str, deque[int]] = {}
+
+    def on_reading(self, device: Device, reading: Reading) -> Signal | None:
+        settings = device.settings
+        faults = self._faults.get(device.device_id)
+        if faults is None:
+            faults = self._faults[device.device_id] = deque()
+        if reading.quality is not Quality.OK:
+            faults.append(reading.ts)
+        horizon = reading.ts - int(settings.fault_storm_window_s * 1000)
+        while faults and faults[0] < horizon:
+            faults.popleft()
+        if len(faults) >= settings.fault_storm_count:
+            return device.signal(
+                Rule.FAULT_STORM,
+                active=True,
+                ts=reading.ts,
+                value=float(len(faults)),
+                threshold=float(settings.fault_storm_count),
+                message=f"{len(faults)} faulty readings in {settings.fault_storm_window_s:.0f} s "
+                f"(last: {reading.quality.value})",
+            )
+        if faults or self.alerts.active(device.device_id, Rule.FAULT_STORM) is None:
+            return None
+        return device.signal(
+            Rule.FAULT_STORM,
+            active=False,
+            ts=reading.ts,
+            message=f"no faulty reading for {settings.fault_storm_window_s:.0f} s",
+        )

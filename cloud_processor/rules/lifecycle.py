@@ -1,0 +1,276 @@
+"""The alert lifecycle: one active alert per (device, rule), opened, updated, resolved.
+
+Rules do not emit alerts; they emit :class:`Signal` verdicts ("the condition
+holds" / "its clear condition holds") and :class:`AlertBook` turns them into
+``opened`` / ``updated`` / ``resolved`` :class:`AlertChange` records, with
+flapping suppression and lateness (late changes are recorded, never notified).
+
+Replays after a restart: alert ids are derived from the opening event
+(``device.rule.ts``) and each change carries a version, so re-evaluating the
+same records yields the same (alert_id, version) pairs; :meth:`AlertBook.restore`
+loads those already stored and the book does not emit them again.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+import msgspec
+from msgspec.structs import replace
+
+from cloud_processor.rules.settings import AlertSettings
+from telemetry_contract import Alert, AlertChange, AlertStatus, ChangeKind, Rule, Severity
+
+__all__ = ["AlertBook", "Signal"]
+
+#: How a confirmed edge alert's message ends (see :meth:`AlertBook.restore`).
+CONFIRMED_MARK: Final = "(confirmed by"
+
+
+class Signal(msgspec.Struct, frozen=True, kw_only=True):
+    """A rule's verdict for one (device, rule) at event time ``ts``.
+
+    ``active=True``: the condition holds (open or keep open, possibly at a new
+    severity); ``active=False``: its explicit clear condition holds.
+    ``confirmed``: the severity was raised a level by cloud evidence (an edge
+    alert confirmed by a cloud rule); the book remembers it per active alert.
+    """
+
+    device_id: str
+    site: str
+    rule: Rule
+    active: bool
+    ts: int
+    severity: Severity = Severity.WARNING
+    value: float | None = None
+    threshold: float | None = None
+    score: float | None = None
+    message: str = ""
+    sensor_id: str | None = None
+    confirmed: bool = False
+
+
+@dataclass(slots=True)
+class _Active:
+    """An open alert and what the book knows about it beyond the document."""
+
+    alert: Alert
+    #: Whether its current message came from a confirmed signal.
+    confirmed: bool = False
+    #: Flapping: event time since which its clear condition has held.
+    pending_clear_since: int | None = None
+    pending_clear_reason: str = ""
+
+
+class AlertBook:
+    """One active alert per (device, rule); opened, updated and resolved by signals.
+
+    Flapping: when a key has opened ``flap_max_opens`` times within
+    ``flap_window_s``, its alert is marked flapping (one ``updated`` change)
+    and a clear no longer resolves it at once: the clear condition must hold
+    for ``flap_hold_s`` (event time) without the condition coming back.
+
+    >>> book = AlertBook(AlertSettings(flap_max_opens=2, flap_hold_s=60))
+    >>> def sig(active, ts):
+    ...     return Signal(device_id="d1", site="s1", rule=Rule.THRESHOLD_HIGH,
+    ...                   active=active, ts=ts, value=9.0)
+    >>> [c.kind.value for c in book.apply(sig(True, 1_000), late=False)]
+    ['opened']
+    >>> [c.kind.value for c in book.apply(sig(False, 2_000), late=False)]
+    ['resolved']
+    >>> [c.kind.value for c in book.apply(sig(True, 3_000), late=False)]
+    ['opened']
+    >>> [(c.kind.value, c.alert.flapping) for c in book.apply(sig(False, 4_000), late=False)]
+    [('updated', True)]
+    >>> book.apply(sig(True, 5_000), late=False) + book.apply(sig(False, 6_000), late=False)
+    []
+    >>> [c.kind.value for c in book.apply(sig(False, 66_000), late=False)]
+    ['resolved']
+
+    A late signal (a backlog) is recorded but not notified; the same condition
+    on live data is news:
+
+    >>> book = AlertBook(AlertSettings())
+    >>> [(c.kind.value, c.notify) for c in book.apply(sig(True, 1_000), late=True)]
+    [('opened', False)]
+    >>> [(c.kind.value, c.notify, c.alert.late) for c in book.apply(sig(True, 2_000), late=False)]
+    [('updated', True, False)]
+    """
+
+    def __init__(self, settings: AlertSettings) -> None:
+        self._settings = settings
+        self._active: dict[tuple[str, str], _Active] = {}
+        #: (device, rule) -> event times of its recent openings (flapping).
+        self._opens: dict[tuple[str, str], deque[int]] = {}
+        #: alert_id -> highest version already stored/notified (restored state).
+        self._known: dict[str, int] = {}
+        #: (device, rule) -> event time its last alert resolved.
+        self._floor: dict[tuple[str, str], int] = {}
+
+    def active(self, device_id: str, rule: str) -> Alert | None:
+        """The active alert of (device, rule), if any."""
+        entry = self._active.get((device_id, rule))
+        return entry.alert if entry else None
+
+    def is_confirmed(self, device_id: str, rule: str) -> bool:
+        """Whether the active alert of (device, rule) was raised a level by cloud evidence."""
+        entry = self._active.get((device_id, rule))
+        return entry is not None and entry.confirmed
+
+    def active_alerts(self) -> list[Alert]:
+        """All active alerts."""
+        return [entry.alert for entry in self._active.values()]
+
+    def restore(self, alerts: Iterable[Alert]) -> None:
+        """Load stored alerts (open ones become active again) after a restart.
+
+        Whether an edge alert was confirmed is not a field of the alert
+        document (the contract stays as it is), so for a restored alert it is
+        read from the message the book wrote: the only place it is parsed.
+        """
+        for alert in alerts:
+            key = alert.key
+            self._known[alert.alert_id] = max(alert.version, self._known.get(alert.alert_id, 0))
+            if alert.status is AlertStatus.RESOLVED:
+                end = alert.resolved_at if alert.resolved_at is not None else alert.updated_at
+                self._floor[key] = max(end, self._floor.get(key, end))
+            if alert.status is AlertStatus.OPEN:
+                current = self._active.get(key)
+                if current is None:
+                    newer = True
+                elif current.alert.alert_id == alert.alert_id:
+                    newer = current.alert.version < alert.version
+                else:
+                    newer = current.alert.opened_at < alert.opened_at
+                if newer:
+                    self._active[key] = _Active(alert, confirmed=CONFIRMED_MARK in alert.message)
+            opens = self._opens.setdefault(key, deque())
+            if alert.opened_at not in opens:  # restore runs again after each rebalance
+                opens.append(alert.opened_at)
+        for opens in self._opens.values():
+            ordered = sorted(opens)
+            opens.clear()
+            opens.extend(ordered)
+
+    def apply(self, signal: Signal, *, late: bool) -> list[AlertChange]:
+        """Apply one signal; return the resulting changes (usually none)."""
+        key = (signal.device_id, signal.rule.value)
+        current = self._active.get(key)
+        if current is not None and signal.ts < current.alert.updated_at:
+            # Older than the alert's last change: already accounted for (a
+            # record replayed after a restart, or a backlog still catching up).
+            return []
+        if current is None and signal.ts <= self._floor.get(key, -1):
+            # At or before the end of the key's last resolved alert: that
+            # stretch of time has been judged already (a replay must not open
+            # a second alert in the middle of a resolved one).
+            return []
+        if signal.active:
+            if current is None:
+                return self._emit(self._open(key, signal, late))
+            return self._emit(self._keep(current, signal, late))
+        if current is None:
+            return []
+        return self._emit(self._clear(current, signal, late))
+
+    # -- transitions -------------------------------------------------------
+
+    def _open(self, key: tuple[str, str], signal: Signal, late: bool) -> list[AlertChange]:
+        alert = Alert(
+            alert_id=f"{signal.device_id}.{signal.rule.value}.{signal.ts}",
+            device_id=signal.device_id,
+            site=signal.site,
+            rule=signal.rule.value,
+            severity=signal.severity,
+            status=AlertStatus.OPEN,
+            version=1,
+            opened_at=signal.ts,
+            updated_at=signal.ts,
+            value=signal.value,
+            threshold=signal.threshold,
+            score=signal.score,
+            message=signal.message,
+            late=late,
+            sensor_id=signal.sensor_id,
+        )
+        self._active[key] = _Active(alert, confirmed=signal.confirmed)
+        opens = self._opens.setdefault(key, deque())
+        opens.append(signal.ts)
+        horizon = signal.ts - int(self._settings.flap_window_s * 1000)
+        while opens and opens[0] < horizon:
+            opens.popleft()
+        return [AlertChange(ChangeKind.OPENED, alert, notify=not late)]
+
+    def _keep(self, current: _Active, signal: Signal, late: bool) -> list[AlertChange]:
+        current.pending_clear_since = None
+        if current.alert.late and not late:
+            # A condition first seen in a backlog still holds now: it is news.
+            return [self._update(current, signal, late=False)]
+        if signal.severity is not current.alert.severity:
+            return [self._update(current, signal, late=late)]
+        return []
+
+    def _update(self, current: _Active, signal: Signal, *, late: bool) -> AlertChange:
+        before = current.alert
+        if signal.message:
+            current.confirmed = signal.confirmed
+        alert = replace(
+            before,
+            severity=signal.severity,
+            version=before.version + 1,
+            updated_at=max(before.updated_at, signal.ts),
+            value=signal.value if signal.value is not None else before.value,
+            threshold=signal.threshold if signal.threshold is not None else before.threshold,
+            score=signal.score if signal.score is not None else before.score,
+            message=signal.message or before.message,
+            late=late,
+        )
+        current.alert = alert
+        return AlertChange(ChangeKind.UPDATED, alert, notify=not late)
+
+    def _clear(self, current: _Active, signal: Signal, late: bool) -> list[AlertChange]:
+        key = current.alert.key
+        out: list[AlertChange] = []
+        settings = self._settings
+        flapping = (
+            current.alert.flapping or len(self._opens.get(key, ())) >= settings.flap_max_opens
+        )
+        if flapping:
+            if not current.alert.flapping:
+                marked = replace(
+                    current.alert,
+                    flapping=True,
+                    version=current.alert.version + 1,
+                    updated_at=signal.ts,
+                )
+                current.alert = marked
+                out.append(AlertChange(ChangeKind.UPDATED, marked, notify=not late))
+            if current.pending_clear_since is None:
+                current.pending_clear_since = signal.ts
+                current.pending_clear_reason = signal.message
+            if signal.ts - current.pending_clear_since < settings.flap_hold_s * 1000:
+                return out
+        reason = current.pending_clear_reason if flapping else signal.message
+        before = current.alert
+        resolved = replace(
+            before,
+            status=AlertStatus.RESOLVED,
+            version=before.version + 1,
+            updated_at=signal.ts,
+            resolved_at=signal.ts,
+            clear_reason=reason or signal.message,
+            late=before.late or late,
+        )
+        del self._active[key]
+        self._floor[key] = max(signal.ts, self._floor.get(key, signal.ts))
+        out.append(AlertChange(ChangeKind.RESOLVED, resolved, notify=not (late or before.late)))
+        return out
+
+    def _emit(self, changes: list[AlertChange]) -> list[AlertChange]:
+        """Drop changes already stored before a restart (same id and version)."""
+        if not self._known:
+            return changes
+        return [c for c in changes if c.alert.version > self._known.get(c.alert.alert_id, 0)]

@@ -1,0 +1,88 @@
+"""The ``Service`` interface: what the stack needs to know to run one server.
+
+A service says who it is (``name``, the marker in its command line), where it
+listens (its client port, from a constructor argument, an environment
+variable or a default), what it needs installed, how it is started (command
+line and environment, after writing its config files) and how to tell that it
+is healthy. The orchestrator (:class:`deploy.local.stack.LocalStack`) does the
+rest the same way for all of them: pid files, logs, locks, waiting, stopping.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from deploy.local.credentials import Credentials
+from deploy.local.layout import StackLayout, StateFile, env_port
+from deploy.local.process import ServiceProcess
+
+__all__ = ["Launch", "Service", "StackContext"]
+
+
+@dataclass(frozen=True)
+class StackContext:
+    """What a service may use of the stack it belongs to."""
+
+    layout: StackLayout
+    credentials: Credentials
+    state: StateFile
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start a service: its argv (``argv[0]`` an absolute path) and environment.
+
+    ``env`` None means the caller's environment unchanged.
+    """
+
+    argv: list[str]
+    env: dict[str, str] | None = None
+
+
+class Service(ABC):
+    """One server of the local stack; subclasses live one per module in this package."""
+
+    #: The name used on the command line, in file names and in ``status --json``.
+    name: ClassVar[str]
+    #: Environment variable that overrides the client port, and its default.
+    port_env: ClassVar[str]
+    default_port: ClassVar[int]
+    #: Found in ``/proc/<pid>/cmdline``, so a recycled pid is never taken for the service.
+    cmdline_marker: ClassVar[bytes]
+    #: Started, stopped and shown only when named (``stack up elasticsearch``).
+    optional: ClassVar[bool] = False
+
+    def __init__(self, ctx: StackContext, port: int | None = None) -> None:
+        """``port`` None or 0: ``$<port_env>``, else ``default_port``."""
+        self.ctx = ctx
+        self.layout = ctx.layout
+        self.host = ctx.layout.host
+        self.port = port or env_port(self.port_env, self.default_port)
+        self.process = ServiceProcess(
+            self.name,
+            self.cmdline_marker,
+            ctx.layout.pid_file(self.name),
+            ctx.layout.log_file(self.name),
+        )
+
+    def address(self) -> dict[str, Any]:
+        """How clients name the service beyond host and port (``bootstrap``, ``url``)."""
+        return {}
+
+    def endpoint(self) -> dict[str, Any]:
+        """``{"host", "port", ...address()}``: what a client needs to connect."""
+        return {"host": self.host, "port": self.port, **self.address()}
+
+    @abstractmethod
+    def install(self) -> None:
+        """Fetch, build or install what is missing; a no-op when all is there."""
+
+    @abstractmethod
+    def launch(self) -> Launch:
+        """Write the config files of this start and return how to start the process."""
+
+    @abstractmethod
+    def probe(self, timeout: float) -> bool:
+        """One meaningful health check (a login, an admin request); may raise."""

@@ -1,0 +1,154 @@
+"""Mosquitto 2 (Debian package): the MQTT broker, with passwords and a per-device ACL.
+
+``allow_anonymous false``: every client logs in with a user of
+``credentials.json``; the ACL (``deploy/local/mosquitto-acl.conf``) lets a
+device write only under its own id. Health check: an authenticated MQTT v5
+connect as ``admin`` gets a successful CONNACK.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import threading
+import uuid
+from typing import Any, Final
+
+from deploy.local.credentials import check_user_name, new_password
+from deploy.local.errors import StackError
+from deploy.local.install import apt_install, is_root, run, tool, which
+from deploy.local.layout import TEMPLATE_DIR, render
+from deploy.local.process import poll_until, port_open
+from deploy.local.services.base import Launch, Service
+
+__all__ = ["DEFAULT_MQTT_PORT", "MQTT_PORT_ENV", "Mosquitto"]
+
+logger = logging.getLogger(__name__)
+
+MQTT_PORT_ENV: Final = "THERMOWATCH_MQTT_PORT"
+DEFAULT_MQTT_PORT: Final = 18830
+
+
+class Mosquitto(Service):
+    """The broker on ``127.0.0.1:18830``; data in ``<stack>/data/mosquitto``."""
+
+    name = "mosquitto"
+    port_env = MQTT_PORT_ENV
+    default_port = DEFAULT_MQTT_PORT
+    cmdline_marker = b"mosquitto"
+
+    def endpoint(self) -> dict[str, Any]:
+        """Host, port and ``users``: every MQTT user with its password."""
+        return {**super().endpoint(), "users": self.ctx.credentials.all()}
+
+    def install(self) -> None:
+        if which("mosquitto") is None or which("mosquitto_passwd") is None:
+            apt_install("mosquitto", "mosquitto-clients")
+
+    def launch(self) -> Launch:
+        """Rebuild the password file from credentials.json, copy the ACL, render the config."""
+        run_dir = self.layout.run_dir
+        passwd = run_dir / "mosquitto.passwd"
+        acl = run_dir / "mosquitto.acl"
+        passwd_tool = tool("mosquitto_passwd")
+        # Rebuilt from credentials.json at every start, so it always matches it.
+        with self.ctx.credentials.locked():
+            users = self.ctx.credentials.load()
+            staging = run_dir / ".mosquitto.passwd.tmp"
+            staging.unlink(missing_ok=True)
+            fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.close(fd)
+            for user, password in users.items():
+                run(
+                    [passwd_tool, "-b", str(staging), user, password],
+                    what=f"mosquitto_passwd {user}",
+                    secret=True,
+                )
+            staging.replace(passwd)
+        shutil.copyfile(TEMPLATE_DIR / "mosquitto-acl.conf", acl)
+        conf = run_dir / "mosquitto.conf"
+        conf.write_text(
+            render(
+                "mosquitto.conf",
+                host=self.host,
+                port=self.port,
+                password_file=passwd,
+                acl_file=acl,
+                persistence_dir=self.layout.data_dir(self.name),
+                # Debian's mosquitto drops root to the "mosquitto" user unless told not to,
+                # and that user could not write the stack dir.
+                user_line="user root" if is_root() else "",
+            ),
+            encoding="utf-8",
+        )
+        return Launch([tool("mosquitto"), "-c", str(conf)])
+
+    def probe(self, timeout: float) -> bool:
+        return self.login("admin", self.ctx.credentials.all()["admin"], timeout)
+
+    def add_user(self, name: str, password: str | None = None) -> str:
+        """Add (or re-password) a user; a running broker reloads and the login is awaited.
+
+        Returns the password (a random one when ``password`` is None).
+        """
+        check_user_name(name)
+        pw = password if password is not None else new_password()
+        credentials = self.ctx.credentials
+        with credentials.locked():
+            users = credentials.load()
+            users[name] = pw
+            credentials.save(users)
+            passwd = self.layout.run_dir / "mosquitto.passwd"
+            running = False
+            if passwd.exists():
+                run(
+                    [tool("mosquitto_passwd"), "-b", str(passwd), name, pw],
+                    what=f"mosquitto_passwd {name}",
+                    secret=True,
+                )
+                # Mosquitto re-reads its password and ACL files on SIGHUP.
+                running = self.process.signal(signal.SIGHUP)
+        # The reload happens in the broker's main loop: wait until it took.
+        if running and not poll_until(lambda: self.login(name, pw, 3.0), 15.0, 0.2):
+            raise StackError(f"add_mqtt_user: {name} cannot log in after reload")
+        logger.info("mqtt user added user=%s", name)
+        return pw
+
+    def login(self, user: str, password: str, timeout: float) -> bool:
+        """True when an MQTT v5 connect as ``user`` gets a successful CONNACK."""
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        if not port_open(self.host, self.port, timeout=min(timeout, 1.0)):
+            return False
+        connected = threading.Event()
+        ok: list[bool] = []
+
+        def on_connect(
+            client: mqtt.Client, userdata: object, flags: object, reason: Any, props: object
+        ) -> None:
+            ok.append(not reason.is_failure)
+            connected.set()
+
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"thermowatch-health-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv5,
+        )
+        client.username_pw_set(user, password)
+        client.on_connect = on_connect
+        try:
+            client.connect(self.host, self.port, keepalive=10)
+            client.loop_start()
+            try:
+                connected.wait(timeout)
+            finally:
+                client.disconnect()
+                client.loop_stop()
+        finally:
+            sock = client.socket()
+            if sock is not None:
+                sock.close()
+        return bool(ok) and ok[0]

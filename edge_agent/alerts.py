@@ -1,0 +1,160 @@
+"""Alert transitions from per-reading facts, and the local alarm state (pure, no I/O).
+
+:class:`AlertTracker` turns each reading's quality, the detector's verdict
+and the high/low thresholds into raised/cleared :class:`Transition` values
+(each becomes an ``EdgeAlert``), and says whether the local alarm (LED,
+buzzer, relay) and the fault light should be on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from telemetry_contract import AlertState, EdgeAlertKind, Quality, Severity
+
+__all__ = ["AlertTracker", "Transition"]
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """An alert starting or ending (becomes an ``EdgeAlert``)."""
+
+    sensor_id: str
+    kind: EdgeAlertKind
+    state: AlertState
+    severity: Severity
+    message: str
+
+
+@dataclass
+class _SensorAlerts:
+    anomaly: bool = False
+    normal_run: int = 0
+    threshold: str = ""  # "", "high" or "low"
+    fault: bool = False
+
+
+@dataclass
+class AlertTracker:
+    """Raised/cleared transitions from per-reading facts; the local alarm state.
+
+    >>> t = AlertTracker(clear_after=2)
+    >>> [x.state.value for x in t.update("p", Quality.OK, 9.0, True, high_c=None, low_c=None)]
+    ['raised']
+    >>> t.alarm_active
+    True
+    >>> t.update("p", Quality.OK, 4.0, False, high_c=None, low_c=None)
+    []
+    >>> [x.state.value for x in t.update("p", Quality.OK, 4.0, False, high_c=None, low_c=None)]
+    ['cleared']
+    >>> t.alarm_active
+    False
+    """
+
+    clear_after: int = 5
+    sensors: dict[str, _SensorAlerts] = field(default_factory=dict)
+
+    @property
+    def alarm_active(self) -> bool:
+        """Whether the local alarm (LED, buzzer, relay) should be on."""
+        return any(s.anomaly or s.threshold for s in self.sensors.values())
+
+    @property
+    def fault_active(self) -> bool:
+        """Whether some sensor reports a fault (the status light blinks fast)."""
+        return any(s.fault for s in self.sensors.values())
+
+    def update(
+        self,
+        sensor_id: str,
+        quality: Quality,
+        temp_c: float | None,
+        is_anomaly: bool,
+        *,
+        high_c: float | None,
+        low_c: float | None,
+    ) -> list[Transition]:
+        """The transitions one reading causes (none, most of the time)."""
+        s = self.sensors.setdefault(sensor_id, _SensorAlerts())
+        out: list[Transition] = []
+        ok = quality is Quality.OK and temp_c is not None
+        if not ok and not s.fault:
+            s.fault = True
+            out.append(
+                Transition(
+                    sensor_id,
+                    EdgeAlertKind.SENSOR_FAULT,
+                    AlertState.RAISED,
+                    Severity.WARNING,
+                    f"sensor reports {quality.value}",
+                )
+            )
+        elif ok and s.fault:
+            s.fault = False
+            out.append(
+                Transition(
+                    sensor_id,
+                    EdgeAlertKind.SENSOR_FAULT,
+                    AlertState.CLEARED,
+                    Severity.INFO,
+                    "sensor reads ok again",
+                )
+            )
+        if not ok or temp_c is None:
+            return out  # a non-temperature neither raises nor clears anything else
+        if is_anomaly:
+            s.normal_run = 0
+            if not s.anomaly:
+                s.anomaly = True
+                out.append(
+                    Transition(
+                        sensor_id,
+                        EdgeAlertKind.ANOMALY,
+                        AlertState.RAISED,
+                        Severity.WARNING,
+                        f"anomalous temperature {temp_c:.3f} °C",
+                    )
+                )
+        elif s.anomaly:
+            s.normal_run += 1
+            if s.normal_run >= self.clear_after:
+                s.anomaly = False
+                s.normal_run = 0
+                out.append(
+                    Transition(
+                        sensor_id,
+                        EdgeAlertKind.ANOMALY,
+                        AlertState.CLEARED,
+                        Severity.INFO,
+                        f"back to normal after {self.clear_after} readings",
+                    )
+                )
+        level = ""
+        if high_c is not None and temp_c > high_c:
+            level = "high"
+        elif low_c is not None and temp_c < low_c:
+            level = "low"
+        if level != s.threshold:
+            if s.threshold:
+                out.append(
+                    Transition(
+                        sensor_id,
+                        EdgeAlertKind.THRESHOLD,
+                        AlertState.CLEARED,
+                        Severity.INFO,
+                        f"{temp_c:.3f} °C is back within limits",
+                    )
+                )
+            if level:
+                limit = high_c if level == "high" else low_c
+                out.append(
+                    Transition(
+                        sensor_id,
+                        EdgeAlertKind.THRESHOLD,
+                        AlertState.RAISED,
+                        Severity.CRITICAL,
+                        f"{temp_c:.3f} °C is {'above' if level == 'high' else 'below'} {limit} °C",
+                    )
+                )
+            s.threshold = level
+        return out

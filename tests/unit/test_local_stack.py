@@ -1,0 +1,136 @@
+"""The local stack without starting anything: the service registry, ports, the
+``status --json`` and ``endpoints()`` shapes, and the doctests of ``deploy.local``
+(which pytest's ``testpaths`` does not collect)."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+from pathlib import Path
+
+import pytest
+
+from deploy.local.services import (
+    KNOWN,
+    OPTIONAL_SERVICES,
+    REGISTRY,
+    SERVICES,
+    Service,
+    check_names,
+)
+from deploy.local.stack import LocalStack, StackError, free_port
+
+DOCTESTED = [
+    "deploy.local.credentials",
+    "deploy.local.layout",
+    "deploy.local.process",
+    "deploy.local.services",
+    "deploy.local.services.kafka",
+]
+PORT_ENVS = {
+    "mosquitto": "THERMOWATCH_MQTT_PORT",
+    "kafka": "THERMOWATCH_KAFKA_PORT",
+    "search": "THERMOWATCH_SEARCH_PORT",
+    "elasticsearch": "THERMOWATCH_ELASTIC_PORT",
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_port_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in PORT_ENVS.values():
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize("module", DOCTESTED)
+def test_doctests(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_registry_names_order_and_defaults() -> None:
+    assert SERVICES == ("mosquitto", "kafka", "search")
+    assert OPTIONAL_SERVICES == ("elasticsearch",)
+    assert (*SERVICES, *OPTIONAL_SERVICES) == KNOWN
+    assert {cls.name: cls.port_env for cls in REGISTRY} == PORT_ENVS
+    assert {cls.name: cls.default_port for cls in REGISTRY} == {
+        "mosquitto": 18830,
+        "kafka": 19092,
+        "search": 19200,
+        "elasticsearch": 19201,
+    }
+
+
+@pytest.mark.parametrize("cls", REGISTRY, ids=lambda cls: cls.name)
+def test_every_service_conforms(cls: type[Service], tmp_path: Path) -> None:
+    # Free ports: a shared stack on the default ports must not answer the probes.
+    ports = {name: free_port(span=100) for name in KNOWN}
+    stack = LocalStack(tmp_path / "stack", tmp_path / "cache", ports=ports)
+    svc = stack.service(cls.name)
+    assert isinstance(svc, cls)
+    assert svc.cmdline_marker and svc.port_env.startswith("THERMOWATCH_")
+    assert svc.process.pid_file == tmp_path / "stack" / "run" / f"{cls.name}.pid"
+    assert svc.process.log_file == tmp_path / "stack" / "logs" / f"{cls.name}.log"
+    assert set(svc.address()) <= {"bootstrap", "url"}
+    assert not stack.is_healthy(cls.name, timeout=0.1)  # nothing listens in a new stack
+
+
+def test_construction_does_no_io(tmp_path: Path) -> None:
+    LocalStack(tmp_path / "stack", tmp_path / "cache")
+    assert not (tmp_path / "stack").exists() and not (tmp_path / "cache").exists()
+
+
+def test_status_shape_of_a_stopped_stack(tmp_path: Path) -> None:
+    stack = LocalStack(tmp_path, mqtt_port=1883, kafka_port=9092, search_port=9200)
+    assert stack.status() == {
+        "mosquitto": {"host": "127.0.0.1", "port": 1883, "pid": None},
+        "kafka": {"host": "127.0.0.1", "port": 9092, "pid": None, "bootstrap": "127.0.0.1:9092"},
+        "search": {"host": "127.0.0.1", "port": 9200, "pid": None, "url": "http://127.0.0.1:9200"},
+    }
+    assert list(stack.status(["elasticsearch", "kafka"])) == ["kafka", "elasticsearch"]
+    assert stack.status(["elasticsearch"])["elasticsearch"]["url"] == "http://127.0.0.1:19201"
+
+
+def test_endpoints_name_every_service_and_the_mqtt_users(tmp_path: Path) -> None:
+    stack = LocalStack(tmp_path)
+    endpoints = stack.endpoints()
+    assert list(endpoints) == list(KNOWN)
+    assert set(endpoints["mosquitto"]) == {"host", "port", "users"}
+    assert endpoints["mosquitto"]["users"] == stack.credentials()
+    assert {"admin", "gateway", "processor", "dev-test-1", "s3-d10"} <= set(stack.credentials())
+    assert endpoints["kafka"]["bootstrap"] == "127.0.0.1:19092"
+    assert (tmp_path / "credentials.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_ports_from_arguments_environment_and_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("THERMOWATCH_KAFKA_PORT", "29092")
+    monkeypatch.setenv("THERMOWATCH_SEARCH_PORT", "")
+    stack = LocalStack(tmp_path, mqtt_port=28830, ports={"elasticsearch": 29201})
+    assert [stack.port(n) for n in KNOWN] == [28830, 29092, 19200, 29201]
+
+
+@pytest.mark.parametrize("raw", ["abc", "0", "65536"])
+def test_a_bad_port_in_the_environment_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("THERMOWATCH_MQTT_PORT", raw)
+    with pytest.raises(StackError, match="THERMOWATCH_MQTT_PORT: must be"):
+        LocalStack(tmp_path)
+
+
+def test_unknown_service_names_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(StackError, match=r"unknown service\(s\) bogus; known: mosquitto, kafka"):
+        LocalStack(tmp_path).status(["bogus"])
+    assert check_names([]) == list(SERVICES)
+
+
+def test_down_of_a_stack_that_never_ran(tmp_path: Path) -> None:
+    stack = LocalStack(tmp_path / "stack")
+    assert stack.down() == {
+        "search": "not running",
+        "kafka": "not running",
+        "mosquitto": "not running",
+    }
+    assert stack.log_tail("kafka") == []
+    assert not stack.kill("kafka")

@@ -1,0 +1,15 @@
+"""What a test and a benchmark both run: one copy, imported by each.
+
+``tests/`` and ``benchmarks/`` never import each other (``tests/unit/test_layout.py``):
+a test must not break because an experiment changed, and an experiment must
+not depend on a test module's fixtures. A sequence that both need -- the
+chaos test that proves a property and the experiment that measures its
+variants -- lives here, in a top-level package of the checkout that neither
+owns. It is not installed (pyproject's package list leaves it out) and the
+product never imports it; pytest puts the checkout's root on ``sys.path``
+(``pythonpath``), benchmarks do it themselves.
+
+* :mod:`testsupport.broker_backlog` -- Mosquitto stopped while it holds a
+  backlog for the gateway (``tests/chaos/test_chaos_broker_backlog.py``,
+  ``benchmarks/gateway/broker_restart_backlog.py``).
+"""

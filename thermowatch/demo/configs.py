@@ -1,0 +1,94 @@
+"""The configs the demo gives its gateway and processor (plain data, written as TOML).
+
+Each is a function of the run and the stack's endpoints, so a test can parse
+them with the stages' own config types without starting anything; the chaos
+tests and benchmarks adjust them with :func:`merge_config`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from thermowatch.demo.run import DemoRun
+
+__all__ = ["gateway_config", "merge_config", "processor_config", "write_toml"]
+
+
+def gateway_config(run: DemoRun, endpoints: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's gateway: one member, a plain subscription, the run's topic prefix."""
+    m = endpoints["mosquitto"]
+    return {
+        "gateway": {"id": f"demo-{run.run_id}", "shutdown_grace_s": 10.0},
+        "mqtt": {
+            "host": m["host"],
+            "port": int(m["port"]),
+            "username": "gateway",
+            "password": m["users"]["gateway"],
+            # One gateway: a plain subscription, the only kind Mosquitto 2.0.11
+            # keeps across a broker restart (tests/chaos, gateway/README.md).
+            "share_group": "",
+            "session_expiry_s": 600,
+        },
+        "kafka": {
+            "bootstrap_servers": [endpoints["kafka"]["bootstrap"]],
+            "topic_prefix": run.kafka_prefix,
+            "partitions": 3,
+        },
+        "http": {"host": "127.0.0.1", "port": 0},
+    }
+
+
+def processor_config(run: DemoRun, endpoints: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's processor: its own group and index prefix; thresholds per site kind."""
+    names = list(run.sites)
+    return {
+        "kafka": {
+            "bootstrap_servers": endpoints["kafka"]["bootstrap"],
+            "topic_prefix": run.kafka_prefix,
+            "group_id": run.group_id,
+            "client_id": f"demo-processor-{run.run_id}",
+            "commit_interval_s": 1.0,
+        },
+        "search": {
+            "url": endpoints["search"]["url"],
+            "index_prefix": run.index_prefix,
+            "refresh_interval": "1s",
+        },
+        "rules": {
+            "threshold_high_c": 35.0,
+            "min_duration_s": 10.0,
+            "rate_max_c_per_min": 6.0,
+            "rate_window_s": 20.0,
+            "groups": {
+                "freezers": {"sites": [names[0]], "threshold_high_c": -15.0},
+                "cold_rooms": {"sites": [names[1]], "threshold_high_c": 8.0},
+            },
+        },
+        "http": {"enabled": False},
+    }
+
+
+def merge_config(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` applied table by table (a nested dict merge).
+
+    >>> merge_config({"kafka": {"a": 1, "b": 2}, "x": 1}, {"kafka": {"b": 3}, "y": {"z": 0}})
+    {'kafka': {'a': 1, 'b': 3}, 'x': 1, 'y': {'z': 0}}
+    """
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_config(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def write_toml(path: Path, data: Mapping[str, Any]) -> None:
+    """Write a config file readable by its owner only (it may hold a password)."""
+    import tomli_w
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomli_w.dumps(dict(data)), encoding="utf-8")
+    path.chmod(0o600)  # holds the gateway's MQTT password

@@ -1,0 +1,85 @@
+"""What ``thermowatch demo`` prints around the live view: the stack's checks, the summary.
+
+Plain functions of their data, printed with rich (imported when printing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from thermowatch.demo.run import DemoRun
+from thermowatch.smoke import Probe
+
+__all__ = ["print_next_steps", "print_probes", "print_summary"]
+
+
+def print_probes(
+    console: Any, probes: Sequence[Probe], endpoints: Mapping[str, Any], up_s: float
+) -> None:
+    """One row per service check of the stack."""
+    from rich.table import Table
+
+    table = Table(title=f"thermowatch local stack (up in {up_s:.1f} s)")
+    for col in ("service", "address", "check", "result", "time"):
+        table.add_column(col)
+    address = {
+        "mosquitto": f"mqtt://{endpoints['mosquitto']['host']}:{endpoints['mosquitto']['port']}",
+        "kafka": endpoints["kafka"]["bootstrap"],
+        "search": endpoints["search"]["url"],
+    }
+    for p in probes:
+        table.add_row(
+            p.service,
+            address[p.service],
+            p.detail,
+            "[green]ok[/green]" if p.ok else "[red]FAILED[/red]",
+            f"{p.seconds:.2f} s",
+        )
+    console.print(table)
+
+
+def print_summary(console: Any, summary: Mapping[str, Any]) -> None:
+    """The summary as two tables: the counts, then one row per incident."""
+    from rich.table import Table
+
+    t = Table(title=f"demo summary ({summary['run_id']})")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    keys = (
+        "readings_sent", "readings_stored", "readings_lost", "readings_duplicated",
+        "readings_covered_by_gap", "readings_unexpected", "incidents_injected",
+        "incidents_alerted", "incidents_missed", "false_alerts", "malformed_sent",
+        "malformed_dead_lettered", "malformed_stored",
+    )  # fmt: skip
+    for k in keys:
+        t.add_row(k, str(summary[k]))
+    for q, v in summary["alert_latency_ms"].items():
+        t.add_row(f"alert_latency_ms {q}", "-" if v is None else f"{v:,}")
+    console.print(t)
+    inc = Table(title="incidents")
+    for col in ("kind", "device", "alerted", "latency ms", "rules"):
+        inc.add_column(col)
+    for i in summary["incidents"]:
+        inc.add_row(
+            i["kind"],
+            i["device_id"],
+            "[green]yes[/green]" if i["alerted"] else "[red]missed[/red]",
+            "-" if i["latency_ms"] is None else str(i["latency_ms"]),
+            ", ".join(i["rules"]),
+        )
+    console.print(inc)
+
+
+def print_next_steps(console: Any, run: DemoRun) -> None:
+    """Where the run's files are and what to do next (dashboards, recount, web view, stop)."""
+    console.print(
+        f"Logs and configs: {run.run_dir}\n"
+        "The stack is left running. Dashboards: "
+        "[bold]thermowatch kibana import --url http://localhost:5601 "
+        f"--prefix {run.index_prefix}[/bold]\n"
+        f"Count again: [bold]thermowatch demo account --run-dir {run.run_dir}[/bold]\n"
+        f"Web view: [bold]THERMOWATCH_WEB__KAFKA__TOPIC_PREFIX={run.kafka_prefix} "
+        f"THERMOWATCH_WEB__SEARCH__INDEX_PREFIX={run.index_prefix} thermowatch web run[/bold]\n"
+        "Stop everything: [bold]make demo-down[/bold] (thermowatch stack down)."
+    )
