@@ -121,6 +121,9 @@ class Alert(msgspec.Struct, frozen=True):
     late: bool = False
     flapping: bool = False
     sensor_id: Annotated[str, msgspec.Meta(pattern=SENSOR_ID_PATTERN)] | None = None
+    #: An edge alert that cloud evidence (an active cloud rule on the same
+    #: device) confirmed: its severity was raised a level.
+    confirmed: bool = False
 
     @property
     def key(self) -> tuple[str, str]:

@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import Final
 
 from cloud_processor.rules.base import Device, FleetRule
-from cloud_processor.rules.lifecycle import CONFIRMED_MARK, Signal
+from cloud_processor.rules.lifecycle import Signal
 from telemetry_contract import AlertChange, AlertState, EdgeAlert, EdgeAlertKind, Rule, Severity
 
 __all__ = ["CONFIRMABLE", "EVIDENCE", "EdgeAlerts", "raised"]
@@ -108,4 +108,4 @@ class EdgeAlerts(FleetRule):
 
 
 def _confirmed(message: str, evidence: list[str]) -> str:
-    return f"{message} {CONFIRMED_MARK} {', '.join(evidence)})"
+    return f"{message} (confirmed by {', '.join(evidence)})"

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
 
 import msgspec
 from msgspec.structs import replace
@@ -25,9 +24,6 @@ from cloud_processor.rules.settings import AlertSettings
 from telemetry_contract import Alert, AlertChange, AlertStatus, ChangeKind, Rule, Severity
 
 __all__ = ["AlertBook", "Signal"]
-
-#: How a confirmed edge alert's message ends (see :meth:`AlertBook.restore`).
-CONFIRMED_MARK: Final = "(confirmed by"
 
 
 class Signal(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,8 +54,6 @@ class _Active:
     """An open alert and what the book knows about it beyond the document."""
 
     alert: Alert
-    #: Whether its current message came from a confirmed signal.
-    confirmed: bool = False
     #: Flapping: event time since which its clear condition has held.
     pending_clear_since: int | None = None
     pending_clear_reason: str = ""
@@ -118,19 +112,14 @@ class AlertBook:
     def is_confirmed(self, device_id: str, rule: str) -> bool:
         """Whether the active alert of (device, rule) was raised a level by cloud evidence."""
         entry = self._active.get((device_id, rule))
-        return entry is not None and entry.confirmed
+        return entry is not None and entry.alert.confirmed
 
     def active_alerts(self) -> list[Alert]:
         """All active alerts."""
         return [entry.alert for entry in self._active.values()]
 
     def restore(self, alerts: Iterable[Alert]) -> None:
-        """Load stored alerts (open ones become active again) after a restart.
-
-        Whether an edge alert was confirmed is not a field of the alert
-        document (the contract stays as it is), so for a restored alert it is
-        read from the message the book wrote: the only place it is parsed.
-        """
+        """Load stored alerts (open ones become active again) after a restart."""
         for alert in alerts:
             key = alert.key
             self._known[alert.alert_id] = max(alert.version, self._known.get(alert.alert_id, 0))
@@ -146,7 +135,7 @@ class AlertBook:
                 else:
                     newer = current.alert.opened_at < alert.opened_at
                 if newer:
-                    self._active[key] = _Active(alert, confirmed=CONFIRMED_MARK in alert.message)
+                    self._active[key] = _Active(alert)
             opens = self._opens.setdefault(key, deque())
             if alert.opened_at not in opens:  # restore runs again after each rebalance
                 opens.append(alert.opened_at)
@@ -195,8 +184,9 @@ class AlertBook:
             message=signal.message,
             late=late,
             sensor_id=signal.sensor_id,
+            confirmed=signal.confirmed,
         )
-        self._active[key] = _Active(alert, confirmed=signal.confirmed)
+        self._active[key] = _Active(alert)
         opens = self._opens.setdefault(key, deque())
         opens.append(signal.ts)
         horizon = signal.ts - int(self._settings.flap_window_s * 1000)
@@ -215,8 +205,6 @@ class AlertBook:
 
     def _update(self, current: _Active, signal: Signal, *, late: bool) -> AlertChange:
         before = current.alert
-        if signal.message:
-            current.confirmed = signal.confirmed
         alert = replace(
             before,
             severity=signal.severity,
@@ -226,6 +214,8 @@ class AlertBook:
             threshold=signal.threshold if signal.threshold is not None else before.threshold,
             score=signal.score if signal.score is not None else before.score,
             message=signal.message or before.message,
+            # Confirmation goes with the message that says so.
+            confirmed=signal.confirmed if signal.message else before.confirmed,
             late=late,
         )
         current.alert = alert

@@ -14,6 +14,8 @@ from telemetry_contract import Alert, AlertStatus, Severity, alert_fields
 
 __all__ = ["alert_doc", "alert_from_doc"]
 
+_CONFIRMED_BEFORE_THE_FIELD = "(confirmed by"
+
 
 def alert_doc(
     a: Alert, location: tuple[float, float] | None = None, *, processed_at: int | None = None
@@ -26,7 +28,7 @@ def alert_doc(
     >>> from telemetry_contract import Severity
     >>> a = Alert("d.rule.1", "d", "s", "rule", Severity.WARNING, AlertStatus.OPEN, 1, 1, 1)
     >>> sorted(alert_doc(a))[:4]
-    ['@timestamp', 'alert_id', 'clear_reason', 'device_id']
+    ['@timestamp', 'alert_id', 'clear_reason', 'confirmed']
     """
     doc = alert_fields(a)
     if processed_at is not None:
@@ -57,4 +59,6 @@ def alert_from_doc(doc: dict[str, Any]) -> Alert:
         late=bool(doc.get("late", False)),
         flapping=bool(doc.get("flapping", False)),
         sensor_id=doc.get("sensor_id"),
+        # Documents written before ``confirmed`` was a field said it in the message.
+        confirmed=bool(doc.get("confirmed", _CONFIRMED_BEFORE_THE_FIELD in doc.get("message", ""))),
     )

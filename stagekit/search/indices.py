@@ -202,6 +202,7 @@ ALERTS: Final = IndexSpec(
         FieldSpec("clear_reason", "keyword", optional=True),
         FieldSpec("late", "boolean", description="Raised from data behind the watermark."),
         FieldSpec("flapping", "boolean"),
+        FieldSpec("confirmed", "boolean", description="An edge alert confirmed by cloud evidence."),
         FieldSpec("acknowledged", "boolean"),
         FieldSpec("acknowledged_at", "date", optional=True),
         FieldSpec("acknowledged_by", "keyword", optional=True),

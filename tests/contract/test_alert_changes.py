@@ -41,9 +41,9 @@ def test_valid_change_decodes_and_round_trips(entry: dict[str, Any]) -> None:
     assert change.kind.value == entry["change"]
     original, encoded = json.loads(raw), json.loads(encode_alert_change(change))
     # Every field the fixture gave comes back with the same value; a legacy
-    # change (no type, no schema_version) gains only those two.
+    # change (no type, no schema_version, no confirmed) gains only those.
     assert {k: encoded[k] for k in original} == original
-    assert set(encoded) - set(original) <= {"type", "schema_version", "sensor_id"}
+    assert set(encoded) - set(original) <= {"type", "schema_version", "sensor_id", "confirmed"}
     assert decode_alert_change(encode_alert_change(change)) == change
 
 
