@@ -38,7 +38,7 @@ from stagekit.backoff import Backoff, sleep_or_stop
 from stagekit.search import api as search
 from stagekit.search.alerts import alert_doc, alert_from_doc
 from stagekit.search.api import SearchBackend, SearchError
-from stagekit.search.indices import IndexNames, ilm_policy, index_templates
+from stagekit.search.indices import INDEXES, IndexNames, ilm_policy, index_templates
 from telemetry_contract import Alert
 
 __all__ = ["BulkTotals", "StoppedError", "Storage"]
@@ -189,6 +189,19 @@ class Storage:
         except SearchError as exc:
             if not _already_exists(exc):
                 raise
+        # Indices created by an earlier release (the alerts index lives for
+        # ever, the current month's readings for weeks) get the fields added
+        # since: with "dynamic": "strict" a document with an unmapped field is
+        # refused.
+        for spec in INDEXES:
+            properties = spec.mappings()["properties"]
+            await self._retrying(
+                "put_mapping",
+                lambda spec=spec, properties=properties: self.backend.perform(  # type: ignore[misc]
+                    search.put_mapping(self.names.pattern(spec), properties)
+                ),
+                stop,
+            )
         return info
 
     async def write(self, items: Sequence[BulkItem], *, ordered: bool = False) -> BulkTotals:

@@ -98,7 +98,7 @@ def _describe(cfg: GatewayConfig) -> str:
     return (
         f"gateway {cfg.gateway_id}: mqtt {cfg.mqtt.host}:{cfg.mqtt.port} "
         f"(share group {cfg.mqtt.share_group}) -> kafka "
-        f"{','.join(cfg.kafka.bootstrap_servers)} (prefix {cfg.kafka.topic_prefix})"
+        f"{','.join(cfg.kafka.servers)} (prefix {cfg.kafka.topic_prefix})"
     )
 
 

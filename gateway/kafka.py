@@ -438,7 +438,7 @@ class KafkaSink:
                     delay = backoff.next()
                     log.warning(
                         "event=kafka_connect_failed servers=%s error=%r retry_in_s=%.1f",
-                        ",".join(self._settings.bootstrap_servers),
+                        ",".join(self._settings.servers),
                         exc,
                         delay,
                     )
@@ -451,7 +451,7 @@ class KafkaSink:
                     self._metrics.reconnects.labels("kafka").inc()
                 log.info(
                     "event=kafka_connected servers=%s producer_gen=%d",
-                    ",".join(self._settings.bootstrap_servers),
+                    ",".join(self._settings.servers),
                     self._producer_gen,
                 )
             return self._producer, self._producer_gen

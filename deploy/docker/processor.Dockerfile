@@ -30,6 +30,7 @@ WORKDIR /src
 # constraints.txt: the dependency versions the test suite passed with.
 COPY pyproject.toml constraints.txt ./
 COPY telemetry_contract ./telemetry_contract
+COPY stagekit ./stagekit
 COPY thermowatch ./thermowatch
 COPY cloud_processor ./cloud_processor
 # Only package metadata reads the README; the image does not need the real one.

@@ -39,6 +39,7 @@ __all__ = [
     "info",
     "put_ilm_policy",
     "put_index_template",
+    "put_mapping",
     "refresh",
     "search",
     "update_doc",
@@ -115,6 +116,25 @@ def put_ilm_policy(name: str, body: Mapping[str, Any]) -> Request:
 def create_index(name: str) -> Request:
     """Create an index (its settings and mappings come from the matching template)."""
     return Request("PUT", f"/{_p(name)}")
+
+
+def put_mapping(pattern: str, properties: Mapping[str, Any]) -> Request:
+    """Add fields to the mapping of the existing indices matching ``pattern``.
+
+    The templates shape indices created from now on; this brings indices
+    that already exist up to date (adding a field is always allowed; changing
+    a field's type is refused). No matching index is not an error.
+
+    >>> r = put_mapping("tw-readings-*", {"seq": {"type": "long"}})
+    >>> r.method, r.path, r.params["allow_no_indices"], r.body
+    ('PUT', '/tw-readings-*/_mapping', 'true', {'properties': {'seq': {'type': 'long'}}})
+    """
+    return Request(
+        "PUT",
+        f"/{_p(pattern)}/_mapping",
+        params={"allow_no_indices": "true", "ignore_unavailable": "true"},
+        body={"properties": dict(properties)},
+    )
 
 
 def delete_index(name: str) -> Request:

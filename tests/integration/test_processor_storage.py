@@ -16,7 +16,7 @@ from cloud_processor.storage import Storage
 from stagekit.search import api as search
 from stagekit.search.api import SearchError
 from stagekit.search.backends import OpenSearchBackend
-from stagekit.search.indices import INDEXES, IndexNames
+from stagekit.search.indices import ALERTS, INDEXES, IndexNames
 from telemetry_contract import Reading, decode_as
 
 pytestmark = pytest.mark.integration
@@ -201,3 +201,41 @@ def test_ack_command_marks_alert_and_survives_processor_updates(
     assert main(["processor", "ack", "no-such-alert", "-c", str(cfg)]) == 1
     doc = asyncio.run(later_update_and_read())
     assert doc["status"] == "resolved" and doc["acknowledged"] is True
+
+
+async def test_an_alerts_index_created_by_an_earlier_release_takes_new_fields(
+    stack: dict[str, Any],
+) -> None:
+    """The alerts index lives for ever and its mapping is strict: start-up adds
+    the fields a newer release writes (here ``confirmed``), or every alert
+    document would be refused."""
+    from telemetry_contract import Alert, AlertStatus, Rule, Severity
+
+    backend = OpenSearchBackend(stack["search"]["url"])
+    names = IndexNames(f"t{uuid.uuid4().hex[:8]}-")
+    old = ALERTS.mappings()
+    del old["properties"]["confirmed"]  # the mapping as the release before wrote it
+    try:
+        await backend.perform(search.Request("PUT", f"/{names.alerts}", body={"mappings": old}))
+        st = Storage(backend, names, retry_initial_s=0.1, retry_max_s=1.0)
+        await st.ensure_schema()
+        alert = Alert(
+            "d1.edge_anomaly.1",
+            "d1",
+            "s1",
+            Rule.EDGE_ANOMALY,
+            Severity.CRITICAL,
+            AlertStatus.OPEN,
+            2,
+            1,
+            2,
+            message="x (confirmed by threshold_high)",
+            confirmed=True,
+        )
+        totals = await st.write([st.alert_item(alert)], ordered=True)
+        assert (totals.stored, totals.rejected) == (1, 0)
+        got = await backend.perform(search.get_doc(names.alerts, alert.alert_id))
+        assert got["_source"]["confirmed"] is True
+    finally:
+        await drop_prefix(backend, names)
+        await backend.close()

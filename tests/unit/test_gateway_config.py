@@ -74,6 +74,21 @@ def test_environment_overrides() -> None:
     assert cfg.mqtt_client_id == "thermowatch-gateway-gw-7"
 
 
+def test_kafka_servers_as_one_comma_separated_string(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The shared [kafka] block takes a list or one string (an environment
+    # override is naturally a string); the gateway reads the servers, not the letters.
+    cfg = load_config(
+        None, env={"THERMOWATCH_GATEWAY__KAFKA__BOOTSTRAP_SERVERS": "k1:9092,k2:9092"}
+    )
+    assert cfg.kafka.servers == ("k1:9092", "k2:9092")
+    path = tmp_path / "c.toml"
+    path.write_text('[kafka]\nbootstrap_servers = "k1:9092,k2:9092"\n')
+    assert main(["check-config", "--config", str(path)]) == 0
+    assert "-> kafka k1:9092,k2:9092 " in capsys.readouterr().out
+
+
 def test_gateway_id_defaults_to_a_valid_host_name() -> None:
     cfg = GatewayConfig()
     assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", cfg.gateway_id)
