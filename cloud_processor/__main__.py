@@ -1,8 +1,8 @@
 """Cloud processor: Kafka -> fleet rules, alerts, aggregates -> search server.
 
 Commands: run (the service), replay --from TIME (re-process from a point in
-time, then exit), check-config, print-config, ack ALERT_ID, retention. The
-same as thermowatch processor ... .
+time, then exit), check-config, print-config, ack ALERT_ID, retention; as
+``thermowatch processor ...`` or ``python -m cloud_processor ...``.
 """
 
 # Heavy imports (aiokafka, search clients) happen inside the handlers.

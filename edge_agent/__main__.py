@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stagekit.stage import StageCommand, SubParsers
+from stagekit.stage import StageCommand, SubParsers, add_config_commands
 
 __all__ = ["COMMAND", "main", "register"]
 
@@ -42,14 +42,7 @@ def _add_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
     _add_config(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("check-config", help="validate the config and exit")
-    _add_config(p)
-    p.set_defaults(func=cmd_check_config)
-
-    p = sub.add_parser("print-config", help="print the effective config (TOML, or --json)")
-    _add_config(p)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_print_config)
+    add_config_commands(sub, _load_file, _describe, config_option=_add_config, summary=_summary)
 
     p = sub.add_parser("once", help="one sampling round")
     _add_config(p)
@@ -101,22 +94,24 @@ def _load(args: argparse.Namespace) -> Any:
     return load_config(args.config)
 
 
-def cmd_check_config(args: argparse.Namespace) -> int:
-    cfg = _load(args)
-    print(f"{args.config or '(defaults)'}: ok (device {cfg.device.site}/{cfg.device.device_id})")
-    return 0
+def _load_file(path: str | None) -> Any:
+    from edge_agent.config import load_config
+
+    return load_config(path)
 
 
-def cmd_print_config(args: argparse.Namespace) -> int:
+def _describe(cfg: Any) -> str:
+    m = cfg.mqtt
+    return (
+        f"edge agent {cfg.device.site}/{cfg.device.device_id}: mqtt {m.host}:{m.port} "
+        f"(tls {'on' if m.tls else 'off'}), outbox {cfg.outbox_path}"
+    )
+
+
+def _summary(cfg: Any) -> dict[str, Any]:
     from edge_agent.config import config_summary
-    from stagekit.config import dump_toml
 
-    cfg = _load(args)
-    if args.json:
-        print(json.dumps(config_summary(cfg), indent=2, sort_keys=True))
-    else:
-        print(dump_toml(cfg), end="")  # secrets masked
-    return 0
+    return config_summary(cfg)
 
 
 def _install_stop_handlers(stop: threading.Event) -> None:

@@ -78,7 +78,7 @@ class KafkaSetupError(RuntimeError):
 
 
 def kafka_client_options(settings: KafkaSettings) -> dict[str, Any]:
-    """Connection and security options shared by the producer and the admin client."""
+    """The producer's connection options: the shared block's (TLS, SASL) and the request timeout."""
     return {**settings.client_options(), "request_timeout_ms": settings.request_timeout_ms}
 
 
@@ -319,12 +319,11 @@ class KafkaSink:
         except Exception as exc:
             self._failed(items, exc, gen)
             return
-        started = time.perf_counter()
-        task = asyncio.create_task(self._confirm(future, gen, items, started))
+        task = asyncio.create_task(self._confirm(future, gen, items))
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
 
-    async def _confirm(self, future: Any, gen: int, items: list[_Item], started: float) -> None:
+    async def _confirm(self, future: Any, gen: int, items: list[_Item]) -> None:
         # Wait for the batch, or for its producer to be replaced: a producer that
         # is stopped after a fatal error may never resolve its pending batches.
         retired = self._retired_future(gen)

@@ -96,7 +96,6 @@ _RECORDS: Final = "___records___"
 #: ``field :`` in a KQL query (field names may be quoted).
 _KQL_FIELD: Final = re.compile(r'(?:^|[\s(])"?([@A-Za-z_][\w.@-]*)"?\s*:')
 _LAYER_REF: Final = "indexpattern-datasource-layer-"
-_CONTROL_REF: Final = re.compile(r"^controlGroup_(.+):optionsListDataView$")
 
 
 @dataclass(frozen=True, slots=True)

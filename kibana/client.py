@@ -47,15 +47,11 @@ RETRY_STATUS: Final = (429, 500, 502, 503, 504)
 
 
 class KibanaError(Exception):
-    """Something went wrong talking to Kibana. ``retriable``: trying later can work."""
-
-    retriable: bool = False
+    """Something went wrong talking to Kibana (the subclasses say what)."""
 
 
 class KibanaUnavailableError(KibanaError):
     """No answer (connection refused/reset, timeout) or 5xx after every retry."""
-
-    retriable = True
 
 
 class AuthenticationError(KibanaError):

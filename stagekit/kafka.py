@@ -32,9 +32,7 @@ _TOPIC_ALREADY_EXISTS: Final = 36
 
 
 class TopicError(RuntimeError):
-    """Kafka refused to create a topic (permissions, bad settings): not retriable."""
-
-    retriable = False
+    """Kafka refused to create a topic (permissions, bad settings): trying again will not help."""
 
 
 def settings_for(kafka: KafkaSettings | str) -> KafkaSettings:

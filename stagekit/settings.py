@@ -91,6 +91,16 @@ class KafkaSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ssl_key_file: str = ""
 
     @property
+    def tls(self) -> TlsSettings:
+        """The ``ssl_*`` keys as the shared TLS block (the keys keep Kafka's names)."""
+        return TlsSettings(
+            enabled=self.security_protocol in ("SSL", "SASL_SSL"),
+            ca_file=self.ssl_ca_file,
+            cert_file=self.ssl_cert_file,
+            key_file=self.ssl_key_file,
+        )
+
+    @property
     def servers(self) -> tuple[str, ...]:
         """The bootstrap servers as a tuple (empty: Kafka is not used)."""
         raw = self.bootstrap_servers
@@ -127,10 +137,7 @@ class KafkaSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         if self.client_id:
             opts["client_id"] = self.client_id
         if self.security_protocol in ("SSL", "SASL_SSL"):
-            ctx = ssl.create_default_context(cafile=self.ssl_ca_file or None)
-            if self.ssl_cert_file:
-                ctx.load_cert_chain(self.ssl_cert_file, self.ssl_key_file or None)
-            opts["ssl_context"] = ctx
+            opts["ssl_context"] = self.tls.context()
         if self.security_protocol.startswith("SASL"):
             opts["sasl_mechanism"] = self.sasl_mechanism
             opts["sasl_plain_username"] = self.sasl_username

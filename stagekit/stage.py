@@ -7,8 +7,9 @@ it: :meth:`StageCommand.register` adds ``thermowatch <stage> ...`` and
 sub-commands, ``--log-level``/``--debug``, and errors reported the same way:
 ``<prog>: error: <message>`` and exit status 1, a traceback only under
 ``--debug`` (:func:`run_command`). :func:`add_config_commands` adds the
-``check-config`` and ``print-config`` every stage has, and :func:`serve` runs
-a stage's asyncio service until SIGTERM or SIGINT.
+``check-config`` and ``print-config`` of every stage that reads a config file
+(edge, gateway, processor, web view), and :func:`serve` runs an asyncio
+stage's service until SIGTERM or SIGINT.
 
 >>> import argparse
 >>> def add(sub):
@@ -28,10 +29,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,11 +135,13 @@ def add_config_commands(
     describe: Callable[[Any], str],
     *,
     config_option: Callable[[argparse.ArgumentParser], None] | None = None,
+    summary: Callable[[Any], Mapping[str, Any]] | None = None,
 ) -> None:
     """``check-config`` (prints ``ok: <describe(cfg)>``) and ``print-config`` (secrets masked).
 
     ``load`` raises ``ConfigError`` naming the bad key; ``config_option`` adds
-    ``--config`` (default: ``-c/--config FILE``, no default file).
+    ``--config`` (default: ``-c/--config FILE``, no default file); with
+    ``summary``, ``print-config --json`` prints it instead of the TOML.
     """
     add = config_option or _config_option
 
@@ -147,7 +151,9 @@ def add_config_commands(
 
     show = sub.add_parser("print-config", help="print the effective config (secrets masked)")
     add(show)
-    show.set_defaults(func=lambda args: _print(load, args))
+    if summary is not None:
+        show.add_argument("--json", action="store_true", help="a JSON summary instead of TOML")
+    show.set_defaults(func=lambda args: _print(load, args, summary))
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
@@ -161,8 +167,16 @@ def _check(load: Callable[[str | None], Any], describe: Callable[[Any], str], ar
     return 0
 
 
-def _print(load: Callable[[str | None], Any], args: Any) -> int:
-    print(dump_toml(load(args.config)), end="")
+def _print(
+    load: Callable[[str | None], Any],
+    args: Any,
+    summary: Callable[[Any], Mapping[str, Any]] | None,
+) -> int:
+    config = load(args.config)
+    if summary is not None and args.json:
+        print(json.dumps(summary(config), indent=2, sort_keys=True))
+    else:
+        print(dump_toml(config), end="")
     return 0
 
 

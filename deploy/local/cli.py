@@ -1,6 +1,6 @@
 """``thermowatch stack up|down|status|logs``: the local stack from the command line.
 
-The lead's ``thermowatch/cli.py`` calls :func:`register` with its sub-parsers;
+``thermowatch/cli.py`` calls :func:`register` with its sub-parsers;
 each handler returns the exit code: 0 on success, 1 on an error, 3 from
 ``status`` when some service is down.
 """

@@ -190,3 +190,18 @@ def test_an_alert_document_scores_like_its_alert() -> None:
     alert = replace_struct(change.alert, resolved_at=1500)
     expected = AlertDoc("d.threshold_high.1000", "d", "threshold_high", 1000, "resolved", 1500, 2)
     assert AlertDoc.of(alert) == expected
+
+
+def test_every_golden_alert_change_is_counted_as_published() -> None:
+    """The contract's golden alert changes (tests/fixtures/messages/alert_change)."""
+    from pathlib import Path
+
+    fixtures = Path(__file__).parents[1] / "fixtures" / "messages"
+    manifest = json.loads((fixtures / "manifest.json").read_text())
+    valid = [(fixtures / e["file"]).read_bytes() for e in manifest["alert_change"]]
+    invalid = [(fixtures / e["file"]).read_bytes() for e in manifest["alert_change_invalid"]]
+    changes = parse_alert_changes([(raw, i) for i, raw in enumerate(valid + invalid)])
+    assert [(c.alert_id, c.change, c.version) for c in changes] == [
+        (json.loads(raw)["alert_id"], json.loads(raw)["change"], json.loads(raw)["version"])
+        for raw in valid
+    ]

@@ -123,6 +123,12 @@ def test_what_the_fast_path_leaves_to_paho() -> None:
     assert decode_publish(*publish_packet(b"", 7, 1, None, b"x")) is None  # alias-only topic
     assert decode_publish(*publish_packet(b"a/\xff", 7, 1, None, b"x")) is None  # not UTF-8
     assert decode_publish(0x32, b"\x00\x03a/") is None  # truncated topic
+    # Strings paho refuses (MQTT-1.5.4-3: U+FEFF; MQTT-1.5.4-2: U+0000) are left
+    # to paho, which reports the malformed packet; the generator above avoids them.
+    for bad in ("\ufeff", "a\x00"):
+        user = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        user.UserProperty = [("k", bad)]
+        assert decode_publish(*publish_packet(b"a/b", 7, 1, user, b"x")) is None
 
 
 def test_frame_finds_each_packet_of_a_stream() -> None:

@@ -204,3 +204,27 @@ def test_alert_changes_are_decoded_with_the_contract_old_records_included() -> N
     states = {d["device_id"]: d["state"] for d in v.snapshot(T0)["devices"]}
     assert states == {"d1": "offline", "d3": "offline"}  # d1: no reading yet
     assert v.snapshot(T0)["devices"][1]["state_reason"] == "temp_c 9.5 >= 8.0"
+
+
+def test_every_golden_alert_change_folds_into_the_view() -> None:
+    """The contract's golden alert changes (tests/fixtures/messages/alert_change)."""
+    import json
+    from pathlib import Path
+
+    fixtures = Path(__file__).parents[1] / "fixtures" / "messages"
+    entries = json.loads((fixtures / "manifest.json").read_text())["alert_change"]
+    for entry in entries:
+        raw = (fixtures / entry["file"]).read_bytes()
+        doc = json.loads(raw)
+        v = FleetView()
+        if doc["status"] == "resolved":  # resolving changes a view that shows it open
+            opened = {**doc, "status": "open", "version": 1, "change": "opened"}
+            opened["resolved_at"] = opened["clear_reason"] = None
+            assert fold_record(v, "alerts", json.dumps(opened).encode(), now_ms=doc["opened_at"])
+        assert fold_record(v, "alerts", raw, now_ms=doc["updated_at"]), entry["file"]
+        shown = [a["alert_id"] for a in v.snapshot(doc["updated_at"])["alerts"]]
+        assert shown == ([doc["alert_id"]] if doc["status"] == "open" else []), entry["file"]
+    for entry in json.loads((fixtures / "manifest.json").read_text())["alert_change_invalid"]:
+        assert not fold_record(
+            FleetView(), "alerts", (fixtures / entry["file"]).read_bytes(), now_ms=0
+        )

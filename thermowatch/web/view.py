@@ -458,7 +458,8 @@ def fold_record(view: FleetView, kind: str, payload: bytes | None, *, now_ms: in
     with :func:`telemetry_contract.decode`, alert changes with
     :func:`telemetry_contract.decode_alert_change` (older changes without
     ``type``/``schema_version`` included). Anything that does not decode is
-    skipped (False): the processor dead-letters it.
+    skipped (False): the processor dead-letters a broken device message, and
+    an alert change that does not decode is not the contract's.
 
     >>> v = FleetView()
     >>> fold_record(v, "telemetry", b'{"type": "reading", "device_id": "d", "sensor_id": "host",'
