@@ -67,10 +67,10 @@ class KafkaSettings(stagekit.settings.KafkaSettings, frozen=True, forbid_unknown
     client_id: str = "thermowatch-processor"
     group_id: str = "thermowatch-processor"
     #: Records fetched per poll (one bulk request at most this large).
-    max_batch: int = 5000
+    max_batch: Annotated[int, msgspec.Meta(ge=1)] = 5000
     poll_timeout_ms: int = 500
     #: Offsets are committed at most this often, always after the writes.
-    commit_interval_s: float = 5.0
+    commit_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     session_timeout_ms: int = 30_000
     #: Publish every alert change to ``<topic_prefix>.alerts``.
     publish_alerts: bool = True
@@ -83,8 +83,8 @@ class SearchSettings(stagekit.search.SearchSettings, frozen=True, forbid_unknown
     replicas: int = 0
     refresh_interval: str = "5s"
     #: Documents per bulk request, and bulk requests in flight at once.
-    bulk_max_docs: int = 2500
-    bulk_concurrency: int = 2
+    bulk_max_docs: Annotated[int, msgspec.Meta(ge=1)] = 2500
+    bulk_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 2
     #: Backoff of retried requests (equal jitter), also while the server is down.
     retry_initial_s: Annotated[float, msgspec.Meta(gt=0)] = 0.5
     retry_max_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
@@ -103,7 +103,7 @@ class WebhookSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     backoff_initial_s: Annotated[float, msgspec.Meta(gt=0)] = 0.5
     backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     #: At most this many POSTs per second (token bucket).
-    rate_per_s: float = 5.0
+    rate_per_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     burst: int = 10
 
 
@@ -124,18 +124,6 @@ class ProcessorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         problems: list[str] = []
         k, s = self.kafka, self.search
         problems += k.problems("kafka") + s.problems("search")
-        if k.max_batch < 1:
-            problems.append(f"kafka.max_batch: must be at least 1, got {k.max_batch}")
-        if k.commit_interval_s <= 0:
-            problems.append(f"kafka.commit_interval_s: must be positive, got {k.commit_interval_s}")
-        if s.bulk_concurrency < 1:
-            problems.append(
-                f"search.bulk_concurrency: must be at least 1, got {s.bulk_concurrency}"
-            )
-        if s.bulk_max_docs < 1:
-            problems.append(f"search.bulk_max_docs: must be at least 1, got {s.bulk_max_docs}")
-        if self.webhook.rate_per_s <= 0:
-            problems.append(f"webhook.rate_per_s: must be positive, got {self.webhook.rate_per_s}")
         if self.webhook.url and not self.webhook.url.startswith(("http://", "https://")):
             problems.append(f"webhook.url: must be an http(s) URL, got {self.webhook.url!r}")
         for name, (lat, lon) in self.locations.items():

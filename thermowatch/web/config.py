@@ -48,7 +48,7 @@ class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8088
     #: Server-sent event streams open at once; more are answered 503.
-    max_clients: int = 32
+    max_clients: Annotated[int, msgspec.Meta(ge=1)] = 32
     #: Changes are pushed at most this often (coalesced in between).
     push_interval_s: float = 0.25
     #: A comment line is sent this often on an idle stream (proxies, dead peers).
@@ -64,8 +64,8 @@ class SearchSettings(stagekit.search.SearchSettings, frozen=True, forbid_unknown
     refresh_s: float = 15.0
     #: Devices with a reading within this window are listed.
     lookback_s: float = 3600.0
-    max_devices: int = 500
-    max_alerts: int = 200
+    max_devices: Annotated[int, msgspec.Meta(ge=1)] = 500
+    max_alerts: Annotated[int, msgspec.Meta(ge=1)] = 200
 
 
 class KafkaSettings(stagekit.settings.KafkaSettings, frozen=True, forbid_unknown_fields=True):
@@ -90,7 +90,7 @@ class ViewSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """What the page shows."""
 
     #: Readings kept per device for the sparkline.
-    sparkline_points: int = 60
+    sparkline_points: Annotated[int, msgspec.Meta(ge=1)] = 60
     #: A device without a reading for this long is shown offline.
     offline_after_s: float = 120.0
     #: An open alert missing from the search server is dropped after this long
@@ -112,14 +112,6 @@ class WebConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         h, s, k, v = self.http, self.search, self.kafka, self.view
         if not 0 <= h.port <= 65535:
             problems.append(f"http.port: must be 0..65535, got {h.port}")
-        for name, value in (
-            ("http.max_clients", h.max_clients),
-            ("search.max_devices", s.max_devices),
-            ("search.max_alerts", s.max_alerts),
-            ("view.sparkline_points", v.sparkline_points),
-        ):
-            if value < 1:
-                problems.append(f"{name}: must be at least 1, got {value}")
         for name, seconds in (
             ("http.push_interval_s", h.push_interval_s),
             ("http.heartbeat_s", h.heartbeat_s),
