@@ -1,6 +1,21 @@
 # thermowatch — the two commands a user needs are `make demo` and `make test`.
 SHELL := /bin/bash
-PYTHON ?= python3
+PYTHON3 ?= python3
+# Debian 12's and Ubuntu 24.04's own python3 is "externally managed" (PEP 668):
+# pip refuses to install into it. Then the package and its dependencies go into
+# a virtual environment in the checkout, .venv, and every target runs from it
+# (.venv/bin/thermowatch). Any other python3 (pyenv, a venv, a container's) is
+# used as it is.
+EXTERNALLY_MANAGED := $(shell $(PYTHON3) -c 'import os, sysconfig; print(os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))' 2>/dev/null)
+ifeq ($(EXTERNALLY_MANAGED),True)
+VENV := .venv
+PYTHON ?= $(VENV)/bin/python
+BIN := $(VENV)/bin/
+else
+VENV :=
+PYTHON ?= $(PYTHON3)
+BIN :=
+endif
 PIP ?= $(PYTHON) -m pip
 PYTEST_ARGS ?=
 
@@ -20,7 +35,7 @@ help:
 DEBIAN_TOOLS := /usr/sbin/mosquitto:mosquitto /usr/bin/mosquitto_pub:mosquitto-clients \
 	/usr/bin/chromium:chromium /usr/bin/chromedriver:chromium-driver /usr/bin/strace:strace
 
-deps:
+deps: $(if $(VENV),$(VENV)/bin/python)
 	$(PIP) install --quiet --disable-pip-version-check -e '.[dev]' -c constraints.txt
 	@missing=""; for pair in $(DEBIAN_TOOLS); do \
 	  [ -x "$${pair%%:*}" ] || missing="$$missing $${pair##*:}"; done; \
@@ -30,23 +45,34 @@ deps:
 	  else echo "missing Debian packages: sudo apt-get install$$missing"; exit 1; fi; \
 	fi
 
+ifneq ($(VENV),)
+# The virtual environment (only for an externally managed python3): Debian
+# ships venv's pip in python3-venv, which a minimal install lacks.
+$(VENV)/bin/python:
+	@echo "$(PYTHON3) is externally managed (PEP 668): installing into $(VENV)"
+	@$(PYTHON3) -m venv $(VENV) 2>/dev/null || { rm -rf $(VENV); \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq python3-venv >/dev/null && $(PYTHON3) -m venv $(VENV); \
+	  else echo "missing Debian package: sudo apt-get install python3-venv"; exit 1; fi; }
+endif
+
 # Pin what is installed now (run after a green `make test` on newer versions).
 constraints:
 	$(PYTHON) .ci/freeze_constraints.py > constraints.txt
 
 demo: deps
-	thermowatch demo
+	$(BIN)thermowatch demo
 
 demo-down:
-	thermowatch stack down
+	$(BIN)thermowatch stack down
 
 lint:
-	ruff check .
-	ruff format --check .
-	lint-imports
+	$(BIN)ruff check .
+	$(BIN)ruff format --check .
+	$(BIN)lint-imports
 
 typecheck:
-	mypy
+	$(BIN)mypy
 
 test: deps lint typecheck
 	$(PYTHON) -m pytest $(PYTEST_ARGS)

@@ -15,17 +15,14 @@ import getpass
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from stagekit.stage import StageCommand, SubParsers, add_config_commands, serve
+from stagekit.stage import StageCommand, SubParsers, add_config_commands, add_config_option, serve
 
 __all__ = ["COMMAND", "main", "parse_timestamp", "register"]
 
 log = logging.getLogger("cloud_processor")
-
-_Command = Callable[[argparse.Namespace], int]
 
 
 def parse_timestamp(text: str) -> int:
@@ -47,12 +44,6 @@ def parse_timestamp(text: str) -> int:
     return int(dt.timestamp() * 1000)
 
 
-def _config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-c", "--config", default=None, help="TOML config file (default: built-in defaults)"
-    )
-
-
 def _load(path: str | None) -> Any:
     from cloud_processor.config import load_config
 
@@ -69,23 +60,18 @@ def _describe(cfg: Any) -> str:
 
 def _add_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
     run = sub.add_parser("run", help="consume, evaluate rules, store and alert")
-    _config_option(run)
+    add_config_option(run)
     run.set_defaults(func=_cmd_run)
 
-    add_config_commands(sub, _load, _describe, config_option=_config_option)
     # ``check-config --show`` predates print-config: kept, doing what print-config does.
-    check = sub.choices["check-config"]
-    check.add_argument("--show", action="store_true", help="print the effective config")
-    check.set_defaults(
-        func=_show_or(sub.choices["print-config"].get_default("func"), check.get_default("func"))
-    )
+    add_config_commands(sub, _load, _describe, show_option=True)
 
     replay = sub.add_parser(
         "replay",
         help="re-process Kafka records from a point in time (idempotent; no new alerts "
         "for old events)",
     )
-    _config_option(replay)
+    add_config_option(replay)
     replay.add_argument(
         "--from",
         dest="from_ms",
@@ -98,7 +84,7 @@ def _add_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
     replay.set_defaults(func=_cmd_replay)
 
     ack = sub.add_parser("ack", help="acknowledge an alert")
-    _config_option(ack)
+    add_config_option(ack)
     ack.add_argument("alert_id", metavar="ALERT_ID")
     ack.add_argument("--by", default=getpass.getuser(), help="who acknowledges (default: you)")
     ack.set_defaults(func=_cmd_ack)
@@ -108,15 +94,8 @@ def _add_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
         help="delete monthly reading/aggregate indices past search.retention_days "
         "(for clusters without ILM/ISM; run daily)",
     )
-    _config_option(retention)
+    add_config_option(retention)
     retention.set_defaults(func=_cmd_retention)
-
-
-def _show_or(show: _Command, check: _Command) -> _Command:
-    def check_or_show(args: argparse.Namespace) -> int:
-        return show(args) if args.show else check(args)
-
-    return check_or_show
 
 
 #: ``thermowatch processor ...`` and ``python -m cloud_processor ...``.
@@ -129,14 +108,10 @@ COMMAND = StageCommand(
 )
 
 
-def register(sub: SubParsers[argparse.ArgumentParser]) -> None:
-    """Add ``processor`` and its sub-commands to the ``thermowatch`` parser."""
-    COMMAND.register(sub)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m cloud_processor COMMAND ...`` (same as ``thermowatch processor``)."""
-    return COMMAND.main(argv)
+#: Adds the command to ``thermowatch``'s parser.
+register = COMMAND.register
+#: ``python -m ...``: the same sub-commands.
+main = COMMAND.main
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -17,7 +17,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,7 @@ def _add_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
     _add_config(p)
     p.set_defaults(func=cmd_run)
 
-    add_config_commands(sub, _load_file, _describe, config_option=_add_config, summary=_summary)
+    add_config_commands(sub, _load, _describe, config_option=_add_config, summary=_summary)
 
     p = sub.add_parser("once", help="one sampling round")
     _add_config(p)
@@ -78,23 +77,13 @@ COMMAND = StageCommand(
 )
 
 
-def register(sub: SubParsers[argparse.ArgumentParser]) -> None:
-    """Add the ``edge`` command and its sub-commands (``thermowatch edge``)."""
-    COMMAND.register(sub)
+#: Adds the command to ``thermowatch``'s parser.
+register = COMMAND.register
+#: ``python -m ...``: the same sub-commands.
+main = COMMAND.main
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m edge_agent ...``: the same commands as ``thermowatch edge ...``."""
-    return COMMAND.main(argv)
-
-
-def _load(args: argparse.Namespace) -> Any:
-    from edge_agent.config import load_config
-
-    return load_config(args.config)
-
-
-def _load_file(path: str | None) -> Any:
+def _load(path: str | None) -> Any:
     from edge_agent.config import load_config
 
     return load_config(path)
@@ -126,7 +115,7 @@ def _install_stop_handlers(stop: threading.Event) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from edge_agent.app import EdgeAgent
 
-    cfg = _load(args)
+    cfg = _load(args.config)
     agent = EdgeAgent(cfg)
     stop = threading.Event()
     _install_stop_handlers(stop)
@@ -142,7 +131,7 @@ def cmd_once(args: argparse.Namespace) -> int:
     from edge_agent.adapters import read_sensors_once
     from edge_agent.app import EdgeAgent
 
-    cfg = _load(args)
+    cfg = _load(args.config)
     if args.dry_run:
         got = read_sensors_once(cfg)
         for x in got:
@@ -173,7 +162,7 @@ def cmd_once(args: argparse.Namespace) -> int:
 def cmd_outbox(args: argparse.Namespace) -> int:
     from edge_agent.outbox import Outbox
 
-    cfg = _load(args)
+    cfg = _load(args.config)
     path = cfg.outbox_path
     if not path.exists():
         print(f"thermowatch: error: {path}: no outbox yet", file=sys.stderr)

@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from stagekit.stage import StageCommand, SubParsers, add_config_commands, serve
+from stagekit.stage import StageCommand, SubParsers, add_config_commands, add_config_option, serve
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -22,13 +21,9 @@ if TYPE_CHECKING:
 __all__ = ["COMMAND", "main", "register"]
 
 
-def _config_option(parser: argparse.ArgumentParser, help: str) -> None:
-    parser.add_argument("--config", "-c", metavar="FILE", help=help)
-
-
 def _add_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
     run = sub.add_parser("run", help="run the gateway until SIGTERM/SIGINT")
-    _config_option(run, "TOML config (default: built-ins and env)")
+    add_config_option(run)
     run.set_defaults(func=_run)
 
     retire = sub.add_parser(
@@ -43,7 +38,7 @@ def _add_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
             "Use the retired gateway's config (same share group, topics and credentials)."
         ),
     )
-    _config_option(retire, "the retired gateway's config")
+    add_config_option(retire, "the retired gateway's config")
     retire.add_argument(
         "--gateway-id", metavar="ID", help="id of the retired gateway (default: gateway.id)"
     )
@@ -78,14 +73,10 @@ COMMAND = StageCommand(
 )
 
 
-def register(sub: SubParsers[argparse.ArgumentParser]) -> None:
-    """Add the ``gateway`` command and its sub-commands (``thermowatch gateway``)."""
-    COMMAND.register(sub)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m gateway``: same sub-commands as ``thermowatch gateway``."""
-    return COMMAND.main(argv)
+#: Adds the command to ``thermowatch``'s parser.
+register = COMMAND.register
+#: ``python -m ...``: the same sub-commands.
+main = COMMAND.main
 
 
 def _load(path: str | None) -> GatewayConfig:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,14 +127,10 @@ COMMAND = StageCommand(
 )
 
 
-def register(sub: SubParsers[argparse.ArgumentParser]) -> None:
-    """Add the ``kibana`` command and its sub-commands (``thermowatch kibana``)."""
-    COMMAND.register(sub)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m kibana ...`` (same sub-commands as ``thermowatch kibana``)."""
-    return COMMAND.main(argv)
+#: Adds the command to ``thermowatch``'s parser.
+register = COMMAND.register
+#: ``python -m ...``: the same sub-commands.
+main = COMMAND.main
 
 
 def _text(args: argparse.Namespace) -> tuple[str, str]:

@@ -45,6 +45,7 @@ __all__ = [
     "StageCommand",
     "SubParsers",
     "add_config_commands",
+    "add_config_option",
     "add_logging_options",
     "run_command",
     "serve",
@@ -136,18 +137,29 @@ def add_config_commands(
     *,
     config_option: Callable[[argparse.ArgumentParser], None] | None = None,
     summary: Callable[[Any], Mapping[str, Any]] | None = None,
+    show_option: bool = False,
 ) -> None:
     """``check-config`` (prints ``ok: <describe(cfg)>``) and ``print-config`` (secrets masked).
 
     ``load`` raises ``ConfigError`` naming the bad key; ``config_option`` adds
-    ``--config`` (default: ``-c/--config FILE``, no default file); with
-    ``summary``, ``print-config --json`` prints it instead of the TOML.
+    ``--config`` (default: :func:`add_config_option`); with ``summary``,
+    ``print-config --json`` prints it instead of the TOML; with
+    ``show_option``, ``check-config --show`` prints what ``print-config`` does
+    (for stages that had it before ``print-config``).
     """
-    add = config_option or _config_option
+    add = config_option or add_config_option
 
     check = sub.add_parser("check-config", help="validate the config; exit 1 naming the bad key")
     add(check)
-    check.set_defaults(func=lambda args: _check(load, describe, args))
+    if show_option:
+        check.add_argument("--show", action="store_true", help="print the effective config")
+    check.set_defaults(
+        func=lambda args: (
+            _print(load, args, None)
+            if getattr(args, "show", False)
+            else _check(load, describe, args)
+        )
+    )
 
     show = sub.add_parser("print-config", help="print the effective config (secrets masked)")
     add(show)
@@ -156,10 +168,11 @@ def add_config_commands(
     show.set_defaults(func=lambda args: _print(load, args, summary))
 
 
-def _config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", "-c", metavar="FILE", help="TOML config (default: built-ins and env)"
-    )
+def add_config_option(
+    parser: argparse.ArgumentParser, help: str = "TOML config (default: built-ins and env)"
+) -> None:
+    """``-c/--config FILE`` (no file: the built-in defaults and the environment)."""
+    parser.add_argument("--config", "-c", metavar="FILE", help=help)
 
 
 def _check(load: Callable[[str | None], Any], describe: Callable[[Any], str], args: Any) -> int:

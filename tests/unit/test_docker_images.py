@@ -10,20 +10,18 @@ stage it runs -- and checks every first-party package reached is copied.
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+#: Our packages: the ones pyproject.toml installs.
 FIRST_PARTY = {
-    "telemetry_contract",
-    "stagekit",
-    "edge_agent",
-    "gateway",
-    "cloud_processor",
-    "kibana",
-    "deploy",
-    "thermowatch",
+    p.rstrip("*")
+    for p in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"][
+        "find"
+    ]["include"]
 }
 #: Image -> the stage package its entry point (``thermowatch <stage>``) runs.
 IMAGES = {"gateway.Dockerfile": "gateway", "processor.Dockerfile": "cloud_processor"}

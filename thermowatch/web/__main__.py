@@ -10,16 +10,9 @@ import logging
 import sys
 from typing import Any
 
-from stagekit.config import dump_toml
-from stagekit.stage import StageCommand, SubParsers, add_config_commands, serve
+from stagekit.stage import StageCommand, SubParsers, add_config_commands, add_config_option, serve
 
 __all__ = ["WEB", "main", "register"]
-
-
-def _config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-c", "--config", default=None, help="TOML config file (default: built-in defaults)"
-    )
 
 
 def _load(path: str | None) -> Any:
@@ -70,23 +63,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return serve(service)
 
 
-def _cmd_check_config(args: argparse.Namespace) -> int:
-    cfg = _config(args)
-    print(dump_toml(cfg) if args.show else f"ok: {_describe(cfg)}")
-    return 0
-
-
 def _add_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
     run = sub.add_parser("run", help="serve the page until interrupted")
-    _config_option(run)
+    add_config_option(run)
     run.add_argument("--host", default=None, help="listen address (overrides http.host)")
     run.add_argument("--port", type=int, default=None, help="listen port (overrides http.port)")
     run.set_defaults(func=_cmd_run)
-    add_config_commands(sub, _load, _describe, config_option=_config_option)
     # check-config --show: what print-config prints (kept from before print-config existed).
-    check = sub.choices["check-config"]
-    check.add_argument("--show", action="store_true", help="print the effective config")
-    check.set_defaults(func=_cmd_check_config)
+    add_config_commands(sub, _load, _describe, show_option=True)
 
 
 #: ``thermowatch web ...`` and ``python -m thermowatch.web ...``.
@@ -99,14 +83,10 @@ WEB = StageCommand(
 )
 
 
-def register(sub: SubParsers[argparse.ArgumentParser]) -> None:
-    """Add ``web`` and its sub-commands to the ``thermowatch`` parser."""
-    WEB.register(sub)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m thermowatch.web COMMAND ...`` (same as ``thermowatch web``)."""
-    return WEB.main(argv)
+#: Adds the command to ``thermowatch``'s parser.
+register = WEB.register
+#: ``python -m ...``: the same sub-commands.
+main = WEB.main
 
 
 if __name__ == "__main__":  # pragma: no cover

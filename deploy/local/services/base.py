@@ -18,7 +18,7 @@ from deploy.local.credentials import Credentials
 from deploy.local.layout import StackLayout, StateFile, env_port
 from deploy.local.process import ServiceProcess
 
-__all__ = ["Launch", "Service", "StackContext"]
+__all__ = ["Launch", "SearchNode", "Service", "StackContext"]
 
 
 @dataclass(frozen=True)
@@ -86,3 +86,19 @@ class Service(ABC):
     @abstractmethod
     def probe(self, timeout: float) -> bool:
         """One meaningful health check (a login, an admin request); may raise."""
+
+
+class SearchNode(Service):
+    """A search server node (OpenSearch, Elasticsearch): clients use its URL;
+    the node's transport port is the client port + 100."""
+
+    @property
+    def transport_port(self) -> int:
+        return self.port + 100
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def address(self) -> dict[str, Any]:
+        return {"url": self.url}

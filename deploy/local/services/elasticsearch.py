@@ -27,7 +27,7 @@ import shutil
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from deploy.local.install import (
     MVN_DEPENDENCY_PLUGIN,
@@ -41,7 +41,7 @@ from deploy.local.install import (
 )
 from deploy.local.layout import TEMPLATE_DIR
 from deploy.local.process import port_open
-from deploy.local.services.base import Launch, Service
+from deploy.local.services.base import Launch, SearchNode
 
 __all__ = [
     "DEFAULT_ELASTIC_PORT",
@@ -73,7 +73,7 @@ _CLUSTER_NAME: Final = "thermowatch-es"
 _MARKER: Final = ".thermowatch-complete"
 
 
-class Elasticsearch(Service):
+class Elasticsearch(SearchNode):
     """The node on ``http://127.0.0.1:19201``, transport on the port + 100."""
 
     name = "elasticsearch"
@@ -83,17 +83,6 @@ class Elasticsearch(Service):
     # pid) all carry the script path: -Dcli.script=<home>/bin/elasticsearch.
     cmdline_marker = b"/bin/elasticsearch"
     optional = True
-
-    @property
-    def transport_port(self) -> int:
-        return self.port + 100
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def address(self) -> dict[str, Any]:
-        return {"url": self.url}
 
     def install(self) -> None:
         ensure_java()

@@ -16,11 +16,11 @@ import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from deploy.local.install import ensure_java, file_digest, maven_libs, run, tool
 from deploy.local.layout import TEMPLATE_DIR
-from deploy.local.services.base import Launch, Service
+from deploy.local.services.base import Launch, SearchNode
 
 __all__ = [
     "DEFAULT_SEARCH_PORT",
@@ -36,24 +36,13 @@ SEARCH_HEAP: Final = ("-Xms512m", "-Xmx1g")
 SEARCH_CLUSTER_NAME: Final = "thermowatch"
 
 
-class OpenSearch(Service):
+class OpenSearch(SearchNode):
     """The node on ``http://127.0.0.1:19200``, transport on the port + 100."""
 
     name = "search"
     port_env = SEARCH_PORT_ENV
     default_port = DEFAULT_SEARCH_PORT
     cmdline_marker = b"SearchLauncher"
-
-    @property
-    def transport_port(self) -> int:
-        return self.port + 100
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def address(self) -> dict[str, Any]:
-        return {"url": self.url}
 
     def install(self) -> None:
         ensure_java()
