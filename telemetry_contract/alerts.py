@@ -36,8 +36,8 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
-from telemetry_contract.errors import ContractError, Reason
-from telemetry_contract.explain import explain_validation
+from telemetry_contract.codec import not_utf8, wire_bytes
+from telemetry_contract.explain import explain_malformed, explain_validation
 from telemetry_contract.messages import (
     DEVICE_ID_PATTERN,
     SENSOR_ID_PATTERN,
@@ -46,6 +46,7 @@ from telemetry_contract.messages import (
 )
 
 __all__ = [
+    "MAX_ALERT_CHANGE_BYTES",
     "Alert",
     "AlertChange",
     "AlertChangeMessage",
@@ -90,6 +91,10 @@ class ChangeKind(enum.StrEnum):
     UPDATED = "updated"
     RESOLVED = "resolved"
 
+
+#: Largest alert change decoded: its texts (message, clear_reason) may take
+#: 4,096 characters each, up to 4 bytes apiece.
+MAX_ALERT_CHANGE_BYTES: Final = 64 * 1024
 
 TimeMs = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)]
 Text = Annotated[str, msgspec.Meta(max_length=4096)]
@@ -187,14 +192,22 @@ def encode_alert_change(change: AlertChange) -> bytes:
     return _ENCODER.encode(alert_change_doc(change))
 
 
-def decode_alert_change(payload: bytes | str) -> AlertChange:
-    """Decode and validate one alert change; :class:`ContractError` names the field."""
-    raw = payload.encode() if isinstance(payload, str) else payload
+def decode_alert_change(
+    payload: bytes | str, *, max_bytes: int = MAX_ALERT_CHANGE_BYTES
+) -> AlertChange:
+    """Decode and validate one alert change; :class:`ContractError` names the field.
+
+    Like :func:`~telemetry_contract.decode`, it returns or raises
+    :class:`ContractError` for any input, the size (``max_bytes``) checked first.
+    """
+    raw = wire_bytes(payload, max_bytes)
     try:
         msg = _DECODER.decode(raw)
     except msgspec.ValidationError as exc:
         raise explain_validation(raw, str(exc), AlertChangeMessage) from None
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise ContractError(Reason.NOT_JSON, f"not valid JSON ({exc})", field="payload") from None
+    except msgspec.DecodeError as exc:
+        raise explain_malformed(raw, str(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise not_utf8(exc) from None
     alert = Alert(**{name: getattr(msg, name) for name in _ALERT_FIELDS})
     return AlertChange(msg.change, alert, msg.notify)

@@ -76,13 +76,7 @@ def decode(
     more than :data:`MAX_FUTURE_MS` after ``now_ms`` (default: the wall clock)
     are rejected.
     """
-    raw = payload.encode() if isinstance(payload, str) else payload
-    if len(raw) > max_bytes:
-        raise ContractError(
-            Reason.TOO_LARGE,
-            f"{len(raw)} bytes exceeds the {max_bytes}-byte limit",
-            field="payload",
-        )
+    raw = wire_bytes(payload, max_bytes)
     try:
         message: Message = _DECODER.decode(raw)
     except msgspec.ValidationError as exc:
@@ -90,11 +84,7 @@ def decode(
     except msgspec.DecodeError as exc:
         raise explain_malformed(raw, str(exc)) from None
     except UnicodeDecodeError as exc:  # invalid UTF-8 inside a JSON string
-        raise ContractError(
-            Reason.NOT_JSON,
-            f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start} of a string)",
-            field="payload",
-        ) from None
+        raise not_utf8(exc) from None
     ts: int | None = getattr(message, "ts", None)  # DeadLetter has none
     if ts is not None:
         now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
@@ -142,19 +132,74 @@ def decode_as(
     return message
 
 
+def wire_bytes(payload: bytes | str, max_bytes: int) -> bytes:
+    """``payload`` as bytes, or :class:`ContractError` ``too_large`` when over ``max_bytes``.
+
+    The size is checked before anything else is done with the payload. A
+    ``str`` longer than ``max_bytes`` characters is refused before it is
+    encoded (each character is at least one byte); a lone surrogate in a
+    ``str`` is kept as bytes that are not UTF-8, which the decoder refuses.
+
+    >>> wire_bytes("x" * 20, 16)
+    Traceback (most recent call last):
+    ...
+    telemetry_contract.errors.ContractError: payload: more than 16 bytes (20 characters) \
+exceeds the 16-byte limit
+    """
+    if isinstance(payload, str):
+        if len(payload) > max_bytes:
+            raise ContractError(
+                Reason.TOO_LARGE,
+                f"more than {max_bytes} bytes ({len(payload)} characters) exceeds the "
+                f"{max_bytes}-byte limit",
+                field="payload",
+            )
+        payload = payload.encode("utf-8", "surrogatepass")
+    if len(payload) > max_bytes:
+        raise ContractError(
+            Reason.TOO_LARGE,
+            f"{len(payload)} bytes exceeds the {max_bytes}-byte limit",
+            field="payload",
+        )
+    return bytes(payload)
+
+
+def not_utf8(exc: UnicodeDecodeError) -> ContractError:
+    """The error for invalid UTF-8 inside a JSON string (msgspec raises UnicodeDecodeError)."""
+    bad = exc.object[exc.start : exc.start + 1]
+    shown = f"byte 0x{bad[0]:02x}" if bad else "a byte"
+    return ContractError(
+        Reason.NOT_JSON,
+        f"not valid UTF-8 ({shown} at offset {exc.start} of a string)",
+        field="payload",
+    )
+
+
 def _tag(cls: type[Any]) -> str:
     return str(msgspec.inspect.type_info(cls).tag)  # type: ignore[attr-defined]
 
 
 def _future(ts: int, now: int) -> ContractError:
-    ahead = (ts - now) / 1000.0
-    when = datetime.fromtimestamp(ts / 1000, UTC).isoformat(timespec="milliseconds")
+    """The error for an event time too far ahead; the date is shown when it has one.
+
+    >>> str(_future(253_402_300_800_000, 0))  # year 10000: past datetime's range
+    "ts: 253402300800000 (after 9999-12-31) is 253402300800 s ahead of the receiver's \
+clock (limit 300 s)"
+    """
+    ahead = (ts - now) // 1000
+    when = "after 9999-12-31"
+    if ts < _DATETIME_END_MS:
+        when = datetime.fromtimestamp(ts / 1000, UTC).isoformat(timespec="milliseconds")
     return ContractError(
         Reason.FUTURE_TIMESTAMP,
-        f"{ts} ({when}) is {ahead:.0f} s ahead of the receiver's clock "
+        f"{ts} ({when}) is {ahead} s ahead of the receiver's clock "
         f"(limit {MAX_FUTURE_MS // 1000} s)",
         field="ts",
     )
+
+
+#: 10000-01-01T00:00:00Z: ``datetime`` cannot show a later time.
+_DATETIME_END_MS: Final = 253_402_300_800_000
 
 
 def _check_topic(message: Message, topic: str) -> None:

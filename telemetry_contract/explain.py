@@ -36,11 +36,14 @@ from telemetry_contract.messages import (
 )
 
 __all__ = [
+    "MAX_DEPTH",
     "Problem",
     "explain_malformed",
     "explain_validation",
     "field_choices",
+    "load_doc",
     "lookup",
+    "nesting_exceeds",
     "parse_error",
 ]
 
@@ -176,15 +179,61 @@ def _members(t: msgspec.inspect.Type) -> list[msgspec.inspect.Type]:
 # --- payloads: a ContractError with its Reason ---------------------------------
 
 
+#: Deepest nesting of arrays and objects the explaining path reads. No
+#: message nests deeper than 2; the bound keeps the standard library's
+#: recursive parser (and the walks below) far from Python's recursion limit,
+#: which ~1,000 levels (2 KB of ``[``) would otherwise reach.
+MAX_DEPTH: Final = 64
+#: A JSON string (possibly unterminated) or a bracket: what nesting depends on.
+_NESTING_TOKENS: Final = re.compile(rb'"(?:[^"\\]++|\\.)*+"?|[\[\]{}]', re.S)
+_OPENERS: Final = frozenset(b"[{")
+
+
+def nesting_exceeds(raw: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``raw`` nests arrays/objects deeper than ``limit`` (brackets in strings don't count).
+
+    One linear scan with no recursion, so it is safe on any input.
+
+    >>> nesting_exceeds(b"[[1]]", 2), nesting_exceeds(b"[[[1]]]", 2), nesting_exceeds(b'["[[["]', 2)
+    (False, True, False)
+    """
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    depth = 0
+    for token in _NESTING_TOKENS.finditer(raw):
+        first = token.group()[0]
+        if first in _OPENERS:
+            depth += 1
+            if depth > limit:
+                return True
+        elif first != 0x22:  # '"': a string
+            depth -= 1
+    return False
+
+
+def load_doc(raw: bytes) -> Any:
+    """``raw`` read by the standard library (NaN/Infinity allowed); None when it is
+    not JSON or nests deeper than :data:`MAX_DEPTH`."""
+    if nesting_exceeds(raw):
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: a deep caller stack
+        return None
+
+
 def explain_malformed(raw: bytes, detail: str) -> ContractError:
     """msgspec rejects NaN/Infinity as malformed JSON; tell those apart."""
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return ContractError(Reason.NOT_JSON, f"not valid JSON ({detail})", field="payload")
-    path = _find_non_finite(doc, "")
-    if path is not None:
-        value = lookup(doc, path)
+    if nesting_exceeds(raw):
+        return ContractError(
+            Reason.TOO_DEEP,
+            f"arrays/objects nest deeper than {MAX_DEPTH} levels ({detail})",
+            field="payload",
+        )
+    doc = load_doc(raw)
+    found = _find_non_finite(doc) if doc is not None else None
+    if found is not None:
+        path, value = found
         shown = "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
         return ContractError(
             Reason.NON_FINITE, f"must be a finite number, got {shown}", field=path or "payload"
@@ -192,19 +241,22 @@ def explain_malformed(raw: bytes, detail: str) -> ContractError:
     return ContractError(Reason.NOT_JSON, f"not valid JSON ({detail})", field="payload")
 
 
-def _find_non_finite(node: Any, path: str) -> str | None:
-    if isinstance(node, float) and not math.isfinite(node):
-        return path
-    if isinstance(node, dict):
-        for key, value in node.items():
-            found = _find_non_finite(value, f"{path}.{key}" if path else str(key))
-            if found is not None:
-                return found
-    if isinstance(node, list):
-        for i, value in enumerate(node):
-            found = _find_non_finite(value, f"{path}[{i}]")
-            if found is not None:
-                return found
+def _find_non_finite(doc: Any) -> tuple[str, float] | None:
+    """The path and value of the first NaN/Infinity, depth first (iterative: no recursion).
+
+    >>> _find_non_finite({"a.b": [1, {"c": float("inf")}]})
+    ('a.b[1].c', inf)
+    """
+    stack: list[tuple[str, Any]] = [("", doc)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            return path, node
+        if isinstance(node, dict):
+            items = [(f"{path}.{k}" if path else str(k), v) for k, v in node.items()]
+            stack.extend(reversed(items))
+        elif isinstance(node, list):
+            stack.extend(reversed([(f"{path}[{i}]", v) for i, v in enumerate(node)]))
     return None
 
 
@@ -215,10 +267,7 @@ def explain_validation(raw: bytes, text: str, cls: type[Any] | None = None) -> C
     :data:`MESSAGE_TYPES`, picked by the payload's ``type``).
     """
     p = parse_error(text)
-    try:
-        doc: Any = json.loads(raw)
-    except ValueError:  # pragma: no cover - msgspec parsed it already
-        doc = None
+    doc: Any = load_doc(raw)
     value = lookup(doc, p.path) if p.path and doc is not None else None
     if p.kind == "missing":
         return ContractError(Reason.MISSING_FIELD, "required field is missing", field=p.field)

@@ -28,6 +28,7 @@ import msgspec
 
 __all__ = [
     "DEVICE_ID_PATTERN",
+    "MAX_DETECTOR_PARAMS",
     "MAX_TEMP_C",
     "MESSAGE_TYPES",
     "MIN_TEMP_C",
@@ -57,9 +58,12 @@ MAX_TEMP_C: Final = 125.0
 #: without RTC boots in 1970 until NTP syncs), not real data.
 MIN_TS_MS: Final = 1_577_836_800_000
 #: Device ids and sites become MQTT topic levels and Elasticsearch keywords:
-#: no ``/``, ``+``, ``#`` or whitespace.
-DEVICE_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-SENSOR_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+#: no ``/``, ``+``, ``#`` or whitespace. The patterns end in ``$(?!\n)``
+#: because Python's ``$`` also matches before a trailing newline (``"host\n"``
+#: would pass); ECMA regex, which the JSON Schema files use, reads the same
+#: text as plain end of input, so both give the same answer.
+DEVICE_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$(?!\n)"
+SENSOR_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$(?!\n)"
 
 SchemaVersion = Annotated[
     Literal[1], msgspec.Meta(description="Contract version; this build supports 1.")
@@ -235,7 +239,9 @@ class DeviceStatus(_Message, tag="device_status", kw_only=True, frozen=True):
     reason: ShortText = ""
 
 
-DetectorParam = float | int | bool | str
+DetectorParam = float | int | bool | ShortText
+#: Most detector parameters a config may carry (the detectors take a handful).
+MAX_DETECTOR_PARAMS: Final = 32
 
 
 class DeviceConfig(_Message, tag="device_config", kw_only=True, frozen=True):
@@ -254,7 +260,10 @@ class DeviceConfig(_Message, tag="device_config", kw_only=True, frozen=True):
     alarm_high_c: TempC | None = None
     alarm_low_c: TempC | None = None
     detector: Name | None = None
-    detector_params: dict[str, DetectorParam] = msgspec.field(default_factory=dict)
+    detector_params: Annotated[
+        dict[Annotated[str, msgspec.Meta(max_length=64)], DetectorParam],
+        msgspec.Meta(max_length=MAX_DETECTOR_PARAMS),
+    ] = msgspec.field(default_factory=dict)
     buzzer_enabled: bool | None = None
     relay_enabled: bool | None = None
 
