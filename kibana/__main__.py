@@ -139,7 +139,9 @@ def _text(args: argparse.Namespace) -> tuple[str, str]:
     from kibana.objects import DEFAULT_FILE, build_objects, to_ndjson
 
     if args.file is not None:
-        return args.file.read_text(encoding="utf-8"), args.file.name
+        # Bytes that are not UTF-8 are kept (as surrogates) for the check to
+        # report by line, instead of a traceback here.
+        return args.file.read_bytes().decode("utf-8", "surrogateescape"), args.file.name
     if args.prefix != "thermowatch-":
         return to_ndjson(build_objects(args.prefix)), DEFAULT_FILE
     return committed_file().read_text(encoding="utf-8"), DEFAULT_FILE

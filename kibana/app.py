@@ -56,8 +56,12 @@ def generate(out: Path | None = None, *, prefix: str = "thermowatch-") -> tuple[
     return path, old != text
 
 
-def static_check(text: str, *, prefix: str = "thermowatch-") -> list[Problem]:
-    """Structure, references and fields against the processor's mapping definitions."""
+def static_check(text: str | bytes, *, prefix: str = "thermowatch-") -> list[Problem]:
+    """Structure, references and fields against the processor's mapping definitions.
+
+    Any text or bytes give a list of problems (each naming its line or
+    object), never an exception: see :func:`~kibana.check.parse_ndjson`.
+    """
     objects, problems = parse_ndjson(text)
     problems += check_structure(objects)
     problems += check_fields(objects, spec_field_types(prefix))
@@ -90,7 +94,7 @@ def live_field_types_for(
     return out, problems
 
 
-def live_check(text: str, search: SearchSettings | str) -> list[Problem]:
+def live_check(text: str | bytes, search: SearchSettings | str) -> list[Problem]:
     """Every field used exists in the live mapping of the search server."""
     objects, problems = parse_ndjson(text)
     patterns = sorted(

@@ -38,9 +38,12 @@ from typing import Any, Final
 from kibana.saved import TYPE_MIGRATION_VERSIONS
 from stagekit.search import indices as schema
 from stagekit.search.indices import IndexNames
+from telemetry_contract.errors import printable
+from telemetry_contract.explain import nesting_exceeds
 
 __all__ = [
     "COMPATIBLE",
+    "MAX_DEPTH",
     "FieldUse",
     "Problem",
     "check_fields",
@@ -106,7 +109,7 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.object}: {self.message}"
+        return printable(f"{self.object}: {self.message}", 2048)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,21 +127,29 @@ def _name(obj: Mapping[str, Any]) -> str:
     return f"{obj.get('type')}/{obj.get('id')}"
 
 
-def parse_ndjson(text: str) -> tuple[list[dict[str, Any]], list[Problem]]:
+def parse_ndjson(text: str | bytes) -> tuple[list[dict[str, Any]], list[Problem]]:
     """Objects of an NDJSON export, and what is wrong with its structure.
+
+    Total: any text or bytes give objects and problems, never an exception.
+    A line that is not UTF-8, not JSON, nested deeper than :data:`MAX_DEPTH`,
+    or shaped so that the checks cannot read it is a problem naming the line,
+    and its object is left out of the other checks.
 
     >>> parse_ndjson('{"type":"lens","id":"a","attributes":{},"references":[]}\\nnope\\n')[1]
     [Problem(object='line 2', message='not JSON: Expecting value')]
+    >>> parse_ndjson(b'\\xff\\n' + b'[' * 500 + b']' * 500)[1]  # doctest: +NORMALIZE_WHITESPACE
+    [Problem(object='line 1', message='not UTF-8: invalid start byte at offset 0'),
+     Problem(object='line 2', message='nests deeper than 128 levels')]
     """
     objects: list[dict[str, Any]] = []
     problems: list[Problem] = []
-    for n, line in enumerate(text.splitlines(), start=1):
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+    for n, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(Problem(f"line {n}", f"not JSON: {exc.msg}"))
+        obj, problem = _parse_line(line)
+        if problem is not None:
+            problems.append(Problem(f"line {n}", problem))
             continue
         if not isinstance(obj, dict):
             problems.append(Problem(f"line {n}", "not a JSON object"))
@@ -149,11 +160,55 @@ def parse_ndjson(text: str) -> tuple[list[dict[str, Any]], list[Problem]]:
         if missing:
             problems.append(Problem(f"line {n}", f"missing {', '.join(missing)}"))
             continue
-        if not isinstance(obj["attributes"], dict) or not isinstance(obj["references"], list):
-            problems.append(Problem(_name(obj), "attributes must be an object, references a list"))
+        shape = _shape_problem(obj)
+        if shape is not None:
+            problems.append(Problem(f"line {n}", shape))
             continue
         objects.append(obj)
     return objects, problems
+
+
+#: Deepest nesting of a line read (the saved objects nest about 10 levels);
+#: it keeps ``json.loads`` far from Python's recursion limit.
+MAX_DEPTH: Final = 128
+
+
+def _parse_line(line: bytes) -> tuple[Any, str | None]:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8: {exc.reason} at offset {exc.start}"
+    if nesting_exceeds(line, MAX_DEPTH):
+        return None, f"nests deeper than {MAX_DEPTH} levels"
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as exc:
+        return None, f"not JSON: {exc.msg}"
+    except (ValueError, RecursionError) as exc:  # a number of 4,300+ digits; a deep stack
+        return None, f"not JSON: {printable(str(exc), 200)}"
+
+
+def _shape_problem(obj: dict[str, Any]) -> str | None:
+    """What keeps the checks from reading this object, or None.
+
+    Saved objects are open-ended JSON and the checks read them with plain
+    dictionary access (as Kibana's own code does); rather than a schema of
+    every attribute, each object is first run through the checks alone, and
+    an object of a shape they cannot read is reported here, by its line.
+    """
+    if not isinstance(obj["type"], str) or not isinstance(obj["id"], str):
+        return "type and id must be strings"
+    if not isinstance(obj["attributes"], dict) or not isinstance(obj["references"], list):
+        return f"{_name(obj)}: attributes must be an object, references a list"
+    if not all(isinstance(r, dict) for r in obj["references"]):
+        return f"{_name(obj)}: every reference must be an object"
+    try:
+        check_structure([obj])
+        check_fields([obj], {})
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError) as exc:
+        detail = printable(f"{type(exc).__name__}: {exc}", 200)
+        return f"{printable(_name(obj), 200)}: unexpected structure ({detail})"
+    return None
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -299,7 +354,7 @@ def field_uses(objects: Sequence[Mapping[str, Any]]) -> list[FieldUse]:
         if obj["type"] == "index-pattern":
             dv = titles[obj["id"]]
             if attrs.get("timeFieldName"):
-                out.append(FieldUse(name, dv, attrs["timeFieldName"], "date", "time field"))
+                out.append(FieldUse(name, dv, str(attrs["timeFieldName"]), "date", "time field"))
             for field, fmt in _loads(attrs.get("fieldFormatMap")).items():
                 need = "number" if isinstance(fmt, dict) and fmt.get("id") == "number" else "any"
                 out.append(FieldUse(name, dv, field, need, "field format"))
@@ -336,10 +391,10 @@ def _lens_uses(
             src = col.get("sourceField")
             where = f"column {col_id} ({op})"
             if src and src != _RECORDS:
-                out.append(FieldUse(name, dv, src, _OPERATION_NEEDS.get(op, "any"), where))
+                out.append(FieldUse(name, dv, str(src), _OPERATION_NEEDS.get(op, "any"), where))
             sort_field = col.get("params", {}).get("sortField")
             if sort_field:
-                out.append(FieldUse(name, dv, sort_field, "date", f"column {col_id} sort"))
+                out.append(FieldUse(name, dv, str(sort_field), "date", f"column {col_id} sort"))
             for f in _kql_fields(col.get("filter")):
                 out.append(FieldUse(name, dv, f, "any", f"column {col_id} filter"))
     for dv in layer_dvs:
@@ -372,7 +427,7 @@ def _dashboard_uses(
                     panel_dvs.add(dv)
     controls = _loads(obj["attributes"].get("controlGroupInput", {}).get("panelsJSON"))
     for cid, control in controls.items():
-        field = control.get("explicitInput", {}).get("fieldName")
+        field = str(control.get("explicitInput", {}).get("fieldName") or "")
         dv = titles.get(refs.get(f"controlGroup_{cid}:optionsListDataView", ""), "")
         if not field or not dv:
             continue

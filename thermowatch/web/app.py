@@ -25,6 +25,7 @@ import msgspec
 
 from stagekit.search import make_backend
 from stagekit.search.api import SearchBackend, SearchError
+from telemetry_contract.errors import printable
 from thermowatch.web.config import WebConfig
 from thermowatch.web.kafka import LiveFeed
 from thermowatch.web.search import SearchSource
@@ -81,6 +82,8 @@ class WebApp:
         self._tasks: list[asyncio.Task[None]] = []
         #: None until the first reload; then whether the search server answered.
         self.search_ok: bool | None = None
+        #: Records of the live feed the view failed on (logged and skipped).
+        self.feed_errors = 0
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -157,7 +160,22 @@ class WebApp:
     # -- inputs ----------------------------------------------------------------
 
     def _on_record(self, kind: str, payload: bytes | None) -> None:
-        fold_record(self.view, kind, payload, now_ms=self._now_ms())
+        """Fold one record; whatever goes wrong with it, log one bounded line and go on.
+
+        :func:`fold_record` is total for any payload (a record the contract
+        refuses is skipped there); this guard keeps the feed alive should the
+        view itself fail on one record, instead of ending the feed's task.
+        """
+        try:
+            fold_record(self.view, kind, payload, now_ms=self._now_ms())
+        except Exception as exc:
+            self.feed_errors += 1
+            log.error(  # no traceback: one line per record, its size bounded
+                "event=feed_record_failed kind=%s size=%d error=%s",
+                printable(kind, 32),
+                len(payload or b""),
+                printable(f"{type(exc).__name__}: {exc}", 512),
+            )
 
     async def reload(self) -> None:
         """Fold the search server's recent readings and open alerts into the view."""

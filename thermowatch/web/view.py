@@ -47,6 +47,7 @@ True
 from __future__ import annotations
 
 import bisect
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -64,8 +65,11 @@ from telemetry_contract import (
     decode,
     decode_alert_change,
 )
+from telemetry_contract.errors import printable
 
 __all__ = ["AlertView", "FleetView", "fold_record"]
+
+log = logging.getLogger(__name__)
 
 SEVERITY_RANK: Final = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 #: Resolved alerts are remembered this long (so an older copy cannot reopen them).
@@ -451,6 +455,15 @@ def _alert_order(a: AlertView) -> tuple[int, int, str]:
     return (-SEVERITY_RANK[a.alert.severity], -a.alert.opened_at, a.alert.alert_id)
 
 
+def _skipped(kind: str, exc: ContractError) -> None:
+    log.warning(
+        "event=feed_record_skipped kind=%s reason=%s error=%s",
+        printable(kind, 32),
+        exc.reason.value,
+        exc,  # printable and bounded: see telemetry_contract.ContractError
+    )
+
+
 def fold_record(view: FleetView, kind: str, payload: bytes | None, *, now_ms: int) -> bool:
     """Fold one Kafka record of topic ``kind`` (``alerts``, ``status`` or ``telemetry``).
 
@@ -458,8 +471,9 @@ def fold_record(view: FleetView, kind: str, payload: bytes | None, *, now_ms: in
     with :func:`telemetry_contract.decode`, alert changes with
     :func:`telemetry_contract.decode_alert_change` (older changes without
     ``type``/``schema_version`` included). Anything that does not decode is
-    skipped (False): the processor dead-letters a broken device message, and
-    an alert change that does not decode is not the contract's.
+    skipped (False) with one warning line, its text the contract error's
+    (escaped and bounded): the processor dead-letters a broken device
+    message, and an alert change that does not decode is not the contract's.
 
     >>> v = FleetView()
     >>> fold_record(v, "telemetry", b'{"type": "reading", "device_id": "d", "sensor_id": "host",'
@@ -476,12 +490,14 @@ def fold_record(view: FleetView, kind: str, payload: bytes | None, *, now_ms: in
     if kind == "alerts":
         try:
             change = decode_alert_change(payload)
-        except ContractError:
+        except ContractError as exc:
+            _skipped(kind, exc)
             return False
         return view.on_alert(AlertView(change.alert), now_ms=now_ms)
     try:
         msg = decode(payload, now_ms=now_ms)
-    except ContractError:
+    except ContractError as exc:
+        _skipped(kind, exc)
         return False
     if isinstance(msg, Reading):
         return view.on_reading(msg)
