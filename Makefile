@@ -19,12 +19,13 @@ endif
 PIP ?= $(PYTHON) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: help deps constraints demo demo-down test lint typecheck unit integration schemas bench-contract nab clean
+.PHONY: help deps constraints demo demo-down test lint typecheck unit integration schemas bench-contract fuzz nab clean
 
 help:
 	@echo "make demo       run the full pipeline demo on a simulated fleet (installs what is missing)"
 	@echo "make demo-down  stop the local stack the demo left running"
 	@echo "make test       lint (ruff, import floors), type check and every test tier (installs what is missing)"
+	@echo "make fuzz       1,000,000 hostile inputs through every parser of untrusted bytes (FUZZ_ARGS='--inputs N --seed S')"
 
 # Installs the Python package with every extra (at the tested versions pinned
 # in constraints.txt), and from Debian (as root) what the tests drive for real:
@@ -88,6 +89,13 @@ schemas:
 
 bench-contract:
 	taskset -c 0 $(PYTHON) benchmarks/contract/bench_decode.py --json benchmarks/contract/result.json
+
+# Hostile-input fuzz run (issue 14): every parser of untrusted bytes, 1,000,000
+# generated inputs by default; exits 1 and prints the input of any failure.
+# A shorter run: make fuzz FUZZ_ARGS="--inputs 20000 --seed 2". See docs/benchmarks.md.
+FUZZ_ARGS ?=
+fuzz:
+	$(PYTHON) -m benchmarks.fuzz.run --json benchmarks/fuzz/result.json $(FUZZ_ARGS)
 
 # NAB detection-quality benchmark (issue 8): scores the agent's detector causally
 # over the 58 NAB series in ../shared/data/nab; see docs/benchmarks.md.

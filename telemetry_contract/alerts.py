@@ -36,7 +36,7 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
-from telemetry_contract.codec import not_utf8, wire_bytes
+from telemetry_contract.codec import not_utf8, too_deep, wire_bytes
 from telemetry_contract.explain import explain_malformed, explain_validation
 from telemetry_contract.messages import (
     DEVICE_ID_PATTERN,
@@ -209,5 +209,7 @@ def decode_alert_change(
         raise explain_malformed(raw, str(exc)) from None
     except UnicodeDecodeError as exc:
         raise not_utf8(exc) from None
+    except RecursionError:
+        raise too_deep() from None
     alert = Alert(**{name: getattr(msg, name) for name in _ALERT_FIELDS})
     return AlertChange(msg.change, alert, msg.notify)

@@ -24,7 +24,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from telemetry_contract.errors import ContractError, Reason
-from telemetry_contract.explain import explain_malformed, explain_validation
+from telemetry_contract.explain import MAX_DEPTH, explain_malformed, explain_validation
 from telemetry_contract.messages import (
     DeadLetter,
     Message,
@@ -85,6 +85,8 @@ def decode(
         raise explain_malformed(raw, str(exc)) from None
     except UnicodeDecodeError as exc:  # invalid UTF-8 inside a JSON string
         raise not_utf8(exc) from None
+    except RecursionError:  # skipping a deep unknown value while looking for `type`
+        raise too_deep() from None
     ts: int | None = getattr(message, "ts", None)  # DeadLetter has none
     if ts is not None:
         now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
@@ -171,6 +173,15 @@ def not_utf8(exc: UnicodeDecodeError) -> ContractError:
     return ContractError(
         Reason.NOT_JSON,
         f"not valid UTF-8 ({shown} at offset {exc.start} of a string)",
+        field="payload",
+    )
+
+
+def too_deep() -> ContractError:
+    """The error for a payload msgspec gave up on (its depth reached the recursion limit)."""
+    return ContractError(
+        Reason.TOO_DEEP,
+        f"arrays/objects nest deeper than {MAX_DEPTH} levels",
         field="payload",
     )
 

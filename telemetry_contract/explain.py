@@ -269,6 +269,7 @@ def explain_validation(raw: bytes, text: str, cls: type[Any] | None = None) -> C
     p = parse_error(text)
     doc: Any = load_doc(raw)
     value = lookup(doc, p.path) if p.path and doc is not None else None
+    where = p.path or "payload"  # msgspec's path is empty for the top level
     if p.kind == "missing":
         return ContractError(Reason.MISSING_FIELD, "required field is missing", field=p.field)
     if p.kind == "unknown":
@@ -291,30 +292,28 @@ def explain_validation(raw: bytes, text: str, cls: type[Any] | None = None) -> C
             field="schema_version",
         )
     if p.kind == "type":
-        return ContractError(
-            Reason.WRONG_TYPE, f"expected {p.want}, got {p.got}", field=p.path or "payload"
-        )
+        return ContractError(Reason.WRONG_TYPE, f"expected {p.want}, got {p.got}", field=where)
     if p.kind == "bound":
-        return _bound_error(p.path, value, p.op, p.bound)
+        return _bound_error(where, value, p.op, p.bound)
     if p.kind == "out_of_range":
-        return ContractError(Reason.OUT_OF_RANGE, "number out of range", field=p.path)
+        return ContractError(Reason.OUT_OF_RANGE, "number out of range", field=where)
     if p.kind == "pattern":
         return ContractError(
-            Reason.INVALID_VALUE, f"must match {p.text}, got {json.dumps(value)}", field=p.path
+            Reason.INVALID_VALUE, f"must match {p.text}, got {json.dumps(value)}", field=where
         )
     if p.kind == "length":
-        return ContractError(Reason.INVALID_VALUE, f"length must be {p.text}", field=p.path)
+        return ContractError(Reason.INVALID_VALUE, f"length must be {p.text}", field=where)
     if p.kind == "enum":
         return ContractError(
             Reason.INVALID_VALUE,
             f"invalid value {p.text}{_choices(doc, p.path, cls)}",
-            field=p.path,
+            field=where,
         )
     if p.kind == "field":
         return ContractError(Reason.INVALID_VALUE, p.text, field=p.field)
     if p.kind == "invalid":
-        return ContractError(Reason.INVALID_VALUE, f"Invalid value {p.text}", field=p.path)
-    return ContractError(Reason.INVALID_VALUE, p.text, field=p.path or "payload")
+        return ContractError(Reason.INVALID_VALUE, f"Invalid value {p.text}", field=where)
+    return ContractError(Reason.INVALID_VALUE, p.text, field=where)
 
 
 def _tag_of(cls: type[Any]) -> str:

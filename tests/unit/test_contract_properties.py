@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import random
+import re
+from collections.abc import Callable
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,10 +30,26 @@ from telemetry_contract import (
     Severity,
     TopicKind,
     decode,
+    decode_alert_change,
+    decode_as,
     encode,
     mqtt_topic,
     parse_mqtt_topic,
 )
+from telemetry_contract.deadletter import dead_letter
+from telemetry_contract.errors import MAX_FIELD_CHARS, MAX_PROBLEM_CHARS, Reason, printable
+from telemetry_contract.explain import nesting_exceeds
+from telemetry_contract.messages import MAX_DETECTOR_PARAMS, MESSAGE_TYPES
+from telemetry_contract.schema import SCHEMA_DIR
+from testsupport.hostile import CLASSES, FIXTURES, Hostile
+
+TOPIC = "thermowatch/s1/s1-d01/telemetry"
+GOLDEN_READING = (FIXTURES / "valid" / "reading_ok.json").read_text()
+
+
+def _decode_as_of(cls: type[Message]) -> Callable[[bytes | str], Message]:
+    return lambda raw: decode_as(raw, cls, now_ms=NOW)
+
 
 NOW = 1_767_225_600_000
 ids = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,20}\Z")
@@ -218,3 +238,136 @@ def test_invalid_utf8_inside_a_string_is_a_contract_error() -> None:
             assert "UTF-8" in err.problem
         else:  # pragma: no cover
             raise AssertionError("accepted invalid UTF-8")
+
+
+# --- hostile input (issue 14): every decoder returns a message or ContractError ---
+
+HOSTILE = Hostile(random.Random(0))
+ALL_DECODERS = (
+    ("decode", lambda raw: decode(raw, now_ms=NOW)),
+    ("decode with topic", lambda raw: decode(raw, topic=TOPIC, now_ms=NOW)),
+    *((f"decode_as {c.__name__}", _decode_as_of(c)) for c in MESSAGE_TYPES.values()),
+    ("decode_alert_change", decode_alert_change),
+)
+
+
+def _check_total(raw: bytes | str) -> None:
+    """Every decoder returns or raises ContractError whose text is safe and bounded."""
+    for _, decoder in ALL_DECODERS:
+        try:
+            decoder(raw)
+        except ContractError as err:
+            text = str(err)
+            text.encode("utf-8")  # strict: no lone surrogate
+            assert text.isprintable(), text
+            assert len(text) <= MAX_FIELD_CHARS + 2 + MAX_PROBLEM_CHARS
+            assert err.field and isinstance(err.reason, Reason)
+
+
+@pytest.mark.parametrize("klass", CLASSES)
+@given(rng=st.randoms(use_true_random=False))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_hostile_payloads_give_a_message_or_contract_error(klass: str, rng: random.Random) -> None:
+    HOSTILE.rng = rng
+    raw = HOSTILE.make(klass)
+    _check_total(raw)
+    _check_total(raw.decode("utf-8", "surrogateescape"))  # str in, lone surrogates and all
+
+
+@given(st.text(max_size=300))
+@settings(max_examples=200)
+def test_any_str_gives_a_message_or_contract_error(text: str) -> None:
+    _check_total(text)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason", "field"),
+    [
+        (b'{"\\ud800": NaN}', Reason.NON_FINITE, "\\ud800"),
+        (b"[" * 1000 + b"]" * 1000, Reason.WRONG_TYPE, "payload"),
+        (b'{"a.b": NaN}', Reason.NON_FINITE, "a.b"),
+        (b'{"a[0]": NaN}', Reason.NON_FINITE, "a[0]"),
+        (b'{"x": ' + b'{"a":' * 2000 + b"1" + b"}" * 2000 + b', "type": "reading"}', None, None),
+        (b'{"x": ' + b"[" * 5000 + b"NaN" + b"]" * 5000 + b"}", Reason.TOO_DEEP, "payload"),
+        (b'{"type": "reading", "temp_c": ' + b"9" * 5000 + b"}", None, "temp_c"),
+        ("\ud800", Reason.NOT_JSON, "payload"),
+    ],
+)
+def test_issue_14_reproductions_are_contract_errors(
+    raw: bytes | str, reason: Reason | None, field: str | None
+) -> None:
+    with pytest.raises(ContractError) as caught:
+        decode(raw, now_ms=NOW)
+    err = caught.value
+    assert reason is None or err.reason is reason
+    assert field is None or err.field == field
+    str(err).encode("utf-8")
+    # ... and the gateway's dead letter of it (this raised UnicodeEncodeError before)
+    payload = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    _, value = dead_letter(payload, err.reason, str(err), source_topic="t", received_ms=1)
+    assert isinstance(decode(value), DeadLetter)
+
+
+def test_a_year_10000_timestamp_is_a_future_timestamp_error() -> None:
+    doc = json.loads(GOLDEN_READING)
+    for ts in (253_402_300_800_000, 2**53 - 1):
+        doc["ts"] = ts
+        with pytest.raises(ContractError) as caught:
+            decode(json.dumps(doc), now_ms=NOW)
+        assert (caught.value.reason, caught.value.field) == (Reason.FUTURE_TIMESTAMP, "ts")
+    doc["ts"] = 2**53
+    with pytest.raises(ContractError) as caught:
+        decode(json.dumps(doc), now_ms=NOW)
+    assert (caught.value.reason, caught.value.field) == (Reason.OUT_OF_RANGE, "ts")
+
+
+@pytest.mark.parametrize("field", ["device_id", "site", "sensor_id"])
+@pytest.mark.parametrize(
+    "bad", ["host\n", "host\r", "ho/st", "host+", "#", "host\x00", "\u202ehost", "h" * 65, ""]
+)
+def test_ids_refuse_a_trailing_newline_and_any_char_outside_the_set(field: str, bad: str) -> None:
+    doc = json.loads(GOLDEN_READING)
+    doc[field] = bad
+    with pytest.raises(ContractError) as caught:
+        decode(json.dumps(doc), now_ms=NOW)
+    assert caught.value.field == field
+    assert "\n" not in str(caught.value)
+
+
+def test_schema_file_patterns_refuse_a_trailing_newline() -> None:
+    # The committed JSON Schema states the same patterns (ECMA regex, where `$`
+    # is the end of input and the `(?!\n)` a no-op); Python's re reads them the
+    # same way once `(?!\n)` is there, so this checks both.
+    patterns = set()
+    for path in SCHEMA_DIR.glob("*.schema.json"):
+        patterns |= set(re.findall(r'"pattern": "((?:[^"\\]|\\.)*)"', path.read_text()))
+    assert len(patterns) == 2, patterns
+    for pattern in (json.loads(f'"{p}"') for p in patterns):
+        assert re.search(pattern, "s1-d01")
+        assert not re.search(pattern, "s1-d01\n"), pattern
+
+
+def test_detector_params_are_bounded() -> None:
+    doc = json.loads((FIXTURES / "valid" / "device_config.json").read_text())
+    doc["detector_params"] = {f"k{i}": i for i in range(MAX_DETECTOR_PARAMS + 1)}
+    with pytest.raises(ContractError) as caught:
+        decode(json.dumps(doc), now_ms=NOW)
+    assert caught.value.field == "detector_params"
+    doc["detector_params"] = {"k" * 65: 1}
+    with pytest.raises(ContractError):
+        decode(json.dumps(doc), now_ms=NOW)
+
+
+@given(st.text(max_size=2000), st.integers(0, 3000))
+@settings(max_examples=300)
+def test_printable_escapes_and_bounds(text: str, limit: int) -> None:
+    out = printable(text, max(1, limit))
+    assert out.isprintable() and len(out) <= max(1, limit)
+    out.encode("utf-8")
+
+
+def test_nesting_is_measured_without_recursion() -> None:
+    assert not nesting_exceeds(b'["' + b"[" * 10_000 + b'"]')
+    assert nesting_exceeds(b"[" * 65)
+    assert not nesting_exceeds(b"[" * 64 + b"]" * 64)
+    assert nesting_exceeds(b'{"a\\"": ' * 100)
