@@ -9,8 +9,11 @@ each input of one class of :mod:`testsupport.hostile` in turn.
 For each target it reports the inputs, how many were refused the project's
 way, the failures (any other exception, or a broken promise such as a dead
 letter over its limit: each printed with its input, and the exit status is
-1), the time per input (max and 99.9th percentile, ``time.perf_counter``
-around the call alone, not the generation), and the peak memory of one call
+1), the time per input (``time.perf_counter`` around the call alone, not
+the generation: max, 99.9th percentile, mean; the largest CPU time,
+``time.process_time``; and the 20 slowest inputs run again, best of 3, which
+tells an expensive input from a machine that preempted the run), and the
+peak memory of one call
 (``tracemalloc``, on every ``--mem-every``-th input and on every input over
 64 KiB; traced calls are left out of the times).
 
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import heapq
 import json
 import platform
 import random
@@ -39,6 +44,8 @@ from testsupport.hostile import CLASSES, Hostile
 
 _NDJSON = Path(__file__).resolve().parents[2] / "kibana" / "saved_objects" / "thermowatch.ndjson"
 _BIG = 64 * 1024
+#: How many of each target's slowest inputs are re-timed at the end.
+_RETIME = 20
 
 
 @dataclass
@@ -47,6 +54,10 @@ class Stats:
     accepted: int = 0
     failures: int = 0
     times: array = field(default_factory=lambda: array("d"))
+    max_cpu: float = 0.0
+    #: The slowest inputs (wall time, sequence number, class, input), re-timed at the end.
+    slowest: list[tuple[float, int, str, Any]] = field(default_factory=list)
+    retimed_max: float = 0.0
     max_bytes: int = 0
     peak_mem: int = 0
     peak_mem_input_bytes: int = 0
@@ -61,6 +72,8 @@ class Stats:
             "accepted": self.accepted,
             "failures": self.failures,
             "max_ms": round(ordered[-1] * 1000, 3) if n else None,
+            "max_cpu_ms": round(self.max_cpu * 1000, 3),
+            "slowest_retimed_ms": round(self.retimed_max * 1000, 3),
             "p999_ms": round(ordered[min(n - 1, int(n * 0.999))] * 1000, 3) if n else None,
             "mean_us": round(sum(ordered) / n * 1e6, 1) if n else None,
             "slowest_class": self.slowest_class,
@@ -102,6 +115,7 @@ def fuzz(
         traced = (mem_every and i % mem_every == 0) or size > _BIG
         if traced:
             tracemalloc.start()
+        cpu = time.process_time()
         start = time.perf_counter()
         try:
             stats.accepted += bool(target.run(arg))
@@ -112,6 +126,7 @@ def fuzz(
                 traceback.print_exc(limit=6, file=sys.stderr)
                 print(f"  input: {_show(arg)}", file=sys.stderr)
         took = time.perf_counter() - start
+        cpu = time.process_time() - cpu
         if traced:
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
@@ -120,9 +135,25 @@ def fuzz(
                 stats.peak_mem, stats.peak_mem_input_bytes = peak, size
         else:
             stats.times.append(took)
+            stats.max_cpu = max(stats.max_cpu, cpu)
             if took > slowest:
                 slowest, stats.slowest_class = took, klass
+            if len(stats.slowest) < _RETIME:
+                heapq.heappush(stats.slowest, (took, i, klass, arg))
+            elif took > stats.slowest[0][0]:
+                heapq.heapreplace(stats.slowest, (took, i, klass, arg))
         stats.inputs += 1
+    # A loaded machine preempts the process mid-call; the slowest inputs run
+    # again (best of 3) tell an expensive input from a busy machine.
+    for _, _, _, arg in stats.slowest:
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            with contextlib.suppress(Exception):  # failures were counted above
+                target.run(arg)
+            best = min(best, time.perf_counter() - start)
+        stats.retimed_max = max(stats.retimed_max, best)
+    stats.slowest = []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,7 +212,8 @@ def _row(name: str, r: dict[str, Any]) -> str:
     return (
         f"{name:38} inputs={r['inputs']:>7} accepted={r['accepted']:>6} "
         f"failures={r['failures']:>3} "
-        f"max={r['max_ms']} ms ({r['slowest_class']}) p99.9={r['p999_ms']} ms "
+        f"max={r['max_ms']} ms ({r['slowest_class']}) cpu max={r['max_cpu_ms']} ms "
+        f"slowest re-timed={r['slowest_retimed_ms']} ms p99.9={r['p999_ms']} ms "
         f"mean={r['mean_us']} us peak={r['peak_mem_kib']} KiB "
         f"(input {r['peak_mem_input_bytes']} B) wall={r['wall_s']} s"
     )

@@ -371,3 +371,14 @@ def test_nesting_is_measured_without_recursion() -> None:
     assert nesting_exceeds(b"[" * 65)
     assert not nesting_exceeds(b"[" * 64 + b"]" * 64)
     assert nesting_exceeds(b'{"a\\"": ' * 100)
+
+
+@pytest.mark.parametrize("level", ["s1-d01\n", "s1-d01\r", "s1\x00", "\u202es1", "a" * 65])
+def test_topic_levels_refuse_what_the_id_pattern_refuses(level: str) -> None:
+    for topic in (f"thermowatch/{level}/d/telemetry", f"thermowatch/s1/{level}/telemetry"):
+        with pytest.raises(ContractError) as caught:
+            parse_mqtt_topic(topic)
+        assert caught.value.reason is Reason.BAD_TOPIC
+        assert str(caught.value).isprintable()
+    with pytest.raises(ContractError):
+        mqtt_topic(level, "d", TopicKind.TELEMETRY)
