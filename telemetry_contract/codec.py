@@ -24,7 +24,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from telemetry_contract.errors import ContractError, Reason
-from telemetry_contract.explain import MAX_DEPTH, explain_malformed, explain_validation
+from telemetry_contract.explain import MAX_DEPTH, explain_malformed, explain_validation, message_tag
 from telemetry_contract.messages import (
     DeadLetter,
     Message,
@@ -128,7 +128,7 @@ def decode_as(
     if not isinstance(message, cls):
         raise ContractError(
             Reason.WRONG_MESSAGE_TYPE,
-            f"expected {_tag(cls)!r}, got {_tag(type(message))!r}",
+            f"expected {message_tag(cls)!r}, got {message_tag(type(message))!r}",
             field="type",
         )
     return message
@@ -186,10 +186,6 @@ def too_deep() -> ContractError:
     )
 
 
-def _tag(cls: type[Any]) -> str:
-    return str(msgspec.inspect.type_info(cls).tag)  # type: ignore[attr-defined]
-
-
 def _future(ts: int, now: int) -> ContractError:
     """The error for an event time too far ahead; the date is shown when it has one.
 
@@ -217,10 +213,10 @@ def _check_topic(message: Message, topic: str) -> None:
     parts = parse_mqtt_topic(topic)
     allowed = parts.allowed
     if type(message) not in allowed:
-        names = " or ".join(repr(_tag(t)) for t in allowed)
+        names = " or ".join(repr(message_tag(t)) for t in allowed)
         raise ContractError(
             Reason.WRONG_MESSAGE_TYPE,
-            f"{_tag(type(message))!r} is not allowed on a {parts.kind.value} topic "
+            f"{message_tag(type(message))!r} is not allowed on a {parts.kind.value} topic "
             f"(expected {names})",
             field="type",
         )

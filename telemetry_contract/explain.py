@@ -43,6 +43,7 @@ __all__ = [
     "field_choices",
     "load_doc",
     "lookup",
+    "message_tag",
     "nesting_exceeds",
     "parse_error",
 ]
@@ -145,12 +146,27 @@ def field_choices(cls: type[Any], path: str) -> list[Any]:
     >>> field_choices(Gap, "reason")[:2]
     ['outbox_full', 'outbox_expired']
     """
+    key = (cls, path)
+    if key not in _CHOICES:
+        # Cached: msgspec.inspect.type_info walks the whole message type (~1 ms
+        # for an alert change), and a stream of bad payloads asks the same few
+        # paths (real field names: msgspec reports them; bounded anyway).
+        if len(_CHOICES) >= 1024:
+            _CHOICES.clear()
+        _CHOICES[key] = _field_choices(cls, path)
+    return list(_CHOICES[key])
+
+
+_CHOICES: dict[tuple[type[Any], str], tuple[Any, ...]] = {}
+
+
+def _field_choices(cls: type[Any], path: str) -> tuple[Any, ...]:
     node: msgspec.inspect.Type = msgspec.inspect.type_info(cls)
     for part in path.split("."):
         node = _unwrap_struct(node)
         match = [f for f in getattr(node, "fields", ()) if f.encode_name == part]
         if not match:
-            return []
+            return ()
         node = match[0].type
     out: list[Any] = []
     for t in _members(node):
@@ -158,7 +174,7 @@ def field_choices(cls: type[Any], path: str) -> list[Any]:
             out.extend(t.values)
         elif isinstance(t, msgspec.inspect.EnumType):
             out.extend(e.value for e in t.cls)
-    return out
+    return tuple(out)
 
 
 def _unwrap_struct(t: msgspec.inspect.Type) -> msgspec.inspect.Type:
@@ -279,7 +295,7 @@ def explain_validation(raw: bytes, text: str, cls: type[Any] | None = None) -> C
             field=p.field,
         )
     if p.path == "type" and p.kind == "invalid":
-        choices = ", ".join(MESSAGE_TYPES) if cls is None else _tag_of(cls)
+        choices = ", ".join(MESSAGE_TYPES) if cls is None else message_tag(cls)
         return ContractError(
             Reason.UNKNOWN_MESSAGE_TYPE,
             f"unknown message type {json.dumps(value)} (expected one of {choices})",
@@ -316,8 +332,20 @@ def explain_validation(raw: bytes, text: str, cls: type[Any] | None = None) -> C
     return ContractError(Reason.INVALID_VALUE, p.text, field=where)
 
 
-def _tag_of(cls: type[Any]) -> str:
-    return str(getattr(msgspec.inspect.type_info(cls), "tag", cls.__name__))
+def message_tag(cls: type[Any]) -> str:
+    """The ``type`` tag of a message class (its name when it has none).
+
+    >>> from telemetry_contract.messages import Reading
+    >>> message_tag(Reading)
+    'reading'
+    """
+    tag = _TAGS.get(cls)
+    if tag is None:  # type_info walks the whole type: once per class
+        tag = _TAGS[cls] = str(getattr(msgspec.inspect.type_info(cls), "tag", cls.__name__))
+    return tag
+
+
+_TAGS: dict[type[Any], str] = {}
 
 
 def _bound_error(path: str, value: Any, op: str, bound: str) -> ContractError:
