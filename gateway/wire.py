@@ -141,7 +141,7 @@ def check_publish(
         fast = decode_publish(first, body)
     except Exception:  # the slow path below names the problem
         fast = None
-    if fast is not None and "\x00" not in fast[0]:
+    if fast is not None and "\x00" not in fast[0] and (fast[1] or not fast[2]):
         return fast
     try:
         return _slow(first, body)
@@ -325,6 +325,17 @@ class GatewayClient(BufferedClient):
                 return self._refuse(self._too_large(length))
         return rc
 
+    def _sock_recv(self, bufsize: int) -> bytes:
+        packet = self._in_packet
+        if (
+            packet["have_remaining"]
+            and packet_size(packet["remaining_length"]) > self._max_packet_size
+        ):
+            # paho read an oversize header itself: stop it before the body (it
+            # returns "again", and _packet_read refuses the packet).
+            raise BlockingIOError
+        return super()._sock_recv(bufsize)
+
     def _too_large(self, length: int) -> ProtocolError:
         return _error(
             PACKET_TOO_LARGE,
@@ -340,6 +351,7 @@ class GatewayClient(BufferedClient):
         self.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=error.code))
         return MQTTErrorCode.MQTT_ERR_AGAIN
 
-    def _sock_close(self) -> None:
+    def reconnect(self) -> MQTTErrorCode:
+        """A new connection reads again (paho resets its half-read packet here too)."""
         self._refusing = False
-        super()._sock_close()
+        return super().reconnect()
