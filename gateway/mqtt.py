@@ -579,8 +579,15 @@ class MqttSource:
                     tuple((str(k), str(v)) for k, v in user) if user else (),
                 )
             )
-        except Exception:
-            log.exception("event=mqtt_on_message_error mid=%s", getattr(msg, "mid", None))
+        except Exception as exc:  # a bug: the gateway's handler never raises
+            self._rejects.log(
+                log,
+                logging.ERROR,
+                "on_message",
+                "mqtt_on_message_error",
+                mid=getattr(msg, "mid", None),
+                error=exc,
+            )
 
 
 def _unstarted(_message: Incoming) -> None:

@@ -49,7 +49,6 @@ __all__ = [
     "ProtocolError",
     "check_publish",
     "packet_size",
-    "remaining_length",
 ]
 
 #: MQTT v5 reason codes (2.4) for the DISCONNECT that ends a connection.
@@ -103,28 +102,6 @@ def packet_size(body_length: int) -> int:
     if body_length >= 2_097_152:
         header = 5
     return header + body_length
-
-
-def remaining_length(buf: bytes | bytearray) -> int | ProtocolError | None:
-    """The Remaining Length of the packet at the start of ``buf``.
-
-    None while the length bytes are not all there; a :class:`ProtocolError`
-    for a length field longer than four bytes (MQTT v5 1.5.5).
-
-    >>> remaining_length(bytes([0x30, 0x80, 0x01])), remaining_length(bytes([0x30, 0x80]))
-    (128, None)
-    >>> remaining_length(bytes([0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01])).name
-    'malformed_packet'
-    """
-    value = 0
-    for i in range(1, min(len(buf), 5)):
-        byte = buf[i]
-        value |= (byte & 0x7F) << (7 * (i - 1))
-        if not byte & 0x80:
-            return value
-    if len(buf) >= 5:
-        return _error(MALFORMED_PACKET, "remaining length longer than four bytes")
-    return None
 
 
 def check_publish(
@@ -310,15 +287,13 @@ class GatewayClient(BufferedClient):
     def _packet_read(self) -> MQTTErrorCode:
         if self._refusing:
             return MQTTErrorCode.MQTT_ERR_AGAIN  # the DISCONNECT is on its way out
-        if self._in_packet["command"] == 0 and self._rbuf:
-            length = remaining_length(self._rbuf)
-            if isinstance(length, ProtocolError):
-                return self._refuse(length)
-            if length is not None and packet_size(length) > self._max_packet_size:
-                return self._refuse(self._too_large(length))
+        # A whole packet in the buffer is checked by check_publish; one that is
+        # not goes to paho's reader, which _sock_recv stops right after an
+        # oversize header, so that it is refused here before its body is read.
         rc = super()._packet_read()
-        # paho is half-way through a packet whose header it read itself.
         packet = self._in_packet
+        if rc == MQTTErrorCode.MQTT_ERR_PROTOCOL and len(packet["remaining_count"]) > 4:
+            return self._refuse(_error(MALFORMED_PACKET, "remaining length over four bytes"))
         if packet["command"] and packet["have_remaining"]:
             length = packet["remaining_length"]
             if packet_size(length) > self._max_packet_size:

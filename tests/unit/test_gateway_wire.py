@@ -226,3 +226,11 @@ def test_a_malformed_publish_ends_the_connection_with_0x81() -> None:
     _read_all(client, sock)
     assert got == [] and [e.code for e in errors] == [MALFORMED_PACKET]
     assert bytes(sock.sent[:3]) == b"\xe0\x01\x81"
+
+
+def test_a_remaining_length_over_four_bytes_ends_the_connection_with_0x81() -> None:
+    client, got, errors = _client(LIMIT)
+    sock = _Wire(bytes([0x32, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]) + b"x" * 100, [200])
+    _read_all(client, sock)
+    assert got == [] and [e.code for e in errors] == [MALFORMED_PACKET]
+    assert bytes(sock.sent[:3]) == b"\xe0\x01\x81"
