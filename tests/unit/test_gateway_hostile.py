@@ -16,6 +16,8 @@ import logging
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gateway.app
 from gateway.bridge import DEADLETTER_PAYLOAD_LIMIT, bridge
@@ -181,3 +183,53 @@ def test_the_reject_log_reports_what_it_held_back() -> None:
     assert book.allow("b") == (True, 0)  # per reason
     now[0] = 10.0
     assert book.allow("a") == (True, 5)
+
+
+# Every code point, lone surrogates, NUL and bidi marks included (st.text leaves surrogates out).
+_ANY_CHAR = st.characters(min_codepoint=0, max_codepoint=0x10FFFF, categories=None)
+_TRICKY = st.one_of(
+    st.text(_ANY_CHAR, max_size=12),
+    st.sampled_from(
+        ["\ud800", "\udfff", "\x00", "\u202e", "a.b", "a[0]", "s1-d01\n", "+", "#", "/"]
+    ),
+)
+_VALUES = st.one_of(
+    st.sampled_from([float("nan"), float("inf"), -float("inf"), 10**30, 253_402_300_800_001]),
+    st.integers(),
+    st.text(_ANY_CHAR, max_size=8),
+)
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"a":' * depth + b"NaN" + b"}" * depth
+
+
+_HOSTILE_PAYLOADS = st.one_of(
+    st.dictionaries(_TRICKY, _VALUES, max_size=4).map(lambda d: json.dumps(d).encode()),
+    st.builds(
+        lambda k, v: _reading(**{k: v}),
+        st.sampled_from(["device_id", "sensor_id", "site", "ts", "temp_c", "seq"]),
+        _VALUES,
+    ),
+    st.integers(1, 3000).map(_nested),
+    st.binary(max_size=64),
+)
+_HOSTILE_TOPICS = st.one_of(
+    st.just(TOPIC),
+    st.builds(lambda s, d: f"thermowatch/{s}/{d}/telemetry", _TRICKY, _TRICKY),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(topic=_HOSTILE_TOPICS, payload=_HOSTILE_PAYLOADS)
+def test_unicode_tricks_nan_and_deep_nesting_never_raise_and_stay_writable(
+    topic: str, payload: bytes
+) -> None:
+    rec = bridge(topic, payload, received_ms=NOW, gateway_id="gw-1", topics=TOPICS)
+    if rec.reason is not None:
+        assert rec.topic == TOPICS.deadletter and len(rec.value) <= DEADLETTER_PAYLOAD_LIMIT
+        assert isinstance(decode(rec.value), DeadLetter)
+    for name, value in rec.headers:  # what Kafka's batch builder needs
+        name.encode("utf-8")
+        assert isinstance(value, bytes)
+    assert rec.key is None or isinstance(rec.key, bytes)
