@@ -26,14 +26,15 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.bridge import KafkaRecord, bridge
+from gateway.bridge import KafkaRecord, bridge, fallback_dead_letter
 from gateway.config import GatewayConfig
 from gateway.kafka import KafkaSetupError, KafkaSink
 from gateway.metrics import Metrics
 from gateway.mqtt import MqttSource
 from gateway.ports import SYSTEM_CLOCK, Clock, Incoming, MessageSource, RecordSink
+from gateway.rejects import RejectLog
 from stagekit.health import HealthServer
-from telemetry_contract import kafka_topics
+from telemetry_contract import Reason, kafka_topics
 
 __all__ = ["Gateway", "RetireOptions", "build_gateway"]
 
@@ -99,6 +100,12 @@ class Gateway:
         #: In-flight bound: the Receive Maximum announced to the broker, enforced
         #: here too (by pausing reads) because a broker may not honour it.
         self._window_max = config.mqtt.receive_maximum
+        #: Most messages ever held unacknowledged at once (the window's high-water
+        #: mark); equal to ``receive_maximum`` means the window was exhausted.
+        self.in_flight_max = 0
+        self.metrics.in_flight_max.set_function(lambda: self.in_flight_max)
+        self.metrics.receive_maximum.set(self._window_max)
+        self._rejects = RejectLog()
         self._received: dict[str, Any] = {}
         self._forwarded: dict[str, Any] = {}
         self._last_message = 0.0
@@ -128,7 +135,8 @@ class Gateway:
         kafka_ok = self._sink.healthy
         detail = (
             f"mqtt={'up' if mqtt_ok else 'down'} kafka={'up' if kafka_ok else 'down'} "
-            f"in_flight={len(self._window)}"
+            f"in_flight={len(self._window)} in_flight_max={self.in_flight_max} "
+            f"receive_maximum={self._window_max}"
         )
         return mqtt_ok and kafka_ok, detail
 
@@ -195,16 +203,7 @@ class Gateway:
     def _on_message(self, incoming: Incoming) -> None:
         if self._stopping or incoming.connection != self._connection:
             return  # not acknowledged: the broker re-sends it
-        record = bridge(
-            incoming.topic,
-            incoming.payload,
-            received_ms=self._wall_ms(),
-            gateway_id=self.gateway_id,
-            topics=self.topics,
-            max_bytes=self.config.bridge.max_payload_bytes,
-            user_properties=incoming.user_properties,
-            topic_root=self.config.mqtt.topic_root,
-        )
+        record = self._record_for(incoming)
         counter = self._received.get(record.kind)
         if counter is None:
             counter = self._received[record.kind] = self.metrics.received.labels(record.kind)
@@ -213,9 +212,42 @@ class Gateway:
         self._last_message = self._monotonic()
         entry = _Entry(incoming, record)
         self._window.append(entry)
-        if len(self._window) >= self._window_max:
+        held = len(self._window)
+        if held > self.in_flight_max:
+            self.in_flight_max = held
+        if held >= self._window_max:
             self._source.pause_reading()  # the broker keeps the rest
         self._sink.submit(record, entry)
+
+    def _record_for(self, incoming: Incoming) -> KafkaRecord:
+        """The record for one message: never raises, so the message is always acknowledged.
+
+        :func:`~gateway.bridge.bridge` never raises; should it all the same
+        (a bug), the message becomes a fallback dead letter here.
+        """
+        try:
+            return bridge(
+                incoming.topic,
+                incoming.payload,
+                received_ms=self._wall_ms(),
+                gateway_id=self.gateway_id,
+                topics=self.topics,
+                max_bytes=self.config.bridge.max_payload_bytes,
+                user_properties=incoming.user_properties,
+                topic_root=self.config.mqtt.topic_root,
+            )
+        except Exception as exc:
+            error = f"bridge: {type(exc).__name__}"
+        return fallback_dead_letter(
+            str(incoming.topic),
+            bytes(incoming.payload),
+            Reason.INVALID_VALUE,
+            f"the gateway could not handle this message ({error})",
+            received_ms=self._wall_ms(),
+            gateway_id=self.gateway_id,
+            topics=self.topics,
+            error=error,
+        )
 
     def _on_written(self, token: object) -> None:
         """Kafka confirmed an entry's record: count it and acknowledge what we can."""
@@ -228,14 +260,37 @@ class Gateway:
                 counter = self._forwarded[record.kind] = self.metrics.forwarded.labels(record.kind)
             counter.inc()
         else:
-            self.metrics.deadlettered.labels(record.reason.value).inc()
-            log.debug(  # a flood of bad input must not flood the log: see the metric
-                "event=dead_letter reason=%s source_topic=%s",
-                record.reason.value,
-                token.incoming.topic[:200],
-            )
+            self._dead_lettered(record, token.incoming)
         if self._window and self._window[0] is token:
             self._drain()
+
+    def _dead_lettered(self, record: KafkaRecord, incoming: Incoming) -> None:
+        """Count a written dead letter; one rate-limited, sanitised line per reason."""
+        reason = record.reason.value if record.reason is not None else "unknown"
+        self.metrics.deadlettered.labels(reason).inc()
+        if record.error is not None:
+            # An error the contract does not name: a bug below the gateway.
+            self.metrics.unexpected_errors.labels(record.error.split(":")[0]).inc()
+            self._rejects.log(
+                log,
+                logging.WARNING,
+                "error:" + record.error,
+                "dead_letter_unexpected_error",
+                error=record.error,
+                reason=reason,
+                topic=incoming.topic,
+                bytes=len(incoming.payload),
+            )
+            return
+        self._rejects.log(
+            log,
+            logging.INFO,
+            reason,
+            "dead_letter",
+            reason=reason,
+            topic=incoming.topic,
+            bytes=len(incoming.payload),
+        )
 
     def _drain(self) -> None:
         """Acknowledge, in arrival order, every message whose write is done."""

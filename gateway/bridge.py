@@ -34,15 +34,18 @@ b'thermowatch/s1/s1-d01/telemetry'
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import functools
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from gateway.rejects import printable
 from telemetry_contract import (
     MAX_PAYLOAD_BYTES,
     ContractError,
+    DeadLetter,
     KafkaTopics,
     Reason,
     decode,
@@ -61,9 +64,8 @@ __all__ = [
     "KafkaRecord",
     "bridge",
     "dead_letter",
+    "fallback_dead_letter",
 ]
-
-log = logging.getLogger(__name__)
 
 Header = tuple[str, bytes]
 
@@ -72,6 +74,8 @@ Header = tuple[str, bytes]
 DEADLETTER_PAYLOAD_LIMIT: Final = DEADLETTER_LIMIT
 _MAX_USER_PROPERTIES: Final = 16
 _MAX_PROPERTY_CHARS: Final = 256
+#: Raw payload bytes a fallback dead letter keeps (base64: 4/3 of it, within the limit).
+_FALLBACK_PAYLOAD_BYTES: Final = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +93,9 @@ class KafkaRecord:
     headers: tuple[Header, ...]
     reason: Reason | None
     kind: str
+    #: Set when the gateway met an unexpected error with this message (a bug
+    #: below it: the name of the exception); the record is then a dead letter.
+    error: str | None = None
 
     @property
     def dead_letter(self) -> bool:
@@ -109,6 +116,11 @@ def bridge(
 ) -> KafkaRecord:
     """Turn one MQTT message into one Kafka record; never raises.
 
+    Whatever goes wrong, the result is a dead letter: the contract's when it
+    can be built, else :func:`fallback_dead_letter` (payload in base64, every
+    text escaped to ASCII), so the message can always be acknowledged after
+    Kafka has its record.
+
     ``user_properties`` (MQTT v5) are copied to headers named ``mqtt.<name>``
     (at most 16, names and values cut to 256 characters), so that trace ids
     set by a device travel with its data.
@@ -126,6 +138,7 @@ def bridge(
     ...        topics=kafka_topics()).reason.value
     'bad_topic'
     """
+    error: str | None = None
     try:
         return _forward(
             mqtt_topic,
@@ -142,30 +155,39 @@ def bridge(
     except UnicodeDecodeError as exc:
         # msgspec raises this (not a ContractError) for bad UTF-8 inside a string.
         reason, detail = Reason.NOT_JSON, f"payload: not valid UTF-8 ({exc.reason} at {exc.start})"
+    except RecursionError:
+        reason, detail = Reason.NOT_JSON, "payload: nested too deeply to decode"
+        error = "RecursionError"
     except Exception as exc:  # a bug in the contract must not lose the payload
-        log.exception("event=bridge_bug topic=%r error=%r", mqtt_topic[:1024], exc)
-        return dead_letter(
+        error = type(exc).__name__
+        reason = Reason.INVALID_VALUE
+        detail = f"unexpected error while validating: {error}: {printable(exc, 512)}"
+    try:
+        record = dead_letter(
             mqtt_topic,
             payload,
-            Reason.INVALID_VALUE,
-            f"unexpected error while validating: {exc!r}",
+            reason,
+            detail,
             received_ms=received_ms,
             gateway_id=gateway_id,
             topics=topics,
             topic_root=topic_root,
             user_properties=user_properties,
         )
-    return dead_letter(
-        mqtt_topic,
-        payload,
-        reason,
-        detail,
-        received_ms=received_ms,
-        gateway_id=gateway_id,
-        topics=topics,
-        topic_root=topic_root,
-        user_properties=user_properties,
-    )
+    except Exception as exc:  # e.g. text that cannot be encoded: keep the raw bytes
+        return fallback_dead_letter(
+            mqtt_topic,
+            payload,
+            reason,
+            detail,
+            received_ms=received_ms,
+            gateway_id=gateway_id,
+            topics=topics,
+            error=f"dead letter: {type(exc).__name__}",
+        )
+    if error is not None:
+        return dataclasses.replace(record, error=error)
+    return record
 
 
 def _forward(
@@ -237,12 +259,9 @@ def _user_headers(props: Iterable[tuple[str, str]]) -> list[Header]:
     for i, (name, value) in enumerate(props):
         if i >= _MAX_USER_PROPERTIES:
             break
-        out.append(
-            (
-                "mqtt." + str(name)[:_MAX_PROPERTY_CHARS],
-                str(value)[:_MAX_PROPERTY_CHARS].encode("utf-8", "replace"),
-            )
-        )
+        # Kafka encodes header names as UTF-8: a lone surrogate must not get there.
+        key = str(name)[:_MAX_PROPERTY_CHARS].encode("utf-8", "replace").decode("utf-8")
+        out.append(("mqtt." + key, str(value)[:_MAX_PROPERTY_CHARS].encode("utf-8", "replace")))
     return out
 
 
@@ -315,3 +334,56 @@ def _kind_of(mqtt_topic: str, root: str) -> str:
         return parse_mqtt_topic(mqtt_topic, root=root).kind.value
     except ContractError:
         return "unknown"
+
+
+def fallback_dead_letter(
+    mqtt_topic: str,
+    payload: bytes,
+    reason: Reason,
+    detail: str,
+    *,
+    received_ms: int,
+    gateway_id: str,
+    topics: KafkaTopics,
+    error: str,
+) -> KafkaRecord:
+    """A minimal dead letter that cannot fail to build: for when :func:`dead_letter` did.
+
+    Every text is escaped to printable ASCII and the payload (its first
+    8 KiB) is kept in base64, so the letter encodes whatever the input held.
+
+    >>> from telemetry_contract import kafka_topics, decode
+    >>> rec = fallback_dead_letter("thermowatch/s1/\\ud800/telemetry", b'{"\\\\ud800": NaN}',
+    ...     Reason.NON_FINITE, "\\ud800: not finite", received_ms=5, gateway_id="g",
+    ...     topics=kafka_topics(), error="dead letter: UnicodeEncodeError")
+    >>> letter = decode(rec.value)
+    >>> letter.source_topic, letter.payload_encoding, rec.key, rec.error
+    ('thermowatch/s1/\\\\ud800/telemetry', 'base64', None, 'dead letter: UnicodeEncodeError')
+    """
+    kept = payload[:_FALLBACK_PAYLOAD_BYTES]
+    note = f" (payload cut to the first {len(kept)} of {len(payload)} bytes)"
+    letter = DeadLetter(
+        reason=reason.value,
+        detail=printable(detail, 1024) + (note if len(kept) < len(payload) else ""),
+        source_topic=printable(mqtt_topic, 1024),
+        received_ts=max(0, int(received_ms)),
+        payload=base64.b64encode(kept).decode("ascii"),
+        payload_encoding="base64",
+        gateway_id=printable(gateway_id, 128),
+    )
+    return KafkaRecord(
+        topic=topics.deadletter,
+        key=None,
+        value=encode(letter),
+        headers=(
+            ("schema_version", b"1"),
+            ("message_type", b"dead_letter"),
+            ("reason", reason.value.encode("ascii", "replace")),
+            ("mqtt_topic", letter.source_topic.encode("ascii")),
+            ("gateway_id", letter.gateway_id.encode("ascii")),
+            ("received_ts", str(letter.received_ts).encode()),
+        ),
+        reason=reason,
+        kind="unknown",
+        error=printable(error, 200),
+    )

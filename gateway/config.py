@@ -32,7 +32,9 @@ from stagekit.settings import NAME_PATTERN, Port, TlsSettings
 from telemetry_contract import MAX_PAYLOAD_BYTES, TopicKind
 
 __all__ = [
+    "DEFAULT_MAX_PACKET_SIZE",
     "ENV_PREFIX",
+    "PACKET_HEADROOM",
     "BridgeSettings",
     "GatewayConfig",
     "GatewaySettings",
@@ -45,6 +47,14 @@ __all__ = [
 
 #: Environment overrides: ``THERMOWATCH_GATEWAY__MQTT__HOST=broker``.
 ENV_PREFIX: Final = "THERMOWATCH_GATEWAY"
+#: Default Maximum Packet Size announced to the broker: four times the contract's
+#: payload limit (16 KiB), so a whole valid message (topic, properties, payload)
+#: always fits and so does anything the shipped broker configs accept (their
+#: ``max_packet_size`` is 32 KiB): an oversize payload reaches the bridge and
+#: becomes a ``too_large`` dead letter instead of being dropped by the broker.
+DEFAULT_MAX_PACKET_SIZE: Final = 4 * MAX_PAYLOAD_BYTES
+#: Room for the fixed header, topic and properties around a payload.
+PACKET_HEADROOM: Final = 2048
 
 _NAME = NAME_PATTERN
 
@@ -84,6 +94,11 @@ class MqttSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: broker may have in flight to this gateway. The gateway also enforces it (it
     #: stops reading at this many), since a broker may not. The rest wait in the session.
     receive_maximum: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1000
+    #: Maximum Packet Size sent at connect (MQTT v5): the broker must not send a
+    #: larger packet, and one that comes anyway ends the connection with reason
+    #: 0x95 "Packet too large" before its body is read. Keep it at or above the
+    #: broker's own ``max_packet_size``, or the broker drops what it accepted.
+    max_packet_size: Annotated[int, msgspec.Meta(ge=1024, le=268_435_460)] = DEFAULT_MAX_PACKET_SIZE
     #: Session expiry after a disconnect (the broker queues messages meanwhile).
     session_expiry_s: Annotated[int, msgspec.Meta(ge=0, le=4294967295)] = 7 * 24 * 3600
     reconnect_min_s: Annotated[float, msgspec.Meta(gt=0)] = 0.5
@@ -144,6 +159,12 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             )
         if not self.mqtt.kinds:
             problems.append("mqtt.kinds: must name at least one of telemetry, alert, status")
+        need = self.bridge.max_payload_bytes + PACKET_HEADROOM
+        if self.mqtt.max_packet_size < need:
+            problems.append(
+                f"mqtt.max_packet_size: must be at least bridge.max_payload_bytes + "
+                f"{PACKET_HEADROOM} = {need}, got {self.mqtt.max_packet_size}"
+            )
         if self.mqtt.reconnect_max_s < self.mqtt.reconnect_min_s:
             problems.append("mqtt.reconnect_max_s: must be >= mqtt.reconnect_min_s")
         problems += self.kafka.problems("kafka")

@@ -62,6 +62,30 @@ class Metrics:
         self.in_flight = Gauge(
             f"{_NS}_in_flight", "MQTT messages received and not yet acknowledged", registry=r
         )
+        self.in_flight_max = Gauge(
+            f"{_NS}_in_flight_max",
+            "Most MQTT messages ever held unacknowledged at once (compare with "
+            "receive_maximum: equal means the in-flight window was exhausted)",
+            registry=r,
+        )
+        self.receive_maximum = Gauge(
+            f"{_NS}_receive_maximum",
+            "The Receive Maximum announced to the broker: the in-flight window's size",
+            registry=r,
+        )
+        self.unexpected_errors = Counter(
+            f"{_NS}_unexpected_errors",
+            "Messages dead-lettered after an error the contract does not name (a bug)",
+            ["stage"],
+            registry=r,
+        )
+        self.protocol_errors = Counter(
+            f"{_NS}_mqtt_protocol_errors",
+            "MQTT packets from the broker refused as a protocol error (the connection "
+            "is closed with that reason code, MQTT v5 4.13)",
+            ["reason"],
+            registry=r,
+        )
         self.produce_seconds = Histogram(
             f"{_NS}_kafka_produce_seconds",
             "Time from send to Kafka's acknowledgement, per successful attempt",

@@ -44,8 +44,9 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from gateway.config import GatewayConfig
 from gateway.metrics import Metrics
 from gateway.ports import Incoming, OnConnected, OnMessage
+from gateway.rejects import RejectLog, printable
+from gateway.wire import GatewayClient, ProtocolError
 from stagekit.backoff import Backoff, sleep_or_stop
-from stagekit.mqttwire import BufferedClient, decode_publish
 from telemetry_contract import mqtt_filter
 
 __all__ = ["Incoming", "MqttSource"]
@@ -67,33 +68,6 @@ _PAHO_FAST: Final = all(
 )
 #: Refusals that no retry can fix: bad user name or password, not authorised, banned.
 _FATAL_CONNACK: Final = frozenset({0x86, 0x87, 0x8A, 0x8C})
-
-
-class _Client(BufferedClient):
-    """paho's Client with PUBLISH packets (QoS 0/1) decoded off the read buffer.
-
-    paho's own PUBLISH path builds a ``Properties``, an ``MQTTMessage`` and a
-    ``threading.Condition`` per message and matches the topic against the
-    per-topic callbacks: about 40 % of the gateway's CPU per message before
-    (docs/benchmarks.md). :func:`~stagekit.mqttwire.decode_publish` reads
-    the topic, packet id, payload and user properties straight from the
-    buffer and hands them to ``on_publish_fast``; a PUBLISH it declines (QoS 2,
-    a topic alias, an unknown property) goes through paho and ``on_message``.
-    tests/unit/test_mqttwire.py checks both give the same message.
-    """
-
-    def __init__(self, *args: Any, on_publish_fast: Callable[[Any], None], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._on_publish_fast = on_publish_fast
-
-    def _fast_packet(self, first: int, body: bytearray) -> MQTTErrorCode | None:
-        if first & 0xF0 != 0x30 or self._protocol != paho.MQTTv5 or not self._manual_ack:
-            return None
-        message = decode_publish(first, body)
-        if message is None:
-            return None
-        self._on_publish_fast(message)
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
 class MqttSource:
@@ -126,7 +100,7 @@ class MqttSource:
         self._subscribe = subscribe
         self._connection = 0
         self._live = False  # CONNACK accepted and the socket still open
-        self._client: _Client | None = None
+        self._client: GatewayClient | None = None
         self._fatal: str | None = None
         self._sock: Any = None
         self._lost = asyncio.Event()
@@ -143,6 +117,7 @@ class MqttSource:
         self._acks: list[int] = []
         self._paused = False
         self._acks_connection = 0
+        self._rejects = RejectLog()
         #: The broker's "session present" flag of the last accepted connection.
         self.session_present: bool | None = None
 
@@ -184,12 +159,14 @@ class MqttSource:
             raise ValueError("MqttSource.start: no on_message callback")
         self._loop = self._given_loop or asyncio.get_running_loop()
         m = self._config.mqtt
-        client = _Client(
+        client = GatewayClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self._config.mqtt_client_id,
             protocol=MQTTProtocolVersion.MQTTv5,
             manual_ack=True,
             on_publish_fast=self._handle_fast_publish,
+            on_protocol_error=self._handle_protocol_error,
+            max_packet_size=m.max_packet_size,
         )
         if m.username:
             client.username_pw_set(m.username, m.password or None)
@@ -370,6 +347,7 @@ class MqttSource:
                     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
                     props.SessionExpiryInterval = m.session_expiry_s
                     props.ReceiveMaximum = m.receive_maximum
+                    props.MaximumPacketSize = m.max_packet_size
                     client.connect_async(
                         m.host,
                         m.port,
@@ -471,7 +449,7 @@ class MqttSource:
         with contextlib.suppress(ValueError, OSError):
             self._loop.remove_writer(sock)
 
-    def _readable(self, client: _Client, sock: Any) -> None:
+    def _readable(self, client: GatewayClient, sock: Any) -> None:
         if sock is not self._sock or self._paused:
             return
         if not _PAHO_FAST:
@@ -566,8 +544,22 @@ class MqttSource:
         topic, mid, qos, payload, user = message
         try:
             self._on_message(Incoming(topic, payload, mid, qos, self._connection, user))
-        except Exception:
-            log.exception("event=mqtt_on_message_error mid=%s", mid)
+        except Exception as exc:  # a bug: the gateway's handler never raises
+            self._rejects.log(
+                log, logging.ERROR, "on_message", "mqtt_on_message_error", mid=mid, error=exc
+            )
+
+    def _handle_protocol_error(self, error: ProtocolError) -> None:
+        self._metrics.protocol_errors.labels(error.name).inc()
+        self._rejects.log(
+            log,
+            logging.WARNING,
+            error.name,
+            "mqtt_protocol_error",
+            reason_code=f"0x{error.code:02x}",
+            name=error.name,
+            detail=printable(error.detail),
+        )
 
     def _handle_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         try:
@@ -587,8 +579,15 @@ class MqttSource:
                     tuple((str(k), str(v)) for k, v in user) if user else (),
                 )
             )
-        except Exception:
-            log.exception("event=mqtt_on_message_error mid=%s", getattr(msg, "mid", None))
+        except Exception as exc:  # a bug: the gateway's handler never raises
+            self._rejects.log(
+                log,
+                logging.ERROR,
+                "on_message",
+                "mqtt_on_message_error",
+                mid=getattr(msg, "mid", None),
+                error=exc,
+            )
 
 
 def _unstarted(_message: Incoming) -> None:

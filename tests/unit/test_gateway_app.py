@@ -226,7 +226,10 @@ async def test_readiness_needs_both_brokers(wired: tuple[Gateway, FakeSink, Fake
     gw, sink, mqtt = wired
     assert gw.readiness()[0]
     sink.healthy = False
-    assert gw.readiness() == (False, "mqtt=up kafka=down in_flight=0")
+    assert gw.readiness() == (
+        False,
+        "mqtt=up kafka=down in_flight=0 in_flight_max=0 receive_maximum=1000",
+    )
     sink.healthy = True
     mqtt.connected = False
     assert not gw.readiness()[0]

@@ -14,7 +14,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.mqtt import _PAHO_FAST, _Client
+from gateway.mqtt import _PAHO_FAST
+from gateway.wire import GatewayClient
 from stagekit.mqttwire import decode_publish, frame
 
 _text = st.text(
@@ -165,10 +166,9 @@ class ChunkedSocket:
 
 @pytest.mark.parametrize("seed", range(20))
 def test_gateway_client_reads_a_chunked_stream_in_order_through_both_paths(seed: int) -> None:
-    """Whole and split packets, fast-path and paho-path PUBLISHes, a PINGRESP between."""
+    """Whole and split packets (framed here or by paho), a PINGRESP between: every
+    PUBLISH goes through the gateway's checked decoder, none through paho's."""
     rng = random.Random(seed)
-    alias = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    alias.TopicAlias = 1
     user = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     user.UserProperty = ("schema", "1")
     stream = bytearray()
@@ -177,20 +177,22 @@ def test_gateway_client_reads_a_chunked_stream_in_order_through_both_paths(seed:
         size = rng.choice([0, 10, 200, 3000, 70_000])
         payload = bytes(rng.getrandbits(8) for _ in range(min(size, 50))) * (size // 50 + 1)
         payload = payload[:size]
-        props = rng.choice([None, user, alias])
+        props = rng.choice([None, user])
         first, body = publish_packet(f"d/{i}".encode(), i + 1, 1, props, payload)
         stream += bytes([first]) + _remaining(len(body)) + body
         pairs = (("schema", "1"),) if props is user else ()
-        expected.append((f"d/{i}", i + 1, 1, payload, pairs, props is alias))
+        expected.append((f"d/{i}", i + 1, 1, payload, pairs, False))
         if rng.random() < 0.2:
             stream += b"\xd0\x00"  # PINGRESP: paho's path
     got: list[tuple[Any, ...]] = []
-    client = _Client(
+    client = GatewayClient(
         CallbackAPIVersion.VERSION2,
         client_id="t",
         protocol=paho.MQTTv5,
         manual_ack=True,
         on_publish_fast=lambda m: got.append((*m, False)),
+        on_protocol_error=lambda e: pytest.fail(f"refused: {e}"),
+        max_packet_size=1 << 20,
     )
 
     def on_message(_c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
@@ -212,22 +214,22 @@ def test_gateway_client_reads_a_chunked_stream_in_order_through_both_paths(seed:
             pytest.fail("the reader did not finish the stream")
     finally:
         client._sock = None
-    # Same messages in the same order; a topic alias always takes paho's path,
-    # and so may a packet that arrived in pieces.
-    assert [m[:5] for m in got] == [m[:5] for m in expected]
-    assert all(g[5] for g, e in zip(got, expected, strict=True) if e[5])
+    # Same messages in the same order, none through paho's on_message.
+    assert got == expected
     assert not all(g[5] for g in got)  # the fast path was taken too
 
 
 def test_gateway_fast_path_uses_paho_internals_that_still_exist() -> None:
     """If a paho upgrade renames what the reader relies on, this fails (not the field)."""
     assert _PAHO_FAST
-    client = _Client(
+    client = GatewayClient(
         CallbackAPIVersion.VERSION2,
         client_id="t",
         protocol=paho.MQTTv5,
         manual_ack=True,
         on_publish_fast=lambda m: None,
+        on_protocol_error=lambda e: None,
+        max_packet_size=1 << 20,
     )
     for name in (
         "_in_packet",
