@@ -18,26 +18,47 @@ resulting documents (:func:`parse_windows`) with a deterministic ``_id``
 >>> dirty.add("d1", "s1", 1_767_225_601_000)
 >>> sorted(dirty.keys())
 [('d1', 1767225600000)]
+
+A flush asks only for the stretches of time that hold dirty windows, each for
+the devices that have one there (:meth:`DirtyWindows.slices`): a reading a
+year late costs one more one-minute range of its own device, never a year of
+every device's history.
+
+>>> dirty.add("d2", "s1", 1_767_225_600_500)
+>>> dirty.add("d1", "s1", 1_735_689_600_000)       # a year earlier
+>>> [(s.devices, s.start, s.end) for s in dirty.slices()]
+[(('d1',), 1735689600000, 1735689660000), (('d1', 'd2'), 1767225600000, 1767225660000)]
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 __all__ = [
+    "JOIN_GAP_MS",
+    "MAX_SLICES_PER_QUERY",
     "WINDOW_MS",
     "DirtyWindows",
+    "Slice",
     "WindowAggregate",
     "aggregate_doc",
     "aggregate_id",
     "parse_windows",
+    "slices_query",
     "window_query",
     "window_start",
 ]
 
 WINDOW_MS: Final = 60_000
+#: Dirty windows closer than this (in event time) are recomputed by one range
+#: of the query: the empty minutes in between cost little, a range per window
+#: would cost many clauses.
+JOIN_GAP_MS: Final = 5 * WINDOW_MS
+#: Ranges per aggregation request (OpenSearch refuses more than 1,024 clauses
+#: in a query by default; each range is a few).
+MAX_SLICES_PER_QUERY: Final = 200
 
 
 def window_start(ts_ms: int) -> int:
@@ -71,6 +92,38 @@ class DirtyWindows:
         devices = sorted({d for d, _ in self.windows})
         starts = [s for _, s in self.windows]
         return devices, min(starts), max(starts) + WINDOW_MS
+
+    def slices(self, join_gap_ms: int = JOIN_GAP_MS) -> list[Slice]:
+        """The event-time ranges holding dirty windows, each with the devices
+        that have a dirty window in it, oldest first.
+
+        Windows less than ``join_gap_ms`` apart share a range; so the cost of a
+        flush follows the dirty windows, not the distance between the oldest
+        and the newest of them.
+        """
+        out: list[Slice] = []
+        devices: set[str] = set()
+        start = end = 0
+        for first, device in sorted((s, d) for d, s in self.windows):
+            if devices and first - end >= join_gap_ms:
+                out.append(Slice(tuple(sorted(devices)), start, end))
+                devices = set()
+            if not devices:
+                start = first
+            devices.add(device)
+            end = max(end, first + WINDOW_MS)
+        if devices:
+            out.append(Slice(tuple(sorted(devices)), start, end))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """Devices whose windows in [start, end) are recomputed together."""
+
+    devices: tuple[str, ...]
+    start: int
+    end: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +174,15 @@ def aggregate_doc(
 def window_query(
     devices: list[str], start: int, end: int, *, after: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Aggregation over the readings of ``devices`` in [start, end), per device and minute.
+    """Aggregation over the readings of ``devices`` in [start, end), per device and minute."""
+    return slices_query([Slice(tuple(devices), start, end)], after=after)
+
+
+def slices_query(
+    slices: Sequence[Slice], *, after: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Aggregation over the readings of each slice's devices in its range, per
+    device and minute.
 
     Only ``ok`` readings count (a CRC error carries no temperature). The
     composite aggregation pages through any number of windows.
@@ -144,11 +205,9 @@ def window_query(
         "track_total_hits": False,
         "query": {
             "bool": {
-                "filter": [
-                    {"terms": {"device_id": devices}},
-                    {"term": {"quality": "ok"}},
-                    {"range": {"@timestamp": {"gte": start, "lt": end, "format": "epoch_millis"}}},
-                ]
+                "filter": [{"term": {"quality": "ok"}}],
+                "should": [_slice_clause(s) for s in slices],
+                "minimum_should_match": 1,
             }
         },
         "aggs": {
@@ -166,6 +225,17 @@ def window_query(
                 },
             }
         },
+    }
+
+
+def _slice_clause(s: Slice) -> dict[str, Any]:
+    return {
+        "bool": {
+            "filter": [
+                {"terms": {"device_id": list(s.devices)}},
+                {"range": {"@timestamp": {"gte": s.start, "lt": s.end, "format": "epoch_millis"}}},
+            ]
+        }
     }
 
 

@@ -82,6 +82,7 @@ class Processor:
             source=source,
             offsets=self.offsets,
             metrics=self.metrics,
+            recompute_window_s=config.aggregates.recompute_window_s,
         )
         self.sink = Sink(
             storage=storage,
@@ -162,7 +163,7 @@ class Processor:
     async def _restore(self, stop: asyncio.Event | None = None) -> None:
         since = self._now_ms() - int(self.config.alerts.restore_resolved_s * 1000)
         alerts = await self.storage.load_alerts(since_ms=since, stop=stop)
-        self.rules.restore(alerts)
+        self.rules.restore(alerts, now_ms=self._now_ms())
         active = len(self.rules.book.active_alerts())
         self.metrics.active_alerts.set(active)
         log.info("event=alerts_restored loaded=%d open=%d", len(alerts), active)

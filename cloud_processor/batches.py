@@ -1,10 +1,21 @@
 """One polled batch -> documents, alert changes, committable offsets, dead letters.
 
-:meth:`BatchPreparer.prepare` decodes every record (a record that breaks the
-contract becomes a dead letter), turns readings into documents, feeds every
-message to the rules, marks the one-minute windows readings touched, and
-notes which records the rules hold for reordering (so that no commit passes
-them). It does no I/O: the write chain stores what it returns.
+:meth:`BatchPreparer.prepare` decodes every record, turns readings into
+documents, feeds every message to the rules, marks the one-minute windows
+readings touched, and notes which records the rules hold for reordering (so
+that no commit passes them). It does no I/O: the write chain stores what it
+returns.
+
+A record it cannot handle -- one that breaks the contract, or one that makes
+decoding, the rules or the document building raise anything at all -- is
+skipped: nothing of it is stored, it becomes a bounded dead letter
+(:mod:`~cloud_processor.quarantine`), and the offsets move past it like past
+any other record. One record never stops the stream.
+
+A reading whose one-minute window is further than
+``aggregates.recompute_window_s`` from processing time is stored but marks
+no window (counted in ``readings_not_aggregated_total``): a flush recomputes
+only windows near now, whatever a device claims its clock says.
 """
 
 from __future__ import annotations
@@ -12,11 +23,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from cloud_processor.aggregates import DirtyWindows
+from cloud_processor.aggregates import DirtyWindows, window_start
 from cloud_processor.documents import Action, BulkItem, reading_doc, reading_id
 from cloud_processor.metrics import Metrics
 from cloud_processor.offsets import Offsets
 from cloud_processor.ports import Batch, Partition, Source
+from cloud_processor.quarantine import LogBudget, dead_letter_for, log_skipped
 from cloud_processor.rules import FleetRules
 from stagekit.search.indices import IndexNames
 from telemetry_contract import (
@@ -29,7 +41,6 @@ from telemetry_contract import (
     Reading,
     decode,
 )
-from telemetry_contract.deadletter import dead_letter
 
 __all__ = ["BatchPreparer", "Prepared"]
 
@@ -66,6 +77,7 @@ class BatchPreparer:
         source: Source,
         offsets: Offsets,
         metrics: Metrics,
+        recompute_window_s: float = 7 * 86_400.0,
     ) -> None:
         self.rules = rules
         self.names = names
@@ -77,6 +89,9 @@ class BatchPreparer:
         self.dirty = DirtyWindows()
         self._reading_count = 0
         self._given_up = 0  # FleetRules.given_up already counted in the metric
+        self._evicted = self._evicted_alerts = 0  # already counted in the metrics
+        self._recompute_ms = int(recompute_window_s * 1000)
+        self._skipped_log = LogBudget()
 
     def take_dirty(self) -> DirtyWindows:
         """The windows touched so far; later readings mark a fresh set."""
@@ -91,20 +106,12 @@ class BatchPreparer:
             if tp not in assigned or not records:
                 continue  # revoked meanwhile: the new owner reads them again
             for rec in records:
-                error = self.route(rec.value, now_ms, out, (tp, rec.offset))
-                if error is not None:
-                    letter, _ = dead_letter(
-                        rec.value or b"",
-                        error.reason,
-                        str(error),
-                        source_topic=tp.topic,
-                        received_ms=now_ms,
-                    )
-                    out.dead.append(letter)
+                self._one(rec.value, now_ms, out, tp, rec.offset)
             out.offsets[tp] = records[-1].offset + 1
             self.offsets.consumed(tp, records[-1].offset + 1)
         out.changes += self.rules.tick(now_ms)
         self._count_reorder()
+        self._count_evictions()
         if self._reading_count:
             self.metrics.records.labels("reading").inc(self._reading_count)
             self._reading_count = 0
@@ -113,6 +120,26 @@ class BatchPreparer:
             if lag is not None:
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
         return out
+
+    def _one(
+        self, value: bytes | None, now_ms: int, out: Prepared, tp: Partition, offset: int
+    ) -> None:
+        """Route one record; skip it as a dead letter if anything goes wrong."""
+        readings = len(out.readings)
+        try:
+            error: BaseException | None = self.route(value, now_ms, out, (tp, offset))
+        except Exception as exc:  # a bug or an input nobody foresaw: skip, never stop
+            del out.readings[readings:]  # store nothing of it
+            self.metrics.invalid.inc()
+            self.metrics.record_errors.labels(type(exc).__name__).inc()
+            error = exc
+        if error is None:
+            return
+        log_skipped(
+            log, self._skipped_log, error, topic=tp.topic, partition=tp.partition, offset=offset
+        )
+        letter, _ = dead_letter_for(value or b"", error, topic=tp.topic, now_ms=now_ms)
+        out.dead.append(letter)
 
     def route(
         self,
@@ -127,7 +154,6 @@ class BatchPreparer:
             msg = decode(value or b"", now_ms=now_ms)
         except ContractError as exc:
             m.invalid.inc()
-            log.warning("event=invalid_record error=%s", exc)
             return exc
         if isinstance(msg, Reading):
             self._reading(msg, now_ms, out, where)
@@ -157,10 +183,27 @@ class BatchPreparer:
             )
         )
         if r.temp_c is not None and r.quality.value == "ok":
-            self.dirty.add(r.device_id, r.site, r.ts)
+            if abs(window_start(r.ts) - now_ms) <= self._recompute_ms:
+                self.dirty.add(r.device_id, r.site, r.ts)
+            else:
+                self.metrics.not_aggregated.labels("past" if r.ts < now_ms else "future").inc()
         out.changes += self.rules.on_reading(r, now_ms=now_ms)
         if where is not None and self.rules.is_held(r.device_id, r.seq):
             self.offsets.hold((r.device_id, r.seq), *where)
+
+    def _count_evictions(self) -> None:
+        rules, m = self.rules, self.metrics
+        m.devices.set(rules.device_count)
+        if rules.evicted > self._evicted:
+            m.evicted.inc(rules.evicted - self._evicted)
+            self._evicted = rules.evicted
+        if rules.evicted_alerts > self._evicted_alerts:
+            m.evicted_alerts.inc(rules.evicted_alerts - self._evicted_alerts)
+            log.warning(
+                "event=alerts_resolved_by_eviction count=%d limit=rules.max_devices",
+                rules.evicted_alerts - self._evicted_alerts,
+            )
+            self._evicted_alerts = rules.evicted_alerts
 
     def _count_reorder(self) -> None:
         """Held readings and given-up seqs: metrics, and one warning per hole."""

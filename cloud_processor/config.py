@@ -45,6 +45,7 @@ from stagekit.settings import HttpSettings
 
 __all__ = [
     "ENV_PREFIX",
+    "AggregateSettings",
     "AlertSettings",
     "HttpSettings",
     "KafkaSettings",
@@ -107,6 +108,17 @@ class WebhookSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     burst: int = 10
 
 
+class AggregateSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One-minute aggregates: how far from now a reading still reshapes its window."""
+
+    #: A reading whose window is further than this from processing time (in
+    #: the past or the future) is stored but not aggregated (counted in
+    #: ``readings_not_aggregated_total``): a window recomputed from it could
+    #: ask the search server for history of any age. 7 days covers an edge
+    #: outbox replaying a long outage.
+    recompute_window_s: Annotated[float, msgspec.Meta(ge=60, le=400 * 86_400)] = 7 * 86_400.0
+
+
 class ProcessorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The whole processor configuration."""
 
@@ -116,6 +128,7 @@ class ProcessorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     alerts: AlertSettings = AlertSettings()
     webhook: WebhookSettings = WebhookSettings()
     http: HttpSettings = HttpSettings()
+    aggregates: AggregateSettings = AggregateSettings()
     #: Optional device positions, ``"s1-d01" = [lat, lon]`` (geo_point).
     locations: dict[str, tuple[float, float]] = msgspec.field(default_factory=dict)
 

@@ -63,6 +63,32 @@ class Metrics:
             "Seqs the reorder stage stopped waiting for (their readings are judged late).",
             registry=r,
         )
+        # Hostile input: skipped records, bounded device state, late readings.
+        self.record_errors = Counter(
+            p + "record_errors_total",
+            "Records skipped because handling them raised (besides contract errors), by error.",
+            ["error"],
+            registry=r,
+        )
+        self.devices = Gauge(
+            p + "devices", "Devices whose state is kept (rules.max_devices bounds it).", registry=r
+        )
+        self.evicted = Counter(
+            p + "devices_evicted_total",
+            "Devices whose state was dropped (idle, or over rules.max_devices).",
+            registry=r,
+        )
+        self.evicted_alerts = Counter(
+            p + "alerts_resolved_by_eviction_total",
+            "Open alerts resolved because their device was evicted over rules.max_devices.",
+            registry=r,
+        )
+        self.not_aggregated = Counter(
+            p + "readings_not_aggregated_total",
+            "Readings stored but outside aggregates.recompute_window_s of now, by side.",
+            ["side"],
+            registry=r,
+        )
         self.webhook = Counter(
             p + "webhook_total", "Webhook deliveries by result.", ["result"], registry=r
         )

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from cloud_processor.aggregates import (
+    MAX_SLICES_PER_QUERY,
     DirtyWindows,
     WindowAggregate,
     aggregate_doc,
     aggregate_id,
     parse_windows,
-    window_query,
+    slices_query,
 )
 from cloud_processor.documents import (
     Action,
@@ -267,25 +268,33 @@ class Storage:
         )
 
     async def compute_windows(self, dirty: DirtyWindows) -> list[WindowAggregate]:
-        """Recompute every dirty window from the stored readings."""
+        """Recompute every dirty window from the stored readings.
+
+        Only the ranges that hold dirty windows are asked for, each for its own
+        devices (:meth:`DirtyWindows.slices`), at most ``MAX_SLICES_PER_QUERY``
+        per request: a late reading adds its own minute, not the history between.
+        """
         if not len(dirty):
             return []
         await self.refresh_readings()
-        devices, start, end = dirty.span()
+        slices = dirty.slices()
         out: list[WindowAggregate] = []
-        after: dict[str, Any] | None = None
-        while True:
-            body = window_query(devices, start, end, after=after)
-            answer: dict[str, Any] = await self._retrying(
-                "aggregate",
-                lambda body=body: self.backend.perform(  # type: ignore[misc]
-                    search.search(self.names.readings_pattern, body)
-                ),
-            )
-            windows, after = parse_windows(answer, dirty.windows)
-            out += windows
-            if after is None:
-                return out
+        for i in range(0, len(slices), MAX_SLICES_PER_QUERY):
+            part = slices[i : i + MAX_SLICES_PER_QUERY]
+            after: dict[str, Any] | None = None
+            while True:
+                body = slices_query(part, after=after)
+                answer: dict[str, Any] = await self._retrying(
+                    "aggregate",
+                    lambda body=body: self.backend.perform(  # type: ignore[misc]
+                        search.search(self.names.readings_pattern, body)
+                    ),
+                )
+                windows, after = parse_windows(answer, dirty.windows)
+                out += windows
+                if after is None:
+                    break
+        return out
 
     def aggregate_items(
         self,

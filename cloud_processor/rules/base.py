@@ -158,3 +158,8 @@ class FleetRule:
     def on_changes(self, device: Device, changes: list[AlertChange], ts: int) -> list[Signal]:
         """Alerts of ``device`` changed (at event time ``ts``): react to other rules."""
         return []
+
+    def forget(self, device_id: str, site: str) -> None:
+        """Drop what the rule keeps about a device (evicted: idle, or over
+        ``max_devices``). Every rule with per-device state overrides it; the
+        registry conformance test checks that nothing of the device is left."""

@@ -35,6 +35,12 @@ class DataGap(FleetRule):
         #: device -> last seq of the gaps reported (the alert clears past it).
         self._until_seq: dict[str, int] = {}
 
+    def forget(self, device_id: str, site: str) -> None:
+        # An open data_gap alert stays open after an eviction: keep the seq it
+        # waits for (one int), so that the device's next reading past it clears it.
+        if self.alerts.active(device_id, Rule.DATA_GAP) is None:
+            self._until_seq.pop(device_id, None)
+
     def on_gap(self, device: Device, gap: Gap) -> Signal | None:
         until = self._until_seq.get(device.device_id) or 0
         self._until_seq[device.device_id] = max(gap.last_seq, until)

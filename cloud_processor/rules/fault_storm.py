@@ -36,11 +36,16 @@ class FaultStorm(FleetRule):
         #: device -> event times of its faulty readings within the window.
         self._faults: dict[str, deque[int]] = {}
 
+    def forget(self, device_id: str, site: str) -> None:
+        self._faults.pop(device_id, None)
+
     def on_reading(self, device: Device, reading: Reading) -> Signal | None:
         settings = device.settings
         faults = self._faults.get(device.device_id)
         if faults is None:
-            faults = self._faults[device.device_id] = deque()
+            # Bounded: faults stamped alike (one ts, many seqs) cannot grow it;
+            # more than fault_storm_count changes no verdict.
+            faults = self._faults[device.device_id] = deque(maxlen=settings.fault_storm_count)
         if reading.quality is not Quality.OK:
             faults.append(reading.ts)
         horizon = reading.ts - int(settings.fault_storm_window_s * 1000)

@@ -85,7 +85,7 @@ class FleetRules:
             max_held=rules.reorder_max_held,
             max_held_per_device=rules.reorder_max_held_per_device,
         )
-        every = [make(self.book) for make in registry]
+        every = self._rules = [make(self.book) for make in registry]
         self._reading_rules = [r for r in every if _overrides(r, "on_reading")]
         self._temperature_rules = [r for r in every if _overrides(r, "on_temperature")]
         self._status_rules = [r for r in every if _overrides(r, "on_status")]
@@ -96,6 +96,15 @@ class FleetRules:
         #: device_id -> facts, in the order devices were first seen.
         self._devices: dict[str, Device] = {}
         self._max_event_ts = 0
+        #: device_id -> processing time it was last heard from, least recent
+        #: first (moved to the end on every message): what eviction scans.
+        self._heard: dict[str, int] = {}
+        #: Evicted devices whose alerts are still open: device_id -> when, oldest first.
+        self._parked: dict[str, int] = {}
+        self._idle_ms = int(rules.device_idle_s * 1000)
+        #: Devices evicted and alerts resolved by eviction, since the start (metrics).
+        self.evicted = 0
+        self.evicted_alerts = 0
 
     # -- messages ----------------------------------------------------------
 
@@ -105,7 +114,7 @@ class FleetRules:
         The reading may be held by the reorder stage (nothing judged yet), or
         release readings it held (all judged now, in seq order).
         """
-        device = self._device(reading.device_id, reading.site)
+        device = self._device(reading.device_id, reading.site, now_ms)
         released = self._reorder.push(reading, now_ms)
         if len(released) == 1 and released[0] is reading:  # the usual, in-order case
             return self._judge(device, reading, now_ms)
@@ -114,7 +123,7 @@ class FleetRules:
 
     def on_status(self, status: DeviceStatus, *, now_ms: int) -> list[AlertChange]:
         """Device offline (last will) opens an alert; online resolves it."""
-        device = self._device(status.device_id, status.site)
+        device = self._device(status.device_id, status.site, now_ms)
         ts = device.take_status(status, now_ms)
         if ts is None:
             return []
@@ -124,7 +133,7 @@ class FleetRules:
 
     def on_edge_alert(self, alert: EdgeAlert, *, now_ms: int) -> list[AlertChange]:
         """Surface an edge alert; cloud evidence on the same device raises its severity."""
-        device = self._device(alert.device_id, alert.site)
+        device = self._device(alert.device_id, alert.site, now_ms)
         late = self._is_late(alert.ts, now_ms)
         signals = _decided(rule.on_edge_alert(device, alert) for rule in self._edge_rules)
         return self._apply(device, signals, late, alert.ts)
@@ -134,7 +143,7 @@ class FleetRules:
 
         The reorder stage stops waiting for the seqs the gap covers.
         """
-        device = self._device(gap.device_id, gap.site)
+        device = self._device(gap.device_id, gap.site, now_ms)
         late = self._is_late(gap.ts, now_ms)
         signals = _decided(rule.on_gap(device, gap) for rule in self._gap_rules)
         out = self._apply(device, signals, late, gap.ts)
@@ -149,6 +158,7 @@ class FleetRules:
         released and judged.
         """
         out = self._judge_all(self._reorder.expire(now_ms), now_ms)
+        out += self.evict(now_ms)
         watermark = self.watermark(now_ms)
         for rule in self._tick_rules:
             for signal, late in rule.on_tick(self._devices, now_ms, watermark):
@@ -156,13 +166,81 @@ class FleetRules:
                 out += self._apply(device, [signal], late, signal.ts)
         return out
 
-    def restore(self, alerts: Iterable[Alert]) -> None:
-        """Rebuild alert state from the alerts index after a restart."""
+    def restore(self, alerts: Iterable[Alert], *, now_ms: int | None = None) -> None:
+        """Rebuild alert state from the alerts index after a restart.
+
+        Their devices count as heard from at ``now_ms`` (and are evicted as
+        usual when nothing more comes from them; None: from their next message).
+        """
         alerts = list(alerts)
         self.book.restore(alerts)
         for alert in alerts:
             if alert.status is AlertStatus.OPEN and alert.rule == Rule.OFFLINE.value:
-                self._device(alert.device_id, alert.site).offline = True
+                self._device(alert.device_id, alert.site, now_ms).offline = True
+            elif now_ms is not None and alert.device_id not in self._heard:
+                self._parked.pop(alert.device_id, None)
+                self._heard[alert.device_id] = now_ms
+
+    # -- bounded state -------------------------------------------------------
+
+    @property
+    def device_count(self) -> int:
+        """Devices whose state is kept, evicted ones with open alerts included."""
+        return len(self._heard) + len(self._parked)
+
+    def evict(self, now_ms: int) -> list[AlertChange]:
+        """Evict idle devices, then the least recently heard from beyond ``max_devices``.
+
+        An evicted device loses its rule state (readings the reorder stage held
+        for it are judged first), never its stored readings nor its open
+        alerts: those stay open ("parked") and are cleared as usual when the
+        device is heard from again -- a stale or offline alert is exactly what
+        an idle device should keep showing. Parked devices count toward
+        ``max_devices``; beyond it the one parked longest has its alerts
+        resolved with a ``clear_reason`` naming the limit (stored and
+        published on the alerts topic, logged, counted; not notified).
+        """
+        out: list[AlertChange] = []
+        horizon = now_ms - self._idle_ms
+        heard, parked = self._heard, self._parked
+        while heard:
+            device_id, last = next(iter(heard.items()))
+            if last > horizon:
+                break
+            out += self._forget(device_id, now_ms)
+        limit = self._config.max_devices
+        while len(heard) + len(parked) > limit:
+            if not parked:
+                out += self._forget(next(iter(heard)), now_ms)
+                continue
+            device_id = next(iter(parked))
+            del parked[device_id]
+            resolved = self.book.resolve_all(
+                device_id,
+                ts=now_ms,
+                reason=f"state evicted: more than rules.max_devices ({limit}) devices",
+            )
+            self.evicted_alerts += len(resolved)
+            out += resolved
+            for rule in self._rules:
+                rule.forget(device_id, "")
+        return out
+
+    def _forget(self, device_id: str, now_ms: int) -> list[AlertChange]:
+        """Drop the device's state (it is no longer heard); park its open alerts."""
+        del self._heard[device_id]
+        self.evicted += 1
+        out: list[AlertChange] = []
+        device = self._devices.get(device_id)
+        if device is not None:
+            out += self._judge_all(self._reorder.forget(device_id), now_ms)
+            del self._devices[device_id]
+            for rule in self._rules:
+                rule.forget(device_id, device.site)
+        self.book.forget(device_id)
+        if self.book.open_rules(device_id):
+            self._parked[device_id] = now_ms
+        return out
 
     # -- the reorder stage -------------------------------------------------
 
@@ -214,7 +292,12 @@ class FleetRules:
 
     # -- judging -----------------------------------------------------------
 
-    def _device(self, device_id: str, site: str) -> Device:
+    def _device(self, device_id: str, site: str, now_ms: int | None) -> Device:
+        if now_ms is not None:
+            heard = self._heard
+            if heard.pop(device_id, None) is None:
+                self._parked.pop(device_id, None)
+            heard[device_id] = now_ms  # most recently heard: last in the scan
         device = self._devices.get(device_id)
         if device is None:
             device = Device(device_id, site, self._config.for_device(device_id, site))

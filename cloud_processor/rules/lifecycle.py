@@ -99,8 +99,8 @@ class AlertBook:
         self._active: dict[tuple[str, str], _Active] = {}
         #: (device, rule) -> event times of its recent openings (flapping).
         self._opens: dict[tuple[str, str], deque[int]] = {}
-        #: alert_id -> highest version already stored/notified (restored state).
-        self._known: dict[str, int] = {}
+        #: device -> alert_id -> highest version already stored/notified (restored state).
+        self._known: dict[str, dict[str, int]] = {}
         #: (device, rule) -> event time its last alert resolved.
         self._floor: dict[tuple[str, str], int] = {}
 
@@ -118,11 +118,44 @@ class AlertBook:
         """All active alerts."""
         return [entry.alert for entry in self._active.values()]
 
+    def open_rules(self, device_id: str) -> list[str]:
+        """The rules of the device's active alerts."""
+        return [rule for rule in Rule if (device_id, rule.value) in self._active]
+
+    def forget(self, device_id: str) -> None:
+        """Drop the device's bookkeeping (openings, resolved floors, known
+        versions) but not its active alerts: they stay open and are cleared as
+        usual when the device is heard from again."""
+        for rule in Rule:
+            self._opens.pop((device_id, rule.value), None)
+            self._floor.pop((device_id, rule.value), None)
+        self._known.pop(device_id, None)
+
+    def resolve_all(self, device_id: str, *, ts: int, reason: str) -> list[AlertChange]:
+        """Resolve every active alert of the device (its state is dropped for
+        good: ``max_devices``); recorded and published, not notified."""
+        out: list[AlertChange] = []
+        for rule in self.open_rules(device_id):
+            current = self._active.pop((device_id, rule))
+            before = current.alert
+            end = max(ts, before.updated_at)
+            resolved = replace(
+                before,
+                status=AlertStatus.RESOLVED,
+                version=before.version + 1,
+                updated_at=end,
+                resolved_at=end,
+                clear_reason=reason,
+            )
+            out.append(AlertChange(ChangeKind.RESOLVED, resolved, notify=False))
+        return out
+
     def restore(self, alerts: Iterable[Alert]) -> None:
         """Load stored alerts (open ones become active again) after a restart."""
         for alert in alerts:
             key = alert.key
-            self._known[alert.alert_id] = max(alert.version, self._known.get(alert.alert_id, 0))
+            known = self._known.setdefault(alert.device_id, {})
+            known[alert.alert_id] = max(alert.version, known.get(alert.alert_id, 0))
             if alert.status is AlertStatus.RESOLVED:
                 end = alert.resolved_at if alert.resolved_at is not None else alert.updated_at
                 self._floor[key] = max(end, self._floor.get(key, end))
@@ -263,4 +296,8 @@ class AlertBook:
         """Drop changes already stored before a restart (same id and version)."""
         if not self._known:
             return changes
-        return [c for c in changes if c.alert.version > self._known.get(c.alert.alert_id, 0)]
+        return [
+            c
+            for c in changes
+            if c.alert.version > self._known.get(c.alert.device_id, {}).get(c.alert.alert_id, 0)
+        ]

@@ -66,6 +66,14 @@ class FleetOutlier(FleetRule):
         #: Sites with a new temperature since the last tick.
         self._dirty: set[str] = set()
 
+    def forget(self, device_id: str, site: str) -> None:
+        members = self._members.get(site)
+        if members is not None:
+            members.discard(device_id)
+            if not members:
+                del self._members[site]
+                self._dirty.discard(site)
+
     def on_temperature(self, device: Device, ts: int, temp_c: float) -> Signal | None:
         members = self._members.get(device.site)
         if members is None:

@@ -18,12 +18,17 @@ one LSB step of the sensor would look like a storm.
 from __future__ import annotations
 
 from collections import deque
+from typing import Final
 
 from cloud_processor.rules.base import Device, FleetRule
 from cloud_processor.rules.lifecycle import AlertBook, Signal
 from telemetry_contract import Rule
 
 __all__ = ["RateOfChange"]
+
+
+#: Points kept per device within the window (17 per second over 60 s).
+MAX_POINTS: Final = 1024
 
 
 class RateOfChange(FleetRule):
@@ -34,6 +39,9 @@ class RateOfChange(FleetRule):
         #: device -> (event time, temperature) of its good readings within the window.
         self._windows: dict[str, deque[tuple[int, float]]] = {}
 
+    def forget(self, device_id: str, site: str) -> None:
+        self._windows.pop(device_id, None)
+
     def on_temperature(self, device: Device, ts: int, temp_c: float) -> Signal | None:
         settings = device.settings
         limit = settings.rate_max_c_per_min
@@ -42,7 +50,8 @@ class RateOfChange(FleetRule):
         window_ms = int(settings.rate_window_s * 1000)
         window = self._windows.get(device.device_id)
         if window is None:
-            window = self._windows[device.device_id] = deque()
+            # Bounded: readings stamped alike (one ts, many seqs) cannot grow it.
+            window = self._windows[device.device_id] = deque(maxlen=MAX_POINTS)
         window.append((ts, temp_c))
         while window and window[0][0] < ts - window_ms:
             window.popleft()

@@ -168,6 +168,16 @@ class ReorderStage:
             self._give_up(device_id, self._orders[device_id], out, everything=True)
         return out
 
+    def forget(self, device_id: str) -> list[Reading]:
+        """Drop the device's order state (evicted); the readings it held, to judge now."""
+        order = self._orders.pop(device_id, None)
+        if order is None:
+            return []
+        out: list[Reading] = []
+        self._give_up(device_id, order, out, everything=True)
+        self._holding.discard(device_id)
+        return out
+
     # -- state -------------------------------------------------------------
 
     def is_held(self, device_id: str, seq: int) -> bool:

@@ -73,6 +73,12 @@ class RuleSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     fault_storm_count: Annotated[int, msgspec.Meta(ge=1)] = 5
     fault_storm_window_s: Positive = 60.0
 
+    def memory_s(self) -> float:
+        """The longest stretch of processing or event time a rule looks back over."""
+        return max(
+            self.stale_after_s, self.rate_window_s, self.outlier_window_s, self.fault_storm_window_s
+        )
+
 
 #: The keys a group can override: every rule parameter.
 _OVERRIDABLE: Final = RuleSettings.__struct_fields__
@@ -127,6 +133,12 @@ class RulesConfig(RuleSettings, frozen=True, forbid_unknown_fields=True):
     #: (when full, the oldest hole is given up and its device's readings released).
     reorder_max_held: Annotated[int, msgspec.Meta(ge=1)] = 10_000
     reorder_max_held_per_device: int = 64
+    #: Devices whose rule state is kept (fleet-wide): beyond it the device
+    #: heard from longest ago is evicted (a fleet of 10,000 fits twice).
+    max_devices: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 20_000
+    #: A device heard nothing from for this long (processing time) is evicted;
+    #: its open alerts stay open (see ``FleetRules.evict``).
+    device_idle_s: Annotated[float, msgspec.Meta(ge=60, le=365 * 86_400)] = 86_400.0
 
     def for_device(self, device_id: str, site: str) -> RuleSettings:
         """Effective settings of one device: defaults, then site groups, then device groups.
@@ -164,6 +176,16 @@ class RulesConfig(RuleSettings, frozen=True, forbid_unknown_fields=True):
                 f"{where}.reorder_max_held_per_device: must be between 1 and "
                 f"reorder_max_held ({self.reorder_max_held}), "
                 f"got {self.reorder_max_held_per_device}"
+            )
+        defaults = {name: getattr(self, name) for name in _OVERRIDABLE}
+        longest = max(
+            RuleSettings(**{**defaults, **overrides}).memory_s()
+            for overrides in [{}, *(g.overrides() for g in self.groups.values())]
+        )
+        if self.device_idle_s < longest:
+            problems.append(
+                f"{where}.device_idle_s: must be at least the longest rule window or "
+                f"stale_after_s ({longest:g} s), got {self.device_idle_s:g}"
             )
         for name, group in self.groups.items():
             if not group.sites and not group.devices:

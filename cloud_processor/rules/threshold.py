@@ -83,6 +83,9 @@ class Threshold(FleetRule):
         #: device -> event time since which it has been beyond the limit.
         self._beyond_since: dict[str, int] = {}
 
+    def forget(self, device_id: str, site: str) -> None:
+        self._beyond_since.pop(device_id, None)
+
     def on_temperature(self, device: Device, ts: int, temp_c: float) -> Signal | None:
         settings = device.settings
         side = self.direction
