@@ -95,17 +95,42 @@ class SearchSettings(stagekit.search.SearchSettings, frozen=True, forbid_unknown
 
 
 class WebhookSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Where alert changes are POSTed ("" disables it)."""
+    """Where alert changes are POSTed ("" disables it), and how hard.
+
+    Changes reach the webhook through a bounded queue with its own worker
+    (:mod:`cloud_processor.dispatch`), never on the write path: repeated
+    changes of one alert within ``coalesce_s`` become one notification, and
+    per-device and global token buckets limit the rate.
+    """
 
     url: str = ""
     format: Literal["json", "slack"] = "json"
-    timeout_s: float = 10.0
-    max_attempts: int = 5
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
     backoff_initial_s: Annotated[float, msgspec.Meta(gt=0)] = 0.5
     backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
-    #: At most this many POSTs per second (token bucket).
-    rate_per_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
-    burst: int = 10
+    #: Global limit: at most this many POSTs per second (token bucket) ...
+    rate_per_s: Annotated[float, msgspec.Meta(gt=0, le=10_000)] = 5.0
+    #: ... with bursts of this many.
+    burst: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 10
+    #: Per-device limit: at most this many notifications per second per device ...
+    device_rate_per_s: Annotated[float, msgspec.Meta(gt=0, le=10_000)] = 0.2
+    #: ... with bursts of this many.
+    device_burst: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 3
+    #: Changes of one alert key (device, rule) within this many seconds of its
+    #: last notification become one notification with the latest state (0: off).
+    coalesce_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
+    #: Alert keys waiting to be notified, at most (more: counted, logged, dropped).
+    queue_max: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1000
+    #: On shutdown, the waiting notifications get this long to go out.
+    drain_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=300)] = 5.0
+    #: Bytes of a response body read at most (the rest is never read).
+    max_response_bytes: Annotated[int, msgspec.Meta(ge=0, le=16_777_216)] = 65_536
+    #: Device-controlled text (messages, ids) is cut to this many characters.
+    max_text_chars: Annotated[int, msgspec.Meta(ge=16, le=4096)] = 500
+    #: Shared secret of the ``X-Thermowatch-Signature`` HMAC-SHA256 header
+    #: ("" = requests are not signed; a warning is logged at start).
+    secret: str = ""
 
 
 class AggregateSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

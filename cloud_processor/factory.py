@@ -11,7 +11,7 @@ connects: clients are opened by ``Processor.start()``.
 >>> cfg = ProcessorConfig(webhook=WebhookSettings(url="http://127.0.0.1:9/hook"))
 >>> p = build_processor(cfg)
 >>> [type(n).__name__ for n in p.notifications.notifiers]
-['AlertsTopicNotifier', 'WebhookNotifier']
+['AlertsTopicNotifier', 'NotificationDispatcher']
 >>> p.storage.backend_name
 'opensearch'
 """
@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from cloud_processor.app import Processor
 from cloud_processor.config import ProcessorConfig
+from cloud_processor.dispatch import NotificationDispatcher
 from cloud_processor.kafka import KafkaProducer, KafkaSource
 from cloud_processor.metrics import Metrics
 from cloud_processor.notifiers import AlertsTopicNotifier
@@ -75,9 +76,11 @@ def default_notifiers(
         alerts = kafka_topics(config.kafka.topic_prefix).alerts
         notifiers.append(AlertsTopicNotifier(producer, alerts))
     if config.webhook.url:
-        notifiers.append(
-            WebhookNotifier(config.webhook, on_result=lambda r: metrics.webhook.labels(r).inc())
+        webhook = WebhookNotifier(
+            config.webhook, on_result=lambda r: metrics.webhook.labels(r).inc()
         )
+        # Off the write path: the write waits for the queue, not the receiver.
+        notifiers.append(NotificationDispatcher(webhook, config.webhook, metrics=metrics))
     return notifiers
 
 

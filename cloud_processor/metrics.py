@@ -92,6 +92,17 @@ class Metrics:
         self.webhook = Counter(
             p + "webhook_total", "Webhook deliveries by result.", ["result"], registry=r
         )
+        self.notifications = Counter(
+            p + "notifications_total",
+            "Alert changes offered to the webhook queue, by what became of them.",
+            ["result"],
+            registry=r,
+        )
+        self.notifications_pending = Gauge(
+            p + "notifications_pending",
+            "Webhook notifications waiting (one per alert key).",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """Text exposition format."""

@@ -3,10 +3,13 @@
 :class:`Notifications` publishes each batch's alert changes through the
 configured notifiers (:class:`~cloud_processor.ports.Notifier`), one after
 the other in their order (by default the Kafka alerts topic, then the
-webhook), on one ordered chain: a batch's changes go out only after those of
-the batches before it, yet without waiting for any bulk write. The write of
-a batch waits for its notifications before storing its alert documents, so
-a crash in between repeats a notification instead of losing it.
+webhook's queue, :mod:`cloud_processor.dispatch`, which returns at once: the
+receiver itself is never waited for here), on one ordered chain: a batch's
+changes go out only after those of the batches before it, yet without
+waiting for any bulk write. The write of a batch waits for its notifications
+before storing its alert documents, so a crash in between repeats a change
+on the alerts topic instead of losing it (the webhook is best effort beyond
+its queue's drain at shutdown).
 
 :class:`AlertsTopicNotifier` is the Kafka one: every change, late ones
 included, in the contract's wire form, keyed by device.

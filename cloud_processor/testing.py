@@ -226,11 +226,21 @@ class TcpProxy:
 
 @dataclass
 class WebhookReceiver:
-    """Records POSTed JSON bodies; ``status`` is what it answers (tests flip it)."""
+    """Records POSTed JSON bodies; ``status`` is what it answers (tests flip it).
+
+    Also keeps each request's headers and raw body (``requests``), can answer
+    slowly (``delay_s`` per request), with a ``location`` header (redirects)
+    and with ``body_bytes`` of body.
+    """
 
     received: list[dict[str, Any]] = field(default_factory=list)
     status: int = 200
     port: int = 0
+    delay_s: float = 0.0
+    location: str = ""
+    body_bytes: int = 0
+    #: ``(headers with lower-case names, raw body)`` of every request.
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     _server: asyncio.Server | None = None
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
@@ -251,16 +261,22 @@ class WebhookReceiver:
                 line = await reader.readline()
                 if not line:
                     return
-                length = 0
+                headers: dict[str, str] = {}
                 while (h := await reader.readline()) not in (b"\r\n", b"\n", b""):
                     name, _, value = h.decode("latin-1").partition(":")
-                    if name.strip().lower() == "content-length":
-                        length = int(value.strip())
+                    headers[name.strip().lower()] = value.strip()
+                length = int(headers.get("content-length", "0"))
                 body = await reader.readexactly(length) if length else b""
+                self.requests.append((headers, body))
+                if self.delay_s:
+                    await asyncio.sleep(self.delay_s)
                 status = self.status
                 if status == 200 and body:
                     self.received.append(json.loads(body))
-                writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n".encode("latin-1"))
+                head = f"HTTP/1.1 {status} X\r\nContent-Length: {self.body_bytes}\r\n"
+                if self.location:
+                    head += f"Location: {self.location}\r\n"
+                writer.write(head.encode("latin-1") + b"\r\n" + b"x" * self.body_bytes)
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass

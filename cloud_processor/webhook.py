@@ -2,32 +2,57 @@
 
 Delivery: each change is POSTed in order (one alert's changes never overtake
 each other), retried with capped exponential backoff on connection errors,
-429 and 5xx, at most ``max_attempts`` times, and rate limited by a token
-bucket. Once a change has been given up on, later changes get a single
-attempt each until the receiver answers again, so a dead receiver costs the
-stream one timeout per change rather than a full backoff series. Every
-payload carries ``alert_id`` and ``version`` (also in the
-``X-Thermowatch-Change`` header) so a receiver can drop the rare repeat after
-a processor crash.
+429 and 5xx, at most ``max_attempts`` times. Once a change has been given up
+on, later changes get a single attempt each until the receiver answers
+again, so a dead receiver costs the stream one timeout per change rather
+than a full backoff series. Every payload carries ``alert_id`` and
+``version`` (also in the ``X-Thermowatch-Change`` header) so a receiver can
+drop the rare repeat. The processor puts this notifier behind
+:class:`~cloud_processor.dispatch.NotificationDispatcher` (queue, coalescing,
+rate limits): it never runs on the write path.
+
+Hostile input and a hostile receiver:
+
+- Device-controlled text (ids, messages) is escaped for the format: Slack
+  mrkdwn gets ``&``, ``<`` and ``>`` as entities, so ``<!channel>``,
+  ``<@U123>`` and ``<http://x|y>`` arrive as inert text; the JSON body is
+  plain JSON (the encoder escapes). Free text is cut to ``max_text_chars``;
+  control, bidi-override and lone-surrogate characters become U+FFFD.
+- Redirects are not followed: a 3xx is a failure (``rejected``). At most
+  ``max_response_bytes`` of a response body are read.
+- With a ``secret`` every request is signed (:func:`sign`): header
+  ``X-Thermowatch-Timestamp`` (Unix seconds) and ``X-Thermowatch-Signature``
+  (``sha256=`` + hex HMAC-SHA256 of ``<timestamp>.`` + body); a receiver checks
+  it with :func:`verify_signature`.
+- No log line holds the URL's path, query or user info, nor the secret:
+  errors are logged with ``scheme://host:port`` and scrubbed text, and the
+  HTTP library's own debug lines are scrubbed as well.
 
 >>> from telemetry_contract import Alert, AlertChange, AlertStatus, ChangeKind
 >>> from telemetry_contract import Severity
 >>> a = Alert("d1.threshold_high.1", "d1", "s1", "threshold_high", Severity.CRITICAL,
 ...           AlertStatus.OPEN, 1, 1_767_225_600_000, 1_767_225_600_000, value=9.5,
-...           message="temp_c 9.5 >= 8.0")
+...           message="temp_c 9.5 >= 8.0 <!channel>")
 >>> change_payload(AlertChange(ChangeKind.OPENED, a))["change"]
 'opened'
 >>> slack_payload(AlertChange(ChangeKind.OPENED, a))["text"]
-':rotating_light: CRITICAL opened threshold_high on d1 (s1): temp_c 9.5 >= 8.0'
+':rotating_light: CRITICAL opened threshold_high on d1 (s1): temp_c 9.5 &gt;= 8.0 &lt;!channel&gt;'
+>>> body = b'{"a":1}'
+>>> verify_signature("k", "1700000000", body, sign("k", "1700000000", body), now=1_700_000_010)
+True
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -35,9 +60,25 @@ from cloud_processor.config import WebhookSettings
 from stagekit.backoff import Backoff
 from telemetry_contract import AlertChange, alert_change_doc
 
-__all__ = ["TokenBucket", "WebhookNotifier", "change_payload", "slack_payload"]
+__all__ = [
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "WebhookNotifier",
+    "bounded",
+    "change_payload",
+    "sign",
+    "slack_escape",
+    "slack_payload",
+    "verify_signature",
+]
 
 log = logging.getLogger(__name__)
+
+#: Header names of the request signature.
+TIMESTAMP_HEADER: Final = "X-Thermowatch-Timestamp"
+SIGNATURE_HEADER: Final = "X-Thermowatch-Signature"
+#: Default free-text bound (``webhook.max_text_chars``).
+MAX_TEXT: Final = 500
 
 _ENC: Final = msgspec.json.Encoder()
 _ICON: Final = {
@@ -45,50 +86,123 @@ _ICON: Final = {
     "warning": ":warning:",
     "info": ":information_source:",
 }
+# C0/C1 controls, bidi embeddings/overrides/isolates, line/paragraph separators
+# and lone surrogates: nothing a device needs in an alert line.
+_UNSAFE: Final = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+#: HTTP library loggers whose debug lines carry the request path.
+_HTTP_LOGGERS: Final = (
+    "urllib3.connectionpool",
+    "urllib3.connection",
+    "urllib3.util.retry",
+    "urllib3.response",
+)
 
 
-def change_payload(change: AlertChange) -> dict[str, Any]:
-    """The JSON body of a change: the contract's wire form (the alert's fields,
-    ``change`` and ``notify``; see :mod:`telemetry_contract.alerts`)."""
-    return alert_change_doc(change)
+def bounded(text: str, limit: int = MAX_TEXT) -> str:
+    """``text`` with unsafe characters as U+FFFD, cut to ``limit`` characters.
 
-
-def slack_payload(change: AlertChange) -> dict[str, Any]:
-    """A Slack incoming-webhook body (``text``), same facts in one line."""
-    a = change.alert
-    icon = ":white_check_mark:" if change.kind.value == "resolved" else _ICON[a.severity.value]
-    text = (
-        f"{icon} {a.severity.value.upper()} {change.kind.value} {a.rule} on {a.device_id} "
-        f"({a.site}): {a.clear_reason if change.kind.value == 'resolved' else a.message}"
-    )
-    return {"text": text, "alert_id": a.alert_id, "version": a.version}
-
-
-class TokenBucket:
-    """At most ``rate`` events per second with bursts of ``burst``.
-
-    >>> now = [0.0]
-    >>> b = TokenBucket(rate=2.0, burst=2, clock=lambda: now[0])
-    >>> b.delay(), b.delay(), b.delay()
-    (0.0, 0.0, 0.5)
+    >>> bounded("a\\u202eb\\nc" + "x" * 50, 8)
+    'a\ufffdb\ufffdcxx…'
     """
+    text = _UNSAFE.sub("\ufffd", text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
-        self._rate = rate
-        self._burst = float(burst)
-        self._tokens = float(burst)
-        self._clock = clock
-        self._last = clock()
 
-    def delay(self) -> float:
-        """Take one token; return how long to wait before using it."""
-        now = self._clock()
-        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
-        self._last = now
-        self._tokens -= 1.0
-        if self._tokens >= 0:
-            return 0.0
-        return -self._tokens / self._rate
+def slack_escape(text: str) -> str:
+    """Slack mrkdwn control characters as entities (``<!channel>`` stays text).
+
+    >>> slack_escape("<!channel> & <@U1|x>")
+    '&lt;!channel&gt; &amp; &lt;@U1|x&gt;'
+    """
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def change_payload(change: AlertChange, max_text: int = MAX_TEXT) -> dict[str, Any]:
+    """The JSON body of a change: the contract's wire form (the alert's fields,
+    ``change`` and ``notify``; see :mod:`telemetry_contract.alerts`), free text
+    bounded."""
+    doc = alert_change_doc(change)
+    for field in ("message", "clear_reason"):
+        if isinstance(doc.get(field), str):
+            doc[field] = bounded(doc[field], max_text)
+    return doc
+
+
+def slack_payload(change: AlertChange, max_text: int = MAX_TEXT) -> dict[str, Any]:
+    """A Slack incoming-webhook body (``text``), same facts in one line, every
+    interpolated string bounded and escaped."""
+    a = change.alert
+    resolved = change.kind.value == "resolved"
+    icon = ":white_check_mark:" if resolved else _ICON[a.severity.value]
+    detail = (a.clear_reason or "") if resolved else a.message
+
+    def t(text: str) -> str:
+        return slack_escape(bounded(text, max_text))
+
+    text = (
+        f"{icon} {a.severity.value.upper()} {change.kind.value} {t(a.rule)} on {t(a.device_id)} "
+        f"({t(a.site)}): {t(detail)}"
+    )
+    return {"text": text, "alert_id": bounded(a.alert_id, max_text), "version": a.version}
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The ``X-Thermowatch-Signature`` value: ``sha256=`` + hex HMAC-SHA256 of
+    ``<timestamp>.`` + body, keyed by the shared secret."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify_signature(
+    secret: str,
+    timestamp: str,
+    body: bytes,
+    signature: str,
+    *,
+    now: float | None = None,
+    tolerance_s: float = 300.0,
+) -> bool:
+    """What a receiver does: recompute :func:`sign` over the raw body, compare in
+    constant time, and refuse a timestamp more than ``tolerance_s`` away from
+    ``now`` (a replayed request)."""
+    try:
+        ts = int(timestamp)
+    except ValueError:
+        return False
+    current = time.time() if now is None else now
+    if abs(current - ts) > tolerance_s:
+        return False
+    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+class _Scrub(logging.Filter):
+    """Removes the secrets of every open notifier from the HTTP library's log
+    records (one filter for all, so that one notifier's secret inside another's
+    cannot leave a remainder)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: dict[int, tuple[list[str], str]] = {}  # id -> (secrets, netloc)
+
+    def scrub(self, text: str) -> str:
+        pairs = [(x, netloc) for secrets, netloc in self.secrets.values() for x in secrets]
+        for secret, netloc in sorted(pairs, key=lambda p: len(p[0]), reverse=True):
+            text = text.replace(secret, netloc if "@" in secret else "<redacted>")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = self.scrub(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+_SCRUB: Final = _Scrub()
+for _name in _HTTP_LOGGERS:
+    logging.getLogger(_name).addFilter(_SCRUB)
 
 
 class WebhookNotifier:
@@ -100,24 +214,56 @@ class WebhookNotifier:
         settings: WebhookSettings,
         *,
         on_result: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         import requests
 
         self._settings = settings
         self._session = requests.Session()
-        self._bucket = TokenBucket(settings.rate_per_s, settings.burst)
         self._on_result = on_result
+        self._clock = clock
         self._closed = False
         self._down_since: float | None = None
+        #: Bytes of the last response body read (at most ``max_response_bytes``).
+        self.last_body_bytes = 0
+        parts = urlsplit(settings.url)
+        self.public_url = f"{parts.scheme}://{parts.hostname or ''}" + (
+            f":{parts.port}" if parts.port else ""
+        )
+        secrets = [settings.url, parts.path, parts.query, settings.secret]
+        if parts.query:
+            secrets.append(f"{parts.path}?{parts.query}")
+        secrets = [x for x in secrets if x and x != "/"]
+        public_netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+        if "@" in parts.netloc:  # user:password@host
+            secrets.append(parts.netloc)
+        _SCRUB.secrets[id(self)] = (secrets, public_netloc)
+        if settings.url and not settings.secret:
+            log.warning("event=webhook_unsigned url=%s detail=set webhook.secret", self.public_url)
+
+    def scrub(self, text: str) -> str:
+        """``text`` without the URL's path, query, user info or the secret."""
+        return _SCRUB.scrub(text)
 
     def _post(self, body: bytes, change_key: str) -> int:
+        headers = {"content-type": "application/json", "x-thermowatch-change": change_key}
+        if self._settings.secret:
+            timestamp = str(int(self._clock()))
+            headers[TIMESTAMP_HEADER] = timestamp
+            headers[SIGNATURE_HEADER] = sign(self._settings.secret, timestamp, body)
         resp = self._session.post(
             self._settings.url,
             data=body,
-            headers={"content-type": "application/json", "x-thermowatch-change": change_key},
+            headers=headers,
             timeout=self._settings.timeout_s,
+            allow_redirects=False,
+            stream=True,  # read at most max_response_bytes of the body, below
         )
-        resp.close()
+        try:
+            cap = self._settings.max_response_bytes
+            self.last_body_bytes = len(resp.raw.read(cap)) if cap else 0
+        finally:
+            resp.close()  # an unread rest closes the connection instead of being read
         return int(resp.status_code)
 
     async def notify(self, changes: Sequence[AlertChange]) -> None:
@@ -129,29 +275,30 @@ class WebhookNotifier:
         """Deliver one change; False when it was given up on (logged)."""
         import requests
 
-        if not self._settings.url or not change.notify:
+        settings = self._settings
+        if not settings.url or not change.notify:
             return True
         payload = (
-            slack_payload(change) if self._settings.format == "slack" else change_payload(change)
+            slack_payload(change, settings.max_text_chars)
+            if settings.format == "slack"
+            else change_payload(change, settings.max_text_chars)
         )
         body = _ENC.encode(payload)
         key = f"{change.alert.alert_id}/{change.alert.version}"
         backoff = Backoff(
-            self._settings.backoff_initial_s,
-            max(self._settings.backoff_max_s, self._settings.backoff_initial_s),
+            settings.backoff_initial_s,
+            max(settings.backoff_max_s, settings.backoff_initial_s),
             jitter="equal",
         )
         # After a give-up, the receiver gets one attempt per change until it
         # answers again: a dead webhook must not hold the stream for minutes.
-        attempts = 1 if self._down_since is not None else self._settings.max_attempts
+        attempts = 1 if self._down_since is not None else settings.max_attempts
         for attempt in range(1, attempts + 1):
-            wait = self._bucket.delay()
-            if wait:
-                await asyncio.sleep(wait)
             try:
                 status = await asyncio.to_thread(self._post, body, key)
             except requests.RequestException as exc:
-                status, detail = 0, str(exc)
+                status = 0
+                detail = f"error={type(exc).__name__} detail={self.scrub(str(exc))[:300]!r}"
             else:
                 detail = f"status={status}"
             if 200 <= status < 300:
@@ -159,12 +306,20 @@ class WebhookNotifier:
                 self._result("sent")
                 return True
             if status and status < 500 and status != 429:
-                log.error("event=webhook_rejected change=%s %s", key, detail)
+                why = " detail=redirect not followed" if 300 <= status < 400 else ""
+                log.error(
+                    "event=webhook_rejected change=%s url=%s %s%s",
+                    key,
+                    self.public_url,
+                    detail,
+                    why,
+                )
                 self._result("rejected")
                 return False
             log.warning(
-                "event=webhook_retry change=%s attempt=%d delay_s=%.2f %s",
+                "event=webhook_retry change=%s url=%s attempt=%d delay_s=%.2f %s",
                 key,
+                self.public_url,
                 attempt,
                 backoff.current_s,
                 detail,
@@ -173,7 +328,9 @@ class WebhookNotifier:
                 await asyncio.sleep(backoff.next())
         if self._down_since is None:
             self._down_since = time.monotonic()
-        log.error("event=webhook_gave_up change=%s attempts=%d", key, attempts)
+        log.error(
+            "event=webhook_gave_up change=%s url=%s attempts=%d", key, self.public_url, attempts
+        )
         self._result("failed")
         return False
 
@@ -186,3 +343,4 @@ class WebhookNotifier:
         if not self._closed:
             self._closed = True
             self._session.close()
+            _SCRUB.secrets.pop(id(self), None)

@@ -29,6 +29,16 @@ templates) is deleted at the end.
 
     python benchmarks/e2e/bench_latency.py --rates 200,1000,5000 --seconds 60
 
+With ``--storm`` (issue 14), each rate runs ``--storm-rounds`` pairs of
+steps, calm and storm interleaved (ABBA...): in a storm step one more device
+(``e2e-storm``, no readings) sends ``--storm-alerts`` edge alerts of
+alternating severity at ``--storm-rate``/s while the others publish as
+usual; ``--webhook-delay-ms`` makes the receiver slow. The summary compares
+the p99 of (a) over the calm and the storm steps:
+
+    python benchmarks/e2e/bench_latency.py --storm --rates 200 --seconds 30 \
+        --anomalies-per-s 0 --webhook-delay-ms 200
+
 This file is the command line; the run is :mod:`benchmarks.e2e.runner` (on
 :mod:`~benchmarks.e2e.pipeline`, measured by :mod:`~benchmarks.e2e.probes`
 and :mod:`~benchmarks.e2e.readback`), the numbers :mod:`benchmarks.e2e.report`,
@@ -88,6 +98,24 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         metavar="KEY=VALUE",
         help="override a [kafka] setting of the processor (repeatable)",
+    )
+    ap.add_argument(
+        "--processor-webhook",
+        type=_kv,
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a [webhook] setting of the processor (repeatable)",
+    )
+    ap.add_argument(
+        "--storm",
+        action="store_true",
+        help="alert storm: calm and storm steps interleaved per rate (see --storm-*)",
+    )
+    ap.add_argument("--storm-rounds", type=int, default=3, help="calm+storm pairs per rate")
+    ap.add_argument("--storm-alerts", type=int, default=1000, help="edge alerts per storm step")
+    ap.add_argument("--storm-rate", type=float, default=200.0, help="storm alerts per second")
+    ap.add_argument(
+        "--webhook-delay-ms", type=float, default=0.0, help="the receiver's delay per request"
     )
     ap.add_argument("--anomalies-per-s", type=float, default=4.0)
     ap.add_argument("--samples-per-s", type=float, default=20.0)

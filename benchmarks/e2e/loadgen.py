@@ -312,3 +312,52 @@ def worker_main(
     for client in clients:
         client.close()
     conn.send({"stopped": index})
+
+
+def storm_main(
+    host: str,
+    port: int,
+    device: tuple[str, str],
+    password: str,
+    run_id: str,
+    count: int,
+    rate: float,
+    start_at: float,
+    conn: Connection,
+) -> None:
+    """One hostile device: ``count`` edge alerts of alternating severity at ``rate``/s.
+
+    Every alert is raised (never cleared) with the other severity than the one
+    before, so each one changes the device's ``edge_anomaly`` alert (opened,
+    then updated). The text tries to ping a Slack channel. Reports what it sent.
+    """
+    from telemetry_contract import EdgeAlert, EdgeAlertKind, Severity, TopicKind, encode, mqtt_topic
+
+    device_id, site = device
+    client = RawPublisher(host, port, f"e2e-{run_id}-{device_id}", device_id, password)
+    topic = mqtt_topic(site, device_id, TopicKind.ALERT).encode()
+    time.sleep(max(0.0, start_at - time.time()))
+    t0 = time.monotonic()
+    sent = 0
+    while sent < count:
+        n = min(count - sent, due(rate, time.monotonic() - t0, sent))
+        for _ in range(n):
+            alert = EdgeAlert(
+                device_id=device_id,
+                site=site,
+                alert_id=f"storm{sent}",
+                ts=time.time_ns() // 1_000_000,
+                kind=EdgeAlertKind.ANOMALY,
+                severity=Severity.CRITICAL if sent % 2 else Severity.WARNING,
+                message=f"<!channel> storm {sent} <http://example.invalid|click>",
+            )
+            client.publish(topic, encode(alert))
+            sent += 1
+        client.service()
+        time.sleep(0.005)
+    deadline = time.monotonic() + 15.0
+    while client.acked + client.failed < sent and time.monotonic() < deadline:
+        client.service()
+        time.sleep(0.01)
+    conn.send({"storm_sent": sent, "storm_acked": client.acked, "storm_s": time.monotonic() - t0})
+    client.close()

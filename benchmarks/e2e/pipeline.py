@@ -95,6 +95,9 @@ class Pipeline:
     def devices(self) -> list[str]:
         return [d for devs in self.sites.values() for d in devs]
 
+    #: The hostile device of ``--storm`` (its own site: it publishes no readings).
+    storm_device: tuple[str, str] = ("e2e-storm", "e2estorm")
+
     # -- configs ---------------------------------------------------------------
 
     def gateway_toml(self, i: int) -> dict[str, Any]:
@@ -127,6 +130,9 @@ class Pipeline:
             "rate_per_s": 1000.0,
             "burst": 1000,
         }
+        # Optional webhook settings of the run (e.g. the storm's), as given.
+        for key, value in self.args.processor_webhook or []:
+            cfg["webhook"][key] = value
         self.processor_http = free_port()
         cfg["http"] = {"enabled": True, "host": "127.0.0.1", "port": self.processor_http}
         for key, value in self.args.processor_kafka or []:
@@ -143,7 +149,8 @@ class Pipeline:
                 **self.endpoints,
                 "mosquitto": self.mqtt_stack.endpoints()["mosquitto"],
             }
-        passwords = ensure_users(self.mqtt_stack or self.stack, self.devices)
+        wanted = self.devices + ([self.storm_device[0]] if self.args.storm else [])
+        passwords = ensure_users(self.mqtt_stack or self.stack, wanted)
         self.endpoints["mosquitto"]["users"] = passwords
         return passwords
 
@@ -234,11 +241,13 @@ class Pipeline:
     def worker_pids(self) -> list[int | None]:
         return [p.pid for p, _ in self.workers]
 
-    def run_load(self, rate: float, seconds: float) -> list[dict[str, Any]]:
+    def run_load(
+        self, rate: float, seconds: float, start_at: float | None = None
+    ) -> list[dict[str, Any]]:
         """Offer ``rate`` readings/s for ``seconds``; each worker's report of what it did."""
         a = self.args
         w = len(self.workers)
-        start_at = time.time() + 0.5
+        start_at = start_at or time.time() + 0.5
         for _proc, conn in self.workers:
             conn.send(
                 {
@@ -257,6 +266,28 @@ class Pipeline:
                     raise RuntimeError(f"load worker {p.pid} died")
             results.append(conn.recv())
         return results
+
+    def start_storm(self, passwords: dict[str, str], start_at: float) -> tuple[Any, Any]:
+        """The storm device's process (``loadgen.storm_main``) and its pipe."""
+        m = self.endpoints["mosquitto"]
+        parent, child = self.ctx.Pipe()
+        p = self.ctx.Process(
+            target=loadgen.storm_main,
+            args=(
+                m["host"],
+                int(m["port"]),
+                self.storm_device,
+                passwords[self.storm_device[0]],
+                self.rid,
+                self.args.storm_alerts,
+                self.args.storm_rate,
+                start_at,
+                child,
+            ),
+            daemon=True,
+        )
+        p.start()
+        return p, parent
 
     def stop_workers(self) -> None:
         for p, conn in self.workers:

@@ -30,8 +30,10 @@ __all__ = ["SearchProbe", "WebhookSink", "count_readings", "cpu_seconds", "scrap
 class WebhookSink:
     """A tiny HTTP server that records when each alert change arrives."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay_s: float = 0.0) -> None:
         self.changes: list[tuple[AlertChange, int]] = []  # change, received (ms)
+        #: Every POST, decodable or not (``--storm`` counts them per step).
+        self.posts = 0
         self._lock = threading.Lock()
         sink = self
 
@@ -40,6 +42,10 @@ class WebhookSink:
                 received = time.time_ns() // 1_000_000
                 length = int(self.headers.get("content-length", "0"))
                 body = self.rfile.read(length)
+                with sink._lock:
+                    sink.posts += 1
+                if delay_s:
+                    time.sleep(delay_s)  # a slow receiver (``--webhook-delay-ms``)
                 self.send_response(200)
                 self.send_header("content-length", "0")
                 self.end_headers()

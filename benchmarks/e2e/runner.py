@@ -38,7 +38,8 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.sink = WebhookSink()
+        self.sink = WebhookSink(args.webhook_delay_ms / 1000)
+        self.passwords: dict[str, str] = {}
         self.pipeline = Pipeline(args, self.sink.url)
         self.rid = self.pipeline.rid
         self.probe: SearchProbe | None = None
@@ -55,16 +56,29 @@ class Bench:
 
     # -- one step --------------------------------------------------------------
 
-    def step(self, rate: float, seconds: float, label: str, drain_s: float) -> dict[str, Any]:
-        """Offer ``rate`` for ``seconds``, drain (at most ``drain_s``), measure: one step's dict."""
+    def step(
+        self, rate: float, seconds: float, label: str, drain_s: float, storm: bool = False
+    ) -> dict[str, Any]:
+        """Offer ``rate`` for ``seconds``, drain (at most ``drain_s``), measure: one step's dict.
+
+        With ``storm``, the storm device sends its edge alerts from the step's start."""
         pipeline = self.pipeline
+        posts0 = self.sink.posts
+        start_at = time.time() + (2.0 if storm else 0.5)  # a spawned process needs ~1 s
+        stormer = pipeline.start_storm(self.passwords, start_at) if storm else None
         w = len(pipeline.workers)
         pids = pipeline.pids()
         cpu0 = {k: cpu_seconds(v) for k, v in pids.items()}
         metrics_url = f"http://127.0.0.1:{pipeline.processor_http}/metrics"
         m0 = scrape(metrics_url)
         gen_cpu0 = sum(cpu_seconds(p) or 0.0 for p in pipeline.worker_pids())
-        results = pipeline.run_load(rate, seconds)
+        results = pipeline.run_load(rate, seconds, start_at)
+        storm_report: dict[str, Any] = {}
+        if stormer is not None:
+            proc, conn = stormer
+            if conn.poll(60):
+                storm_report = conn.recv()
+            proc.join(10)
         load_during = os.getloadavg()
         step_end = time.monotonic()
         window = max(r["window_s"] for r in results)
@@ -98,6 +112,9 @@ class Bench:
         acked_in_window = sum(r["acked_in_window"] for r in results)
         return {
             "label": label,
+            "storm": storm_report or None,
+            "webhook_posts": self.sink.posts - posts0,
+            "_searchable_samples": lat_a,
             "offered_per_s": rate,
             "seconds": seconds,
             "window_s": round(window, 3),
@@ -134,7 +151,7 @@ class Bench:
         pipeline = self.pipeline
         t_start = time.time()
         load_before = os.getloadavg()
-        passwords = pipeline.start_broker()
+        passwords = self.passwords = pipeline.start_broker()
         result: dict[str, Any] = {
             "benchmark": "e2e-latency",
             "run_id": self.rid,
@@ -158,6 +175,17 @@ class Bench:
                 "processor_kafka": dict(a.processor_kafka or []),
                 "kafka_topic_prefix": pipeline.run.kafka_prefix,
                 "index_prefix": pipeline.run.index_prefix,
+                "storm": (
+                    {
+                        "rounds": a.storm_rounds,
+                        "alerts": a.storm_alerts,
+                        "alerts_per_s": a.storm_rate,
+                        "webhook_delay_ms": a.webhook_delay_ms,
+                        "processor_webhook": dict(a.processor_webhook or []),
+                    }
+                    if a.storm
+                    else None
+                ),
             },
             "steps": [],
         }
@@ -173,9 +201,16 @@ class Bench:
             self.probe.start()
             pipeline.start_workers(passwords)
             warmup_published = self._warm_up()
-            self._measure(result)
+            if a.storm:
+                self._measure_storm(result)
+            else:
+                self._measure(result)
             self._count_and_split(result, warmup_published)
+            for st in result["steps"]:
+                st.pop("_searchable_samples", None)
             result["summary"] = summarize(result["steps"])
+            if a.storm:
+                result["summary"]["storm"] = result["storm_summary"]
         finally:
             self.stop()
             result["services_log_dir"] = str(pipeline.run.run_dir / "logs")
@@ -214,6 +249,38 @@ class Bench:
                 ok = p99 is not None and p99 < 1000 and st["webhooks_missing"] == 0
                 if ok and not st["generator_saturated"]:
                     rates.append(rate * a.step_factor)
+
+    def _measure_storm(self, result: dict[str, Any]) -> None:
+        """Calm and storm steps interleaved (ABBA...) at each rate, one session;
+        per arm the p99 of every searchable sample of its steps."""
+        a = self.args
+        arms: dict[str, list[float]] = {"calm": [], "storm": []}
+        for rate in a.rates:
+            for r in range(a.storm_rounds):
+                order = ("calm", "storm") if r % 2 == 0 else ("storm", "calm")
+                for arm in order:
+                    st = self.step(rate, a.seconds, f"{rate:g}-{arm}{r}", a.drain_s, arm == "storm")
+                    arms[arm] += st["_searchable_samples"]
+                    result["steps"].append(st)
+                    log.info("step %s", json.dumps(st))
+                    print(step_line(st), st["label"], st["webhook_posts"], flush=True)
+        calm, storm = pct(arms["calm"]), pct(arms["storm"])
+        result["storm_summary"] = {
+            "searchable_ms_calm": calm,
+            "searchable_ms_storm": storm,
+            "p99_ratio_storm_to_calm": (
+                round(storm["p99"] / calm["p99"], 2) if calm["p99"] and storm["p99"] else None
+            ),
+            "webhook_posts_per_storm_step": [
+                s["webhook_posts"] for s in result["steps"] if s["storm"] is not None
+            ],
+            "webhook_posts_per_calm_step": [
+                s["webhook_posts"] for s in result["steps"] if s["storm"] is None
+            ],
+            "searchable_not_found_storm": sum(
+                s["searchable_not_found"] for s in result["steps"] if s["storm"] is not None
+            ),
+        }
 
     def _count_and_split(self, result: dict[str, Any], warmup_published: int) -> None:
         """Readings stored against published, and the split of (b) at Kafka, per step."""

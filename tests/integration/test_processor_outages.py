@@ -243,6 +243,9 @@ url = "{webhook}"
 rate_per_s = 100.0
 burst = 100
 backoff_initial_s = 0.1
+coalesce_s = 0.0
+device_rate_per_s = 100.0
+device_burst = 100
 
 [http]
 enabled = false
@@ -305,10 +308,13 @@ async def test_kill_9_mid_stream_loses_and_duplicates_nothing(env: Env, tmp_path
     alerts = await env.docs(env.names.alerts)
     assert len(alerts) == 2 * len(devices), alerts
     assert all(a["status"] == "resolved" and a["version"] == 2 for a in alerts)
-    # webhook: every change arrived, in order per alert; a repeat is only possible
-    # for a change caught between its notification and the crash (same id+version)
+    # webhook: changes arrive in order per alert; it is best effort across a crash
+    # (its queue is off the write path: a change queued when the process is killed
+    # is gone; the alerts topic keeps every one), a repeat possible for a change
+    # caught between its notification and the crash (same id+version)
     keys = [(h["alert_id"], h["version"]) for h in receiver.received]
-    assert set(keys) == {(a["alert_id"], v) for a in alerts for v in (1, 2)}
+    assert set(keys) <= {(a["alert_id"], v) for a in alerts for v in (1, 2)}
+    assert keys
     for a in alerts:
         versions = [v for aid, v in keys if aid == a["alert_id"]]
         assert versions == sorted(versions)

@@ -134,7 +134,15 @@ class Env:
             rules=rules or RulesConfig(threshold_high_c=8.0, hysteresis_c=1.0, min_duration_s=0),
             alerts=AlertSettings(max_event_age_s=900),
             webhook=WebhookSettings(
-                url=webhook, rate_per_s=50, burst=50, backoff_initial_s=0.1, max_attempts=10
+                url=webhook,
+                rate_per_s=50,
+                burst=50,
+                backoff_initial_s=0.1,
+                max_attempts=10,
+                # these tests follow every change: no coalescing, no per-device limit
+                coalesce_s=0.0,
+                device_rate_per_s=50,
+                device_burst=50,
             ),
             http=HttpSettings(enabled=False),
         )

@@ -1,21 +1,35 @@
-"""Webhook delivery (retries, formats, rate limit) and the metrics/health endpoint."""
+"""Webhook delivery (retries, formats), its hostile-input handling (escaping,
+redirects, body cap, signature, no secret in logs) and the metrics/health endpoint."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+
+import pytest
 
 from cloud_processor.config import WebhookSettings
 from cloud_processor.metrics import Metrics
 from cloud_processor.testing import WebhookReceiver
-from cloud_processor.webhook import TokenBucket, WebhookNotifier
+from cloud_processor.webhook import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    WebhookNotifier,
+    change_payload,
+    slack_payload,
+    verify_signature,
+)
 from stagekit.health import HealthServer
 from telemetry_contract import Alert, AlertChange, AlertStatus, ChangeKind, Severity
 
 
-def change(version: int = 1, notify: bool = True) -> AlertChange:
+def change(
+    version: int = 1, notify: bool = True, message: str = "hot", device: str = "d1"
+) -> AlertChange:
     a = Alert(
-        "d1.threshold_high.1",
-        "d1",
+        f"{device}.threshold_high.1",
+        device,
         "s1",
         "threshold_high",
         Severity.WARNING,
@@ -24,7 +38,7 @@ def change(version: int = 1, notify: bool = True) -> AlertChange:
         1,
         1,
         value=9.0,
-        message="hot",
+        message=message,
     )
     return AlertChange(ChangeKind.OPENED if version == 1 else ChangeKind.UPDATED, a, notify)
 
@@ -89,15 +103,6 @@ async def test_slack_format_and_order() -> None:
     assert receiver.received[0]["text"].startswith(":warning: WARNING opened threshold_high on d1")
 
 
-def test_token_bucket_limits_rate() -> None:
-    now = [0.0]
-    bucket = TokenBucket(rate=5.0, burst=1, clock=lambda: now[0])
-    assert bucket.delay() == 0.0
-    assert bucket.delay() == 0.2
-    now[0] = 10.0
-    assert bucket.delay() == 0.0
-
-
 async def _get(port: int, path: str) -> tuple[str, bytes]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -147,3 +152,96 @@ async def test_dead_webhook_gets_one_attempt_per_change_until_it_recovers() -> N
         await receiver.close()
     assert results == ["failed", "failed", "sent"]
     assert [r["version"] for r in receiver.received] == [3]
+
+
+# -- hostile input, hostile receiver -------------------------------------------
+
+PINGS = "<!channel> <!here> <@U024BE7LH> <http://evil.example|click> & done"
+
+
+def test_slack_text_escapes_mentions_and_links() -> None:
+    text = slack_payload(change(message=PINGS))["text"]
+    assert "<" not in text and ">" not in text
+    assert "&lt;!channel&gt; &lt;!here&gt; &lt;@U024BE7LH&gt;" in text
+    assert "&lt;http://evil.example|click&gt; &amp; done" in text
+
+
+def test_free_text_is_bounded_and_stripped_of_control_characters() -> None:
+    long = "\u202e" + "<" * 4000 + "\n"
+    text = slack_payload(change(message=long), max_text=100)["text"]
+    assert len(text) < 100 * len("&lt;") + 80 and "\u202e" not in text and "\n" not in text
+    body = change_payload(change(message=long), max_text=100)
+    assert len(body["message"]) == 100 and body["message"].endswith("…")
+    assert json.loads(json.dumps(body))["message"] == body["message"]  # plain JSON
+
+
+async def test_requests_are_signed_and_a_receiver_can_verify_them() -> None:
+    receiver = WebhookReceiver()
+    await receiver.start()
+    notifier = WebhookNotifier(settings(receiver.url, secret="s3cr3t"), clock=lambda: 1_800_000_000)
+    try:
+        assert await notifier.send(change())
+    finally:
+        await notifier.close()
+        await receiver.close()
+    ((headers, body),) = receiver.requests
+    ts, sig = headers[TIMESTAMP_HEADER.lower()], headers[SIGNATURE_HEADER.lower()]
+    assert ts == "1800000000" and sig.startswith("sha256=")
+    assert verify_signature("s3cr3t", ts, body, sig, now=1_800_000_060)
+    assert not verify_signature("s3cr3t", ts, body + b" ", sig, now=1_800_000_060)  # tampered
+    assert not verify_signature("other", ts, body, sig, now=1_800_000_060)  # wrong secret
+    assert not verify_signature("s3cr3t", ts, body, sig, now=1_800_001_000)  # replayed late
+    assert not verify_signature("s3cr3t", "x", body, sig)
+
+
+async def test_a_redirect_is_not_followed_and_counts_as_rejected() -> None:
+    target = WebhookReceiver()
+    await target.start()
+    receiver = WebhookReceiver(status=302, location=target.url)
+    await receiver.start()
+    results: list[str] = []
+    notifier = WebhookNotifier(settings(receiver.url), on_result=results.append)
+    try:
+        assert not await notifier.send(change())
+    finally:
+        await notifier.close()
+        await receiver.close()
+        await target.close()
+    assert len(receiver.requests) == 1 and target.requests == []
+    assert results == ["rejected"]
+
+
+async def test_the_response_body_read_is_capped() -> None:
+    receiver = WebhookReceiver(body_bytes=1_000_000)
+    await receiver.start()
+    notifier = WebhookNotifier(settings(receiver.url, max_response_bytes=1024))
+    try:
+        assert await notifier.send(change())
+    finally:
+        await notifier.close()
+        await receiver.close()
+    assert notifier.last_body_bytes == 1024
+
+
+@pytest.mark.parametrize("answer", ["connection_error", 302, 500])
+async def test_no_log_line_holds_the_url_secret(
+    answer: str | int, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver = WebhookReceiver(status=answer if isinstance(answer, int) else 200)
+    await receiver.start()
+    port = receiver.port
+    if answer == "connection_error":
+        await receiver.close()  # nothing listens on the port any more
+    path, query, secret = "/hooks/T000/B000/XXXXsecretpath", "token=qq-secret-q", "hmac-k3y"
+    url = f"http://user:pw-secret@127.0.0.1:{port}{path}?{query}"
+    notifier = WebhookNotifier(settings(url, max_attempts=2, secret=secret))
+    try:
+        with caplog.at_level(logging.DEBUG):  # the HTTP library's debug lines included
+            assert not await notifier.send(change())
+    finally:
+        await notifier.close()
+        await receiver.close()
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "event=webhook_" in text and f"127.0.0.1:{port}" in text
+    for leaked in ("XXXXsecretpath", "secretpath", "qq-secret-q", "pw-secret", secret):
+        assert leaked not in text, text

@@ -1,0 +1,362 @@
+"""Alert notifications off the write path: bounded queue, coalescing, rate limits.
+
+:class:`NotificationDispatcher` wraps a slow notifier (the webhook) and is
+itself a :class:`~cloud_processor.ports.Notifier` whose ``notify`` only
+enqueues: the processor's write path never waits for the receiver. One
+asyncio task (the worker) takes the queue from there.
+
+- **Coalescing.** The queue holds at most one notification per alert key
+  (``(device_id, rule)``, :attr:`telemetry_contract.Alert.key`). A change of a
+  key that is already waiting replaces it (counted ``coalesced``), so what
+  goes out carries the latest state. A key notified less than ``coalesce_s``
+  ago waits until that much time has passed: one key yields at most one
+  notification per ``coalesce_s`` (the first change of a quiet key goes out at
+  once). ``coalesce_s = 0`` turns coalescing off: every change is its own
+  notification, in order.
+- **Rate limits.** A token bucket per device (``device_rate_per_s``,
+  ``device_burst``) and one for all (``rate_per_s``, ``burst``). A due
+  notification without a token waits in the queue (counted ``rate_limited``
+  once, and it keeps coalescing meanwhile): nothing is dropped for the rate,
+  only intermediate states are superseded, so the receiver always ends up with
+  the latest state of every alert.
+- **Overflow.** At most ``queue_max`` keys wait; a change of another key is
+  dropped, counted ``overflow`` and logged (one line per interval at most).
+- **Shutdown.** :meth:`close` sends what is waiting right away (ignoring the
+  window and the rate limits: one per key at most) for up to
+  ``drain_timeout_s``, then cancels the worker; what is still waiting then (and
+  a POST cut short) is counted ``dropped`` and logged. The Kafka alerts topic
+  (written on the write path, before the alert documents) remains the
+  complete, at-least-once record of every change; the webhook is best effort
+  beyond this drain.
+
+Every offered change ends in exactly one result, so
+``offered == coalesced + overflow + notified + error + dropped + pending``
+(:attr:`NotificationDispatcher.counts`, and the
+``thermowatch_processor_notifications_total{result}`` metric).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from cloud_processor.config import WebhookSettings
+from cloud_processor.metrics import Metrics
+from cloud_processor.ports import Notifier
+from telemetry_contract import AlertChange
+
+__all__ = ["RESULTS", "LogEvery", "NotificationDispatcher", "TokenBucket"]
+
+log = logging.getLogger(__name__)
+
+#: The results an offered change ends in (plus ``rate_limited``, a delay, not an end).
+RESULTS: Final = ("coalesced", "overflow", "notified", "error", "dropped")
+
+#: An alert key (device_id, rule), plus a serial number when coalescing is off.
+Key = tuple[str, ...]
+
+
+class TokenBucket:
+    """At most ``rate`` events per second with bursts of ``burst``.
+
+    Hand-written (a dozen lines): the dispatcher must ask *when* a token will
+    be there without taking it, to serve other devices meanwhile, which the
+    blocking limiters of libraries (aiolimiter) do not offer.
+
+    >>> b = TokenBucket(rate=2.0, burst=2, now=0.0)
+    >>> b.take(0.0), b.take(0.0), b.ready_at(0.0)
+    (None, None, 0.5)
+    >>> b.full(10.0)
+    True
+    """
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self._tokens = float(burst)
+        self._last = now
+
+    def _refill(self, now: float) -> None:
+        if now > self._last:
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+
+    def ready_at(self, now: float) -> float:
+        """When one token is there (``now`` if it already is)."""
+        self._refill(now)
+        if self._tokens >= 1.0:
+            return now
+        return now + (1.0 - self._tokens) / self.rate
+
+    def take(self, now: float) -> None:
+        """Use one token (call when :meth:`ready_at` says it is there)."""
+        self._refill(now)
+        self._tokens -= 1.0
+
+    def full(self, now: float) -> bool:
+        """Refilled to ``burst``: the same as a fresh bucket (safe to forget)."""
+        self._refill(now)
+        return self._tokens >= self.burst
+
+
+class LogEvery:
+    """Rate-limited logging: one line per ``interval_s`` with the count since.
+
+    Hand-written: the standard library has no such filter, and the counts
+    (not the lines) are what matter; the metrics carry the exact totals.
+
+    >>> now = [0.0]
+    >>> gate = LogEvery(10.0, clock=lambda: now[0])
+    >>> gate.due(), gate.due(), gate.due()
+    (1, 0, 0)
+    >>> now[0] = 11.0
+    >>> gate.due()
+    3
+    """
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._next = float("-inf")
+        self._count = 0
+
+    def due(self) -> int:
+        """Count one event; how many to report now (0: stay quiet)."""
+        self._count += 1
+        now = self._clock()
+        if now < self._next:
+            return 0
+        self._next = now + self.interval_s
+        count, self._count = self._count, 0
+        return count
+
+
+@dataclass
+class _Waiting:
+    change: AlertChange
+    due: float  # not before (the coalescing window of its key)
+    superseded: int = 0  # changes of the key this one replaced
+    held: bool = False  # counted rate_limited already
+
+
+class NotificationDispatcher:
+    """A bounded, coalescing, rate-limited queue in front of ``notifier``.
+
+    ``clock`` is monotonic seconds (tests pass a manual one and call
+    :meth:`wake` after moving it).
+    """
+
+    def __init__(
+        self,
+        notifier: Notifier,
+        settings: WebhookSettings,
+        *,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        log_interval_s: float = 10.0,
+    ) -> None:
+        self.notifier = notifier
+        self.settings = settings
+        self.counts: Counter[str] = Counter()
+        self._metrics = metrics
+        self._clock = clock
+        self._waiting: dict[Key, _Waiting] = {}  # insertion order: first come, first served
+        self._last_sent: dict[Key, float] = {}
+        self._devices: dict[str, TokenBucket] = {}
+        self._global = TokenBucket(settings.rate_per_s, settings.burst, clock())
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._in_flight: _Waiting | None = None
+        self._draining = False
+        self._closed = False
+        self._serial = 0
+        self._overflow_log = LogEvery(log_interval_s, clock)
+        self._limited_log = LogEvery(log_interval_s, clock)
+
+    @property
+    def pending(self) -> int:
+        """Notifications waiting (one per alert key at most), the one in flight included."""
+        return len(self._waiting) + (self._in_flight is not None)
+
+    # -- the Notifier protocol -------------------------------------------------
+
+    async def notify(self, changes: Sequence[AlertChange]) -> None:
+        """Queue the changes to notify (never waits for the receiver)."""
+        for change in changes:
+            if change.notify:  # late or suppressed changes are not notified
+                self.offer(change)
+
+    def offer(self, change: AlertChange) -> None:
+        """Queue one change: coalesce it, or drop it when the queue is full."""
+        self._count("offered")
+        if self._closed:
+            self._count("dropped")
+            log.warning("event=notification_dropped reason=closed alert_id=%s", _id(change))
+            return
+        key: Key = change.alert.key
+        if not self.settings.coalesce_s:  # coalescing off: every change its own entry
+            self._serial += 1
+            key = (*key, str(self._serial))
+        waiting = self._waiting.get(key)
+        if waiting is not None:
+            waiting.change = change
+            waiting.superseded += 1
+            self._count("coalesced")
+            return
+        if len(self._waiting) >= self.settings.queue_max:
+            self._count("overflow")
+            if n := self._overflow_log.due():
+                log.warning(
+                    "event=notification_overflow dropped=%d queue_max=%d device_id=%s",
+                    n,
+                    self.settings.queue_max,
+                    change.alert.device_id,
+                )
+            return
+        now = self._clock()
+        last = self._last_sent.get(key)
+        due = now if last is None else max(now, last + self.settings.coalesce_s)
+        self._waiting[key] = _Waiting(change, due)
+        self._set_pending()
+        self._start()
+        self.wake()
+
+    async def close(self) -> None:
+        """Drain for up to ``drain_timeout_s``, stop the worker, close the notifier."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None:
+            self._draining = True
+            self.wake()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.settled(), self.settings.drain_timeout_s)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+            dropped = self.pending
+            if dropped:
+                self._count("dropped", dropped)
+                log.warning(
+                    "event=notifications_dropped reason=shutdown count=%d drain_timeout_s=%s",
+                    dropped,
+                    self.settings.drain_timeout_s,
+                )
+            self._waiting.clear()
+            self._in_flight = None
+            self._set_pending()
+        await self.notifier.close()
+
+    # -- the worker ------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Make the worker look at the queue again (after an offer or a clock move)."""
+        self._idle.clear()
+        self._wake.set()
+
+    async def settled(self) -> None:
+        """Return when nothing is due: the queue is empty or waits for time to pass."""
+        while self._task is not None and not self._task.done():
+            await self._idle.wait()
+            if self._idle.is_set():  # not woken again meanwhile
+                return
+
+    def _start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            now = self._clock()
+            key, at = self._next(now)
+            if key is None:
+                self._wake.clear()
+                self._idle.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), None if at is None else at - now)
+                continue
+            waiting = self._waiting.pop(key)
+            if not self._draining:
+                self._global.take(now)
+                self._device(key[0], now).take(now)
+            if self.settings.coalesce_s:
+                self._last_sent[key] = now
+            self._in_flight = waiting
+            try:
+                await self.notifier.notify([waiting.change])
+            except Exception as exc:  # the notifier logs its own; never stop the worker
+                self._count("error")
+                log.error(
+                    "event=notification_failed alert_id=%s error=%s",
+                    _id(waiting.change),
+                    type(exc).__name__,
+                )
+            else:
+                self._count("notified")
+            self._in_flight = None
+            self._set_pending()
+            self._forget(now)
+
+    def _next(self, now: float) -> tuple[Key | None, float | None]:
+        """The key to notify now, or (None, when to look again: None = on wake)."""
+        if self._draining:
+            return next(iter(self._waiting), None), None
+        soonest: float | None = None
+        glob = self._global.ready_at(now)
+        for key, waiting in self._waiting.items():
+            if waiting.due > now:
+                at = waiting.due
+            else:
+                at = max(glob, self._device(key[0], now).ready_at(now))
+                if at <= now:
+                    return key, None
+                if not waiting.held:
+                    waiting.held = True
+                    self._count("rate_limited")
+                    if n := self._limited_log.due():
+                        log.warning(
+                            "event=notification_rate_limited count=%d device_id=%s",
+                            n,
+                            key[0],
+                        )
+            soonest = at if soonest is None else min(soonest, at)
+        return None, soonest
+
+    def _device(self, device_id: str, now: float) -> TokenBucket:
+        bucket = self._devices.get(device_id)
+        if bucket is None:
+            s = self.settings
+            bucket = self._devices[device_id] = TokenBucket(
+                s.device_rate_per_s, s.device_burst, now
+            )
+        return bucket
+
+    def _forget(self, now: float) -> None:
+        """Bound the per-key and per-device memory: drop what equals a fresh start."""
+        limit = self.settings.queue_max
+        if len(self._last_sent) > limit:
+            window = self.settings.coalesce_s
+            self._last_sent = {k: t for k, t in self._last_sent.items() if t + window > now}
+        if len(self._devices) > limit:
+            self._devices = {d: b for d, b in self._devices.items() if not b.full(now)}
+
+    def _count(self, result: str, n: int = 1) -> None:
+        self.counts[result] += n
+        if self._metrics is not None:
+            self._metrics.notifications.labels(result).inc(n)
+
+    def _set_pending(self) -> None:
+        if self._metrics is not None:
+            self._metrics.notifications_pending.set(self.pending)
+
+
+def _id(change: AlertChange) -> str:
+    return f"{change.alert.alert_id}/{change.alert.version}"
