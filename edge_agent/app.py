@@ -317,6 +317,19 @@ class EdgeAgent:
         self.outbox.ack(acked, defer=True)
         if samples:
             self.handle_samples(samples)
+        self._report_disk()
+
+    def _report_disk(self) -> None:
+        """Say in the status (retained) and the status light whether the disk is full."""
+        ob = self.outbox
+        text = "disk_full: the outbox cannot store readings" if ob.disk_full else None
+        if self.presence.set_condition("disk_full", text):
+            self._publish_status()
+            self._update_status_light()
+
+    def _publish_status(self) -> None:
+        if self.link is not None:
+            self.link.set_online_payload(self.presence.online_of_connection)
 
     def handle_samples(self, samples: list[Sample]) -> list[int]:
         """Judge, alarm, store (see :mod:`edge_agent.pipeline`); returns the seqs allocated."""
@@ -329,7 +342,7 @@ class EdgeAgent:
         return self.publisher.pump(self.link)
 
     def _update_status_light(self) -> None:
-        if self.tracker.fault_active:
+        if self.tracker.fault_active or self.outbox.disk_full:
             self.outputs.set_status(StatusLight.FAULT)
         elif self.link is not None and self.link.connected and self.publisher.flowing:
             self.outputs.set_status(StatusLight.CONNECTED)

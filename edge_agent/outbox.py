@@ -14,6 +14,13 @@ delivered or covered by exactly one :class:`~telemetry_contract.Gap`.
 * The outbox is bounded by row count and age. Overflow drops the oldest
   readings not yet handed to the MQTT client and records one Gap row per
   contiguous dropped range (coalesced while the Gap has not been sent).
+* A full disk (SQLITE_FULL, or a disk I/O error) is degraded mode, not a crash:
+  readings that find no room keep their seqs (never handed out again),
+  :meth:`append_readings` raises :class:`~edge_agent.errors.StorageFullError`,
+  and the first write that succeeds once space returns stores a ``disk_full``
+  Gap for exactly those seqs. Alerts with no room are counted and dropped;
+  deletes wait. The lost range lives in memory only: a restart while the disk
+  is still full hands those seqs out again (nothing carrying them was sent).
 * All methods take one lock: the connection is shared by the main loop and
   whatever thread calls :meth:`stats`.
 
@@ -48,7 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from edge_agent.errors import OutboxError
+from edge_agent.errors import OutboxError, StorageFullError, out_of_space
 from telemetry_contract import Gap, GapReason, encode
 
 __all__ = ["Outbox", "OutboxRow", "OutboxStats", "read_next_seq", "read_pending_seqs"]
@@ -99,6 +106,11 @@ class OutboxStats:
     dropped: int
     gaps: int
     pending_gaps: int
+    #: Readings (and alerts) lost to a full disk since this process opened the outbox.
+    unstored_readings: int = 0
+    unstored_alerts: int = 0
+    #: The last write found no room (cleared by the next write that succeeds).
+    disk_full: bool = False
 
 
 class Outbox:
@@ -137,6 +149,14 @@ class Outbox:
         self._depth = 0  # rows stored (kept in memory: count(*) is O(n) in SQLite)
         self._acked: list[int] = []  # acknowledged rows whose delete is not committed yet
         self._max_id = 0  # highest row id stored: nothing to hand out when cursor reaches it
+        self._next_seq = 0  # the next seq to hand out (the database's, or beyond lost ones)
+        #: Seqs given to readings the disk had no room for, not yet covered by a stored Gap.
+        self.unstored: tuple[int, int] | None = None
+        #: The last write found no room (cleared by the next write that succeeds).
+        self.disk_full = False
+        #: Readings and alerts lost to a full disk since open (metrics).
+        self.unstored_readings = 0
+        self.unstored_alerts = 0
 
     # Lifecycle ---------------------------------------------------------------
     def open(self) -> None:
@@ -161,6 +181,9 @@ class Outbox:
             self._cursor = 0
             self._depth = int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
             self._max_id = int(db.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0])
+            self._next_seq = int(
+                db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0]
+            )
             log.info("event=outbox_open path=%s synchronous=%s", self.path, self._sync)
 
     def close(self) -> None:
@@ -202,14 +225,27 @@ class Outbox:
             return []
         with self._lock:
             db = self._conn
-            db.execute("BEGIN IMMEDIATE")
+            before = self._snapshot()
+            first = self._next_seq
+            seqs = list(range(first, first + len(builders)))
             try:
-                first = int(db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
-                seqs = list(range(first, first + len(builders)))
+                db.execute("BEGIN IMMEDIATE")
+                meta = db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+                stored = int(meta[0])
+                if stored > first:  # another writer moved on (not expected): never reuse
+                    first = stored
+                    seqs = list(range(first, first + len(builders)))
                 rows = []
                 for seq, build in zip(seqs, builders, strict=True):
                     topic, payload = build(seq)
                     rows.append(("reading", seq, topic, payload, now_ms))
+                if self.unstored is not None:  # space is back: say which seqs were lost first
+                    lost_first, lost_last = self.unstored
+                    self._insert_gap(db, lost_first, lost_last, GapReason.DISK_FULL, now_ms)
+                    db.execute(
+                        "UPDATE meta SET value=value+? WHERE key='dropped'",
+                        (lost_last - lost_first + 1,),
+                    )
                 db.executemany(
                     "INSERT INTO outbox(kind, seq, topic, payload, created_ms) VALUES (?,?,?,?,?)",
                     rows,
@@ -223,17 +259,48 @@ class Outbox:
                     self._delete_acked(db)
                 self._enforce_bounds(db, now_ms)
                 db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback(db, before)
+                if not out_of_space(exc):
+                    raise
+                self._lose_readings(seqs, exc)
+                raise StorageFullError(seqs, str(exc)) from exc
             except BaseException:
-                self._rollback(db)
+                self._rollback(db, before)
                 raise
+            self._next_seq = first + len(seqs)
+            self._space_back()
         return seqs
 
-    def append(self, kind: str, topic: str, payload: bytes, *, now_ms: int) -> None:
-        """Store a message that carries no seq (an alert)."""
+    def _snapshot(self) -> tuple[list[int], int, int]:
+        """What a failed transaction must restore: acknowledged rows, max id, depth."""
+        return list(self._acked), self._max_id, self._depth
+
+    def _lose_readings(self, seqs: list[int], exc: sqlite3.Error) -> None:
+        """No room for ``seqs``: keep them given out and remember them for the Gap."""
+        first = seqs[0] if self.unstored is None else self.unstored[0]
+        self.unstored = (first, seqs[-1])
+        self._next_seq = seqs[-1] + 1
+        self.unstored_readings += len(seqs)
+        self._note_full(exc)
+
+    def _note_full(self, exc: sqlite3.Error) -> None:
+        if not self.disk_full:  # one line per episode; the counters count the rest
+            log.error("event=disk_full path=%s error=%r", self.path, str(exc))
+        self.disk_full = True
+
+    def _space_back(self) -> None:
+        if self.disk_full or self.unstored is not None:
+            log.warning("event=disk_space_back disk_full_gap=%s", self.unstored)
+        self.unstored, self.disk_full = None, False
+
+    def append(self, kind: str, topic: str, payload: bytes, *, now_ms: int) -> bool:
+        """Store a message that carries no seq (an alert); False when the disk had no room."""
         with self._lock:
             db = self._conn
-            db.execute("BEGIN IMMEDIATE")
+            before = self._snapshot()
             try:
+                db.execute("BEGIN IMMEDIATE")
                 db.execute(
                     "INSERT INTO outbox(kind, topic, payload, created_ms) VALUES (?,?,?,?)",
                     (kind, topic, payload, now_ms),
@@ -243,9 +310,19 @@ class Outbox:
                 self._delete_acked(db)
                 self._enforce_bounds(db, now_ms)
                 db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback(db, before)
+                if not out_of_space(exc):
+                    raise
+                self.unstored_alerts += 1
+                self._note_full(exc)
+                return False
             except BaseException:
-                self._rollback(db)
+                self._rollback(db, before)
                 raise
+            if self.unstored is None:  # a Gap still owed keeps the condition on
+                self._space_back()
+        return True
 
     def _enforce_bounds(self, db: sqlite3.Connection, now_ms: int) -> None:
         """Drop what exceeds age and size, never a row already handed out (it may arrive)."""
@@ -277,11 +354,15 @@ class Outbox:
             if oldest:
                 self._drop(db, oldest, GapReason.OUTBOX_FULL, now_ms)
 
-    def _rollback(self, db: sqlite3.Connection) -> None:
-        # Deletes of acknowledged rows in the failed transaction are lost: harmless
-        # (those rows are re-sent after a restart as duplicates of the same seq).
-        db.execute("ROLLBACK")
-        self._depth = int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    def _rollback(self, db: sqlite3.Connection, before: tuple[list[int], int, int]) -> None:
+        # After SQLITE_FULL or an I/O error SQLite may have rolled back already, and a
+        # ROLLBACK then fails with "cannot rollback - no transaction is active" (which
+        # used to hide the real error). The acknowledged rows whose delete was undone
+        # wait for the next transaction.
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        self._acked, self._max_id, self._depth = list(before[0]), before[1], before[2]
 
     def _drop(
         self,
@@ -290,7 +371,21 @@ class Outbox:
         reason: GapReason,
         now_ms: int,
     ) -> None:
-        # The rows are the oldest unsent readings, so their seqs are contiguous.
+        # The rows are the oldest unsent readings, in seq order; their seqs are
+        # contiguous except where a disk_full Gap already covers the seqs between.
+        start = 0
+        for i in range(1, len(rows) + 1):
+            if i == len(rows) or rows[i][1] != rows[i - 1][1] + 1:
+                self._drop_run(db, rows[start:i], reason, now_ms)
+                start = i
+
+    def _drop_run(
+        self,
+        db: sqlite3.Connection,
+        rows: list[tuple[int, int]],
+        reason: GapReason,
+        now_ms: int,
+    ) -> None:
         first_seq, last_seq = rows[0][1], rows[-1][1]
         db.execute(
             "DELETE FROM outbox WHERE kind='reading' AND id>=? AND id<=?",
@@ -307,14 +402,7 @@ class Outbox:
             db.execute("UPDATE outbox SET last_seq=? WHERE id=?", (last_seq, prev[0]))
             first_seq = prev[1]
         else:
-            db.execute(
-                "INSERT INTO outbox(kind, seq, last_seq, reason, topic, created_ms) "
-                "VALUES ('gap',?,?,?,?,?)",
-                (first_seq, last_seq, reason.value, self._topic, now_ms),
-            )
-            self._max_id = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
-            db.execute("UPDATE meta SET value=value+1 WHERE key='gaps'")
-            self._depth += 1
+            self._insert_gap(db, first_seq, last_seq, reason, now_ms)
         log.warning(
             "event=outbox_drop reason=%s first_seq=%d last_seq=%d dropped=%d",
             reason.value,
@@ -322,6 +410,18 @@ class Outbox:
             last_seq,
             len(rows),
         )
+
+    def _insert_gap(
+        self, db: sqlite3.Connection, first_seq: int, last_seq: int, reason: GapReason, now_ms: int
+    ) -> None:
+        db.execute(
+            "INSERT INTO outbox(kind, seq, last_seq, reason, topic, created_ms) "
+            "VALUES ('gap',?,?,?,?,?)",
+            (first_seq, last_seq, reason.value, self._topic, now_ms),
+        )
+        self._max_id = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
+        db.execute("UPDATE meta SET value=value+1 WHERE key='gaps'")
+        self._depth += 1
 
     # Sending ---------------------------------------------------------------------
     def next_batch(self, limit: int) -> list[OutboxRow]:
@@ -347,14 +447,18 @@ class Outbox:
                             first_seq=seq,
                             last_seq=last_seq,
                             reason=GapReason(reason),
-                            message=f"outbox bound reached (max_rows={self.max_rows}, "
-                            f"max_age_s={self.max_age_s:g})",
+                            message=self._gap_message(GapReason(reason), seq, last_seq),
                         )
                     )
                 out.append(OutboxRow(rid, kind, seq, topic, bytes(payload)))
             if out:
                 self._cursor = out[-1].id
             return out
+
+    def _gap_message(self, reason: GapReason, first_seq: int, last_seq: int) -> str:
+        if reason is GapReason.DISK_FULL:
+            return f"disk full: {last_seq - first_seq + 1} readings could not be stored"
+        return f"outbox bound reached (max_rows={self.max_rows}, max_age_s={self.max_age_s:g})"
 
     def ack(self, row_ids: Iterable[int], *, defer: bool = False) -> None:
         """The broker has these rows: delete them.
@@ -373,17 +477,23 @@ class Outbox:
                 self.flush_acks()
 
     def flush_acks(self) -> None:
-        """Delete the rows acknowledged so far (one transaction)."""
+        """Delete the rows acknowledged so far (one transaction; kept for later if no room)."""
         with self._lock:
             if not self._acked:
                 return
             db = self._conn
-            db.execute("BEGIN IMMEDIATE")
+            before = self._snapshot()
             try:
+                db.execute("BEGIN IMMEDIATE")
                 self._delete_acked(db)
                 db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback(db, before)
+                if not out_of_space(exc):
+                    raise
+                self._note_full(exc)
             except BaseException:
-                self._rollback(db)
+                self._rollback(db, before)
                 raise
 
     def _delete_acked(self, db: sqlite3.Connection) -> None:
@@ -440,6 +550,9 @@ class Outbox:
             dropped=int(meta["dropped"]),
             gaps=int(meta["gaps"]),
             pending_gaps=pending_gaps,
+            unstored_readings=self.unstored_readings,
+            unstored_alerts=self.unstored_alerts,
+            disk_full=self.disk_full,
         )
 
     def synchronous_mode(self) -> int:
