@@ -41,7 +41,7 @@ from edge_agent.mqtt import Acked, ConfigReceived, Connected, Disconnected, Link
 from edge_agent.outbox import Outbox
 from edge_agent.pipeline import ReadingPipeline
 from edge_agent.publisher import Publisher
-from edge_agent.remote_config import Accepted, RemoteConfigGate
+from edge_agent.remote_config import Accepted, RemoteConfigGate, clean
 from edge_agent.sensor_pool import SensorPool
 from edge_agent.sensors import Sample, now_ms
 from edge_agent.status import Presence
@@ -351,26 +351,38 @@ class EdgeAgent:
 
     # Remote configuration -------------------------------------------------------------
     def handle_config(self, payload: bytes) -> bool:
-        """Apply a retained DeviceConfig if valid and newer; reject it with an alert if not."""
-        got = self.remote_config.offer(
-            payload,
-            current=self.config,
-            version=self.presence.config_version,
-            now_ms=self._clock_ms(),
-        )
+        """Apply a retained DeviceConfig if valid and newer; reject it with an alert if not.
+
+        Never raises: whatever the payload, one bounded log line and the agent
+        goes on with the last good configuration.
+        """
+        try:
+            got = self.remote_config.offer(
+                payload,
+                current=self.config,
+                version=self.presence.config_version,
+                now_ms=self._clock_ms(),
+            )
+            if isinstance(got, Accepted):
+                self._apply(got)
+        except Exception as exc:  # a bug here must cost one config, not the agent
+            log.error("event=config_failed error=%s", clean(f"{type(exc).__name__}: {exc}"))
+            return False
+        rejected = self.remote_config.last_rejected
+        text = None
+        if rejected is not None:
+            text = f"config_rejected: version {rejected.version}: {rejected.reason}"
+        if self.presence.set_condition("config_rejected", text):
+            self._publish_status()
         if isinstance(got, EdgeAlert):
             self.pipeline.store_alert(got)
-            return False
-        if got is None:
-            return False
-        self._apply(got)
-        return True
+        return isinstance(got, Accepted)
 
     def _apply(self, got: Accepted) -> None:
         new = got.config
+        self.pipeline.reconfigure(new)  # first: the only step that may fail (a new detector)
         self.config = new
         self.presence.config_version = got.version
-        self.pipeline.reconfigure(new)
         if new.sampling.interval_s != self._interval:
             self._interval = new.sampling.interval_s
             # Takes effect within one (new) interval, not after the old one.

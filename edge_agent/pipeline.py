@@ -91,9 +91,9 @@ class ReadingPipeline:
     def reconfigure(self, new: EdgeConfig) -> None:
         """Use a new configuration (remote config): thresholds now, a new detector warms up."""
         old = self._config
-        self._config = new
         if (new.detector.name, new.detector.params) != (old.detector.name, old.detector.params):
             self.detector = Detector(new.detector.name, new.detector.params)
+        self._config = new
         self.tracker.clear_after = new.alarm.clear_after
 
     def handle(self, samples: list[Sample]) -> list[int]:
