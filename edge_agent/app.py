@@ -134,7 +134,7 @@ class EdgeAgent:
         """Open the outbox, restore the model, claim pins, find sensors, connect."""
         self._started = True
         self.events.open()
-        self.outbox.open()
+        self.outbox.open(defer_when_full=True)  # a full disk: run, count, Gap later
         self.pool.restore_stuck(self.pipeline.restore_stuck_runs())
         self.pipeline.restore_detector()
         self.outputs.start()

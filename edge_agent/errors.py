@@ -64,7 +64,8 @@ class StorageFullError(EdgeError):
 
     def __init__(self, seqs: list[int], detail: str) -> None:
         self.seqs = seqs
-        super().__init__(f"no room to store seqs {seqs[0]}..{seqs[-1]}: {detail}")
+        what = f"seqs {seqs[0]}..{seqs[-1]}" if seqs else "readings"
+        super().__init__(f"no room to store {what}: {detail}")
 
 
 def out_of_space(exc: BaseException) -> bool:

@@ -50,12 +50,13 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from edge_agent.errors import OutboxError, StorageFullError, out_of_space
+from edge_agent.outbox_files import read_next_seq, read_pending_seqs
 from telemetry_contract import Gap, GapReason, encode
 
 __all__ = ["Outbox", "OutboxRow", "OutboxStats", "read_next_seq", "read_pending_seqs"]
@@ -152,18 +153,25 @@ class Outbox:
         self._next_seq = 0  # the next seq to hand out (the database's, or beyond lost ones)
         #: Seqs given to readings the disk had no room for, not yet covered by a stored Gap.
         self.unstored: tuple[int, int] | None = None
-        #: The last write found no room (cleared by the next write that succeeds).
-        self.disk_full = False
+        self.disk_full = False  # the last write found no room (until one succeeds)
         #: Readings and alerts lost to a full disk since open (metrics).
         self.unstored_readings = 0
         self.unstored_alerts = 0
+        self._deferred = False  # open() found no room and will be tried again
+        self._unnumbered = 0  # readings lost before any seq could be read
 
     # Lifecycle ---------------------------------------------------------------
-    def open(self) -> None:
-        """Open (creating if needed) the database; idempotent."""
+    def open(self, *, defer_when_full: bool = False) -> None:
+        """Open (creating if needed) the database; idempotent.
+
+        ``defer_when_full``: no room to open (SQLite creates ``-wal``/``-shm``) is
+        not fatal; every write tries again, readings taken meanwhile are counted
+        and get the next seqs once it opens, covered by a ``disk_full`` Gap.
+        """
         with self._lock:
             if self._db is not None:
                 return
+            db = None
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 db = sqlite3.connect(
@@ -176,15 +184,32 @@ class Outbox:
                 db.execute(f"PRAGMA synchronous={self._sync}")
                 db.executescript(_SCHEMA)
             except sqlite3.Error as exc:
+                if db is not None:
+                    db.close()
+                if defer_when_full and out_of_space(exc):
+                    self._deferred = True
+                    self._note_full(exc)
+                    return
                 raise OutboxError(f"{self.path}: cannot open outbox: {exc}") from exc
             self._db = db
+            self._deferred = False
             self._cursor = 0
             self._depth = int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
             self._max_id = int(db.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0])
             self._next_seq = int(
                 db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0]
             )
+            if self._unnumbered:  # readings taken before the outbox could open
+                self.unstored = (self._next_seq, self._next_seq + self._unnumbered - 1)
+                self._next_seq += self._unnumbered
+                self._unnumbered = 0
             log.info("event=outbox_open path=%s synchronous=%s", self.path, self._sync)
+
+    def _waiting(self) -> bool:
+        """Still not open for want of space (after ``open(defer_when_full=True)``)."""
+        if self._db is None and self._deferred:
+            self.open(defer_when_full=True)
+        return self._db is None and self._deferred
 
     def close(self) -> None:
         """Close the database; idempotent. Committed rows stay for the next start."""
@@ -224,6 +249,10 @@ class Outbox:
         if not builders:
             return []
         with self._lock:
+            if self._waiting():
+                self._unnumbered += len(builders)
+                self.unstored_readings += len(builders)
+                raise StorageFullError([], "the outbox cannot be opened")
             db = self._conn
             before = self._snapshot()
             first = self._next_seq
@@ -272,8 +301,7 @@ class Outbox:
             self._space_back()
         return seqs
 
-    def _snapshot(self) -> tuple[list[int], int, int]:
-        """What a failed transaction must restore: acknowledged rows, max id, depth."""
+    def _snapshot(self) -> tuple[list[int], int, int]:  # what a failed transaction restores
         return list(self._acked), self._max_id, self._depth
 
     def _lose_readings(self, seqs: list[int], exc: sqlite3.Error) -> None:
@@ -297,6 +325,9 @@ class Outbox:
     def append(self, kind: str, topic: str, payload: bytes, *, now_ms: int) -> bool:
         """Store a message that carries no seq (an alert); False when the disk had no room."""
         with self._lock:
+            if self._waiting():
+                self.unstored_alerts += 1
+                return False
             db = self._conn
             before = self._snapshot()
             try:
@@ -429,7 +460,7 @@ class Outbox:
         if limit <= 0:
             return []
         with self._lock:
-            if self._cursor >= self._max_id:
+            if self._cursor >= self._max_id or self._waiting():
                 return []
             rows = self._conn.execute(
                 "SELECT id, kind, seq, last_seq, reason, topic, payload, created_ms FROM outbox "
@@ -479,7 +510,7 @@ class Outbox:
     def flush_acks(self) -> None:
         """Delete the rows acknowledged so far (one transaction; kept for later if no room)."""
         with self._lock:
-            if not self._acked:
+            if not self._acked or self._waiting():
                 return
             db = self._conn
             before = self._snapshot()
@@ -518,12 +549,16 @@ class Outbox:
     def load_state(self, key: str) -> bytes | None:
         """The value last stored under ``key`` by :meth:`append_readings`, if any."""
         with self._lock:
+            if self._waiting():
+                return None
             row = self._conn.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
         return None if row is None else bytes(row[0])
 
     def pending_unsent(self) -> int:
         """Rows not yet handed to the MQTT client."""
         with self._lock:
+            if self._waiting():
+                return 0
             return int(
                 self._conn.execute(
                     "SELECT count(*) FROM outbox WHERE id>?", (self._cursor,)
@@ -532,6 +567,9 @@ class Outbox:
 
     def stats(self) -> OutboxStats:
         with self._lock:
+            if self._waiting():
+                lost = (self.unstored_readings, self.unstored_alerts)
+                return OutboxStats(0, 0, None, self._next_seq, 0, 0, 0, *lost, disk_full=True)
             self.flush_acks()
             db = self._conn
             depth, readings, oldest = db.execute(
@@ -559,37 +597,3 @@ class Outbox:
         """``PRAGMA synchronous`` as SQLite reports it (2 = FULL, 1 = NORMAL)."""
         with self._lock:
             return int(self._conn.execute("PRAGMA synchronous").fetchone()[0])
-
-
-# Reading an outbox from outside the agent ------------------------------------------------
-@contextlib.contextmanager
-def _read_only(path: str | Path) -> Iterator[sqlite3.Connection]:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        yield db
-    finally:
-        db.close()
-
-
-def read_next_seq(path: str | Path) -> int:
-    """The seq the outbox at ``path`` hands out next: every seq below it was allocated.
-
-    Opens the file read-only (the agent may be running: WAL gives a consistent
-    snapshot). Seqs are allocated in the transaction that stores their
-    readings, so every seq below the value read is durably stored (still
-    here, or already acknowledged by the broker).
-    """
-    with _read_only(path) as db:
-        row = db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
-    return int(row[0]) if row else 0
-
-
-def read_pending_seqs(path: str | Path) -> set[int]:
-    """The seqs of the readings still in the outbox at ``path`` (read-only).
-
-    Still here means not (yet) acknowledged by the broker; a seq allocated
-    and gone was acknowledged, or dropped under a bound (a ``Gap`` says so).
-    """
-    with _read_only(path) as db:
-        rows = db.execute("SELECT seq FROM outbox WHERE kind='reading'").fetchall()
-    return {int(r[0]) for r in rows}

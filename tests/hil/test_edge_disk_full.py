@@ -106,3 +106,38 @@ def test_fill_really_fills(small_fs: Path) -> None:
         os.fsync(f.fileno())
     assert info.value.errno == errno.ENOSPC
     filler.unlink()
+
+
+def test_agent_starting_on_a_full_disk_runs_and_gaps_what_it_could_not_store(
+    hil: Any, w1_tree: Any, small_fs: Path
+) -> None:
+    from gpiozero.pins.mock import MockFactory
+
+    from edge_agent.app import EdgeAgent
+    from edge_agent.config import loads_config
+    from edge_agent.sensors import Sample
+    from telemetry_contract import Gap, GapReason, Quality, Reading, decode
+
+    text = hil.config(w1_root=w1_tree("ok"), state_dir=small_fs, port=1)
+    now = 1_767_225_600_000
+    first = EdgeAgent(loads_config(text), pin_factory=MockFactory())
+    first.start(mqtt=False)
+    assert first.handle_samples([Sample("28-0316a2791aff", now, 4.0, Quality.OK)]) == [0]
+    first.shutdown()
+    filler = fill(small_fs)  # full before the next start: SQLite cannot even open
+    a = EdgeAgent(loads_config(text), pin_factory=MockFactory())
+    a.start(mqtt=False)  # no exit: systemd would restart it in a loop
+    try:
+        for i in range(5):
+            assert a.handle_samples([Sample("28-0316a2791aff", now + i, 4.0, Quality.OK)]) == []
+            a.process_events(0.0)
+        assert a.outbox.disk_full and a.outbox.unstored_readings == 5
+        assert a.presence.reason.startswith("disk_full")
+        filler.unlink()
+        assert a.handle_samples([Sample("28-0316a2791aff", now + 9, 4.0, Quality.OK)]) == [6]
+        msgs = [decode(r.payload) for r in a.outbox.next_batch(100)]
+        gaps = [(m.first_seq, m.last_seq, m.reason) for m in msgs if isinstance(m, Gap)]
+        assert gaps == [(1, 5, GapReason.DISK_FULL)]
+        assert [m.seq for m in msgs if isinstance(m, Reading)] == [0, 6]
+    finally:
+        a.shutdown()
