@@ -310,3 +310,32 @@ def test_property_the_agent_never_raises_and_keeps_a_valid_config(
 def test_clean_bounds_and_escapes() -> None:
     assert clean("\ud800" * 1000) == "\\ud800" * 50
     assert clean("ok") == "ok"
+
+
+def test_the_mqtt_callback_never_raises() -> None:
+    """paho re-raises a callback's exception out of the agent's loop; the callback must not."""
+    import queue
+
+    import paho.mqtt.client as paho
+
+    from edge_agent.config import MqttSettings
+    from edge_agent.mqtt import MqttLink
+
+    events: queue.Queue[Any] = queue.Queue()
+    link = MqttLink(
+        MqttSettings(),
+        client_id="c",
+        password="",
+        status_topic="s",
+        config_topic=TOPIC,
+        will_payload=b"",
+        events=events,
+    )
+    for topic, payload in ((TOPIC.encode(), nested(5000)), (b"\xff\xfe/config", b"{}")):
+        msg = paho.MQTTMessage(topic=topic)
+        msg.payload = payload
+        msg.retain = True
+        link._on_message(None, None, msg)  # type: ignore[arg-type]
+    got = events.get_nowait()
+    assert isinstance(got, ConfigReceived) and got.payload == nested(5000)
+    assert events.empty()  # the undecodable topic was dropped, not raised
