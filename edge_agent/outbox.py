@@ -205,9 +205,9 @@ class Outbox:
                 self._unnumbered = 0
             log.info("event=outbox_open path=%s synchronous=%s", self.path, self._sync)
 
-    def _waiting(self) -> bool:
-        """Still not open for want of space (after ``open(defer_when_full=True)``)."""
-        if self._db is None and self._deferred:
+    def _waiting(self, *, retry: bool = False) -> bool:
+        """Still not open for want of space; writes (``retry``) try to open it again."""
+        if retry and self._db is None and self._deferred:
             self.open(defer_when_full=True)
         return self._db is None and self._deferred
 
@@ -249,7 +249,7 @@ class Outbox:
         if not builders:
             return []
         with self._lock:
-            if self._waiting():
+            if self._waiting(retry=True):
                 self._unnumbered += len(builders)
                 self.unstored_readings += len(builders)
                 raise StorageFullError([], "the outbox cannot be opened")
@@ -325,7 +325,7 @@ class Outbox:
     def append(self, kind: str, topic: str, payload: bytes, *, now_ms: int) -> bool:
         """Store a message that carries no seq (an alert); False when the disk had no room."""
         with self._lock:
-            if self._waiting():
+            if self._waiting(retry=True):
                 self.unstored_alerts += 1
                 return False
             db = self._conn
