@@ -41,7 +41,7 @@ from edge_agent.mqtt import Acked, ConfigReceived, Connected, Disconnected, Link
 from edge_agent.outbox import Outbox
 from edge_agent.pipeline import ReadingPipeline
 from edge_agent.publisher import Publisher
-from edge_agent.remote_config import Accepted, RemoteConfigGate
+from edge_agent.remote_config import Accepted, RemoteConfigGate, clean
 from edge_agent.sensor_pool import SensorPool
 from edge_agent.sensors import Sample, now_ms
 from edge_agent.status import Presence
@@ -134,7 +134,7 @@ class EdgeAgent:
         """Open the outbox, restore the model, claim pins, find sensors, connect."""
         self._started = True
         self.events.open()
-        self.outbox.open()
+        self.outbox.open(defer_when_full=True)  # a full disk: run, count, Gap later
         self.pool.restore_stuck(self.pipeline.restore_stuck_runs())
         self.pipeline.restore_detector()
         self.outputs.start()
@@ -317,6 +317,19 @@ class EdgeAgent:
         self.outbox.ack(acked, defer=True)
         if samples:
             self.handle_samples(samples)
+        self._report_disk()
+
+    def _report_disk(self) -> None:
+        """Say in the status (retained) and the status light whether the disk is full."""
+        ob = self.outbox
+        text = "disk_full: the outbox cannot store readings" if ob.disk_full else None
+        if self.presence.set_condition("disk_full", text):
+            self._publish_status()
+            self._update_status_light()
+
+    def _publish_status(self) -> None:
+        if self.link is not None:
+            self.link.set_online_payload(self.presence.online_of_connection)
 
     def handle_samples(self, samples: list[Sample]) -> list[int]:
         """Judge, alarm, store (see :mod:`edge_agent.pipeline`); returns the seqs allocated."""
@@ -329,7 +342,7 @@ class EdgeAgent:
         return self.publisher.pump(self.link)
 
     def _update_status_light(self) -> None:
-        if self.tracker.fault_active:
+        if self.tracker.fault_active or self.outbox.disk_full:
             self.outputs.set_status(StatusLight.FAULT)
         elif self.link is not None and self.link.connected and self.publisher.flowing:
             self.outputs.set_status(StatusLight.CONNECTED)
@@ -338,26 +351,38 @@ class EdgeAgent:
 
     # Remote configuration -------------------------------------------------------------
     def handle_config(self, payload: bytes) -> bool:
-        """Apply a retained DeviceConfig if valid and newer; reject it with an alert if not."""
-        got = self.remote_config.offer(
-            payload,
-            current=self.config,
-            version=self.presence.config_version,
-            now_ms=self._clock_ms(),
-        )
+        """Apply a retained DeviceConfig if valid and newer; reject it with an alert if not.
+
+        Never raises: whatever the payload, one bounded log line and the agent
+        goes on with the last good configuration.
+        """
+        try:
+            got = self.remote_config.offer(
+                payload,
+                current=self.config,
+                version=self.presence.config_version,
+                now_ms=self._clock_ms(),
+            )
+            if isinstance(got, Accepted):
+                self._apply(got)
+        except Exception as exc:  # a bug here must cost one config, not the agent
+            log.error("event=config_failed error=%s", clean(f"{type(exc).__name__}: {exc}"))
+            return False
+        rejected = self.remote_config.last_rejected
+        text = None
+        if rejected is not None:
+            text = f"config_rejected: version {rejected.version}: {rejected.reason}"
+        if self.presence.set_condition("config_rejected", text):
+            self._publish_status()
         if isinstance(got, EdgeAlert):
             self.pipeline.store_alert(got)
-            return False
-        if got is None:
-            return False
-        self._apply(got)
-        return True
+        return isinstance(got, Accepted)
 
     def _apply(self, got: Accepted) -> None:
         new = got.config
+        self.pipeline.reconfigure(new)  # first: the only step that may fail (a new detector)
         self.config = new
         self.presence.config_version = got.version
-        self.pipeline.reconfigure(new)
         if new.sampling.interval_s != self._interval:
             self._interval = new.sampling.interval_s
             # Takes effect within one (new) interval, not after the old one.

@@ -188,7 +188,7 @@ class EdgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         for key, value in (("device_id", self.device.device_id), ("site", self.device.site)):
             if not _ID.fullmatch(value):
                 p.append(f"device.{key}: must match {DEVICE_ID_PATTERN}, got {value!r}")
-        if not 0.1 <= self.sampling.interval_s <= 3600:
+        if not 0.1 <= self.sampling.interval_s <= 3600:  # NaN fails too
             p.append(f"sampling.interval_s: must be in 0.1..3600, got {self.sampling.interval_s}")
         s = self.sensors
         if s.retries < 0:
@@ -203,10 +203,13 @@ class EdgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 f"({s.max_plausible_c}), got {s.min_plausible_c}"
             )
         a = self.alarm
+        for key, limit in (("high_c", a.high_c), ("low_c", a.low_c)):
+            if limit is not None and not MIN_TEMP_C <= limit <= MAX_TEMP_C:  # NaN fails too
+                p.append(f"alarm.{key}: must be in {MIN_TEMP_C:g}..{MAX_TEMP_C:g}, got {limit}")
         if a.high_c is not None and a.low_c is not None and a.low_c >= a.high_c:
             p.append(f"alarm.low_c: must be below alarm.high_c ({a.high_c}), got {a.low_c}")
-        if a.clear_after < 1:
-            p.append(f"alarm.clear_after: must be >= 1, got {a.clear_after}")
+        if not 1 <= a.clear_after <= 100_000:
+            p.append(f"alarm.clear_after: must be in 1..100000, got {a.clear_after}")
         try:
             check_detector(self.detector.name, self.detector.params)
         except DetectorSpecError as exc:

@@ -70,6 +70,18 @@ DETECTORS: Final[dict[str, dict[str, Param]]] = {
     "hst": dict(hst.DEFAULTS),
 }
 
+#: name -> range checks of merged, type-checked parameters (raise DetectorSpecError).
+_CHECKS: Final[dict[str, Callable[[Mapping[str, Param]], object]]] = {
+    "zscore": zscore.check,
+    "context": context.check_params,
+    "hst": hst.check,
+}
+
+#: Bounds of the parameters every detector has: ``threshold`` (scores are finite,
+#: a higher one never flags) and ``warmup`` (a count of readings, no memory).
+MAX_THRESHOLD: Final = 1e6
+MAX_WARMUP: Final = 1_000_000
+
 #: name -> the model for checked parameters.
 _BUILDERS: Final[dict[str, Callable[[Mapping[str, Param]], Model]]] = {
     "zscore": zscore.build,
@@ -115,10 +127,17 @@ def check_detector(name: str, params: Mapping[str, Param]) -> dict[str, Param]:
                 f"params.{key}", f"must be {want.__name__}, got {type(value).__name__} {value!r}"
             )
         merged[key] = value
-    if float(merged["threshold"]) <= 0:
-        raise DetectorSpecError("params.threshold", f"must be > 0, got {merged['threshold']}")
-    if int(merged["warmup"]) < 1:
-        raise DetectorSpecError("params.warmup", f"must be >= 1, got {merged['warmup']}")
+    if not 0 < float(merged["threshold"]) <= MAX_THRESHOLD:
+        raise DetectorSpecError(
+            "params.threshold", f"must be > 0 and <= {MAX_THRESHOLD:g}, got {merged['threshold']}"
+        )
+    if not 1 <= int(merged["warmup"]) <= MAX_WARMUP:
+        raise DetectorSpecError(
+            "params.warmup", f"must be in 1..{MAX_WARMUP}, got {merged['warmup']}"
+        )
+    # Every range is checked here, before any model exists: a config is rejected
+    # whole, never accepted and then failing when the first reading builds a model.
+    _CHECKS[name](merged)
     return merged
 
 

@@ -5,7 +5,9 @@ Neither is retried here. Raised at start-up, they end the process with
 (``Restart=on-failure``) and the operator reads why in the journal. Degraded
 modes are not errors: a bad read is a reading with a ``quality`` flag
 (``edge_agent.sensors``), an absent broker is a reconnect with backoff
-(``edge_agent.mqtt``), a refused message is resent (``edge_agent.publisher``).
+(``edge_agent.mqtt``), a refused message is resent (``edge_agent.publisher``),
+and a full disk is :class:`StorageFullError`: counted, reported, and
+announced by a Gap once space returns (``edge_agent.outbox``).
 
 >>> str(NoSensorError()).startswith("no temperature sensor found; looked in (nowhere")
 True
@@ -13,7 +15,16 @@ True
 
 from __future__ import annotations
 
-__all__ = ["ENABLE_1WIRE_HINT", "EdgeError", "NoSensorError", "OutboxError"]
+import sqlite3
+
+__all__ = [
+    "ENABLE_1WIRE_HINT",
+    "EdgeError",
+    "NoSensorError",
+    "OutboxError",
+    "StorageFullError",
+    "out_of_space",
+]
 
 ENABLE_1WIRE_HINT = (
     "enable 1-Wire: run 'sudo raspi-config nonint do_onewire 0' (or add "
@@ -42,3 +53,29 @@ class NoSensorError(EdgeError):
 
 class OutboxError(EdgeError):
     """The outbox database cannot be opened or written: fatal (data would be lost)."""
+
+
+class StorageFullError(EdgeError):
+    """The outbox had no room for readings (disk full or failing): degraded, not fatal.
+
+    The readings' ``seqs`` are spent: the outbox announces them in a
+    ``disk_full`` Gap with the first write that succeeds once space returns.
+    """
+
+    def __init__(self, seqs: list[int], detail: str) -> None:
+        self.seqs = seqs
+        what = f"seqs {seqs[0]}..{seqs[-1]}" if seqs else "readings"
+        super().__init__(f"no room to store {what}: {detail}")
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite saying the disk is full or failing (SQLITE_FULL / SQLITE_IOERR).
+
+    >>> out_of_space(sqlite3.OperationalError("database or disk is full"))
+    False
+    >>> e = sqlite3.OperationalError("database or disk is full"); e.sqlite_errorcode = 13
+    >>> out_of_space(e)
+    True
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)

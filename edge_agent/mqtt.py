@@ -515,8 +515,13 @@ class MqttLink:
         self.acks.append(Acked(mid, ok, str(reason_code), reason_code.value))
 
     def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
-        if msg.topic == self._config_topic:
-            self._events.put(ConfigReceived(bytes(msg.payload), bool(msg.retain)))
+        # paho re-raises a callback's exception out of its loop (our main loop): never
+        # let one message do that (``topic`` decodes UTF-8 and may raise).
+        try:
+            if msg.topic == self._config_topic:
+                self._events.put(ConfigReceived(bytes(msg.payload), bool(msg.retain)))
+        except Exception as exc:
+            log.warning("event=mqtt_message_dropped error=%s", type(exc).__name__)
 
 
 def _payload(value: bytes | Callable[[], bytes]) -> bytes:

@@ -14,6 +14,13 @@ delivered or covered by exactly one :class:`~telemetry_contract.Gap`.
 * The outbox is bounded by row count and age. Overflow drops the oldest
   readings not yet handed to the MQTT client and records one Gap row per
   contiguous dropped range (coalesced while the Gap has not been sent).
+* A full disk (SQLITE_FULL, or a disk I/O error) is degraded mode, not a crash:
+  readings that find no room keep their seqs (never handed out again),
+  :meth:`append_readings` raises :class:`~edge_agent.errors.StorageFullError`,
+  and the first write that succeeds once space returns stores a ``disk_full``
+  Gap for exactly those seqs. Alerts with no room are counted and dropped;
+  deletes wait. The lost range lives in memory only: a restart while the disk
+  is still full hands those seqs out again (nothing carrying them was sent).
 * All methods take one lock: the connection is shared by the main loop and
   whatever thread calls :meth:`stats`.
 
@@ -43,12 +50,13 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from edge_agent.errors import OutboxError
+from edge_agent.errors import OutboxError, StorageFullError, out_of_space
+from edge_agent.outbox_files import read_next_seq, read_pending_seqs
 from telemetry_contract import Gap, GapReason, encode
 
 __all__ = ["Outbox", "OutboxRow", "OutboxStats", "read_next_seq", "read_pending_seqs"]
@@ -99,6 +107,11 @@ class OutboxStats:
     dropped: int
     gaps: int
     pending_gaps: int
+    #: Readings (and alerts) lost to a full disk since this process opened the outbox.
+    unstored_readings: int = 0
+    unstored_alerts: int = 0
+    #: The last write found no room (cleared by the next write that succeeds).
+    disk_full: bool = False
 
 
 class Outbox:
@@ -137,13 +150,28 @@ class Outbox:
         self._depth = 0  # rows stored (kept in memory: count(*) is O(n) in SQLite)
         self._acked: list[int] = []  # acknowledged rows whose delete is not committed yet
         self._max_id = 0  # highest row id stored: nothing to hand out when cursor reaches it
+        self._next_seq = 0  # the next seq to hand out (the database's, or beyond lost ones)
+        #: Seqs given to readings the disk had no room for, not yet covered by a stored Gap.
+        self.unstored: tuple[int, int] | None = None
+        self.disk_full = False  # the last write found no room (until one succeeds)
+        #: Readings and alerts lost to a full disk since open (metrics).
+        self.unstored_readings = 0
+        self.unstored_alerts = 0
+        self._deferred = False  # open() found no room and will be tried again
+        self._unnumbered = 0  # readings lost before any seq could be read
 
     # Lifecycle ---------------------------------------------------------------
-    def open(self) -> None:
-        """Open (creating if needed) the database; idempotent."""
+    def open(self, *, defer_when_full: bool = False) -> None:
+        """Open (creating if needed) the database; idempotent.
+
+        ``defer_when_full``: no room to open (SQLite creates ``-wal``/``-shm``) is
+        not fatal; every write tries again, readings taken meanwhile are counted
+        and get the next seqs once it opens, covered by a ``disk_full`` Gap.
+        """
         with self._lock:
             if self._db is not None:
                 return
+            db = None
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 db = sqlite3.connect(
@@ -156,12 +184,32 @@ class Outbox:
                 db.execute(f"PRAGMA synchronous={self._sync}")
                 db.executescript(_SCHEMA)
             except sqlite3.Error as exc:
+                if db is not None:
+                    db.close()
+                if defer_when_full and out_of_space(exc):
+                    self._deferred = True
+                    self._note_full(exc)
+                    return
                 raise OutboxError(f"{self.path}: cannot open outbox: {exc}") from exc
             self._db = db
+            self._deferred = False
             self._cursor = 0
             self._depth = int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
             self._max_id = int(db.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0])
+            self._next_seq = int(
+                db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0]
+            )
+            if self._unnumbered:  # readings taken before the outbox could open
+                self.unstored = (self._next_seq, self._next_seq + self._unnumbered - 1)
+                self._next_seq += self._unnumbered
+                self._unnumbered = 0
             log.info("event=outbox_open path=%s synchronous=%s", self.path, self._sync)
+
+    def _waiting(self, *, retry: bool = False) -> bool:
+        """Still not open for want of space; writes (``retry``) try to open it again."""
+        if retry and self._db is None and self._deferred:
+            self.open(defer_when_full=True)
+        return self._db is None and self._deferred
 
     def close(self) -> None:
         """Close the database; idempotent. Committed rows stay for the next start."""
@@ -201,15 +249,32 @@ class Outbox:
         if not builders:
             return []
         with self._lock:
+            if self._waiting(retry=True):
+                self._unnumbered += len(builders)
+                self.unstored_readings += len(builders)
+                raise StorageFullError([], "the outbox cannot be opened")
             db = self._conn
-            db.execute("BEGIN IMMEDIATE")
+            before = self._snapshot()
+            first = self._next_seq
+            seqs = list(range(first, first + len(builders)))
             try:
-                first = int(db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
-                seqs = list(range(first, first + len(builders)))
+                db.execute("BEGIN IMMEDIATE")
+                meta = db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+                stored = int(meta[0])
+                if stored > first:  # another writer moved on (not expected): never reuse
+                    first = stored
+                    seqs = list(range(first, first + len(builders)))
                 rows = []
                 for seq, build in zip(seqs, builders, strict=True):
                     topic, payload = build(seq)
                     rows.append(("reading", seq, topic, payload, now_ms))
+                if self.unstored is not None:  # space is back: say which seqs were lost first
+                    lost_first, lost_last = self.unstored
+                    self._insert_gap(db, lost_first, lost_last, GapReason.DISK_FULL, now_ms)
+                    db.execute(
+                        "UPDATE meta SET value=value+? WHERE key='dropped'",
+                        (lost_last - lost_first + 1,),
+                    )
                 db.executemany(
                     "INSERT INTO outbox(kind, seq, topic, payload, created_ms) VALUES (?,?,?,?,?)",
                     rows,
@@ -223,17 +288,50 @@ class Outbox:
                     self._delete_acked(db)
                 self._enforce_bounds(db, now_ms)
                 db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback(db, before)
+                if not out_of_space(exc):
+                    raise
+                self._lose_readings(seqs, exc)
+                raise StorageFullError(seqs, str(exc)) from exc
             except BaseException:
-                self._rollback(db)
+                self._rollback(db, before)
                 raise
+            self._next_seq = first + len(seqs)
+            self._space_back()
         return seqs
 
-    def append(self, kind: str, topic: str, payload: bytes, *, now_ms: int) -> None:
-        """Store a message that carries no seq (an alert)."""
+    def _snapshot(self) -> tuple[list[int], int, int]:  # what a failed transaction restores
+        return list(self._acked), self._max_id, self._depth
+
+    def _lose_readings(self, seqs: list[int], exc: sqlite3.Error) -> None:
+        """No room for ``seqs``: keep them given out and remember them for the Gap."""
+        first = seqs[0] if self.unstored is None else self.unstored[0]
+        self.unstored = (first, seqs[-1])
+        self._next_seq = seqs[-1] + 1
+        self.unstored_readings += len(seqs)
+        self._note_full(exc)
+
+    def _note_full(self, exc: sqlite3.Error) -> None:
+        if not self.disk_full:  # one line per episode; the counters count the rest
+            log.error("event=disk_full path=%s error=%r", self.path, str(exc))
+        self.disk_full = True
+
+    def _space_back(self) -> None:
+        if self.disk_full or self.unstored is not None:
+            log.warning("event=disk_space_back disk_full_gap=%s", self.unstored)
+        self.unstored, self.disk_full = None, False
+
+    def append(self, kind: str, topic: str, payload: bytes, *, now_ms: int) -> bool:
+        """Store a message that carries no seq (an alert); False when the disk had no room."""
         with self._lock:
+            if self._waiting(retry=True):
+                self.unstored_alerts += 1
+                return False
             db = self._conn
-            db.execute("BEGIN IMMEDIATE")
+            before = self._snapshot()
             try:
+                db.execute("BEGIN IMMEDIATE")
                 db.execute(
                     "INSERT INTO outbox(kind, topic, payload, created_ms) VALUES (?,?,?,?)",
                     (kind, topic, payload, now_ms),
@@ -243,9 +341,19 @@ class Outbox:
                 self._delete_acked(db)
                 self._enforce_bounds(db, now_ms)
                 db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback(db, before)
+                if not out_of_space(exc):
+                    raise
+                self.unstored_alerts += 1
+                self._note_full(exc)
+                return False
             except BaseException:
-                self._rollback(db)
+                self._rollback(db, before)
                 raise
+            if self.unstored is None:  # a Gap still owed keeps the condition on
+                self._space_back()
+        return True
 
     def _enforce_bounds(self, db: sqlite3.Connection, now_ms: int) -> None:
         """Drop what exceeds age and size, never a row already handed out (it may arrive)."""
@@ -277,11 +385,15 @@ class Outbox:
             if oldest:
                 self._drop(db, oldest, GapReason.OUTBOX_FULL, now_ms)
 
-    def _rollback(self, db: sqlite3.Connection) -> None:
-        # Deletes of acknowledged rows in the failed transaction are lost: harmless
-        # (those rows are re-sent after a restart as duplicates of the same seq).
-        db.execute("ROLLBACK")
-        self._depth = int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    def _rollback(self, db: sqlite3.Connection, before: tuple[list[int], int, int]) -> None:
+        # After SQLITE_FULL or an I/O error SQLite may have rolled back already, and a
+        # ROLLBACK then fails with "cannot rollback - no transaction is active" (which
+        # used to hide the real error). The acknowledged rows whose delete was undone
+        # wait for the next transaction.
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        self._acked, self._max_id, self._depth = list(before[0]), before[1], before[2]
 
     def _drop(
         self,
@@ -290,7 +402,21 @@ class Outbox:
         reason: GapReason,
         now_ms: int,
     ) -> None:
-        # The rows are the oldest unsent readings, so their seqs are contiguous.
+        # The rows are the oldest unsent readings, in seq order; their seqs are
+        # contiguous except where a disk_full Gap already covers the seqs between.
+        start = 0
+        for i in range(1, len(rows) + 1):
+            if i == len(rows) or rows[i][1] != rows[i - 1][1] + 1:
+                self._drop_run(db, rows[start:i], reason, now_ms)
+                start = i
+
+    def _drop_run(
+        self,
+        db: sqlite3.Connection,
+        rows: list[tuple[int, int]],
+        reason: GapReason,
+        now_ms: int,
+    ) -> None:
         first_seq, last_seq = rows[0][1], rows[-1][1]
         db.execute(
             "DELETE FROM outbox WHERE kind='reading' AND id>=? AND id<=?",
@@ -307,14 +433,7 @@ class Outbox:
             db.execute("UPDATE outbox SET last_seq=? WHERE id=?", (last_seq, prev[0]))
             first_seq = prev[1]
         else:
-            db.execute(
-                "INSERT INTO outbox(kind, seq, last_seq, reason, topic, created_ms) "
-                "VALUES ('gap',?,?,?,?,?)",
-                (first_seq, last_seq, reason.value, self._topic, now_ms),
-            )
-            self._max_id = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
-            db.execute("UPDATE meta SET value=value+1 WHERE key='gaps'")
-            self._depth += 1
+            self._insert_gap(db, first_seq, last_seq, reason, now_ms)
         log.warning(
             "event=outbox_drop reason=%s first_seq=%d last_seq=%d dropped=%d",
             reason.value,
@@ -323,13 +442,25 @@ class Outbox:
             len(rows),
         )
 
+    def _insert_gap(
+        self, db: sqlite3.Connection, first_seq: int, last_seq: int, reason: GapReason, now_ms: int
+    ) -> None:
+        db.execute(
+            "INSERT INTO outbox(kind, seq, last_seq, reason, topic, created_ms) "
+            "VALUES ('gap',?,?,?,?,?)",
+            (first_seq, last_seq, reason.value, self._topic, now_ms),
+        )
+        self._max_id = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
+        db.execute("UPDATE meta SET value=value+1 WHERE key='gaps'")
+        self._depth += 1
+
     # Sending ---------------------------------------------------------------------
     def next_batch(self, limit: int) -> list[OutboxRow]:
         """Up to ``limit`` rows not yet handed out in this process, oldest first."""
         if limit <= 0:
             return []
         with self._lock:
-            if self._cursor >= self._max_id:
+            if self._cursor >= self._max_id or self._waiting():
                 return []
             rows = self._conn.execute(
                 "SELECT id, kind, seq, last_seq, reason, topic, payload, created_ms FROM outbox "
@@ -347,14 +478,18 @@ class Outbox:
                             first_seq=seq,
                             last_seq=last_seq,
                             reason=GapReason(reason),
-                            message=f"outbox bound reached (max_rows={self.max_rows}, "
-                            f"max_age_s={self.max_age_s:g})",
+                            message=self._gap_message(GapReason(reason), seq, last_seq),
                         )
                     )
                 out.append(OutboxRow(rid, kind, seq, topic, bytes(payload)))
             if out:
                 self._cursor = out[-1].id
             return out
+
+    def _gap_message(self, reason: GapReason, first_seq: int, last_seq: int) -> str:
+        if reason is GapReason.DISK_FULL:
+            return f"disk full: {last_seq - first_seq + 1} readings could not be stored"
+        return f"outbox bound reached (max_rows={self.max_rows}, max_age_s={self.max_age_s:g})"
 
     def ack(self, row_ids: Iterable[int], *, defer: bool = False) -> None:
         """The broker has these rows: delete them.
@@ -373,17 +508,23 @@ class Outbox:
                 self.flush_acks()
 
     def flush_acks(self) -> None:
-        """Delete the rows acknowledged so far (one transaction)."""
+        """Delete the rows acknowledged so far (one transaction; kept for later if no room)."""
         with self._lock:
-            if not self._acked:
+            if not self._acked or self._waiting():
                 return
             db = self._conn
-            db.execute("BEGIN IMMEDIATE")
+            before = self._snapshot()
             try:
+                db.execute("BEGIN IMMEDIATE")
                 self._delete_acked(db)
                 db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback(db, before)
+                if not out_of_space(exc):
+                    raise
+                self._note_full(exc)
             except BaseException:
-                self._rollback(db)
+                self._rollback(db, before)
                 raise
 
     def _delete_acked(self, db: sqlite3.Connection) -> None:
@@ -408,12 +549,16 @@ class Outbox:
     def load_state(self, key: str) -> bytes | None:
         """The value last stored under ``key`` by :meth:`append_readings`, if any."""
         with self._lock:
+            if self._waiting():
+                return None
             row = self._conn.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
         return None if row is None else bytes(row[0])
 
     def pending_unsent(self) -> int:
         """Rows not yet handed to the MQTT client."""
         with self._lock:
+            if self._waiting():
+                return 0
             return int(
                 self._conn.execute(
                     "SELECT count(*) FROM outbox WHERE id>?", (self._cursor,)
@@ -422,6 +567,9 @@ class Outbox:
 
     def stats(self) -> OutboxStats:
         with self._lock:
+            if self._waiting():
+                lost = (self.unstored_readings, self.unstored_alerts)
+                return OutboxStats(0, 0, None, self._next_seq, 0, 0, 0, *lost, disk_full=True)
             self.flush_acks()
             db = self._conn
             depth, readings, oldest = db.execute(
@@ -440,43 +588,12 @@ class Outbox:
             dropped=int(meta["dropped"]),
             gaps=int(meta["gaps"]),
             pending_gaps=pending_gaps,
+            unstored_readings=self.unstored_readings,
+            unstored_alerts=self.unstored_alerts,
+            disk_full=self.disk_full,
         )
 
     def synchronous_mode(self) -> int:
         """``PRAGMA synchronous`` as SQLite reports it (2 = FULL, 1 = NORMAL)."""
         with self._lock:
             return int(self._conn.execute("PRAGMA synchronous").fetchone()[0])
-
-
-# Reading an outbox from outside the agent ------------------------------------------------
-@contextlib.contextmanager
-def _read_only(path: str | Path) -> Iterator[sqlite3.Connection]:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        yield db
-    finally:
-        db.close()
-
-
-def read_next_seq(path: str | Path) -> int:
-    """The seq the outbox at ``path`` hands out next: every seq below it was allocated.
-
-    Opens the file read-only (the agent may be running: WAL gives a consistent
-    snapshot). Seqs are allocated in the transaction that stores their
-    readings, so every seq below the value read is durably stored (still
-    here, or already acknowledged by the broker).
-    """
-    with _read_only(path) as db:
-        row = db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
-    return int(row[0]) if row else 0
-
-
-def read_pending_seqs(path: str | Path) -> set[int]:
-    """The seqs of the readings still in the outbox at ``path`` (read-only).
-
-    Still here means not (yet) acknowledged by the broker; a seq allocated
-    and gone was acknowledged, or dropped under a bound (a ``Gap`` says so).
-    """
-    with _read_only(path) as db:
-        rows = db.execute("SELECT seq FROM outbox WHERE kind='reading'").fetchall()
-    return {int(r[0]) for r in rows}

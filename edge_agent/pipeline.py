@@ -25,6 +25,7 @@ import msgspec
 from edge_agent.alerts import AlertTracker, Transition
 from edge_agent.config import EdgeConfig
 from edge_agent.detect import Detector, Verdict
+from edge_agent.errors import StorageFullError
 from edge_agent.gpio import Outputs
 from edge_agent.outbox import Outbox
 from edge_agent.sensors import Sample
@@ -44,11 +45,16 @@ def atomic_write(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new file, whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:
+        # A half-written file on a full disk would keep the space the outbox needs.
+        tmp.unlink(missing_ok=True)
+        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -85,9 +91,9 @@ class ReadingPipeline:
     def reconfigure(self, new: EdgeConfig) -> None:
         """Use a new configuration (remote config): thresholds now, a new detector warms up."""
         old = self._config
-        self._config = new
         if (new.detector.name, new.detector.params) != (old.detector.name, old.detector.params):
             self.detector = Detector(new.detector.name, new.detector.params)
+        self._config = new
         self.tracker.clear_after = new.alarm.clear_after
 
     def handle(self, samples: list[Sample]) -> list[int]:
@@ -125,11 +131,17 @@ class ReadingPipeline:
             if s.raw is not None:
                 runs[s.sensor_id] = (s.raw, s.repeats)
                 changed = True
-        seqs = self._outbox.append_readings(
-            [self._builder(s, v) for s, v, _ in judged],
-            now_ms=self._clock_ms(),
-            state=(_STUCK_KEY, _STUCK_CODEC.encode(runs)) if changed else None,
-        )
+        try:
+            seqs = self._outbox.append_readings(
+                [self._builder(s, v) for s, v, _ in judged],
+                now_ms=self._clock_ms(),
+                state=(_STUCK_KEY, _STUCK_CODEC.encode(runs)) if changed else None,
+            )
+        except StorageFullError:
+            # Counted by the outbox, announced by its disk_full Gap once space
+            # returns. The alarm above has already sounded; these alert
+            # transitions are not stored (the local alarm is what matters now).
+            return []
         self.readings_stored += len(seqs)
         for seq, (s, v, transitions) in zip(seqs, judged, strict=True):
             for t in transitions:
@@ -191,9 +203,11 @@ class ReadingPipeline:
             )
         )
 
-    def store_alert(self, alert: EdgeAlert) -> None:
-        """Store an alert for publishing (it carries no seq)."""
-        self._outbox.append("alert", self._alert_topic, encode(alert), now_ms=self._clock_ms())
+    def store_alert(self, alert: EdgeAlert) -> bool:
+        """Store an alert for publishing (it carries no seq); False if the disk had no room."""
+        return self._outbox.append(
+            "alert", self._alert_topic, encode(alert), now_ms=self._clock_ms()
+        )
 
     # State that outlives the process ------------------------------------------------
     def restore_stuck_runs(self) -> dict[str, tuple[int, int]]:

@@ -2,9 +2,15 @@
 
 The agent subscribes to its retained ``config`` topic. A ``DeviceConfig``
 with a higher ``version`` is decoded by the contract, merged into the current
-configuration (``null`` keeps a value) and validated like the local file. An
-invalid one is answered once per version with an ``EdgeAlert`` of kind
+configuration (``null`` keeps a value) and validated like the local file,
+every value against its range (``EdgeConfig.validate``, the detectors'
+``check``). An invalid one is answered once with an ``EdgeAlert`` of kind
 ``config_rejected`` naming the key; the previous configuration stays.
+
+Whatever the payload (random bytes, deep nesting, NaN, lone surrogates,
+year 10000, huge numbers), :meth:`RemoteConfigGate.offer` returns: the
+reason is escaped and cut to :data:`MAX_REASON_CHARS` before it reaches a
+log line, an alert or the status.
 
 >>> from edge_agent.config import loads_config
 >>> from telemetry_contract import DeviceConfig, encode
@@ -20,16 +26,23 @@ True
 >>> bad = DeviceConfig(device_id="d1", site="s", version=3, ts=now, detector="nope")
 >>> gate.offer(encode(bad), current=got.config, version=2, now_ms=now).kind.value
 'config_rejected'
+>>> huge = DeviceConfig(device_id="d1", site="s", version=4, ts=now, detector="hst",
+...                     detector_params={"height": 20})
+>>> gate.offer(encode(huge), current=got.config, version=2, now_ms=now).message
+'config version 4 rejected: detector.params.height: must be in 1..14, got 20'
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 
 from edge_agent.config import EdgeConfig, apply_device_config
+from edge_agent.detect import SensorMonitor
 from stagekit.config import ConfigError
 from telemetry_contract import (
+    MAX_PAYLOAD_BYTES,
     AlertState,
     ContractError,
     DeviceConfig,
@@ -40,9 +53,44 @@ from telemetry_contract import (
 )
 from telemetry_contract.messages import MIN_TS_MS
 
-__all__ = ["Accepted", "RemoteConfigGate"]
+__all__ = [
+    "MAX_CONFIG_BYTES",
+    "MAX_REASON_CHARS",
+    "MAX_REMEMBERED",
+    "MAX_VERSION",
+    "Accepted",
+    "Rejected",
+    "RemoteConfigGate",
+    "clean",
+]
 
 log = logging.getLogger(__name__)
+
+#: A config message longer than this is rejected unread (the contract's message cap).
+MAX_CONFIG_BYTES = MAX_PAYLOAD_BYTES
+#: A rejection reason is cut to this many characters, escaped, in logs, alerts and status.
+MAX_REASON_CHARS = 300
+#: The highest config version accepted: JSON-safe (2**53 - 1), like a seq. The
+#: status reports the version in force, and a device holding a version no cloud
+#: can exceed would refuse every later config.
+MAX_VERSION = 2**53 - 1
+#: Rejected versions and payloads remembered, so that a retained bad config
+#: redelivered on every reconnect is answered once (the oldest is forgotten first).
+MAX_REMEMBERED = 64
+
+
+def clean(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    r"""``text`` as one bounded, printable line: control, format and surrogate characters escaped.
+
+    ``repr`` escapes exactly the characters that are not printable (newlines,
+    NUL, RTL marks, lone surrogates) and keeps the rest readable.
+
+    >>> clean('key "\ud800"\n\u202eevil')
+    'key "\\ud800"\\n\\u202eevil'
+    >>> len(clean("x" * 10_000))
+    300
+    """
+    return repr(text[:limit])[1:-1][:limit]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +101,37 @@ class Accepted:
     version: int
 
 
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Why the last config was rejected (already cleaned), for the device's status."""
+
+    version: int | None
+    reason: str
+
+
+class _Remembered:
+    """A bounded set (oldest forgotten first)."""
+
+    def __init__(self) -> None:
+        self._items: dict[object, None] = {}
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+    def add(self, item: object) -> None:
+        self._items[item] = None
+        while len(self._items) > MAX_REMEMBERED:
+            del self._items[next(iter(self._items))]
+
+
 class RemoteConfigGate:
-    """Decides what a config message means; remembers the versions it rejected."""
+    """Decides what a config message means; remembers what it rejected (bounded)."""
 
     def __init__(self, *, topic: str) -> None:
         self._topic = topic
-        self._rejected: set[int] = set()
+        self._rejected = _Remembered()  # versions, and digests of undecodable payloads
+        #: The last rejection (None once a config has been accepted since).
+        self.last_rejected: Rejected | None = None
 
     def offer(
         self, payload: bytes, *, current: EdgeConfig, version: int, now_ms: int
@@ -67,27 +140,63 @@ class RemoteConfigGate:
 
         Nothing when the retained config was cleared (empty payload: keep what
         we have), or it is not newer than ``version``, or was already rejected.
+        Never raises.
         """
         if not payload:
             return None
+        digest = hashlib.blake2b(payload[:MAX_CONFIG_BYTES], digest_size=16).digest()
+        digest += len(payload).to_bytes(8, "big")
+        if digest in self._rejected:
+            return None
+        if len(payload) > MAX_CONFIG_BYTES:
+            return self._reject(
+                current,
+                None,
+                f"payload: {len(payload)} bytes, limit {MAX_CONFIG_BYTES}",
+                now_ms,
+                digest,
+            )
         try:
             remote = decode_as(payload, DeviceConfig, topic=self._topic)
         except ContractError as exc:
-            return self._reject(current, None, f"{exc}", now_ms)
+            return self._reject(current, None, str(exc), now_ms, digest)
+        except Exception as exc:  # the contract's decode is to be total; until then, reject
+            return self._reject(
+                current, None, f"payload: undecodable ({type(exc).__name__})", now_ms, digest
+            )
+        if not 1 <= remote.version <= MAX_VERSION:  # a huge one would lock every later config out
+            return self._reject(
+                current,
+                None,
+                f"version: must be in 1..{MAX_VERSION}, got {remote.version}",
+                now_ms,
+                digest,
+            )
         if remote.version <= version or remote.version in self._rejected:
             return None
         try:
             new = apply_device_config(current, remote)
-        except ConfigError as exc:
-            return self._reject(current, remote.version, str(exc), now_ms)
+            if new.detector != current.detector:
+                # Build one model now: a config that cannot make one is rejected here,
+                # not when the first reading meets it in the main loop.
+                SensorMonitor(new.detector.name, new.detector.params)
+        except Exception as exc:  # ConfigError names the key; anything else is a bug, not a crash
+            return self._reject(current, remote.version, _reason(exc), now_ms, None)
+        self.last_rejected = None
         return Accepted(new, remote.version)
 
     def _reject(
-        self, current: EdgeConfig, version: int | None, reason: str, now_ms: int
+        self,
+        current: EdgeConfig,
+        version: int | None,
+        reason: str,
+        now_ms: int,
+        digest: bytes | None,
     ) -> EdgeAlert:
-        if version is not None:
-            self._rejected.add(version)
-        log.warning("event=config_rejected version=%s reason=%r", version, reason)
+        self._rejected.add(version if digest is None else digest)
+        why = clean(reason)
+        self.last_rejected = Rejected(version, why)
+        log.warning("event=config_rejected version=%s reason=%s", version, why)
         return EdgeAlert(
             device_id=current.device.device_id,
             site=current.device.site,
@@ -96,5 +205,9 @@ class RemoteConfigGate:
             kind=EdgeAlertKind.CONFIG_REJECTED,
             state=AlertState.RAISED,
             severity=Severity.WARNING,
-            message=f"config version {version} rejected: {reason}"[:1024],
+            message=f"config version {version} rejected: {why}",
         )
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, ConfigError | ValueError) else type(exc).__name__

@@ -25,7 +25,10 @@ from stagekit import __version__
 from telemetry_contract import DeviceState, DeviceStatus, encode
 from telemetry_contract.messages import MIN_TS_MS
 
-__all__ = ["Presence"]
+__all__ = ["MAX_REASON", "Presence"]
+
+#: The status's ``reason`` field holds at most this many characters (ShortText).
+MAX_REASON = 1024
 
 
 class Presence:
@@ -40,6 +43,29 @@ class Presence:
         self.sensors: list[str] = []
         #: Event time of the current MQTT connection (see the module docstring).
         self._connection_ts = MIN_TS_MS
+        #: Degraded conditions (name -> text), reported in the "online" status's reason.
+        self._conditions: dict[str, str] = {}
+
+    def set_condition(self, name: str, text: str | None) -> bool:
+        """Report (``text``) or clear (None) a degraded condition; True if that changed it.
+
+        >>> p = Presence(DeviceSettings(device_id="d1", site="s1"), clock_ms=lambda: 0)
+        >>> p.set_condition("disk_full", "disk_full: readings are not stored"), p.reason
+        (True, 'disk_full: readings are not stored')
+        >>> p.set_condition("disk_full", None), p.reason
+        (True, '')
+        """
+        old = self._conditions.get(name)
+        if text is None:
+            self._conditions.pop(name, None)
+        else:
+            self._conditions[name] = text
+        return old != text
+
+    @property
+    def reason(self) -> str:
+        """The conditions in force, as the status's reason (bounded like the field)."""
+        return "; ".join(self._conditions[k] for k in sorted(self._conditions))[:MAX_REASON]
 
     def will_for_new_connection(self) -> bytes:
         """The last will of the connection about to be opened (the MQTT link calls it)."""
@@ -48,7 +74,7 @@ class Presence:
 
     def online_of_connection(self) -> bytes:
         """The retained "online" status of the current connection."""
-        return self.status(DeviceState.ONLINE, ts=self._connection_ts)
+        return self.status(DeviceState.ONLINE, self.reason, ts=self._connection_ts)
 
     def status(self, state: DeviceState, reason: str = "", ts: int | None = None) -> bytes:
         """One encoded ``DeviceStatus`` (event time now unless ``ts`` is given)."""

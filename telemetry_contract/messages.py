@@ -163,6 +163,7 @@ class GapReason(enum.Enum):
 
     OUTBOX_FULL = "outbox_full"
     OUTBOX_EXPIRED = "outbox_expired"
+    DISK_FULL = "disk_full"
 
 
 class _Message(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
-__all__ = ["DetectorSpecError", "Model", "Param"]
+__all__ = ["DetectorSpecError", "Model", "Param", "check_range"]
 
 #: A detector parameter value as a TOML config or a ``DeviceConfig`` gives it.
 Param = float | int | bool | str
@@ -21,6 +22,19 @@ class DetectorSpecError(ValueError):
         self.key = key
         self.problem = problem
         super().__init__(f"detector.{key}: {problem}")
+
+
+def check_range(params: Mapping[str, Param], key: str, lo: float, hi: float) -> None:
+    """``params[key]`` must lie in ``lo..hi`` (inclusive); the error names the key.
+
+    >>> check_range({"height": 20}, "height", 1, 14)
+    Traceback (most recent call last):
+    ...
+    edge_agent.detectors.base.DetectorSpecError: detector.params.height: must be in 1..14, got 20
+    """
+    value = params[key]
+    if not (isinstance(value, int | float) and lo <= value <= hi):  # NaN fails too
+        raise DetectorSpecError(f"params.{key}", f"must be in {lo:g}..{hi:g}, got {value!r}")
 
 
 class Model(Protocol):

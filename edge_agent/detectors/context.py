@@ -86,6 +86,9 @@ DEFAULTS: Final[dict[str, Param]] = {
     "release": 5,
 }
 
+#: At most this many time scales (each is a pass over the contexts on every reading).
+MAX_SCALES: Final = 8
+
 #: At most this many flagged readings wait to be learned (see ``ContextModel.hold``).
 _MAX_HELD: Final = 64
 
@@ -155,6 +158,8 @@ def check_params(params: Mapping[str, Param]) -> dict[str, Param]:
     if int(merged["cap"]) * (orders[-1] + 2) > 400_000:  # keeps the pickled state < 1 MB
         raise _bad("cap", "cap * (max order + 2) must be <= 400000")
     scales = _ints("scales", str(merged["scales"]), 1, 10_000)
+    if len(scales) > MAX_SCALES:  # each scale costs work on every reading
+        raise _bad("scales", f"at most {MAX_SCALES} scales, got {len(scales)}")
     _floats("scale_weights", str(merged["scale_weights"]), len(scales))
     if not 0.0 <= float(merged["min_excess"]) <= 1.0:
         raise _bad("min_excess", f"must be in [0, 1], got {merged['min_excess']}")

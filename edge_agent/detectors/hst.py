@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from edge_agent.detectors.base import Param
+from edge_agent.detectors.base import DetectorSpecError, Param, check_range
 
-__all__ = ["DEFAULTS", "HSTModel", "build"]
+__all__ = ["DEFAULTS", "MAX_NODES", "HSTModel", "build", "check"]
 
 #: Default parameters (``threshold`` and ``warmup`` are common to every detector).
 DEFAULTS: Final[dict[str, Param]] = {
@@ -30,6 +30,43 @@ DEFAULTS: Final[dict[str, Param]] = {
     "max_delta_c": 5.0,
     "seed": 42,
 }
+
+
+#: Nodes of all trees of one sensor's model, at most: each costs ~225 bytes in river
+#: (measured: docs/benchmarks.md), so one sensor's model stays under ~7.5 MB. The
+#: default (10 trees of height 8) has 5,110; height 20 would need 21 million.
+MAX_NODES: Final = 32_768
+
+
+def check(params: Mapping[str, Param]) -> None:
+    """Range checks of merged, type-checked ``params``; memory is bounded by :data:`MAX_NODES`.
+
+    >>> check({**DEFAULTS, "height": 20})
+    Traceback (most recent call last):
+    ...
+    edge_agent.detectors.base.DetectorSpecError: detector.params.height: must be in 1..14, got 20
+    >>> check({**DEFAULTS, "height": 12})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    edge_agent.detectors.base.DetectorSpecError: detector.params.height: n_trees ...
+    """
+    check_range(params, "n_trees", 1, 100)
+    check_range(params, "height", 1, 14)
+    check_range(params, "window_size", 1, 100_000)
+    check_range(params, "seed", 0, 2**32 - 1)
+    for key in ("min_c", "max_c"):
+        check_range(params, key, -300.0, 1000.0)
+    check_range(params, "max_delta_c", 1e-3, 1000.0)
+    if not float(params["min_c"]) < float(params["max_c"]):
+        raise DetectorSpecError("params.min_c", f"must be below max_c, got {params['min_c']}")
+    n_trees, height = int(params["n_trees"]), int(params["height"])
+    nodes = n_trees * (2 ** (height + 1) - 1)
+    if nodes > MAX_NODES:
+        raise DetectorSpecError(
+            "params.height",
+            f"n_trees * (2**(height+1) - 1) must be <= {MAX_NODES} (memory), "
+            f"got {n_trees} trees of height {height}: {nodes} nodes",
+        )
 
 
 class HSTModel:

@@ -13,9 +13,9 @@ import math
 from collections.abc import Mapping
 from typing import Final
 
-from edge_agent.detectors.base import Param
+from edge_agent.detectors.base import Param, check_range
 
-__all__ = ["DEFAULTS", "ZScoreModel", "build"]
+__all__ = ["DEFAULTS", "ZScoreModel", "build", "check"]
 
 #: Default parameters (``threshold`` and ``warmup`` are common to every detector).
 DEFAULTS: Final[dict[str, Param]] = {"threshold": 6.0, "warmup": 30, "alpha": 0.01, "min_std": 0.1}
@@ -44,6 +44,15 @@ class ZScoreModel:
     def learn(self, x: float) -> None:
         self._mean.update(x)
         self._var.update(x)
+
+
+def check(params: Mapping[str, Param]) -> None:
+    """Range checks of merged, type-checked ``params`` (the model's state is 4 floats).
+
+    ``min_std`` > 0 keeps the score finite (a constant stream has variance 0).
+    """
+    check_range(params, "alpha", 1e-6, 1.0)
+    check_range(params, "min_std", 1e-6, 100.0)
 
 
 def build(params: Mapping[str, Param]) -> ZScoreModel:
