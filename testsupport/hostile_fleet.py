@@ -1,4 +1,4 @@
-"""Hostile payloads, one generator per class: what a device holding one valid
+"""Hostile payloads a device can publish, one deterministic generator per class: what a device holding one valid
 credential can publish on its own topics to hurt the pipeline.
 
 Each class is a function ``(target, i) -> bytes`` that returns the ``i``-th
