@@ -1,5 +1,7 @@
-"""Hostile payloads a device can publish, one deterministic generator per class: what a device holding one valid
-credential can publish on its own topics to hurt the pipeline.
+"""Hostile payloads for the fleet test, one deterministic generator per class:
+what a device holding one valid credential can publish on its own topics to
+hurt the pipeline (the fuzz run's random generators are in
+:mod:`testsupport.hostile`).
 
 Each class is a function ``(target, i) -> bytes`` that returns the ``i``-th
 payload of the class for ``target`` (a device, its site and a clock). Most

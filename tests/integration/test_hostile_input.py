@@ -195,7 +195,13 @@ def test_one_hostile_device_cannot_stall_crash_or_flood_the_fleet(
     local_stack: Any, tmp_path: Path
 ) -> None:
     from telemetry_contract import TopicKind, kafka_topics, mqtt_topic
-    from testsupport.hostile_fleet import DEAD_LETTERED, HOSTILE_SEQ, STORED, Target, edge_alert_storm
+    from testsupport.hostile_fleet import (
+        DEAD_LETTERED,
+        HOSTILE_SEQ,
+        STORED,
+        Target,
+        edge_alert_storm,
+    )
     from thermowatch.accounting.search import fetch_stored
     from thermowatch.demo.configs import write_toml
     from thermowatch.demo.run import DemoRun
