@@ -202,9 +202,15 @@ def _shape_problem(obj: dict[str, Any]) -> str | None:
         return f"{_name(obj)}: attributes must be an object, references a list"
     if not all(isinstance(r, dict) for r in obj["references"]):
         return f"{_name(obj)}: every reference must be an object"
+    # Stand-ins for the data views it references, so that the field walk
+    # reads everything it would read in the whole set.
+    views = [
+        {"type": "index-pattern", "id": str(r.get("id")), "attributes": {}, "references": []}
+        for r in obj["references"]
+    ]
     try:
         check_structure([obj])
-        check_fields([obj], {})
+        check_fields([obj, *views], {})
     except (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError) as exc:
         detail = printable(f"{type(exc).__name__}: {exc}", 200)
         return f"{printable(_name(obj), 200)}: unexpected structure ({detail})"

@@ -15,7 +15,7 @@ the generation: max, 99.9th percentile, mean; the largest CPU time,
 tells an expensive input from a machine that preempted the run), and the
 peak memory of one call
 (``tracemalloc``, on every ``--mem-every``-th input and on every input over
-64 KiB; traced calls are left out of the times).
+64 KiB, after each target's first 100; traced calls are left out of the times).
 
     python -m benchmarks.fuzz.run --inputs 1000000 --seed 1 --json out.json
 """
@@ -44,6 +44,8 @@ from testsupport.hostile import CLASSES, Hostile
 
 _NDJSON = Path(__file__).resolve().parents[2] / "kibana" / "saved_objects" / "thermowatch.ndjson"
 _BIG = 64 * 1024
+#: Inputs of each target before memory is traced.
+_WARM_UP = 100
 #: How many of each target's slowest inputs are re-timed at the end.
 _RETIME = 20
 
@@ -112,7 +114,8 @@ def fuzz(
         arg = target.make(rng)
         size = target.size(arg)
         stats.max_bytes = max(stats.max_bytes, size)
-        traced = (mem_every and i % mem_every == 0) or size > _BIG
+        # Not the first inputs: a first call imports, compiles and fills caches.
+        traced = i >= _WARM_UP and ((mem_every and i % mem_every == 0) or size > _BIG)
         if traced:
             tracemalloc.start()
         cpu = time.process_time()
