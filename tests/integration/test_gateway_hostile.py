@@ -6,7 +6,10 @@ templates, so the broker limits tested are the ones we ship
 
 * One device sends 1,200 payloads ``{"\\ud800": NaN}`` (more than the
   gateway's default in-flight window of 1,000; before issue 14 each held a
-  window slot for good) while another device publishes normal readings: every
+  window slot for good), then ten of each other hostile class (deep nesting,
+  NaN under ``a.b`` / ``a[0]``, invalid UTF-8, 20 KB, empty, a year-10000
+  timestamp, an id with a trailing newline) while another device publishes
+  normal readings: every
   reading of the normal device is in Kafka exactly once, every poison message
   is dead-lettered, the gateway never filled its window and is still ready.
 * A 20 MiB publish is refused by the broker (``max_packet_size``: the sender
@@ -43,6 +46,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600
 
 POISON = b'{"\\ud800": NaN}'
 N_POISON = 1_200
+#: Ten of each other hostile class a device can get past the broker (its own
+#: topic, a packet under 32 KiB): each must be dead-lettered too.
+OTHERS = {
+    "deep_nesting": b"[" * 1000 + b"]" * 1000,
+    "nan_under_dotted_key": b'{"a.b": NaN}',
+    "nan_under_bracket_key": b'{"a[0]": NaN}',
+    "invalid_utf8": b'{"type":"\xff\xfe"}',
+    "oversize_20k": b'{"x":"' + b"a" * 20_000 + b'"}',
+    "empty": b"",
+}
+N_OTHERS = 10 * len(OTHERS)
 N_GOOD = 400
 WINDOW = 1_000  # the gateway's default mqtt.receive_maximum
 
@@ -123,6 +137,15 @@ def test_a_poisoning_device_does_not_stall_the_other_devices(
                             f"thermowatch/s1/{good}/telemetry", reading(good, "s1", good_seq)
                         )
                     )
+            for payload in OTHERS.values():
+                for _ in range(10):
+                    infos.append(poisoner.publish(f"thermowatch/s1/{bad}/telemetry", payload))
+            # A year-10000 timestamp and an id with a trailing newline, in valid-looking readings.
+            for _ in range(10):
+                far = reading(bad, "s1", 1, ts=253_402_300_800_001)
+                newline = reading(bad, "s1", 2).replace(f'"{bad}"'.encode(), f'"{bad}\\n"'.encode())
+                infos.append(poisoner.publish(f"thermowatch/s1/{bad}/telemetry", far))
+                infos.append(poisoner.publish(f"thermowatch/s1/{bad}/telemetry", newline))
             while good_seq < N_GOOD:
                 good_seq += 1
                 infos.append(
@@ -153,13 +176,14 @@ def test_a_poisoning_device_does_not_stall_the_other_devices(
             return out
 
         wait_for(lambda: len(good_seqs()) >= N_GOOD, "every normal reading in Kafka")
-        wait_for(lambda: len(poison_letters()) >= N_POISON, "every poison message dead-lettered")
+        hostile = N_POISON + N_OTHERS + 20
+        wait_for(lambda: len(poison_letters()) >= hostile, "every hostile message dead-lettered")
         time.sleep(2.0)  # a duplicate would show up now
         assert good_seqs() == list(range(1, N_GOOD + 1))  # all, exactly once
         letters = poison_letters()
-        assert len(letters) == N_POISON, f"{len(letters)} dead letters for {N_POISON} messages"
+        assert len(letters) == hostile, f"{len(letters)} dead letters for {hostile} messages"
     wait_for(lambda: gateway.metric("thermowatch_gateway_in_flight") == 0, "every message acked")
-    assert gateway.metric("thermowatch_gateway_deadlettered_total") == N_POISON
+    assert gateway.metric("thermowatch_gateway_deadlettered_total") == N_POISON + N_OTHERS + 20
     in_flight_max = gateway.metric("thermowatch_gateway_in_flight_max")
     assert 0 < in_flight_max < WINDOW, f"in-flight window exhausted: {in_flight_max}"
     assert gateway.metric("thermowatch_gateway_receive_maximum") == WINDOW
