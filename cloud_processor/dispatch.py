@@ -198,7 +198,8 @@ class NotificationDispatcher:
         self._count("offered")
         if self._closed:
             self._count("dropped")
-            log.warning("event=notification_dropped reason=closed alert_id=%s", _id(change))
+            if n := self._overflow_log.due():
+                log.warning("event=notification_dropped reason=closed count=%d", n)
             return
         key: Key = change.alert.key
         if not self.settings.coalesce_s:  # coalescing off: every change its own entry

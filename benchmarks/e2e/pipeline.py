@@ -130,6 +130,12 @@ class Pipeline:
             "rate_per_s": 1000.0,
             "burst": 1000,
         }
+        if not self.args.storm:
+            # (b) times every anomaly's ``opened`` change: no coalescing of a
+            # device's consecutive anomalies, no per-device limit (keys of this
+            # branch: a run against older code uses --storm, which keeps the
+            # processor's defaults, the limits under test).
+            cfg["webhook"] |= {"coalesce_s": 0.0, "device_rate_per_s": 1000.0, "device_burst": 1000}
         # Optional webhook settings of the run (e.g. the storm's), as given.
         for key, value in self.args.processor_webhook or []:
             cfg["webhook"][key] = value

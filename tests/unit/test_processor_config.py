@@ -72,6 +72,14 @@ def test_uncommented_sample_example_is_valid() -> None:
         ("[rules]\noutlier_min_peers = 2\n", "rules.outlier_min_peers: must be at least 3, got 2"),
         ("[rules]\noutlier_z = 2.0\n", "rules.outlier_clear_z: must not exceed outlier_z (2.0)"),
         ("[alerts]\nflap_max_opens = 0\n", "alerts.flap_max_opens: must be at least 1, got 0"),
+        ("[webhook]\nqueue_max = 0\n", "webhook.queue_max: must be at least 1, got 0"),
+        ("[webhook]\ndevice_rate_per_s = 0\n", "webhook.device_rate_per_s: must be greater"),
+        ("[webhook]\ndevice_burst = 0\n", "webhook.device_burst: must be at least 1, got 0"),
+        ("[webhook]\nrate_per_s = 20000.0\n", "webhook.rate_per_s: must be at most 10000"),
+        ("[webhook]\ncoalesce_s = -1.0\n", "webhook.coalesce_s: must be at least 0"),
+        ("[webhook]\ndrain_timeout_s = 301.0\n", "webhook.drain_timeout_s: must be at most 300"),
+        ("[webhook]\nmax_text_chars = 8\n", "webhook.max_text_chars: must be at least 16, got 8"),
+        ("[webhook]\nmax_response_bytes = -1\n", "webhook.max_response_bytes: must be at least 0"),
     ],
 )
 def test_errors_name_the_key(toml: str, message: str) -> None:

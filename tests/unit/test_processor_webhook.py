@@ -7,7 +7,11 @@ import asyncio
 import json
 import logging
 
+import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from cloud_processor.config import WebhookSettings
 from cloud_processor.metrics import Metrics
@@ -245,3 +249,20 @@ async def test_no_log_line_holds_the_url_secret(
     assert "event=webhook_" in text and f"127.0.0.1:{port}" in text
     for leaked in ("XXXXsecretpath", "secretpath", "qq-secret-q", "pw-secret", secret):
         assert leaked not in text, text
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(
+    st.text(st.characters(exclude_categories=()), max_size=600),
+    st.sampled_from(["opened", "resolved"]),
+)
+def test_slack_text_never_carries_markup_from_the_device(message: str, kind: str) -> None:
+    c = change(message=message)
+    if kind == "resolved":
+        c = AlertChange(ChangeKind.RESOLVED, msgspec.structs.replace(c.alert, clear_reason=message))
+    body = slack_payload(c, max_text=100)
+    text = body["text"]
+    assert "<" not in text and ">" not in text
+    assert text.replace("&amp;", "").replace("&lt;", "").replace("&gt;", "").count("&") == 0
+    assert len(text) <= 100 * len("&amp;") + 100
+    json.loads(msgspec.json.encode(body))  # always encodable (no lone surrogate survives)
