@@ -133,6 +133,8 @@ def test_agent_starting_on_a_full_disk_runs_and_gaps_what_it_could_not_store(
             a.process_events(0.0)
         assert a.outbox.disk_full and a.outbox.unstored_readings == 5
         assert a.presence.reason.startswith("disk_full")
+        a.save_detector()  # logged, and no half-written file left holding space
+        assert not list(small_fs.glob("*.tmp"))
         filler.unlink()
         assert a.handle_samples([Sample("28-0316a2791aff", now + 9, 4.0, Quality.OK)]) == [6]
         msgs = [decode(r.payload) for r in a.outbox.next_batch(100)]
