@@ -236,8 +236,10 @@ class LocalStack:
     ) -> dict[str, str]:
         """Start the services (the default ones unless named) and wait until each is healthy.
 
-        Idempotent: a healthy running service is left alone. Returns
-        ``{service: "started" | "running"}``. Raises StackError on failure.
+        Idempotent: a healthy running service is left alone, unless its config
+        template changed since it started (an upgraded checkout): then it is
+        restarted. Returns ``{service: "started" | "running" | "restarted"}``.
+        Raises StackError on failure.
         """
         names = check_names(services)
         with self._lock():
@@ -246,7 +248,17 @@ class LocalStack:
             for name in names:
                 svc = self._services[name]
                 if svc.process.pid() is not None:
-                    result[name] = "running"
+                    if not svc.config_changed():
+                        result[name] = "running"
+                        continue
+                    logger.info("restarting service=%s reason=config_changed", name)
+                    pid = svc.process.pid()
+                    if pid is not None:
+                        svc.process.stop(pid, DEFAULT_STOP_TIMEOUT)
+                    with contextlib.suppress(OSError):
+                        svc.process.pid_file.unlink()
+                    self._start(svc)
+                    result[name] = "restarted"
                     continue
                 svc.install()
                 self._start(svc)

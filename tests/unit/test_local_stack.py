@@ -134,3 +134,21 @@ def test_down_of_a_stack_that_never_ran(tmp_path: Path) -> None:
     }
     assert stack.log_tail("kafka") == []
     assert not stack.kill("kafka")
+
+
+def test_a_broker_started_from_an_older_config_template_is_seen_as_changed(
+    tmp_path: Path,
+) -> None:
+    # A checkout upgraded under a running stack (new broker limits): `up`
+    # restarts the broker instead of testing against the old limits.
+    stack = LocalStack(tmp_path / "stack", tmp_path / "cache")
+    broker = stack.service("mosquitto")
+    assert not broker.config_changed()  # never started: nothing to compare
+    stack.run_dir.mkdir(parents=True)
+    conf = stack.run_dir / "mosquitto.conf"
+    broker.launch()
+    assert conf.is_file()
+    assert not broker.config_changed()
+    conf.write_text(conf.read_text() + "# an older template\n")
+    assert broker.config_changed()
+    assert not stack.service("kafka").config_changed()

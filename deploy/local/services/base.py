@@ -87,6 +87,11 @@ class Service(ABC):
     def probe(self, timeout: float) -> bool:
         """One meaningful health check (a login, an admin request); may raise."""
 
+    def config_changed(self) -> bool:
+        """True when a start now would write another config than the running process
+        was started with (a checkout upgraded under a running stack): ``up`` restarts it."""
+        return False
+
 
 class SearchNode(Service):
     """A search server node (OpenSearch, Elasticsearch): clients use its URL;

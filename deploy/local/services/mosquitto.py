@@ -69,21 +69,30 @@ class Mosquitto(Service):
             staging.replace(passwd)
         shutil.copyfile(TEMPLATE_DIR / "mosquitto-acl.conf", acl)
         conf = run_dir / "mosquitto.conf"
-        conf.write_text(
-            render(
-                "mosquitto.conf",
-                host=self.host,
-                port=self.port,
-                password_file=passwd,
-                acl_file=acl,
-                persistence_dir=self.layout.data_dir(self.name),
-                # Debian's mosquitto drops root to the "mosquitto" user unless told not to,
-                # and that user could not write the stack dir.
-                user_line="user root" if is_root() else "",
-            ),
-            encoding="utf-8",
-        )
+        conf.write_text(self._config_text(), encoding="utf-8")
         return Launch([tool("mosquitto"), "-c", str(conf)])
+
+    def _config_text(self) -> str:
+        run_dir = self.layout.run_dir
+        return render(
+            "mosquitto.conf",
+            host=self.host,
+            port=self.port,
+            password_file=run_dir / "mosquitto.passwd",
+            acl_file=run_dir / "mosquitto.acl",
+            persistence_dir=self.layout.data_dir(self.name),
+            # Debian's mosquitto drops root to the "mosquitto" user unless told not to,
+            # and that user could not write the stack dir.
+            user_line="user root" if is_root() else "",
+        )
+
+    def config_changed(self) -> bool:
+        """The template (limits, listeners) changed since the running broker started."""
+        conf = self.layout.run_dir / "mosquitto.conf"
+        try:
+            return conf.read_text(encoding="utf-8") != self._config_text()
+        except OSError:
+            return False
 
     def probe(self, timeout: float) -> bool:
         return self.login("admin", self.ctx.credentials.all()["admin"], timeout)
