@@ -528,3 +528,30 @@ async def test_scattered_late_minutes_are_asked_in_bounded_requests() -> None:
     searches = [r for r in backend.requests if r.path.endswith("/_search")]
     assert len(searches) == -(-500 // MAX_SLICES_PER_QUERY)
     assert sum(e - s for _, s, e in _ranges(backend)) == 500 * WINDOW_MS
+
+
+class RejectingBackend(RecordingBackend):
+    """Rejects every bulk item, quoting the document in its reason as servers do."""
+
+    async def perform(self, request: Request) -> Any:
+        self.requests.append(request)
+        n = request.body.count(b"\n") // 2 if isinstance(request.body, bytes) else 0
+        reason = "failed to parse [x\nevent=forged \u202e] value " + "y" * 5000
+        item = {"create": {"status": 400, "error": {"type": "mapper", "reason": reason}}}
+        return {"errors": True, "items": [item] * n}
+
+
+async def test_documents_the_server_rejects_are_logged_escaped_cut_and_within_a_budget(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from cloud_processor.documents import Action, BulkItem
+
+    storage = Storage(RejectingBackend(), IndexNames("h-"))  # type: ignore[arg-type]
+    items = [BulkItem(Action.CREATE, "i", str(n), {}) for n in range(50)]
+    with caplog.at_level(logging.ERROR, logger="cloud_processor.storage"):
+        totals = await storage.write(items)
+    assert totals.rejected == 50
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 10
+    for line in lines:
+        assert len(line) < 400 and "\n" not in line and "\u202e" not in line
