@@ -31,6 +31,9 @@ from telemetry_contract import (
     AlertStatus,
     ChangeKind,
     DeadLetter,
+    DeviceState,
+    DeviceStatus,
+    EdgeAlert,
     Gap,
     GapReason,
     Quality,
@@ -330,10 +333,20 @@ def test_an_idle_device_leaves_nothing_in_any_rule() -> None:
         if i % 2:
             r = msgspec.structs.replace(r, quality=Quality.CRC_ERROR, temp_c=None)
         rules.on_reading(r, now_ms=NOW)
+    edge = json.loads((FIXTURES / "valid" / "edge_alert.json").read_bytes())
+    for state in ("raised", "cleared"):
+        raw = json.dumps({**edge, "device_id": "idle-1", "state": state, "ts": NOW + 9000})
+        msg = decode(raw.encode(), now_ms=NOW + 10_000)
+        assert isinstance(msg, EdgeAlert)
+        rules.on_edge_alert(msg, now_ms=NOW)
+    for state in (DeviceState.OFFLINE, DeviceState.ONLINE):
+        status = DeviceStatus(device_id="idle-1", site="s1", ts=NOW + 9500, state=state)
+        rules.on_status(status, now_ms=NOW)
     for peer in ("p1", "p2", "p3", "p4"):
         rules.on_reading(reading(peer, 1, ts=NOW), now_ms=NOW)
     rules.tick(NOW)
     assert _holds(rules, "idle-1")
+    assert rules.book.active_alerts() == []  # every alert it had is resolved
     idle = int(RulesConfig().device_idle_s * 1000)
     for peer in ("p1", "p2", "p3", "p4"):  # peers stay active
         rules.on_reading(reading(peer, 2, ts=NOW + idle), now_ms=NOW + idle)
