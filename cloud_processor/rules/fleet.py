@@ -213,11 +213,13 @@ class FleetRules:
             out += self._forget(device_id, now_ms)
         limit = self._config.max_devices
         while len(heard) + len(parked) > limit:
-            # Give up the device heard from longest ago, parked or not.
+            # Give up the device heard from longest ago, parked or not (a
+            # parked one on a tie: a whole batch shares one processing time,
+            # and parking its devices one by one would drop them all).
             first_heard = next(iter(heard.items()), None)
             first_parked = next(iter(parked.items()), None)
             if first_heard is not None and (
-                first_parked is None or first_heard[1] <= first_parked[1]
+                first_parked is None or first_heard[1] < first_parked[1]
             ):
                 out += self._forget(first_heard[0], now_ms)
                 continue
