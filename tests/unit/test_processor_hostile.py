@@ -568,3 +568,16 @@ async def test_documents_the_server_rejects_are_logged_escaped_cut_and_within_a_
     assert len(lines) == 10
     for line in lines:
         assert len(line) < 400 and "\n" not in line and "\u202e" not in line
+
+
+def test_over_max_devices_exactly_one_device_is_given_up_per_device_too_many() -> None:
+    """Devices of one batch share a last-heard time: the limit gives up as
+    many as it is exceeded by, not the whole batch (no thrash)."""
+    rules = fleet(threshold_high_c=8.0, min_duration_s=0, max_devices=3)
+    for device in ("a", "b", "c"):
+        rules.on_reading(reading(device, 1, 9.0, ts=NOW), now_ms=NOW)
+    rules.on_reading(reading("d", 1, 5.0, ts=NOW), now_ms=NOW + 1)
+    changes = rules.tick(NOW + 2)
+    assert [(c.kind, c.alert.device_id) for c in changes] == [(ChangeKind.RESOLVED, "a")]
+    assert rules.evicted == 1 and list(rules._heard) == ["b", "c", "d"]
+    assert rules.book.active("b", "threshold_high") is not None
