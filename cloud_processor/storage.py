@@ -35,6 +35,7 @@ from cloud_processor.documents import (
     bulk_body,
     classify_bulk,
 )
+from cloud_processor.quarantine import LogBudget, sanitise
 from stagekit.backoff import Backoff, sleep_or_stop
 from stagekit.search import api as search
 from stagekit.search.alerts import alert_doc, alert_from_doc
@@ -84,6 +85,7 @@ class Storage:
     ) -> None:
         self.backend = backend
         self.names = names
+        self._rejected_log = LogBudget()
         self._bulk_max = bulk_max_docs
         self._concurrency = max(1, bulk_concurrency)
         self._retention_days = retention_days
@@ -248,7 +250,14 @@ class Storage:
             totals.duplicates += chunk.duplicates
             totals.rejected += chunk.rejected
             for err in outcome.errors:
-                log.error("event=document_rejected %s", err)
+                # The server's reason may quote the document: escaped, cut, budgeted.
+                swallowed = self._rejected_log.take()
+                if swallowed is not None:
+                    log.error(
+                        "event=document_rejected error=%s suppressed=%d",
+                        sanitise(err, limit=300),
+                        swallowed,
+                    )
             retry = outcome.retry_positions()
             pending = [pending[i] for i in retry]
             if pending:

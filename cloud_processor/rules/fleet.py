@@ -99,7 +99,8 @@ class FleetRules:
         #: device_id -> processing time it was last heard from, least recent
         #: first (moved to the end on every message): what eviction scans.
         self._heard: dict[str, int] = {}
-        #: Evicted devices whose alerts are still open: device_id -> when, oldest first.
+        #: Evicted devices whose alerts are still open: device_id -> when last
+        #: heard from, least recent first.
         self._parked: dict[str, int] = {}
         self._idle_ms = int(rules.device_idle_s * 1000)
         #: Devices evicted and alerts resolved by eviction, since the start (metrics).
@@ -189,16 +190,18 @@ class FleetRules:
         return len(self._heard) + len(self._parked)
 
     def evict(self, now_ms: int) -> list[AlertChange]:
-        """Evict idle devices, then the least recently heard from beyond ``max_devices``.
+        """Evict idle devices, then, beyond ``max_devices``, the device heard
+        from longest ago.
 
         An evicted device loses its rule state (readings the reorder stage held
         for it are judged first), never its stored readings nor its open
         alerts: those stay open ("parked") and are cleared as usual when the
         device is heard from again -- a stale or offline alert is exactly what
         an idle device should keep showing. Parked devices count toward
-        ``max_devices``; beyond it the one parked longest has its alerts
-        resolved with a ``clear_reason`` naming the limit (stored and
-        published on the alerts topic, logged, counted; not notified).
+        ``max_devices``: when the device given up for the limit is a parked
+        one, its alerts are resolved with a ``clear_reason`` naming the limit
+        (stored and published on the alerts topic, logged, counted; not
+        notified, so a flood of device ids cannot become a notification storm).
         """
         out: list[AlertChange] = []
         horizon = now_ms - self._idle_ms
@@ -210,10 +213,18 @@ class FleetRules:
             out += self._forget(device_id, now_ms)
         limit = self._config.max_devices
         while len(heard) + len(parked) > limit:
-            if not parked:
-                out += self._forget(next(iter(heard)), now_ms)
+            # Give up the device heard from longest ago, parked or not (a
+            # parked one on a tie: a whole batch shares one processing time,
+            # and parking its devices one by one would drop them all).
+            first_heard = next(iter(heard.items()), None)
+            first_parked = next(iter(parked.items()), None)
+            if first_heard is not None and (
+                first_parked is None or first_heard[1] < first_parked[1]
+            ):
+                out += self._forget(first_heard[0], now_ms)
                 continue
-            device_id = next(iter(parked))
+            assert first_parked is not None  # over the limit: one of them is not empty
+            device_id = first_parked[0]
             del parked[device_id]
             resolved = self.book.resolve_all(
                 device_id,
@@ -228,7 +239,7 @@ class FleetRules:
 
     def _forget(self, device_id: str, now_ms: int) -> list[AlertChange]:
         """Drop the device's state (it is no longer heard); park its open alerts."""
-        del self._heard[device_id]
+        last_heard = self._heard.pop(device_id)
         self.evicted += 1
         out: list[AlertChange] = []
         device = self._devices.get(device_id)
@@ -239,7 +250,7 @@ class FleetRules:
                 rule.forget(device_id, device.site)
         self.book.forget(device_id)
         if self.book.open_rules(device_id):
-            self._parked[device_id] = now_ms
+            self._parked[device_id] = last_heard
         return out
 
     # -- the reorder stage -------------------------------------------------

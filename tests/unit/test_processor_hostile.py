@@ -31,6 +31,9 @@ from telemetry_contract import (
     AlertStatus,
     ChangeKind,
     DeadLetter,
+    DeviceState,
+    DeviceStatus,
+    EdgeAlert,
     Gap,
     GapReason,
     Quality,
@@ -330,10 +333,20 @@ def test_an_idle_device_leaves_nothing_in_any_rule() -> None:
         if i % 2:
             r = msgspec.structs.replace(r, quality=Quality.CRC_ERROR, temp_c=None)
         rules.on_reading(r, now_ms=NOW)
+    edge = json.loads((FIXTURES / "valid" / "edge_alert.json").read_bytes())
+    for state in ("raised", "cleared"):
+        raw = json.dumps({**edge, "device_id": "idle-1", "state": state, "ts": NOW + 9000})
+        msg = decode(raw.encode(), now_ms=NOW + 10_000)
+        assert isinstance(msg, EdgeAlert)
+        rules.on_edge_alert(msg, now_ms=NOW)
+    for state in (DeviceState.OFFLINE, DeviceState.ONLINE):
+        status = DeviceStatus(device_id="idle-1", site="s1", ts=NOW + 9500, state=state)
+        rules.on_status(status, now_ms=NOW)
     for peer in ("p1", "p2", "p3", "p4"):
         rules.on_reading(reading(peer, 1, ts=NOW), now_ms=NOW)
     rules.tick(NOW)
     assert _holds(rules, "idle-1")
+    assert rules.book.active_alerts() == []  # every alert it had is resolved
     idle = int(RulesConfig().device_idle_s * 1000)
     for peer in ("p1", "p2", "p3", "p4"):  # peers stay active
         rules.on_reading(reading(peer, 2, ts=NOW + idle), now_ms=NOW + idle)
@@ -528,3 +541,43 @@ async def test_scattered_late_minutes_are_asked_in_bounded_requests() -> None:
     searches = [r for r in backend.requests if r.path.endswith("/_search")]
     assert len(searches) == -(-500 // MAX_SLICES_PER_QUERY)
     assert sum(e - s for _, s, e in _ranges(backend)) == 500 * WINDOW_MS
+
+
+class RejectingBackend(RecordingBackend):
+    """Rejects every bulk item, quoting the document in its reason as servers do."""
+
+    async def perform(self, request: Request) -> Any:
+        self.requests.append(request)
+        n = request.body.count(b"\n") // 2 if isinstance(request.body, bytes) else 0
+        reason = "failed to parse [x\nevent=forged \u202e] value " + "y" * 5000
+        item = {"create": {"status": 400, "error": {"type": "mapper", "reason": reason}}}
+        return {"errors": True, "items": [item] * n}
+
+
+async def test_documents_the_server_rejects_are_logged_escaped_cut_and_within_a_budget(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from cloud_processor.documents import Action, BulkItem
+
+    storage = Storage(RejectingBackend(), IndexNames("h-"))  # type: ignore[arg-type]
+    items = [BulkItem(Action.CREATE, "i", str(n), {}) for n in range(50)]
+    with caplog.at_level(logging.ERROR, logger="cloud_processor.storage"):
+        totals = await storage.write(items)
+    assert totals.rejected == 50
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 10
+    for line in lines:
+        assert len(line) < 400 and "\n" not in line and "\u202e" not in line
+
+
+def test_over_max_devices_exactly_one_device_is_given_up_per_device_too_many() -> None:
+    """Devices of one batch share a last-heard time: the limit gives up as
+    many as it is exceeded by, not the whole batch (no thrash)."""
+    rules = fleet(threshold_high_c=8.0, min_duration_s=0, max_devices=3)
+    for device in ("a", "b", "c"):
+        rules.on_reading(reading(device, 1, 9.0, ts=NOW), now_ms=NOW)
+    rules.on_reading(reading("d", 1, 5.0, ts=NOW), now_ms=NOW + 1)
+    changes = rules.tick(NOW + 2)
+    assert [(c.kind, c.alert.device_id) for c in changes] == [(ChangeKind.RESOLVED, "a")]
+    assert rules.evicted == 1 and list(rules._heard) == ["b", "c", "d"]
+    assert rules.book.active("b", "threshold_high") is not None
