@@ -12,4 +12,7 @@ product never imports it; pytest puts the checkout's root on ``sys.path``
 * :mod:`testsupport.broker_backlog` -- Mosquitto stopped while it holds a
   backlog for the gateway (``tests/chaos/test_chaos_broker_backlog.py``,
   ``benchmarks/gateway/broker_restart_backlog.py``).
+* :mod:`testsupport.hostile` -- hostile inputs of every class issue 14 names,
+  from a seeded ``Random`` (the property tests in ``tests/unit`` through
+  hypothesis, and ``make fuzz``: ``benchmarks/fuzz``).
 """
