@@ -309,10 +309,15 @@ def _processor_route(h: Hostile, errors: _ErrorLog) -> Target:
 
 def _edge_remote_config(h: Hostile, errors: _ErrorLog) -> Target:
     from edge_agent.config import loads_config
+    from edge_agent.detect import SensorMonitor
     from edge_agent.remote_config import RemoteConfigGate
     from telemetry_contract import EdgeAlert
 
     current = loads_config('[device]\ndevice_id = "s1-d01"\nsite = "s1"\n')
+    # Warm up: the first model of each detector imports river (~0.7 s, once per
+    # process), which is no input's cost.
+    for detector in ("hst", "zscore", "context"):
+        SensorMonitor(detector, {})
     gate = RemoteConfigGate(topic="thermowatch/s1/s1-d01/config")
 
     def run(payload: bytes) -> bool:
