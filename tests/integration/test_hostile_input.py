@@ -38,11 +38,11 @@ PER_CLASS = 5_000
 KAFKA_PER_CLASS = 200
 NORMAL_DEVICES = 30
 HUGE_PUBLISHES = 3
-#: Hostile messages per second. Below what the gateway dead-letters on two busy
+#: Hostile messages per second: well below what the gateway dead-letters on two busy
 #: cores, so a filled in-flight window would mean messages held, not a backlog:
 #: a flood at the gateway's capacity fills the window like any heavy load (flow
 #: control working), and the other devices still get through.
-ATTACK_RATE = 2_000
+ATTACK_RATE = 1_000
 #: Bytes of log a stage may write during the whole run.
 LOG_BUDGET = 2 * 1024 * 1024
 #: Seq offset of the hostile device's valid-but-old readings (apart from the others).
