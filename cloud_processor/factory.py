@@ -96,6 +96,7 @@ def default_notifiers(
                 poll_timeout_ms=k.poll_timeout_ms,
                 max_batch=k.max_batch,
                 max_unresolved=config.webhook.max_unresolved,
+                metrics=metrics,
             )
         )
     return notifiers

@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 
 from cloud_processor.dispatch import LogEvery, NotificationDispatcher
+from cloud_processor.metrics import Metrics
 from cloud_processor.ports import Batch, Partition, Source
 from telemetry_contract import AlertChange, decode_alert_change
 
@@ -131,6 +132,7 @@ class AlertFeed:
         poll_timeout_ms: int = 500,
         max_batch: int = 500,
         max_unresolved: int = 100_000,
+        metrics: Metrics | None = None,
     ) -> None:
         self.source = source
         self.dispatcher = dispatcher
@@ -140,6 +142,7 @@ class AlertFeed:
         self._poll_timeout_ms = poll_timeout_ms
         self._max_batch = max_batch
         self._max_unresolved = max_unresolved
+        self._metrics = metrics
         self._task: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
@@ -209,6 +212,8 @@ class AlertFeed:
                 if time.monotonic() - last_commit >= self._commit_interval_s:
                     last_commit = time.monotonic()
                     await self.commit()
+                if self._metrics is not None:
+                    self._metrics.notifications_unresolved.set(self.book.unresolved)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Kafka trouble: log, wait, go on (never a gap)
@@ -233,6 +238,8 @@ class AlertFeed:
             return decode_alert_change(value or b"")
         except Exception as exc:  # one bad record never stops the feed
             self.counts["undecodable"] += 1
+            if self._metrics is not None:
+                self._metrics.notifications_undecodable.inc()
             if n := self._bad_log.due():
                 log.warning(
                     "event=alert_change_undecodable topic=%s partition=%d offset=%d "

@@ -15,10 +15,13 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_processor.config import WebhookSettings
+from cloud_processor.config import KafkaSettings, ProcessorConfig, WebhookSettings
 from cloud_processor.dispatch import NotificationDispatcher
+from cloud_processor.factory import build_processor, default_notifiers
 from cloud_processor.feed import AlertFeed, Resolutions
-from cloud_processor.testing import FakeSource
+from cloud_processor.kafka import AlertsSource
+from cloud_processor.metrics import Metrics
+from cloud_processor.testing import FakeProducer, FakeSource
 from telemetry_contract import (
     Alert,
     AlertChange,
@@ -98,9 +101,11 @@ async def step(d: NotificationDispatcher, clock: Clock, seconds: float) -> None:
     await asyncio.wait_for(d.settled(), 5)
 
 
-def feed_of(webhook: Gate, clock: Clock, tp: TP, **kw: Any) -> AlertFeed:
+def feed_of(
+    webhook: Gate, clock: Clock, tp: TP, metrics: Metrics | None = None, **kw: Any
+) -> AlertFeed:
     dispatcher = NotificationDispatcher(webhook, hook(**kw), clock=clock)
-    return AlertFeed(FakeSource(tp), dispatcher, commit_interval_s=3600)
+    return AlertFeed(FakeSource(tp), dispatcher, commit_interval_s=3600, metrics=metrics)
 
 
 def test_commits_stop_below_the_lowest_unresolved_offset() -> None:
@@ -182,13 +187,18 @@ async def test_overflow_refusal_and_unnotified_changes_are_resolved() -> None:
 
 
 async def test_close_commits_only_what_is_resolved() -> None:
-    tp, clock, webhook = TP(), Clock(), Gate(open_=False)
-    feed = feed_of(webhook, clock, tp, drain_timeout_s=0.0)
+    tp, clock, webhook, metrics = TP(), Clock(), Gate(open_=False), Metrics()
+    feed = feed_of(webhook, clock, tp, metrics, drain_timeout_s=0.0)
     source = feed.source
     assert isinstance(source, FakeSource)
-    source.batches.append({tp: records([change(1, device=f"d{i}") for i in range(3)])})
+    source.batches.append(
+        {tp: [*records([change(1, device=f"d{i}") for i in range(3)]), Rec(b"", 3)]}
+    )
     await feed.start()
-    await asyncio.wait_for(source.drained.wait(), 5)
+    await asyncio.wait_for(source.drained.wait(), 5)  # the batch is handled
+    text = metrics.render().decode()
+    assert "thermowatch_processor_notifications_unresolved 3.0" in text
+    assert "thermowatch_processor_notifications_undecodable_total 1.0" in text
     await asyncio.wait_for(feed.close(), 5)  # prompt although the webhook hangs
     assert source.commits[-1] == {tp: 0} and source.stopped
     assert feed.dispatcher.counts["dropped"] == 3
@@ -227,3 +237,28 @@ async def test_after_a_crash_the_latest_change_of_every_alert_reaches_the_webhoo
     got = [(c.alert.alert_id, c.alert.version) for c in second.got]
     assert sorted(got) == [(f"d{i}.threshold_high.1", 4) for i in range(3)]
     assert again.commits[-1] == {tp: len(stream)}
+
+
+def test_the_webhook_is_fed_from_the_alerts_topic_with_its_own_group() -> None:
+    """One way to notify: the processor only publishes to the topic; the feed
+    (group ``<kafka.group_id>-notify`` unless ``webhook.group_id``) notifies;
+    a replay has no feed (the running processor's feed notifies what it publishes)."""
+    kafka = KafkaSettings(topic_prefix="p", group_id="g")
+    cfg = ProcessorConfig(kafka=kafka, webhook=hook())
+    names = [type(n).__name__ for n in build_processor(cfg).notifications.notifiers]
+    assert names == ["AlertsTopicNotifier", "AlertFeed"]
+    replay = build_processor(cfg, replay_from_ms=0).notifications.notifiers
+    assert [type(n).__name__ for n in replay] == ["AlertsTopicNotifier"]
+    for webhook, group in ((hook(), "g-notify"), (hook(group_id="hooks"), "hooks")):
+        (feed,) = [
+            n
+            for n in default_notifiers(ProcessorConfig(kafka=kafka, webhook=webhook), *_ports())
+            if isinstance(n, AlertFeed)
+        ]
+        assert isinstance(feed.source, AlertsSource)
+        assert feed.source._settings.group_id == group
+        assert feed.source._topics == ["p.alerts"]
+
+
+def _ports() -> tuple[FakeProducer, Metrics]:
+    return FakeProducer(), Metrics()
