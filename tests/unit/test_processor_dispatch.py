@@ -285,8 +285,9 @@ async def test_alert_storm_of_one_device_yields_two_notifications_off_the_write_
     of 30 others, while the webhook hangs.
 
     Bound: the storm is one alert key (``storm-1``, ``edge_anomaly``): its first
-    change (the latest of the first batch) goes out at once, every later one
-    within ``coalesce_s`` replaces the one waiting, and the drain at shutdown
+    change (the latest of the feed's first poll of the alerts topic) goes out at
+    once, every later one within ``coalesce_s`` replaces the one waiting, and the
+    drain at shutdown
     sends that (the latest state). So 2 notifications here (the storm takes no
     time on the dispatcher's clock); over a storm of T seconds: at most
     min(1 + ceil(T / coalesce_s), device_burst + device_rate_per_s * T) per key,
