@@ -10,9 +10,10 @@ the config (:mod:`~cloud_processor.config`). One record's way through:
   documents and the rules -- :mod:`~cloud_processor.rules`, the pure core:
   rules and the alert lifecycle -- and marks the one-minute windows touched;
 * :mod:`~cloud_processor.notifiers` publishes the alert changes at once, in
-  order, through every notifier (the Kafka topic, and the webhook's queue,
-  :mod:`~cloud_processor.dispatch`, from which :mod:`~cloud_processor.webhook`
-  sends off the write path);
+  order, to the Kafka alerts topic; off the write path,
+  :mod:`~cloud_processor.feed` reads them back (its own consumer group) into
+  the webhook's queue, :mod:`~cloud_processor.dispatch`, from which
+  :mod:`~cloud_processor.webhook` sends;
 * :mod:`~cloud_processor.chain` runs the writes one at a time, and
   :mod:`~cloud_processor.sink` is what a write stores through
   :mod:`~cloud_processor.storage` (durable bulk writes on :mod:`stagekit.search`),

@@ -154,6 +154,7 @@ class Processor:
             )
         await self._restore(stop)
         await self.producer.start()
+        await self.notifications.start()  # the webhook's feed reads before we write
         await self.source.start(self._on_revoked, self._on_assigned)
         self._consuming = True
         if self._replay:

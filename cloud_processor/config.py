@@ -97,7 +97,9 @@ class SearchSettings(stagekit.search.SearchSettings, frozen=True, forbid_unknown
 class WebhookSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Where alert changes are POSTed ("" disables it), and how hard.
 
-    Changes reach the webhook through a bounded queue with its own worker
+    Changes reach the webhook from the Kafka alerts topic, read by a consumer
+    group of its own (:mod:`cloud_processor.feed`, durable across crashes),
+    through a bounded queue with its own worker
     (:mod:`cloud_processor.dispatch`), never on the write path: repeated
     changes of one alert within ``coalesce_s`` become one notification, and
     per-device and global token buckets limit the rate.
@@ -128,6 +130,12 @@ class WebhookSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_response_bytes: Annotated[int, msgspec.Meta(ge=0, le=16_777_216)] = 65_536
     #: Device-controlled text (messages, ids) is cut to this many characters.
     max_text_chars: Annotated[int, msgspec.Meta(ge=16, le=4096)] = 500
+    #: Consumer group reading the alerts topic for the webhook ("" =
+    #: ``<kafka.group_id>-notify``); its offsets advance only past resolved changes.
+    group_id: str = ""
+    #: Changes read from the alerts topic and not resolved yet, at most (then
+    #: reading waits for the queue).
+    max_unresolved: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 100_000
     #: Shared secret of the ``X-Thermowatch-Signature`` HMAC-SHA256 header
     #: ("" = requests are not signed; a warning is logged at start).
     secret: str = ""
@@ -164,6 +172,11 @@ class ProcessorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         problems += k.problems("kafka") + s.problems("search")
         if self.webhook.url and not self.webhook.url.startswith(("http://", "https://")):
             problems.append(f"webhook.url: must be an http(s) URL, got {self.webhook.url!r}")
+        if self.webhook.url and not k.publish_alerts:
+            problems.append(
+                "kafka.publish_alerts: must be true when webhook.url is set "
+                "(the webhook is fed from the alerts topic)"
+            )
         for name, (lat, lon) in self.locations.items():
             if not (-90 <= lat <= 90 and -180 <= lon <= 180):
                 problems.append(f"locations.{name}: not a [lat, lon] pair, got [{lat}, {lon}]")

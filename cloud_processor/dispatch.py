@@ -2,8 +2,10 @@
 
 :class:`NotificationDispatcher` wraps a slow notifier (the webhook) and is
 itself a :class:`~cloud_processor.ports.Notifier` whose ``notify`` only
-enqueues: the processor's write path never waits for the receiver. One
-asyncio task (the worker) takes the queue from there.
+enqueues. The processor feeds it from the Kafka alerts topic
+(:class:`~cloud_processor.feed.AlertFeed`, :meth:`offer` with a ``done``
+callback), never from its write path. One asyncio task (the worker) takes the
+queue from there.
 
 - **Coalescing.** The queue holds at most one notification per alert key
   (``(device_id, rule)``, :attr:`telemetry_contract.Alert.key`). A change of a
@@ -24,10 +26,15 @@ asyncio task (the worker) takes the queue from there.
 - **Shutdown.** :meth:`close` sends what is waiting right away (ignoring the
   window and the rate limits: one per key at most) for up to
   ``drain_timeout_s``, then cancels the worker; what is still waiting then (and
-  a POST cut short) is counted ``dropped`` and logged. The Kafka alerts topic
-  (written on the write path, before the alert documents) remains the
-  complete, at-least-once record of every change; the webhook is best effort
-  beyond this drain.
+  a POST cut short) is counted ``dropped`` and logged.
+- **Resolution.** :meth:`offer` takes an optional ``done`` callback, called
+  once the change needs nothing more: delivered (or refused by the receiver
+  after its attempts, ``error``), superseded by a later change of its key that
+  was delivered (``coalesced``: called with the successor's), or dropped on a
+  full queue (``overflow``). It is never called for a change ``dropped`` at
+  shutdown or offered after :meth:`close`: :class:`~cloud_processor.feed.AlertFeed`
+  commits an alerts-topic offset only below the first unresolved change, so
+  those are read again from the topic after a restart.
 
 Every offered change ends in exactly one result, so
 ``offered == coalesced + overflow + notified + error + dropped + pending``
@@ -43,7 +50,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from cloud_processor.config import WebhookSettings
@@ -60,6 +67,8 @@ RESULTS: Final = ("coalesced", "overflow", "notified", "error", "dropped")
 
 #: An alert key (device_id, rule), plus a serial number when coalescing is off.
 Key = tuple[str, ...]
+#: Called once a change is resolved (see the module docstring).
+Done = Callable[[], None]
 
 
 class TokenBucket:
@@ -143,6 +152,12 @@ class _Waiting:
     due: float  # not before (the coalescing window of its key)
     superseded: int = 0  # changes of the key this one replaced
     held: bool = False  # counted rate_limited already
+    done: list[Done] = field(default_factory=list)  # resolved with this one
+
+    def resolve(self) -> None:
+        done, self.done = self.done, []
+        for callback in done:
+            callback()
 
 
 class NotificationDispatcher:
@@ -193,8 +208,11 @@ class NotificationDispatcher:
             if change.notify:  # late or suppressed changes are not notified
                 self.offer(change)
 
-    def offer(self, change: AlertChange) -> None:
-        """Queue one change: coalesce it, or drop it when the queue is full."""
+    def offer(self, change: AlertChange, done: Done | None = None) -> None:
+        """Queue one change: coalesce it, or drop it when the queue is full.
+
+        ``done`` is called once the change is resolved (module docstring).
+        """
         self._count("offered")
         if self._closed:
             self._count("dropped")
@@ -209,10 +227,14 @@ class NotificationDispatcher:
         if waiting is not None:
             waiting.change = change
             waiting.superseded += 1
+            if done is not None:
+                waiting.done.append(done)
             self._count("coalesced")
             return
         if len(self._waiting) >= self.settings.queue_max:
             self._count("overflow")
+            if done is not None:
+                done()  # deliberately dropped, counted and logged: resolved
             if n := self._overflow_log.due():
                 log.warning(
                     "event=notification_overflow dropped=%d queue_max=%d device_id=%s",
@@ -224,7 +246,7 @@ class NotificationDispatcher:
         now = self._clock()
         last = self._last_sent.get(key)
         due = now if last is None else max(now, last + self.settings.coalesce_s)
-        self._waiting[key] = _Waiting(change, due)
+        self._waiting[key] = _Waiting(change, due, done=[] if done is None else [done])
         self._set_pending()
         self._start()
         self.wake()
@@ -303,6 +325,7 @@ class NotificationDispatcher:
             else:
                 self._count("notified")
             self._in_flight = None
+            waiting.resolve()
             self._set_pending()
             self._forget(now)
 

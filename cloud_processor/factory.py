@@ -11,7 +11,7 @@ connects: clients are opened by ``Processor.start()``.
 >>> cfg = ProcessorConfig(webhook=WebhookSettings(url="http://127.0.0.1:9/hook"))
 >>> p = build_processor(cfg)
 >>> [type(n).__name__ for n in p.notifications.notifiers]
-['AlertsTopicNotifier', 'NotificationDispatcher']
+['AlertsTopicNotifier', 'AlertFeed']
 >>> p.storage.backend_name
 'opensearch'
 """
@@ -21,10 +21,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import msgspec
+
 from cloud_processor.app import Processor
 from cloud_processor.config import ProcessorConfig
 from cloud_processor.dispatch import NotificationDispatcher
-from cloud_processor.kafka import KafkaProducer, KafkaSource
+from cloud_processor.feed import AlertFeed
+from cloud_processor.kafka import AlertsSource, KafkaProducer, KafkaSource
 from cloud_processor.metrics import Metrics
 from cloud_processor.notifiers import AlertsTopicNotifier
 from cloud_processor.ports import Notifier, Producer
@@ -60,27 +63,42 @@ def build_processor(
         source=source,
         producer=producer,
         storage=make_storage(config, backend, metrics),
-        notifiers=default_notifiers(config, producer, metrics),
+        notifiers=default_notifiers(config, producer, metrics, feed=replay_from_ms is None),
         metrics=metrics,
         clock=clock,
     )
 
 
 def default_notifiers(
-    config: ProcessorConfig, producer: Producer, metrics: Metrics
+    config: ProcessorConfig, producer: Producer, metrics: Metrics, *, feed: bool = True
 ) -> list[Notifier]:
-    """Where alert changes go, in this order: the Kafka alerts topic
-    (``kafka.publish_alerts``), then the webhook (``webhook.url``)."""
+    """Where alert changes go: the Kafka alerts topic (``kafka.publish_alerts``),
+    and, with ``feed`` and a ``webhook.url``, the webhook's feed, which reads
+    them back from that topic (:mod:`cloud_processor.feed`; a replay has none:
+    the running processor's feed notifies what the replay publishes)."""
     notifiers: list[Notifier] = []
-    if config.kafka.publish_alerts:
-        alerts = kafka_topics(config.kafka.topic_prefix).alerts
-        notifiers.append(AlertsTopicNotifier(producer, alerts))
-    if config.webhook.url:
+    k = config.kafka
+    if not k.publish_alerts:
+        return notifiers
+    alerts = kafka_topics(k.topic_prefix).alerts
+    notifiers.append(AlertsTopicNotifier(producer, alerts))
+    if config.webhook.url and feed:
         webhook = WebhookNotifier(
             config.webhook, on_result=lambda r: metrics.webhook.labels(r).inc()
         )
-        # Off the write path: the write waits for the queue, not the receiver.
-        notifiers.append(NotificationDispatcher(webhook, config.webhook, metrics=metrics))
+        group = config.webhook.group_id or f"{k.group_id}-notify"
+        settings = msgspec.structs.replace(k, group_id=group, client_id=f"{k.client_id}-notify")
+        notifiers.append(
+            AlertFeed(
+                AlertsSource(settings, [alerts]),
+                NotificationDispatcher(webhook, config.webhook, metrics=metrics),
+                commit_interval_s=k.commit_interval_s,
+                poll_timeout_ms=k.poll_timeout_ms,
+                max_batch=k.max_batch,
+                max_unresolved=config.webhook.max_unresolved,
+                metrics=metrics,
+            )
+        )
     return notifiers
 
 

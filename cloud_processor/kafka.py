@@ -10,13 +10,21 @@ Topics are created with :mod:`stagekit.kafka`.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from cloud_processor.config import KafkaSettings
 from cloud_processor.ports import Batch, Partition, Rebalanced
 
-__all__ = ["KafkaProducer", "KafkaSource", "Revocations", "make_consumer", "make_producer"]
+__all__ = [
+    "AlertsSource",
+    "KafkaProducer",
+    "KafkaSource",
+    "Revocations",
+    "make_consumer",
+    "make_producer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +166,42 @@ class KafkaSource:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await consumer.stop()
+
+
+class AlertsSource(KafkaSource):
+    """The webhook feed's source: its own consumer group on the alerts topic.
+
+    A partition the group has never committed starts at the first record
+    produced since :meth:`start` (a new group would otherwise notify the whole
+    history again), and that position is committed at once: a crash before the
+    feed's first commit re-reads from there. The processor starts the feed
+    before it consumes anything, so no change of this run is before it.
+    """
+
+    async def start(self, on_revoked: Rebalanced, on_assigned: Rebalanced) -> None:
+        """Join the group; new partitions are pinned to the start time."""
+        since_ms = int(time.time() * 1000)
+
+        async def assigned(partitions: set[Partition]) -> None:
+            await self._pin(partitions, since_ms)
+            await on_assigned(partitions)
+
+        await super().start(on_revoked, assigned)
+
+    async def _pin(self, partitions: set[Partition], since_ms: int) -> None:
+        consumer = self._consumer
+        fresh = [tp for tp in partitions if await consumer.committed(tp) is None]
+        if not fresh:
+            return
+        found = await consumer.offsets_for_times(dict.fromkeys(fresh, since_ms))
+        ends = await consumer.end_offsets(fresh)
+        start = {}
+        for tp in fresh:
+            hit = found.get(tp)
+            start[tp] = hit.offset if hit is not None else ends[tp]
+            consumer.seek(tp, start[tp])
+        await consumer.commit(start)
+        log.info("event=notify_group_started since_ms=%d partitions=%d", since_ms, len(fresh))
 
 
 class KafkaProducer:

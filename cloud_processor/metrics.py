@@ -98,6 +98,17 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.notifications_unresolved = Gauge(
+            p + "notifications_unresolved",
+            "Alert changes read from the alerts topic for the webhook and not resolved "
+            "yet (its consumer group commits below the first of them).",
+            registry=r,
+        )
+        self.notifications_undecodable = Counter(
+            p + "notifications_undecodable_total",
+            "Records of the alerts topic the webhook's feed could not decode (skipped).",
+            registry=r,
+        )
         self.notifications_pending = Gauge(
             p + "notifications_pending",
             "Webhook notifications waiting (one per alert key).",

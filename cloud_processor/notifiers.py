@@ -2,14 +2,13 @@
 
 :class:`Notifications` publishes each batch's alert changes through the
 configured notifiers (:class:`~cloud_processor.ports.Notifier`), one after
-the other in their order (by default the Kafka alerts topic, then the
-webhook's queue, :mod:`cloud_processor.dispatch`, which returns at once: the
-receiver itself is never waited for here), on one ordered chain: a batch's
-changes go out only after those of the batches before it, yet without
-waiting for any bulk write. The write of a batch waits for its notifications
-before storing its alert documents, so a crash in between repeats a change
-on the alerts topic instead of losing it (the webhook is best effort beyond
-its queue's drain at shutdown).
+the other in their order (by default the Kafka alerts topic only), on one
+ordered chain: a batch's changes go out only after those of the batches
+before it, yet without waiting for any bulk write. The write of a batch waits
+for its notifications before storing its alert documents, so a crash in
+between repeats a change on the alerts topic instead of losing it. The
+webhook reads them back from there (:mod:`cloud_processor.feed`, started by
+:meth:`Notifications.start`), never on this chain.
 
 :class:`AlertsTopicNotifier` is the Kafka one: every change, late ones
 included, in the contract's wire form, keyed by device.
@@ -76,6 +75,13 @@ class Notifications:
         """Publish ``changes`` through every notifier, in order, now."""
         for notifier in self.notifiers:
             await notifier.notify(changes)
+
+    async def start(self) -> None:
+        """Start the notifiers that run on their own (those with a ``start``)."""
+        for notifier in self.notifiers:
+            start = getattr(notifier, "start", None)
+            if start is not None:
+                await start()
 
     async def cancel(self) -> None:
         """Stop publishing (after a failed drain: leave nothing running)."""

@@ -11,8 +11,9 @@ in the tests:
 * :class:`Store` -- the search server: schema, durable bulk writes, windows,
   alert state (:class:`cloud_processor.storage.Storage`);
 * :class:`Notifier` -- where alert changes are published, called in order
-  (:class:`cloud_processor.notifiers.AlertsTopicNotifier`,
-  :class:`cloud_processor.webhook.WebhookNotifier`).
+  (:class:`cloud_processor.notifiers.AlertsTopicNotifier`; the webhook is fed
+  back from that topic by :class:`cloud_processor.feed.AlertFeed`, a notifier
+  only for its lifecycle).
 """
 
 from __future__ import annotations

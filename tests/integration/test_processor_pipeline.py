@@ -33,22 +33,30 @@ from cloud_processor.config import (
     WebhookSettings,
 )
 from cloud_processor.documents import reading_doc, reading_id
-from cloud_processor.factory import build_processor
-from cloud_processor.testing import WebhookReceiver
+from cloud_processor.factory import build_processor, default_notifiers
+from cloud_processor.feed import AlertFeed
+from cloud_processor.metrics import Metrics
+from cloud_processor.testing import FakeProducer, WebhookReceiver
 from stagekit.kafka import create_topics, delete_topics
 from stagekit.search import api as search
 from stagekit.search.api import SearchError
 from stagekit.search.backends import OpenSearchBackend
 from stagekit.search.indices import INDEXES, IndexNames
 from telemetry_contract import (
+    Alert,
+    AlertChange,
+    AlertStatus,
+    ChangeKind,
     DeviceStatus,
     EdgeAlert,
     Gap,
     KafkaTopics,
     Message,
     Reading,
+    Severity,
     decode,
     encode,
+    encode_alert_change,
     kafka_key,
     kafka_topics,
 )
@@ -627,3 +635,63 @@ async def test_record_breaking_the_contract_goes_to_the_dead_letter_topic(env: E
     assert letter.reason == "not_json"
     assert letter.payload == '{"type":"reading"'
     assert letter.source_topic == env.topics.telemetry
+
+
+async def _produce_changes(env: Env, changes: list[AlertChange]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=env.bootstrap, acks="all")
+    await producer.start()
+    try:
+        for c in changes:
+            await producer.send_and_wait(
+                env.topics.alerts, encode_alert_change(c), key=kafka_key(c.alert.device_id)
+            )
+    finally:
+        await producer.stop()
+
+
+def _change(device: str, version: int = 1) -> AlertChange:
+    alert = Alert(
+        f"{device}.threshold_high.1",
+        device,
+        "s1",
+        "threshold_high",
+        Severity.WARNING,
+        AlertStatus.OPEN,
+        version,
+        1,
+        1,
+    )
+    return AlertChange(ChangeKind.OPENED if version == 1 else ChangeKind.UPDATED, alert)
+
+
+async def test_webhook_feed_skips_history_when_new_and_resumes_from_its_commit(
+    env: Env, receiver: WebhookReceiver
+) -> None:
+    """The webhook's feed (its own group on the alerts topic): a new group starts
+    at what is produced after it started, not at the topic's history; restarted,
+    it resumes at its commit, so what was produced while it was down arrives and
+    nothing delivered before comes again."""
+    cfg = env.config(group="feed", webhook=receiver.url)
+
+    def feed() -> AlertFeed:
+        notifiers = default_notifiers(cfg, FakeProducer(), Metrics())
+        assert isinstance(notifiers[-1], AlertFeed)
+        return notifiers[-1]
+
+    await _produce_changes(env, [_change(f"old-{i}") for i in range(3)])
+    first = feed()
+    await first.start()
+    await wait_for(lambda: _true(bool(first.source.assignment())))
+    await _produce_changes(env, [_change(f"new-{i}") for i in range(3)])
+    await wait_for(lambda: _ge(_len(receiver.received), 3))
+    await first.close()
+    await _produce_changes(env, [_change(f"new-{i}", 2) for i in range(3)])  # while down
+    second = feed()
+    await second.start()
+    try:
+        await wait_for(lambda: _ge(_len(receiver.received), 6))
+        await asyncio.sleep(2)  # a surplus (history, repeats) would arrive meanwhile
+    finally:
+        await second.close()
+    got = sorted((h["device_id"], h["version"]) for h in receiver.received)
+    assert got == sorted((f"new-{i}", v) for i in range(3) for v in (1, 2))

@@ -80,6 +80,11 @@ def test_uncommented_sample_example_is_valid() -> None:
         ("[webhook]\ndrain_timeout_s = 301.0\n", "webhook.drain_timeout_s: must be at most 300"),
         ("[webhook]\nmax_text_chars = 8\n", "webhook.max_text_chars: must be at least 16, got 8"),
         ("[webhook]\nmax_response_bytes = -1\n", "webhook.max_response_bytes: must be at least 0"),
+        ("[webhook]\nmax_unresolved = 0\n", "webhook.max_unresolved: must be at least 1, got 0"),
+        (
+            "[kafka]\npublish_alerts = false\n[webhook]\nurl = 'http://h/x'\n",
+            "kafka.publish_alerts: must be true when webhook.url is set",
+        ),
     ],
 )
 def test_errors_name_the_key(toml: str, message: str) -> None:

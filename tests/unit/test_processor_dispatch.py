@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from cloud_processor.app import Processor
 from cloud_processor.config import KafkaSettings, ProcessorConfig, WebhookSettings
 from cloud_processor.dispatch import RESULTS, NotificationDispatcher, TokenBucket
+from cloud_processor.feed import AlertFeed
 from cloud_processor.metrics import Metrics
 from cloud_processor.notifiers import AlertsTopicNotifier
 from cloud_processor.testing import FakeProducer, FakeSource, FakeStore
@@ -270,8 +271,8 @@ def test_token_bucket_refills_at_its_rate() -> None:
 
 
 class _TP:
-    def __init__(self, partition: int) -> None:
-        self.topic, self.partition = "storm.telemetry", partition
+    def __init__(self, partition: int, topic: str = "storm.telemetry") -> None:
+        self.topic, self.partition = topic, partition
 
 
 class _Record:
@@ -284,26 +285,31 @@ async def test_alert_storm_of_one_device_yields_two_notifications_off_the_write_
     of 30 others, while the webhook hangs.
 
     Bound: the storm is one alert key (``storm-1``, ``edge_anomaly``): its first
-    change (the latest of the first batch) goes out at once, every later one
-    within ``coalesce_s`` replaces the one waiting, and the drain at shutdown
+    change (the latest of the feed's first poll of the alerts topic) goes out at
+    once, every later one within ``coalesce_s`` replaces the one waiting, and the
+    drain at shutdown
     sends that (the latest state). So 2 notifications here (the storm takes no
     time on the dispatcher's clock); over a storm of T seconds: at most
     min(1 + ceil(T / coalesce_s), device_burst + device_rate_per_s * T) per key,
     plus one at shutdown.
     Meanwhile every reading is stored and committed although the webhook has not
-    answered once, and the alerts topic has every change.
+    answered once, and the alerts topic has every change. The webhook's feed
+    reads them from there (its own group) and commits the alerts topic only
+    past what the webhook took (none while it hangs, all after the drain).
     """
     tp = _TP(0)
     source, producer, store = FakeSource(tp), FakeProducer(), FakeStore()
     config = ProcessorConfig(kafka=KafkaSettings(topic_prefix="storm", commit_interval_s=0.001))
     clock, webhook = Clock(), Gate(open_=False)
     dispatcher = NotificationDispatcher(webhook, config.webhook, clock=clock)
+    atp = _TP(0, "storm.alerts")
+    feed = AlertFeed(FakeSource(atp), dispatcher, commit_interval_s=0.001, max_batch=500)
     p = Processor(
         config,
         source=source,
         producer=producer,
         storage=store,
-        notifiers=[AlertsTopicNotifier(producer, "storm.alerts"), dispatcher],
+        notifiers=[AlertsTopicNotifier(producer, "storm.alerts"), feed],
         clock=lambda: (T0 + 600_000) / 1000,
     )
     values: list[bytes] = []
@@ -351,8 +357,20 @@ async def test_alert_storm_of_one_device_yields_two_notifications_off_the_write_
     assert webhook.got == []
     alerts_topic = [v for t, v, _ in producer.sent if t == "storm.alerts"]
     assert len(alerts_topic) == 1000  # the complete record: opened + 999 updates
+    # the feed reads the topic in two polls of 500 while the webhook hangs
+    alerts = feed.source
+    assert isinstance(alerts, FakeSource)
+    for start in range(0, 1000, 500):
+        chunk = alerts_topic[start : start + 500]
+        alerts.batches.append({atp: [_Record(v, start + j) for j, v in enumerate(chunk)]})
+        alerts.drained.clear()
+        await asyncio.wait_for(alerts.drained.wait(), 30)
+        await spin()  # the worker takes what is due (and hangs in the webhook)
+    await feed.commit()
+    assert all(c == {atp: 0} for c in alerts.commits)  # nothing resolved yet
     webhook.gate.set()
     await p.close()
+    assert alerts.commits[-1] == {atp: 1000} and alerts.stopped
     # the first batch's changes went out as one (the worker had not run yet),
     # everything after it as the second, at shutdown
     first, last = webhook.got  # exactly two notifications

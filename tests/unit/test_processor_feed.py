@@ -1,0 +1,264 @@
+"""The webhook's feed from the alerts topic: which offsets it commits, and what a
+restart after a crash delivers (fakes, virtual time: no timed test).
+
+An alerts-topic offset is committed only once every change below it is
+resolved: delivered, superseded by a delivered change of its key, refused by
+the receiver, dropped on overflow, or not meant to be notified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cloud_processor.config import KafkaSettings, ProcessorConfig, WebhookSettings
+from cloud_processor.dispatch import NotificationDispatcher
+from cloud_processor.factory import build_processor, default_notifiers
+from cloud_processor.feed import AlertFeed, Resolutions
+from cloud_processor.kafka import AlertsSource
+from cloud_processor.metrics import Metrics
+from cloud_processor.testing import FakeProducer, FakeSource
+from telemetry_contract import (
+    Alert,
+    AlertChange,
+    AlertStatus,
+    ChangeKind,
+    Severity,
+    encode_alert_change,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Gate:
+    """A webhook that records what it is given, stuck until opened."""
+
+    def __init__(self, open_: bool = True) -> None:
+        self.got: list[AlertChange] = []
+        self.gate = asyncio.Event()
+        if open_:
+            self.gate.set()
+
+    async def notify(self, changes: Sequence[AlertChange]) -> None:
+        await self.gate.wait()
+        self.got.extend(changes)
+
+    async def close(self) -> None:
+        pass
+
+
+class TP:
+    def __init__(self, partition: int = 0) -> None:
+        self.topic, self.partition = "t.alerts", partition
+
+    def __repr__(self) -> str:
+        return f"TP({self.partition})"
+
+
+class Rec:
+    def __init__(self, value: bytes, offset: int) -> None:
+        self.value, self.offset = value, offset
+
+
+def change(
+    version: int, device: str = "d1", rule: str = "threshold_high", notify: bool = True
+) -> AlertChange:
+    alert = Alert(
+        f"{device}.{rule}.1", device, "s1", rule, Severity.WARNING, AlertStatus.OPEN, version, 1, 1
+    )
+    kind = ChangeKind.OPENED if version == 1 else ChangeKind.UPDATED
+    return AlertChange(kind, alert, notify)
+
+
+def records(changes: Sequence[AlertChange], first: int = 0) -> list[Rec]:
+    return [Rec(encode_alert_change(c), first + i) for i, c in enumerate(changes)]
+
+
+def hook(**kw: Any) -> WebhookSettings:
+    base: dict[str, Any] = {"url": "http://127.0.0.1:9/hook", "device_burst": 100}
+    base.update(kw)
+    return WebhookSettings(**base)
+
+
+async def spin() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+async def step(d: NotificationDispatcher, clock: Clock, seconds: float) -> None:
+    clock.now += seconds
+    d.wake()
+    await asyncio.wait_for(d.settled(), 5)
+
+
+def feed_of(
+    webhook: Gate, clock: Clock, tp: TP, metrics: Metrics | None = None, **kw: Any
+) -> AlertFeed:
+    dispatcher = NotificationDispatcher(webhook, hook(**kw), clock=clock)
+    return AlertFeed(FakeSource(tp), dispatcher, commit_interval_s=3600, metrics=metrics)
+
+
+def test_commits_stop_below_the_lowest_unresolved_offset() -> None:
+    book, tp = Resolutions(), TP()
+    tickets = [book.read(tp, off) for off in range(5)]
+    for i in (1, 2, 4):
+        book.resolve(tickets[i])
+    assert book.committable() == {tp: 0}
+    book.resolve(tickets[0])
+    assert book.committable() == {tp: 3}
+    book.committed({tp: 3})
+    assert book.committable() == {}  # nothing moved since
+    book.resolve(tickets[3])
+    assert book.committable() == {tp: 5} and book.unresolved == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.permutations(range(12)), st.integers(0, 12))
+def test_committable_is_the_first_unresolved_offset(order: list[int], k: int) -> None:
+    book, tp = Resolutions(), TP()
+    tickets = [book.read(tp, 100 + off) for off in range(12)]
+    for i in order[:k]:
+        book.resolve(tickets[i])
+    open_ = sorted(set(range(12)) - set(order[:k]))
+    assert book.committable() == {tp: 100 + (open_[0] if open_ else 12)}
+
+
+def test_a_revoked_partition_ignores_tickets_of_its_old_epoch() -> None:
+    book, tp = Resolutions(), TP()
+    old = book.read(tp, 7)
+    book.revoke({tp})
+    new = book.read(tp, 7)  # the partition came back: read again from the commit
+    book.resolve(old)
+    assert book.committable() == {tp: 7}
+    book.resolve(new)
+    assert book.committable() == {tp: 8}
+
+
+async def test_coalesced_changes_are_resolved_with_their_delivered_successor() -> None:
+    tp, clock, webhook = TP(), Clock(), Gate(open_=False)
+    feed = feed_of(webhook, clock, tp, coalesce_s=10.0)
+    feed.handle({tp: records([change(1)])})
+    await spin()  # v1 goes out at once (and hangs in the webhook)
+    feed.handle({tp: records([change(2), change(3)], first=1)})  # wait, coalesced
+    assert feed.book.committable() == {tp: 0}
+    webhook.gate.set()
+    await step(feed.dispatcher, clock, 0)
+    assert [c.alert.version for c in webhook.got] == [1]
+    assert feed.book.committable() == {tp: 1}  # 1 and 2 wait for 3, due in 10 s
+    await step(feed.dispatcher, clock, 10.0)
+    assert [c.alert.version for c in webhook.got] == [1, 3]
+    assert feed.book.committable() == {tp: 3}  # 2 resolved with 3, never sent
+    await feed.close()
+
+
+async def test_overflow_refusal_and_unnotified_changes_are_resolved() -> None:
+    tp, clock, webhook = TP(), Clock(), Gate(open_=False)
+    feed = feed_of(webhook, clock, tp, queue_max=1)
+    feed.handle({tp: records([change(1, rule="a")])})
+    await spin()  # in flight (hangs)
+    feed.handle(
+        {
+            tp: [
+                *records(
+                    [change(1, rule="b"), change(1, rule="c")], first=1
+                ),  # b waits, c overflows
+                *records([change(2, rule="a", notify=False)], first=3),  # late: never notified
+                Rec(b'{"not": "a change"}', 4),  # undecodable: logged, skipped
+            ]
+        }
+    )
+    assert feed.dispatcher.counts["overflow"] == 1 and feed.counts["undecodable"] == 1
+    assert feed.book.committable() == {tp: 0} and feed.book.unresolved == 2  # a and b
+    webhook.gate.set()
+    await step(feed.dispatcher, clock, 0)
+    assert [c.alert.rule for c in webhook.got] == ["a", "b"]
+    assert feed.book.committable() == {tp: 5}
+    await feed.close()
+
+
+async def test_close_commits_only_what_is_resolved() -> None:
+    tp, clock, webhook, metrics = TP(), Clock(), Gate(open_=False), Metrics()
+    feed = feed_of(webhook, clock, tp, metrics, drain_timeout_s=0.0)
+    source = feed.source
+    assert isinstance(source, FakeSource)
+    source.batches.append(
+        {tp: [*records([change(1, device=f"d{i}") for i in range(3)]), Rec(b"", 3)]}
+    )
+    await feed.start()
+    await asyncio.wait_for(source.drained.wait(), 5)  # the batch is handled
+    text = metrics.render().decode()
+    assert "thermowatch_processor_notifications_unresolved 3.0" in text
+    assert "thermowatch_processor_notifications_undecodable_total 1.0" in text
+    await asyncio.wait_for(feed.close(), 5)  # prompt although the webhook hangs
+    assert source.commits[-1] == {tp: 0} and source.stopped
+    assert feed.dispatcher.counts["dropped"] == 3
+
+
+async def test_after_a_crash_the_latest_change_of_every_alert_reaches_the_webhook() -> None:
+    """Changes of 3 alerts; the first run delivers some, commits, and dies
+    (nothing drained, nothing more committed); the second run reads from the
+    commit: every alert's latest version arrives, nothing below the commit
+    comes again, and intermediate versions may be coalesced away."""
+    tp, clock = TP(), Clock()
+    stream = [change(v, device=f"d{i}") for v in range(1, 5) for i in range(3)]  # 12
+    first = Gate()
+    feed = feed_of(first, clock, tp, coalesce_s=10.0)
+    feed.handle({tp: records(stream[:6])})  # v1 and v2 of each device
+    await step(feed.dispatcher, clock, 0)  # v2 of each went out (v1 coalesced into it)
+    feed.handle({tp: records(stream[6:], first=6)})  # v3, v4: wait for the window
+    await feed.commit()
+    source = feed.source
+    assert isinstance(source, FakeSource)
+    assert source.commits[-1] == {tp: 6}
+    assert [c.alert.version for c in first.got] == [2, 2, 2]
+    # kill -9: the worker and whatever waits are gone, nothing else is committed
+    feed.dispatcher._task.cancel()  # type: ignore[union-attr]
+    await spin()
+
+    second = Gate()
+    restart = feed_of(second, Clock(), tp, coalesce_s=10.0)
+    committed = source.commits[-1][tp]
+    again = restart.source
+    assert isinstance(again, FakeSource)
+    again.batches.append({tp: records(stream[committed:], first=committed)})
+    await restart.start()
+    await asyncio.wait_for(again.drained.wait(), 5)
+    await restart.close()  # drains
+    got = [(c.alert.alert_id, c.alert.version) for c in second.got]
+    assert sorted(got) == [(f"d{i}.threshold_high.1", 4) for i in range(3)]
+    assert again.commits[-1] == {tp: len(stream)}
+
+
+def test_the_webhook_is_fed_from_the_alerts_topic_with_its_own_group() -> None:
+    """One way to notify: the processor only publishes to the topic; the feed
+    (group ``<kafka.group_id>-notify`` unless ``webhook.group_id``) notifies;
+    a replay has no feed (the running processor's feed notifies what it publishes)."""
+    kafka = KafkaSettings(topic_prefix="p", group_id="g")
+    cfg = ProcessorConfig(kafka=kafka, webhook=hook())
+    names = [type(n).__name__ for n in build_processor(cfg).notifications.notifiers]
+    assert names == ["AlertsTopicNotifier", "AlertFeed"]
+    replay = build_processor(cfg, replay_from_ms=0).notifications.notifiers
+    assert [type(n).__name__ for n in replay] == ["AlertsTopicNotifier"]
+    for webhook, group in ((hook(), "g-notify"), (hook(group_id="hooks"), "hooks")):
+        (feed,) = [
+            n
+            for n in default_notifiers(ProcessorConfig(kafka=kafka, webhook=webhook), *_ports())
+            if isinstance(n, AlertFeed)
+        ]
+        assert isinstance(feed.source, AlertsSource)
+        assert feed.source._settings.group_id == group
+        assert feed.source._topics == ["p.alerts"]
+
+
+def _ports() -> tuple[FakeProducer, Metrics]:
+    return FakeProducer(), Metrics()
