@@ -8,13 +8,11 @@ processor turns it into a dead letter no larger than
 *before* it is copied into text), and commits past it.
 
 Log lines carry attacker-controlled text (field names, values in an error
-message): :func:`sanitise` makes it one quoted ASCII token of bounded
-length, so it can neither forge ``key=value`` pairs or lines nor flood the
-log; :class:`LogBudget` lets through at most a few lines per interval and
-says how many it swallowed.
+message): :func:`telemetry_contract.printable` with ``quote=True`` makes it
+one quoted, escaped token of bounded length, so it can neither forge
+``key=value`` pairs or lines nor flood the log; :class:`LogBudget` lets
+through at most a few lines per interval and says how many it swallowed.
 
->>> sanitise('a"b\\nevent=forged \\u202e\\ud800' + "x" * 500, limit=40)
-'"a\\\\"b\\\\nevent=forged \\\\u202e\\\\ud800xxxxxxxxx..."'
 >>> letter, value = dead_letter_for(b"x" * 900_000, ValueError("boom"), topic="t", now_ms=1)
 >>> letter.reason, len(value) <= DEADLETTER_LIMIT, letter.detail[:40]
 ('invalid_value', True, 'ValueError: boom (record of 900000 bytes')
@@ -27,37 +25,15 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from telemetry_contract import ContractError, DeadLetter, Reason
+from telemetry_contract import ContractError, DeadLetter, Reason, printable
 from telemetry_contract.deadletter import DEADLETTER_LIMIT, dead_letter
 
-__all__ = ["LogBudget", "dead_letter_for", "sanitise"]
+__all__ = ["LogBudget", "dead_letter_for"]
 
 #: Characters of attacker-controlled text in one log line (after escaping).
 LOG_TEXT_LIMIT: Final = 160
 #: Text of an unexpected exception kept in a dead letter's detail.
 _DETAIL_LIMIT: Final = 512
-
-
-def sanitise(text: str, *, limit: int = LOG_TEXT_LIMIT) -> str:
-    """One double-quoted, printable-ASCII token of at most ``limit`` + 5 characters.
-
-    Non-ASCII characters (RTL marks, lone surrogates), control characters and
-    quotes are escaped; the result is cut with ``...`` when longer.
-    """
-    # backslashreplace escapes every non-ASCII code point, surrogates too;
-    # the control characters and quotes are escaped by hand (a few of them).
-    escaped = (
-        text[: limit * 2]
-        .replace("\\", "\\\\")
-        .encode("ascii", "backslashreplace")
-        .decode("ascii")
-        .replace('"', '\\"')
-    )
-    escaped = "".join(c if " " <= c <= "~" else f"\\x{ord(c):02x}" for c in escaped)
-    escaped = escaped.replace("\\x0a", "\\n")
-    if len(escaped) > limit or len(text) > limit * 2:
-        escaped = escaped[:limit] + "..."
-    return f'"{escaped}"'
 
 
 def _describe(exc: BaseException) -> str:
@@ -154,10 +130,10 @@ def log_skipped(
         return
     logger.warning(
         "event=record_skipped topic=%s partition=%d offset=%d reason=%s error=%s suppressed=%d",
-        sanitise(topic, limit=80),
+        printable(topic, 80, quote=True),
         partition,
         offset,
         exc.reason.value if isinstance(exc, ContractError) else type(exc).__name__,
-        sanitise(_describe(exc)),
+        printable(_describe(exc), LOG_TEXT_LIMIT, quote=True),
         swallowed,
     )

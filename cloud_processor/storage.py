@@ -35,13 +35,13 @@ from cloud_processor.documents import (
     bulk_body,
     classify_bulk,
 )
-from cloud_processor.quarantine import LogBudget, sanitise
+from cloud_processor.quarantine import LogBudget
 from stagekit.backoff import Backoff, sleep_or_stop
 from stagekit.search import api as search
 from stagekit.search.alerts import alert_doc, alert_from_doc
 from stagekit.search.api import SearchBackend, SearchError
 from stagekit.search.indices import INDEXES, IndexNames, ilm_policy, index_templates
-from telemetry_contract import Alert
+from telemetry_contract import Alert, printable
 
 __all__ = ["BulkTotals", "StoppedError", "Storage"]
 
@@ -255,7 +255,7 @@ class Storage:
                 if swallowed is not None:
                     log.error(
                         "event=document_rejected error=%s suppressed=%d",
-                        sanitise(err, limit=300),
+                        printable(err, 300, quote=True),
                         swallowed,
                     )
             retry = outcome.retry_positions()

@@ -50,6 +50,7 @@ from telemetry_contract import (
     EdgeAlertKind,
     Severity,
     decode_as,
+    printable,
 )
 from telemetry_contract.messages import MIN_TS_MS
 
@@ -61,7 +62,6 @@ __all__ = [
     "Accepted",
     "Rejected",
     "RemoteConfigGate",
-    "clean",
 ]
 
 log = logging.getLogger(__name__)
@@ -79,20 +79,6 @@ MAX_VERSION = 2**53 - 1
 MAX_REMEMBERED = 64
 
 
-def clean(text: str, limit: int = MAX_REASON_CHARS) -> str:
-    r"""``text`` as one bounded, printable line: control, format and surrogate characters escaped.
-
-    ``repr`` escapes exactly the characters that are not printable (newlines,
-    NUL, RTL marks, lone surrogates) and keeps the rest readable.
-
-    >>> clean('key "\ud800"\n\u202eevil')
-    'key "\\ud800"\\n\\u202eevil'
-    >>> len(clean("x" * 10_000))
-    300
-    """
-    return repr(text[:limit])[1:-1][:limit]
-
-
 @dataclass(frozen=True, slots=True)
 class Accepted:
     """A remote configuration to apply now."""
@@ -103,7 +89,7 @@ class Accepted:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """Why the last config was rejected (already cleaned), for the device's status."""
+    """Why the last config was rejected (escaped and bounded), for the device's status."""
 
     version: int | None
     reason: str
@@ -194,7 +180,7 @@ class RemoteConfigGate:
         digest: bytes | None,
     ) -> EdgeAlert:
         self._rejected.add(version if digest is None else digest)
-        why = clean(reason)
+        why = printable(reason, MAX_REASON_CHARS)
         self.last_rejected = Rejected(version, why)
         log.warning("event=config_rejected version=%s reason=%s", version, why)
         return EdgeAlert(

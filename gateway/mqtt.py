@@ -44,7 +44,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from gateway.config import GatewayConfig
 from gateway.metrics import Metrics
 from gateway.ports import Incoming, OnConnected, OnMessage
-from gateway.rejects import RejectLog, printable
+from gateway.rejects import RejectLog
 from gateway.wire import GatewayClient, ProtocolError
 from stagekit.backoff import Backoff, sleep_or_stop
 from telemetry_contract import mqtt_filter
@@ -558,7 +558,7 @@ class MqttSource:
             "mqtt_protocol_error",
             reason_code=f"0x{error.code:02x}",
             name=error.name,
-            detail=printable(error.detail),
+            detail=error.detail,
         )
 
     def _handle_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:

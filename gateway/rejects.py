@@ -1,8 +1,8 @@
 """Log lines about rejected input: sanitised, bounded, and rate-limited.
 
 A device decides what its topic, ids and field names contain, so text from a
-message never reaches the log as it is: :func:`printable` keeps printable
-ASCII and escapes everything else (control characters, line breaks, lone
+message never reaches the log as it is: :func:`telemetry_contract.printable`
+escapes what is not printable (control characters, line breaks, lone
 surrogates, right-to-left marks), then cuts the result to a bound.
 
 A flood of bad input must not flood the log: :class:`RejectLog` writes one
@@ -13,10 +13,6 @@ metrics keep the exact counts.
 Hand-written: the standard library's logging has no rate limit, and the few
 lines here are cheaper than a dependency.
 
->>> printable("thermowatch/s1/\\ud800\\n/telemetry")
-'thermowatch/s1/\\\\ud800\\\\n/telemetry'
->>> len(printable("x" * 10_000, limit=50))
-50
 >>> clock = iter([0.0, 1.0, 2.0, 12.0]).__next__
 >>> book = RejectLog(interval_s=10.0, clock=clock)
 >>> [book.allow("not_json") for _ in range(4)]
@@ -30,20 +26,14 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-__all__ = ["DEFAULT_TEXT_LIMIT", "RejectLog", "printable"]
+from telemetry_contract import printable
+
+__all__ = ["DEFAULT_TEXT_LIMIT", "RejectLog"]
 
 #: Longest piece of device-controlled text in one log line, in characters.
 DEFAULT_TEXT_LIMIT: Final = 200
 #: Distinct keys remembered before the book starts over (bounded memory).
 _MAX_KEYS: Final = 1024
-
-
-def printable(text: object, limit: int = DEFAULT_TEXT_LIMIT) -> str:
-    """``text`` with everything but printable ASCII escaped, at most ``limit`` characters."""
-    raw = text if isinstance(text, str) else repr(text)
-    # ascii() escapes non-ASCII, control characters and surrogates; the quotes go.
-    escaped = ascii(raw[:limit])[1:-1]
-    return escaped if len(escaped) <= limit else escaped[: limit - 3] + "..."
 
 
 class RejectLog:
@@ -81,6 +71,9 @@ class RejectLog:
         """Log ``event=<event> k=v ... suppressed=N`` unless rate-limited; values sanitised."""
         ok, held = self.allow(key)
         if ok and logger.isEnabledFor(level):
-            parts = " ".join(f"{name}={printable(value)}" for name, value in fields.items())
+            parts = " ".join(
+                f"{name}={printable(str(value), DEFAULT_TEXT_LIMIT)}"
+                for name, value in fields.items()
+            )
             logger.log(level, "event=%s %s suppressed=%d", event, parts, held)
         return ok

@@ -30,11 +30,10 @@ from edge_agent.remote_config import (
     MAX_REASON_CHARS,
     Accepted,
     RemoteConfigGate,
-    clean,
 )
 from edge_agent.sensors import Sample
 from stagekit.config import ConfigError
-from telemetry_contract import DeviceStatus, EdgeAlert, Quality, decode, encode
+from telemetry_contract import DeviceStatus, EdgeAlert, Quality, decode, encode, printable
 
 NOW = int(time.time() * 1000)
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "w1"
@@ -307,9 +306,12 @@ def test_property_the_agent_never_raises_and_keeps_a_valid_config(
     assert agent.handle_samples([Sample(P, NOW, 4.0, Quality.OK)])
 
 
-def test_clean_bounds_and_escapes() -> None:
-    assert clean("\ud800" * 1000) == "\\ud800" * 50
-    assert clean("ok") == "ok"
+def test_a_rejection_reason_is_escaped_and_bounded() -> None:
+    """The gate's reason text: contract's printable, cut at MAX_REASON_CHARS."""
+    why = printable("\ud800" * 1000, MAX_REASON_CHARS)
+    assert len(why) == MAX_REASON_CHARS and why.startswith("\\ud800" * 49)
+    why.encode("utf-8")  # no lone surrogate left
+    assert printable("ok", MAX_REASON_CHARS) == "ok"
 
 
 def test_the_mqtt_callback_never_raises() -> None:

@@ -25,7 +25,7 @@ import msgspec
 
 from stagekit.search import make_backend
 from stagekit.search.api import SearchBackend, SearchError
-from telemetry_contract.errors import printable
+from telemetry_contract import printable
 from thermowatch.web.config import WebConfig
 from thermowatch.web.kafka import LiveFeed
 from thermowatch.web.search import SearchSource

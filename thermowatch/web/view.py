@@ -64,8 +64,8 @@ from telemetry_contract import (
     Severity,
     decode,
     decode_alert_change,
+    printable,
 )
-from telemetry_contract.errors import printable
 
 __all__ = ["AlertView", "FleetView", "fold_record"]
 
