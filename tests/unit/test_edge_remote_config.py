@@ -28,11 +28,13 @@ from edge_agent.mqtt import ConfigReceived
 from edge_agent.remote_config import (
     MAX_CONFIG_BYTES,
     MAX_REASON_CHARS,
+    REJECTED_LOG_LINES,
     Accepted,
     RemoteConfigGate,
 )
 from edge_agent.sensors import Sample
 from stagekit.config import ConfigError
+from stagekit.ratelog import RateLimitedLog
 from telemetry_contract import DeviceStatus, EdgeAlert, Quality, decode, encode, printable
 
 NOW = int(time.time() * 1000)
@@ -161,6 +163,7 @@ def test_a_hostile_payload_costs_one_bounded_log_line_and_nothing_else(
 ) -> None:
     before = agent.config
     version = agent.config_version
+    agent.remote_config.rejected_log = RateLimitedLog(lines=10)  # a fresh budget per payload
     caplog.clear()
     with caplog.at_level(logging.INFO):
         deliver(agent, payload)
@@ -304,6 +307,22 @@ def test_property_the_agent_never_raises_and_keeps_a_valid_config(
     deliver(agent, payload)
     assert agent.config.validate() == []
     assert agent.handle_samples([Sample(P, NOW, 4.0, Quality.OK)])
+
+
+def test_a_flood_of_distinct_bad_configs_logs_a_bounded_number_of_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each one is answered by an alert; only REJECTED_LOG_LINES of them by a log line."""
+    gate = RemoteConfigGate(topic=TOPIC)
+    with caplog.at_level(logging.INFO, logger="edge_agent.remote_config"):
+        alerts = [
+            gate.offer(config(version=v, detector="nope"), current=BASE, version=1, now_ms=NOW)
+            for v in range(2, 202)
+        ]
+    assert all(isinstance(a, EdgeAlert) for a in alerts)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == REJECTED_LOG_LINES
+    assert gate.rejected_log.suppressed == 200 - REJECTED_LOG_LINES
 
 
 def test_a_rejection_reason_is_escaped_and_bounded() -> None:
