@@ -62,9 +62,9 @@ def dead_letter_for(
     could not hold more), and its full size is in the detail.
     """
     reason = exc.reason if isinstance(exc, ContractError) else Reason.INVALID_VALUE
-    # The detail may quote the record (a field name): lone surrogates would
-    # make the letter unencodable, so they are escaped.
-    detail = _describe(exc).encode("utf-8", "backslashreplace").decode("utf-8")
+    # The detail may quote the record (a field name): the contract's dead_letter
+    # escapes it (telemetry_contract.printable), lone surrogates included.
+    detail = _describe(exc)
     if len(value) > DEADLETTER_LIMIT:
         detail = f"{detail} (record of {len(value)} bytes)"
         value = value[:DEADLETTER_LIMIT]
