@@ -28,8 +28,14 @@ from cloud_processor.documents import Action, BulkItem, reading_doc, reading_id
 from cloud_processor.metrics import Metrics
 from cloud_processor.offsets import Offsets
 from cloud_processor.ports import Batch, Partition, Source
-from cloud_processor.quarantine import LogBudget, dead_letter_for, log_skipped
+from cloud_processor.quarantine import (
+    SKIPPED_LOG_LINES,
+    SKIPPED_LOG_PER_S,
+    dead_letter_for,
+    log_skipped,
+)
 from cloud_processor.rules import FleetRules
+from stagekit.ratelog import RateLimitedLog
 from stagekit.search.indices import IndexNames
 from telemetry_contract import (
     AlertChange,
@@ -91,7 +97,7 @@ class BatchPreparer:
         self._given_up = 0  # FleetRules.given_up already counted in the metric
         self._evicted = self._evicted_alerts = 0  # already counted in the metrics
         self._recompute_ms = int(recompute_window_s * 1000)
-        self._skipped_log = LogBudget()
+        self._skipped_log = RateLimitedLog(lines=SKIPPED_LOG_LINES, per_s=SKIPPED_LOG_PER_S)
 
     def take_dirty(self) -> DirtyWindows:
         """The windows touched so far; later readings mark a fresh set."""

@@ -8,13 +8,12 @@ processor turns it into a dead letter no larger than
 *before* it is copied into text), and commits past it.
 
 Log lines carry attacker-controlled text (field names, values in an error
-message): :func:`sanitise` makes it one quoted ASCII token of bounded
-length, so it can neither forge ``key=value`` pairs or lines nor flood the
-log; :class:`LogBudget` lets through at most a few lines per interval and
-says how many it swallowed.
+message): :func:`telemetry_contract.printable` with ``quote=True`` makes it
+one quoted, escaped token of bounded length, so it can neither forge
+``key=value`` pairs or lines nor flood the log; a
+:class:`~stagekit.ratelog.RateLimitedLog` lets through at most a few lines
+per interval and says how many it held back (the metrics count every record).
 
->>> sanitise('a"b\\nevent=forged \\u202e\\ud800' + "x" * 500, limit=40)
-'"a\\\\"b\\\\nevent=forged \\\\u202e\\\\ud800xxxxxxxxx..."'
 >>> letter, value = dead_letter_for(b"x" * 900_000, ValueError("boom"), topic="t", now_ms=1)
 >>> letter.reason, len(value) <= DEADLETTER_LIMIT, letter.detail[:40]
 ('invalid_value', True, 'ValueError: boom (record of 900000 bytes')
@@ -23,41 +22,22 @@ says how many it swallowed.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from typing import Final
 
-from telemetry_contract import ContractError, DeadLetter, Reason
+from stagekit.ratelog import RateLimitedLog
+from telemetry_contract import ContractError, DeadLetter, Reason, printable
 from telemetry_contract.deadletter import DEADLETTER_LIMIT, dead_letter
 
-__all__ = ["LogBudget", "dead_letter_for", "sanitise"]
+__all__ = ["SKIPPED_LOG_LINES", "SKIPPED_LOG_PER_S", "dead_letter_for", "log_skipped"]
 
 #: Characters of attacker-controlled text in one log line (after escaping).
 LOG_TEXT_LIMIT: Final = 160
+#: Log lines about skipped (or rejected) records let through per interval ...
+SKIPPED_LOG_LINES: Final = 10
+#: ... of this many seconds; the next line says how many were held back.
+SKIPPED_LOG_PER_S: Final = 10.0
 #: Text of an unexpected exception kept in a dead letter's detail.
 _DETAIL_LIMIT: Final = 512
-
-
-def sanitise(text: str, *, limit: int = LOG_TEXT_LIMIT) -> str:
-    """One double-quoted, printable-ASCII token of at most ``limit`` + 5 characters.
-
-    Non-ASCII characters (RTL marks, lone surrogates), control characters and
-    quotes are escaped; the result is cut with ``...`` when longer.
-    """
-    # backslashreplace escapes every non-ASCII code point, surrogates too;
-    # the control characters and quotes are escaped by hand (a few of them).
-    escaped = (
-        text[: limit * 2]
-        .replace("\\", "\\\\")
-        .encode("ascii", "backslashreplace")
-        .decode("ascii")
-        .replace('"', '\\"')
-    )
-    escaped = "".join(c if " " <= c <= "~" else f"\\x{ord(c):02x}" for c in escaped)
-    escaped = escaped.replace("\\x0a", "\\n")
-    if len(escaped) > limit or len(text) > limit * 2:
-        escaped = escaped[:limit] + "..."
-    return f'"{escaped}"'
 
 
 def _describe(exc: BaseException) -> str:
@@ -82,9 +62,9 @@ def dead_letter_for(
     could not hold more), and its full size is in the detail.
     """
     reason = exc.reason if isinstance(exc, ContractError) else Reason.INVALID_VALUE
-    # The detail may quote the record (a field name): lone surrogates would
-    # make the letter unencodable, so they are escaped.
-    detail = _describe(exc).encode("utf-8", "backslashreplace").decode("utf-8")
+    # The detail may quote the record (a field name): the contract's dead_letter
+    # escapes it (telemetry_contract.printable), lone surrogates included.
+    detail = _describe(exc)
     if len(value) > DEADLETTER_LIMIT:
         detail = f"{detail} (record of {len(value)} bytes)"
         value = value[:DEADLETTER_LIMIT]
@@ -100,48 +80,9 @@ def dead_letter_for(
         )
 
 
-class LogBudget:
-    """At most ``lines`` log lines per ``per_s`` seconds; the rest are counted.
-
-    Hand-written (a dozen lines) rather than a logging-filter package: the
-    processor needs it for one call site, and it has to report what it
-    swallowed in the next line it lets through.
-
-    >>> t = [0.0]
-    >>> budget = LogBudget(lines=2, per_s=10, clock=lambda: t[0])
-    >>> [budget.take() for _ in range(4)]
-    [0, 0, None, None]
-    >>> t[0] = 10.0
-    >>> budget.take()   # the first line of a new interval says how many were swallowed
-    2
-    """
-
-    def __init__(
-        self, *, lines: int = 10, per_s: float = 10.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._lines = lines
-        self._per_s = per_s
-        self._clock = clock
-        self._start = float("-inf")
-        self._used = 0
-        self._swallowed = 0
-
-    def take(self) -> int | None:
-        """None: do not log; else log, mentioning the returned number of lines swallowed."""
-        now = self._clock()
-        if now - self._start >= self._per_s:
-            self._start, self._used = now, 0
-        if self._used >= self._lines:
-            self._swallowed += 1
-            return None
-        self._used += 1
-        swallowed, self._swallowed = self._swallowed, 0
-        return swallowed
-
-
 def log_skipped(
     logger: logging.Logger,
-    budget: LogBudget,
+    budget: RateLimitedLog,
     exc: BaseException,
     *,
     topic: str,
@@ -149,15 +90,13 @@ def log_skipped(
     offset: int,
 ) -> None:
     """One short warning line per skipped record, within ``budget``."""
-    swallowed = budget.take()
-    if swallowed is None:
-        return
-    logger.warning(
-        "event=record_skipped topic=%s partition=%d offset=%d reason=%s error=%s suppressed=%d",
-        sanitise(topic, limit=80),
+    budget.log(
+        logger,
+        logging.WARNING,
+        "event=record_skipped topic=%s partition=%d offset=%d reason=%s error=%s",
+        printable(topic, 80, quote=True),
         partition,
         offset,
         exc.reason.value if isinstance(exc, ContractError) else type(exc).__name__,
-        sanitise(_describe(exc)),
-        swallowed,
+        printable(_describe(exc), LOG_TEXT_LIMIT, quote=True),
     )

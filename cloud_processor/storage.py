@@ -35,13 +35,14 @@ from cloud_processor.documents import (
     bulk_body,
     classify_bulk,
 )
-from cloud_processor.quarantine import LogBudget, sanitise
+from cloud_processor.quarantine import SKIPPED_LOG_LINES, SKIPPED_LOG_PER_S
 from stagekit.backoff import Backoff, sleep_or_stop
+from stagekit.ratelog import RateLimitedLog
 from stagekit.search import api as search
 from stagekit.search.alerts import alert_doc, alert_from_doc
 from stagekit.search.api import SearchBackend, SearchError
 from stagekit.search.indices import INDEXES, IndexNames, ilm_policy, index_templates
-from telemetry_contract import Alert
+from telemetry_contract import Alert, printable
 
 __all__ = ["BulkTotals", "StoppedError", "Storage"]
 
@@ -85,7 +86,7 @@ class Storage:
     ) -> None:
         self.backend = backend
         self.names = names
-        self._rejected_log = LogBudget()
+        self._rejected_log = RateLimitedLog(lines=SKIPPED_LOG_LINES, per_s=SKIPPED_LOG_PER_S)
         self._bulk_max = bulk_max_docs
         self._concurrency = max(1, bulk_concurrency)
         self._retention_days = retention_days
@@ -251,13 +252,12 @@ class Storage:
             totals.rejected += chunk.rejected
             for err in outcome.errors:
                 # The server's reason may quote the document: escaped, cut, budgeted.
-                swallowed = self._rejected_log.take()
-                if swallowed is not None:
-                    log.error(
-                        "event=document_rejected error=%s suppressed=%d",
-                        sanitise(err, limit=300),
-                        swallowed,
-                    )
+                self._rejected_log.log(
+                    log,
+                    logging.ERROR,
+                    "event=document_rejected error=%s",
+                    printable(err, 300, quote=True),
+                )
             retry = outcome.retry_positions()
             pending = [pending[i] for i in retry]
             if pending:

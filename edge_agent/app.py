@@ -41,12 +41,12 @@ from edge_agent.mqtt import Acked, ConfigReceived, Connected, Disconnected, Link
 from edge_agent.outbox import Outbox
 from edge_agent.pipeline import ReadingPipeline
 from edge_agent.publisher import Publisher
-from edge_agent.remote_config import Accepted, RemoteConfigGate, clean
+from edge_agent.remote_config import MAX_REASON_CHARS, Accepted, RemoteConfigGate
 from edge_agent.sensor_pool import SensorPool
 from edge_agent.sensors import Sample, now_ms
 from edge_agent.status import Presence
 from edge_agent.watchdog import Notifier, SystemdNotifier
-from telemetry_contract import DeviceState, EdgeAlert, TopicKind
+from telemetry_contract import DeviceState, EdgeAlert, TopicKind, printable
 from telemetry_contract.messages import MIN_TS_MS
 
 __all__ = ["EdgeAgent"]
@@ -366,7 +366,8 @@ class EdgeAgent:
             if isinstance(got, Accepted):
                 self._apply(got)
         except Exception as exc:  # a bug here must cost one config, not the agent
-            log.error("event=config_failed error=%s", clean(f"{type(exc).__name__}: {exc}"))
+            why = printable(f"{type(exc).__name__}: {exc}", MAX_REASON_CHARS)
+            log.error("event=config_failed error=%s", why)
             return False
         rejected = self.remote_config.last_rejected
         text = None

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from edge_agent.config import EdgeConfig, apply_device_config
 from edge_agent.detect import SensorMonitor
 from stagekit.config import ConfigError
+from stagekit.ratelog import RateLimitedLog
 from telemetry_contract import (
     MAX_PAYLOAD_BYTES,
     AlertState,
@@ -50,6 +51,7 @@ from telemetry_contract import (
     EdgeAlertKind,
     Severity,
     decode_as,
+    printable,
 )
 from telemetry_contract.messages import MIN_TS_MS
 
@@ -61,7 +63,6 @@ __all__ = [
     "Accepted",
     "Rejected",
     "RemoteConfigGate",
-    "clean",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,20 +78,10 @@ MAX_VERSION = 2**53 - 1
 #: Rejected versions and payloads remembered, so that a retained bad config
 #: redelivered on every reconnect is answered once (the oldest is forgotten first).
 MAX_REMEMBERED = 64
-
-
-def clean(text: str, limit: int = MAX_REASON_CHARS) -> str:
-    r"""``text`` as one bounded, printable line: control, format and surrogate characters escaped.
-
-    ``repr`` escapes exactly the characters that are not printable (newlines,
-    NUL, RTL marks, lone surrogates) and keeps the rest readable.
-
-    >>> clean('key "\ud800"\n\u202eevil')
-    'key "\\ud800"\\n\\u202eevil'
-    >>> len(clean("x" * 10_000))
-    300
-    """
-    return repr(text[:limit])[1:-1][:limit]
+#: Log lines about rejected configs let through per interval ...
+REJECTED_LOG_LINES = 10
+#: ... of this many seconds; the next line says how many were held back.
+REJECTED_LOG_PER_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +94,7 @@ class Accepted:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """Why the last config was rejected (already cleaned), for the device's status."""
+    """Why the last config was rejected (escaped and bounded), for the device's status."""
 
     version: int | None
     reason: str
@@ -130,6 +121,9 @@ class RemoteConfigGate:
     def __init__(self, *, topic: str) -> None:
         self._topic = topic
         self._rejected = _Remembered()  # versions, and digests of undecodable payloads
+        #: Each rejection is answered by an alert; its log line is rate-limited, so that
+        #: a flood of distinct bad configs cannot fill the unit's small disk.
+        self.rejected_log = RateLimitedLog(lines=REJECTED_LOG_LINES, per_s=REJECTED_LOG_PER_S)
         #: The last rejection (None once a config has been accepted since).
         self.last_rejected: Rejected | None = None
 
@@ -194,9 +188,11 @@ class RemoteConfigGate:
         digest: bytes | None,
     ) -> EdgeAlert:
         self._rejected.add(version if digest is None else digest)
-        why = clean(reason)
+        why = printable(reason, MAX_REASON_CHARS)
         self.last_rejected = Rejected(version, why)
-        log.warning("event=config_rejected version=%s reason=%s", version, why)
+        self.rejected_log.log(
+            log, logging.WARNING, "event=config_rejected version=%s reason=%s", version, why
+        )
         return EdgeAlert(
             device_id=current.device.device_id,
             site=current.device.site,

@@ -32,13 +32,16 @@ from gateway.kafka import KafkaSetupError, KafkaSink
 from gateway.metrics import Metrics
 from gateway.mqtt import MqttSource
 from gateway.ports import SYSTEM_CLOCK, Clock, Incoming, MessageSource, RecordSink
-from gateway.rejects import RejectLog
 from stagekit.health import HealthServer
-from telemetry_contract import Reason, kafka_topics
+from stagekit.ratelog import RateLimitedLog
+from telemetry_contract import Reason, kafka_topics, printable
 
 __all__ = ["Gateway", "RetireOptions", "build_gateway"]
 
 log = logging.getLogger(__name__)
+
+#: Longest piece of device-controlled text (a topic) in one log line, in characters.
+_TEXT_LIMIT = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +108,8 @@ class Gateway:
         self.in_flight_max = 0
         self.metrics.in_flight_max.set_function(lambda: self.in_flight_max)
         self.metrics.receive_maximum.set(self._window_max)
-        self._rejects = RejectLog()
+        #: One log line per rejection reason every 10 s; the metrics keep exact counts.
+        self._rejects = RateLimitedLog(lines=1, per_s=10.0)
         self._received: dict[str, Any] = {}
         self._forwarded: dict[str, Any] = {}
         self._last_message = 0.0
@@ -270,26 +274,27 @@ class Gateway:
         self.metrics.deadlettered.labels(reason).inc()
         if record.error is not None:
             # An error the contract does not name: a bug below the gateway.
-            self.metrics.unexpected_errors.labels(record.error.split(":")[0]).inc()
+            stage = record.error.split(":")[0]
+            self.metrics.unexpected_errors.labels(stage).inc()
             self._rejects.log(
                 log,
                 logging.WARNING,
-                "error:" + record.error,
-                "dead_letter_unexpected_error",
-                error=record.error,
-                reason=reason,
-                topic=incoming.topic,
-                bytes=len(incoming.payload),
+                "event=dead_letter_unexpected_error error=%s reason=%s topic=%s bytes=%d",
+                printable(record.error, _TEXT_LIMIT, quote=True),
+                reason,
+                printable(incoming.topic, _TEXT_LIMIT, quote=True),
+                len(incoming.payload),
+                key="error:" + stage,
             )
             return
         self._rejects.log(
             log,
             logging.INFO,
+            "event=dead_letter reason=%s topic=%s bytes=%d",
             reason,
-            "dead_letter",
-            reason=reason,
-            topic=incoming.topic,
-            bytes=len(incoming.payload),
+            printable(incoming.topic, _TEXT_LIMIT, quote=True),
+            len(incoming.payload),
+            key=reason,
         )
 
     def _drain(self) -> None:

@@ -41,7 +41,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from gateway.rejects import printable
 from telemetry_contract import (
     MAX_PAYLOAD_BYTES,
     ContractError,
@@ -53,6 +52,7 @@ from telemetry_contract import (
     kafka_key,
     kafka_topic_for,
     parse_mqtt_topic,
+    printable,
 )
 from telemetry_contract.deadletter import DEADLETTER_LIMIT
 from telemetry_contract.deadletter import dead_letter as dead_letter_of
@@ -161,7 +161,7 @@ def bridge(
     except Exception as exc:  # a bug in the contract must not lose the payload
         error = type(exc).__name__
         reason = Reason.INVALID_VALUE
-        detail = f"unexpected error while validating: {error}: {printable(exc, 512)}"
+        detail = f"unexpected error while validating: {error}: {printable(str(exc), 512)}"
     try:
         record = dead_letter(
             mqtt_topic,
@@ -349,7 +349,7 @@ def fallback_dead_letter(
 ) -> KafkaRecord:
     """A minimal dead letter that cannot fail to build: for when :func:`dead_letter` did.
 
-    Every text is escaped to printable ASCII and the payload (its first
+    Every text is escaped (:func:`~telemetry_contract.printable`) and the payload (its first
     8 KiB) is kept in base64, so the letter encodes whatever the input held.
 
     >>> from telemetry_contract import kafka_topics, decode
@@ -379,8 +379,8 @@ def fallback_dead_letter(
             ("schema_version", b"1"),
             ("message_type", b"dead_letter"),
             ("reason", reason.value.encode("ascii", "replace")),
-            ("mqtt_topic", letter.source_topic.encode("ascii")),
-            ("gateway_id", letter.gateway_id.encode("ascii")),
+            ("mqtt_topic", letter.source_topic.encode("utf-8")),
+            ("gateway_id", letter.gateway_id.encode("utf-8")),
             ("received_ts", str(letter.received_ts).encode()),
         ),
         reason=reason,

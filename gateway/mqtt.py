@@ -44,10 +44,10 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from gateway.config import GatewayConfig
 from gateway.metrics import Metrics
 from gateway.ports import Incoming, OnConnected, OnMessage
-from gateway.rejects import RejectLog, printable
 from gateway.wire import GatewayClient, ProtocolError
 from stagekit.backoff import Backoff, sleep_or_stop
-from telemetry_contract import mqtt_filter
+from stagekit.ratelog import RateLimitedLog
+from telemetry_contract import mqtt_filter, printable
 
 __all__ = ["Incoming", "MqttSource"]
 
@@ -117,7 +117,7 @@ class MqttSource:
         self._acks: list[int] = []
         self._paused = False
         self._acks_connection = 0
-        self._rejects = RejectLog()
+        self._rejects = RateLimitedLog(lines=1, per_s=10.0)  # per protocol error name
         #: The broker's "session present" flag of the last accepted connection.
         self.session_present: bool | None = None
 
@@ -545,20 +545,18 @@ class MqttSource:
         try:
             self._on_message(Incoming(topic, payload, mid, qos, self._connection, user))
         except Exception as exc:  # a bug: the gateway's handler never raises
-            self._rejects.log(
-                log, logging.ERROR, "on_message", "mqtt_on_message_error", mid=mid, error=exc
-            )
+            _log_handler_error(self._rejects, mid, exc)
 
     def _handle_protocol_error(self, error: ProtocolError) -> None:
         self._metrics.protocol_errors.labels(error.name).inc()
         self._rejects.log(
             log,
             logging.WARNING,
+            "event=mqtt_protocol_error reason_code=0x%02x name=%s detail=%s",
+            error.code,
             error.name,
-            "mqtt_protocol_error",
-            reason_code=f"0x{error.code:02x}",
-            name=error.name,
-            detail=printable(error.detail),
+            printable(error.detail, 200, quote=True),
+            key=error.name,
         )
 
     def _handle_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
@@ -580,15 +578,16 @@ class MqttSource:
                 )
             )
         except Exception as exc:  # a bug: the gateway's handler never raises
-            self._rejects.log(
-                log,
-                logging.ERROR,
-                "on_message",
-                "mqtt_on_message_error",
-                mid=getattr(msg, "mid", None),
-                error=exc,
-            )
+            _log_handler_error(self._rejects, getattr(msg, "mid", None), exc)
 
 
 def _unstarted(_message: Incoming) -> None:
     """Placeholder callback until :meth:`MqttSource.start` is given the real one."""
+
+
+def _log_handler_error(book: RateLimitedLog, mid: object, exc: Exception) -> None:
+    """A bug: the gateway's handler never raises. One bounded line per 10 s, no traceback."""
+    text = printable(f"{type(exc).__name__}: {exc}", 200, quote=True)
+    book.log(
+        log, logging.ERROR, "event=mqtt_on_message_error mid=%s error=%s", mid, text, key="handler"
+    )

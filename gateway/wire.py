@@ -38,7 +38,20 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from stagekit.mqttwire import BufferedClient, Publish, decode_publish
+from stagekit.mqttwire import (
+    PROP_BINARY,
+    PROP_BYTE,
+    PROP_FOUR,
+    PROP_PAIR,
+    PROP_TWO,
+    PROP_VARINT,
+    PUBLISH_PROPERTIES,
+    REPEATABLE_PROPERTIES,
+    BufferedClient,
+    Publish,
+    decode_publish,
+    decode_varint,
+)
 
 __all__ = [
     "MALFORMED_PACKET",
@@ -64,19 +77,8 @@ _NAMES: Final = {
     PACKET_TOO_LARGE: "packet_too_large",
 }
 
-# MQTT v5 PUBLISH properties (2.2.2.2): id -> how the value is encoded.
-_BYTE, _FOUR, _TWO, _STRING, _BINARY, _VARINT, _PAIR = range(7)
-_PROPERTIES: Final = {
-    0x01: _BYTE,  # Payload Format Indicator
-    0x02: _FOUR,  # Message Expiry Interval
-    0x03: _STRING,  # Content Type
-    0x08: _STRING,  # Response Topic
-    0x09: _BINARY,  # Correlation Data
-    0x0B: _VARINT,  # Subscription Identifier (may repeat)
-    0x23: _TWO,  # Topic Alias (never allowed: the gateway announces no Topic Alias Maximum)
-    0x26: _PAIR,  # User Property (may repeat)
-}
-_REPEATABLE: Final = frozenset({0x0B, 0x26})
+# The PUBLISH properties and the variable byte integer are stagekit.mqttwire's.
+# A Topic Alias (0x23) is never allowed: the gateway announces no Topic Alias Maximum.
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,16 +128,6 @@ def check_publish(
         return _error(MALFORMED_PACKET, f"undecodable PUBLISH ({type(exc).__name__})")
 
 
-def _varint(buf: bytes | bytearray, pos: int, end: int) -> tuple[int, int] | None:
-    value = 0
-    for i in range(pos, min(pos + 4, end)):
-        byte = buf[i]
-        value |= (byte & 0x7F) << (7 * (i - pos))
-        if not byte & 0x80:
-            return value, i + 1
-    return None
-
-
 def _text(buf: bytes | bytearray, pos: int, end: int, what: str) -> tuple[str, int] | ProtocolError:
     if pos + 2 > end:
         return _error(MALFORMED_PACKET, f"{what}: length beyond the packet")
@@ -173,7 +165,7 @@ def _slow(first: int, body: bytes | bytearray) -> Publish | ProtocolError:
         pos += 2
         if mid == 0:
             return _error(MALFORMED_PACKET, "packet identifier 0")
-    length = _varint(body, pos, n)
+    length = decode_varint(body, pos, n)
     if length is None:
         return _error(MALFORMED_PACKET, "property length is not a variable byte integer")
     size, pos = length
@@ -193,46 +185,46 @@ def _properties(
     seen: set[int] = set()
     while pos < end:
         ident = body[pos]
-        kind = _PROPERTIES.get(ident)
+        kind = PUBLISH_PROPERTIES.get(ident)
         pos += 1
         if kind is None:
             return _error(MALFORMED_PACKET, f"property 0x{ident:02x} is not a PUBLISH property")
         if ident in seen:
             return _error(PROTOCOL_ERROR, f"property 0x{ident:02x} repeated")
-        if ident not in _REPEATABLE:
+        if ident not in REPEATABLE_PROPERTIES:
             seen.add(ident)
-        if kind == _BYTE:
+        if kind == PROP_BYTE:
             if pos >= end:
                 return _error(MALFORMED_PACKET, "payload format indicator: no value")
             if body[pos] > 1:
                 return _error(PROTOCOL_ERROR, f"payload format indicator {body[pos]}")
             pos += 1
-        elif kind in (_FOUR, _TWO):
+        elif kind in (PROP_FOUR, PROP_TWO):
             if ident == 0x23:
                 return _error(TOPIC_ALIAS_INVALID, "topic alias (the gateway allows none)")
             pos += 4
             if pos > end:
                 return _error(MALFORMED_PACKET, "message expiry interval: no value")
-        elif kind == _VARINT:
-            got = _varint(body, pos, end)
+        elif kind == PROP_VARINT:
+            got = decode_varint(body, pos, end)
             if got is None:
                 return _error(MALFORMED_PACKET, "subscription identifier: bad integer")
             if got[0] == 0:
                 return _error(PROTOCOL_ERROR, "subscription identifier 0")
             pos = got[1]
-        elif kind == _BINARY:
+        elif kind == PROP_BINARY:
             if pos + 2 > end:
                 return _error(MALFORMED_PACKET, "correlation data: length beyond the packet")
             pos += 2 + ((body[pos] << 8) | body[pos + 1])
             if pos > end:
                 return _error(MALFORMED_PACKET, "correlation data: length beyond the packet")
         else:
-            what = "user property" if kind == _PAIR else f"property 0x{ident:02x}"
+            what = "user property" if kind == PROP_PAIR else f"property 0x{ident:02x}"
             first = _text(body, pos, end, what)
             if isinstance(first, ProtocolError):
                 return first
             pos = first[1]
-            if kind == _PAIR:
+            if kind == PROP_PAIR:
                 second = _text(body, pos, end, what)
                 if isinstance(second, ProtocolError):
                     return second

@@ -38,7 +38,7 @@ from typing import Any, Final
 from kibana.saved import TYPE_MIGRATION_VERSIONS
 from stagekit.search import indices as schema
 from stagekit.search.indices import IndexNames
-from telemetry_contract.errors import printable
+from telemetry_contract import printable
 from telemetry_contract.explain import nesting_exceeds
 
 __all__ = [

@@ -29,7 +29,23 @@ from typing import Any, Final
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
 
-__all__ = ["RECV_CHUNK", "BufferedClient", "Publish", "decode_publish", "frame"]
+__all__ = [
+    "PROP_BINARY",
+    "PROP_BYTE",
+    "PROP_FOUR",
+    "PROP_PAIR",
+    "PROP_STRING",
+    "PROP_TWO",
+    "PROP_VARINT",
+    "PUBLISH_PROPERTIES",
+    "RECV_CHUNK",
+    "REPEATABLE_PROPERTIES",
+    "BufferedClient",
+    "Publish",
+    "decode_publish",
+    "decode_varint",
+    "frame",
+]
 
 #: How much one ``recv`` takes from the socket.
 RECV_CHUNK: Final = 65536
@@ -38,18 +54,24 @@ RECV_CHUNK: Final = 65536
 #: (topic, packet id, QoS, payload, user properties).
 Publish = tuple[str, int, int, bytes, tuple[tuple[str, str], ...]]
 
-# MQTT v5 PUBLISH properties (id -> how its value is encoded), MQTT v5 2.2.2.2.
-_BYTE, _FOUR, _STRING, _BINARY, _VARINT, _PAIR = range(6)
-_PUBLISH_PROPERTIES: Final = {
-    0x01: _BYTE,  # Payload Format Indicator
-    0x02: _FOUR,  # Message Expiry Interval
-    0x03: _STRING,  # Content Type
-    0x08: _STRING,  # Response Topic
-    0x09: _BINARY,  # Correlation Data
-    0x0B: _VARINT,  # Subscription Identifier
-    0x26: _PAIR,  # User Property
-    # Topic Alias (0x23) is left to paho: it changes how the topic is read.
+#: How a PUBLISH property's value is encoded (MQTT v5 2.2.2.2): one byte, a
+#: four- or two-byte integer, a UTF-8 string, binary data, a variable byte
+#: integer, a UTF-8 string pair.
+PROP_BYTE, PROP_FOUR, PROP_TWO, PROP_STRING, PROP_BINARY, PROP_VARINT, PROP_PAIR = range(7)
+#: The MQTT v5 PUBLISH properties: id -> how its value is encoded. Shared by
+#: the fast path here and the gateway's strict decoder (``gateway.wire``).
+PUBLISH_PROPERTIES: Final = {
+    0x01: PROP_BYTE,  # Payload Format Indicator
+    0x02: PROP_FOUR,  # Message Expiry Interval
+    0x03: PROP_STRING,  # Content Type
+    0x08: PROP_STRING,  # Response Topic
+    0x09: PROP_BINARY,  # Correlation Data
+    0x0B: PROP_VARINT,  # Subscription Identifier (may repeat)
+    0x23: PROP_TWO,  # Topic Alias (the fast path leaves it to paho: it changes the topic)
+    0x26: PROP_PAIR,  # User Property (may repeat)
 }
+#: The PUBLISH properties that may appear more than once.
+REPEATABLE_PROPERTIES: Final = frozenset({0x0B, 0x26})
 
 
 def frame(buf: bytes | bytearray) -> tuple[int, int, int] | None:
@@ -67,6 +89,8 @@ def frame(buf: bytes | bytearray) -> tuple[int, int, int] | None:
     >>> frame(bytes([0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01])) is None  # five length bytes
     True
     """
+    # The Remaining Length is a variable byte integer (decode_varint), read
+    # inline: this runs for every packet, and the call and tuple double its cost.
     n = len(buf)
     length = 0
     shift = 0
@@ -86,7 +110,19 @@ def frame(buf: bytes | bytearray) -> tuple[int, int, int] | None:
     return buf[0], pos, end
 
 
-def _varint(buf: bytes | bytearray, pos: int, end: int) -> tuple[int, int] | None:
+def decode_varint(buf: bytes | bytearray, pos: int, end: int) -> tuple[int, int] | None:
+    """``(value, position after it)`` of the variable byte integer at ``buf[pos:end]``.
+
+    MQTT v5 1.5.5: seven bits per byte, least significant first, at most four
+    bytes. None when it runs past ``end`` or over four bytes (malformed).
+
+    >>> decode_varint(bytes([0x80, 0x01]), 0, 2)
+    (128, 2)
+    >>> decode_varint(bytes([0x80]), 0, 1) is None  # not all there
+    True
+    >>> decode_varint(bytes([0xFF, 0xFF, 0xFF, 0xFF, 0x01]), 0, 5) is None  # five bytes
+    True
+    """
     value = 0
     shift = 0
     for i in range(pos, min(pos + 4, end)):
@@ -111,31 +147,31 @@ def _user_properties(
     seen: set[int] = set()
     while pos < end:
         ident = body[pos]
-        kind = _PUBLISH_PROPERTIES.get(ident)
+        kind = PUBLISH_PROPERTIES.get(ident)
         pos += 1
-        if kind is None or (ident in seen):
+        if kind is None or kind == PROP_TWO or ident in seen:
             return None
-        if kind == _BYTE:
+        if kind == PROP_BYTE:
             if pos >= end or body[pos] > 1:
                 return None
             pos += 1
-        elif kind == _FOUR:
+        elif kind == PROP_FOUR:
             pos += 4
-        elif kind == _VARINT:
-            got = _varint(body, pos, end)
+        elif kind == PROP_VARINT:
+            got = decode_varint(body, pos, end)
             if got is None or got[0] == 0:
                 return None
             pos = got[1]
         else:
             strings = []
-            for _ in range(2 if kind == _PAIR else 1):
+            for _ in range(2 if kind == PROP_PAIR else 1):
                 if pos + 2 > end:
                     return None
                 size = (body[pos] << 8) | body[pos + 1]
                 pos += 2 + size
                 if pos > end:
                     return None
-                if kind != _BINARY:
+                if kind != PROP_BINARY:
                     try:
                         text = body[pos - size : pos].decode("utf-8")
                     except UnicodeDecodeError:
@@ -143,9 +179,9 @@ def _user_properties(
                     if "\x00" in text or "\ufeff" in text:
                         return None
                     strings.append(text)
-            if kind == _PAIR:
+            if kind == PROP_PAIR:
                 pairs.append((strings[0], strings[1]))
-        if ident != 0x26 and ident != 0x0B:  # the two that may repeat
+        if ident not in REPEATABLE_PROPERTIES:
             seen.add(ident)
     if pos != end:
         return None
@@ -187,7 +223,7 @@ def decode_publish(first: int, body: bytes | bytearray) -> Publish | None:
             return None
         mid = (body[pos] << 8) | body[pos + 1]
         pos += 2
-    got = _varint(body, pos, n)
+    got = decode_varint(body, pos, n)
     if got is None:
         return None
     size, pos = got

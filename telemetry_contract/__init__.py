@@ -27,7 +27,7 @@ from telemetry_contract.codec import (
     encode,
     to_builtins,
 )
-from telemetry_contract.errors import ContractError, Reason
+from telemetry_contract.errors import ContractError, Reason, printable
 from telemetry_contract.messages import (
     MAX_TEMP_C,
     MESSAGE_TYPES,
@@ -105,5 +105,6 @@ __all__ = [
     "mqtt_filter",
     "mqtt_topic",
     "parse_mqtt_topic",
+    "printable",
     "to_builtins",
 ]

@@ -42,25 +42,40 @@ class Reason(enum.StrEnum):
     TOO_DEEP = "too_deep"
 
 
-def printable(text: str, max_chars: int = MAX_PROBLEM_CHARS) -> str:
+def printable(text: str, max_chars: int = MAX_PROBLEM_CHARS, *, quote: bool = False) -> str:
     """``text`` safe to log, print and encode as UTF-8, at most ``max_chars`` long.
 
     Every character that is not printable (``str.isprintable``: controls,
     format characters such as the right-to-left mark, lone surrogates,
     unassigned code points, separators other than the space) becomes the
     escape ``repr`` would show; a longer text is cut and ends with ``…``.
+    Printable non-ASCII text (``°C``, ``Zürich``) stays readable.
+
+    This is the one function every stage uses to put untrusted text (ids,
+    topics, field names, error text) into a log line, an error or a dead
+    letter. With ``quote=True`` the result is one double-quoted token, ``"``
+    and ``\\`` escaped as well, for the value of a ``key=value`` log line whose
+    text may hold spaces or ``=``: a device cannot make it look like another
+    pair (``x event=forged``). The quotes count within ``max_chars``.
 
     >>> printable("host\\n\\u202e\\ud800 °C")
     'host\\\\n\\\\u202e\\\\ud800 °C'
     >>> printable("x" * 10, 5)
     'xxxx…'
+    >>> print(printable('a"b\\n event=forged', 40, quote=True))
+    "a\\"b\\n event=forged"
+    >>> len(printable("y" * 10_000, 40, quote=True))
+    40
     """
     text = text[: max_chars + 1]  # never more work than the result needs
+    if quote:
+        max_chars = max(0, max_chars - 2)
+        text = text[: max_chars + 1].replace("\\", "\\\\").replace('"', '\\"')
     if not text.isprintable():
         text = "".join(c if c.isprintable() else _escape(c) for c in text)
     if len(text) > max_chars:
         text = text[: max(0, max_chars - 1)] + _ELLIPSIS
-    return text
+    return f'"{text}"' if quote else text
 
 
 def _escape(char: str) -> str:

@@ -366,6 +366,18 @@ def test_printable_escapes_and_bounds(text: str, limit: int) -> None:
     out.encode("utf-8")
 
 
+@given(st.text(st.characters(codec=None), max_size=300), st.integers(3, 400))
+@settings(max_examples=300)
+def test_printable_quoted_is_one_bounded_token(text: str, limit: int) -> None:
+    """quote=True: a key=value log value whose inside has no bare quote to end it early."""
+    out = printable(text, limit, quote=True)
+    assert out.isprintable() and len(out) <= limit
+    assert out.startswith('"') and out.endswith('"')
+    inner = out[1:-1].replace("\\\\", "").replace('\\"', "")
+    assert '"' not in inner
+    out.encode("utf-8")
+
+
 def test_nesting_is_measured_without_recursion() -> None:
     assert not nesting_exceeds(b'["' + b"[" * 10_000 + b'"]')
     assert nesting_exceeds(b"[" * 65)

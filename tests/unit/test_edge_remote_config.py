@@ -28,13 +28,14 @@ from edge_agent.mqtt import ConfigReceived
 from edge_agent.remote_config import (
     MAX_CONFIG_BYTES,
     MAX_REASON_CHARS,
+    REJECTED_LOG_LINES,
     Accepted,
     RemoteConfigGate,
-    clean,
 )
 from edge_agent.sensors import Sample
 from stagekit.config import ConfigError
-from telemetry_contract import DeviceStatus, EdgeAlert, Quality, decode, encode
+from stagekit.ratelog import RateLimitedLog
+from telemetry_contract import DeviceStatus, EdgeAlert, Quality, decode, encode, printable
 
 NOW = int(time.time() * 1000)
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "w1"
@@ -162,6 +163,7 @@ def test_a_hostile_payload_costs_one_bounded_log_line_and_nothing_else(
 ) -> None:
     before = agent.config
     version = agent.config_version
+    agent.remote_config.rejected_log = RateLimitedLog(lines=10)  # a fresh budget per payload
     caplog.clear()
     with caplog.at_level(logging.INFO):
         deliver(agent, payload)
@@ -307,9 +309,28 @@ def test_property_the_agent_never_raises_and_keeps_a_valid_config(
     assert agent.handle_samples([Sample(P, NOW, 4.0, Quality.OK)])
 
 
-def test_clean_bounds_and_escapes() -> None:
-    assert clean("\ud800" * 1000) == "\\ud800" * 50
-    assert clean("ok") == "ok"
+def test_a_flood_of_distinct_bad_configs_logs_a_bounded_number_of_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each one is answered by an alert; only REJECTED_LOG_LINES of them by a log line."""
+    gate = RemoteConfigGate(topic=TOPIC)
+    with caplog.at_level(logging.INFO, logger="edge_agent.remote_config"):
+        alerts = [
+            gate.offer(config(version=v, detector="nope"), current=BASE, version=1, now_ms=NOW)
+            for v in range(2, 202)
+        ]
+    assert all(isinstance(a, EdgeAlert) for a in alerts)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == REJECTED_LOG_LINES
+    assert gate.rejected_log.suppressed == 200 - REJECTED_LOG_LINES
+
+
+def test_a_rejection_reason_is_escaped_and_bounded() -> None:
+    """The gate's reason text: contract's printable, cut at MAX_REASON_CHARS."""
+    why = printable("\ud800" * 1000, MAX_REASON_CHARS)
+    assert len(why) == MAX_REASON_CHARS and why.startswith("\\ud800" * 49)
+    why.encode("utf-8")  # no lone surrogate left
+    assert printable("ok", MAX_REASON_CHARS) == "ok"
 
 
 def test_the_mqtt_callback_never_raises() -> None:

@@ -173,18 +173,6 @@ async def test_rejections_log_one_short_sanitised_line_per_reason_and_interval(
     assert "\n" not in text and "\ud800" not in text and "\\ud800\\n" in text
 
 
-def test_the_reject_log_reports_what_it_held_back() -> None:
-    from gateway.rejects import RejectLog
-
-    now = [0.0]
-    book = RejectLog(interval_s=10.0, clock=lambda: now[0])
-    assert book.allow("a") == (True, 0)
-    assert [book.allow("a")[0] for _ in range(5)] == [False] * 5
-    assert book.allow("b") == (True, 0)  # per reason
-    now[0] = 10.0
-    assert book.allow("a") == (True, 5)
-
-
 # Every code point, lone surrogates, NUL and bidi marks included (st.text leaves surrogates out).
 _ANY_CHAR = st.characters(min_codepoint=0, max_codepoint=0x10FFFF, categories=None)
 _TRICKY = st.one_of(

@@ -179,6 +179,17 @@ def test_a_900k_record_is_cut_before_it_becomes_a_letter() -> None:
     assert letter.reason == "too_large"
 
 
+def test_an_unexpected_error_quoting_raw_device_text_still_makes_a_dead_letter() -> None:
+    """Its text (a raw lone surrogate, a line break, an RTL mark) is escaped in the letter."""
+    from cloud_processor.quarantine import dead_letter_for
+
+    exc = ValueError("\ud800\n\u202e" + "k" * 5000)
+    letter, value = dead_letter_for(b"{}", exc, topic="t", now_ms=NOW)
+    assert decode(value) == letter and len(value) <= DEADLETTER_LIMIT
+    assert letter.detail.startswith("ValueError: \\ud800\\n\\u202ekkk")
+    assert letter.detail.isprintable()
+
+
 def test_skipped_records_log_one_short_sanitised_line_within_a_budget(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

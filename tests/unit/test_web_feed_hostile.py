@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stagekit.ratelog import RateLimitedLog
 from telemetry_contract import (
     Quality,
     Reading,
@@ -64,15 +65,42 @@ def test_random_bytes_are_skipped(raw: bytes, kind: str) -> None:
 
 def test_a_refused_record_is_logged_escaped_and_bounded(caplog: pytest.LogCaptureFixture) -> None:
     bad = b'{"\\ud800\\u202e' + b"k" * 20_000 + b'": NaN}'
+    budget = RateLimitedLog(lines=10)
     with caplog.at_level(logging.WARNING, logger="thermowatch.web.view"):
-        assert not fold_record(FleetView(), "alerts", bad[:60_000], now_ms=T0)
-        assert not fold_record(FleetView(), "telemetry", b'{"a.b": NaN}', now_ms=T0)
+        assert not fold_record(FleetView(), "alerts", bad[:60_000], now_ms=T0, refused_log=budget)
+        assert not fold_record(
+            FleetView(), "telemetry", b'{"a.b": NaN}', now_ms=T0, refused_log=budget
+        )
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2
     assert all(line.startswith("event=feed_record_skipped kind=") for line in lines)
-    assert "\\ud800\\u202e" in lines[0] and len(lines[0]) < 1500
-    assert all(line.isprintable() for line in lines)
+    # The contract escaped the field name; quoting the error escapes its backslashes again.
+    assert 'error="\\\\ud800\\\\u202e' in lines[0] and len(lines[0]) < 1500
+    assert all(line.isprintable() and line.endswith('" suppressed=0') for line in lines)
     assert "reason=non_finite" in lines[1]
+
+
+def test_a_flood_of_refused_records_logs_a_bounded_number_of_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """1,000 refused records through the live feed's entry: 10 lines, then one saying 990 held."""
+    app = WebApp(WebConfig(http=HttpSettings(port=0), kafka=KafkaSettings(bootstrap_servers="")))
+    now = [0.0]
+    app.refused_log = RateLimitedLog(lines=10, per_s=10.0, clock=lambda: now[0])
+    hostile = b'{"type": "reading", "\\ud800\\n' + b"k" * 150 + b'": NaN}'
+    with caplog.at_level(logging.WARNING, logger="thermowatch.web.view"):
+        for _ in range(1_000):
+            app._on_record("telemetry", hostile)
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 10
+        assert app.refused_log.suppressed == 990
+        now[0] = 10.0
+        app._on_record("alerts", b"\xff")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 11 and lines[-1].endswith(" suppressed=990")
+    assert all(line.isprintable() and "\n" not in line and len(line) < 600 for line in lines)
+    app._on_record("telemetry", _reading(1))  # and the feed goes on
+    assert app.view.device_ids() == ["d1"]
 
 
 def test_a_failure_folding_one_record_does_not_end_the_feed(

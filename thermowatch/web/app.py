@@ -23,14 +23,15 @@ from typing import Final
 
 import msgspec
 
+from stagekit.ratelog import RateLimitedLog
 from stagekit.search import make_backend
 from stagekit.search.api import SearchBackend, SearchError
-from telemetry_contract.errors import printable
+from telemetry_contract import printable
 from thermowatch.web.config import WebConfig
 from thermowatch.web.kafka import LiveFeed
 from thermowatch.web.search import SearchSource
 from thermowatch.web.server import Asset, WebServer
-from thermowatch.web.view import FleetView, fold_record
+from thermowatch.web.view import REFUSED_LOG_LINES, REFUSED_LOG_PER_S, FleetView, fold_record
 
 __all__ = ["WebApp", "load_assets"]
 
@@ -84,6 +85,8 @@ class WebApp:
         self.search_ok: bool | None = None
         #: Records of the live feed the view failed on (logged and skipped).
         self.feed_errors = 0
+        #: The log budget of the feed's refused and failed records (each its own key).
+        self.refused_log = RateLimitedLog(lines=REFUSED_LOG_LINES, per_s=REFUSED_LOG_PER_S)
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -165,16 +168,23 @@ class WebApp:
         :func:`fold_record` is total for any payload (a record the contract
         refuses is skipped there); this guard keeps the feed alive should the
         view itself fail on one record, instead of ending the feed's task.
+        Both lines are rate-limited by :attr:`refused_log`: a hostile producer
+        cannot turn its records into log volume.
         """
         try:
-            fold_record(self.view, kind, payload, now_ms=self._now_ms())
+            fold_record(
+                self.view, kind, payload, now_ms=self._now_ms(), refused_log=self.refused_log
+            )
         except Exception as exc:
             self.feed_errors += 1
-            log.error(  # no traceback: one line per record, its size bounded
+            self.refused_log.log(  # no traceback: one short line, at most 10 per 10 s
+                log,
+                logging.ERROR,
                 "event=feed_record_failed kind=%s size=%d error=%s",
                 printable(kind, 32),
                 len(payload or b""),
-                printable(f"{type(exc).__name__}: {exc}", 512),
+                printable(f"{type(exc).__name__}: {exc}", 512, quote=True),
+                key="failed",
             )
 
     async def reload(self) -> None:

@@ -52,6 +52,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from stagekit.ratelog import RateLimitedLog
 from stagekit.search.alerts import alert_from_doc
 from telemetry_contract import (
     Alert,
@@ -64,8 +65,8 @@ from telemetry_contract import (
     Severity,
     decode,
     decode_alert_change,
+    printable,
 )
-from telemetry_contract.errors import printable
 
 __all__ = ["AlertView", "FleetView", "fold_record"]
 
@@ -455,16 +456,34 @@ def _alert_order(a: AlertView) -> tuple[int, int, str]:
     return (-SEVERITY_RANK[a.alert.severity], -a.alert.opened_at, a.alert.alert_id)
 
 
-def _skipped(kind: str, exc: ContractError) -> None:
-    log.warning(
+#: Warning lines about refused records let through per interval ...
+REFUSED_LOG_LINES: Final = 10
+#: ... of this many seconds; the next line says how many were held back (``suppressed=N``).
+REFUSED_LOG_PER_S: Final = 10.0
+#: The budget of callers that bring none (the web app brings its own).
+_REFUSED_LOG = RateLimitedLog(lines=REFUSED_LOG_LINES, per_s=REFUSED_LOG_PER_S)
+
+
+def _skipped(kind: str, exc: ContractError, refused_log: RateLimitedLog | None) -> None:
+    (refused_log or _REFUSED_LOG).log(
+        log,
+        logging.WARNING,
         "event=feed_record_skipped kind=%s reason=%s error=%s",
         printable(kind, 32),
         exc.reason.value,
-        exc,  # printable and bounded: see telemetry_contract.ContractError
+        printable(str(exc), 1300, quote=True),  # escaped already; quoted: it holds spaces
+        key="refused",
     )
 
 
-def fold_record(view: FleetView, kind: str, payload: bytes | None, *, now_ms: int) -> bool:
+def fold_record(
+    view: FleetView,
+    kind: str,
+    payload: bytes | None,
+    *,
+    now_ms: int,
+    refused_log: RateLimitedLog | None = None,
+) -> bool:
     """Fold one Kafka record of topic ``kind`` (``alerts``, ``status`` or ``telemetry``).
 
     Every record is decoded with the contract: readings and device status
@@ -474,6 +493,10 @@ def fold_record(view: FleetView, kind: str, payload: bytes | None, *, now_ms: in
     skipped (False) with one warning line, its text the contract error's
     (escaped and bounded): the processor dead-letters a broken device
     message, and an alert change that does not decode is not the contract's.
+    A hostile producer can write thousands of such records a second, so the
+    lines are rate-limited: at most :data:`REFUSED_LOG_LINES` per
+    :data:`REFUSED_LOG_PER_S` seconds in ``refused_log`` (a budget shared by
+    every caller that passes none), the next one saying how many it held back.
 
     >>> v = FleetView()
     >>> fold_record(v, "telemetry", b'{"type": "reading", "device_id": "d", "sensor_id": "host",'
@@ -491,13 +514,13 @@ def fold_record(view: FleetView, kind: str, payload: bytes | None, *, now_ms: in
         try:
             change = decode_alert_change(payload)
         except ContractError as exc:
-            _skipped(kind, exc)
+            _skipped(kind, exc, refused_log)
             return False
         return view.on_alert(AlertView(change.alert), now_ms=now_ms)
     try:
         msg = decode(payload, now_ms=now_ms)
     except ContractError as exc:
-        _skipped(kind, exc)
+        _skipped(kind, exc, refused_log)
         return False
     if isinstance(msg, Reading):
         return view.on_reading(msg)
