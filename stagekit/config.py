@@ -30,12 +30,13 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
 
 from telemetry_contract.explain import field_choices, lookup, parse_error
 
-__all__ = ["ConfigError", "dump_toml", "load", "loads", "to_dict"]
+__all__ = ["ConfigError", "dump_toml", "load", "loads", "mask_url", "to_dict"]
 
 C = TypeVar("C", bound=msgspec.Struct)
 
@@ -229,11 +230,42 @@ def _drop_none(node: Any) -> Any:
 
 
 _SECRET = re.compile(r"(password|secret|token|api_key)$", re.I)
+_URL = re.compile(r"url$", re.I)
 
 
 def _mask(node: Any) -> Any:
     if isinstance(node, dict):
-        return {k: ("********" if _SECRET.search(k) and v else _mask(v)) for k, v in node.items()}
+        return {k: _mask_value(k, v) for k, v in node.items()}
     if isinstance(node, list):
         return [_mask(v) for v in node]
     return node
+
+
+def _mask_value(key: str, value: Any) -> Any:
+    if _SECRET.search(key) and value:
+        return "********"
+    if _URL.search(key) and isinstance(value, str):
+        return mask_url(value)
+    return _mask(value)
+
+
+def mask_url(url: str) -> str:
+    """``url`` without what may be a secret: user info, path and query.
+
+    A webhook URL's path is often its only credential (Slack's is); a search
+    server's URL keeps its host and port.
+
+    >>> mask_url("https://hooks.slack.com/services/T0/B0/XYZ?x=1")
+    'https://hooks.slack.com/********'
+    >>> mask_url("http://user:pw@127.0.0.1:19200")
+    'http://********@127.0.0.1:19200'
+    >>> mask_url("http://127.0.0.1:19200/")
+    'http://127.0.0.1:19200/'
+    """
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"********@{host}" if "@" in parts.netloc else host
+    hidden = parts.path not in ("", "/") or parts.query or parts.fragment
+    return f"{parts.scheme}://{netloc}" + ("/********" if hidden else parts.path)

@@ -93,3 +93,19 @@ def test_dump_masks_secrets_and_round_trips() -> None:
     assert 'password = "********"' in text
     again = loads(Cfg, text.replace('"********"', '"hunter2"'))
     assert again == cfg
+
+
+def test_print_config_hides_a_webhook_urls_path_and_any_urls_user_info() -> None:
+    # A Slack webhook URL's path is its credential; a search URL keeps host and port.
+    from cloud_processor.config import ProcessorConfig
+
+    cfg = loads(
+        ProcessorConfig,
+        '[webhook]\nurl = "https://hooks.slack.com/services/T0/B0/SECRETPATH"\n'
+        '[search]\nurl = "http://admin:hunter2@127.0.0.1:19200"\n',
+    )
+    text = dump_toml(cfg)
+    assert "SECRETPATH" not in text
+    assert "hunter2" not in text
+    assert 'url = "https://hooks.slack.com/********"' in text
+    assert 'url = "http://********@127.0.0.1:19200"' in text
