@@ -56,9 +56,10 @@ from typing import Final
 from cloud_processor.config import WebhookSettings
 from cloud_processor.metrics import Metrics
 from cloud_processor.ports import Notifier
+from stagekit.ratelog import RateLimitedLog
 from telemetry_contract import AlertChange
 
-__all__ = ["RESULTS", "LogEvery", "NotificationDispatcher", "TokenBucket"]
+__all__ = ["RESULTS", "NotificationDispatcher", "TokenBucket"]
 
 log = logging.getLogger(__name__)
 
@@ -114,38 +115,6 @@ class TokenBucket:
         return self._tokens >= self.burst
 
 
-class LogEvery:
-    """Rate-limited logging: one line per ``interval_s`` with the count since.
-
-    Hand-written: the standard library has no such filter, and the counts
-    (not the lines) are what matter; the metrics carry the exact totals.
-
-    >>> now = [0.0]
-    >>> gate = LogEvery(10.0, clock=lambda: now[0])
-    >>> gate.due(), gate.due(), gate.due()
-    (1, 0, 0)
-    >>> now[0] = 11.0
-    >>> gate.due()
-    3
-    """
-
-    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval_s = interval_s
-        self._clock = clock
-        self._next = float("-inf")
-        self._count = 0
-
-    def due(self) -> int:
-        """Count one event; how many to report now (0: stay quiet)."""
-        self._count += 1
-        now = self._clock()
-        if now < self._next:
-            return 0
-        self._next = now + self.interval_s
-        count, self._count = self._count, 0
-        return count
-
-
 @dataclass
 class _Waiting:
     change: AlertChange
@@ -192,8 +161,8 @@ class NotificationDispatcher:
         self._draining = False
         self._closed = False
         self._serial = 0
-        self._overflow_log = LogEvery(log_interval_s, clock)
-        self._limited_log = LogEvery(log_interval_s, clock)
+        # One line per interval and event; count= says how many happened since.
+        self._log = RateLimitedLog(lines=1, per_s=log_interval_s, clock=clock)
 
     @property
     def pending(self) -> int:
@@ -216,8 +185,8 @@ class NotificationDispatcher:
         self._count("offered")
         if self._closed:
             self._count("dropped")
-            if n := self._overflow_log.due():
-                log.warning("event=notification_dropped reason=closed count=%d", n)
+            if (held := self._log.take("closed")) is not None:
+                log.warning("event=notification_dropped reason=closed count=%d", held + 1)
             return
         key: Key = change.alert.key
         if not self.settings.coalesce_s:  # coalescing off: every change its own entry
@@ -235,10 +204,10 @@ class NotificationDispatcher:
             self._count("overflow")
             if done is not None:
                 done()  # deliberately dropped, counted and logged: resolved
-            if n := self._overflow_log.due():
+            if (held := self._log.take("overflow")) is not None:
                 log.warning(
                     "event=notification_overflow dropped=%d queue_max=%d device_id=%s",
-                    n,
+                    held + 1,
                     self.settings.queue_max,
                     change.alert.device_id,
                 )
@@ -345,10 +314,10 @@ class NotificationDispatcher:
                 if not waiting.held:
                     waiting.held = True
                     self._count("rate_limited")
-                    if n := self._limited_log.due():
+                    if (held := self._log.take("rate_limited")) is not None:
                         log.warning(
                             "event=notification_rate_limited count=%d device_id=%s",
-                            n,
+                            held + 1,
                             key[0],
                         )
             soonest = at if soonest is None else min(soonest, at)

@@ -29,9 +29,10 @@ import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 
-from cloud_processor.dispatch import LogEvery, NotificationDispatcher
+from cloud_processor.dispatch import NotificationDispatcher
 from cloud_processor.metrics import Metrics
 from cloud_processor.ports import Batch, Partition, Source
+from stagekit.ratelog import RateLimitedLog
 from telemetry_contract import AlertChange, decode_alert_change
 
 __all__ = ["AlertFeed", "Resolutions"]
@@ -146,7 +147,7 @@ class AlertFeed:
         self._task: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
-        self._bad_log = LogEvery(10.0)
+        self._bad_log = RateLimitedLog(lines=1, per_s=10.0)
 
     async def notify(self, changes: Sequence[AlertChange]) -> None:
         """Nothing: the changes reach the feed through the alerts topic."""
@@ -240,14 +241,14 @@ class AlertFeed:
             self.counts["undecodable"] += 1
             if self._metrics is not None:
                 self._metrics.notifications_undecodable.inc()
-            if n := self._bad_log.due():
+            if (held := self._bad_log.take()) is not None:
                 log.warning(
                     "event=alert_change_undecodable topic=%s partition=%d offset=%d "
                     "count=%d error=%s",
                     tp.topic,
                     tp.partition,
                     offset,
-                    n,
+                    held + 1,
                     type(exc).__name__,
                 )
             return None
