@@ -7,8 +7,10 @@ counts once; a late reading (minutes or days late) marks its window dirty and
 the window is rebuilt with it folded in; a processor restart loses no partial
 window. The processor collects the windows touched since the last commit
 (:class:`DirtyWindows`), and before committing Kafka offsets it refreshes the
-readings indices, runs one aggregation (:func:`window_query`) and writes the
-resulting documents (:func:`parse_windows`) with a deterministic ``_id``
+readings indices, aggregates only the time ranges that hold dirty windows
+(:meth:`DirtyWindows.slices`, :func:`slices_query`, at most
+:data:`MAX_SLICES_PER_QUERY` ranges per request) and writes the resulting
+documents (:func:`parse_windows`) with a deterministic ``_id``
 ``device_id:window_start``.
 
 >>> window_start(1_767_225_659_999), window_start(1_767_225_660_000)
@@ -47,7 +49,6 @@ __all__ = [
     "aggregate_id",
     "parse_windows",
     "slices_query",
-    "window_query",
     "window_start",
 ]
 
@@ -86,12 +87,6 @@ class DirtyWindows:
     def clear(self) -> None:
         """Forget everything (after a successful flush)."""
         self.windows.clear()
-
-    def span(self) -> tuple[list[str], int, int]:
-        """Devices and the [start, end) event-time range covering every dirty window."""
-        devices = sorted({d for d, _ in self.windows})
-        starts = [s for _, s in self.windows]
-        return devices, min(starts), max(starts) + WINDOW_MS
 
     def slices(self, join_gap_ms: int = JOIN_GAP_MS) -> list[Slice]:
         """The event-time ranges holding dirty windows, each with the devices
@@ -169,13 +164,6 @@ def aggregate_doc(
     if location is not None:
         doc["location"] = {"lat": location[0], "lon": location[1]}
     return doc
-
-
-def window_query(
-    devices: list[str], start: int, end: int, *, after: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """Aggregation over the readings of ``devices`` in [start, end), per device and minute."""
-    return slices_query([Slice(tuple(devices), start, end)], after=after)
 
 
 def slices_query(

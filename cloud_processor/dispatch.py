@@ -1,8 +1,7 @@
 """Alert notifications off the write path: bounded queue, coalescing, rate limits.
 
-:class:`NotificationDispatcher` wraps a slow notifier (the webhook) and is
-itself a :class:`~cloud_processor.ports.Notifier` whose ``notify`` only
-enqueues. The processor feeds it from the Kafka alerts topic
+:class:`NotificationDispatcher` wraps a slow notifier (the webhook); :meth:`offer`
+only enqueues. The processor feeds it from the Kafka alerts topic
 (:class:`~cloud_processor.feed.AlertFeed`, :meth:`offer` with a ``done``
 callback), never from its write path. One asyncio task (the worker) takes the
 queue from there.
@@ -28,8 +27,10 @@ queue from there.
   ``drain_timeout_s``, then cancels the worker; what is still waiting then (and
   a POST cut short) is counted ``dropped`` and logged.
 - **Resolution.** :meth:`offer` takes an optional ``done`` callback, called
-  once the change needs nothing more: delivered (or refused by the receiver
-  after its attempts, ``error``), superseded by a later change of its key that
+  once the change needs nothing more: handed to the notifier (``notified``,
+  which includes a change the webhook gave up on after its attempts: the
+  webhook counts those, ``webhook_total{result="failed"}``; ``error`` counts a
+  notifier that raised), superseded by a later change of its key that
   was delivered (``coalesced``: called with the successor's), or dropped on a
   full queue (``overflow``). It is never called for a change ``dropped`` at
   shutdown or offered after :meth:`close`: :class:`~cloud_processor.feed.AlertFeed`
@@ -49,7 +50,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -119,7 +120,6 @@ class TokenBucket:
 class _Waiting:
     change: AlertChange
     due: float  # not before (the coalescing window of its key)
-    superseded: int = 0  # changes of the key this one replaced
     held: bool = False  # counted rate_limited already
     done: list[Done] = field(default_factory=list)  # resolved with this one
 
@@ -169,14 +169,6 @@ class NotificationDispatcher:
         """Notifications waiting (one per alert key at most), the one in flight included."""
         return len(self._waiting) + (self._in_flight is not None)
 
-    # -- the Notifier protocol -------------------------------------------------
-
-    async def notify(self, changes: Sequence[AlertChange]) -> None:
-        """Queue the changes to notify (never waits for the receiver)."""
-        for change in changes:
-            if change.notify:  # late or suppressed changes are not notified
-                self.offer(change)
-
     def offer(self, change: AlertChange, done: Done | None = None) -> None:
         """Queue one change: coalesce it, or drop it when the queue is full.
 
@@ -195,7 +187,6 @@ class NotificationDispatcher:
         waiting = self._waiting.get(key)
         if waiting is not None:
             waiting.change = change
-            waiting.superseded += 1
             if done is not None:
                 waiting.done.append(done)
             self._count("coalesced")

@@ -58,7 +58,7 @@ import msgspec
 
 from cloud_processor.config import WebhookSettings
 from stagekit.backoff import Backoff
-from telemetry_contract import AlertChange, alert_change_doc
+from telemetry_contract import AlertChange, alert_change_doc, printable
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -78,7 +78,7 @@ log = logging.getLogger(__name__)
 TIMESTAMP_HEADER: Final = "X-Thermowatch-Timestamp"
 SIGNATURE_HEADER: Final = "X-Thermowatch-Signature"
 #: Default free-text bound (``webhook.max_text_chars``).
-MAX_TEXT: Final = 500
+MAX_TEXT: Final = WebhookSettings().max_text_chars
 
 _ENC: Final = msgspec.json.Encoder()
 _ICON: Final = {
@@ -227,14 +227,12 @@ class WebhookNotifier:
         #: Bytes of the last response body read (at most ``max_response_bytes``).
         self.last_body_bytes = 0
         parts = urlsplit(settings.url)
-        self.public_url = f"{parts.scheme}://{parts.hostname or ''}" + (
-            f":{parts.port}" if parts.port else ""
-        )
+        public_netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+        self.public_url = f"{parts.scheme}://{public_netloc}"
         secrets = [settings.url, parts.path, parts.query, settings.secret]
         if parts.query:
             secrets.append(f"{parts.path}?{parts.query}")
         secrets = [x for x in secrets if x and x != "/"]
-        public_netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
         if "@" in parts.netloc:  # user:password@host
             secrets.append(parts.netloc)
         _SCRUB.secrets[id(self)] = (secrets, public_netloc)
@@ -298,7 +296,8 @@ class WebhookNotifier:
                 status = await asyncio.to_thread(self._post, body, key)
             except requests.RequestException as exc:
                 status = 0
-                detail = f"error={type(exc).__name__} detail={self.scrub(str(exc))[:300]!r}"
+                why = printable(self.scrub(str(exc)), 300, quote=True)
+                detail = f"error={type(exc).__name__} detail={why}"
             else:
                 detail = f"status={status}"
             if 200 <= status < 300:

@@ -65,6 +65,12 @@ class Gate:
         self.closed = True
 
 
+async def offer_all(d: NotificationDispatcher, changes: Sequence[AlertChange]) -> None:
+    """Offer each change, as the alerts-topic feed does."""
+    for c in changes:
+        d.offer(c)
+
+
 def change(version: int = 1, device: str = "d1", rule: str = "edge_anomaly") -> AlertChange:
     severity = Severity.WARNING if version % 2 else Severity.CRITICAL
     alert = Alert(
@@ -99,16 +105,16 @@ async def spin() -> None:
 async def test_changes_of_one_alert_within_the_window_become_one_with_the_latest_state() -> None:
     clock, inner = Clock(), Gate()
     d = NotificationDispatcher(inner, hook(coalesce_s=10.0), clock=clock)
-    await d.notify([change(1)])
+    await offer_all(d, [change(1)])
     await step(d, clock, 0)
-    await d.notify([change(v) for v in range(2, 50)])
+    await offer_all(d, [change(v) for v in range(2, 50)])
     await step(d, clock, 9.9)
     assert [c.alert.version for c in inner.got] == [1]  # the window is not over
     await step(d, clock, 0.1)
     assert [c.alert.version for c in inner.got] == [1, 49]  # the latest state, once
     assert d.counts["coalesced"] == 47 and d.counts["notified"] == 2
     # another alert key (rule) of the same device is not coalesced with it
-    await d.notify([change(1, rule="threshold_high")])
+    await offer_all(d, [change(1, rule="threshold_high")])
     await step(d, clock, 0)
     assert inner.got[-1].alert.rule == "threshold_high"
     assert balanced(d)
@@ -118,7 +124,7 @@ async def test_changes_of_one_alert_within_the_window_become_one_with_the_latest
 async def test_coalescing_off_notifies_every_change_in_order() -> None:
     clock, inner = Clock(), Gate()
     d = NotificationDispatcher(inner, hook(coalesce_s=0.0, device_burst=100), clock=clock)
-    await d.notify([change(v) for v in range(1, 6)])
+    await offer_all(d, [change(v) for v in range(1, 6)])
     await step(d, clock, 0)
     assert [c.alert.version for c in inner.got] == [1, 2, 3, 4, 5]
     assert d.counts["coalesced"] == 0 and balanced(d)
@@ -129,8 +135,8 @@ async def test_per_device_rate_limit_holds_without_losing_the_latest_state() -> 
     clock, inner = Clock(), Gate()
     cfg = hook(coalesce_s=0.5, device_rate_per_s=1.0, device_burst=2, rate_per_s=100.0, burst=100)
     d = NotificationDispatcher(inner, cfg, clock=clock)
-    await d.notify([change(1, rule=f"r{i}") for i in range(5)])
-    await d.notify([change(1, device="d2")])  # another device is not held by d1's bucket
+    await offer_all(d, [change(1, rule=f"r{i}") for i in range(5)])
+    await offer_all(d, [change(1, device="d2")])  # another device is not held by d1's bucket
     await step(d, clock, 0)
     assert [(c.alert.device_id, c.alert.rule) for c in inner.got] == [
         ("d1", "r0"),
@@ -138,7 +144,7 @@ async def test_per_device_rate_limit_holds_without_losing_the_latest_state() -> 
         ("d2", "edge_anomaly"),
     ]
     assert d.counts["rate_limited"] == 3 and d.pending == 3
-    await d.notify([change(2, rule="r4")])  # held changes keep coalescing
+    await offer_all(d, [change(2, rule="r4")])  # held changes keep coalescing
     await step(d, clock, 1.0)
     await step(d, clock, 1.0)
     await step(d, clock, 1.0)
@@ -155,7 +161,7 @@ async def test_global_rate_limit_spans_devices() -> None:
     clock, inner = Clock(), Gate()
     cfg = hook(coalesce_s=0.0, rate_per_s=0.5, burst=1, device_rate_per_s=100.0, device_burst=10)
     d = NotificationDispatcher(inner, cfg, clock=clock)
-    await d.notify([change(1, device=f"d{i}") for i in range(3)])
+    await offer_all(d, [change(1, device=f"d{i}") for i in range(3)])
     await step(d, clock, 0)
     assert len(inner.got) == 1
     await step(d, clock, 1.0)
@@ -173,10 +179,10 @@ async def test_a_full_queue_counts_and_logs_the_overflow_and_never_blocks(
     metrics = Metrics()
     d = NotificationDispatcher(inner, hook(queue_max=2), clock=clock, metrics=metrics)
     with caplog.at_level(logging.WARNING, "cloud_processor.dispatch"):
-        await asyncio.wait_for(d.notify([change(1, rule="r0")]), 5)
+        await asyncio.wait_for(offer_all(d, [change(1, rule="r0")]), 5)
         await spin()  # r0 is in flight, stuck
         changes = [change(1, rule=f"r{i}") for i in range(1, 6)] + [change(2, rule="r1")]
-        await asyncio.wait_for(d.notify(changes), 5)  # returns: never waits for the receiver
+        await asyncio.wait_for(offer_all(d, changes), 5)  # returns: never waits for the receiver
         clock.now += 11
         d.offer(change(1, rule="r9"))
     assert (d.counts["overflow"], d.counts["coalesced"], d.pending) == (4, 1, 3)
@@ -196,9 +202,9 @@ async def test_close_drains_what_waits_then_counts_the_rest_as_dropped(
 ) -> None:
     clock, inner = Clock(), Gate()
     d = NotificationDispatcher(inner, hook(coalesce_s=60.0, device_burst=1), clock=clock)
-    await d.notify([change(1, rule="a"), change(1, rule="b")])
+    await offer_all(d, [change(1, rule="a"), change(1, rule="b")])
     await step(d, clock, 0)
-    await d.notify([change(2, rule="a")])
+    await offer_all(d, [change(2, rule="a")])
     await step(d, clock, 0)
     assert len(inner.got) == 1 and d.pending == 2  # held by the window and the bucket
     await d.close()  # the drain ignores window and limits: one per key
@@ -209,7 +215,7 @@ async def test_close_drains_what_waits_then_counts_the_rest_as_dropped(
 
     stuck = Gate(open_=False)
     d2 = NotificationDispatcher(stuck, hook(drain_timeout_s=0.0), clock=clock)
-    await d2.notify([change(1, rule="a"), change(1, rule="b")])
+    await offer_all(d2, [change(1, rule="a"), change(1, rule="b")])
     await spin()
     with caplog.at_level(logging.WARNING, "cloud_processor.dispatch"):
         await asyncio.wait_for(d2.close(), 5)  # stops promptly although the receiver hangs

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from cloud_processor.aggregates import WindowAggregate, aggregate_doc, window_query
+from cloud_processor.aggregates import Slice, WindowAggregate, aggregate_doc, slices_query
 from cloud_processor.documents import (
     Action,
     BulkItem,
@@ -169,7 +169,7 @@ def test_aggregate_doc_fits_its_mapping() -> None:
     assert doc["window_end"] == 120_000
 
 
-def test_window_query_is_json_serialisable_and_filters_ok_readings() -> None:
-    q = window_query(["d1"], 0, 60_000)
+def test_slices_query_is_json_serialisable_and_filters_ok_readings() -> None:
+    q = slices_query([Slice(("d1",), 0, 60_000)])
     assert msgspec.json.decode(msgspec.json.encode(q)) == q
     assert {"term": {"quality": "ok"}} in q["query"]["bool"]["filter"]
