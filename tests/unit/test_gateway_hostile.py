@@ -221,3 +221,24 @@ def test_unicode_tricks_nan_and_deep_nesting_never_raise_and_stay_writable(
         name.encode("utf-8")
         assert isinstance(value, bytes)
     assert rec.key is None or isinstance(rec.key, bytes)
+
+
+def test_the_fallback_letter_stays_within_the_dead_letter_limit() -> None:
+    # Four-byte characters in every text and a payload far over the limit.
+    from gateway.bridge import fallback_dead_letter
+    from telemetry_contract import Reason
+    from telemetry_contract.deadletter import DEADLETTER_LIMIT
+
+    emoji = "\U0001f525" * 5000
+    rec = fallback_dead_letter(
+        f"thermowatch/s1/{emoji}/telemetry",
+        b"\xff" * 1_000_000,
+        Reason.NOT_JSON,
+        emoji,
+        received_ms=NOW,
+        gateway_id=emoji,
+        topics=TOPICS,
+        error="dead letter: RuntimeError",
+    )
+    assert len(rec.value) <= DEADLETTER_LIMIT
+    assert isinstance(decode(rec.value), DeadLetter)
