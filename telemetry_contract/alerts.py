@@ -36,8 +36,7 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
-from telemetry_contract.codec import not_utf8, too_deep, wire_bytes
-from telemetry_contract.explain import explain_malformed, explain_validation
+from telemetry_contract.codec import decode_raw, wire_bytes
 from telemetry_contract.messages import (
     DEVICE_ID_PATTERN,
     SENSOR_ID_PATTERN,
@@ -201,15 +200,6 @@ def decode_alert_change(
     :class:`ContractError` for any input, the size (``max_bytes``) checked first.
     """
     raw = wire_bytes(payload, max_bytes)
-    try:
-        msg = _DECODER.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise explain_validation(raw, str(exc), AlertChangeMessage) from None
-    except msgspec.DecodeError as exc:
-        raise explain_malformed(raw, str(exc)) from None
-    except UnicodeDecodeError as exc:
-        raise not_utf8(exc) from None
-    except RecursionError:
-        raise too_deep() from None
+    msg = decode_raw(_DECODER, raw, AlertChangeMessage)
     alert = Alert(**{name: getattr(msg, name) for name in _ALERT_FIELDS})
     return AlertChange(msg.change, alert, msg.notify)

@@ -24,7 +24,12 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from telemetry_contract.errors import ContractError, Reason
-from telemetry_contract.explain import MAX_DEPTH, explain_malformed, explain_validation, message_tag
+from telemetry_contract.explain import (
+    explain_malformed,
+    explain_validation,
+    message_tag,
+    too_deep,
+)
 from telemetry_contract.messages import (
     DeadLetter,
     Message,
@@ -49,6 +54,7 @@ MAX_FUTURE_MS: Final = 5 * 60 * 1000
 _DECODER: Final = msgspec.json.Decoder(Message)
 _ENCODER: Final = msgspec.json.Encoder()
 T = TypeVar("T", bound=Message)
+D = TypeVar("D")
 
 
 def encode(message: Message) -> bytes:
@@ -77,16 +83,7 @@ def decode(
     are rejected.
     """
     raw = wire_bytes(payload, max_bytes)
-    try:
-        message: Message = _DECODER.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise explain_validation(raw, str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise explain_malformed(raw, str(exc)) from None
-    except UnicodeDecodeError as exc:  # invalid UTF-8 inside a JSON string
-        raise not_utf8(exc) from None
-    except RecursionError:  # skipping a deep unknown value while looking for `type`
-        raise too_deep() from None
+    message: Message = decode_raw(_DECODER, raw)
     ts: int | None = getattr(message, "ts", None)  # DeadLetter has none
     if ts is not None:
         now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
@@ -166,22 +163,31 @@ exceeds the 16-byte limit
     return bytes(payload)
 
 
-def not_utf8(exc: UnicodeDecodeError) -> ContractError:
+def decode_raw(decoder: msgspec.json.Decoder[D], raw: bytes, cls: type[Any] | None = None) -> D:
+    """``decoder.decode(raw)``, every failure turned into the :class:`ContractError` naming it.
+
+    ``cls`` is the class being decoded, for the explanation (None: the union
+    of all messages). The one place that knows what msgspec can raise.
+    """
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise explain_validation(raw, str(exc), cls) from None
+    except msgspec.DecodeError as exc:
+        raise explain_malformed(raw, str(exc)) from None
+    except UnicodeDecodeError as exc:  # invalid UTF-8 inside a JSON string
+        raise _not_utf8(exc) from None
+    except RecursionError:  # skipping a deep unknown value while looking for `type`
+        raise too_deep() from None
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> ContractError:
     """The error for invalid UTF-8 inside a JSON string (msgspec raises UnicodeDecodeError)."""
     bad = exc.object[exc.start : exc.start + 1]
     shown = f"byte 0x{bad[0]:02x}" if bad else "a byte"
     return ContractError(
         Reason.NOT_JSON,
         f"not valid UTF-8 ({shown} at offset {exc.start} of a string)",
-        field="payload",
-    )
-
-
-def too_deep() -> ContractError:
-    """The error for a payload msgspec gave up on (its depth reached the recursion limit)."""
-    return ContractError(
-        Reason.TOO_DEEP,
-        f"arrays/objects nest deeper than {MAX_DEPTH} levels",
         field="payload",
     )
 

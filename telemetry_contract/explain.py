@@ -46,6 +46,7 @@ __all__ = [
     "message_tag",
     "nesting_exceeds",
     "parse_error",
+    "too_deep",
 ]
 
 ProblemKind = Literal[
@@ -238,14 +239,19 @@ def load_doc(raw: bytes) -> Any:
         return None
 
 
+def too_deep(detail: str = "") -> ContractError:
+    """The error for a payload nested deeper than :data:`MAX_DEPTH` (msgspec's ``detail``)."""
+    return ContractError(
+        Reason.TOO_DEEP,
+        f"arrays/objects nest deeper than {MAX_DEPTH} levels" + (f" ({detail})" if detail else ""),
+        field="payload",
+    )
+
+
 def explain_malformed(raw: bytes, detail: str) -> ContractError:
     """msgspec rejects NaN/Infinity as malformed JSON; tell those apart."""
     if nesting_exceeds(raw):
-        return ContractError(
-            Reason.TOO_DEEP,
-            f"arrays/objects nest deeper than {MAX_DEPTH} levels ({detail})",
-            field="payload",
-        )
+        return too_deep(detail)
     doc = load_doc(raw)
     found = _find_non_finite(doc) if doc is not None else None
     if found is not None:
