@@ -1,13 +1,16 @@
-"""The edge agent's fatal errors: the two things it cannot run without.
+"""The edge agent's errors: two fatal ones, and the full disk.
 
-Neither is retried here. Raised at start-up, they end the process with
+The fatal ones are what the agent cannot run without; neither is retried
+here. Raised at start-up, they end the process with
 ``<prog>: error: <message>`` and exit status 1, so that systemd restarts it
-(``Restart=on-failure``) and the operator reads why in the journal. Degraded
-modes are not errors: a bad read is a reading with a ``quality`` flag
-(``edge_agent.sensors``), an absent broker is a reconnect with backoff
-(``edge_agent.mqtt``), a refused message is resent (``edge_agent.publisher``),
-and a full disk is :class:`StorageFullError`: counted, reported, and
-announced by a Gap once space returns (``edge_agent.outbox``).
+(``Restart=on-failure``) and the operator reads why in the journal. Other
+degraded modes are not errors: a bad read is a reading with a ``quality``
+flag (``edge_agent.sensors``), an absent broker is a reconnect with backoff
+(``edge_agent.mqtt``), a refused message is resent (``edge_agent.publisher``).
+A full disk is the one degraded mode raised as an error,
+:class:`StorageFullError`, which the pipeline catches: the readings are
+counted, reported, and announced by a Gap once space returns
+(``edge_agent.outbox``).
 
 >>> str(NoSensorError()).startswith("no temperature sensor found; looked in (nowhere")
 True

@@ -154,7 +154,8 @@ class RemoteConfigGate:
             remote = decode_as(payload, DeviceConfig, topic=self._topic)
         except ContractError as exc:
             return self._reject(current, None, str(exc), now_ms, digest)
-        except Exception as exc:  # the contract's decode is to be total; until then, reject
+        except Exception as exc:  # a bug: the contract's decoders raise only ContractError
+            self._bug("decode", exc)
             return self._reject(
                 current, None, f"payload: undecodable ({type(exc).__name__})", now_ms, digest
             )
@@ -174,10 +175,24 @@ class RemoteConfigGate:
                 # Build one model now: a config that cannot make one is rejected here,
                 # not when the first reading meets it in the main loop.
                 SensorMonitor(new.detector.name, new.detector.params)
-        except Exception as exc:  # ConfigError names the key; anything else is a bug, not a crash
-            return self._reject(current, remote.version, _reason(exc), now_ms, None)
+        except (ConfigError, ValueError) as exc:  # names the key
+            return self._reject(current, remote.version, str(exc), now_ms, None)
+        except Exception as exc:  # a bug: rejected all the same, never a crash
+            self._bug("apply", exc)
+            return self._reject(current, remote.version, type(exc).__name__, now_ms, None)
         self.last_rejected = None
         return Accepted(new, remote.version)
+
+    def _bug(self, step: str, exc: Exception) -> None:
+        """A failure no input should cause: an ERROR line (rate-limited), no traceback."""
+        self.rejected_log.log(
+            log,
+            logging.ERROR,
+            "event=config_bug step=%s error=%s",
+            step,
+            printable(f"{type(exc).__name__}: {exc}", MAX_REASON_CHARS, quote=True),
+            key="bug",
+        )
 
     def _reject(
         self,
@@ -203,7 +218,3 @@ class RemoteConfigGate:
             severity=Severity.WARNING,
             message=f"config version {version} rejected: {why}",
         )
-
-
-def _reason(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, ConfigError | ValueError) else type(exc).__name__

@@ -114,10 +114,6 @@ def fuzz(
         arg = target.make(rng)
         size = target.size(arg)
         stats.max_bytes = max(stats.max_bytes, size)
-        # Not the first inputs: a first call imports, compiles and fills caches.
-        traced = i >= _WARM_UP and ((mem_every and i % mem_every == 0) or size > _BIG)
-        if traced:
-            tracemalloc.start()
         cpu = time.process_time()
         start = time.perf_counter()
         try:
@@ -130,21 +126,26 @@ def fuzz(
                 print(f"  input: {_show(arg)}", file=sys.stderr)
         took = time.perf_counter() - start
         cpu = time.process_time() - cpu
-        if traced:
+        stats.times.append(took)
+        stats.max_cpu = max(stats.max_cpu, cpu)
+        if took > slowest:
+            slowest, stats.slowest_class = took, klass
+        if len(stats.slowest) < _RETIME:
+            heapq.heappush(stats.slowest, (took, i, klass, arg))
+        elif took > stats.slowest[0][0]:
+            heapq.heapreplace(stats.slowest, (took, i, klass, arg))
+        # Memory: the same input again, traced (tracing slows a call several
+        # times, so it is never the timed one). Not the first inputs: a first
+        # call imports, compiles and fills caches.
+        if i >= _WARM_UP and ((mem_every and i % mem_every == 0) or size > _BIG):
+            tracemalloc.start()
+            with contextlib.suppress(Exception):  # counted on the timed call
+                target.run(arg)
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
             stats.traced += 1
             if peak > stats.peak_mem:
                 stats.peak_mem, stats.peak_mem_input_bytes = peak, size
-        else:
-            stats.times.append(took)
-            stats.max_cpu = max(stats.max_cpu, cpu)
-            if took > slowest:
-                slowest, stats.slowest_class = took, klass
-            if len(stats.slowest) < _RETIME:
-                heapq.heappush(stats.slowest, (took, i, klass, arg))
-            elif took > stats.slowest[0][0]:
-                heapq.heapreplace(stats.slowest, (took, i, klass, arg))
         stats.inputs += 1
     # A loaded machine preempts the process mid-call; the slowest inputs run
     # again (best of 3) tell an expensive input from a busy machine.

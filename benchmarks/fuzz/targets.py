@@ -229,20 +229,27 @@ def _varint(n: int) -> bytes:
 
 
 def _gateway_publish(h: Hostile) -> Target:
+    from gateway.config import DEFAULT_MAX_PACKET_SIZE
+    from gateway.wire import ProtocolError, check_publish
     from stagekit.mqttwire import decode_publish, frame
 
     def run(arg: tuple[int, bytes]) -> bool:
         first, body = arg
-        got = decode_publish(first, body)
-        if got is not None:
+        # The fast path alone raises nothing either (check_publish would hide it).
+        decode_publish(first, body)
+        got = check_publish(first, body, max_packet_size=DEFAULT_MAX_PACKET_SIZE)
+        if isinstance(got, ProtocolError):
+            # The decoder's own catch-all: a bug, not a verdict on the input.
+            assert not got.detail.startswith("undecodable"), got.detail
+        else:
             topic, mid, qos, payload, user = got
             assert isinstance(topic, str) and isinstance(payload, bytes) and qos in (0, 1)
             assert 0 <= mid < 65536 and all(isinstance(k, str) for k, _ in user)
         frame(bytes([first]) + _varint(len(body)) + body)
-        return got is not None
+        return not isinstance(got, ProtocolError)
 
     return Target(
-        "gateway.decode_publish (MQTT PUBLISH)",
+        "gateway.check_publish (MQTT PUBLISH)",
         lambda rng: _publish_body(h, rng),
         run,
         lambda a: len(a[1]),
@@ -269,6 +276,8 @@ def _gateway_bridge(h: Hostile, errors: _ErrorLog) -> Target:
             user_properties=props,
         )
         errors.raise_new()
+        # The bridge's own catch-all for a bug (the record is still a dead letter).
+        assert rec.error is None, rec.error
         if rec.reason is not None:
             assert len(rec.value) <= DEADLETTER_LIMIT, f"dead letter of {len(rec.value)} bytes"
         return rec.reason is None

@@ -3,7 +3,7 @@
 Real Mosquitto, gateway, Kafka, processor, OpenSearch and web view (the last
 three stages as subprocesses of the run's own configs). One device, holding a
 valid credential, publishes 5,000 messages of every hostile class of
-:mod:`testsupport.hostile_fleet` (and 20 MiB publishes, and an edge-alert storm)
+:mod:`tests.integration.hostile_fleet` (and 20 MiB publishes, and an edge-alert storm)
 while 30 other devices publish normally; the same classes are also written
 straight into the telemetry topic, as a rogue or older gateway would. Then:
 
@@ -171,7 +171,7 @@ def _huge_publish_once(m: dict[str, Any], user: str, topic: str) -> str:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from testsupport.hostile_fleet import huge_publish
+    from tests.integration.hostile_fleet import huge_publish
 
     ended = threading.Event()
     how: list[str] = []
@@ -205,7 +205,7 @@ def test_one_hostile_device_cannot_stall_crash_or_flood_the_fleet(
     local_stack: Any, tmp_path: Path
 ) -> None:
     from telemetry_contract import TopicKind, kafka_topics, mqtt_topic
-    from testsupport.hostile_fleet import (
+    from tests.integration.hostile_fleet import (
         DEAD_LETTERED,
         HOSTILE_SEQ,
         STORED,
@@ -377,7 +377,7 @@ async def _produce_hostile(endpoints: dict[str, Any], topic: str, target: Any) -
     """Every dead-lettered class (and a 900 KB record) straight into Kafka."""
     from aiokafka import AIOKafkaProducer
 
-    from testsupport.hostile_fleet import DEAD_LETTERED
+    from tests.integration.hostile_fleet import DEAD_LETTERED
 
     producer = AIOKafkaProducer(
         bootstrap_servers=endpoints["kafka"]["bootstrap"],

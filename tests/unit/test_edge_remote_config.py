@@ -81,7 +81,7 @@ def test_a_value_out_of_bounds_is_rejected_naming_the_key(fields: dict[str, Any]
     assert gate.last_rejected is not None and key in gate.last_rejected.reason
 
 
-def test_the_largest_accepted_models_fit_the_memory_budget() -> None:
+def test_the_largest_accepted_models_build_and_run() -> None:
     """The worst case each bound allows builds and runs (memory: docs/benchmarks.md)."""
     gate = RemoteConfigGate(topic=TOPIC)
     for fields in (

@@ -1,7 +1,7 @@
 """Hostile payloads for the fleet test, one deterministic generator per class:
 what a device holding one valid credential can publish on its own topics to
-hurt the pipeline (the fuzz run's random generators are in
-:mod:`testsupport.hostile`).
+hurt the pipeline (the fuzz run's random generators, shared by the property
+tests and ``make fuzz``, are in :mod:`testsupport.hostile`).
 
 Each class is a function ``(target, i) -> bytes`` that returns the ``i``-th
 payload of the class for ``target`` (a device, its site and a clock). Most
@@ -10,8 +10,7 @@ few that are valid messages (a reading stamped years ago, an edge alert
 storm) must be handled like any other, at the cost of a fresh one.
 
 Used by ``tests/integration/test_hostile_input.py`` (every class through the
-real broker, gateway, Kafka, processor and web view) and by benchmarks that
-replay a class under load.
+real broker, gateway, Kafka, processor and web view).
 
 >>> t = Target(device_id="s1-d01", site="s1", now_ms=1_767_225_600_000)
 >>> sorted(DEAD_LETTERED) == sorted(set(DEAD_LETTERED))
