@@ -252,11 +252,7 @@ class LocalStack:
                         result[name] = "running"
                         continue
                     logger.info("restarting service=%s reason=config_changed", name)
-                    pid = svc.process.pid()
-                    if pid is not None:
-                        svc.process.stop(pid, DEFAULT_STOP_TIMEOUT)
-                    with contextlib.suppress(OSError):
-                        svc.process.pid_file.unlink()
+                    self._stop(svc, DEFAULT_STOP_TIMEOUT)
                     self._start(svc)
                     result[name] = "restarted"
                     continue
@@ -285,15 +281,8 @@ class LocalStack:
             result: dict[str, str] = {}
             # Reverse order: consumers of a service go down before it.
             for name in reversed(names):
-                process = self._services[name].process
-                pid = process.pid()
-                if pid is None:
-                    result[name] = "not running"
-                else:
-                    process.stop(pid, timeout)
-                    result[name] = "stopped"
-                with contextlib.suppress(OSError):
-                    process.pid_file.unlink()
+                stopped = self._stop(self._services[name], timeout)
+                result[name] = "stopped" if stopped else "not running"
             if self.root.exists():
                 self._state.record()
             return result
@@ -328,6 +317,15 @@ class LocalStack:
         return self.service(name).process.log_tail(lines)
 
     # --------------------------------------------------------------- internals
+    def _stop(self, svc: Service, timeout: float) -> bool:
+        """Stop ``svc``'s process if it runs (under the lock); False if it did not run."""
+        pid = svc.process.pid()
+        if pid is not None:
+            svc.process.stop(pid, timeout)
+        with contextlib.suppress(OSError):
+            svc.process.pid_file.unlink()
+        return pid is not None
+
     def _lock(self) -> contextlib.AbstractContextManager[None]:
         """Serialises up/down. Taken before the credentials lock, never after it."""
         return flock(self.run_dir / "stack.lock")

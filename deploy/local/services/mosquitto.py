@@ -14,6 +14,7 @@ import shutil
 import signal
 import threading
 import uuid
+from pathlib import Path
 from typing import Any, Final
 
 from deploy.local.credentials import check_user_name, new_password
@@ -50,8 +51,7 @@ class Mosquitto(Service):
     def launch(self) -> Launch:
         """Rebuild the password file from credentials.json, copy the ACL, render the config."""
         run_dir = self.layout.run_dir
-        passwd = run_dir / "mosquitto.passwd"
-        acl = run_dir / "mosquitto.acl"
+        passwd, acl = self._passwd_file, self._acl_file
         passwd_tool = tool("mosquitto_passwd")
         # Rebuilt from credentials.json at every start, so it always matches it.
         with self.ctx.credentials.locked():
@@ -72,14 +72,21 @@ class Mosquitto(Service):
         conf.write_text(self._config_text(), encoding="utf-8")
         return Launch([tool("mosquitto"), "-c", str(conf)])
 
+    @property
+    def _passwd_file(self) -> Path:
+        return self.layout.run_dir / "mosquitto.passwd"
+
+    @property
+    def _acl_file(self) -> Path:
+        return self.layout.run_dir / "mosquitto.acl"
+
     def _config_text(self) -> str:
-        run_dir = self.layout.run_dir
         return render(
             "mosquitto.conf",
             host=self.host,
             port=self.port,
-            password_file=run_dir / "mosquitto.passwd",
-            acl_file=run_dir / "mosquitto.acl",
+            password_file=self._passwd_file,
+            acl_file=self._acl_file,
             persistence_dir=self.layout.data_dir(self.name),
             # Debian's mosquitto drops root to the "mosquitto" user unless told not to,
             # and that user could not write the stack dir.
@@ -109,7 +116,7 @@ class Mosquitto(Service):
             users = credentials.load()
             users[name] = pw
             credentials.save(users)
-            passwd = self.layout.run_dir / "mosquitto.passwd"
+            passwd = self._passwd_file
             running = False
             if passwd.exists():
                 run(
