@@ -50,7 +50,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -253,56 +253,61 @@ class Outbox:
                 self._unnumbered += len(builders)
                 self.unstored_readings += len(builders)
                 raise StorageFullError([], "the outbox cannot be opened")
-            db = self._conn
-            before = self._snapshot()
             first = self._next_seq
             seqs = list(range(first, first + len(builders)))
             try:
-                db.execute("BEGIN IMMEDIATE")
-                meta = db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
-                stored = int(meta[0])
-                if stored > first:  # another writer moved on (not expected): never reuse
-                    first = stored
-                    seqs = list(range(first, first + len(builders)))
-                rows = []
-                for seq, build in zip(seqs, builders, strict=True):
-                    topic, payload = build(seq)
-                    rows.append(("reading", seq, topic, payload, now_ms))
-                if self.unstored is not None:  # space is back: say which seqs were lost first
-                    lost_first, lost_last = self.unstored
-                    self._insert_gap(db, lost_first, lost_last, GapReason.DISK_FULL, now_ms)
-                    db.execute(
-                        "UPDATE meta SET value=value+? WHERE key='dropped'",
-                        (lost_last - lost_first + 1,),
+                with self._transaction() as db:
+                    meta = db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+                    stored = int(meta[0])
+                    if stored > first:  # another writer moved on (not expected): never reuse
+                        first = stored
+                        seqs = list(range(first, first + len(builders)))
+                    rows = []
+                    for seq, build in zip(seqs, builders, strict=True):
+                        topic, payload = build(seq)
+                        rows.append(("reading", seq, topic, payload, now_ms))
+                    if self.unstored is not None:  # space is back: say which seqs were lost first
+                        lost_first, lost_last = self.unstored
+                        self._insert_gap(db, lost_first, lost_last, GapReason.DISK_FULL, now_ms)
+                        db.execute(
+                            "UPDATE meta SET value=value+? WHERE key='dropped'",
+                            (lost_last - lost_first + 1,),
+                        )
+                    db.executemany(
+                        "INSERT INTO outbox(kind, seq, topic, payload, created_ms)"
+                        " VALUES (?,?,?,?,?)",
+                        rows,
                     )
-                db.executemany(
-                    "INSERT INTO outbox(kind, seq, topic, payload, created_ms) VALUES (?,?,?,?,?)",
-                    rows,
-                )
-                self._max_id = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
-                db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (first + len(seqs),))
-                if state is not None:
-                    db.execute("INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", state)
-                self._depth += len(rows)
-                if len(self._acked) >= self.ack_batch or self._depth > self.max_rows:
-                    self._delete_acked(db)
-                self._enforce_bounds(db, now_ms)
-                db.execute("COMMIT")
+                    self._max_id = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
+                    db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (first + len(seqs),))
+                    if state is not None:
+                        db.execute("INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", state)
+                    self._depth += len(rows)
+                    if len(self._acked) >= self.ack_batch or self._depth > self.max_rows:
+                        self._delete_acked(db)
+                    self._enforce_bounds(db, now_ms)
             except sqlite3.Error as exc:
-                self._rollback(db, before)
                 if not out_of_space(exc):
                     raise
                 self._lose_readings(seqs, exc)
                 raise StorageFullError(seqs, str(exc)) from exc
-            except BaseException:
-                self._rollback(db, before)
-                raise
             self._next_seq = first + len(seqs)
             self._space_back()
         return seqs
 
-    def _snapshot(self) -> tuple[list[int], int, int]:  # what a failed transaction restores
-        return list(self._acked), self._max_id, self._depth
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; on any failure, roll back (the database and
+        what this object keeps of it) and re-raise."""
+        db = self._conn
+        before = list(self._acked), self._max_id, self._depth
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            self._rollback(db, before)
+            raise
 
     def _lose_readings(self, seqs: list[int], exc: sqlite3.Error) -> None:
         """No room for ``seqs``: keep them given out and remember them for the Gap."""
@@ -328,29 +333,22 @@ class Outbox:
             if self._waiting(retry=True):
                 self.unstored_alerts += 1
                 return False
-            db = self._conn
-            before = self._snapshot()
             try:
-                db.execute("BEGIN IMMEDIATE")
-                db.execute(
-                    "INSERT INTO outbox(kind, topic, payload, created_ms) VALUES (?,?,?,?)",
-                    (kind, topic, payload, now_ms),
-                )
-                self._max_id = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
-                self._depth += 1
-                self._delete_acked(db)
-                self._enforce_bounds(db, now_ms)
-                db.execute("COMMIT")
+                with self._transaction() as db:
+                    db.execute(
+                        "INSERT INTO outbox(kind, topic, payload, created_ms) VALUES (?,?,?,?)",
+                        (kind, topic, payload, now_ms),
+                    )
+                    self._max_id = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
+                    self._depth += 1
+                    self._delete_acked(db)
+                    self._enforce_bounds(db, now_ms)
             except sqlite3.Error as exc:
-                self._rollback(db, before)
                 if not out_of_space(exc):
                     raise
                 self.unstored_alerts += 1
                 self._note_full(exc)
                 return False
-            except BaseException:
-                self._rollback(db, before)
-                raise
             if self.unstored is None:  # a Gap still owed keeps the condition on
                 self._space_back()
         return True
@@ -512,20 +510,13 @@ class Outbox:
         with self._lock:
             if not self._acked or self._waiting():
                 return
-            db = self._conn
-            before = self._snapshot()
             try:
-                db.execute("BEGIN IMMEDIATE")
-                self._delete_acked(db)
-                db.execute("COMMIT")
+                with self._transaction() as db:
+                    self._delete_acked(db)
             except sqlite3.Error as exc:
-                self._rollback(db, before)
                 if not out_of_space(exc):
                     raise
                 self._note_full(exc)
-            except BaseException:
-                self._rollback(db, before)
-                raise
 
     def _delete_acked(self, db: sqlite3.Connection) -> None:
         if not self._acked:
