@@ -138,15 +138,7 @@ class AlertBook:
         for rule in self.open_rules(device_id):
             current = self._active.pop((device_id, rule))
             before = current.alert
-            end = max(ts, before.updated_at)
-            resolved = replace(
-                before,
-                status=AlertStatus.RESOLVED,
-                version=before.version + 1,
-                updated_at=end,
-                resolved_at=end,
-                clear_reason=reason,
-            )
+            resolved = _resolved(before, max(ts, before.updated_at), reason, before.late)
             out.append(AlertChange(ChangeKind.RESOLVED, resolved, notify=False))
         return out
 
@@ -278,15 +270,7 @@ class AlertBook:
                 return out
         reason = current.pending_clear_reason if flapping else signal.message
         before = current.alert
-        resolved = replace(
-            before,
-            status=AlertStatus.RESOLVED,
-            version=before.version + 1,
-            updated_at=signal.ts,
-            resolved_at=signal.ts,
-            clear_reason=reason or signal.message,
-            late=before.late or late,
-        )
+        resolved = _resolved(before, signal.ts, reason or signal.message, before.late or late)
         del self._active[key]
         self._floor[key] = max(signal.ts, self._floor.get(key, signal.ts))
         out.append(AlertChange(ChangeKind.RESOLVED, resolved, notify=not (late or before.late)))
@@ -301,3 +285,16 @@ class AlertBook:
             for c in changes
             if c.alert.version > self._known.get(c.alert.device_id, {}).get(c.alert.alert_id, 0)
         ]
+
+
+def _resolved(alert: Alert, ts: int, reason: str, late: bool) -> Alert:
+    """``alert`` resolved at ``ts``: the next version, with why."""
+    return replace(
+        alert,
+        status=AlertStatus.RESOLVED,
+        version=alert.version + 1,
+        updated_at=ts,
+        resolved_at=ts,
+        clear_reason=reason,
+        late=late,
+    )
