@@ -251,6 +251,7 @@ class Gateway:
             gateway_id=self.gateway_id,
             topics=self.topics,
             error=error,
+            stage="bridge",
         )
 
     def _on_written(self, token: object) -> None:
@@ -274,7 +275,7 @@ class Gateway:
         self.metrics.deadlettered.labels(reason).inc()
         if record.error is not None:
             # An error the contract does not name: a bug below the gateway.
-            stage = record.error.split(":")[0]
+            stage = record.error_stage or "unknown"
             self.metrics.unexpected_errors.labels(stage).inc()
             self._rejects.log(
                 log,

@@ -96,6 +96,8 @@ class KafkaRecord:
     #: Set when the gateway met an unexpected error with this message (a bug
     #: below it: the name of the exception); the record is then a dead letter.
     error: str | None = None
+    #: Where that error happened (``validate``, ``dead letter``, ``bridge``): a metric label.
+    error_stage: str = ""
 
     @property
     def dead_letter(self) -> bool:
@@ -178,9 +180,10 @@ def bridge(
             gateway_id=gateway_id,
             topics=topics,
             error=f"dead letter: {type(exc).__name__}",
+            stage="dead letter",
         )
     if error is not None:
-        return dataclasses.replace(record, error=error)
+        return dataclasses.replace(record, error=error, error_stage="validate")
     return record
 
 
@@ -340,6 +343,7 @@ def fallback_dead_letter(
     gateway_id: str,
     topics: KafkaTopics,
     error: str,
+    stage: str = "dead letter",
 ) -> KafkaRecord:
     """A minimal dead letter that cannot fail to build: for when :func:`dead_letter` did.
 
@@ -383,4 +387,5 @@ def fallback_dead_letter(
         reason=reason,
         kind="unknown",
         error=printable(error, 200),
+        error_stage=stage,
     )
