@@ -15,4 +15,6 @@ product never imports it; pytest puts the checkout's root on ``sys.path``
 * :mod:`testsupport.hostile` -- hostile inputs of every class issue 14 names,
   from a seeded ``Random`` (the property tests in ``tests/unit`` through
   hypothesis, and ``make fuzz``: ``benchmarks/fuzz``).
+* :mod:`testsupport.prerequisites` -- a missing tool skips a test, or fails
+  it under ``CI=true``.
 """

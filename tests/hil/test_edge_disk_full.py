@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from testsupport.prerequisites import require
+
 pytestmark = pytest.mark.hil
 
 
@@ -24,15 +26,13 @@ pytestmark = pytest.mark.hil
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     mnt = tmp_path / "state"
     mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a size-limited tmpfs needs root")
+    require(os.geteuid() == 0, "root, to mount a size-limited tmpfs")
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(mnt)],
         capture_output=True,
         check=False,
     )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace')}")
+    require(done.returncode == 0, f"a tmpfs mount: {done.stderr.decode(errors='replace').strip()}")
     try:
         yield mnt
     finally:

@@ -38,6 +38,8 @@ from typing import Any
 
 import pytest
 
+from testsupport.prerequisites import require
+
 pytestmark = [pytest.mark.hil, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,10 +89,10 @@ def check_publish_after_fsync(trace: str) -> tuple[int, int]:
     return sent, syncs
 
 
-@pytest.mark.skipif(not _ptrace_works(), reason="needs strace and ptrace")
 def test_power_cut_after_an_fsync_then_restart_loses_and_reuses_nothing(
     hil: Any, broker: Any, w1_tree: Any, tmp_path: Path
 ) -> None:
+    require(_ptrace_works(), "strace, and ptrace allowed (a container may forbid it)")
     assert STRACE is not None
     root = w1_tree("ok")
     state, snap = tmp_path / "state", tmp_path / "after-power-cut"

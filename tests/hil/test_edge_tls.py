@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from testsupport.prerequisites import require_tools
 
 pytestmark = pytest.mark.hil
 
@@ -71,13 +72,10 @@ def make_pki(d: Path) -> None:
         )
 
 
-@pytest.mark.skipif(
-    shutil.which("openssl") is None or shutil.which("mosquitto_passwd") is None,
-    reason="needs openssl and mosquitto_passwd",
-)
 def test_tls_client_certificate_and_password(
     hil: Any, w1_tree: Any, run_agent: Any, tmp_path: Path
 ) -> None:
+    require_tools("openssl", "mosquitto_passwd")
     pki = tmp_path / "pki"
     pki.mkdir()
     make_pki(pki)

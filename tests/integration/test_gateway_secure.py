@@ -16,7 +16,6 @@ import datetime as dt
 import ipaddress
 import json
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -37,7 +36,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from deploy.local.stack import free_port
+from deploy.local.errors import StackError
+from deploy.local.install import tool
+from deploy.local.stack import LocalStack, free_port
 from gateway.app import build_gateway
 from gateway.config import (
     GatewayConfig,
@@ -48,11 +49,11 @@ from gateway.config import (
     TlsSettings,
 )
 from telemetry_contract import kafka_topics
+from testsupport.prerequisites import require
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TIMEOUT = 180.0
-KAFKA_LIBS = Path(os.environ.get("THERMOWATCH_CACHE_DIR", Path.home() / ".cache" / "thermowatch"))
 SASL_USER, SASL_PASSWORD = "gw-secure", "s3cret-gw"
 
 
@@ -210,11 +211,15 @@ class Brokers:
 
 @pytest.fixture(scope="module")
 def brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Brokers]:
-    if shutil.which("mosquitto") is None or shutil.which("java") is None:
-        pytest.skip("needs mosquitto and java (the local stack's tools)")
-    libs = KAFKA_LIBS / "kafka-libs"
-    if not (libs / ".thermowatch-complete").exists():
-        pytest.skip("Kafka jars not cached yet (thermowatch stack up fetches them)")
+    # The local stack's own installers: Mosquitto and Java from Debian, the
+    # Kafka jars from Maven Central, each only when missing (then cached).
+    stack = LocalStack()
+    try:
+        for name in ("mosquitto", "kafka"):
+            stack.service(name).install()
+    except StackError as exc:
+        require(False, f"the brokers' tools and jars: {exc}")
+    libs = stack.layout.cache / "kafka-libs"
     root = tmp_path_factory.mktemp("secure")
     certs = make_certs(root)
     ports = Brokers(certs, free_port(), free_port(), free_port(), free_port())
@@ -281,7 +286,7 @@ log_dest stderr
     props.write_text("\n".join(lines) + "\n", encoding="utf-8")
     log4j = Path(__file__).resolve().parents[2] / "deploy" / "local" / "kafka-log4j2.properties"
     java = [
-        shutil.which("java") or "java",
+        tool("java"),
         f"-Dlog4j2.configurationFile={log4j}",
         "-Djava.awt.headless=true",
         "-cp",
@@ -308,9 +313,7 @@ log_dest stderr
         check=False,
     )
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
-    mosquitto = Service(
-        [shutil.which("mosquitto") or "mosquitto", "-c", str(mosq_conf)], root / "mosquitto.log"
-    )
+    mosquitto = Service([tool("mosquitto"), "-c", str(mosq_conf)], root / "mosquitto.log")
     kafka = Service(
         [java[0], "-Xms128m", "-Xmx512m", "-XX:+UseG1GC", *java[1:], "kafka.Kafka", str(props)],
         root / "kafka.log",

@@ -9,7 +9,6 @@ as text, never parsed. A screenshot is saved under ``test-artifacts/``.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 
 from telemetry_contract import DeviceState, DeviceStatus, Reading
+from testsupport.prerequisites import require
 from thermowatch.web.testing import live_pipeline
 
 pytestmark = pytest.mark.integration
@@ -35,11 +35,7 @@ def browser() -> Iterator[Any]:
         from selenium import webdriver
     except ImportError:
         missing.append("selenium (pip install 'thermowatch[dev]')")
-    if missing:
-        why = "missing: " + ", ".join(missing) + " (make deps installs them)"
-        if os.geteuid() != 0:
-            pytest.skip(f"{why}; not root, so not installable here")
-        pytest.fail(why)
+    require(not missing, ", ".join(missing))
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from testsupport.prerequisites import require_tools
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "deploy" / "systemd" / "thermowatch-edge.service"
@@ -28,8 +28,8 @@ def test_unit_has_the_required_settings() -> None:
         assert f"\n{line}" in text, line
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
 def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    require_tools("systemd-analyze")
     # verify checks that ExecStart= exists: point it at this environment's entry point.
     exe = shutil.which("thermowatch") or sys.executable
     unit = tmp_path / UNIT.name
