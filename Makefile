@@ -4,103 +4,142 @@ PYTHON3 ?= python3
 # Debian 12's and Ubuntu 24.04's own python3 is "externally managed" (PEP 668):
 # pip refuses to install into it. Then the package and its dependencies go into
 # a virtual environment in the checkout, .venv, and every target runs from it
-# (.venv/bin/thermowatch). Any other python3 (pyenv, a venv, a container's) is
-# used as it is.
-EXTERNALLY_MANAGED := $(shell $(PYTHON3) -c 'import os, sysconfig; print(os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))' 2>/dev/null)
+# (.venv/bin/thermowatch). Any other python3 (pyenv, an activated venv, a
+# container's) is used as it is. The standard venv module rather than uv: it
+# ships with Python, so a stock machine needs nothing from outside Debian.
+EXTERNALLY_MANAGED := $(shell $(PYTHON3) -c 'import os, sys, sysconfig; print(sys.prefix == sys.base_prefix and os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))' 2>/dev/null)
 ifeq ($(EXTERNALLY_MANAGED),True)
 VENV := .venv
 PYTHON ?= $(VENV)/bin/python
 BIN := $(VENV)/bin/
+STAMPS := $(VENV)
 else
 VENV :=
 PYTHON ?= $(PYTHON3)
 BIN :=
+STAMPS := build
 endif
 PIP ?= $(PYTHON) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: help deps constraints demo demo-down test lint typecheck unit integration schemas bench-contract fuzz nab clean
+.PHONY: help deps deps-demo deps-test constraints demo demo-down test lint typecheck unit integration schemas bench-contract fuzz nab clean
 
 help:
-	@echo "make demo       run the full pipeline demo on a simulated fleet (installs what is missing)"
+	@echo "make demo       run the full pipeline demo on a simulated fleet (installs what it needs: the package, Mosquitto)"
 	@echo "make demo-down  stop the local stack the demo left running"
-	@echo "make test       lint (ruff, import floors), type check and every test tier (installs what is missing)"
+	@echo "make test       lint (ruff, import floors), type check and every test tier (installs what the tests need)"
+	@echo "make deps-demo  install only what the demo needs; make deps (= deps-test) everything the tests need"
 	@echo "make fuzz       1,000,000 hostile inputs through every parser of untrusted bytes (FUZZ_ARGS='--inputs N --seed S')"
+	@echo "With an externally managed python3 (Debian 12, Ubuntu 24.04) everything goes into .venv."
+	@echo "CI=true make test: a test whose prerequisite is missing fails instead of skipping."
 
-# Installs the Python package with every extra (at the tested versions pinned
-# in constraints.txt), and from Debian (as root) what the tests drive for real:
-# Mosquitto, headless Chromium + ChromeDriver (the web view's browser test) and
-# strace (the edge outbox's fsync-order test). Kafka and OpenSearch jars come
-# from Maven Central on first `thermowatch stack up` (the test fixtures call
-# it) and are cached.
-DEBIAN_TOOLS := /usr/sbin/mosquitto:mosquitto /usr/bin/mosquitto_pub:mosquitto-clients \
-	/usr/bin/chromium:chromium /usr/bin/chromedriver:chromium-driver /usr/bin/strace:strace
+# What each command installs. The Python package at the tested versions pinned
+# in constraints.txt: the demo only the stages' extras, the tests every extra
+# and the dev tools. From Debian (as root), what is used for real:
+# - demo: Mosquitto (Kafka and OpenSearch jars come from Maven Central on the
+#   first `thermowatch stack up` and are cached);
+# - test: also headless Chromium + ChromeDriver (the web view's browser test),
+#   strace (the outbox's fsync-order test), openssl (the TLS test's PKI),
+#   systemd-analyze (the edge unit's check) and debootstrap (the Pi installer's
+#   test builds a Debian 12 root with it).
+# Under CI=true a test whose tool is missing fails (testsupport/prerequisites.py).
+DEBIAN_DEMO := /usr/sbin/mosquitto:mosquitto /usr/bin/mosquitto_pub:mosquitto-clients
+DEBIAN_TEST := $(DEBIAN_DEMO) /usr/bin/chromium:chromium /usr/bin/chromedriver:chromium-driver \
+	/usr/bin/strace:strace /usr/bin/openssl:openssl /usr/bin/systemd-analyze:systemd \
+	/usr/sbin/debootstrap:debootstrap
 
-deps: $(if $(VENV),$(VENV)/bin/python)
-	$(PIP) install --quiet --disable-pip-version-check -e '.[dev]' -c constraints.txt
-	@missing=""; for pair in $(DEBIAN_TOOLS); do \
+# Installs the Debian packages of the tools in $(1) (path:package pairs) that are missing.
+define debian_install
+	@missing=""; for pair in $(1); do \
 	  [ -x "$${pair%%:*}" ] || missing="$$missing $${pair##*:}"; done; \
 	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then echo "installing from Debian:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	  else echo "missing Debian packages: sudo apt-get install$$missing"; exit 1; fi; \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "==> installing from Debian: $$missing (apt-get)"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  else echo "missing Debian packages: sudo apt-get install $$missing"; exit 1; fi; \
 	fi
+endef
+
+# pip runs again only when pyproject.toml or constraints.txt changed (a stamp
+# file per set; `make clean` removes them); its progress is shown.
+PIP_INSTALL := $(PIP) install --disable-pip-version-check -c constraints.txt
+
+$(STAMPS)/.deps-demo: pyproject.toml constraints.txt $(if $(VENV),$(VENV)/bin/python)
+	@echo "==> installing the Python package (stages' extras) into $(or $(VENV),$(PYTHON3)) (about 40 s on a cold cache)"
+	$(PIP_INSTALL) -e '.[edge,gateway,cloud]'
+	@mkdir -p $(@D) && touch $@
+
+$(STAMPS)/.deps-test: pyproject.toml constraints.txt $(if $(VENV),$(VENV)/bin/python)
+	@echo "==> installing the Python package with the test tools into $(or $(VENV),$(PYTHON3)) (about 60 s on a cold cache)"
+	$(PIP_INSTALL) -e '.[dev]'
+	@mkdir -p $(@D) && touch $@ $(STAMPS)/.deps-demo
+
+deps-demo: $(STAMPS)/.deps-demo
+	$(call debian_install,$(DEBIAN_DEMO))
+
+deps-test: $(STAMPS)/.deps-test
+	$(call debian_install,$(DEBIAN_TEST))
+
+deps: deps-test
 
 ifneq ($(VENV),)
 # The virtual environment (only for an externally managed python3): Debian
 # ships venv's pip in python3-venv, which a minimal install lacks.
 $(VENV)/bin/python:
-	@echo "$(PYTHON3) is externally managed (PEP 668): installing into $(VENV)"
+	@echo "==> $(PYTHON3) is externally managed (PEP 668): creating the virtual environment $(VENV)"
 	@$(PYTHON3) -m venv $(VENV) 2>/dev/null || { rm -rf $(VENV); \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	    apt-get install -y -qq python3-venv >/dev/null && $(PYTHON3) -m venv $(VENV); \
+	  if [ "$$(id -u)" = 0 ]; then echo "==> installing from Debian: python3-venv"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -q python3-venv && $(PYTHON3) -m venv $(VENV); \
 	  else echo "missing Debian package: sudo apt-get install python3-venv"; exit 1; fi; }
 endif
 
 # Pin what is installed now (run after a green `make test` on newer versions).
-constraints:
+constraints: $(STAMPS)/.deps-test
 	$(PYTHON) .ci/freeze_constraints.py > constraints.txt
 
-demo: deps
+demo: deps-demo
+	@echo "==> thermowatch demo (the first run downloads Kafka and OpenSearch: a few minutes)"
 	$(BIN)thermowatch demo
 
-demo-down:
+demo-down: $(STAMPS)/.deps-demo
 	$(BIN)thermowatch stack down
 
-lint:
+lint: $(STAMPS)/.deps-test
 	$(BIN)ruff check .
 	$(BIN)ruff format --check .
 	$(BIN)lint-imports
 
-typecheck:
+typecheck: $(STAMPS)/.deps-test
 	$(BIN)mypy
 
-test: deps lint typecheck
+test: deps-test lint typecheck
+	@echo "==> every test tier (several minutes on 2 cores; the summary lists each skip and its reason)"
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
-unit:
+unit: $(STAMPS)/.deps-test
 	$(PYTHON) -m pytest -m "not integration and not hil and not chaos" $(PYTEST_ARGS)
 
-integration:
+integration: deps-test
 	$(PYTHON) -m pytest -m "integration or hil or chaos" $(PYTEST_ARGS)
 
-schemas:
+schemas: $(STAMPS)/.deps-test
 	$(PYTHON) -m telemetry_contract.schema --write
 
-bench-contract:
+bench-contract: $(STAMPS)/.deps-test
 	taskset -c 0 $(PYTHON) benchmarks/contract/bench_decode.py --json benchmarks/contract/result.json
 
 # Hostile-input fuzz run (issue 14): every parser of untrusted bytes, 1,000,000
 # generated inputs by default; exits 1 and prints the input of any failure.
 # A shorter run: make fuzz FUZZ_ARGS="--inputs 20000 --seed 2". See docs/benchmarks.md.
 FUZZ_ARGS ?=
-fuzz:
+fuzz: $(STAMPS)/.deps-test
 	$(PYTHON) -m benchmarks.fuzz.run --json benchmarks/fuzz/result.json $(FUZZ_ARGS)
 
 # NAB detection-quality benchmark (issue 8): scores the agent's detector causally
 # over the 58 NAB series in ../shared/data/nab; see docs/benchmarks.md.
-nab:
+nab: $(STAMPS)/.deps-test
 	$(PYTHON) -m benchmarks.nab.run --detector context
 
 clean:
-	rm -rf build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf build *.egg-info .mypy_cache .ruff_cache .pytest_cache $(VENV:%=%/.deps-*)
