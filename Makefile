@@ -65,12 +65,12 @@ endef
 PIP_INSTALL := $(PIP) install --disable-pip-version-check -c constraints.txt
 
 $(STAMPS)/.deps-demo: pyproject.toml constraints.txt $(if $(VENV),$(VENV)/bin/python)
-	@echo "==> installing the Python package (stages' extras) into $(or $(VENV),$(PYTHON3)) (about 40 s on a cold cache)"
+	@echo "==> installing the Python package (stages' extras) into $(or $(VENV),$(PYTHON3)) (about 20 s; longer on a slow link)"
 	$(PIP_INSTALL) -e '.[edge,gateway,cloud]'
 	@mkdir -p $(@D) && touch $@
 
 $(STAMPS)/.deps-test: pyproject.toml constraints.txt $(if $(VENV),$(VENV)/bin/python)
-	@echo "==> installing the Python package with the test tools into $(or $(VENV),$(PYTHON3)) (about 60 s on a cold cache)"
+	@echo "==> installing the Python package with the test tools into $(or $(VENV),$(PYTHON3)) (about 30 s; longer on a slow link)"
 	$(PIP_INSTALL) -e '.[dev]'
 	@mkdir -p $(@D) && touch $@ $(STAMPS)/.deps-demo
 
