@@ -8,15 +8,16 @@ real command of this repository run with a config file the image ships.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import re
 import shlex
 import tomllib
 from pathlib import Path
 
-import pytest
-
 from gateway.config import load_config
+from testsupport.prerequisites import require
 from thermowatch.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,7 +123,8 @@ def test_build_stage_copies_only_existing_sources() -> None:
 
 
 def test_compose_gateway_service_builds_this_dockerfile() -> None:
-    yaml = pytest.importorskip("yaml")
+    require(importlib.util.find_spec("yaml") is not None, "pyyaml (the dev extra)")
+    yaml = importlib.import_module("yaml")
     compose = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
     services = compose["services"]
     gateways = {
