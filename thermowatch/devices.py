@@ -55,7 +55,10 @@ _ID = re.compile(DEVICE_ID_PATTERN)
 
 
 class DeviceError(ValueError):
-    """A device command's input is wrong; the message names the argument."""
+    """A device command's input is wrong; the message names the argument.
+
+    The command line prints it as ``thermowatch: error: <message>`` (exit 1).
+    """
 
 
 def check_device_id(device_id: str, service_users: tuple[str, ...]) -> str:
@@ -237,7 +240,7 @@ def register(subparsers: Any) -> None:
         "device id, with a random password kept in the stack's credentials.json. "
         "See deploy/local/README.md.",
     )
-    devices.set_defaults(func=_usage(devices))
+    devices.set_defaults(func=lambda _args: devices.print_help(sys.stderr) or 1)
     actions = devices.add_subparsers(dest="devices_action", metavar="ACTION")
 
     add = actions.add_parser(
@@ -276,19 +279,6 @@ def register(subparsers: Any) -> None:
     rotate.set_defaults(func=_rotate)
 
 
-def _usage(parser: argparse.ArgumentParser) -> Any:
-    def handler(args: argparse.Namespace) -> int:
-        parser.print_help(sys.stderr)
-        return 1
-
-    return handler
-
-
-def _error(message: str) -> int:
-    print(f"thermowatch devices: error: {message}", file=sys.stderr)
-    return 1
-
-
 def _stack() -> Any:
     from deploy.local.stack import LocalStack
 
@@ -299,20 +289,17 @@ def _add(args: argparse.Namespace) -> int:
     from deploy.local.stack import SERVICE_USERS, UserExistsError
 
     stack = _stack()
-    try:
-        device_id = check_device_id(args.device_id, SERVICE_USERS)
-        site = check_site(args.site)
-        out = check_bundle_dir(args.out or Path(device_id))
-    except DeviceError as exc:
-        return _error(str(exc))
+    device_id = check_device_id(args.device_id, SERVICE_USERS)
+    site = check_site(args.site)
+    out = check_bundle_dir(args.out or Path(device_id))
     endpoint = stack.service("mosquitto").endpoint()
     try:
         password = stack.add_device(device_id, site)
     except UserExistsError:
-        return _error(
+        raise DeviceError(
             f"device_id: {device_id!r} exists already; for a new password: "
             f"thermowatch devices rotate {device_id}"
-        )
+        ) from None
     try:
         write_bundle(
             out,
@@ -334,14 +321,13 @@ def _add(args: argparse.Namespace) -> int:
 def _remove(args: argparse.Namespace) -> int:
     from deploy.local.stack import SERVICE_USERS, UnknownUserError
 
-    try:
-        check_device_id(args.device_id, SERVICE_USERS)
-    except DeviceError as exc:
-        return _error(str(exc))
+    check_device_id(args.device_id, SERVICE_USERS)
     try:
         _stack().remove_mqtt_user(args.device_id)
     except UnknownUserError:
-        return _error(f"device_id: no device {args.device_id!r} (thermowatch devices list)")
+        raise DeviceError(
+            f"device_id: no device {args.device_id!r} (thermowatch devices list)"
+        ) from None
     print(f"removed {args.device_id}: its next login is refused")
     return 0
 
@@ -367,17 +353,14 @@ def _list(args: argparse.Namespace) -> int:
 def _rotate(args: argparse.Namespace) -> int:
     from deploy.local.stack import SERVICE_USERS, UnknownUserError
 
-    try:
-        device_id = check_device_id(args.device_id, SERVICE_USERS)
-        out = (args.out or Path(device_id)).expanduser().absolute()
-        if out.exists() and not out.is_dir():
-            raise DeviceError(f"--out: {out} exists and is not a directory")
-    except DeviceError as exc:
-        return _error(str(exc))
+    device_id = check_device_id(args.device_id, SERVICE_USERS)
+    out = (args.out or Path(device_id)).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise DeviceError(f"--out: {out} exists and is not a directory")
     try:
         password = _stack().rotate_device(device_id)
     except UnknownUserError:
-        return _error(f"device_id: no device {device_id!r} (thermowatch devices add)")
+        raise DeviceError(f"device_id: no device {device_id!r} (thermowatch devices add)") from None
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     _replace_private(out / "edge.password", password + "\n")
     print(f"new password for {device_id} in {out / 'edge.password'} (the old one is refused)")

@@ -326,9 +326,7 @@ class LocalStack:
 
         :class:`UnknownUserError` when there is no such user.
         """
-        if device_id not in self.credentials():
-            raise UnknownUserError(device_id)
-        return self._mosquitto.add_user(device_id)
+        return self._mosquitto.add_user(device_id, existing_only=True)
 
     def remove_mqtt_user(self, name: str) -> None:
         """Remove an MQTT user; a running broker refuses its next login.

@@ -111,13 +111,15 @@ class Mosquitto(Service):
         *,
         site: str | None = None,
         new_only: bool = False,
+        existing_only: bool = False,
     ) -> str:
         """Add (or re-password) a user; a running broker reloads and the login is awaited.
 
         Returns the password (a random one when ``password`` is None). ``site``
         is recorded with the user (None keeps the recorded one). ``new_only``:
-        a :class:`UserExistsError` instead of a new password for a known user,
-        checked under the credentials lock.
+        a :class:`UserExistsError` instead of a new password for a known user;
+        ``existing_only``: an :class:`UnknownUserError` instead of a new user
+        (both checked under the credentials lock).
         """
         check_user_name(name)
         pw = password if password is not None else new_password()
@@ -126,6 +128,8 @@ class Mosquitto(Service):
             users = credentials.load()
             if new_only and name in users:
                 raise UserExistsError(name)
+            if existing_only and name not in users:
+                raise UnknownUserError(name)
             users[name] = pw
             sites = credentials.load_sites()
             if site is not None:
