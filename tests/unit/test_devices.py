@@ -17,6 +17,7 @@ from deploy.local.credentials import SERVICE_USERS
 from deploy.local.stack import LocalStack
 from edge_agent.adapters import read_sensors_once
 from edge_agent.config import load_config
+from thermowatch import devices
 from thermowatch.cli import main
 from thermowatch.devices import (
     DeviceError,
@@ -188,3 +189,25 @@ def test_credentials_without_sites_still_load_and_keep_their_users(stack_dir: Pa
     data = json.loads((stack_dir / "credentials.json").read_text(encoding="utf-8"))
     assert data["mqtt"]["admin"] == "a" and data["mqtt"]["s1-d01"] == "c"
     assert data["sites"] == {"lab-d10": "lab"}
+
+
+def test_out_that_is_a_file_is_refused_before_any_user_is_added(
+    stack_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Path("afile").write_text("x", encoding="utf-8")
+    assert main(["devices", "add", "lab-d11", "--site", "lab", "--out", "afile"]) == 1
+    assert "--out: " in capsys.readouterr().err
+    assert "lab-d11" not in LocalStack().credentials()
+
+
+def test_a_bundle_that_cannot_be_written_leaves_no_user(
+    stack_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def fail(*_a: object, **_k: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(devices, "write_bundle", fail)
+    assert main(["devices", "add", "lab-d12", "--site", "lab"]) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert "lab-d12" not in LocalStack().credentials()
+    assert "lab-d12" not in LocalStack().device_sites()
