@@ -40,6 +40,7 @@ import msgspec
 import stagekit.search
 import stagekit.settings
 from cloud_processor.rules.settings import AlertSettings, RuleGroup, RulesConfig, RuleSettings
+from stagekit.address import url_problems
 from stagekit.config import load
 from stagekit.settings import HttpSettings
 
@@ -169,9 +170,9 @@ class ProcessorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         """Cross-field problems as ``section.key: problem``."""
         problems: list[str] = []
         k, s = self.kafka, self.search
-        problems += k.problems("kafka") + s.problems("search")
-        if self.webhook.url and not self.webhook.url.startswith(("http://", "https://")):
-            problems.append(f"webhook.url: must be an http(s) URL, got {self.webhook.url!r}")
+        problems += k.problems("kafka") + s.problems("search") + self.http.problems("http")
+        if self.webhook.url:  # the message masks the URL's path: often its only secret
+            problems += url_problems("webhook.url", self.webhook.url)
         if self.webhook.url and not k.publish_alerts:
             problems.append(
                 "kafka.publish_alerts: must be true when webhook.url is set "

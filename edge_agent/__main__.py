@@ -1,6 +1,6 @@
 """``thermowatch edge``: run the edge agent, inspect it, or simulate sensors.
 
-Commands: ``run`` (the service), ``check-config``, ``print-config``,
+Commands: ``run [--mock-gpio]`` (the service), ``check-config``, ``print-config``,
 ``once [--dry-run]`` (one sampling round), ``simulate --scenario FILE``
 (fake w1 sysfs fleet, optionally with one agent per simulated device) and
 ``outbox`` (depth, oldest age, drops). Also ``python -m edge_agent ...``.
@@ -36,9 +36,25 @@ def _add_config(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_mock_gpio(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--mock-gpio",
+        action="store_true",
+        help="simulated GPIO pins (gpiozero's MockFactory), for a machine without GPIO: "
+        "the relay, buzzer and LEDs switch nothing",
+    )
+
+
+def _pin_factory(args: argparse.Namespace) -> Any:
+    from edge_agent.gpio import mock_pin_factory
+
+    return mock_pin_factory() if args.mock_gpio else None
+
+
 def _add_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run the agent (systemd service)")
     _add_config(p)
+    _add_mock_gpio(p)
     p.set_defaults(func=cmd_run)
 
     add_config_commands(sub, _load, _describe, config_option=_add_config, summary=_summary)
@@ -46,6 +62,7 @@ def _add_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("once", help="one sampling round")
     _add_config(p)
     p.add_argument("--dry-run", action="store_true", help="read and print only: no outbox, no MQTT")
+    _add_mock_gpio(p)
     p.set_defaults(func=cmd_once)
 
     p = sub.add_parser("simulate", help="simulate a fleet of DS18B20 probes (fake w1 sysfs)")
@@ -116,7 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge_agent.app import EdgeAgent
 
     cfg = _load(args.config)
-    agent = EdgeAgent(cfg)
+    agent = EdgeAgent(cfg, pin_factory=_pin_factory(args))
     stop = threading.Event()
     _install_stop_handlers(stop)
     try:
@@ -148,7 +165,7 @@ def cmd_once(args: argparse.Namespace) -> int:
                 )
             )
         return 0 if got and all(x.ok for x in got) else 1
-    agent = EdgeAgent(cfg)
+    agent = EdgeAgent(cfg, pin_factory=_pin_factory(args))
     try:
         agent.start()
         stored = agent.sample_once(cfg.sensors.read_timeout_s + 1)

@@ -4,7 +4,9 @@
 (sensor pool, outbox, GPIO outputs, MQTT link, systemd notifier, clock);
 each one not given is made here. Tests give fakes (a fake MQTT link, mock
 pins, a fake clock) instead of reaching into the agent. Nothing here does
-I/O: adapters open their files, pins and connections in ``start()``.
+I/O: adapters open their files, pins and connections in ``start()``; only
+:func:`make_outputs` loads the GPIO pin factory, so that a machine without
+GPIO is told what to do before anything is written to disk.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, Final
 
 from edge_agent.config import EdgeConfig
 from edge_agent.events import WakeQueue
-from edge_agent.gpio import Outputs
+from edge_agent.gpio import Outputs, resolve_pin_factory
 from edge_agent.mqtt import MqttLink
 from edge_agent.outbox import Outbox
 from edge_agent.sensor_pool import SensorPool
@@ -73,8 +75,11 @@ def make_pool(config: EdgeConfig, events: WakeQueue, *, clock_ms: Callable[[], i
 
 
 def make_outputs(config: EdgeConfig, *, pin_factory: Any = None) -> Outputs:
-    """The GPIO outputs of ``[gpio]`` (``pin_factory`` overrides ``gpio.pin_factory``)."""
-    return Outputs(config.gpio, pin_factory=pin_factory)
+    """The GPIO outputs of ``[gpio]`` (``pin_factory`` overrides ``gpio.pin_factory``).
+
+    Raises ``NoPinFactoryError`` (with what to do) when no pin factory loads.
+    """
+    return Outputs(config.gpio, pin_factory=resolve_pin_factory(config.gpio, pin_factory))
 
 
 def make_link(config: EdgeConfig, events: WakeQueue, presence: Presence) -> MqttLink:

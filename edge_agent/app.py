@@ -78,12 +78,13 @@ class EdgeAgent:
     ) -> None:
         self.config = config
         self._clock_ms = clock_ms
-        self.events = events if events is not None else WakeQueue()
-        self.outbox = outbox if outbox is not None else make_outbox(config, clock_ms=clock_ms)
-        self.pool = pool if pool is not None else make_pool(config, self.events, clock_ms=clock_ms)
+        # First: no pin factory (no GPIO here) fails with a hint before anything else.
         self.outputs = (
             outputs if outputs is not None else make_outputs(config, pin_factory=pin_factory)
         )
+        self.events = events if events is not None else WakeQueue()
+        self.outbox = outbox if outbox is not None else make_outbox(config, clock_ms=clock_ms)
+        self.pool = pool if pool is not None else make_pool(config, self.events, clock_ms=clock_ms)
         self.notifier = notifier if notifier is not None else SystemdNotifier()
         #: The MQTT link once started (None without MQTT).
         self.link: Link | None = None

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import msgspec
 
 from stagekit import config as configuration
+from stagekit.address import host_problems, port_problems
 from telemetry_contract import MAX_TEMP_C, MIN_TEMP_C, DeviceConfig, TopicKind, mqtt_topic
 from telemetry_contract.messages import DEVICE_ID_PATTERN
 
@@ -215,8 +216,7 @@ class EdgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         except DetectorSpecError as exc:
             p.append(f"detector.{exc.key}: {exc.problem}")
         m, o = self.mqtt, self.outbox
-        if not 1 <= m.port <= 65535:
-            p.append(f"mqtt.port: must be in 1..65535, got {m.port}")
+        p += host_problems("mqtt.host", m.host) + port_problems("mqtt.port", m.port)
         if not 1 <= m.max_inflight <= 65535:
             p.append(f"mqtt.max_inflight: must be in 1..65535, got {m.max_inflight}")
         if m.reconnect_min_s <= 0 or m.reconnect_max_s < m.reconnect_min_s:

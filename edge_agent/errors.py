@@ -22,7 +22,9 @@ import sqlite3
 
 __all__ = [
     "ENABLE_1WIRE_HINT",
+    "MOCK_GPIO_HINT",
     "EdgeError",
+    "NoPinFactoryError",
     "NoSensorError",
     "OutboxError",
     "StorageFullError",
@@ -52,6 +54,28 @@ class NoSensorError(EdgeError):
         self.places = places
         where = ", ".join(places) if places else "(nowhere: every sensor kind is disabled)"
         super().__init__(f"no temperature sensor found; looked in {where}; {ENABLE_1WIRE_HINT}")
+
+
+MOCK_GPIO_HINT = (
+    "on a machine without GPIO run 'thermowatch edge run --mock-gpio' (relay and buzzer "
+    'simulated), or set gpio.pin_factory = "mock" or gpio.enabled = false in the config'
+)
+
+
+class NoPinFactoryError(EdgeError):
+    """No gpiozero pin factory can load (no GPIO here): the outputs cannot start.
+
+    Raised while the agent is built, before anything is written to disk.
+
+    >>> print(NoPinFactoryError("Unable to load any default pin factory!"))  # doctest: +ELLIPSIS
+    no GPIO pin factory can load here (gpiozero: Unable to load ...!); on a machine without GPIO ...
+    """
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(
+            f"no GPIO pin factory can load here (gpiozero: {detail}); {MOCK_GPIO_HINT}"
+        )
 
 
 class OutboxError(EdgeError):

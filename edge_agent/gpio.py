@@ -13,12 +13,14 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import warnings
 from importlib.metadata import entry_points
 from typing import Any
 
 from edge_agent.config import GpioSettings
+from edge_agent.errors import NoPinFactoryError
 
-__all__ = ["Outputs", "StatusLight", "make_pin_factory"]
+__all__ = ["Outputs", "StatusLight", "make_pin_factory", "mock_pin_factory", "resolve_pin_factory"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,58 @@ def make_pin_factory(name: str) -> Any:
         known = ", ".join(sorted(ep.name for ep in eps))
         raise ValueError(f"gpio.pin_factory: unknown pin factory {name!r} (known: {known})")
     return matches[0].load()()
+
+
+def mock_pin_factory() -> Any:
+    """gpiozero's MockFactory (``--mock-gpio``): pins that exist only in memory."""
+    from gpiozero.pins.mock import MockFactory
+
+    return MockFactory()
+
+
+def resolve_pin_factory(cfg: GpioSettings, given: Any = None) -> Any:
+    """The pin factory the outputs will use, loaded now (None when ``gpio.enabled`` is false).
+
+    ``given`` wins, then ``gpio.pin_factory``, then gpiozero's own choice
+    (``GPIOZERO_PIN_FACTORY``, else the first that loads). Raises
+    :class:`~edge_agent.errors.NoPinFactoryError` with what to do when none
+    loads; a mock factory is logged as a warning (the outputs are simulated).
+
+    >>> resolve_pin_factory(GpioSettings(enabled=False)) is None
+    True
+    >>> type(resolve_pin_factory(GpioSettings(pin_factory="mock"))).__name__
+    'MockFactory'
+    """
+    if not cfg.enabled:
+        return None
+    factory = given
+    if factory is None and cfg.pin_factory:
+        try:
+            factory = make_pin_factory(cfg.pin_factory)
+        except ValueError:
+            raise
+        except Exception as exc:  # lgpio on a PC: ImportError, or the library's own error
+            raise NoPinFactoryError(f"gpio.pin_factory {cfg.pin_factory!r}: {exc}") from None
+    if factory is None:
+        from gpiozero import Device
+        from gpiozero.exc import BadPinFactory
+
+        # gpiozero warns once per factory it falls back from; the error says it all.
+        with warnings.catch_warnings(record=True) as fallbacks:
+            warnings.simplefilter("always")
+            try:
+                Device.ensure_pin_factory()
+            except BadPinFactory as exc:
+                raise NoPinFactoryError(str(exc)) from None
+        for w in fallbacks:
+            log.debug("event=gpio_fallback detail=%r", str(w.message))
+        factory = Device.pin_factory
+    if type(factory).__name__ == "MockFactory":
+        log.warning(
+            "event=gpio_mocked detail=%r",
+            "mock GPIO pins: the relay, buzzer and LEDs are simulated, nothing is switched",
+        )
+    return factory
 
 
 class Outputs:

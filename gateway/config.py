@@ -27,6 +27,7 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 import stagekit.settings
+from stagekit.address import host_problems
 from stagekit.config import load
 from stagekit.settings import NAME_PATTERN, Port, TlsSettings
 from telemetry_contract import MAX_PAYLOAD_BYTES, TopicKind
@@ -167,6 +168,7 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             )
         if self.mqtt.reconnect_max_s < self.mqtt.reconnect_min_s:
             problems.append("mqtt.reconnect_max_s: must be >= mqtt.reconnect_min_s")
+        problems += host_problems("mqtt.host", self.mqtt.host) + self.http.problems("http")
         problems += self.kafka.problems("kafka")
         if not self.kafka.enable_idempotence:
             problems.append(

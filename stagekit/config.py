@@ -3,7 +3,9 @@
 Each stage declares its settings once as frozen :class:`msgspec.Struct` classes
 with defaults; :func:`load` reads a TOML file, applies environment overrides
 and validates the whole tree at start-up. Errors name the key, the rule and
-the offending value, e.g. ``mqtt.qos: must be 0 or 1, got 2``.
+the offending value, e.g. ``mqtt.qos: must be 0 or 1, got 2``; when an
+environment override set the key, the error names the variable too
+(``mqtt.port (from THERMOWATCH_GATEWAY__MQTT__PORT): must be an integer, got "abc"``).
 
 Environment overrides: ``<PREFIX>__<SECTION>__<KEY>=<value>`` where the value
 is read as a TOML value when it parses as one (``1884``, ``true``,
@@ -82,22 +84,23 @@ def loads(
         data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}") from None
-    if env and env_prefix:
-        _apply_env(data, env, env_prefix)
+    sources = _apply_env(data, env, env_prefix) if env and env_prefix else {}
     try:
         config = msgspec.convert(data, cls, strict=True)
     except msgspec.ValidationError as exc:
-        raise ConfigError(_explain(str(exc), data, cls)) from None
+        raise ConfigError(_from_env(_explain(str(exc), data, cls), sources)) from None
     check = getattr(config, "validate", None)
     if callable(check):
         problems: list[str] = check()
         if problems:
-            raise ConfigError("; ".join(problems))
+            raise ConfigError("; ".join(_from_env(p, sources) for p in problems))
     return config
 
 
-def _apply_env(data: dict[str, Any], env: Mapping[str, str], prefix: str) -> None:
+def _apply_env(data: dict[str, Any], env: Mapping[str, str], prefix: str) -> dict[str, str]:
+    """Set the overrides in ``data``; returns the variable behind each key set (``a.b``)."""
     head = prefix.upper() + "__"
+    sources: dict[str, str] = {}
     for name, raw in sorted(env.items()):
         if not name.upper().startswith(head):
             continue
@@ -111,6 +114,27 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str], prefix: str) -> Non
                 raise ConfigError(f"{name}: {'.'.join(keys)} is not a table")
             node = child
         node[keys[-1]] = _parse_env_value(raw)
+        sources[".".join(keys)] = name
+    return sources
+
+
+def _from_env(problem: str, sources: Mapping[str, str]) -> str:
+    """``key (from VAR): problem`` when an environment variable set ``key`` (or a part of it).
+
+    >>> _from_env("mqtt.port: must be an integer, got 'abc'", {"mqtt.port": "TW__MQTT__PORT"})
+    "mqtt.port (from TW__MQTT__PORT): must be an integer, got 'abc'"
+    >>> _from_env("mqtt.port: bad", {"mqtt.host": "TW__MQTT__HOST"})
+    'mqtt.port: bad'
+    """
+    key, sep, rest = problem.partition(": ")
+    if not sep or not sources:
+        return problem
+    bare = re.sub(r"\[[^\]]*\]", "", key)  # kafka.bootstrap_servers[0] -> the key
+    for path, name in sources.items():
+        # The key set, a value inside it, or a table it named that does not exist.
+        if bare == path or bare.startswith(path + ".") or path.startswith(bare + "."):
+            return f"{key} (from {name}): {rest}"
+    return problem
 
 
 def _parse_env_value(raw: str) -> Any:

@@ -25,6 +25,8 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
+from stagekit.address import host_problems, server_problems
+
 __all__ = [
     "NAME_PATTERN",
     "HttpSettings",
@@ -113,9 +115,7 @@ class KafkaSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         if required and not self.servers:
             out.append(f"{section}.bootstrap_servers: must list at least one host:port")
         for server in self.servers:
-            host, sep, port = server.rpartition(":")
-            if not sep or not host or not port.isdigit():
-                out.append(f"{section}.bootstrap_servers: expected host:port, got {server!r}")
+            out += server_problems(f"{section}.bootstrap_servers", server)
         if not NAME_PATTERN.fullmatch(self.topic_prefix):
             out.append(
                 f"{section}.topic_prefix: must match {NAME_PATTERN.pattern}, "
@@ -151,3 +151,7 @@ class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9464
+
+    def problems(self, section: str = "http") -> list[str]:
+        """The listen address's problems as ``section.key: problem``."""
+        return host_problems(f"{section}.host", self.host)

@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import json
 import logging
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -42,11 +43,14 @@ from stagekit.logs import configure_logging
 
 __all__ = [
     "LOG_LEVELS",
+    "ArgumentParser",
+    "PlainHelpFormatter",
     "StageCommand",
     "SubParsers",
     "add_config_commands",
     "add_config_option",
     "add_logging_options",
+    "plain_text",
     "run_command",
     "serve",
 ]
@@ -55,6 +59,45 @@ log = logging.getLogger(__name__)
 
 SubParsers = argparse._SubParsersAction
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+#: ``:class:`~a.b.C``` (``~``: the last name only) and ````text````.
+_ROLE = re.compile(r":[a-z]+(?::[a-z]+)*:`(~?)([^`<]*?)(?: <[^`]*>)?`")
+_LITERAL = re.compile(r"``(.+?)``", re.S)
+
+
+def plain_text(text: str) -> str:
+    """``text`` without reST markup: a docstring as a ``--help`` paragraph.
+
+    >>> plain_text("``run`` (see :class:`~stagekit.stage.StageCommand`, :mod:`edge_agent.app`)")
+    'run (see StageCommand, edge_agent.app)'
+    """
+
+    def role(m: re.Match[str]) -> str:
+        return m.group(2).rpartition(".")[2] if m.group(1) else m.group(2)
+
+    return _LITERAL.sub(r"\1", _ROLE.sub(role, text))
+
+
+class PlainHelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, with reST markup of docstrings taken out of every text."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return super()._fill_text(plain_text(text), width, indent)
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return super()._split_lines(plain_text(text), width)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The parser of every ``thermowatch`` command: help texts are docstrings, shown plain.
+
+    Sub-parsers are made of the parent's class, so one at the top is enough.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", PlainHelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def add_logging_options(parser: argparse.ArgumentParser) -> None:
@@ -116,7 +159,7 @@ class StageCommand:
 
     def parser(self) -> argparse.ArgumentParser:
         """The parser of ``python -m <module>``: the same sub-commands, at the top."""
-        parser = argparse.ArgumentParser(
+        parser: argparse.ArgumentParser = ArgumentParser(
             prog=f"python -m {self.module or self.name}", description=self.description
         )
         add_logging_options(parser)

@@ -24,7 +24,15 @@ import msgspec
 from telemetry_contract.alerts import AlertChangeMessage
 from telemetry_contract.messages import MESSAGE_TYPES
 
-__all__ = ["SCHEMA_DIR", "SCHEMA_TYPES", "message_schema", "render", "schema_path", "write_all"]
+__all__ = [
+    "SCHEMA_DIR",
+    "SCHEMA_TYPES",
+    "build_parser",
+    "message_schema",
+    "render",
+    "schema_path",
+    "write_all",
+]
 
 SCHEMA_DIR: Final = Path(__file__).with_name("schemas")
 #: Every message with a committed schema: the device messages, and the
@@ -93,15 +101,24 @@ def write_all() -> list[Path]:
     return written
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m telemetry_contract.schema`` (its help is plain text)."""
+    out = argparse.ArgumentParser(
+        prog="python -m telemetry_contract.schema",
+        description="The JSON Schemas that firmware authors read, from the definitions "
+        "the decoder uses: --write rewrites the files under telemetry_contract/schemas/.",
+    )
+    out.add_argument("--write", action="store_true", help="rewrite schemas/*.json")
+    return out
+
+
 def _main() -> None:  # pragma: no cover - maintenance entry point
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--write", action="store_true", help="rewrite schemas/*.json")
-    args = parser.parse_args()
+    args = build_parser().parse_args()
     if args.write:
         for path in write_all():
             print(path)
     else:
-        parser.print_help()
+        build_parser().print_help()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from stagekit import __version__
-from stagekit.stage import SubParsers, add_logging_options, run_command
+from stagekit.stage import ArgumentParser, SubParsers, add_logging_options, run_command
 
 __all__ = ["build_parser", "main"]
 
@@ -34,7 +34,7 @@ _COMMANDS: tuple[tuple[str, str, str], ...] = (
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (sub-commands registered by each package)."""
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = ArgumentParser(
         prog="thermowatch",
         description="Edge-to-cloud temperature monitoring pipeline.",
     )

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from stagekit.address import url_problems
 from stagekit.settings import file_problems
 
 __all__ = ["SearchSettings"]
@@ -42,8 +43,7 @@ class SearchSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def problems(self, section: str = "search") -> list[str]:
         """Problems as ``section.key: problem``."""
         out: list[str] = []
-        if not self.url.startswith(("http://", "https://")):
-            out.append(f"{section}.url: must start with http:// or https://, got {self.url!r}")
+        out += url_problems(f"{section}.url", self.url)
         prefix = self.index_prefix
         if prefix != prefix.lower() or any(c in prefix for c in " ,*/"):
             out.append(

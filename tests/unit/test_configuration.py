@@ -67,7 +67,9 @@ def test_env_overrides_are_typed_and_nested() -> None:
 
 
 def test_env_override_errors_name_the_key() -> None:
-    with pytest.raises(ConfigError, match=r"^mqtt\.qos: must be 0 or 1, got 5"):
+    with pytest.raises(
+        ConfigError, match=r"^mqtt\.qos \(from TW__MQTT__QOS\): must be 0 or 1, got 5"
+    ):
         loads(Cfg, 'device_id = "d"', env={"TW__MQTT__QOS": "5"}, env_prefix="TW")
 
 

@@ -26,6 +26,7 @@ import msgspec
 
 import stagekit.search
 import stagekit.settings
+from stagekit.address import host_problems
 from stagekit.config import load
 
 __all__ = [
@@ -110,6 +111,7 @@ class WebConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         """Cross-field problems as ``section.key: problem``."""
         problems: list[str] = []
         h, s, k, v = self.http, self.search, self.kafka, self.view
+        problems += host_problems("http.host", h.host)
         if not 0 <= h.port <= 65535:
             problems.append(f"http.port: must be 0..65535, got {h.port}")
         for name, seconds in (
