@@ -105,6 +105,7 @@ CASES: list[tuple[type[msgspec.Struct], str, str]] = [
     (GatewayConfig, '[mqtt]\nhost = "bad host!!"\n', f"mqtt.host: {NOT_HOST}: {BAD}"),
     (GatewayConfig, '[mqtt]\nhost = ""\n', f"mqtt.host: {NOT_HOST}: '' (empty)"),
     (GatewayConfig, "[mqtt]\nport = 0\n", "mqtt.port: must be at least 1, got 0"),
+    (GatewayConfig, '[mqtt]\nhost = "broker:1883"\n', "(give the port in its own key)"),
     (GatewayConfig, '[http]\nhost = "0.0.0.0!"\n', f"http.host: {NOT_HOST}"),
     (GatewayConfig, f'[kafka]\n{KS[6:]} = ["k1:9092", "k 2:9092"]\n', f"{KS}: {NOT_HOST}"),
     (GatewayConfig, f'[kafka]\n{KS[6:]} = "k1:65536"\n', f"{KS}: port must be in 1..65535"),
