@@ -46,6 +46,8 @@ def host_problem(host: str) -> str | None:
     '(empty)'
     >>> host_problem("1.2.3.999")
     ''
+    >>> host_problem("broker:1883")
+    '(give the port in its own key)'
     """
     if not host.strip():
         return "(empty)"
@@ -56,6 +58,9 @@ def host_problem(host: str) -> str | None:
         return None
     except ValueError:
         pass
+    name, colon, port = host.rpartition(":")
+    if colon and port.isdigit() and host_problem(name) is None and ":" not in name:
+        return "(give the port in its own key)"
     name = host[:-1] if host.endswith(".") else host  # a fully qualified name may end in "."
     labels = name.split(".")
     if len(name) > 253 or not all(_LABEL.match(label) for label in labels):

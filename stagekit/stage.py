@@ -83,7 +83,11 @@ class PlainHelpFormatter(argparse.HelpFormatter):
     """argparse's formatter, with reST markup of docstrings taken out of every text."""
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
-        return super()._fill_text(plain_text(text), width, indent)
+        # Each paragraph of a docstring filled on its own (argparse runs them together).
+        paragraphs = re.split(r"\n\s*\n", plain_text(text).strip())
+        return "\n\n".join(
+            super(PlainHelpFormatter, self)._fill_text(p, width, indent) for p in paragraphs
+        )
 
     def _split_lines(self, text: str, width: int) -> list[str]:
         return super()._split_lines(plain_text(text), width)

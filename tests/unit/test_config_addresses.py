@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
 import msgspec
 import pytest
@@ -50,51 +51,42 @@ def test_every_name_of_rfc1123_labels_is_a_host(labels: list[str]) -> None:
     assert host_problem(".".join(labels)) is None
 
 
-@pytest.mark.parametrize(
-    ("server", "problem"),
-    [
-        ("k1:9092", None),
-        ("[::1]:9092", None),
-        ("10.0.0.5:19092", None),
-        ("k1", "expected host:port"),
-        ("k1:0", "port must be in 1..65535"),
-        ("k1:70000", "port must be in 1..65535"),
-        ("bad host:9092", "not a host name or IP address: 'bad host'"),
-        ("::1:9092", "IPv6 host goes in brackets"),
-        ("kafka://k1:9092", "no scheme"),
-    ],
-)
-def test_kafka_servers(server: str, problem: str | None) -> None:
-    got = server_problems("kafka.bootstrap_servers", server)
-    if problem is None:
-        assert got == []
-    else:
-        assert len(got) == 1 and got[0].startswith("kafka.bootstrap_servers: ")
-        assert problem in got[0]
+SERVER, URL = "kafka.bootstrap_servers", "search.url"
+CHECKS: dict[str, Callable[[str, str], list[str]]] = {SERVER: server_problems, URL: url_problems}
 
 
 @pytest.mark.parametrize(
-    ("url", "problem"),
+    ("key", "value", "problem"),
     [
-        ("http://127.0.0.1:19200", None),
-        ("https://search.example.org", None),
-        ("http://[::1]:9200/", None),
-        ("http://u:pw@search:9200", None),
-        ("search:9200", "must start with http:// or https://"),
-        ("ftp://search", "must start with http:// or https://"),
-        ("http://bad host!!:9200", "not a host name or IP address: 'bad host!!'"),
-        ("http://:9200", "not a host name or IP address: ''"),
-        ("http://search:0", "port must be in 1..65535"),
-        ("http://search:99999", "port must be in 1..65535"),
-        ("http://search:port", "port must be in 1..65535"),
+        (SERVER, "k1:9092", None),
+        (SERVER, "[::1]:9092", None),
+        (SERVER, "10.0.0.5:19092", None),
+        (SERVER, "k1", "expected host:port"),
+        (SERVER, "k1:0", "port must be in 1..65535"),
+        (SERVER, "k1:70000", "port must be in 1..65535"),
+        (SERVER, "bad host:9092", "not a host name or IP address: 'bad host'"),
+        (SERVER, "::1:9092", "IPv6 host goes in brackets"),
+        (SERVER, "kafka://k1:9092", "no scheme"),
+        (URL, "http://127.0.0.1:19200", None),
+        (URL, "https://search.example.org", None),
+        (URL, "http://[::1]:9200/", None),
+        (URL, "http://u:pw@search:9200", None),
+        (URL, "search:9200", "must start with http:// or https://"),
+        (URL, "ftp://search", "must start with http:// or https://"),
+        (URL, "http://bad host!!:9200", "not a host name or IP address: 'bad host!!'"),
+        (URL, "http://:9200", "not a host name or IP address: ''"),
+        (URL, "http://search:0", "port must be in 1..65535"),
+        (URL, "http://search:99999", "port must be in 1..65535"),
+        (URL, "http://search:port", "port must be in 1..65535"),
     ],
 )
-def test_search_urls(url: str, problem: str | None) -> None:
-    got = url_problems("search.url", url)
+def test_servers_and_urls(key: str, value: str, problem: str | None) -> None:
+    """Kafka's host:port entries and search URLs: none, or one problem naming the key."""
+    got = CHECKS[key](key, value)
     if problem is None:
         assert got == []
     else:
-        assert len(got) == 1 and got[0].startswith("search.url: ")
+        assert len(got) == 1 and got[0].startswith(f"{key}: "), got
         assert problem in got[0]
 
 
@@ -113,6 +105,7 @@ CASES: list[tuple[type[msgspec.Struct], str, str]] = [
     (GatewayConfig, '[mqtt]\nhost = "bad host!!"\n', f"mqtt.host: {NOT_HOST}: {BAD}"),
     (GatewayConfig, '[mqtt]\nhost = ""\n', f"mqtt.host: {NOT_HOST}: '' (empty)"),
     (GatewayConfig, "[mqtt]\nport = 0\n", "mqtt.port: must be at least 1, got 0"),
+    (GatewayConfig, '[mqtt]\nhost = "broker:1883"\n', "(give the port in its own key)"),
     (GatewayConfig, '[http]\nhost = "0.0.0.0!"\n', f"http.host: {NOT_HOST}"),
     (GatewayConfig, f'[kafka]\n{KS[6:]} = ["k1:9092", "k 2:9092"]\n', f"{KS}: {NOT_HOST}"),
     (GatewayConfig, f'[kafka]\n{KS[6:]} = "k1:65536"\n', f"{KS}: port must be in 1..65535"),

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from stagekit.stage import StageCommand, plain_text
+from stagekit.stage import ArgumentParser, StageCommand, plain_text
 from telemetry_contract import schema
 from thermowatch.cli import build_parser
 
@@ -81,3 +81,8 @@ def test_the_check_catches_markup() -> None:
     raw = argparse.ArgumentParser(description="Run ``this`` (see :class:`~a.B`).")
     assert MARKUP.search(raw.format_help())
     assert not MARKUP.search(plain_text("Run ``this`` (see :class:`~a.B`)."))
+
+
+def test_docstring_paragraphs_stay_apart() -> None:
+    text = ArgumentParser(prog="x", description="First ``one``.\n\n    Second one.\n").format_help()
+    assert "First one.\n\nSecond one.\n" in text
