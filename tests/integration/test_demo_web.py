@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ import pytest
 
 from thermowatch.demo.plan import plan
 from thermowatch.demo.run import demo_sites
-from thermowatch.web.testing import browser_missing, headless_chromium
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -41,18 +40,6 @@ URL_LINE = re.compile(
 )
 RUN_DIR_LINE = re.compile(r"run dir (\S+)$")
 STRAY = "stray-bench-01"
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    missing = browser_missing()
-    if missing:
-        why = "missing: " + ", ".join(missing) + " (make deps installs them)"
-        if os.geteuid() != 0:
-            pytest.skip(f"{why}; not root, so not installable here")
-        pytest.fail(why)
-    with headless_chromium() as driver:
-        yield driver
 
 
 class Demo:

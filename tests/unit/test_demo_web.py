@@ -25,7 +25,7 @@ from telemetry_contract import DeviceState, DeviceStatus, Reading, encode
 from thermowatch.demo.configs import web_config
 from thermowatch.demo.live import LiveState, render, route_logs
 from thermowatch.demo.monitor import OpenAlert
-from thermowatch.demo.report import next_steps, print_next_steps, print_summary
+from thermowatch.demo.report import MEASURES, next_steps, print_next_steps, print_summary
 from thermowatch.demo.run import DemoRun, demo_sites
 from thermowatch.demo.web import DemoWeb, hold_web, start_web
 from thermowatch.web.app import WebApp
@@ -235,13 +235,7 @@ def test_live_view_with_the_longest_id_first(tmp_path: Path) -> None:
 
 
 def _summary() -> dict[str, Any]:
-    keys = (
-        "readings_sent", "readings_stored", "readings_lost", "readings_duplicated",
-        "readings_covered_by_gap", "readings_unexpected", "incidents_injected",
-        "incidents_alerted", "incidents_missed", "false_alerts", "malformed_sent",
-        "malformed_dead_lettered", "malformed_stored",
-    )  # fmt: skip
-    out: dict[str, Any] = dict.fromkeys(keys, 0)
+    out: dict[str, Any] = dict.fromkeys(MEASURES, 0)
     out["run_id"] = "20261205031500ab12"
     out["alert_latency_ms"] = {"p50": 1200, "max": None}
     out["incidents"] = [

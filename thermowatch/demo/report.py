@@ -11,7 +11,16 @@ from typing import Any
 from thermowatch.demo.run import DemoRun
 from thermowatch.smoke import Probe
 
-__all__ = ["next_steps", "print_next_steps", "print_probes", "print_summary"]
+__all__ = ["MEASURES", "next_steps", "print_next_steps", "print_probes", "print_summary"]
+
+
+#: The counts of the summary table, in order.
+MEASURES = (
+    "readings_sent", "readings_stored", "readings_lost", "readings_duplicated",
+    "readings_covered_by_gap", "readings_unexpected", "incidents_injected",
+    "incidents_alerted", "incidents_missed", "false_alerts", "malformed_sent",
+    "malformed_dead_lettered", "malformed_stored",
+)  # fmt: skip
 
 
 def print_probes(
@@ -46,13 +55,7 @@ def print_summary(console: Any, summary: Mapping[str, Any]) -> None:
     t = Table(title=f"demo summary ({summary['run_id']})")
     t.add_column("measure")
     t.add_column("value", justify="right")
-    keys = (
-        "readings_sent", "readings_stored", "readings_lost", "readings_duplicated",
-        "readings_covered_by_gap", "readings_unexpected", "incidents_injected",
-        "incidents_alerted", "incidents_missed", "false_alerts", "malformed_sent",
-        "malformed_dead_lettered", "malformed_stored",
-    )  # fmt: skip
-    for k in keys:
+    for k in MEASURES:
         t.add_row(k, str(summary[k]))
     for q, v in summary["alert_latency_ms"].items():
         t.add_row(f"alert_latency_ms {q}", "-" if v is None else f"{v:,}")
