@@ -162,6 +162,27 @@ def test_the_web_child_serves_one_url_and_logs_no_traceback_when_sources_are_dow
     assert (run.run_dir / "web.toml").stat().st_mode & 0o077 == 0
 
 
+def test_a_taken_web_port_is_an_error_naming_it(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(RuntimeError, match="the web view exited") as err:
+            start_web(_run(tmp_path), ENDPOINTS, port=port)
+    assert str(port) in str(err.value)
+
+
+def test_a_web_port_out_of_range_is_refused_before_anything_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from thermowatch.cli import main
+
+    assert main(["demo", "--web-port", "70000"]) == 2
+    assert "--web-port: must be 0..65535, got 70000" in capsys.readouterr().err
+
+
 class _FakeWeb:
     url = "http://127.0.0.1:41234/"
 

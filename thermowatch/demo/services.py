@@ -28,16 +28,13 @@ log = logging.getLogger(__name__)
 
 
 class Service:
-    """A pipeline stage run as ``python -m <module> run -c FILE [ARGS]``, logging to a file."""
+    """A pipeline stage run as ``python -m <module> run -c FILE``, logging to a file."""
 
-    def __init__(
-        self, name: str, module: str, config: Path, log_file: Path, args: Sequence[str] = ()
-    ) -> None:
+    def __init__(self, name: str, module: str, config: Path, log_file: Path) -> None:
         self.name = name
         self.module = module
         self.config = config
         self.log_file = log_file
-        self.args = list(args)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -45,7 +42,7 @@ class Service:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module, "run", "-c", str(self.config), *self.args],
+                [sys.executable, "-m", self.module, "run", "-c", str(self.config)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )

@@ -76,13 +76,7 @@ def start_web(
     """
     config = run.run_dir / "web.toml"
     write_web_config(run, endpoints, port)
-    service = Service(
-        "web",
-        "thermowatch.web",
-        config,
-        run.run_dir / "logs" / "web.log",
-        args=["--port", str(port)],
-    )
+    service = Service("web", "thermowatch.web", config, run.run_dir / "logs" / "web.log")
     mark = service.log_size()
     service.start()
     deadline = time.monotonic() + wait_s
