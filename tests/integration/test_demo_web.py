@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.request import urlopen
 
 import pytest
 
@@ -191,6 +192,9 @@ def test_demo_prints_a_url_whose_page_shows_the_run_live(
         listed = until(browser, fleet_online, "the 30 devices online", within=90)
         # the stack's addresses and the run's names: both sources up
         assert browser.execute_script("return document.body.dataset.ready") == "1"
+        with urlopen(url + "healthz", timeout=10) as resp:
+            health = json.loads(resp.read())
+        assert health["search"] is True and health["kafka"] is True, health
         web_toml = (run_dir / "web.toml").read_text()
         assert stack["kafka"]["bootstrap"] in web_toml
         assert stack["search"]["url"] in web_toml

@@ -215,6 +215,19 @@ def test_hold_web_waits_in_a_terminal_and_stops_at_once_without_one() -> None:
     assert isinstance(DemoWeb, type)
 
 
+def test_ctrl_c_while_the_web_view_is_held_stops_it_and_ends_quietly() -> None:
+    from rich.console import Console
+
+    fake = _FakeWeb()
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    fake.wait = interrupted  # type: ignore[method-assign]
+    hold_web(Console(file=io.StringIO()), fake, interactive=True)  # type: ignore[arg-type]
+    assert fake.stopped == 1
+
+
 def _alerts(ids: list[str]) -> list[OpenAlert]:
     return [
         OpenAlert(d, "rate_of_change", "critical", T0 + i, "rise 12.5 °C/min >= 6.0 °C/min " * 2)
