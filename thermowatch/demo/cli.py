@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -53,6 +54,10 @@ def register(sub: SubParsers[argparse.ArgumentParser]) -> None:
         "--timeout", type=float, default=600.0, help="seconds to wait for the stack (default 600)"
     )
     p.add_argument("--no-live", action="store_true", help="plain log lines instead of a live view")
+    p.add_argument("--no-web", action="store_true", help="do not serve the run's web view")
+    p.add_argument(
+        "--web-port", type=int, default=0, help="port of the run's web view (default: a free one)"
+    )
     p.set_defaults(func=_run)
     dsub = p.add_subparsers(title="demo commands", metavar="DEMO_COMMAND")
     a = dsub.add_parser("account", help="count a finished run again (readings, alerts)")
@@ -131,11 +136,23 @@ def _run(args: argparse.Namespace) -> int:
 
     from deploy.local.stack import LocalStack
     from thermowatch.demo.clean import clean_demo_runs
+    from thermowatch.demo.live import route_logs
     from thermowatch.demo.pipeline import run_pipeline_demo
     from thermowatch.demo.report import print_next_steps, print_probes
     from thermowatch.demo.run import demo_sites, new_run
+    from thermowatch.demo.web import hold_web, serve_web
     from thermowatch.smoke import run_all
 
+    if not 0 <= args.web_port <= 65535:
+        print(
+            f"thermowatch: error: --web-port: must be 0..65535, got {args.web_port}",
+            file=sys.stderr,
+        )
+        return 2
+    # SIGTERM stops the demo as Ctrl-C does: services, fleet and web view included.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Log lines are printed above the status spinner and the live view, never into them.
+    route_logs(console_level=logging.getLogger().getEffectiveLevel())
     _quiet_libraries()
     # 30 agents log every start and stop: keep the terminal for the live view.
     logging.getLogger("edge_agent").setLevel(logging.WARNING)
@@ -160,10 +177,15 @@ def _run(args: argparse.Namespace) -> int:
             + (f" ({'; '.join(cleaned.errors)})" if cleaned.errors else "")
         )
     run = new_run(stack.root, demo_sites(), args.duration)
+    # From here every log line goes to the run's logs/demo.log; warnings also to the terminal.
+    route_logs(run.run_dir / "logs" / "demo.log")
+    web = serve_web(console, run, endpoints, port=args.web_port, enabled=not args.no_web)
     live = not args.no_live and console.is_terminal
     summary = asyncio.run(run_pipeline_demo(run, endpoints, live=live, console=console))
     summary["stack_up_seconds"] = round(up_s, 2)
     summary["smoke"] = {p.service: {"ok": p.ok, "seconds": round(p.seconds, 3)} for p in probes}
     code = _finish(console, summary, args.summary)
     print_next_steps(console, run)
+    if web is not None:
+        hold_web(console, web)
     return code

@@ -13,7 +13,7 @@ from typing import Any
 
 from thermowatch.demo.run import DemoRun
 
-__all__ = ["gateway_config", "merge_config", "processor_config", "write_toml"]
+__all__ = ["gateway_config", "merge_config", "processor_config", "web_config", "write_toml"]
 
 
 def gateway_config(run: DemoRun, endpoints: Mapping[str, Any]) -> dict[str, Any]:
@@ -67,6 +67,30 @@ def processor_config(run: DemoRun, endpoints: Mapping[str, Any]) -> dict[str, An
             },
         },
         "http": {"enabled": False},
+    }
+
+
+def web_config(run: DemoRun, endpoints: Mapping[str, Any], port: int = 0) -> dict[str, Any]:
+    """The run's web view: the processor's search server and Kafka, the run's prefixes,
+    and only the run's devices (the MQTT topics are shared: a device run by hand, or
+    another run's fleet, reaches this run's topics through its gateway)."""
+    import msgspec
+
+    import stagekit.search
+    import stagekit.settings
+
+    proc = processor_config(run, endpoints)
+    shared_search = {f.name for f in msgspec.structs.fields(stagekit.search.SearchSettings)}
+    shared_kafka = {f.name for f in msgspec.structs.fields(stagekit.settings.KafkaSettings)}
+    return {
+        "http": {"host": "127.0.0.1", "port": port},
+        "search": {k: v for k, v in proc["search"].items() if k in shared_search},
+        "kafka": {
+            **{k: v for k, v in proc["kafka"].items() if k in shared_kafka},
+            "client_id": f"demo-web-{run.run_id}",
+            "retry_s": 2.0,
+        },
+        "view": {"devices": run.devices},
     }
 
 

@@ -11,7 +11,16 @@ from typing import Any
 from thermowatch.demo.run import DemoRun
 from thermowatch.smoke import Probe
 
-__all__ = ["print_next_steps", "print_probes", "print_summary"]
+__all__ = ["MEASURES", "next_steps", "print_next_steps", "print_probes", "print_summary"]
+
+
+#: The counts of the summary table, in order.
+MEASURES = (
+    "readings_sent", "readings_stored", "readings_lost", "readings_duplicated",
+    "readings_covered_by_gap", "readings_unexpected", "incidents_injected",
+    "incidents_alerted", "incidents_missed", "false_alerts", "malformed_sent",
+    "malformed_dead_lettered", "malformed_stored",
+)  # fmt: skip
 
 
 def print_probes(
@@ -46,20 +55,14 @@ def print_summary(console: Any, summary: Mapping[str, Any]) -> None:
     t = Table(title=f"demo summary ({summary['run_id']})")
     t.add_column("measure")
     t.add_column("value", justify="right")
-    keys = (
-        "readings_sent", "readings_stored", "readings_lost", "readings_duplicated",
-        "readings_covered_by_gap", "readings_unexpected", "incidents_injected",
-        "incidents_alerted", "incidents_missed", "false_alerts", "malformed_sent",
-        "malformed_dead_lettered", "malformed_stored",
-    )  # fmt: skip
-    for k in keys:
+    for k in MEASURES:
         t.add_row(k, str(summary[k]))
     for q, v in summary["alert_latency_ms"].items():
         t.add_row(f"alert_latency_ms {q}", "-" if v is None else f"{v:,}")
     console.print(t)
     inc = Table(title="incidents")
     for col in ("kind", "device", "alerted", "latency ms", "rules"):
-        inc.add_column(col)
+        inc.add_column(col, no_wrap=col in ("kind", "device"))
     for i in summary["incidents"]:
         inc.add_row(
             i["kind"],
@@ -71,15 +74,29 @@ def print_summary(console: Any, summary: Mapping[str, Any]) -> None:
     console.print(inc)
 
 
+def next_steps(run: DemoRun) -> list[tuple[str, str]]:
+    """What to do next, as (what, command or place): one line each."""
+    return [
+        ("Logs and configs", str(run.run_dir)),
+        (
+            "Dashboards",
+            f"thermowatch kibana import --url http://localhost:5601 --prefix {run.index_prefix}",
+        ),
+        ("Count again", f"thermowatch demo account --run-dir {run.run_dir}"),
+        ("Web view again", f"thermowatch web run -c {run.run_dir / 'web.toml'}"),
+        ("Stop the stack (left running)", "make demo-down"),
+    ]
+
+
 def print_next_steps(console: Any, run: DemoRun) -> None:
-    """Where the run's files are and what to do next (dashboards, recount, web view, stop)."""
-    console.print(
-        f"Logs and configs: {run.run_dir}\n"
-        "The stack is left running. Dashboards: "
-        "[bold]thermowatch kibana import --url http://localhost:5601 "
-        f"--prefix {run.index_prefix}[/bold]\n"
-        f"Count again: [bold]thermowatch demo account --run-dir {run.run_dir}[/bold]\n"
-        f"Web view: [bold]THERMOWATCH_WEB__KAFKA__TOPIC_PREFIX={run.kafka_prefix} "
-        f"THERMOWATCH_WEB__SEARCH__INDEX_PREFIX={run.index_prefix} thermowatch web run[/bold]\n"
-        "Stop everything: [bold]make demo-down[/bold] (thermowatch stack down)."
-    )
+    """Where the run's files are and what to do next (dashboards, recount, web view, stop).
+
+    Each hint is one line however narrow the terminal: ``soft_wrap`` leaves the
+    wrapping to the terminal, so a command copied from it has no line break.
+    """
+    from rich.text import Text
+
+    for what, command in next_steps(run):
+        line = Text(f"{what}: ")
+        line.append(command, style="bold")
+        console.print(line, soft_wrap=True)

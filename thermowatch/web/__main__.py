@@ -12,7 +12,7 @@ from typing import Any
 
 from stagekit.stage import StageCommand, SubParsers, add_config_commands, add_config_option, serve
 
-__all__ = ["WEB", "main", "register"]
+__all__ = ["WEB", "main", "quiet_clients", "register"]
 
 
 def _load(path: str | None) -> Any:
@@ -42,11 +42,22 @@ def _describe(cfg: Any) -> str:
     )
 
 
+def quiet_clients() -> None:
+    """Keep the clients' own lines out of the log: the view says when a source is down.
+
+    The search clients log every request at INFO and every failed one at
+    WARNING with a whole traceback; aiokafka logs every failed connection at
+    ERROR. A source that stays down would write that every poll; the view
+    logs one short line instead (``search_unavailable`` on the change,
+    ``kafka_unavailable`` rate-limited).
+    """
+    for name in ("opensearch", "elastic_transport", "aiokafka"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    # The search client logs every request at INFO: one line per reload is noise.
-    logging.getLogger("opensearch").setLevel(logging.WARNING)
-    logging.getLogger("elastic_transport").setLevel(logging.WARNING)
+    quiet_clients()
 
     async def service(stop: asyncio.Event) -> int:
         from thermowatch.web.app import WebApp

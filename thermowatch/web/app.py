@@ -73,6 +73,7 @@ class WebApp:
             alert_grace_s=v.alert_grace_s,
             max_devices=config.search.max_devices,
             max_alerts=config.search.max_alerts,
+            devices=v.devices,
         )
         self._backend = backend
         self._clock = clock
@@ -212,8 +213,14 @@ class WebApp:
             if not self._stop.is_set():
                 try:
                     await self.reload()
-                except Exception:  # keep serving what the view has; try again next time
-                    log.exception("event=reload_failed")
+                except Exception as exc:  # keep serving what the view has; try again next time
+                    self.refused_log.log(  # one short line, no traceback per reload
+                        log,
+                        logging.ERROR,
+                        "event=reload_failed error=%s",
+                        printable(f"{type(exc).__name__}: {exc}", 512, quote=True),
+                        key="reload",
+                    )
 
     async def _push_loop(self) -> None:
         while not self._stop.is_set():

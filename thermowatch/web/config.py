@@ -97,6 +97,9 @@ class ViewSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: An open alert missing from the search server is dropped after this long
     #: (the processor publishes before it writes, so a fresh one may be missing).
     alert_grace_s: float = 30.0
+    #: Only these device ids are shown (empty: every device); ``thermowatch demo``
+    #: sets its fleet, so devices run by hand on the same broker stay off its page.
+    devices: list[str] = msgspec.field(default_factory=list)
 
 
 class WebConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -19,10 +19,15 @@ from collections.abc import Callable
 from typing import Any
 
 from stagekit.kafka import partitions_of
+from stagekit.ratelog import RateLimitedLog
 from telemetry_contract import kafka_topics
 from thermowatch.web.config import KafkaSettings
 
-__all__ = ["LiveFeed"]
+__all__ = ["DOWN_LOG_PER_S", "LiveFeed"]
+
+#: While Kafka stays down, one line per this many seconds (the retries in between are
+#: counted in the next line's ``suppressed=N``), never a traceback.
+DOWN_LOG_PER_S = 300.0
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,9 @@ class LiveFeed:
         #: True while a consumer follows every wanted topic.
         self.connected = False
         self._told_missing = False
+        #: Attempts that found Kafka down (every one; the log shows a few).
+        self.failures = 0
+        self.down_log = RateLimitedLog(lines=1, per_s=DOWN_LOG_PER_S)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the topics until ``stop`` is set, reconnecting as needed."""
@@ -51,7 +59,15 @@ class LiveFeed:
             try:
                 await self._follow(stop)
             except (KafkaError, OSError) as exc:
-                log.warning("event=kafka_unavailable error=%s", exc)
+                self.failures += 1
+                self.down_log.log(
+                    log,
+                    logging.WARNING,
+                    "event=kafka_unavailable servers=%s error=%s",
+                    ",".join(self._settings.servers),
+                    f"{type(exc).__name__}: {exc}",
+                    key="down",
+                )
             self.connected = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._settings.retry_s)

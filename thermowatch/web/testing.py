@@ -8,6 +8,8 @@ nothing here runs at import.
 * :func:`live_pipeline` runs the real processor and the web view on a unique
   Kafka topic prefix and index prefix of a running stack, and removes both
   afterwards.
+* :func:`headless_chromium` drives Debian's Chromium with selenium (the
+  browser tests; ``make deps`` installs both).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import msgspec
@@ -38,7 +41,55 @@ from telemetry_contract import (
 from thermowatch.web.app import WebApp
 from thermowatch.web.config import HttpSettings, KafkaSettings, SearchSettings, WebConfig
 
-__all__ = ["LivePipeline", "SseClient", "SseEvent", "get_json", "live_pipeline"]
+__all__ = [
+    "CHROMEDRIVER",
+    "CHROMIUM",
+    "LivePipeline",
+    "SseClient",
+    "SseEvent",
+    "browser_missing",
+    "get_json",
+    "headless_chromium",
+    "live_pipeline",
+]
+
+CHROMIUM: Final = Path("/usr/bin/chromium")
+CHROMEDRIVER: Final = Path("/usr/bin/chromedriver")
+
+
+def browser_missing() -> list[str]:
+    """What the browser tests need and this machine lacks (empty: nothing)."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("selenium (pip install 'thermowatch[dev]')")
+    return missing
+
+
+@contextlib.contextmanager
+def headless_chromium(window: str = "1280,900") -> Iterator[Any]:
+    """A selenium driver of headless Chromium (quit on exit); see :func:`browser_missing`."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",  # CI runs as root
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--disable-background-networking",
+        f"--window-size={window}",
+        "--force-device-scale-factor=1",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
 
 
 @dataclass(frozen=True, slots=True)

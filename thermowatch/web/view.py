@@ -170,12 +170,15 @@ class FleetView:
         alert_grace_s: float = 30.0,
         max_devices: int = 500,
         max_alerts: int = 200,
+        devices: Iterable[str] = (),
     ) -> None:
         self._points = sparkline_points
         self._offline_ms = int(offline_after_s * 1000)
         self._grace_ms = int(alert_grace_s * 1000)
         self._max_devices = max_devices
         self._max_alerts = max_alerts
+        #: Only these devices are shown (empty: every device).
+        self._only = frozenset(devices)
         self._devices: dict[str, _Device] = {}
         self._alerts: dict[str, _HeldAlert] = {}
         self._dirty: set[str] = set()
@@ -185,10 +188,21 @@ class FleetView:
 
     # -- folding inputs --------------------------------------------------------
 
+    def shows(self, device_id: str) -> bool:
+        """Whether ``device_id`` belongs on the page (every device, unless ``devices`` was given).
+
+        >>> v = FleetView(devices=["s1-d01"])
+        >>> v.shows("s1-d01"), v.shows("bench-1")
+        (True, False)
+        >>> v.add_reading("bench-1", "lab", 1, 1000, 20.0, "ok"), v.device_ids()
+        (False, [])
+        """
+        return not self._only or device_id in self._only
+
     def _device(self, device_id: str, site: str) -> _Device | None:
         d = self._devices.get(device_id)
         if d is None:
-            if len(self._devices) >= self._max_devices:
+            if not self.shows(device_id) or len(self._devices) >= self._max_devices:
                 return None
             d = self._devices[device_id] = _Device(device_id, site)
         elif site and not d.site:
@@ -284,7 +298,7 @@ class FleetView:
         """Fold an alert (a document or change as data, or parsed) if it is newer than the
         one held: a higher version, or the same version newly acknowledged."""
         view = doc if isinstance(doc, AlertView) else AlertView.from_doc(doc)
-        if view is None:
+        if view is None or not self.shows(view.alert.device_id):
             return False
         a = view.alert
         held = self._alerts.get(a.alert_id)
