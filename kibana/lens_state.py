@@ -97,7 +97,6 @@ FIELD_OPERATIONS: Final = frozenset(
     {
         "average",
         "count",
-        "cardinality",
         "date_histogram",
         "last_value",
         "max",

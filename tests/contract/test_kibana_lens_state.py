@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -305,3 +306,21 @@ def test_the_shape_check_is_total_on_any_json() -> None:
             assert isinstance(lens_state_problems(obj), list)
             text = to_ndjson([obj])
             assert all(isinstance(str(p), str) for p in static_check(text))
+
+
+def test_the_check_command_refuses_a_pre_8_6_lens_naming_object_and_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from thermowatch.cli import main
+
+    objects = _objects()
+    _pre_8_6_datasource(_lens(objects))
+    broken = tmp_path / "broken.ndjson"
+    broken.write_text(to_ndjson(objects), encoding="utf-8")
+    assert main(["kibana", "check", "--file", str(broken)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"broken.ndjson: {NAME}: attributes.state.datasourceStates.indexpattern: "
+        "the pre-8.6 name of formBased" in err
+    )
+    assert f"broken.ndjson: {NAME}: {FORM}: missing" in err
