@@ -138,7 +138,8 @@ class Store(Protocol):
         ...
 
     async def ensure_schema(self, *, stop: asyncio.Event | None = None) -> dict[str, Any]:
-        """Templates and the alerts index; the server's ``GET /`` answer."""
+        """Templates, and the indices (alerts; this month's readings and aggregates);
+        the server's ``GET /`` answer."""
         ...
 
     async def load_alerts(self, *, since_ms: int, stop: asyncio.Event | None = None) -> list[Alert]:

@@ -151,8 +151,13 @@ class Storage:
             self._set_available(True)
             return result
 
-    async def ensure_schema(self, *, stop: asyncio.Event | None = None) -> dict[str, Any]:
-        """Create or update the index templates and the alerts index (idempotent).
+    async def ensure_schema(
+        self, *, stop: asyncio.Event | None = None, now_ms: int | None = None
+    ) -> dict[str, Any]:
+        """Create or update the index templates, and create the indices (idempotent).
+
+        The indices (see :meth:`create_indices`) exist from the start so that a
+        Kibana data view resolves its fields before the first reading arrives.
 
         Returns the server's ``GET /`` answer (name, version, distribution).
         Waits for the server to answer; :class:`StoppedError` when ``stop`` is set meanwhile.
@@ -184,15 +189,7 @@ class Storage:
                 ),
                 stop,
             )
-        try:
-            await self._retrying(
-                "create_alerts_index",
-                lambda: self.backend.perform(search.create_index(self.names.alerts)),
-                stop,
-            )
-        except SearchError as exc:
-            if not _already_exists(exc):
-                raise
+        await self.create_indices(now_ms=now_ms, stop=stop)
         # Indices created by an earlier release (the alerts index lives for
         # ever, the current month's readings for weeks) get the fields added
         # since: with "dynamic": "strict" a document with an unmapped field is
@@ -207,6 +204,34 @@ class Storage:
                 stop,
             )
         return info
+
+    async def create_indices(
+        self, *, now_ms: int | None = None, stop: asyncio.Event | None = None
+    ) -> list[str]:
+        """Create, from their templates, the indices a reading written now would need.
+
+        The alerts index, and the readings and aggregates indices of the month
+        of ``now_ms`` (default: the wall clock). A data view whose pattern
+        matches no index shows "field not found" errors instead of empty
+        charts. An index that exists already (an earlier start, or another
+        replica creating it at the same moment: 400
+        ``resource_already_exists_exception``) is fine. Returns the names.
+        """
+        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        names = [self.names.for_ts(spec, now) for spec in INDEXES]
+        for name in names:
+            try:
+                await self._retrying(
+                    "create_index",
+                    lambda name=name: self.backend.perform(  # type: ignore[misc]
+                        search.create_index(name)
+                    ),
+                    stop,
+                )
+            except SearchError as exc:
+                if not _already_exists(exc):
+                    raise
+        return names
 
     async def write(self, items: Sequence[BulkItem], *, ordered: bool = False) -> BulkTotals:
         """Store every item (see the module docstring for the guarantee).

@@ -8,7 +8,8 @@ Four layers, each a function returning :class:`Problem` objects (empty: fine):
 * :func:`check_structure` -- unique ids, every reference resolves to an object
   of the set, every panel/layer/control has its reference, every attribute
   stored as a JSON string parses, migration versions are not newer than the
-  ones Kibana :data:`~kibana.objects.MIN_KIBANA` knows.
+  ones Kibana :data:`~kibana.objects.MIN_KIBANA` knows, every Lens object has
+  the state shape Kibana 8.9 reads (:mod:`kibana.lens_state`).
 * :func:`field_uses` -- every field a data view or visualization uses, with
   what the use needs (a date, a number, an aggregatable field).
 * :func:`check_fields` -- each use against a mapping: the processor's mapping
@@ -35,6 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from kibana.lens_state import LAYER_REFERENCE, lens_state_problems
 from kibana.saved import TYPE_MIGRATION_VERSIONS
 from stagekit.search import indices as schema
 from stagekit.search.indices import IndexNames
@@ -98,7 +100,7 @@ _OPERATION_NEEDS: Final[Mapping[str, str]] = {
 _RECORDS: Final = "___records___"
 #: ``field :`` in a KQL query (field names may be quoted).
 _KQL_FIELD: Final = re.compile(r'(?:^|[\s(])"?([@A-Za-z_][\w.@-]*)"?\s*:')
-_LAYER_REF: Final = "indexpattern-datasource-layer-"
+_LAYER_REF: Final = LAYER_REFERENCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,25 +278,24 @@ def check_structure(objects: Sequence[Mapping[str, Any]]) -> list[Problem]:
             if not obj["attributes"].get("title"):
                 problems.append(Problem(name, "data view without a title (index pattern)"))
         elif type_ == "lens":
-            _check_lens(obj, ref_names, problems)
+            _check_lens(obj, problems)
         elif type_ == "dashboard":
             _check_dashboard(obj, ref_names, problems)
     return problems
 
 
-def _check_lens(obj: Mapping[str, Any], ref_names: Counter[str], problems: list[Problem]) -> None:
+def _check_lens(obj: Mapping[str, Any], problems: list[Problem]) -> None:
+    """The 8.9 state shape (:mod:`kibana.lens_state`), then the visualization's columns."""
     name = _name(obj)
+    shape = lens_state_problems(obj)
+    problems += [Problem(name, p) for p in shape]
+    unreadable = ("attributes:", "attributes.state:", "attributes.state.datasourceStates")
+    if any(p.startswith(unreadable) for p in shape):
+        return  # the walk below reads what the shape check found missing
     layers = _lens_layers(obj)
-    if not layers:
-        problems.append(Problem(name, "no formBased layer"))
-    for layer_id, layer in layers.items():
-        if f"{_LAYER_REF}{layer_id}" not in ref_names:
-            problems.append(Problem(name, f"layer {layer_id} has no data view reference"))
-        columns = layer.get("columns", {})
-        for col in layer.get("columnOrder", []):
-            if col not in columns:
-                problems.append(Problem(name, f"layer {layer_id}: columnOrder names unknown {col}"))
     vis = obj["attributes"].get("state", {}).get("visualization", {})
+    if not isinstance(vis, dict):
+        return  # reported by the shape check
     all_columns = {c for layer in layers.values() for c in layer.get("columns", {})}
     for accessor in _accessors(vis):
         if accessor not in all_columns:
@@ -304,6 +305,8 @@ def _check_lens(obj: Mapping[str, Any], ref_names: Counter[str], problems: list[
 def _accessors(vis: Mapping[str, Any]) -> list[str]:
     out: list[str] = []
     for layer in vis.get("layers", []):
+        if not isinstance(layer, dict):
+            continue  # reported by the shape check
         out += list(layer.get("accessors", []))
         out += [layer[k] for k in ("xAccessor", "splitAccessor") if layer.get(k)]
     out += [c["columnId"] for c in vis.get("columns", []) if isinstance(c, dict)]

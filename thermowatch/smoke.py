@@ -23,6 +23,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from stagekit.kafka import create_topics, delete_topics
 from stagekit.search import Request, SearchError, SearchSettings, ThreadedBackend, make_backend
 from stagekit.search import api as search
@@ -173,23 +175,31 @@ def probe_kafka(endpoint: dict[str, Any], timeout: float = 30.0) -> Probe:
     return Probe("kafka", True, detail, time.monotonic() - t0)
 
 
-def probe_search(endpoint: dict[str, Any], timeout: float = 30.0) -> Probe:
-    """Create a document by id, find it, and see a duplicate create refused."""
+def probe_search(
+    endpoint: dict[str, Any], timeout: float = 30.0, *, backend: str = "opensearch"
+) -> Probe:
+    """Create a document by id, find it, and see a duplicate create refused.
+
+    ``backend``: ``opensearch`` or ``elasticsearch`` (the server at ``endpoint``).
+    """
     t0 = time.monotonic()
     index = f"smoke-{uuid.uuid4().hex[:10]}"
     doc = {"device_id": "s1-d01", "seq": 1, "temp_c": 21.5, "@timestamp": "2026-01-01T00:00:00Z"}
-    backend = make_backend(SearchSettings(url=endpoint["url"], timeout_s=timeout))
+    settings = msgspec.convert(
+        {"backend": backend, "url": endpoint["url"], "timeout_s": timeout}, SearchSettings
+    )
+    client = make_backend(settings)
     try:
-        first = _status(backend, search.create_doc(index, "s1-d01-1", doc, refresh=True))
-        again = _status(backend, search.create_doc(index, "s1-d01-1", doc))
-        found = backend.perform_sync(
+        first = _status(client, search.create_doc(index, "s1-d01-1", doc, refresh=True))
+        again = _status(client, search.create_doc(index, "s1-d01-1", doc))
+        found = client.perform_sync(
             search.search(index, {"query": {"term": {"device_id.keyword": "s1-d01"}}})
         )
-        _status(backend, search.delete_index(index))
+        _status(client, search.delete_index(index))
     except SearchError as exc:
         return Probe("search", False, str(exc), time.monotonic() - t0)
     finally:
-        backend.close_sync()
+        client.close_sync()
     hits = found.get("hits", {}).get("total", {}).get("value")
     if first != 201 or again != 409 or hits != 1:
         detail = f"create={first} duplicate={again} hits={hits}"
@@ -216,10 +226,14 @@ def _status(backend: ThreadedBackend, request: Request) -> int:
     return 201 if isinstance(answer, dict) and answer.get("result") == "created" else 200
 
 
-def run_all(endpoints: dict[str, dict[str, Any]]) -> list[Probe]:
-    """Every probe, in pipeline order."""
+def run_all(
+    endpoints: dict[str, dict[str, Any]], *, search_backend: str = "opensearch"
+) -> list[Probe]:
+    """Every probe, in pipeline order; the search probe on the server of ``search_backend``."""
+    from deploy.local.services import search_service
+
     return [
         probe_mqtt(endpoints["mosquitto"]),
         probe_kafka(endpoints["kafka"]),
-        probe_search(endpoints["search"]),
+        probe_search(endpoints[search_service(search_backend)], backend=search_backend),
     ]

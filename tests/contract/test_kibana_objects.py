@@ -304,7 +304,7 @@ def test_lens_layer_without_reference_or_with_unknown_accessor_is_reported() -> 
     vis = lens["attributes"]["state"]["visualization"]
     vis["layers"][0]["accessors"] = ["nope"]
     problems = messages(check_structure(objects))
-    assert "layer layer1 has no data view reference" in problems
+    assert "references: no indexpattern-datasource-layer-layer1 for layer layer1" in problems
     assert "visualization uses unknown column nope" in problems
 
 

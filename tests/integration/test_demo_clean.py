@@ -121,3 +121,31 @@ def test_clean_reports_a_service_that_is_down_and_keeps_the_run(tmp_path: Path) 
     assert report.runs == [rid]
     assert [e.split(":")[0] for e in report.errors] == ["kafka", "search"]
     assert list_runs(tmp_path) == [rid]
+
+
+def test_each_run_is_cleaned_on_the_search_server_it_wrote_to(
+    stack: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """A ``demo --search elasticsearch`` run records its server in ``run.json``:
+    its indices are looked for there, and a server that is down keeps only the
+    runs that wrote to it."""
+    import json
+
+    on_opensearch, on_elastic = _run_id(0), _run_id(60)
+    for rid in (on_opensearch, on_elastic):
+        (tmp_path / "demo" / rid).mkdir(parents=True)
+    (tmp_path / "demo" / on_elastic / "run.json").write_text(
+        json.dumps({"search_backend": "elasticsearch"}), encoding="utf-8"
+    )
+    endpoints = {**stack, "elasticsearch": {"url": "http://127.0.0.1:9"}}  # down
+    report = clean_demo_runs(tmp_path, endpoints, keep=0)
+    assert report.runs == [on_opensearch, on_elastic]
+    assert [e.split(":")[0] for e in report.errors] == ["elasticsearch"]
+    assert list_runs(tmp_path) == [on_elastic]
+    # only= names the runs to remove, whatever their age
+    (tmp_path / "demo" / on_elastic / "run.json").unlink()
+    newer = _run_id(120)
+    (tmp_path / "demo" / newer).mkdir()
+    report = clean_demo_runs(tmp_path, endpoints, keep=5, only=[newer, "unknown"])
+    assert report.runs == [newer] and report.errors == []
+    assert list_runs(tmp_path) == [on_elastic]

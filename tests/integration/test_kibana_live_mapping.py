@@ -3,16 +3,19 @@
 The processor's storage code installs its templates and writes golden
 readings, one-minute aggregates recomputed from them, and alerts (one of them
 acknowledged) under a unique index prefix. The mapping is then read back from
-OpenSearch and every field a data view, visualization or dashboard control
-uses must exist there with a compatible type.
+the server and every field a data view, visualization or dashboard control
+uses must exist there with a compatible type. Each test runs on OpenSearch
+(the stack's default) and on Elasticsearch 8 (its optional service, started
+when missing): Kibana itself reads only the latter.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +25,13 @@ import requests
 from cloud_processor.aggregates import DirtyWindows
 from cloud_processor.documents import Action, BulkItem, reading_doc, reading_id
 from cloud_processor.storage import Storage
+from deploy.local.stack import LocalStack
 from kibana.app import live_check, live_field_types_for
 from kibana.check import COMPATIBLE, check_fields, field_uses, spec_field_types
 from kibana.objects import build_objects, to_ndjson
+from stagekit.search import SearchSettings, make_backend
 from stagekit.search import api as search
 from stagekit.search.api import SearchError
-from stagekit.search.backends import OpenSearchBackend
 from stagekit.search.indices import INDEXES, IndexNames
 from telemetry_contract import Alert, AlertStatus, Reading, Rule, Severity, decode_as
 
@@ -44,11 +48,23 @@ def golden_readings() -> list[Reading]:
     ]
 
 
+@pytest.fixture(scope="module", params=["opensearch", "elasticsearch"])
+def server(request: pytest.FixtureRequest, stack: dict[str, Any]) -> Iterator[SearchSettings]:
+    """The stack's OpenSearch, then its Elasticsearch (started for this module if needed)."""
+    if request.param == "opensearch":
+        yield SearchSettings(backend="opensearch", url=stack["search"]["url"])
+        return
+    local = LocalStack()
+    result = local.up(["elasticsearch"], timeout=240.0)
+    yield SearchSettings(backend="elasticsearch", url=local.endpoints()["elasticsearch"]["url"])
+    if result["elasticsearch"] == "started" and os.environ.get("THERMOWATCH_KEEP_STACK") != "1":
+        local.down(["elasticsearch"])
+
+
 @pytest.fixture
-async def written(stack: dict[str, Any]) -> AsyncIterator[tuple[str, IndexNames]]:
+async def written(server: SearchSettings) -> AsyncIterator[tuple[SearchSettings, IndexNames]]:
     """A prefix whose indices hold real documents written by the processor's storage."""
-    url = stack["search"]["url"]
-    backend = OpenSearchBackend(url)
+    backend = make_backend(server)
     names = IndexNames(f"tk{uuid.uuid4().hex[:8]}-")
     st = Storage(backend, names, retry_initial_s=0.1, retry_max_s=1.0)
     try:
@@ -111,10 +127,13 @@ async def written(stack: dict[str, Any]) -> AsyncIterator[tuple[str, IndexNames]
         await st.acknowledge(alerts[0].alert_id, by="kibana-test", now_ms=NOW)
         for spec in INDEXES:
             await backend.perform(search.refresh(names.pattern(spec)))
-        yield url, names
+        yield server, names
     finally:
+        # By name: Elasticsearch 8 refuses wildcard deletes (destructive_requires_name).
         with contextlib.suppress(SearchError):
-            await backend.perform(search.delete_index(f"{names.prefix}*"))
+            rows = await backend.perform(search.cat_indices(f"{names.prefix}*"))
+            if rows:
+                await backend.perform(search.delete_index(",".join(r["index"] for r in rows)))
         for spec in INDEXES:
             with contextlib.suppress(SearchError):
                 await backend.perform(
@@ -132,9 +151,10 @@ def _count(url: str, pattern: str, field: str | None = None) -> int:
 
 
 async def test_every_referenced_field_exists_in_the_live_mapping_with_the_right_type(
-    written: tuple[str, IndexNames],
+    written: tuple[SearchSettings, IndexNames],
 ) -> None:
-    url, names = written
+    server, names = written
+    url = server.url
     objects = build_objects(names.prefix)
     patterns = sorted({o["attributes"]["title"] for o in objects if o["type"] == "index-pattern"})
     assert patterns == sorted(names.pattern(s) for s in INDEXES)
@@ -142,7 +162,7 @@ async def test_every_referenced_field_exists_in_the_live_mapping_with_the_right_
     for pattern in patterns:
         assert await asyncio.to_thread(_count, url, pattern) > 0, pattern
 
-    live, problems = await asyncio.to_thread(live_field_types_for, url, patterns)
+    live, problems = await asyncio.to_thread(live_field_types_for, server, patterns)
     assert problems == []
     uses = field_uses(objects)
     assert len(uses) > 40  # not vacuous: every column, time field, format and control
@@ -160,20 +180,20 @@ async def test_every_referenced_field_exists_in_the_live_mapping_with_the_right_
     for pattern, field in sorted({(u.data_view, u.field) for u in uses}):
         assert await asyncio.to_thread(_count, url, pattern, field) > 0, (pattern, field)
     # the same check through the public entry point (thermowatch kibana check --search-url)
-    assert await asyncio.to_thread(live_check, to_ndjson(objects), url) == []
+    assert await asyncio.to_thread(live_check, to_ndjson(objects), server) == []
 
 
 async def test_a_field_the_live_mapping_lacks_or_types_differently_is_reported(
-    written: tuple[str, IndexNames],
+    written: tuple[SearchSettings, IndexNames],
 ) -> None:
-    url, names = written
+    server, names = written
     objects = build_objects(names.prefix)
     lens = next(o for o in objects if o["id"] == f"{names.prefix}lens-temperature-over-time")
     layer = lens["attributes"]["state"]["datasourceStates"]["formBased"]["layers"]["layer1"]
     layer["columns"]["temp"]["sourceField"] = "temperature"
     layer["columns"]["device"]["sourceField"] = "anomaly_score"  # numeric: terms is fine
     layer["columns"]["time"]["sourceField"] = "device_id"  # keyword: not a date
-    problems = [str(p) for p in await asyncio.to_thread(live_check, to_ndjson(objects), url)]
+    problems = [str(p) for p in await asyncio.to_thread(live_check, to_ndjson(objects), server)]
     readings = names.readings_pattern
     assert problems == [
         f"lens/{lens['id']}: field temperature (column temp (average)) not in mapping of "
@@ -184,12 +204,14 @@ async def test_a_field_the_live_mapping_lacks_or_types_differently_is_reported(
 
 
 async def test_check_command_against_the_live_server(
-    written: tuple[str, IndexNames], capsys: pytest.CaptureFixture[str]
+    written: tuple[SearchSettings, IndexNames], capsys: pytest.CaptureFixture[str]
 ) -> None:
     from thermowatch.cli import main
 
-    url, names = written
+    server, names = written
+    url = server.url
     argv = ["kibana", "check", "--prefix", names.prefix, "--search-url", url]
+    argv += ["--search-backend", server.backend]
     code = await asyncio.to_thread(main, argv)
     out, err = capsys.readouterr()
     assert code == 0, err

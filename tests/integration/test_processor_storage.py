@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 from cloud_processor.aggregates import DirtyWindows
 from cloud_processor.documents import Action, BulkItem, reading_doc, reading_id
 from cloud_processor.storage import Storage
+from kibana.check import live_field_types, spec_field_types
 from stagekit.search import api as search
 from stagekit.search.api import SearchError
 from stagekit.search.backends import OpenSearchBackend
@@ -70,19 +73,42 @@ async def test_schema_setup_is_idempotent_and_mappings_exact(storage: Storage) -
     got = await storage.backend.perform(
         search.Request("GET", f"/{storage.names.readings_pattern}/_mapping")
     )
-    (mapping,) = got.values()
-    props = mapping["mappings"]["properties"]
-    assert mapping["mappings"]["dynamic"] == "strict"
-    assert props["device_id"] == {"type": "keyword"}
-    assert props["site"] == {"type": "keyword"}
-    assert props["temp_c"] == {"type": "float"}
-    assert props["anomaly_score"] == {"type": "float"}
-    assert props["@timestamp"]["type"] == "date"
-    assert props["location"] == {"type": "geo_point"}
+    # the golden readings' month, and the current month (created at start-up)
+    assert len(got) == 2, sorted(got)
+    for mapping in got.values():
+        props = mapping["mappings"]["properties"]
+        assert mapping["mappings"]["dynamic"] == "strict"
+        assert props["device_id"] == {"type": "keyword"}
+        assert props["site"] == {"type": "keyword"}
+        assert props["temp_c"] == {"type": "float"}
+        assert props["anomaly_score"] == {"type": "float"}
+        assert props["@timestamp"]["type"] == "date"
+        assert props["location"] == {"type": "geo_point"}
     alerts = await storage.backend.perform(
         search.Request("GET", f"/{storage.names.alerts}/_mapping")
     )
     assert alerts[storage.names.alerts]["mappings"]["properties"]["rule"] == {"type": "keyword"}
+
+
+async def test_start_up_creates_every_index_so_data_views_resolve_before_the_first_reading(
+    storage: Storage,
+) -> None:
+    """Kibana shows "field not found" for a data view whose pattern matches no
+    index: after start-up, before any document, every pattern matches an index
+    with every field of its definition. A second replica starting at the same
+    moment creates the same indices without an error."""
+    other = Storage(storage.backend, storage.names, retry_initial_s=0.1, retry_max_s=1.0)
+    await asyncio.gather(storage.ensure_schema(), other.ensure_schema())
+    expected = sorted(storage.names.for_ts(spec, int(time.time() * 1000)) for spec in INDEXES)
+    rows = await storage.backend.perform(search.cat_indices(f"{storage.names.prefix}*"))
+    assert sorted(r["index"] for r in rows) == expected
+    for spec in INDEXES:
+        pattern = storage.names.pattern(spec)
+        answer = await storage.backend.perform(search.get_mapping(pattern))
+        types, conflicts = live_field_types(answer)
+        assert conflicts == [] and answer, pattern
+        assert types == spec_field_types(storage.names.prefix)[pattern], pattern
+        assert await count(storage, pattern) == 0  # empty charts, not errors
 
 
 async def test_golden_readings_stored_exactly_and_never_twice(storage: Storage) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from deploy.local.errors import StackError
 from telemetry_contract import TopicKind, kafka_topics, mqtt_topic
 from thermowatch.demo import (
     demo_sites,
@@ -75,6 +77,44 @@ def test_configs_isolate_the_run_and_parse(tmp_path: Path) -> None:
     assert gw.mqtt.share_group == "" and pr.kafka.group_id == "demo-processor-r1"
     assert gw.validate() == [] and pr.validate() == []
     assert pr.rules.for_device("s1-d03", "s1").threshold_high_c == -15.0
+
+
+def test_a_run_on_elasticsearch_configures_the_processor_for_it_and_records_it(
+    tmp_path: Path,
+) -> None:
+    """``demo --search elasticsearch``: the processor, the accounting and a later
+    ``demo account`` all reach the stack's Elasticsearch service, not OpenSearch."""
+    import msgspec
+
+    from cloud_processor.config import ProcessorConfig
+    from thermowatch.demo import DemoRun
+    from thermowatch.demo.run import new_run
+
+    endpoints = {
+        "kafka": {"bootstrap": "127.0.0.1:2"},
+        "search": {"url": "http://127.0.0.1:3"},
+        "elasticsearch": {"url": "http://127.0.0.1:4"},
+    }
+    run = new_run(tmp_path, demo_sites(), 10.0, search_backend="elasticsearch")
+    pr = msgspec.convert(processor_config(run, endpoints), ProcessorConfig)
+    assert (pr.search.backend, pr.search.url) == ("elasticsearch", "http://127.0.0.1:4")
+    assert pr.validate() == []
+    settings = run.search_settings(endpoints)
+    assert (settings.backend, settings.url, settings.index_prefix) == (
+        "elasticsearch",
+        "http://127.0.0.1:4",
+        run.index_prefix,
+    )
+    run.run_dir.mkdir(parents=True)
+    run.save()
+    assert DemoRun.load(run.run_dir).search_settings(endpoints) == settings
+    # a run recorded before the option existed is an OpenSearch run
+    record = json.loads((run.run_dir / "run.json").read_text(encoding="utf-8"))
+    del record["search_backend"]
+    (run.run_dir / "run.json").write_text(json.dumps(record), encoding="utf-8")
+    assert DemoRun.load(run.run_dir).search_settings(endpoints).url == "http://127.0.0.1:3"
+    with pytest.raises(StackError, match="search backend: must be one of opensearch"):
+        new_run(tmp_path, demo_sites(), 10.0, search_backend="solr")
 
 
 def test_the_script_plays_every_planned_step_once_in_time_order() -> None:

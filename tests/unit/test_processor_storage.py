@@ -156,3 +156,61 @@ async def test_start_up_waits_for_the_server_but_stops_promptly_when_told() -> N
     stop.set()
     with pytest.raises(StoppedError):
         await st.load_alerts(since_ms=0, stop=stop)
+
+
+class ExistingIndexBackend(RecordingBackend):
+    """Index creations answered as a server answers them when ``exists`` already do."""
+
+    def __init__(self, exists: set[str], refuse: dict[str, SearchError] | None = None) -> None:
+        super().__init__(missing=set())
+        self.exists = exists
+        self.refuse = refuse or {}
+
+    async def perform(self, request: Request) -> Any:
+        name = request.path.lstrip("/")
+        if request.method == "PUT" and "/" not in name:
+            self.requests.append(request)
+            if name in self.refuse:
+                raise self.refuse[name]
+            if name in self.exists:
+                raise SearchError(
+                    f"PUT /{name}: status=400",
+                    status=400,
+                    body={"error": {"type": "resource_already_exists_exception"}},
+                )
+            return {"acknowledged": True, "index": name}
+        return await super().perform(request)
+
+
+def _created(backend: RecordingBackend) -> list[str]:
+    return [
+        r.path.lstrip("/")
+        for r in backend.requests
+        if r.method == "PUT" and "/" not in r.path.lstrip("/")
+    ]
+
+
+async def test_start_up_creates_this_months_readings_aggregates_and_the_alerts_index() -> None:
+    """A Kibana data view needs an index to resolve its fields: the processor
+    creates one per index family at start-up, for the month of "now"."""
+    backend = ExistingIndexBackend(exists=set())
+    st = Storage(backend, IndexNames("x-"))
+    await st.ensure_schema(now_ms=1_767_225_600_000)  # 2026-01-01T00:00Z
+    assert _created(backend) == ["x-readings-2026.01", "x-agg1m-2026.01", "x-alerts"]
+    # the templates are in place before the first index is created from them
+    order = [r.path for r in backend.requests]
+    last_template = max(i for i, p in enumerate(order) if p.startswith("/_index_template/"))
+    assert order.index("/x-readings-2026.01") > last_template
+
+
+async def test_an_index_that_already_exists_is_fine_other_refusals_are_not() -> None:
+    names = ["x-readings-2025.12", "x-agg1m-2025.12", "x-alerts"]
+    # an earlier start, or another replica creating them at the same moment
+    backend = ExistingIndexBackend(exists=set(names))
+    st = Storage(backend, IndexNames("x-"))
+    assert await st.create_indices(now_ms=1_767_225_599_999) == names
+    refused = SearchError("PUT /x-agg1m-2025.12: status=400 error=invalid_index_name", status=400)
+    backend = ExistingIndexBackend(exists=set(), refuse={"x-agg1m-2025.12": refused})
+    st = Storage(backend, IndexNames("x-"))
+    with pytest.raises(SearchError, match="invalid_index_name"):
+        await st.create_indices(now_ms=1_767_225_599_999)

@@ -2,7 +2,8 @@
 
 Every ``thermowatch demo`` run works under names of its own (see
 :class:`thermowatch.demo.run.DemoRun`): Kafka topics ``demo.<run id>.*``, search
-indices and index templates ``demo-<run id>-*``, a run directory
+indices and index templates ``demo-<run id>-*`` (on the search server the run
+wrote to: its ``run.json`` says which), a run directory
 ``<stack dir>/demo/<run id>/`` and a fake 1-Wire tree on ``/dev/shm``. They
 stay after the run so it can be explored (and accounted again), and would pile
 up run after run. The demo removes all but the newest run's leftovers when it
@@ -29,6 +30,8 @@ True
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import re
 import shutil
@@ -37,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deploy.local.services import SEARCH_SERVICES, search_service
 from stagekit.kafka import delete_topics, list_topics
 from stagekit.search import SearchSettings, make_backend
 from stagekit.search import api as search
@@ -133,6 +137,20 @@ def _delete_search(server: SearchSettings, run_ids: Sequence[str]) -> tuple[list
     return indices, templates
 
 
+def _by_search_backend(stack_root: Path, run_ids: Sequence[str]) -> dict[str, list[str]]:
+    """The runs grouped by the search backend in their ``run.json`` (``opensearch`` when
+    it has none: older runs, or a run that stopped before writing it)."""
+    out: dict[str, list[str]] = {}
+    for rid in run_ids:
+        backend = "opensearch"
+        with contextlib.suppress(OSError, ValueError):
+            record = json.loads((stack_root / "demo" / rid / "run.json").read_text("utf-8"))
+            if record.get("search_backend") in SEARCH_SERVICES:
+                backend = record["search_backend"]
+        out.setdefault(backend, []).append(rid)
+    return out
+
+
 def _remove_dirs(stack_root: Path, run_ids: Sequence[str]) -> list[str]:
     removed = []
     for rid in run_ids:
@@ -144,28 +162,47 @@ def _remove_dirs(stack_root: Path, run_ids: Sequence[str]) -> list[str]:
 
 
 def clean_demo_runs(
-    stack_root: Path, endpoints: dict[str, dict[str, Any]], keep: int = 1
+    stack_root: Path,
+    endpoints: dict[str, dict[str, Any]],
+    keep: int = 1,
+    *,
+    only: Sequence[str] | None = None,
 ) -> CleanReport:
-    """Remove the Kafka topics, indices, templates and files of all but ``keep`` runs.
+    """Remove the Kafka topics, indices, templates and files of all but ``keep`` runs
+    (or, with ``only``, of exactly those of these runs that have a run directory).
 
     Each kind of resource is cleaned on its own: a service that is down is
     reported in ``errors`` and its leftovers stay for the next clean (the run
     directory too, so the run is still known then).
     """
-    report = CleanReport(runs=stale_runs(list_runs(stack_root), keep))
+    known = list_runs(stack_root)
+    stale = stale_runs(known, keep) if only is None else sorted(set(only) & set(known))
+    report = CleanReport(runs=stale)
     if not report.runs:
         return report
+    kept: set[str] = set()  # runs with leftovers a service could not remove
     try:
         report.topics = asyncio.run(_delete_topics(endpoints["kafka"]["bootstrap"], report.runs))
     except Exception as exc:  # report and go on with the other kinds
         report.errors.append(f"kafka: {exc}")
-    try:
-        server = SearchSettings(url=endpoints["search"]["url"], timeout_s=30.0)
-        report.indices, report.templates = _delete_search(server, report.runs)
-    except Exception as exc:
-        report.errors.append(f"search: {exc}")
-    if not report.errors:
-        report.dirs = _remove_dirs(stack_root, report.runs)
+        kept.update(report.runs)
+    # Each run on the search server it wrote to (``demo --search``; run.json says which).
+    for backend, runs in sorted(_by_search_backend(stack_root, report.runs).items()):
+        service = search_service(backend)
+        try:
+            server = SearchSettings(
+                backend=backend,  # type: ignore[arg-type]  # a key of SEARCH_SERVICES
+                url=endpoints[service]["url"],
+                timeout_s=30.0,
+            )
+            indices, templates = _delete_search(server, runs)
+        except Exception as exc:
+            report.errors.append(f"{service}: {exc}")
+            kept.update(runs)
+            continue
+        report.indices = sorted(report.indices + indices)
+        report.templates = sorted(report.templates + templates)
+    report.dirs = _remove_dirs(stack_root, [r for r in report.runs if r not in kept])
     log.info(
         "demo clean runs=%d topics=%d indices=%d templates=%d errors=%d",
         len(report.runs),

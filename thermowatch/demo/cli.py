@@ -1,7 +1,9 @@
 """``thermowatch demo``: the main job, one command (``make demo``).
 
 1. Brings the local stack up (installing what is missing) and proves each
-   service with a real round trip (:mod:`thermowatch.smoke`).
+   service with a real round trip (:mod:`thermowatch.smoke`). With
+   ``--search elasticsearch`` the search server is the stack's optional
+   Elasticsearch 8 service (the one Kibana can read) instead of OpenSearch.
 2. Writes gateway and processor configs into a run directory
    (``<stack dir>/demo/<run id>/``; its own Kafka topic prefix, consumer group,
    index prefix, MQTT share group) and starts both as subprocesses (logs in
@@ -57,6 +59,13 @@ def register(sub: SubParsers[argparse.ArgumentParser]) -> None:
     p.add_argument("--no-web", action="store_true", help="do not serve the run's web view")
     p.add_argument(
         "--web-port", type=int, default=0, help="port of the run's web view (default: a free one)"
+    )
+    p.add_argument(
+        "--search",
+        choices=("opensearch", "elasticsearch"),
+        default="opensearch",
+        help="search server to store in: the stack's OpenSearch 2 (default) or its optional "
+        "Elasticsearch 8 service, the one Kibana reads (started when missing)",
     )
     p.set_defaults(func=_run)
     dsub = p.add_subparsers(title="demo commands", metavar="DEMO_COMMAND")
@@ -134,6 +143,7 @@ def _account(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from deploy.local.services import SERVICES, search_service
     from deploy.local.stack import LocalStack
     from thermowatch.demo.clean import clean_demo_runs
     from thermowatch.demo.live import route_logs
@@ -159,12 +169,17 @@ def _run(args: argparse.Namespace) -> int:
     console = Console()
     stack = LocalStack()
     t0 = time.monotonic()
-    with console.status("bringing the local stack up (first run downloads Kafka and OpenSearch)"):
-        stack.up(timeout=args.timeout)
+    # The default services, or with --search elasticsearch the optional
+    # Elasticsearch service in place of OpenSearch.
+    server = search_service(args.search)
+    services = [s for s in SERVICES if s != "search"] + [server]
+    downloads = "OpenSearch" if args.search == "opensearch" else "Elasticsearch"
+    with console.status(f"bringing the local stack up (first run downloads Kafka and {downloads})"):
+        stack.up(services, timeout=args.timeout)
     up_s = time.monotonic() - t0
     endpoints = stack.endpoints()
-    probes = run_all(endpoints)
-    print_probes(console, probes, endpoints, up_s)
+    probes = run_all(endpoints, search_backend=args.search)
+    print_probes(console, probes, endpoints, up_s, search_service=server)
     if not all(p.ok for p in probes):
         print("thermowatch: error: a service failed its check (see above)", file=sys.stderr)
         return 1
@@ -176,7 +191,7 @@ def _run(args: argparse.Namespace) -> int:
             f"{len(cleaned.indices)} indices"
             + (f" ({'; '.join(cleaned.errors)})" if cleaned.errors else "")
         )
-    run = new_run(stack.root, demo_sites(), args.duration)
+    run = new_run(stack.root, demo_sites(), args.duration, search_backend=args.search)
     # From here every log line goes to the run's logs/demo.log; warnings also to the terminal.
     route_logs(run.run_dir / "logs" / "demo.log")
     web = serve_web(console, run, endpoints, port=args.web_port, enabled=not args.no_web)

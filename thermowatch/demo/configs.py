@@ -52,7 +52,8 @@ def processor_config(run: DemoRun, endpoints: Mapping[str, Any]) -> dict[str, An
             "commit_interval_s": 1.0,
         },
         "search": {
-            "url": endpoints["search"]["url"],
+            "backend": run.search_backend,
+            "url": run.search_settings(endpoints).url,
             "index_prefix": run.index_prefix,
             "refresh_interval": "1s",
         },

@@ -24,9 +24,14 @@ MEASURES = (
 
 
 def print_probes(
-    console: Any, probes: Sequence[Probe], endpoints: Mapping[str, Any], up_s: float
+    console: Any,
+    probes: Sequence[Probe],
+    endpoints: Mapping[str, Any],
+    up_s: float,
+    *,
+    search_service: str = "search",
 ) -> None:
-    """One row per service check of the stack."""
+    """One row per service check of the stack (``search_service``: the search server's)."""
     from rich.table import Table
 
     table = Table(title=f"thermowatch local stack (up in {up_s:.1f} s)")
@@ -35,7 +40,7 @@ def print_probes(
     address = {
         "mosquitto": f"mqtt://{endpoints['mosquitto']['host']}:{endpoints['mosquitto']['port']}",
         "kafka": endpoints["kafka"]["bootstrap"],
-        "search": endpoints["search"]["url"],
+        "search": endpoints[search_service]["url"],
     }
     for p in probes:
         table.add_row(

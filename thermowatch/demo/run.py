@@ -8,6 +8,8 @@ the fake 1-Wire tree. ``run.json`` in the run directory keeps the record, so
 >>> run = DemoRun("r1", Path("/tmp/r1"), Path("/tmp/w1"), demo_sites(1, 2), 60.0)
 >>> run.kafka_prefix, run.index_prefix, run.group_id, run.devices
 ('demo.r1', 'demo-r1-', 'demo-processor-r1', ['s1-d01', 's1-d02'])
+>>> run.search_backend, run.search_service
+('opensearch', 'search')
 >>> run.record_incident("fire", "s1-d01", 1000, 5000)
 >>> run.incidents
 [{'kind': 'fire', 'device_id': 's1-d01', 'start_ms': 1000, 'end_ms': 5000}]
@@ -24,6 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from deploy.local.services import search_service as service_of
 from stagekit.search import IndexNames, SearchSettings
 from stagekit.settings import KafkaSettings
 
@@ -62,8 +67,11 @@ class DemoRun:
     incidents: list[dict[str, Any]] = field(default_factory=list)
     malformed_topic: str = ""
     malformed_sent: int = 0
+    #: Which search server the run writes to: ``opensearch`` or ``elasticsearch``.
+    search_backend: str = "opensearch"
 
     def __post_init__(self) -> None:
+        service_of(self.search_backend)  # refuse an unknown backend at once
         self.kafka_prefix = self.kafka_prefix or f"demo.{self.run_id}"
         self.index_prefix = self.index_prefix or f"demo-{self.run_id}-"
         self.group_id = self.group_id or f"demo-processor-{self.run_id}"
@@ -84,9 +92,18 @@ class DemoRun:
             {"kind": kind, "device_id": device_id, "start_ms": start_ms, "end_ms": end_ms}
         )
 
+    @property
+    def search_service(self) -> str:
+        """The stack service of the run's search server (``search`` or ``elasticsearch``)."""
+        return service_of(self.search_backend)
+
     def search_settings(self, endpoints: Mapping[str, Any]) -> SearchSettings:
-        """The stack's search server, under the run's index prefix."""
-        return SearchSettings(url=endpoints["search"]["url"], index_prefix=self.index_prefix)
+        """The run's search server in the stack, under the run's index prefix."""
+        url = endpoints[self.search_service]["url"]
+        return msgspec.convert(
+            {"backend": self.search_backend, "url": url, "index_prefix": self.index_prefix},
+            SearchSettings,
+        )
 
     def kafka_settings(self, endpoints: Mapping[str, Any]) -> KafkaSettings:
         """The stack's Kafka, under the run's topic prefix."""
@@ -116,7 +133,12 @@ class DemoRun:
         return {d: self.run_dir / "edge" / d / "outbox.sqlite3" for d in self.devices}
 
 
-def new_run(stack_root: Path, sites: dict[str, list[str]], duration_s: float) -> DemoRun:
+def new_run(
+    stack_root: Path,
+    sites: dict[str, list[str]],
+    duration_s: float,
+    search_backend: str = "opensearch",
+) -> DemoRun:
     """A fresh run under ``<stack_root>/demo/`` (its id starts with the UTC time)."""
     rid = time.strftime("%Y%m%d%H%M%S", time.gmtime()) + uuid.uuid4().hex[:4]
     run_dir = stack_root / "demo" / rid
@@ -128,4 +150,5 @@ def new_run(stack_root: Path, sites: dict[str, list[str]], duration_s: float) ->
         w1_dir=w1_base / f"thermowatch-demo-{rid}" / "w1",
         sites=sites,
         duration_s=duration_s,
+        search_backend=search_backend,
     )

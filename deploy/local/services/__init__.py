@@ -7,11 +7,11 @@ registry order, then the optional ones).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 from deploy.local.errors import StackError
-from deploy.local.services.base import Launch, Service, StackContext
+from deploy.local.services.base import Launch, SearchNode, Service, StackContext
 from deploy.local.services.elasticsearch import Elasticsearch
 from deploy.local.services.kafka import Kafka
 from deploy.local.services.mosquitto import Mosquitto
@@ -21,11 +21,13 @@ __all__ = [
     "KNOWN",
     "OPTIONAL_SERVICES",
     "REGISTRY",
+    "SEARCH_SERVICES",
     "SERVICES",
     "Launch",
     "Service",
     "StackContext",
     "check_names",
+    "search_service",
 ]
 
 #: Every service; a service's consumers come after it (``down`` stops in reverse order).
@@ -36,6 +38,27 @@ SERVICES: Final[tuple[str, ...]] = tuple(s.name for s in REGISTRY if not s.optio
 #: ``down`` with no names stops them too when they run.
 OPTIONAL_SERVICES: Final[tuple[str, ...]] = tuple(s.name for s in REGISTRY if s.optional)
 KNOWN: Final[tuple[str, ...]] = (*SERVICES, *OPTIONAL_SERVICES)
+#: Search backend -> the service that serves it (``thermowatch demo --search``).
+SEARCH_SERVICES: Final[Mapping[str, str]] = {
+    s.backend: s.name for s in REGISTRY if issubclass(s, SearchNode)
+}
+
+
+def search_service(backend: str) -> str:
+    """The service serving the search ``backend``; StackError naming the choices otherwise.
+
+    >>> search_service("opensearch"), search_service("elasticsearch")
+    ('search', 'elasticsearch')
+    >>> search_service("solr")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    deploy.local.errors.StackError: search backend: must be one of opensearch, ... got 'solr'
+    """
+    try:
+        return SEARCH_SERVICES[backend]
+    except KeyError:
+        choices = ", ".join(SEARCH_SERVICES)
+        raise StackError(f"search backend: must be one of {choices}, got {backend!r}") from None
 
 
 def check_names(services: Iterable[str] | None) -> list[str]:

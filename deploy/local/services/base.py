@@ -97,6 +97,9 @@ class SearchNode(Service):
     """A search server node (OpenSearch, Elasticsearch): clients use its URL;
     the node's transport port is the client port + 100."""
 
+    #: The ``search.backend`` (:class:`stagekit.search.SearchSettings`) that speaks to it.
+    backend: ClassVar[str] = "opensearch"
+
     @property
     def transport_port(self) -> int:
         return self.port + 100

@@ -77,6 +77,7 @@ class Elasticsearch(SearchNode):
     """The node on ``http://127.0.0.1:19201``, transport on the port + 100."""
 
     name = "elasticsearch"
+    backend = "elasticsearch"
     port_env = ELASTIC_PORT_ENV
     default_port = DEFAULT_ELASTIC_PORT
     # setpriv, env, the bin/elasticsearch script and the CLI JVM it execs (same
