@@ -1,0 +1,320 @@
+"""The Pi installer in a fresh Debian 12 root: the steps of the edge README, for real.
+
+A bookworm root is built with ``debootstrap`` from Debian's packages (Raspberry
+Pi OS is Debian 12 based) and cached as a tarball under ``~/.cache/thermowatch``,
+keyed by what it was built from, so only the first run pays for it. Each run
+unpacks a fresh copy, copies the checkout and a provisioning bundle in, and runs
+``deploy/pi/install.sh --bundle /root/bundle`` with ``chroot``: pip in the root
+downloads the hashed wheels from PyPI. Then, inside the root: the unit passes
+``systemd-analyze verify``, the service user and the file modes are the
+installer's, and the agent runs once as the service user with the unit's own
+command line and environment (drop-ins included) against the shared local
+stack's Mosquitto (the root shares the network namespace), on a simulated w1
+tree and mock GPIO, until its readings reach an admin subscriber.
+
+Needs root (chroot, mount) and debootstrap; ``make deps`` installs debootstrap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import stat
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from telemetry_contract import Reading, decode
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
+
+REPO = Path(__file__).resolve().parents[2]
+UNIT_NAME = "thermowatch-edge.service"
+SERVICE_USER = "thermowatch"
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+PACKAGES = ("python3", "python3-venv", "python3-pip", "systemd", "ca-certificates")
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "thermowatch"
+# What the checkout copy leaves out: build output, caches, the local stack's data.
+COPY_IGNORE = shutil.ignore_patterns(
+    ".git", ".venv", ".stack", "__pycache__", "*.egg-info", "build", ".mypy_cache",
+    ".ruff_cache", ".pytest_cache", "node_modules", "*.pyc",
+)  # fmt: skip
+# Debian's own sbin/bin: the root's tools, never the host's (a venv, pyenv).
+ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def root_tarball() -> Path:
+    """The cached bookworm root (debootstrap, minbase + PACKAGES), built on first use."""
+    arch = subprocess.run(
+        ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    key = hashlib.sha256(
+        json.dumps([SUITE, MIRROR, "minbase", arch, sorted(PACKAGES)]).encode()
+    ).hexdigest()[:16]
+    tarball = CACHE / f"debootstrap-{SUITE}-{arch}-{key}.tar.zst"
+    if tarball.exists():
+        return tarball
+    CACHE.mkdir(parents=True, exist_ok=True)
+    build = CACHE / f"debootstrap-{key}.building-{os.getpid()}"
+    shutil.rmtree(build, ignore_errors=True)
+    started = time.monotonic()
+    try:
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+             SUITE, str(build / "root"), MIRROR],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        took = time.monotonic() - started
+        print(f"debootstrap {SUITE} ({arch}): {took:.1f} s")
+        partial = tarball.with_suffix(".partial")
+        subprocess.run(
+            ["tar", "--zstd", "-C", str(build / "root"), "-cf", str(partial), "."], check=True
+        )
+        partial.rename(tarball)
+    except subprocess.CalledProcessError as exc:
+        raise AssertionError(f"{exc.cmd[0]} failed:\n{exc.stdout}\n{exc.stderr}") from exc
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    return tarball
+
+
+@contextmanager
+def fresh_root(workdir: Path) -> Iterator[Path]:
+    """A fresh copy of the cached root, with /proc and /dev mounted; unmounted in the end."""
+    root = workdir / "root"
+    root.mkdir()
+    subprocess.run(["tar", "--zstd", "-C", str(root), "-xf", str(root_tarball())], check=True)
+    # Trust what this machine trusts (an HTTPS proxy's CA), and resolve names as it does.
+    for crt in Path("/usr/local/share/ca-certificates").glob("*.crt"):
+        shutil.copy(crt, root / "usr/local/share/ca-certificates" / crt.name)
+    shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
+    mounts: list[Path] = []
+    try:
+        for args, target in (
+            (["-t", "proc", "proc"], root / "proc"),
+            (["--bind", "/dev"], root / "dev"),
+        ):
+            subprocess.run(["mount", *args, str(target)], check=True)
+            mounts.append(target)
+        in_root(root, ["update-ca-certificates"])
+        yield root
+    finally:
+        unmounted = True
+        for target in reversed(mounts):
+            if subprocess.run(["umount", str(target)], check=False).returncode != 0:
+                unmounted = False
+                subprocess.run(["umount", "--lazy", str(target)], check=False)
+        if unmounted:  # never delete through a mount that is still there (/dev)
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def in_root(
+    root: Path, argv: list[str], env: dict[str, str] | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` inside ``root`` with a clean environment; fail with its output."""
+    base = {"PATH": ROOT_PATH, "HOME": "/root", "LANG": "C.UTF-8"}
+    cmd = ["chroot", str(root), "/usr/bin/env", "-i", *_pairs({**base, **(env or {})}), *argv]
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, check=False
+    )  # fmt: skip
+    assert out.returncode == 0, f"{argv} exited {out.returncode}:\n{out.stdout}\n{out.stderr}"
+    return out
+
+
+def _pairs(env: dict[str, str]) -> list[str]:
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def unit_command(root: Path, directive: str) -> list[str]:
+    """The unit's ``directive`` command line (e.g. ExecStart), as systemd splits it."""
+    text = (root / "etc/systemd/system" / UNIT_NAME).read_text()
+    (line,) = re.findall(rf"^{directive}=(.+)$", text, re.MULTILINE)
+    return shlex.split(line)
+
+
+def unit_environment(root: Path, credentials: str) -> dict[str, str]:
+    """Environment= of the unit, then of its drop-ins (later wins), ``%d`` expanded."""
+    unit = root / "etc/systemd/system" / UNIT_NAME
+    files = [unit, *sorted((unit.parent / f"{UNIT_NAME}.d").glob("*.conf"))]
+    env: dict[str, str] = {}
+    for path in files:
+        for value in re.findall(r"^Environment=(.+)$", path.read_text(), re.MULTILINE):
+            for pair in shlex.split(value):
+                key, _, val = pair.partition("=")
+                env[key] = val.replace("%d", credentials)
+    return env
+
+
+def make_bundle(bundle: Path, mq: dict[str, Any], site: str, device: str) -> None:
+    """A provisioning bundle for ``device``: edge.toml + edge.password (0600)."""
+    bundle.mkdir(mode=0o700)
+    (bundle / "edge.toml").write_text(
+        f'[device]\ndevice_id = "{device}"\nsite = "{site}"\n\n'
+        f'[mqtt]\nhost = "{mq["host"]}"\nport = {mq["port"]}\nusername = "{device}"\n'
+        f'client_id = "tw-edge-{device}-{site}"\n'
+    )
+    password = bundle / "edge.password"
+    password.write_text(mq["users"][device] + "\n")
+    password.chmod(0o600)
+
+
+class Subscriber:
+    """The stack's admin user, subscribed to one device's topics."""
+
+    def __init__(self, mq: dict[str, Any], topic: str) -> None:
+        self.readings: list[Reading] = []
+        self._lock = threading.Lock()
+        ready = threading.Event()
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"pi-it-{uuid.uuid4().hex[:8]}"
+        )
+        self.client.username_pw_set("admin", mq["users"]["admin"])
+        self.client.on_subscribe = lambda *_a: ready.set()
+        self.client.on_connect = lambda c, *_a: c.subscribe(topic, qos=1)
+        self.client.on_message = self._on_message
+        self.client.connect(mq["host"], mq["port"])
+        self.client.loop_start()
+        assert ready.wait(20), "admin subscriber: no SUBACK"
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        if msg.topic.endswith("/telemetry") and msg.payload:
+            message = decode(msg.payload)
+            if isinstance(message, Reading):
+                with self._lock:
+                    self.readings.append(message)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.readings)
+
+    def clear_retained(self, topic: str) -> None:
+        self.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def wait_for(cond: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return bool(cond())
+
+
+def test_installer_in_a_fresh_debian_root(stack: dict[str, Any], tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("missing prerequisite: root (chroot and mount build the Debian root)")
+    if shutil.which("debootstrap") is None:
+        pytest.skip("missing prerequisite: debootstrap (apt-get install debootstrap)")
+    if platform.machine() not in ("x86_64", "aarch64"):
+        pytest.skip(f"{platform.machine()}: the hashed wheel set has no wheels for it")
+    mq = stack["mosquitto"]
+    site = f"pi{uuid.uuid4().hex[:8]}"
+    device = "dev-test-2"
+    with fresh_root(tmp_path) as root:
+        # The edge README's steps: a bundle, copied to the device, the installer run with it.
+        make_bundle(root / "root/bundle", mq, site, device)
+        shutil.copytree(REPO, root / "root/thermowatch", ignore=COPY_IGNORE)
+        installer = "/root/thermowatch/deploy/pi/install.sh"
+        install = in_root(root, [installer, "--bundle", "/root/bundle"])
+        log = install.stdout + install.stderr
+        print(log)
+        assert "systemd is not running here" in log, log
+        assert "GPIO outputs use mock pins" in log, log
+
+        # Every pinned wheel installed at its pinned version; nothing else from PyPI.
+        requirements = (REPO / "deploy/pi/requirements-edge.txt").read_text()
+        pinned = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", requirements, re.MULTILINE))
+        venv_pip = "/opt/thermowatch/venv/bin/pip"
+        frozen = json.loads(in_root(root, [venv_pip, "list", "--local", "--format=json"]).stdout)
+        installed = {p["name"].lower().replace("_", "-"): p["version"] for p in frozen}
+        for name, version in pinned.items():
+            assert installed.get(name.lower()) == version, (name, version, installed)
+        assert installed["thermowatch"] == "0.1.0"
+        extra = set(installed) - {n.lower() for n in pinned} - {"thermowatch", "pip"}
+        assert not extra, f"installed without a hash: {extra}"
+
+        # The service user, the file modes, the unit enabled and verified.
+        # The root's own /etc/passwd (the host's has no such user).
+        passwd = (root / "etc/passwd").read_text()
+        (entry,) = [ln for ln in passwd.splitlines() if ln.startswith(f"{SERVICE_USER}:")]
+        _, _, uid, gid, _, home, shell = entry.split(":")
+        assert int(uid) < 1000, entry  # a system user
+        assert (home, shell) == ("/var/lib/thermowatch-edge", "/usr/sbin/nologin")
+        conf, password = root / "etc/thermowatch/edge.toml", root / "etc/thermowatch/edge.password"
+        mode = conf.stat()
+        assert (stat.S_IMODE(mode.st_mode), mode.st_uid, mode.st_gid) == (0o640, 0, int(gid))
+        mode = password.stat()
+        assert (stat.S_IMODE(mode.st_mode), mode.st_uid, mode.st_gid) == (0o600, 0, 0)
+        wants = root / "etc/systemd/system/multi-user.target.wants" / UNIT_NAME
+        assert wants.is_symlink() and os.readlink(wants) == f"/etc/systemd/system/{UNIT_NAME}"
+        verify = in_root(root, ["systemd-analyze", "verify", f"/etc/systemd/system/{UNIT_NAME}"])
+        assert verify.stderr.strip() == "", verify.stderr
+
+        # The agent once, as systemd would start it: the service user, the unit's command
+        # lines and environment; the credential and state directory laid out like systemd's.
+        creds = root / "run/credentials" / UNIT_NAME
+        creds.mkdir(parents=True)
+        shutil.copy(password, creds / "mqtt-password")
+        state = root / "var/lib/thermowatch-edge"
+        state.mkdir(mode=0o750, exist_ok=True)
+        w1 = root / "var/lib/thermowatch-sim/w1"
+        shutil.copytree(REPO / "tests/fixtures/w1/ok", w1)
+        for path in (creds, creds / "mqtt-password", state):
+            os.chown(path, int(uid), int(gid))
+        env = {
+            **unit_environment(root, f"/run/credentials/{UNIT_NAME}"),
+            "STATE_DIRECTORY": "/var/lib/thermowatch-edge",
+            # Simulated sensors: the DS18B20 reader on a fake w1 tree; a faster round.
+            "THERMOWATCH_EDGE__SENSORS__W1_ROOT": "/var/lib/thermowatch-sim/w1",
+            "THERMOWATCH_EDGE__SAMPLING__INTERVAL_S": "0.2",
+        }
+        assert env["GPIOZERO_PIN_FACTORY"] == "mock"  # the installer's drop-in
+        as_user = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups", "--"]
+        in_root(root, [*as_user, *unit_command(root, "ExecStartPre")], env=env)
+        topic = f"thermowatch/{site}/{device}"
+        admin = Subscriber(mq, f"{topic}/#")
+        base = {"PATH": ROOT_PATH, "HOME": "/var/lib/thermowatch-edge", "LANG": "C.UTF-8"}
+        agent = subprocess.Popen(
+            ["chroot", str(root), "/usr/bin/env", "-i", *_pairs({**base, **env}),
+             *as_user, *unit_command(root, "ExecStart")],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            assert wait_for(lambda: admin.count() >= 5 or agent.poll() is not None, 120)
+            assert agent.poll() is None, agent.communicate()[0]
+            agent.send_signal(signal.SIGTERM)
+            out, _ = agent.communicate(timeout=60)
+            assert agent.returncode == 0, out
+            assert "event=agent_stopped" in out, out
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+                agent.communicate()
+            admin.clear_retained(f"{topic}/status")
+            admin.close()
+        readings = admin.readings
+        assert all(r.device_id == device and r.site == site for r in readings)
+        assert sorted({r.seq for r in readings})[:5] == list(range(5))
+        # The state the agent wrote belongs to the service user.
+        outbox = state / "outbox.sqlite3"
+        assert outbox.exists() and outbox.stat().st_uid == int(uid)
