@@ -256,7 +256,17 @@ class FleetSimulator:
         """The config of the agent of simulated device ``dev``, from the template ``base``.
 
         Its own identity (MQTT user = device id), state directory and w1 root;
-        no host sensor and no GPIO (many agents share one process).
+        no host sensor and no GPIO (many agents share one process). A
+        ``{device_id}`` in the template's ``mqtt.password_file`` becomes the
+        device's id, so each agent reads its own password (``thermowatch
+        devices add`` gives every device its own).
+
+        >>> from edge_agent.config import loads_config
+        >>> sim = FleetSimulator(Scenario.from_toml('[fleet]\\ndevices = 1\\n'))
+        >>> base = loads_config('[mqtt]\\npassword_file = "b/{device_id}/edge.password"\\n')
+        >>> cfg = sim.agent_config(base, Path("w1"), sim.devices[0])
+        >>> cfg.mqtt.username, cfg.mqtt.password_file
+        ('sim-d001', 'b/sim-d001/edge.password')
         """
         return msgspec.structs.replace(
             base,
@@ -269,7 +279,12 @@ class FleetSimulator:
             sensors=msgspec.structs.replace(
                 base.sensors, w1_root=str(self.device_root(out, dev.device_id)), host_enabled=False
             ),
-            mqtt=msgspec.structs.replace(base.mqtt, username=dev.device_id, client_id=""),
+            mqtt=msgspec.structs.replace(
+                base.mqtt,
+                username=dev.device_id,
+                client_id="",
+                password_file=base.mqtt.password_file.replace("{device_id}", dev.device_id),
+            ),
             gpio=msgspec.structs.replace(base.gpio, enabled=False),
         )
 
@@ -335,7 +350,8 @@ class FleetSimulator:
             if on_step is not None:
                 on_step(step)
             if realtime:
-                delay = t0 + (step + 1) * self.scenario.interval_s - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+                # In short naps, so that a stop (SIGTERM) ends a slow scenario at once.
+                due = t0 + (step + 1) * self.scenario.interval_s
+                while not should_stop() and (delay := due - time.monotonic()) > 0:
+                    time.sleep(min(delay, 0.2))
         return written

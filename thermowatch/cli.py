@@ -22,6 +22,7 @@ __all__ = ["build_parser", "main"]
 _COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("telemetry_contract.cli", "contract", ""),
     ("deploy.local.cli", "stack", "dev"),
+    ("thermowatch.devices", "devices", "dev"),
     ("edge_agent.__main__", "edge", "edge"),
     ("gateway.__main__", "gateway", "gateway"),
     ("cloud_processor.__main__", "processor", "cloud"),

@@ -3,7 +3,11 @@
 The file is the source of truth: Mosquitto's password file is rebuilt from it
 at every start and updated with it by ``add_mqtt_user``. Fixed service
 accounts, four test devices and the demo fleet get random passwords the first
-time anyone asks; any other device is added later.
+time anyone asks; any other device is added later (``thermowatch devices add``).
+
+Format: ``{"mqtt": {user: password}, "sites": {device_id: site}}``. ``sites``
+holds the devices added with a site; a file without it (written before sites
+were recorded) reads as no sites, and every write keeps it.
 """
 
 from __future__ import annotations
@@ -93,11 +97,30 @@ class Credentials:
         self.save(users)
         return users
 
-    def save(self, users: dict[str, str]) -> None:
-        """Replace the users. The caller holds :meth:`locked`."""
-        write_private(self.path, json.dumps({"mqtt": users}, indent=2) + "\n")
+    def load_sites(self) -> dict[str, str]:
+        """``{device_id: site}`` of the devices added with a site.
+
+        The caller holds :meth:`locked`."""
+        if not self.path.exists():
+            return {}
+        data = json.loads(self.path.read_text(encoding="utf-8"))
+        sites: dict[str, str] = dict(data.get("sites", {}))
+        return sites
+
+    def save(self, users: dict[str, str], sites: dict[str, str] | None = None) -> None:
+        """Replace the users (and the sites; None keeps the stored ones of users that
+        remain). The caller holds :meth:`locked`."""
+        kept = self.load_sites() if sites is None else sites
+        kept = {name: site for name, site in kept.items() if name in users}
+        write_private(self.path, json.dumps({"mqtt": users, "sites": kept}, indent=2) + "\n")
 
     def all(self) -> dict[str, str]:
         """The users, read under the lock."""
         with self.locked():
             return self.load()
+
+    def sites(self) -> dict[str, str]:
+        """``{device_id: site}``, read under the lock."""
+        with self.locked():
+            self.load()  # generates the file on first use, like all()
+            return self.load_sites()

@@ -34,7 +34,9 @@ from typing import Any, Final
 from deploy.local.credentials import SERVICE_USERS as SERVICE_USERS
 from deploy.local.credentials import TEST_DEVICES as TEST_DEVICES
 from deploy.local.credentials import Credentials, demo_fleet
-from deploy.local.errors import StackError
+from deploy.local.errors import StackError as StackError
+from deploy.local.errors import UnknownUserError as UnknownUserError
+from deploy.local.errors import UserExistsError as UserExistsError
 from deploy.local.install import MVN_DEPENDENCY_PLUGIN as MVN_DEPENDENCY_PLUGIN
 from deploy.local.layout import CACHE_DIR_ENV, STACK_DIR_ENV, StackLayout, StateFile
 from deploy.local.layout import HOST as HOST
@@ -78,6 +80,8 @@ __all__ = [
     "STACK_DIR_ENV",
     "LocalStack",
     "StackError",
+    "UnknownUserError",
+    "UserExistsError",
     "demo_fleet",
     "free_port",
 ]
@@ -308,9 +312,38 @@ class LocalStack:
         gives a user the device rules, so ``name`` should be the device id.
         Waits until the new login works when the broker is running.
         """
+        return self._mosquitto.add_user(name, password)
+
+    def add_device(self, device_id: str, site: str) -> str:
+        """Add a new device user with a random password and record its site.
+
+        Returns the password; :class:`UserExistsError` when the user exists.
+        """
+        return self._mosquitto.add_user(device_id, site=site, new_only=True)
+
+    def rotate_device(self, device_id: str) -> str:
+        """A new random password for an existing device user (site kept); returns it.
+
+        :class:`UnknownUserError` when there is no such user.
+        """
+        return self._mosquitto.add_user(device_id, existing_only=True)
+
+    def remove_mqtt_user(self, name: str) -> None:
+        """Remove an MQTT user; a running broker refuses its next login.
+
+        :class:`UnknownUserError` when there is no such user.
+        """
+        self._mosquitto.remove_user(name)
+
+    def device_sites(self) -> dict[str, str]:
+        """``{device_id: site}`` of the devices added with a site."""
+        return self._credentials.sites()
+
+    @property
+    def _mosquitto(self) -> Mosquitto:
         mosquitto = self._services[Mosquitto.name]
         assert isinstance(mosquitto, Mosquitto)
-        return mosquitto.add_user(name, password)
+        return mosquitto
 
     def log_tail(self, name: str, lines: int = 30) -> list[str]:
         """The last ``lines`` lines of the service's log file."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from deploy.local.credentials import check_user_name, new_password
-from deploy.local.errors import StackError
+from deploy.local.errors import StackError, UnknownUserError, UserExistsError
 from deploy.local.install import apt_install, is_root, run, tool, which
 from deploy.local.layout import TEMPLATE_DIR, render
 from deploy.local.process import poll_until, port_open
@@ -104,33 +104,78 @@ class Mosquitto(Service):
     def probe(self, timeout: float) -> bool:
         return self.login("admin", self.ctx.credentials.all()["admin"], timeout)
 
-    def add_user(self, name: str, password: str | None = None) -> str:
+    def add_user(
+        self,
+        name: str,
+        password: str | None = None,
+        *,
+        site: str | None = None,
+        new_only: bool = False,
+        existing_only: bool = False,
+    ) -> str:
         """Add (or re-password) a user; a running broker reloads and the login is awaited.
 
-        Returns the password (a random one when ``password`` is None).
+        Returns the password (a random one when ``password`` is None). ``site``
+        is recorded with the user (None keeps the recorded one). ``new_only``:
+        a :class:`UserExistsError` instead of a new password for a known user;
+        ``existing_only``: an :class:`UnknownUserError` instead of a new user
+        (both checked under the credentials lock).
         """
         check_user_name(name)
         pw = password if password is not None else new_password()
         credentials = self.ctx.credentials
         with credentials.locked():
             users = credentials.load()
+            if new_only and name in users:
+                raise UserExistsError(name)
+            if existing_only and name not in users:
+                raise UnknownUserError(name)
             users[name] = pw
-            credentials.save(users)
-            passwd = self._passwd_file
-            running = False
-            if passwd.exists():
-                run(
-                    [tool("mosquitto_passwd"), "-b", str(passwd), name, pw],
-                    what=f"mosquitto_passwd {name}",
-                    secret=True,
-                )
-                # Mosquitto re-reads its password and ACL files on SIGHUP.
-                running = self.process.signal(signal.SIGHUP)
+            sites = credentials.load_sites()
+            if site is not None:
+                sites[name] = site
+            credentials.save(users, sites)
+            running = self._update_passwd_file(name, pw)
         # The reload happens in the broker's main loop: wait until it took.
         if running and not poll_until(lambda: self.login(name, pw, 3.0), 15.0, 0.2):
             raise StackError(f"add_mqtt_user: {name} cannot log in after reload")
         logger.info("mqtt user added user=%s", name)
         return pw
+
+    def remove_user(self, name: str) -> str:
+        """Remove a user; a running broker reloads and the refused login is awaited.
+
+        Returns the removed user's old password; :class:`UnknownUserError` when
+        there is no such user. A client already connected as ``name`` keeps its
+        connection until it disconnects (Mosquitto checks passwords at connect).
+        """
+        credentials = self.ctx.credentials
+        with credentials.locked():
+            users = credentials.load()
+            if name not in users:
+                raise UnknownUserError(name)
+            old = users.pop(name)
+            credentials.save(users)
+            running = self._update_passwd_file(name, None)
+        if running and not poll_until(lambda: not self.login(name, old, 3.0), 15.0, 0.2):
+            raise StackError(f"remove_mqtt_user: {name} can still log in after reload")
+        logger.info("mqtt user removed user=%s", name)
+        return old
+
+    def _update_passwd_file(self, name: str, password: str | None) -> bool:
+        """Set (``password`` None: delete) ``name`` in a running broker's password
+        file, then SIGHUP it. True when a running broker was told to reload.
+        The caller holds the credentials lock."""
+        passwd = self._passwd_file
+        if not passwd.exists():
+            return False
+        if password is None:
+            tail = ["-D", str(passwd), name]
+        else:
+            tail = ["-b", str(passwd), name, password]
+        run([tool("mosquitto_passwd"), *tail], what=f"mosquitto_passwd {name}", secret=True)
+        # Mosquitto re-reads its password and ACL files on SIGHUP.
+        return self.process.signal(signal.SIGHUP)
 
     def login(self, user: str, password: str, timeout: float) -> bool:
         """True when an MQTT v5 connect as ``user`` gets a successful CONNACK."""

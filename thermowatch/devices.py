@@ -1,0 +1,367 @@
+"""``thermowatch devices add|remove|list|rotate``: MQTT users of the local stack for edge devices.
+
+A device logs in to the broker with its device id as user name (the ACL lets it
+write only under ``thermowatch/<site>/<device_id>/``). ``add`` creates the user
+with a random password, records its site in the stack's ``credentials.json``
+and writes an **edge config bundle**, a directory holding:
+
+* ``edge.toml``: a complete edge config for the device (identity, this
+  stack's broker, a state directory, and by default a simulated probe and
+  gpiozero's mock pins so that it runs on any machine);
+* ``edge.password``: the MQTT password (the config only names the file);
+* ``README.txt``: how to run it here or install it on a Raspberry Pi.
+
+Both secret-bearing files are created with mode 0600 (``os.open``, never a
+``chmod`` afterwards, so they are never readable by others, not even briefly).
+The compose deployment has no such command: there a device is added with
+``mosquitto_passwd`` in the broker's container (``deploy/local/README.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import tomli_w
+
+from telemetry_contract.messages import DEVICE_ID_PATTERN
+
+__all__ = [
+    "BUNDLE_FILES",
+    "DeviceError",
+    "bundle_config_text",
+    "check_device_id",
+    "check_site",
+    "register",
+    "write_bundle",
+]
+
+#: What ``add`` writes in the bundle directory (the first two with mode 0600).
+BUNDLE_FILES: Final = ("edge.toml", "edge.password", "README.txt")
+#: The simulated probe's id (a DS18B20 family code 28, a made-up serial).
+SIM_PROBE: Final = "28-00000000cafe"
+#: The simulated probe's steady temperature (a cold room).
+SIM_TEMP_C: Final = 4.0
+#: Where ``deploy/pi/install.sh`` puts the password (a systemd credential's source).
+PI_PASSWORD_FILE: Final = "/etc/thermowatch/edge.password"  # noqa: S105 - a path
+
+Sensor = Literal["simulated", "w1"]
+_ID = re.compile(DEVICE_ID_PATTERN)
+
+
+class DeviceError(ValueError):
+    """A device command's input is wrong; the message names the argument.
+
+    The command line prints it as ``thermowatch: error: <message>`` (exit 1).
+    """
+
+
+def check_device_id(device_id: str, service_users: tuple[str, ...]) -> str:
+    """``device_id`` when the contract and the broker accept it as a device.
+
+    >>> check_device_id("s1-d01", ("admin",))
+    's1-d01'
+    >>> check_device_id("admin", ("admin", "gateway"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    thermowatch.devices.DeviceError: device_id: 'admin' is a service account ..., not a device
+    """
+    if not _ID.fullmatch(device_id):
+        raise DeviceError(
+            f"device_id: must be 1-64 letters, digits, '_', '.' or '-', starting with a "
+            f"letter or digit, got {device_id!r}"
+        )
+    if device_id in service_users:
+        raise DeviceError(
+            f"device_id: {device_id!r} is a service account of the stack "
+            f"({', '.join(service_users)}), not a device"
+        )
+    return device_id
+
+
+def check_site(site: str) -> str:
+    """``site`` when it matches the contract's id pattern (it is a topic level).
+
+    >>> check_site("lab")
+    'lab'
+    >>> check_site("a/b")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    thermowatch.devices.DeviceError: --site: must be 1-64 letters, digits, ..., got 'a/b'
+    """
+    if not _ID.fullmatch(site):
+        raise DeviceError(
+            f"--site: must be 1-64 letters, digits, '_', '.' or '-', starting with a "
+            f"letter or digit, got {site!r}"
+        )
+    return site
+
+
+def _toml(value: str | int) -> str:
+    """One TOML value, quoted and escaped by tomli-w (not by hand)."""
+    return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
+
+
+def bundle_config_text(
+    device_id: str, site: str, host: str, port: int, out: Path, sensor: Sensor = "simulated"
+) -> str:
+    """The bundle's ``edge.toml`` (``out`` absolute: the agent may start anywhere)."""
+    run_here = f"thermowatch edge run -c {out / 'edge.toml'}"
+    lines = [
+        f"# thermowatch edge agent {site}/{device_id}, written by `thermowatch devices add`.",
+        f"# Run it here:  {run_here}",
+        f"# On a Pi:      sudo deploy/pi/install.sh --bundle {out}",
+        "",
+        "[device]",
+        f"device_id = {_toml(device_id)}",
+        f"site = {_toml(site)}",
+    ]
+    if sensor == "simulated":
+        lines += [
+            "# Outbox and detector state (on a Pi, systemd's StateDirectory= wins).",
+            f"state_dir = {_toml(str(out / 'state'))}",
+            "",
+            "[sensors]",
+            "# A simulated DS18B20: a fake 1-Wire tree in this bundle holding one steady",
+            f'# value ({SIM_TEMP_C} °C). Real probes: w1_root = "/sys/bus/w1/devices".',
+            f"w1_root = {_toml(str(out / 'w1'))}",
+            "# A steady simulated value is not a stuck probe (600 on real hardware).",
+            "stuck_after = 0",
+            "",
+            "[gpio]",
+            '# No GPIO hardware here: gpiozero\'s mock pins ("" on a Pi: lgpio).',
+            'pin_factory = "mock"',
+        ]
+    password_file = out / "edge.password" if sensor == "simulated" else Path(PI_PASSWORD_FILE)
+    lines += [
+        "",
+        "[mqtt]",
+        f"host = {_toml(host)}",
+        f"port = {_toml(port)}",
+        f"username = {_toml(device_id)}",
+        "# The password is not in this file. On a Pi the systemd unit passes",
+        f"# {PI_PASSWORD_FILE} as a credential instead ($THERMOWATCH_EDGE__MQTT__PASSWORD_FILE).",
+        f"password_file = {_toml(str(password_file))}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _readme_text(device_id: str, site: str, out: Path, host: str) -> str:
+    return f"""Edge config bundle of device {device_id} (site {site}).
+
+  edge.toml      the agent's config (no password in it)
+  edge.password  the MQTT password (keep it secret: mode 0600)
+
+Run the agent here, against the local stack (simulated probe, mock GPIO):
+
+  thermowatch edge run -c {out / "edge.toml"}
+
+Install it on a Raspberry Pi (copy this directory and a checkout there first,
+e.g. scp -r {out} pi@raspberrypi:), then on the Pi:
+
+  sudo deploy/pi/install.sh --bundle {out.name}
+
+The broker address in edge.toml is {host}: a Pi needs an address of this
+machine it can reach (thermowatch devices add ... --mqtt-host ADDRESS).
+A new password: thermowatch devices rotate {device_id} --out {out}
+"""
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create ``path`` with mode 0600 from the start (O_EXCL: never over another file)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def _replace_private(path: Path, text: str) -> None:
+    """Replace ``path`` atomically by a file created with mode 0600."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    _write_private(tmp, text)
+    tmp.replace(path)
+
+
+def check_bundle_dir(out: Path) -> Path:
+    """``out`` made absolute; :class:`DeviceError` when it already holds a bundle file."""
+    out = out.expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise DeviceError(f"--out: {out} exists and is not a directory")
+    for name in BUNDLE_FILES:
+        if (out / name).exists():
+            raise DeviceError(f"--out: {out / name} exists already; choose another --out")
+    return out
+
+
+def write_bundle(
+    out: Path,
+    device_id: str,
+    site: str,
+    password: str,
+    *,
+    host: str,
+    port: int,
+    sensor: Sensor = "simulated",
+) -> Path:
+    """Write the edge config bundle into ``out`` (created 0700 if missing); returns it.
+
+    The config is parsed and validated by the edge agent's own loader before
+    anything is written.
+    """
+    from edge_agent.config import loads_config
+    from edge_agent.simulate import w1_slave_text
+
+    out = check_bundle_dir(out)
+    text = bundle_config_text(device_id, site, host, port, out, sensor)
+    loads_config(text, env={})  # raises ConfigError naming the key
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _write_private(out / "edge.toml", text)
+    _write_private(out / "edge.password", password + "\n")
+    (out / "README.txt").write_text(_readme_text(device_id, site, out, host), encoding="utf-8")
+    if sensor == "simulated":
+        probe = out / "w1" / SIM_PROBE
+        probe.mkdir(parents=True, exist_ok=True)
+        (probe / "w1_slave").write_text(w1_slave_text(SIM_TEMP_C), encoding="utf-8")
+    return out
+
+
+# ------------------------------------------------------------------ command line
+def register(subparsers: Any) -> None:
+    """Add the ``devices`` sub-command to an argparse ``add_subparsers()`` object."""
+    devices = subparsers.add_parser(
+        "devices",
+        help="add, remove, list edge devices (MQTT users) of the local stack",
+        description="Edge devices of the local stack: each is an MQTT user named by its "
+        "device id, with a random password kept in the stack's credentials.json. "
+        "See deploy/local/README.md.",
+    )
+    devices.set_defaults(func=lambda _args: devices.print_help(sys.stderr) or 1)
+    actions = devices.add_subparsers(dest="devices_action", metavar="ACTION")
+
+    add = actions.add_parser(
+        "add", help="a new device: MQTT user + edge config bundle (edge.toml, edge.password)"
+    )
+    add.add_argument("device_id", metavar="DEVICE_ID", help="the device id (its MQTT user)")
+    add.add_argument("--site", required=True, help="the site the device belongs to")
+    add.add_argument("--out", type=Path, help="bundle directory (default: ./DEVICE_ID)")
+    add.add_argument(
+        "--mqtt-host", help="broker address written in edge.toml (default: the stack's, 127.0.0.1)"
+    )
+    add.add_argument(
+        "--sensor",
+        choices=("simulated", "w1"),
+        default="simulated",
+        help="simulated: a fake probe and mock GPIO pins in the bundle, runs anywhere; "
+        "w1: real DS18B20 probes and GPIO on a Pi (default: %(default)s)",
+    )
+    add.set_defaults(func=_add)
+
+    remove = actions.add_parser("remove", help="remove a device: its next login is refused")
+    remove.add_argument("device_id", metavar="DEVICE_ID")
+    remove.set_defaults(func=_remove)
+
+    listing = actions.add_parser("list", help="the devices and their sites (no passwords)")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(func=_list)
+
+    rotate = actions.add_parser("rotate", help="a new password for a device")
+    rotate.add_argument("device_id", metavar="DEVICE_ID")
+    rotate.add_argument(
+        "--out",
+        type=Path,
+        help="bundle directory whose edge.password to replace (default: ./DEVICE_ID)",
+    )
+    rotate.set_defaults(func=_rotate)
+
+
+def _stack() -> Any:
+    from deploy.local.stack import LocalStack
+
+    return LocalStack()
+
+
+def _add(args: argparse.Namespace) -> int:
+    from deploy.local.stack import SERVICE_USERS, UserExistsError
+
+    stack = _stack()
+    device_id = check_device_id(args.device_id, SERVICE_USERS)
+    site = check_site(args.site)
+    out = check_bundle_dir(args.out or Path(device_id))
+    endpoint = stack.service("mosquitto").endpoint()
+    try:
+        password = stack.add_device(device_id, site)
+    except UserExistsError:
+        raise DeviceError(
+            f"device_id: {device_id!r} exists already; for a new password: "
+            f"thermowatch devices rotate {device_id}"
+        ) from None
+    try:
+        write_bundle(
+            out,
+            device_id,
+            site,
+            password,
+            host=args.mqtt_host or endpoint["host"],
+            port=endpoint["port"],
+            sensor=args.sensor,
+        )
+    except Exception:
+        stack.remove_mqtt_user(device_id)  # no user without its bundle
+        raise
+    print(f"added {device_id} (site {site}); bundle {out}")
+    print(f"run it: thermowatch edge run -c {out / 'edge.toml'}")
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    from deploy.local.stack import SERVICE_USERS, UnknownUserError
+
+    check_device_id(args.device_id, SERVICE_USERS)
+    try:
+        _stack().remove_mqtt_user(args.device_id)
+    except UnknownUserError:
+        raise DeviceError(
+            f"device_id: no device {args.device_id!r} (thermowatch devices list)"
+        ) from None
+    print(f"removed {args.device_id}: its next login is refused")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from deploy.local.stack import SERVICE_USERS
+
+    stack = _stack()
+    sites = stack.device_sites()
+    rows = [
+        {"device_id": name, "site": sites.get(name)}
+        for name in sorted(stack.credentials())
+        if name not in SERVICE_USERS
+    ]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for row in rows:
+            print(f"{row['device_id']:<24} {row['site'] or '-'}")
+    return 0
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    from deploy.local.stack import SERVICE_USERS, UnknownUserError
+
+    device_id = check_device_id(args.device_id, SERVICE_USERS)
+    out = (args.out or Path(device_id)).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise DeviceError(f"--out: {out} exists and is not a directory")
+    try:
+        password = _stack().rotate_device(device_id)
+    except UnknownUserError:
+        raise DeviceError(f"device_id: no device {device_id!r} (thermowatch devices add)") from None
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _replace_private(out / "edge.password", password + "\n")
+    print(f"new password for {device_id} in {out / 'edge.password'} (the old one is refused)")
+    return 0
