@@ -27,6 +27,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -161,17 +162,14 @@ def unit_environment(root: Path, credentials: str) -> dict[str, str]:
     return env
 
 
-def make_bundle(bundle: Path, mq: dict[str, Any], site: str, device: str) -> None:
-    """A provisioning bundle for ``device``: edge.toml + edge.password (0600)."""
-    bundle.mkdir(mode=0o700)
-    (bundle / "edge.toml").write_text(
-        f'[device]\ndevice_id = "{device}"\nsite = "{site}"\n\n'
-        f'[mqtt]\nhost = "{mq["host"]}"\nport = {mq["port"]}\nusername = "{device}"\n'
-        f'client_id = "tw-edge-{device}-{site}"\n'
-    )
-    password = bundle / "edge.password"
-    password.write_text(mq["users"][device] + "\n")
-    password.chmod(0o600)
+def thermowatch(*args: str) -> subprocess.CompletedProcess[str]:
+    """The checkout's ``thermowatch`` command line, on this machine (not in the root)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "thermowatch", *args],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, f"thermowatch {' '.join(args)}:\n{out.stdout}\n{out.stderr}"
+    return out
 
 
 class Subscriber:
@@ -220,6 +218,20 @@ def wait_for(cond: Any, timeout: float) -> bool:
     return bool(cond())
 
 
+@contextmanager
+def device_added(device: str) -> Iterator[None]:
+    """Removes the stack's MQTT user ``device`` at the end, if the test added it."""
+    try:
+        yield
+    finally:
+        listed = subprocess.run(
+            [sys.executable, "-m", "thermowatch", "devices", "list", "--json"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        if listed.returncode == 0 and device in {d["device_id"] for d in json.loads(listed.stdout)}:
+            thermowatch("devices", "remove", device)
+
+
 def test_installer_in_a_fresh_debian_root(stack: dict[str, Any], tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("missing prerequisite: root (chroot and mount build the Debian root)")
@@ -229,10 +241,12 @@ def test_installer_in_a_fresh_debian_root(stack: dict[str, Any], tmp_path: Path)
         pytest.skip(f"{platform.machine()}: the hashed wheel set has no wheels for it")
     mq = stack["mosquitto"]
     site = f"pi{uuid.uuid4().hex[:8]}"
-    device = "dev-test-2"
-    with fresh_root(tmp_path) as root:
-        # The edge README's steps: a bundle, copied to the device, the installer run with it.
-        make_bundle(root / "root/bundle", mq, site, device)
+    device = f"pi-{uuid.uuid4().hex[:8]}"
+    with fresh_root(tmp_path) as root, device_added(device):
+        # The edge README's steps: a bundle for real probes, copied to the device (here:
+        # made right in the root's /root), the installer run with it.
+        thermowatch("devices", "add", device, "--site", site, "--sensor", "w1",
+                    "--out", str(root / "root/bundle"))  # fmt: skip
         shutil.copytree(REPO, root / "root/thermowatch", ignore=COPY_IGNORE)
         installer = "/root/thermowatch/deploy/pi/install.sh"
         install = in_root(root, [installer, "--bundle", "/root/bundle"])
