@@ -243,10 +243,12 @@ def test_installer_in_a_fresh_debian_root(stack: dict[str, Any], tmp_path: Path)
     site = f"pi{uuid.uuid4().hex[:8]}"
     device = f"pi-{uuid.uuid4().hex[:8]}"
     with fresh_root(tmp_path) as root, device_added(device):
-        # The edge README's steps: a bundle for real probes, copied to the device (here:
-        # made right in the root's /root), the installer run with it.
+        # The edge README's steps: a bundle for real probes, copied to the device keeping
+        # its modes (scp -rp there, cp -rp here), the installer run with it.
+        bundle = tmp_path / device
         thermowatch("devices", "add", device, "--site", site, "--sensor", "w1",
-                    "--out", str(root / "root/bundle"))  # fmt: skip
+                    "--mqtt-host", mq["host"], "--out", str(bundle))  # fmt: skip
+        subprocess.run(["cp", "-rp", str(bundle), str(root / "root/bundle")], check=True)
         shutil.copytree(REPO, root / "root/thermowatch", ignore=COPY_IGNORE)
         installer = "/root/thermowatch/deploy/pi/install.sh"
         install = in_root(root, [installer, "--bundle", "/root/bundle"])
@@ -281,6 +283,8 @@ def test_installer_in_a_fresh_debian_root(stack: dict[str, Any], tmp_path: Path)
         assert (stat.S_IMODE(mode.st_mode), mode.st_uid, mode.st_gid) == (0o600, 0, 0)
         wants = root / "etc/systemd/system/multi-user.target.wants" / UNIT_NAME
         assert wants.is_symlink() and os.readlink(wants) == f"/etc/systemd/system/{UNIT_NAME}"
+        enabled = in_root(root, ["systemctl", "is-enabled", UNIT_NAME])
+        assert enabled.stdout.strip() == "enabled", enabled.stdout
         verify = in_root(root, ["systemd-analyze", "verify", f"/etc/systemd/system/{UNIT_NAME}"])
         assert verify.stderr.strip() == "", verify.stderr
 
