@@ -28,7 +28,6 @@ import signal
 import stat
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,11 +35,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
+import paho.mqtt.publish
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
-from telemetry_contract import Reading, decode
+from tests.integration.test_devices_stack import Subscriber, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -53,7 +51,7 @@ PACKAGES = ("python3", "python3-venv", "python3-pip", "systemd", "ca-certificate
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "thermowatch"
 # What the checkout copy leaves out: build output, caches, the local stack's data.
 COPY_IGNORE = shutil.ignore_patterns(
-    ".git", ".venv", ".stack", "__pycache__", "*.egg-info", "build", ".mypy_cache",
+    ".git", ".venv", ".stack*", "__pycache__", "*.egg-info", "build", ".mypy_cache",
     ".ruff_cache", ".pytest_cache", "node_modules", "*.pyc",
 )  # fmt: skip
 # Debian's own sbin/bin: the root's tools, never the host's (a venv, pyenv).
@@ -83,7 +81,7 @@ def root_tarball() -> Path:
         )  # fmt: skip
         took = time.monotonic() - started
         print(f"debootstrap {SUITE} ({arch}): {took:.1f} s")
-        partial = tarball.with_suffix(".partial")
+        partial = tarball.with_name(f"{tarball.name}.{os.getpid()}.partial")
         subprocess.run(
             ["tar", "--zstd", "-C", str(build / "root"), "-cf", str(partial), "."], check=True
         )
@@ -170,52 +168,6 @@ def thermowatch(*args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
     assert out.returncode == 0, f"thermowatch {' '.join(args)}:\n{out.stdout}\n{out.stderr}"
     return out
-
-
-class Subscriber:
-    """The stack's admin user, subscribed to one device's topics."""
-
-    def __init__(self, mq: dict[str, Any], topic: str) -> None:
-        self.readings: list[Reading] = []
-        self._lock = threading.Lock()
-        ready = threading.Event()
-        self.client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"pi-it-{uuid.uuid4().hex[:8]}"
-        )
-        self.client.username_pw_set("admin", mq["users"]["admin"])
-        self.client.on_subscribe = lambda *_a: ready.set()
-        self.client.on_connect = lambda c, *_a: c.subscribe(topic, qos=1)
-        self.client.on_message = self._on_message
-        self.client.connect(mq["host"], mq["port"])
-        self.client.loop_start()
-        assert ready.wait(20), "admin subscriber: no SUBACK"
-
-    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
-        if msg.topic.endswith("/telemetry") and msg.payload:
-            message = decode(msg.payload)
-            if isinstance(message, Reading):
-                with self._lock:
-                    self.readings.append(message)
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self.readings)
-
-    def clear_retained(self, topic: str) -> None:
-        self.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def wait_for(cond: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return bool(cond())
 
 
 @contextmanager
@@ -310,7 +262,7 @@ def test_installer_in_a_fresh_debian_root(stack: dict[str, Any], tmp_path: Path)
         as_user = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups", "--"]
         in_root(root, [*as_user, *unit_command(root, "ExecStartPre")], env=env)
         topic = f"thermowatch/{site}/{device}"
-        admin = Subscriber(mq, f"{topic}/#")
+        admin = Subscriber(mq["host"], mq["port"], mq["users"]["admin"], f"{topic}/telemetry")
         base = {"PATH": ROOT_PATH, "HOME": "/var/lib/thermowatch-edge", "LANG": "C.UTF-8"}
         agent = subprocess.Popen(
             ["chroot", str(root), "/usr/bin/env", "-i", *_pairs({**base, **env}),
@@ -318,7 +270,7 @@ def test_installer_in_a_fresh_debian_root(stack: dict[str, Any], tmp_path: Path)
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         try:
-            assert wait_for(lambda: admin.count() >= 5 or agent.poll() is not None, 120)
+            assert wait_for(lambda: len(admin.readings()) >= 5 or agent.poll() is not None, 120)
             assert agent.poll() is None, agent.communicate()[0]
             agent.send_signal(signal.SIGTERM)
             out, _ = agent.communicate(timeout=60)
@@ -328,9 +280,13 @@ def test_installer_in_a_fresh_debian_root(stack: dict[str, Any], tmp_path: Path)
             if agent.poll() is None:
                 agent.kill()
                 agent.communicate()
-            admin.clear_retained(f"{topic}/status")
             admin.close()
-        readings = admin.readings
+            # Leave no retained status behind on the shared broker.
+            paho.mqtt.publish.single(
+                f"{topic}/status", b"", qos=1, retain=True, hostname=mq["host"], port=mq["port"],
+                auth={"username": "admin", "password": mq["users"]["admin"]},
+            )  # fmt: skip
+        readings = admin.readings()
         assert all(r.device_id == device and r.site == site for r in readings)
         assert sorted({r.seq for r in readings})[:5] == list(range(5))
         # The state the agent wrote belongs to the service user.
