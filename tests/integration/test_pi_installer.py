@@ -184,13 +184,15 @@ def device_added(device: str) -> Iterator[None]:
             thermowatch("devices", "remove", device)
 
 
-def test_installer_in_a_fresh_debian_root(stack: dict[str, Any], tmp_path: Path) -> None:
+def test_installer_in_a_fresh_debian_root(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    # The prerequisites before the stack: a skip must not start services first.
     if os.geteuid() != 0:
         pytest.skip("missing prerequisite: root (chroot and mount build the Debian root)")
     if shutil.which("debootstrap") is None:
         pytest.skip("missing prerequisite: debootstrap (apt-get install debootstrap)")
     if platform.machine() not in ("x86_64", "aarch64"):
         pytest.skip(f"{platform.machine()}: the hashed wheel set has no wheels for it")
+    stack: dict[str, Any] = request.getfixturevalue("stack")
     mq = stack["mosquitto"]
     site = f"pi{uuid.uuid4().hex[:8]}"
     device = f"pi-{uuid.uuid4().hex[:8]}"
