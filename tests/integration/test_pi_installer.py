@@ -124,15 +124,14 @@ def fresh_root(workdir: Path) -> Iterator[Path]:
 
 
 def in_root(
-    root: Path, argv: list[str], env: dict[str, str] | None = None, timeout: float = 900
+    root: Path, argv: list[str], env: dict[str, str] | None = None, expect: int = 0
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` inside ``root`` with a clean environment; fail with its output."""
+    """Run ``argv`` inside ``root`` with a clean environment; fail with its output
+    unless it exits ``expect``."""
     base = {"PATH": ROOT_PATH, "HOME": "/root", "LANG": "C.UTF-8"}
     cmd = ["chroot", str(root), "/usr/bin/env", "-i", *_pairs({**base, **(env or {})}), *argv]
-    out = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=timeout, check=False
-    )  # fmt: skip
-    assert out.returncode == 0, f"{argv} exited {out.returncode}:\n{out.stdout}\n{out.stderr}"
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+    assert out.returncode == expect, f"{argv} exited {out.returncode}:\n{out.stdout}\n{out.stderr}"
     return out
 
 
@@ -210,6 +209,14 @@ def test_installer_in_a_fresh_debian_root(request: pytest.FixtureRequest, tmp_pa
         print(log)
         assert "systemd is not running here" in log, log
         assert "GPIO outputs use mock pins" in log, log
+        # A bundle without its password is refused before anything changes, naming the file;
+        # a second run with the good bundle (an upgrade) goes through again.
+        (root / "root/half-bundle").mkdir()
+        shutil.copy(root / "root/bundle/edge.toml", root / "root/half-bundle/edge.toml")
+        refused = in_root(root, [installer, "--bundle", "/root/half-bundle"], expect=1)
+        assert "bundle /root/half-bundle has no edge.password" in refused.stderr, refused.stderr
+        assert "==>" not in refused.stdout, refused.stdout
+        in_root(root, [installer, "--bundle", "/root/bundle"])
 
         # Every pinned wheel installed at its pinned version; nothing else from PyPI.
         requirements = (REPO / "deploy/pi/requirements-edge.txt").read_text()
