@@ -22,7 +22,7 @@ endif
 PIP ?= $(PYTHON) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: help deps deps-demo deps-test constraints demo demo-down test lint typecheck unit integration schemas bench-contract fuzz nab clean
+.PHONY: help deps deps-demo deps-test constraints pi-requirements demo demo-down test lint typecheck unit integration schemas bench-contract fuzz nab clean
 
 help:
 	@echo "make demo       run the full pipeline demo on a simulated fleet (installs what it needs: the package, Mosquitto, Java)"
@@ -100,6 +100,20 @@ endif
 # Pin what is installed now (run after a green `make test` on newer versions).
 constraints: $(STAMPS)/.deps-test
 	$(PYTHON) .ci/freeze_constraints.py > constraints.txt
+
+# The Pi installer's hashed wheel set (deploy/pi/requirements-edge.txt): the edge
+# extra at the versions in constraints.txt, with the sha256 of every file PyPI has
+# for each pinned version (aarch64, x86-64, pure Python), for Python 3.11 (Debian 12,
+# Raspberry Pi OS bookworm). uv resolves for every platform at once (--universal),
+# which pip-compile cannot. Run after `make constraints`.
+UV_VERSION := 0.13.9
+pi-requirements: $(STAMPS)/.deps-test
+	$(PIP) install --quiet --disable-pip-version-check 'uv==$(UV_VERSION)'
+	{ sed -n '1,/^$$/p' deploy/pi/requirements-edge.txt; \
+	  $(PYTHON) -m uv pip compile pyproject.toml --extra edge -c constraints.txt \
+	    --universal --python-version 3.11 --generate-hashes --quiet \
+	    --custom-compile-command 'make pi-requirements'; } > deploy/pi/requirements-edge.txt.new
+	mv deploy/pi/requirements-edge.txt.new deploy/pi/requirements-edge.txt
 
 demo: deps-demo
 	@echo "==> thermowatch demo (the first run downloads Kafka and OpenSearch: a few minutes)"
