@@ -354,3 +354,36 @@ def test_log_lines_go_to_the_run_log_and_above_the_live_frame(
     route_logs(None, console_level=logging.INFO)
     ours = [h for h in root.handlers if getattr(h, "_thermowatch_demo", False)]
     assert len(ours) == 1 and ours[0].level == logging.INFO
+
+
+def test_hints_name_the_program_the_user_ran(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from thermowatch.demo.report import command_name
+
+    venv_bin = tmp_path / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    exe = venv_bin / "thermowatch"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    # Not on PATH (make demo with an externally managed python3): the venv's path.
+    assert command_name(str(exe), path="/usr/bin:/bin") == ".venv/bin/thermowatch"
+    # On PATH (an activated venv, pipx): the name alone.
+    assert command_name(str(exe), path=str(venv_bin)) == "thermowatch"
+    run = _run(tmp_path)
+    steps = dict(next_steps(run, ".venv/bin/thermowatch"))
+    assert steps["Count again"].startswith(".venv/bin/thermowatch demo account --run-dir ")
+    assert steps["Web view again"].startswith(".venv/bin/thermowatch web run -c ")
+
+
+def test_dashboards_hint_follows_the_search_server(tmp_path: Path) -> None:
+    import dataclasses
+
+    run = _run(tmp_path)
+    assert "demo --search elasticsearch" in dict(next_steps(run, "thermowatch"))["Dashboards"]
+    on_es = dataclasses.replace(run, search_backend="elasticsearch")
+    hint = dict(next_steps(on_es, "thermowatch"))["Dashboards"]
+    assert (
+        hint == f"thermowatch kibana import --url http://localhost:5601 --prefix {run.index_prefix}"
+    )

@@ -5,13 +5,24 @@ Plain functions of their data, printed with rich (imported when printing).
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from thermowatch.demo.run import DemoRun
 from thermowatch.smoke import Probe
 
-__all__ = ["MEASURES", "next_steps", "print_next_steps", "print_probes", "print_summary"]
+__all__ = [
+    "MEASURES",
+    "command_name",
+    "next_steps",
+    "print_next_steps",
+    "print_probes",
+    "print_summary",
+]
 
 
 #: The counts of the summary table, in order.
@@ -79,16 +90,45 @@ def print_summary(console: Any, summary: Mapping[str, Any]) -> None:
     console.print(inc)
 
 
-def next_steps(run: DemoRun) -> list[tuple[str, str]]:
-    """What to do next, as (what, command or place): one line each."""
+def command_name(argv0: str | None = None, path: str | None = None) -> str:
+    """How the user runs ``thermowatch`` again from here: the name alone when the
+    shell finds this same program on ``PATH``, else its path (``.venv/bin/thermowatch``
+    after ``make demo`` with an externally managed python3), else ``python -m``.
+
+    >>> command_name("/nowhere/bin/thermowatch", path="")
+    '/nowhere/bin/thermowatch'
+    >>> command_name("/nowhere/thermowatch/__main__.py", path="").endswith(" -m thermowatch")
+    True
+    """
+    exe = Path(argv0 if argv0 is not None else sys.argv[0])
+    if exe.name != "thermowatch":
+        return f"{sys.executable} -m thermowatch"
+    found = shutil.which("thermowatch", path=path)
+    if found is not None and Path(found).resolve() == exe.resolve():
+        return "thermowatch"
+    try:
+        relative = exe.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return str(exe.resolve())
+    return str(relative) if os.sep in str(relative) else f".{os.sep}{relative}"
+
+
+def next_steps(run: DemoRun, command: str | None = None) -> list[tuple[str, str]]:
+    """What to do next, as (what, command or place): one line each.
+
+    Kibana reads only Elasticsearch: a run on OpenSearch points to the run that
+    Kibana can show instead of an import it would refuse.
+    """
+    tw = command if command is not None else command_name()
+    if run.search_backend == "elasticsearch":
+        dashboards = f"{tw} kibana import --url http://localhost:5601 --prefix {run.index_prefix}"
+    else:
+        dashboards = f"Kibana reads only Elasticsearch: {tw} demo --search elasticsearch"
     return [
         ("Logs and configs", str(run.run_dir)),
-        (
-            "Dashboards",
-            f"thermowatch kibana import --url http://localhost:5601 --prefix {run.index_prefix}",
-        ),
-        ("Count again", f"thermowatch demo account --run-dir {run.run_dir}"),
-        ("Web view again", f"thermowatch web run -c {run.run_dir / 'web.toml'}"),
+        ("Dashboards", dashboards),
+        ("Count again", f"{tw} demo account --run-dir {run.run_dir}"),
+        ("Web view again", f"{tw} web run -c {run.run_dir / 'web.toml'}"),
         ("Stop the stack (left running)", "make demo-down"),
     ]
 
