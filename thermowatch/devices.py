@@ -71,11 +71,7 @@ def check_device_id(device_id: str, service_users: tuple[str, ...]) -> str:
     ...
     thermowatch.devices.DeviceError: device_id: 'admin' is a service account ..., not a device
     """
-    if not _ID.fullmatch(device_id):
-        raise DeviceError(
-            f"device_id: must be 1-64 letters, digits, '_', '.' or '-', starting with a "
-            f"letter or digit, got {device_id!r}"
-        )
+    _check_id("device_id", device_id)
     if device_id in service_users:
         raise DeviceError(
             f"device_id: {device_id!r} is a service account of the stack "
@@ -94,12 +90,17 @@ def check_site(site: str) -> str:
     ...
     thermowatch.devices.DeviceError: --site: must be 1-64 letters, digits, ..., got 'a/b'
     """
-    if not _ID.fullmatch(site):
+    return _check_id("--site", site)
+
+
+def _check_id(name: str, value: str) -> str:
+    """``value`` when it matches the contract's id pattern, else a :class:`DeviceError`."""
+    if not _ID.fullmatch(value):
         raise DeviceError(
-            f"--site: must be 1-64 letters, digits, '_', '.' or '-', starting with a "
-            f"letter or digit, got {site!r}"
+            f"{name}: must be 1-64 letters, digits, '_', '.' or '-', starting with a "
+            f"letter or digit, got {value!r}"
         )
-    return site
+    return value
 
 
 def _toml(value: str | int) -> str:
@@ -177,14 +178,6 @@ def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
-
-
-def _replace_private(path: Path, text: str) -> None:
-    """Replace ``path`` atomically by a file created with mode 0600."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    _write_private(tmp, text)
-    tmp.replace(path)
 
 
 def check_bundle_dir(out: Path) -> Path:
@@ -361,7 +354,9 @@ def _rotate(args: argparse.Namespace) -> int:
         password = _stack().rotate_device(device_id)
     except UnknownUserError:
         raise DeviceError(f"device_id: no device {device_id!r} (thermowatch devices add)") from None
+    from deploy.local.layout import write_private
+
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _replace_private(out / "edge.password", password + "\n")
+    write_private(out / "edge.password", password + "\n")
     print(f"new password for {device_id} in {out / 'edge.password'} (the old one is refused)")
     return 0
