@@ -193,8 +193,10 @@ class AlertsSource(KafkaSource):
         fresh = [tp for tp in partitions if await consumer.committed(tp) is None]
         if not fresh:
             return
-        found = await consumer.offsets_for_times(dict.fromkeys(fresh, since_ms))
+        # The ends first: a record appended after them has an offset >= its end,
+        # so falling back to the end never skips one that came in meanwhile.
         ends = await consumer.end_offsets(fresh)
+        found = await consumer.offsets_for_times(dict.fromkeys(fresh, since_ms))
         start = {}
         for tp in fresh:
             hit = found.get(tp)

@@ -681,10 +681,12 @@ async def test_webhook_feed_skips_history_when_new_and_resumes_from_its_commit(
     await _produce_changes(env, [_change(f"old-{i}") for i in range(3)])
     first = feed()
     await first.start()
-    await wait_for(lambda: _true(bool(first.source.assignment())))
-    await _produce_changes(env, [_change(f"new-{i}") for i in range(3)])
-    await wait_for(lambda: _ge(_len(receiver.received), 3))
-    await first.close()
+    try:
+        await wait_for(lambda: _true(bool(first.source.assignment())))
+        await _produce_changes(env, [_change(f"new-{i}") for i in range(3)])
+        await wait_for(lambda: _ge(_len(receiver.received), 3))
+    finally:
+        await first.close()
     await _produce_changes(env, [_change(f"new-{i}", 2) for i in range(3)])  # while down
     second = feed()
     await second.start()

@@ -262,3 +262,52 @@ def test_the_webhook_is_fed_from_the_alerts_topic_with_its_own_group() -> None:
 
 def _ports() -> tuple[FakeProducer, Metrics]:
     return FakeProducer(), Metrics()
+
+
+class GrowingLog:
+    """A consumer over one partition whose log gets a new record (stamped
+    ``now_ms``) right after each question about offsets: the race between a
+    new group's pinning and the first records produced after its start."""
+
+    def __init__(self, old: int, now_ms: int) -> None:
+        self.stamps = [now_ms - 10_000] * old  # produced before the start
+        self.now_ms = now_ms
+        self.seeks: dict[Any, int] = {}
+        self.commits: list[dict[Any, int]] = []
+
+    def _append(self) -> None:
+        self.stamps.append(self.now_ms)
+
+    async def committed(self, tp: Any) -> int | None:
+        return None
+
+    async def offsets_for_times(self, query: dict[Any, int]) -> dict[Any, Any]:
+        out: dict[Any, Any] = {}
+        for tp, since in query.items():
+            hit = next((i for i, ts in enumerate(self.stamps) if ts >= since), None)
+            out[tp] = None if hit is None else type("Hit", (), {"offset": hit})()
+        self._append()
+        return out
+
+    async def end_offsets(self, tps: Sequence[Any]) -> dict[Any, int]:
+        out = dict.fromkeys(tps, len(self.stamps))
+        self._append()
+        return out
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self.seeks[tp] = offset
+
+    async def commit(self, offsets: dict[Any, int]) -> None:
+        self.commits.append(dict(offsets))
+
+
+async def test_a_new_group_never_skips_a_record_produced_while_it_pins() -> None:
+    """Records produced after the start, while the new group works out where to
+    begin, are read: it begins at the first of them, never past it."""
+    since_ms = 1_000_000
+    log = GrowingLog(old=5, now_ms=since_ms + 1)
+    source = AlertsSource(KafkaSettings(), ["p.alerts"])
+    source._consumer = log
+    await source._pin({"tp0"}, since_ms)  # type: ignore[arg-type]
+    assert log.seeks == {"tp0": 5}  # the first record after the start, none before
+    assert log.commits == [{"tp0": 5}]
