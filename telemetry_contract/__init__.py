@@ -45,8 +45,10 @@ from telemetry_contract.messages import (
     Message,
     Quality,
     Reading,
+    Receipt,
     Severity,
 )
+from telemetry_contract.receipts import chunk_ranges, merge_ranges, seq_ranges
 from telemetry_contract.topics import (
     KafkaTopics,
     MqttTopic,
@@ -88,11 +90,13 @@ __all__ = [
     "Quality",
     "Reading",
     "Reason",
+    "Receipt",
     "Rule",
     "Severity",
     "TopicKind",
     "alert_change_doc",
     "alert_fields",
+    "chunk_ranges",
     "decode",
     "decode_alert_change",
     "decode_as",
@@ -101,10 +105,12 @@ __all__ = [
     "kafka_key",
     "kafka_topic_for",
     "kafka_topics",
+    "merge_ranges",
     "message_types_for",
     "mqtt_filter",
     "mqtt_topic",
     "parse_mqtt_topic",
     "printable",
+    "seq_ranges",
     "to_builtins",
 ]

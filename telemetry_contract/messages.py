@@ -29,6 +29,7 @@ import msgspec
 __all__ = [
     "DEVICE_ID_PATTERN",
     "MAX_DETECTOR_PARAMS",
+    "MAX_RECEIPT_RANGES",
     "MAX_TEMP_C",
     "MESSAGE_TYPES",
     "MIN_TEMP_C",
@@ -46,6 +47,7 @@ __all__ = [
     "Message",
     "Quality",
     "Reading",
+    "Receipt",
     "Severity",
 ]
 
@@ -313,6 +315,53 @@ class Gap(_Message, tag="gap", kw_only=True, frozen=True):
         return self.last_seq - self.first_seq + 1
 
 
+#: Most seq ranges one receipt carries (a gateway sends more as several receipts).
+MAX_RECEIPT_RANGES: Final = 256
+SeqRange = Annotated[
+    tuple[Seq, Seq],
+    msgspec.Meta(description="Inclusive seq range [first, last], first <= last."),
+]
+
+
+class Receipt(_Message, tag="receipt", kw_only=True, frozen=True):
+    """Gateway to device: the records with these seqs are in Kafka (acks=all).
+
+    Sent on the device's ``receipt`` topic after Kafka confirmed them. A
+    reading (and a :class:`Gap`, by its ``first_seq``..``last_seq``) stays in
+    the device's outbox until a receipt covers it, so a broker that loses what
+    it acknowledged (a crash before its disk write) costs a re-send, never a
+    reading. Ranges are inclusive, ascending and do not overlap.
+    """
+
+    schema_version: SchemaVersion = 1
+    device_id: DeviceId
+    site: Site
+    ts: TimestampMs
+    ranges: Annotated[list[SeqRange], msgspec.Meta(min_length=1, max_length=MAX_RECEIPT_RANGES)]
+    gateway_id: Annotated[str, msgspec.Meta(max_length=128)] = ""
+
+    def __post_init__(self) -> None:
+        last = -1
+        for i, (first, end) in enumerate(self.ranges):
+            if end < first:
+                raise ValueError(f"ranges[{i}]: last must be >= first ({first}), got {end}")
+            if first <= last:
+                raise ValueError(
+                    f"ranges[{i}]: must start after the previous range's last ({last}), got {first}"
+                )
+            last = end
+
+    def covers(self, seq: int) -> bool:
+        """Whether ``seq`` is in one of the ranges.
+
+        >>> r = Receipt(device_id="d", site="s", ts=1_767_225_600_000,
+        ...             ranges=[(0, 4), (7, 7)])
+        >>> [r.covers(s) for s in (0, 4, 5, 7, 8)]
+        [True, True, False, True, False]
+        """
+        return any(first <= seq <= last for first, last in self.ranges)
+
+
 class DeadLetter(_Message, tag="dead_letter", kw_only=True, frozen=True):
     """A payload a stage refused, kept whole with the reason (built by
     :func:`telemetry_contract.deadletter.dead_letter`).
@@ -333,7 +382,7 @@ class DeadLetter(_Message, tag="dead_letter", kw_only=True, frozen=True):
     gateway_id: Annotated[str, msgspec.Meta(max_length=128)] = ""
 
 
-Message = Reading | EdgeAlert | DeviceStatus | DeviceConfig | Gap | DeadLetter
+Message = Reading | EdgeAlert | DeviceStatus | DeviceConfig | Gap | Receipt | DeadLetter
 
 #: Message classes by their ``type`` tag.
 MESSAGE_TYPES: Final[dict[str, type[Message]]] = {
@@ -342,5 +391,6 @@ MESSAGE_TYPES: Final[dict[str, type[Message]]] = {
     "device_status": DeviceStatus,
     "device_config": DeviceConfig,
     "gap": Gap,
+    "receipt": Receipt,
     "dead_letter": DeadLetter,
 }

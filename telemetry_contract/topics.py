@@ -2,8 +2,8 @@
 
 MQTT: ``thermowatch/{site}/{device_id}/{kind}`` where kind is one of
 ``telemetry`` (readings and gaps), ``alert`` (edge alerts), ``status``
-(retained device status, also the last will) and ``config`` (retained,
-cloud to device).
+(retained device status, also the last will), ``config`` (retained,
+cloud to device) and ``receipt`` (gateway to device: what Kafka has).
 
 >>> mqtt_topic("s1", "s1-d01", TopicKind.TELEMETRY)
 'thermowatch/s1/s1-d01/telemetry'
@@ -32,6 +32,7 @@ from telemetry_contract.messages import (
     Gap,
     Message,
     Reading,
+    Receipt,
 )
 
 __all__ = [
@@ -59,6 +60,7 @@ class TopicKind(enum.StrEnum):
     ALERT = "alert"
     STATUS = "status"
     CONFIG = "config"
+    RECEIPT = "receipt"
 
 
 _TYPES_BY_KIND: Final[dict[TopicKind, tuple[type[Message], ...]]] = {
@@ -66,6 +68,7 @@ _TYPES_BY_KIND: Final[dict[TopicKind, tuple[type[Message], ...]]] = {
     TopicKind.ALERT: (EdgeAlert,),
     TopicKind.STATUS: (DeviceStatus,),
     TopicKind.CONFIG: (DeviceConfig,),
+    TopicKind.RECEIPT: (Receipt,),
 }
 
 
