@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import random
 import signal
 import socket
 import time
@@ -24,6 +25,7 @@ from deploy.local.errors import StackError
 
 __all__ = [
     "ServiceProcess",
+    "ephemeral_port_range",
     "flock",
     "free_port",
     "pid_alive",
@@ -34,28 +36,73 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def free_port(span: int = 0) -> int:
-    """A free TCP port on 127.0.0.1 whose ``port + span`` is free too.
+#: Linux's default ``net.ipv4.ip_local_port_range``, used where /proc cannot be read.
+DEFAULT_EPHEMERAL_RANGE = (32768, 60999)
+#: Service ports are picked at or above this (below it: well-known and registered
+#: ports, and the local stack's own defaults such as 18830 and 19092).
+LOWEST_SERVICE_PORT = 20000
+
+
+def ephemeral_port_range(
+    path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range"),
+) -> tuple[int, int]:
+    """The kernel's range for the local port of outgoing connections, inclusive.
+
+    >>> ephemeral_port_range(Path("/no/such/file"))
+    (32768, 60999)
+    """
+    try:
+        low, high = (int(field) for field in path.read_text(encoding="ascii").split())
+    except (OSError, ValueError):
+        return DEFAULT_EPHEMERAL_RANGE
+    return low, high
+
+
+def free_port(span: int = 0, *, rng: random.Random | None = None) -> int:
+    """A free TCP port on 127.0.0.1 whose ``port + span`` is free too, both
+    outside the kernel's ephemeral range.
 
     For a private stack beside the shared one (tests, experiments): Kafka's
     controller listens on its port + 1, OpenSearch's transport on + 100.
-    The ports may be taken again before they are bound: callers retry or
-    accept that rare failure.
+    Outside the ephemeral range because the kernel gives that range to
+    outgoing connections: a client reconnecting quickly to a port nobody
+    listens on (a stage while its Kafka restarts) can be given that very port
+    and connect to itself, and the service then cannot bind it ("Address
+    already in use"). The ports may be taken again before they are bound:
+    callers retry or accept that rare failure.
+
+    >>> low, high = ephemeral_port_range()
+    >>> port = free_port(span=100)
+    >>> all(not low <= p <= high for p in (port, port + 100))
+    True
     """
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port + span >= 65536:
-            continue
-        if span:
-            with socket.socket() as t:
-                try:
-                    t.bind(("127.0.0.1", port + span))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError("no free port pair")
+    low, high = ephemeral_port_range()
+    pick = rng or random.SystemRandom()
+    ranges = [
+        (start, end)
+        for start, end in (
+            (LOWEST_SERVICE_PORT, low - 1 - span),
+            (max(high + 1, LOWEST_SERVICE_PORT), 65535 - span),
+        )
+        if start <= end
+    ]
+    if not ranges:
+        raise RuntimeError(f"no port range outside the ephemeral range {low}-{high}")
+    for _ in range(500):
+        start, end = pick.choice(ranges)
+        port = pick.randint(start, end)
+        if all(_bindable(p) for p in ({port, port + span})):
+            return port
+    raise RuntimeError(f"no free port (pair) outside the ephemeral range {low}-{high}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def port_open(host: str, port: int, timeout: float = 1.0) -> bool:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import threading
 import time
 import urllib.request
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from deploy.local.stack import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -50,12 +51,6 @@ ATTACK_RATE = 500
 LOG_BUDGET = 2 * 1024 * 1024
 #: Seq offset of the hostile device's valid-but-old readings (apart from the others).
 OLD_OFFSET = 10_000_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _mqtt_client(m: dict[str, Any], user: str, tag: str) -> Any:
@@ -252,8 +247,8 @@ def test_one_hostile_device_cannot_stall_crash_or_flood_the_fleet(
         duration_s=0.0,
     )
     topics = kafka_topics(run.kafka_prefix)
-    gw_port = _free_port()
-    web_port = _free_port()
+    gw_port = free_port()
+    web_port = free_port()
     gateway, processor = pipeline_services(
         run,
         endpoints,

@@ -152,3 +152,39 @@ def test_a_broker_started_from_an_older_config_template_is_seen_as_changed(
     conf.write_text(conf.read_text() + "# an older template\n")
     assert broker.config_changed()
     assert not stack.service("kafka").config_changed()
+
+
+def test_free_ports_stay_outside_the_ephemeral_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    import deploy.local.process as process
+
+    # A range that leaves only the ports above it: every pick must land there.
+    monkeypatch.setattr(process, "ephemeral_port_range", lambda: (20000, 60999))
+    picks = [process.free_port(span=1) for _ in range(50)]
+    assert all(p >= 61000 and p + 1 <= 65535 for p in picks), picks
+
+
+def test_the_stacks_default_ports_are_outside_linuxs_default_ephemeral_range() -> None:
+    from deploy.local.process import DEFAULT_EPHEMERAL_RANGE
+    from deploy.local.stack import (
+        DEFAULT_ELASTIC_PORT,
+        DEFAULT_KAFKA_PORT,
+        DEFAULT_MQTT_PORT,
+        DEFAULT_SEARCH_PORT,
+    )
+
+    low, high = DEFAULT_EPHEMERAL_RANGE
+    for port in (DEFAULT_MQTT_PORT, DEFAULT_KAFKA_PORT, DEFAULT_SEARCH_PORT, DEFAULT_ELASTIC_PORT):
+        # Kafka's controller on + 1, a search node's transport on + 100.
+        assert all(not low <= p <= high for p in (port, port + 1, port + 100)), port
+
+
+def test_a_port_in_the_ephemeral_range_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from deploy.local.process import ephemeral_port_range
+
+    low, _high = ephemeral_port_range()
+    with caplog.at_level("WARNING", logger="deploy.local.services.base"):
+        LocalStack(stack_dir=tmp_path, kafka_port=low + 10)
+    assert f"service=kafka port={low + 10}" in caplog.text
+    assert "THERMOWATCH_KAFKA_PORT" in caplog.text

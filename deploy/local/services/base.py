@@ -10,13 +10,16 @@ rest the same way for all of them: pid files, logs, locks, waiting, stopping.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from deploy.local.credentials import Credentials
 from deploy.local.layout import StackLayout, StateFile, env_port
-from deploy.local.process import ServiceProcess
+from deploy.local.process import ServiceProcess, ephemeral_port_range
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Launch", "SearchNode", "Service", "StackContext"]
 
@@ -60,6 +63,16 @@ class Service(ABC):
         self.layout = ctx.layout
         self.host = ctx.layout.host
         self.port = port or env_port(self.port_env, self.default_port)
+        low, high = ephemeral_port_range()
+        if low <= self.port <= high:
+            # An outgoing connection may be given this port while the service is
+            # down (a client reconnecting to it can even connect to itself), and
+            # the service then cannot bind it.
+            logger.warning(
+                "port in the kernel's ephemeral range service=%s port=%d range=%d-%d "
+                "hint='pick a port below %d (%s)'",
+                self.name, self.port, low, high, low, self.port_env,
+            )  # fmt: skip
         self.process = ServiceProcess(
             self.name,
             self.cmdline_marker,
