@@ -379,24 +379,7 @@ class KafkaSink:
         was_healthy, self._healthy = self._healthy, False
         self._metrics.kafka_errors.labels(type(exc).__name__).inc()
         delay = self._write_backoff.next()
-        if was_healthy:
-            self._summary.take("write")  # the summary's minute starts now
-            log.warning(
-                "event=kafka_write_failed records=%d error=%r retry_in_s=%.1f",
-                len(items),
-                exc,
-                delay,
-            )
-        else:
-            self._summary.log(
-                log,
-                logging.WARNING,
-                "event=kafka_still_failing records_pending=%d error=%r retry_in_s=%.1f",
-                len(self._outstanding),
-                exc,
-                delay,
-                key="write",
-            )
+        self._log_retry("write", exc, delay, first=was_healthy)
         if self._closed:
             return
         task = asyncio.create_task(
@@ -504,26 +487,15 @@ class KafkaSink:
         return retry_backoff(self._settings)
 
     def _log_retry(self, what: str, exc: BaseException, delay: float, *, first: bool) -> None:
-        """A warning for the first failure of a retry loop, then a summary a minute."""
+        """A warning when ``what`` starts failing, then a summary a minute (``suppressed=N``)."""
+        msg = "event=kafka_%s_%s servers=%s records_pending=%d error=%r retry_in_s=%.1f"
+        state = "failed" if first else "still_failing"
+        args = (what, state, ",".join(self._settings.servers), len(self._outstanding), exc, delay)
         if first:
             self._summary.take(what)  # the summary's minute starts now
-            log.warning(
-                "event=kafka_%s_failed servers=%s error=%r retry_in_s=%.1f",
-                what,
-                ",".join(self._settings.servers),
-                exc,
-                delay,
-            )
+            log.warning(msg, *args)
         else:
-            self._summary.log(
-                log,
-                logging.WARNING,
-                "event=kafka_%s_still_failing error=%r retry_in_s=%.1f",
-                what,
-                exc,
-                delay,
-                key=what,
-            )
+            self._summary.log(log, logging.WARNING, msg, *args, key=what)
 
     async def _retry(self, what: str, action: Callable[[], Awaitable[None]]) -> bool:
         """Run ``action`` until it succeeds (True) or the sink is stopped (False)."""

@@ -95,6 +95,7 @@ def test_the_gateway_idles_while_kafka_is_down_and_loses_nothing(
             f"log lines={len(outage_log.splitlines())} bytes={len(outage_log.encode())}, "
             f"readings published meanwhile={published}"
         )
+        print(outage_log[-5000:])
         assert gateway.alive, gateway.log_since(log_mark)[-3000:]
         assert published >= 100, "the devices did not publish during the outage"
         assert cpu_share < MAX_CPU_SHARE, f"gateway used {cpu_share:.1%} of a core"
@@ -114,6 +115,7 @@ def test_the_gateway_idles_while_kafka_is_down_and_loses_nothing(
         twice = {k: n for k, n in keys.items() if n != 1}
         assert twice == {}, f"readings in Kafka more than once: {list(twice.items())[:10]}"
         assert gateway.alive
+        print(gateway.log_since(log_mark)[len(outage_log) :][-3000:])
     finally:
         fleet.stop()
         gateway.stop()
