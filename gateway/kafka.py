@@ -102,7 +102,7 @@ def make_producer(settings: KafkaSettings) -> Any:
     )
     # While Kafka is away aiokafka would retry metadata with no pause (a core,
     # a log line per try): pace it with the sink's backoff, quiet its loggers.
-    pace_metadata(producer.client, lambda: retry_backoff(s))
+    pace_metadata(producer.client, lambda: retry_backoff(s), min_interval_s=0.5)
     quiet_client_logs()
     return producer
 

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -55,22 +57,35 @@ def pace_metadata(
     client: Any,
     backoff: Callable[[], Backoff],
     *,
+    min_interval_s: float = 0.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> bool:
     """Make ``client``'s failed metadata updates wait a backoff delay; False if not possible.
 
-    ``backoff()`` makes the client's one :class:`Backoff`. Call before the
-    client starts (e.g. ``pace_metadata(producer.client, ...)`` right after
-    creating an ``AIOKafkaProducer``).
+    ``backoff()`` makes the client's one :class:`Backoff`. Updates also start
+    at least ``min_interval_s`` apart, as the Java client spaces its metadata
+    refreshes by ``retry.backoff.ms``: a broker that answers but names no
+    leader (it is shutting down or starting) would otherwise be asked again
+    at once. Call before the client starts (e.g.
+    ``pace_metadata(producer.client, ...)`` right after creating an
+    ``AIOKafkaProducer``).
     """
     update = getattr(client, "_metadata_update", None)
     if update is None or not asyncio.iscoroutinefunction(update):
         log.warning("event=kafka_metadata_pacing_unavailable client=%s", type(client).__name__)
         return False
     delays = backoff()
+    last_end = [-math.inf]
 
     async def paced(*args: Any, **kwargs: Any) -> Any:
-        ok = await update(*args, **kwargs)
+        wait = last_end[0] + min_interval_s - clock()
+        if wait > 0:
+            await sleep(wait)
+        try:
+            ok = await update(*args, **kwargs)
+        finally:
+            last_end[0] = clock()
         if ok:
             delays.reset()
         else:

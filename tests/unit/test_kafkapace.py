@@ -42,6 +42,26 @@ async def test_the_installed_aiokafka_client_can_be_paced() -> None:
         await producer.stop()
 
 
+async def test_updates_start_at_least_the_minimum_interval_apart() -> None:
+    client = FakeClient([True, True, False, True])
+    now = [0.0]
+    slept: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        slept.append(delay)
+        now[0] += delay
+
+    pace_metadata(
+        client, lambda: Backoff(2.0, 4.0), min_interval_s=0.5, sleep=sleep, clock=lambda: now[0]
+    )
+    await client._metadata_update(None, set())  # the first: no wait
+    now[0] += 0.1
+    await client._metadata_update(None, set())  # a success, asked again at once
+    await client._metadata_update(None, set())  # a failure: then the backoff delay
+    await client._metadata_update(None, set())  # already longer ago than the interval
+    assert slept == [0.4, 0.5, 2.0]
+
+
 def test_a_client_without_the_method_is_left_alone() -> None:
     assert not pace_metadata(object(), lambda: Backoff(0.2, 1.0))
 
