@@ -39,6 +39,8 @@ from gateway.metrics import Metrics
 from gateway.ports import OnWritten
 from stagekit.backoff import Backoff, sleep_or_stop
 from stagekit.kafka import TopicError, create_topics
+from stagekit.kafkapace import pace_metadata, quiet_client_logs
+from stagekit.ratelog import RateLimitedLog
 from telemetry_contract import KafkaTopics
 
 __all__ = ["KafkaSetupError", "KafkaSink", "kafka_client_options", "make_producer"]
@@ -49,6 +51,8 @@ _INITIAL_BACKOFF_S: Final = 0.2
 #: With this many records queued, flush at once instead of lingering.
 _EAGER_BATCH: Final = 500
 _PARTITION_CACHE_MAX: Final = 100_000
+#: While Kafka stays away, one summary line per kind of failure this often.
+_SUMMARY_EVERY_S: Final = 60.0
 
 
 def _partitioner() -> Callable[[bytes, list[int], list[int]], int]:
@@ -87,7 +91,7 @@ def make_producer(settings: KafkaSettings) -> Any:
     from aiokafka import AIOKafkaProducer
 
     s = settings
-    return AIOKafkaProducer(
+    producer = AIOKafkaProducer(
         **kafka_client_options(s),
         enable_idempotence=True,
         acks="all",
@@ -96,6 +100,19 @@ def make_producer(settings: KafkaSettings) -> Any:
         max_batch_size=s.max_batch_size,
         retry_backoff_ms=500,
     )
+    # While Kafka is away aiokafka would retry metadata with no pause (a core,
+    # a log line per try): pace it with the sink's backoff, quiet its loggers.
+    pace_metadata(producer.client, lambda: retry_backoff(s), min_interval_s=0.5)
+    quiet_client_logs()
+    return producer
+
+
+def retry_backoff(settings: KafkaSettings) -> Backoff:
+    """The gateway's Kafka retry delays: 0.2 s doubling up to ``kafka.retry_backoff_max_s``,
+    jittered so that gateways that lost the same Kafka do not come back in step."""
+    # The cap also caps the first delay (a cap below 0.2 s is a test's).
+    cap = settings.retry_backoff_max_s
+    return Backoff(min(_INITIAL_BACKOFF_S, cap), cap, jitter="equal")
 
 
 @dataclass(slots=True)
@@ -142,6 +159,7 @@ class KafkaSink:
         self._sends: set[asyncio.Task[None]] = set()
         self._partition_cache: dict[tuple[str, int, bytes], int] = {}
         self._write_backoff = self._backoff()
+        self._summary = RateLimitedLog(lines=1, per_s=_SUMMARY_EVERY_S)
         self._retired: dict[int, asyncio.Future[None]] = {}
         self._tp_tail: dict[tuple[str, int], asyncio.Task[None]] = {}
 
@@ -356,18 +374,12 @@ class KafkaSink:
 
     def _failed(self, items: list[_Item], exc: BaseException, gen: int) -> None:
         """Retry the records after a backoff; replace the producer after a fatal error."""
-        # One line when Kafka turns bad; each further failure is a metric.
-        level = logging.WARNING if self._healthy else logging.DEBUG
-        self._healthy = False
+        # One line when Kafka turns bad, then a summary a minute (held-back
+        # failures as suppressed=N); each failure is a metric.
+        was_healthy, self._healthy = self._healthy, False
         self._metrics.kafka_errors.labels(type(exc).__name__).inc()
         delay = self._write_backoff.next()
-        log.log(
-            level,
-            "event=kafka_write_failed records=%d error=%r retry_in_s=%.1f",
-            len(items),
-            exc,
-            delay,
-        )
+        self._log_retry("write", exc, delay, first=was_healthy)
         if self._closed:
             return
         task = asyncio.create_task(
@@ -435,12 +447,7 @@ class KafkaSink:
                     await _stop_quietly(candidate)
                     self._metrics.kafka_errors.labels(type(exc).__name__).inc()
                     delay = backoff.next()
-                    log.warning(
-                        "event=kafka_connect_failed servers=%s error=%r retry_in_s=%.1f",
-                        ",".join(self._settings.servers),
-                        exc,
-                        delay,
-                    )
+                    self._log_retry("connect", exc, delay, first=backoff.attempts == 1)
                     await sleep_or_stop(delay, self._closing)
                     continue
                 self._producer = candidate
@@ -477,9 +484,18 @@ class KafkaSink:
         task.add_done_callback(self._sends.discard)
 
     def _backoff(self) -> Backoff:
-        # The cap also caps the first delay (a cap below 0.2 s is a test's).
-        cap = self._settings.retry_backoff_max_s
-        return Backoff(min(_INITIAL_BACKOFF_S, cap), cap)
+        return retry_backoff(self._settings)
+
+    def _log_retry(self, what: str, exc: BaseException, delay: float, *, first: bool) -> None:
+        """A warning when ``what`` starts failing, then a summary a minute (``suppressed=N``)."""
+        msg = "event=kafka_%s_%s servers=%s records_pending=%d error=%r retry_in_s=%.1f"
+        state = "failed" if first else "still_failing"
+        args = (what, state, ",".join(self._settings.servers), len(self._outstanding), exc, delay)
+        if first:
+            self._summary.take(what)  # the summary's minute starts now
+            log.warning(msg, *args)
+        else:
+            self._summary.log(log, logging.WARNING, msg, *args, key=what)
 
     async def _retry(self, what: str, action: Callable[[], Awaitable[None]]) -> bool:
         """Run ``action`` until it succeeds (True) or the sink is stopped (False)."""
@@ -493,7 +509,7 @@ class KafkaSink:
             except Exception as exc:
                 self._metrics.kafka_errors.labels(type(exc).__name__).inc()
                 delay = backoff.next()
-                log.warning("event=kafka_%s_failed error=%r retry_in_s=%.1f", what, exc, delay)
+                self._log_retry(what, exc, delay, first=backoff.attempts == 1)
                 await sleep_or_stop(delay, self._closing)
         return False
 

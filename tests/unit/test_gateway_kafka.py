@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import time
 from typing import Any
 
@@ -276,3 +277,20 @@ async def test_stop_ends_the_connect_retries_at_once() -> None:
     await asyncio.wait_for(starting, 5)  # returns without flushing
     assert time.monotonic() - stopped_at < 0.5
     assert not sink.healthy and sink.broken is None
+
+
+async def test_an_outage_logs_one_warning_and_a_summary_not_one_per_retry(caplog: Any) -> None:
+    sink = Sink(plan=[KafkaTimeoutError()] * 30)
+    caplog.set_level(logging.DEBUG, logger="gateway.kafka")
+    await sink.start()
+    try:
+        sink.submit(record("d1", 1), "a")
+        await wait_until(lambda: sink.written_tokens == ["a"])
+    finally:
+        await sink.stop()
+    errors = sink.metrics.kafka_errors.labels("KafkaTimeoutError")._value.get()
+    assert errors == 30  # every failure is counted ...
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.kafka"]
+    events = [line.split()[0] for line in lines if "write" in line or "still" in line]
+    # ... but logged once when Kafka turns bad, once back, a summary a minute between.
+    assert events == ["event=kafka_write_failed", "event=kafka_write_ok_again"], lines
