@@ -114,13 +114,44 @@ register = COMMAND.register
 main = COMMAND.main
 
 
+#: Client libraries that log each failed request themselves, the search
+#: clients with a ~45-line traceback: the processor logs one line per retry.
+_SEARCH_LOGGERS = ("opensearch", "elastic_transport", "elasticsearch")
+
+
+class _ClientLogBudget(logging.Filter):
+    """aiokafka's warnings and errors: one line a minute per message (e.g. its
+    "Unable connect to" on every attempt while Kafka is down)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from stagekit.ratelog import RateLimitedLog
+
+        self._budget = RateLimitedLog(lines=1, per_s=60.0)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Keyed by the message's format string: a fixed set, never the input.
+        return record.levelno < logging.WARNING or self._budget.take(str(record.msg)) is not None
+
+
+def _quiet_clients(args: argparse.Namespace) -> None:
+    """One line per retry, not the libraries' own (``--debug`` shows them all)."""
+    if getattr(args, "debug", False):
+        return
+    for name in _SEARCH_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("aiokafka").addFilter(_ClientLogBudget())
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
+    _quiet_clients(args)
     return serve(lambda stop: _serve(cfg, stop))
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
+    _quiet_clients(args)
     return serve(lambda stop: _serve(cfg, stop, replay_from_ms=args.from_ms))
 
 
