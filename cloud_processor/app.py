@@ -49,9 +49,13 @@ from stagekit.health import HealthServer
 from stagekit.search.indices import IndexNames
 from telemetry_contract import kafka_topics, printable
 
-__all__ = ["Processor"]
+__all__ = ["STOP_GRACE_S", "Processor"]
 
 log = logging.getLogger(__name__)
+
+#: Once told to stop, how long the last writes may take (the search server
+#: may be down); what they leave is read again at the next start.
+STOP_GRACE_S = 4.0
 
 
 class Processor:
@@ -216,7 +220,7 @@ class Processor:
         log.info("event=alerts_restored loaded=%d open=%d", len(alerts), active)
 
     async def close(self) -> None:
-        """Flush, commit and disconnect (idempotent)."""
+        """Flush, commit and disconnect (idempotent; after :meth:`abandon`: disconnect)."""
         if self._consuming:
             self._consuming = False
             with contextlib.suppress(Exception):
@@ -231,6 +235,13 @@ class Processor:
             await self._http.close()
             self._http = None
         await self.storage.close()
+
+    async def abandon(self) -> None:
+        """Cancel the writes in flight, commit nothing more (a stop cut short):
+        their records are read again at the next start."""
+        self._consuming = False
+        await self.writes.cancel()
+        await self.notifications.cancel()
 
     # -- rebalance -------------------------------------------------------------
 

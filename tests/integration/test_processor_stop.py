@@ -1,5 +1,6 @@
-"""The processor while a neighbour is down at start: it retries, one log line
-per retry and no traceback, and stops within 5 s of SIGTERM in every state.
+"""The processor while a neighbour is down: at start it retries, one log line
+per retry and no traceback; it stops within 5 s of SIGTERM in every state
+(at run time with the search server down too, losing nothing).
 
 Real processes (``python -m cloud_processor run``) against the shared stack;
 the neighbour that is down is a closed local port, or a port that accepts
@@ -24,14 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
+from cloud_processor.app import STOP_GRACE_S
 from cloud_processor.testing import TcpProxy
 from stagekit.kafka import create_topics, delete_topics
 from stagekit.search import api as search
 from stagekit.search.api import SearchError
 from stagekit.search.backends import OpenSearchBackend
 from stagekit.search.indices import INDEXES, IndexNames
-from telemetry_contract import kafka_topics
+from telemetry_contract import Reading, encode, kafka_key, kafka_topics
 
 pytestmark = [pytest.mark.integration]
 
@@ -214,3 +217,67 @@ async def test_kafka_reachable_after_start_proceeds_to_ready(run: Run) -> None:
         run.kill()
         await proxy.close()
     assert "Traceback" not in "\n".join(run.lines())
+
+
+async def _produce(bootstrap: str, topic: str, n: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        start_ms = 1_790_000_000_000
+        for i in range(n):
+            r = Reading(
+                device_id="r-1",
+                sensor_id="host",
+                site="s",
+                seq=i + 1,
+                ts=start_ms + i * 1000,
+                temp_c=4.0,
+            )
+            await producer.send(topic, encode(r), key=kafka_key(r.device_id))
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _stored(backend: OpenSearchBackend, pattern: str) -> int:
+    try:
+        await backend.perform(search.refresh(pattern))
+        answer = await backend.perform(
+            search.search(pattern, {"size": 0, "track_total_hits": True})
+        )
+    except SearchError:
+        return -1
+    return int(answer["hits"]["total"]["value"])
+
+
+async def test_search_down_at_run_time_stops_on_sigterm_losing_nothing(run: Run) -> None:
+    """Writes retrying for ever do not hold the stop: after STOP_GRACE_S they
+    are abandoned uncommitted, and the next start stores every record once."""
+    host, port = run.search_url.rsplit("/", 1)[1].rsplit(":", 1)
+    proxy = TcpProxy(host, int(port))
+    await proxy.start()
+    backend = OpenSearchBackend(run.search_url)
+    try:
+        run.start(kafka=run.bootstrap, search_url=proxy.url)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while not await run.ready():
+            assert loop.time() < deadline, "\n".join(run.lines())
+            await asyncio.sleep(0.5)
+        await proxy.cut()
+        await _produce(run.bootstrap, run.topics.telemetry, 50)
+        await run.wait_for_retries("search_retry", 2)  # a bulk write is retrying
+        assert await run.stop_within(STOP_GRACE_S + 1) == 0
+        assert "event=stop_cut_short" in "\n".join(run.lines())
+        await proxy.restore()
+        run.start(kafka=run.bootstrap, search_url=proxy.url)
+        deadline = loop.time() + 90
+        while await _stored(backend, run.names.readings_pattern) < 50:
+            assert loop.time() < deadline, "\n".join(run.lines())
+            await asyncio.sleep(0.5)
+        assert await _stored(backend, run.names.readings_pattern) == 50
+        assert await run.stop_within(30) == 0
+    finally:
+        run.kill()
+        await proxy.close()
+        await backend.close()
