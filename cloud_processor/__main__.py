@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import json
 import logging
@@ -114,13 +115,44 @@ register = COMMAND.register
 main = COMMAND.main
 
 
+#: Client libraries that log each failed request themselves, the search
+#: clients with a ~45-line traceback: the processor logs one line per retry.
+_SEARCH_LOGGERS = ("opensearch", "elastic_transport", "elasticsearch")
+
+
+class _ClientLogBudget(logging.Filter):
+    """aiokafka's warnings and errors: one line a minute per message (e.g. its
+    "Unable connect to" on every attempt while Kafka is down)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from stagekit.ratelog import RateLimitedLog
+
+        self._budget = RateLimitedLog(lines=1, per_s=60.0)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Keyed by the message's format string: a fixed set, never the input.
+        return record.levelno < logging.WARNING or self._budget.take(str(record.msg)) is not None
+
+
+def _quiet_clients(args: argparse.Namespace) -> None:
+    """One line per retry, not the libraries' own (``--debug`` shows them all)."""
+    if getattr(args, "debug", False):
+        return
+    for name in _SEARCH_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("aiokafka").addFilter(_ClientLogBudget())
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
+    _quiet_clients(args)
     return serve(lambda stop: _serve(cfg, stop))
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
+    _quiet_clients(args)
     return serve(lambda stop: _serve(cfg, stop, replay_from_ms=args.from_ms))
 
 
@@ -131,12 +163,39 @@ async def _serve(cfg: Any, stop: asyncio.Event, *, replay_from_ms: int | None = 
     processor = build_processor(cfg, replay_from_ms=replay_from_ms)
     try:
         await processor.start(stop)
-        await processor.run(stop)
+        await _run_until_stopped(processor, stop)
     except StoppedError as exc:
         log.info("event=stopped_before_start detail=%s", exc)
     finally:
         await processor.close()
     return 0
+
+
+async def _run_until_stopped(processor: Any, stop: asyncio.Event) -> None:
+    """``processor.run(stop)``; once ``stop`` is set, cut short after ``STOP_GRACE_S``
+    (a write waiting for a search server that is down would never end)."""
+    from cloud_processor.app import STOP_GRACE_S
+
+    runner = asyncio.ensure_future(processor.run(stop))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((runner, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if not runner.done():
+        await asyncio.wait((runner,), timeout=STOP_GRACE_S)
+    if not runner.done():
+        log.warning(
+            "event=stop_cut_short grace_s=%.1f detail=records not yet stored are read "
+            "again at the next start",
+            STOP_GRACE_S,
+        )
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        await processor.abandon()
+        return
+    await runner
 
 
 def _cmd_ack(args: argparse.Namespace) -> int:

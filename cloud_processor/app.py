@@ -30,25 +30,32 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from cloud_processor.aggregates import DirtyWindows
 from cloud_processor.batches import BatchPreparer
 from cloud_processor.chain import WriteChain
 from cloud_processor.config import ProcessorConfig
+from cloud_processor.kafka import kafka_retriable
 from cloud_processor.metrics import Metrics
 from cloud_processor.notifiers import Notifications
 from cloud_processor.offsets import Offsets
 from cloud_processor.ports import Batch, Notifier, Partition, Producer, Source, Store
 from cloud_processor.rules import FleetRules
 from cloud_processor.sink import Sink
+from cloud_processor.storage import StoppedError, unless_stopped
+from stagekit.backoff import Backoff, sleep_or_stop
 from stagekit.health import HealthServer
 from stagekit.search.indices import IndexNames
-from telemetry_contract import kafka_topics
+from telemetry_contract import kafka_topics, printable
 
-__all__ = ["Processor"]
+__all__ = ["STOP_GRACE_S", "Processor"]
 
 log = logging.getLogger(__name__)
+
+#: Once told to stop, how long the last writes may take (the search server
+#: may be down); what they leave is read again at the next start.
+STOP_GRACE_S = 4.0
 
 
 class Processor:
@@ -153,13 +160,56 @@ class Processor:
                 cfg.search.retention_days,
             )
         await self._restore(stop)
-        await self.producer.start()
+        await self._connect("producer", self.producer.start, self.producer.stop, stop)
         await self.notifications.start()  # the webhook's feed reads before we write
-        await self.source.start(self._on_revoked, self._on_assigned)
+        await self._connect(
+            "consumer",
+            lambda: self.source.start(self._on_revoked, self._on_assigned),
+            self.source.stop,
+            stop,
+        )
         self._consuming = True
         if self._replay:
             self.offsets.replay_end = dict(self.source.end_offsets)
             self._joined = True
+
+    async def _connect(
+        self,
+        what: str,
+        start: Callable[[], Awaitable[None]],
+        undo: Callable[[], Awaitable[None]],
+        stop: asyncio.Event | None,
+    ) -> None:
+        """``start()`` a Kafka client, retrying while Kafka is unreachable.
+
+        The same policy as the search server's (``search.retry_initial_s`` up
+        to ``retry_max_s``, jittered), one log line per retry; raises
+        :class:`~cloud_processor.storage.StoppedError` as soon as ``stop`` is set.
+        """
+        s = self.config.search
+        backoff = Backoff(s.retry_initial_s, max(s.retry_max_s, s.retry_initial_s), jitter="equal")
+        while True:
+            try:
+                await unless_stopped(f"Kafka ({what})", start(), stop)
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    await undo()  # a half-started client: start afresh
+                if isinstance(exc, StoppedError) or not kafka_retriable(exc):
+                    raise
+                wait = backoff.next()
+                log.warning(
+                    "event=kafka_retry op=%s attempt=%d delay_s=%.2f error=%s",
+                    what,
+                    backoff.attempts,
+                    wait,
+                    printable(str(exc) or type(exc).__name__, 300),
+                )
+                if await sleep_or_stop(wait, stop):
+                    raise StoppedError(f"stopped while Kafka is unreachable ({what})") from exc
+                continue
+            if backoff.attempts:
+                log.info("event=kafka_connected op=%s attempts=%d", what, backoff.attempts)
+            return
 
     async def _restore(self, stop: asyncio.Event | None = None) -> None:
         since = self._now_ms() - int(self.config.alerts.restore_resolved_s * 1000)
@@ -170,7 +220,7 @@ class Processor:
         log.info("event=alerts_restored loaded=%d open=%d", len(alerts), active)
 
     async def close(self) -> None:
-        """Flush, commit and disconnect (idempotent)."""
+        """Flush, commit and disconnect (idempotent; after :meth:`abandon`: disconnect)."""
         if self._consuming:
             self._consuming = False
             with contextlib.suppress(Exception):
@@ -185,6 +235,13 @@ class Processor:
             await self._http.close()
             self._http = None
         await self.storage.close()
+
+    async def abandon(self) -> None:
+        """Cancel the writes in flight, commit nothing more (a stop cut short):
+        their records are read again at the next start."""
+        self._consuming = False
+        await self.writes.cancel()
+        await self.notifications.cancel()
 
     # -- rebalance -------------------------------------------------------------
 

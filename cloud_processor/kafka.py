@@ -22,11 +22,26 @@ __all__ = [
     "KafkaProducer",
     "KafkaSource",
     "Revocations",
+    "kafka_retriable",
     "make_consumer",
     "make_producer",
 ]
 
 log = logging.getLogger(__name__)
+
+
+def kafka_retriable(exc: BaseException) -> bool:
+    """True when starting a client again later can succeed (Kafka unreachable, busy).
+
+    >>> from aiokafka.errors import KafkaConnectionError, UnsupportedVersionError
+    >>> kafka_retriable(KafkaConnectionError("down")), kafka_retriable(UnsupportedVersionError())
+    (True, False)
+    """
+    from aiokafka.errors import KafkaError
+
+    if isinstance(exc, KafkaError):
+        return bool(exc.retriable)
+    return isinstance(exc, OSError | TimeoutError)
 
 
 def make_consumer(settings: KafkaSettings, *, group_id: str | None = None) -> Any:

@@ -13,6 +13,7 @@ as soon as the stage is told to stop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -44,7 +45,7 @@ from stagekit.search.api import SearchBackend, SearchError
 from stagekit.search.indices import INDEXES, IndexNames, ilm_policy, index_templates
 from telemetry_contract import Alert, printable
 
-__all__ = ["BulkTotals", "StoppedError", "Storage"]
+__all__ = ["BulkTotals", "StoppedError", "Storage", "unless_stopped"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,29 @@ T = TypeVar("T")
 
 
 class StoppedError(Exception):
-    """The stage was told to stop while waiting for the search server (at start-up)."""
+    """The stage was told to stop while waiting for a server (at start-up)."""
+
+
+async def unless_stopped(what: str, call: Awaitable[T], stop: asyncio.Event | None) -> T:
+    """Await ``call``, or raise :class:`StoppedError` as soon as ``stop`` is set.
+
+    A request to a server that does not answer can take its whole timeout;
+    a stage told to stop meanwhile leaves it behind instead of waiting.
+    """
+    task = asyncio.ensure_future(call)
+    if stop is None:
+        return await task
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    raise StoppedError(f"stopped while waiting for {what}")
 
 
 @dataclass(slots=True)
@@ -131,18 +154,17 @@ class Storage:
         backoff = self._backoff()
         while True:
             try:
-                result = await call()
+                result = await unless_stopped(f"the search server ({what})", call(), stop)
             except SearchError as exc:
                 if not exc.retriable:
                     raise
                 self._set_available(False)
-                delay = backoff.current_s
                 wait = backoff.next()
                 log.warning(
                     "event=search_retry op=%s attempt=%d delay_s=%.2f error=%s",
                     what,
                     backoff.attempts,
-                    delay,
+                    wait,
                     exc,
                 )
                 if await sleep_or_stop(wait, stop):

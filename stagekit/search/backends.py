@@ -22,6 +22,8 @@ node on a short timeout; a single node is used anyway).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from typing import Any, Final
 
 import msgspec
@@ -56,10 +58,29 @@ class ThreadedBackend:
         raise NotImplementedError
 
     async def perform(self, request: Request) -> Any:
-        """Run ``request`` in a worker thread."""
+        """Run ``request`` in a worker thread of its own (a daemon thread).
+
+        Not ``asyncio.to_thread``: its pool is joined when the loop and the
+        interpreter shut down, so a request to a server that accepts and never
+        answers would hold a stopping stage for the client's whole timeout.
+        A caller that gives up on the request (the stage stops) leaves the
+        thread to end with its timeout while the process exits.
+        """
         if self._closed:
             raise SearchError("client is closed")
-        return await asyncio.to_thread(self.perform_sync, request)
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
+
+        def work() -> None:
+            try:
+                result, error = self.perform_sync(request), None
+            except BaseException as exc:  # handed to the awaiting coroutine
+                result, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, answer, result, error)
+
+        threading.Thread(target=work, name="search-request", daemon=True).start()
+        return await answer
 
     async def close(self) -> None:
         """Close the connection pool (idempotent)."""
@@ -198,6 +219,15 @@ class ElasticsearchBackend(ThreadedBackend):
 
     def _close_sync(self) -> None:
         self._client.close()
+
+
+def _settle(answer: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if answer.done():  # the caller gave up on it
+        return
+    if error is not None:
+        answer.set_exception(error)
+    else:
+        answer.set_result(result)
 
 
 def make_backend(settings: SearchSettings) -> ThreadedBackend:
