@@ -61,6 +61,7 @@ class FakeMqtt:
         self.on_connected: Any = None
         self.unsubscribed = False
         self.ended_session = False
+        self.published: list[tuple[str, bytes]] = []
 
     def start(self, on_message: Any, on_connected: Any) -> None:
         self.on_message, self.on_connected = on_message, on_connected
@@ -82,6 +83,12 @@ class FakeMqtt:
 
     def ack(self, message: Incoming) -> None:
         self.acked.append(message.mid)
+
+    def publish(self, topic: str, payload: bytes) -> bool:
+        if not self.connected:
+            return False
+        self.published.append((topic, payload))
+        return True
 
     async def wait_connected(self, wait_s: float) -> bool:
         for _ in range(int(wait_s / 0.01)):
