@@ -134,6 +134,23 @@ def test_mqtt_device_cannot_publish_as_another_device(stack: dict[str, Any]) -> 
         assert not gateway.received(denied)
 
 
+def test_mqtt_receipt_topics_gateway_writes_device_reads_only_its_own(
+    stack: dict[str, Any],
+) -> None:
+    mine = f"thermowatch/it-{RUN}/dev-test-1/receipt"
+    other = f"thermowatch/it-{RUN}/dev-test-2/receipt"
+    payload = f"receipt-{RUN}".encode()
+    with _mqtt(stack, "gateway") as gateway, _mqtt(stack, "dev-test-1") as device:
+        device.subscribe(mine)
+        _, mid = device.client.subscribe(other, qos=1)
+        codes = device.wait(lambda: device.subacks.get(mid), "SUBACK for another device")
+        assert codes[0].value == 135, f"another device's receipts: {codes[0]}"
+        assert gateway.publish(mine, payload).value == 0
+        device.wait(lambda: device.received(payload), "the receipt at its device")
+        # Not widened: the gateway still writes nothing but receipts.
+        assert gateway.publish(f"thermowatch/it-{RUN}/dev-test-1/config", b"x").value == 135
+
+
 def test_mqtt_wrong_password_is_refused(stack: dict[str, Any]) -> None:
     endpoint = stack["mosquitto"]
     bad = {**stack, "mosquitto": {**endpoint, "users": {"dev-test-3": "wrong-password"}}}

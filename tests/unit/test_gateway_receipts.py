@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -218,3 +219,32 @@ async def test_receipts_while_mqtt_is_down_are_not_kept() -> None:
         sink.confirm(1)
         (receipt,) = await published_soon(mqtt, 1)
         assert receipt.ranges == [(1, 1)]
+
+
+# --- the shipped broker ACLs -----------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+ACLS = [REPO / "deploy/local/mosquitto-acl.conf", REPO / "deploy/docker/mosquitto/acl.conf"]
+
+
+@pytest.mark.parametrize("path", ACLS, ids=lambda p: p.parent.name)
+def test_every_shipped_acl_lets_the_gateway_write_receipts_and_a_device_read_its_own(
+    path: Path,
+) -> None:
+    rules: dict[str, list[str]] = {}
+    user = "pattern"
+    for raw in path.read_text().splitlines():
+        line = raw.strip()  # comments are whole lines ("#" is also a topic wildcard)
+        if line.startswith("user "):
+            user = line.split()[1]
+        elif line.startswith("topic "):
+            rules.setdefault(user, []).append(line)
+        elif line.startswith("pattern "):
+            rules.setdefault("pattern", []).append(line)
+    assert rules["gateway"] == ["topic read thermowatch/#", "topic write thermowatch/+/+/receipt"]
+    assert "pattern read thermowatch/+/%u/receipt" in rules["pattern"]
+    # Nothing else widened: devices still read only their config and receipts.
+    assert [r for r in rules["pattern"] if r.startswith("pattern read")] == [
+        "pattern read thermowatch/+/%u/config",
+        "pattern read thermowatch/+/%u/receipt",
+    ]
