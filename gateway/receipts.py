@@ -10,8 +10,7 @@ are in Kafka, and a device that supports receipts keeps a reading until one
 covers it (re-sending it otherwise); a device that does not ignores them.
 
 Dead letters carry no seqs: a payload the gateway refused gives no seq it can
-trust, so it is never confirmed (the device re-sends it, and it is refused
-again, until its own outbox bound drops it with a ``Gap``).
+trust, so no receipt ever names it.
 
 Memory is bounded by ``max_ranges``: each device holds at least one range, so
 it bounds the devices too. A full book is flushed early, never dropped.
