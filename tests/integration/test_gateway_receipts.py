@@ -9,10 +9,13 @@ the gateway write them).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +111,33 @@ def gap(device: str, site: str, first: int, last: int) -> bytes:
     ).encode()
 
 
+def started(*gws: GatewayProcess) -> None:
+    for gw in gws:
+        gw.start()
+    for gw in gws:
+        gw.wait_ready()
+
+
+@contextlib.contextmanager
+def device_link(env: Env, site: str, device: str, password: str) -> Iterator[Link]:
+    """The device's receipt listener and its publisher, closed afterwards."""
+    listener = ReceiptListener(env, site, device, password)
+    try:
+        pub = Publisher(env.mqtt_host, env.mqtt_port, device, password)
+        try:
+            yield Link(listener, pub)
+        finally:
+            pub.close()
+    finally:
+        listener.close()
+
+
+@dataclass(frozen=True)
+class Link:
+    listener: ReceiptListener
+    pub: Publisher
+
+
 def publish(pub: Publisher, site: str, device: str, seqs: range) -> None:
     topic = f"thermowatch/{site}/{device}/telemetry"
     wait_published([pub.publish(topic, reading(device, site, seq)) for seq in seqs])
@@ -119,24 +149,20 @@ def test_receipts_cover_exactly_what_kafka_has(
     device, password = env.device("rc")
     site = "sr"
     gw = make_gateway(env, tmp_path, gateways, f"rc-{env.run}", share_group="")
-    gw.start()
-    gw.wait_ready()
-    listener = ReceiptListener(env, site, device, password)
-    pub = Publisher(env.mqtt_host, env.mqtt_port, device, password)
-    topics = kafka_topics(gw.prefix)
-    try:
-        publish(pub, site, device, range(300))
-        topic = f"thermowatch/{site}/{device}/telemetry"
+    started(gw)
+    topic = f"thermowatch/{site}/{device}/telemetry"
+    with device_link(env, site, device, password) as link:
+        publish(link.pub, site, device, range(300))
         wait_published(
             [
-                pub.publish(topic, gap(device, site, 300, 309)),
-                pub.publish(topic, b"\x00not json"),  # a dead letter: no receipt
-                pub.publish(topic, reading(device, "elsewhere", 999)),  # site mismatch: same
+                link.pub.publish(topic, gap(device, site, 300, 309)),
+                link.pub.publish(topic, b"\x00not json"),  # a dead letter: no receipt
+                link.pub.publish(topic, reading(device, "elsewhere", 999)),  # site mismatch: same
             ]
         )
         expected = set(range(310))
-        wait_for(lambda: listener.covered() >= expected, "receipts for every seq")
-        with reading_kafka(env.bootstrap, [topics.telemetry]) as reader:
+        wait_for(lambda: link.listener.covered() >= expected, "receipts for every seq")
+        with reading_kafka(env.bootstrap, [kafka_topics(gw.prefix).telemetry]) as reader:
             wait_for(lambda: len(reader.snapshot()) >= 301, "the records in Kafka")
             in_kafka = {
                 json.loads(r.value)["seq"]
@@ -144,12 +170,10 @@ def test_receipts_cover_exactly_what_kafka_has(
                 if r.key == device.encode() and json.loads(r.value)["type"] == "reading"
             }
         time.sleep(1.0)  # any late receipt would be counted below
-    finally:
-        pub.close()
-        listener.close()
-    assert listener.covered() == expected  # nothing dead-lettered is confirmed
+        receipts = link.listener.snapshot()
+    covered = {s for r in receipts for a, b in r.ranges for s in range(a, b + 1)}
+    assert covered == expected  # nothing dead-lettered is confirmed
     assert in_kafka == set(range(300))
-    receipts = listener.snapshot()
     assert {r.gateway_id for r in receipts} == {gw.gateway_id}
     assert all(r.device_id == device and r.site == site for r in receipts)
     assert gw.metric("thermowatch_gateway_receipts_sent_total") >= len(receipts)
@@ -163,19 +187,11 @@ def test_two_gateways_on_a_shared_subscription_each_confirm_what_they_forwarded(
     site = "ss"
     a = make_gateway(env, tmp_path, gateways, f"rsa-{env.run}")
     b = make_gateway(env, tmp_path, gateways, f"rsb-{env.run}")
-    for gw in (a, b):
-        gw.start()
-    for gw in (a, b):
-        gw.wait_ready()
-    listener = ReceiptListener(env, site, device, password)
-    pub = Publisher(env.mqtt_host, env.mqtt_port, device, password)
+    started(a, b)
     total = 600
-    try:
-        publish(pub, site, device, range(total))
-        wait_for(lambda: listener.covered() == set(range(total)), "receipts for every seq")
-    finally:
-        pub.close()
-        listener.close()
+    with device_link(env, site, device, password) as link:
+        publish(link.pub, site, device, range(total))
+        wait_for(lambda: link.listener.covered() == set(range(total)), "receipts for every seq")
     with reading_kafka(env.bootstrap, [kafka_topics(a.prefix).telemetry]) as reader:
         wait_for(lambda: len(set(seqs_of(reader.snapshot(), device))) == total, "Kafka")
         records = [r for r in reader.snapshot() if r.key == device.encode()]
@@ -185,7 +201,7 @@ def test_two_gateways_on_a_shared_subscription_each_confirm_what_they_forwarded(
         forwarded.setdefault(gid, set()).add(json.loads(rec.value)["seq"])
     assert set(forwarded) == {a.gateway_id, b.gateway_id}
     for gw in (a, b):  # each confirms only (and all) that it forwarded
-        assert listener.covered(gw.gateway_id) == forwarded[gw.gateway_id]
+        assert link.listener.covered(gw.gateway_id) == forwarded[gw.gateway_id]
 
 
 def test_receipts_disabled_publish_none(
@@ -193,28 +209,16 @@ def test_receipts_disabled_publish_none(
 ) -> None:
     device, password = env.device("rd")
     site = "sd"
-    gw = make_gateway(
-        env,
-        tmp_path,
-        gateways,
-        f"rd-{env.run}",
-        share_group="",
-        extra="[receipts]\nenabled = false",
-    )
-    gw.start()
-    gw.wait_ready()
-    listener = ReceiptListener(env, site, device, password)
-    pub = Publisher(env.mqtt_host, env.mqtt_port, device, password)
-    try:
-        publish(pub, site, device, range(100))
+    off = "[receipts]\nenabled = false"
+    gw = make_gateway(env, tmp_path, gateways, f"rd-{env.run}", share_group="", extra=off)
+    started(gw)
+    with device_link(env, site, device, password) as link:
+        publish(link.pub, site, device, range(100))
         with reading_kafka(env.bootstrap, [kafka_topics(gw.prefix).telemetry]) as reader:
             wait_for(lambda: set(seqs_of(reader.snapshot(), device)) == set(range(100)), "Kafka")
         wait_for(lambda: gw.metric("thermowatch_gateway_forwarded_total") >= 100, "acks")
         time.sleep(2.0)  # ten default intervals: a receipt would be here
-    finally:
-        pub.close()
-        listener.close()
-    assert listener.snapshot() == []
+    assert link.listener.snapshot() == []
     assert gw.metric("thermowatch_gateway_receipts_sent_total") == 0
 
 
@@ -225,23 +229,19 @@ def test_no_receipt_while_kafka_is_down_then_all_after(
     site = "so"
     bootstrap = private_kafka.endpoints()["kafka"]["bootstrap"]
     gw = make_gateway(env, tmp_path, gateways, f"ro-{env.run}", share_group="", bootstrap=bootstrap)
-    gw.start()
-    gw.wait_ready()
-    listener = ReceiptListener(env, site, device, password)
-    pub = Publisher(env.mqtt_host, env.mqtt_port, device, password)
-    try:
-        publish(pub, site, device, range(50))
-        wait_for(lambda: listener.covered() == set(range(50)), "receipts before the outage")
+    started(gw)
+    with device_link(env, site, device, password) as link:
+        publish(link.pub, site, device, range(50))
+        wait_for(lambda: link.listener.covered() == set(range(50)), "receipts before the outage")
         private_kafka.stop("kafka")
-        publish(pub, site, device, range(50, 150))  # the broker acknowledges them
+        publish(link.pub, site, device, range(50, 150))  # the broker acknowledges them
         wait_for(lambda: not gw.ready(), "the gateway to notice Kafka is down")
         time.sleep(3.0)
-        assert listener.covered() == set(range(50)), "a receipt while Kafka was down"
+        assert link.listener.covered() == set(range(50)), "a receipt while Kafka was down"
         private_kafka.start("kafka", timeout=180.0)
-        wait_for(lambda: listener.covered() == set(range(150)), "receipts after the outage", 180)
-    finally:
-        pub.close()
-        listener.close()
+        wait_for(
+            lambda: link.listener.covered() == set(range(150)), "receipts after the outage", 180
+        )
     with reading_kafka(bootstrap, [kafka_topics(gw.prefix).telemetry]) as reader:
         wait_for(
             lambda: set(seqs_of(reader.snapshot(), device)) == set(range(150)), "Kafka", TIMEOUT
