@@ -18,13 +18,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.app import Gateway, RetireOptions
+from gateway.app import RetireOptions
 from gateway.config import GatewayConfig, GatewaySettings, HttpSettings, ReceiptSettings
 from gateway.receipts import ReceiptBook, publish_bytes
 from stagekit.config import ConfigError, loads
 from telemetry_contract import Receipt, decode, encode, seq_ranges
 from telemetry_contract.messages import MAX_RECEIPT_RANGES
-from tests.unit.test_gateway_app import FakeMqtt, FakeSink, incoming, reading, running, settle
+from tests.unit.test_gateway_app import incoming, reading, retiring, running, settle
 
 # --- the pure book --------------------------------------------------------------
 
@@ -252,13 +252,7 @@ def test_every_shipped_acl_lets_the_gateway_write_receipts_and_a_device_read_its
 
 
 async def test_a_retiring_gateway_confirms_what_it_forwards_from_the_session() -> None:
-    sink, mqtt = FakeSink(), FakeMqtt()
-    mqtt.session_present = True
-    retire = RetireOptions(idle_s=0.2, timeout_s=30)
-    gw = Gateway(cfg(), source=mqtt, sink=sink, retire=retire)
-    task = asyncio.create_task(gw.run())
-    await asyncio.wait_for(mqtt.started.wait(), 5)
-    mqtt.connect(1)
+    gw, sink, mqtt, task = await retiring(cfg(), RetireOptions(idle_s=0.2, timeout_s=30))
     mqtt.deliver(incoming(1, reading(41)))
     mqtt.deliver(incoming(2, reading(42)))
     sink.confirm(0)
