@@ -6,6 +6,13 @@ letter), so every message the broker accepted ends up in Kafka at least once.
 Duplicates happen only when the gateway or its connection dies between the
 Kafka write and the MQTT ack; consumers deduplicate by ``(device_id, seq)``.
 
+Receipts (``[receipts]``, on by default): the seqs of the readings and gaps
+Kafka confirmed are gathered per device (:class:`~gateway.receipts.ReceiptBook`)
+and published every ``receipts.interval_s`` at QoS 0 on the device's receipt
+topic, so a device may drop a reading only once it is in Kafka. Nothing is
+confirmed before Kafka is, so a Kafka outage stops receipts and they resume
+with it; with several gateways each confirms what it forwarded.
+
 Acknowledgements go out in the order messages arrived (MQTT asks for that):
 a window of in-flight messages, acknowledged from its head as the writes
 complete. The window is bounded by the Receive Maximum the gateway announces
@@ -32,9 +39,10 @@ from gateway.kafka import KafkaSetupError, KafkaSink
 from gateway.metrics import Metrics
 from gateway.mqtt import MqttSource
 from gateway.ports import SYSTEM_CLOCK, Clock, Incoming, MessageSource, RecordSink
+from gateway.receipts import ReceiptBook, publish_bytes, receipt_topic
 from stagekit.health import HealthServer
 from stagekit.ratelog import RateLimitedLog
-from telemetry_contract import Reason, kafka_topics, printable
+from telemetry_contract import Reason, encode, kafka_topics, printable
 
 __all__ = ["Gateway", "RetireOptions", "build_gateway"]
 
@@ -120,6 +128,12 @@ class Gateway:
         self._stop = asyncio.Event()
         self._drained = asyncio.Event()
         self._fatal: str | None = None
+        #: Seqs Kafka confirmed, per device, until their receipts go out (None: receipts off).
+        self._receipts = (
+            ReceiptBook(config.receipts.max_pending_ranges) if config.receipts.enabled else None
+        )
+        self._receipts_due = asyncio.Event()
+        self._receipt_task: asyncio.Task[None] | None = None
 
     # --- public -------------------------------------------------------------
 
@@ -168,6 +182,8 @@ class Gateway:
             # a message read before Kafka is there could not be acknowledged.
             if await self._until_stopped(self._sink.start(self._on_written)):
                 self._source.start(self._on_message, self._on_connected)
+                if self._receipts is not None:
+                    self._receipt_task = asyncio.create_task(self._send_receipts_forever())
                 if self.retire is None:
                     await self._stop.wait()
                 else:
@@ -264,7 +280,14 @@ class Gateway:
             if counter is None:
                 counter = self._forwarded[record.kind] = self.metrics.forwarded.labels(record.kind)
             counter.inc()
+            seqs = record.seqs
+            if seqs is not None and self._receipts is not None:
+                if self._receipts.add(seqs.site, seqs.device_id, seqs.first, seqs.last):
+                    self._send_receipts()  # the book is full: send now, drop nothing
+                elif not self._receipts_due.is_set():
+                    self._receipts_due.set()
         else:
+            # A dead letter confirms nothing: a refused payload has no seq to trust.
             self._dead_lettered(record, token.incoming)
         if self._window and self._window[0] is token:
             self._drain()
@@ -308,6 +331,40 @@ class Gateway:
             source.resume_reading()
         if not window:
             self._drained.set()
+
+    # --- receipts -------------------------------------------------------------
+
+    async def _send_receipts_forever(self) -> None:
+        """Send the receipts ``receipts.interval_s`` after the first seq of a batch came in.
+
+        Idle (nothing confirmed, e.g. while Kafka is down) it waits without waking.
+        """
+        interval = self.config.receipts.interval_s
+        while True:
+            await self._receipts_due.wait()
+            await asyncio.sleep(interval)
+            self._receipts_due.clear()
+            self._send_receipts()
+
+    def _send_receipts(self) -> None:
+        """Publish a receipt per device for every seq Kafka confirmed since the last one.
+
+        A receipt the broker connection cannot take is not kept (QoS 0): the
+        device re-sends what no receipt covered, and its next copy is confirmed.
+        """
+        book = self._receipts
+        if book is None or not len(book):
+            return
+        root = self.config.mqtt.topic_root
+        sent = size = 0
+        for receipt in book.take(gateway_id=self.gateway_id, now_ms=self._wall_ms()):
+            topic, payload = receipt_topic(receipt, root), encode(receipt)
+            if self._source.publish(topic, payload):
+                sent += 1
+                size += publish_bytes(topic, payload)
+        if sent:
+            self.metrics.receipts_sent.inc(sent)
+            self.metrics.receipt_bytes.inc(size)
 
     # --- retiring a session ---------------------------------------------------
 
@@ -380,6 +437,11 @@ class Gateway:
             self._drained.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), grace)
+        if self._receipt_task is not None:
+            self._receipt_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._receipt_task
+        self._send_receipts()  # for the writes completed while draining
         # paho's DISCONNECT is sent after the queued PUBACKs.
         await self._source.stop(end_session=self.session_ended)
         await self._sink.stop()

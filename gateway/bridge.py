@@ -21,12 +21,14 @@ as another).
 ...              received_ms=1_767_225_600_100, gateway_id="gw1", topics=topics)
 >>> rec.topic, rec.key, rec.reason
 ('tw.telemetry', b's1-d01', None)
+>>> rec.seqs
+SeqSpan(site='s1', device_id='s1-d01', first=3, last=3)
 >>> dict(rec.headers)["mqtt_topic"]
 b'thermowatch/s1/s1-d01/telemetry'
 >>> bad = bridge("thermowatch/s1/s1-d02/telemetry", payload,
 ...              received_ms=1_767_225_600_100, gateway_id="gw1", topics=topics)
->>> bad.topic, bad.key, bad.reason
-('tw.deadletter', b's1-d02', <Reason.DEVICE_MISMATCH: 'device_mismatch'>)
+>>> bad.topic, bad.key, bad.reason, bad.seqs
+('tw.deadletter', b's1-d02', <Reason.DEVICE_MISMATCH: 'device_mismatch'>, None)
 >>> from telemetry_contract import decode
 >>> decode(bad.value).detail
 "device_id: 's1-d01' does not match the topic's device 's1-d02'"
@@ -45,7 +47,9 @@ from telemetry_contract import (
     MAX_PAYLOAD_BYTES,
     ContractError,
     DeadLetter,
+    Gap,
     KafkaTopics,
+    Reading,
     Reason,
     decode,
     encode,
@@ -62,6 +66,7 @@ __all__ = [
     "DEADLETTER_PAYLOAD_LIMIT",
     "Header",
     "KafkaRecord",
+    "SeqSpan",
     "bridge",
     "dead_letter",
     "fallback_dead_letter",
@@ -76,6 +81,17 @@ _MAX_USER_PROPERTIES: Final = 16
 _MAX_PROPERTY_CHARS: Final = 256
 #: Raw payload bytes a fallback dead letter keeps (base64: 4/3 of it, within the limit).
 _FALLBACK_PAYLOAD_BYTES: Final = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class SeqSpan:
+    """The device seqs ``first``..``last`` one record carries (a reading: one seq;
+    a gap: its ``first_seq``..``last_seq``): what a receipt names once Kafka has it."""
+
+    site: str
+    device_id: str
+    first: int
+    last: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +114,9 @@ class KafkaRecord:
     error: str | None = None
     #: Where that error happened (``validate``, ``dead letter``, ``bridge``): a metric label.
     error_stage: str = ""
+    #: The device seqs of a forwarded reading or gap; None for other kinds and
+    #: for dead letters (a refused payload has no seq to trust).
+    seqs: SeqSpan | None = None
 
     @property
     def dead_letter(self) -> bool:
@@ -208,6 +227,11 @@ def _forward(
     )
     if user_properties:
         headers += tuple(_user_headers(user_properties))
+    seqs: SeqSpan | None = None
+    if type(message) is Reading:
+        seqs = SeqSpan(message.site, message.device_id, message.seq, message.seq)
+    elif type(message) is Gap:
+        seqs = SeqSpan(message.site, message.device_id, message.first_seq, message.last_seq)
     return KafkaRecord(
         topic=route.target,
         key=route.key,
@@ -215,6 +239,7 @@ def _forward(
         headers=headers,
         reason=None,
         kind=route.kind,
+        seqs=seqs,
     )
 
 

@@ -27,6 +27,7 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 import stagekit.settings
+from gateway.receipts import DEFAULT_MAX_RANGES
 from stagekit.address import host_problems
 from stagekit.config import load
 from stagekit.settings import NAME_PATTERN, Port, TlsSettings
@@ -42,6 +43,7 @@ __all__ = [
     "HttpSettings",
     "KafkaSettings",
     "MqttSettings",
+    "ReceiptSettings",
     "TlsSettings",
     "load_config",
 ]
@@ -132,6 +134,20 @@ class BridgeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_payload_bytes: Annotated[int, msgspec.Meta(ge=256, le=1_000_000)] = MAX_PAYLOAD_BYTES
 
 
+class ReceiptSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Receipts to devices: which of their seqs Kafka confirmed (gateway/README.md)."""
+
+    #: Publish receipts (QoS 0, not retained) on ``<root>/<site>/<device_id>/receipt``
+    #: after Kafka confirmed the records. Off: the gateway behaves as before receipts.
+    enabled: bool = True
+    #: How long confirmed seqs are gathered per device before their receipt goes out:
+    #: the edge's round trip grows by up to this much; shorter means more receipts.
+    interval_s: Annotated[float, msgspec.Meta(gt=0, le=10)] = 0.2
+    #: Most seq ranges held between two sends (all devices together); when reached,
+    #: the receipts go out at once (nothing is dropped).
+    max_pending_ranges: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = DEFAULT_MAX_RANGES
+
+
 class HttpSettings(stagekit.settings.HttpSettings, frozen=True, forbid_unknown_fields=True):
     """``/metrics``, ``/healthz`` and ``/readyz``. Port 0 picks a free port."""
 
@@ -146,6 +162,7 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     mqtt: MqttSettings = MqttSettings()
     kafka: KafkaSettings = KafkaSettings()
     bridge: BridgeSettings = BridgeSettings()
+    receipts: ReceiptSettings = ReceiptSettings()
     http: HttpSettings = HttpSettings()
 
     def validate(self) -> list[str]:

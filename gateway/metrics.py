@@ -101,6 +101,16 @@ class Metrics:
             ["error"],
             registry=r,
         )
+        self.receipts_sent = Counter(
+            f"{_NS}_receipts_sent",
+            "Receipts published to devices (QoS 0) for seqs Kafka confirmed",
+            registry=r,
+        )
+        self.receipt_bytes = Counter(
+            f"{_NS}_receipt_bytes",
+            "Bytes of the receipts published (MQTT PUBLISH packets: header, topic, payload)",
+            registry=r,
+        )
         self.connected = Gauge(
             f"{_NS}_connected", "1 when connected and healthy", ["target"], registry=r
         )

@@ -287,6 +287,17 @@ class MqttSource:
             self._loop.call_soon(self._flush_acks)
         self._acks.append(message.mid)
 
+    def publish(self, topic: str, payload: bytes) -> bool:
+        """Publish at QoS 0, not retained (receipts); False when there is no connection.
+
+        Nothing waits for a later connection: a device re-sends what no receipt covered.
+        """
+        client = self._client
+        if client is None or not self._live:
+            return False
+        info = client.publish(topic, payload, qos=0, retain=False)
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+
     @property
     def paused(self) -> bool:
         """True while reading is paused (see :meth:`pause_reading`)."""
@@ -567,15 +578,10 @@ class MqttSource:
                 topic = bytes(msg._topic).decode("utf-8", "replace")
             props = msg.properties
             user: Any = getattr(props, "UserProperty", None) if props is not None else None
+            props_seen = tuple((str(k), str(v)) for k, v in user) if user else ()
+            payload = bytes(msg.payload)
             self._on_message(
-                Incoming(
-                    topic,
-                    bytes(msg.payload),
-                    msg.mid,
-                    msg.qos,
-                    self._connection,
-                    tuple((str(k), str(v)) for k, v in user) if user else (),
-                )
+                Incoming(topic, payload, msg.mid, msg.qos, self._connection, props_seen)
             )
         except Exception as exc:  # a bug: the gateway's handler never raises
             _log_handler_error(self._rejects, getattr(msg, "mid", None), exc)

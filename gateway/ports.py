@@ -112,6 +112,10 @@ class MessageSource(Protocol):
         """Acknowledge a message (skipped if it came on an earlier connection)."""
         ...
 
+    def publish(self, topic: str, payload: bytes) -> bool:
+        """Publish at QoS 0, not retained (a receipt); False when there is no connection."""
+        ...
+
     def pause_reading(self) -> None:
         """Stop reading: the broker keeps the rest."""
         ...

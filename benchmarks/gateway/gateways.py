@@ -37,7 +37,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class GatewayProc:
-    def __init__(self, workdir: Path, gid: str, stack: LocalStack, prefix: str, group: str) -> None:
+    def __init__(
+        self, workdir: Path, gid: str, stack: LocalStack, prefix: str, group: str, extra: str = ""
+    ) -> None:
         ep = stack.endpoints()
         self.gid = gid
         self.port = free_port()
@@ -60,6 +62,7 @@ partitions = {PARTITIONS}
 [http]
 host = "127.0.0.1"
 port = {self.port}
+{extra}
 """)
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -137,11 +140,13 @@ def histogram_quantile(q: float, m: dict[str, float]) -> float | None:
 
 
 def bench_gateways(
-    stack: LocalStack, fleet: Fleet, run: str, count: int, workdir: Path
+    stack: LocalStack, fleet: Fleet, run: str, count: int, workdir: Path, extra: str = ""
 ) -> dict[str, Any]:
+    """``extra``: config text appended to each gateway's (e.g. a ``[receipts]`` table)."""
     prefix, group = f"gw{count}{run}", f"gw{count}{run}"
     procs = [
-        GatewayProc(workdir, f"bench{count}-{i}-{run}", stack, prefix, group) for i in range(count)
+        GatewayProc(workdir, f"bench{count}-{i}-{run}", stack, prefix, group, extra)
+        for i in range(count)
     ]
     for p in procs:  # create the sessions and subscriptions, then go away
         p.start()
@@ -198,6 +203,8 @@ def bench_gateways(
         "per_process_forwarded": [m.get("thermowatch_gateway_forwarded_total", 0) for m in ms],
         "produce_latency_ms_p50": None if p50 is None else round(p50 * 1000, 2),
         "produce_latency_ms_p99": None if p99 is None else round(p99 * 1000, 2),
+        "receipts_sent": merged.get("thermowatch_gateway_receipts_sent_total", 0),
+        "receipt_bytes": merged.get("thermowatch_gateway_receipt_bytes_total", 0),
     }
 
 

@@ -25,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from deploy.local import cli
+from deploy.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 
@@ -132,6 +133,27 @@ def test_mqtt_device_cannot_publish_as_another_device(stack: dict[str, Any]) -> 
         assert device.publish(f"thermowatch/it-{RUN}/dev-test-1/temperature", marker).value == 0
         gateway.wait(lambda: gateway.received(marker), "marker at the gateway")
         assert not gateway.received(denied)
+
+
+def test_mqtt_receipt_topics_gateway_writes_device_reads_only_its_own(
+    local_stack: LocalStack,
+) -> None:
+    # A fresh device user: its reload also makes a broker started from an older
+    # checkout re-read the ACL template.
+    device = f"rc-{RUN}"
+    local_stack.add_mqtt_user(device)
+    stack = local_stack.endpoints()
+    mine = f"thermowatch/it-{RUN}/{device}/receipt"
+    other = f"thermowatch/it-{RUN}/dev-test-2/receipt"
+    with _mqtt(stack, "gateway") as gateway, _mqtt(stack, device) as reader:
+        reader.subscribe(f"thermowatch/it-{RUN}/+/receipt")
+        assert gateway.publish(other, b"not yours").value in (0, 16)
+        assert gateway.publish(mine, b"yours").value == 0
+        # One publisher, one QoS: once "yours" is in, "not yours" would have been.
+        reader.wait(lambda: reader.received(b"yours"), "the receipt at its device")
+        assert not reader.received(b"not yours")
+        # Not widened: the gateway still writes nothing but receipts.
+        assert gateway.publish(f"thermowatch/it-{RUN}/{device}/config", b"x").value == 135
 
 
 def test_mqtt_wrong_password_is_refused(stack: dict[str, Any]) -> None:

@@ -61,6 +61,7 @@ class FakeMqtt:
         self.on_connected: Any = None
         self.unsubscribed = False
         self.ended_session = False
+        self.published: list[tuple[str, bytes]] = []
 
     def start(self, on_message: Any, on_connected: Any) -> None:
         self.on_message, self.on_connected = on_message, on_connected
@@ -82,6 +83,12 @@ class FakeMqtt:
 
     def ack(self, message: Incoming) -> None:
         self.acked.append(message.mid)
+
+    def publish(self, topic: str, payload: bytes) -> bool:
+        if not self.connected:
+            return False
+        self.published.append((topic, payload))
+        return True
 
     async def wait_connected(self, wait_s: float) -> bool:
         for _ in range(int(wait_s / 0.01)):
@@ -297,14 +304,21 @@ async def test_reading_pauses_at_the_window_bound_and_resumes_at_half() -> None:
         assert "thermowatch_gateway_in_flight 2.0" in metric
 
 
-async def test_retire_forwards_the_session_then_ends_it() -> None:
+async def retiring(
+    cfg: GatewayConfig, retire: RetireOptions
+) -> tuple[Gateway, FakeSink, FakeMqtt, asyncio.Task[int]]:
+    """A gateway retiring a session that is present, on fakes, connected (connection 1)."""
     sink, mqtt = FakeSink(), FakeMqtt()
     mqtt.session_present = True
-    retire = RetireOptions(idle_s=0.2, timeout_s=30)
-    gw = Gateway(config(), source=mqtt, sink=sink, retire=retire)
+    gw = Gateway(cfg, source=mqtt, sink=sink, retire=retire)
     task = asyncio.create_task(gw.run())
     await asyncio.wait_for(mqtt.started.wait(), 5)
     mqtt.connect(1)
+    return gw, sink, mqtt, task
+
+
+async def test_retire_forwards_the_session_then_ends_it() -> None:
+    gw, sink, mqtt, task = await retiring(config(), RetireOptions(idle_s=0.2, timeout_s=30))
     mqtt.deliver(incoming(1, reading(1)))
     await asyncio.sleep(0.5)
     assert not task.done() and not mqtt.unsubscribed  # waits for the write
@@ -315,13 +329,7 @@ async def test_retire_forwards_the_session_then_ends_it() -> None:
 
 
 async def test_retire_keeps_the_session_when_messages_stay_unwritten() -> None:
-    sink, mqtt = FakeSink(), FakeMqtt()
-    mqtt.session_present = True
-    retire = RetireOptions(idle_s=0.2, timeout_s=0.5)
-    gw = Gateway(config(), source=mqtt, sink=sink, retire=retire)
-    task = asyncio.create_task(gw.run())
-    await asyncio.wait_for(mqtt.started.wait(), 5)
-    mqtt.connect(1)
+    gw, _sink, mqtt, task = await retiring(config(), RetireOptions(idle_s=0.2, timeout_s=0.5))
     mqtt.deliver(incoming(1, reading(1)))
     assert await asyncio.wait_for(task, 10) == 1
     assert not gw.session_ended and not mqtt.ended_session and not mqtt.unsubscribed

@@ -174,6 +174,9 @@ class Mosquitto(Service):
         else:
             tail = ["-b", str(passwd), name, password]
         run([tool("mosquitto_passwd"), *tail], what=f"mosquitto_passwd {name}", secret=True)
+        # The ACL from the template too: a broker started before the template
+        # changed (e.g. receipt topics added) gets it without a restart.
+        shutil.copyfile(TEMPLATE_DIR / "mosquitto-acl.conf", self._acl_file)
         # Mosquitto re-reads its password and ACL files on SIGHUP.
         return self.process.signal(signal.SIGHUP)
 
