@@ -17,6 +17,8 @@ touches the outbox.
   client alone; once the socket is open the main loop owns it again.
 * Stable client id + ``clean_start=False`` + a session expiry interval: the
   broker keeps our session (and the config subscription) across reconnects.
+  The config and receipt topics are subscribed again on every connect all
+  the same: a broker that lost its disk forgot the session.
 * paho re-sends unacknowledged QoS 1 messages after a reconnect, so the
   agent never hands the same row out twice in one process; a restarted
   process starts from the outbox again (duplicates of a seq are possible,
@@ -59,6 +61,7 @@ __all__ = [
     "Disconnected",
     "Link",
     "MqttLink",
+    "ReceiptReceived",
     "SocketOpened",
     "decode_puback",
 ]
@@ -100,6 +103,13 @@ class SocketOpened:
 class ConfigReceived:
     payload: bytes
     retained: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptReceived:
+    """A message on the device's receipt topic (decoded by the agent)."""
+
+    payload: bytes
 
 
 class Link(Protocol):
@@ -231,12 +241,14 @@ class MqttLink:
         will_payload: bytes | Callable[[], bytes],
         events: queue.Queue[Any],
         rng: random.Random | None = None,
+        receipt_topic: str = "",
     ) -> None:
         self._cfg = cfg
         self._client_id = client_id
         self._password = password
         self._status_topic = status_topic
         self._config_topic = config_topic
+        self._receipt_topic = receipt_topic  # "": receipts off, not subscribed
         self._will = will_payload
         self._events = events
         rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
@@ -481,6 +493,9 @@ class MqttLink:
             online = _payload(self._online_payload)
             client.publish(self._status_topic, online, qos=1, retain=True)
         client.subscribe(self._config_topic, qos=1)
+        if self._receipt_topic:
+            # QoS 0: the gateway publishes receipts at QoS 0 (a missed one costs a re-send).
+            client.subscribe(self._receipt_topic, qos=0)
         log.info(
             "event=mqtt_connected session_present=%s client_id=%s",
             flags.session_present,
@@ -520,6 +535,8 @@ class MqttLink:
         try:
             if msg.topic == self._config_topic:
                 self._events.put(ConfigReceived(bytes(msg.payload), bool(msg.retain)))
+            elif self._receipt_topic and msg.topic == self._receipt_topic:
+                self._events.put(ReceiptReceived(bytes(msg.payload)))
         except Exception as exc:
             log.warning("event=mqtt_message_dropped error=%s", type(exc).__name__)
 

@@ -452,6 +452,16 @@ class Outbox(OutboxBounds):
         with self._lock:
             self._acked_through = max(self._acked_through, min(row_id, self._max_id))
 
+    @property
+    def handed_out(self) -> int:
+        """The highest row id handed out by :meth:`next_batch` since the last rewind."""
+        return self._cursor
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the next reading gets: every seq below it was allocated."""
+        return self._next_seq
+
     def oldest_awaiting(self) -> int | None:
         """Row id of the oldest row awaiting a receipt (after the deletes due)."""
         with self._lock:
