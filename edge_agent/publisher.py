@@ -86,7 +86,9 @@ class Publisher:
             self._outbox.rewind(self._resend_from - 1)
             self._resend_from = None
             self.retries += 1
-        if self._resend_all and self.receipts is not None:
+        elif self._resend_all and self.receipts is not None:
+            # Not right after a refusal's rewind: its rows go first, and once their
+            # PUBACKs are in, acked_through covers every row then stored and handed out.
             if self.inflight:  # paho sends those again itself after a reconnect
                 return 0
             self._outbox.rewind(0)
