@@ -250,7 +250,12 @@ class EdgeAgent:
         stats = self.outbox.stats()
         self.outbox.close()
         self.events.close()
-        log.info("event=agent_stopped backlog=%d next_seq=%d", stats.depth, stats.next_seq)
+        log.info(
+            "event=agent_stopped backlog=%d next_seq=%d awaiting_receipt=%d",
+            stats.depth,
+            stats.next_seq,
+            stats.awaiting_receipt,
+        )
 
     def flush(self, timeout_s: float) -> bool:
         """Publish the backlog and wait for its PUBACKs; True when the outbox is empty."""

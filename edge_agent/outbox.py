@@ -475,7 +475,8 @@ class Outbox(OutboxBounds):
 
         Used after the MQTT client lost its in-flight state (``after_id=0``) and
         to send rows the broker refused again. Acknowledged rows are deleted
-        first, so they are not sent twice.
+        first, so they are not sent twice (with receipts, rows awaiting a
+        receipt are sent again: that is what the rewind is for).
         """
         with self._lock:
             self.flush_acks()

@@ -6,6 +6,7 @@ released under the bounds after its PUBACK)."""
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import queue
 import random
@@ -512,3 +513,23 @@ def test_the_agent_applies_receipts_and_resends_on_connect(tmp_path: Path) -> No
     finally:
         agent.link = None
         agent.shutdown()
+
+
+def test_the_outbox_command_shows_rows_awaiting_a_receipt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge_agent.__main__ import main
+
+    path = tmp_path / "s" / "outbox.sqlite3"
+    e = Edge(path)
+    e.append(5)
+    e.pump()
+    e.puback_all()
+    e.receipt([(0, 1)])
+    e.outbox.close()  # the deletes and acked_through are written on close at the latest
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(f'[device]\ndevice_id = "d1"\nsite = "s1"\n[outbox]\npath = "{path}"\n')
+    assert main(["outbox", "-c", str(cfg), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    # seq 4 was never sent (a window of 4): stored, not awaiting
+    assert (shown["readings"], shown["awaiting_receipt"], shown["released"]) == (3, 2, 0)
