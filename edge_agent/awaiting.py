@@ -59,23 +59,21 @@ def release_awaiting(
     db: sqlite3.Connection, through_id: int, *, limit: int, older_than_ms: int | None
 ) -> list[tuple[int, int]]:
     """Delete up to ``limit`` of the oldest rows awaiting a receipt (id <= ``through_id``),
-    or with ``older_than_ms`` those created before it; returns their (id, seq).
+    with ``older_than_ms`` only the leading ones created before it; returns their (id, seq).
 
     No Gap is written for them: the broker acknowledged them, so they may
     well arrive, and a Gap must name only seqs the edge never delivered.
+    Reads at most ``limit`` rows in id order (a Kafka outage may leave
+    hundreds of thousands awaiting: no scan of them all per write).
     """
-    if older_than_ms is None:
-        rows = db.execute(
-            "SELECT id, seq FROM outbox WHERE id<=? AND kind IN ('reading','gap') "
-            "ORDER BY id LIMIT ?",
-            (through_id, limit),
-        ).fetchall()
-    else:
-        rows = db.execute(
-            "SELECT id, seq FROM outbox WHERE id<=? AND kind IN ('reading','gap') "
-            "AND created_ms<? ORDER BY id",
-            (through_id, older_than_ms),
-        ).fetchall()
+    rows = db.execute(
+        "SELECT id, seq, created_ms FROM outbox WHERE id<=? AND kind IN ('reading','gap') "
+        "ORDER BY id LIMIT ?",
+        (through_id, limit),
+    ).fetchall()
+    if older_than_ms is not None:
+        young = next((i for i, r in enumerate(rows) if r[2] >= older_than_ms), len(rows))
+        rows = rows[:young]
     db.executemany("DELETE FROM outbox WHERE id=?", [(r[0],) for r in rows])
     return [(int(r[0]), int(r[1])) for r in rows]
 

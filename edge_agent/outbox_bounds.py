@@ -44,7 +44,7 @@ class OutboxBounds:
                 self._release(
                     db,
                     awaiting.release_awaiting(
-                        db, self._acked_through, limit=0, older_than_ms=limit
+                        db, self._acked_through, limit=self._drop_batch, older_than_ms=limit
                     ),
                 )
             head = db.execute(

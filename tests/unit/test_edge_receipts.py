@@ -533,3 +533,16 @@ def test_the_outbox_command_shows_rows_awaiting_a_receipt(
     shown = json.loads(capsys.readouterr().out)
     # seq 4 was never sent (a window of 4): stored, not awaiting
     assert (shown["readings"], shown["awaiting_receipt"], shown["released"]) == (3, 2, 0)
+
+
+def test_the_age_bound_releases_old_awaiting_rows_without_a_gap(tmp_path: Path) -> None:
+    e = Edge(tmp_path / "o.db")
+    e.outbox.max_age_s = 10.0
+    e.append(3)
+    e.pump()
+    e.puback_all()
+    e.outbox.append_readings([lambda seq: ("t", b"r%d" % seq)], now_ms=TS + 20_000)
+    st_ = e.outbox.stats()
+    assert (st_.released, st_.gaps, st_.dropped) == (3, 0, 0)
+    assert e.stored() == [3]
+    e.outbox.close()
