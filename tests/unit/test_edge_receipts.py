@@ -5,7 +5,6 @@ released under the bounds after its PUBACK)."""
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import queue
@@ -28,27 +27,10 @@ from edge_agent.sensors import Sample
 from stagekit.config import ConfigError
 from telemetry_contract import Gap, Quality, Reading, Receipt, decode, decode_as, encode
 from telemetry_contract.receipts import seq_ranges
-from tests.unit.test_edge_mqtt import agent_on_fake_link
+from tests.unit.test_edge_mqtt import FakeLink, agent_on_fake_link
 
 TOPIC = "thermowatch/s1/d1/receipt"
 TS = 1_767_225_600_000
-
-
-class Link:
-    """A connected MQTT link that records publishes; PUBACKs are the test's to give."""
-
-    connected = True
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[int, bytes]] = []
-        self.mid = 0
-        self.acks: collections.deque[Acked] = collections.deque()
-        self.wake_on_ack = True
-
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int:
-        self.mid += 1
-        self.sent.append((self.mid, payload))
-        return self.mid
 
 
 class Edge:
@@ -78,7 +60,7 @@ class Edge:
         self.publisher = Publisher(
             self.outbox, mqtt, monotonic=lambda: self.now[0], receipts=self.tracker
         )
-        self.link = Link()
+        self.link = FakeLink()
 
     def append(self, n: int) -> list[int]:
         return self.outbox.append_readings(
