@@ -418,9 +418,12 @@ class Outbox(OutboxBounds):
                 self._note_full(exc)
 
     def _deletes_due(self) -> bool:
-        """Enough PUBACKed rows (or seqs receipted) collected to delete them now."""
-        covered = sum(last - first + 1 for first, last in self._receipted)
-        return len(self._acked) + covered >= self.ack_batch
+        """PUBACKed rows to delete (``ack_batch`` of them), or a receipt's: with this write.
+
+        A receipt's ranges go with the next write whatever their size: one
+        statement per range, and the outbox then shows what still awaits one.
+        """
+        return bool(self._receipted) or len(self._acked) >= self.ack_batch
 
     def _delete_acked(self, db: sqlite3.Connection) -> None:
         if self._acked:
@@ -438,7 +441,7 @@ class Outbox(OutboxBounds):
     def receipt(self, ranges: Sequence[tuple[int, int]], *, defer: bool = True) -> None:
         """A receipt covers these seq ranges: delete the readings (and wholly covered Gaps).
 
-        Deferred like :meth:`ack`: the delete rides along with a later reading
+        Deferred like :meth:`ack`: the delete rides along with the next reading
         transaction. Whatever state the rows are in (awaiting, in flight,
         unsent); a PUBACK for a row deleted meanwhile is harmless.
         """

@@ -138,8 +138,16 @@ session_expiry_s = 60
         again = set(gw.seqs()[seen:])
         assert not set(even) & again
         assert agent.overdue_resends == 0
+        applied = agent.receipts_applied
         gw.receipt(site, sorted(again))
-        assert wait_for(lambda: not read_pending_seqs(outbox) & again, timeout=30)
+        assert wait_for(lambda: agent.receipts_applied > applied, timeout=30), (
+            agent.receipts_rejected
+        )
+        left = read_pending_seqs(outbox) & again
+        assert wait_for(lambda: not read_pending_seqs(outbox) & again, timeout=30), (
+            sorted(left),
+            sorted(again),
+        )
     finally:
         stop_agent(agent, stop, thread)
         gw.publish(f"{base}/status", b"")
