@@ -537,3 +537,25 @@ def test_the_age_bound_releases_old_awaiting_rows_without_a_gap(tmp_path: Path) 
     assert (st_.released, st_.gaps, st_.dropped) == (3, 0, 0)
     assert e.stored() == [3, 4]
     e.outbox.close()
+
+
+def test_an_alert_has_no_seq_and_still_goes_on_its_puback(edge: Edge) -> None:
+    edge.outbox.append("alert", "thermowatch/s1/d1/alert", b"{}", now_ms=TS)
+    edge.append(1)
+    edge.pump()
+    edge.puback_all()
+    edge.outbox.flush_acks()
+    kinds = edge.outbox._conn.execute("SELECT kind FROM outbox").fetchall()
+    assert kinds == [("reading",)]  # the alert went; the reading awaits its receipt
+
+
+@pytest.mark.parametrize("receipts", [True, False])
+def test_the_link_subscribes_to_receipts_only_when_they_are_on(receipts: bool) -> None:
+    from edge_agent.adapters import make_link
+    from edge_agent.events import WakeQueue
+    from edge_agent.status import Presence
+
+    cfg = loads_config(f"[outbox]\nreceipts = {str(receipts).lower()}\n")
+    link = make_link(cfg, WakeQueue(), Presence(cfg.device, clock_ms=lambda: TS))
+    want = "thermowatch/lab/dev-test-1/receipt" if receipts else ""
+    assert link._receipt_topic == want
