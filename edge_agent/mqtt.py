@@ -249,6 +249,7 @@ class MqttLink:
         self._status_topic = status_topic
         self._config_topic = config_topic
         self._receipt_topic = receipt_topic  # "": receipts off, not subscribed
+        self._receipt_sub_mid: int | None = None  # the SUBSCRIBE whose SUBACK says if allowed
         self._will = will_payload
         self._events = events
         rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
@@ -317,6 +318,7 @@ class MqttLink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = c.session_expiry_s
         client.connect_async(
@@ -495,7 +497,7 @@ class MqttLink:
         client.subscribe(self._config_topic, qos=1)
         if self._receipt_topic:
             # QoS 0: the gateway publishes receipts at QoS 0 (a missed one costs a re-send).
-            client.subscribe(self._receipt_topic, qos=0)
+            _rc, self._receipt_sub_mid = client.subscribe(self._receipt_topic, qos=0)
         log.info(
             "event=mqtt_connected session_present=%s client_id=%s",
             flags.session_present,
@@ -528,6 +530,18 @@ class MqttLink:
     ) -> None:
         ok = not reason_code.is_failure
         self.acks.append(Acked(mid, ok, str(reason_code), reason_code.value))
+
+    def _on_subscribe(
+        self, _client: paho.Client, _userdata: Any, mid: int, codes: Any, _properties: Any
+    ) -> None:
+        if mid == self._receipt_sub_mid and any(c.is_failure for c in codes):
+            # No receipts will come (e.g. an ACL without the receipt topic): everything
+            # stays in the outbox and is re-sent with backoff. Once per connection.
+            log.warning(
+                "event=receipt_subscribe_refused topic=%s reason=%s",
+                self._receipt_topic,
+                ",".join(str(c) for c in codes),
+            )
 
     def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         # paho re-raises a callback's exception out of its loop (our main loop): never

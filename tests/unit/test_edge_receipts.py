@@ -267,8 +267,9 @@ class SubscribeRecorder:
     def __init__(self) -> None:
         self.subscribed: list[tuple[str, int]] = []
 
-    def subscribe(self, topic: str, qos: int) -> None:
+    def subscribe(self, topic: str, qos: int) -> tuple[int, int]:
         self.subscribed.append((topic, qos))
+        return 0, len(self.subscribed)
 
     def publish(self, *a: Any, **k: Any) -> None:
         pass
@@ -559,3 +560,24 @@ def test_the_link_subscribes_to_receipts_only_when_they_are_on(receipts: bool) -
     link = make_link(cfg, WakeQueue(), Presence(cfg.device, clock_ms=lambda: TS))
     want = "thermowatch/lab/dev-test-1/receipt" if receipts else ""
     assert link._receipt_topic == want
+
+
+def test_a_refused_receipt_subscription_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    link = MqttLink(
+        MqttSettings(),
+        client_id="c",
+        password="",
+        status_topic="st",
+        config_topic="cfg",
+        will_payload=b"",
+        events=queue.Queue(),
+        receipt_topic=TOPIC,
+    )
+    client = SubscribeRecorder()
+    link._on_connect(client, None, Flags(False), Ok(), None)  # type: ignore[arg-type]
+    refused = type("Rc", (), {"is_failure": True, "__str__": lambda self: "Not authorized"})()
+    with caplog.at_level(logging.WARNING, logger="edge_agent.mqtt"):
+        link._on_subscribe(client, None, 1, [Ok()], None)  # type: ignore[arg-type]  # config
+        link._on_subscribe(client, None, 2, [refused], None)  # type: ignore[arg-type]
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [f"event=receipt_subscribe_refused topic={TOPIC} reason=Not authorized"]
