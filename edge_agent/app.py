@@ -100,7 +100,8 @@ class EdgeAgent:
         #: Receipt bookkeeping (None: ``outbox.receipts`` off, delete on PUBACK).
         self.receipts = (
             ReceiptTracker(
-                topic=config.topic(TopicKind.RECEIPT),
+                device_id=config.device.device_id,
+                site=config.device.site,
                 timeout_s=o.receipt_timeout_s,
                 resend_max_s=o.resend_max_s,
             )

@@ -4,9 +4,9 @@ Pure logic, no I/O: the agent hands it receipt payloads, PUBACK progress and
 the oldest row still awaiting a receipt; it answers with the seq ranges to
 delete and whether to send everything stored again now.
 
-* A receipt is decoded with the contract and checked against this device's
-  receipt topic (device and site) and against the seqs this device has
-  allocated. A bad one is counted and logged (one line per minute at most,
+* A receipt is decoded with the contract and checked against this device
+  (device and site: any ``mqtt.topic_root``) and against the seqs this
+  device has allocated. A bad one is counted and logged (one line per minute at most,
   a hostile publisher cannot flood the log) and deletes nothing.
 * Overdue: the oldest row awaiting a receipt was PUBACKed ``timeout_s`` ago
   (default 30 s: the gateway confirms within its coalescing window plus a
@@ -22,7 +22,7 @@ delete and whether to send everything stored again now.
   is sent again anyway.
 
 >>> t = [0.0]
->>> rt = ReceiptTracker(topic="thermowatch/s/d/receipt", timeout_s=30.0, resend_max_s=600.0,
+>>> rt = ReceiptTracker(device_id="d", site="s", timeout_s=30.0, resend_max_s=600.0,
 ...                     monotonic=lambda: t[0], rng=lambda: 1.0)
 >>> ok = (b'{"type":"receipt","device_id":"d","site":"s","ts":1767225600000,'
 ...       b'"ranges":[[0,4],[7,7]]}')
@@ -69,13 +69,14 @@ class ReceiptTracker:
     def __init__(
         self,
         *,
-        topic: str,
+        device_id: str,
+        site: str,
         timeout_s: float,
         resend_max_s: float,
         monotonic: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
     ) -> None:
-        self._topic = topic
+        self._device = (device_id, site)
         self.timeout_s = timeout_s
         self._monotonic = monotonic
         self._backoff = Backoff(timeout_s, max(timeout_s, resend_max_s), jitter="equal", rng=rng)
@@ -94,7 +95,12 @@ class ReceiptTracker:
     ) -> list[tuple[int, int]] | None:
         """The seq ranges a receipt covers, or None when it is not a good one; never raises."""
         try:
-            receipt = decode_as(payload, Receipt, topic=self._topic, now_ms=now_ms)
+            receipt = decode_as(payload, Receipt, now_ms=now_ms)
+            if (receipt.device_id, receipt.site) != self._device:
+                raise ValueError(
+                    f"device_id: receipt for {receipt.site}/{receipt.device_id}, this is "
+                    f"{self._device[1]}/{self._device[0]}"
+                )
             last = receipt.ranges[-1][1]
             if last >= next_seq:
                 raise ValueError(f"ranges: seq {last} was never allocated (next_seq {next_seq})")

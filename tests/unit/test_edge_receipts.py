@@ -50,7 +50,8 @@ class Edge:
         )
         self.outbox.open()
         self.tracker = ReceiptTracker(
-            topic=TOPIC,
+            device_id="d1",
+            site="s1",
             timeout_s=30.0,
             resend_max_s=600.0,
             monotonic=lambda: self.now[0],
@@ -252,7 +253,9 @@ def test_a_bad_receipt_is_counted_and_deletes_nothing(edge: Edge, payload: bytes
 
 def test_bad_receipts_are_logged_once_a_minute(caplog: pytest.LogCaptureFixture) -> None:
     now = [0.0]
-    rt = ReceiptTracker(topic=TOPIC, timeout_s=30, resend_max_s=60, monotonic=lambda: now[0])
+    rt = ReceiptTracker(
+        device_id="d1", site="s1", timeout_s=30, resend_max_s=60, monotonic=lambda: now[0]
+    )
     with caplog.at_level(logging.WARNING, logger="edge_agent.receipts"):
         for _ in range(1000):
             rt.offer(b"junk", next_seq=10)
@@ -581,3 +584,21 @@ def test_a_refused_receipt_subscription_is_logged(caplog: pytest.LogCaptureFixtu
         link._on_subscribe(client, None, 2, [refused], None)  # type: ignore[arg-type]
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [f"event=receipt_subscribe_refused topic={TOPIC} reason=Not authorized"]
+
+
+def test_receipts_are_accepted_under_any_topic_root(tmp_path: Path) -> None:
+    from edge_agent.app import EdgeAgent
+
+    cfg = loads_config(
+        f'[device]\nstate_dir = "{tmp_path}"\nsite = "s1"\ndevice_id = "d1"\n'
+        "[gpio]\nenabled = false\n[sensors]\nrequire_sensor = false\n"
+        '[mqtt]\ntopic_root = "plant7"\n'
+    )
+    agent = EdgeAgent(cfg)
+    agent.outbox.open()
+    try:
+        agent.outbox.append_readings([lambda seq: ("t", b"r")] * 2, now_ms=TS)
+        payload = encode(Receipt(device_id="d1", site="s1", ts=TS, ranges=[(0, 1)]))
+        assert agent.handle_receipt(payload)
+    finally:
+        agent.outbox.close()
