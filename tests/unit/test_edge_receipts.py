@@ -287,11 +287,9 @@ class Ok:
     is_failure = False
 
 
-@pytest.mark.parametrize("receipt_topic", [TOPIC, ""])
-def test_the_receipt_topic_is_subscribed_on_every_connect(receipt_topic: str) -> None:
-    """Like the config topic: a broker that lost its disk forgot the session."""
-    events: queue.Queue[Any] = queue.Queue()
-    link = MqttLink(
+def receipt_link(events: queue.Queue[Any], receipt_topic: str) -> MqttLink:
+    """An MqttLink with config topic ``cfg``, never started (its callbacks are called)."""
+    return MqttLink(
         MqttSettings(),
         client_id="c",
         password="",
@@ -301,6 +299,13 @@ def test_the_receipt_topic_is_subscribed_on_every_connect(receipt_topic: str) ->
         events=events,
         receipt_topic=receipt_topic,
     )
+
+
+@pytest.mark.parametrize("receipt_topic", [TOPIC, ""])
+def test_the_receipt_topic_is_subscribed_on_every_connect(receipt_topic: str) -> None:
+    """Like the config topic: a broker that lost its disk forgot the session."""
+    events: queue.Queue[Any] = queue.Queue()
+    link = receipt_link(events, receipt_topic)
     client = SubscribeRecorder()
     for present in (False, True, False):
         link._on_connect(client, None, Flags(present), Ok(), None)  # type: ignore[arg-type]
@@ -566,16 +571,7 @@ def test_the_link_subscribes_to_receipts_only_when_they_are_on(receipts: bool) -
 
 
 def test_a_refused_receipt_subscription_is_logged(caplog: pytest.LogCaptureFixture) -> None:
-    link = MqttLink(
-        MqttSettings(),
-        client_id="c",
-        password="",
-        status_topic="st",
-        config_topic="cfg",
-        will_payload=b"",
-        events=queue.Queue(),
-        receipt_topic=TOPIC,
-    )
+    link = receipt_link(queue.Queue(), TOPIC)
     client = SubscribeRecorder()
     link._on_connect(client, None, Flags(False), Ok(), None)  # type: ignore[arg-type]
     refused = type("Rc", (), {"is_failure": True, "__str__": lambda self: "Not authorized"})()
