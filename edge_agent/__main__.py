@@ -195,6 +195,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         "dropped": st.dropped,
         "gaps": st.gaps,
         "pending_gaps": st.pending_gaps,
+        "awaiting_receipt": st.awaiting_receipt,
+        "released": st.released,
     }
     if args.json:
         print(json.dumps(data))
@@ -202,7 +204,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         age = "-" if st.oldest_age_s is None else f"{st.oldest_age_s:.1f}s"
         print(
             f"outbox {path}: depth={st.depth} readings={st.readings} oldest_age={age} "
-            f"next_seq={st.next_seq} dropped={st.dropped} gaps={st.gaps}"
+            f"next_seq={st.next_seq} dropped={st.dropped} gaps={st.gaps} "
+            f"awaiting_receipt={st.awaiting_receipt} released={st.released}"
         )
     return 0
 

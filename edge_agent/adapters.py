@@ -51,6 +51,7 @@ def make_outbox(config: EdgeConfig, *, clock_ms: Callable[[], int]) -> Outbox:
         max_rows=o.max_rows,
         max_age_s=o.max_age_s,
         synchronous=o.synchronous,
+        receipts=o.receipts,
         clock_ms=clock_ms,
     )
 
@@ -95,6 +96,7 @@ def make_link(config: EdgeConfig, events: WakeQueue, presence: Presence) -> Mqtt
         config_topic=config.topic(TopicKind.CONFIG),
         will_payload=presence.will_for_new_connection,
         events=events,
+        receipt_topic=config.topic(TopicKind.RECEIPT) if config.outbox.receipts else "",
     )
 
 

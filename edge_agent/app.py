@@ -13,10 +13,12 @@ Per round the loop hands the samples to the reading pipeline (judge, alarm,
 store: :mod:`edge_agent.pipeline`), then the publisher hands stored rows to
 MQTT within the in-flight window (:mod:`edge_agent.publisher`); a PUBACK
 deletes the row (deletes are batched: losing one only re-sends a duplicate
-of the same seq). A retained config message is applied or rejected
-(:mod:`edge_agent.remote_config`). The loop pings the systemd watchdog, saves
-the detector state periodically, and on stop flushes the outbox, saves the
-model and publishes the offline status.
+of the same seq), or with receipts on (``outbox.receipts``) a reading waits
+for the gateway's receipt, and everything stored is sent again after every
+(re)connect and when a receipt is overdue (:mod:`edge_agent.receipts`). A
+retained config message is applied or rejected (:mod:`edge_agent.remote_config`).
+The loop pings the systemd watchdog, saves the detector state periodically,
+and on stop flushes the outbox, saves the model and publishes the offline status.
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ from edge_agent.detect import Detector
 from edge_agent.errors import NoSensorError
 from edge_agent.events import WakeQueue
 from edge_agent.gpio import Outputs, StatusLight
-from edge_agent.mqtt import Acked, ConfigReceived, Connected, Disconnected, Link
+from edge_agent.mqtt import Acked, ConfigReceived, Connected, Disconnected, Link, ReceiptReceived
 from edge_agent.outbox import Outbox
 from edge_agent.pipeline import ReadingPipeline
 from edge_agent.publisher import Publisher
+from edge_agent.receipts import ReceiptTracker
 from edge_agent.remote_config import MAX_REASON_CHARS, Accepted, RemoteConfigGate
 from edge_agent.sensor_pool import SensorPool
 from edge_agent.sensors import Sample, now_ms
@@ -93,7 +96,19 @@ class EdgeAgent:
         self.pipeline = ReadingPipeline(
             config, outbox=self.outbox, outputs=self.outputs, clock_ms=clock_ms
         )
-        self.publisher = Publisher(self.outbox, config.mqtt)
+        o = config.outbox
+        #: Receipt bookkeeping (None: ``outbox.receipts`` off, delete on PUBACK).
+        self.receipts = (
+            ReceiptTracker(
+                device_id=config.device.device_id,
+                site=config.device.site,
+                timeout_s=o.receipt_timeout_s,
+                resend_max_s=o.resend_max_s,
+            )
+            if o.receipts
+            else None
+        )
+        self.publisher = Publisher(self.outbox, config.mqtt, receipts=self.receipts)
         self.remote_config = RemoteConfigGate(topic=config.topic(TopicKind.CONFIG))
         self._interval = config.sampling.interval_s
         self._next_tick = 0.0
@@ -124,6 +139,21 @@ class EdgeAgent:
     def publish_retries(self) -> int:
         """Times refused rows were sent again."""
         return self.publisher.retries
+
+    @property
+    def receipts_applied(self) -> int:
+        """Receipts accepted (the rows they cover deleted), since start."""
+        return 0 if self.receipts is None else self.receipts.applied
+
+    @property
+    def receipts_rejected(self) -> int:
+        """Bad receipts (malformed, another device's, unallocated seqs), since start."""
+        return 0 if self.receipts is None else self.receipts.rejected
+
+    @property
+    def overdue_resends(self) -> int:
+        """Times everything stored was sent again because a receipt was overdue."""
+        return 0 if self.receipts is None else self.receipts.overdue_resends
 
     @property
     def config_version(self) -> int:
@@ -197,6 +227,7 @@ class EdgeAgent:
                 self.outbox.flush_acks()
                 last_flush = now
             if now - last_ping >= 1.0:
+                self.check_receipts()
                 self.notifier.notify("WATCHDOG=1")
                 self._update_status_light()
                 last_ping = now
@@ -220,7 +251,12 @@ class EdgeAgent:
         stats = self.outbox.stats()
         self.outbox.close()
         self.events.close()
-        log.info("event=agent_stopped backlog=%d next_seq=%d", stats.depth, stats.next_seq)
+        log.info(
+            "event=agent_stopped backlog=%d next_seq=%d awaiting_receipt=%d",
+            stats.depth,
+            stats.next_seq,
+            stats.awaiting_receipt,
+        )
 
     def flush(self, timeout_s: float) -> bool:
         """Publish the backlog and wait for its PUBACKs; True when the outbox is empty."""
@@ -305,7 +341,11 @@ class EdgeAgent:
                 acks.append(item)
             elif isinstance(item, Sample):
                 samples.append(item)
+            elif isinstance(item, ReceiptReceived):
+                self.handle_receipt(item.payload)
             elif isinstance(item, Connected | Disconnected):
+                if isinstance(item, Connected):
+                    self.publisher.request_resend()  # receipts: send what is not covered
                 self._update_status_light()
             elif isinstance(item, ConfigReceived):
                 self.handle_config(item.payload)
@@ -335,6 +375,24 @@ class EdgeAgent:
     def handle_samples(self, samples: list[Sample]) -> list[int]:
         """Judge, alarm, store (see :mod:`edge_agent.pipeline`); returns the seqs allocated."""
         return self.pipeline.handle(samples)
+
+    def handle_receipt(self, payload: bytes) -> bool:
+        """Delete what a receipt covers (with the next write); count a bad one; never raises."""
+        if self.receipts is None:
+            return False
+        ranges = self.receipts.offer(payload, next_seq=self.outbox.next_seq)
+        if ranges is not None:
+            self.outbox.receipt(ranges)
+        return ranges is not None
+
+    def check_receipts(self) -> bool:
+        """Send everything stored again if a receipt is overdue (and the backoff allows)."""
+        if self.receipts is None or self.link is None or not self.link.connected:
+            return False
+        if not self.receipts.due(self.outbox.oldest_awaiting):
+            return False
+        self.publisher.request_resend()
+        return True
 
     def pump(self) -> int:
         """Hand stored rows to MQTT, oldest first, within the in-flight window."""

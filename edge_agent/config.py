@@ -139,6 +139,14 @@ class OutboxSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     #: On SIGTERM, wait this long for the broker to acknowledge the backlog.
     flush_timeout_s: float = 5.0
+    #: Keep a reading after the broker's PUBACK until the gateway's receipt says Kafka
+    #: has it (false: delete it on PUBACK, for a gateway that sends no receipts).
+    receipts: bool = True
+    #: Send what is stored again when the oldest reading awaiting a receipt has waited
+    #: this long (many normal round trips: a gateway confirms within about a second).
+    receipt_timeout_s: float = 30.0
+    #: Longest wait between such re-sends while receipts keep not coming (the backoff's cap).
+    resend_max_s: float = 600.0
 
 
 class MqttSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -235,6 +243,13 @@ class EdgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             )
         if o.max_age_s < 0:
             p.append(f"outbox.max_age_s: must be >= 0, got {o.max_age_s}")
+        if not 1 <= o.receipt_timeout_s <= 86400:  # NaN fails too
+            p.append(f"outbox.receipt_timeout_s: must be in 1..86400, got {o.receipt_timeout_s}")
+        if not o.receipt_timeout_s <= o.resend_max_s <= 86400:
+            p.append(
+                f"outbox.resend_max_s: must be in receipt_timeout_s "
+                f"({o.receipt_timeout_s:g})..86400, got {o.resend_max_s}"
+            )
         return p
 
     # Derived values -------------------------------------------------------

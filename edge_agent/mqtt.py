@@ -17,6 +17,8 @@ touches the outbox.
   client alone; once the socket is open the main loop owns it again.
 * Stable client id + ``clean_start=False`` + a session expiry interval: the
   broker keeps our session (and the config subscription) across reconnects.
+  The config and receipt topics are subscribed again on every connect all
+  the same: a broker that lost its disk forgot the session.
 * paho re-sends unacknowledged QoS 1 messages after a reconnect, so the
   agent never hands the same row out twice in one process; a restarted
   process starts from the outbox again (duplicates of a seq are possible,
@@ -59,6 +61,7 @@ __all__ = [
     "Disconnected",
     "Link",
     "MqttLink",
+    "ReceiptReceived",
     "SocketOpened",
     "decode_puback",
 ]
@@ -100,6 +103,13 @@ class SocketOpened:
 class ConfigReceived:
     payload: bytes
     retained: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptReceived:
+    """A message on the device's receipt topic (decoded by the agent)."""
+
+    payload: bytes
 
 
 class Link(Protocol):
@@ -231,12 +241,15 @@ class MqttLink:
         will_payload: bytes | Callable[[], bytes],
         events: queue.Queue[Any],
         rng: random.Random | None = None,
+        receipt_topic: str = "",
     ) -> None:
         self._cfg = cfg
         self._client_id = client_id
         self._password = password
         self._status_topic = status_topic
         self._config_topic = config_topic
+        self._receipt_topic = receipt_topic  # "": receipts off, not subscribed
+        self._receipt_sub_mid: int | None = None  # the SUBSCRIBE whose SUBACK says if allowed
         self._will = will_payload
         self._events = events
         rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
@@ -305,6 +318,7 @@ class MqttLink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = c.session_expiry_s
         client.connect_async(
@@ -481,6 +495,9 @@ class MqttLink:
             online = _payload(self._online_payload)
             client.publish(self._status_topic, online, qos=1, retain=True)
         client.subscribe(self._config_topic, qos=1)
+        if self._receipt_topic:
+            # QoS 0: the gateway publishes receipts at QoS 0 (a missed one costs a re-send).
+            _rc, self._receipt_sub_mid = client.subscribe(self._receipt_topic, qos=0)
         log.info(
             "event=mqtt_connected session_present=%s client_id=%s",
             flags.session_present,
@@ -514,12 +531,26 @@ class MqttLink:
         ok = not reason_code.is_failure
         self.acks.append(Acked(mid, ok, str(reason_code), reason_code.value))
 
+    def _on_subscribe(
+        self, _client: paho.Client, _userdata: Any, mid: int, codes: Any, _properties: Any
+    ) -> None:
+        if mid == self._receipt_sub_mid and any(c.is_failure for c in codes):
+            # No receipts will come (e.g. an ACL without the receipt topic): everything
+            # stays in the outbox and is re-sent with backoff. Once per connection.
+            log.warning(
+                "event=receipt_subscribe_refused topic=%s reason=%s",
+                self._receipt_topic,
+                ",".join(str(c) for c in codes),
+            )
+
     def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         # paho re-raises a callback's exception out of its loop (our main loop): never
         # let one message do that (``topic`` decodes UTF-8 and may raise).
         try:
             if msg.topic == self._config_topic:
                 self._events.put(ConfigReceived(bytes(msg.payload), bool(msg.retain)))
+            elif self._receipt_topic and msg.topic == self._receipt_topic:
+                self._events.put(ReceiptReceived(bytes(msg.payload)))
         except Exception as exc:
             log.warning("event=mqtt_message_dropped error=%s", type(exc).__name__)
 

@@ -3,7 +3,10 @@
 Delivery guarantee of this hop: a reading is acknowledged to nobody until it
 is committed here, and it leaves only when the broker has acknowledged it
 (MQTT QoS 1 PUBACK) - at-least-once, in seq order, with every seq either
-delivered or covered by exactly one :class:`~telemetry_contract.Gap`.
+delivered or covered by exactly one :class:`~telemetry_contract.Gap`. With
+``receipts`` on, a reading or Gap leaves only when a
+:class:`~telemetry_contract.Receipt` from the gateway covers it (Kafka has
+it); after its PUBACK it is "awaiting a receipt" (:mod:`edge_agent.awaiting`).
 
 * The per-device ``seq`` lives in the same database and is allocated in the
   same transaction that stores the reading, so a crash can neither lose a
@@ -14,6 +17,11 @@ delivered or covered by exactly one :class:`~telemetry_contract.Gap`.
 * The outbox is bounded by row count and age. Overflow drops the oldest
   readings not yet handed to the MQTT client and records one Gap row per
   contiguous dropped range (coalesced while the Gap has not been sent).
+  Rows awaiting a receipt count against the bounds and go first, oldest
+  first, without a Gap: the broker acknowledged them, so they keep the
+  guarantee MQTT QoS 1 gave before receipts (lost only if the broker
+  crashes), and may still arrive, while a Gap names only seqs that cannot.
+  Rows with a PUBACK still due (in flight) are never dropped.
 * A full disk (SQLITE_FULL, or a disk I/O error) is degraded mode, not a crash:
   readings that find no room keep their seqs (never handed out again),
   :meth:`append_readings` raises :class:`~edge_agent.errors.StorageFullError`,
@@ -51,13 +59,15 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from edge_agent import awaiting
 from edge_agent.errors import OutboxError, StorageFullError, out_of_space
-from edge_agent.outbox_files import read_next_seq, read_pending_seqs
+from edge_agent.outbox_bounds import OutboxBounds
+from edge_agent.outbox_files import OutboxRow, OutboxStats, read_next_seq, read_pending_seqs
 from telemetry_contract import Gap, GapReason, encode
+from telemetry_contract.receipts import merge_ranges
 
 __all__ = ["Outbox", "OutboxRow", "OutboxStats", "read_next_seq", "read_pending_seqs"]
 
@@ -68,7 +78,8 @@ ReadingBuilder = Callable[[int], tuple[str, bytes]]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR IGNORE INTO meta(key, value) VALUES ('next_seq', 0), ('dropped', 0), ('gaps', 0);
+INSERT OR IGNORE INTO meta(key, value) VALUES ('next_seq', 0), ('dropped', 0), ('gaps', 0),
+    ('acked_through', 0), ('released', 0);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,   -- send order
     kind TEXT NOT NULL,                     -- reading | gap | alert
@@ -85,36 +96,7 @@ CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    """One message waiting for its PUBACK."""
-
-    id: int
-    kind: str
-    seq: int | None
-    topic: str
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxStats:
-    """What ``thermowatch edge outbox`` shows."""
-
-    depth: int
-    readings: int
-    oldest_age_s: float | None
-    next_seq: int
-    dropped: int
-    gaps: int
-    pending_gaps: int
-    #: Readings (and alerts) lost to a full disk since this process opened the outbox.
-    unstored_readings: int = 0
-    unstored_alerts: int = 0
-    #: The last write found no room (cleared by the next write that succeeds).
-    disk_full: bool = False
-
-
-class Outbox:
+class Outbox(OutboxBounds):
     """The outbox database; see the module docstring for the guarantees."""
 
     def __init__(
@@ -129,6 +111,7 @@ class Outbox:
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         drop_batch: int | None = None,
         ack_batch: int = 64,
+        receipts: bool = False,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self.path = Path(path)
@@ -158,6 +141,11 @@ class Outbox:
         self.unstored_readings = 0
         self.unstored_alerts = 0
         self._deferred = False  # open() found no room and will be tried again
+        #: Keep readings and Gaps after their PUBACK until a receipt covers them.
+        self.receipts = receipts
+        self._acked_through = 0  # see edge_agent.awaiting (receipts only)
+        self._acked_through_saved = 0
+        self._receipted: list[tuple[int, int]] = []  # receipt ranges not deleted yet
         self._unnumbered = 0  # readings lost before any seq could be read
 
     # Lifecycle ---------------------------------------------------------------
@@ -183,6 +171,8 @@ class Outbox:
                     raise OutboxError(f"{self.path}: cannot enable WAL (journal_mode={mode})")
                 db.execute(f"PRAGMA synchronous={self._sync}")
                 db.executescript(_SCHEMA)
+                if self.receipts:
+                    db.execute(awaiting.INDEX)
             except sqlite3.Error as exc:
                 if db is not None:
                     db.close()
@@ -196,9 +186,9 @@ class Outbox:
             self._cursor = 0
             self._depth = int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
             self._max_id = int(db.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0])
-            self._next_seq = int(
-                db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0]
-            )
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            self._next_seq = int(meta["next_seq"])
+            self._acked_through = self._acked_through_saved = int(meta["acked_through"])
             if self._unnumbered:  # readings taken before the outbox could open
                 self.unstored = (self._next_seq, self._next_seq + self._unnumbered - 1)
                 self._next_seq += self._unnumbered
@@ -283,7 +273,7 @@ class Outbox:
                     if state is not None:
                         db.execute("INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", state)
                     self._depth += len(rows)
-                    if len(self._acked) >= self.ack_batch or self._depth > self.max_rows:
+                    if self._deletes_due() or self._depth > self.max_rows:
                         self._delete_acked(db)
                     self._enforce_bounds(db, now_ms)
             except sqlite3.Error as exc:
@@ -300,7 +290,7 @@ class Outbox:
         """``BEGIN IMMEDIATE`` ... ``COMMIT``; on any failure, roll back (the database and
         what this object keeps of it) and re-raise."""
         db = self._conn
-        before = list(self._acked), self._max_id, self._depth
+        before = list(self._acked), list(self._receipted), self._max_id, self._depth
         try:
             db.execute("BEGIN IMMEDIATE")
             yield db
@@ -353,37 +343,9 @@ class Outbox:
                 self._space_back()
         return True
 
-    def _enforce_bounds(self, db: sqlite3.Connection, now_ms: int) -> None:
-        """Drop what exceeds age and size, never a row already handed out (it may arrive)."""
-        if self.max_age_s > 0:
-            limit = now_ms - int(self.max_age_s * 1000)
-            head = db.execute(
-                "SELECT created_ms FROM outbox WHERE kind='reading' AND id>? ORDER BY id LIMIT 1",
-                (self._cursor,),
-            ).fetchone()
-            if head is not None and head[0] < limit:
-                # The prefix of unsent readings up to the first young one (id order, so a
-                # wall-clock step back cannot make the dropped range non-contiguous).
-                young = db.execute(
-                    "SELECT min(id) FROM outbox WHERE kind='reading' AND id>? AND created_ms>=?",
-                    (self._cursor, limit),
-                ).fetchone()[0]
-                old = db.execute(
-                    "SELECT id, seq FROM outbox WHERE kind='reading' AND id>? AND id<? ORDER BY id",
-                    (self._cursor, young if young is not None else 2**62),
-                ).fetchall()
-                if old:
-                    self._drop(db, old, GapReason.OUTBOX_EXPIRED, now_ms)
-        if self._depth > self.max_rows:
-            n = max(self._depth - self.max_rows, self._drop_batch)
-            oldest = db.execute(
-                "SELECT id, seq FROM outbox WHERE kind='reading' AND id>? ORDER BY id LIMIT ?",
-                (self._cursor, n),
-            ).fetchall()
-            if oldest:
-                self._drop(db, oldest, GapReason.OUTBOX_FULL, now_ms)
-
-    def _rollback(self, db: sqlite3.Connection, before: tuple[list[int], int, int]) -> None:
+    def _rollback(
+        self, db: sqlite3.Connection, before: tuple[list[int], list[tuple[int, int]], int, int]
+    ) -> None:
         # After SQLITE_FULL or an I/O error SQLite may have rolled back already, and a
         # ROLLBACK then fails with "cannot rollback - no transaction is active" (which
         # used to hide the real error). The acknowledged rows whose delete was undone
@@ -391,66 +353,8 @@ class Outbox:
         if db.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
-        self._acked, self._max_id, self._depth = list(before[0]), before[1], before[2]
-
-    def _drop(
-        self,
-        db: sqlite3.Connection,
-        rows: list[tuple[int, int]],
-        reason: GapReason,
-        now_ms: int,
-    ) -> None:
-        # The rows are the oldest unsent readings, in seq order; their seqs are
-        # contiguous except where a disk_full Gap already covers the seqs between.
-        start = 0
-        for i in range(1, len(rows) + 1):
-            if i == len(rows) or rows[i][1] != rows[i - 1][1] + 1:
-                self._drop_run(db, rows[start:i], reason, now_ms)
-                start = i
-
-    def _drop_run(
-        self,
-        db: sqlite3.Connection,
-        rows: list[tuple[int, int]],
-        reason: GapReason,
-        now_ms: int,
-    ) -> None:
-        first_seq, last_seq = rows[0][1], rows[-1][1]
-        db.execute(
-            "DELETE FROM outbox WHERE kind='reading' AND id>=? AND id<=?",
-            (rows[0][0], rows[-1][0]),
-        )
-        self._depth -= len(rows)
-        db.execute("UPDATE meta SET value=value+? WHERE key='dropped'", (len(rows),))
-        prev = db.execute(
-            "SELECT id, seq, last_seq FROM outbox WHERE kind='gap' AND id>? AND reason=? "
-            "ORDER BY id DESC LIMIT 1",
-            (self._cursor, reason.value),
-        ).fetchone()
-        if prev is not None and prev[2] + 1 == first_seq:
-            db.execute("UPDATE outbox SET last_seq=? WHERE id=?", (last_seq, prev[0]))
-            first_seq = prev[1]
-        else:
-            self._insert_gap(db, first_seq, last_seq, reason, now_ms)
-        log.warning(
-            "event=outbox_drop reason=%s first_seq=%d last_seq=%d dropped=%d",
-            reason.value,
-            first_seq,
-            last_seq,
-            len(rows),
-        )
-
-    def _insert_gap(
-        self, db: sqlite3.Connection, first_seq: int, last_seq: int, reason: GapReason, now_ms: int
-    ) -> None:
-        db.execute(
-            "INSERT INTO outbox(kind, seq, last_seq, reason, topic, created_ms) "
-            "VALUES ('gap',?,?,?,?,?)",
-            (first_seq, last_seq, reason.value, self._topic, now_ms),
-        )
-        self._max_id = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
-        db.execute("UPDATE meta SET value=value+1 WHERE key='gaps'")
-        self._depth += 1
+        self._acked, self._receipted = list(before[0]), list(before[1])
+        self._max_id, self._depth = before[2], before[3]
 
     # Sending ---------------------------------------------------------------------
     def next_batch(self, limit: int) -> list[OutboxRow]:
@@ -484,11 +388,6 @@ class Outbox:
                 self._cursor = out[-1].id
             return out
 
-    def _gap_message(self, reason: GapReason, first_seq: int, last_seq: int) -> str:
-        if reason is GapReason.DISK_FULL:
-            return f"disk full: {last_seq - first_seq + 1} readings could not be stored"
-        return f"outbox bound reached (max_rows={self.max_rows}, max_age_s={self.max_age_s:g})"
-
     def ack(self, row_ids: Iterable[int], *, defer: bool = False) -> None:
         """The broker has these rows: delete them.
 
@@ -508,7 +407,7 @@ class Outbox:
     def flush_acks(self) -> None:
         """Delete the rows acknowledged so far (one transaction; kept for later if no room)."""
         with self._lock:
-            if not self._acked or self._waiting():
+            if not (self._acked or self._receipted) or self._waiting():
                 return
             try:
                 with self._transaction() as db:
@@ -518,20 +417,69 @@ class Outbox:
                     raise
                 self._note_full(exc)
 
+    def _deletes_due(self) -> bool:
+        """PUBACKed rows to delete (``ack_batch`` of them), or a receipt's: with this write.
+
+        A receipt's ranges go with the next write whatever their size: one
+        statement per range, and the outbox then shows what still awaits one.
+        """
+        return bool(self._receipted) or len(self._acked) >= self.ack_batch
+
     def _delete_acked(self, db: sqlite3.Connection) -> None:
-        if not self._acked:
-            return
-        before = db.total_changes
-        db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in self._acked])
-        self._depth -= db.total_changes - before
-        self._acked.clear()
+        if self._acked:
+            before = db.total_changes
+            db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in self._acked])
+            self._depth -= db.total_changes - before
+            self._acked.clear()
+        if self._receipted:
+            self._depth -= awaiting.delete_receipted(db, merge_ranges(self._receipted))
+            self._receipted.clear()
+        if self._acked_through != self._acked_through_saved:
+            db.execute("UPDATE meta SET value=? WHERE key='acked_through'", (self._acked_through,))
+            self._acked_through_saved = self._acked_through
+
+    def receipt(self, ranges: Sequence[tuple[int, int]], *, defer: bool = True) -> None:
+        """A receipt covers these seq ranges: delete the readings (and wholly covered Gaps).
+
+        Deferred like :meth:`ack`: the delete rides along with the next reading
+        transaction. Whatever state the rows are in (awaiting, in flight,
+        unsent); a PUBACK for a row deleted meanwhile is harmless.
+        """
+        with self._lock:
+            self._receipted.extend(ranges)
+            if not defer:
+                self.flush_acks()
+
+    def pubacked_through(self, row_id: int) -> None:
+        """Every reading and Gap row up to ``row_id`` has been PUBACKed (receipts only)."""
+        with self._lock:
+            self._acked_through = max(self._acked_through, min(row_id, self._max_id))
+
+    @property
+    def handed_out(self) -> int:
+        """The highest row id handed out by :meth:`next_batch` since the last rewind."""
+        return self._cursor
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the next reading gets: every seq below it was allocated."""
+        return self._next_seq
+
+    def oldest_awaiting(self) -> int | None:
+        """Row id of the oldest row awaiting a receipt (after the deletes due)."""
+        with self._lock:
+            if self._waiting() or not self._acked_through:
+                return None
+            self.flush_acks()
+            return awaiting.oldest_awaiting(self._conn, self._acked_through)
 
     def rewind(self, after_id: int = 0) -> None:
         """Hand the stored rows with id > ``after_id`` out again, oldest first.
 
         Used after the MQTT client lost its in-flight state (``after_id=0``) and
         to send rows the broker refused again. Acknowledged rows are deleted
-        first, so they are not sent twice.
+        first, so they are not sent twice (with receipts, rows awaiting a
+        receipt are sent again: that is what the rewind is for).
         """
         with self._lock:
             self.flush_acks()
@@ -560,7 +508,7 @@ class Outbox:
         with self._lock:
             if self._waiting():
                 lost = (self.unstored_readings, self.unstored_alerts)
-                return OutboxStats(0, 0, None, self._next_seq, 0, 0, 0, *lost, disk_full=True)
+                return OutboxStats(0, 0, None, self._next_seq, 0, 0, 0, *lost, True)
             self.flush_acks()
             db = self._conn
             depth, readings, oldest = db.execute(
@@ -570,6 +518,8 @@ class Outbox:
             pending_gaps = int(
                 db.execute("SELECT count(*) FROM outbox WHERE kind='gap'").fetchone()[0]
             )
+            through = max(self._acked_through, int(meta["acked_through"]))
+            waiting = awaiting.count_awaiting(db, through) if through else 0
         age = None if oldest is None else max(0.0, (self._clock_ms() - int(oldest)) / 1000.0)
         return OutboxStats(
             depth=int(depth),
@@ -582,6 +532,8 @@ class Outbox:
             unstored_readings=self.unstored_readings,
             unstored_alerts=self.unstored_alerts,
             disk_full=self.disk_full,
+            awaiting_receipt=waiting,
+            released=int(meta["released"]),
         )
 
     def synchronous_mode(self) -> int:

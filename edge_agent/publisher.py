@@ -9,6 +9,13 @@ it resumes from the first refused row, so seq order is kept and nothing the
 broker lacks is deleted. With ``mqtt.resend_unrouted`` (the default) PUBACK
 16 "No matching subscribers" is handled the same way: the broker had nobody
 to give the message to and dropped it.
+
+With receipts (a :class:`~edge_agent.receipts.ReceiptTracker`), a PUBACKed
+reading or Gap is not deleted: it awaits a receipt, and the publisher moves
+the outbox's ``acked_through`` past it once no row at or below it is still
+due a PUBACK or refused. :meth:`Publisher.request_resend` (after a
+reconnect, or a receipt overdue) sends everything stored again, once the
+PUBACKs still due are in, so no row is in flight twice.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from collections.abc import Callable, Iterable
 from edge_agent.config import MqttSettings
 from edge_agent.mqtt import Acked, Link
 from edge_agent.outbox import Outbox
+from edge_agent.receipts import ReceiptTracker
 from stagekit.backoff import Backoff
 
 __all__ = ["NO_MATCHING_SUBSCRIBERS", "Publisher"]
@@ -39,6 +47,7 @@ class Publisher:
         mqtt: MqttSettings,
         *,
         monotonic: Callable[[], float] = time.monotonic,
+        receipts: ReceiptTracker | None = None,
     ) -> None:
         self._outbox = outbox
         self._max_inflight = mqtt.max_inflight
@@ -56,6 +65,11 @@ class Publisher:
         self.refusals = 0
         #: Times refused rows were sent again.
         self.retries = 0
+        self.receipts = receipts
+        self._kept: set[int] = set()  # in-flight rows that await a receipt after their PUBACK
+        self._resend_all = False  # send everything stored again, once nothing is in flight
+        #: Times everything stored was sent again (reconnects, receipts overdue).
+        self.resends = 0
 
     @property
     def flowing(self) -> bool:
@@ -72,11 +86,22 @@ class Publisher:
             self._outbox.rewind(self._resend_from - 1)
             self._resend_from = None
             self.retries += 1
+        elif self._resend_all and self.receipts is not None:
+            # Not right after a refusal's rewind: its rows go first, and once their
+            # PUBACKs are in, acked_through covers every row then stored and handed out.
+            if self.inflight:  # paho sends those again itself after a reconnect
+                return 0
+            self._outbox.rewind(0)
+            self.receipts.rewound()
+            self._resend_all = False
+            self.resends += 1
         room = self._max_inflight - len(self.inflight)
         rows = self._outbox.next_batch(room)
         for row in rows:
             mid = link.publish(row.topic, row.payload)
             self.inflight[mid] = row.id
+            if self.receipts is not None and row.seq is not None:
+                self._kept.add(row.id)
         # Rows left behind a full window (a backlog): PUBACKs must wake the loop to
         # make room. Otherwise the next round collects them (one wake-up less).
         link.wake_on_ack = len(rows) >= room
@@ -89,13 +114,35 @@ class Publisher:
             row = self.inflight.pop(ack.mid, None)
             if row is None:
                 continue  # a status message, not an outbox row
+            kept = row in self._kept
+            self._kept.discard(row)
             if ack.ok and not (ack.code == NO_MATCHING_SUBSCRIBERS and self._resend_unrouted):
-                acked.append(row)
+                if not kept:
+                    acked.append(row)
                 if self.retry_s:
                     self._accepted()
             else:
                 self._refused(row, ack)
+        if self.receipts is not None:
+            self._note_pubacked(self.receipts)
         return acked
+
+    def request_resend(self) -> None:
+        """Send every stored row again (receipts only): after a reconnect, or a receipt
+        overdue. Waits for the PUBACKs still due, so no row is in flight twice."""
+        if self.receipts is not None:
+            self._resend_all = True
+
+    def _note_pubacked(self, receipts: ReceiptTracker) -> None:
+        """Rows up to the first still due a PUBACK (or refused) have all been PUBACKed."""
+        through = self._outbox.handed_out
+        if self.inflight:
+            through = min(through, min(self.inflight.values()) - 1)
+        if self._resend_from is not None:
+            through = min(through, self._resend_from - 1)
+        if through > 0:
+            self._outbox.pubacked_through(through)
+            receipts.pubacked(through)
 
     def _refused(self, row: int, ack: Acked) -> None:
         """The broker refused a row: keep it, back off, send it again later; log once."""

@@ -2,14 +2,18 @@
 
     python benchmarks/edge/bench_edge.py agent --sensors 8 --seconds 120
     python benchmarks/edge/bench_edge.py agent --sensors 8 --seconds 120 --detector context
+    python benchmarks/edge/bench_edge.py agent --sensors 8 --seconds 60 --receipts both
     python benchmarks/edge/bench_edge.py simulator --steps 50
 
 ``agent`` runs the real agent in this process (fake w1 tree written by a
 separate simulator process, mock GPIO pins, outbox with synchronous=FULL,
 QoS 1 to a private Mosquitto) and reports process CPU time (all threads:
 sensor reads, parsing, detection, outbox, paho) divided by readings stored,
-plus peak RSS. ``simulator`` measures how many w1_slave files per second one
-simulator process writes for a 400-probe fleet.
+plus peak RSS. With receipts on, the consumer (in its own process) also acts
+as the gateway: every 0.2 s it publishes a receipt for the readings it got;
+``--receipts both`` runs off then on and prints the ratio. ``simulator``
+measures how many w1_slave files per second one simulator process writes
+for a 400-probe fleet.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ def bench_agent(
     mqtt: bool,
     detector: str | None = None,
     profile: str | None = None,
-) -> None:
+    receipts: bool = False,
+) -> float:
     from gpiozero.pins.mock import MockFactory
 
     from edge_agent.app import EdgeAgent
@@ -55,7 +60,7 @@ def bench_agent(
     broker = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)])
     # The gateway's part, in its own process (its CPU is not the agent's): without a
     # subscriber the broker answers PUBACK 16 and the agent keeps re-sending.
-    consumer = start_consumer(port) if mqtt else None
+    consumer = start_consumer(port, receipts) if mqtt else None
     scenario = work / "bench.toml"
     scenario.write_text(
         f"seed = 1\ninterval_s = {interval}\nduration_s = {seconds + 30}\n"
@@ -94,6 +99,7 @@ interval_s = {interval}
 pin_factory = "mock"
 [outbox]
 synchronous = "{synchronous}"
+receipts = {"true" if receipts else "false"}
 [mqtt]
 port = {port}
 """
@@ -129,6 +135,7 @@ port = {port}
     stop.set()
     t.join()
     backlog = agent.outbox.stats().depth
+    applied, awaiting = agent.receipts_applied, agent.outbox.stats().awaiting_receipt
     agent.shutdown()
     sim.terminate()
     sim.wait()
@@ -140,6 +147,7 @@ port = {port}
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"agent: sensors={sensors} interval_s={interval} synchronous={synchronous} mqtt={mqtt} "
+        f"receipts={receipts} receipts_applied={applied} awaiting_at_end={awaiting} "
         f"detector={agent.detector.name} "
         f"wall_s={wall1 - wall0:.1f} "
         f"readings={n} cpu_s={cpu1 - cpu0:.3f} cpu_us_per_reading={(cpu1 - cpu0) * 1e6 / n:.0f} "
@@ -151,36 +159,70 @@ port = {port}
         f"  gc in the window: collections by generation {gc_stats.count}, "
         f"cpu_ms={gc_stats.cpu_s * 1000:.1f}, frozen_objects={gc.get_freeze_count()}"
     )
+    return (cpu1 - cpu0) * 1e6 / n
 
 
 _CONSUMER = """
-import signal, sys
+import json, signal, sys, threading, time
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 count = 0
+receipts = sys.argv[2] == "1"
+seqs = {}  # (site, device) -> seqs got since the last receipt
+lock = threading.Lock()
 
 def on_message(client, userdata, msg):
     global count
+    parts = msg.topic.split("/")
+    if parts[-1] == "receipt":
+        return
     count += 1
+    if receipts and parts[-1] == "telemetry":
+        seq = json.loads(msg.payload).get("seq")
+        if seq is not None:
+            with lock:
+                seqs.setdefault((parts[1], parts[2]), []).append(seq)
+
+def send_receipts():  # the gateway's part: one receipt per device per 0.2 s
+    while True:
+        time.sleep(0.2)
+        with lock:
+            got = dict(seqs)
+            seqs.clear()
+        for (site, device), s in got.items():
+            ranges = []
+            for x in sorted(set(s)):
+                if ranges and x == ranges[-1][1] + 1:
+                    ranges[-1][1] = x
+                else:
+                    ranges.append([x, x])
+            body = {"type": "receipt", "device_id": device, "site": site,
+                    "ts": int(time.time() * 1000), "ranges": ranges[:256], "gateway_id": "bench"}
+            c.publish(f"thermowatch/{site}/{device}/receipt", json.dumps(body), qos=0)
 
 c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
 c.on_message = on_message
 c.on_connect = lambda c, u, f, rc, p: c.subscribe("thermowatch/#", qos=0)
 c.on_subscribe = lambda c, u, mid, rcs, p: print("ready", flush=True)
 signal.signal(signal.SIGTERM, lambda *a: c.disconnect())
+if receipts:
+    threading.Thread(target=send_receipts, daemon=True).start()
 c.connect("127.0.0.1", int(sys.argv[1]))
 c.loop_forever()
 print(count, flush=True)
 """
 
 
-def start_consumer(port: int) -> subprocess.Popen[str]:
-    """A QoS 0 subscriber to everything the agent publishes, in its own process."""
+def start_consumer(port: int, receipts: bool = False) -> subprocess.Popen[str]:
+    """A QoS 0 subscriber to everything the agent publishes, in its own process
+    (with ``receipts``, also sending the receipts a gateway would)."""
     deadline = time.monotonic() + 20
     while True:
         proc = subprocess.Popen(
-            [sys.executable, "-c", _CONSUMER, str(port)], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", _CONSUMER, str(port), "1" if receipts else "0"],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert proc.stdout is not None
         if proc.stdout.readline().strip() == "ready":
@@ -261,20 +303,36 @@ def main() -> None:
     a.add_argument("--no-mqtt", action="store_true", help="outbox only (isolates MQTT cost)")
     a.add_argument("--detector", default=None, help="detector name (default: the config default)")
     a.add_argument("--profile", default=None, help="write cProfile stats of the main loop here")
+    a.add_argument(
+        "--receipts",
+        choices=["off", "on", "both"],
+        default="off",
+        help="edge receipts (the consumer sends them); both: off then on, and the ratio",
+    )
     s = sub.add_parser("simulator")
     s.add_argument("--steps", type=int, default=50)
     s.add_argument("--dir", default=None, help="where to write (default: /dev/shm)")
     args = p.parse_args()
     if args.cmd == "agent":
-        bench_agent(
-            args.sensors,
-            args.seconds,
-            args.interval,
-            args.synchronous,
-            not args.no_mqtt,
-            args.detector,
-            args.profile,
-        )
+        modes = {"off": [False], "on": [True], "both": [False, True]}[args.receipts]
+        cost = [
+            bench_agent(
+                args.sensors,
+                args.seconds,
+                args.interval,
+                args.synchronous,
+                not args.no_mqtt,
+                args.detector,
+                args.profile,
+                receipts,
+            )
+            for receipts in modes
+        ]
+        if len(cost) == 2:
+            print(
+                f"receipts: cpu_us_per_reading off={cost[0]:.0f} on={cost[1]:.0f} "
+                f"ratio_on_off={cost[1] / cost[0]:.2f}"
+            )
     else:
         bench_simulator(args.steps, args.dir)
 

@@ -194,6 +194,8 @@ relay_pin = 23
 button_pin = 24
 [outbox]
 flush_timeout_s = 10.0
+# No gateway here to send receipts: PUBACK deletes (test_edge_receipts.py turns them on).
+receipts = false
 [mqtt]
 host = "127.0.0.1"
 port = {port}

@@ -75,12 +75,19 @@ class FakeLink:
         pass
 
 
-def agent_on_fake_link(tmp_path: Path, mqtt: str = "") -> tuple[EdgeAgent, FakeLink]:
-    """A started agent (fixture w1 tree, mock pins) whose MQTT link is a FakeLink."""
+def agent_on_fake_link(
+    tmp_path: Path, mqtt: str = "", *, outbox: str = "receipts = false"
+) -> tuple[EdgeAgent, FakeLink]:
+    """A started agent (fixture w1 tree, mock pins) whose MQTT link is a FakeLink.
+
+    Receipts off by default: these tests pin down delete-on-PUBACK, which
+    ``outbox.receipts = false`` keeps exactly (tests/unit/test_edge_receipts.py
+    has the receipts side).
+    """
     shutil.copytree(FIXTURES / "ok", tmp_path / "w1")
     cfg = loads_config(
         f'[device]\nstate_dir = "{tmp_path / "s"}"\n[sensors]\nw1_root = "{tmp_path / "w1"}"\n'
-        f'[gpio]\npin_factory = "mock"\n[mqtt]\nmax_inflight = 4\n{mqtt}'
+        f'[gpio]\npin_factory = "mock"\n[outbox]\n{outbox}\n[mqtt]\nmax_inflight = 4\n{mqtt}'
     )
     link = FakeLink()
     agent = EdgeAgent(cfg, pin_factory=MockFactory(), link=link)

@@ -93,11 +93,15 @@ def account(
     >>> a = account({"d": range(4)}, {("d", 0): 1, ("x", 9): 1}, [GapRange("d", 1, 3)])
     >>> a.lost, a.covered, a.unexpected, a.ok
     (0, 3, 1, True)
+    >>> account({"d": range(2)}, {("d", 0): 1}, [GapRange("d", 1, 1)] * 2).gap_conflicts  # re-sent
+    0
     >>> account({"d": range(2)}, {("d", 0): 1, ("d", 1): 1}, [GapRange("d", 1, 1)]).gap_conflicts
     1
     """
     covered_by: dict[tuple[str, int], int] = {}
-    for g in gaps:
+    # The same Gap twice is one declaration sent again (a reconnect, or an edge
+    # re-sending what no receipt covered yet); two Gaps are two ranges.
+    for g in dict.fromkeys(gaps):
         for seq in range(g.first_seq, g.last_seq + 1):
             key = (g.device_id, seq)
             covered_by[key] = covered_by.get(key, 0) + 1
