@@ -24,7 +24,10 @@ def run(topic: str, payload: bytes, **kw: Any) -> Any:
     return bridge(topic, payload, received_ms=NOW, gateway_id="gw-1", topics=TOPICS, **kw)
 
 
-FORWARDED = [e for e in MANIFEST["valid"] if e["topic"] and not e["topic"].endswith("/config")]
+#: Config and receipt topics carry cloud-to-device messages: never forwarded.
+FORWARDED = [
+    e for e in MANIFEST["valid"] if e["topic"] and not e["topic"].endswith(("/config", "/receipt"))
+]
 
 
 @pytest.mark.parametrize("entry", FORWARDED, ids=lambda e: e["file"])
@@ -49,7 +52,12 @@ def test_valid_fixture_is_forwarded_with_key_and_headers(entry: dict[str, Any]) 
     assert decode(rec.value, now_ms=NOW) == decode(payload, now_ms=NOW)
 
 
-@pytest.mark.parametrize("entry", MANIFEST["invalid"], ids=lambda e: e["file"])
+#: Invalid payloads on the topics a gateway reads (a receipt topic is refused
+#: as a topic first: see the test below).
+REFUSED = [e for e in MANIFEST["invalid"] if not e["topic"].endswith("/receipt")]
+
+
+@pytest.mark.parametrize("entry", REFUSED, ids=lambda e: e["file"])
 def test_invalid_fixture_is_dead_lettered_with_its_reason(entry: dict[str, Any]) -> None:
     payload = (FIXTURES / entry["file"]).read_bytes()
     rec = run(entry["topic"], payload)
@@ -68,6 +76,12 @@ def test_invalid_fixture_is_dead_lettered_with_its_reason(entry: dict[str, Any])
 
 def test_config_topic_is_not_forwarded() -> None:
     rec = run("thermowatch/s1/s1-d01/config", (FIXTURES / "valid/device_config.json").read_bytes())
+    assert rec.reason is Reason.BAD_TOPIC
+
+
+@pytest.mark.parametrize("name", ["valid/receipt.json", "invalid/receipt_overlapping_ranges.json"])
+def test_receipt_topic_is_not_forwarded(name: str) -> None:
+    rec = run("thermowatch/s1/s1-d01/receipt", (FIXTURES / name).read_bytes())
     assert rec.reason is Reason.BAD_TOPIC
 
 
