@@ -91,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--gateways", type=int, default=1, help="gateway processes (default 1)")
     ap.add_argument("--gateway-linger-ms", type=int, default=5)
+    ap.add_argument(
+        "--gateway-receipts",
+        choices=("on", "off"),
+        default="on",
+        help="the gateways' receipts to devices (default on, as shipped)",
+    )
     ap.add_argument("--refresh-interval", default="1s", help="search index refresh interval")
     ap.add_argument(
         "--processor-kafka",

@@ -105,6 +105,7 @@ class Pipeline:
         cfg["gateway"]["id"] = f"e2e-{self.rid}-{i}"
         cfg["mqtt"]["share_group"] = f"e2e{self.rid}"
         cfg["kafka"]["linger_ms"] = self.args.gateway_linger_ms
+        cfg["receipts"] = {"enabled": self.args.gateway_receipts == "on"}
         return cfg
 
     def processor_toml(self) -> dict[str, Any]:

@@ -168,6 +168,7 @@ class Bench:
                 "gateways": a.gateways,
                 "mqtt": a.mqtt,
                 "gateway_linger_ms": a.gateway_linger_ms,
+                "gateway_receipts": a.gateway_receipts,
                 "refresh_interval": a.refresh_interval,
                 "anomalies_per_s": a.anomalies_per_s,
                 "samples_per_s": a.samples_per_s,
