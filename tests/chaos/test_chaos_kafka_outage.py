@@ -9,7 +9,9 @@ Kafka has a record, so when Kafka is back every reading the devices allocated
 is in the telemetry topic, each exactly once.
 
 CPU is the gateway process's utime + stime from ``/proc/<pid>/stat`` over
-the outage. Private stack (Mosquitto + Kafka on free ports); about 3 minutes.
+the outage. The outage is proven: Kafka's port refused every connection
+tried twice a second throughout, and Kafka came back under a new pid.
+Private stack (Mosquitto + Kafka on free ports); about 3 minutes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pytest
 
 from deploy.local.stack import LocalStack
 from telemetry_contract import kafka_topics
+from testsupport.chaos import PortWatch
 from thermowatch.accounting import (
     allocated_from_outboxes,
     fetch_reading_keys,
@@ -82,11 +85,16 @@ def test_the_gateway_idles_while_kafka_is_down_and_loses_nothing(
         pid = gateway.pid
         assert pid is not None
 
+        kafka_pid = stack.service_pid("kafka")
         stack.stop("kafka")
+        down = PortWatch(ep["kafka"]["host"], int(ep["kafka"]["port"]))
+        down.start()
         log_mark, cpu_0, t_0 = gateway.log_size(), cpu_seconds(pid), time.monotonic()
         at_stop = allocated_from_outboxes(outboxes)
         time.sleep(OUTAGE_S)
         cpu_share = (cpu_seconds(pid) - cpu_0) / (time.monotonic() - t_0)
+        down.stop()
+        assert down.always_refused, f"Kafka answered during the outage: {down}"
         outage_log = gateway.log_since(log_mark)
         during = allocated_from_outboxes(outboxes)
         published = sum(len(during[d]) - len(at_stop[d]) for d in run.devices)
@@ -104,6 +112,7 @@ def test_the_gateway_idles_while_kafka_is_down_and_loses_nothing(
         assert "kafka" in outage_log.lower(), "the outage was not logged at all"
 
         stack.start("kafka", timeout=240.0)
+        assert stack.service_pid("kafka") not in (None, kafka_pid)
         time.sleep(10.0)
         fleet.stop()  # each agent flushes its outbox
         allocated = allocated_from_outboxes(outboxes)
