@@ -32,7 +32,6 @@ import asyncio
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,14 @@ from typing import Any
 
 from deploy.local.stack import LocalStack
 from telemetry_contract import kafka_topics
-from testsupport.chaos import PortWatch, WhereMissing, kill9, where_missing
+from testsupport.chaos import (
+    PortWatch,
+    WhereMissing,
+    chaos_fleet,
+    chaos_run,
+    kill9,
+    where_missing,
+)
 from thermowatch.accounting import (
     allocated_from_outboxes,
     fetch_reading_keys,
@@ -50,14 +56,12 @@ from thermowatch.accounting import (
     wait_devices_in_topic,
 )
 from thermowatch.demo import (
-    DemoFleet,
     DemoRun,
     Service,
     demo_sites,
     gateway_config,
     merge_config,
     pipeline_services,
-    steady_plan,
     wait_topics,
 )
 from thermowatch.demo.configs import write_toml
@@ -195,13 +199,7 @@ def restart_with_backlog(
     ``store``); they are up again on return. Kafka is killed with SIGKILL;
     the returned result carries the proofs of the faults with the accounting.
     """
-    run = DemoRun(
-        run_id=f"backlog{uuid.uuid4().hex[:6]}",
-        run_dir=work / "run",
-        w1_dir=work / "w1",
-        sites={s: list(d) for s, d in SITES.items()},
-        duration_s=3600.0,
-    )
+    run = chaos_run(work, "backlog", SITES)
     ep = stack.endpoints()
     topics = kafka_topics(run.kafka_prefix)
     overrides = {"mqtt": {"share_group": fault.share_group, "receive_maximum": receive_maximum}}
@@ -217,17 +215,11 @@ def restart_with_backlog(
     services = [*gateways, processor] if store else gateways
     # TODO(receipts): the edge's receipt wait is assumed to be [mqtt] receipt_timeout_s
     # (dropped by edge_mqtt_options while the edge lacks it); set it here if it lives elsewhere.
-    mqtt_options = edge_mqtt_options(
-        {"reconnect_min_s": 0.5, "reconnect_max_s": 1.0, "receipt_timeout_s": RECEIPT_TIMEOUT_S}
-    )
-    fleet = DemoFleet(
-        steady_plan(SITES),
-        run_dir=run.run_dir,
-        w1_dir=run.w1_dir,
-        mqtt=ep["mosquitto"],
-        run_id=run.run_id,
-        interval_s=INTERVAL_S,
-        mqtt_options=mqtt_options,
+    fleet = chaos_fleet(
+        run,
+        ep["mosquitto"],
+        INTERVAL_S,
+        edge_mqtt_options({"receipt_timeout_s": RECEIPT_TIMEOUT_S}),
     )
     bootstrap = ep["kafka"]["bootstrap"]
     got = BacklogResult(fault)

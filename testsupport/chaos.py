@@ -17,6 +17,10 @@ claim into something a test asserts:
   must replay;
 * :func:`where_missing` -- "late or lost": a missing reading still in its
   device's outbox will be sent again (late); one gone from there is lost.
+
+And the two things every private-stack chaos test starts from:
+:func:`chaos_run` (a demo run of its own) and :func:`chaos_fleet` (its fleet of
+in-process edge agents, reconnecting within a second).
 """
 
 from __future__ import annotations
@@ -27,23 +31,57 @@ import signal
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from deploy.local.stack import LocalStack
+from thermowatch.demo import DemoFleet, DemoRun, steady_plan
 
 __all__ = [
     "Killed",
     "LogCount",
     "PortWatch",
     "WhereMissing",
+    "chaos_fleet",
+    "chaos_run",
     "committed_offsets",
     "kill9",
     "port_refuses",
     "readings_after",
     "where_missing",
 ]
+
+
+def chaos_run(work: Path, name: str, sites: Mapping[str, Iterable[str]]) -> DemoRun:
+    """A demo run of its own (topics, indices, group named after a fresh run id) in ``work``."""
+    return DemoRun(
+        run_id=f"{name}{uuid.uuid4().hex[:6]}",
+        run_dir=work / "run",
+        w1_dir=work / "w1",
+        sites={s: list(d) for s, d in sites.items()},
+        duration_s=3600.0,
+    )
+
+
+def chaos_fleet(
+    run: DemoRun,
+    mqtt: Mapping[str, Any],
+    interval_s: float,
+    mqtt_options: Mapping[str, Any] | None = None,
+) -> DemoFleet:
+    """``run``'s fleet (steady, no scripted incident), reconnecting within 0.5-1 s."""
+    return DemoFleet(
+        steady_plan(run.sites),
+        run_dir=run.run_dir,
+        w1_dir=run.w1_dir,
+        mqtt=mqtt,
+        run_id=run.run_id,
+        interval_s=interval_s,
+        mqtt_options={"reconnect_min_s": 0.5, "reconnect_max_s": 1.0, **(mqtt_options or {})},
+    )
 
 
 def port_refuses(host: str, port: int, timeout: float = 2.0) -> bool:

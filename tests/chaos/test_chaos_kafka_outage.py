@@ -19,21 +19,20 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from deploy.local.stack import LocalStack
 from telemetry_contract import kafka_topics
-from testsupport.chaos import PortWatch
+from testsupport.chaos import PortWatch, chaos_fleet, chaos_run
 from thermowatch.accounting import (
     allocated_from_outboxes,
     fetch_reading_keys,
     wait_devices_in_topic,
     wait_missing_in_topic,
 )
-from thermowatch.demo import DemoFleet, DemoRun, pipeline_services, steady_plan, wait_topics
+from thermowatch.demo import pipeline_services, wait_topics
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
 
@@ -55,25 +54,11 @@ def test_the_gateway_idles_while_kafka_is_down_and_loses_nothing(
     mq_kafka_stack: LocalStack, tmp_path: Path
 ) -> None:
     stack = mq_kafka_stack
-    run = DemoRun(
-        run_id=f"outage{uuid.uuid4().hex[:6]}",
-        run_dir=tmp_path / "run",
-        w1_dir=tmp_path / "w1",
-        sites={s: list(d) for s, d in SITES.items()},
-        duration_s=3600.0,
-    )
+    run = chaos_run(tmp_path, "outage", SITES)
     ep = stack.endpoints()
     topics = kafka_topics(run.kafka_prefix)
     gateway, _ = pipeline_services(run, ep)
-    fleet = DemoFleet(
-        steady_plan(SITES),
-        run_dir=run.run_dir,
-        w1_dir=run.w1_dir,
-        mqtt=ep["mosquitto"],
-        run_id=run.run_id,
-        interval_s=0.5,
-        mqtt_options={"reconnect_min_s": 0.5, "reconnect_max_s": 1.0},
-    )
+    fleet = chaos_fleet(run, ep["mosquitto"], interval_s=0.5)
     bootstrap = ep["kafka"]["bootstrap"]
     gateway.start()
     try:

@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from deploy.local.stack import LocalStack
 from telemetry_contract import kafka_topics
-from testsupport.chaos import LogCount, port_refuses
+from testsupport.chaos import LogCount, chaos_fleet, chaos_run, port_refuses
 from thermowatch import accounting as acc
-from thermowatch.demo import DemoFleet, DemoRun, pipeline_services, steady_plan, wait_topics
+from thermowatch.demo import pipeline_services, wait_topics
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(420)]
 
@@ -46,13 +45,7 @@ def test_no_reading_lost_across_mosquitto_restarts_with_a_shared_subscription(
 ) -> None:
     stack = mq_kafka_stack
     ep = stack.endpoints()
-    run = DemoRun(
-        run_id=f"shared{uuid.uuid4().hex[:6]}",
-        run_dir=tmp_path / "run",
-        w1_dir=tmp_path / "w1",
-        sites={s: list(d) for s, d in SITES.items()},
-        duration_s=3600.0,
-    )
+    run = chaos_run(tmp_path, "shared", SITES)
     topics = kafka_topics(run.kafka_prefix)
     gateway, _processor = pipeline_services(
         run,
@@ -64,15 +57,7 @@ def test_no_reading_lost_across_mosquitto_restarts_with_a_shared_subscription(
         },
     )
     gateway.start()
-    fleet = DemoFleet(
-        steady_plan(SITES),
-        run_dir=run.run_dir,
-        w1_dir=run.w1_dir,
-        mqtt=ep["mosquitto"],
-        run_id=run.run_id,
-        interval_s=0.25,
-        mqtt_options={"reconnect_min_s": 0.5, "reconnect_max_s": 1.0},
-    )
+    fleet = chaos_fleet(run, ep["mosquitto"], interval_s=0.25)
     stopped = False
     try:
         asyncio.run(wait_topics(ep["kafka"]["bootstrap"], topics.all(), gateway, 120.0))
