@@ -335,8 +335,12 @@ def _settle(
         missing = [(d, s) for d, seqs in allocated.items() for s in seqs if (d, s) not in keys]
         if not missing or time.monotonic() >= deadline:
             return missing
-        pending = pending_in_outboxes(outboxes)
-        state = (len(keys), tuple(missing), tuple(sorted((d, len(s)) for d, s in pending.items())))
+        # Only the allocated readings count: a running fleet adds new ones all the time.
+        pending = pending_in_outboxes({d: outboxes[d] for d in allocated})
+        waiting = tuple(
+            sorted((d, sum(1 for s in seqs if s in allocated[d])) for d, seqs in pending.items())
+        )
+        state = (tuple(missing), waiting)
         if state != last:
             last, since = state, time.monotonic()
         elif time.monotonic() - since >= stable_s:
