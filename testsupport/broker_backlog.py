@@ -138,6 +138,8 @@ class BacklogResult:
     settled: WhereMissing = field(default_factory=WhereMissing)
     #: Of everything allocated, after the fleet stopped.
     final: WhereMissing = field(default_factory=WhereMissing)
+    #: Of ``final.lost``: allocated only after the broker was up again (not the backlog).
+    lost_after_restart: int = 0
     #: Readings in Kafka more than once (harmless: stored once, by ``device_id:seq``).
     kafka_copies: int = 0
     #: Readings stored more than once, and readings in Kafka never stored (``store``).
@@ -203,11 +205,17 @@ def restart_with_backlog(
     ep = stack.endpoints()
     topics = kafka_topics(run.kafka_prefix)
     overrides = {"mqtt": {"share_group": fault.share_group, "receive_maximum": receive_maximum}}
-    gateway, processor = pipeline_services(run, ep, gateway_overrides=overrides)
+    client_ids = [f"tw-gateway-{run.run_id}-{i}" for i in range(1, fault.gateways + 1)]
+    gateway, processor = pipeline_services(
+        run, ep, gateway_overrides=merge_config(overrides, {"mqtt": {"client_id": client_ids[0]}})
+    )
     gateways = [gateway]
     for i in range(2, fault.gateways + 1):
         cfg = merge_config(gateway_config(run, ep), overrides)
-        cfg = merge_config(cfg, {"gateway": {"id": f"demo-{run.run_id}-{i}"}})
+        cfg = merge_config(
+            cfg,
+            {"gateway": {"id": f"demo-{run.run_id}-{i}"}, "mqtt": {"client_id": client_ids[i - 1]}},
+        )
         path = run.run_dir / f"gateway-{i}.toml"
         write_toml(path, cfg)
         log_file = run.run_dir / "logs" / f"gateway-{i}.log"
@@ -251,6 +259,7 @@ def restart_with_backlog(
             observer.close()
         _stop_broker(stack, fault, got)
         stack.start("mosquitto", timeout=120.0)
+        restarted = {d: r.stop for d, r in allocated_from_outboxes(outboxes).items()}
         watch.stop()
         stack.start("kafka", timeout=240.0)
         time.sleep(5.0)
@@ -263,6 +272,7 @@ def restart_with_backlog(
         # No edge sends anything any more: stable once the gateways drained.
         missing = _settle(bootstrap, topics.telemetry, allocated, outboxes, 60.0, 10.0)
         got.final = where_missing(missing, outboxes)
+        got.lost_after_restart = sum(1 for d, s in got.final.lost if s >= restarted[d])
         keys = asyncio.run(fetch_reading_keys(bootstrap, topics.telemetry))
         got.kafka_copies = sum(n - 1 for n in keys.values())
         got.left_in_outboxes = sum(len(s) for s in pending_in_outboxes(outboxes).values())
@@ -280,16 +290,40 @@ def restart_with_backlog(
         for name in ("mosquitto", "kafka"):  # up again for the next case, whatever failed
             if stack.service_pid(name) is None:
                 stack.start(name, timeout=240.0)
+        # A gateway's persistent session outlives it (and a broker restart): left
+        # behind, it would take the next case's readings (a success PUBACK, not 16).
+        # Ended, and saved ended: a crash restores the last save, stale sessions too.
+        forget_sessions(stack.endpoints()["mosquitto"], "gateway", client_ids)
+        _save_broker(stack)
+
+
+def forget_sessions(mqtt: Mapping[str, Any], user: str, client_ids: list[str]) -> None:
+    """End the persistent sessions of ``client_ids`` on the broker: each is taken
+    over with a clean start and no session expiry, then disconnected."""
+    from paho.mqtt.client import Client
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.enums import MQTTProtocolVersion as V
+
+    for client_id in client_ids:
+        client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=V.MQTTv5)
+        client.username_pw_set(user, mqtt["users"][user])
+        connected = threading.Event()
+        client.on_connect = lambda *_, done=connected: done.set()
+        client.connect(str(mqtt["host"]), int(mqtt["port"]), clean_start=True)
+        client.loop_start()
+        try:
+            if not connected.wait(30):
+                raise RuntimeError(f"could not connect as {client_id} to end its session")
+        finally:
+            client.disconnect()
+            client.loop_stop()
 
 
 def _stop_broker(stack: LocalStack, fault: BrokerFault, got: BacklogResult) -> None:
     """Stop Mosquitto as ``fault`` says; record the proofs in ``got``."""
     data = stack.data_dir("mosquitto")
     if fault.kill and fault.wipe:  # put the backlog on disk first: the wipe must delete it
-        before = {p: p.stat().st_mtime_ns for p in data.glob("*.db")}
-        # SIGUSR1: "write the in-memory database to disk" (mosquitto(8)).
-        stack.kill("mosquitto", signal.SIGUSR1)
-        _wait_saved(data, before)
+        _save_broker(stack)
     mark = stack.log_file("mosquitto").stat().st_size
     if fault.kill:
         got.broker_exit = kill9(stack, "mosquitto").exit_code  # a crash: no final save
@@ -305,13 +339,16 @@ def _stop_broker(stack: LocalStack, fault: BrokerFault, got: BacklogResult) -> N
     got.persistence_files = sorted(p.name for p in data.iterdir())
 
 
-def _wait_saved(data: Path, before: Mapping[Path, int], timeout: float = 30.0) -> None:
-    """Wait until Mosquitto wrote its database file anew (after SIGUSR1)."""
+def _save_broker(stack: LocalStack, timeout: float = 30.0) -> None:
+    """Make Mosquitto write its database now; wait until the file is new."""
+    data = stack.data_dir("mosquitto")
+    before = {p: p.stat().st_mtime_ns for p in data.glob("*.db")}
+    # SIGUSR1: "write the in-memory database to disk" (mosquitto(8)).
+    stack.kill("mosquitto", signal.SIGUSR1)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         now = {p: p.stat().st_mtime_ns for p in data.glob("*.db")}
-        if any(before.get(p) != t for p, t in now.items()):
-            time.sleep(1.0)  # the write is renamed into place when complete
+        if any(before.get(p) != t for p, t in now.items()):  # renamed in place when complete
             return
         time.sleep(0.2)
     raise RuntimeError("Mosquitto did not save its database after SIGUSR1")

@@ -100,7 +100,8 @@ def test_every_reading_is_stored_once_after_the_broker_stops_with_a_backlog(
         f"held={got.held} allocated={got.allocated} kafka_copies={got.kafka_copies} "
         f"left_in_outboxes={got.left_in_outboxes} wiped_bytes={got.wiped_bytes} "
         f"broker_exit={got.broker_exit} kafka_exit={got.kafka_exit} {got.kafka_down}\n"
-        f"  settled: {got.settled}\n  final: {got.final}"
+        f"  settled: {got.settled}\n  final: {got.final}, of which allocated after the "
+        f"broker's restart: {got.lost_after_restart}"
     )
     prove_the_fault(got)
     if not got.services_alive:  # a crashed stage is no expected failure either
