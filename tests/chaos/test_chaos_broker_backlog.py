@@ -28,7 +28,11 @@ delivered).
   file), with ``pytest.fail``, so a fault that did not happen fails the test
   even under the xfail (which only accepts the losses' AssertionError).
 
-Private stack (Mosquitto, Kafka, OpenSearch); about 100 s per case.
+The edges wait :data:`~testsupport.broker_backlog.RECEIPT_TIMEOUT_S` for a
+receipt, and "stable" means nothing changed for longer than that, so a
+reading an edge still holds is sent again before it is called late. Nothing
+assumes that an outbox empties at the broker's PUBACK. Private stack
+(Mosquitto, Kafka, OpenSearch); about 40 s for the restart, 90 s per crash.
 """
 
 from __future__ import annotations
@@ -51,7 +55,9 @@ NO_RECEIPTS = pytest.mark.xfail(
     raises=AssertionError,  # the losses; an unproven fault (pytest.fail) fails the test
     reason="known hole until receipts: the edge deletes a reading at the broker's PUBACK, "
     "and Mosquitto acknowledges QoS 1 before it is on disk, so a SIGKILL of the broker "
-    "loses the backlog it held beyond the gateways' in-flight window (gateway/README.md)",
+    "loses the backlog it held beyond the gateways' in-flight window (gateway/README.md); "
+    "passes once the edge keeps each reading until the gateway's receipt says Kafka has it "
+    "(edge receipts, gateway [receipts] enabled: both on by default)",
 )
 
 CASES = [
