@@ -9,9 +9,12 @@ owns. It is not installed (pyproject's package list leaves it out) and the
 product never imports it; pytest puts the checkout's root on ``sys.path``
 (``pythonpath``), benchmarks do it themselves.
 
-* :mod:`testsupport.broker_backlog` -- Mosquitto stopped while it holds a
-  backlog for the gateway (``tests/chaos/test_chaos_broker_backlog.py``,
+* :mod:`testsupport.broker_backlog` -- Mosquitto stopped or killed while it
+  holds a backlog for the gateways (``tests/chaos/test_chaos_broker_backlog.py``,
   ``benchmarks/gateway/broker_restart_backlog.py``).
+* :mod:`testsupport.chaos` -- what proves that a chaos test's fault happened
+  (a SIGKILL's exit status, a port refused throughout, counted log events,
+  readings past the committed offsets), and late-or-lost for a missing reading.
 * :mod:`testsupport.hostile` -- hostile inputs of every class issue 14 names,
   from a seeded ``Random`` (the property tests in ``tests/unit`` through
   hypothesis, and ``make fuzz``: ``benchmarks/fuzz``).

@@ -1,135 +1,404 @@
-"""Mosquitto stopped while it holds a backlog for the gateway: the one sequence.
+"""Mosquitto stopped while it holds a backlog for the gateway(s): the one sequence.
 
-Kafka is stopped under a running fleet, so the gateway stops acknowledging;
-past its in-flight window (``receive_maximum``) the broker queues the devices'
-readings in the gateway's persistent session. For the devices those readings
-are delivered (they had their PUBACK): only the broker has them. Then
-Mosquitto is stopped (SIGTERM, or SIGKILL: a crash) and started again, Kafka
-is started, and every seq the agents allocated is looked up in the Kafka
-topic.
+A fleet of 30 devices publishes 10 readings/s each. Kafka is killed, so the
+gateways stop acknowledging; past each gateway's in-flight window
+(``receive_maximum``, cut to 20 so that the backlog waits in the broker, not
+in a gateway's memory) the broker queues the readings in the gateways'
+persistent session. For a device without receipts those readings are
+delivered (they had their PUBACK): only the broker has them. An observer
+subscribed beside the gateways counts what the broker routed meanwhile, so the
+backlog is measured at the broker, not inferred from the devices.
 
-Run by ``tests/chaos/test_chaos_broker_backlog.py`` (the property, in
-``make test``) and by ``benchmarks/gateway/broker_restart_backlog.py`` (the
+Then Mosquitto is stopped (SIGTERM: a restart, it saves its database; or
+SIGKILL: a crash, after a forced save when its persistence file is to be
+deleted, as if the broker's host lost its disk), started again, Kafka started
+again, and the accounting waits until it is stable -- every reading of a
+snapshot of the outboxes in Kafka, or nothing changing any more, neither in
+Kafka nor in the outboxes, for longer than the edges wait for a receipt --
+before it says which missing reading is late (still in its outbox: the edge
+sends it again) and which is lost (gone from the outbox, never delivered).
+The fleet then stops and the same is done for everything it allocated; with
+``store``, the processor runs too and each reading must be stored in the
+search server exactly once.
+
+Run by ``tests/chaos/test_chaos_broker_backlog.py`` (the property, in ``make
+test``) and by ``benchmarks/gateway/broker_restart_backlog.py`` (the
 experiment, with more variants).
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import threading
 import time
-import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from deploy.local.stack import LocalStack
 from telemetry_contract import kafka_topics
+from testsupport.chaos import (
+    PortWatch,
+    WhereMissing,
+    chaos_fleet,
+    chaos_run,
+    kill9,
+    where_missing,
+)
 from thermowatch.accounting import (
     allocated_from_outboxes,
     fetch_reading_keys,
+    fetch_stored,
     pending_in_outboxes,
+    reading_keys,
     wait_devices_in_topic,
-    wait_missing_in_topic,
 )
-from thermowatch.demo import DemoFleet, DemoRun, pipeline_services, steady_plan, wait_topics
+from thermowatch.demo import (
+    DemoRun,
+    Service,
+    demo_sites,
+    gateway_config,
+    merge_config,
+    pipeline_services,
+    wait_topics,
+)
+from thermowatch.demo.configs import write_toml
 
-__all__ = ["SITES", "BacklogResult", "restart_with_backlog"]
+__all__ = [
+    "RECEIPT_TIMEOUT_S",
+    "SITES",
+    "BacklogResult",
+    "BrokerFault",
+    "edge_mqtt_options",
+    "restart_with_backlog",
+]
 
-#: The fleet: 3 devices on 2 sites, 10 readings/s each.
-SITES = {"s1": ["s1-d01", "s1-d02"], "s2": ["s2-d01"]}
+#: The fleet: the demo's 30 devices on 3 sites, 10 readings/s each.
+SITES = demo_sites(3, 10)
+INTERVAL_S = 0.1
+#: How long an edge waits for a receipt before it sends a reading again: short,
+#: to fit the test, and what the settling below waits beyond.
+RECEIPT_TIMEOUT_S = 10.0
+#: Accounting is stable when nothing changed for this long (longer than a receipt wait).
+STABLE_S = 2 * RECEIPT_TIMEOUT_S + 5.0
+
+
+def edge_mqtt_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` for the edge agents' ``[mqtt]`` section, without the keys this
+    checkout's edge does not know (a receipt setting while receipts are being built).
+
+    >>> edge_mqtt_options({"reconnect_max_s": 1.0, "no_such_key": 1})
+    {'reconnect_max_s': 1.0}
+    """
+    from edge_agent.config import MqttSettings
+
+    known = set(MqttSettings.__struct_fields__)
+    return {k: v for k, v in options.items() if k in known}
+
+
+@dataclass(frozen=True)
+class BrokerFault:
+    """How Mosquitto is stopped, and what it finds when it starts again."""
+
+    #: SIGKILL (a crash: no final save) instead of SIGTERM (a restart).
+    kill: bool
+    #: Delete the persistence file before the restart (the broker's host lost its disk).
+    wipe: bool = False
+    #: Gateways running; more than one share the subscription.
+    gateways: int = 1
+    #: The gateways' shared-subscription group ("" for a plain subscription).
+    share_group: str = ""
+    #: At least this many readings must wait in the broker for the gateways.
+    backlog: int = 5000
 
 
 @dataclass
 class BacklogResult:
     """What one stop of the broker did to the readings it held."""
 
-    allocated: int
-    #: Acknowledged to the devices but not in Kafka when the broker stopped (a
-    #: lower bound: acknowledged outbox rows are deleted in batches).
-    held: int
-    missing: list[tuple[str, int]] = field(default_factory=list)
+    fault: BrokerFault
+    allocated: int = 0
+    #: Readings the broker routed while Kafka was down, not in Kafka, beyond what
+    #: the gateways' in-flight windows can hold: what only the broker had.
+    held: int = 0
+    #: Mosquitto's exit status when killed (``-9``), None when stopped.
+    broker_exit: int | None = None
+    #: Mosquitto logged its final save ("Saving in-memory database").
+    broker_saved: bool = False
+    #: Files in the persistence directory before the restart (empty after a wipe).
+    persistence_files: list[str] = field(default_factory=list)
+    #: Bytes of the persistence file that the wipe deleted (after a forced save).
+    wiped_bytes: int = 0
+    kafka_exit: int | None = None
+    #: Connection attempts to Kafka's port while it was down, and how many were refused.
+    kafka_down: PortWatch | None = None
+    #: Of a snapshot of the outboxes, once the accounting was stable (fleet running).
+    settled: WhereMissing = field(default_factory=WhereMissing)
+    #: Of everything allocated, after the fleet stopped.
+    final: WhereMissing = field(default_factory=WhereMissing)
+    #: Of ``final.lost``: allocated only after the broker was up again (not the backlog).
+    lost_after_restart: int = 0
+    #: Readings in Kafka more than once (harmless: stored once, by ``device_id:seq``).
+    kafka_copies: int = 0
+    #: Readings stored more than once, and readings in Kafka never stored (``store``).
+    stored_twice: list[tuple[str, int]] = field(default_factory=list)
+    not_stored: list[tuple[str, int]] = field(default_factory=list)
     left_in_outboxes: int = 0
-    gateway_alive: bool = True
+    services_alive: bool = True
+    log_tail: str = ""
+
+
+class Observer:
+    """A plain MQTT subscriber beside the gateways: the readings the broker routed."""
+
+    def __init__(self, mqtt: Mapping[str, Any], client_id: str) -> None:
+        from paho.mqtt.client import Client
+        from paho.mqtt.enums import CallbackAPIVersion
+        from paho.mqtt.enums import MQTTProtocolVersion as V
+
+        self.keys: set[tuple[str, int]] = set()
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self._client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=V.MQTTv5)
+        self._client.username_pw_set("admin", mqtt["users"]["admin"])
+        self._client.on_connect = lambda c, *_: c.subscribe("thermowatch/+/+/telemetry", qos=0)
+        self._client.on_subscribe = lambda *_: self._subscribed.set()
+        self._client.on_message = self._on_message
+        self._client.connect(str(mqtt["host"]), int(mqtt["port"]), clean_start=True)
+        self._client.loop_start()
+        if not self._subscribed.wait(30):
+            self.close()
+            raise RuntimeError("the observer could not subscribe")
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        found = reading_keys([msg.payload])
+        with self._lock:
+            self.keys.update(found)
+
+    def seen(self) -> set[tuple[str, int]]:
+        with self._lock:
+            return set(self.keys)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
 
 
 def restart_with_backlog(
     stack: LocalStack,
     work: Path,
+    fault: BrokerFault,
     *,
-    share_group: str,
-    backlog_s: float,
-    kill: bool,
-    receive_maximum: int,
-    settle_s: float = 120.0,
+    receive_maximum: int = 20,
+    store: bool = False,
+    settle_s: float = 180.0,
 ) -> BacklogResult:
-    """Build a backlog in the broker, stop it (SIGKILL if ``kill``), count the losses.
+    """Build a backlog in the broker, stop it as ``fault`` says, account for every reading.
 
-    ``stack`` has Mosquitto and Kafka up; they are up again on return.
+    ``stack`` has Mosquitto and Kafka up (and the search server with
+    ``store``); they are up again on return. Kafka is killed with SIGKILL;
+    the returned result carries the proofs of the faults with the accounting.
     """
-    run = DemoRun(
-        run_id=f"backlog{uuid.uuid4().hex[:6]}",
-        run_dir=work / "run",
-        w1_dir=work / "w1",
-        sites={s: list(d) for s, d in SITES.items()},
-        duration_s=3600.0,
-    )
+    run = chaos_run(work, "backlog", SITES)
     ep = stack.endpoints()
     topics = kafka_topics(run.kafka_prefix)
-    gateway, _ = pipeline_services(
-        run,
-        ep,
-        gateway_overrides={
-            "mqtt": {"share_group": share_group, "receive_maximum": receive_maximum}
-        },
+    overrides = {"mqtt": {"share_group": fault.share_group, "receive_maximum": receive_maximum}}
+    client_ids = [f"tw-gateway-{run.run_id}-{i}" for i in range(1, fault.gateways + 1)]
+    gateway, processor = pipeline_services(
+        run, ep, gateway_overrides=merge_config(overrides, {"mqtt": {"client_id": client_ids[0]}})
     )
-    fleet = DemoFleet(
-        steady_plan(SITES),
-        run_dir=run.run_dir,
-        w1_dir=run.w1_dir,
-        mqtt=ep["mosquitto"],
-        run_id=run.run_id,
-        interval_s=0.1,
-        mqtt_options={"reconnect_min_s": 0.5, "reconnect_max_s": 1.0},
+    gateways = [gateway]
+    for i in range(2, fault.gateways + 1):
+        cfg = merge_config(gateway_config(run, ep), overrides)
+        cfg = merge_config(
+            cfg,
+            {"gateway": {"id": f"demo-{run.run_id}-{i}"}, "mqtt": {"client_id": client_ids[i - 1]}},
+        )
+        path = run.run_dir / f"gateway-{i}.toml"
+        write_toml(path, cfg)
+        log_file = run.run_dir / "logs" / f"gateway-{i}.log"
+        gateways.append(Service(f"gateway-{i}", "gateway", path, log_file))
+    services = [*gateways, processor] if store else gateways
+    # TODO(receipts): the edge's receipt wait is assumed to be [mqtt] receipt_timeout_s
+    # (dropped by edge_mqtt_options while the edge lacks it); set it here if it lives elsewhere.
+    fleet = chaos_fleet(
+        run,
+        ep["mosquitto"],
+        INTERVAL_S,
+        edge_mqtt_options({"receipt_timeout_s": RECEIPT_TIMEOUT_S}),
     )
     bootstrap = ep["kafka"]["bootstrap"]
-    gateway.start()
+    got = BacklogResult(fault)
+    for svc in services:
+        svc.start()
     try:
         asyncio.run(wait_topics(bootstrap, topics.all(), gateway, 120.0))
         fleet.start()
-        wait_devices_in_topic(bootstrap, topics.telemetry, run.devices, timeout_s=120)
-        in_kafka = asyncio.run(fetch_reading_keys(bootstrap, topics.telemetry))
-        stack.stop("kafka")
-        time.sleep(backlog_s)  # readings pile up in the gateway's session
+        if not wait_devices_in_topic(bootstrap, topics.telemetry, run.devices, timeout_s=120):
+            raise RuntimeError(f"readings did not reach Kafka:\n{gateway.tail(30)}")
         paths = fleet.outbox_paths()
         outboxes = {d: paths[d] for d in run.devices}
-        at_stop = allocated_from_outboxes(outboxes)
-        unacked = pending_in_outboxes(outboxes)
-        held = sum(
-            1
-            for d, seqs in at_stop.items()
-            for s in seqs
-            if s not in unacked[d] and (d, s) not in in_kafka
-        )
-        if kill:
-            stack.kill("mosquitto")  # a crash: no final save of the database
-        else:
-            stack.stop("mosquitto")  # SIGTERM: Mosquitto saves its database
-        time.sleep(1.0)
+        observer = Observer(ep["mosquitto"], f"tw-observer-{run.run_id}")
+        watch = got.kafka_down = PortWatch(str(ep["kafka"]["host"]), int(ep["kafka"]["port"]))
+        try:
+            got.kafka_exit = kill9(stack, "kafka").exit_code
+            watch.start()
+            # Allocated after Kafka died: none of these can be in Kafka.
+            after = {d: r.stop for d, r in allocated_from_outboxes(outboxes).items()}
+            window = fault.gateways * receive_maximum
+            deadline = time.monotonic() + 60 + fault.backlog * INTERVAL_S / len(run.devices)
+            while time.monotonic() < deadline:
+                routed = observer.seen()
+                got.held = sum(1 for d, s in routed if s >= after.get(d, 1 << 62)) - window
+                if got.held >= fault.backlog:
+                    break
+                time.sleep(0.5)
+        finally:
+            observer.close()
+        _stop_broker(stack, fault, got)
         stack.start("mosquitto", timeout=120.0)
+        restarted = {d: r.stop for d, r in allocated_from_outboxes(outboxes).items()}
+        watch.stop()
         stack.start("kafka", timeout=240.0)
-        time.sleep(15.0)
-        fleet.stop()  # each agent flushes its outbox
+        time.sleep(5.0)
+        snapshot = allocated_from_outboxes(outboxes)
+        missing = _settle(bootstrap, topics.telemetry, snapshot, outboxes, settle_s, STABLE_S)
+        got.settled = where_missing(missing, outboxes)
+        fleet.stop()  # each agent flushes its outbox (with receipts: waits for them, bounded)
         allocated = allocated_from_outboxes(outboxes)
-        pending = pending_in_outboxes(outboxes)
-        missing = wait_missing_in_topic(
-            bootstrap, topics.telemetry, allocated, timeout_s=settle_s, poll_s=5.0
-        )
-        return BacklogResult(
-            allocated=sum(len(r) for r in allocated.values()),
-            held=held,
-            missing=missing,
-            left_in_outboxes=sum(len(s) for s in pending.values()),
-            gateway_alive=gateway.alive,
-        )
+        got.allocated = sum(len(r) for r in allocated.values())
+        # No edge sends anything any more: stable once the gateways drained.
+        missing = _settle(bootstrap, topics.telemetry, allocated, outboxes, 60.0, 10.0)
+        got.final = where_missing(missing, outboxes)
+        got.lost_after_restart = sum(1 for d, s in got.final.lost if s >= restarted[d])
+        keys = asyncio.run(fetch_reading_keys(bootstrap, topics.telemetry))
+        got.kafka_copies = sum(n - 1 for n in keys.values())
+        got.left_in_outboxes = sum(len(s) for s in pending_in_outboxes(outboxes).values())
+        if store:
+            _account_stored(ep, run, [k for k in keys if k[0] in allocated], got)
+        got.services_alive = all(svc.alive for svc in services)
+        got.log_tail = "\n".join(f"--- {s.name}\n{s.tail(15)}" for s in services)
+        return got
     finally:
         fleet.stop()
-        gateway.stop()
+        for svc in services:
+            svc.stop()
+        if got.kafka_down is not None:
+            got.kafka_down.stop()
+        for name in ("mosquitto", "kafka"):  # up again for the next case, whatever failed
+            if stack.service_pid(name) is None:
+                stack.start(name, timeout=240.0)
+        # A gateway's persistent session outlives it (and a broker restart): left
+        # behind, it would take the next case's readings (a success PUBACK, not 16).
+        # Ended, and saved ended: a crash restores the last save, stale sessions too.
+        forget_sessions(stack.endpoints()["mosquitto"], "gateway", client_ids)
+        _save_broker(stack)
+
+
+def forget_sessions(mqtt: Mapping[str, Any], user: str, client_ids: list[str]) -> None:
+    """End the persistent sessions of ``client_ids`` on the broker: each is taken
+    over with a clean start and no session expiry, then disconnected."""
+    from paho.mqtt.client import Client
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.enums import MQTTProtocolVersion as V
+
+    for client_id in client_ids:
+        client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=V.MQTTv5)
+        client.username_pw_set(user, mqtt["users"][user])
+        connected = threading.Event()
+        client.on_connect = lambda *_, done=connected: done.set()
+        client.connect(str(mqtt["host"]), int(mqtt["port"]), clean_start=True)
+        client.loop_start()
+        try:
+            if not connected.wait(30):
+                raise RuntimeError(f"could not connect as {client_id} to end its session")
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
+
+def _stop_broker(stack: LocalStack, fault: BrokerFault, got: BacklogResult) -> None:
+    """Stop Mosquitto as ``fault`` says; record the proofs in ``got``."""
+    data = stack.data_dir("mosquitto")
+    if fault.kill and fault.wipe:  # put the backlog on disk first: the wipe must delete it
+        _save_broker(stack)
+    mark = stack.log_file("mosquitto").stat().st_size
+    if fault.kill:
+        got.broker_exit = kill9(stack, "mosquitto").exit_code  # a crash: no final save
+    else:
+        stack.stop("mosquitto")  # SIGTERM: Mosquitto saves its database
+    with open(stack.log_file("mosquitto"), "rb") as fh:
+        fh.seek(mark)
+        got.broker_saved = b"Saving in-memory database" in fh.read()
+    if fault.wipe:
+        for path in list(data.iterdir()):
+            got.wiped_bytes += path.stat().st_size
+            path.unlink()
+    got.persistence_files = sorted(p.name for p in data.iterdir())
+
+
+def _save_broker(stack: LocalStack, timeout: float = 30.0) -> None:
+    """Make Mosquitto write its database now; wait until the file is new."""
+    data = stack.data_dir("mosquitto")
+    before = {p: p.stat().st_mtime_ns for p in data.glob("*.db")}
+    # SIGUSR1: "write the in-memory database to disk" (mosquitto(8)).
+    stack.kill("mosquitto", signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = {p: p.stat().st_mtime_ns for p in data.glob("*.db")}
+        if any(before.get(p) != t for p, t in now.items()):  # renamed in place when complete
+            return
+        time.sleep(0.2)
+    raise RuntimeError("Mosquitto did not save its database after SIGUSR1")
+
+
+def _settle(
+    bootstrap: str,
+    topic: str,
+    allocated: Mapping[str, range],
+    outboxes: Mapping[str, Path],
+    timeout_s: float,
+    stable_s: float,
+) -> list[tuple[str, int]]:
+    """The allocated readings not in ``topic`` once none is missing, or once neither
+    Kafka nor the outboxes changed for ``stable_s`` (or after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    last: tuple[object, ...] = ()
+    since = time.monotonic()
+    while True:
+        keys = asyncio.run(fetch_reading_keys(bootstrap, topic))
+        missing = [(d, s) for d, seqs in allocated.items() for s in seqs if (d, s) not in keys]
+        if not missing or time.monotonic() >= deadline:
+            return missing
+        # Only the allocated readings count: a running fleet adds new ones all the time.
+        pending = pending_in_outboxes({d: outboxes[d] for d in allocated})
+        waiting = tuple(
+            sorted((d, sum(1 for s in seqs if s in allocated[d])) for d, seqs in pending.items())
+        )
+        state = (tuple(missing), waiting)
+        if state != last:
+            last, since = state, time.monotonic()
+        elif time.monotonic() - since >= stable_s:
+            return missing
+        time.sleep(3.0)
+
+
+def _account_stored(
+    ep: Mapping[str, Any], run: DemoRun, in_kafka: list[tuple[str, int]], got: BacklogResult
+) -> None:
+    """Every reading in Kafka stored exactly once (waits, bounded, for the processor).
+
+    What never reached Kafka is already counted (late or lost) by the caller.
+    """
+    url = str(ep["search"]["url"])
+    pattern = f"{run.index_prefix}readings-*"
+    deadline = time.monotonic() + 120.0
+    while True:
+        stored = fetch_stored(url, pattern, run.devices)
+        got.not_stored = sorted(k for k in in_kafka if k not in stored)
+        if not got.not_stored or time.monotonic() >= deadline:
+            break
+        time.sleep(3.0)
+    got.stored_twice = sorted(k for k, n in stored.items() if n > 1)

@@ -1,30 +1,33 @@
 """Experiment (not a test): what a Mosquitto restart loses while the gateway is behind.
 
     python benchmarks/gateway/broker_restart_backlog.py                 # shared and plain
-    python benchmarks/gateway/broker_restart_backlog.py --modes shared --backlog-s 30
+    python benchmarks/gateway/broker_restart_backlog.py --modes shared --backlog 20000
     python benchmarks/gateway/broker_restart_backlog.py --kill          # broker crash
+    python benchmarks/gateway/broker_restart_backlog.py --kill --wipe   # ... and its disk lost
 
-A private Mosquitto + Kafka; one gateway; a simulated fleet of 3 devices at
-10 readings/s each. Kafka is stopped, so the gateway stops acknowledging; past
-its in-flight window (``--receive-maximum``, 20 here: the production default,
-1,000, would hold a 10 s backlog in the gateway's memory, which survives a
-broker restart) the broker queues the devices' readings in the gateway's
-persistent session
-(the devices have their PUBACK: for them the readings are delivered). Mosquitto
-is then restarted (SIGTERM: it saves its persistence file; with ``--kill``,
-SIGKILL: a crash, no final save), Kafka started
-again, the fleet stopped (each agent flushes its outbox), and every seq the
-agents allocated is looked up in the Kafka topic. Run once with the gateway on
-a shared subscription (``share_group = "gateways"``) and once on a plain one
-(``share_group = ""``). Prints one JSON line per mode. The sequence itself is
-:func:`testsupport.broker_backlog.restart_with_backlog`, which
-tests/chaos/test_chaos_broker_backlog.py runs for the shared SIGTERM and
-SIGKILL cases in ``make test``.
+A private Mosquitto + Kafka; one gateway (``--gateways`` for more, sharing
+the subscription); the demo's simulated fleet of 30 devices at 10 readings/s
+each. Kafka is killed, so the gateway stops acknowledging; past its in-flight
+window (``--receive-maximum``, 20 here: the production default, 1,000, would
+hold the backlog in the gateway's memory, which survives a broker restart) the
+broker queues the devices' readings in the gateway's persistent session until
+it holds ``--backlog`` of them (counted by an observer subscribed beside the
+gateway). Mosquitto is then restarted (SIGTERM: it saves its persistence
+file; with ``--kill``, SIGKILL: a crash, no final save; with ``--wipe`` its
+persistence file is deleted before the restart), Kafka started again, and
+once the accounting is stable every seq the agents allocated is looked up in
+the Kafka topic: a missing one is late (still in its outbox) or lost. Run once
+with the gateway on a shared subscription (``share_group = "gateways"``) and
+once on a plain one (``share_group = ""``). Prints one JSON line per mode.
+The sequence itself is :func:`testsupport.broker_backlog.restart_with_backlog`,
+which tests/chaos/test_chaos_broker_backlog.py runs (with the processor and
+the search server) in ``make test``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -34,11 +37,11 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # the checkout's testsupport (not installed)
 
 from deploy.local.stack import LocalStack, free_port  # noqa: E402
-from testsupport.broker_backlog import restart_with_backlog  # noqa: E402
+from testsupport.broker_backlog import BrokerFault, restart_with_backlog  # noqa: E402
 
 
 def run_mode(
-    share_group: str, backlog_s: float, work: Path, kill: bool, receive_maximum: int
+    share_group: str, fault: BrokerFault, work: Path, receive_maximum: int
 ) -> dict[str, object]:
     """One private stack, one backlog, one stop of the broker: the result as a dict."""
     name = share_group or "plain"
@@ -50,34 +53,41 @@ def run_mode(
         got = restart_with_backlog(
             stack,
             work / name,
-            share_group=share_group,
-            backlog_s=backlog_s,
-            kill=kill,
+            dataclasses.replace(fault, share_group=share_group),
             receive_maximum=receive_maximum,
         )
     finally:
         stack.down()
     return {
         "share_group": share_group,
-        "broker_stopped_by": "SIGKILL" if kill else "SIGTERM",
-        "backlog_s": backlog_s,
+        "gateways": fault.gateways,
+        "broker_stopped_by": "SIGKILL" if fault.kill else "SIGTERM",
+        "persistence_wiped": fault.wipe,
         "receive_maximum": receive_maximum,
         "allocated": got.allocated,
         "held_by_broker_at_restart": got.held,
-        "missing": len(got.missing),
-        "missing_first": got.missing[:10],
+        "lost": len(got.final.lost),
+        "lost_first": got.final.lost[:10],
+        "late": len(got.final.late),
+        "copies_in_kafka": got.kafka_copies,
         "left_in_outboxes": got.left_in_outboxes,
-        "gateway_alive": got.gateway_alive,
+        "services_alive": got.services_alive,
     }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--modes", default="shared,plain", help="comma list of shared, plain")
-    ap.add_argument("--backlog-s", type=float, default=10.0, help="seconds Kafka is down first")
+    ap.add_argument(
+        "--backlog", type=int, default=5000, help="readings the broker holds at the stop"
+    )
     ap.add_argument(
         "--kill", action="store_true", help="stop Mosquitto with SIGKILL instead of SIGTERM"
     )
+    ap.add_argument(
+        "--wipe", action="store_true", help="delete the broker's persistence file before restart"
+    )
+    ap.add_argument("--gateways", type=int, default=1, help="gateways (sharing when shared)")
     ap.add_argument(
         "--receive-maximum",
         type=int,
@@ -86,15 +96,14 @@ def main() -> None:
         "backlog waits in the broker, not in the gateway's memory)",
     )
     args = ap.parse_args()
+    fault = BrokerFault(
+        kill=args.kill, wipe=args.wipe, gateways=args.gateways, backlog=args.backlog
+    )
     with tempfile.TemporaryDirectory(prefix="tw-restart-") as tmp:
         for mode in args.modes.split(","):
             group = {"shared": "gateways", "plain": ""}[mode.strip()]
-            print(
-                json.dumps(
-                    run_mode(group, args.backlog_s, Path(tmp), args.kill, args.receive_maximum)
-                ),
-                flush=True,
-            )
+            result = run_mode(group, fault, Path(tmp), args.receive_maximum)
+            print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ def mq_kafka_stack(
 ) -> Iterator[LocalStack]:
     """A private Mosquitto + Kafka on free ports, for one test module.
 
+    A module that needs more names them in ``STACK_SERVICES`` (e.g. the search server).
+
     Under ``$THERMOWATCH_STACK_DIR`` (CI) it lives in ``<that dir>/chaos_<topic>``
     (from the module name), so that what an interrupted run left there is
     stopped and removed at the next start; otherwise in a pytest temp dir.
@@ -30,9 +32,15 @@ def mq_kafka_stack(
         shutil.rmtree(root, ignore_errors=True)
     else:
         root = tmp_path_factory.mktemp(name)
-    stack = LocalStack(stack_dir=root, mqtt_port=free_port(), kafka_port=free_port(span=1))
+    stack = LocalStack(
+        stack_dir=root,
+        mqtt_port=free_port(),
+        kafka_port=free_port(span=1),
+        search_port=free_port(span=100),
+    )
+    services = getattr(request.module, "STACK_SERVICES", ["mosquitto", "kafka"])
     try:
-        stack.up(["mosquitto", "kafka"], timeout=240.0)
+        stack.up(services, timeout=240.0)
         yield stack
     finally:
         stack.down()

@@ -9,7 +9,9 @@ Kafka has a record, so when Kafka is back every reading the devices allocated
 is in the telemetry topic, each exactly once.
 
 CPU is the gateway process's utime + stime from ``/proc/<pid>/stat`` over
-the outage. Private stack (Mosquitto + Kafka on free ports); about 3 minutes.
+the outage. The outage is proven: Kafka's port refused every connection
+tried twice a second throughout, and Kafka came back under a new pid.
+Private stack (Mosquitto + Kafka on free ports); about 3 minutes.
 """
 
 from __future__ import annotations
@@ -17,20 +19,20 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from deploy.local.stack import LocalStack
 from telemetry_contract import kafka_topics
+from testsupport.chaos import PortWatch, chaos_fleet, chaos_run
 from thermowatch.accounting import (
     allocated_from_outboxes,
     fetch_reading_keys,
     wait_devices_in_topic,
     wait_missing_in_topic,
 )
-from thermowatch.demo import DemoFleet, DemoRun, pipeline_services, steady_plan, wait_topics
+from thermowatch.demo import pipeline_services, wait_topics
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
 
@@ -52,25 +54,11 @@ def test_the_gateway_idles_while_kafka_is_down_and_loses_nothing(
     mq_kafka_stack: LocalStack, tmp_path: Path
 ) -> None:
     stack = mq_kafka_stack
-    run = DemoRun(
-        run_id=f"outage{uuid.uuid4().hex[:6]}",
-        run_dir=tmp_path / "run",
-        w1_dir=tmp_path / "w1",
-        sites={s: list(d) for s, d in SITES.items()},
-        duration_s=3600.0,
-    )
+    run = chaos_run(tmp_path, "outage", SITES)
     ep = stack.endpoints()
     topics = kafka_topics(run.kafka_prefix)
     gateway, _ = pipeline_services(run, ep)
-    fleet = DemoFleet(
-        steady_plan(SITES),
-        run_dir=run.run_dir,
-        w1_dir=run.w1_dir,
-        mqtt=ep["mosquitto"],
-        run_id=run.run_id,
-        interval_s=0.5,
-        mqtt_options={"reconnect_min_s": 0.5, "reconnect_max_s": 1.0},
-    )
+    fleet = chaos_fleet(run, ep["mosquitto"], interval_s=0.5)
     bootstrap = ep["kafka"]["bootstrap"]
     gateway.start()
     try:
@@ -82,11 +70,16 @@ def test_the_gateway_idles_while_kafka_is_down_and_loses_nothing(
         pid = gateway.pid
         assert pid is not None
 
+        kafka_pid = stack.service_pid("kafka")
         stack.stop("kafka")
+        down = PortWatch(ep["kafka"]["host"], int(ep["kafka"]["port"]))
+        down.start()
         log_mark, cpu_0, t_0 = gateway.log_size(), cpu_seconds(pid), time.monotonic()
         at_stop = allocated_from_outboxes(outboxes)
         time.sleep(OUTAGE_S)
         cpu_share = (cpu_seconds(pid) - cpu_0) / (time.monotonic() - t_0)
+        down.stop()
+        assert down.always_refused, f"Kafka answered during the outage: {down}"
         outage_log = gateway.log_since(log_mark)
         during = allocated_from_outboxes(outboxes)
         published = sum(len(during[d]) - len(at_stop[d]) for d in run.devices)
@@ -104,6 +97,7 @@ def test_the_gateway_idles_while_kafka_is_down_and_loses_nothing(
         assert "kafka" in outage_log.lower(), "the outage was not logged at all"
 
         stack.start("kafka", timeout=240.0)
+        assert stack.service_pid("kafka") not in (None, kafka_pid)
         time.sleep(10.0)
         fleet.stop()  # each agent flushes its outbox
         allocated = allocated_from_outboxes(outboxes)

@@ -25,8 +25,11 @@ the fleet keeps running, recover, let the probe go back to normal, then check:
   alerts index no two alerts of one (device, rule) are active at once (what a
   replay that re-opens a known alert under a new id would produce) and no
   change is published twice;
-* **the fault really happened**: a new pid, the port refused while down, the
-  process's own log, as fits the fault.
+* **the fault really happened**, asserted before anything else: a killed
+  process's exit status is -9 (SIGKILL: no shutdown hook ran); a server meant
+  to be down refused every connection tried twice a second for the whole
+  period (``testsupport.chaos.PortWatch``); a new pid afterwards; the
+  process's own log where it says what it noticed.
 
 Cases, in order (they share the rig, so run the module as a whole):
 
@@ -38,9 +41,10 @@ Cases, in order (they share the rig, so run the module as a whole):
     ``device_offline`` alert (the last will), which the reconnection's
     "online" status resolves (``test_e_offline_alert_resolves_after_the_reconnect``).
 (a) ``kill -9`` the gateway, restart it 5 s later (same persistent MQTT session).
-(b) restart Kafka (stopped for 10 s, then started again).
-(c) stop the search server for 30 s, then start it again.
-(d) restart Mosquitto (SIGTERM, persistence on, started again at once); the
+(b) ``kill -9`` Kafka under the running fleet, down for 10 s, started again.
+(c) ``kill -9`` the search server, down for 30 s, started again.
+(d) restart Mosquitto (SIGTERM, persistence on, started again at once; its log
+    shows the final save); the
     gateway subscribes without sharing, as one gateway should (Mosquitto
     2.0.11 drops a persistent session's shared subscription across a restart:
     gateway/README.md). Nothing may be lost, and
@@ -48,7 +52,11 @@ Cases, in order (they share the rig, so run the module as a whole):
     last wills the broker published on shutdown are resolved by the devices'
     reconnections.
 (f) ``kill -9`` the processor as soon as the incident's alert is stored (so it
-    dies around the commit of the alert's records) and restart it.
+    dies around the commit of the alert's records) and restart it. It is
+    killed at a moment when it has stored readings past its group's committed
+    offsets (frozen with SIGSTOP while that is checked, so no commit moves
+    meanwhile): the restarted processor must replay them, and they must
+    still be stored once each.
 (z) stop the fleet, drain, and account for everything: all readings of the
     run (nothing lost), every alert document
     against every published change, every incident alerted exactly once.
@@ -66,7 +74,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import threading
 import time
 import uuid
@@ -80,6 +87,7 @@ import pytest
 from cloud_processor.testing import TcpProxy
 from deploy.local.stack import STACK_DIR_ENV, LocalStack, free_port
 from telemetry_contract import kafka_topics
+from testsupport.chaos import PortWatch, committed_offsets, kill9, port_refuses, readings_after
 from thermowatch import accounting as acc
 from thermowatch.demo import (
     DemoFleet,
@@ -124,16 +132,6 @@ def now_ms() -> int:
 def say(what: str) -> None:
     """A progress line (shown with ``-s``, and in the report of a failed test)."""
     print(f"chaos t={time.monotonic() - _T0:6.1f}s {what}", flush=True)
-
-
-def port_refuses(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=2.0):
-            return False
-    except ConnectionRefusedError:
-        return True
-    except OSError:
-        return False
 
 
 def wait_for(what: str, check: Callable[[], T], timeout: float, every: float = 1.0) -> T:
@@ -472,6 +470,31 @@ class Rig:
             AFTER_KAFKA: [k for k in lost if k in in_kafka and k not in at_edge],
         }
 
+    def freeze_with_uncommitted(self, pid: int, tries: int = 20) -> set[tuple[str, int]]:
+        """SIGSTOP the processor at a moment it has stored readings past its committed
+        offsets (what a restart must replay); those readings. Left stopped, to be killed.
+
+        Stopped, it can commit nothing while this looks; when nothing is to replay
+        yet, it runs on for a moment and is stopped again.
+        """
+        for _ in range(tries):
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                time.sleep(0.5)  # a commit already on the wire lands
+                committed = asyncio.run(
+                    committed_offsets(self.bootstrap, self.run.group_id, self.topics.telemetry)
+                )
+                past = asyncio.run(readings_after(self.bootstrap, self.topics.telemetry, committed))
+                replay = past & set(self.stored(self.devices))
+            except BaseException:
+                os.kill(pid, signal.SIGCONT)
+                raise
+            if replay:
+                return replay
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.3)
+        pytest.fail(f"the processor never had stored readings past its commits ({tries} tries)")
+
     def check_incident(self, inc: Incident) -> acc.AlertDoc:
         """Exactly one threshold_high alert for ``inc``, opened and resolved once."""
 
@@ -545,40 +568,43 @@ def test_a_gateway_kill9(rig: Rig) -> None:
     rig.check_incident(inc)
 
 
-def test_b_kafka_restart(rig: Rig) -> None:
+def test_b_kafka_kill9(rig: Rig) -> None:
     rig.services_alive()
     inc = rig.begin_incident("b", "s3-d02")
     time.sleep(3)
-    old_pid = rig.stack.service_pid("kafka")
-    rig.stack.stop("kafka")
-    down_at = time.monotonic()
-    say(f"[b] Kafka pid {old_pid} stopped")
-    assert port_refuses("127.0.0.1", rig.stack.port("kafka")), "Kafka still listening"
-    time.sleep(max(0.0, 10 - (time.monotonic() - down_at)))
+    before = sum(r.stop for r in rig.allocated().values())
+    killed = kill9(rig.stack, "kafka")
+    assert killed.by_sigkill, f"Kafka was not killed by SIGKILL: {killed}"
+    say(f"[b] Kafka pid {killed.pid} killed with SIGKILL")
+    with PortWatch("127.0.0.1", rig.stack.port("kafka")) as down:
+        time.sleep(10)
+    assert down.always_refused, f"Kafka answered while it was down: {down}"
+    during = sum(r.stop for r in rig.allocated().values()) - before
+    assert during >= 50, f"the fleet published only {during} readings while Kafka was down"
     rig.stack.start("kafka", timeout=180.0)
-    assert rig.stack.service_pid("kafka") not in (None, old_pid)
+    assert rig.stack.service_pid("kafka") not in (None, killed.pid)
     say(f"[b] Kafka started again and healthy, pid {rig.stack.service_pid('kafka')}")
     rig.end_incident(inc)
     rig.check_readings("b")
     rig.check_incident(inc)
 
 
-def test_c_search_down_30s(rig: Rig) -> None:
+def test_c_search_kill9_down_30s(rig: Rig) -> None:
     rig.services_alive()
     assert rig.processor is not None
     mark = rig.processor.log_size()
     inc = rig.begin_incident("c", "s1-d01")
     time.sleep(3)
-    old_pid = rig.stack.service_pid("search")
-    rig.stack.stop("search")
-    down_at = time.monotonic()
-    say(f"[c] search server pid {old_pid} stopped")
-    assert port_refuses("127.0.0.1", rig.stack.port("search")), "search server still listening"
-    while time.monotonic() - down_at < 30:
-        rig.services_alive()  # the processor waits for the server, it does not give up
-        time.sleep(1)
+    killed = kill9(rig.stack, "search")
+    assert killed.by_sigkill, f"the search server was not killed by SIGKILL: {killed}"
+    say(f"[c] search server pid {killed.pid} killed with SIGKILL")
+    with PortWatch("127.0.0.1", rig.stack.port("search")) as down:
+        for _ in range(30):
+            rig.services_alive()  # the processor waits for the server, it does not give up
+            time.sleep(1)
+    assert down.always_refused, f"the search server answered while it was down: {down}"
     rig.stack.start("search", timeout=180.0)
-    assert rig.stack.service_pid("search") not in (None, old_pid)
+    assert rig.stack.service_pid("search") not in (None, killed.pid)
     say(f"[c] search server started again and healthy, pid {rig.stack.service_pid('search')}")
     rig.end_incident(inc)
     rig.check_readings("c")
@@ -598,8 +624,12 @@ def test_d_mosquitto_restart(rig: Rig) -> None:
     inc = rig.begin_incident("d", "s1-d02")
     time.sleep(3)
     old_pid = rig.stack.service_pid("mosquitto")
+    log_mark = rig.stack.log_file("mosquitto").stat().st_size
     rig.stack.stop("mosquitto")
     assert port_refuses("127.0.0.1", rig.stack.port("mosquitto")), "Mosquitto still listening"
+    with open(rig.stack.log_file("mosquitto"), "rb") as fh:
+        fh.seek(log_mark)
+        assert b"Saving in-memory database" in fh.read(), "Mosquitto stopped without its save"
     rig.stack.start("mosquitto", timeout=120.0)
     assert rig.stack.service_pid("mosquitto") not in (None, old_pid)
     say(f"[d] Mosquitto restarted, pid {old_pid} -> {rig.stack.service_pid('mosquitto')}")
@@ -636,8 +666,13 @@ def test_f_processor_kill9_while_alert_opens(rig: Rig) -> None:
 
     wait_for("the incident's alert to be stored", alert_stored, 60.0, every=0.2)
     old_pid = rig.processor.pid
+    assert old_pid is not None
+    replay = rig.freeze_with_uncommitted(old_pid)
     assert rig.processor.kill(signal.SIGKILL) == -signal.SIGKILL
-    say(f"[f] alert stored; processor pid {old_pid} killed with SIGKILL")
+    say(
+        f"[f] alert stored; processor pid {old_pid} killed with SIGKILL; {len(replay)} "
+        f"readings stored past its committed offsets, to replay, e.g. {sorted(replay)[:3]}"
+    )
     time.sleep(2)
     rig.processor.start()
     assert rig.processor.pid != old_pid
