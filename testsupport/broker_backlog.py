@@ -71,7 +71,6 @@ __all__ = [
     "SITES",
     "BacklogResult",
     "BrokerFault",
-    "edge_mqtt_options",
     "restart_with_backlog",
 ]
 
@@ -83,19 +82,6 @@ INTERVAL_S = 0.1
 RECEIPT_TIMEOUT_S = 10.0
 #: Accounting is stable when nothing changed for this long (longer than a receipt wait).
 STABLE_S = 2 * RECEIPT_TIMEOUT_S + 5.0
-
-
-def edge_mqtt_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """``options`` for the edge agents' ``[mqtt]`` section, without the keys this
-    checkout's edge does not know (a receipt setting while receipts are being built).
-
-    >>> edge_mqtt_options({"reconnect_max_s": 1.0, "no_such_key": 1})
-    {'reconnect_max_s': 1.0}
-    """
-    from edge_agent.config import MqttSettings
-
-    known = set(MqttSettings.__struct_fields__)
-    return {k: v for k, v in options.items() if k in known}
 
 
 @dataclass(frozen=True)
@@ -221,13 +207,11 @@ def restart_with_backlog(
         log_file = run.run_dir / "logs" / f"gateway-{i}.log"
         gateways.append(Service(f"gateway-{i}", "gateway", path, log_file))
     services = [*gateways, processor] if store else gateways
-    # TODO(receipts): the edge's receipt wait is assumed to be [mqtt] receipt_timeout_s
-    # (dropped by edge_mqtt_options while the edge lacks it); set it here if it lives elsewhere.
     fleet = chaos_fleet(
         run,
         ep["mosquitto"],
         INTERVAL_S,
-        edge_mqtt_options({"receipt_timeout_s": RECEIPT_TIMEOUT_S}),
+        outbox_options={"receipt_timeout_s": RECEIPT_TIMEOUT_S},
     )
     bootstrap = ep["kafka"]["bootstrap"]
     got = BacklogResult(fault)

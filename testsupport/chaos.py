@@ -71,6 +71,7 @@ def chaos_fleet(
     mqtt: Mapping[str, Any],
     interval_s: float,
     mqtt_options: Mapping[str, Any] | None = None,
+    outbox_options: Mapping[str, Any] | None = None,
 ) -> DemoFleet:
     """``run``'s fleet (steady, no scripted incident), reconnecting within 0.5-1 s."""
     return DemoFleet(
@@ -81,6 +82,7 @@ def chaos_fleet(
         run_id=run.run_id,
         interval_s=interval_s,
         mqtt_options={"reconnect_min_s": 0.5, "reconnect_max_s": 1.0, **(mqtt_options or {})},
+        outbox_options=outbox_options,
     )
 
 

@@ -19,14 +19,14 @@ delivered).
   persistence file is deleted before the restart, the gateways' sessions
   with it. ``crash-shared``: two gateways on a shared subscription.
 
-  A known hole (gateway/README.md) until the gateway's receipts reach the
-  edge: without them the edge deletes a reading at the broker's PUBACK, so
-  only the broker had the backlog. Kept as strict xfails: each starts
-  failing (XPASS) the day receipts close it. The fault is proven before any
-  loss is counted (a backlog of 5,000 at the broker, Kafka's port refused
+  Before receipts this was a known hole: the edge deleted a reading at the
+  broker's PUBACK, so only the broker had the backlog, and a crash lost it
+  (about 5,100 of 5,100 held). Now the edge keeps every reading until the
+  gateway's receipt says Kafka has it, and sends again what no receipt
+  covered after it reconnects. The fault is proven before any loss is
+  counted (a backlog of 5,000 at the broker, Kafka's port refused
   throughout, Mosquitto's exit status -9 and no final save, the wiped
-  file), with ``pytest.fail``, so a fault that did not happen fails the test
-  even under the xfail (which only accepts the losses' AssertionError).
+  file), with ``pytest.fail``.
 
 The edges wait :data:`~testsupport.broker_backlog.RECEIPT_TIMEOUT_S` for a
 receipt, and "stable" means nothing changed for longer than that, so a
@@ -50,24 +50,14 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(480)]
 #: Used by the ``mq_kafka_stack`` fixture (conftest): the processor stores readings.
 STACK_SERVICES = ["mosquitto", "kafka", "search"]
 
-NO_RECEIPTS = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,  # the losses; an unproven fault (pytest.fail) fails the test
-    reason="known hole until receipts: the edge deletes a reading at the broker's PUBACK, "
-    "and Mosquitto acknowledges QoS 1 before it is on disk, so a SIGKILL of the broker "
-    "loses the backlog it held beyond the gateways' in-flight window (gateway/README.md); "
-    "passes once the edge keeps each reading until the gateway's receipt says Kafka has it "
-    "(edge receipts, gateway [receipts] enabled: both on by default)",
-)
 
 CASES = [
     pytest.param(BrokerFault(kill=False, share_group="gateways", backlog=2000), id="restart"),
-    pytest.param(BrokerFault(kill=True), id="crash", marks=NO_RECEIPTS),
-    pytest.param(BrokerFault(kill=True, wipe=True), id="crash-wiped", marks=NO_RECEIPTS),
+    pytest.param(BrokerFault(kill=True), id="crash"),
+    pytest.param(BrokerFault(kill=True, wipe=True), id="crash-wiped"),
     pytest.param(
         BrokerFault(kill=True, gateways=2, share_group="gateways"),
         id="crash-shared",
-        marks=NO_RECEIPTS,
     ),
 ]
 

@@ -57,6 +57,7 @@ class DemoFleet:
         interval_s: float = 1.0,
         mqtt_ports: Mapping[str, int] | None = None,
         mqtt_options: Mapping[str, Any] | None = None,
+        outbox_options: Mapping[str, Any] | None = None,
     ) -> None:
         from edge_agent.simulate import Fleet, FleetSimulator, Incident, Scenario
 
@@ -68,6 +69,7 @@ class DemoFleet:
         self.interval_s = interval_s
         self.mqtt_ports = dict(mqtt_ports or {})
         self.mqtt_options = dict(mqtt_options or {})
+        self.outbox_options = dict(outbox_options or {})
         #: device -> temperature forced on its probe (see :meth:`force`).
         self._forced: dict[str, float] = {}
         self._write_lock = threading.Lock()
@@ -151,7 +153,7 @@ class DemoFleet:
             sampling=SamplingSettings(interval_s=self.interval_s),
             detector=DetectorSettings(name="zscore", params={"warmup": 20}),
             gpio=GpioSettings(enabled=False, pin_factory="mock"),
-            outbox=OutboxSettings(flush_timeout_s=15.0),
+            outbox=OutboxSettings(**{"flush_timeout_s": 15.0, **self.outbox_options}),
             mqtt=MqttSettings(
                 **{
                     "host": str(self.mqtt["host"]),
