@@ -106,6 +106,9 @@ share_group = "{self.share_group}"
 receive_maximum = 500
 reconnect_min_s = 1
 reconnect_max_s = 2
+# Long enough for any restart here; the default (7 days) would leave each test's
+# session queueing every later test's messages on a long-lived broker.
+session_expiry_s = 300
 [kafka]
 bootstrap_servers = ["{self.kafka_bootstrap}"]
 topic_prefix = "{self.prefix}"
