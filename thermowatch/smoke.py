@@ -82,12 +82,15 @@ def probe_mqtt(endpoint: dict[str, Any], timeout: float = 15.0) -> Probe:
         CallbackAPIVersion.VERSION2, client_id=f"smoke-{device}-{tag}", protocol=mqtt.MQTTv5
     )
     pub.username_pw_set(device, users[device])
-    denied: list[bool] = []
-    acked = threading.Event()
+    # PUBACK verdicts by message id: the first publish's PUBACK may arrive after
+    # its message reached the subscriber, so only the mid says which one it is.
+    denied: dict[int, bool] = {}
+    acked = threading.Condition()
 
     def on_publish(_c: Any, _u: Any, mid: int, rc: Any, _p: Any) -> None:
-        denied.append(bool(rc.is_failure))
-        acked.set()
+        with acked:
+            denied[mid] = bool(rc.is_failure)
+            acked.notify_all()
 
     pub.on_publish = on_publish
     try:
@@ -104,12 +107,13 @@ def probe_mqtt(endpoint: dict[str, Any], timeout: float = 15.0) -> Probe:
         pub.publish(mqtt_topic(site, device, TopicKind.TELEMETRY), payload, qos=1)
         if not got.wait(timeout) or received[0] != payload:
             return Probe("mosquitto", False, "reading not received", time.monotonic() - t0)
-        acked.clear()
         other = mqtt_topic("s1", "s1-d02", TopicKind.TELEMETRY)
-        pub.publish(other, encode(_reading("s1-d02", "s1", 1)), qos=1)
-        if not acked.wait(timeout):
+        mid = pub.publish(other, encode(_reading("s1-d02", "s1", 1)), qos=1).mid
+        with acked:
+            answered = acked.wait_for(lambda: mid in denied, timeout)
+        if not answered:
             return Probe("mosquitto", False, "no PUBACK for denied publish", time.monotonic() - t0)
-        if not denied[-1]:
+        if not denied[mid]:
             return Probe(
                 "mosquitto", False, "ACL let s1-d01 publish as s1-d02", time.monotonic() - t0
             )

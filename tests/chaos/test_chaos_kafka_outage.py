@@ -6,7 +6,12 @@ core on average, and its log stays short (one warning when Kafka goes away,
 one when it is back, a periodic summary in between: under 100 lines). The
 devices keep publishing meanwhile; the gateway acknowledges MQTT only after
 Kafka has a record, so when Kafka is back every reading the devices allocated
-is in the telemetry topic, each exactly once.
+is in the telemetry topic, each exactly once. The edges' receipt wait is
+longer than the outage, so no edge sends a reading again meanwhile and a
+duplicate in Kafka could only come from the gateway; with a shorter wait the
+edges re-send what no receipt covered, and Kafka holds copies the processor
+stores once (tests/chaos/test_chaos_broker_backlog.py). Once Kafka is back the
+receipts resume: every outbox empties.
 
 CPU is the gateway process's utime + stime from ``/proc/<pid>/stat`` over
 the outage. The outage is proven: Kafka's port refused every connection
@@ -24,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from deploy.local.stack import LocalStack
+from edge_agent.outbox_files import read_pending_seqs
 from telemetry_contract import kafka_topics
 from testsupport.chaos import PortWatch, chaos_fleet, chaos_run
 from thermowatch.accounting import (
@@ -40,6 +46,8 @@ SITES = {"s1": ["s1-d01", "s1-d02"], "s2": ["s2-d01"]}
 OUTAGE_S = 60.0
 MAX_CPU_SHARE = 0.05
 MAX_LOG_LINES = 100
+#: Longer than the outage: no receipt is overdue while Kafka is down.
+RECEIPT_TIMEOUT_S = 3 * OUTAGE_S
 
 
 def cpu_seconds(pid: int) -> float:
@@ -58,7 +66,12 @@ def test_the_gateway_idles_while_kafka_is_down_and_loses_nothing(
     ep = stack.endpoints()
     topics = kafka_topics(run.kafka_prefix)
     gateway, _ = pipeline_services(run, ep)
-    fleet = chaos_fleet(run, ep["mosquitto"], interval_s=0.5)
+    fleet = chaos_fleet(
+        run,
+        ep["mosquitto"],
+        interval_s=0.5,
+        outbox_options={"receipt_timeout_s": RECEIPT_TIMEOUT_S},
+    )
     bootstrap = ep["kafka"]["bootstrap"]
     gateway.start()
     try:
@@ -99,8 +112,11 @@ def test_the_gateway_idles_while_kafka_is_down_and_loses_nothing(
         stack.start("kafka", timeout=240.0)
         assert stack.service_pid("kafka") not in (None, kafka_pid)
         time.sleep(10.0)
-        fleet.stop()  # each agent flushes its outbox
+        fleet.stop()  # each agent flushes its outbox (and waits for the receipts, bounded)
         allocated = allocated_from_outboxes(outboxes)
+        # Receipts resumed with Kafka: nothing is left waiting for one.
+        left = {d: read_pending_seqs(p) for d, p in outboxes.items()}
+        assert all(not seqs for seqs in left.values()), f"still in outboxes: {left}"
         missing = wait_missing_in_topic(
             bootstrap, topics.telemetry, allocated, timeout_s=120.0, poll_s=5.0
         )
