@@ -27,6 +27,7 @@ from edge_agent.config import EdgeConfig
 from edge_agent.detect import Detector, Verdict
 from edge_agent.errors import StorageFullError
 from edge_agent.gpio import Outputs
+from edge_agent.judge import SampleJudge
 from edge_agent.outbox import Outbox
 from edge_agent.sensors import Sample
 from telemetry_contract import AlertState, EdgeAlert, EdgeAlertKind, Reading, TopicKind, encode
@@ -79,8 +80,7 @@ class ReadingPipeline:
         self._clock_ms = clock_ms
         self._telemetry_topic = config.topic(TopicKind.TELEMETRY)
         self._alert_topic = config.topic(TopicKind.ALERT)
-        self.detector = Detector(config.detector.name, config.detector.params)
-        self.tracker = AlertTracker(clear_after=config.alarm.clear_after)
+        self.judge = SampleJudge(config)
         #: Readings stored since start.
         self.readings_stored = 0
         self._alert_ids: dict[tuple[str, EdgeAlertKind], str] = {}
@@ -90,30 +90,24 @@ class ReadingPipeline:
 
     def reconfigure(self, new: EdgeConfig) -> None:
         """Use a new configuration (remote config): thresholds now, a new detector warms up."""
-        old = self._config
-        if (new.detector.name, new.detector.params) != (old.detector.name, old.detector.params):
-            self.detector = Detector(new.detector.name, new.detector.params)
+        self.judge.reconfigure(new)
         self._config = new
-        self.tracker.clear_after = new.alarm.clear_after
+
+    @property
+    def detector(self) -> Detector:
+        """The per-sensor models (their state is saved and restored)."""
+        return self.judge.detector
+
+    @property
+    def tracker(self) -> AlertTracker:
+        """The alert transitions and the local alarm state."""
+        return self.judge.tracker
 
     def handle(self, samples: list[Sample]) -> list[int]:
         """Judge, alarm, store one batch of samples; returns the seqs allocated."""
-        cfg = self._config
         judged: list[tuple[Sample, Verdict | None, list[Transition]]] = []
         for s in samples:
-            verdict = None
-            if s.ok and s.temp_c is not None:
-                # Only an ok reading is a temperature: CRC errors, 85 °C resets and
-                # unplugged probes never reach the model or the alarm.
-                verdict = self.detector.observe(s.sensor_id, s.temp_c)
-            transitions = self.tracker.update(
-                s.sensor_id,
-                s.quality,
-                s.temp_c,
-                verdict.is_anomaly if verdict else False,
-                high_c=cfg.alarm.high_c,
-                low_c=cfg.alarm.low_c,
-            )
+            verdict, transitions = self.judge.judge(s)
             if not s.ok:  # the fault alert logs the transition; each bad read is DEBUG
                 log.debug(
                     "event=sensor_bad sensor=%s quality=%s attempts=%d detail=%r",
@@ -232,7 +226,7 @@ class ReadingPipeline:
             return
         spec = self._config.detector
         try:
-            self.detector = Detector.loads(data, spec.name, spec.params)
+            self.judge.detector = Detector.loads(data, spec.name, spec.params)
         except Exception as exc:  # a corrupt state file costs a warm-up, not the service
             log.warning("event=detector_restore_failed path=%s error=%r", path, str(exc))
             return

@@ -1,0 +1,67 @@
+"""Judge one sample: detector verdict, alert transitions, local alarm state (pure, no I/O).
+
+:class:`SampleJudge` is what the agent decides about every sample before it
+stores anything: the detector's verdict (``ok`` readings only: a CRC error, an
+85 °C reset or an unplugged probe is not a temperature) and the alert
+transitions that verdict, the quality and the thresholds cause. The agent's
+:class:`~edge_agent.pipeline.ReadingPipeline` stores and publishes them; the
+detection benchmark (``benchmarks/detection``) feeds it simulated weeks, so
+what the benchmark measures is exactly what a Pi decides.
+
+>>> from edge_agent.config import loads_config
+>>> from edge_agent.sensors import Sample
+>>> from telemetry_contract import Quality
+>>> judge = SampleJudge(loads_config("[alarm]\\nhigh_c = 8.0", env={}))
+>>> _, ts = judge.judge(Sample("28-a", 0, 9.0, Quality.OK))
+>>> [(t.kind.value, t.state.value) for t in ts], judge.alarm_active
+([('threshold', 'raised')], True)
+"""
+
+from __future__ import annotations
+
+from edge_agent.alerts import AlertTracker, Transition
+from edge_agent.config import EdgeConfig
+from edge_agent.detect import Detector, Verdict
+from edge_agent.sensors import Sample
+
+__all__ = ["SampleJudge"]
+
+
+class SampleJudge:
+    """The detector and the alert tracker of one device, fed one sample at a time."""
+
+    def __init__(self, config: EdgeConfig) -> None:
+        self._config = config
+        self.detector = Detector(config.detector.name, config.detector.params)
+        self.tracker = AlertTracker(clear_after=config.alarm.clear_after)
+
+    def reconfigure(self, new: EdgeConfig) -> None:
+        """Use a new configuration (remote config): thresholds now, a new detector warms up."""
+        old = self._config
+        if (new.detector.name, new.detector.params) != (old.detector.name, old.detector.params):
+            self.detector = Detector(new.detector.name, new.detector.params)
+        self._config = new
+        self.tracker.clear_after = new.alarm.clear_after
+
+    @property
+    def alarm_active(self) -> bool:
+        """Whether the local alarm (LED, buzzer, relay) should be on."""
+        return self.tracker.alarm_active
+
+    def judge(self, s: Sample) -> tuple[Verdict | None, list[Transition]]:
+        """The detector's verdict on ``s`` (None if it is not a temperature) and its transitions."""
+        verdict = None
+        if s.ok and s.temp_c is not None:
+            # Only an ok reading is a temperature: CRC errors, 85 °C resets and
+            # unplugged probes never reach the model or the alarm.
+            verdict = self.detector.observe(s.sensor_id, s.temp_c)
+        alarm = self._config.alarm
+        transitions = self.tracker.update(
+            s.sensor_id,
+            s.quality,
+            s.temp_c,
+            verdict.is_anomaly if verdict else False,
+            high_c=alarm.high_c,
+            low_c=alarm.low_c,
+        )
+        return verdict, transitions
