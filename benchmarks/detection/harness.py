@@ -50,6 +50,8 @@ FAULT_AFTER_S = 2 * DAY_S
 TAIL_S = 2 * 3600.0
 #: After a sensor fault ends, a temperature alarm is still blamed on it this long.
 SETTLE_S = 600.0
+#: A false alarm this soon after a normal event's start is put down to it (air recovers).
+CAUSE_WINDOW_S = {"defrost": 5400.0, "door_open": 900.0}
 TEMPERATURE_KINDS = frozenset({EdgeAlertKind.ANOMALY, EdgeAlertKind.THRESHOLD})
 
 
@@ -99,6 +101,24 @@ class NormalRun:
     state_bytes: int = 0
     #: Seconds after install of each temperature alarm (to see where they cluster).
     alarm_times_s: list[float] = field(default_factory=list)
+    #: Temperature alarms by what was going on: ``defrost`` (during one or while the air
+    #: recovers), ``door_open``, ``first_24h`` (none of those, first day), ``other``.
+    causes: dict[str, int] = field(default_factory=dict)
+
+
+def alarm_cause(trace: Trace, t_s: float) -> str:
+    """What was going on at ``t_s``: the normal event it follows, the first day, or other.
+
+    >>> from edge_agent.equipment import Event
+    >>> tr = Trace("fridge", 1, 0, 1.0, [], [], (Event("door_open", 90000.0, 90030.0),), ())
+    >>> alarm_cause(tr, 90100.0), alarm_cause(tr, 100.0), alarm_cause(tr, 99999.0)
+    ('door_open', 'first_24h', 'other')
+    """
+    for kind in ("defrost", "door_open"):
+        window = CAUSE_WINDOW_S[kind]
+        if any(e.kind == kind and e.start_s <= t_s < e.end_s + window for e in trace.events):
+            return kind
+    return "first_24h" if t_s < DAY_S else "other"
 
 
 @dataclass
@@ -177,7 +197,10 @@ def run_normal(
                 run.temperature_alarms_24h += temp
                 run.sensor_alarms_24h += sens
             if temp:
-                run.alarm_times_s.append(i * trace.interval_s)
+                t = i * trace.interval_s
+                run.alarm_times_s.append(t)
+                cause = alarm_cause(trace, t)
+                run.causes[cause] = run.causes.get(cause, 0) + temp
     run.cpu_s = cpu + time.process_time() - start
     run.state_bytes = state_bytes(judge)
     return run, judge, snap
