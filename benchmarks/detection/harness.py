@@ -20,7 +20,7 @@ from __future__ import annotations
 import pickle
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -158,6 +158,30 @@ def _raises(transitions: list[Transition]) -> tuple[int, int]:
     return temp, sens
 
 
+@dataclass
+class Device:
+    """One device's agent as the harness runs it: its judge, replaced when it restarts."""
+
+    judge: Judge
+    config: EdgeConfig
+    factory: JudgeFactory = SampleJudge
+
+    def feed(self, trace: Trace, start: int = 0) -> Iterator[tuple[int, list[Transition] | None]]:
+        """``(i, transitions)`` of every sample from ``start`` on; None when there was no reading.
+
+        The first reading after a stretch without any is an agent restart.
+        """
+        down = False
+        for i, sample in trace.samples(start=start):
+            if sample is None:
+                down = True
+                yield i, None
+                continue
+            if down:
+                self.judge, down = restart(self.judge, self.config, self.factory), False
+            yield i, self.judge.judge(sample)[1]
+
+
 def run_normal(
     trace: Trace,
     judge: Judge,
@@ -169,25 +193,21 @@ def run_normal(
     """Count the alarms ``judge`` raises over ``trace``; also the judge pickled at ``snapshot_at``.
 
     Returns the run, the judge at the end (a restart replaces it) and the
-    snapshot (None when not asked for).
+    snapshot: the judge before sample ``snapshot_at`` (None when not asked for).
     """
     run = NormalRun(trace.profile, trace.seed, hours=len(trace) * trace.interval_s / 3600.0)
     first_day = trace.index_at(DAY_S)
-    snap: bytes | None = None
-    down = False
-    cpu = 0.0
+    dev = Device(judge, config, factory)
+    snap = pickle.dumps(judge) if snapshot_at == 0 else None
+    pickling = 0.0
     start = time.process_time()
-    for i, sample in trace.samples():
-        if i == snapshot_at:
-            cpu += time.process_time() - start
-            snap = pickle.dumps(judge)
-            start = time.process_time()
-        if sample is None:
-            down = True
+    for i, transitions in dev.feed(trace):
+        if i + 1 == snapshot_at:
+            t0 = time.process_time()
+            snap = pickle.dumps(dev.judge)
+            pickling = time.process_time() - t0
+        if transitions is None:
             continue
-        if down:
-            judge, down = restart(judge, config, factory), False
-        _, transitions = judge.judge(sample)
         run.samples += 1
         if transitions:
             temp, sens = _raises(transitions)
@@ -201,9 +221,9 @@ def run_normal(
                 run.alarm_times_s.append(t)
                 cause = alarm_cause(trace, t)
                 run.causes[cause] = run.causes.get(cause, 0) + temp
-    run.cpu_s = cpu + time.process_time() - start
-    run.state_bytes = state_bytes(judge)
-    return run, judge, snap
+    run.cpu_s = time.process_time() - start - pickling
+    run.state_bytes = state_bytes(dev.judge)
+    return run, dev.judge, snap
 
 
 def run_faults(
@@ -220,14 +240,7 @@ def run_faults(
         FaultRun(trace.profile, trace.seed, f.kind, f.klass, f.observable_s, alarm_on_at_start=on)
         for f in trace.faults
     ]
-    down = False
-    for i, sample in trace.samples(start=start):
-        if sample is None:
-            down = True
-            continue
-        if down:
-            judge, down = restart(judge, config, factory), False
-        _, transitions = judge.judge(sample)
+    for i, transitions in Device(judge, config, factory).feed(trace, start):
         if not transitions:
             continue
         temp, sens = _raises(transitions)

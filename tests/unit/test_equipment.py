@@ -324,3 +324,10 @@ def test_the_freezer_week_scenario_loads_and_plays() -> None:
     values = [sim.sample(0, 0, step)[1] for step in range(360)]
     assert sim.scenario.fleet.profile == "freezer"
     assert min(values) > -23.0 and max(values) < -5.0
+
+
+def test_every_equipment_incident_kind_is_a_fault_kind_of_the_corpus() -> None:
+    from edge_agent.simulate import EQUIPMENT_KINDS
+
+    assert EQUIPMENT_KINDS.issubset(FAULT_KINDS)
+    assert {k for k, f in FAULT_KINDS.items() if f.klass == "temperature"} <= EQUIPMENT_KINDS
