@@ -24,6 +24,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import msgspec
+
+from benchmarks.detection.configs import edge_config_for
 from edge_agent.alerts import Transition
 from edge_agent.config import EdgeConfig
 from edge_agent.detect import Detector
@@ -278,7 +281,7 @@ class WeekJob:
 
 def run_device_week(
     job: WeekJob,
-    config_for: Callable[[str], EdgeConfig] | None = None,
+    config_for: Callable[[str], EdgeConfig] = edge_config_for,
     factory: JudgeFactory = SampleJudge,
 ) -> tuple[NormalRun, list[FaultRun]]:
     """One device-week from install (false alarms), then each fault injected into it.
@@ -286,9 +289,11 @@ def run_device_week(
     The judge is pickled at the fault start during the normal run, so each
     fault run continues from exactly the state the normal week had then.
     """
-    if config_for is None:
-        from benchmarks.detection.configs import edge_config_for as config_for
-    config = config_for(job.profile)
+    base = config_for(job.profile)
+    # The device samples at the trace's interval (settings counted in readings scale with it).
+    config = msgspec.structs.replace(
+        base, sampling=msgspec.structs.replace(base.sampling, interval_s=job.interval_s)
+    )
     stuck_after = config.sensors.stuck_after
     trace = generate(
         job.profile,

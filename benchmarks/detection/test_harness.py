@@ -102,7 +102,7 @@ def test_time_to_detect_is_from_the_first_visible_moment_to_the_first_raise_of_i
         FaultLabel("crc_error", "sensor", 1800.0, 2400.0, 1800.0),
     )
     # door: too warm from minute 13 on (3 min after it opened); CRC errors at minute 31..
-    at = {i: (12.0, Quality.OK) for i in range(13, 20)}
+    at: dict[int, tuple[float | None, Quality]] = {i: (12.0, Quality.OK) for i in range(13, 20)}
     at |= {i: (None, Quality.CRC_ERROR) for i in range(31, 40)}
     from edge_agent.judge import SampleJudge
 
