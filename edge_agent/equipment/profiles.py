@@ -36,6 +36,9 @@ allowable                     15-32 °C. Setpoint 22 °C with a 1.5 K differenti
 0.0625 °C, ±0.5 °C, 85 °C     DS18B20 datasheet (Maxim Integrated / Analog Devices): 12-bit
                               resolution 0.0625 °C, accuracy ±0.5 °C from -10 to +85 °C, the
                               temperature register reads +85 °C after power-on.
+noise 0.03 °C (sd), probe     Assumptions, not from a source: the datasheet states accuracy,
+lag 1-3 min, offset 0.2 °C    not noise. The noise decides how long a healthy probe can repeat
+                              one value (see the stuck check); check it against a recording.
 ============================  =================================================================
 
 >>> PROFILES["freezer"].cut_in_c, PROFILES["freezer"].cut_out_c
