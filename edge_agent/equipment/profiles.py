@@ -125,8 +125,8 @@ class Profile:
         return self.setpoint_c - self.differential_c / 2
 
 
-#: The profiles by name. Cycle lengths: freezer ~35 min, cold room ~35 min,
-#: fridge ~25 min, server room ~12 min (tests pin the bounds).
+#: The profiles by name. The time constants are chosen for cooling cycles of about
+#: 35 min (freezer, cold room), 25 min (fridge) and 15 min (server room).
 PROFILES: Final[dict[str, Profile]] = {
     "freezer": Profile(
         name="freezer",
