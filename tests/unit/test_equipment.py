@@ -406,3 +406,15 @@ def test_cooling_cycles_last_as_documented(profile: str, lo_min: float, hi_min: 
     ]
     assert len(periods) >= 10
     assert lo_min <= statistics.median(periods) <= hi_min
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(-55.0, 125.0))
+def test_the_corpus_reads_what_the_simulators_w1_file_says(temp: float) -> None:
+    """One quantization for both: the corpus's values and the fake sysfs file the agent parses."""
+    from edge_agent.simulate import w1_slave_text
+    from edge_agent.w1 import ds18b20_millic, parse_w1_slave
+
+    crc_ok, millic = parse_w1_slave(w1_slave_text(temp))
+    assert crc_ok
+    assert millic == ds18b20_millic(temp)
