@@ -263,6 +263,8 @@ def test_bad_faults_and_profiles_are_named() -> None:
         generate("attic", 1, duration_s=60.0)
     with pytest.raises(ValueError, match="interval_s"):
         generate("fridge", 1, duration_s=60.0, interval_s=0.0)
+    with pytest.raises(ValueError, match="duration_s: must be in"):
+        generate("fridge", 1, duration_s=-1.0)
 
 
 # The simulator plays the profiles (scenario TOML) ------------------------------------
