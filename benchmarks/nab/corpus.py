@@ -1,7 +1,11 @@
 """Reading the NAB corpus from disk: data files, windows, profiles, published results.
 
-The corpus lives outside the repository (``../shared/data/nab`` next to the
-checkout); ``THERMOWATCH_NAB_DATA`` or an explicit path overrides that.
+The corpus lives outside the repository, in ``shared/data/nab`` beside the
+checkout (or beside a folder above it: CI clones the repository into a folder
+of its own with ``shared/`` copied beside it); ``THERMOWATCH_NAB_DATA`` or an
+explicit path overrides that. No package registry serves it, so ``make deps``
+cannot install it: the tests that need it call :func:`require_corpus`, which
+skips them on a developer's machine and fails them under ``CI=true``.
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ from pathlib import Path
 from benchmarks.nab.scorer import FileLabels, Profile, windows_to_rows
 
 __all__ = [
+    "CORPUS_ENV",
+    "REQUIRED_FILES",
     "TEMPERATURE_FILES",
     "Corpus",
     "Series",
+    "corpus_problem",
     "default_root",
     "load_corpus",
     "load_profiles",
@@ -25,6 +32,7 @@ __all__ = [
     "load_published_totals",
     "load_scores_csv",
     "load_thresholds",
+    "require_corpus",
 ]
 
 #: The two real temperature sensors of the corpus.
@@ -34,12 +42,73 @@ TEMPERATURE_FILES = (
 )
 
 
-def default_root() -> Path:
-    """``$THERMOWATCH_NAB_DATA``, else ``shared/data/nab`` beside the repository."""
-    env = os.environ.get("THERMOWATCH_NAB_DATA")
+#: The environment variable naming the corpus root (the folder holding ``data/``, ``labels/``...).
+CORPUS_ENV = "THERMOWATCH_NAB_DATA"
+
+#: What the scorer's and runner's tests read besides ``data/``.
+REQUIRED_FILES = (
+    "labels/combined_windows.json",
+    "config/profiles.json",
+    "config/thresholds.json",
+    "results/final_results.json",
+)
+
+_CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def candidate_roots() -> list[Path]:
+    """Where the corpus is looked for: ``$THERMOWATCH_NAB_DATA`` alone when it is set,
+    else ``shared/data/nab`` beside the checkout, then beside each folder above it.
+    """
+    env = os.environ.get(CORPUS_ENV)
     if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / "nab"
+        return [Path(env)]
+    return [folder / "shared" / "data" / "nab" for folder in _CHECKOUT.parents]
+
+
+def _missing(root: Path) -> list[str]:
+    missing = [f for f in REQUIRED_FILES if not (root / f).is_file()]
+    if not (root / "data").is_dir():
+        missing.insert(0, "data/")
+    return missing
+
+
+def default_root() -> Path:
+    """The first complete candidate of :func:`candidate_roots`, else the first one."""
+    roots = candidate_roots()
+    return next((r for r in roots if not _missing(r)), roots[0])
+
+
+def corpus_problem(root: Path | None = None) -> str | None:
+    """None when the corpus is complete at ``root`` (default: :func:`default_root`),
+    else what is missing and every place looked.
+
+    >>> corpus_problem(Path("/nonexistent/nab"))
+    'NAB corpus not found: /nonexistent/nab lacks data/, labels/combined_windows.json, \
+config/profiles.json, config/thresholds.json, results/final_results.json'
+    """
+    roots = [root] if root is not None else candidate_roots()
+    if not _missing(roots[0] if root is not None else default_root()):
+        return None
+    where = "; ".join(f"{r} lacks {', '.join(_missing(r))}" for r in roots)
+    return f"NAB corpus not found: {where}"
+
+
+def require_corpus(root: Path | None = None) -> Path:
+    """For a test: the corpus root; a skip when it is missing, a failure under ``CI=true``.
+
+    The message names every place looked and how to point the tests at the
+    corpus (``testsupport.prerequisites.require``).
+    """
+    from testsupport.prerequisites import require  # pytest: only tests call this
+
+    problem = corpus_problem(root)
+    fix = (
+        f"put the NAB corpus at shared/data/nab beside the checkout, or set {CORPUS_ENV} "
+        "to the folder holding its data/, labels/, config/ and results/"
+    )
+    require(problem is None, problem or "", fix)
+    return root if root is not None else default_root()
 
 
 @dataclass(frozen=True, slots=True)

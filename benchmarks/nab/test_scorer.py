@@ -1,7 +1,8 @@
 """The NAB scorer: hand-made cases of each formula, and the published Numenta numbers.
 
 The corpus is read from ``shared/data/nab`` beside the checkout (or
-``$THERMOWATCH_NAB_DATA``); the corpus tests are skipped when it is absent.
+``$THERMOWATCH_NAB_DATA``); when it is absent the corpus tests are skipped,
+and fail under ``CI=true`` (:func:`benchmarks.nab.corpus.require_corpus`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,6 @@ from benchmarks.nab.scorer import PROFILES, FileLabels, Profile
 STD = PROFILES["standard"]
 LOW_FP = PROFILES["reward_low_FP_rate"]
 LOW_FN = PROFILES["reward_low_FN_rate"]
-needs_corpus = pytest.mark.skipif(
-    not (corpus.default_root() / "labels" / "combined_windows.json").exists(),
-    reason="NAB corpus not found (set THERMOWATCH_NAB_DATA)",
-)
 
 
 # --- the formulas, by hand -------------------------------------------------
@@ -173,17 +170,15 @@ def test_sweep_matches_brute_force(seed: int, profile: Profile) -> None:
 
 @pytest.fixture(scope="module")
 def nab() -> corpus.Corpus:
-    return corpus.load_corpus()
+    return corpus.load_corpus(corpus.require_corpus())
 
 
-@needs_corpus
 def test_corpus_shape(nab: corpus.Corpus) -> None:
     assert len(nab.series) == 58
     assert nab.n_windows == 116
     assert sum(s.labels.n for s in nab.series.values()) == 365_558
 
 
-@needs_corpus
 def test_null_scores_zero_and_perfect_scores_hundred(nab: corpus.Corpus) -> None:
     for profile in PROFILES.values():
         null = {k: (np.zeros(s.labels.n), s.labels) for k, s in nab.series.items()}
@@ -206,7 +201,6 @@ def _numenta_rows(key: str) -> list[float]:
     return corpus.load_scores_csv(path)[1]
 
 
-@needs_corpus
 def test_worked_check_machine_temperature(nab: corpus.Corpus) -> None:
     key = corpus.TEMPERATURE_FILES[1]
     scores = _numenta_rows(key)
@@ -222,7 +216,6 @@ def test_worked_check_machine_temperature(nab: corpus.Corpus) -> None:
     assert offsets == [21, 266, 162, None]
 
 
-@needs_corpus
 @pytest.mark.parametrize("profile", list(PROFILES))
 def test_reproduces_published_numenta_scores(nab: corpus.Corpus, profile: str) -> None:
     """70.10 / 63.12 / 74.32 at Numenta's thresholds.
