@@ -29,6 +29,7 @@ __all__ = [
     "load_corpus",
     "load_profiles",
     "load_published_file_scores",
+    "load_published_raw_totals",
     "load_published_totals",
     "load_scores_csv",
     "load_thresholds",
@@ -182,6 +183,16 @@ def load_thresholds(root: Path | None = None) -> dict[str, dict[str, float]]:
     }
 
 
+def load_published_raw_totals(root: Path | None = None) -> dict[str, dict[str, float]]:
+    """``detector -> profile -> raw total`` (``Σ S_file``) from ``config/thresholds.json``."""
+    root = root or default_root()
+    raw = json.loads((root / "config" / "thresholds.json").read_text())
+    return {
+        det: {prof: float(v["score"]) for prof, v in profiles.items()}
+        for det, profiles in raw.items()
+    }
+
+
 def load_published_totals(root: Path | None = None) -> dict[str, dict[str, float]]:
     """``detector -> profile -> normalised score`` from ``results/final_results.json``."""
     root = root or default_root()
@@ -192,7 +203,8 @@ def load_published_totals(root: Path | None = None) -> dict[str, dict[str, float
 def load_published_file_scores(
     detector: str, profile: str, root: Path | None = None
 ) -> dict[str, dict[str, float]]:
-    """Per-file rows of ``results/<det>/<det>_<profile>_scores.csv``: score, tp, fp, fn."""
+    """Per-file rows of ``results/<det>/<det>_<profile>_scores.csv``: threshold, score,
+    and the row counts tp, tn, fp, fn and total (rows of the file)."""
     root = root or default_root()
     path = root / "results" / detector / f"{detector}_{profile}_scores.csv"
     out: dict[str, dict[str, float]] = {}
@@ -203,8 +215,10 @@ def load_published_file_scores(
                     "threshold": float(row["Threshold"]),
                     "score": float(row["Score"]),
                     "tp": float(row["TP"]),
+                    "tn": float(row["TN"]),
                     "fp": float(row["FP"]),
                     "fn": float(row["FN"]),
+                    "total": float(row["Total_Count"]),
                 }
     return out
 
@@ -212,10 +226,12 @@ def load_published_file_scores(
 def load_scores_csv(path: Path) -> tuple[list[str], list[float]]:
     """Timestamps and ``anomaly_score`` column of a NAB-layout result file."""
     with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
+        reader = csv.reader(fh)  # not DictReader: a third of the time on 365,558 rows
+        header = next(reader)
+        stamp, score = header.index("timestamp"), header.index("anomaly_score")
         ts: list[str] = []
         scores: list[float] = []
         for row in reader:
-            ts.append(row["timestamp"])
-            scores.append(float(row["anomaly_score"]))
+            ts.append(row[stamp])
+            scores.append(float(row[score]))
     return ts, scores
