@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ __all__ = [
     "TEMPERATURE_FILES",
     "Corpus",
     "Series",
+    "corpus_or_exit",
     "corpus_problem",
     "default_root",
     "load_corpus",
@@ -67,8 +69,8 @@ def candidate_roots() -> list[Path]:
     return [folder / "shared" / "data" / "nab" for folder in _CHECKOUT.parents]
 
 
-def _missing(root: Path) -> list[str]:
-    missing = [f for f in REQUIRED_FILES if not (root / f).is_file()]
+def _missing(root: Path, files: Sequence[str] = REQUIRED_FILES) -> list[str]:
+    missing = [f for f in files if not (root / f).is_file()]
     if not (root / "data").is_dir():
         missing.insert(0, "data/")
     return missing
@@ -80,8 +82,8 @@ def default_root() -> Path:
     return next((r for r in roots if not _missing(r)), roots[0])
 
 
-def corpus_problem(root: Path | None = None) -> str | None:
-    """None when the corpus is complete at ``root`` (default: :func:`default_root`),
+def corpus_problem(root: Path | None = None, files: Sequence[str] = REQUIRED_FILES) -> str | None:
+    """None when ``data/`` and ``files`` are at ``root`` (default: :func:`default_root`),
     else what is missing and every place looked.
 
     >>> corpus_problem(Path("/nonexistent/nab"))
@@ -89,10 +91,17 @@ def corpus_problem(root: Path | None = None) -> str | None:
 config/profiles.json, config/thresholds.json, results/final_results.json'
     """
     roots = [root] if root is not None else candidate_roots()
-    if not _missing(roots[0] if root is not None else default_root()):
+    if not _missing(roots[0] if root is not None else default_root(), files):
         return None
-    where = "; ".join(f"{r} lacks {', '.join(_missing(r))}" for r in roots)
+    where = "; ".join(f"{r} lacks {', '.join(_missing(r, files))}" for r in roots)
     return f"NAB corpus not found: {where}"
+
+
+#: How to point the tests and the commands at the corpus.
+HOW_TO_POINT = (
+    f"put the NAB corpus at shared/data/nab beside the checkout, or set {CORPUS_ENV} "
+    "to the folder holding its data/, labels/, config/ and results/"
+)
 
 
 def require_corpus(root: Path | None = None) -> Path:
@@ -104,12 +113,18 @@ def require_corpus(root: Path | None = None) -> Path:
     from testsupport.prerequisites import require  # pytest: only tests call this
 
     problem = corpus_problem(root)
-    fix = (
-        f"put the NAB corpus at shared/data/nab beside the checkout, or set {CORPUS_ENV} "
-        "to the folder holding its data/, labels/, config/ and results/"
-    )
-    require(problem is None, problem or "", fix)
+    require(problem is None, problem or "", HOW_TO_POINT)
     return root if root is not None else default_root()
+
+
+def corpus_or_exit(
+    prog: str, root: Path | None = None, files: Sequence[str] = REQUIRED_FILES
+) -> Corpus:
+    """For a command: the corpus, or ``prog: error: <what is missing> (<how to point at it>)``."""
+    problem = corpus_problem(root, files)
+    if problem is not None:
+        raise SystemExit(f"{prog}: error: {problem} ({HOW_TO_POINT}, or pass --data DIR)")
+    return load_corpus(root)
 
 
 @dataclass(frozen=True, slots=True)

@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="nab-reference", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=None, help="NAB root (default: shared/data/nab)")
     args = ap.parse_args(argv)
-    corpus = nab_corpus.load_corpus(args.data)
+    corpus = nab_corpus.corpus_or_exit("nab-reference", args.data)
     failed = False
     print(f"{'detector':<10} {'profile':<20} {'rows':>5} {'ours':>10} {'published':>10} worst file")
     for det in reference_detectors(corpus.root):

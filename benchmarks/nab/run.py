@@ -344,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = args.detector or default_detector()
     workers = max(1, min(2, args.workers))
 
-    corpus = nab_corpus.load_corpus(args.data)
+    corpus = nab_corpus.corpus_or_exit("nab", args.data, ["labels/combined_windows.json"])
     result = evaluate(corpus, name, dict(args.param), workers, not args.no_closed_loop)
     runs: dict[str, FileRun] = result.pop("runs")
     params = result["params"]

@@ -9,11 +9,12 @@ outcome exceptions, caught here).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from benchmarks.nab import corpus
+from benchmarks.nab import corpus, reference, run
 
 
 def _fake_corpus(root: Path) -> Path:
@@ -94,3 +95,12 @@ def test_without_the_variable_it_looks_beside_the_checkout_and_above(
         corpus.require_corpus()
     assert f"{tmp_path / 'shared' / 'data' / 'nab'} lacks data/" in str(failed.value)
     assert f"{tmp_path / 'elsewhere' / 'shared' / 'data' / 'nab'} lacks" in str(failed.value)
+
+
+@pytest.mark.parametrize("main", [run.main, reference.main], ids=["run", "reference"])
+def test_the_commands_name_a_missing_corpus(tmp_path: Path, main: Callable[..., int]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--data", str(tmp_path / "none")])
+    message = str(exited.value.code)
+    assert f": error: NAB corpus not found: {tmp_path / 'none'} lacks data/" in message
+    assert "set THERMOWATCH_NAB_DATA" in message and "--data DIR" in message
