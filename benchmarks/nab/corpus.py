@@ -188,24 +188,22 @@ def load_profiles(root: Path | None = None) -> dict[str, Profile]:
     return out
 
 
-def load_thresholds(root: Path | None = None) -> dict[str, dict[str, float]]:
-    """``detector -> profile -> threshold`` from ``config/thresholds.json``."""
-    root = root or default_root()
-    raw = json.loads((root / "config" / "thresholds.json").read_text())
+def _thresholds_field(root: Path | None, field: str) -> dict[str, dict[str, float]]:
+    raw = json.loads(((root or default_root()) / "config" / "thresholds.json").read_text())
     return {
-        det: {prof: float(v["threshold"]) for prof, v in profiles.items()}
+        det: {prof: float(v[field]) for prof, v in profiles.items()}
         for det, profiles in raw.items()
     }
+
+
+def load_thresholds(root: Path | None = None) -> dict[str, dict[str, float]]:
+    """``detector -> profile -> threshold`` from ``config/thresholds.json``."""
+    return _thresholds_field(root, "threshold")
 
 
 def load_published_raw_totals(root: Path | None = None) -> dict[str, dict[str, float]]:
     """``detector -> profile -> raw total`` (``Σ S_file``) from ``config/thresholds.json``."""
-    root = root or default_root()
-    raw = json.loads((root / "config" / "thresholds.json").read_text())
-    return {
-        det: {prof: float(v["score"]) for prof, v in profiles.items()}
-        for det, profiles in raw.items()
-    }
+    return _thresholds_field(root, "score")
 
 
 def load_published_totals(root: Path | None = None) -> dict[str, dict[str, float]]:
