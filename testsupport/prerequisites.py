@@ -8,7 +8,8 @@ skipped (the reason shows in pytest's ``-ra`` summary); with ``CI=true``, as
 without running the test.
 
 Data that no package registry serves (the NAB corpus of ``benchmarks/nab``)
-is not a prerequisite: those tests stay skips, listed in the summary.
+is a prerequisite too: ``make deps`` cannot install it, so its ``fix`` says
+where the tests looked for it and how to point them at it.
 """
 
 from __future__ import annotations
@@ -29,19 +30,17 @@ def in_ci() -> bool:
     return os.environ.get(CI_ENV, "").strip().lower() in {"true", "1", "yes"}
 
 
-def require(ok: bool, why: str) -> None:
+def require(ok: bool, why: str, fix: str = "make deps installs it") -> None:
     """Go on when ``ok``; otherwise skip the test, or fail it under ``CI=true``.
 
-    ``why`` names what is missing and is the skip's (or failure's) reason.
+    ``why`` names what is missing and ``fix`` how to provide it; both are the
+    skip's (or failure's) reason.
     """
     if ok:
         return
     if in_ci():
-        pytest.fail(
-            f"missing prerequisite under {CI_ENV}=true: {why} (make deps installs it)",
-            pytrace=False,
-        )
-    pytest.skip(f"missing prerequisite: {why} (make deps installs it)")
+        pytest.fail(f"missing prerequisite under {CI_ENV}=true: {why} ({fix})", pytrace=False)
+    pytest.skip(f"missing prerequisite: {why} ({fix})")
 
 
 def missing_tools(*names: str) -> list[str]:

@@ -2,7 +2,7 @@
 
 See ``docs/benchmarks.md``; run with ``python -m benchmarks.nab.run``.
 
-The scorer's and the runner's own tests (``test_scorer.py``, ``test_run.py``)
+The scorer's and the runner's own tests (``test_scorer.py``, ``test_run.py``, ``test_corpus.py``)
 live here, beside the code they test, and ``make test`` collects them
 (``benchmarks/nab`` is in pytest's ``testpaths``): they test the benchmark,
 not the product, so they stay out of ``tests/``, which never imports

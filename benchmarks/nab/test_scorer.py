@@ -1,7 +1,8 @@
 """The NAB scorer: hand-made cases of each formula, and the published Numenta numbers.
 
 The corpus is read from ``shared/data/nab`` beside the checkout (or
-``$THERMOWATCH_NAB_DATA``); the corpus tests are skipped when it is absent.
+``$THERMOWATCH_NAB_DATA``); when it is absent the corpus tests are skipped,
+and fail under ``CI=true`` (:func:`benchmarks.nab.corpus.require_corpus`).
 """
 
 from __future__ import annotations
@@ -12,16 +13,12 @@ import random
 import numpy as np
 import pytest
 
-from benchmarks.nab import corpus, scorer
+from benchmarks.nab import corpus, reference, scorer
 from benchmarks.nab.scorer import PROFILES, FileLabels, Profile
 
 STD = PROFILES["standard"]
 LOW_FP = PROFILES["reward_low_FP_rate"]
 LOW_FN = PROFILES["reward_low_FN_rate"]
-needs_corpus = pytest.mark.skipif(
-    not (corpus.default_root() / "labels" / "combined_windows.json").exists(),
-    reason="NAB corpus not found (set THERMOWATCH_NAB_DATA)",
-)
 
 
 # --- the formulas, by hand -------------------------------------------------
@@ -173,17 +170,15 @@ def test_sweep_matches_brute_force(seed: int, profile: Profile) -> None:
 
 @pytest.fixture(scope="module")
 def nab() -> corpus.Corpus:
-    return corpus.load_corpus()
+    return corpus.load_corpus(corpus.require_corpus())
 
 
-@needs_corpus
 def test_corpus_shape(nab: corpus.Corpus) -> None:
     assert len(nab.series) == 58
     assert nab.n_windows == 116
     assert sum(s.labels.n for s in nab.series.values()) == 365_558
 
 
-@needs_corpus
 def test_null_scores_zero_and_perfect_scores_hundred(nab: corpus.Corpus) -> None:
     for profile in PROFILES.values():
         null = {k: (np.zeros(s.labels.n), s.labels) for k, s in nab.series.items()}
@@ -201,12 +196,9 @@ def test_null_scores_zero_and_perfect_scores_hundred(nab: corpus.Corpus) -> None
 
 
 def _numenta_rows(key: str) -> list[float]:
-    cat, name = key.split("/")
-    path = corpus.default_root() / "results" / "numenta" / cat / f"numenta_{name}"
-    return corpus.load_scores_csv(path)[1]
+    return corpus.load_scores_csv(reference.raw_rows_path("numenta", key))[1]
 
 
-@needs_corpus
 def test_worked_check_machine_temperature(nab: corpus.Corpus) -> None:
     key = corpus.TEMPERATURE_FILES[1]
     scores = _numenta_rows(key)
@@ -222,32 +214,74 @@ def test_worked_check_machine_temperature(nab: corpus.Corpus) -> None:
     assert offsets == [21, 266, 162, None]
 
 
-@needs_corpus
-@pytest.mark.parametrize("profile", list(PROFILES))
-def test_reproduces_published_numenta_scores(nab: corpus.Corpus, profile: str) -> None:
-    """70.10 / 63.12 / 74.32 at Numenta's thresholds.
+@pytest.fixture(scope="module")
+def checks(nab: corpus.Corpus) -> dict[str, dict[str, reference.ProfileCheck]]:
+    """Every reference detector of ``results/``, every profile, recomputed."""
+    return {det: reference.check(nab, det) for det in reference.reference_detectors(nab.root)}
 
-    Only the two temperature files ship Numenta's per-row scores, so those two
-    are scored here from the rows and must equal the published per-file
-    scores; the other 56 files enter with their published per-file scores.
-    That checks the per-row scoring on 6 windows and the corpus normalisation.
+
+def test_reproduces_the_published_results_from_every_raw_row(
+    checks: dict[str, dict[str, reference.ProfileCheck]],
+) -> None:
+    """Every file with per-row scores, every profile, every reference detector.
+
+    Each such file's score must equal its published per-file score, and its
+    TP / TN / FP / FN row counts the published ones; the corpus total
+    (normalised) the published one to 1e-6, e.g. Numenta HTM's 70.10 / 63.12
+    / 74.32. A file without per-row scores in ``results/`` enters the total
+    with its published score (``test_every_file_is_scored_from_its_raw_rows``
+    says how many do).
     """
-    prof = PROFILES[profile]
-    theta = corpus.load_thresholds()["numenta"][profile]
-    published = corpus.load_published_file_scores("numenta", profile)
-    assert set(published) == set(nab.series)
-    total = 0.0
-    for key, row in published.items():
-        if key in corpus.TEMPERATURE_FILES:
-            mine = scorer.score_file(_numenta_rows(key), nab.series[key].labels, prof, theta)
-            assert mine.score == pytest.approx(row["score"], abs=1e-9)
-            total += mine.score
-        else:
-            total += row["score"]
-    got = scorer.normalise(total, nab.n_windows, prof)
-    want = corpus.load_published_totals()["numenta"][profile]
-    assert got == pytest.approx(want, abs=1e-6)
-    assert (
-        round(got, 2)
-        == {"standard": 70.10, "reward_low_FP_rate": 63.12, "reward_low_FN_rate": 74.32}[profile]
-    )
+    assert "numenta" in checks
+    for det, by_profile in checks.items():
+        for profile, c in by_profile.items():
+            where = f"{det} {profile}"
+            assert len(c.from_rows) >= (2 if det == "numenta" else 1), where
+            for key in c.from_rows:
+                f = c.files[key]
+                assert f.score is not None and f.counts is not None
+                assert f.score.score == pytest.approx(f.published["score"], abs=1e-9), (where, key)
+                counts = (f.counts.tp, f.counts.tn, f.counts.fp, f.counts.fn)
+                want = tuple(int(f.published[k]) for k in ("tp", "tn", "fp", "fn"))
+                assert counts == want, (where, key)
+            assert c.score == pytest.approx(c.published_score, abs=1e-6), where
+            assert c.total == pytest.approx(c.published_total, abs=1e-6), where
+    numenta = {p: round(c.score, 2) for p, c in checks["numenta"].items()}
+    assert numenta == {"standard": 70.10, "reward_low_FP_rate": 63.12, "reward_low_FN_rate": 74.32}
+    # The temperature files from their rows: the reference table's -0.7586 and 1.3601.
+    std = checks["numenta"]["standard"].files
+    ambient, machine = (std[k].score for k in corpus.TEMPERATURE_FILES)
+    assert ambient is not None and ambient.score == pytest.approx(-0.7586, abs=1e-4)
+    assert machine is not None and machine.score == pytest.approx(1.3601, abs=1e-4)
+
+
+def test_every_published_file_has_our_windows_and_probation(
+    nab: corpus.Corpus, checks: dict[str, dict[str, reference.ProfileCheck]]
+) -> None:
+    # For all 58 files, with or without per-row scores: NAB's TP + FN rows are
+    # the window rows past probation, TN + FP the other rows past it. This
+    # checks our timestamp-to-row mapping of the 116 windows and the probation.
+    for det, by_profile in checks.items():
+        for profile, c in by_profile.items():
+            assert set(c.files) == set(nab.series)
+            for key, f in c.files.items():
+                labels = nab.series[key].labels
+                p = scorer.probation_rows(labels.n)
+                in_windows = sum(max(0, r - max(left, p) + 1) for left, r in labels.windows)
+                pub = f.published
+                assert pub["total"] == labels.n, (det, profile, key)
+                assert pub["tp"] + pub["fn"] == in_windows, (det, profile, key)
+                assert pub["tn"] + pub["fp"] == labels.n - p - in_windows, (det, profile, key)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the corpus's results/ holds Numenta's per-row scores for 2 of the 58 files "
+    "(the temperature files); the other 56 enter the totals with their published scores",
+)
+def test_every_file_is_scored_from_its_raw_rows(
+    checks: dict[str, dict[str, reference.ProfileCheck]],
+) -> None:
+    # Passes (and so fails as strict xfail) once results/numenta/ holds every
+    # file's rows: then drop the mark and the caveat in docs/benchmarks.md.
+    assert all(not c.published_only for by_p in checks.values() for c in by_p.values())
