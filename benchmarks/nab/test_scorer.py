@@ -275,13 +275,15 @@ def test_every_published_file_has_our_windows_and_probation(
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,
     reason="the corpus's results/ holds Numenta's per-row scores for 2 of the 58 files "
     "(the temperature files); the other 56 enter the totals with their published scores",
 )
 def test_every_file_is_scored_from_its_raw_rows(
     checks: dict[str, dict[str, reference.ProfileCheck]],
 ) -> None:
-    # Passes (and so fails as strict xfail) once results/numenta/ holds every
-    # file's rows: then drop the mark and the caveat in docs/benchmarks.md.
+    # Passes (reported as XPASS) once results/numenta/ holds every file's rows;
+    # not strict, so a corpus that ships them all does not fail the run: the
+    # test above already checks every file whose rows are present. Then drop
+    # the mark and the caveat in docs/benchmarks.md.
     assert all(not c.published_only for by_p in checks.values() for c in by_p.values())
