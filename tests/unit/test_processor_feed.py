@@ -345,19 +345,29 @@ def door(rule: str, severity: Severity, version: int = 1) -> AlertChange:
     return AlertChange(ChangeKind.OPENED if version == 1 else ChangeKind.RESOLVED, alert)
 
 
-def incident_feed(webhook: Gate, clock: Clock, tp: TP, store: IncidentStore) -> AlertFeed:
+def incident_feed(
+    webhook: Gate, clock: Clock, tp: TP, store: IncidentStore, metrics: Metrics | None = None
+) -> AlertFeed:
     from cloud_processor.incidentlog import IncidentLog
     from cloud_processor.incidents import IncidentBook, IncidentSettings
 
     book = IncidentBook(IncidentSettings(resolve_grace_s=0))
-    log = IncidentLog(book, store, clock=lambda: 0.0)  # type: ignore[arg-type]
+    log = IncidentLog(book, store, clock=lambda: 0.0, metrics=metrics)  # type: ignore[arg-type]
     dispatcher = NotificationDispatcher(webhook, hook(coalesce_s=0), clock=clock)
-    return AlertFeed(FakeSource(tp), dispatcher, commit_interval_s=3600, incidents=log)
+    return AlertFeed(
+        FakeSource(tp), dispatcher, commit_interval_s=3600, incidents=log, metrics=metrics
+    )
 
 
 async def test_incident_changes_are_stored_then_notified_and_resolve_their_offsets() -> None:
-    clock, tp, webhook, store = Clock(), TP(), Gate(open_=False), IncidentStore()
-    feed = incident_feed(webhook, clock, tp, store)
+    clock, tp, webhook, store, metrics = (
+        Clock(),
+        TP(),
+        Gate(open_=False),
+        IncidentStore(),
+        Metrics(),
+    )
+    feed = incident_feed(webhook, clock, tp, store, metrics)
     rules = ("edge_anomaly", "fleet_outlier", "threshold_high", "rate_of_change")
     sev = (Severity.WARNING, Severity.WARNING, Severity.CRITICAL, Severity.WARNING)
     opened = [door(r, s) for r, s in zip(rules, sev, strict=True)]
@@ -377,6 +387,15 @@ async def test_incident_changes_are_stored_then_notified_and_resolve_their_offse
     (doc,) = store.docs.values()
     assert doc.incident.notified == ("opened", "escalated", "resolved")
     assert feed.book.committable() == {tp: 8}
+    value = metrics.registry.get_sample_value
+    p = "thermowatch_processor_"
+    offered = {
+        k: value(p + "incident_notifications_total", {"change": k})
+        for k in ("opened", "escalated", "resolved")
+    }
+    assert offered == {"opened": 1.0, "escalated": 1.0, "resolved": 1.0}
+    assert value(p + "incident_changes_total", {"change": "updated"}) == 6.0  # stored only
+    assert value(p + "open_incidents") == 0.0
     await feed.dispatcher.close()
 
 
