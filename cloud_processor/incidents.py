@@ -38,6 +38,12 @@ alerts they list, and remembers every alert version already accounted for,
 so a change read again is skipped and no (incident_id, version) is emitted
 twice. :meth:`expire` is also called with the wall clock, so a quiet fleet's
 incidents resolve; that only decides *when* a due resolution is emitted.
+"The same order" holds per device (its alert changes are keyed by device:
+one partition, in order). The alerts topic has several partitions, and the
+feed may interleave them differently after a restart; what depends on other
+devices -- the site fold, and the highest event time that ends a grace --
+can then differ for changes within ``resolve_grace_s`` / ``site_window_s``
+of each other; ids and versions of what was stored are kept either way.
 
 >>> from telemetry_contract import Alert, AlertStatus, ChangeKind, Severity
 >>> book = IncidentBook(IncidentSettings(resolve_grace_s=60))
