@@ -17,7 +17,7 @@ Kibana's export uses.
 
 >>> objs = build_objects()
 >>> [o["type"] for o in objs].count("index-pattern"), [o["type"] for o in objs].count("dashboard")
-(3, 2)
+(4, 2)
 >>> objs[0]["id"], objs[0]["attributes"]["title"], objs[0]["attributes"]["timeFieldName"]
 ('thermowatch-dv-readings', 'thermowatch-readings-*', '@timestamp')
 >>> to_ndjson(objs).count("\\n") == len(objs)

@@ -3,7 +3,9 @@
 Define each message once (:mod:`telemetry_contract.messages`), encode and
 decode it with one codec that raises one error type
 (:mod:`telemetry_contract.codec`), and address it with one topic scheme
-(:mod:`telemetry_contract.topics`). JSON Schema files exported from the same
+(:mod:`telemetry_contract.topics`). The processor's alert and incident
+changes are defined in :mod:`telemetry_contract.alerts` and
+:mod:`telemetry_contract.incidents`. JSON Schema files exported from the same
 definitions live in ``telemetry_contract/schemas/``.
 """
 
@@ -28,6 +30,19 @@ from telemetry_contract.codec import (
     to_builtins,
 )
 from telemetry_contract.errors import ContractError, Reason, printable
+from telemetry_contract.incidents import (
+    Incident,
+    IncidentChange,
+    IncidentChangeKind,
+    IncidentChangeMessage,
+    IncidentScope,
+    IncidentStatus,
+    decode_incident_change,
+    encode_incident_change,
+    incident_change_doc,
+    incident_fields,
+    incident_id_for,
+)
 from telemetry_contract.messages import (
     MAX_TEMP_C,
     MESSAGE_TYPES,
@@ -84,6 +99,12 @@ __all__ = [
     "EdgeAlertKind",
     "Gap",
     "GapReason",
+    "Incident",
+    "IncidentChange",
+    "IncidentChangeKind",
+    "IncidentChangeMessage",
+    "IncidentScope",
+    "IncidentStatus",
     "KafkaTopics",
     "Message",
     "MqttTopic",
@@ -100,8 +121,13 @@ __all__ = [
     "decode",
     "decode_alert_change",
     "decode_as",
+    "decode_incident_change",
     "encode",
     "encode_alert_change",
+    "encode_incident_change",
+    "incident_change_doc",
+    "incident_fields",
+    "incident_id_for",
     "kafka_key",
     "kafka_topic_for",
     "kafka_topics",

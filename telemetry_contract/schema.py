@@ -22,6 +22,7 @@ from typing import Any, Final
 import msgspec
 
 from telemetry_contract.alerts import AlertChangeMessage
+from telemetry_contract.incidents import IncidentChangeMessage
 from telemetry_contract.messages import MESSAGE_TYPES
 
 __all__ = [
@@ -36,8 +37,12 @@ __all__ = [
 
 SCHEMA_DIR: Final = Path(__file__).with_name("schemas")
 #: Every message with a committed schema: the device messages, and the
-#: processor's alert change (the alerts topic and webhook body).
-SCHEMA_TYPES: Final[dict[str, type[Any]]] = {**MESSAGE_TYPES, "alert_change": AlertChangeMessage}
+#: processor's alert and incident changes (the alerts topic, incidents index and webhook body).
+SCHEMA_TYPES: Final[dict[str, type[Any]]] = {
+    **MESSAGE_TYPES,
+    "alert_change": AlertChangeMessage,
+    "incident_change": IncidentChangeMessage,
+}
 
 
 def message_schema(name: str) -> dict[str, Any]:

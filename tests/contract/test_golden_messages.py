@@ -131,4 +131,5 @@ def test_cli_schema_prints_json_schema() -> None:
     schema = json.loads(done.stdout)
     assert schema["$defs"]["Reading"]["required"]
     every = json.loads(_cli("schema").stdout)
-    assert set(every) == {e["type"] for e in MANIFEST["valid"]} | {"alert_change"}
+    processor = {"alert_change", "incident_change"}
+    assert set(every) == {e["type"] for e in MANIFEST["valid"]} | processor

@@ -240,6 +240,8 @@ max_event_age_s = 3600.0
 
 [webhook]
 url = "{webhook}"
+# every alert change: this test follows alert lifecycles through a kill
+notify = "alerts"
 rate_per_s = 100.0
 burst = 100
 backoff_initial_s = 0.1

@@ -32,6 +32,7 @@ from telemetry_contract import (
     decode,
     decode_alert_change,
     decode_as,
+    decode_incident_change,
     encode,
     mqtt_topic,
     parse_mqtt_topic,
@@ -248,6 +249,7 @@ ALL_DECODERS = (
     ("decode with topic", lambda raw: decode(raw, topic=TOPIC, now_ms=NOW)),
     *((f"decode_as {c.__name__}", _decode_as_of(c)) for c in MESSAGE_TYPES.values()),
     ("decode_alert_change", decode_alert_change),
+    ("decode_incident_change", decode_incident_change),
 )
 
 
