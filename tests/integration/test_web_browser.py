@@ -3,7 +3,10 @@
 The page loads and lists the devices; an incident (a reading above the
 threshold, run through the real processor) makes an alert appear in the page,
 a device's last will greys it out, and markup inside a status reason is shown
-as text, never parsed. A screenshot is saved under ``test-artifacts/``.
+as text, never parsed. An incident change on the incidents topic is listed
+first with its rules and its alert under it, and a device that announced its
+shutdown is shown shut down, not offline, its alert among the informational
+ones. A screenshot is saved under ``test-artifacts/``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,17 @@ from typing import Any
 
 import pytest
 
-from telemetry_contract import DeviceState, DeviceStatus, Reading
+from telemetry_contract import (
+    DeviceState,
+    DeviceStatus,
+    Incident,
+    IncidentChange,
+    IncidentChangeKind,
+    IncidentScope,
+    IncidentStatus,
+    Reading,
+    Severity,
+)
 from thermowatch.web.testing import live_pipeline
 
 pytestmark = pytest.mark.integration
@@ -52,6 +65,19 @@ def alert_rows(driver: Any) -> list[tuple[str, str]]:
         (e.get_attribute("data-device-id"), e.text)
         for e in driver.find_elements(By.CSS_SELECTOR, "#alerts li.alert")
     ]
+
+
+def incident_rows(driver: Any) -> dict[str, dict[str, Any]]:
+    """The listed incidents, read in one script (the page re-renders the list as it changes)."""
+    rows: list[dict[str, Any]] = driver.execute_script(
+        """return [...document.querySelectorAll("#incidents li.incident")].map((e) => ({
+             id: e.dataset.incidentId,
+             rules: [...e.querySelectorAll(".rule")].map((r) => r.textContent),
+             alerts: [...e.querySelectorAll(".member-alerts li.alert")].map(
+               (m) => m.dataset.alertId),
+             text: e.textContent}));"""
+    )
+    return {r["id"]: r for r in rows}
 
 
 async def test_page_lists_devices_and_shows_an_injected_alert(
@@ -127,11 +153,68 @@ async def test_page_lists_devices_and_shows_an_injected_alert(
         await until(browser, lambda d: "alerting" in cards(d)[hot].split(), "the alerting card")
         await until(browser, lambda d: "offline" in cards(d)[gone].split(), "the offline card")
 
-        # markup in data stays text
+        # the processor's incident of wb-22 (its alert and an edge anomaly), and an
+        # announced shutdown of wb-21
         from selenium.webdriver.common.by import By
 
+        alert_id = browser.execute_script(
+            "return document.querySelector(`#alerts li.alert[data-device-id='${arguments[0]}']`)"
+            ".dataset.alertId",
+            hot,
+        )
+        incident = Incident(
+            f"device.{hot}.browser-test",
+            IncidentScope.DEVICE,
+            "wb2",
+            (hot,),
+            Severity.CRITICAL,
+            IncidentStatus.OPEN,
+            2,
+            now - 2000,
+            now,
+            rules=("edge_anomaly", "threshold_high"),
+            alert_ids=(alert_id,),
+            alert_count=2,
+            title=f"{hot}: <i>door</i> open",
+        )
+        await p.send_incident(IncidentChange(IncidentChangeKind.ESCALATED, incident))
+        shut = "wb-21"
+        await p.send(
+            [
+                DeviceStatus(
+                    device_id=shut, site="wb2", ts=now, state=DeviceState.OFFLINE, reason="shutdown"
+                )
+            ]
+        )
+        shown = await until(
+            browser, lambda d: incident_rows(d).get(incident.incident_id), "the incident"
+        )
+        assert shown["rules"] == ["edge anomaly", "threshold high"]
+        assert shown["alerts"] == [alert_id]  # its alert, listed under it
+        assert "<i>door</i> open" in shown["text"] and "2 alerts" in shown["text"]
+        await until(
+            browser,
+            lambda d: {"shutdown", "announced"} <= set(cards(d)[shut].split()),
+            "the shut-down card",
+        )
+        assert "offline" not in cards(browser)[shut].split()
+        await until(  # its offline alert is informational, listed apart from the others
+            browser,
+            lambda d: d.execute_script(
+                "return document.querySelector("
+                "`#info-alerts li[data-device-id='${arguments[0]}']`)",
+                shut,
+            ),
+            "the shutdown among the informational alerts",
+        )
+        assert shut not in {dev for dev, _ in alert_rows(browser)}
+
+        # markup in data stays text
         offline_card = browser.find_element(By.CSS_SELECTOR, f'[data-device-id="{gone}"]')
-        assert browser.find_elements(By.CSS_SELECTOR, "#devices b, #devices img, #alerts img") == []
+        assert (
+            browser.find_elements(By.CSS_SELECTOR, "#devices b, #devices img, #alerts img, main i")
+            == []
+        )
         assert "<b>lost</b>" in (offline_card.get_attribute("title") or "") or any(
             "<b>lost</b>" in text for _, text in alert_rows(browser)
         )

@@ -313,7 +313,14 @@ def test_an_announced_shutdown_or_maintenance_is_an_informational_state() -> Non
         "maint": "maintenance",
         "judged": "shutdown",
     }
+    snap = v.snapshot(T0 + 2000)
+    info = {a["device_id"]: a["informational"] for a in snap["alerts"]}
+    assert info == {"down": True, "judged": True}  # listed apart, not among the alerts to act on
+    assert {d["device_id"]: d["alerts"] for d in snap["devices"]}["down"] == 0
+    v.delta(T0 + 2000)
     v.on_status(status("down", T0 + 5, DeviceState.ONLINE))  # back: online again
+    delta = v.delta(T0 + 2000)
+    assert delta is not None and delta["alerts"][0]["informational"] is False  # sent again
     v.on_status(status("maint", T0 + 5, DeviceState.OFFLINE, "last will"))  # died meanwhile
     states = {d["device_id"]: d["state"] for d in v.snapshot(T0 + 2000)["devices"]}
     assert (states["maint"], states["down"]) == ("offline", "offline")  # down: its alert is open

@@ -55,11 +55,15 @@ class AlertView:
         """Whether the alert is still open."""
         return self.alert.status is AlertStatus.OPEN
 
-    def to_json(self, incident_id: str | None = None) -> dict[str, Any]:
-        """JSON-ready dictionary (the page's alert row; ``incident_id``: its open incident)."""
+    def to_json(
+        self, incident_id: str | None = None, *, informational: bool = False
+    ) -> dict[str, Any]:
+        """JSON-ready dictionary: the page's alert row, with the open incident it belongs
+        to and whether it is informational (listed apart: nothing to act on)."""
         a = self.alert
         return {
             "incident_id": incident_id,
+            "informational": informational,
             "alert_id": a.alert_id,
             "device_id": a.device_id,
             "site": a.site,

@@ -244,9 +244,12 @@ class FleetView:
         # The last will carries the ts of the online status of its connection.
         if st.ts < d.status_ts or (st.ts == d.status_ts and not offline):
             return False
+        was = _announced(d)
         d.status_state = "offline" if offline else "online"
         d.status_ts = st.ts
         d.status_reason = st.reason
+        if _announced(d) != was:
+            self._alerts_dirty = True  # its offline alert turns informational, or back
         self._touch(st.device_id)
         return True
 
@@ -345,7 +348,7 @@ class FleetView:
         last_ts = d.points[-1][0] if d.points else None
         said = f"status offline: {d.status_reason}" if d.status_reason else "status offline"
         # The device's own announcement wins over a (warning) offline alert made of it.
-        announced = ANNOUNCED.get(d.status_reason) if d.status_state == "offline" else None
+        announced = _announced(d)
         if announced is not None:
             return announced, said
         if offline_alert is not None:
@@ -379,6 +382,7 @@ class FleetView:
     ) -> dict[str, Any]:
         temps = [p for p in d.points if p[2] is not None]
         last = d.points[-1] if d.points else None
+        mine = [a for a in mine if not self._informational(a)]  # what to act on
         worst = max((SEVERITY_RANK[a.alert.severity] for a in mine), default=-1)
         return {
             "device_id": d.device_id,
@@ -412,9 +416,19 @@ class FleetView:
             "resolved_incidents": self.incidents.resolved_json(),
         }
 
+    def _informational(self, a: AlertView) -> bool:
+        """Info severity, or the offline alert of a device that announced it: not to act on."""
+        if a.alert.severity is Severity.INFO:
+            return True
+        d = self._devices.get(a.alert.device_id)
+        return a.alert.rule == Rule.OFFLINE and d is not None and _announced(d) is not None
+
     def _alerts_json(self, alerts: list[AlertView]) -> list[dict[str, Any]]:
         grouped = self.incidents.incident_of_alerts()
-        return [a.to_json(grouped.get(a.alert.alert_id)) for a in alerts]
+        return [
+            a.to_json(grouped.get(a.alert.alert_id), informational=self._informational(a))
+            for a in alerts
+        ]
 
     def delta(self, now_ms: int) -> dict[str, Any] | None:
         """What changed since the previous delta (None: nothing).
@@ -459,6 +473,11 @@ class FleetView:
     def device_ids(self) -> list[str]:
         """Devices in the view, sorted."""
         return sorted(self._devices)
+
+
+def _announced(d: _Device) -> str | None:
+    """``shutdown`` or ``maintenance`` if the device's newest status announced going offline."""
+    return ANNOUNCED.get(d.status_reason) if d.status_state == "offline" else None
 
 
 def _alert_order(a: AlertView) -> tuple[int, int, str]:

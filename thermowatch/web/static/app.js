@@ -189,8 +189,8 @@ function renderIncidents() {
 function renderAlerts() {
   // Info alerts (an announced shutdown, maintenance) are a state, not something to act
   // on: they go to the collapsed "Informational" list, below the ones that matter.
-  const acting = alerts.filter((a) => a.severity !== "info");
-  const info = alerts.filter((a) => a.severity === "info");
+  const acting = alerts.filter((a) => !a.informational);
+  const info = alerts.filter((a) => a.informational);
   document.getElementById("alerts").replaceChildren(...acting.map(alertRow));
   document.getElementById("info-alerts").replaceChildren(...info.map(alertRow));
   document.getElementById("info-panel").hidden = info.length === 0;
