@@ -134,6 +134,9 @@ class Incident(msgspec.Struct, frozen=True):
     message: Text = ""
     #: Every alert of it was late (a backlog): recorded, never notified.
     late: bool = False
+    #: The kinds of its notified changes so far, in order, this one included
+    #: (``opened``, then any ``escalated``, then ``resolved``).
+    notified: Annotated[tuple[IncidentChangeKind, ...], msgspec.Meta(max_length=64)] = ()
 
 
 class IncidentChange(msgspec.Struct, frozen=True):
