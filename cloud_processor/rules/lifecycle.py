@@ -4,6 +4,8 @@ Rules do not emit alerts; they emit :class:`Signal` verdicts ("the condition
 holds" / "its clear condition holds") and :class:`AlertBook` turns them into
 ``opened`` / ``updated`` / ``resolved`` :class:`AlertChange` records, with
 flapping suppression and lateness (late changes are recorded, never notified).
+An informational alert (severity ``info``: an announced shutdown) is recorded
+and never notified either.
 
 Replays after a restart: alert ids are derived from the opening event
 (``device.rule.ts``) and each change carries a version, so re-evaluating the
@@ -217,7 +219,7 @@ class AlertBook:
         horizon = signal.ts - int(self._settings.flap_window_s * 1000)
         while opens and opens[0] < horizon:
             opens.popleft()
-        return [AlertChange(ChangeKind.OPENED, alert, notify=not late)]
+        return [AlertChange(ChangeKind.OPENED, alert, notify=_tells(alert, late))]
 
     def _keep(self, current: _Active, signal: Signal, late: bool) -> list[AlertChange]:
         current.pending_clear_since = None
@@ -244,7 +246,7 @@ class AlertBook:
             late=late,
         )
         current.alert = alert
-        return AlertChange(ChangeKind.UPDATED, alert, notify=not late)
+        return AlertChange(ChangeKind.UPDATED, alert, notify=_tells(alert, late))
 
     def _clear(self, current: _Active, signal: Signal, late: bool) -> list[AlertChange]:
         key = current.alert.key
@@ -262,7 +264,7 @@ class AlertBook:
                     updated_at=signal.ts,
                 )
                 current.alert = marked
-                out.append(AlertChange(ChangeKind.UPDATED, marked, notify=not late))
+                out.append(AlertChange(ChangeKind.UPDATED, marked, notify=_tells(marked, late)))
             if current.pending_clear_since is None:
                 current.pending_clear_since = signal.ts
                 current.pending_clear_reason = signal.message
@@ -273,7 +275,8 @@ class AlertBook:
         resolved = _resolved(before, signal.ts, reason or signal.message, before.late or late)
         del self._active[key]
         self._floor[key] = max(signal.ts, self._floor.get(key, signal.ts))
-        out.append(AlertChange(ChangeKind.RESOLVED, resolved, notify=not (late or before.late)))
+        notify = _tells(before, late or before.late)
+        out.append(AlertChange(ChangeKind.RESOLVED, resolved, notify=notify))
         return out
 
     def _emit(self, changes: list[AlertChange]) -> list[AlertChange]:
@@ -285,6 +288,11 @@ class AlertBook:
             for c in changes
             if c.alert.version > self._known.get(c.alert.device_id, {}).get(c.alert.alert_id, 0)
         ]
+
+
+def _tells(alert: Alert, late: bool) -> bool:
+    """Whether a change of ``alert`` is notified: live and more than informational."""
+    return not late and alert.severity is not Severity.INFO
 
 
 def _resolved(alert: Alert, ts: int, reason: str, late: bool) -> Alert:

@@ -163,7 +163,9 @@ def test_last_will_after_a_restart_opens_a_new_offline_alert() -> None:
     first = DeviceStatus(
         device_id="d1", site="s1", ts=T0 + 10 * S, state=DeviceState.OFFLINE, reason="shutdown"
     )
-    assert kinds(f.rules.on_status(first, now_ms=T0 + 10 * S)) == [("opened", "device_offline")]
+    announced = f.rules.on_status(first, now_ms=T0 + 10 * S)
+    assert kinds(announced) == [("opened", "device_offline")]
+    assert (announced[0].alert.severity, announced[0].notify) == (Severity.INFO, False)
     online = DeviceStatus(device_id="d1", site="s1", ts=T0 + 20 * S, state=DeviceState.ONLINE)
     resolved = f.rules.on_status(online, now_ms=T0 + 20 * S)
     assert kinds(resolved) == [("resolved", "device_offline")]
@@ -172,11 +174,33 @@ def test_last_will_after_a_restart_opens_a_new_offline_alert() -> None:
     )
     changes = f.rules.on_status(will, now_ms=T0 + 90 * S)
     assert kinds(changes) == [("opened", "device_offline")]
+    assert (changes[0].alert.severity, changes[0].notify) == (Severity.WARNING, True)  # a loss
     assert changes[0].alert.alert_id != resolved[0].alert.alert_id
     # The same will delivered again changes nothing, and the next online resolves it.
     assert f.rules.on_status(will, now_ms=T0 + 91 * S) == []
     back = DeviceStatus(device_id="d1", site="s1", ts=T0 + 95 * S, state=DeviceState.ONLINE)
     assert kinds(f.rules.on_status(back, now_ms=T0 + 95 * S)) == [("resolved", "device_offline")]
+
+
+def test_an_announced_shutdown_is_informational_and_resolves_when_back() -> None:
+    """An agent that says it stops (or enters maintenance) opens no alert worth a
+    notification: an info alert the operator sees, resolved when it is back."""
+    f = Fleet(RulesConfig(stale_after_s=60))
+    f.reading(0, 4.0)
+    for n, reason in enumerate(("shutdown", "maintenance: defrost service")):
+        t = T0 + (100 + 100 * n) * S
+        bye = DeviceStatus(
+            device_id="d1", site="s1", ts=t, state=DeviceState.OFFLINE, reason=reason
+        )
+        opened = f.rules.on_status(bye, now_ms=t)
+        assert [(c.kind.value, c.alert.severity, c.notify) for c in opened] == [
+            ("opened", Severity.INFO, False)
+        ]
+        assert opened[0].alert.message == f"device offline: {reason}"
+        assert f.rules.tick(t + 600 * S) == []  # announced, so no stale alert either
+        back = DeviceStatus(device_id="d1", site="s1", ts=t + 50 * S, state=DeviceState.ONLINE)
+        closed = f.rules.on_status(back, now_ms=t + 50 * S)
+        assert [(c.kind.value, c.notify) for c in closed] == [("resolved", False)]
 
 
 def _site(f: Fleet, t: float, temps: dict[str, float]) -> list[AlertChange]:
