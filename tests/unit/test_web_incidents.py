@@ -324,3 +324,27 @@ def test_an_announced_shutdown_or_maintenance_is_an_informational_state() -> Non
     v.on_status(status("maint", T0 + 5, DeviceState.OFFLINE, "last will"))  # died meanwhile
     states = {d["device_id"]: d["state"] for d in v.snapshot(T0 + 2000)["devices"]}
     assert (states["maint"], states["down"]) == ("offline", "offline")  # down: its alert is open
+
+
+def test_announced_reasons_are_read_as_the_processor_reads_them() -> None:
+    from cloud_processor.rules.offline import announced
+
+    reasons = [
+        "shutdown",
+        "Shutdown",
+        "maintenance: compressor swap",
+        "maintenance;2h",
+        " shutdown now",
+        "last will",
+        "connection lost",
+        "",
+        "shutdowns",
+        "maintenance-window",
+    ]
+    v = FleetView()
+    for n, reason in enumerate(reasons):
+        v.on_status(status(f"d{n}", T0, DeviceState.OFFLINE, reason))
+    states = {d["device_id"]: d["state"] for d in v.snapshot(T0)["devices"]}
+    for n, reason in enumerate(reasons):
+        assert (states[f"d{n}"] != "offline") is announced(reason), reason
+    assert (states["d0"], states["d2"]) == ("shutdown", "maintenance")

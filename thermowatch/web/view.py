@@ -82,8 +82,9 @@ log = logging.getLogger(__name__)
 SEVERITY_RANK: Final = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 #: Resolved alerts are remembered this long (so an older copy cannot reopen them).
 _TOMBSTONE_MS: Final = 3_600_000
-#: Offline status reasons of a device that announced it: the state the page shows instead.
-ANNOUNCED: Final = {"shutdown": "shutdown", "maintenance": "maintenance"}
+#: Offline status reasons of a device that announced it (the reason's first word, as the
+#: processor reads it): the state the page shows instead of offline.
+ANNOUNCED: Final = frozenset({"shutdown", "maintenance"})
 
 
 def _float(value: Any) -> float | None:
@@ -476,8 +477,16 @@ class FleetView:
 
 
 def _announced(d: _Device) -> str | None:
-    """``shutdown`` or ``maintenance`` if the device's newest status announced going offline."""
-    return ANNOUNCED.get(d.status_reason) if d.status_state == "offline" else None
+    """``shutdown`` or ``maintenance`` if the device's newest status announced going offline.
+
+    The first word of the reason counts, so ``maintenance: compressor swap`` is
+    maintenance (the processor's rule, ``cloud_processor.rules.offline.announced``).
+    """
+    if d.status_state != "offline":
+        return None
+    first = d.status_reason.strip().split(":", 1)[0].split(";", 1)[0].split(None, 1)
+    word = first[0].lower() if first else ""
+    return word if word in ANNOUNCED else None
 
 
 def _alert_order(a: AlertView) -> tuple[int, int, str]:
