@@ -39,6 +39,7 @@ import msgspec
 
 import stagekit.search
 import stagekit.settings
+from cloud_processor.incidents import IncidentSettings
 from cloud_processor.rules.settings import AlertSettings, RuleGroup, RulesConfig, RuleSettings
 from stagekit.address import url_problems
 from stagekit.config import load
@@ -49,6 +50,7 @@ __all__ = [
     "AggregateSettings",
     "AlertSettings",
     "HttpSettings",
+    "IncidentSettings",
     "KafkaSettings",
     "ProcessorConfig",
     "RuleGroup",
@@ -108,6 +110,10 @@ class WebhookSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     url: str = ""
     format: Literal["json", "slack"] = "json"
+    #: What is POSTed: one notification per incident change that is news
+    #: (opened, escalated, resolved: :mod:`cloud_processor.incidents`), or
+    #: every alert change as before.
+    notify: Literal["incidents", "alerts"] = "incidents"
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
     backoff_initial_s: Annotated[float, msgspec.Meta(gt=0)] = 0.5
@@ -160,6 +166,7 @@ class ProcessorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     search: SearchSettings = SearchSettings()
     rules: RulesConfig = RulesConfig()
     alerts: AlertSettings = AlertSettings()
+    incidents: IncidentSettings = IncidentSettings()
     webhook: WebhookSettings = WebhookSettings()
     http: HttpSettings = HttpSettings()
     aggregates: AggregateSettings = AggregateSettings()

@@ -56,21 +56,38 @@ from typing import Final
 
 from cloud_processor.config import WebhookSettings
 from cloud_processor.metrics import Metrics
-from cloud_processor.ports import Notifier
+from cloud_processor.ports import Change, ChangeNotifier
 from stagekit.ratelog import RateLimitedLog
-from telemetry_contract import AlertChange
+from telemetry_contract import IncidentChange
 
-__all__ = ["RESULTS", "NotificationDispatcher", "TokenBucket"]
+__all__ = ["RESULTS", "NotificationDispatcher", "TokenBucket", "change_id", "change_key"]
 
 log = logging.getLogger(__name__)
 
 #: The results an offered change ends in (plus ``rate_limited``, a delay, not an end).
 RESULTS: Final = ("coalesced", "overflow", "notified", "error", "dropped")
 
-#: An alert key (device_id, rule), plus a serial number when coalescing is off.
+#: An alert key (device_id, rule) or an incident's (device or site, incident_id),
+#: plus a serial number when coalescing is off.
 Key = tuple[str, ...]
 #: Called once a change is resolved (see the module docstring).
 Done = Callable[[], None]
+
+
+def change_key(change: Change) -> Key:
+    """What coalesces: one alert key, or one incident; its first part is what the
+    per-device rate limit counts (an incident's first device, or its site)."""
+    if isinstance(change, IncidentChange):
+        inc = change.incident
+        return (inc.device_ids[0] if inc.device_ids else inc.site, inc.incident_id)
+    return change.alert.key
+
+
+def change_id(change: Change) -> str:
+    """``<id>/<version>``: what a receiver drops repeats by (``X-Thermowatch-Change``)."""
+    if isinstance(change, IncidentChange):
+        return f"{change.incident.incident_id}/{change.incident.version}"
+    return f"{change.alert.alert_id}/{change.alert.version}"
 
 
 class TokenBucket:
@@ -118,7 +135,7 @@ class TokenBucket:
 
 @dataclass
 class _Waiting:
-    change: AlertChange
+    change: Change
     due: float  # not before (the coalescing window of its key)
     held: bool = False  # counted rate_limited already
     done: list[Done] = field(default_factory=list)  # resolved with this one
@@ -138,7 +155,7 @@ class NotificationDispatcher:
 
     def __init__(
         self,
-        notifier: Notifier,
+        notifier: ChangeNotifier,
         settings: WebhookSettings,
         *,
         metrics: Metrics | None = None,
@@ -169,7 +186,7 @@ class NotificationDispatcher:
         """Notifications waiting (one per alert key at most), the one in flight included."""
         return len(self._waiting) + (self._in_flight is not None)
 
-    def offer(self, change: AlertChange, done: Done | None = None) -> None:
+    def offer(self, change: Change, done: Done | None = None) -> None:
         """Queue one change: coalesce it, or drop it when the queue is full.
 
         ``done`` is called once the change is resolved (module docstring).
@@ -180,7 +197,7 @@ class NotificationDispatcher:
             if (held := self._log.take("closed")) is not None:
                 log.warning("event=notification_dropped reason=closed count=%d", held + 1)
             return
-        key: Key = change.alert.key
+        key: Key = change_key(change)
         if not self.settings.coalesce_s:  # coalescing off: every change its own entry
             self._serial += 1
             key = (*key, str(self._serial))
@@ -200,7 +217,7 @@ class NotificationDispatcher:
                     "event=notification_overflow dropped=%d queue_max=%d device_id=%s",
                     held + 1,
                     self.settings.queue_max,
-                    change.alert.device_id,
+                    key[0],
                 )
             return
         now = self._clock()
@@ -279,7 +296,7 @@ class NotificationDispatcher:
                 self._count("error")
                 log.error(
                     "event=notification_failed alert_id=%s error=%s",
-                    _id(waiting.change),
+                    change_id(waiting.change),
                     type(exc).__name__,
                 )
             else:
@@ -340,7 +357,3 @@ class NotificationDispatcher:
     def _set_pending(self) -> None:
         if self._metrics is not None:
             self._metrics.notifications_pending.set(self.pending)
-
-
-def _id(change: AlertChange) -> str:
-    return f"{change.alert.alert_id}/{change.alert.version}"

@@ -12,6 +12,8 @@ connects: clients are opened by ``Processor.start()``.
 >>> p = build_processor(cfg)
 >>> [type(n).__name__ for n in p.notifications.notifiers]
 ['AlertsTopicNotifier', 'AlertFeed']
+>>> p.notifications.notifiers[1].notify_incidents
+True
 >>> p.storage.backend_name
 'opensearch'
 """
@@ -27,6 +29,8 @@ from cloud_processor.app import Processor
 from cloud_processor.config import ProcessorConfig
 from cloud_processor.dispatch import NotificationDispatcher
 from cloud_processor.feed import AlertFeed
+from cloud_processor.incidentlog import IncidentLog
+from cloud_processor.incidents import IncidentBook
 from cloud_processor.kafka import AlertsSource, KafkaProducer, KafkaSource
 from cloud_processor.metrics import Metrics
 from cloud_processor.notifiers import AlertsTopicNotifier
@@ -58,31 +62,51 @@ def build_processor(
         [topics.telemetry, topics.edge_alerts, topics.status],
         replay_from_ms=replay_from_ms,
     )
-    return Processor(
+    storage = make_storage(config, backend, metrics)
+    notifiers = default_notifiers(
+        config, producer, metrics, feed=replay_from_ms is None, storage=storage
+    )
+    processor = Processor(
         config,
         source=source,
         producer=producer,
-        storage=make_storage(config, backend, metrics),
-        notifiers=default_notifiers(config, producer, metrics, feed=replay_from_ms is None),
+        storage=storage,
+        notifiers=notifiers,
         metrics=metrics,
         clock=clock,
     )
+    for notifier in notifiers:  # "most of a site" counts the devices the rules know
+        if isinstance(notifier, AlertFeed) and notifier.incidents is not None:
+            notifier.incidents.book.site_size = processor.rules.site_size
+    return processor
 
 
 def default_notifiers(
-    config: ProcessorConfig, producer: Producer, metrics: Metrics, *, feed: bool = True
+    config: ProcessorConfig,
+    producer: Producer,
+    metrics: Metrics,
+    *,
+    feed: bool = True,
+    storage: Storage | None = None,
 ) -> list[Notifier]:
     """Where alert changes go: the Kafka alerts topic (``kafka.publish_alerts``),
-    and, with ``feed`` and a ``webhook.url``, the webhook's feed, which reads
-    them back from that topic (:mod:`cloud_processor.feed`; a replay has none:
-    the running processor's feed notifies what the replay publishes)."""
+    and, with ``feed`` and a ``webhook.url`` (or incidents kept in ``storage``),
+    the webhook's feed, which reads them back from that topic
+    (:mod:`cloud_processor.feed`: incidents, webhook; a replay has none: the
+    running processor's feed handles what the replay publishes)."""
     notifiers: list[Notifier] = []
     k = config.kafka
     if not k.publish_alerts:
         return notifiers
     alerts = kafka_topics(k.topic_prefix).alerts
     notifiers.append(AlertsTopicNotifier(producer, alerts))
-    if config.webhook.url and feed:
+    keep_incidents = config.incidents.enabled and storage is not None
+    if feed and (config.webhook.url or keep_incidents):
+        incidents = (
+            IncidentLog(IncidentBook(config.incidents), storage, metrics=metrics)
+            if config.incidents.enabled and storage is not None
+            else None
+        )
         webhook = WebhookNotifier(
             config.webhook, on_result=lambda r: metrics.webhook.labels(r).inc()
         )
@@ -97,6 +121,8 @@ def default_notifiers(
                 max_batch=k.max_batch,
                 max_unresolved=config.webhook.max_unresolved,
                 metrics=metrics,
+                incidents=incidents,
+                notify_incidents=config.webhook.notify == "incidents",
             )
         )
     return notifiers

@@ -17,6 +17,13 @@ last commit, so the latest change of every alert key reaches the webhook; a
 change delivered just before the crash may arrive again: a receiver drops
 repeats by ``alert_id`` + ``version`` (in the body and in the
 ``X-Thermowatch-Change`` header).
+
+Incidents (:mod:`cloud_processor.incidentlog`): with an :class:`IncidentLog`
+the feed applies each alert change to the incident book, stores the incident
+changes of a batch, and then offers to the dispatcher either the notified
+incident changes (``webhook.notify = "incidents"``, the default) or the alert
+changes as above (``"alerts"``); a change's offset is resolved once every
+change it caused is. Receivers drop repeats by ``incident_id`` + ``version``.
 """
 
 from __future__ import annotations
@@ -27,13 +34,14 @@ import functools
 import logging
 import time
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 from cloud_processor.dispatch import NotificationDispatcher
+from cloud_processor.incidentlog import IncidentLog
 from cloud_processor.metrics import Metrics
-from cloud_processor.ports import Batch, Partition, Source
+from cloud_processor.ports import Batch, Change, Partition, Source
 from stagekit.ratelog import RateLimitedLog
-from telemetry_contract import AlertChange, decode_alert_change
+from telemetry_contract import AlertChange, IncidentChange, decode_alert_change
 
 __all__ = ["AlertFeed", "Resolutions"]
 
@@ -134,9 +142,14 @@ class AlertFeed:
         max_batch: int = 500,
         max_unresolved: int = 100_000,
         metrics: Metrics | None = None,
+        incidents: IncidentLog | None = None,
+        notify_incidents: bool = True,
     ) -> None:
         self.source = source
         self.dispatcher = dispatcher
+        self.incidents = incidents
+        #: Offer incident changes (True) or alert changes (False) to the dispatcher.
+        self.notify_incidents = notify_incidents and incidents is not None
         self.book = Resolutions()
         self.counts: Counter[str] = Counter()
         self._commit_interval_s = commit_interval_s
@@ -157,6 +170,11 @@ class AlertFeed:
         if self._started or self._closed:
             return
         self._started = True
+        if self.incidents is not None:
+            again = await self.incidents.restore()
+            if self.notify_incidents:
+                for change in again:
+                    self._offer(change, None)
         await self.source.start(self._on_revoked, self._on_assigned)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -209,7 +227,11 @@ class AlertFeed:
                     batch = await self.source.getmany(
                         timeout_ms=self._poll_timeout_ms, max_records=self._max_batch
                     )
-                    self.handle(batch)
+                    if self.incidents is None:
+                        self.handle(batch)
+                    else:
+                        await self.handle_incidents(batch)
+                        await self._settle([(None, self.incidents.expire())])
                 if time.monotonic() - last_commit >= self._commit_interval_s:
                     last_commit = time.monotonic()
                     await self.commit()
@@ -234,6 +256,52 @@ class AlertFeed:
                 self.counts["read"] += 1
                 self.dispatcher.offer(change, done)
 
+    async def handle_incidents(self, batch: Batch) -> None:
+        """Apply each change of ``batch`` to the incident book, store the incident
+        changes, then offer what is notified (incident or alert changes)."""
+        assert self.incidents is not None
+        caused: list[tuple[Ticket | None, list[IncidentChange]]] = []
+        alerts: dict[Ticket, AlertChange] = {}
+        for tp, records in batch.items():
+            for record in records:
+                ticket = self.book.read(tp, record.offset)
+                change = self._decode(tp, record.offset, record.value)
+                if change is None:
+                    self.book.resolve(ticket)
+                    continue
+                caused.append((ticket, self.incidents.apply(change)))
+                if change.notify:
+                    alerts[ticket] = change
+        await self._settle(caused, alerts)
+
+    async def _settle(
+        self,
+        caused: list[tuple[Ticket | None, list[IncidentChange]]],
+        alerts: dict[Ticket, AlertChange] | None = None,
+    ) -> None:
+        """Store the incident changes, then offer each ticket's notified changes;
+        a ticket resolves once all of them are."""
+        assert self.incidents is not None
+        await self.incidents.store([c for _, changes in caused for c in changes])
+        for ticket, changes in caused:
+            offers: list[Change]
+            if self.notify_incidents:
+                offers = [c for c in changes if c.notify]
+            else:
+                alert = alerts.get(ticket) if alerts and ticket is not None else None
+                offers = [] if alert is None else [alert]
+            done = None if ticket is None else _countdown(len(offers), ticket, self.book)
+            if done is not None and not offers:
+                done()
+            for change in offers:
+                self._offer(change, done)
+
+    def _offer(self, change: Change, done: Callable[[], None] | None) -> None:
+        self.counts["read"] += 1
+        if isinstance(change, IncidentChange) and self._metrics is not None:
+            self._metrics.incident_notifications.labels(change.kind.value).inc()
+        self.dispatcher.offer(change, done)
+
     def _decode(self, tp: Partition, offset: int, value: bytes | None) -> AlertChange | None:
         try:
             return decode_alert_change(value or b"")
@@ -252,3 +320,15 @@ class AlertFeed:
                     type(exc).__name__,
                 )
             return None
+
+
+def _countdown(n: int, ticket: Ticket, book: Resolutions) -> Callable[[], None]:
+    """A callback that resolves ``ticket`` at its ``n``-th call (at once for 0)."""
+    left = [n]
+
+    def done() -> None:
+        left[0] -= 1
+        if left[0] <= 0:
+            book.resolve(ticket)
+
+    return done

@@ -91,6 +91,7 @@ from telemetry_contract.incidents import (
 __all__ = ["IncidentBook", "IncidentSettings", "severity_rank"]
 
 _RANK: Final = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+_BY_RANK: Final = {rank: severity for severity, rank in _RANK.items()}
 #: Alert ids of resolved incidents remembered (a change of one read again is stale).
 MAX_CLOSED_ALERTS: Final = 100_000
 
@@ -105,8 +106,14 @@ def severity_rank(severity: Severity) -> int:
 
 
 class IncidentSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """How alerts group into incidents (``[incidents]``)."""
+    """How alerts group into incidents (``[incidents]``).
 
+    Incidents are kept by the webhook's feed, which reads the alerts topic
+    (:mod:`cloud_processor.feed`), and stored in ``<prefix>incidents``.
+    """
+
+    #: Keep incidents (and their index) even with no ``webhook.url``.
+    enabled: bool = True
     #: After its last alert resolves, an incident stays open this long (event
     #: time): an alert of the device opening meanwhile (a flap) joins it.
     resolve_grace_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 120.0
@@ -147,7 +154,7 @@ class IncidentBook:
         site_size: Callable[[str], int] | None = None,
     ) -> None:
         self.settings = settings or IncidentSettings()
-        self._site_size = site_size
+        self.site_size = site_size
         self._open: dict[str, _Open] = {}
         #: device_id -> id of the open incident it belongs to.
         self._by_device: dict[str, str] = {}
@@ -177,12 +184,16 @@ class IncidentBook:
         alerts they list, after a restart; a change already accounted for is
         skipped when it is read again."""
         by_id = {a.alert_id: a for a in alerts}
-        for inc in sorted(incidents, key=lambda i: (i.opened_at, i.incident_id)):
+        # Resolved ones first: the alerts of a device incident folded into a
+        # site incident belong to the open site incident.
+        for inc in sorted(incidents, key=lambda i: (i.status is IncidentStatus.OPEN, i.opened_at)):
             if inc.status is IncidentStatus.RESOLVED:
                 for aid in inc.alert_ids:
                     self._close_alert(aid)
                 continue
-            entry = _Open(inc, peak=severity_rank(inc.severity))
+            for aid in inc.alert_ids:
+                self._closed.pop(aid, None)
+            entry = _Open(inc, peak=severity_rank(inc.peak_severity or inc.severity))
             for aid in inc.alert_ids:
                 alert = by_id.get(aid)
                 if alert is not None:
@@ -328,7 +339,7 @@ class IncidentBook:
 
     def _site_devices(self, site: str) -> int:
         seen = len(self._devices.get(site, ()))
-        return max(self._site_size(site), seen) if self._site_size is not None else seen
+        return max(self.site_size(site), seen) if self.site_size is not None else seen
 
     def _recent(self, site: str, ts: int) -> list[_Open]:
         """The site's device incidents opened within the window and still active."""
@@ -432,6 +443,8 @@ class IncidentBook:
         )
         if notify and incident.late:
             incident = replace(incident, late=False)
+        peak = max(entry.peak, severity_rank(incident.severity))
+        incident = replace(incident, peak_severity=_BY_RANK[peak])
         entry.incident = incident
         return IncidentChange(kind, incident, notify=notify)
 

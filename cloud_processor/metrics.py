@@ -109,6 +109,19 @@ class Metrics:
             "Records of the alerts topic the webhook's feed could not decode (skipped).",
             registry=r,
         )
+        self.incidents = Counter(
+            p + "incident_changes_total",
+            "Incident changes stored in the incidents index, by change.",
+            ["change"],
+            registry=r,
+        )
+        self.incident_notifications = Counter(
+            p + "incident_notifications_total",
+            "Incident changes offered to the webhook (opened, escalated, resolved), by change.",
+            ["change"],
+            registry=r,
+        )
+        self.open_incidents = Gauge(p + "open_incidents", "Incidents currently open.", registry=r)
         self.notifications_pending = Gauge(
             p + "notifications_pending",
             "Webhook notifications waiting (one per alert key).",

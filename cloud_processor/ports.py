@@ -25,10 +25,12 @@ from typing import Any, Protocol
 from cloud_processor.aggregates import DirtyWindows, WindowAggregate
 from cloud_processor.documents import BulkItem
 from cloud_processor.storage import BulkTotals
-from telemetry_contract import Alert, AlertChange
+from telemetry_contract import Alert, AlertChange, IncidentChange
 
 __all__ = [
     "Batch",
+    "Change",
+    "ChangeNotifier",
     "Notifier",
     "Partition",
     "Producer",
@@ -188,6 +190,22 @@ class Notifier(Protocol):
 
     async def notify(self, changes: Sequence[AlertChange]) -> None:
         """Publish ``changes`` in their order."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections (idempotent)."""
+        ...
+
+
+#: What a webhook notifies: an alert change, or an incident change.
+Change = AlertChange | IncidentChange
+
+
+class ChangeNotifier(Protocol):
+    """Where the webhook's dispatcher sends alert or incident changes."""
+
+    async def notify(self, changes: Sequence[Change]) -> None:
+        """Deliver ``changes`` in their order (what it gives up on is logged)."""
         ...
 
     async def close(self) -> None:

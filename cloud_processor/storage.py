@@ -42,8 +42,9 @@ from stagekit.ratelog import RateLimitedLog
 from stagekit.search import api as search
 from stagekit.search.alerts import alert_doc, alert_from_doc
 from stagekit.search.api import SearchBackend, SearchError
+from stagekit.search.incidents import incident_doc, incident_from_doc
 from stagekit.search.indices import INDEXES, IndexNames, ilm_policy, index_templates
-from telemetry_contract import Alert, printable
+from telemetry_contract import Alert, ContractError, IncidentChange, printable
 
 __all__ = ["BulkTotals", "StoppedError", "Storage", "unless_stopped"]
 
@@ -232,7 +233,7 @@ class Storage:
     ) -> list[str]:
         """Create, from their templates, the indices a reading written now would need.
 
-        The alerts index, and the readings and aggregates indices of the month
+        The alerts and incidents indices, and the readings and aggregates indices of the month
         of ``now_ms`` (default: the wall clock). A data view whose pattern
         matches no index shows "field not found" errors instead of empty
         charts. An index that exists already (an earlier start, or another
@@ -387,12 +388,39 @@ class Storage:
         hour ago must be recognised when it is replayed now. :class:`StoppedError`
         when ``stop`` is set while the server is down.
         """
+        docs = await self._load_recent(self.names.alerts, "alert_id", since_ms, stop)
+        return [alert_from_doc(d) for d in docs]
+
+    def incident_item(self, change: IncidentChange, *, processed_at: int) -> BulkItem:
+        """Bulk ``index`` (replace) of an incident's document with its latest change."""
+        doc = incident_doc(change, processed_at=processed_at)
+        return BulkItem(Action.INDEX, self.names.incidents, change.incident.incident_id, doc)
+
+    async def load_incidents(
+        self, *, since_ms: int, stop: asyncio.Event | None = None
+    ) -> list[IncidentChange]:
+        """The latest change of open incidents, and of incidents changed since
+        ``since_ms`` (processing time); a document that breaks the contract is
+        logged and skipped."""
+        out: list[IncidentChange] = []
+        for doc in await self._load_recent(self.names.incidents, "incident_id", since_ms, stop):
+            try:
+                out.append(incident_from_doc(doc))
+            except ContractError as exc:
+                log.warning("event=incident_doc_invalid error=%s", printable(str(exc), 300))
+        return out
+
+    async def _load_recent(
+        self, index: str, sort_field: str, since_ms: int, stop: asyncio.Event | None
+    ) -> list[dict[str, Any]]:
+        """Sources of the open documents of ``index`` and of those processed since ``since_ms``."""
+        what = index.removeprefix(self.names.prefix)  # alerts, incidents
         await self._retrying(
-            "refresh_alerts",
-            lambda: self.backend.perform(search.refresh(self.names.alerts)),
+            f"refresh_{what}",
+            lambda: self.backend.perform(search.refresh(index)),
             stop,
         )
-        out: list[Alert] = []
+        out: list[dict[str, Any]] = []
         search_after: list[Any] | None = None
         while True:
             body: dict[str, Any] = {
@@ -406,19 +434,19 @@ class Storage:
                         "minimum_should_match": 1,
                     }
                 },
-                "sort": [{"alert_id": "asc"}],
+                "sort": [{sort_field: "asc"}],
             }
             if search_after is not None:
                 body["search_after"] = search_after
             answer: dict[str, Any] = await self._retrying(
-                "load_alerts",
+                f"load_{what}",
                 lambda body=body: self.backend.perform(  # type: ignore[misc]
-                    search.search(self.names.alerts, body)
+                    search.search(index, body)
                 ),
                 stop,
             )
             hits = answer.get("hits", {}).get("hits", [])
-            out += [alert_from_doc(h["_source"]) for h in hits]
+            out += [h["_source"] for h in hits]
             if len(hits) < 1000:
                 return out
             search_after = hits[-1]["sort"]

@@ -1,4 +1,10 @@
-"""The webhook notifier: alert changes POSTed (plain JSON or Slack) to one URL.
+"""The webhook notifier: incident or alert changes POSTed (plain JSON or Slack) to one URL.
+
+By default (``webhook.notify = "incidents"``) the body is an incident change
+(:mod:`telemetry_contract.incidents`: one when an incident opens, escalates or
+resolves); with ``"alerts"`` every alert change, as before. Below, "change"
+is either; an incident's ``incident_id`` + ``version`` play the part of an
+alert's ``alert_id`` + ``version``.
 
 Delivery: each change is POSTed in order (one alert's changes never overtake
 each other), retried with capped exponential backoff on connection errors,
@@ -57,8 +63,16 @@ from urllib.parse import urlsplit
 import msgspec
 
 from cloud_processor.config import WebhookSettings
+from cloud_processor.dispatch import change_id
+from cloud_processor.ports import Change
 from stagekit.backoff import Backoff
-from telemetry_contract import AlertChange, alert_change_doc, printable
+from telemetry_contract import (
+    AlertChange,
+    IncidentChange,
+    alert_change_doc,
+    incident_change_doc,
+    printable,
+)
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -66,6 +80,8 @@ __all__ = [
     "WebhookNotifier",
     "bounded",
     "change_payload",
+    "incident_payload",
+    "incident_slack_payload",
     "sign",
     "slack_escape",
     "slack_payload",
@@ -128,6 +144,56 @@ def change_payload(change: AlertChange, max_text: int = MAX_TEXT) -> dict[str, A
         if isinstance(doc.get(field), str):
             doc[field] = bounded(doc[field], max_text)
     return doc
+
+
+def incident_payload(change: IncidentChange, max_text: int = MAX_TEXT) -> dict[str, Any]:
+    """The JSON body of an incident change: the contract's wire form (see
+    :mod:`telemetry_contract.incidents`), free text bounded.
+
+    >>> from telemetry_contract import (Incident, IncidentChangeKind, IncidentScope,
+    ...     IncidentStatus, Severity)
+    >>> inc = Incident("device.d1.threshold_high.1", IncidentScope.DEVICE, "s1", ("d1",),
+    ...                Severity.CRITICAL, IncidentStatus.OPEN, 1, 1, 1,
+    ...                rules=("edge_anomaly",), title="d1: <!here>")
+    >>> body = incident_payload(IncidentChange(IncidentChangeKind.OPENED, inc))
+    >>> body["type"], body["change"], body["rules"]
+    ('incident_change', 'opened', ['edge_anomaly'])
+    >>> incident_slack_payload(IncidentChange(IncidentChangeKind.OPENED, inc))["text"]
+    ':rotating_light: CRITICAL incident opened: d1: &lt;!here&gt; (s1; edge_anomaly): '
+    """
+    doc = incident_change_doc(change)
+    for field in ("message", "title"):
+        if isinstance(doc.get(field), str):
+            doc[field] = bounded(doc[field], max_text)
+    return doc
+
+
+def incident_slack_payload(change: IncidentChange, max_text: int = MAX_TEXT) -> dict[str, Any]:
+    """A Slack incoming-webhook body for an incident change, escaped and bounded."""
+    i = change.incident
+    resolved = change.kind.value == "resolved"
+    icon = ":white_check_mark:" if resolved else _ICON[i.severity.value]
+
+    def t(text: str) -> str:
+        return slack_escape(bounded(text, max_text))
+
+    text = (
+        f"{icon} {i.severity.value.upper()} incident {change.kind.value}: {t(i.title)} "
+        f"({t(i.site)}; {t(', '.join(i.rules))}): {t(i.message)}"
+    )
+    return {"text": text, "incident_id": bounded(i.incident_id, max_text), "version": i.version}
+
+
+def payload(change: Change, settings: WebhookSettings) -> dict[str, Any]:
+    """The body of ``change`` in the configured format."""
+    limit = settings.max_text_chars
+    if isinstance(change, IncidentChange):
+        if settings.format == "slack":
+            return incident_slack_payload(change, limit)
+        return incident_payload(change, limit)
+    if settings.format == "slack":
+        return slack_payload(change, limit)
+    return change_payload(change, limit)
 
 
 def slack_payload(change: AlertChange, max_text: int = MAX_TEXT) -> dict[str, Any]:
@@ -206,7 +272,7 @@ for _name in _HTTP_LOGGERS:
 
 
 class WebhookNotifier:
-    """POSTs alert changes to one URL (requests, in a worker thread): a
+    """POSTs incident or alert changes to one URL (requests, in a worker thread): a
     :class:`~cloud_processor.ports.Notifier`."""
 
     def __init__(
@@ -264,25 +330,20 @@ class WebhookNotifier:
             resp.close()  # an unread rest closes the connection instead of being read
         return int(resp.status_code)
 
-    async def notify(self, changes: Sequence[AlertChange]) -> None:
+    async def notify(self, changes: Sequence[Change]) -> None:
         """POST each change in order (what it gives up on is logged and counted)."""
         for change in changes:
             await self.send(change)
 
-    async def send(self, change: AlertChange) -> bool:
+    async def send(self, change: Change) -> bool:
         """Deliver one change; False when it was given up on (logged)."""
         import requests
 
         settings = self._settings
         if not settings.url or not change.notify:
             return True
-        payload = (
-            slack_payload(change, settings.max_text_chars)
-            if settings.format == "slack"
-            else change_payload(change, settings.max_text_chars)
-        )
-        body = _ENC.encode(payload)
-        key = f"{change.alert.alert_id}/{change.alert.version}"
+        body = _ENC.encode(payload(change, settings))
+        key = change_id(change)
         backoff = Backoff(
             settings.backoff_initial_s,
             max(settings.backoff_max_s, settings.backoff_initial_s),

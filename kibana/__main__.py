@@ -248,14 +248,14 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Export the dashboards (deep) as NDJSON."""
+    """Export the dashboards (deep) and every data view (the incidents' one is on
+    no dashboard) as NDJSON."""
     from kibana.objects import build_objects
 
     def action(client: Any) -> int:
         client.check_version()
-        wanted = [
-            (o["type"], o["id"]) for o in build_objects(args.prefix) if o["type"] == "dashboard"
-        ]
+        kinds = ("index-pattern", "dashboard")
+        wanted = [(o["type"], o["id"]) for o in build_objects(args.prefix) if o["type"] in kinds]
         data = client.export_ndjson(wanted)
         if args.out:
             args.out.write_bytes(data)

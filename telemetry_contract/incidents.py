@@ -134,6 +134,9 @@ class Incident(msgspec.Struct, frozen=True):
     message: Text = ""
     #: Every alert of it was late (a backlog): recorded, never notified.
     late: bool = False
+    #: The highest severity it has had (``escalated`` is a rise above it; a
+    #: severity that drops and comes back is not news again).
+    peak_severity: Severity | None = None
     #: The kinds of its notified changes so far, in order, this one included
     #: (``opened``, then any ``escalated``, then ``resolved``).
     notified: Annotated[tuple[IncidentChangeKind, ...], msgspec.Meta(max_length=64)] = ()
@@ -182,7 +185,8 @@ def incident_id_for(scope: IncidentScope, site: str, opening_alert_id: str) -> s
 def incident_fields(incident: Incident) -> dict[str, Any]:
     """The incident's fields as plain data, ``@timestamp`` first (the incidents-index shape)."""
     out: dict[str, Any] = {"@timestamp": incident.opened_at}
-    out.update(msgspec.to_builtins(incident))
+    for name, value in msgspec.to_builtins(incident).items():
+        out[name] = list(value) if isinstance(value, tuple) else value  # as JSON reads it
     return out
 
 

@@ -184,6 +184,10 @@ class FleetRules:
 
     # -- bounded state -------------------------------------------------------
 
+    def site_size(self, site: str) -> int:
+        """Devices of ``site`` whose state is kept (what "most of a site" counts)."""
+        return sum(1 for d in self._devices.values() if d.site == site)
+
     @property
     def device_count(self) -> int:
         """Devices whose state is kept, evicted ones with open alerts included."""

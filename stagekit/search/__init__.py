@@ -9,6 +9,7 @@
 * :mod:`~stagekit.search.indices` -- index names and field definitions (the
   mappings, and the Kibana objects, are generated from them);
 * :mod:`~stagekit.search.alerts` -- the alerts-index document of an alert;
+* :mod:`~stagekit.search.incidents` -- the incidents-index document of an incident change;
 * :mod:`~stagekit.search.queries` -- the queries readers run.
 
 The processor writes through it; the web view, Kibana checks, accounting and

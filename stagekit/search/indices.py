@@ -39,6 +39,7 @@ from typing import Any, Final, Literal
 __all__ = [
     "AGGREGATES",
     "ALERTS",
+    "INCIDENTS",
     "INDEXES",
     "READINGS",
     "FieldSpec",
@@ -210,7 +211,43 @@ ALERTS: Final = IndexSpec(
     ),
 )
 
-INDEXES: Final[tuple[IndexSpec, ...]] = (READINGS, AGGREGATES, ALERTS)
+INCIDENTS: Final = IndexSpec(
+    key="incidents",
+    description="One document per incident (_id is incident_id): its latest change.",
+    time_field="@timestamp",
+    monthly=False,
+    fields=(
+        FieldSpec("@timestamp", "date", description="Event time the incident opened."),
+        FieldSpec("type", "keyword", description="Always incident_change."),
+        FieldSpec("schema_version", "integer", description="Contract version of the message."),
+        FieldSpec("incident_id", "keyword"),
+        FieldSpec("scope", "keyword", description="device or site."),
+        FieldSpec("site", "keyword"),
+        FieldSpec("device_ids", "keyword", description="Its devices (the first 64)."),
+        FieldSpec("device_count", "integer"),
+        FieldSpec("severity", "keyword", description="Highest severity of its active alerts."),
+        FieldSpec("status", "keyword", description="open or resolved."),
+        FieldSpec("version", "integer", description="Number of changes so far (1 = opened)."),
+        FieldSpec("opened_at", "date"),
+        FieldSpec("updated_at", "date"),
+        FieldSpec("resolved_at", "date", optional=True),
+        FieldSpec("rules", "keyword", description="Contributing rules."),
+        FieldSpec("alert_ids", "keyword", description="Its alerts (the first 128)."),
+        FieldSpec("alert_count", "integer"),
+        FieldSpec("active_alerts", "integer", description="Its alerts still open."),
+        FieldSpec("title", "text"),
+        FieldSpec("message", "text"),
+        FieldSpec("late", "boolean", description="Recorded from a backlog, never notified."),
+        FieldSpec("notified", "keyword", description="Kinds of its notified changes."),
+        FieldSpec("change", "keyword", description="opened, escalated, updated or resolved."),
+        FieldSpec("notify", "boolean", description="Whether its latest change was notified."),
+        FieldSpec(
+            "processed_at", "date", description="Processing time of the last change (restore)."
+        ),
+    ),
+)
+
+INDEXES: Final[tuple[IndexSpec, ...]] = (READINGS, AGGREGATES, ALERTS, INCIDENTS)
 
 _SUFFIX = re.compile(r"-(\d{4})\.(\d{2})$")
 
@@ -274,6 +311,11 @@ class IndexNames:
         """The alerts index."""
         return self.base(ALERTS)
 
+    @property
+    def incidents(self) -> str:
+        """The incidents index."""
+        return self.base(INCIDENTS)
+
 
 def index_templates(
     names: IndexNames,
@@ -289,7 +331,7 @@ def index_templates(
 
     >>> t = index_templates(IndexNames("x-"))
     >>> sorted(t), t["x-readings"]["index_patterns"]
-    (['x-agg1m', 'x-alerts', 'x-readings'], ['x-readings-*'])
+    (['x-agg1m', 'x-alerts', 'x-incidents', 'x-readings'], ['x-readings-*'])
     >>> t["x-readings"]["template"]["mappings"]["properties"]["temp_c"]
     {'type': 'float'}
     >>> t = index_templates(IndexNames("x-"), lifecycle_policy="x-retention")

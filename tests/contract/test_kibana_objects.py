@@ -131,6 +131,7 @@ def test_the_required_objects_exist() -> None:
         "thermowatch-readings-*",
         "thermowatch-agg1m-*",
         "thermowatch-alerts",
+        "thermowatch-incidents",
     }
     assert set(by_type["lens"]) == {
         "Temperature over time per device",
@@ -351,7 +352,15 @@ def _written_fields() -> dict[str, set[str]]:
     from cloud_processor.aggregates import WindowAggregate, aggregate_doc
     from cloud_processor.documents import reading_doc
     from stagekit.search.alerts import alert_doc
-    from telemetry_contract import Alert, AlertStatus, Reading, Severity, decode_as
+    from stagekit.search.incidents import incident_doc
+    from telemetry_contract import (
+        Alert,
+        AlertStatus,
+        Reading,
+        Severity,
+        decode_as,
+        decode_incident_change,
+    )
 
     valid = Path(__file__).resolve().parents[1] / "fixtures" / "messages" / "valid"
     readings = [
@@ -370,6 +379,10 @@ def _written_fields() -> dict[str, set[str]]:
         names.readings_pattern: [reading_doc(r) for r in readings],
         names.aggregates_pattern: [aggregate_doc(window)],
         names.alerts: [alert_doc(alert)],
+        names.incidents: [
+            incident_doc(decode_incident_change(p.read_bytes()), processed_at=t0)
+            for p in sorted((valid.parent / "incident_change").glob("[!i]*.json"))
+        ],
     }
     return {
         pattern: {k for d in ds for k, v in d.items() if v is not None}

@@ -55,7 +55,7 @@ def test_check_lists_every_problem(tmp_path: Path, capsys: pytest.CaptureFixture
     bad.write_text("".join(json.dumps(o) + "\n" for o in objects) + "garbage\n")
     assert main(["kibana", "check", "--file", str(bad)]) == 1
     err = capsys.readouterr().err
-    assert "line 14: not JSON" in err
+    assert f"line {len(objects) + 1}: not JSON" in err
     assert "field nope" in err and "problem(s) in bad.ndjson" in err
 
 

@@ -190,13 +190,18 @@ def _created(backend: RecordingBackend) -> list[str]:
     ]
 
 
-async def test_start_up_creates_this_months_readings_aggregates_and_the_alerts_index() -> None:
+async def test_start_up_creates_this_months_readings_aggregates_alerts_and_incidents() -> None:
     """A Kibana data view needs an index to resolve its fields: the processor
     creates one per index family at start-up, for the month of "now"."""
     backend = ExistingIndexBackend(exists=set())
     st = Storage(backend, IndexNames("x-"))
     await st.ensure_schema(now_ms=1_767_225_600_000)  # 2026-01-01T00:00Z
-    assert _created(backend) == ["x-readings-2026.01", "x-agg1m-2026.01", "x-alerts"]
+    assert _created(backend) == [
+        "x-readings-2026.01",
+        "x-agg1m-2026.01",
+        "x-alerts",
+        "x-incidents",
+    ]
     # the templates are in place before the first index is created from them
     order = [r.path for r in backend.requests]
     last_template = max(i for i, p in enumerate(order) if p.startswith("/_index_template/"))
@@ -204,7 +209,7 @@ async def test_start_up_creates_this_months_readings_aggregates_and_the_alerts_i
 
 
 async def test_an_index_that_already_exists_is_fine_other_refusals_are_not() -> None:
-    names = ["x-readings-2025.12", "x-agg1m-2025.12", "x-alerts"]
+    names = ["x-readings-2025.12", "x-agg1m-2025.12", "x-alerts", "x-incidents"]
     # an earlier start, or another replica creating them at the same moment
     backend = ExistingIndexBackend(exists=set(names))
     st = Storage(backend, IndexNames("x-"))
