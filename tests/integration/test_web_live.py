@@ -179,43 +179,23 @@ async def test_alert_reaches_state_and_event_stream_within_a_second(
             await watcher.stop()
 
 
-async def test_view_picks_up_topics_created_after_it_started(
-    stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Topics created after the view started are followed; the incidents topic is optional
-    (a processor older than incidents has none): the feed is connected without it and
-    follows it once it appears."""
+async def test_view_picks_up_topics_created_after_it_started(stack: dict[str, Any]) -> None:
     from aiokafka import AIOKafkaProducer
 
     from stagekit.kafka import create_topics, delete_topics
-    from telemetry_contract import (
-        Incident,
-        IncidentChange,
-        IncidentChangeKind,
-        IncidentScope,
-        IncidentStatus,
-        Severity,
-        encode,
-        encode_incident_change,
-        kafka_key,
-        kafka_topics,
-    )
-    from thermowatch.web import kafka as web_kafka
+    from telemetry_contract import encode, kafka_key, kafka_topics
     from thermowatch.web.testing import web_config
 
-    monkeypatch.setattr(web_kafka, "OPTIONAL_RETRY_S", 1.0)  # not a minute: the test waits
     bootstrap, search_url = stack["kafka"]["bootstrap"], stack["search"]["url"]
     prefix = f"wl{uuid.uuid4().hex[:8]}"
     topics = kafka_topics(prefix)
-    incidents = web_kafka.incidents_topic(prefix)
-    older = tuple(t for t in topics.all() if t != incidents)  # an older processor's topics
     web = WebApp(web_config(prefix, bootstrap, search_url))
     await web.start()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     try:
         _, health = await get_json(f"{web.url}/healthz")
         assert health["kafka"] is False and health["search"] is True  # nothing there yet
-        await create_topics(bootstrap, older, partitions=1)
+        await create_topics(bootstrap, topics.all(), partitions=1)
         await producer.start()
         now = int(time.time() * 1000)
         (r,) = readings("wl-1", "wl", 1, now, [6.5])
@@ -235,23 +215,7 @@ async def test_view_picks_up_topics_created_after_it_started(
             return bool(d and d["temp_c"] == 6.5 and d["state"] == "online")
 
         await wait_for(shown)
-        _, snap = await get_json(f"{web.url}/api/state")
-        assert snap["incidents"] == []  # alerts only, and no error
-
-        await create_topics(bootstrap, [incidents], partitions=1)  # the processor is upgraded
-        inc = Incident(
-            "device.wl-1.threshold_high.1", IncidentScope.DEVICE, "wl", ("wl-1",),
-            Severity.WARNING, IncidentStatus.OPEN, 1, now, now, rules=("threshold_high",),
-        )  # fmt: skip
-        change = encode_incident_change(IncidentChange(IncidentChangeKind.OPENED, inc))
-        await (await producer.send(incidents, change, key=kafka_key("wl-1")))
-
-        async def incident_shown() -> bool:
-            _, s = await get_json(f"{web.url}/api/state")
-            return [i["rules"] for i in s["incidents"]] == [["threshold_high"]]
-
-        await wait_for(incident_shown, within=30)
     finally:
         await producer.stop()
         await web.close()
-        await delete_topics(bootstrap, (*older, incidents))
+        await delete_topics(bootstrap, topics.all())

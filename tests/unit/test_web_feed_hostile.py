@@ -28,7 +28,7 @@ from thermowatch.web.config import HttpSettings, KafkaSettings, WebConfig
 from thermowatch.web.view import FleetView, fold_record
 
 T0 = 1_767_225_600_000
-KINDS = ("alerts", "incidents", "status", "telemetry")
+KINDS = ("alerts", "status", "telemetry")
 ENC = msgspec.json.Encoder()
 
 

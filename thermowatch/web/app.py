@@ -1,12 +1,14 @@
 """Wiring and lifecycle of the web view: search + Kafka -> view -> HTTP/SSE.
 
 Start-up loads the recent readings, the open alerts and the open and recently
-resolved incidents from the search server, then three tasks run: the Kafka
+resolved incidents from the search server, then four tasks run: the Kafka
 feed folds alert and incident changes, device status and (optionally)
 readings into the view as they arrive; a reload from the search
 server every ``search.refresh_s`` corrects anything missed (Kafka down, a
-document written by someone else, an acknowledgement); and a push loop sends
-what changed to every open event stream every ``http.push_interval_s``.
+document written by someone else, an acknowledgement); the incidents are
+read every ``search.incidents_refresh_s`` (the processor stores them in the
+search server); and a push loop sends what changed to every open event
+stream every ``http.push_interval_s``.
 Neither source is required: without Kafka the page lags by the reload
 interval, without the search server it shows what Kafka brings. Both states
 are in ``/healthz``.
@@ -18,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any, Final
 
@@ -130,7 +132,14 @@ class WebApp:
             self._feed = LiveFeed(cfg.kafka, self._on_record)
             self._tasks.append(asyncio.create_task(self._feed.run(self._stop)))
         await self.reload()
-        self._tasks.append(asyncio.create_task(self._reload_loop()))
+        self._tasks.append(
+            asyncio.create_task(self._every(self.config.search.refresh_s, self.reload))
+        )
+        self._tasks.append(
+            asyncio.create_task(
+                self._every(self.config.search.incidents_refresh_s, self.reload_incidents)
+            )
+        )
         self._tasks.append(asyncio.create_task(self._push_loop()))
         log.info("event=web_started url=%s", self.url)
 
@@ -237,13 +246,25 @@ class WebApp:
         self.incidents_ok = True
         return docs
 
-    async def _reload_loop(self) -> None:
+    async def reload_incidents(self) -> None:
+        """Fold the search server's incidents into the view (between full reloads).
+
+        A search server that is down is left to :meth:`reload` to report.
+        """
+        if self._source is None or self.search_ok is False:
+            return
+        with contextlib.suppress(SearchError):
+            incidents = await self._incidents()
+            if incidents is not None:
+                self.view.sync_incidents(incidents, now_ms=self._now_ms())
+
+    async def _every(self, seconds: float, reload: Callable[[], Awaitable[None]]) -> None:
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.config.search.refresh_s)
+                await asyncio.wait_for(self._stop.wait(), seconds)
             if not self._stop.is_set():
                 try:
-                    await self.reload()
+                    await reload()
                 except Exception as exc:  # keep serving what the view has; try again next time
                     self.refused_log.log(  # one short line, no traceback per reload
                         log,

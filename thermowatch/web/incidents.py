@@ -22,7 +22,7 @@ something to act on.
 >>> doc = {"incident_id": "device.a1", "scope": "device", "site": "s1",
 ...        "device_ids": ["s1-d01"], "severity": "warning", "status": "open",
 ...        "version": 1, "opened_at": t0, "updated_at": t0,
-...        "rules": ["threshold_high"], "alert_ids": ["a1"]}
+...        "rules": ["threshold_high"], "alert_ids": ["a1"], "change": "opened"}
 >>> book.fold(doc, now_ms=t0)
 True
 >>> [i["rules"] for i in book.open_json()]
@@ -43,7 +43,8 @@ from typing import Any, Final
 
 import msgspec
 
-from telemetry_contract import Incident, IncidentStatus, Severity
+from stagekit.search.incidents import incident_from_doc
+from telemetry_contract import ContractError, Incident, IncidentStatus, Severity
 
 __all__ = ["IncidentBook", "IncidentView"]
 
@@ -62,21 +63,24 @@ class IncidentView:
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> IncidentView:
-        """Read an incidents-index document or an incident change as data.
+        """Read an incidents-index document (or an incident change as data).
 
-        Validated by the contract's :class:`~telemetry_contract.Incident` (the
-        change's own fields, ``change`` and ``notify``, are ignored);
+        Decoded with the contract (:func:`stagekit.search.incidents.incident_from_doc`);
         ValueError names the field that is wrong.
 
-        >>> IncidentView.from_doc({"incident_id": "x"})
+        >>> IncidentView.from_doc({"type": "incident_change", "incident_id": "x"})
         Traceback (most recent call last):
         ...
-        ValueError: Object missing required field `scope`
+        ValueError: scope: required field is missing
         """
+        if not isinstance(doc, Mapping):
+            raise ValueError(f"incident: expected a JSON object, got {type(doc).__name__}")
         try:
-            return cls(msgspec.convert(doc, Incident, strict=True))
-        except msgspec.ValidationError as exc:
+            return cls(incident_from_doc(dict(doc)).incident)
+        except ContractError as exc:
             raise ValueError(str(exc)) from None
+        except (TypeError, OverflowError, msgspec.MsgspecError) as exc:  # not JSON at all
+            raise ValueError(f"incident: {type(exc).__name__}: {exc}"[:512]) from None
 
     @property
     def incident_id(self) -> str:

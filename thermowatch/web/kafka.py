@@ -1,14 +1,12 @@
-"""Kafka adapter of the web view: follow the alerts, incidents, status and telemetry topics.
+"""Kafka adapter of the web view: follow the alerts, status and telemetry topics.
 
 A plain consumer without a group (it commits nothing and takes nothing from
 the processor): the status topic is read from the beginning (the newest status
-of each device wins), the alerts and incidents topics from ``alert_replay_s``
-ago (changes are versioned, so repeats are harmless) and telemetry from its
-end. Topics that do not exist yet (processor not started) are looked for
-again every ``retry_s``; a lost broker is retried the same way, while the page
-keeps showing what the search server has. The incidents topic is optional: a
-processor older than incidents has none, and the page then shows alerts only
-(the feed counts as connected without it and keeps looking for it).
+of each device wins), the alerts topic from ``alert_replay_s`` ago (changes are
+versioned, so repeats are harmless) and telemetry from its end. Topics that do
+not exist yet (processor not started) are looked for again every ``retry_s``;
+a lost broker is retried the same way, while the page keeps showing what the
+search server has.
 """
 
 from __future__ import annotations
@@ -25,25 +23,13 @@ from stagekit.ratelog import RateLimitedLog
 from telemetry_contract import kafka_topics
 from thermowatch.web.config import KafkaSettings
 
-__all__ = ["DOWN_LOG_PER_S", "LiveFeed", "incidents_topic"]
+__all__ = ["DOWN_LOG_PER_S", "LiveFeed"]
 
 #: While Kafka stays down, one line per this many seconds (the retries in between are
 #: counted in the next line's ``suppressed=N``), never a traceback.
 DOWN_LOG_PER_S = 300.0
 
-#: While only an optional topic is missing, it is looked for this often.
-OPTIONAL_RETRY_S = 60.0
-
 log = logging.getLogger(__name__)
-
-
-def incidents_topic(prefix: str) -> str:
-    """The processor's incidents topic under a topic prefix.
-
-    >>> incidents_topic("thermowatch")
-    'thermowatch.incidents'
-    """
-    return f"{prefix}.incidents"
 
 
 class LiveFeed:
@@ -58,9 +44,6 @@ class LiveFeed:
         self._kinds = {topics.alerts: "alerts", topics.status: "status"}
         if settings.live_readings:
             self._kinds[topics.telemetry] = "telemetry"
-        #: Followed when they exist; ``connected`` does not wait for them.
-        self._optional = {incidents_topic(settings.topic_prefix): "incidents"}
-        self._wanted = {**self._kinds, **self._optional}
         #: True while a consumer follows every wanted topic.
         self.connected = False
         self._told_missing = False
@@ -112,8 +95,7 @@ class LiveFeed:
             consumer.assign(tps)
             await self._seek(consumer, tps)
             topics = {tp.topic for tp in tps}
-            self.connected = topics >= self._kinds.keys()
-            complete = topics >= self._wanted.keys()
+            self.connected = len(topics) == len(self._kinds)
             log.info(
                 "event=kafka_following topics=%s partitions=%d", ",".join(sorted(topics)), len(tps)
             )
@@ -121,12 +103,10 @@ class LiveFeed:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200, max_records=5000)
                 for tp, records in batch.items():
-                    kind = self._wanted[tp.topic]
+                    kind = self._kinds[tp.topic]
                     for rec in records:
                         self._on_record(kind, rec.value)
-                # A missing optional topic (an older processor) is looked for less often.
-                every = s.retry_s if not self.connected else max(s.retry_s, OPTIONAL_RETRY_S)
-                if not complete and time.monotonic() - checked > every:
+                if not self.connected and time.monotonic() - checked > s.retry_s:
                     checked = time.monotonic()
                     if len(await self._partitions()) > len(tps):
                         return  # a missing topic appeared: start over and follow it too
@@ -137,18 +117,18 @@ class LiveFeed:
         """Partitions of the wanted topics that exist (asks the cluster each time)."""
         from aiokafka import TopicPartition
 
-        found = await partitions_of(self._settings, self._wanted)
+        found = await partitions_of(self._settings, self._kinds)
         return [TopicPartition(topic, p) for topic, parts in found.items() for p in parts]
 
     async def _seek(self, consumer: Any, tps: list[Any]) -> None:
         by_kind: dict[str, list[Any]] = {}
         for tp in tps:
-            by_kind.setdefault(self._wanted[tp.topic], []).append(tp)
+            by_kind.setdefault(self._kinds[tp.topic], []).append(tp)
         if by_kind.get("status"):
             await consumer.seek_to_beginning(*by_kind["status"])
         if by_kind.get("telemetry"):
             await consumer.seek_to_end(*by_kind["telemetry"])
-        alerts = by_kind.get("alerts", []) + by_kind.get("incidents", [])
+        alerts = by_kind.get("alerts", [])
         if alerts:
             since = int((time.time() - self._settings.alert_replay_s) * 1000)
             found = await consumer.offsets_for_times(dict.fromkeys(alerts, since))

@@ -54,7 +54,7 @@ class SearchSource:
         self._points = points
         self._names = IndexNames(settings.index_prefix)
         #: The processor's incidents index (``<index_prefix>incidents``).
-        self.incidents_index = f"{settings.index_prefix}incidents"
+        self.incidents_index = self._names.incidents
         self._backend = backend
 
     async def recent_readings(self, now_ms: int) -> list[dict[str, Any]]:

@@ -31,18 +31,15 @@ from telemetry_contract import (
     DeviceStatus,
     EdgeAlert,
     Gap,
-    IncidentChange,
     KafkaTopics,
     Message,
     Reading,
     encode,
-    encode_incident_change,
     kafka_key,
     kafka_topics,
 )
 from thermowatch.web.app import WebApp
 from thermowatch.web.config import HttpSettings, KafkaSettings, SearchSettings, WebConfig
-from thermowatch.web.kafka import incidents_topic
 
 __all__ = [
     "CHROMEDRIVER",
@@ -196,13 +193,6 @@ class LivePipeline:
         """A web config for this pipeline's prefixes (port 0)."""
         return web_config(self.prefix, self.bootstrap, self.search_url, **kafka)
 
-    async def send_incident(self, change: IncidentChange) -> None:
-        """Produce an incident change on the incidents topic, as the processor does."""
-        key = kafka_key(change.incident.device_ids[0] if change.incident.device_ids else "-")
-        await self.producer.send_and_wait(
-            incidents_topic(self.prefix), encode_incident_change(change), key=key
-        )
-
     async def send(self, messages: Sequence[Message]) -> None:
         """Produce messages the way the gateway does (topic by type, keyed by device)."""
         futures = [
@@ -270,9 +260,7 @@ async def live_pipeline(
 
     prefix = f"w{uuid.uuid4().hex[:8]}"
     topics = kafka_topics(prefix)
-    # The incidents topic too, so the view follows it from the start.
-    names = tuple(dict.fromkeys((*topics.all(), incidents_topic(prefix))))
-    await create_topics(bootstrap, names, partitions=2)
+    await create_topics(bootstrap, topics.all(), partitions=2)
     pcfg = ProcessorConfig(
         kafka=ProcessorKafka(
             bootstrap_servers=bootstrap,
@@ -327,4 +315,4 @@ async def live_pipeline(
                     )
         finally:
             await cleanup.close()
-        await delete_topics(bootstrap, names)
+        await delete_topics(bootstrap, topics.all())

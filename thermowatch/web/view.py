@@ -69,7 +69,6 @@ from telemetry_contract import (
     Severity,
     decode,
     decode_alert_change,
-    decode_incident_change,
     printable,
 )
 from thermowatch.web.alerts import AlertView
@@ -522,14 +521,12 @@ def fold_record(
     now_ms: int,
     refused_log: RateLimitedLog | None = None,
 ) -> bool:
-    """Fold one Kafka record of topic ``kind`` (``alerts``, ``incidents``, ``status`` or
-    ``telemetry``).
+    """Fold one Kafka record of topic ``kind`` (``alerts``, ``status`` or ``telemetry``).
 
     Every record is decoded with the contract: readings and device status
     with :func:`telemetry_contract.decode`, alert changes with
     :func:`telemetry_contract.decode_alert_change` (older changes without
-    ``type``/``schema_version`` included), incident changes with
-    :func:`telemetry_contract.decode_incident_change`. Anything that does not decode is
+    ``type``/``schema_version`` included). Anything that does not decode is
     skipped (False) with one warning line, its text the contract error's
     (escaped and bounded): the processor dead-letters a broken device
     message, and an alert change that does not decode is not the contract's.
@@ -557,14 +554,6 @@ def fold_record(
             _skipped(kind, exc, refused_log)
             return False
         return view.on_alert(AlertView(change.alert), now_ms=now_ms)
-    if kind == "incidents":
-        try:
-            incident = decode_incident_change(payload).incident
-        except ContractError as exc:
-            view.incidents.refused += 1
-            _skipped(kind, exc, refused_log)
-            return False
-        return view.on_incident(IncidentView(incident), now_ms=now_ms)
     try:
         msg = decode(payload, now_ms=now_ms)
     except ContractError as exc:

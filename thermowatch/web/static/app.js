@@ -132,6 +132,7 @@ function alertRow(a) {
 function incidentRow(inc) {
   const row = el("li", "incident sev-" + inc.severity + " " + inc.status);
   row.dataset.incidentId = inc.incident_id;
+  row.dataset.devices = inc.devices.join(" ");
   const where = inc.scope === "site"
     ? "site " + inc.site + " · " + plural(inc.device_count, "device", "devices")
     : inc.devices.join(", ") + (inc.site ? " · " + inc.site : "");
