@@ -274,8 +274,27 @@ async def test_without_incidents_the_page_shows_alerts_only(
         lines = [r.getMessage() for r in caplog.records if "incidents_unavailable" in r.message]
         assert len(lines) == (1 if older == "refuse_incidents" else 0)  # once, not per reload
         fake.no_incidents = fake.refuse_incidents = False  # the processor is upgraded
-        await app.reload()
+        await app.reload_incidents()  # the quick poll, between full reloads
         _, state = await get_json(f"{app.url}/api/state")
         assert [i["rules"] for i in state["incidents"]] == [["edge_anomaly", "threshold_high"]]
+    finally:
+        await app.close()
+
+
+async def test_the_incidents_poll_leaves_an_outage_to_the_full_reload() -> None:
+    fake = FakeSearch()
+    cfg = WebConfig(http=HttpSettings(port=0), kafka=KafkaSettings(bootstrap_servers=""))
+    app = WebApp(cfg, backend=fake)
+    await app.start()
+    try:
+        fake.down = True
+        await app.reload_incidents()  # no error, nothing changed
+        assert app.search_ok is True and len(app.view.incidents.open_json()) == 1
+        await app.reload()
+        assert app.search_ok is False
+        fake.down = False
+        await app.reload_incidents()  # skipped until a full reload finds the server again
+        await app.reload()
+        assert app.search_ok is True and app.incidents_ok is True
     finally:
         await app.close()
