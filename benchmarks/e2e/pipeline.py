@@ -136,7 +136,13 @@ class Pipeline:
             # device's consecutive anomalies, no per-device limit (keys of this
             # branch: a run against older code uses --storm, which keeps the
             # processor's defaults, the limits under test).
-            cfg["webhook"] |= {"coalesce_s": 0.0, "device_rate_per_s": 1000.0, "device_burst": 1000}
+            # Every alert change, not incidents (one per device while it is open).
+            cfg["webhook"] |= {
+                "coalesce_s": 0.0,
+                "device_rate_per_s": 1000.0,
+                "device_burst": 1000,
+                "notify": "alerts",
+            }
         # Optional webhook settings of the run (e.g. the storm's), as given.
         for key, value in self.args.processor_webhook or []:
             cfg["webhook"][key] = value

@@ -238,6 +238,7 @@ INCIDENTS: Final = IndexSpec(
         FieldSpec("title", "text"),
         FieldSpec("message", "text"),
         FieldSpec("late", "boolean", description="Recorded from a backlog, never notified."),
+        FieldSpec("peak_severity", "keyword", description="Highest severity it has had."),
         FieldSpec("notified", "keyword", description="Kinds of its notified changes."),
         FieldSpec("change", "keyword", description="opened, escalated, updated or resolved."),
         FieldSpec("notify", "boolean", description="Whether its latest change was notified."),

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from stagekit.search.incidents import incident_doc, incident_from_doc
+from stagekit.search.indices import INCIDENTS
 from telemetry_contract import (
     ContractError,
     Incident,
@@ -98,3 +100,12 @@ def test_wire_form_is_flat() -> None:
         "device",
     )
     assert not any(isinstance(v, dict) for v in doc.values())
+
+
+@pytest.mark.parametrize("entry", VALID, ids=[Path(e["file"]).stem for e in VALID])
+def test_the_index_document_has_only_mapped_fields(entry: dict[str, Any]) -> None:
+    """The incidents index is strict: a field the mapping lacks is refused."""
+    change = decode_incident_change((FIXTURES / entry["file"]).read_bytes())
+    doc = incident_doc(change, processed_at=1)
+    assert set(doc) == {f.name for f in INCIDENTS.fields}
+    assert incident_from_doc(doc) == change

@@ -33,7 +33,15 @@ from stagekit.search import SearchSettings, make_backend
 from stagekit.search import api as search
 from stagekit.search.api import SearchError
 from stagekit.search.indices import INDEXES, IndexNames
-from telemetry_contract import Alert, AlertStatus, Reading, Rule, Severity, decode_as
+from telemetry_contract import (
+    Alert,
+    AlertStatus,
+    Reading,
+    Rule,
+    Severity,
+    decode_as,
+    decode_incident_change,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -125,6 +133,12 @@ async def written(server: SearchSettings) -> AsyncIterator[tuple[SearchSettings,
         totals = await st.write([st.alert_item(a, processed_at=NOW) for a in alerts])
         assert totals.rejected == 0
         await st.acknowledge(alerts[0].alert_id, by="kibana-test", now_ms=NOW)
+        incidents = [
+            decode_incident_change(p.read_bytes())
+            for p in sorted((FIXTURES.parent / "incident_change").glob("[!i]*.json"))
+        ]
+        totals = await st.write([st.incident_item(c, processed_at=NOW) for c in incidents])
+        assert (totals.stored, totals.rejected) == (len(incidents), 0)
         for spec in INDEXES:
             await backend.perform(search.refresh(names.pattern(spec)))
         yield server, names

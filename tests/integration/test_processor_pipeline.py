@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import pytest
@@ -25,6 +25,7 @@ from cloud_processor.app import Processor
 from cloud_processor.config import (
     AlertSettings,
     HttpSettings,
+    IncidentSettings,
     KafkaSettings,
     ProcessorConfig,
     RuleGroup,
@@ -45,10 +46,12 @@ from stagekit.search.indices import INDEXES, IndexNames
 from telemetry_contract import (
     Alert,
     AlertChange,
+    AlertState,
     AlertStatus,
     ChangeKind,
     DeviceStatus,
     EdgeAlert,
+    EdgeAlertKind,
     Gap,
     KafkaTopics,
     Message,
@@ -88,17 +91,23 @@ async def produce(bootstrap: str, topics: KafkaTopics, messages: list[Message]) 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     try:
-        futures = [
-            await producer.send(
-                topic_for(m, topics),
-                encode(m),
-                key=kafka_key(m.device_id),  # type: ignore[union-attr]
-            )
-            for m in messages
-        ]
-        await asyncio.gather(*futures)
+        await send_all(producer, topics, messages)
     finally:
         await producer.stop()
+
+
+async def send_all(
+    producer: AIOKafkaProducer, topics: KafkaTopics, messages: list[Message]
+) -> None:
+    futures = [
+        await producer.send(
+            topic_for(m, topics),
+            encode(m),
+            key=kafka_key(m.device_id),  # type: ignore[union-attr]
+        )
+        for m in messages
+    ]
+    await asyncio.gather(*futures)
 
 
 class Env:
@@ -119,6 +128,7 @@ class Env:
         webhook: str = "",
         search_url: str = "",
         rules: RulesConfig | None = None,
+        notify: Literal["incidents", "alerts"] = "alerts",
     ) -> ProcessorConfig:
         return ProcessorConfig(
             kafka=KafkaSettings(
@@ -143,6 +153,7 @@ class Env:
             alerts=AlertSettings(max_event_age_s=900),
             webhook=WebhookSettings(
                 url=webhook,
+                notify=notify,  # these tests follow alert changes, but for the incidents one
                 rate_per_s=50,
                 burst=50,
                 backoff_initial_s=0.1,
@@ -697,3 +708,95 @@ async def test_webhook_feed_skips_history_when_new_and_resumes_from_its_commit(
         await second.close()
     got = sorted((h["device_id"], h["version"]) for h in receiver.received)
     assert got == sorted((f"new-{i}", v) for i in range(3) for v in (1, 2))
+
+
+async def test_a_door_left_open_is_one_incident_notified_at_most_three_times(
+    env: Env, receiver: WebhookReceiver
+) -> None:
+    """One device's door left open raises edge_anomaly, threshold_high,
+    fleet_outlier and rate_of_change: the webhook gets one incident, opened,
+    escalated once (the temperature crosses the critical limit) and resolved;
+    the alert documents stay, the incidents index holds the incident."""
+    start = int(time.time() * 1000) - 400_000
+    devices = [f"door-{i}" for i in range(6)]
+
+    def temp(device: str, t: int) -> float:
+        if device != "door-0" or t < 60 or t >= 180:
+            return 4.0
+        return min(4.0 + (t - 55) / 5, 14.0)  # +12 °C/min up to 14 °C, then the door shuts
+
+    steps: list[list[Message]] = []
+    edge = {65: "raised", 200: "cleared"}
+    for n, t in enumerate(range(0, 300, 5)):
+        step: list[Message] = [
+            Reading(
+                device_id=d,
+                sensor_id="host",
+                site="door",
+                seq=n + 1,
+                ts=start + t * 1000,
+                temp_c=temp(d, t),
+            )
+            for d in devices
+        ]
+        if t in edge:
+            step.append(
+                EdgeAlert(
+                    device_id="door-0",
+                    site="door",
+                    alert_id="door-0.anomaly.1",
+                    ts=start + t * 1000,
+                    kind=EdgeAlertKind.ANOMALY,
+                    state=AlertState(edge[t]),
+                    message="anomaly score 0.97",
+                )
+            )
+        steps.append(step)
+    cfg = env.config(
+        webhook=receiver.url,
+        notify="incidents",
+        rules=RulesConfig(
+            threshold_high_c=8.0,
+            critical_high_c=12.0,
+            hysteresis_c=1.0,
+            min_duration_s=0,
+            rate_max_c_per_min=6.0,
+            rate_window_s=30.0,
+            stale_after_s=3600,
+        ),
+    )
+    cfg = msgspec.structs.replace(
+        cfg,
+        alerts=AlertSettings(max_event_age_s=900, allowed_lateness_s=900),
+        incidents=IncidentSettings(resolve_grace_s=30),
+    )
+
+    def resolved() -> Awaitable[bool]:
+        return _true(any(h.get("change") == "resolved" for h in receiver.received))
+
+    producer = AIOKafkaProducer(bootstrap_servers=env.bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        async with running(cfg):
+            # Step by step, as devices send: the fleet outlier is judged per batch.
+            for step in steps:
+                await send_all(producer, env.topics, step)
+                await asyncio.sleep(0.05)
+            await wait_for(resolved, within=30)
+            await asyncio.sleep(1)  # a surplus notification would arrive meanwhile
+    finally:
+        await producer.stop()
+
+    rules = {"edge_anomaly", "threshold_high", "fleet_outlier", "rate_of_change"}
+    alerts = await env.docs(env.names.alerts, {"term": {"device_id": "door-0"}})
+    assert {a["rule"] for a in alerts} >= rules  # the alert documents stay
+    assert {h["type"] for h in receiver.received} == {"incident_change"}
+    assert len({h["incident_id"] for h in receiver.received}) == 1
+    kinds = [h["change"] for h in receiver.received]
+    assert kinds in (["opened", "escalated", "resolved"], ["opened", "resolved"])
+    assert ("escalated" in kinds) == (receiver.received[0]["severity"] != "critical")
+    assert len({(h["incident_id"], h["version"]) for h in receiver.received}) == len(kinds)
+    (doc,) = await env.docs(env.names.incidents)
+    assert doc["incident_id"] == receiver.received[0]["incident_id"]
+    assert (doc["status"], doc["severity"], doc["scope"]) == ("resolved", "critical", "device")
+    assert set(doc["rules"]) >= rules and doc["notified"] == kinds

@@ -9,6 +9,9 @@ anybody's counters. A pure core and the sources that feed it:
 * :mod:`~thermowatch.accounting.alerts` -- :func:`score_alerts` (incidents
   alerted or missed, latency) and :func:`alert_integrity` (the alerts index
   and the alerts topic agree);
+* :mod:`~thermowatch.accounting.incidents` -- :func:`count_notifications`
+  (the processor's incidents per injected incident, their notifications) and
+  :func:`shutdown_alerts`;
 * :mod:`~thermowatch.accounting.stats` -- :func:`percentiles`;
 * sources: :mod:`~thermowatch.accounting.outbox` (seqs the edge allocated),
   :mod:`~thermowatch.accounting.search` (documents in the search server),
@@ -34,6 +37,11 @@ from thermowatch.accounting.alerts import (
     parse_alert_changes,
     score_alerts,
 )
+from thermowatch.accounting.incidents import (
+    Notifications,
+    count_notifications,
+    shutdown_alerts,
+)
 from thermowatch.accounting.kafka import (
     fetch_alert_changes,
     fetch_gaps,
@@ -52,7 +60,7 @@ from thermowatch.accounting.readings import (
     parse_gaps,
     reading_keys,
 )
-from thermowatch.accounting.search import fetch_alerts, fetch_stored
+from thermowatch.accounting.search import fetch_alerts, fetch_incidents, fetch_stored
 from thermowatch.accounting.stats import percentiles
 
 __all__ = [
@@ -62,13 +70,16 @@ __all__ = [
     "AlertScore",
     "GapRange",
     "Incident",
+    "Notifications",
     "PublishedChange",
     "account",
     "alert_integrity",
     "allocated_from_outboxes",
+    "count_notifications",
     "fetch_alert_changes",
     "fetch_alerts",
     "fetch_gaps",
+    "fetch_incidents",
     "fetch_reading_keys",
     "fetch_stored",
     "first_published",
@@ -80,6 +91,7 @@ __all__ = [
     "read_topic",
     "reading_keys",
     "score_alerts",
+    "shutdown_alerts",
     "topic_partitions",
     "wait_devices_in_topic",
     "wait_missing_in_topic",

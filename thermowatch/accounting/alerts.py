@@ -57,6 +57,7 @@ class AlertDoc:
     status: str = "open"
     resolved_at: int | None = None
     version: int = 0
+    severity: str = "warning"
 
     @classmethod
     def of(cls, alert: Alert) -> AlertDoc:
@@ -69,6 +70,7 @@ class AlertDoc:
             status=alert.status.value,
             resolved_at=alert.resolved_at,
             version=alert.version,
+            severity=alert.severity.value,
         )
 
 

@@ -17,10 +17,13 @@ import msgspec
 from stagekit.search import SearchSettings, ThreadedBackend, make_backend
 from stagekit.search import api as search
 from stagekit.search.alerts import alert_from_doc
+from stagekit.search.api import SearchError
+from stagekit.search.incidents import incident_from_doc
 from stagekit.search.queries import device_alerts_query, parse_stored_pairs, stored_pairs_query
+from telemetry_contract import Incident
 from thermowatch.accounting.alerts import AlertDoc
 
-__all__ = ["connect", "fetch_alerts", "fetch_stored"]
+__all__ = ["connect", "fetch_alerts", "fetch_incidents", "fetch_stored"]
 
 
 def connect(server: SearchSettings | str, *, timeout: float | None = None) -> ThreadedBackend:
@@ -75,3 +78,25 @@ def fetch_alerts(
         backend.close_sync()
     hits = answer.get("hits", {}).get("hits", [])
     return [AlertDoc.of(alert_from_doc(h["_source"])) for h in hits]
+
+
+def fetch_incidents(
+    server: SearchSettings | str, index: str, *, timeout: float = 60
+) -> list[Incident]:
+    """Every incident document of ``index`` (one search, up to 10,000; none when
+    the index does not exist)."""
+    backend = connect(server, timeout=timeout)
+    try:
+        try:
+            backend.perform_sync(search.refresh(index))
+            answer = backend.perform_sync(
+                search.search(index, {"size": 10_000, "query": {"match_all": {}}})
+            )
+        except SearchError as exc:
+            if exc.status == 404:  # a processor older than incidents: none
+                return []
+            raise
+    finally:
+        backend.close_sync()
+    hits = answer.get("hits", {}).get("hits", [])
+    return [incident_from_doc(h["_source"]).incident for h in hits]

@@ -67,13 +67,25 @@ async def account_run(
         until_ms=run.fleet_stopped_ms or None,
         published_ms=published,
     )
+    processor_incidents = await asyncio.to_thread(acc.fetch_incidents, server, names.incidents)
+    notified = acc.count_notifications(incidents, processor_incidents)
+    stopped = acc.shutdown_alerts(alerts, run.fleet_stopped_ms) if run.fleet_stopped_ms else {}
     dead = count_dead_letters(await acc.read_topic(kafka, topics.deadletter), run.malformed_topic)
     watch = SearchWatch(server, run.devices)
     try:
         malformed_stored = await asyncio.to_thread(watch.count_seq_at_least, MALFORMED_SEQ)
     finally:
         watch.close()
-    return summarize(run, readings, incidents, score, dead=dead, malformed_stored=malformed_stored)
+    return summarize(
+        run,
+        readings,
+        incidents,
+        score,
+        dead=dead,
+        malformed_stored=malformed_stored,
+        notifications=notified,
+        shutdown_alerts=stopped,
+    )
 
 
 def summarize(
@@ -84,9 +96,17 @@ def summarize(
     *,
     dead: int,
     malformed_stored: int,
+    notifications: list[acc.Notifications] | None = None,
+    shutdown_alerts: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The summary of a run (JSON-ready), from the accounting verdicts."""
+    """The summary of a run (JSON-ready), from the accounting verdicts.
+
+    ``notifications``: per injected incident, the processor's incidents and
+    their notifications; ``shutdown_alerts``: alerts opened once the fleet was
+    stopped, by severity.
+    """
     lat = [x for x in score.latencies_ms if x is not None]
+    notified = notifications or []
     return {
         "run_id": run.run_id,
         "duration_s": run.duration_s,
@@ -119,6 +139,9 @@ def summarize(
             }
             for inc, lat_ms, rules in zip(incidents, score.latencies_ms, score.rules, strict=True)
         ],
+        "notifications": [n.as_dict() for n in notified],
+        "notifications_per_incident": max((n.total for n in notified), default=0),
+        "shutdown_alerts": dict(shutdown_alerts or {}),
         "malformed_sent": run.malformed_sent,
         "malformed_dead_lettered": dead,
         "malformed_stored": malformed_stored,

@@ -29,7 +29,8 @@ __all__ = [
 MEASURES = (
     "readings_sent", "readings_stored", "readings_lost", "readings_duplicated",
     "readings_covered_by_gap", "readings_unexpected", "incidents_injected",
-    "incidents_alerted", "incidents_missed", "false_alerts", "malformed_sent",
+    "incidents_alerted", "incidents_missed", "false_alerts", "notifications_per_incident",
+    "malformed_sent",
     "malformed_dead_lettered", "malformed_stored",
 )  # fmt: skip
 
@@ -77,14 +78,16 @@ def print_summary(console: Any, summary: Mapping[str, Any]) -> None:
         t.add_row(f"alert_latency_ms {q}", "-" if v is None else f"{v:,}")
     console.print(t)
     inc = Table(title="incidents")
-    for col in ("kind", "device", "alerted", "latency ms", "rules"):
+    for col in ("kind", "device", "alerted", "latency ms", "notified o/e/r", "rules"):
         inc.add_column(col, no_wrap=col in ("kind", "device"))
-    for i in summary["incidents"]:
+    notified = summary.get("notifications") or [None] * len(summary["incidents"])
+    for i, n in zip(summary["incidents"], notified, strict=True):
         inc.add_row(
             i["kind"],
             i["device_id"],
             "[green]yes[/green]" if i["alerted"] else "[red]missed[/red]",
             "-" if i["latency_ms"] is None else str(i["latency_ms"]),
+            "-" if n is None else f"{n['opened']}/{n['escalated']}/{n['resolved']}",
             ", ".join(i["rules"]),
         )
     console.print(inc)
