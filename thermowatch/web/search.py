@@ -22,7 +22,7 @@ RESOLVED_LOOKBACK_MS: Final = 3_600_000
 
 
 def incidents_query(size: int, *, now_ms: int) -> dict[str, Any]:
-    """Open incidents and those resolved within :data:`RESOLVED_LOOKBACK_MS`, newest change first.
+    """Open incidents, then those resolved within :data:`RESOLVED_LOOKBACK_MS`, newest first.
 
     ``unmapped_type``: an index without incidents yet (or none at all: an older
     processor) answers with no hits instead of an error.
@@ -42,7 +42,11 @@ def incidents_query(size: int, *, now_ms: int) -> dict[str, Any]:
                 "minimum_should_match": 1,
             }
         },
-        "sort": [{"updated_at": {"order": "desc", "unmapped_type": "date"}}],
+        # Open ones first ("open" < "resolved"): many resolved ones never crowd out one open.
+        "sort": [
+            {"status": {"order": "asc", "unmapped_type": "keyword"}},
+            {"updated_at": {"order": "desc", "unmapped_type": "date"}},
+        ],
     }
 
 
