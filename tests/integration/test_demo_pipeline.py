@@ -6,8 +6,10 @@ its own MQTT users and sites, Kafka topic prefix, consumer group, share
 group and index prefix. A short run (40 s of fleet) of the same script as
 ``make demo``: freezer door, stuck probe, fire, an agent killed and
 restarted, a burst of malformed payloads. Every incident must be alerted,
-with no false alert; then one stored reading is deleted and ``thermowatch
-demo account`` must report it lost and exit 1.
+with no false alert, as one processor incident notified at most 3 times,
+and the fleet's shutdown must raise no critical alert; then one stored
+reading is deleted and ``thermowatch demo account`` must report it lost and
+exit 1.
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ def test_short_demo_loses_nothing_stores_nothing_twice_and_alerts(
         assert summary["incidents_alerted"] == 4, detail
         assert summary["incidents_missed"] == 0, detail
         assert summary["false_alerts"] == 0, detail
+        # One incident per scripted incident, at most 3 notifications each; the
+        # fleet's own shutdown at the end is informational, never critical.
+        assert [len(n["incident_ids"]) for n in summary["notifications"]] == [1] * 4, detail
+        assert 2 <= summary["notifications_per_incident"] <= 3, detail
+        assert set(summary["shutdown_alerts"]) <= {"info"}, detail
         assert summary["ok"], detail
         assert summary["services"] == {"gateway_exit": 0, "processor_exit": 0}, detail
         assert_lost_reading_exits_1(run, endpoints, tmp_path / "recount.json")

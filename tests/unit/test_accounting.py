@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 from msgspec.structs import replace as replace_struct
 
+from stagekit.search.incidents import incident_from_doc
 from telemetry_contract import (
     Alert,
     AlertChange,
@@ -24,10 +28,12 @@ from thermowatch.accounting import (
     GapRange,
     Incident,
     account,
+    count_notifications,
     first_published,
     parse_alert_changes,
     percentiles,
     score_alerts,
+    shutdown_alerts,
     topic_partitions,
 )
 
@@ -205,3 +211,109 @@ def test_every_golden_alert_change_is_counted_as_published() -> None:
         (json.loads(raw)["alert_id"], json.loads(raw)["change"], json.loads(raw)["version"])
         for raw in valid
     ]
+
+
+# --- incidents and their notifications (the demo summary) ---------------------------
+
+DEMO_RUN = json.loads(
+    (Path(__file__).parents[1] / "fixtures" / "demo" / "incidents_run.json").read_text()
+)
+
+
+def _demo_inputs() -> tuple[list[Incident], list[Any], list[AlertDoc]]:
+    injected = [Incident(**i) for i in DEMO_RUN["injected"]]
+    incidents = [incident_from_doc(d).incident for d in DEMO_RUN["incidents"]]
+    after = [AlertDoc(**a) for a in DEMO_RUN["alerts_after_stop"]]
+    return injected, incidents, after
+
+
+def test_each_scripted_incident_is_one_incident_with_at_most_three_notifications() -> None:
+    injected, incidents, _ = _demo_inputs()
+    rows = count_notifications(injected, incidents)
+    assert [(n.kind, len(n.incident_ids)) for n in rows] == [
+        ("door_open", 1),
+        ("stuck", 1),
+        ("fire", 1),
+        ("offline", 1),  # opened at the will's event time, before the kill: by overlap
+    ]
+    assert [(n.opened, n.escalated, n.resolved) for n in rows] == [
+        (1, 1, 1),
+        (1, 0, 1),
+        (1, 1, 0),
+        (1, 0, 1),
+    ]
+    assert max(n.total for n in rows) == 3
+
+
+def test_an_incident_of_another_device_or_time_is_not_counted() -> None:
+    injected, incidents, _ = _demo_inputs()
+    later = [replace_struct(i, opened_at=i.opened_at + 10**7) for i in incidents]
+    assert all(n.incident_ids == () for n in count_notifications(injected, later))
+    moved = [replace_struct(i, device_ids=("s9-d01",)) for i in incidents]
+    assert sum(n.total for n in count_notifications(injected, moved)) == 0
+
+
+def test_the_fleet_shutdown_raises_no_critical_alert() -> None:
+    _, _, after = _demo_inputs()
+    since = DEMO_RUN["fleet_stopped_ms"]
+    assert shutdown_alerts(after, since) == {"info": 3}
+    critical = replace(after[0], severity="critical")
+    assert shutdown_alerts([critical, *after[1:]], since) == {"critical": 1, "info": 2}
+
+
+def test_the_demo_summary_carries_the_notifications(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from thermowatch.demo.account import summarize
+    from thermowatch.demo.report import print_summary
+    from thermowatch.demo.run import DemoRun
+
+    injected, incidents, after = _demo_inputs()
+    run = DemoRun(
+        run_id="r1", run_dir=tmp_path, w1_dir=tmp_path / "w1", sites={"s1": ["s1-d03"]},
+        duration_s=150.0,
+    )  # fmt: skip
+    score = score_alerts(injected, [], grace_ms=60_000)
+    readings = account({}, {}, [])
+    summary = summarize(
+        run,
+        readings,
+        injected,
+        score,
+        dead=0,
+        malformed_stored=0,
+        notifications=count_notifications(injected, incidents),
+        shutdown_alerts=shutdown_alerts(after, DEMO_RUN["fleet_stopped_ms"]),
+    )
+    assert summary["notifications_per_incident"] == 3
+    assert summary["notifications"][0] == {
+        "kind": "door_open",
+        "device_id": "s1-d03",
+        "incident_ids": ["device.s1-d03.rate_of_change.1796464833300"],
+        "opened": 1,
+        "escalated": 1,
+        "resolved": 1,
+    }
+    assert summary["shutdown_alerts"] == {"info": 3}
+    json.dumps(summary)  # JSON-ready
+    console = Console(width=120, record=True, file=io.StringIO())
+    print_summary(console, summary)
+    text = console.export_text()
+    assert "notifications_per_incident" in text and "1/1/1" in text and "1/1/0" in text
+
+
+def test_a_recorded_demo_run_counts_the_same_notifications_again() -> None:
+    """Recorded from the demo integration test: recounted from its documents,
+    the summary's notifications come out as they did then."""
+    rec = json.loads(
+        (Path(__file__).parents[1] / "fixtures" / "demo" / "recorded_run.json").read_text()
+    )
+    injected = [Incident(**i) for i in rec["injected"]]
+    incidents = [incident_from_doc(d).incident for d in rec["incidents"]]
+    rows = [n.as_dict() for n in count_notifications(injected, incidents)]
+    assert rows == rec["summary"]["notifications"]
+    assert [len(r["incident_ids"]) for r in rows] == [1, 1, 1, 1]
+    assert max(n["opened"] + n["escalated"] + n["resolved"] for n in rows) <= 3
+    after = [AlertDoc(**a) for a in rec["alerts_after_stop"]]
+    assert shutdown_alerts(after, rec["fleet_stopped_ms"]) == rec["summary"]["shutdown_alerts"]
+    assert rec["summary"]["shutdown_alerts"] == {"info": 6}  # the 6 devices' shutdowns

@@ -311,3 +311,86 @@ async def test_a_new_group_never_skips_a_record_produced_while_it_pins() -> None
     await source._pin({"tp0"}, since_ms)  # type: ignore[arg-type]
     assert log.seeks == {"tp0": 5}  # the first record after the start, none before
     assert log.commits == [{"tp0": 5}]
+
+
+# --- incidents: the feed stores incident changes, then offers the notified ones ---
+
+
+class IncidentStore:
+    """What the feed's IncidentLog needs of Storage: documents kept in order."""
+
+    def __init__(self, stored: Sequence[Any] = ()) -> None:
+        self.docs: dict[str, Any] = {}
+        self.writes: list[list[str]] = []
+        self.stored = list(stored)
+
+    def incident_item(self, change: Any, *, processed_at: int) -> Any:
+        return change
+
+    async def write(self, items: Sequence[Any], *, ordered: bool = False) -> None:
+        self.writes.append([f"{c.kind.value}/{c.incident.version}" for c in items])
+        for c in items:
+            self.docs[c.incident.incident_id] = c
+
+    async def load_incidents(self, *, since_ms: int, stop: Any = None) -> list[Any]:
+        return self.stored
+
+    async def load_alerts(self, *, since_ms: int, stop: Any = None) -> list[Alert]:
+        return []
+
+
+def door(rule: str, severity: Severity, version: int = 1) -> AlertChange:
+    status = AlertStatus.OPEN if version == 1 else AlertStatus.RESOLVED
+    alert = Alert(f"d1.{rule}.1", "d1", "s1", rule, severity, status, version, 1, 1 + version)
+    return AlertChange(ChangeKind.OPENED if version == 1 else ChangeKind.RESOLVED, alert)
+
+
+def incident_feed(webhook: Gate, clock: Clock, tp: TP, store: IncidentStore) -> AlertFeed:
+    from cloud_processor.incidentlog import IncidentLog
+    from cloud_processor.incidents import IncidentBook, IncidentSettings
+
+    book = IncidentBook(IncidentSettings(resolve_grace_s=0))
+    log = IncidentLog(book, store, clock=lambda: 0.0)  # type: ignore[arg-type]
+    dispatcher = NotificationDispatcher(webhook, hook(coalesce_s=0), clock=clock)
+    return AlertFeed(FakeSource(tp), dispatcher, commit_interval_s=3600, incidents=log)
+
+
+async def test_incident_changes_are_stored_then_notified_and_resolve_their_offsets() -> None:
+    clock, tp, webhook, store = Clock(), TP(), Gate(open_=False), IncidentStore()
+    feed = incident_feed(webhook, clock, tp, store)
+    rules = ("edge_anomaly", "fleet_outlier", "threshold_high", "rate_of_change")
+    sev = (Severity.WARNING, Severity.WARNING, Severity.CRITICAL, Severity.WARNING)
+    opened = [door(r, s) for r, s in zip(rules, sev, strict=True)]
+    await feed.handle_incidents({tp: records(opened)})
+    # every incident change is stored before anything is offered
+    assert store.writes == [["opened/1", "updated/2", "escalated/3", "updated/4"]]
+    assert feed.book.committable() == {tp: 0}  # opened and escalated wait for the webhook
+    webhook.gate.set()
+    await asyncio.wait_for(feed.dispatcher.settled(), 5)
+    assert [c.kind.value for c in webhook.got] == ["opened", "escalated"]
+    assert feed.book.committable() == {tp: 4}
+    resolved = [door(r, s, version=2) for r, s in zip(rules, sev, strict=True)]
+    await feed.handle_incidents({tp: records(resolved, first=4)})
+    await feed._settle([(None, feed.incidents.expire())])  # type: ignore[union-attr]
+    await asyncio.wait_for(feed.dispatcher.settled(), 5)
+    assert [c.kind.value for c in webhook.got] == ["opened", "escalated", "resolved"]
+    (doc,) = store.docs.values()
+    assert doc.incident.notified == ("opened", "escalated", "resolved")
+    assert feed.book.committable() == {tp: 8}
+    await feed.dispatcher.close()
+
+
+async def test_a_restart_offers_the_latest_news_again_for_the_receiver_to_drop() -> None:
+    clock, tp, webhook, first = Clock(), TP(), Gate(), IncidentStore()
+    feed = incident_feed(webhook, clock, tp, first)
+    await feed.handle_incidents({tp: records([door("threshold_high", Severity.CRITICAL)])})
+    await asyncio.wait_for(feed.dispatcher.settled(), 5)
+    await feed.dispatcher.close()
+    again = Gate()
+    restarted = incident_feed(again, clock, tp, IncidentStore(list(first.docs.values())))
+    await restarted.start()
+    await asyncio.wait_for(restarted.dispatcher.settled(), 5)
+    assert [(c.incident.incident_id, c.incident.version) for c in again.got] == [
+        (c.incident.incident_id, c.incident.version) for c in webhook.got
+    ]
+    await restarted.close()

@@ -356,3 +356,14 @@ def test_restart_from_stored_state_repeats_nothing_and_loses_nothing(
     again.restore(stored.values(), alerts.values())
     after = play(changes[max(0, cut - overlap) :], again)
     assert before + after == full
+
+
+def test_webhook_notify_is_incidents_or_alerts_and_names_the_key() -> None:
+    from cloud_processor.config import ProcessorConfig
+
+    assert loads(ProcessorConfig, "").webhook.notify == "incidents"
+    assert loads(ProcessorConfig, '[webhook]\nnotify = "alerts"\n').webhook.notify == "alerts"
+    with pytest.raises(ConfigError, match=r"webhook\.notify"):
+        loads(ProcessorConfig, '[webhook]\nnotify = "pager"\n')
+    with pytest.raises(ConfigError, match=r"incidents\.site_min_devices"):
+        loads(ProcessorConfig, "[incidents]\nsite_min_devices = 1\n")

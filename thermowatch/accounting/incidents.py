@@ -1,8 +1,8 @@
 """Incidents and their notifications, counted against the scripted incidents.
 
 :func:`count_notifications` matches each injected incident (ground truth)
-with the processor's incidents of the same device that opened while it was on
-(plus a grace period) and counts their notified changes (the ``notified``
+with the processor's incidents of the same device that were open while it was
+on (plus a grace period) and counts their notified changes (the ``notified``
 field of each incident document: ``opened``, ``escalated``, ``resolved``);
 :func:`shutdown_alerts` counts, by severity, the alerts opened once the fleet
 was stopped (its own announced shutdown: informational, never critical).
@@ -65,17 +65,14 @@ def count_notifications(
     *,
     grace_ms: int = 60_000,
 ) -> list[Notifications]:
-    """Per injected incident: the processor's incidents of its device opened
-    between its start and its end + ``grace_ms``, and their notified changes."""
+    """Per injected incident: the processor's incidents of its device open at
+    some time between its start and its end + ``grace_ms``, and their notified
+    changes."""
     mine = sorted(incidents, key=lambda i: (i.opened_at, i.incident_id))
     out: list[Notifications] = []
     for inj in injected:
         until = inj.end_ms + grace_ms
-        matched = [
-            i
-            for i in mine
-            if inj.device_id in i.device_ids and inj.start_ms <= i.opened_at <= until
-        ]
+        matched = [i for i in mine if inj.device_id in i.device_ids and _overlaps(i, inj, until)]
         kinds = Counter(str(k) for i in matched for k in i.notified)
         out.append(
             Notifications(
@@ -88,6 +85,13 @@ def count_notifications(
             )
         )
     return out
+
+
+def _overlaps(incident: ProcessorIncident, injected: Incident, until_ms: int) -> bool:
+    """Open at some time between the injected start and ``until_ms`` (an offline
+    incident opens at the last will's event time: when the agent connected)."""
+    ended = incident.resolved_at
+    return incident.opened_at <= until_ms and (ended is None or ended >= injected.start_ms)
 
 
 def shutdown_alerts(alerts: Iterable[AlertDoc], since_ms: int) -> dict[str, int]:

@@ -67,6 +67,8 @@ def processor_config(run: DemoRun, endpoints: Mapping[str, Any]) -> dict[str, An
                 "cold_rooms": {"sites": [names[1]], "threshold_high_c": 8.0},
             },
         },
+        # A demo incident resolves within its run (the default grace is 120 s).
+        "incidents": {"resolve_grace_s": 15.0},
         "http": {"enabled": False},
     }
 
