@@ -355,3 +355,31 @@ def test_announced_reasons_are_read_as_the_processor_reads_them() -> None:
     for n, reason in enumerate(reasons):
         assert (states[f"d{n}"] != "offline") is announced(reason), reason
     assert (states["d0"], states["d2"]) == ("shutdown", "maintenance")
+
+
+def test_thirty_announced_shutdowns_do_not_bury_the_real_incident() -> None:
+    """The end of a demo: every device of the fleet stops (announced), one incident is open."""
+    v = FleetView()
+    fleet = [f"s{n // 10 + 1}-d{n % 10 + 1:02d}" for n in range(30)]
+    for n, dev in enumerate(fleet):
+        v.add_reading(dev, dev[:2], 1, T0, 4.0, "ok")
+        v.on_status(status(dev, T0 + 10, DeviceState.OFFLINE, "shutdown"))
+        bye = Alert(
+            f"{dev}.device_offline.{T0 + 10}", dev, dev[:2], Rule.OFFLINE, Severity.INFO,
+            AlertStatus.OPEN, 1, T0 + 10 + n, T0 + 10 + n, message="device offline: shutdown",
+        )  # fmt: skip
+        v.on_alert(alert_doc(bye), now_ms=T0)
+    door = incident(1, devices=("s1-d03",), severity=Severity.CRITICAL, opened=T0 - 60_000)
+    hot = Alert(
+        door.alert_ids[0], "s1-d03", "s1", "threshold_high", Severity.CRITICAL,
+        AlertStatus.OPEN, 1, T0 - 60_000, T0 - 60_000,
+    )  # fmt: skip
+    v.on_alert(alert_doc(hot), now_ms=T0)
+    v.on_incident(doc(door), now_ms=T0)
+    snap = v.snapshot(T0 + 1000)
+    assert [i["incident_id"] for i in snap["incidents"]] == [door.incident_id]
+    to_act_on = [a["alert_id"] for a in snap["alerts"] if not a["informational"]]
+    assert to_act_on == [hot.alert_id]  # first, and alone: the 30 shutdowns are listed apart
+    assert sum(a["informational"] for a in snap["alerts"]) == 30
+    assert {d["state"] for d in snap["devices"]} == {"shutdown"}
+    assert all(d["alerts"] == 0 for d in snap["devices"] if d["device_id"] != "s1-d03")
