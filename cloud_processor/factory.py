@@ -123,6 +123,7 @@ def default_notifiers(
                 metrics=metrics,
                 incidents=incidents,
                 notify_incidents=config.webhook.notify == "incidents",
+                deliver=bool(config.webhook.url),
             )
         )
     return notifiers

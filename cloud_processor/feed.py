@@ -144,12 +144,15 @@ class AlertFeed:
         metrics: Metrics | None = None,
         incidents: IncidentLog | None = None,
         notify_incidents: bool = True,
+        deliver: bool = True,
     ) -> None:
         self.source = source
         self.dispatcher = dispatcher
         self.incidents = incidents
         #: Offer incident changes (True) or alert changes (False) to the dispatcher.
         self.notify_incidents = notify_incidents and incidents is not None
+        #: False: no webhook, the feed only keeps incidents (nothing is offered).
+        self.deliver = deliver
         self.book = Resolutions()
         self.counts: Counter[str] = Counter()
         self._commit_interval_s = commit_interval_s
@@ -172,7 +175,7 @@ class AlertFeed:
         self._started = True
         if self.incidents is not None:
             again = await self.incidents.restore()
-            if self.notify_incidents:
+            if self.notify_incidents and self.deliver:
                 for change in again:
                     self._offer(change, None)
         await self.source.start(self._on_revoked, self._on_assigned)
@@ -285,7 +288,9 @@ class AlertFeed:
         await self.incidents.store([c for _, changes in caused for c in changes])
         for ticket, changes in caused:
             offers: list[Change]
-            if self.notify_incidents:
+            if not self.deliver:
+                offers = []
+            elif self.notify_incidents:
                 offers = [c for c in changes if c.notify]
             else:
                 alert = alerts.get(ticket) if alerts and ticket is not None else None

@@ -112,7 +112,8 @@ class IncidentSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     (:mod:`cloud_processor.feed`), and stored in ``<prefix>incidents``.
     """
 
-    #: Keep incidents (and their index) even with no ``webhook.url``.
+    #: Keep incidents (in ``<prefix>incidents``, with no ``webhook.url`` too);
+    #: false: none, and the webhook notifies alert changes.
     enabled: bool = True
     #: After its last alert resolves, an incident stays open this long (event
     #: time): an alert of the device opening meanwhile (a flap) joins it.

@@ -36,7 +36,7 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
-from telemetry_contract.codec import decode_raw, wire_bytes
+from telemetry_contract.codec import decode_flat_change, flat_change_doc
 from telemetry_contract.messages import (
     DEVICE_ID_PATTERN,
     SENSOR_ID_PATTERN,
@@ -179,11 +179,8 @@ def alert_fields(alert: Alert) -> dict[str, Any]:
 
 def alert_change_doc(change: AlertChange) -> dict[str, Any]:
     """The wire form of a change as plain data (the webhook's JSON body)."""
-    out: dict[str, Any] = {"type": "alert_change", "schema_version": 1}
-    out.update(alert_fields(change.alert))
-    out["change"] = change.kind.value
-    out["notify"] = change.notify
-    return out
+    a = change.alert
+    return flat_change_doc("alert_change", a.opened_at, a, change.kind.value, change.notify)
 
 
 def encode_alert_change(change: AlertChange) -> bytes:
@@ -199,7 +196,7 @@ def decode_alert_change(
     Like :func:`~telemetry_contract.decode`, it returns or raises
     :class:`ContractError` for any input, the size (``max_bytes``) checked first.
     """
-    raw = wire_bytes(payload, max_bytes)
-    msg = decode_raw(_DECODER, raw, AlertChangeMessage)
-    alert = Alert(**{name: getattr(msg, name) for name in _ALERT_FIELDS})
-    return AlertChange(msg.change, alert, msg.notify)
+    msg, fields = decode_flat_change(
+        _DECODER, AlertChangeMessage, payload, max_bytes, _ALERT_FIELDS
+    )
+    return AlertChange(msg.change, Alert(**fields), msg.notify)

@@ -163,6 +163,33 @@ exceeds the 16-byte limit
     return bytes(payload)
 
 
+def flat_change_doc(
+    tag: str, timestamp: int, record: msgspec.Struct, change: str, notify: bool
+) -> dict[str, Any]:
+    """The flat wire form of a processor change (an alert's or an incident's):
+    ``type``, ``schema_version``, ``@timestamp``, the record's fields (tuples as
+    lists, as JSON reads them), ``change`` and ``notify``."""
+    out: dict[str, Any] = {"type": tag, "schema_version": 1, "@timestamp": timestamp}
+    for name, value in msgspec.to_builtins(record).items():
+        out[name] = list(value) if isinstance(value, tuple) else value
+    out["change"] = change
+    out["notify"] = notify
+    return out
+
+
+def decode_flat_change(
+    decoder: msgspec.json.Decoder[D],
+    cls: type[Any],
+    payload: bytes | str,
+    max_bytes: int,
+    fields: tuple[str, ...],
+) -> tuple[D, dict[str, Any]]:
+    """Decode a flat change (size checked first); returns the message and the
+    values of the record's ``fields`` (:class:`ContractError` names a bad field)."""
+    msg = decode_raw(decoder, wire_bytes(payload, max_bytes), cls)
+    return msg, {name: getattr(msg, name) for name in fields}
+
+
 def decode_raw(decoder: msgspec.json.Decoder[D], raw: bytes, cls: type[Any] | None = None) -> D:
     """``decoder.decode(raw)``, every failure turned into the :class:`ContractError` naming it.
 

@@ -43,7 +43,7 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
-from telemetry_contract.codec import decode_raw, wire_bytes
+from telemetry_contract.codec import decode_flat_change, flat_change_doc
 from telemetry_contract.messages import DEVICE_ID_PATTERN, SchemaVersion, Severity
 
 __all__ = [
@@ -167,6 +167,7 @@ class IncidentChangeMessage(
 
 
 _INCIDENT_FIELDS: Final = Incident.__struct_fields__
+_CHANGE_KEYS: Final = frozenset({"type", "schema_version", "change", "notify"})
 _ENCODER: Final = msgspec.json.Encoder()
 _DECODER: Final = msgspec.json.Decoder(IncidentChangeMessage)
 
@@ -184,19 +185,14 @@ def incident_id_for(scope: IncidentScope, site: str, opening_alert_id: str) -> s
 
 def incident_fields(incident: Incident) -> dict[str, Any]:
     """The incident's fields as plain data, ``@timestamp`` first (the incidents-index shape)."""
-    out: dict[str, Any] = {"@timestamp": incident.opened_at}
-    for name, value in msgspec.to_builtins(incident).items():
-        out[name] = list(value) if isinstance(value, tuple) else value  # as JSON reads it
-    return out
+    doc = flat_change_doc("", incident.opened_at, incident, "", False)
+    return {k: v for k, v in doc.items() if k not in _CHANGE_KEYS}
 
 
 def incident_change_doc(change: IncidentChange) -> dict[str, Any]:
     """The wire form of a change as plain data (the webhook's JSON body, the index document)."""
-    out: dict[str, Any] = {"type": "incident_change", "schema_version": 1}
-    out.update(incident_fields(change.incident))
-    out["change"] = change.kind.value
-    out["notify"] = change.notify
-    return out
+    inc = change.incident
+    return flat_change_doc("incident_change", inc.opened_at, inc, change.kind.value, change.notify)
 
 
 def encode_incident_change(change: IncidentChange) -> bytes:
@@ -212,7 +208,7 @@ def decode_incident_change(
     Like :func:`~telemetry_contract.decode_alert_change`, it returns or raises
     :class:`ContractError` for any input, the size (``max_bytes``) checked first.
     """
-    raw = wire_bytes(payload, max_bytes)
-    msg = decode_raw(_DECODER, raw, IncidentChangeMessage)
-    incident = Incident(**{name: getattr(msg, name) for name in _INCIDENT_FIELDS})
-    return IncidentChange(msg.change, incident, msg.notify)
+    msg, fields = decode_flat_change(
+        _DECODER, IncidentChangeMessage, payload, max_bytes, _INCIDENT_FIELDS
+    )
+    return IncidentChange(msg.change, Incident(**fields), msg.notify)

@@ -394,3 +394,18 @@ async def test_a_restart_offers_the_latest_news_again_for_the_receiver_to_drop()
         (c.incident.incident_id, c.incident.version) for c in webhook.got
     ]
     await restarted.close()
+
+
+def test_incidents_are_kept_with_no_webhook_and_then_nothing_is_offered() -> None:
+    from cloud_processor.config import IncidentSettings
+    from cloud_processor.factory import make_storage
+
+    cfg = ProcessorConfig()
+    notifiers = default_notifiers(cfg, FakeProducer(), Metrics(), storage=make_storage(cfg))
+    feed = notifiers[-1]
+    assert isinstance(feed, AlertFeed) and feed.incidents is not None
+    assert not feed.deliver and feed.notify_incidents
+    off = ProcessorConfig(incidents=IncidentSettings(enabled=False), webhook=hook())
+    (_topic, alerts) = default_notifiers(off, FakeProducer(), Metrics(), storage=make_storage(off))
+    assert isinstance(alerts, AlertFeed) and alerts.incidents is None
+    assert not alerts.notify_incidents and alerts.deliver  # every alert change, as before
