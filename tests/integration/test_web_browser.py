@@ -3,7 +3,10 @@
 The page loads and lists the devices; an incident (a reading above the
 threshold, run through the real processor) makes an alert appear in the page,
 a device's last will greys it out, and markup inside a status reason is shown
-as text, never parsed. A screenshot is saved under ``test-artifacts/``.
+as text, never parsed. The processor's incident of the hot device is listed
+with its rules and its alert under it, and a device that announced its
+shutdown is shown shut down, not offline, its alert among the informational
+ones. A screenshot is saved under ``test-artifacts/``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,11 @@ from typing import Any
 
 import pytest
 
-from telemetry_contract import DeviceState, DeviceStatus, Reading
+from telemetry_contract import (
+    DeviceState,
+    DeviceStatus,
+    Reading,
+)
 from thermowatch.web.testing import live_pipeline
 
 pytestmark = pytest.mark.integration
@@ -52,6 +59,22 @@ def alert_rows(driver: Any) -> list[tuple[str, str]]:
         (e.get_attribute("data-device-id"), e.text)
         for e in driver.find_elements(By.CSS_SELECTOR, "#alerts li.alert")
     ]
+
+
+def incident_rows(driver: Any) -> dict[str, dict[str, Any]]:
+    """The listed incidents, read in one script (the page re-renders the list as it changes)."""
+    rows: list[dict[str, Any]] = driver.execute_script(
+        """return [...document.querySelectorAll("#incidents li.incident")].map((e) => ({
+             id: e.dataset.incidentId,
+             rules: [...e.querySelectorAll(".rule")].map((r) => r.textContent),
+             alerts: [...e.querySelectorAll(".member-alerts li.alert")].map(
+               (m) => m.dataset.alertId),
+             devices: e.dataset.devices,
+             severity: [...e.classList].find((c) => c.startsWith("sev-")).slice(4),
+             first: e === e.parentElement.firstElementChild,
+             text: e.textContent}));"""
+    )
+    return {r["id"]: r for r in rows}
 
 
 async def test_page_lists_devices_and_shows_an_injected_alert(
@@ -127,11 +150,52 @@ async def test_page_lists_devices_and_shows_an_injected_alert(
         await until(browser, lambda d: "alerting" in cards(d)[hot].split(), "the alerting card")
         await until(browser, lambda d: "offline" in cards(d)[gone].split(), "the offline card")
 
+        # the processor's incident of wb-22, listed first with its rules and its alert
+        # under it; wb-21 announces its shutdown
+        alert_id = browser.execute_script(
+            "return document.querySelector(`#alerts li.alert[data-device-id='${arguments[0]}']`)"
+            ".dataset.alertId",
+            hot,
+        )
+        shut = "wb-21"
+        await p.send(
+            [
+                DeviceStatus(
+                    device_id=shut, site="wb2", ts=now, state=DeviceState.OFFLINE, reason="shutdown"
+                )
+            ]
+        )
+
+        def hot_incident(d: Any) -> dict[str, Any] | None:
+            rows = [r for r in incident_rows(d).values() if r["devices"] == hot]
+            return rows[0] if rows and rows[0]["severity"] == "critical" else None
+
+        shown = await until(browser, hot_incident, "the critical incident of the hot device")
+        assert "threshold high" in shown["rules"]
+        assert alert_id in shown["alerts"]  # its alert, listed under it
+        assert shown["first"]  # the most severe
+        await until(
+            browser,
+            lambda d: {"shutdown", "announced"} <= set(cards(d)[shut].split()),
+            "the shut-down card",
+        )
+        assert "offline" not in cards(browser)[shut].split()
+        await until(  # its offline alert is informational, listed apart from the others
+            browser,
+            lambda d: d.execute_script(
+                "return document.querySelector("
+                "`#info-alerts li[data-device-id='${arguments[0]}']`)",
+                shut,
+            ),
+            "the shutdown among the informational alerts",
+        )
+        assert shut not in {dev for dev, _ in alert_rows(browser)}
+
         # markup in data stays text
         from selenium.webdriver.common.by import By
 
         offline_card = browser.find_element(By.CSS_SELECTOR, f'[data-device-id="{gone}"]')
-        assert browser.find_elements(By.CSS_SELECTOR, "#devices b, #devices img, #alerts img") == []
+        assert browser.find_elements(By.CSS_SELECTOR, "#devices b, main img, #incidents b") == []
         assert "<b>lost</b>" in (offline_card.get_attribute("title") or "") or any(
             "<b>lost</b>" in text for _, text in alert_rows(browser)
         )

@@ -5,6 +5,8 @@ publishing it; device status, resolution and the search-only path too."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -219,3 +221,71 @@ async def test_view_picks_up_topics_created_after_it_started(stack: dict[str, An
         await producer.stop()
         await web.close()
         await delete_topics(bootstrap, topics.all())
+
+
+async def test_open_incidents_are_read_before_many_resolved_ones(stack: dict[str, Any]) -> None:
+    """The incidents query against the real search server, with the processor's mapping:
+    an old open incident is read even when more resolved ones than the query's size are
+    newer; an index that does not exist yet answers with none."""
+    from stagekit.search import IndexNames
+    from stagekit.search import api as search
+    from stagekit.search.backends import OpenSearchBackend
+    from stagekit.search.incidents import incident_doc
+    from stagekit.search.indices import index_templates
+    from telemetry_contract import (
+        Incident,
+        IncidentChange,
+        IncidentChangeKind,
+        IncidentScope,
+        IncidentStatus,
+        Severity,
+    )
+    from thermowatch.web.config import SearchSettings
+    from thermowatch.web.search import SearchSource
+
+    url = stack["search"]["url"]
+    names = IndexNames(f"wi{uuid.uuid4().hex[:8]}-")
+    backend = OpenSearchBackend(url)
+    source = SearchSource(
+        SearchSettings(url=url, index_prefix=names.prefix, max_alerts=10),
+        points=1,
+        backend=backend,
+    )
+    now = int(time.time() * 1000)
+    try:
+        assert await source.incidents(now) == []  # an older processor: no index
+        for name, body in index_templates(names).items():
+            await backend.perform(search.put_index_template(name, body))
+
+        def inc(n: int, status: IncidentStatus, updated: int) -> Incident:
+            resolved = updated if status is IncidentStatus.RESOLVED else None
+            return Incident(
+                f"device.d{n}.threshold_high.{n}", IncidentScope.DEVICE, "wi", (f"d{n}",),
+                Severity.WARNING, status, 2, updated - 1000, updated, resolved_at=resolved,
+                rules=("threshold_high",),
+            )  # fmt: skip
+
+        incidents = [inc(0, IncidentStatus.OPEN, now - 600_000)] + [
+            inc(n, IncidentStatus.RESOLVED, now - n * 1000) for n in range(1, 80)
+        ]
+        lines = []
+        for i in incidents:
+            lines.append(json.dumps({"index": {"_index": names.incidents, "_id": i.incident_id}}))
+            lines.append(json.dumps(incident_doc(IncidentChange(IncidentChangeKind.UPDATED, i))))
+        answer = await backend.perform(
+            search.bulk(("\n".join(lines) + "\n").encode(), refresh="true")
+        )
+        assert not answer["errors"]
+        docs = await source.incidents(now)
+        assert len(docs) == 60  # max_alerts + 50
+        assert docs[0]["incident_id"] == "device.d0.threshold_high.0"
+        assert [d["updated_at"] for d in docs[1:]] == sorted(
+            (d["updated_at"] for d in docs[1:]), reverse=True
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            await backend.perform(search.delete_index(f"{names.prefix}*"))
+        for name in index_templates(names):
+            with contextlib.suppress(Exception):
+                await backend.perform(search.delete_index_template(name))
+        await source.close()

@@ -158,11 +158,42 @@ class FakeSearch:
                 "message": "<hot>",
             }
         ]
+        self.incidents: list[dict[str, Any]] = [
+            {
+                "type": "incident_change",
+                "schema_version": 1,
+                "@timestamp": now,
+                "incident_id": "device.f-1.threshold_high.1",
+                "scope": "device",
+                "site": "f",
+                "device_ids": ["f-1"],
+                "severity": "critical",
+                "status": "open",
+                "version": 2,
+                "opened_at": now,
+                "updated_at": now,
+                "rules": ["edge_anomaly", "threshold_high"],
+                "alert_ids": ["f-1.threshold_high.1", "f-1.edge_anomaly.1"],
+                "alert_count": 2,
+                "title": "f-1: threshold_high, edge_anomaly",
+                "change": "escalated",
+                "notify": True,
+            }
+        ]
+        #: An older processor: no incidents index (the server answers with no hits).
+        self.no_incidents = False
+        #: The server refuses the incidents query (an answer, not an outage).
+        self.refuse_incidents = False
         self.closed = False
 
     async def perform(self, request: Request) -> Any:
         if self.down:
             raise SearchError("down")
+        if "incidents" in request.path:
+            if self.refuse_incidents:
+                raise SearchError("no such field", status=400)
+            docs = [] if self.no_incidents else self.incidents
+            return {"hits": {"hits": [{"_source": i} for i in docs]}}
         if "alerts" in request.path:
             return {"hits": {"hits": [{"_source": a} for a in self.alerts]}}
         hits = [{"_source": r} for r in self.readings]
@@ -187,6 +218,28 @@ async def test_app_serves_what_the_search_server_holds_without_kafka() -> None:
             "online",
         )
         assert [a["message"] for a in state["alerts"]] == ["<hot>"]
+        (incident,) = state["incidents"]
+        assert incident == {
+            "incident_id": "device.f-1.threshold_high.1",
+            "scope": "device",
+            "site": "f",
+            "devices": ["f-1"],
+            "device_count": 1,
+            "severity": "critical",
+            "status": "open",
+            "version": 2,
+            "opened_at": incident["opened_at"],
+            "updated_at": incident["opened_at"],
+            "resolved_at": None,
+            "rules": ["edge_anomaly", "threshold_high"],
+            "alert_ids": ["f-1.threshold_high.1", "f-1.edge_anomaly.1"],
+            "alerts": 2,
+            "active_alerts": 0,
+            "title": "f-1: threshold_high, edge_anomaly",
+            "message": "",
+        }
+        assert state["alerts"][0]["incident_id"] == incident["incident_id"]
+        assert state["resolved_incidents"] == []
         _, health = await get_json(f"{app.url}/healthz")
         assert health == {"status": "ok", "search": True, "kafka": None, "clients": 0, "devices": 1}
         fake.down = True
@@ -198,3 +251,50 @@ async def test_app_serves_what_the_search_server_holds_without_kafka() -> None:
         await app.close()
     assert fake.closed
     await app.close()  # idempotent
+
+
+@pytest.mark.parametrize("older", ["no_incidents", "refuse_incidents"])
+async def test_without_incidents_the_page_shows_alerts_only(
+    older: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A processor older than incidents: no index (no hits), or a query the server refuses."""
+    fake = FakeSearch()
+    setattr(fake, older, True)
+    cfg = WebConfig(http=HttpSettings(port=0), kafka=KafkaSettings(bootstrap_servers=""))
+    app = WebApp(cfg, backend=fake)
+    await app.start()
+    try:
+        await app.reload()
+        _, state = await get_json(f"{app.url}/api/state")
+        assert (state["incidents"], state["resolved_incidents"]) == ([], [])
+        assert [a["alert_id"] for a in state["alerts"]] == ["f-1.threshold_high.1"]
+        assert state["alerts"][0]["incident_id"] is None
+        assert app.search_ok is True
+        assert app.incidents_ok is (older == "no_incidents")
+        lines = [r.getMessage() for r in caplog.records if "incidents_unavailable" in r.message]
+        assert len(lines) == (1 if older == "refuse_incidents" else 0)  # once, not per reload
+        fake.no_incidents = fake.refuse_incidents = False  # the processor is upgraded
+        await app.reload_incidents()  # the quick poll, between full reloads
+        _, state = await get_json(f"{app.url}/api/state")
+        assert [i["rules"] for i in state["incidents"]] == [["edge_anomaly", "threshold_high"]]
+    finally:
+        await app.close()
+
+
+async def test_the_incidents_poll_leaves_an_outage_to_the_full_reload() -> None:
+    fake = FakeSearch()
+    cfg = WebConfig(http=HttpSettings(port=0), kafka=KafkaSettings(bootstrap_servers=""))
+    app = WebApp(cfg, backend=fake)
+    await app.start()
+    try:
+        fake.down = True
+        await app.reload_incidents()  # no error, nothing changed
+        assert app.search_ok is True and len(app.view.incidents.open_json()) == 1
+        await app.reload()
+        assert app.search_ok is False
+        fake.down = False
+        await app.reload_incidents()  # skipped until a full reload finds the server again
+        await app.reload()
+        assert app.search_ok is True and app.incidents_ok is True
+    finally:
+        await app.close()

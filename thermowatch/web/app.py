@@ -1,11 +1,14 @@
 """Wiring and lifecycle of the web view: search + Kafka -> view -> HTTP/SSE.
 
-Start-up loads the recent readings and the open alerts from the search server,
-then three tasks run: the Kafka feed folds alert changes, device status and
-(optionally) readings into the view as they arrive; a reload from the search
+Start-up loads the recent readings, the open alerts and the open and recently
+resolved incidents from the search server, then four tasks run: the Kafka
+feed folds alert and incident changes, device status and (optionally)
+readings into the view as they arrive; a reload from the search
 server every ``search.refresh_s`` corrects anything missed (Kafka down, a
-document written by someone else, an acknowledgement); and a push loop sends
-what changed to every open event stream every ``http.push_interval_s``.
+document written by someone else, an acknowledgement); the incidents are
+read every ``search.incidents_refresh_s`` (the processor stores them in the
+search server); and a push loop sends what changed to every open event
+stream every ``http.push_interval_s``.
 Neither source is required: without Kafka the page lags by the reload
 interval, without the search server it shows what Kafka brings. Both states
 are in ``/healthz``.
@@ -17,9 +20,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -84,6 +87,8 @@ class WebApp:
         self._tasks: list[asyncio.Task[None]] = []
         #: None until the first reload; then whether the search server answered.
         self.search_ok: bool | None = None
+        #: Whether the last incidents query answered (an error there leaves the alerts).
+        self.incidents_ok: bool | None = None
         #: Records of the live feed the view failed on (logged and skipped).
         self.feed_errors = 0
         #: The log budget of the feed's refused and failed records (each its own key).
@@ -127,7 +132,14 @@ class WebApp:
             self._feed = LiveFeed(cfg.kafka, self._on_record)
             self._tasks.append(asyncio.create_task(self._feed.run(self._stop)))
         await self.reload()
-        self._tasks.append(asyncio.create_task(self._reload_loop()))
+        self._tasks.append(
+            asyncio.create_task(self._every(self.config.search.refresh_s, self.reload))
+        )
+        self._tasks.append(
+            asyncio.create_task(
+                self._every(self.config.search.incidents_refresh_s, self.reload_incidents)
+            )
+        )
         self._tasks.append(asyncio.create_task(self._push_loop()))
         log.info("event=web_started url=%s", self.url)
 
@@ -189,11 +201,12 @@ class WebApp:
             )
 
     async def reload(self) -> None:
-        """Fold the search server's recent readings and open alerts into the view."""
+        """Fold the search server's recent readings, open alerts and incidents into the view."""
         assert self._source is not None
         try:
             readings = await self._source.recent_readings(self._now_ms())
             alerts = await self._source.open_alerts()
+            incidents = await self._incidents()
         except SearchError as exc:
             if self.search_ok is not False:
                 log.warning("event=search_unavailable error=%s", exc)
@@ -205,14 +218,53 @@ class WebApp:
         for doc in readings:
             self.view.on_reading_doc(doc)
         self.view.sync_alerts(alerts, now_ms=self._now_ms())
+        if incidents is not None:
+            self.view.sync_incidents(incidents, now_ms=self._now_ms())
 
-    async def _reload_loop(self) -> None:
+    async def _incidents(self) -> list[dict[str, Any]] | None:
+        """The incident documents; None when the search server refuses the query.
+
+        A refusal (an answer, not an outage) leaves the page with the alerts
+        only: one log line when it starts, one when it ends.
+        """
+        assert self._source is not None
+        try:
+            docs = await self._source.incidents(self._now_ms())
+        except SearchError as exc:
+            if exc.status is None:
+                raise  # the search server is down: the caller says so
+            if self.incidents_ok is not False:
+                log.warning(
+                    "event=incidents_unavailable index=%s error=%s",
+                    self._source.incidents_index,
+                    printable(str(exc), 512, quote=True),
+                )
+            self.incidents_ok = False
+            return None
+        if self.incidents_ok is False:
+            log.info("event=incidents_available incidents=%d", len(docs))
+        self.incidents_ok = True
+        return docs
+
+    async def reload_incidents(self) -> None:
+        """Fold the search server's incidents into the view (between full reloads).
+
+        A search server that is down is left to :meth:`reload` to report.
+        """
+        if self._source is None or self.search_ok is False:
+            return
+        with contextlib.suppress(SearchError):
+            incidents = await self._incidents()
+            if incidents is not None:
+                self.view.sync_incidents(incidents, now_ms=self._now_ms())
+
+    async def _every(self, seconds: float, reload: Callable[[], Awaitable[None]]) -> None:
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.config.search.refresh_s)
+                await asyncio.wait_for(self._stop.wait(), seconds)
             if not self._stop.is_set():
                 try:
-                    await self.reload()
+                    await reload()
                 except Exception as exc:  # keep serving what the view has; try again next time
                     self.refused_log.log(  # one short line, no traceback per reload
                         log,

@@ -63,6 +63,9 @@ class SearchSettings(stagekit.search.SearchSettings, frozen=True, forbid_unknown
     timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     #: The view is reloaded from the search server this often (Kafka is the fast path).
     refresh_s: float = 15.0
+    #: The incidents are read this often (the processor writes them to the search
+    #: server only; one small query).
+    incidents_refresh_s: float = 2.0
     #: Devices with a reading within this window are listed.
     lookback_s: float = 3600.0
     max_devices: Annotated[int, msgspec.Meta(ge=1)] = 500
@@ -121,6 +124,7 @@ class WebConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             ("http.push_interval_s", h.push_interval_s),
             ("http.heartbeat_s", h.heartbeat_s),
             ("search.refresh_s", s.refresh_s),
+            ("search.incidents_refresh_s", s.incidents_refresh_s),
             ("search.lookback_s", s.lookback_s),
             ("kafka.retry_s", k.retry_s),
             ("view.offline_after_s", v.offline_after_s),

@@ -18,7 +18,14 @@ the contract's :class:`~telemetry_contract.Alert` (changes decoded with
 A device is *offline* when its newest status says so (the MQTT last will; only
 a newer ``online`` status undoes it, as in the processor), when the processor
 holds a ``device_offline`` alert for it, or when it has sent no reading for
-``offline_after_s`` (event time of its newest reading).
+``offline_after_s`` (event time of its newest reading). A device that went
+offline announced -- its status reason is ``shutdown`` or ``maintenance``, or
+its offline alert has info severity -- is in that informational state instead
+(:data:`ANNOUNCED`): not offline-red, and not among the incidents.
+
+Incidents (the processor's groups of alerts, :mod:`thermowatch.web.incidents`)
+are folded by the same rules and listed first: open ones, then recently
+resolved ones; each alert row names the open incident it belongs to.
 
 >>> v = FleetView(sparkline_points=3, offline_after_s=60)
 >>> t0 = 1_767_225_600_000
@@ -53,10 +60,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from stagekit.ratelog import RateLimitedLog
-from stagekit.search.alerts import alert_from_doc
 from telemetry_contract import (
-    Alert,
-    AlertStatus,
     ContractError,
     DeviceState,
     DeviceStatus,
@@ -67,72 +71,19 @@ from telemetry_contract import (
     decode_alert_change,
     printable,
 )
+from thermowatch.web.alerts import AlertView
+from thermowatch.web.incidents import IncidentBook, IncidentView
 
-__all__ = ["AlertView", "FleetView", "fold_record"]
+__all__ = ["ANNOUNCED", "AlertView", "FleetView", "fold_record"]
 
 log = logging.getLogger(__name__)
 
 SEVERITY_RANK: Final = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 #: Resolved alerts are remembered this long (so an older copy cannot reopen them).
 _TOMBSTONE_MS: Final = 3_600_000
-
-
-@dataclass(frozen=True, slots=True)
-class AlertView:
-    """An alert as the page shows it: the contract's alert, and whether it was acknowledged.
-
-    ``acknowledged`` is not part of the alert: ``processor ack`` writes it
-    into the alerts-index document only.
-    """
-
-    alert: Alert
-    acknowledged: bool = False
-
-    @classmethod
-    def from_doc(cls, doc: Mapping[str, Any]) -> AlertView | None:
-        """An alerts-index document or an alert change as data; None if it is not an alert.
-
-        Read with :func:`stagekit.search.alerts.alert_from_doc` (a change has
-        the same fields, plus ``change`` and ``notify``).
-
-        >>> AlertView.from_doc({"alert_id": "x"}) is None
-        True
-        >>> a = AlertView.from_doc({"alert_id": "d.stale_sensor.1", "device_id": "d",
-        ...     "site": "s", "rule": "stale_sensor", "severity": "warning", "status": "open",
-        ...     "version": 1, "opened_at": 1, "updated_at": 1, "change": "opened"})
-        >>> a.alert.rule, a.alert.status.value, a.acknowledged
-        ('stale_sensor', 'open', False)
-        """
-        try:
-            alert = alert_from_doc(dict(doc))
-        except (KeyError, TypeError, ValueError):
-            return None
-        return cls(alert, bool(doc.get("acknowledged", False)))
-
-    @property
-    def is_open(self) -> bool:
-        """Whether the alert is still open."""
-        return self.alert.status is AlertStatus.OPEN
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready dictionary (the page's alert row)."""
-        a = self.alert
-        return {
-            "alert_id": a.alert_id,
-            "device_id": a.device_id,
-            "site": a.site,
-            "rule": a.rule,
-            "severity": a.severity.value,
-            "version": a.version,
-            "opened_at": a.opened_at,
-            "updated_at": a.updated_at,
-            "message": a.message,
-            "value": a.value,
-            "threshold": a.threshold,
-            "flapping": a.flapping,
-            "late": a.late,
-            "acknowledged": self.acknowledged,
-        }
+#: Offline status reasons of a device that announced it (the reason's first word, as the
+#: processor reads it): the state the page shows instead of offline.
+ANNOUNCED: Final = frozenset({"shutdown", "maintenance"})
 
 
 def _float(value: Any) -> float | None:
@@ -170,6 +121,7 @@ class FleetView:
         alert_grace_s: float = 30.0,
         max_devices: int = 500,
         max_alerts: int = 200,
+        max_resolved_incidents: int = 20,
         devices: Iterable[str] = (),
     ) -> None:
         self._points = sparkline_points
@@ -183,6 +135,10 @@ class FleetView:
         self._alerts: dict[str, _HeldAlert] = {}
         self._dirty: set[str] = set()
         self._alerts_dirty = False
+        #: The processor's incidents (the open ones listed first on the page).
+        self.incidents = IncidentBook(
+            max_open=max_alerts, max_resolved=max_resolved_incidents, grace_s=alert_grace_s
+        )
         #: Incremented by every change (the JSON snapshot carries it).
         self.version = 0
 
@@ -288,9 +244,12 @@ class FleetView:
         # The last will carries the ts of the online status of its connection.
         if st.ts < d.status_ts or (st.ts == d.status_ts and not offline):
             return False
+        was = _announced(d)
         d.status_state = "offline" if offline else "online"
         d.status_ts = st.ts
         d.status_reason = st.reason
+        if _announced(d) != was:
+            self._alerts_dirty = True  # its offline alert turns informational, or back
         self._touch(st.device_id)
         return True
 
@@ -355,6 +314,28 @@ class FleetView:
                 del self._alerts[alert_id]
         return changed
 
+    def on_incident(self, doc: Mapping[str, Any] | IncidentView, *, now_ms: int) -> bool:
+        """Fold an incident (a document or change as data, or parsed) if its version is newer.
+
+        One whose devices are all off the page (``devices``) is skipped.
+        """
+        view = self.incidents.parse(doc)
+        if view is None or (self._only and self._only.isdisjoint(view.incident.device_ids)):
+            return False
+        if not self.incidents.fold(view, now_ms=now_ms):
+            return False
+        self.version += 1
+        return True
+
+    def sync_incidents(self, docs: Iterable[Mapping[str, Any]], *, now_ms: int) -> int:
+        """Make the incidents match the search server's (see :meth:`IncidentBook.sync`)."""
+        mine = [v for v in map(self.incidents.parse, docs) if v is not None]
+        if self._only:
+            mine = [v for v in mine if not self._only.isdisjoint(v.incident.device_ids)]
+        changed = self.incidents.sync(mine, now_ms=now_ms)
+        self.version += changed
+        return changed
+
     # -- the view --------------------------------------------------------------
 
     def open_alerts(self) -> list[AlertView]:
@@ -365,13 +346,20 @@ class FleetView:
 
     def _state(self, d: _Device, now_ms: int, offline_alert: AlertView | None) -> tuple[str, str]:
         last_ts = d.points[-1][0] if d.points else None
+        said = f"status offline: {d.status_reason}" if d.status_reason else "status offline"
+        # The device's own announcement wins over a (warning) offline alert made of it.
+        announced = _announced(d)
+        if announced is not None:
+            return announced, said
         if offline_alert is not None:
-            return "offline", offline_alert.alert.message or "device offline"
+            message = offline_alert.alert.message or "device offline"
+            if offline_alert.alert.severity is Severity.INFO:
+                return "shutdown", message  # the processor judged it announced
+            return "offline", message
         if d.status_state == "offline":
             # Not undone by a reading: a last will carries the time its connection
             # began, so readings of that very session are newer than it.
-            reason = f"status offline: {d.status_reason}" if d.status_reason else "status offline"
-            return "offline", reason
+            return "offline", said
         if last_ts is None:
             return "offline", "no reading yet"
         silent_s = (now_ms - last_ts) // 1000
@@ -394,6 +382,7 @@ class FleetView:
     ) -> dict[str, Any]:
         temps = [p for p in d.points if p[2] is not None]
         last = d.points[-1] if d.points else None
+        mine = [a for a in mine if not self._informational(a)]  # what to act on
         worst = max((SEVERITY_RANK[a.alert.severity] for a in mine), default=-1)
         return {
             "device_id": d.device_id,
@@ -422,15 +411,32 @@ class FleetView:
             "now": now_ms,
             "version": self.version,
             "devices": devices,
-            "alerts": [a.to_json() for a in alerts],
+            "alerts": self._alerts_json(alerts),
+            "incidents": self.incidents.open_json(),
+            "resolved_incidents": self.incidents.resolved_json(),
         }
+
+    def _informational(self, a: AlertView) -> bool:
+        """Info severity, or the offline alert of a device that announced it: not to act on."""
+        if a.alert.severity is Severity.INFO:
+            return True
+        d = self._devices.get(a.alert.device_id)
+        return a.alert.rule == Rule.OFFLINE and d is not None and _announced(d) is not None
+
+    def _alerts_json(self, alerts: list[AlertView]) -> list[dict[str, Any]]:
+        grouped = self.incidents.incident_of_alerts()
+        return [
+            a.to_json(grouped.get(a.alert.alert_id), informational=self._informational(a))
+            for a in alerts
+        ]
 
     def delta(self, now_ms: int) -> dict[str, Any] | None:
         """What changed since the previous delta (None: nothing).
 
         ``devices`` lists the changed devices whole (readings, status or an
         offline state reached by silence); ``alerts`` is the whole open list,
-        present only when it changed.
+        present only when it or the incidents changed; ``incidents`` and
+        ``resolved_incidents`` are the whole lists, present only when they changed.
 
         >>> v = FleetView(offline_after_s=10)
         >>> _ = v.add_reading("d", "s", 1, 0, 4.0, "ok")
@@ -450,19 +456,36 @@ class FleetView:
             if d.device_id in self._dirty or state != d.sent_state:
                 d.sent_state = state
                 out.append(self._device_json(d, state, mine))
-        alerts_changed = self._alerts_dirty
+        incidents_changed = self.incidents.dirty
+        alerts_changed = self._alerts_dirty or incidents_changed  # rows name their incident
         self._dirty.clear()
-        self._alerts_dirty = False
+        self._alerts_dirty = self.incidents.dirty = False
         if not out and not alerts_changed:
             return None
         delta: dict[str, Any] = {"now": now_ms, "version": self.version, "devices": out}
         if alerts_changed:
-            delta["alerts"] = [a.to_json() for a in alerts]
+            delta["alerts"] = self._alerts_json(alerts)
+        if incidents_changed:
+            delta["incidents"] = self.incidents.open_json()
+            delta["resolved_incidents"] = self.incidents.resolved_json()
         return delta
 
     def device_ids(self) -> list[str]:
         """Devices in the view, sorted."""
         return sorted(self._devices)
+
+
+def _announced(d: _Device) -> str | None:
+    """``shutdown`` or ``maintenance`` if the device's newest status announced going offline.
+
+    The first word of the reason counts, so ``maintenance: compressor swap`` is
+    maintenance (the processor's rule, ``cloud_processor.rules.offline.announced``).
+    """
+    if d.status_state != "offline":
+        return None
+    first = d.status_reason.strip().split(":", 1)[0].split(";", 1)[0].split(None, 1)
+    word = first[0].lower() if first else ""
+    return word if word in ANNOUNCED else None
 
 
 def _alert_order(a: AlertView) -> tuple[int, int, str]:
