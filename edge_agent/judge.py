@@ -22,6 +22,7 @@ from __future__ import annotations
 from edge_agent.alerts import AlertTracker, Transition
 from edge_agent.config import EdgeConfig
 from edge_agent.detect import Detector, Verdict
+from edge_agent.profiles import Profile, profile
 from edge_agent.sensors import Sample
 
 __all__ = ["SampleJudge"]
@@ -32,16 +33,35 @@ class SampleJudge:
 
     def __init__(self, config: EdgeConfig) -> None:
         self._config = config
-        self.detector = Detector(config.detector.name, config.detector.params)
+        d = config.detector
+        self.detector = Detector(d.name, d.params, d.profile)
         self.tracker = AlertTracker(clear_after=config.alarm.clear_after)
+        self._limits(config)
+
+    def _limits(self, config: EdgeConfig) -> None:
+        """The hard limits in force: ``[alarm]`` overrides the profile's."""
+        a = config.alarm
+        self.profile: Profile = profile(config.detector.profile)
+        self.high_c = a.high_c if a.high_c is not None else self.profile.high_c
+        self.low_c = a.low_c if a.low_c is not None else self.profile.low_c
+        self.tracker.fault_after = a.fault_after
+        self.tracker.fault_after_s = a.fault_after_s
 
     def reconfigure(self, new: EdgeConfig) -> None:
-        """Use a new configuration (remote config): thresholds now, a new detector warms up."""
-        old = self._config
-        if (new.detector.name, new.detector.params) != (old.detector.name, old.detector.params):
-            self.detector = Detector(new.detector.name, new.detector.params)
+        """Use a new configuration (remote config): thresholds now, a new detector warms up.
+
+        A new ``target_false_alarms_per_week`` only moves ``thermal``'s margins:
+        what it learned stays.
+        """
+        d, o = new.detector, self._config.detector
+        if (d.name, d.params, d.profile) != (o.name, o.params, o.profile):
+            if self.detector.retunes_to(d.name, d.params, d.profile):
+                self.detector.retune(d.params)
+            else:
+                self.detector = Detector(d.name, d.params, d.profile)
         self._config = new
         self.tracker.clear_after = new.alarm.clear_after
+        self._limits(new)
 
     @property
     def alarm_active(self) -> bool:
@@ -54,14 +74,21 @@ class SampleJudge:
         if s.ok and s.temp_c is not None:
             # Only an ok reading is a temperature: CRC errors, 85 °C resets and
             # unplugged probes never reach the model or the alarm.
-            verdict = self.detector.observe(s.sensor_id, s.temp_c)
-        alarm = self._config.alarm
+            verdict = self.detector.observe(s.sensor_id, s.temp_c, s.ts_ms)
+        p = self.profile
         transitions = self.tracker.update(
             s.sensor_id,
             s.quality,
             s.temp_c,
             verdict.is_anomaly if verdict else False,
-            high_c=alarm.high_c,
-            low_c=alarm.low_c,
+            high_c=self.high_c,
+            low_c=self.low_c,
+            ts_ms=s.ts_ms,
+            # A learned recurring excursion (a defrost) may exceed a limit for longer; so
+            # may any while the detector is still learning (it cannot tell a defrost yet).
+            delay_s=p.defrost_delay_s
+            if verdict and (verdict.recognised or not verdict.warm)
+            else p.delay_s,
+            fault=verdict.fault if verdict else "",
         )
         return verdict, transitions

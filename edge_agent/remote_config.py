@@ -174,7 +174,7 @@ class RemoteConfigGate:
             if new.detector != current.detector:
                 # Build one model now: a config that cannot make one is rejected here,
                 # not when the first reading meets it in the main loop.
-                SensorMonitor(new.detector.name, new.detector.params)
+                SensorMonitor(new.detector.name, new.detector.params, new.detector.profile)
         except (ConfigError, ValueError) as exc:  # names the key
             return self._reject(current, remote.version, str(exc), now_ms, None)
         except Exception as exc:  # a bug: rejected all the same, never a crash

@@ -88,7 +88,10 @@ def test_the_largest_accepted_models_build_and_run() -> None:
         {"detector": "hst", "detector_params": {"height": 14, "n_trees": 1, "window_size": 100000}},
         {"detector": "hst", "detector_params": {"height": 10, "n_trees": 16}},
         {"detector": "zscore", "detector_params": {"alpha": 1.0, "min_std": 1e-6}},
-        {"detector_params": {"cap": 40000, "orders": "1,2,3,4,5,6,7,8", "bins": 1000}},
+        {
+            "detector": "context",
+            "detector_params": {"cap": 40000, "orders": "1,2,3,4,5,6,7,8", "bins": 1000},
+        },
     ):
         got = gate.offer(config(**fields), current=BASE, version=1, now_ms=NOW)
         assert isinstance(got, Accepted), (fields, got)
@@ -102,7 +105,10 @@ def test_the_largest_accepted_models_build_and_run() -> None:
     [
         ('[detector]\nname = "hst"\n[detector.params]\nheight = 20\n', "detector.params.height"),
         ('[detector]\nname = "zscore"\n[detector.params]\nmin_std = 0.0\n', "params.min_std"),
-        ("[detector.params]\nbins = 1\n", "detector.params.bins: must be in 2..1000"),
+        (
+            '[detector]\nname = "context"\n[detector.params]\nbins = 1\n',
+            "detector.params.bins: must be in 2..1000",
+        ),
         ("[alarm]\nhigh_c = nan\n", "alarm.high_c: must be in -55..125, got nan"),
         ("[alarm]\nlow_c = -300.0\n", "alarm.low_c: must be in -55..125"),
         ("[alarm]\nclear_after = 1000000\n", "alarm.clear_after: must be in 1..100000"),
