@@ -22,7 +22,7 @@ endif
 PIP ?= $(PYTHON) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: help deps deps-demo deps-test constraints pi-requirements demo demo-down test lint typecheck unit integration schemas bench-contract fuzz nab clean
+.PHONY: help deps deps-demo deps-test constraints pi-requirements demo demo-down test lint typecheck unit integration schemas bench-contract fuzz nab detection clean
 
 help:
 	@echo "make demo       run the full pipeline demo on a simulated fleet (installs what it needs: the package, Mosquitto, Java)"
@@ -30,6 +30,7 @@ help:
 	@echo "make test       lint (ruff, import floors), type check and every test tier (installs what the tests need)"
 	@echo "make deps-demo  install only what the demo needs; make deps (= deps-test) everything the tests need"
 	@echo "make fuzz       1,000,000 hostile inputs through every parser of untrusted bytes (FUZZ_ARGS='--inputs N --seed S')"
+	@echo "make detection  false alarms per device-week and time to detect faults on simulated equipment (DETECTION_ARGS='--weeks N ...')"
 	@echo "With an externally managed python3 (Debian 12, Ubuntu 24.04) everything goes into .venv."
 	@echo "CI=true make test: a test whose prerequisite is missing fails instead of skipping."
 
@@ -157,6 +158,14 @@ fuzz: $(STAMPS)/.deps-test
 # over the 58 NAB series in ../shared/data/nab; see docs/benchmarks.md.
 nab: $(STAMPS)/.deps-test
 	$(PYTHON) -m benchmarks.nab.run --detector context
+
+# Detection on simulated equipment (issue 17): 4 normal device-weeks per equipment
+# profile at 1 Hz from install, plus every fault injected into them; false alarms
+# per device-week and time to detect. See docs/benchmarks.md. A quicker run:
+# make detection DETECTION_ARGS="--weeks 1 --interval-s 10".
+DETECTION_ARGS ?=
+detection: $(STAMPS)/.deps-test
+	$(PYTHON) -m benchmarks.detection.run --json benchmarks/detection/result.json $(DETECTION_ARGS)
 
 clean:
 	rm -rf build *.egg-info .mypy_cache .ruff_cache .pytest_cache $(VENV:%=%/.deps-*)

@@ -52,6 +52,7 @@ from typing import Final, Literal
 import msgspec
 
 from edge_agent.config import EdgeConfig
+from edge_agent.w1 import ds18b20_millic
 
 __all__ = [
     "FleetSimulator",
@@ -153,7 +154,7 @@ def w1_slave_text(
     shown = crc if crc_ok else crc ^ 0x5A
     hexes = " ".join(f"{b:02x}" for b in (*pad, shown))
     signed = raw - 0x10000 if raw & 0x8000 else raw
-    millic = raw_millic if raw_millic is not None else int(signed * 1000 / 16)
+    millic = raw_millic if raw_millic is not None else ds18b20_millic(signed / 16)
     return f"{hexes} : crc={shown:02x} {'YES' if crc_ok else 'NO'}\n{hexes} t={millic}\n"
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "POWER_ON_RESET_MILLIC",
     "RESET_BELIEVABLE_WITHIN_C",
     "StuckCheck",
+    "ds18b20_millic",
     "judge",
     "parse_w1_bytes",
     "parse_w1_slave",
@@ -118,6 +119,18 @@ def parse_w1_bytes(raw: bytes) -> tuple[bool, int]:
                 pad = line0.split(b":", 1)[0].split()
                 return crc_ok and not (pad and pad.count(b"00") == len(pad)), int(digits)
     return parse_w1_slave(raw.decode("ascii", "replace"))
+
+
+def ds18b20_millic(temp_c: float) -> int:
+    """The ``t=`` value the kernel prints for a 12-bit DS18B20 at ``temp_c`` (in range).
+
+    The probe rounds to 1/16 °C (0.0625 °C, datasheet, 12-bit resolution); the
+    w1-therm driver prints ``raw * 1000 / 16`` as an integer, cut towards zero.
+
+    >>> ds18b20_millic(4.07), ds18b20_millic(-18.03), ds18b20_millic(85.0)
+    (4062, -18000, 85000)
+    """
+    return int(round(temp_c * 16) * 1000 / 16)
 
 
 def judge(

@@ -1,0 +1,49 @@
+"""The agent's default configuration per equipment profile, and the time-to-detect targets.
+
+One place: the benchmark asks :func:`edge_config_for` what a Pi fitted to
+that equipment runs with "out of the box", and :data:`TTD_TARGET_S` what
+"caught fast" means per fault kind.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from edge_agent.config import EdgeConfig, loads_config
+from edge_agent.equipment import PROFILES
+
+__all__ = ["TTD_TARGET_S", "edge_config_for"]
+
+#: Time-to-detect targets (seconds from when the agent can first see the fault).
+TTD_TARGET_S: Final[dict[str, float]] = {
+    "door_left_open": 300.0,
+    "compressor_failure": 900.0,
+    "defrost_stuck": 1800.0,
+    "refrigerant_leak": 7200.0,
+    "power_cut": 300.0,
+    "hvac_failure": 600.0,
+    "power_on_reset": 60.0,
+    "crc_error": 60.0,
+    "stuck": 60.0,
+    "disconnected": 60.0,
+    "probe_in_air": 60.0,
+}
+
+
+def edge_config_for(profile: str) -> EdgeConfig:
+    """The default edge configuration of a device watching equipment ``profile``.
+
+    Today the agent has no per-equipment defaults: every profile gets the
+    agent's plain defaults (the ``context`` detector, no thresholds).
+
+    >>> edge_config_for("freezer").detector.name
+    'context'
+    >>> edge_config_for("attic")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: profile: unknown equipment profile 'attic' ...
+    """
+    if profile not in PROFILES:
+        known = ", ".join(sorted(PROFILES))
+        raise ValueError(f"profile: unknown equipment profile {profile!r} (known: {known})")
+    return loads_config("", env={})

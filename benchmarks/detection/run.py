@@ -1,0 +1,116 @@
+"""Detection on simulated equipment: false alarms on normal weeks, time to detect faults.
+
+For each equipment profile, ``--weeks`` device-weeks of normal operation
+from install (the first 24 h included), judged by the agent's own
+:class:`edge_agent.judge.SampleJudge` at the default configuration of that
+profile (:func:`benchmarks.detection.configs.edge_config_for`); then every
+compatible fault injected into each of those weeks after two days (at a
+seed-drawn time of day), continuing from the detector's state at that moment.
+
+Usage (from the repository root)::
+
+    python -m benchmarks.detection.run                      # 4 weeks per profile at 1 Hz
+    python -m benchmarks.detection.run --profiles freezer --weeks 1 --interval-s 10
+    python -m benchmarks.detection.run --json benchmarks/detection/result.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python benchmarks/detection/run.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks.detection.configs import edge_config_for
+from benchmarks.detection.harness import FaultRun, NormalRun, WeekJob, run_device_week, week_jobs
+from benchmarks.detection.report import markdown, summarize
+from edge_agent.equipment import PROFILES
+
+
+def _profiles(text: str) -> list[str]:
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    for n in names:
+        if n not in PROFILES:
+            known = ", ".join(sorted(PROFILES))
+            raise argparse.ArgumentTypeError(f"unknown profile {n!r} (known: {known})")
+    return names
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def run_jobs(jobs: Sequence[WeekJob], workers: int) -> tuple[list[NormalRun], list[FaultRun]]:
+    """Every job, on ``workers`` spawned processes (1: in this process), in job order."""
+    if workers <= 1:
+        results = [run_device_week(j) for j in jobs]
+    else:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            results = pool.map(run_device_week, jobs, chunksize=1)
+    normal = [n for n, _ in results]
+    faults = [f for _, fs in results for f in fs]
+    return normal, faults
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="detection", description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--profiles",
+        type=_profiles,
+        default=sorted(PROFILES),
+        help=f"comma-separated (default: all: {','.join(sorted(PROFILES))})",
+    )
+    ap.add_argument("--weeks", type=_positive_int, default=4, help="device-weeks per profile")
+    ap.add_argument("--interval-s", type=_positive_float, default=1.0, help="sampling interval")
+    ap.add_argument("--seed", type=int, default=1, help="seed of the first week (then +1, +2, ...)")
+    ap.add_argument("--workers", type=_positive_int, default=2, help="processes")
+    ap.add_argument("--no-faults", action="store_true", help="normal operation only")
+    ap.add_argument("--json", type=Path, default=None, help="write the summary here")
+    args = ap.parse_args(argv)
+
+    jobs = week_jobs(args.profiles, args.weeks, args.seed, args.interval_s, not args.no_faults)
+    t0 = time.monotonic()
+    normal, faults = run_jobs(jobs, args.workers)
+    wall = time.monotonic() - t0
+    summary = summarize(normal, faults)
+    configs = {
+        p: {"detector": c.detector.name, "params": c.detector.params, "high_c": c.alarm.high_c}
+        for p in args.profiles
+        for c in [edge_config_for(p)]
+    }
+    doc = {
+        "command": "python -m benchmarks.detection.run " + " ".join(argv or sys.argv[1:]),
+        "weeks": args.weeks,
+        "interval_s": args.interval_s,
+        "seed": args.seed,
+        "wall_s": wall,
+        "configs": configs,
+        "profiles": summary,
+    }
+    print(markdown(summary), end="")
+    print(f"\nweeks={args.weeks} interval_s={args.interval_s} seed={args.seed} wall_s={wall:.1f}")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+        print(f"json: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
