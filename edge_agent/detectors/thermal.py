@@ -97,9 +97,10 @@ _MAX_GAP_S: Final = 600.0
 _BOOT_C_PER_H: Final = 20.0
 
 
-#: Off its schedule, a periodic shape still covers this many levels (up to 0.5 °C):
-#: the small excursions that happen to be rare for half a day stay normal.
+#: Off its schedule, a periodic shape still covers its low levels (up to 0.5 °C) for
+#: up to 10 min: the small excursions that happen to be rare for half a day stay normal.
 _OFF_SEASON_TOP: Final = 2
+_OFF_SEASON_MAX_S: Final = 600.0
 #: Starts of excursions remembered per level to find a period, and the time they
 #: must span (half a day, working hours included, so that doors had their chance).
 _PERIOD_SAMPLES: Final = 4
@@ -124,7 +125,7 @@ def margins(target_false_alarms_per_week: float) -> tuple[float, float]:
     ((1.5, 120.0), True, True)
     """
     k = (0.5 / target_false_alarms_per_week) ** 0.3
-    return 1.0 + 0.5 * k, 120.0 * k
+    return 1.0 + 0.75 * k, 150.0 * k
 
 
 class _Shape:
@@ -158,10 +159,11 @@ class _Cover:
         if shape is None:  # the null shape: anything, for slack seconds
             self.allowed = [slack] * _N
             self.deadlines: list[tuple[float, int]] = []
-        elif not in_season:  # its low part only: a periodic shape off its schedule
+        elif not in_season:  # its low part only, briefly: a periodic shape off its schedule
             d = shape.dur
             self.allowed = [
-                d[i] * factor + slack if i <= _OFF_SEASON_TOP else slack for i in range(_N)
+                min(d[i] * factor, _OFF_SEASON_MAX_S) + slack if i <= _OFF_SEASON_TOP else slack
+                for i in range(_N)
             ]
             self.deadlines = []
         else:
@@ -286,7 +288,8 @@ class ThermalModel:
         if dt < 0:
             dt = 0.0
         self.last_ms = ts_ms
-        if dt > _MAX_GAP_S:  # we do not know what happened meanwhile
+        gap = dt > _MAX_GAP_S
+        if gap:  # we do not know what happened meanwhile
             self.excursions = [None, None]
             self.fast = x
             dt = 0.0
@@ -294,9 +297,9 @@ class ThermalModel:
         self.fast += step * dt / (dt + _FAST_TAU_S)
         learning = self.learning(ts_ms)
         if self.fault:
-            if abs(x - self.anchor) > self.max_step_c / 2:
+            if abs(x - self.anchor) > self.spread + _MIN_BAND_C:
                 return (None if learning else 0.0), False, self.fault, False
-            self.fault = ""
+            self.fault = ""  # back inside the band it left
         elif self.max_step_c and abs(step) > self.max_step_c:
             self.fault = "implausible_step"
             self.anchor = self.median
@@ -312,7 +315,12 @@ class ThermalModel:
             if exc is None:
                 if depth <= 0:
                     continue
-                exc = self.excursions[k] = _Excursion(ts_ms, self._covers(k, learning, ts_ms))
+                # An excursion already under way after a gap (a power cut that stopped the
+                # agent too) has no start to judge its shape by: only the slack covers it.
+                covers = self._covers(k, learning, ts_ms)
+                if gap and covers is not None:
+                    covers = covers[:1]
+                exc = self.excursions[k] = _Excursion(ts_ms, covers)
             exc.advance(ts_ms, depth, dt)
             if depth > 0:
                 exc.below_ms = None
@@ -325,8 +333,8 @@ class ThermalModel:
                 continue
             if exc.flagged:
                 flagged = True
-            elif exc.covers and any(c.learned for c in exc.covers):
-                recognised = True
+            elif exc.covers is None or any(c.learned for c in exc.covers):
+                recognised = True  # a learned shape, or begun while learning: unknown yet
             score = max(score, exc.score)
         if not flagged:
             self._track(ts_ms, x, dt)
