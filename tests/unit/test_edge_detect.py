@@ -49,7 +49,7 @@ def test_every_detector_is_finite_warm_and_picklable(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(DETECTORS))
 def test_every_detector_flags_a_fire(name: str) -> None:
-    # ``thermal`` judges by time: an excursion shorter than its slack (2 min at the
+    # ``thermal`` judges by time: an excursion shorter than its slack (2.5 min at the
     # default calibration) is never an anomaly, so its fire lasts 5 min (1 s apart).
     fire = 300 if name == "thermal" else 5
     data = [(x, False) for x in series(600)] + [(60.0, True)] * fire
