@@ -56,8 +56,9 @@ sampling interval.
 >>> v[0] is not None, v[1]                    # learned, judging, normal
 (True, False)
 >>> t = 25 * 3_600_000
->>> [m.observe_at(t + k * 10_000, 9.0)[1] for k in (1, 60)]   # warmer: 10 s, 10 min on
-[False, True]
+>>> flags = [m.observe_at(t + k * 10_000, 9.0)[1] for k in range(1, 61)]
+>>> flags[0], flags[-1]                       # warmer: 10 s on, 10 min on
+(False, True)
 >>> m, _ = learned("cold_room")               # air in a cold room cannot jump 5.5 °C in 10 s
 >>> m.observe_at(t, 9.0)[2]
 'implausible_step'
