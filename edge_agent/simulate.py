@@ -15,6 +15,14 @@ Incident kinds: ``spike`` (short jump), ``drift`` (slow ramp),
 (fast rise), ``door_open`` (freezer door left open: warms towards ambient,
 recovers after closing).
 
+With ``[fleet] profile = "freezer"`` (or ``cold_room``, ``fridge``,
+``server_room``) each probe follows that equipment's physics
+(:mod:`edge_agent.equipment`: compressor cycles, defrosts, doors, load)
+instead of the plain daily cycle, and the equipment faults become incident
+kinds too: ``door_left_open``, ``compressor_failure``, ``defrost_stuck``,
+``refrigerant_leak``, ``power_cut``, ``hvac_failure``, ``probe_in_air``.
+A profile fleet runs for the scenario's ``duration_s``.
+
 Everything is deterministic for a given ``seed``:
 
 >>> sc = Scenario.from_toml('''
@@ -62,10 +70,41 @@ __all__ = [
     "w1_slave_text",
 ]
 
-IncidentKind = Literal["spike", "drift", "stuck", "dropout", "crc", "reset", "fire", "door_open"]
+IncidentKind = Literal[
+    "spike",
+    "drift",
+    "stuck",
+    "dropout",
+    "crc",
+    "reset",
+    "fire",
+    "door_open",
+    # Equipment faults (a profile fleet only):
+    "door_left_open",
+    "compressor_failure",
+    "defrost_stuck",
+    "refrigerant_leak",
+    "power_cut",
+    "hvac_failure",
+    "probe_in_air",
+]
+#: Incidents that only a profile fleet's physics can play.
+EQUIPMENT_KINDS: Final = frozenset(
+    {
+        "door_left_open",
+        "compressor_failure",
+        "defrost_stuck",
+        "refrigerant_leak",
+        "power_cut",
+        "hvac_failure",
+        "probe_in_air",
+    }
+)
 #: Incidents that change the temperature (the detector should flag them);
 #: the rest are sensor faults (the reading's quality flag should say so).
-ANOMALY_KINDS: Final = frozenset({"spike", "drift", "stuck", "fire", "door_open"})
+ANOMALY_KINDS: Final = frozenset({"spike", "drift", "stuck", "fire", "door_open"}) | (
+    EQUIPMENT_KINDS - {"probe_in_air"}
+)
 EXPECTED_QUALITY: Final = {"dropout": "disconnected", "crc": "crc_error", "reset": "power_on_reset"}
 
 
@@ -81,6 +120,8 @@ class Fleet(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     noise_c: float = 0.05
     #: Per-device offset of the base temperature, drawn uniformly in +-spread.
     base_spread_c: float = 0.5
+    #: Equipment profile whose physics the probes follow ("": the daily cycle above).
+    profile: str = ""
 
 
 class Incident(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -112,6 +153,21 @@ class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     duration_s: float = 3600.0
     fleet: Fleet = Fleet()
     incident: list[Incident] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from edge_agent.equipment import PROFILES, compatible
+
+        prof = self.fleet.profile
+        if prof and prof not in PROFILES:
+            known = ", ".join(sorted(PROFILES))
+            raise ValueError(f"fleet.profile: unknown equipment profile {prof!r} (known: {known})")
+        for i, inc in enumerate(self.incident):
+            if inc.kind not in EQUIPMENT_KINDS:
+                continue
+            if not prof:
+                raise ValueError(f"incident[{i}].kind: {inc.kind!r} needs a [fleet] profile")
+            if not compatible(inc.kind, PROFILES[prof]):
+                raise ValueError(f"incident[{i}].kind: {inc.kind!r} does not apply to {prof!r}")
 
     @classmethod
     def from_toml(cls, text: str) -> Scenario:
@@ -185,6 +241,26 @@ class FleetSimulator:
         }
         self._stuck: dict[tuple[int, int, int], float] = {}
         self._gone: set[tuple[int, int]] = set()
+        self._physics: dict[tuple[int, int], Iterator[tuple[str, float]]] = {}
+
+    def _equipment(self, d: int, s: int) -> Iterator[tuple[str, float]]:
+        """The readings of probe ``s`` of device ``d`` on its profile's equipment."""
+        from edge_agent.equipment import Fault, profile, readouts
+
+        sc = self.scenario
+        faults = [
+            Fault(inc.kind, start_s=inc.start_s, duration_s=inc.duration_s)
+            for _, inc in self.incidents_for(d, s)
+            if inc.kind in EQUIPMENT_KINDS
+        ]
+        seed = zlib.crc32(f"{sc.seed}/{d}/{s}".encode())
+        return readouts(
+            profile(sc.fleet.profile),
+            seed,
+            duration_s=sc.duration_s + sc.interval_s,
+            interval_s=sc.interval_s,
+            faults=faults,
+        )
 
     def incidents_for(self, d: int, s: int) -> Iterator[tuple[int, Incident]]:
         for i, inc in enumerate(self.scenario.incident):
@@ -203,8 +279,22 @@ class FleetSimulator:
         order per probe (the noise stream is sequential, so runs are reproducible).
         """
         t = step * self.scenario.interval_s
-        value = self._clean(d, t) + self._rngs[(d, s)].gauss(0.0, self.scenario.fleet.noise_c)
         state = "ok"
+        if self.scenario.fleet.profile:
+            it = self._physics.get((d, s))
+            if it is None:
+                it = self._physics[(d, s)] = self._equipment(d, s)
+            try:
+                raw, value = next(it)
+            except StopIteration:
+                raise ValueError(
+                    f"step {step}: past the scenario's duration_s ({self.scenario.duration_s})"
+                ) from None
+            # The probe's directory is gone (unplugged, or the 1-Wire bus lost power).
+            state = {"gone": "dropout", "off": "dropout"}.get(raw, raw)
+        else:
+            noise = self._rngs[(d, s)].gauss(0.0, self.scenario.fleet.noise_c)
+            value = self._clean(d, t) + noise
         for i, inc in self.incidents_for(d, s):
             since = t - inc.start_s
             if since < 0:

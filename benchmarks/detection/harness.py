@@ -113,6 +113,8 @@ class FaultRun:
     ttd_s: float | None = None
     temperature_alarms: int = 0
     sensor_alarms: int = 0
+    #: The local alarm was already on when the fault started (a raise is still needed).
+    alarm_on_at_start: bool = False
 
     @property
     def detected(self) -> bool:
@@ -190,8 +192,10 @@ def run_faults(
     start: int = 0,
 ) -> list[FaultRun]:
     """Feed ``trace`` from sample ``start`` on; what the judge did about each labelled fault."""
+    on = judge.alarm_active
     runs = [
-        FaultRun(trace.profile, trace.seed, f.kind, f.klass, f.observable_s) for f in trace.faults
+        FaultRun(trace.profile, trace.seed, f.kind, f.klass, f.observable_s, alarm_on_at_start=on)
+        for f in trace.faults
     ]
     down = False
     for i, sample in trace.samples(start=start):

@@ -59,6 +59,7 @@ def summarize(normal: Sequence[NormalRun], faults: Sequence[FaultRun]) -> dict[s
                 "target_s": target,
                 "met": worst is not None and target is not None and worst <= target,
                 "sensor_as_temperature": sum(f.sensor_as_temperature for f in fr),
+                "alarm_on_at_start": sum(f.alarm_on_at_start for f in fr),
             }
         out[prof] = entry
     return out

@@ -20,15 +20,16 @@ cold room / fridge limit      Cold holding at 5 °C (41 °F) or below: US FDA Fo
 5 °C; UK legal 8 °C           3-501.16 (HACCP plans use it as the critical limit); UK: chill
                               holding at 8 °C or below, Food Safety and Hygiene (England)
                               Regulations 2013, Schedule 4.
-differential 2 K              Default hysteresis (``HY``/``rd`` = 2 °C) of the common
-                              refrigeration controllers' manuals (Dixell XR series, Carel ir33,
-                              Eliwell ID series).
-defrost every 6-8 h,          Defrost interval (``IdF``/``dI``) 6-8 h and maximum duration
-20-30 min, ~+10 °C            (``MdF``/``dP``) 20-30 min in those manuals; the air near the
-                              evaporator warms by about 10 K during an electric/hot-gas
-                              defrost (termination at a coil temperature of +8..+12 °C).
-                              Reach-in fridges defrost off-cycle (compressor stopped, no
-                              heater), so their air warms only a few kelvin.
+differential 2 K              Default differential (2.0 °C) of refrigeration controllers'
+                              manuals: Dixell XR series (``HY``), AKO-165xx (``C1``).
+defrost every 6-8 h,          Defrost interval and maximum duration parameters of the same
+20-30 min, ~+10 °C            manuals: Dixell XR/XM (``IdF`` interval between defrosts,
+                              ``MdF`` maximum duration, ``dtE`` termination temperature, about
+                              +8 °C), AKO-165xx (``d0`` defrost frequency, default 6 h); the
+                              air near the evaporator warms by about 10 K. Reach-in fridges
+                              defrost off-cycle (compressor stopped, no heater: Johnson
+                              Controls PENN A421 off-cycle defrost guide), so their air warms
+                              only a few kelvin, from the walls' leak.
 server room 18-27 °C          ASHRAE TC 9.9 Thermal Guidelines for Data Processing
 recommended, 15-32 °C         Environments, class A1: recommended 18-27 °C inlet, allowable
 allowable                     15-32 °C. Setpoint 22 °C with a 1.5 K differential.

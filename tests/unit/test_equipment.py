@@ -261,3 +261,66 @@ def test_bad_faults_and_profiles_are_named() -> None:
         generate("attic", 1, duration_s=60.0)
     with pytest.raises(ValueError, match="interval_s"):
         generate("fridge", 1, duration_s=60.0, interval_s=0.0)
+
+
+# The simulator plays the profiles (scenario TOML) ------------------------------------
+def test_a_profile_fleet_in_a_scenario_follows_the_equipment_and_its_faults() -> None:
+    from edge_agent.simulate import FleetSimulator, Scenario
+
+    sc = Scenario.from_toml(
+        """
+seed = 3
+interval_s = 10.0
+duration_s = 7200.0
+[fleet]
+devices = 1
+sensors_per_device = 1
+profile = "freezer"
+[[incident]]
+kind = "compressor_failure"
+start_s = 3600.0
+duration_s = 3600.0
+[[incident]]
+kind = "crc"
+start_s = 100.0
+duration_s = 20.0
+"""
+    )
+    sim = FleetSimulator(sc)
+    rows = [sim.sample(0, 0, step) for step in range(720)]
+    assert [r[0] for r in rows[9:13]] == ["ok", "crc", "crc", "ok"]
+    assert all(-23.0 < r[1] < -5.0 for r in rows[:360])  # a freezer, not the 4 °C cycle
+    assert rows[-1][1] > rows[359][1] + 3.0  # no cooling for an hour
+    labels = sim.labels(0)
+    assert labels[0]["kind"] == "compressor_failure" and labels[0]["anomaly"] is True
+    sim.sample(0, 0, 720)  # the last step of duration_s
+    with pytest.raises(ValueError, match="past the scenario's duration_s"):
+        sim.sample(0, 0, 721)
+
+
+@pytest.mark.parametrize(
+    ("fleet", "kind", "message"),
+    [
+        ("", "door_left_open", r"incident\[0\]\.kind: 'door_left_open' needs a \[fleet\]"),
+        ('profile = "freezer"', "hvac_failure", "'hvac_failure' does not apply to 'freezer'"),
+        ('profile = "attic"', "spike", "fleet.profile: unknown equipment profile 'attic'"),
+    ],
+)
+def test_scenario_errors_name_the_key(fleet: str, kind: str, message: str) -> None:
+    from edge_agent.simulate import Scenario
+
+    text = f'[fleet]\n{fleet}\n[[incident]]\nkind = "{kind}"\nstart_s = 0.0\nduration_s = 1.0\n'
+    with pytest.raises(ValueError, match=message):
+        Scenario.from_toml(text)
+
+
+def test_the_freezer_week_scenario_loads_and_plays() -> None:
+    from pathlib import Path
+
+    from edge_agent.simulate import FleetSimulator, Scenario
+
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "scenarios" / "freezer_week.toml"
+    sim = FleetSimulator(Scenario.load(path))
+    values = [sim.sample(0, 0, step)[1] for step in range(360)]
+    assert sim.scenario.fleet.profile == "freezer"
+    assert min(values) > -23.0 and max(values) < -5.0
