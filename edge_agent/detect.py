@@ -45,12 +45,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from edge_agent.detectors import context, hst, thermal, zscore
+from edge_agent.detectors import context, thermal, zscore
 from edge_agent.detectors.base import DetectorSpecError, Model, Param
 from edge_agent.profiles import PROFILES, Profile
 
 __all__ = [
     "DETECTORS",
+    "REMOVED",
     "Detector",
     "DetectorSpecError",
     "Metrics",
@@ -70,7 +71,15 @@ DETECTORS: Final[dict[str, dict[str, Param]]] = {
     "thermal": dict(thermal.DEFAULTS),
     "zscore": dict(zscore.DEFAULTS),
     "context": dict(context.DEFAULTS),
-    "hst": dict(hst.DEFAULTS),
+}
+
+#: Detectors that were removed, and why: a config naming one is refused with this reason.
+REMOVED: Final[dict[str, str]] = {
+    "hst": (
+        "was removed: on temperatures it never reached its threshold and its fixed "
+        "-40..80 °C feature bounds clipped hotter channels; use thermal (equipment) or "
+        "context (generic streams), see docs/upgrade-notes.md"
+    ),
 }
 
 #: name -> range checks of merged, type-checked parameters (raise DetectorSpecError).
@@ -78,7 +87,6 @@ _CHECKS: Final[dict[str, Callable[[Mapping[str, Param]], object]]] = {
     "thermal": thermal.check,
     "zscore": zscore.check,
     "context": context.check_params,
-    "hst": hst.check,
 }
 
 #: Bounds of the parameters every detector has: ``threshold`` (scores are finite,
@@ -92,7 +100,6 @@ _BUILDERS: Final[dict[str, _Builder]] = {
     "thermal": thermal.build,
     "zscore": lambda p, _: zscore.build(p),
     "context": lambda p, _: context.build_model(context.check_params(p)),
-    "hst": lambda p, _: hst.build(p),
 }
 
 #: The parameters of ``thermal`` that only set margins: changing them keeps what was learned.
@@ -102,7 +109,6 @@ _RETUNABLE: Final = frozenset({"target_false_alarms_per_week", "threshold"})
 #: that an upgrade keeps the learned models instead of starting a new warm-up.
 _MOVED: Final[dict[tuple[str, str], tuple[str, str]]] = {
     ("edge_agent.detect", "ZScoreModel"): ("edge_agent.detectors.zscore", "ZScoreModel"),
-    ("edge_agent.detect", "HSTModel"): ("edge_agent.detectors.hst", "HSTModel"),
     ("edge_agent.detect_nab", "ContextModel"): ("edge_agent.detectors.context", "ContextModel"),
 }
 
@@ -117,6 +123,8 @@ def check_detector(name: str, params: Mapping[str, Param]) -> dict[str, Param]:
     ...
     edge_agent.detectors.base.DetectorSpecError: detector.params.thresold: unknown parameter ...
     """
+    if name in REMOVED:
+        raise DetectorSpecError("name", f"{name!r} {REMOVED[name]}")
     if name not in DETECTORS:
         known = ", ".join(sorted(DETECTORS))
         raise DetectorSpecError("name", f"unknown detector {name!r} (known: {known})")
@@ -296,7 +304,10 @@ class Detector:
         this agent into its own StateDirectory.
         """
         det = cls(name, params, profile)
-        state: dict[str, Any] = _Unpickler(io.BytesIO(data)).load()
+        try:
+            state: dict[str, Any] = _Unpickler(io.BytesIO(data)).load()
+        except (ModuleNotFoundError, AttributeError):  # a removed detector's models (hst)
+            return det
         if (state.get("name"), state.get("profile", "generic")) != (det.name, det.profile):
             return det
         if state.get("params") == det.params:

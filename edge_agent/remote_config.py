@@ -26,10 +26,10 @@ True
 >>> bad = DeviceConfig(device_id="d1", site="s", version=3, ts=now, detector="nope")
 >>> gate.offer(encode(bad), current=got.config, version=2, now_ms=now).kind.value
 'config_rejected'
->>> huge = DeviceConfig(device_id="d1", site="s", version=4, ts=now, detector="hst",
-...                     detector_params={"height": 20})
+>>> huge = DeviceConfig(device_id="d1", site="s", version=4, ts=now, detector="context",
+...                     detector_params={"bins": 2000})
 >>> gate.offer(encode(huge), current=got.config, version=2, now_ms=now).message
-'config version 4 rejected: detector.params.height: must be in 1..14, got 20'
+'config version 4 rejected: detector.params.bins: must be in 2..1000, got 2000'
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ import pytest
 
 from edge_agent.detect import DETECTORS, Detector, DetectorSpecError, SensorMonitor, evaluate
 from edge_agent.detectors.context import ContextModel
-from edge_agent.detectors.hst import HSTModel
 from edge_agent.detectors.zscore import ZScoreModel
 from edge_agent.pipeline import atomic_write
 
@@ -92,7 +91,7 @@ def test_restore_ignores_state_of_another_detector(tmp_path: Path) -> None:
     atomic_write(path, det.dumps())
     assert Detector.loads(path.read_bytes(), "zscore", {"warmup": 5}).monitors["p"].seen == 20
     assert Detector.loads(path.read_bytes(), "zscore", {"warmup": 6}).monitors == {}
-    assert Detector.loads(path.read_bytes(), "hst", {}).monitors == {}
+    assert Detector.loads(path.read_bytes(), "context", {}).monitors == {}
     assert not (tmp_path / "detector.pickle.tmp").exists()
 
 
@@ -101,7 +100,6 @@ def test_restore_ignores_state_of_another_detector(tmp_path: Path) -> None:
     [
         ("context", "edge_agent.detect_nab", ContextModel),
         ("zscore", "edge_agent.detect", ZScoreModel),
-        ("hst", "edge_agent.detect", HSTModel),
     ],
 )
 def test_state_saved_before_the_models_moved_is_restored(
@@ -131,7 +129,8 @@ def test_state_saved_before_the_models_moved_is_restored(
         ("zscore", {"threshold": -1.0}, "params.threshold"),
         ("zscore", {"warmup": "ten"}, "params.warmup"),
         ("zscore", {"warmup": True}, "params.warmup"),
-        ("hst", {"alpha": 0.1}, "params.alpha"),
+        ("context", {"alpha": 0.1}, "params.alpha"),
+        ("hst", {}, "name"),
     ],
 )
 def test_bad_detector_specs_name_the_key(name: str, params: dict, key: str) -> None:  # type: ignore[type-arg]
