@@ -55,7 +55,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 import msgspec
 
@@ -70,16 +70,8 @@ __all__ = [
     "w1_slave_text",
 ]
 
-IncidentKind = Literal[
-    "spike",
-    "drift",
-    "stuck",
-    "dropout",
-    "crc",
-    "reset",
-    "fire",
-    "door_open",
-    # Equipment faults (a profile fleet only):
+#: Equipment faults: only a profile fleet's physics can play them.
+EquipmentKind = Literal[
     "door_left_open",
     "compressor_failure",
     "defrost_stuck",
@@ -88,18 +80,10 @@ IncidentKind = Literal[
     "hvac_failure",
     "probe_in_air",
 ]
-#: Incidents that only a profile fleet's physics can play.
-EQUIPMENT_KINDS: Final = frozenset(
-    {
-        "door_left_open",
-        "compressor_failure",
-        "defrost_stuck",
-        "refrigerant_leak",
-        "power_cut",
-        "hvac_failure",
-        "probe_in_air",
-    }
-)
+IncidentKind = Literal[
+    "spike", "drift", "stuck", "dropout", "crc", "reset", "fire", "door_open", EquipmentKind
+]
+EQUIPMENT_KINDS: Final = frozenset(get_args(EquipmentKind))
 #: Incidents that change the temperature (the detector should flag them);
 #: the rest are sensor faults (the reading's quality flag should say so).
 ANOMALY_KINDS: Final = frozenset({"spike", "drift", "stuck", "fire", "door_open"}) | (

@@ -20,10 +20,13 @@ from __future__ import annotations
 import pickle
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import msgspec
+
+from benchmarks.detection.configs import edge_config_for
 from edge_agent.alerts import Transition
 from edge_agent.config import EdgeConfig
 from edge_agent.detect import Detector
@@ -50,6 +53,8 @@ FAULT_AFTER_S = 2 * DAY_S
 TAIL_S = 2 * 3600.0
 #: After a sensor fault ends, a temperature alarm is still blamed on it this long.
 SETTLE_S = 600.0
+#: A false alarm this soon after a normal event's start is put down to it (air recovers).
+CAUSE_WINDOW_S = {"defrost": 5400.0, "door_open": 900.0}
 TEMPERATURE_KINDS = frozenset({EdgeAlertKind.ANOMALY, EdgeAlertKind.THRESHOLD})
 
 
@@ -99,6 +104,24 @@ class NormalRun:
     state_bytes: int = 0
     #: Seconds after install of each temperature alarm (to see where they cluster).
     alarm_times_s: list[float] = field(default_factory=list)
+    #: Temperature alarms by what was going on: ``defrost`` (during one or while the air
+    #: recovers), ``door_open``, ``first_24h`` (none of those, first day), ``other``.
+    causes: dict[str, int] = field(default_factory=dict)
+
+
+def alarm_cause(trace: Trace, t_s: float) -> str:
+    """What was going on at ``t_s``: the normal event it follows, the first day, or other.
+
+    >>> from edge_agent.equipment import Event
+    >>> tr = Trace("fridge", 1, 0, 1.0, [], [], (Event("door_open", 90000.0, 90030.0),), ())
+    >>> alarm_cause(tr, 90100.0), alarm_cause(tr, 100.0), alarm_cause(tr, 99999.0)
+    ('door_open', 'first_24h', 'other')
+    """
+    for kind in ("defrost", "door_open"):
+        window = CAUSE_WINDOW_S[kind]
+        if any(e.kind == kind and e.start_s <= t_s < e.end_s + window for e in trace.events):
+            return kind
+    return "first_24h" if t_s < DAY_S else "other"
 
 
 @dataclass
@@ -138,6 +161,30 @@ def _raises(transitions: list[Transition]) -> tuple[int, int]:
     return temp, sens
 
 
+@dataclass
+class Device:
+    """One device's agent as the harness runs it: its judge, replaced when it restarts."""
+
+    judge: Judge
+    config: EdgeConfig
+    factory: JudgeFactory = SampleJudge
+
+    def feed(self, trace: Trace, start: int = 0) -> Iterator[tuple[int, list[Transition] | None]]:
+        """``(i, transitions)`` of every sample from ``start`` on; None when there was no reading.
+
+        The first reading after a stretch without any is an agent restart.
+        """
+        down = False
+        for i, sample in trace.samples(start=start):
+            if sample is None:
+                down = True
+                yield i, None
+                continue
+            if down:
+                self.judge, down = restart(self.judge, self.config, self.factory), False
+            yield i, self.judge.judge(sample)[1]
+
+
 def run_normal(
     trace: Trace,
     judge: Judge,
@@ -149,25 +196,21 @@ def run_normal(
     """Count the alarms ``judge`` raises over ``trace``; also the judge pickled at ``snapshot_at``.
 
     Returns the run, the judge at the end (a restart replaces it) and the
-    snapshot (None when not asked for).
+    snapshot: the judge before sample ``snapshot_at`` (None when not asked for).
     """
     run = NormalRun(trace.profile, trace.seed, hours=len(trace) * trace.interval_s / 3600.0)
     first_day = trace.index_at(DAY_S)
-    snap: bytes | None = None
-    down = False
-    cpu = 0.0
+    dev = Device(judge, config, factory)
+    snap = pickle.dumps(judge) if snapshot_at == 0 else None
+    pickling = 0.0
     start = time.process_time()
-    for i, sample in trace.samples():
-        if i == snapshot_at:
-            cpu += time.process_time() - start
-            snap = pickle.dumps(judge)
-            start = time.process_time()
-        if sample is None:
-            down = True
+    for i, transitions in dev.feed(trace):
+        if i + 1 == snapshot_at:
+            t0 = time.process_time()
+            snap = pickle.dumps(dev.judge)
+            pickling = time.process_time() - t0
+        if transitions is None:
             continue
-        if down:
-            judge, down = restart(judge, config, factory), False
-        _, transitions = judge.judge(sample)
         run.samples += 1
         if transitions:
             temp, sens = _raises(transitions)
@@ -177,10 +220,13 @@ def run_normal(
                 run.temperature_alarms_24h += temp
                 run.sensor_alarms_24h += sens
             if temp:
-                run.alarm_times_s.append(i * trace.interval_s)
-    run.cpu_s = cpu + time.process_time() - start
-    run.state_bytes = state_bytes(judge)
-    return run, judge, snap
+                t = i * trace.interval_s
+                run.alarm_times_s.append(t)
+                cause = alarm_cause(trace, t)
+                run.causes[cause] = run.causes.get(cause, 0) + temp
+    run.cpu_s = time.process_time() - start - pickling
+    run.state_bytes = state_bytes(dev.judge)
+    return run, dev.judge, snap
 
 
 def run_faults(
@@ -197,14 +243,7 @@ def run_faults(
         FaultRun(trace.profile, trace.seed, f.kind, f.klass, f.observable_s, alarm_on_at_start=on)
         for f in trace.faults
     ]
-    down = False
-    for i, sample in trace.samples(start=start):
-        if sample is None:
-            down = True
-            continue
-        if down:
-            judge, down = restart(judge, config, factory), False
-        _, transitions = judge.judge(sample)
+    for i, transitions in Device(judge, config, factory).feed(trace, start):
         if not transitions:
             continue
         temp, sens = _raises(transitions)
@@ -242,7 +281,7 @@ class WeekJob:
 
 def run_device_week(
     job: WeekJob,
-    config_for: Callable[[str], EdgeConfig] | None = None,
+    config_for: Callable[[str], EdgeConfig] = edge_config_for,
     factory: JudgeFactory = SampleJudge,
 ) -> tuple[NormalRun, list[FaultRun]]:
     """One device-week from install (false alarms), then each fault injected into it.
@@ -250,9 +289,11 @@ def run_device_week(
     The judge is pickled at the fault start during the normal run, so each
     fault run continues from exactly the state the normal week had then.
     """
-    if config_for is None:
-        from benchmarks.detection.configs import edge_config_for as config_for
-    config = config_for(job.profile)
+    base = config_for(job.profile)
+    # The device samples at the trace's interval (settings counted in readings scale with it).
+    config = msgspec.structs.replace(
+        base, sampling=msgspec.structs.replace(base.sampling, interval_s=job.interval_s)
+    )
     stuck_after = config.sensors.stuck_after
     trace = generate(
         job.profile,

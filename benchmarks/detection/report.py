@@ -42,6 +42,10 @@ def summarize(normal: Sequence[NormalRun], faults: Sequence[FaultRun]) -> dict[s
             "sensor_alarms_24h": sum(r.sensor_alarms_24h for r in runs),
             "us_per_sample": 1e6 * sum(r.cpu_s for r in runs) / samples if samples else None,
             "state_bytes": max((r.state_bytes for r in runs), default=0),
+            "temperature_alarm_causes": {
+                c: sum(r.causes.get(c, 0) for r in runs)
+                for c in ("defrost", "door_open", "first_24h", "other")
+            },
             "faults": {},
         }
         for kind in sorted({f.kind for f in faults if f.profile == prof}):
@@ -73,14 +77,16 @@ def markdown(summary: Mapping[str, Any]) -> str:
     """Two tables: false alarms on normal operation, then time to detect per fault."""
     lines = [
         "| profile | device-weeks | temp. alarms / week | sensor alarms / week "
-        "| alarms in first 24 h (temp. / sensor) | µs / sample | state bytes |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| alarms in first 24 h (temp. / sensor) | temp. alarms at defrost / door / first day "
+        "/ other | µs / sample | state bytes |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for prof, e in summary.items():
         lines.append(
             f"| {prof} | {e['device_weeks']:.1f} | {_num(e['temperature_per_week'])} "
             f"| {_num(e['sensor_per_week'])} "
             f"| {e['temperature_alarms_24h']} / {e['sensor_alarms_24h']} "
+            f"| {' / '.join(str(n) for n in e['temperature_alarm_causes'].values())} "
             f"| {_num(e['us_per_sample'], '.1f')} | {e['state_bytes']} |"
         )
     lines += [

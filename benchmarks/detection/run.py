@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # `python benchmarks/detection/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -68,6 +69,20 @@ def run_jobs(jobs: Sequence[WeekJob], workers: int) -> tuple[list[NormalRun], li
     return normal, faults
 
 
+def evaluate(
+    profiles: Sequence[str],
+    weeks: int = 4,
+    *,
+    interval_s: float = 1.0,
+    seed: int = 1,
+    faults: bool = True,
+    workers: int = 1,
+) -> dict[str, Any]:
+    """The per-profile summary (:func:`~benchmarks.detection.report.summarize`) of a whole run."""
+    jobs = week_jobs(profiles, weeks, seed, interval_s, faults)
+    return summarize(*run_jobs(jobs, workers))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="detection", description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -84,11 +99,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write the summary here")
     args = ap.parse_args(argv)
 
-    jobs = week_jobs(args.profiles, args.weeks, args.seed, args.interval_s, not args.no_faults)
     t0 = time.monotonic()
-    normal, faults = run_jobs(jobs, args.workers)
+    summary = evaluate(
+        args.profiles,
+        args.weeks,
+        interval_s=args.interval_s,
+        seed=args.seed,
+        faults=not args.no_faults,
+        workers=args.workers,
+    )
     wall = time.monotonic() - t0
-    summary = summarize(normal, faults)
     configs = {
         p: {"detector": c.detector.name, "params": c.detector.params, "high_c": c.alarm.high_c}
         for p in args.profiles

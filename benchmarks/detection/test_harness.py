@@ -68,6 +68,7 @@ def test_a_judge_raising_once_a_day_scores_seven_per_device_week() -> None:
     week = _trace(7 * 24 * 60)  # a week at one sample per minute
     run, _, _ = run_normal(week, DailyJudge(CONFIG), CONFIG, DailyJudge)
     assert (run.temperature_alarms, run.sensor_alarms, run.temperature_alarms_24h) == (7, 0, 1)
+    assert run.causes == {"first_24h": 1, "other": 6}
     summary = summarize([run], [])
     assert summary["fridge"]["temperature_per_week"] == pytest.approx(7.0)
     assert summary["fridge"]["device_weeks"] == pytest.approx(1.0)
@@ -98,7 +99,7 @@ def test_time_to_detect_is_from_the_first_visible_moment_to_the_first_raise_of_i
         FaultLabel("crc_error", "sensor", 1800.0, 2400.0, 1800.0),
     )
     # door: too warm from minute 13 on (3 min after it opened); CRC errors at minute 31..
-    at = {i: (12.0, Quality.OK) for i in range(13, 20)}
+    at: dict[int, tuple[float | None, Quality]] = {i: (12.0, Quality.OK) for i in range(13, 20)}
     at |= {i: (None, Quality.CRC_ERROR) for i in range(31, 40)}
     from edge_agent.judge import SampleJudge
 
@@ -140,10 +141,20 @@ def test_one_device_week_with_faults_runs_end_to_end() -> None:
 
 
 def test_report_tables_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    normal = [NormalRun("freezer", 1, samples=10, hours=84.0, temperature_alarms=1, cpu_s=1e-4)]
+    normal = [
+        NormalRun(
+            "freezer",
+            1,
+            samples=10,
+            hours=84.0,
+            temperature_alarms=1,
+            cpu_s=1e-4,
+            causes={"door_open": 1},
+        )
+    ]
     faults = [FaultRun("freezer", 1, "stuck", "sensor", 0.0, None, temperature_alarms=2)]
     text = markdown(summarize(normal, faults))
-    assert "| freezer | 0.5 | 2.00 | 0.00 | 0 / 0 | 10.0 | 0 |" in text
+    assert "| freezer | 0.5 | 2.00 | 0.00 | 0 / 0 | 0 / 1 / 0 / 0 | 10.0 | 0 |" in text
     assert "| freezer | stuck | sensor | 0/1 | – | – | 60 | no | 1 |" in text
     out = tmp_path / "r.json"
     args = ["--profiles", "fridge", "--weeks", "1", "--interval-s", "600", "--workers", "1"]

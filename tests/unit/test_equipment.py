@@ -7,6 +7,8 @@ import statistics
 from functools import cache
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge_agent.equipment import (
     FAULT_KINDS,
@@ -289,8 +291,10 @@ duration_s = 20.0
     sim = FleetSimulator(sc)
     rows = [sim.sample(0, 0, step) for step in range(720)]
     assert [r[0] for r in rows[9:13]] == ["ok", "crc", "crc", "ok"]
-    assert all(-23.0 < r[1] < -5.0 for r in rows[:360])  # a freezer, not the 4 °C cycle
-    assert rows[-1][1] > rows[359][1] + 3.0  # no cooling for an hour
+    values = [v for _, v in rows if v is not None]
+    assert len(values) == 720
+    assert all(-23.0 < v < -5.0 for v in values[:360])  # a freezer, not the 4 °C cycle
+    assert values[-1] > values[359] + 3.0  # no cooling for an hour
     labels = sim.labels(0)
     assert labels[0]["kind"] == "compressor_failure" and labels[0]["anomaly"] is True
     sim.sample(0, 0, 720)  # the last step of duration_s
@@ -321,6 +325,55 @@ def test_the_freezer_week_scenario_loads_and_plays() -> None:
 
     path = Path(__file__).resolve().parents[1] / "fixtures" / "scenarios" / "freezer_week.toml"
     sim = FleetSimulator(Scenario.load(path))
-    values = [sim.sample(0, 0, step)[1] for step in range(360)]
-    assert sim.scenario.fleet.profile == "freezer"
+    values = [v for _, v in (sim.sample(0, 0, step) for step in range(360)) if v is not None]
+    assert sim.scenario.fleet.profile == "freezer" and len(values) == 360
     assert min(values) > -23.0 and max(values) < -5.0
+
+
+def test_every_equipment_incident_kind_is_a_fault_kind_of_the_corpus() -> None:
+    from edge_agent.simulate import EQUIPMENT_KINDS
+
+    assert EQUIPMENT_KINDS.issubset(FAULT_KINDS)
+    assert {k for k, f in FAULT_KINDS.items() if f.klass == "temperature"} <= EQUIPMENT_KINDS
+
+
+# Any seed, any fault -----------------------------------------------------------------
+_SENSOR_QUALITY = {
+    "crc_error": {Quality.CRC_ERROR},
+    "power_on_reset": {Quality.POWER_ON_RESET},
+    "disconnected": {Quality.DISCONNECTED},
+}
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    profile=st.sampled_from(sorted(PROFILES)),
+    seed=st.integers(0, 2**31),
+    interval_s=st.sampled_from([5.0, 30.0, 60.0]),
+    data=st.data(),
+)
+def test_any_seed_and_fault_keeps_the_past_and_the_agents_qualities(
+    profile: str, seed: int, interval_s: float, data: st.DataObject
+) -> None:
+    kind = data.draw(st.sampled_from(compatible_faults(profile)))
+    start = data.draw(st.floats(600.0, 5400.0))
+    dur = 7200.0
+    clean = generate(profile, seed, duration_s=dur, interval_s=interval_s)
+    tr = generate(
+        profile,
+        seed,
+        duration_s=dur,
+        interval_s=interval_s,
+        faults=[Fault(kind, start_s=start, duration_s=900.0)],
+    )
+    i, j = tr.index_at(start), tr.index_at(start + 900.0)
+    assert len(tr) == len(clean) == int(dur / interval_s)
+    assert tr.temps[:i] == clean.temps[:i] and tr.qualities[:i] == clean.qualities[:i]
+    assert set(clean.qualities) == {Quality.OK}
+    assert all(t is not None and -55.0 <= t <= 125.0 for t in clean.temps)
+    if kind in _SENSOR_QUALITY:
+        assert set(tr.qualities[i:j]) == _SENSOR_QUALITY[kind]
+    elif kind == "power_cut" and not PROFILES[profile].on_ups:
+        assert set(tr.qualities[i:j]) == {None}
+    else:
+        assert None not in tr.qualities[i:j]
