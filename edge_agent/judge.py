@@ -22,7 +22,7 @@ from __future__ import annotations
 from edge_agent.alerts import AlertTracker, Transition
 from edge_agent.config import EdgeConfig
 from edge_agent.detect import Detector, Verdict
-from edge_agent.profiles import Profile, profile
+from edge_agent.profiles import PROFILES, Profile
 from edge_agent.sensors import Sample
 
 __all__ = ["SampleJudge"]
@@ -41,7 +41,7 @@ class SampleJudge:
     def _limits(self, config: EdgeConfig) -> None:
         """The hard limits in force: ``[alarm]`` overrides the profile's."""
         a = config.alarm
-        self.profile: Profile = profile(config.detector.profile)
+        self.profile: Profile = PROFILES[config.detector.profile]  # validated with the config
         self.high_c = a.high_c if a.high_c is not None else self.profile.high_c
         self.low_c = a.low_c if a.low_c is not None else self.profile.low_c
         self.tracker.fault_after = a.fault_after

@@ -44,10 +44,11 @@ Sources of the defaults:
 >>> p = PROFILES["cold_room"]
 >>> p.high_c, p.low_c, p.delay_s / 60, p.defrost_delay_s / 60
 (8.0, -1.0, 30.0, 90.0)
->>> profile("walk_in")
-Traceback (most recent call last):
-...
-ValueError: unknown profile 'walk_in' (known: cold_room, freezer, fridge, generic, server_room)
+>>> sorted(PROFILES)
+['cold_room', 'freezer', 'fridge', 'generic', 'server_room']
+
+The simulated equipment of the detection benchmark (``edge_agent/equipment``)
+has profiles of the same names: there they describe physics, here the policy.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["PROFILES", "Profile", "profile"]
+__all__ = ["PROFILES", "Profile"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +87,3 @@ PROFILES: Final[dict[str, Profile]] = {
         Profile("server_room", 32.0, 15.0, 300.0, 300.0, 1.5),
     )
 }
-
-
-def profile(name: str) -> Profile:
-    """The profile called ``name``; a ValueError names the known ones."""
-    try:
-        return PROFILES[name]
-    except KeyError:
-        known = ", ".join(sorted(PROFILES))
-        raise ValueError(f"unknown profile {name!r} (known: {known})") from None
