@@ -208,6 +208,11 @@ class SensorMonitor:
             model.threshold = float(self.params["threshold"])
             model.retune(float(self.params["target_false_alarms_per_week"]))
 
+    def missed(self, ts_ms: int) -> None:
+        """A reading at ``ts_ms`` was no temperature (a model that judges by time notes it)."""
+        if isinstance(self._model, thermal.ThermalModel):
+            self._model.missed(ts_ms)
+
     def observe(self, temp_c: float, ts_ms: int | None = None) -> Verdict:
         """Judge an ``ok`` temperature, then learn it unless it was flagged."""
         model = self._model
@@ -262,6 +267,12 @@ class Detector:
         if mon is None:
             mon = self.monitors[sensor_id] = SensorMonitor(self.name, self.params, self.profile)
         return mon.observe(temp_c, ts_ms)
+
+    def missed(self, sensor_id: str, ts_ms: int) -> None:
+        """A reading of ``sensor_id`` at ``ts_ms`` was no temperature (a sensor fault)."""
+        mon = self.monitors.get(sensor_id)
+        if mon is not None:
+            mon.missed(ts_ms)
 
     def retunes_to(self, name: str, params: Mapping[str, Param], profile: str) -> bool:
         """Whether a change to ``(name, params, profile)`` only moves margins (learning stays)."""

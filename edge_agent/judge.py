@@ -75,6 +75,8 @@ class SampleJudge:
             # Only an ok reading is a temperature: CRC errors, 85 °C resets and
             # unplugged probes never reach the model or the alarm.
             verdict = self.detector.observe(s.sensor_id, s.temp_c, s.ts_ms)
+        else:  # the agent runs: a long silence of the model is no power cut
+            self.detector.missed(s.sensor_id, s.ts_ms)
         p = self.profile
         transitions = self.tracker.update(
             s.sensor_id,

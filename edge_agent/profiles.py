@@ -84,6 +84,6 @@ PROFILES: Final[dict[str, Profile]] = {
         Profile("freezer", -15.0, None, 1800.0, 5400.0, 3.0),
         Profile("cold_room", 8.0, -1.0, 1800.0, 5400.0, 2.0),
         Profile("fridge", 8.0, -1.0, 1800.0, 5400.0, 2.0),
-        Profile("server_room", 32.0, 15.0, 300.0, 300.0, 1.5),
+        Profile("server_room", 32.0, 15.0, 300.0, 300.0, 1.0),
     )
 }

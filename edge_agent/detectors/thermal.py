@@ -95,9 +95,6 @@ _N: Final = len(LEVELS)
 _MIN_BAND_C: Final = 0.125
 #: Time constant of the "last minute" mean the step check compares with.
 _FAST_TAU_S: Final = 60.0
-#: A gap longer than this (agent stopped, power cut) ends the excursions in progress
-#: unlearned, and the step check cannot judge speed across it.
-_MAX_GAP_S: Final = 600.0
 #: The longest sampling interval supported; a longer silence counts as this long.
 _MAX_STEP_S: Final = 60.0
 #: An excursion found after this long without readings is judged by the slack alone.
@@ -274,10 +271,23 @@ class ThermalModel:
         self.fast = 0.0
         self.fault = ""
         self.anchor = 0.0
+        #: The readings before the next one were no temperatures (see :meth:`missed`),
+        #: and the agent was off before them.
+        self.resync = False
+        self.blind = False
         self.shapes: tuple[dict[int, _Shape], dict[int, _Shape]] = ({}, {})
         #: Per direction and level: when the last learned excursions reaching it started.
         self.starts: tuple[dict[int, list[int]], dict[int, list[int]]] = ({}, {})
         self.excursions: list[_Excursion | None] = [None, None]
+
+    def missed(self, ts_ms: int) -> None:
+        """A reading at ``ts_ms`` that was no temperature (a sensor fault): the agent is
+        running, so the next gap is no power cut, but the next step is not judged."""
+        if self.started_ms is not None:
+            if ts_ms - self.last_ms > _BLIND_GAP_S * 1000:
+                self.blind = True  # silent before this bad reading too: the agent was off
+            self.last_ms = max(self.last_ms, ts_ms)
+            self.resync = True
 
     def retune(self, target: float) -> None:
         """A new ``target_false_alarms_per_week``: the learned state stays."""
@@ -301,11 +311,18 @@ class ThermalModel:
         if dt < 0:
             dt = 0.0
         self.last_ms = ts_ms
-        dt_raw = dt
-        if dt > _MAX_GAP_S:  # we do not know what happened meanwhile
+        blind = dt > _BLIND_GAP_S or self.blind
+        self.blind = False
+        if blind:  # the agent was off (a power cut): what was under way is unknown
             self.excursions = [None, None]
+        if dt > 2 * _MAX_STEP_S or self.resync:
+            # No readings for a while (a sensor fault, a restart): the speed of a change
+            # cannot be judged across it, and the silence does not count as time spent
+            # out there; an excursion under way goes on being judged.
             self.fast = x
-            dt = 0.0
+            self.resync = False
+        if dt > _MAX_STEP_S:
+            dt = _MAX_STEP_S
         step = x - self.fast
         self.fast += step * dt / (dt + _FAST_TAU_S)
         learning = self.learning(ts_ms)
@@ -333,11 +350,10 @@ class ThermalModel:
                 # cut that stopped the agent too) has no start to judge its shape by: only
                 # the slack covers it. (A sensor fault's shorter gap is not a reason.)
                 covers = self._covers(k, learning, ts_ms)
-                if dt_raw > _BLIND_GAP_S and covers is not None:
+                if blind and covers is not None:
                     covers = covers[:1]
                 exc = self.excursions[k] = _Excursion(ts_ms, covers)
-            # Time without readings (a sensor fault) does not count as time out there.
-            exc.advance(ts_ms, depth, dt if dt <= _MAX_STEP_S else _MAX_STEP_S)
+            exc.advance(ts_ms, depth, dt)
             if depth > 0:
                 exc.below_ms = None
             elif exc.below_ms is None:
