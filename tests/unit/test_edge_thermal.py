@@ -287,3 +287,21 @@ def test_a_hard_limit_waits_for_its_delay() -> None:
 def test_a_lower_target_never_narrows_the_margins(a: float, b: float) -> None:
     lo, hi = min(a, b), max(a, b)
     assert margins(lo)[0] >= margins(hi)[0] and margins(lo)[1] >= margins(hi)[1]
+
+
+# Drift and new extremes -----------------------------------------------------------------
+
+
+def test_slow_drift_and_new_extremes_do_not_alarm() -> None:
+    """A server room following the season: +0.05 °C/h for a week sets a new record
+    every few hours, and never alarms (the baseline follows it)."""
+    det = Detector("thermal", {}, "server_room")
+    flagged = 0
+    for i in range(7 * 24 * 60):  # a week, one reading a minute
+        ts = i * 60_000
+        hours = i / 60
+        x = 22.0 + 0.05 * hours + 0.25 * ((i % 30) / 30)  # drift plus a 30-min ripple
+        v = det.observe("p", round(x * 16) / 16, ts)
+        flagged += v.is_anomaly
+    assert flagged == 0
+    assert det.monitors["p"]._model.median > 28.0  # it did follow
