@@ -353,6 +353,9 @@ class ThermalModel:
                 if blind and covers is not None:
                     covers = covers[:1]
                 exc = self.excursions[k] = _Excursion(ts_ms, covers)
+            elif exc.covers is None and not learning:
+                # Begun while learning and still going: judged from now on, by its start.
+                exc.covers = self._covers(k, False, exc.start_ms)
             exc.advance(ts_ms, depth, dt)
             if depth > 0:
                 exc.below_ms = None
