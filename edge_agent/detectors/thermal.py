@@ -32,6 +32,19 @@ sampling interval.
   excursion again; when none is left the excursion is anomalous until it
   ends, and it is not learned (a fault must not become normal). An
   excursion shorter than ``slack_s`` is never an anomaly.
+* **Seasons.** Defrosts come on the controller's timer: when the excursions
+  that reached a height started at whole multiples of one period for half a
+  day, that shape covers only an excursion starting on schedule (within 3 %
+  of the period plus 15 min); off schedule it covers its low part for at
+  most 10 min. A door left open between defrosts is judged against the door
+  openings, not the defrosts. Day and night (a server room's afternoon) are
+  learned as shapes too, without a period.
+* **Silences.** Time without readings does not count as time spent beyond
+  the band (at most :data:`_MAX_STEP_S` per reading). After an hour without
+  any reading (a power cut that stopped the agent too) an excursion found
+  has no start to match a shape by: only ``slack_s`` covers it. Readings
+  that were no temperature (a sensor fault, see :meth:`ThermalModel.missed`)
+  are no such silence.
 * **Learning period.** For ``learning_h`` after the first reading (its wall
   clock time is part of the saved state, so a restart does not begin
   again) the model only learns; the agent's hard limits still alarm.
