@@ -60,6 +60,7 @@ from typing import Final, Literal, get_args
 import msgspec
 
 from edge_agent.config import EdgeConfig
+from edge_agent.equipment import PROFILES, Fault, compatible, profile, readouts
 from edge_agent.w1 import ds18b20_millic
 
 __all__ = [
@@ -115,7 +116,8 @@ class Incident(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: Device index (-1: every device) and probe index (-1: every probe).
     device: int = 0
     sensor: int = 0
-    #: Size of the change: spike height, drift at the end, fire rise, door warm-up.
+    #: Size of the change: spike height, drift at the end, fire rise, door warm-up
+    #: (an equipment fault ignores it: the physics decides).
     magnitude_c: float = 10.0
 
     def active(self, t: float) -> bool:
@@ -139,8 +141,6 @@ class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     incident: list[Incident] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
-        from edge_agent.equipment import PROFILES, compatible
-
         prof = self.fleet.profile
         if prof and prof not in PROFILES:
             known = ", ".join(sorted(PROFILES))
@@ -229,8 +229,6 @@ class FleetSimulator:
 
     def _equipment(self, d: int, s: int) -> Iterator[tuple[str, float]]:
         """The readings of probe ``s`` of device ``d`` on its profile's equipment."""
-        from edge_agent.equipment import Fault, profile, readouts
-
         sc = self.scenario
         faults = [
             Fault(inc.kind, start_s=inc.start_s, duration_s=inc.duration_s)

@@ -12,9 +12,10 @@ from typing import Final
 from edge_agent.config import EdgeConfig, loads_config
 from edge_agent.equipment import PROFILES
 
-__all__ = ["TTD_TARGET_S", "edge_config_for"]
+__all__ = ["TTD_TARGET_S", "edge_config_for", "ttd_target_s"]
 
-#: Time-to-detect targets (seconds from when the agent can first see the fault).
+#: Time-to-detect targets (seconds from when the agent can first see the fault), by
+#: fault kind; a ``"<profile>/<kind>"`` key overrides one for that profile.
 TTD_TARGET_S: Final[dict[str, float]] = {
     "door_left_open": 300.0,
     "compressor_failure": 900.0,
@@ -50,3 +51,12 @@ def edge_config_for(profile: str) -> EdgeConfig:
         known = ", ".join(sorted(PROFILES))
         raise ValueError(f"profile: unknown equipment profile {profile!r} (known: {known})")
     return loads_config(f'[detector]\nprofile = "{profile}"\n', env={})
+
+
+def ttd_target_s(profile: str, kind: str) -> float | None:
+    """The time-to-detect target of fault ``kind`` on ``profile`` (None: no target).
+
+    >>> ttd_target_s("freezer", "door_left_open")
+    300.0
+    """
+    return TTD_TARGET_S.get(f"{profile}/{kind}", TTD_TARGET_S.get(kind))

@@ -324,11 +324,24 @@ def run_device_week(
 
 
 def week_jobs(
-    profiles: Sequence[str], weeks: int, seed: int, interval_s: float, faults: bool = True
+    profiles: Sequence[str],
+    weeks: int,
+    seed: int,
+    interval_s: float,
+    faults: bool | Sequence[str] = True,
 ) -> list[WeekJob]:
-    """``weeks`` device-weeks per profile (seeds ``seed``, ``seed + 1``, ...), with its faults."""
-    return [
-        WeekJob(p, seed + w, interval_s, tuple(compatible_faults(p)) if faults else ())
-        for p in profiles
-        for w in range(weeks)
-    ]
+    """``weeks`` device-weeks per profile (seeds ``seed``, ``seed + 1``, ...), with its faults.
+
+    ``faults``: every compatible one (True), none (False), or those of these kinds that apply.
+
+    >>> [j.faults for j in week_jobs(["server_room"], 1, 1, 10.0, ["stuck", "door_left_open"])]
+    [('stuck',)]
+    """
+
+    def kinds(p: str) -> tuple[str, ...]:
+        ok = compatible_faults(p)
+        if isinstance(faults, bool):
+            return tuple(ok) if faults else ()
+        return tuple(k for k in ok if k in faults)
+
+    return [WeekJob(p, seed + w, interval_s, kinds(p)) for p in profiles for w in range(weeks)]

@@ -14,7 +14,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from benchmarks.detection.configs import TTD_TARGET_S
+from benchmarks.detection.configs import ttd_target_s
 from benchmarks.detection.harness import FaultRun, NormalRun
 
 __all__ = ["markdown", "summarize"]
@@ -51,7 +51,7 @@ def summarize(normal: Sequence[NormalRun], faults: Sequence[FaultRun]) -> dict[s
         for kind in sorted({f.kind for f in faults if f.profile == prof}):
             fr = [f for f in faults if f.profile == prof and f.kind == kind]
             ttds = [f.ttd_s for f in fr if f.ttd_s is not None]
-            target = TTD_TARGET_S.get(kind)
+            target = ttd_target_s(prof, kind)
             worst = max(ttds) if len(ttds) == len(fr) and ttds else None
             entry["faults"][kind] = {
                 "class": fr[0].klass,

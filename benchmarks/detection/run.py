@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # `python benchmarks/detection/run.py`
 from benchmarks.detection.configs import edge_config_for
 from benchmarks.detection.harness import FaultRun, NormalRun, WeekJob, run_device_week, week_jobs
 from benchmarks.detection.report import markdown, summarize
-from edge_agent.equipment import PROFILES
+from edge_agent.equipment import FAULT_KINDS, PROFILES
 
 
 def _profiles(text: str) -> list[str]:
@@ -40,6 +40,17 @@ def _profiles(text: str) -> list[str]:
         if n not in PROFILES:
             known = ", ".join(sorted(PROFILES))
             raise argparse.ArgumentTypeError(f"unknown profile {n!r} (known: {known})")
+    return names
+
+
+def _faults(text: str) -> list[str]:
+    if text == "none":
+        return []
+    names = [k.strip() for k in text.split(",") if k.strip()]
+    for n in names:
+        if n not in FAULT_KINDS:
+            known = ", ".join(sorted(FAULT_KINDS))
+            raise argparse.ArgumentTypeError(f"unknown fault {n!r} (known: {known}, or none)")
     return names
 
 
@@ -75,7 +86,7 @@ def evaluate(
     *,
     interval_s: float = 1.0,
     seed: int = 1,
-    faults: bool = True,
+    faults: bool | Sequence[str] = True,
     workers: int = 1,
 ) -> dict[str, Any]:
     """The per-profile summary (:func:`~benchmarks.detection.report.summarize`) of a whole run."""
@@ -95,7 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--interval-s", type=_positive_float, default=1.0, help="sampling interval")
     ap.add_argument("--seed", type=int, default=1, help="seed of the first week (then +1, +2, ...)")
     ap.add_argument("--workers", type=_positive_int, default=2, help="processes")
-    ap.add_argument("--no-faults", action="store_true", help="normal operation only")
+    ap.add_argument(
+        "--faults",
+        type=_faults,
+        default=None,
+        help="comma-separated fault kinds to inject (default: every one that applies; none: none)",
+    )
     ap.add_argument("--json", type=Path, default=None, help="write the summary here")
     args = ap.parse_args(argv)
 
@@ -105,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.weeks,
         interval_s=args.interval_s,
         seed=args.seed,
-        faults=not args.no_faults,
+        faults=True if args.faults is None else args.faults,
         workers=args.workers,
     )
     wall = time.monotonic() - t0

@@ -172,3 +172,12 @@ def test_bad_options_name_the_problem(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit):
         runner.main(["--interval-s", "0"])
     assert "must be > 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        runner.main(["--faults", "meltdown"])
+    assert "unknown fault 'meltdown'" in capsys.readouterr().err
+
+
+def test_only_the_asked_faults_are_injected() -> None:
+    summary = runner.evaluate(["fridge"], 1, interval_s=600.0, faults=["crc_error", "hvac_failure"])
+    assert list(summary["fridge"]["faults"]) == ["crc_error"]
+    assert runner.evaluate(["fridge"], 1, interval_s=600.0, faults=False)["fridge"]["faults"] == {}

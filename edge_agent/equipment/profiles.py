@@ -36,6 +36,9 @@ allowable                     15-32 °C. Setpoint 22 °C with a 1.5 K differenti
 0.0625 °C, ±0.5 °C, 85 °C     DS18B20 datasheet (Maxim Integrated / Analog Devices): 12-bit
                               resolution 0.0625 °C, accuracy ±0.5 °C from -10 to +85 °C, the
                               temperature register reads +85 °C after power-on.
+noise 0.03 °C (sd), probe     Assumptions, not from a source: the datasheet states accuracy,
+lag 1-3 min, offset 0.2 °C    not noise. The noise decides how long a healthy probe can repeat
+                              one value (see the stuck check); check it against a recording.
 ============================  =================================================================
 
 >>> PROFILES["freezer"].cut_in_c, PROFILES["freezer"].cut_out_c
@@ -122,8 +125,8 @@ class Profile:
         return self.setpoint_c - self.differential_c / 2
 
 
-#: The profiles by name. Cycle lengths: freezer ~35 min, cold room ~35 min,
-#: fridge ~25 min, server room ~12 min (tests pin the bounds).
+#: The profiles by name. The time constants are chosen for cooling cycles of about
+#: 35 min (freezer, cold room), 25 min (fridge) and 15 min (server room).
 PROFILES: Final[dict[str, Profile]] = {
     "freezer": Profile(
         name="freezer",

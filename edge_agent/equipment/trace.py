@@ -115,6 +115,8 @@ def generate(
     prof = profile_name if isinstance(profile_name, Profile) else profile(profile_name)
     if not interval_s > 0:
         raise ValueError(f"interval_s: must be > 0, got {interval_s}")
+    if not 0 <= duration_s <= 366 * 86400:  # NaN fails too; a year at most (memory)
+        raise ValueError(f"duration_s: must be in 0..{366 * 86400}, got {duration_s}")
     if start_ms is None:
         start_ms = install_time_ms(seed)
     after = SensorsSettings().stuck_after if stuck_after is None else stuck_after

@@ -263,6 +263,8 @@ def test_bad_faults_and_profiles_are_named() -> None:
         generate("attic", 1, duration_s=60.0)
     with pytest.raises(ValueError, match="interval_s"):
         generate("fridge", 1, duration_s=60.0, interval_s=0.0)
+    with pytest.raises(ValueError, match="duration_s: must be in"):
+        generate("fridge", 1, duration_s=-1.0)
 
 
 # The simulator plays the profiles (scenario TOML) ------------------------------------
@@ -377,3 +379,44 @@ def test_any_seed_and_fault_keeps_the_past_and_the_agents_qualities(
         assert set(tr.qualities[i:j]) == {None}
     else:
         assert None not in tr.qualities[i:j]
+
+
+@pytest.mark.parametrize(
+    ("profile", "lo_min", "hi_min"),
+    [("freezer", 28, 42), ("cold_room", 30, 45), ("fridge", 18, 32), ("server_room", 9, 18)],
+)
+def test_cooling_cycles_last_as_documented(profile: str, lo_min: float, hi_min: float) -> None:
+    """Median time between one cycle's rise through the middle and the next (quiet stretches)."""
+    tr = _days(profile)
+    busy: set[int] = set()
+    for e in tr.events:  # doors and defrosts, and the air's recovery after them
+        tail = 5400 if e.kind == "defrost" else 900
+        busy.update(range(tr.index_at(e.start_s), tr.index_at(e.end_s + tail)))
+    temps = _ok_temps(tr)
+    mid = statistics.median(temps)
+    rises, low = [], False
+    for i, t in enumerate(temps):
+        if t < mid - 0.3:
+            low = True
+        elif t > mid + 0.3 and low:
+            rises.append(i)
+            low = False
+    periods = [
+        (b - a) * tr.interval_s / 60
+        for a, b in itertools.pairwise(rises)
+        if busy.isdisjoint(range(a, b + 1))
+    ]
+    assert len(periods) >= 10
+    assert lo_min <= statistics.median(periods) <= hi_min
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(-55.0, 125.0))
+def test_the_corpus_reads_what_the_simulators_w1_file_says(temp: float) -> None:
+    """One quantization for both: the corpus's values and the fake sysfs file the agent parses."""
+    from edge_agent.simulate import w1_slave_text
+    from edge_agent.w1 import ds18b20_millic, parse_w1_slave
+
+    crc_ok, millic = parse_w1_slave(w1_slave_text(temp))
+    assert crc_ok
+    assert millic == ds18b20_millic(temp)
