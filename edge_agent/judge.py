@@ -8,6 +8,12 @@ transitions that verdict, the quality and the thresholds cause. The agent's
 detection benchmark (``benchmarks/detection``) feeds it simulated weeks, so
 what the benchmark measures is exactly what a Pi decides.
 
+Time is the sample's ``ts_ms``: the detector judges by it (a learning period
+and excursions in seconds, at any sampling interval) and so do the hard
+limits of ``[detector] profile``, which must be exceeded for the profile's
+delay (longer while the detector recognises a learned defrost or is still
+learning) before their alert is raised.
+
 >>> from edge_agent.config import loads_config
 >>> from edge_agent.sensors import Sample
 >>> from telemetry_contract import Quality
@@ -15,6 +21,9 @@ what the benchmark measures is exactly what a Pi decides.
 >>> _, ts = judge.judge(Sample("28-a", 0, 9.0, Quality.OK))
 >>> [(t.kind.value, t.state.value) for t in ts], judge.alarm_active
 ([('threshold', 'raised')], True)
+>>> cold = SampleJudge(loads_config('[detector]\\nprofile = "cold_room"', env={}))
+>>> [len(cold.judge(Sample("28-a", m * 60_000, 9.0, Quality.OK))[1]) for m in (0, 89, 90)]
+[0, 0, 1]
 """
 
 from __future__ import annotations
