@@ -37,7 +37,9 @@ sampling interval.
   day, that shape covers only an excursion starting on schedule (within 3 %
   of the period plus 15 min); off schedule it covers its low part for at
   most 10 min. A door left open between defrosts is judged against the door
-  openings, not the defrosts. Day and night (a server room's afternoon) are
+  openings, not the defrosts. A normal excursion that started off schedule
+  (a burst of door openings as high as a defrost) marks its shape as one
+  that may come at any time. Day and night (a server room's afternoon) are
   learned as shapes too, without a period.
 * **Silences.** Time without readings does not count as time spent beyond
   the band (at most :data:`_MAX_STEP_S` per reading). After an hour without
@@ -140,7 +142,7 @@ def margins(target_false_alarms_per_week: float) -> tuple[float, float]:
     ``k = (0.5 / target) ** 0.3``; ``factor = 1 + 0.75 k``; ``slack_s = 150 k``.
     At the default 0.5 per week: durations up to 1.75 × the learned ones plus
     2.5 min. The constants are the calibration: on the simulated corpus they
-    give at most 0.75 false alarms per device-week per profile at the
+    give at most 0.5 false alarms per device-week per profile at the
     default (docs/benchmarks.md), and ``tests/unit/test_edge_thermal.py``
     fails when a change raises that rate.
 
@@ -154,12 +156,14 @@ def margins(target_false_alarms_per_week: float) -> tuple[float, float]:
 class _Shape:
     """The envelope of the normal excursions that reached the same top level."""
 
-    __slots__ = ("count", "dur", "reach")
+    __slots__ = ("aperiodic", "count", "dur", "reach")
 
     def __init__(self, dur: list[float], reach: list[float | None]) -> None:
         self.dur = dur  # seconds above each level
         self.reach = reach  # seconds from the start to each level (None: not reached)
         self.count = 1
+        #: One of its excursions started off the schedule of its height: not a timer's.
+        self.aperiodic = False
 
     def merge(self, dur: list[float], reach: list[float | None]) -> None:
         self.dur = [max(a, b) for a, b in zip(self.dur, dur, strict=True)]
@@ -413,6 +417,9 @@ class ThermalModel:
         that shape. A door left open between defrosts is then judged against
         the door openings, not against the defrosts.
         """
+        shape = self.shapes[k].get(top)
+        if shape is not None and shape.aperiodic:
+            return True
         starts = self.starts[k].get(top)
         if starts is None or len(starts) < _PERIOD_SAMPLES:
             return True
@@ -433,6 +440,9 @@ class ThermalModel:
     def _learn(self, k: int, exc: _Excursion) -> None:
         if exc.top < 0:
             return
+        # A normal excursion that started off the schedule of its height (a burst of
+        # door openings as high as a defrost) makes its shape one that may come any time.
+        off_schedule = not self._in_season(k, exc.top, exc.start_ms)
         starts = self.starts[k]
         for level in range(exc.top + 1):
             seen = starts.setdefault(level, [])
@@ -442,9 +452,10 @@ class ThermalModel:
         shapes = self.shapes[k]
         shape = shapes.get(exc.top)
         if shape is None:
-            shapes[exc.top] = _Shape(exc.dur, exc.reach)
+            shape = shapes[exc.top] = _Shape(exc.dur, exc.reach)
         else:
             shape.merge(exc.dur, exc.reach)
+        shape.aperiodic = shape.aperiodic or off_schedule
 
     def _track(self, ts_ms: int, x: float, dt: float) -> None:
         """Move median and spread (frugal quantiles, p = 0.5 and 0.8) by at most rate × dt."""
