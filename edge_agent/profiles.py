@@ -35,11 +35,12 @@ Sources of the defaults:
   lags about 3 min) in a room with thermal mass does not move away from its
   last minute's mean by more than ``max_step_c``: a faster step means the
   probe itself moved (pulled out into room air), a sensor fault, not a
-  temperature. The bounds are twice the largest such step of normal
+  temperature. The bounds are about twice the largest such step of normal
   operation, door openings and defrosts included, in the simulated corpus
-  (``edge_agent/equipment``: 1.3 °C freezer, 0.8 °C cold room, 1.1 °C
-  fridge, 0.5 °C server room; docs/benchmarks.md). A server room's probe
-  pulled into air of the same temperature moves too little to be seen.
+  (``edge_agent/equipment``, two weeks at 10 s: 1.3 °C freezer → 3,
+  0.8 °C cold room → 2, 1.1 °C fridge → 2, 0.5 °C server room → 1). A
+  server room's probe pulled into air of about the same temperature moves
+  too little to be seen.
 
 >>> p = PROFILES["cold_room"]
 >>> p.high_c, p.low_c, p.delay_s / 60, p.defrost_delay_s / 60
