@@ -191,13 +191,9 @@ def test_a_new_calibration_keeps_what_was_learned() -> None:
     for i in range(25 * 360):
         judge.judge(Sample("p", i * 10_000, sawtooth(i * 10_000), Quality.OK))
     model = judge.detector.monitors["p"]
-    remote = DeviceConfig(
-        device_id="d1",
-        site="s",
-        version=2,
-        ts=1_767_225_600_000,
-        detector_params={"target_false_alarms_per_week": 0.1},
-    )
+    knob = {"target_false_alarms_per_week": 0.1}
+    who = {"device_id": "d1", "site": "s", "version": 2, "ts": 1_767_225_600_000}
+    remote = DeviceConfig(**who, detector_params=knob)
     judge.reconfigure(apply_device_config(base, remote))
     assert judge.detector.monitors["p"] is model  # not a new learning period
     v, _ = judge.judge(Sample("p", 25 * 3600_000, 3.5, Quality.OK))
