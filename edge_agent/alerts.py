@@ -32,6 +32,12 @@ class _SensorAlerts:
     normal_run: int = 0
     threshold: str = ""  # "", "high" or "low"
     fault: bool = False
+    #: The limit exceeded now ("", "high", "low") and since when (ms): the alarm delay.
+    exceeding: str = ""
+    exceeding_since_ms: int = 0
+    #: Consecutive readings that were no temperature, and the time of the first one.
+    bad_run: int = 0
+    bad_since_ms: int = 0
 
 
 @dataclass
@@ -52,6 +58,11 @@ class AlertTracker:
     """
 
     clear_after: int = 5
+    #: A sensor fault is reported after this many consecutive bad readings, or after
+    #: two spanning ``fault_after_s``: one failed read (a CRC error that survived the
+    #: retries) is not a fault, a probe that stays bad is reported within a minute.
+    fault_after: int = 3
+    fault_after_s: float = 30.0
     sensors: dict[str, _SensorAlerts] = field(default_factory=dict)
 
     @property
@@ -73,12 +84,34 @@ class AlertTracker:
         *,
         high_c: float | None,
         low_c: float | None,
+        ts_ms: int = 0,
+        delay_s: float = 0.0,
+        fault: str = "",
     ) -> list[Transition]:
-        """The transitions one reading causes (none, most of the time)."""
+        """The transitions one reading causes (none, most of the time).
+
+        A limit raises its alert once exceeded for ``delay_s`` (from ``ts_ms``);
+        ``fault`` is a sensor fault the detector saw in an ``ok`` reading (the
+        reading is then no temperature either).
+        """
         s = self.sensors.setdefault(sensor_id, _SensorAlerts())
         out: list[Transition] = []
-        ok = quality is Quality.OK and temp_c is not None
-        if not ok and not s.fault:
+        ok = quality is Quality.OK and temp_c is not None and not fault
+        if not ok:
+            if s.bad_run == 0:
+                s.bad_since_ms = ts_ms
+            s.bad_run += 1
+        else:
+            s.bad_run = 0
+        if (
+            not ok
+            and not s.fault
+            and (
+                fault
+                or s.bad_run >= self.fault_after
+                or (s.bad_run >= 2 and ts_ms - s.bad_since_ms >= self.fault_after_s * 1000)
+            )
+        ):
             s.fault = True
             out.append(
                 Transition(
@@ -86,7 +119,7 @@ class AlertTracker:
                     EdgeAlertKind.SENSOR_FAULT,
                     AlertState.RAISED,
                     Severity.WARNING,
-                    f"sensor reports {quality.value}",
+                    f"sensor reports {fault or quality.value}",
                 )
             )
         elif ok and s.fault:
@@ -134,6 +167,10 @@ class AlertTracker:
             level = "high"
         elif low_c is not None and temp_c < low_c:
             level = "low"
+        if level != s.exceeding:
+            s.exceeding, s.exceeding_since_ms = level, ts_ms
+        if level and level != s.threshold and ts_ms - s.exceeding_since_ms < delay_s * 1000:
+            level = ""  # not exceeded long enough yet
         if level != s.threshold:
             if s.threshold:
                 out.append(

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from edge_agent.profiles import PROFILES
 from stagekit import config as configuration
 from stagekit.address import host_problems, port_problems
 from telemetry_contract import MAX_TEMP_C, MIN_TEMP_C, DeviceConfig, TopicKind, mqtt_topic
@@ -98,14 +99,22 @@ class AlarmSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     relay_enabled: bool = False
     #: Consecutive normal readings before an anomaly alert is cleared.
     clear_after: int = 5
+    #: A sensor fault alert needs this many consecutive bad readings (or two spanning
+    #: fault_after_s): one failed read is not a fault.
+    fault_after: int = 3
+    fault_after_s: float = 30.0
 
 
 class DetectorSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Which online detector runs per sensor (see :mod:`edge_agent.detect`)."""
 
-    #: ``context`` scores best on NAB (docs/benchmarks.md); ``zscore`` and ``hst`` remain.
-    name: str = "context"
-    #: Detector parameters, e.g. ``{threshold = 0.755, warmup = 100}``.
+    #: ``thermal`` is built for equipment temperatures; ``context`` scores best on NAB
+    #: (docs/benchmarks.md), for generic streams; ``zscore`` remains (``hst`` was removed).
+    name: str = "thermal"
+    #: The equipment (edge_agent/profiles.py): hard limits, alarm delays, physical bounds.
+    #: generic, freezer, cold_room, fridge or server_room.
+    profile: str = "generic"
+    #: Detector parameters, e.g. ``{target_false_alarms_per_week = 0.5}``.
     params: dict[str, DetectorParam] = msgspec.field(default_factory=dict)
     #: Model state is saved this often and on shutdown.
     save_interval_s: float = 300.0
@@ -219,6 +228,14 @@ class EdgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             p.append(f"alarm.low_c: must be below alarm.high_c ({a.high_c}), got {a.low_c}")
         if not 1 <= a.clear_after <= 100_000:
             p.append(f"alarm.clear_after: must be in 1..100000, got {a.clear_after}")
+        if not 1 <= a.fault_after <= 100_000:
+            p.append(f"alarm.fault_after: must be in 1..100000, got {a.fault_after}")
+        if not 0 <= a.fault_after_s <= 3600:  # NaN fails too
+            p.append(f"alarm.fault_after_s: must be in 0..3600, got {a.fault_after_s}")
+        if self.detector.profile not in PROFILES:
+            known = ", ".join(sorted(PROFILES))
+            got = self.detector.profile
+            p.append(f"detector.profile: unknown profile {got!r} (known: {known})")
         try:
             check_detector(self.detector.name, self.detector.params)
         except DetectorSpecError as exc:

@@ -45,11 +45,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from edge_agent.detectors import context, hst, zscore
+from edge_agent.detectors import context, thermal, zscore
 from edge_agent.detectors.base import DetectorSpecError, Model, Param
+from edge_agent.profiles import PROFILES, Profile
 
 __all__ = [
     "DETECTORS",
+    "REMOVED",
     "Detector",
     "DetectorSpecError",
     "Metrics",
@@ -62,19 +64,29 @@ __all__ = [
 ]
 
 #: name -> default parameters (``threshold`` and ``warmup`` are common to all).
-#: ``context`` scores best on NAB (docs/benchmarks.md); its default threshold is
-#: the one the NAB sweep chose, run through this monitor.
+#: ``thermal`` (the default) is built for equipment temperatures and judges by time;
+#: ``context`` scores best on NAB (docs/benchmarks.md), for generic streams; its
+#: default threshold is the one the NAB sweep chose, run through this monitor.
 DETECTORS: Final[dict[str, dict[str, Param]]] = {
+    "thermal": dict(thermal.DEFAULTS),
     "zscore": dict(zscore.DEFAULTS),
     "context": dict(context.DEFAULTS),
-    "hst": dict(hst.DEFAULTS),
+}
+
+#: Detectors that were removed, and why: a config naming one is refused with this reason.
+REMOVED: Final[dict[str, str]] = {
+    "hst": (
+        "was removed: on temperatures it never reached its threshold and its fixed "
+        "-40..80 °C feature bounds clipped hotter channels; use thermal (equipment) or "
+        "context (generic streams), see docs/upgrade-notes.md"
+    ),
 }
 
 #: name -> range checks of merged, type-checked parameters (raise DetectorSpecError).
 _CHECKS: Final[dict[str, Callable[[Mapping[str, Param]], object]]] = {
+    "thermal": thermal.check,
     "zscore": zscore.check,
     "context": context.check_params,
-    "hst": hst.check,
 }
 
 #: Bounds of the parameters every detector has: ``threshold`` (scores are finite,
@@ -82,18 +94,21 @@ _CHECKS: Final[dict[str, Callable[[Mapping[str, Param]], object]]] = {
 MAX_THRESHOLD: Final = 1e6
 MAX_WARMUP: Final = 1_000_000
 
-#: name -> the model for checked parameters.
-_BUILDERS: Final[dict[str, Callable[[Mapping[str, Param]], Model]]] = {
-    "zscore": zscore.build,
-    "context": lambda p: context.build_model(context.check_params(p)),
-    "hst": hst.build,
+#: name -> the model for checked parameters and the equipment profile.
+_Builder = Callable[[Mapping[str, Param], Profile], Model | thermal.ThermalModel]
+_BUILDERS: Final[dict[str, _Builder]] = {
+    "thermal": thermal.build,
+    "zscore": lambda p, _: zscore.build(p),
+    "context": lambda p, _: context.build_model(context.check_params(p)),
 }
+
+#: The parameters of ``thermal`` that only set margins: changing them keeps what was learned.
+_RETUNABLE: Final = frozenset({"target_false_alarms_per_week", "threshold"})
 
 #: Where the model classes of state files saved by earlier versions live now, so
 #: that an upgrade keeps the learned models instead of starting a new warm-up.
 _MOVED: Final[dict[tuple[str, str], tuple[str, str]]] = {
     ("edge_agent.detect", "ZScoreModel"): ("edge_agent.detectors.zscore", "ZScoreModel"),
-    ("edge_agent.detect", "HSTModel"): ("edge_agent.detectors.hst", "HSTModel"),
     ("edge_agent.detect_nab", "ContextModel"): ("edge_agent.detectors.context", "ContextModel"),
 }
 
@@ -108,6 +123,8 @@ def check_detector(name: str, params: Mapping[str, Param]) -> dict[str, Param]:
     ...
     edge_agent.detectors.base.DetectorSpecError: detector.params.thresold: unknown parameter ...
     """
+    if name in REMOVED:
+        raise DetectorSpecError("name", f"{name!r} {REMOVED[name]}")
     if name not in DETECTORS:
         known = ", ".join(sorted(DETECTORS))
         raise DetectorSpecError("name", f"unknown detector {name!r} (known: {known})")
@@ -143,11 +160,19 @@ def check_detector(name: str, params: Mapping[str, Param]) -> dict[str, Param]:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """A monitor's opinion of one reading; ``score`` is None during warm-up."""
+    """A monitor's opinion of one reading; ``score`` is None during warm-up (learning).
+
+    ``fault`` names a sensor fault the model saw in an ``ok`` reading (a probe
+    pulled into room air: ``implausible_step``): the reading is then no
+    temperature. ``recognised`` says the reading is part of a learned
+    recurring excursion (a defrost): the hard limits wait longer.
+    """
 
     score: float | None
     is_anomaly: bool
     warm: bool
+    fault: str = ""
+    recognised: bool = False
 
 
 class SensorMonitor:
@@ -159,65 +184,151 @@ class SensorMonitor:
     >>> seen = mon.seen
     >>> mon.observe(25.0).is_anomaly, mon.seen == seen   # the jump is flagged, not learned
     (True, True)
+
+    A model that judges by time (``thermal``) gets each reading's ``ts_ms``
+    and decides itself: learning period, verdict, what it learns.
     """
 
-    def __init__(self, name: str, params: Mapping[str, Param] | None = None) -> None:
+    def __init__(
+        self, name: str, params: Mapping[str, Param] | None = None, profile: str = "generic"
+    ) -> None:
         self.name = name
         self.params = check_detector(name, params or {})
+        self.profile = profile
         self._threshold = float(self.params["threshold"])
         self._warmup = int(self.params["warmup"])
-        self._model = _BUILDERS[name](self.params)
+        self._model = _BUILDERS[name](self.params, _profile(profile))
         self.seen = 0  # readings learned
 
-    def observe(self, temp_c: float) -> Verdict:
+    def retune(self, params: Mapping[str, Param]) -> None:
+        """New margins for a model that keeps what it learned (``thermal``)."""
+        self.params = check_detector(self.name, params)
+        model = self._model
+        if isinstance(model, thermal.ThermalModel):
+            model.threshold = float(self.params["threshold"])
+            model.retune(float(self.params["target_false_alarms_per_week"]))
+
+    def missed(self, ts_ms: int) -> None:
+        """A reading at ``ts_ms`` was no temperature (a model that judges by time notes it)."""
+        if isinstance(self._model, thermal.ThermalModel):
+            self._model.missed(ts_ms)
+
+    def observe(self, temp_c: float, ts_ms: int | None = None) -> Verdict:
         """Judge an ``ok`` temperature, then learn it unless it was flagged."""
+        model = self._model
+        if isinstance(model, thermal.ThermalModel):
+            # Without a time (a bare series), readings are taken to be 1 s apart.
+            score, flagged, fault, known = model.observe_at(
+                self.seen * 1000 if ts_ms is None else ts_ms, temp_c
+            )
+            if not flagged and not fault:
+                self.seen += 1
+            return Verdict(score, flagged, score is not None, fault, known)
         if self.seen < self._warmup:
-            self._model.learn(temp_c)
+            model.learn(temp_c)
             self.seen += 1
             return Verdict(None, False, False)
-        score = self._model.score(temp_c)
+        score = model.score(temp_c)
         if not math.isfinite(score) or score < 0:
             score = 0.0
         flagged = score >= self._threshold
         if not flagged:
-            self._model.learn(temp_c)
+            model.learn(temp_c)
             self.seen += 1
         else:
-            hold = getattr(self._model, "hold", None)
+            hold = getattr(model, "hold", None)
             if hold is not None:  # a sequence model: keeps it aside, unlearned
                 hold()
         return Verdict(score, flagged, True)
 
 
+def _profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        known = ", ".join(sorted(PROFILES))
+        raise DetectorSpecError("profile", f"unknown profile {name!r} (known: {known})") from None
+
+
 class Detector:
     """A :class:`SensorMonitor` per sensor, created on first sight; picklable state."""
 
-    def __init__(self, name: str, params: Mapping[str, Param] | None = None) -> None:
+    def __init__(
+        self, name: str, params: Mapping[str, Param] | None = None, profile: str = "generic"
+    ) -> None:
         self.name = name
         self.params = check_detector(name, params or {})
+        self.profile = profile
+        _profile(profile)
         self.monitors: dict[str, SensorMonitor] = {}
 
-    def observe(self, sensor_id: str, temp_c: float) -> Verdict:
+    def observe(self, sensor_id: str, temp_c: float, ts_ms: int | None = None) -> Verdict:
         mon = self.monitors.get(sensor_id)
         if mon is None:
-            mon = self.monitors[sensor_id] = SensorMonitor(self.name, self.params)
-        return mon.observe(temp_c)
+            mon = self.monitors[sensor_id] = SensorMonitor(self.name, self.params, self.profile)
+        return mon.observe(temp_c, ts_ms)
+
+    def missed(self, sensor_id: str, ts_ms: int) -> None:
+        """A reading of ``sensor_id`` at ``ts_ms`` was no temperature (a sensor fault)."""
+        mon = self.monitors.get(sensor_id)
+        if mon is not None:
+            mon.missed(ts_ms)
+
+    def retunes_to(self, name: str, params: Mapping[str, Param], profile: str) -> bool:
+        """Whether a change to ``(name, params, profile)`` only moves margins (learning stays)."""
+        if (name, profile) != (self.name, self.profile) or name != "thermal":
+            return False
+        new = check_detector(name, params)
+        changed = {k for k in new if new[k] != self.params.get(k)}
+        return changed <= _RETUNABLE
+
+    def retune(self, params: Mapping[str, Param]) -> None:
+        """New margins for every sensor, learned state kept (see :meth:`retunes_to`)."""
+        self.params = check_detector(self.name, params)
+        for mon in self.monitors.values():
+            mon.retune(self.params)
+
+    def state_bytes(self) -> int:
+        """Size of the saved state (what ``detector.pickle`` holds)."""
+        return len(self.dumps())
 
     def dumps(self) -> bytes:
         """The whole state (models included) as bytes, for an atomic save."""
-        return pickle.dumps({"name": self.name, "params": self.params, "monitors": self.monitors})
+        return pickle.dumps(
+            {
+                "name": self.name,
+                "params": self.params,
+                "profile": self.profile,
+                "monitors": self.monitors,
+            }
+        )
 
     @classmethod
-    def loads(cls, data: bytes, name: str, params: Mapping[str, Param]) -> Detector:
-        """Restore saved state if it was made by the same detector and parameters.
+    def loads(
+        cls, data: bytes, name: str, params: Mapping[str, Param], profile: str = "generic"
+    ) -> Detector:
+        """Restore saved state if it was made by the same detector, parameters and profile.
 
-        Otherwise (config changed while the agent was down) start fresh.
-        The state file is written by this agent into its own StateDirectory.
+        Otherwise (config changed while the agent was down) start fresh, except
+        when only ``thermal``'s margins changed: what it learned stays (the
+        learning period is not started again). The state file is written by
+        this agent into its own StateDirectory.
         """
-        det = cls(name, params)
-        state: dict[str, Any] = _Unpickler(io.BytesIO(data)).load()
-        if state.get("name") == det.name and state.get("params") == det.params:
+        det = cls(name, params, profile)
+        try:
+            state: dict[str, Any] = _Unpickler(io.BytesIO(data)).load()
+        except (ModuleNotFoundError, AttributeError):  # a removed detector's models (hst)
+            return det
+        if (state.get("name"), state.get("profile", "generic")) != (det.name, det.profile):
+            return det
+        if state.get("params") == det.params:
             det.monitors = dict(state["monitors"])
+        else:
+            old = cls.__new__(cls)
+            old.name, old.params, old.profile = det.name, dict(state.get("params", {})), profile
+            if old.retunes_to(det.name, det.params, det.profile):
+                det.monitors = dict(state["monitors"])
+                det.retune(det.params)
         return det
 
 

@@ -8,6 +8,12 @@ transitions that verdict, the quality and the thresholds cause. The agent's
 detection benchmark (``benchmarks/detection``) feeds it simulated weeks, so
 what the benchmark measures is exactly what a Pi decides.
 
+Time is the sample's ``ts_ms``: the detector judges by it (a learning period
+and excursions in seconds, at any sampling interval) and so do the hard
+limits of ``[detector] profile``, which must be exceeded for the profile's
+delay (longer while the detector recognises a learned defrost or is still
+learning) before their alert is raised.
+
 >>> from edge_agent.config import loads_config
 >>> from edge_agent.sensors import Sample
 >>> from telemetry_contract import Quality
@@ -15,6 +21,9 @@ what the benchmark measures is exactly what a Pi decides.
 >>> _, ts = judge.judge(Sample("28-a", 0, 9.0, Quality.OK))
 >>> [(t.kind.value, t.state.value) for t in ts], judge.alarm_active
 ([('threshold', 'raised')], True)
+>>> cold = SampleJudge(loads_config('[detector]\\nprofile = "cold_room"', env={}))
+>>> [len(cold.judge(Sample("28-a", m * 60_000, 9.0, Quality.OK))[1]) for m in (0, 89, 90)]
+[0, 0, 1]
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from __future__ import annotations
 from edge_agent.alerts import AlertTracker, Transition
 from edge_agent.config import EdgeConfig
 from edge_agent.detect import Detector, Verdict
+from edge_agent.profiles import PROFILES, Profile
 from edge_agent.sensors import Sample
 
 __all__ = ["SampleJudge"]
@@ -32,16 +42,35 @@ class SampleJudge:
 
     def __init__(self, config: EdgeConfig) -> None:
         self._config = config
-        self.detector = Detector(config.detector.name, config.detector.params)
+        d = config.detector
+        self.detector = Detector(d.name, d.params, d.profile)
         self.tracker = AlertTracker(clear_after=config.alarm.clear_after)
+        self._limits(config)
+
+    def _limits(self, config: EdgeConfig) -> None:
+        """The hard limits in force: ``[alarm]`` overrides the profile's."""
+        a = config.alarm
+        self.profile: Profile = PROFILES[config.detector.profile]  # validated with the config
+        self.high_c = a.high_c if a.high_c is not None else self.profile.high_c
+        self.low_c = a.low_c if a.low_c is not None else self.profile.low_c
+        self.tracker.fault_after = a.fault_after
+        self.tracker.fault_after_s = a.fault_after_s
 
     def reconfigure(self, new: EdgeConfig) -> None:
-        """Use a new configuration (remote config): thresholds now, a new detector warms up."""
-        old = self._config
-        if (new.detector.name, new.detector.params) != (old.detector.name, old.detector.params):
-            self.detector = Detector(new.detector.name, new.detector.params)
+        """Use a new configuration (remote config): thresholds now, a new detector warms up.
+
+        A new ``target_false_alarms_per_week`` only moves ``thermal``'s margins:
+        what it learned stays.
+        """
+        d, o = new.detector, self._config.detector
+        if (d.name, d.params, d.profile) != (o.name, o.params, o.profile):
+            if self.detector.retunes_to(d.name, d.params, d.profile):
+                self.detector.retune(d.params)
+            else:
+                self.detector = Detector(d.name, d.params, d.profile)
         self._config = new
         self.tracker.clear_after = new.alarm.clear_after
+        self._limits(new)
 
     @property
     def alarm_active(self) -> bool:
@@ -54,14 +83,23 @@ class SampleJudge:
         if s.ok and s.temp_c is not None:
             # Only an ok reading is a temperature: CRC errors, 85 °C resets and
             # unplugged probes never reach the model or the alarm.
-            verdict = self.detector.observe(s.sensor_id, s.temp_c)
-        alarm = self._config.alarm
+            verdict = self.detector.observe(s.sensor_id, s.temp_c, s.ts_ms)
+        else:  # the agent runs: a long silence of the model is no power cut
+            self.detector.missed(s.sensor_id, s.ts_ms)
+        p = self.profile
         transitions = self.tracker.update(
             s.sensor_id,
             s.quality,
             s.temp_c,
             verdict.is_anomaly if verdict else False,
-            high_c=alarm.high_c,
-            low_c=alarm.low_c,
+            high_c=self.high_c,
+            low_c=self.low_c,
+            ts_ms=s.ts_ms,
+            # A learned recurring excursion (a defrost) may exceed a limit for longer; so
+            # may any while the detector is still learning (it cannot tell a defrost yet).
+            delay_s=p.defrost_delay_s
+            if verdict and (verdict.recognised or not verdict.warm)
+            else p.delay_s,
+            fault=verdict.fault if verdict else "",
         )
         return verdict, transitions

@@ -226,7 +226,7 @@ class ReadingPipeline:
             return
         spec = self._config.detector
         try:
-            self.judge.detector = Detector.loads(data, spec.name, spec.params)
+            self.judge.detector = Detector.loads(data, spec.name, spec.params, spec.profile)
         except Exception as exc:  # a corrupt state file costs a warm-up, not the service
             log.warning("event=detector_restore_failed path=%s error=%r", path, str(exc))
             return

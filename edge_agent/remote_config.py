@@ -26,10 +26,10 @@ True
 >>> bad = DeviceConfig(device_id="d1", site="s", version=3, ts=now, detector="nope")
 >>> gate.offer(encode(bad), current=got.config, version=2, now_ms=now).kind.value
 'config_rejected'
->>> huge = DeviceConfig(device_id="d1", site="s", version=4, ts=now, detector="hst",
-...                     detector_params={"height": 20})
+>>> huge = DeviceConfig(device_id="d1", site="s", version=4, ts=now, detector="context",
+...                     detector_params={"bins": 2000})
 >>> gate.offer(encode(huge), current=got.config, version=2, now_ms=now).message
-'config version 4 rejected: detector.params.height: must be in 1..14, got 20'
+'config version 4 rejected: detector.params.bins: must be in 2..1000, got 2000'
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ class RemoteConfigGate:
             if new.detector != current.detector:
                 # Build one model now: a config that cannot make one is rejected here,
                 # not when the first reading meets it in the main loop.
-                SensorMonitor(new.detector.name, new.detector.params)
+                SensorMonitor(new.detector.name, new.detector.params, new.detector.profile)
         except (ConfigError, ValueError) as exc:  # names the key
             return self._reject(current, remote.version, str(exc), now_ms, None)
         except Exception as exc:  # a bug: rejected all the same, never a crash

@@ -34,11 +34,14 @@ TTD_TARGET_S: Final[dict[str, float]] = {
 def edge_config_for(profile: str) -> EdgeConfig:
     """The default edge configuration of a device watching equipment ``profile``.
 
-    Today the agent has no per-equipment defaults: every profile gets the
-    agent's plain defaults (the ``context`` detector, no thresholds).
+    The agent's defaults (the ``thermal`` detector, its default calibration)
+    with ``[detector] profile`` set to the equipment: its hard limits and
+    alarm delays (``edge_agent/profiles.py``). That one line is all an
+    installer changes.
 
-    >>> edge_config_for("freezer").detector.name
-    'context'
+    >>> c = edge_config_for("freezer").detector
+    >>> c.name, c.profile
+    ('thermal', 'freezer')
     >>> edge_config_for("attic")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
@@ -47,7 +50,7 @@ def edge_config_for(profile: str) -> EdgeConfig:
     if profile not in PROFILES:
         known = ", ".join(sorted(PROFILES))
         raise ValueError(f"profile: unknown equipment profile {profile!r} (known: {known})")
-    return loads_config("", env={})
+    return loads_config(f'[detector]\nprofile = "{profile}"\n', env={})
 
 
 def ttd_target_s(profile: str, kind: str) -> float | None:

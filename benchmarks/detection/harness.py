@@ -76,7 +76,7 @@ def restart(old: Judge, config: EdgeConfig, factory: JudgeFactory) -> Judge:
     det = getattr(old, "detector", None)
     if isinstance(det, Detector) and isinstance(new, SampleJudge):
         spec = config.detector
-        new.detector = Detector.loads(det.dumps(), spec.name, spec.params)
+        new.detector = Detector.loads(det.dumps(), spec.name, spec.params, spec.profile)
     return new
 
 

@@ -76,15 +76,12 @@ def test_a_judge_raising_once_a_day_scores_seven_per_device_week() -> None:
 
 def test_threshold_and_sensor_raises_are_counted_apart() -> None:
     cfg = CONFIG.__class__(alarm=CONFIG.alarm.__class__(high_c=8.0))
-    # a threshold alarm at minute 10 (cleared at 11), a CRC error at minute 30 (day 2: 1500)
-    tr = _trace(
-        3000,
-        at={
-            10: (9.0, Quality.OK),
-            30: (None, Quality.CRC_ERROR),
-            1500: (None, Quality.POWER_ON_RESET),
-        },
-    )
+    # a threshold alarm at minute 10 (cleared at 11), CRC errors from minute 30 (day 2:
+    # 1500); a sensor fault is two bad readings in a row at one a minute (alarm.fault_after_s)
+    at: dict[int, tuple[float | None, Quality | None]] = {10: (9.0, Quality.OK)}
+    at |= {i: (None, Quality.CRC_ERROR) for i in (30, 31)}
+    at |= {i: (None, Quality.POWER_ON_RESET) for i in (1500, 1501)}
+    tr = _trace(3000, at=at)
     from edge_agent.judge import SampleJudge
 
     judge = SampleJudge(cfg)
@@ -109,7 +106,8 @@ def test_time_to_detect_is_from_the_first_visible_moment_to_the_first_raise_of_i
     runs = run_faults(_trace(60, faults=labels, at=at), SampleJudge(cfg), cfg)
     door, crc = runs
     assert (door.ttd_s, door.temperature_alarms, door.sensor_alarms) == (180.0, 1, 0)
-    assert (crc.ttd_s, crc.sensor_as_temperature) == (60.0, False)
+    # One failed read is no fault: the second in a row (a minute later) raises it.
+    assert (crc.ttd_s, crc.sensor_as_temperature) == (120.0, False)
 
 
 def test_a_sensor_fault_raising_a_temperature_alarm_is_reported() -> None:
@@ -123,7 +121,7 @@ def test_a_power_cut_restarts_the_agent_with_its_saved_detector() -> None:
 
     n = 400
     at: dict[int, tuple[float | None, Quality | None]] = {i: (None, None) for i in range(200, 260)}
-    at[260] = (None, Quality.POWER_ON_RESET)
+    at[260] = at[261] = (None, Quality.POWER_ON_RESET)
     run, judge, _ = run_normal(_trace(n, at=at), SampleJudge(CONFIG), CONFIG)
     assert run.samples == n - 60
     assert isinstance(judge, SampleJudge)
@@ -137,7 +135,8 @@ def test_one_device_week_with_faults_runs_end_to_end() -> None:
     assert normal.samples == 4 * 1440
     assert [f.kind for f in faults] == ["crc_error", "door_left_open"]
     crc = faults[0]
-    assert crc.detected and crc.ttd_s is not None and crc.ttd_s < 60.0
+    # At one reading a minute the second bad reading in a row reports it (one is no fault).
+    assert crc.detected and crc.ttd_s is not None and crc.ttd_s < 2 * 60.0
     assert not crc.sensor_as_temperature
 
 

@@ -11,19 +11,17 @@ import tracemalloc
 from edge_agent.detect import Detector, Param
 
 CASES: dict[str, tuple[str, dict[str, Param]]] = {
-    "hst height 14, 1 tree": ("hst", {"height": 14, "n_trees": 1, "warmup": 10}),
-    "hst height 10, 16 trees": ("hst", {"height": 10, "n_trees": 16, "warmup": 10}),
     "context cap 40000, orders 1..8, bins 1000": (
         "context",
         {"cap": 40000, "orders": "1,2,3,4,5,6,7,8", "bins": 1000, "warmup": 10},
     ),
-    "hst defaults": ("hst", {}),
     "context defaults": ("context", {}),
+    "thermal defaults (1 s readings)": ("thermal", {"learning_h": 1.0}),
 }
 
 
 def main() -> None:
-    Detector("hst", {}).observe("warm-import", 1.0)  # river's import is not the model's cost
+    Detector("zscore", {}).observe("warm-import", 1.0)  # river's import is not the model's cost
     for label, (name, params) in CASES.items():
         tracemalloc.start()
         det = Detector(name, params)

@@ -325,7 +325,7 @@ def _edge_remote_config(h: Hostile, errors: _ErrorLog) -> Target:
     current = loads_config('[device]\ndevice_id = "s1-d01"\nsite = "s1"\n')
     # Warm up: the first model of each detector imports river (~0.7 s, once per
     # process), which is no input's cost.
-    for detector in ("hst", "zscore", "context"):
+    for detector in ("thermal", "zscore", "context"):
         SensorMonitor(detector, {})
     gate = RemoteConfigGate(topic="thermowatch/s1/s1-d01/config")
 

@@ -341,7 +341,7 @@ def test_remote_config_applied_within_one_interval_and_bad_one_rejected(
             lambda: any("detector.name" in m.message for m, _ in sub.of_kind("alert")),
             timeout=10,
         )
-        assert agent.config_version == 3 and agent.config.detector.name == "context"
+        assert agent.config_version == 3 and agent.config.detector.name == "thermal"
     finally:
         sub.close()
 

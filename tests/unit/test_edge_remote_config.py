@@ -53,12 +53,12 @@ def config(version: int = 2, **fields: Any) -> bytes:
 @pytest.mark.parametrize(
     ("fields", "key"),
     [
-        ({"detector": "hst", "detector_params": {"height": 20}}, "detector.params.height"),
-        ({"detector": "hst", "detector_params": {"height": 12}}, "detector.params.height"),
-        ({"detector": "hst", "detector_params": {"n_trees": 1000}}, "detector.params.n_trees"),
-        ({"detector": "hst", "detector_params": {"window_size": 10**9}}, "params.window_size"),
-        ({"detector": "hst", "detector_params": {"min_c": 90.0}}, "detector.params.min_c"),
-        ({"detector": "hst", "detector_params": {"seed": -1}}, "detector.params.seed"),
+        ({"detector": "hst"}, "detector.name: 'hst' was removed"),
+        (
+            {"detector": "thermal", "detector_params": {"target_false_alarms_per_week": 0}},
+            "detector.params.target_false_alarms_per_week",
+        ),
+        ({"detector": "thermal", "detector_params": {"learning_h": 1e9}}, "params.learning_h"),
         ({"detector": "zscore", "detector_params": {"min_std": 0.0}}, "detector.params.min_std"),
         ({"detector": "zscore", "detector_params": {"alpha": 0.0}}, "detector.params.alpha"),
         ({"detector_params": {"bins": 1}}, "detector.params.bins"),
@@ -85,10 +85,12 @@ def test_the_largest_accepted_models_build_and_run() -> None:
     """The worst case each bound allows builds and runs (memory: docs/benchmarks.md)."""
     gate = RemoteConfigGate(topic=TOPIC)
     for fields in (
-        {"detector": "hst", "detector_params": {"height": 14, "n_trees": 1, "window_size": 100000}},
-        {"detector": "hst", "detector_params": {"height": 10, "n_trees": 16}},
+        {"detector": "thermal", "detector_params": {"target_false_alarms_per_week": 0.01}},
         {"detector": "zscore", "detector_params": {"alpha": 1.0, "min_std": 1e-6}},
-        {"detector_params": {"cap": 40000, "orders": "1,2,3,4,5,6,7,8", "bins": 1000}},
+        {
+            "detector": "context",
+            "detector_params": {"cap": 40000, "orders": "1,2,3,4,5,6,7,8", "bins": 1000},
+        },
     ):
         got = gate.offer(config(**fields), current=BASE, version=1, now_ms=NOW)
         assert isinstance(got, Accepted), (fields, got)
@@ -100,9 +102,12 @@ def test_the_largest_accepted_models_build_and_run() -> None:
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
-        ('[detector]\nname = "hst"\n[detector.params]\nheight = 20\n', "detector.params.height"),
+        ('[detector]\nname = "hst"\n', "detector.name: 'hst' was removed"),
         ('[detector]\nname = "zscore"\n[detector.params]\nmin_std = 0.0\n', "params.min_std"),
-        ("[detector.params]\nbins = 1\n", "detector.params.bins: must be in 2..1000"),
+        (
+            '[detector]\nname = "context"\n[detector.params]\nbins = 1\n',
+            "detector.params.bins: must be in 2..1000",
+        ),
         ("[alarm]\nhigh_c = nan\n", "alarm.high_c: must be in -55..125, got nan"),
         ("[alarm]\nlow_c = -300.0\n", "alarm.low_c: must be in -55..125"),
         ("[alarm]\nclear_after = 1000000\n", "alarm.clear_after: must be in 1..100000"),
@@ -252,7 +257,9 @@ device_configs = st.fixed_dictionaries(
         "sampling_interval_s": st.one_of(st.floats(0.05, 4000), hostile_number),
         "alarm_high_c": hostile_number,
         "alarm_low_c": hostile_number,
-        "detector": st.one_of(st.sampled_from(["hst", "zscore", "context"]), hostile_text),
+        "detector": st.one_of(
+            st.sampled_from(["hst", "zscore", "context", "thermal"]), hostile_text
+        ),
         "detector_params": st.dictionaries(
             st.one_of(param_names, hostile_text), st.one_of(hostile_number, leaf), max_size=5
         ),
