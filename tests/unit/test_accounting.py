@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from msgspec.structs import replace as replace_struct
@@ -317,3 +318,37 @@ def test_a_recorded_demo_run_counts_the_same_notifications_again() -> None:
     after = [AlertDoc(**a) for a in rec["alerts_after_stop"]]
     assert shutdown_alerts(after, rec["fleet_stopped_ms"]) == rec["summary"]["shutdown_alerts"]
     assert rec["summary"]["shutdown_alerts"] == {"info": 6}  # the 6 devices' shutdowns
+
+
+def test_the_demo_exits_1_when_the_alerts_break_their_promise(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.console import Console
+
+    from thermowatch.demo import report
+    from thermowatch.demo.account import alert_problems
+    from thermowatch.demo.cli import _finish
+
+    monkeypatch.setattr(report, "print_summary", lambda console, summary: None)
+
+    good = {
+        "ok": True,
+        "incidents_missed": 0,
+        "false_alerts": 0,
+        "notifications_per_incident": 3,
+        "shutdown_alerts": {"info": 30},
+    }
+    console = Console(file=io.StringIO(), width=120)
+    quiet = dict(good, alert_problems=alert_problems(good))
+    assert quiet["alert_problems"] == []
+    assert _finish(console, quiet, None) == 0
+    for key, bad in [
+        ("incidents_missed", 1),
+        ("false_alerts", 1),
+        ("notifications_per_incident", 4),
+        ("shutdown_alerts", {"info": 29, "critical": 1}),
+    ]:
+        summary = dict(good, **{key: bad})
+        summary["alert_problems"] = alert_problems(summary)
+        assert _finish(console, summary, None) == 1, key
+        assert f"thermowatch: error: alerts: {key}:" in capsys.readouterr().err

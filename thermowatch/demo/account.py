@@ -19,7 +19,13 @@ from thermowatch.demo.malformed import MALFORMED_SEQ
 from thermowatch.demo.monitor import SearchWatch
 from thermowatch.demo.run import DemoRun
 
-__all__ = ["account_run", "count_dead_letters", "summarize"]
+__all__ = [
+    "MAX_NOTIFICATIONS_PER_INCIDENT",
+    "account_run",
+    "alert_problems",
+    "count_dead_letters",
+    "summarize",
+]
 
 LATENCY_NOTE = "incident start (scripted time) to the Kafka time its first alert was published"
 
@@ -88,6 +94,44 @@ async def account_run(
     )
 
 
+#: The most notifications one scripted incident may cause: opened, escalated, resolved.
+MAX_NOTIFICATIONS_PER_INCIDENT = 3
+
+
+def alert_problems(summary: Mapping[str, Any]) -> list[str]:
+    """What broke the alerting promise in a run's summary (empty: alerts few, right and fast).
+
+    An incident missed, an alert without an incident, more than
+    :data:`MAX_NOTIFICATIONS_PER_INCIDENT` notifications for one scripted
+    incident, or a critical alert once the fleet was shut down on purpose.
+
+    >>> alert_problems({"incidents_missed": 0, "false_alerts": 0,
+    ...                 "notifications_per_incident": 3, "shutdown_alerts": {"info": 30}})
+    []
+    >>> alert_problems({"incidents_missed": 1, "false_alerts": 2,
+    ...                 "notifications_per_incident": 5, "shutdown_alerts": {"critical": 1}})
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ['incidents_missed: 1 scripted incident(s) raised no alert',
+     'false_alerts: 2 alert(s) without a scripted incident',
+     'notifications_per_incident: 5 (at most 3)',
+     'shutdown_alerts: 1 critical alert(s) after an announced shutdown']
+    """
+    out: list[str] = []
+    missed = int(summary.get("incidents_missed", 0))
+    if missed:
+        out.append(f"incidents_missed: {missed} scripted incident(s) raised no alert")
+    false = int(summary.get("false_alerts", 0))
+    if false:
+        out.append(f"false_alerts: {false} alert(s) without a scripted incident")
+    most = int(summary.get("notifications_per_incident", 0))
+    if most > MAX_NOTIFICATIONS_PER_INCIDENT:
+        out.append(f"notifications_per_incident: {most} (at most {MAX_NOTIFICATIONS_PER_INCIDENT})")
+    critical = int(dict(summary.get("shutdown_alerts") or {}).get("critical", 0))
+    if critical:
+        out.append(f"shutdown_alerts: {critical} critical alert(s) after an announced shutdown")
+    return out
+
+
 def summarize(
     run: DemoRun,
     readings: acc.Accounting,
@@ -107,7 +151,7 @@ def summarize(
     """
     lat = [x for x in score.latencies_ms if x is not None]
     notified = notifications or []
-    return {
+    summary: dict[str, Any] = {
         "run_id": run.run_id,
         "duration_s": run.duration_s,
         "devices": len(run.devices),
@@ -147,3 +191,5 @@ def summarize(
         "malformed_stored": malformed_stored,
         "ok": readings.ok and malformed_stored == 0,
     }
+    summary["alert_problems"] = alert_problems(summary)
+    return summary

@@ -20,7 +20,10 @@
    server against the seqs the edge outboxes allocated, Gaps from Kafka,
    alerts from the alerts index, malformed payloads from the dead-letter topic.
    Prints the summary (and writes it with ``--summary``); exits 1 if a
-   reading was lost or stored twice.
+   reading was lost or stored twice, or if the alerts broke their promise
+   (:func:`~thermowatch.demo.account.alert_problems`: an incident missed, a
+   false alert, more than 3 notifications for one incident, a critical alert
+   after the announced shutdown).
 
 The stack stays up; ``make demo-down`` (``thermowatch stack down``) stops it.
 ``thermowatch demo account --run-dir DIR`` repeats the accounting of a run.
@@ -118,13 +121,17 @@ def _finish(console: Any, summary: dict[str, Any], path: Path | None) -> int:
     print_summary(console, summary)
     if path:
         path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    failed = False
     if not summary["ok"]:
         print(
             "thermowatch: error: readings lost or stored twice (or malformed stored): see above",
             file=sys.stderr,
         )
-        return 1
-    return 0
+        failed = True
+    for problem in summary.get("alert_problems", []):
+        print(f"thermowatch: error: alerts: {problem}", file=sys.stderr)
+        failed = True
+    return 1 if failed else 0
 
 
 def _account(args: argparse.Namespace) -> int:
