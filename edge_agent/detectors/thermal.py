@@ -32,6 +32,11 @@ sampling interval.
   excursion again; when none is left the excursion is anomalous until it
   ends, and it is not learned (a fault must not become normal). An
   excursion shorter than ``slack_s`` is never an anomaly.
+* **Cooling that stops.** A working cooling pulls the temperature down
+  again and again; a stretch without a fall that lasts longer above the
+  band than any normal one of its height (off-cycles, doors, defrosts
+  apart, :mod:`edge_agent.detectors.cooling`) makes the warm excursion
+  anomalous: a compressor that failed in a fridge, a stuck defrost heater.
 * **Seasons.** Defrosts come on the controller's timer: when the excursions
   that reached a height started at whole multiples of one period for half a
   day, that shape covers only an excursion starting on schedule (within 3 %
@@ -87,6 +92,7 @@ from itertools import pairwise
 from typing import Final
 
 from edge_agent.detectors.base import Param, check_range
+from edge_agent.detectors.cooling import CoolingWatch
 from edge_agent.profiles import Profile
 
 __all__ = ["DEFAULTS", "LEVELS", "ThermalModel", "build", "check", "margins"]
@@ -177,12 +183,19 @@ class _Shape:
 class _Cover:
     """One learned shape (or none) against the excursion in progress."""
 
-    __slots__ = ("allowed", "deadlines", "learned", "next")
+    __slots__ = ("allowed", "deadlines", "learned", "next", "timed")
 
     def __init__(
-        self, shape: _Shape | None, factor: float, slack: float, in_season: bool = True
+        self,
+        shape: _Shape | None,
+        factor: float,
+        slack: float,
+        in_season: bool = True,
+        timed: bool = False,
     ) -> None:
         self.learned = shape is not None and in_season
+        #: A timer's shape (a defrost) on its schedule.
+        self.timed = self.learned and timed
         if shape is None:  # the null shape: anything, for slack seconds
             self.allowed = [slack] * _N
             self.deadlines: list[tuple[float, int]] = []
@@ -296,6 +309,10 @@ class ThermalModel:
         #: Per direction and level: when the last learned excursions reaching it started.
         self.starts: tuple[dict[int, list[int]], dict[int, list[int]]] = ({}, {})
         self.excursions: list[_Excursion | None] = [None, None]
+        self.cooling = CoolingWatch()
+
+    #: A state saved before the cooling watch existed learns one from its next reading.
+    cooling: CoolingWatch | None = None
 
     def missed(self, ts_ms: int) -> None:
         """A reading at ``ts_ms`` that was no temperature (a sensor fault): the agent is
@@ -332,6 +349,8 @@ class ThermalModel:
         self.blind = False
         if blind:  # the agent was off (a power cut): what was under way is unknown
             self.excursions = [None, None]
+            if self.cooling is not None:
+                self.cooling.restart()
         if dt > 2 * _MAX_STEP_S or self.resync:
             # No readings for a while (a sensor fault, a restart): the speed of a change
             # cannot be judged across it, and the silence does not count as time spent
@@ -388,11 +407,36 @@ class ThermalModel:
             elif exc.covers is None or any(c.learned for c in exc.covers):
                 recognised = True  # a learned shape, or begun while learning: unknown yet
             score = max(score, exc.score)
+        if self._cooling_stopped(x, dev - band, dt, learning, flagged):
+            flagged, score = True, 1.0
         if not flagged:
             self._track(ts_ms, x, dt)
         if learning:
             return None, False, "", False
         return score, flagged and score >= self.threshold, "", recognised
+
+    def _cooling_stopped(
+        self, x: float, depth: float, dt: float, learning: bool, flagged: bool
+    ) -> bool:
+        """Whether the air has gone without cooling for longer than ever normally
+        (see :mod:`edge_agent.detectors.cooling`); the warm excursion is then anomalous."""
+        if self.cooling is None:
+            self.cooling = CoolingWatch()
+        exc = self.excursions[0]
+        # A defrost on its timer's schedule stops the cooling: it is judged by its shape.
+        defrost = exc is not None and any(c.timed for c in exc.covers or ())
+        stopped = self.cooling.step(
+            x,
+            depth,
+            dt,
+            judge=not learning and not flagged and not defrost,
+            normal=not flagged,
+            factor=self.factor,
+            slack_s=self.slack_s,
+        )
+        if stopped and exc is not None:
+            exc.flagged, exc.score = True, 1.0
+        return stopped
 
     def _covers(self, k: int, learning: bool, ts_ms: int) -> list[_Cover] | None:
         """The shapes that may cover an excursion starting now (None: learning)."""
@@ -401,7 +445,8 @@ class ThermalModel:
         f, s = self.factor, self.slack_s
         covers = [_Cover(None, f, s)]
         for top, shape in self.shapes[k].items():
-            covers.append(_Cover(shape, f, s, self._in_season(k, top, ts_ms)))
+            timed = self._period(k, top) is not None
+            covers.append(_Cover(shape, f, s, self._in_season(k, top, ts_ms), timed))
         return covers
 
     def _in_season(self, k: int, top: int, ts_ms: int) -> bool:
@@ -417,25 +462,32 @@ class ThermalModel:
         that shape. A door left open between defrosts is then judged against
         the door openings, not against the defrosts.
         """
+        period = self._period(k, top)
+        if period is None:
+            return True
+        since = ts_ms - self.starts[k][top][-1]
+        n = max(1, round(since / period))
+        return abs(since - n * period) <= _SEASON_TOL * period + _SEASON_TOL_MS
+
+    def _period(self, k: int, top: int) -> int | None:
+        """The timer period (ms) of the excursions reaching ``top`` (None: irregular)."""
         shape = self.shapes[k].get(top)
         if shape is not None and shape.aperiodic:
-            return True
+            return None
         starts = self.starts[k].get(top)
         if starts is None or len(starts) < _PERIOD_SAMPLES:
-            return True
+            return None
         if starts[-1] - starts[0] < _PERIOD_SPAN_MS:
-            return True
+            return None
         gaps = [b - a for a, b in pairwise(starts)]
         period = min(gaps)
         if period < _MIN_PERIOD_MS:
-            return True
+            return None
         for g in gaps:
             n = round(g / period)
             if n > 8 or abs(g - n * period) > _PERIOD_JITTER * period:
-                return True  # irregular: any time
-        since = ts_ms - starts[-1]
-        n = max(1, round(since / period))
-        return abs(since - n * period) <= _SEASON_TOL * period + _SEASON_TOL_MS
+                return None  # irregular: any time
+        return period
 
     def _learn(self, k: int, exc: _Excursion) -> None:
         if exc.top < 0:

@@ -47,6 +47,11 @@ TTD_BOUND_S = {
     "hvac_failure": 1200.0,
     # A server room is on a UPS: the agent stays up and sees the HVAC stop.
     "server_room/power_cut": 1200.0,
+    # The cooling watch (no fall of the temperature for longer than ever normally): without
+    # it these take 3670 s, 4950 s and 1710 s here.
+    "cold_room/defrost_stuck": 3000.0,
+    "fridge/compressor_failure": 4200.0,
+    "fridge/door_left_open": 1400.0,
     "power_on_reset": 60.0,
     "crc_error": 60.0,
     "disconnected": 60.0,
@@ -273,6 +278,21 @@ def test_a_hard_limit_waits_for_its_delay() -> None:
         i for i, s in enumerate(warm) for t in judge.judge(s)[1] if t.kind.value == "threshold"
     ]
     assert raised == [90]
+
+
+# Cooling that stops ------------------------------------------------------------------
+
+
+def test_a_state_saved_before_the_cooling_watch_gets_one() -> None:
+    det = Detector("thermal", {}, "cold_room")
+    judge_hours(det, 0, 25)
+    model = det.monitors["p"]._model
+    del model.cooling  # as unpickled from an older agent's state
+    again = Detector.loads(det.dumps(), "thermal", {}, "cold_room")
+    assert again.monitors["p"]._model.cooling is None
+    ts = 25 * 3600_000
+    assert again.observe("p", sawtooth(ts), ts).warm
+    assert again.monitors["p"]._model.cooling is not None
 
 
 # The calibration knob -----------------------------------------------------------------
