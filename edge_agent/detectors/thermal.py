@@ -28,7 +28,9 @@ sampling interval.
   did (times ``factor`` plus ``slack_s``, one level lower: a height margin),
   and it has not been slower than that shape in reaching its levels (a slow
   warm-up that a fast defrost would long have passed is a compressor
-  failure, not a defrost). A shape that stops covering never covers this
+  failure, not a defrost), nor faster than the fastest of its excursions
+  (minus ``slack_s``, divided by ``factor``: a fridge's door left open warms
+  faster than its off-cycle defrost ever does). A shape that stops covering never covers this
   excursion again; when none is left the excursion is anomalous until it
   ends, and it is not learned (a fault must not become normal). An
   excursion shorter than ``slack_s`` is never an anomaly.
@@ -162,11 +164,12 @@ def margins(target_false_alarms_per_week: float) -> tuple[float, float]:
 class _Shape:
     """The envelope of the normal excursions that reached the same top level."""
 
-    __slots__ = ("aperiodic", "count", "dur", "reach")
+    __slots__ = ("aperiodic", "count", "dur", "early", "reach")
 
     def __init__(self, dur: list[float], reach: list[float | None]) -> None:
         self.dur = dur  # seconds above each level
         self.reach = reach  # seconds from the start to each level (None: not reached)
+        self.early = list(reach)  # the earliest of them to reach each level
         self.count = 1
         #: One of its excursions started off the schedule of its height: not a timer's.
         self.aperiodic = False
@@ -177,13 +180,17 @@ class _Shape:
             None if a is None or b is None else max(a, b)
             for a, b in zip(self.reach, reach, strict=True)
         ]
+        self.early = [
+            b if a is None else a if b is None else min(a, b)
+            for a, b in zip(getattr(self, "early", reach), reach, strict=True)
+        ]
         self.count += 1
 
 
 class _Cover:
     """One learned shape (or none) against the excursion in progress."""
 
-    __slots__ = ("allowed", "deadlines", "learned", "next", "timed")
+    __slots__ = ("allowed", "deadlines", "learned", "next", "soonest", "timed")
 
     def __init__(
         self,
@@ -196,6 +203,8 @@ class _Cover:
         self.learned = shape is not None and in_season
         #: A timer's shape (a defrost) on its schedule.
         self.timed = self.learned and timed
+        #: Per level: reaching it sooner than this (s) is faster than the shape ever was.
+        self.soonest: list[float] | None = None
         if shape is None:  # the null shape: anything, for slack seconds
             self.allowed = [slack] * _N
             self.deadlines: list[tuple[float, int]] = []
@@ -215,6 +224,9 @@ class _Cover:
                 for i, r in enumerate(shape.reach)
                 if r is not None
             )
+            early = getattr(shape, "early", None)  # a shape saved by an older agent: none
+            if early is not None:
+                self.soonest = [0.0 if e is None else (e - slack) / factor for e in early]
         self.next = 0
 
 
@@ -242,6 +254,7 @@ class _Excursion:
             dur[i] += dt
             if reach[i] is None:
                 reach[i] = elapsed
+        new = self.top + 1  # the first level reached now, if any
         if n - 1 > self.top:
             self.top = n - 1
         covers = self.covers
@@ -263,6 +276,11 @@ class _Excursion:
                     worst = 2.0  # slower than this shape ever was
                     break
                 c.next += 1
+            soonest = c.soonest
+            if soonest is not None:
+                for i in range(new, n):
+                    if elapsed < soonest[i]:
+                        worst = 2.0  # faster than this shape ever was: a door, not a defrost
             if worst <= 1.0:
                 alive.append(c)
                 best = min(best, worst)
