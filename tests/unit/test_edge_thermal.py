@@ -58,8 +58,8 @@ TTD_BOUND_S = {
     "crc_error": 60.0,
     "disconnected": 60.0,
     "probe_in_air": 60.0,
-    # The stuck check counts readings (sensors.stuck_after = 600): 100 min at 10 s.
-    "stuck": 610 * INTERVAL_S,
+    # The stuck check counts readings (sensors.stuck_after = 120): 20 min at 10 s.
+    "stuck": 130 * INTERVAL_S,
 }
 
 
