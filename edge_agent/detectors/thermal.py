@@ -36,9 +36,10 @@ sampling interval.
   excursion shorter than ``slack_s`` is never an anomaly.
 * **Cooling that stops.** A working cooling pulls the temperature down
   again and again; a stretch without a fall that lasts longer above the
-  band than any normal one of its height (off-cycles, doors, defrosts
+  median than any normal one of its height (off-cycles, doors, defrosts
   apart, :mod:`edge_agent.detectors.cooling`) makes the warm excursion
-  anomalous: a compressor that failed in a fridge, a stuck defrost heater.
+  anomalous: a compressor that failed in a fridge, a stuck defrost heater,
+  a refrigerant leak that holds the air at the cut-in and lets it creep up.
 * **Seasons.** Defrosts come on the controller's timer: when the excursions
   that reached a height started at whole multiples of one period for half a
   day, that shape covers only an excursion starting on schedule (within 3 %
@@ -122,6 +123,8 @@ _FAST_TAU_S: Final = 60.0
 _MAX_STEP_S: Final = 60.0
 #: An excursion found after this long without readings is judged by the slack alone.
 _BLIND_GAP_S: Final = 3600.0
+#: After this long without a temperature the cooling watch starts a new stretch.
+_NO_TEMPERATURE_MS: Final = 600_000
 #: After install the baseline moves faster (this many °C/h, halving every hour) to find
 #: the equipment's level within the first hours.
 _BOOT_C_PER_H: Final = 20.0
@@ -331,6 +334,8 @@ class ThermalModel:
 
     #: A state saved before the cooling watch existed learns one from its next reading.
     cooling: CoolingWatch | None = None
+    #: When the last reading that was a temperature came (ms).
+    last_ok_ms = 0
 
     def missed(self, ts_ms: int) -> None:
         """A reading at ``ts_ms`` that was no temperature (a sensor fault): the agent is
@@ -425,7 +430,7 @@ class ThermalModel:
             elif exc.covers is None or any(c.learned for c in exc.covers):
                 recognised = True  # a learned shape, or begun while learning: unknown yet
             score = max(score, exc.score)
-        if self._cooling_stopped(x, dev - band, dt, learning, flagged):
+        if self._cooling_stopped(ts_ms, x, dev, dt, learning, flagged):
             flagged, score = True, 1.0
         if not flagged:
             self._track(ts_ms, x, dt)
@@ -434,23 +439,29 @@ class ThermalModel:
         return score, flagged and score >= self.threshold, "", recognised
 
     def _cooling_stopped(
-        self, x: float, depth: float, dt: float, learning: bool, flagged: bool
+        self, ts_ms: int, x: float, dev: float, dt: float, learning: bool, flagged: bool
     ) -> bool:
         """Whether the air has gone without cooling for longer than ever normally
         (see :mod:`edge_agent.detectors.cooling`); the warm excursion is then anomalous."""
         if self.cooling is None:
             self.cooling = CoolingWatch()
+        elif ts_ms - self.last_ok_ms > _NO_TEMPERATURE_MS:
+            # No temperature for a while (a stuck or unplugged probe): what the air did
+            # meanwhile is unknown, so a stretch without a fall starts again.
+            self.cooling.restart()
+        self.last_ok_ms = ts_ms
         exc = self.excursions[0]
         # A defrost on its timer's schedule stops the cooling: it is judged by its shape.
         defrost = exc is not None and any(c.timed for c in exc.covers or ())
         stopped = self.cooling.step(
             x,
-            depth,
+            dev,
             dt,
-            judge=not learning and not flagged and not defrost,
+            judge=not (learning or flagged or defrost) and self.cooling.seen_s >= self.learning_s,
             normal=not flagged,
             factor=self.factor,
             slack_s=self.slack_s,
+            learning=learning,
         )
         if stopped and exc is not None:
             exc.flagged, exc.score = True, 1.0

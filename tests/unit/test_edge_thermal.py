@@ -51,6 +51,9 @@ TTD_BOUND_S = {
     # it these take 3670 s and 4950 s here.
     "cold_room/defrost_stuck": 3000.0,
     "fridge/compressor_failure": 4200.0,
+    # ... counted from the median: a leak holds the air at the cut-in, inside the band
+    # (9350 s when counted from the band's top).
+    "freezer/refrigerant_leak": 6000.0,
     # A shape covers no excursion that rises faster than it ever did (a fridge's door left
     # open is no off-cycle defrost): 1080 s without that check, 1710 s without either.
     "fridge/door_left_open": 600.0,
@@ -300,6 +303,20 @@ def test_a_state_saved_before_the_cooling_watch_gets_one() -> None:
         v = again.observe("p", sawtooth(ts), ts)
         assert v.warm and not v.is_anomaly
     assert again.monitors["p"]._model.cooling is not None
+
+
+def test_a_flat_line_and_the_readings_after_a_sensor_fault_are_no_cooling_failure() -> None:
+    """A probe about to be found stuck repeats one value above the median (the stretch
+    without a fall grows, but nothing warms); then it reports no temperature for an
+    hour; its first reading after is higher: no anomaly, the stretch starts again."""
+    det = Detector("thermal", {}, "cold_room")
+    judge_hours(det, 0, 25)
+    t0 = 25 * 3600_000
+    flat = [det.observe("p", 3.75, t0 + i * 10_000).is_anomaly for i in range(120)]
+    for i in range(120, 480):  # an hour of readings that were no temperature
+        det.missed("p", t0 + i * 10_000)
+    after = [det.observe("p", 4.0, t0 + (480 + i) * 10_000).is_anomaly for i in range(3)]
+    assert not any(flat) and not any(after)
 
 
 # The calibration knob -----------------------------------------------------------------
