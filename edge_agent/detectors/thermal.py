@@ -279,7 +279,7 @@ class _Excursion:
                     worst = 2.0  # slower than this shape ever was
                     break
                 c.next += 1
-            soonest = c.soonest
+            soonest = getattr(c, "soonest", None)  # None in a cover saved by an older agent
             if soonest is not None:
                 for i in range(new, n):
                     if elapsed < soonest[i]:
@@ -452,7 +452,7 @@ class ThermalModel:
         self.last_ok_ms = ts_ms
         exc = self.excursions[0]
         # A defrost on its timer's schedule stops the cooling: it is judged by its shape.
-        defrost = exc is not None and any(c.timed for c in exc.covers or ())
+        defrost = exc is not None and any(getattr(c, "timed", False) for c in exc.covers or ())
         stopped = self.cooling.step(
             x,
             dev,

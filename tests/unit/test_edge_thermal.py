@@ -291,11 +291,18 @@ def test_a_hard_limit_waits_for_its_delay() -> None:
 def test_a_state_saved_before_the_cooling_watch_gets_one() -> None:
     det = Detector("thermal", {}, "cold_room")
     judge_hours(det, 0, 25)
+    det.observe("p", 4.5, 25 * 3600_000 - 10_000)  # an excursion under way
     model = det.monitors["p"]._model
-    del model.cooling  # as unpickled from an older agent's state
+    exc = model.excursions[0]
+    assert exc is not None and exc.covers
+    # As unpickled from an older agent's state: no cooling watch, no earliest arrival
+    # of the shapes, no timer or speed bound in the covers of the excursion under way.
+    del model.cooling
     for shapes in model.shapes:
         for shape in shapes.values():
-            del shape.early  # nor the earliest arrival of its shapes
+            del shape.early
+    for cover in exc.covers:
+        del cover.timed, cover.soonest
     again = Detector.loads(det.dumps(), "thermal", {}, "cold_room")
     assert again.monitors["p"]._model.cooling is None
     for i in range(360):  # an hour of the same sawtooth: learned, judged, normal
