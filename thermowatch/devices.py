@@ -131,7 +131,7 @@ def bundle_config_text(
             "# A simulated DS18B20: a fake 1-Wire tree in this bundle holding one steady",
             f'# value ({SIM_TEMP_C} °C). Real probes: w1_root = "/sys/bus/w1/devices".',
             f"w1_root = {_toml(str(out / 'w1'))}",
-            "# A steady simulated value is not a stuck probe (600 on real hardware).",
+            "# A steady simulated value is not a stuck probe (120 on real hardware).",
             "stuck_after = 0",
             "",
             "[gpio]",

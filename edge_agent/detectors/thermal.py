@@ -28,10 +28,18 @@ sampling interval.
   did (times ``factor`` plus ``slack_s``, one level lower: a height margin),
   and it has not been slower than that shape in reaching its levels (a slow
   warm-up that a fast defrost would long have passed is a compressor
-  failure, not a defrost). A shape that stops covering never covers this
+  failure, not a defrost), nor faster than the fastest of its excursions
+  (minus ``slack_s``, divided by ``factor``: a fridge's door left open warms
+  faster than its off-cycle defrost ever does). A shape that stops covering never covers this
   excursion again; when none is left the excursion is anomalous until it
   ends, and it is not learned (a fault must not become normal). An
   excursion shorter than ``slack_s`` is never an anomaly.
+* **Cooling that stops.** A working cooling pulls the temperature down
+  again and again; a stretch without a fall that lasts longer above the
+  median than any normal one of its height (off-cycles, doors, defrosts
+  apart, :mod:`edge_agent.detectors.cooling`) makes the warm excursion
+  anomalous: a compressor that failed in a fridge, a stuck defrost heater,
+  a refrigerant leak that holds the air at the cut-in and lets it creep up.
 * **Seasons.** Defrosts come on the controller's timer: when the excursions
   that reached a height started at whole multiples of one period for half a
   day, that shape covers only an excursion starting on schedule (within 3 %
@@ -87,6 +95,7 @@ from itertools import pairwise
 from typing import Final
 
 from edge_agent.detectors.base import Param, check_range
+from edge_agent.detectors.cooling import CoolingWatch
 from edge_agent.profiles import Profile
 
 __all__ = ["DEFAULTS", "LEVELS", "ThermalModel", "build", "check", "margins"]
@@ -114,6 +123,8 @@ _FAST_TAU_S: Final = 60.0
 _MAX_STEP_S: Final = 60.0
 #: An excursion found after this long without readings is judged by the slack alone.
 _BLIND_GAP_S: Final = 3600.0
+#: After this long without a temperature the cooling watch starts a new stretch.
+_NO_TEMPERATURE_MS: Final = 600_000
 #: After install the baseline moves faster (this many °C/h, halving every hour) to find
 #: the equipment's level within the first hours.
 _BOOT_C_PER_H: Final = 20.0
@@ -156,11 +167,12 @@ def margins(target_false_alarms_per_week: float) -> tuple[float, float]:
 class _Shape:
     """The envelope of the normal excursions that reached the same top level."""
 
-    __slots__ = ("aperiodic", "count", "dur", "reach")
+    __slots__ = ("aperiodic", "count", "dur", "early", "reach")
 
     def __init__(self, dur: list[float], reach: list[float | None]) -> None:
         self.dur = dur  # seconds above each level
         self.reach = reach  # seconds from the start to each level (None: not reached)
+        self.early = list(reach)  # the earliest of them to reach each level
         self.count = 1
         #: One of its excursions started off the schedule of its height: not a timer's.
         self.aperiodic = False
@@ -171,18 +183,31 @@ class _Shape:
             None if a is None or b is None else max(a, b)
             for a, b in zip(self.reach, reach, strict=True)
         ]
+        self.early = [
+            b if a is None else a if b is None else min(a, b)
+            for a, b in zip(getattr(self, "early", reach), reach, strict=True)
+        ]
         self.count += 1
 
 
 class _Cover:
     """One learned shape (or none) against the excursion in progress."""
 
-    __slots__ = ("allowed", "deadlines", "learned", "next")
+    __slots__ = ("allowed", "deadlines", "learned", "next", "soonest", "timed")
 
     def __init__(
-        self, shape: _Shape | None, factor: float, slack: float, in_season: bool = True
+        self,
+        shape: _Shape | None,
+        factor: float,
+        slack: float,
+        in_season: bool = True,
+        timed: bool = False,
     ) -> None:
         self.learned = shape is not None and in_season
+        #: A timer's shape (a defrost) on its schedule.
+        self.timed = self.learned and timed
+        #: Per level: reaching it sooner than this (s) is faster than the shape ever was.
+        self.soonest: list[float] | None = None
         if shape is None:  # the null shape: anything, for slack seconds
             self.allowed = [slack] * _N
             self.deadlines: list[tuple[float, int]] = []
@@ -202,6 +227,9 @@ class _Cover:
                 for i, r in enumerate(shape.reach)
                 if r is not None
             )
+            early = getattr(shape, "early", None)  # a shape saved by an older agent: none
+            if early is not None:
+                self.soonest = [0.0 if e is None else (e - slack) / factor for e in early]
         self.next = 0
 
 
@@ -229,6 +257,7 @@ class _Excursion:
             dur[i] += dt
             if reach[i] is None:
                 reach[i] = elapsed
+        new = self.top + 1  # the first level reached now, if any
         if n - 1 > self.top:
             self.top = n - 1
         covers = self.covers
@@ -250,6 +279,11 @@ class _Excursion:
                     worst = 2.0  # slower than this shape ever was
                     break
                 c.next += 1
+            soonest = getattr(c, "soonest", None)  # None in a cover saved by an older agent
+            if soonest is not None:
+                for i in range(new, n):
+                    if elapsed < soonest[i]:
+                        worst = 2.0  # faster than this shape ever was: a door, not a defrost
             if worst <= 1.0:
                 alive.append(c)
                 best = min(best, worst)
@@ -296,6 +330,12 @@ class ThermalModel:
         #: Per direction and level: when the last learned excursions reaching it started.
         self.starts: tuple[dict[int, list[int]], dict[int, list[int]]] = ({}, {})
         self.excursions: list[_Excursion | None] = [None, None]
+        self.cooling = CoolingWatch()
+
+    #: A state saved before the cooling watch existed learns one from its next reading.
+    cooling: CoolingWatch | None = None
+    #: When the last reading that was a temperature came (ms).
+    last_ok_ms = 0
 
     def missed(self, ts_ms: int) -> None:
         """A reading at ``ts_ms`` that was no temperature (a sensor fault): the agent is
@@ -332,6 +372,8 @@ class ThermalModel:
         self.blind = False
         if blind:  # the agent was off (a power cut): what was under way is unknown
             self.excursions = [None, None]
+            if self.cooling is not None:
+                self.cooling.restart()
         if dt > 2 * _MAX_STEP_S or self.resync:
             # No readings for a while (a sensor fault, a restart): the speed of a change
             # cannot be judged across it, and the silence does not count as time spent
@@ -388,11 +430,42 @@ class ThermalModel:
             elif exc.covers is None or any(c.learned for c in exc.covers):
                 recognised = True  # a learned shape, or begun while learning: unknown yet
             score = max(score, exc.score)
+        if self._cooling_stopped(ts_ms, x, dev, dt, learning, flagged):
+            flagged, score = True, 1.0
         if not flagged:
             self._track(ts_ms, x, dt)
         if learning:
             return None, False, "", False
         return score, flagged and score >= self.threshold, "", recognised
+
+    def _cooling_stopped(
+        self, ts_ms: int, x: float, dev: float, dt: float, learning: bool, flagged: bool
+    ) -> bool:
+        """Whether the air has gone without cooling for longer than ever normally
+        (see :mod:`edge_agent.detectors.cooling`); the warm excursion is then anomalous."""
+        if self.cooling is None:
+            self.cooling = CoolingWatch()
+        elif ts_ms - self.last_ok_ms > _NO_TEMPERATURE_MS:
+            # No temperature for a while (a stuck or unplugged probe): what the air did
+            # meanwhile is unknown, so a stretch without a fall starts again.
+            self.cooling.restart()
+        self.last_ok_ms = ts_ms
+        exc = self.excursions[0]
+        # A defrost on its timer's schedule stops the cooling: it is judged by its shape.
+        defrost = exc is not None and any(getattr(c, "timed", False) for c in exc.covers or ())
+        stopped = self.cooling.step(
+            x,
+            dev,
+            dt,
+            judge=not (learning or flagged or defrost) and self.cooling.seen_s >= self.learning_s,
+            normal=not flagged,
+            factor=self.factor,
+            slack_s=self.slack_s,
+            learning=learning,
+        )
+        if stopped and exc is not None:
+            exc.flagged, exc.score = True, 1.0
+        return stopped
 
     def _covers(self, k: int, learning: bool, ts_ms: int) -> list[_Cover] | None:
         """The shapes that may cover an excursion starting now (None: learning)."""
@@ -401,7 +474,8 @@ class ThermalModel:
         f, s = self.factor, self.slack_s
         covers = [_Cover(None, f, s)]
         for top, shape in self.shapes[k].items():
-            covers.append(_Cover(shape, f, s, self._in_season(k, top, ts_ms)))
+            timed = self._period(k, top) is not None
+            covers.append(_Cover(shape, f, s, self._in_season(k, top, ts_ms), timed))
         return covers
 
     def _in_season(self, k: int, top: int, ts_ms: int) -> bool:
@@ -417,25 +491,32 @@ class ThermalModel:
         that shape. A door left open between defrosts is then judged against
         the door openings, not against the defrosts.
         """
+        period = self._period(k, top)
+        if period is None:
+            return True
+        since = ts_ms - self.starts[k][top][-1]
+        n = max(1, round(since / period))
+        return abs(since - n * period) <= _SEASON_TOL * period + _SEASON_TOL_MS
+
+    def _period(self, k: int, top: int) -> int | None:
+        """The timer period (ms) of the excursions reaching ``top`` (None: irregular)."""
         shape = self.shapes[k].get(top)
         if shape is not None and shape.aperiodic:
-            return True
+            return None
         starts = self.starts[k].get(top)
         if starts is None or len(starts) < _PERIOD_SAMPLES:
-            return True
+            return None
         if starts[-1] - starts[0] < _PERIOD_SPAN_MS:
-            return True
+            return None
         gaps = [b - a for a, b in pairwise(starts)]
         period = min(gaps)
         if period < _MIN_PERIOD_MS:
-            return True
+            return None
         for g in gaps:
             n = round(g / period)
             if n > 8 or abs(g - n * period) > _PERIOD_JITTER * period:
-                return True  # irregular: any time
-        since = ts_ms - starts[-1]
-        n = max(1, round(since / period))
-        return abs(since - n * period) <= _SEASON_TOL * period + _SEASON_TOL_MS
+                return None  # irregular: any time
+        return period
 
     def _learn(self, k: int, exc: _Excursion) -> None:
         if exc.top < 0:

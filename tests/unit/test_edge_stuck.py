@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from gpiozero.pins.mock import MockFactory
 
 from edge_agent.app import EdgeAgent
 from edge_agent.config import loads_config
+from edge_agent.equipment import generate
 from edge_agent.sensors import DS18B20
 from edge_agent.simulate import FleetSimulator, Scenario, w1_slave_text
 from edge_agent.w1 import StuckCheck
@@ -55,7 +57,19 @@ def test_reader_reports_stuck_keeps_the_value_and_recovers_on_one_lsb(tmp_path: 
 def test_stuck_after_must_not_be_negative() -> None:
     with pytest.raises(ConfigError, match=r"sensors\.stuck_after: must be >= 0"):
         loads_config("[sensors]\nstuck_after = -1\n")
-    assert loads_config("").sensors.stuck_after == 600
+    assert loads_config("").sensors.stuck_after == 120
+
+
+def test_the_default_is_three_times_the_longest_run_of_a_healthy_probe() -> None:
+    """A simulated day at 1 Hz (the freezer of seed 3 has the corpus's longest run of
+    identical readings, 37): the default stuck check leaves it room three times over."""
+    trace = generate("freezer", 3, duration_s=86400.0, interval_s=1.0, stuck_after=0)
+    longest = run = 0
+    for a, b in itertools.pairwise(trace.temps):
+        run = run + 1 if a == b else 0
+        longest = max(longest, run + 1)
+    default = loads_config("").sensors.stuck_after
+    assert longest > 10 and 3 * longest <= default <= 4 * 37, (longest, default)
 
 
 def test_simulated_stuck_probe_end_to_end_through_the_agent(tmp_path: Path) -> None:

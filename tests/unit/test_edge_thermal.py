@@ -47,12 +47,22 @@ TTD_BOUND_S = {
     "hvac_failure": 1200.0,
     # A server room is on a UPS: the agent stays up and sees the HVAC stop.
     "server_room/power_cut": 1200.0,
+    # The cooling watch (no fall of the temperature for longer than ever normally): without
+    # it these take 3670 s and 4950 s here.
+    "cold_room/defrost_stuck": 3000.0,
+    "fridge/compressor_failure": 4200.0,
+    # ... counted from the median: a leak holds the air at the cut-in, inside the band
+    # (9350 s when counted from the band's top).
+    "freezer/refrigerant_leak": 6000.0,
+    # A shape covers no excursion that rises faster than it ever did (a fridge's door left
+    # open is no off-cycle defrost): 1080 s without that check, 1710 s without either.
+    "fridge/door_left_open": 600.0,
     "power_on_reset": 60.0,
     "crc_error": 60.0,
     "disconnected": 60.0,
     "probe_in_air": 60.0,
-    # The stuck check counts readings (sensors.stuck_after = 600): 100 min at 10 s.
-    "stuck": 610 * INTERVAL_S,
+    # The stuck check counts readings (sensors.stuck_after = 120): 20 min at 10 s.
+    "stuck": 130 * INTERVAL_S,
 }
 
 
@@ -273,6 +283,47 @@ def test_a_hard_limit_waits_for_its_delay() -> None:
         i for i, s in enumerate(warm) for t in judge.judge(s)[1] if t.kind.value == "threshold"
     ]
     assert raised == [90]
+
+
+# Cooling that stops ------------------------------------------------------------------
+
+
+def test_a_state_saved_before_the_cooling_watch_gets_one() -> None:
+    det = Detector("thermal", {}, "cold_room")
+    judge_hours(det, 0, 25)
+    det.observe("p", 4.5, 25 * 3600_000 - 10_000)  # an excursion under way
+    model = det.monitors["p"]._model
+    exc = model.excursions[0]
+    assert exc is not None and exc.covers
+    # As unpickled from an older agent's state: no cooling watch, no earliest arrival
+    # of the shapes, no timer or speed bound in the covers of the excursion under way.
+    del model.cooling
+    for shapes in model.shapes:
+        for shape in shapes.values():
+            del shape.early
+    for cover in exc.covers:
+        del cover.timed, cover.soonest
+    again = Detector.loads(det.dumps(), "thermal", {}, "cold_room")
+    assert again.monitors["p"]._model.cooling is None
+    for i in range(360):  # an hour of the same sawtooth: learned, judged, normal
+        ts = 25 * 3600_000 + i * 10_000
+        v = again.observe("p", sawtooth(ts), ts)
+        assert v.warm and not v.is_anomaly
+    assert again.monitors["p"]._model.cooling is not None
+
+
+def test_a_flat_line_and_the_readings_after_a_sensor_fault_are_no_cooling_failure() -> None:
+    """A probe about to be found stuck repeats one value above the median (the stretch
+    without a fall grows, but nothing warms); then it reports no temperature for an
+    hour; its first reading after is higher: no anomaly, the stretch starts again."""
+    det = Detector("thermal", {}, "cold_room")
+    judge_hours(det, 0, 25)
+    t0 = 25 * 3600_000
+    flat = [det.observe("p", 3.75, t0 + i * 10_000).is_anomaly for i in range(120)]
+    for i in range(120, 480):  # an hour of readings that were no temperature
+        det.missed("p", t0 + i * 10_000)
+    after = [det.observe("p", 4.0, t0 + (480 + i) * 10_000).is_anomaly for i in range(3)]
+    assert not any(flat) and not any(after)
 
 
 # The calibration knob -----------------------------------------------------------------
