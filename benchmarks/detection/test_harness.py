@@ -175,6 +175,37 @@ def test_bad_options_name_the_problem(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit):
         runner.main(["--faults", "meltdown"])
     assert "unknown fault 'meltdown'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        runner.main(["--detector", "zscore", "--param", "alpha=0.01"])
+    assert "detector.params.alpha: was removed" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        runner.main(["--param", "window_s=30"])
+    assert "--param needs --detector" in capsys.readouterr().err
+
+
+def test_another_detector_runs_in_each_device_week(tmp_path: Path) -> None:
+    out = tmp_path / "zs.json"
+    args = ["--profiles", "fridge", "--weeks", "1", "--interval-s", "600", "--workers", "1"]
+    assert (
+        runner.main([*args, "--detector", "zscore", "--param", "window_s=30", "--json", str(out)])
+        == 0
+    )
+    cfg = json.loads(out.read_text())["configs"]["fridge"]
+    assert cfg["detector"] == "zscore" and cfg["params"]["window_s"] == 30.0
+    job = WeekJob("fridge", 1, 600.0, detector="zscore", params=(("window_s", 30.0),))
+    _Spy.seen.clear()
+    run_device_week(job, factory=_Spy)
+    assert _Spy.seen and all(s == ("zscore", 30.0) for s in _Spy.seen)
+
+
+class _Spy(DailyJudge):
+    """A judge that notes the detector it was configured with."""
+
+    seen: list[tuple[str, Any]] = []  # noqa: RUF012 - shared on purpose: the judge is pickled
+
+    def __init__(self, config: EdgeConfig) -> None:
+        super().__init__(config)
+        _Spy.seen.append((config.detector.name, config.detector.params.get("window_s")))
 
 
 def test_only_the_asked_faults_are_injected() -> None:
