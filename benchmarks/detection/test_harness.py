@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from benchmarks.detection import run as runner
+from benchmarks.detection import shifts
 from benchmarks.detection.configs import edge_config_for
 from benchmarks.detection.harness import (
     FaultRun,
@@ -212,3 +213,12 @@ def test_only_the_asked_faults_are_injected() -> None:
     summary = runner.evaluate(["fridge"], 1, interval_s=600.0, faults=["crc_error", "hvac_failure"])
     assert list(summary["fridge"]["faults"]) == ["crc_error"]
     assert runner.evaluate(["fridge"], 1, interval_s=600.0, faults=False)["fridge"]["faults"] == {}
+
+
+def test_the_shift_benchmark_counts_caught_shifts_and_false_onsets() -> None:
+    temps, at = shifts.stream(0)
+    assert len(at) == shifts.SHIFTS and all(a < len(temps) for a in at)
+    caught, onsets, hours = shifts.measure("zscore", {}, 0)
+    assert caught >= 17 and onsets == 0 and hours > 2
+    # A threshold no score reaches catches nothing.
+    assert shifts.measure("zscore", {"threshold": 1e6}, 0)[0] == 0
