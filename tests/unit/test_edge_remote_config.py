@@ -243,7 +243,7 @@ json_value = st.recursive(
 param_names = st.sampled_from(
     ["threshold", "warmup", "height", "n_trees", "window_size", "min_c", "max_c", "seed",
      "alpha", "min_std", "bins", "cap", "orders", "scales", "scale_weights", "decay", "release",
-     "margin", "max_delta_c", "nope"]
+     "margin", "max_delta_c", "window_s", "nope"]
 )  # fmt: skip
 device_configs = st.fixed_dictionaries(
     {
