@@ -37,12 +37,7 @@ __all__ = ["DEFAULTS", "MAX_POINTS", "REMOVED_PARAMS", "ZScoreModel", "build", "
 #: Default parameters (``threshold`` and ``warmup`` are common to every detector).
 #: ``min_std`` is one DS18B20 12-bit step (0.0625 °C): with ``threshold`` 6 a
 #: shift of 6 steps (0.375 °C) from a quiet window is flagged.
-DEFAULTS: Final[dict[str, Param]] = {
-    "threshold": 6.0,
-    "warmup": 30,
-    "window_s": 60.0,
-    "min_std": 0.0625,
-}
+DEFAULTS: Final[dict[str, Param]] = dict(threshold=6.0, warmup=30, window_s=60.0, min_std=0.0625)
 
 #: Parameters of earlier versions, refused with this reason (the error names the key).
 REMOVED_PARAMS: Final[dict[str, str]] = {
