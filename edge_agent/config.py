@@ -112,7 +112,8 @@ class DetectorSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Which online detector runs per sensor (see :mod:`edge_agent.detect`)."""
 
     #: ``thermal`` is built for equipment temperatures; ``context`` scores best on NAB
-    #: (docs/benchmarks.md), for generic streams; ``zscore`` remains (``hst`` was removed).
+    #: (docs/benchmarks.md), for generic streams; ``zscore`` finds change points fast
+    #: (``hst`` was removed).
     name: str = "thermal"
     #: The equipment (edge_agent/profiles.py): hard limits, alarm delays, physical bounds.
     #: generic, freezer, cold_room, fridge or server_room.

@@ -82,6 +82,9 @@ REMOVED: Final[dict[str, str]] = {
     ),
 }
 
+#: name -> {parameter of an earlier version: why it is refused} (the error names the key).
+_REMOVED_PARAMS: Final[dict[str, Mapping[str, str]]] = {"zscore": zscore.REMOVED_PARAMS}
+
 #: name -> range checks of merged, type-checked parameters (raise DetectorSpecError).
 _CHECKS: Final[dict[str, Callable[[Mapping[str, Param]], object]]] = {
     "thermal": thermal.check,
@@ -131,6 +134,8 @@ def check_detector(name: str, params: Mapping[str, Param]) -> dict[str, Param]:
     defaults = DETECTORS[name]
     merged: dict[str, Param] = dict(defaults)
     for key, value in params.items():
+        if key in _REMOVED_PARAMS.get(name, {}):
+            raise DetectorSpecError(f"params.{key}", _REMOVED_PARAMS[name][key])
         if key not in defaults:
             known = ", ".join(sorted(defaults))
             raise DetectorSpecError(f"params.{key}", f"unknown parameter (known: {known})")
@@ -224,6 +229,9 @@ class SensorMonitor:
             if not flagged and not fault:
                 self.seen += 1
             return Verdict(score, flagged, score is not None, fault, known)
+        at = getattr(model, "at", None)
+        if at is not None:  # a model of a time window (zscore) gets the reading's time
+            at(ts_ms)
         if self.seen < self._warmup:
             model.learn(temp_c)
             self.seen += 1
@@ -261,6 +269,8 @@ class Detector:
         self.profile = profile
         _profile(profile)
         self.monitors: dict[str, SensorMonitor] = {}
+        #: Why :meth:`loads` started fresh instead of restoring ("" if it did not).
+        self.discarded = ""
 
     def observe(self, sensor_id: str, temp_c: float, ts_ms: int | None = None) -> Verdict:
         mon = self.monitors.get(sensor_id)
@@ -318,8 +328,10 @@ class Detector:
         try:
             state: dict[str, Any] = _Unpickler(io.BytesIO(data)).load()
         except (ModuleNotFoundError, AttributeError):  # a removed detector's models (hst)
+            det.discarded = "made by a removed detector"
             return det
         if (state.get("name"), state.get("profile", "generic")) != (det.name, det.profile):
+            det.discarded = f"made by {state.get('name')}/{state.get('profile', 'generic')}"
             return det
         if state.get("params") == det.params:
             det.monitors = dict(state["monitors"])
@@ -329,6 +341,8 @@ class Detector:
             if old.retunes_to(det.name, det.params, det.profile):
                 det.monitors = dict(state["monitors"])
                 det.retune(det.params)
+            else:  # e.g. zscore's models before its time window (other parameters)
+                det.discarded = "made with other parameters"
         return det
 
 

@@ -230,6 +230,11 @@ class ReadingPipeline:
         except Exception as exc:  # a corrupt state file costs a warm-up, not the service
             log.warning("event=detector_restore_failed path=%s error=%r", path, str(exc))
             return
+        if self.detector.discarded:  # learning starts again
+            log.warning(
+                "event=detector_state_discarded path=%s reason=%r", path, self.detector.discarded
+            )
+            return
         log.info("event=detector_restored path=%s sensors=%d", path, len(self.detector.monitors))
 
     def save_detector(self) -> None:

@@ -7,12 +7,16 @@ that equipment runs with "out of the box", and :data:`TTD_TARGET_S` what
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
+import msgspec
+
 from edge_agent.config import EdgeConfig, loads_config
+from edge_agent.detect import Param, check_detector
 from edge_agent.equipment import PROFILES
 
-__all__ = ["TTD_TARGET_S", "edge_config_for", "ttd_target_s"]
+__all__ = ["TTD_TARGET_S", "edge_config_for", "ttd_target_s", "with_detector"]
 
 #: Time-to-detect targets (seconds from when the agent can first see the fault), by
 #: fault kind; a ``"<profile>/<kind>"`` key overrides one for that profile.
@@ -60,3 +64,19 @@ def ttd_target_s(profile: str, kind: str) -> float | None:
     300.0
     """
     return TTD_TARGET_S.get(f"{profile}/{kind}", TTD_TARGET_S.get(kind))
+
+
+def with_detector(config: EdgeConfig, name: str, params: Mapping[str, Param]) -> EdgeConfig:
+    """``config`` running detector ``name`` with ``params`` instead (the profile stays).
+
+    >>> c = with_detector(edge_config_for("fridge"), "zscore", {"window_s": 30})
+    >>> c.detector.name, c.detector.params["window_s"], c.detector.profile
+    ('zscore', 30.0, 'fridge')
+    >>> with_detector(c, "zscore", {"alpha": 0.1})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    edge_agent.detectors.base.DetectorSpecError: detector.params.alpha: was removed...
+    """
+    checked = check_detector(name, params)
+    detector = msgspec.structs.replace(config.detector, name=name, params=checked)
+    return msgspec.structs.replace(config, detector=detector)

@@ -26,10 +26,10 @@ from typing import Any, Protocol
 
 import msgspec
 
-from benchmarks.detection.configs import edge_config_for
+from benchmarks.detection.configs import edge_config_for, with_detector
 from edge_agent.alerts import Transition
 from edge_agent.config import EdgeConfig
-from edge_agent.detect import Detector
+from edge_agent.detect import Detector, Param
 from edge_agent.equipment import Fault, Trace, compatible_faults, generate
 from edge_agent.judge import SampleJudge
 from edge_agent.sensors import Sample
@@ -277,6 +277,9 @@ class WeekJob:
     interval_s: float
     faults: tuple[str, ...] = ()
     duration_s: float = WEEK_S
+    #: Another detector than the profile's default, and its parameters ("": the default).
+    detector: str = ""
+    params: tuple[tuple[str, Param], ...] = ()
 
 
 def run_device_week(
@@ -290,6 +293,8 @@ def run_device_week(
     fault run continues from exactly the state the normal week had then.
     """
     base = config_for(job.profile)
+    if job.detector:
+        base = with_detector(base, job.detector, dict(job.params))
     # The device samples at the trace's interval (settings counted in readings scale with it).
     config = msgspec.structs.replace(
         base, sampling=msgspec.structs.replace(base.sampling, interval_s=job.interval_s)
@@ -329,6 +334,8 @@ def week_jobs(
     seed: int,
     interval_s: float,
     faults: bool | Sequence[str] = True,
+    detector: str = "",
+    params: Sequence[tuple[str, Param]] = (),
 ) -> list[WeekJob]:
     """``weeks`` device-weeks per profile (seeds ``seed``, ``seed + 1``, ...), with its faults.
 
@@ -344,4 +351,8 @@ def week_jobs(
             return tuple(ok) if faults else ()
         return tuple(k for k in ok if k in faults)
 
-    return [WeekJob(p, seed + w, interval_s, kinds(p)) for p in profiles for w in range(weeks)]
+    return [
+        WeekJob(p, seed + w, interval_s, kinds(p), detector=detector, params=tuple(params))
+        for p in profiles
+        for w in range(weeks)
+    ]

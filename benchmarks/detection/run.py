@@ -12,6 +12,7 @@ Usage (from the repository root)::
     python -m benchmarks.detection.run                      # 4 weeks per profile at 1 Hz
     python -m benchmarks.detection.run --profiles freezer --weeks 1 --interval-s 10
     python -m benchmarks.detection.run --json benchmarks/detection/result.json
+    python -m benchmarks.detection.run --detector zscore --param window_s=60
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from typing import Any
 if __package__ in (None, ""):  # `python benchmarks/detection/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.detection.configs import edge_config_for
+from benchmarks.detection.configs import edge_config_for, with_detector
 from benchmarks.detection.harness import FaultRun, NormalRun, WeekJob, run_device_week, week_jobs
 from benchmarks.detection.report import markdown, summarize
+from benchmarks.nab.run import parse_param
+from edge_agent.detect import DetectorSpecError, Param
 from edge_agent.equipment import FAULT_KINDS, PROFILES
 
 
@@ -88,9 +91,14 @@ def evaluate(
     seed: int = 1,
     faults: bool | Sequence[str] = True,
     workers: int = 1,
+    detector: str = "",
+    params: Sequence[tuple[str, Param]] = (),
 ) -> dict[str, Any]:
-    """The per-profile summary (:func:`~benchmarks.detection.report.summarize`) of a whole run."""
-    jobs = week_jobs(profiles, weeks, seed, interval_s, faults)
+    """The per-profile summary (:func:`~benchmarks.detection.report.summarize`) of a whole run.
+
+    ``detector``/``params``: run that detector instead of each profile's default.
+    """
+    jobs = week_jobs(profiles, weeks, seed, interval_s, faults, detector, params)
     return summarize(*run_jobs(jobs, workers))
 
 
@@ -112,8 +120,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="comma-separated fault kinds to inject (default: every one that applies; none: none)",
     )
+    ap.add_argument(
+        "--detector", default="", help="run this detector instead of each profile's default"
+    )
+    ap.add_argument(
+        "--param",
+        action="append",
+        type=parse_param,
+        default=[],
+        metavar="K=V",
+        help="a parameter of --detector (repeatable)",
+    )
     ap.add_argument("--json", type=Path, default=None, help="write the summary here")
     args = ap.parse_args(argv)
+    if args.param and not args.detector:
+        ap.error("--param needs --detector")
+
+    def config_of(profile: str) -> Any:
+        c = edge_config_for(profile)
+        return with_detector(c, args.detector, dict(args.param)) if args.detector else c
+
+    try:
+        config_of(args.profiles[0] if args.profiles else "fridge")
+    except DetectorSpecError as exc:
+        ap.error(str(exc))
 
     t0 = time.monotonic()
     summary = evaluate(
@@ -123,12 +153,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         faults=True if args.faults is None else args.faults,
         workers=args.workers,
+        detector=args.detector,
+        params=args.param,
     )
     wall = time.monotonic() - t0
     configs = {
         p: {"detector": c.detector.name, "params": c.detector.params, "high_c": c.alarm.high_c}
         for p in args.profiles
-        for c in [edge_config_for(p)]
+        for c in [config_of(p)]
     }
     doc = {
         "command": "python -m benchmarks.detection.run " + " ".join(argv or sys.argv[1:]),

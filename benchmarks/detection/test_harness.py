@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from benchmarks.detection import run as runner
+from benchmarks.detection import shifts
 from benchmarks.detection.configs import edge_config_for
 from benchmarks.detection.harness import (
     FaultRun,
@@ -175,9 +176,49 @@ def test_bad_options_name_the_problem(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit):
         runner.main(["--faults", "meltdown"])
     assert "unknown fault 'meltdown'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        runner.main(["--detector", "zscore", "--param", "alpha=0.01"])
+    assert "detector.params.alpha: was removed" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        runner.main(["--param", "window_s=30"])
+    assert "--param needs --detector" in capsys.readouterr().err
+
+
+def test_another_detector_runs_in_each_device_week(tmp_path: Path) -> None:
+    out = tmp_path / "zs.json"
+    args = ["--profiles", "fridge", "--weeks", "1", "--interval-s", "600", "--workers", "1"]
+    assert (
+        runner.main([*args, "--detector", "zscore", "--param", "window_s=30", "--json", str(out)])
+        == 0
+    )
+    cfg = json.loads(out.read_text())["configs"]["fridge"]
+    assert cfg["detector"] == "zscore" and cfg["params"]["window_s"] == 30.0
+    job = WeekJob("fridge", 1, 600.0, detector="zscore", params=(("window_s", 30.0),))
+    _Spy.seen.clear()
+    run_device_week(job, factory=_Spy)
+    assert _Spy.seen and all(s == ("zscore", 30.0) for s in _Spy.seen)
+
+
+class _Spy(DailyJudge):
+    """A judge that notes the detector it was configured with."""
+
+    seen: list[tuple[str, Any]] = []  # noqa: RUF012 - shared on purpose: the judge is pickled
+
+    def __init__(self, config: EdgeConfig) -> None:
+        super().__init__(config)
+        _Spy.seen.append((config.detector.name, config.detector.params.get("window_s")))
 
 
 def test_only_the_asked_faults_are_injected() -> None:
     summary = runner.evaluate(["fridge"], 1, interval_s=600.0, faults=["crc_error", "hvac_failure"])
     assert list(summary["fridge"]["faults"]) == ["crc_error"]
     assert runner.evaluate(["fridge"], 1, interval_s=600.0, faults=False)["fridge"]["faults"] == {}
+
+
+def test_the_shift_benchmark_counts_caught_shifts_and_false_onsets() -> None:
+    temps, at = shifts.stream(0)
+    assert len(at) == shifts.SHIFTS and all(a < len(temps) for a in at)
+    caught, onsets, hours = shifts.measure("zscore", {}, 0)
+    assert caught >= 17 and onsets == 0 and hours > 2
+    # A threshold no score reaches catches nothing.
+    assert shifts.measure("zscore", {"threshold": 1e6}, 0)[0] == 0

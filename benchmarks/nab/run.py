@@ -25,7 +25,7 @@ Usage (from the repository root)::
 
     python -m benchmarks.nab.run                       # the agent's default detector
     python -m benchmarks.nab.run --detector context
-    python -m benchmarks.nab.run --detector zscore --param threshold=4 --param alpha=0.02
+    python -m benchmarks.nab.run --detector zscore --param threshold=4 --param window_s=120
     python -m benchmarks.nab.run --detector context --json nab-context.json
 
 Per-row scores land in ``benchmarks/nab/results/<detector>/<category>/<detector>_<name>.csv``

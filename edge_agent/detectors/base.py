@@ -42,6 +42,8 @@ class Model(Protocol):
 
     A model of sequences may also define ``hold()``: the monitor calls it
     instead of ``learn`` for a flagged reading (see :mod:`edge_agent.detect`).
+    A model of a time window may define ``at(ts_ms)``: the monitor calls it with
+    each reading's time (None: a bare series, 1 s apart) before judging it.
     """
 
     def score(self, x: float) -> float: ...

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import pickle
 import shutil
 import time
 from pathlib import Path
 
+import pytest
 from gpiozero.pins.mock import MockFactory
 
 from edge_agent.app import EdgeAgent
 from edge_agent.config import loads_config
+from edge_agent.detect import SensorMonitor
+from edge_agent.detectors.zscore import ZScoreModel
 from edge_agent.sensors import Sample
 from telemetry_contract import EdgeAlert, Quality, Reading, decode
 
@@ -87,6 +92,30 @@ def test_model_is_saved_on_shutdown_and_restored_at_start(tmp_path: Path) -> Non
         assert b.handle_samples([Sample(P, TS + 9, 4.0, Quality.OK)]) == [8]
     finally:
         b.shutdown()
+
+
+def test_a_state_of_the_previous_zscore_is_discarded_with_a_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The previous zscore's model: river's EW mean and variance, saved with its alpha.
+    old = ZScoreModel.__new__(ZScoreModel)
+    old.__dict__.update(_mean=4.0, _var=0.01, _min_var=0.01)
+    mon = SensorMonitor("zscore")
+    mon._model, mon.seen = old, 500
+    params = {"threshold": 6.0, "warmup": 30, "alpha": 0.01, "min_std": 0.1}
+    state = {"name": "zscore", "params": params, "profile": "generic", "monitors": {P: mon}}
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "detector.pickle").write_bytes(pickle.dumps(state))
+    with caplog.at_level(logging.WARNING):
+        a = agent(tmp_path)
+    try:
+        assert "event=detector_state_discarded" in caplog.text
+        assert "made with other parameters" in caplog.text
+        assert a.detector.monitors == {}
+        a.handle_samples([Sample(P, TS, 4.0, Quality.OK)])  # warms up again, no crash
+        assert a.detector.monitors[P].seen == 1
+    finally:
+        a.shutdown()
 
 
 def test_no_readings_before_the_clock_is_set(tmp_path: Path) -> None:

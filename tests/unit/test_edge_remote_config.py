@@ -60,7 +60,8 @@ def config(version: int = 2, **fields: Any) -> bytes:
         ),
         ({"detector": "thermal", "detector_params": {"learning_h": 1e9}}, "params.learning_h"),
         ({"detector": "zscore", "detector_params": {"min_std": 0.0}}, "detector.params.min_std"),
-        ({"detector": "zscore", "detector_params": {"alpha": 0.0}}, "detector.params.alpha"),
+        ({"detector": "zscore", "detector_params": {"alpha": 0.01}}, "params.alpha: was removed"),
+        ({"detector": "zscore", "detector_params": {"window_s": 0.5}}, "params.window_s"),
         ({"detector_params": {"bins": 1}}, "detector.params.bins"),
         ({"detector_params": {"scales": "1,2,3,4,5,6,7,8,9"}}, "detector.params.scales"),
         ({"detector_params": {"threshold": 1e300}}, "detector.params.threshold"),
@@ -86,7 +87,7 @@ def test_the_largest_accepted_models_build_and_run() -> None:
     gate = RemoteConfigGate(topic=TOPIC)
     for fields in (
         {"detector": "thermal", "detector_params": {"target_false_alarms_per_week": 0.01}},
-        {"detector": "zscore", "detector_params": {"alpha": 1.0, "min_std": 1e-6}},
+        {"detector": "zscore", "detector_params": {"window_s": 900.0, "min_std": 1e-6}},
         {
             "detector": "context",
             "detector_params": {"cap": 40000, "orders": "1,2,3,4,5,6,7,8", "bins": 1000},
@@ -104,6 +105,7 @@ def test_the_largest_accepted_models_build_and_run() -> None:
     [
         ('[detector]\nname = "hst"\n', "detector.name: 'hst' was removed"),
         ('[detector]\nname = "zscore"\n[detector.params]\nmin_std = 0.0\n', "params.min_std"),
+        ('[detector]\nname = "zscore"\n[detector.params]\nalpha = 0.01\n', "alpha: was removed"),
         (
             '[detector]\nname = "context"\n[detector.params]\nbins = 1\n',
             "detector.params.bins: must be in 2..1000",
@@ -241,7 +243,7 @@ json_value = st.recursive(
 param_names = st.sampled_from(
     ["threshold", "warmup", "height", "n_trees", "window_size", "min_c", "max_c", "seed",
      "alpha", "min_std", "bins", "cap", "orders", "scales", "scale_weights", "decay", "release",
-     "margin", "max_delta_c", "nope"]
+     "margin", "max_delta_c", "window_s", "nope"]
 )  # fmt: skip
 device_configs = st.fixed_dictionaries(
     {
