@@ -186,6 +186,9 @@ state_dir = "{state_dir}"
 [sensors]
 w1_root = "{w1_root}"
 retry_delay_s = 0.0
+# The fixture trees never change their values: the stuck check (120 identical
+# readings, tests/unit/test_edge_stuck.py) would call every probe stuck after 24 s at 5 Hz.
+stuck_after = 0
 [sampling]
 interval_s = {interval_s}
 [gpio]
