@@ -133,9 +133,13 @@ class AlertTracker:
                     "sensor reads ok again",
                 )
             )
-        if not ok or temp_c is None:
+        if quality is not Quality.OK or temp_c is None:
             return out  # a non-temperature neither raises nor clears anything else
-        if is_anomaly:
+        # A fault the detector saw (a step too fast for air) leaves a real value: the
+        # hard limits still judge it, only the anomaly verdict is set aside.
+        if fault:
+            pass
+        elif is_anomaly:
             s.normal_run = 0
             if not s.anomaly:
                 s.anomaly = True

@@ -62,7 +62,9 @@ sampling interval.
   against the last minute's mean is faster than air in a room with thermal
   mass can move: the probe itself moved (pulled into room air). That is
   reported as the fault ``implausible_step`` until the reading comes back
-  near the baseline it left, and never as a temperature anomaly.
+  near the baseline it left, and never as a temperature anomaly; a reading
+  steady at its new level for the profile's ``delay_s`` is the room (the
+  hard limits judged it meanwhile) and is judged from there.
 * **Calibration.** One knob as the user thinks of it,
   ``target_false_alarms_per_week``, sets ``factor`` and ``slack_s``
   (:func:`margins`): a lower target means wider margins, hence slower
@@ -307,6 +309,7 @@ class ThermalModel:
         baseline_c_per_h: float,
         end_after_s: float,
         max_step_c: float,
+        settle_s: float = 1800.0,
     ) -> None:
         self.threshold = threshold
         self.factor, self.slack_s = margins(target)
@@ -314,6 +317,7 @@ class ThermalModel:
         self.rate = baseline_c_per_h / 3600.0
         self.end_after_ms = end_after_s * 1000.0
         self.max_step_c = max_step_c
+        self.settle_ms = settle_s * 1000.0
         #: Wall-clock time (ms) of the first reading: the start of the learning period.
         self.started_ms: int | None = None
         self.last_ms = 0
@@ -336,6 +340,10 @@ class ThermalModel:
     cooling: CoolingWatch | None = None
     #: When the last reading that was a temperature came (ms).
     last_ok_ms = 0
+    #: A step fault ends once the reading stays near ``level`` (since ``level_ms``) this long.
+    settle_ms = 1800_000.0
+    level = 0.0
+    level_ms = 0
 
     def missed(self, ts_ms: int) -> None:
         """A reading at ``ts_ms`` that was no temperature (a sensor fault): the agent is
@@ -387,12 +395,15 @@ class ThermalModel:
         learning = self.learning(ts_ms)
         if self.fault:
             if abs(x - self.anchor) > self.spread + _MIN_BAND_C:
-                return (None if learning else 0.0), False, self.fault, False
-            self.fault = ""  # back inside the band it left
+                if abs(x - self.level) > self.max_step_c / 2:
+                    self.level, self.level_ms = x, ts_ms  # still moving
+                if ts_ms - self.level_ms < self.settle_ms:
+                    return (None if learning else 0.0), False, self.fault, False
+            self.fault = ""  # back inside the band it left, or steady out there: the room
             self.fast = x
         elif self.max_step_c and abs(step) > self.max_step_c:
             self.fault = "implausible_step"
-            self.anchor = self.median
+            self.anchor, self.level, self.level_ms = self.median, x, ts_ms
             self.excursions = [None, None]
             return (None if learning else 0.0), False, self.fault, False
         band = self.spread if self.spread > _MIN_BAND_C else _MIN_BAND_C
@@ -580,4 +591,5 @@ def build(params: Mapping[str, Param], profile: Profile) -> ThermalModel:
         baseline_c_per_h=float(params["baseline_c_per_h"]),
         end_after_s=float(params["end_after_s"]),
         max_step_c=profile.max_step_c,
+        settle_s=profile.delay_s,
     )
