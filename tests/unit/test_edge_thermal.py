@@ -326,6 +326,31 @@ def test_a_state_saved_before_the_cooling_watch_gets_one() -> None:
     assert again.monitors["p"]._model.cooling is not None
 
 
+def test_a_clock_set_forward_by_ntp_does_not_end_the_learning_period() -> None:
+    det = Detector("thermal", {}, "cold_room")
+    assert not any(judge_hours(det, 0, 1))  # a fake-hwclock date, then NTP: a year later
+    assert not any(judge_hours(det, 365 * 24, 1))
+
+
+def test_a_clock_going_back_neither_crashes_nor_ends_the_learning() -> None:
+    det = Detector("thermal", {}, "cold_room")
+    judge_hours(det, 200 * 24, 1)
+    assert not any(judge_hours(det, 0, 1))  # 200 days back: 0.5 ** -4800 overflowed
+    assert judge_hours(det, 1, 23)[-1]  # 24 h of readings in all: learned
+
+
+def test_a_state_saved_before_reading_time_was_counted_learns_by_its_age() -> None:
+    det = Detector("thermal", {}, "cold_room")
+    judge_hours(det, 0, 25)
+    del det.monitors["p"]._model.learned_s  # as unpickled from an older agent's state
+    again = Detector.loads(det.dumps(), "thermal", {}, "cold_room")
+    assert judge_hours(again, 25, 0.01)[0]
+    young = Detector("thermal", {}, "cold_room")
+    judge_hours(young, 0, 1)
+    del young.monitors["p"]._model.learned_s
+    assert not judge_hours(Detector.loads(young.dumps(), "thermal", {}, "cold_room"), 1, 0.01)[0]
+
+
 def test_a_flat_line_and_the_readings_after_a_sensor_fault_are_no_cooling_failure() -> None:
     """A probe about to be found stuck repeats one value above the median (the stretch
     without a fall grows, but nothing warms); then it reports no temperature for an
