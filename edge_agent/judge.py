@@ -60,10 +60,16 @@ class SampleJudge:
         """Use a new configuration (remote config): thresholds now, a new detector warms up.
 
         A new ``target_false_alarms_per_week`` only moves ``thermal``'s margins:
-        what it learned stays.
+        what it learned stays; so does a saved state the start discarded, if the
+        new configuration is the one that made it.
         """
         d, o = new.detector, self._config.detector
-        if (d.name, d.params, d.profile) != (o.name, o.params, o.profile):
+        # The retained remote config, after a start that discarded the state it made
+        # (the local config differs): what was learned under it goes on.
+        resumed = self.detector.resume(d.name, d.params, d.profile)
+        if resumed is not None:
+            self.detector = resumed
+        elif (d.name, d.params, d.profile) != (o.name, o.params, o.profile):
             if self.detector.retunes_to(d.name, d.params, d.profile):
                 self.detector.retune(d.params)
             else:

@@ -210,6 +210,25 @@ def test_a_new_calibration_keeps_what_was_learned() -> None:
     assert v is not None and v.warm
 
 
+def test_a_remote_config_after_a_restart_resumes_the_state_it_made() -> None:
+    base = loads_config('[device]\ndevice_id = "d1"\nsite = "s"\n[detector]\nprofile = "fridge"\n')
+    who = {"device_id": "d1", "site": "s", "version": 2, "ts": 1_767_225_600_000}
+    made = DeviceConfig(**who, detector_params={"learning_h": 12.0})
+    judge = SampleJudge(apply_device_config(base, made))
+    for i in range(25 * 360):
+        judge.judge(Sample("p", i * 10_000, sawtooth(i * 10_000), Quality.OK))
+    for knob in ({}, {"target_false_alarms_per_week": 0.1}):  # the same, or a new calibration
+        after = SampleJudge(base)  # the reboot: the local config does not match the state
+        after.detector = Detector.loads(judge.detector.dumps(), "thermal", {}, "fridge")
+        assert after.detector.discarded
+        remote = DeviceConfig(**who, detector_params={"learning_h": 12.0, **knob})
+        after.reconfigure(apply_device_config(base, remote))  # the retained remote config
+        v, _ = after.judge(Sample("p", 25 * 3600_000, 3.5, Quality.OK))
+        assert v is not None and v.warm, knob  # not a new learning period
+        target = after.detector.params["target_false_alarms_per_week"]
+        assert target == knob.get("target_false_alarms_per_week", 0.5)
+
+
 def test_a_saved_state_with_another_calibration_is_kept_too() -> None:
     det = Detector("thermal", {}, "cold_room")
     judge_hours(det, 0, 25)
