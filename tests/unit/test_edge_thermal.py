@@ -283,6 +283,42 @@ def test_two_bad_readings_a_minute_apart_are_a_sensor_fault() -> None:
     assert faults_of(judge, bad) == [("sensor_fault", "raised")]
 
 
+@pytest.mark.parametrize("step_s", [1, 10, 60])
+def test_a_probe_failing_every_other_read_is_a_sensor_fault(step_s: int) -> None:
+    judge = SampleJudge(config_for("cold_room"))
+    ok = [Sample("p", i * step_s * 1000, 3.0, Quality.OK) for i in range(10)]
+    assert faults_of(judge, ok) == []
+
+    def read(i: int) -> Sample:
+        bad = i % 2 == 0
+        return Sample(
+            "p",
+            (10 + i) * step_s * 1000,
+            None if bad else 3.0,
+            Quality.CRC_ERROR if bad else Quality.OK,
+        )
+
+    assert faults_of(judge, [read(i) for i in range(4)]) == []  # two bad reads apart
+    got = faults_of(judge, [read(i) for i in range(4, 20)])
+    assert got == [("sensor_fault", "raised")], got  # the third, and no flapping after
+    later = [Sample("p", (40 + i) * step_s * 1000, 3.0, Quality.OK) for i in range(150)]
+    assert faults_of(judge, later) == [("sensor_fault", "cleared")]
+
+
+def test_isolated_failed_reads_are_no_sensor_fault() -> None:
+    judge = SampleJudge(config_for("cold_room"))
+    reads = [
+        Sample(
+            "p",
+            i * 1000,
+            None if i % 40 == 0 else 3.0,
+            Quality.CRC_ERROR if i % 40 == 0 else Quality.OK,
+        )
+        for i in range(1, 400)
+    ]
+    assert faults_of(judge, reads) == []
+
+
 def test_a_probe_pulled_into_room_air_is_a_sensor_fault_not_a_temperature() -> None:
     judge = SampleJudge(config_for("freezer"))
     for i in range(25 * 360):
