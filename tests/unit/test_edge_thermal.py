@@ -329,6 +329,10 @@ def test_a_probe_pulled_into_room_air_is_a_sensor_fault_not_a_temperature() -> N
     assert got == [("sensor_fault", "raised")], got  # never above -15 °C, never an anomaly
     back = [Sample("p", t + (90 + i) * 10_000, -20.0, Quality.OK) for i in range(3)]
     assert faults_of(judge, back) == [("sensor_fault", "cleared")]
+    # Left out there for an hour: still the probe (the room is believed after 90 min).
+    t += 3600_000
+    room = [Sample("p", t + i * 10_000, min(20.0, -20.0 + 2.0 * i), Quality.OK) for i in range(360)]
+    assert faults_of(judge, room) == [("sensor_fault", "raised")]
 
 
 def test_a_fast_real_warming_still_reaches_the_hard_limit() -> None:
