@@ -8,6 +8,7 @@ buzzer, relay) and the fault light should be on.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from telemetry_contract import AlertState, EdgeAlertKind, Quality, Severity
@@ -38,6 +39,11 @@ class _SensorAlerts:
     #: Consecutive readings that were no temperature, and the time of the first one.
     bad_run: int = 0
     bad_since_ms: int = 0
+    #: When the last bad readings came, and the last readings of any kind (ms).
+    bad_ms: deque[int] = field(default_factory=deque)
+    read_ms: deque[int] = field(default_factory=deque)
+    #: The fault was raised by bad readings among good ones (a loose contact).
+    flaky: bool = False
 
 
 @dataclass
@@ -59,8 +65,10 @@ class AlertTracker:
 
     clear_after: int = 5
     #: A sensor fault is reported after this many consecutive bad readings, or after
-    #: two spanning ``fault_after_s``: one failed read (a CRC error that survived the
-    #: retries) is not a fault, a probe that stays bad is reported within a minute.
+    #: two spanning ``fault_after_s``, or after this many among good ones within
+    #: ``2 × fault_after_s`` (or the last ``2 × fault_after`` readings, if longer): one
+    #: failed read (a CRC error that survived the retries) is not a fault, a probe
+    #: that stays bad is reported within a minute, a loose contact soon after.
     fault_after: int = 3
     fault_after_s: float = 30.0
     sensors: dict[str, _SensorAlerts] = field(default_factory=dict)
@@ -74,6 +82,17 @@ class AlertTracker:
     def fault_active(self) -> bool:
         """Whether some sensor reports a fault (the status light blinks fast)."""
         return any(s.fault for s in self.sensors.values())
+
+    def _flaky(self, s: _SensorAlerts, ts_ms: int, bad: bool) -> bool:
+        """Whether ``fault_after`` bad readings fall in the window that ends at ``ts_ms``."""
+        n = self.fault_after
+        if s.bad_ms.maxlen != n:  # a new setting: the windows start again
+            s.bad_ms, s.read_ms = deque(maxlen=n), deque(maxlen=2 * n)
+        s.read_ms.append(ts_ms)
+        if bad:
+            s.bad_ms.append(ts_ms)
+        start = min(ts_ms - 2 * self.fault_after_s * 1000, s.read_ms[0])
+        return len(s.bad_ms) == n and s.bad_ms[0] >= start
 
     def update(
         self,
@@ -103,16 +122,13 @@ class AlertTracker:
             s.bad_run += 1
         else:
             s.bad_run = 0
-        if (
-            not ok
-            and not s.fault
-            and (
-                fault
-                or s.bad_run >= self.fault_after
-                or (s.bad_run >= 2 and ts_ms - s.bad_since_ms >= self.fault_after_s * 1000)
-            )
-        ):
+        flaky = self._flaky(s, ts_ms, not ok)
+        in_a_row = s.bad_run >= self.fault_after or (
+            s.bad_run >= 2 and ts_ms - s.bad_since_ms >= self.fault_after_s * 1000
+        )
+        if not ok and not s.fault and (fault or in_a_row or flaky):
             s.fault = True
+            s.flaky = not (fault or in_a_row)
             out.append(
                 Transition(
                     sensor_id,
@@ -122,7 +138,7 @@ class AlertTracker:
                     f"sensor reports {fault or quality.value}",
                 )
             )
-        elif ok and s.fault:
+        elif ok and s.fault and not (s.flaky and flaky):
             s.fault = False
             out.append(
                 Transition(
@@ -133,9 +149,13 @@ class AlertTracker:
                     "sensor reads ok again",
                 )
             )
-        if not ok or temp_c is None:
+        if quality is not Quality.OK or temp_c is None:
             return out  # a non-temperature neither raises nor clears anything else
-        if is_anomaly:
+        # A fault the detector saw (a step too fast for air) leaves a real value: the
+        # hard limits still judge it, only the anomaly verdict is set aside.
+        if fault:
+            pass
+        elif is_anomaly:
             s.normal_run = 0
             if not s.anomaly:
                 s.anomaly = True

@@ -103,7 +103,7 @@ class AlarmSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: Consecutive normal readings before an anomaly alert is cleared.
     clear_after: int = 5
     #: A sensor fault alert needs this many consecutive bad readings (or two spanning
-    #: fault_after_s): one failed read is not a fault.
+    #: fault_after_s, or this many within 2 × fault_after_s): one failed read is not a fault.
     fault_after: int = 3
     fault_after_s: float = 30.0
 

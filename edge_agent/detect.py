@@ -271,6 +271,9 @@ class Detector:
         self.monitors: dict[str, SensorMonitor] = {}
         #: Why :meth:`loads` started fresh instead of restoring ("" if it did not).
         self.discarded = ""
+        #: A readable state discarded by :meth:`loads`: the retained remote config that
+        #: arrives after the start may ask for the detector that saved it (:meth:`resume`).
+        self.set_aside = b""
 
     def observe(self, sensor_id: str, temp_c: float, ts_ms: int | None = None) -> Verdict:
         mon = self.monitors.get(sensor_id)
@@ -332,6 +335,7 @@ class Detector:
             return det
         if (state.get("name"), state.get("profile", "generic")) != (det.name, det.profile):
             det.discarded = f"made by {state.get('name')}/{state.get('profile', 'generic')}"
+            det.set_aside = data
             return det
         if state.get("params") == det.params:
             det.monitors = dict(state["monitors"])
@@ -343,7 +347,19 @@ class Detector:
                 det.retune(det.params)
             else:  # e.g. zscore's models before its time window (other parameters)
                 det.discarded = "made with other parameters"
+                det.set_aside = data
         return det
+
+    def resume(self, name: str, params: Mapping[str, Param], profile: str) -> Detector | None:
+        """The state set aside at the start, if made by ``(name, params, profile)`` (or with
+        other margins only: see :meth:`loads`); else None. Offered once, at the first
+        reconfiguration: later, what this detector learned since is the newer."""
+        data, self.set_aside = self.set_aside, b""
+        if data:
+            det = Detector.loads(data, name, params, profile)
+            if not det.discarded:
+                return det
+        return None
 
 
 class _Unpickler(pickle.Unpickler):

@@ -11,8 +11,8 @@ what the benchmark measures is exactly what a Pi decides.
 Time is the sample's ``ts_ms``: the detector judges by it (a learning period
 and excursions in seconds, at any sampling interval) and so do the hard
 limits of ``[detector] profile``, which must be exceeded for the profile's
-delay (longer while the detector recognises a learned defrost or is still
-learning) before their alert is raised.
+delay (longer while the detector recognises a learned defrost, is still
+learning or sees a step too fast for air) before their alert is raised.
 
 >>> from edge_agent.config import loads_config
 >>> from edge_agent.sensors import Sample
@@ -60,10 +60,16 @@ class SampleJudge:
         """Use a new configuration (remote config): thresholds now, a new detector warms up.
 
         A new ``target_false_alarms_per_week`` only moves ``thermal``'s margins:
-        what it learned stays.
+        what it learned stays; so does a saved state the start discarded, if the
+        new configuration is the one that made it.
         """
         d, o = new.detector, self._config.detector
-        if (d.name, d.params, d.profile) != (o.name, o.params, o.profile):
+        # The retained remote config, after a start that discarded the state it made
+        # (the local config differs): what was learned under it goes on.
+        resumed = self.detector.resume(d.name, d.params, d.profile)
+        if resumed is not None:
+            self.detector = resumed
+        elif (d.name, d.params, d.profile) != (o.name, o.params, o.profile):
             if self.detector.retunes_to(d.name, d.params, d.profile):
                 self.detector.retune(d.params)
             else:
@@ -96,9 +102,10 @@ class SampleJudge:
             low_c=self.low_c,
             ts_ms=s.ts_ms,
             # A learned recurring excursion (a defrost) may exceed a limit for longer; so
-            # may any while the detector is still learning (it cannot tell a defrost yet).
+            # may any while the detector is still learning (it cannot tell a defrost yet)
+            # or sees a step too fast for air (a probe pulled out, or a room warming fast).
             delay_s=p.defrost_delay_s
-            if verdict and (verdict.recognised or not verdict.warm)
+            if verdict and (verdict.recognised or not verdict.warm or verdict.fault)
             else p.delay_s,
             fault=verdict.fault if verdict else "",
         )

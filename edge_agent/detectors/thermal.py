@@ -55,14 +55,15 @@ sampling interval.
   has no start to match a shape by: only ``slack_s`` covers it. Readings
   that were no temperature (a sensor fault, see :meth:`ThermalModel.missed`)
   are no such silence.
-* **Learning period.** For ``learning_h`` after the first reading (its wall
-  clock time is part of the saved state, so a restart does not begin
-  again) the model only learns; the agent's hard limits still alarm.
+* **Learning period.** For ``learning_h`` of readings (saved with the state,
+  so a restart does not begin again; a clock set by NTP later does not end
+  it) the model only learns; the agent's hard limits still alarm.
 * **Sensor faults.** A change of more than the profile's ``max_step_c``
   against the last minute's mean is faster than air in a room with thermal
   mass can move: the probe itself moved (pulled into room air). That is
   reported as the fault ``implausible_step`` until the reading comes back
-  near the baseline it left, and never as a temperature anomaly.
+  near the baseline it left, and never as a temperature anomaly; a reading
+  steady at its new level for ``defrost_delay_s`` is the room.
 * **Calibration.** One knob as the user thinks of it,
   ``target_false_alarms_per_week``, sets ``factor`` and ``slack_s``
   (:func:`margins`): a lower target means wider margins, hence slower
@@ -307,6 +308,7 @@ class ThermalModel:
         baseline_c_per_h: float,
         end_after_s: float,
         max_step_c: float,
+        settle_s: float = 1800.0,
     ) -> None:
         self.threshold = threshold
         self.factor, self.slack_s = margins(target)
@@ -314,7 +316,9 @@ class ThermalModel:
         self.rate = baseline_c_per_h / 3600.0
         self.end_after_ms = end_after_s * 1000.0
         self.max_step_c = max_step_c
-        #: Wall-clock time (ms) of the first reading: the start of the learning period.
+        self.learned_s = 0.0
+        self.settle_ms = settle_s * 1000.0
+        #: Wall-clock time (ms) of the first reading.
         self.started_ms: int | None = None
         self.last_ms = 0
         self.median = 0.0
@@ -336,6 +340,12 @@ class ThermalModel:
     cooling: CoolingWatch | None = None
     #: When the last reading that was a temperature came (ms).
     last_ok_ms = 0
+    #: A step fault ends once the reading stays near ``level`` (since ``level_ms``) this long.
+    settle_ms = 1800_000.0
+    level = 0.0
+    level_ms = 0
+    #: Seconds of readings seen (each gap counted up to a minute): the learning period.
+    learned_s: float | None = None
 
     def missed(self, ts_ms: int) -> None:
         """A reading at ``ts_ms`` that was no temperature (a sensor fault): the agent is
@@ -352,7 +362,7 @@ class ThermalModel:
 
     def learning(self, ts_ms: int) -> bool:
         """Whether ``ts_ms`` falls in the learning period."""
-        return self.started_ms is None or ts_ms - self.started_ms < self.learning_s * 1000.0
+        return self.started_ms is None or (self.learned_s or 0.0) < self.learning_s
 
     def observe_at(self, ts_ms: int, x: float) -> tuple[float | None, bool, str, bool]:
         """Judge and learn one reading: ``(score, anomalous, fault, recognised)``.
@@ -382,17 +392,23 @@ class ThermalModel:
             self.resync = False
         if dt > _MAX_STEP_S:
             dt = _MAX_STEP_S
+        # A state saved before reading time was counted starts from its wall-clock age.
+        age = max(0.0, (ts_ms - self.started_ms) / 1000.0)
+        self.learned_s = age if self.learned_s is None else self.learned_s + dt
         step = x - self.fast
         self.fast += step * dt / (dt + _FAST_TAU_S)
         learning = self.learning(ts_ms)
         if self.fault:
             if abs(x - self.anchor) > self.spread + _MIN_BAND_C:
-                return (None if learning else 0.0), False, self.fault, False
-            self.fault = ""  # back inside the band it left
+                if abs(x - self.level) > self.max_step_c / 2:
+                    self.level, self.level_ms = x, ts_ms  # still moving
+                if ts_ms - self.level_ms < self.settle_ms:
+                    return (None if learning else 0.0), False, self.fault, False
+            self.fault = ""  # back inside the band it left, or steady out there: the room
             self.fast = x
         elif self.max_step_c and abs(step) > self.max_step_c:
             self.fault = "implausible_step"
-            self.anchor = self.median
+            self.anchor, self.level, self.level_ms = self.median, x, ts_ms
             self.excursions = [None, None]
             return (None if learning else 0.0), False, self.fault, False
         band = self.spread if self.spread > _MIN_BAND_C else _MIN_BAND_C
@@ -542,7 +558,7 @@ class ThermalModel:
         """Move median and spread (frugal quantiles, p = 0.5 and 0.8) by at most rate × dt."""
         assert self.started_ms is not None
         rate = self.rate
-        hours = (ts_ms - self.started_ms) / 3_600_000.0
+        hours = max(0.0, (ts_ms - self.started_ms) / 3_600_000.0)  # the clock may go back
         if hours < 12.0:
             rate += _BOOT_C_PER_H / 3600.0 * 0.5**hours
         s = rate * dt
@@ -580,4 +596,5 @@ def build(params: Mapping[str, Param], profile: Profile) -> ThermalModel:
         baseline_c_per_h=float(params["baseline_c_per_h"]),
         end_after_s=float(params["end_after_s"]),
         max_step_c=profile.max_step_c,
+        settle_s=profile.defrost_delay_s,
     )

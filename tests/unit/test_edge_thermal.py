@@ -210,6 +210,25 @@ def test_a_new_calibration_keeps_what_was_learned() -> None:
     assert v is not None and v.warm
 
 
+def test_a_remote_config_after_a_restart_resumes_the_state_it_made() -> None:
+    base = loads_config('[device]\ndevice_id = "d1"\nsite = "s"\n[detector]\nprofile = "fridge"\n')
+    who = {"device_id": "d1", "site": "s", "version": 2, "ts": 1_767_225_600_000}
+    made = DeviceConfig(**who, detector_params={"learning_h": 12.0})
+    judge = SampleJudge(apply_device_config(base, made))
+    for i in range(25 * 360):
+        judge.judge(Sample("p", i * 10_000, sawtooth(i * 10_000), Quality.OK))
+    for knob in ({}, {"target_false_alarms_per_week": 0.1}):  # the same, or a new calibration
+        after = SampleJudge(base)  # the reboot: the local config does not match the state
+        after.detector = Detector.loads(judge.detector.dumps(), "thermal", {}, "fridge")
+        assert after.detector.discarded
+        remote = DeviceConfig(**who, detector_params={"learning_h": 12.0, **knob})
+        after.reconfigure(apply_device_config(base, remote))  # the retained remote config
+        v, _ = after.judge(Sample("p", 25 * 3600_000, 3.5, Quality.OK))
+        assert v is not None and v.warm, knob  # not a new learning period
+        target = after.detector.params["target_false_alarms_per_week"]
+        assert target == knob.get("target_false_alarms_per_week", 0.5)
+
+
 def test_a_saved_state_with_another_calibration_is_kept_too() -> None:
     det = Detector("thermal", {}, "cold_room")
     judge_hours(det, 0, 25)
@@ -264,6 +283,42 @@ def test_two_bad_readings_a_minute_apart_are_a_sensor_fault() -> None:
     assert faults_of(judge, bad) == [("sensor_fault", "raised")]
 
 
+@pytest.mark.parametrize("step_s", [1, 10, 60])
+def test_a_probe_failing_every_other_read_is_a_sensor_fault(step_s: int) -> None:
+    judge = SampleJudge(config_for("cold_room"))
+    ok = [Sample("p", i * step_s * 1000, 3.0, Quality.OK) for i in range(10)]
+    assert faults_of(judge, ok) == []
+
+    def read(i: int) -> Sample:
+        bad = i % 2 == 0
+        return Sample(
+            "p",
+            (10 + i) * step_s * 1000,
+            None if bad else 3.0,
+            Quality.CRC_ERROR if bad else Quality.OK,
+        )
+
+    assert faults_of(judge, [read(i) for i in range(4)]) == []  # two bad reads apart
+    got = faults_of(judge, [read(i) for i in range(4, 20)])
+    assert got == [("sensor_fault", "raised")], got  # the third, and no flapping after
+    later = [Sample("p", (40 + i) * step_s * 1000, 3.0, Quality.OK) for i in range(150)]
+    assert faults_of(judge, later) == [("sensor_fault", "cleared")]
+
+
+def test_isolated_failed_reads_are_no_sensor_fault() -> None:
+    judge = SampleJudge(config_for("cold_room"))
+    reads = [
+        Sample(
+            "p",
+            i * 1000,
+            None if i % 40 == 0 else 3.0,
+            Quality.CRC_ERROR if i % 40 == 0 else Quality.OK,
+        )
+        for i in range(1, 400)
+    ]
+    assert faults_of(judge, reads) == []
+
+
 def test_a_probe_pulled_into_room_air_is_a_sensor_fault_not_a_temperature() -> None:
     judge = SampleJudge(config_for("freezer"))
     for i in range(25 * 360):
@@ -274,6 +329,24 @@ def test_a_probe_pulled_into_room_air_is_a_sensor_fault_not_a_temperature() -> N
     assert got == [("sensor_fault", "raised")], got  # never above -15 °C, never an anomaly
     back = [Sample("p", t + (90 + i) * 10_000, -20.0, Quality.OK) for i in range(3)]
     assert faults_of(judge, back) == [("sensor_fault", "cleared")]
+    # Left out there for an hour: still the probe (the room is believed after 90 min).
+    t += 3600_000
+    room = [Sample("p", t + i * 10_000, min(20.0, -20.0 + 2.0 * i), Quality.OK) for i in range(360)]
+    assert faults_of(judge, room) == [("sensor_fault", "raised")]
+
+
+def test_a_fast_real_warming_still_reaches_the_hard_limit() -> None:
+    judge = SampleJudge(config_for("server_room"))  # 32 °C, 5 min; steps over 1 °C: a fault
+    for i in range(25 * 360):
+        judge.judge(Sample("p", i * 10_000, 22.0 + 0.0625 * (i % 3), Quality.OK))
+    t = 25 * 3600_000  # the HVAC fails: 1.5 °C/min up to 40 °C, then stays there
+    hot = [Sample("p", t + i * 10_000, min(40.0, 22.0 + 0.25 * i), Quality.OK) for i in range(180)]
+    got = [(i, k, st) for i, s in enumerate(hot) for k, st in faults_of(judge, [s])]
+    assert got[0][1:] == ("sensor_fault", "raised"), got
+    raised = [i for i, k, st in got if (k, st) == ("threshold", "raised")]
+    assert raised and raised[0] * 10 <= 12 * 60, got  # above 32 °C from 6.7 min, + 5 min delay
+    cleared = [i for i, k, st in got if (k, st) == ("sensor_fault", "cleared")]
+    assert cleared and cleared[0] * 10 <= 18 * 60, got  # steady at 40 °C from 12 min: the room
 
 
 def test_a_hard_limit_waits_for_its_delay() -> None:
@@ -310,6 +383,31 @@ def test_a_state_saved_before_the_cooling_watch_gets_one() -> None:
         v = again.observe("p", sawtooth(ts), ts)
         assert v.warm and not v.is_anomaly
     assert again.monitors["p"]._model.cooling is not None
+
+
+def test_a_clock_set_forward_by_ntp_does_not_end_the_learning_period() -> None:
+    det = Detector("thermal", {}, "cold_room")
+    assert not any(judge_hours(det, 0, 1))  # a fake-hwclock date, then NTP: a year later
+    assert not any(judge_hours(det, 365 * 24, 1))
+
+
+def test_a_clock_going_back_neither_crashes_nor_ends_the_learning() -> None:
+    det = Detector("thermal", {}, "cold_room")
+    judge_hours(det, 200 * 24, 1)
+    assert not any(judge_hours(det, 0, 1))  # 200 days back: 0.5 ** -4800 overflowed
+    assert judge_hours(det, 1, 23)[-1]  # 24 h of readings in all: learned
+
+
+def test_a_state_saved_before_reading_time_was_counted_learns_by_its_age() -> None:
+    det = Detector("thermal", {}, "cold_room")
+    judge_hours(det, 0, 25)
+    del det.monitors["p"]._model.learned_s  # as unpickled from an older agent's state
+    again = Detector.loads(det.dumps(), "thermal", {}, "cold_room")
+    assert judge_hours(again, 25, 0.01)[0]
+    young = Detector("thermal", {}, "cold_room")
+    judge_hours(young, 0, 1)
+    del young.monitors["p"]._model.learned_s
+    assert not judge_hours(Detector.loads(young.dumps(), "thermal", {}, "cold_room"), 1, 0.01)[0]
 
 
 def test_a_flat_line_and_the_readings_after_a_sensor_fault_are_no_cooling_failure() -> None:
