@@ -15,8 +15,9 @@ returns :class:`~telemetry_contract.IncidentChange` records.
   ``site_fraction`` of the site's devices, open incidents within
   ``site_window_s`` of each other (a power cut), they fold into one site
   incident: the site incident opens (notified) and the device incidents end
-  (``resolved``, not notified: the site incident speaks for them, its
-  ``device_ids`` list them). Later devices of the site join it while it is
+  (``resolved``, message ``folded into <site incident id>``; notified when
+  their opening was, so every notified ``opened`` gets its ``resolved``; the
+  site incident's ``device_ids`` list them). Later devices of the site join it while it is
   younger than ``site_window_s``.
 - **Notifications.** Exactly one when an incident opens, one each time its
   severity rises (``escalated``), one when it resolves; an alert joining at
@@ -392,7 +393,8 @@ class IncidentBook:
             ),
             members,
         )
-        out = [self._close(e, ts, False, f"folded into {iid}") for e in recent]
+        # Whoever heard of a device incident hears that it ended (as expire() does).
+        out = [self._close(e, ts, bool(e.incident.notified), f"folded into {iid}") for e in recent]
         self._open[iid] = site_entry
         for a in members.values():
             self._by_device[a.device_id] = iid

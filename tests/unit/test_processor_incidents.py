@@ -185,14 +185,18 @@ def test_a_power_cut_folds_into_one_site_incident() -> None:
     assert [c.kind.value for c in site] == ["opened", "updated"]  # 3 fold, the 4th joins
     assert site[-1].incident.device_ids == ("d0", "d1", "d2", "d3")
     folded = [c for c in out if c.kind is IncidentChangeKind.RESOLVED]
-    assert len(folded) == 3 and not any(c.notify for c in folded)
+    # The two devices notified before the third made it a site incident hear
+    # that their incidents ended; the third's opening was never told.
+    assert [c.notify for c in folded] == [True, True, False]
     assert all(c.incident.message.startswith("folded into site.s1.") for c in folded)
+    assert [c.incident.notified for c in folded] == [("opened", "resolved")] * 2 + [()]
     out += run(book, [resolved(x, 300) for x in offs]) + book.expire(T0 + 400 * S)
     notified = [(c.incident.scope.value, c.kind.value) for c in out if c.notify]
-    # Two devices were notified before the third made it a site incident.
     assert notified == [
         ("device", "opened"),
         ("device", "opened"),
+        ("device", "resolved"),
+        ("device", "resolved"),
         ("site", "opened"),
         ("site", "resolved"),
     ]
@@ -315,6 +319,9 @@ def test_at_most_three_notifications_per_incident(lives: list[Life]) -> None:
     for n, c in enumerate(out):  # the document says the same
         mine = [x for x in out[: n + 1] if x.incident.incident_id == c.incident.incident_id]
         assert list(c.incident.notified) == [x.kind for x in mine if x.notify]
+    for c in out:  # a notified opening gets a notified end (a site fold included)
+        if c.kind is IncidentChangeKind.RESOLVED and "opened" in c.incident.notified:
+            assert c.notify
 
 
 @FAST
