@@ -222,6 +222,37 @@ def test_restore_skips_what_is_stored_and_continues_the_versions() -> None:
     assert [(c.kind.value, c.incident.version) for c in after] == [("updated", 3)]
 
 
+def test_an_incident_of_many_alerts_restores_with_its_newest_open_ones() -> None:
+    """More alerts than a document lists (128): the open ones (the newest here)
+    are listed, resolved ones beyond the bound are dropped from memory but
+    counted, and after a restart it resolves only when those open ones do."""
+    book = IncidentBook(IncidentSettings(resolve_grace_s=120))
+    lives = [opened("d1", RULES[i % len(RULES)], i) for i in range(200)]
+    latest = {c.alert.alert_id: c.alert for c in lives}
+    out: list[IncidentChange] = []
+    for i, change in enumerate(lives):
+        out += book.apply(change)
+        if i < 197:
+            done = resolved(change, i + 0.5)
+            latest[done.alert.alert_id] = done.alert
+            out += book.apply(done)
+    (incident,) = book.open_incidents()
+    assert incident.alert_count == 200 and incident.active_alerts == 3
+    assert incident.rules == tuple(sorted(RULES))
+    still_open = [c.alert.alert_id for c in lives[197:]]
+    assert set(still_open) <= set(incident.alert_ids)
+    assert len(book._open[incident.incident_id].alerts) <= 128  # bounded while it is open
+
+    again = IncidentBook(IncidentSettings(resolve_grace_s=120))
+    again.restore([incident], latest.values())
+    after = run(again, [resolved(c, 300) for c in lives[197:199]])
+    after += again.expire(T0 + 1000 * S)  # one still open: no grace runs
+    assert [c.kind.value for c in after] == ["updated", "updated"]
+    after = again.apply(resolved(lives[199], 301)) + again.expire(T0 + 1500 * S)
+    assert [(c.kind.value, c.notify) for c in after] == [("updated", False), ("resolved", True)]
+    assert after[-1].incident.alert_count == 200 and after[-1].incident.active_alerts == 0
+
+
 def test_settings_bad_value_names_the_key() -> None:
     with pytest.raises(ConfigError, match=r"site_fraction"):
         loads(IncidentSettings, "site_fraction = 1.5\n")
