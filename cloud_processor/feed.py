@@ -23,7 +23,9 @@ the feed applies each alert change to the incident book, stores the incident
 changes of a batch, and then offers to the dispatcher either the notified
 incident changes (``webhook.notify = "incidents"``, the default) or the alert
 changes as above (``"alerts"``); a change's offset is resolved once every
-change it caused is. Receivers drop repeats by ``incident_id`` + ``version``.
+change it caused is. Receivers drop repeats by ``incident_id`` + ``version``:
+every start (a clean redeploy too) offers again the latest notified change of
+each open incident (:meth:`IncidentLog.restore`).
 """
 
 from __future__ import annotations

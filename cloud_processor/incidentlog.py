@@ -10,6 +10,8 @@ the alerts they list (alert changes read again are then skipped), and offers
 again the latest notified change of every open incident and of those
 resolved within ``restore_s``: one that went out before the crash arrives
 twice, with the same ``incident_id`` + ``version`` (a receiver drops it).
+Delivery is not recorded, so this happens at every start, a clean redeploy
+included: at-least-once, never exactly-once.
 """
 
 from __future__ import annotations

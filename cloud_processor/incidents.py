@@ -15,8 +15,9 @@ returns :class:`~telemetry_contract.IncidentChange` records.
   ``site_fraction`` of the site's devices, open incidents within
   ``site_window_s`` of each other (a power cut), they fold into one site
   incident: the site incident opens (notified) and the device incidents end
-  (``resolved``, not notified: the site incident speaks for them, its
-  ``device_ids`` list them). Later devices of the site join it while it is
+  (``resolved``, message ``folded into <site incident id>``; notified when
+  their opening was, so every notified ``opened`` gets its ``resolved``; the
+  site incident's ``device_ids`` list them). Later devices of the site join it while it is
   younger than ``site_window_s``.
 - **Notifications.** Exactly one when an incident opens, one each time its
   severity rises (``escalated``), one when it resolves; an alert joining at
@@ -145,6 +146,38 @@ class _Open:
     #: Highest severity rank it has had: only a rise above it is news (a
     #: severity that drops and comes back is not escalated twice).
     peak: int = 0
+    #: Resolved members dropped from ``alerts`` (memory stays bounded while it
+    #: is open): how many, their highest severity rank, rules and devices.
+    pruned: int = 0
+    pruned_rank: int = 0
+    pruned_rules: set[str] = field(default_factory=set)
+    pruned_devices: dict[str, None] = field(default_factory=dict)
+
+    def prune(self) -> list[str]:
+        """Drop the oldest resolved members beyond :data:`MAX_INCIDENT_ALERTS`
+        (active ones always stay); return their ids."""
+        extra = len(self.alerts) - MAX_INCIDENT_ALERTS
+        if extra <= 0:
+            return []
+        done = [a for a in self.alerts.values() if a.status is not AlertStatus.OPEN]
+        done.sort(key=lambda a: (a.updated_at, a.alert_id))
+        for a in done[:extra]:
+            self.absorb(a)
+            del self.alerts[a.alert_id]
+        return [a.alert_id for a in done[:extra]]
+
+    def absorb(self, a: Alert | _Open) -> None:
+        """Count a dropped alert (or another entry's dropped ones) in the totals."""
+        if isinstance(a, _Open):
+            self.pruned += a.pruned
+            self.pruned_rank = max(self.pruned_rank, a.pruned_rank)
+            self.pruned_rules |= a.pruned_rules
+            self.pruned_devices.update(a.pruned_devices)
+            return
+        self.pruned += 1
+        self.pruned_rank = max(self.pruned_rank, severity_rank(a.severity))
+        self.pruned_rules.add(a.rule)
+        self.pruned_devices[a.device_id] = None
 
 
 class IncidentBook:
@@ -207,6 +240,12 @@ class IncidentBook:
                     entry.alerts[aid] = alert
                     self._seen[aid] = alert.version
                     self._now = max(self._now, alert.updated_at)
+            # Members the document no longer lists (pruned, all resolved).
+            entry.pruned = max(0, inc.alert_count - len(entry.alerts))
+            if entry.pruned:
+                entry.pruned_rank = entry.peak
+                entry.pruned_rules = set(inc.rules)
+                entry.pruned_devices = dict.fromkeys(inc.device_ids)
             if not any(a.status is AlertStatus.OPEN for a in entry.alerts.values()):
                 ends = [a.updated_at for a in entry.alerts.values()] or [inc.updated_at]
                 entry.idle_since = max(ends)
@@ -306,7 +345,9 @@ class IncidentBook:
 
     def _close(self, entry: _Open, end: int, notify: bool, message: str) -> IncidentChange:
         kind = IncidentChangeKind.RESOLVED
-        severity = _max_severity(entry.alerts.values())  # of all its alerts, once resolved
+        # Of all its alerts, once resolved (pruned ones included).
+        rank = max(severity_rank(_max_severity(entry.alerts.values())), entry.pruned_rank)
+        severity = _BY_RANK[rank]
         change = self._next(
             entry, kind, notify, severity=severity, status=IncidentStatus.RESOLVED, end=end
         )
@@ -392,7 +433,10 @@ class IncidentBook:
             ),
             members,
         )
-        out = [self._close(e, ts, False, f"folded into {iid}") for e in recent]
+        for e in recent:
+            site_entry.absorb(e)
+        # Whoever heard of a device incident hears that it ended (as expire() does).
+        out = [self._close(e, ts, bool(e.incident.notified), f"folded into {iid}") for e in recent]
         self._open[iid] = site_entry
         for a in members.values():
             self._by_device[a.device_id] = iid
@@ -422,10 +466,16 @@ class IncidentBook:
     ) -> IncidentChange:
         """The next version of ``entry``'s incident after ``kind``, from its alerts."""
         before = entry.incident
+        for aid in entry.prune():
+            self._seen.pop(aid, None)
+            self._close_alert(aid)  # a change of it read again is stale
         alerts = sorted(entry.alerts.values(), key=lambda a: (a.opened_at, a.alert_id))
         active = [a for a in alerts if a.status is AlertStatus.OPEN]
-        devices = list(dict.fromkeys(a.device_id for a in alerts))
-        rules = sorted({a.rule for a in alerts})
+        devices = list(dict.fromkeys([*(a.device_id for a in alerts), *entry.pruned_devices]))
+        rules = sorted({a.rule for a in alerts} | entry.pruned_rules)
+        # The document lists the active alerts first (a restart must find them).
+        listed = [*active, *(a for a in alerts if a.status is not AlertStatus.OPEN)]
+        listed = sorted(listed[:MAX_INCIDENT_ALERTS], key=lambda a: (a.opened_at, a.alert_id))
         updated = max([before.updated_at, *(a.updated_at for a in alerts)])
         if end is not None:
             updated = max(updated, end)
@@ -440,8 +490,8 @@ class IncidentBook:
             updated_at=updated,
             resolved_at=updated if status is IncidentStatus.RESOLVED else None,
             rules=tuple(rules[:MAX_INCIDENT_RULES]),
-            alert_ids=tuple(a.alert_id for a in alerts[:MAX_INCIDENT_ALERTS]),
-            alert_count=len(alerts),
+            alert_ids=tuple(a.alert_id for a in listed),
+            alert_count=len(alerts) + entry.pruned,
             active_alerts=len(active),
             title=_title(before.scope, before.site, devices, rules),
             message=(message if message is not None else before.message)[:4096],

@@ -110,7 +110,8 @@ class Incident(msgspec.Struct, frozen=True):
 
     ``severity`` is the highest severity of its active alerts (of all its
     alerts once resolved); ``rules`` are the contributing rules, sorted;
-    ``device_ids`` and ``alert_ids`` keep the first ones seen (bounded) while
+    ``device_ids`` keeps the first ones seen and ``alert_ids`` (in opening
+    order) its active alerts before any resolved one (both bounded), while
     ``device_count`` and ``alert_count`` count them all.
     """
 

@@ -185,14 +185,18 @@ def test_a_power_cut_folds_into_one_site_incident() -> None:
     assert [c.kind.value for c in site] == ["opened", "updated"]  # 3 fold, the 4th joins
     assert site[-1].incident.device_ids == ("d0", "d1", "d2", "d3")
     folded = [c for c in out if c.kind is IncidentChangeKind.RESOLVED]
-    assert len(folded) == 3 and not any(c.notify for c in folded)
+    # The two devices notified before the third made it a site incident hear
+    # that their incidents ended; the third's opening was never told.
+    assert [c.notify for c in folded] == [True, True, False]
     assert all(c.incident.message.startswith("folded into site.s1.") for c in folded)
+    assert [c.incident.notified for c in folded] == [("opened", "resolved")] * 2 + [()]
     out += run(book, [resolved(x, 300) for x in offs]) + book.expire(T0 + 400 * S)
     notified = [(c.incident.scope.value, c.kind.value) for c in out if c.notify]
-    # Two devices were notified before the third made it a site incident.
     assert notified == [
         ("device", "opened"),
         ("device", "opened"),
+        ("device", "resolved"),
+        ("device", "resolved"),
         ("site", "opened"),
         ("site", "resolved"),
     ]
@@ -216,6 +220,37 @@ def test_restore_skips_what_is_stored_and_continues_the_versions() -> None:
     assert run(again, [edge, high]) == []  # read again after a restart
     after = again.apply(resolved(edge, 20))
     assert [(c.kind.value, c.incident.version) for c in after] == [("updated", 3)]
+
+
+def test_an_incident_of_many_alerts_restores_with_its_newest_open_ones() -> None:
+    """More alerts than a document lists (128): the open ones (the newest here)
+    are listed, resolved ones beyond the bound are dropped from memory but
+    counted, and after a restart it resolves only when those open ones do."""
+    book = IncidentBook(IncidentSettings(resolve_grace_s=120))
+    lives = [opened("d1", RULES[i % len(RULES)], i) for i in range(200)]
+    latest = {c.alert.alert_id: c.alert for c in lives}
+    out: list[IncidentChange] = []
+    for i, change in enumerate(lives):
+        out += book.apply(change)
+        if i < 197:
+            done = resolved(change, i + 0.5)
+            latest[done.alert.alert_id] = done.alert
+            out += book.apply(done)
+    (incident,) = book.open_incidents()
+    assert incident.alert_count == 200 and incident.active_alerts == 3
+    assert incident.rules == tuple(sorted(RULES))
+    still_open = [c.alert.alert_id for c in lives[197:]]
+    assert set(still_open) <= set(incident.alert_ids)
+    assert len(book._open[incident.incident_id].alerts) <= 128  # bounded while it is open
+
+    again = IncidentBook(IncidentSettings(resolve_grace_s=120))
+    again.restore([incident], latest.values())
+    after = run(again, [resolved(c, 300) for c in lives[197:199]])
+    after += again.expire(T0 + 1000 * S)  # one still open: no grace runs
+    assert [c.kind.value for c in after] == ["updated", "updated"]
+    after = again.apply(resolved(lives[199], 301)) + again.expire(T0 + 1500 * S)
+    assert [(c.kind.value, c.notify) for c in after] == [("updated", False), ("resolved", True)]
+    assert after[-1].incident.alert_count == 200 and after[-1].incident.active_alerts == 0
 
 
 def test_settings_bad_value_names_the_key() -> None:
@@ -315,6 +350,9 @@ def test_at_most_three_notifications_per_incident(lives: list[Life]) -> None:
     for n, c in enumerate(out):  # the document says the same
         mine = [x for x in out[: n + 1] if x.incident.incident_id == c.incident.incident_id]
         assert list(c.incident.notified) == [x.kind for x in mine if x.notify]
+    for c in out:  # a notified opening gets a notified end (a site fold included)
+        if c.kind is IncidentChangeKind.RESOLVED and "opened" in c.incident.notified:
+            assert c.notify
 
 
 @FAST

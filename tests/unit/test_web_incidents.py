@@ -383,3 +383,19 @@ def test_thirty_announced_shutdowns_do_not_bury_the_real_incident() -> None:
     assert sum(a["informational"] for a in snap["alerts"]) == 30
     assert {d["state"] for d in snap["devices"]} == {"shutdown"}
     assert all(d["alerts"] == 0 for d in snap["devices"] if d["device_id"] != "s1-d03")
+
+
+def test_the_web_docs_name_no_kafka_topic_of_incidents() -> None:
+    """Incidents reach the web view only through the incidents index (polled):
+    the processor publishes no Kafka topic of them, and the docstrings say so."""
+    import dataclasses
+
+    import thermowatch.web.app as app
+    import thermowatch.web.incidents as incidents
+    from telemetry_contract.topics import kafka_topics
+
+    assert not any("incident" in name for name in dataclasses.asdict(kafka_topics()).values())
+    for module in (app, incidents):
+        text = " ".join((module.__doc__ or "").split())
+        assert "incidents topic" not in text and "incident changes, device" not in text
+        assert "incidents_refresh_s" in text

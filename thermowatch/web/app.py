@@ -2,8 +2,8 @@
 
 Start-up loads the recent readings, the open alerts and the open and recently
 resolved incidents from the search server, then four tasks run: the Kafka
-feed folds alert and incident changes, device status and (optionally)
-readings into the view as they arrive; a reload from the search
+feed folds alert changes, device status and (optionally) readings into the
+view as they arrive (there is no Kafka topic of incidents); a reload from the search
 server every ``search.refresh_s`` corrects anything missed (Kafka down, a
 document written by someone else, an acknowledgement); the incidents are
 read every ``search.incidents_refresh_s`` (the processor stores them in the

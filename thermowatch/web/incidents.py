@@ -3,11 +3,12 @@
 The processor groups the alerts of one device (or of one site, when most of
 its devices fire together) into one incident: a severity (the highest of its
 alerts), the rules that contributed, the alert ids, ``open`` then
-``resolved``. It publishes every change on the incidents topic and stores the
-incident in the incidents index; the page shows the open ones first, each
+``resolved``. It publishes no Kafka topic of incidents: it stores each in the
+incidents index (``<prefix>incidents``), which the web view reads every
+``search.incidents_refresh_s`` (2 s); the page shows the open ones first, each
 with its rules, and a short list of recently resolved ones.
 
-The same facts come from both sources, repeated and in any order, so the fold
+The same facts come again at every poll, in any order, so the fold
 follows the alerts' rules: a change replaces the held incident only if its
 ``version`` is newer, and a resolved incident is remembered (as a tombstone,
 for an hour) so a replayed ``opened`` never reopens it. Anything that is not
