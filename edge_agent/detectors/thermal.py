@@ -62,8 +62,8 @@ sampling interval.
   against the last minute's mean is faster than air in a room with thermal
   mass can move: the probe itself moved (pulled into room air). That is
   reported as the fault ``implausible_step`` until the reading comes back
-  near the baseline it left, and never as a temperature anomaly; a reading
-  steady at its new level for ``defrost_delay_s`` is the room.
+  near the baseline it left, never as a temperature anomaly; steady at its new
+  level 90 min (or a longer ``defrost_delay_s``), it is the room (limits judge meanwhile).
 * **Calibration.** One knob as the user thinks of it,
   ``target_false_alarms_per_week``, sets ``factor`` and ``slack_s``
   (:func:`margins`): a lower target means wider margins, hence slower
@@ -596,5 +596,5 @@ def build(params: Mapping[str, Param], profile: Profile) -> ThermalModel:
         baseline_c_per_h=float(params["baseline_c_per_h"]),
         end_after_s=float(params["end_after_s"]),
         max_step_c=profile.max_step_c,
-        settle_s=profile.defrost_delay_s,
+        settle_s=max(profile.defrost_delay_s, 5400.0),  # the limits guard meanwhile
     )

@@ -340,13 +340,15 @@ def test_a_fast_real_warming_still_reaches_the_hard_limit() -> None:
     for i in range(25 * 360):
         judge.judge(Sample("p", i * 10_000, 22.0 + 0.0625 * (i % 3), Quality.OK))
     t = 25 * 3600_000  # the HVAC fails: 1.5 °C/min up to 40 °C, then stays there
-    hot = [Sample("p", t + i * 10_000, min(40.0, 22.0 + 0.25 * i), Quality.OK) for i in range(180)]
+    hot = [Sample("p", t + i * 10_000, min(40.0, 22.0 + 0.25 * i), Quality.OK) for i in range(660)]
     got = [(i, k, st) for i, s in enumerate(hot) for k, st in faults_of(judge, [s])]
     assert got[0][1:] == ("sensor_fault", "raised"), got
     raised = [i for i, k, st in got if (k, st) == ("threshold", "raised")]
     assert raised and raised[0] * 10 <= 12 * 60, got  # above 32 °C from 6.7 min, + 5 min delay
     cleared = [i for i, k, st in got if (k, st) == ("sensor_fault", "cleared")]
-    assert cleared and cleared[0] * 10 <= 18 * 60, got  # steady at 40 °C from 12 min: the room
+    # Steady at 40 °C from 12 min: the room, once it has stayed there 90 min (a probe
+    # pulled into room air stays a sensor fault that long; the limit guards meanwhile).
+    assert cleared and 100 * 60 <= cleared[0] * 10 <= 104 * 60, got
 
 
 def test_a_hard_limit_waits_for_its_delay() -> None:
