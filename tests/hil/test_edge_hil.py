@@ -65,6 +65,9 @@ def test_bad_readings_get_their_flag_and_never_reach_detector_or_alarm(
                 state_dir=tmp_path / "state",
                 port=broker.port,
                 detector='[detector]\nname = "zscore"\nparams = {warmup = 5, threshold = 6.0}',
+                # A sensor fault clears once 2 x fault_after_s pass without a bad read:
+                # 2 s here, so that each bad spell below is its own fault.
+                extra="[alarm]\nfault_after_s = 1.0",
             )
         )
 
@@ -73,6 +76,14 @@ def test_bad_readings_get_their_flag_and_never_reach_detector_or_alarm(
                 1 for r, _ in sub.readings() if r.sensor_id == PROBE and r.quality is quality
             )
 
+        def fault_changes(state: str) -> list[Any]:
+            return [
+                m
+                for m, _ in sub.of_kind("alert")
+                if m.sensor_id == PROBE and (m.kind.value, m.state.value) == ("sensor_fault", state)
+            ]
+
+        cleared: list[Any] = []
         assert hil.wait_for(lambda: count(Quality.OK) >= 8)  # detector warm
         for text, quality in (
             (w1(23125, "NO"), Quality.CRC_ERROR),
@@ -90,6 +101,9 @@ def test_bad_readings_get_their_flag_and_never_reach_detector_or_alarm(
             write(root, GOOD)
             n = count(Quality.OK)
             assert hil.wait_for(lambda n=n: count(Quality.OK) >= n + 2)
+            spell = len(cleared) + 1
+            assert hil.wait_for(lambda s=spell: len(fault_changes("cleared")) >= s), quality
+            cleared = fault_changes("cleared")
         ra.stop()
         readings = sub.readings()
         seqs = [r.seq for r, _ in readings]
