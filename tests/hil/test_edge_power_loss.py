@@ -48,6 +48,10 @@ STRACE = shutil.which("strace")
 CUT_AT_SYNC = 40
 
 _LINE = re.compile(r"^(\d+) +(\w+)\((\d+)<([^>]*)>(.*)$")
+#: ``strace -f`` splits a call that another thread interrupts into ``<unfinished ...>``
+#: and ``<... call resumed>``: a busy machine makes that common.
+_RESUMED = re.compile(r"^(\d+) +<\.\.\. (\w+) resumed>(.*)$")
+_UNFINISHED = " <unfinished ...>"
 _SEQ = re.compile(r'\\"seq\\":(\d+),')
 
 
@@ -70,11 +74,21 @@ def check_publish_after_fsync(trace: str) -> tuple[int, int]:
     written: set[int] = set()  # seqs in WAL writes not yet synced
     durable: set[int] = set()
     sent = syncs = 0
+    pending: dict[tuple[str, str], tuple[str, str]] = {}  # (pid, call) -> (path, args so far)
     for line in trace.splitlines():
         m = _LINE.match(line)
-        if m is None:
+        if m is not None and line.endswith(_UNFINISHED):
+            pending[m.group(1), m.group(2)] = (m.group(4), m.group(5)[: -len(_UNFINISHED)])
             continue
-        call, path, rest = m.group(2), m.group(4), m.group(5)
+        if m is not None:
+            call, path, rest = m.group(2), m.group(4), m.group(5)
+        else:
+            r = _RESUMED.match(line)
+            if r is None or (r.group(1), r.group(2)) not in pending:
+                continue
+            call = r.group(2)
+            path, head = pending.pop((r.group(1), call))
+            rest = head + r.group(3)
         if path.endswith("-wal"):
             if call in ("pwrite64", "write"):
                 written.update(int(s) for s in _SEQ.findall(rest))
@@ -195,3 +209,18 @@ def test_the_trace_check_rejects_a_publish_before_its_fsync() -> None:
     assert check_publish_after_fsync("\n".join([write, sync, send])) == (1, 1)
     with pytest.raises(AssertionError, match="seq 3 sent before"):
         check_publish_after_fsync("\n".join([write, send, sync]))
+
+
+def test_the_trace_check_follows_calls_another_thread_interrupted() -> None:
+    wal = "5</s/outbox.sqlite3-wal>"
+    sock = "8<TCP:[127.0.0.1:1->127.0.0.1:2]>"
+    write = f'7 pwrite64({wal}, "..{{\\"seq\\":3,\\"ts\\":1}}..", 4120, 0 <unfinished ...>'
+    other = '9 write(3<pipe:[1]>, "x", 1) = 1'
+    written = "7 <... pwrite64 resumed>) = 4120"
+    sync = f"7 fdatasync({wal} <unfinished ...>"
+    synced = "7 <... fdatasync resumed>) = 0"
+    send = f'7 sendto({sock}, "0..{{\\"seq\\":3,\\"ts\\":1}}", 200, 0, NULL, 0) = 200'
+    lines = [write, other, written, sync, other, synced, send]
+    assert check_publish_after_fsync("\n".join(lines)) == (1, 1)
+    with pytest.raises(AssertionError, match="seq 3 sent before"):  # the sync never returned
+        check_publish_after_fsync("\n".join([write, written, sync, send]))
