@@ -184,7 +184,8 @@ class LocalStack:
     def status(self, services: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
         """Each service's host, port and pid (None when not running); no health check.
 
-        Kafka also has ``bootstrap``, search and elasticsearch ``url``: the shape of
+        Kafka also has ``bootstrap``, search and elasticsearch ``url``, and every
+        service ``tls`` and ``auth`` (:meth:`Service.security`): the shape of
         ``status --json``. The default services unless ``services`` names others.
         """
         out: dict[str, dict[str, Any]] = {}
@@ -195,6 +196,7 @@ class LocalStack:
                 "port": svc.port,
                 "pid": svc.process.pid(),
                 **svc.address(),
+                **svc.security(),
             }
         return out
 

@@ -79,12 +79,30 @@ def test_construction_does_no_io(tmp_path: Path) -> None:
     assert not (tmp_path / "stack").exists() and not (tmp_path / "cache").exists()
 
 
+#: What ``status --json`` says of each default service's client listener.
+MOSQUITTO_SECURITY = {"tls": False, "auth": "none"}
+KAFKA_SECURITY = {"tls": False, "auth": "none"}
+SEARCH_SECURITY = {"tls": False, "auth": "none"}
+
+
 def test_status_shape_of_a_stopped_stack(tmp_path: Path) -> None:
     stack = LocalStack(tmp_path, mqtt_port=1883, kafka_port=9092, search_port=9200)
     assert stack.status() == {
-        "mosquitto": {"host": "127.0.0.1", "port": 1883, "pid": None},
-        "kafka": {"host": "127.0.0.1", "port": 9092, "pid": None, "bootstrap": "127.0.0.1:9092"},
-        "search": {"host": "127.0.0.1", "port": 9200, "pid": None, "url": "http://127.0.0.1:9200"},
+        "mosquitto": {"host": "127.0.0.1", "port": 1883, "pid": None, **MOSQUITTO_SECURITY},
+        "kafka": {
+            "host": "127.0.0.1",
+            "port": 9092,
+            "pid": None,
+            "bootstrap": "127.0.0.1:9092",
+            **KAFKA_SECURITY,
+        },
+        "search": {
+            "host": "127.0.0.1",
+            "port": 9200,
+            "pid": None,
+            "url": "http://127.0.0.1:9200",
+            **SEARCH_SECURITY,
+        },
     }
     assert list(stack.status(["elasticsearch", "kafka"])) == ["kafka", "elasticsearch"]
     assert stack.status(["elasticsearch"])["elasticsearch"]["url"] == "http://127.0.0.1:19201"

@@ -84,6 +84,14 @@ class Service(ABC):
         """How clients name the service beyond host and port (``bootstrap``, ``url``)."""
         return {}
 
+    def security(self) -> dict[str, Any]:
+        """``{"tls": bool, "auth": kind}`` of the client listener, in ``status --json``.
+
+        ``auth`` names how clients authenticate (``"none"`` when anyone may connect);
+        a service overrides it with what its rendered config really asks for.
+        """
+        return {"tls": False, "auth": "none"}
+
     def endpoint(self) -> dict[str, Any]:
         """``{"host", "port", ...address()}``: what a client needs to connect."""
         return {"host": self.host, "port": self.port, **self.address()}
