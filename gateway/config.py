@@ -151,7 +151,9 @@ class ReceiptSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class HttpSettings(stagekit.settings.HttpSettings, frozen=True, forbid_unknown_fields=True):
     """``/metrics``, ``/healthz`` and ``/readyz``. Port 0 picks a free port."""
 
-    host: str = "0.0.0.0"  # noqa: S104 - a container's probe port
+    #: Loopback by default: ``/metrics`` names devices and sites. The container
+    #: image sets 0.0.0.0 (its port is published on the host's loopback only).
+    host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9108
 
 
