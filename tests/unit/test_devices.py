@@ -130,6 +130,16 @@ def test_add_writes_bundle_records_site_and_refuses_a_duplicate(
     assert stack.credentials()["lab-d07"] == password  # untouched
 
 
+def test_add_puts_the_stacks_config_signing_key_in_the_bundle(stack_dir: Path) -> None:
+    assert main(["devices", "add", "lab-d13", "--site", "lab", "--out", "bundle"]) == 0
+    private, public = LocalStack().config_signing_key()
+    assert mode(private) == 0o600
+    cfg = load_config(Path("bundle/edge.toml"), env={})
+    assert cfg.remote_config.public_key_file == str(Path("bundle/config-signing.pub").absolute())
+    assert Path(cfg.remote_config.public_key_file).read_bytes() == public.read_bytes()
+    assert not cfg.remote_config.allow_unsigned and len(cfg.remote_config.trusted_keys()) == 1
+
+
 def test_add_default_out_is_the_device_id(stack_dir: Path) -> None:
     assert main(["devices", "add", "lab-d08", "--site", "lab"]) == 0
     assert Path("lab-d08/edge.toml").is_file()
