@@ -57,6 +57,9 @@ __all__ = ["EdgeAgent"]
 
 log = logging.getLogger(__name__)
 
+#: Outbox state key: the newest remote config version applied (rollback protection).
+_NEWEST_CONFIG_KEY = "remote_config_newest"
+
 
 class EdgeAgent:
     """The agent: ``start()``, ``run(stop_event)``, ``shutdown()`` (idempotent).
@@ -171,6 +174,8 @@ class EdgeAgent:
         self.outbox.open(defer_when_full=True)  # a full disk: run, count, Gap later
         self.pool.restore_stuck(self.pipeline.restore_stuck_runs())
         self.pipeline.restore_detector()
+        newest = self.outbox.load_state(_NEWEST_CONFIG_KEY)
+        self.remote_config.newest_applied = int(newest) if newest and newest.isdigit() else 0
         self.outputs.start()
         self.outputs.set_outputs_enabled(
             buzzer=self.config.alarm.buzzer_enabled, relay=self.config.alarm.relay_enabled
@@ -470,6 +475,9 @@ class EdgeAgent:
         self.pipeline.reconfigure(new)  # first: the only step that may fail (a new detector)
         self.config = new
         self.presence.config_version = got.version
+        if got.version > self.remote_config.newest_applied:
+            self.remote_config.newest_applied = got.version
+            self.outbox.save_state(_NEWEST_CONFIG_KEY, str(got.version).encode())
         if new.sampling.interval_s != self._interval:
             self._interval = new.sampling.interval_s
             # Takes effect within one (new) interval, not after the old one.

@@ -139,6 +139,9 @@ class RemoteConfigGate:
         self.rejected_log = RateLimitedLog(lines=REJECTED_LOG_LINES, per_s=REJECTED_LOG_PER_S)
         #: The last rejection (None once a config has been accepted since).
         self.last_rejected: Rejected | None = None
+        #: The newest version this device ever applied (kept across restarts by the agent):
+        #: an older one is a rollback, rejected even when the agent runs the local file only.
+        self.newest_applied = 0
 
     def offer(
         self, payload: bytes, *, current: EdgeConfig, version: int, now_ms: int
@@ -182,6 +185,12 @@ class RemoteConfigGate:
             )
         if remote.version <= version or remote.version in self._rejected:
             return None
+        if remote.version < self.newest_applied:
+            why = (
+                f"version: {remote.version} is older than {self.newest_applied}, the newest "
+                "config this device applied (a replayed config is not applied)"
+            )
+            return self._reject(current, remote.version, why, now_ms, None)
         unsafe = self.trust.safety_problems(remote)
         if unsafe:
             return self._reject(current, remote.version, "; ".join(unsafe), now_ms, None)

@@ -247,10 +247,10 @@ def test_a_bad_key_file_is_a_config_error_naming_the_key(
 
 
 # The agent ------------------------------------------------------------------------------------
-@pytest.fixture
-def agent(tmp_path: Path) -> Iterator[EdgeAgent]:
-    shutil.copytree(FIXTURES / "ok", tmp_path / "w1")
-    (tmp_path / "p.pub").write_bytes(public_key_pem(KEY.public_key()))
+def start_agent(tmp_path: Path) -> EdgeAgent:
+    if not (tmp_path / "w1").exists():
+        shutil.copytree(FIXTURES / "ok", tmp_path / "w1")
+        (tmp_path / "p.pub").write_bytes(public_key_pem(KEY.public_key()))
     cfg = loads_config(
         f'[device]\ndevice_id = "d1"\nsite = "s1"\nstate_dir = "{tmp_path / "state"}"\n'
         f'[sensors]\nw1_root = "{tmp_path / "w1"}"\n[gpio]\npin_factory = "mock"\n'
@@ -258,8 +258,31 @@ def agent(tmp_path: Path) -> Iterator[EdgeAgent]:
     )
     a = EdgeAgent(cfg, pin_factory=MockFactory())
     a.start(mqtt=False)
+    return a
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[EdgeAgent]:
+    a = start_agent(tmp_path)
     yield a
     a.shutdown()
+
+
+def test_an_older_signed_config_is_refused_after_a_restart_too(tmp_path: Path) -> None:
+    """Rollback: the newest version applied is kept in the outbox's state."""
+    a = start_agent(tmp_path)
+    newest = encode(sign_config(KEY, dc(version=5, sampling_interval_s=2.0)))
+    assert a.handle_config(newest)
+    a.shutdown()
+    b = start_agent(tmp_path)  # runs its local file again (version 0)
+    try:
+        assert not b.handle_config(encode(sign_config(KEY, dc(version=3, sampling_interval_s=9.0))))
+        assert "version: 3 is older than 5" in b.presence.reason
+        assert b.config.sampling.interval_s == 1.0
+        assert b.handle_config(newest)  # the retained newest one applies again
+        assert b.config_version == 5 and b.config.sampling.interval_s == 2.0
+    finally:
+        b.shutdown()
 
 
 def test_the_agent_keeps_its_last_good_config_after_a_badly_signed_one(agent: EdgeAgent) -> None:
