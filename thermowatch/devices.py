@@ -112,13 +112,7 @@ def _toml(value: str | int) -> str:
 
 
 def bundle_config_text(
-    device_id: str,
-    site: str,
-    host: str,
-    port: int,
-    out: Path,
-    sensor: Sensor = "simulated",
-    signed_config: bool = False,
+    device_id: str, site: str, host: str, port: int, out: Path, sensor: Sensor = "simulated"
 ) -> str:
     """The bundle's ``edge.toml`` (``out`` absolute: the agent may start anywhere)."""
     run_here = f"thermowatch edge run -c {out / 'edge.toml'}"
@@ -148,7 +142,6 @@ def bundle_config_text(
             'pin_factory = "mock"',
         ]
     password_file = out / "edge.password" if sensor == "simulated" else Path(PI_PASSWORD_FILE)
-    key_file = out / PUBLIC_KEY_NAME if sensor == "simulated" else Path(PI_PUBLIC_KEY_FILE)
     lines += [
         "",
         "[mqtt]",
@@ -159,14 +152,17 @@ def bundle_config_text(
         f"# {PI_PASSWORD_FILE} as a credential instead ($THERMOWATCH_EDGE__MQTT__PASSWORD_FILE).",
         f"password_file = {_toml(str(password_file))}",
     ]
-    if signed_config:
-        lines += [
-            "",
-            "[remote_config]",
-            "# Remote configs are applied only when signed by this key (docs/security.md).",
-            f"public_key_file = {_toml(str(key_file))}",
-        ]
     return "\n".join(lines) + "\n"
+
+
+def _remote_config_text(out: Path, sensor: Sensor) -> str:
+    """The bundle's ``[remote_config]``: trust the publisher key shipped with it."""
+    key_file = out / PUBLIC_KEY_NAME if sensor == "simulated" else Path(PI_PUBLIC_KEY_FILE)
+    return (
+        "\n[remote_config]\n"
+        "# Remote configs are applied only when signed by this key (docs/security.md).\n"
+        f"public_key_file = {_toml(str(key_file))}\n"
+    )
 
 
 def _readme_text(device_id: str, site: str, out: Path, host: str) -> str:
@@ -231,7 +227,9 @@ def write_bundle(
     from edge_agent.simulate import w1_slave_text
 
     out = check_bundle_dir(out)
-    text = bundle_config_text(device_id, site, host, port, out, sensor, public_key is not None)
+    text = bundle_config_text(device_id, site, host, port, out, sensor)
+    if public_key is not None:
+        text += _remote_config_text(out, sensor)
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     if public_key is not None:
         (out / PUBLIC_KEY_NAME).write_bytes(public_key)

@@ -294,6 +294,16 @@ def test_remote_config_applied_within_one_interval_and_bad_one_rejected(
         )
         return encode(env)
 
+    def send(payload: bytes) -> None:
+        publish.single(
+            "thermowatch/hil/hil-d1/config",
+            payload,
+            qos=1,
+            retain=True,
+            hostname="127.0.0.1",
+            port=broker.port,
+        )
+
     root = w1_tree("ok")
     sub = hil.Subscriber(broker.port, "thermowatch/hil/hil-d1/#")
     try:
@@ -323,14 +333,7 @@ def test_remote_config_applied_within_one_interval_and_bad_one_rejected(
             buzzer_enabled=False,
         )
         sent = time.monotonic()
-        publish.single(
-            "thermowatch/hil/hil-d1/config",
-            encode(sign_config(key, cfg)),
-            qos=1,
-            retain=True,
-            hostname="127.0.0.1",
-            port=broker.port,
-        )
+        send(encode(sign_config(key, cfg)))
         assert hil.wait_for(lambda: agent.config_version == 3, timeout=10)
         # Within one (old) interval the new interval is in force: readings every 0.2 s.
         n = len(sub.readings())
@@ -348,14 +351,7 @@ def test_remote_config_applied_within_one_interval_and_bad_one_rejected(
             b'{"type":"device_config","device_id":"hil-d1","site":"hil","version":4,'
             b'"ts":%d,"sampling_interval_s":0.01}' % int(time.time() * 1000)
         )
-        publish.single(
-            "thermowatch/hil/hil-d1/config",
-            signed(bad),
-            qos=1,
-            retain=True,
-            hostname="127.0.0.1",
-            port=broker.port,
-        )
+        send(signed(bad))
         assert hil.wait_for(
             lambda: any(m.kind.value == "config_rejected" for m, _ in sub.of_kind("alert")),
             timeout=10,
@@ -371,14 +367,7 @@ def test_remote_config_applied_within_one_interval_and_bad_one_rejected(
             ts=int(time.time() * 1000),
             detector="magic",
         )
-        publish.single(
-            "thermowatch/hil/hil-d1/config",
-            signed(encode(bad2)),
-            qos=1,
-            retain=True,
-            hostname="127.0.0.1",
-            port=broker.port,
-        )
+        send(signed(encode(bad2)))
         assert hil.wait_for(
             lambda: any("detector.name" in m.message for m, _ in sub.of_kind("alert")),
             timeout=10,
@@ -388,14 +377,7 @@ def test_remote_config_applied_within_one_interval_and_bad_one_rejected(
         unsigned = DeviceConfig(
             device_id="hil-d1", site="hil", version=6, ts=int(time.time() * 1000)
         )
-        publish.single(
-            "thermowatch/hil/hil-d1/config",
-            encode(unsigned),
-            qos=1,
-            retain=True,
-            hostname="127.0.0.1",
-            port=broker.port,
-        )
+        send(encode(unsigned))
         assert hil.wait_for(
             lambda: any("unsigned config refused" in m.message for m, _ in sub.of_kind("alert")),
             timeout=10,
