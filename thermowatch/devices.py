@@ -49,6 +49,9 @@ SIM_PROBE: Final = "28-00000000cafe"
 SIM_TEMP_C: Final = 4.0
 #: Where ``deploy/pi/install.sh`` puts the password (a systemd credential's source).
 PI_PASSWORD_FILE: Final = "/etc/thermowatch/edge.password"  # noqa: S105 - a path
+#: The config publisher's public key in the bundle, and where install.sh puts it.
+PUBLIC_KEY_NAME: Final = "config-signing.pub"
+PI_PUBLIC_KEY_FILE: Final = f"/etc/thermowatch/{PUBLIC_KEY_NAME}"
 
 Sensor = Literal["simulated", "w1"]
 _ID = re.compile(DEVICE_ID_PATTERN)
@@ -152,11 +155,22 @@ def bundle_config_text(
     return "\n".join(lines) + "\n"
 
 
+def _remote_config_text(out: Path, sensor: Sensor) -> str:
+    """The bundle's ``[remote_config]``: trust the publisher key shipped with it."""
+    key_file = out / PUBLIC_KEY_NAME if sensor == "simulated" else Path(PI_PUBLIC_KEY_FILE)
+    return (
+        "\n[remote_config]\n"
+        "# Remote configs are applied only when signed by this key (docs/security.md).\n"
+        f"public_key_file = {_toml(str(key_file))}\n"
+    )
+
+
 def _readme_text(device_id: str, site: str, out: Path, host: str) -> str:
     return f"""Edge config bundle of device {device_id} (site {site}).
 
   edge.toml      the agent's config (no password in it)
   edge.password  the MQTT password (keep it secret: mode 0600)
+  config-signing.pub  the config publisher's public key: remote configs must be signed
 
 Run the agent here, against the local stack (simulated probe, mock GPIO):
 
@@ -200,19 +214,27 @@ def write_bundle(
     host: str,
     port: int,
     sensor: Sensor = "simulated",
+    public_key: bytes | None = None,
 ) -> Path:
     """Write the edge config bundle into ``out`` (created 0700 if missing); returns it.
 
+    ``public_key``: the config publisher's (PEM), written as ``config-signing.pub``
+    and trusted by the config (None: the device refuses every remote config).
     The config is parsed and validated by the edge agent's own loader before
-    anything is written.
+    it and the password are written.
     """
     from edge_agent.config import loads_config
     from edge_agent.simulate import w1_slave_text
 
     out = check_bundle_dir(out)
     text = bundle_config_text(device_id, site, host, port, out, sensor)
-    loads_config(text, env={})  # raises ConfigError naming the key
+    if public_key is not None:
+        text += _remote_config_text(out, sensor)
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if public_key is not None:
+        (out / PUBLIC_KEY_NAME).write_bytes(public_key)
+    # Raises ConfigError naming the key (the Pi's key path checked as the bundle's copy).
+    loads_config(text.replace(PI_PUBLIC_KEY_FILE, str(out / PUBLIC_KEY_NAME)), env={})
     _write_private(out / "edge.toml", text)
     _write_private(out / "edge.password", password + "\n")
     (out / "README.txt").write_text(_readme_text(device_id, site, out, host), encoding="utf-8")
@@ -302,6 +324,7 @@ def _add(args: argparse.Namespace) -> int:
             host=args.mqtt_host or endpoint["host"],
             port=endpoint["port"],
             sensor=args.sensor,
+            public_key=stack.config_signing_key()[1].read_bytes(),
         )
     except Exception:
         stack.remove_mqtt_user(device_id)  # no user without its bundle

@@ -121,6 +121,10 @@ if [ -n "$BUNDLE" ]; then
     # unit hands it to the agent as a systemd credential (LoadCredential=).
     install -m 0640 -o root -g "$SERVICE_USER" "$BUNDLE/edge.toml" "$CONF_DIR/edge.toml"
     install -m 0600 -o root -g root "$BUNDLE/edge.password" "$CONF_DIR/edge.password"
+    # The config publisher's public key (not secret): remote configs must be signed by it.
+    if [ -f "$BUNDLE/config-signing.pub" ]; then
+        install -m 0644 -o root -g root "$BUNDLE/config-signing.pub" "$CONF_DIR/config-signing.pub"
+    fi
     echo "    installed $CONF_DIR/edge.toml and edge.password from $BUNDLE"
 elif [ ! -f "$CONF_DIR/edge.toml" ]; then
     echo "install.sh: error: no $CONF_DIR/edge.toml: pass --bundle DIR (thermowatch devices add DEVICE_ID --site SITE --out DIR)" >&2
