@@ -124,16 +124,23 @@ def clients() -> Iterator[list[Client]]:
         client.close()
 
 
+def watch(mq: dict[str, Any], topic: str, clients: list[Client]) -> Client:
+    """``admin`` (the operator account, which reads everything) subscribed to ``topic``."""
+    watcher = Client(mq, "admin", mq["users"]["admin"], f"admin:it-{uuid.uuid4().hex[:6]}")
+    clients.append(watcher)
+    assert watcher.connect() == 0
+    watcher.subscribe(topic)
+    return watcher
+
+
 def test_a_device_using_another_identitys_client_id_is_refused_and_no_will_fires(
     stack: dict[str, Any], devices: dict[str, str], site: str, clients: list[Client]
 ) -> None:
     mq = stack["mosquitto"]
     (a, a_pw), (b, b_pw) = devices.items()
-    watcher = Client(mq, "admin", mq["users"]["admin"], f"admin:it-{uuid.uuid4().hex[:6]}")
+    watcher = watch(mq, f"thermowatch/{site}/#", clients)
     victim = Client(mq, b, b_pw, b)
-    clients += [watcher, victim]
-    assert watcher.connect() == 0
-    watcher.subscribe(f"thermowatch/{site}/#")
+    clients.append(victim)
     assert victim.connect(will=(f"thermowatch/{site}/{b}/status", b"offline")) == 0
 
     for stolen in (b, "gateway", "gateway:gw-1", "admin", f"{a}:x"):
@@ -153,11 +160,9 @@ def test_a_device_publishing_outside_its_topics_or_retained_is_refused(
 ) -> None:
     mq = stack["mosquitto"]
     (a, a_pw), (b, _) = devices.items()
-    watcher = Client(mq, "admin", mq["users"]["admin"], f"admin:it-{uuid.uuid4().hex[:6]}")
+    watcher = watch(mq, "thermowatch/#", clients)
     device = Client(mq, a, a_pw, a)
-    clients += [watcher, device]
-    assert watcher.connect() == 0
-    watcher.subscribe("thermowatch/#")
+    clients.append(device)
     assert device.connect() == 0
 
     outside = [
