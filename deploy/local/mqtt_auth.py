@@ -51,12 +51,13 @@ _SALT_BYTES: Final = 12
 
 
 def client_id_for(user: str, suffix: str = "") -> str:
-    """The client id ``user`` may connect with (a suffix only for a service).
+    """A client id ``user`` may connect with: ``<user>:<suffix>`` for a service
+    (several connections at once), the user itself for a device (``suffix`` unused).
 
-    >>> client_id_for("s1-d01"), client_id_for("gateway", "gw-1")
+    >>> client_id_for("s1-d01", "x"), client_id_for("gateway", "gw-1")
     ('s1-d01', 'gateway:gw-1')
     """
-    return f"{user}{CLIENT_ID_SEPARATOR}{suffix}" if suffix else user
+    return f"{user}{CLIENT_ID_SEPARATOR}{suffix}" if suffix and user in SERVICE_USERS else user
 
 
 def password_hash(password: str, salt: bytes | None = None) -> str:

@@ -231,11 +231,7 @@ class Mosquitto(Service):
 
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=(
-                client_id_for(user, f"health-{uuid.uuid4().hex[:8]}")
-                if user in SERVICE_USERS
-                else user
-            ),
+            client_id=client_id_for(user, f"health-{uuid.uuid4().hex[:8]}"),
             protocol=mqtt.MQTTv5,
         )
         client.username_pw_set(user, password)
