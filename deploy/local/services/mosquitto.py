@@ -70,6 +70,10 @@ class Mosquitto(Service):
             missing.append("mosquitto-dev")
         if missing:
             apt_install(*missing)
+        self._build_plugin()
+
+    def _build_plugin(self) -> None:
+        """Compile the plugin into the cache unless this source's build is there."""
         plugin = self._plugin_file
         if not plugin.exists():
             plugin.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +87,9 @@ class Mosquitto(Service):
 
     def launch(self) -> Launch:
         """Render the password file and the ACL from credentials.json, then the config."""
+        # Also here: `up` restarts a running broker whose config changed (an
+        # upgraded checkout, a new plugin source) without calling install().
+        self.install()
         with self.ctx.credentials.locked():
             self._write_auth_files()
         conf = self.layout.run_dir / "mosquitto.conf"
