@@ -20,6 +20,11 @@
  *   plugin_opt_retain    admin,config-publisher  users that may publish
  *                        retained messages; everyone else is refused.
  *
+ * With certificate logins (use_identity_as_username) Mosquitto 2.0.11 skips
+ * the authentication hook, so a certificate listener also needs
+ * use_username_as_clientid (docs/security.md); the ACL hook below still
+ * refuses every publish and subscription of a client under another's id.
+ *
  * Built by the local stack (deploy/local/services/mosquitto.py) with
  *   gcc -shared -fPIC -O2 -o thermowatch_auth.so thermowatch_auth.c
  * against Debian's mosquitto-dev (the broker's version, 2.0.11).
@@ -66,33 +71,43 @@ static bool in_list(const char *list, const char *name)
 	return false;
 }
 
+/* True when `user` may use `client_id`: its own name, or "<service>:<suffix>". */
+static bool client_id_allowed(const char *user, const char *client_id)
+{
+	size_t n;
+	if(user == NULL || client_id == NULL) return false;
+	if(strcmp(client_id, user) == 0) return true;
+	n = strlen(user);
+	return in_list(services, user) && strncmp(client_id, user, n) == 0
+			&& client_id[n] == SEPARATOR && client_id[n + 1] != '\0';
+}
+
 static int on_basic_auth(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_basic_auth *ed = event_data;
-	const char *user = ed->username;
 	const char *client_id = mosquitto_client_id(ed->client);
-	size_t n;
 	(void)event;
 	(void)userdata;
-	if(user == NULL) return MOSQ_ERR_PLUGIN_DEFER; /* allow_anonymous decides */
-	if(client_id != NULL && strcmp(client_id, user) == 0) return MOSQ_ERR_PLUGIN_DEFER;
-	n = strlen(user);
-	if(client_id != NULL && in_list(services, user)
-			&& strncmp(client_id, user, n) == 0 && client_id[n] == SEPARATOR
-			&& client_id[n + 1] != '\0'){
-		return MOSQ_ERR_PLUGIN_DEFER;
-	}
+	if(ed->username == NULL) return MOSQ_ERR_PLUGIN_DEFER; /* allow_anonymous decides */
+	if(client_id_allowed(ed->username, client_id)) return MOSQ_ERR_PLUGIN_DEFER;
 	mosquitto_log_printf(MOSQ_LOG_NOTICE,
 			"thermowatch_auth: refused client id '%s' for user '%s'",
-			client_id ? client_id : "", user);
+			client_id ? client_id : "", ed->username);
 	return MOSQ_ERR_AUTH;
 }
 
 static int on_acl_check(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_acl_check *ed = event_data;
+	const char *user = mosquitto_client_username(ed->client);
 	(void)event;
 	(void)userdata;
+	/* Certificate logins (use_identity_as_username) never reach on_basic_auth in
+	 * Mosquitto 2.0: a client under another's id may then connect, but it may
+	 * neither publish nor subscribe. */
+	if(user != NULL && !client_id_allowed(user, mosquitto_client_id(ed->client))){
+		return MOSQ_ERR_ACL_DENIED;
+	}
 	if(ed->access == MOSQ_ACL_WRITE && ed->retain
 			&& !in_list(retainers, mosquitto_client_username(ed->client))){
 		mosquitto_log_printf(MOSQ_LOG_NOTICE,
