@@ -13,6 +13,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from deploy.local.credentials import RETIRED_USERS, SERVICE_USERS, Credentials
 from deploy.local.layout import TEMPLATE_DIR
 from deploy.local.mqtt_auth import (
@@ -109,3 +111,39 @@ def test_an_older_credentials_file_gains_the_new_services_and_loses_processor(
     assert set(SERVICE_USERS) <= set(users)
     assert creds.all() == users  # saved at once: the new password is stable
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_adding_a_user_to_a_running_broker_puts_no_password_on_a_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The password file and the ACL are rendered in Python (0600), then SIGHUP."""
+    import subprocess
+
+    from deploy.local.services import mosquitto as module
+    from deploy.local.stack import LocalStack
+
+    def no_process(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"a process was started: {args!r}")
+
+    for name in ("run", "Popen", "call", "check_call", "check_output"):
+        monkeypatch.setattr(subprocess, name, no_process)
+    monkeypatch.setattr(module, "run", no_process)
+    broker = LocalStack(tmp_path).service("mosquitto")
+    assert isinstance(broker, module.Mosquitto)
+    signals: list[int] = []
+    monkeypatch.setattr(
+        type(broker.process), "signal", lambda _self, sig: signals.append(sig) or True
+    )
+    monkeypatch.setattr(broker, "login", lambda *_a: True)
+    broker.layout.run_dir.mkdir(parents=True, exist_ok=True)
+    with broker.ctx.credentials.locked():
+        broker._write_auth_files()  # as a start does
+    broker.add_user("lab-d1", site="lab")
+    passwd = (broker.layout.run_dir / "mosquitto.passwd").read_text(encoding="utf-8")
+    acl = (broker.layout.run_dir / "mosquitto.acl").read_text(encoding="utf-8")
+    assert signals  # the broker was told to reload
+    assert "lab-d1:$7$101$" in passwd and "topic write thermowatch/lab/lab-d1/telemetry" in acl
+    for password in broker.ctx.credentials.all().values():
+        assert password not in passwd and password not in acl
+    for name in ("mosquitto.passwd", "mosquitto.acl"):
+        assert (broker.layout.run_dir / name).stat().st_mode & 0o777 == 0o600
