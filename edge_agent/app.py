@@ -370,7 +370,7 @@ class EdgeAgent:
         self._report_disk()
 
     def _report_disk(self) -> None:
-        """Say in the status (retained) and the status light whether the disk is full."""
+        """Say in the status and the status light whether the disk is full."""
         ob = self.outbox
         text = "disk_full: the outbox cannot store readings" if ob.disk_full else None
         if self.presence.set_condition("disk_full", text):

@@ -177,7 +177,8 @@ class MqttSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
-    #: Stable per device (persistent session). Default: "tw-edge-<device_id>".
+    #: Stable per device (persistent session). Default: the user name (else the
+    #: device id), the only client id the broker accepts for a device (docs/security.md).
     client_id: str = ""
     keepalive_s: int = 30
     session_expiry_s: int = 7 * 86400
@@ -327,7 +328,7 @@ class EdgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     @property
     def client_id(self) -> str:
         """The stable MQTT client id (persistent session)."""
-        return self.mqtt.client_id or f"tw-edge-{self.device.device_id}"
+        return self.mqtt.client_id or self.mqtt.username or self.device.device_id
 
     @property
     def outbox_path(self) -> Path:

@@ -78,7 +78,9 @@ class MqttSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     host: str = "127.0.0.1"
     port: Port = 1883
-    #: Defaults to ``thermowatch-gateway-<gateway.id>``; must be stable per instance.
+    #: Defaults to ``<username>:<gateway.id>`` (``gateway:<id>`` without a user name):
+    #: a broker that binds client ids to users accepts ``<user>:<suffix>`` for a
+    #: service (docs/security.md). Must be stable per instance.
     client_id: str = ""
     username: str = ""
     password: str = ""
@@ -209,7 +211,7 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     @property
     def mqtt_client_id(self) -> str:
         """The MQTT client id (stable per instance: it names the persistent session)."""
-        return self.mqtt.client_id or f"thermowatch-gateway-{self.gateway_id}"
+        return self.mqtt.client_id or f"{self.mqtt.username or 'gateway'}:{self.gateway_id}"
 
     @property
     def topic_kinds(self) -> tuple[TopicKind, ...]:

@@ -1,7 +1,9 @@
 """``thermowatch devices add|remove|list|rotate``: MQTT users of the local stack for edge devices.
 
-A device logs in to the broker with its device id as user name (the ACL lets it
-write only under ``thermowatch/<site>/<device_id>/``). ``add`` creates the user
+A device logs in to the broker with its device id as user name and client id
+(the broker refuses any other client id; its ACL lets it write only
+``thermowatch/<site>/<device_id>/{telemetry,status,alert,gap}``, never retained:
+docs/security.md). ``add`` creates the user
 with a random password, records its site in the stack's ``credentials.json``
 and writes an **edge config bundle**, a directory holding:
 
@@ -276,7 +278,9 @@ def register(subparsers: Any) -> None:
     )
     add.set_defaults(func=_add)
 
-    remove = actions.add_parser("remove", help="remove a device: its next login is refused")
+    remove = actions.add_parser(
+        "remove", help="remove a device: it is disconnected and its next login is refused"
+    )
     remove.add_argument("device_id", metavar="DEVICE_ID")
     remove.set_defaults(func=_remove)
 
@@ -344,7 +348,7 @@ def _remove(args: argparse.Namespace) -> int:
         raise DeviceError(
             f"device_id: no device {args.device_id!r} (thermowatch devices list)"
         ) from None
-    print(f"removed {args.device_id}: its next login is refused")
+    print(f"removed {args.device_id}: disconnected, its next login is refused")
     return 0
 
 

@@ -224,7 +224,7 @@ def worker_main(
     for dev in devs:
         try:
             dev.client = RawPublisher(
-                host, port, f"e2e-{run_id}-{dev.device_id}", dev.device_id, passwords[dev.device_id]
+                host, port, dev.device_id, dev.device_id, passwords[dev.device_id]
             )
         except OSError as exc:
             conn.send({"error": f"{dev.device_id} could not connect: {exc}"})
@@ -334,7 +334,7 @@ def storm_main(
     from telemetry_contract import EdgeAlert, EdgeAlertKind, Severity, TopicKind, encode, mqtt_topic
 
     device_id, site = device
-    client = RawPublisher(host, port, f"e2e-{run_id}-{device_id}", device_id, password)
+    client = RawPublisher(host, port, device_id, device_id, password)
     topic = mqtt_topic(site, device_id, TopicKind.ALERT).encode()
     time.sleep(max(0.0, start_at - time.time()))
     t0 = time.monotonic()

@@ -42,7 +42,7 @@ class Admin:
         self.ready = threading.Event()
         self.c = paho.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"edge-it-{uuid.uuid4().hex[:8]}",
+            client_id=f"admin:edge-it-{uuid.uuid4().hex[:8]}",
             protocol=paho.MQTTv5,
         )
         self.c.username_pw_set("admin", password)
@@ -103,7 +103,6 @@ host = "{mq["host"]}"
 port = {mq["port"]}
 username = "{DEVICE}"
 password = "{mq["users"][DEVICE]}"
-client_id = "tw-edge-{DEVICE}-{site}"
 session_expiry_s = 60
 """
     )
@@ -183,7 +182,6 @@ host = "{mq["host"]}"
 port = {mq["port"]}
 username = "{username}"
 password = "{mq["users"][username]}"
-client_id = "tw-edge-{DEVICE}-{site}"
 session_expiry_s = 60
 reconnect_min_s = 1.0
 reconnect_max_s = 2.0

@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from deploy.local.mqtt_auth import client_id_for
 from deploy.local.stack import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -59,7 +60,7 @@ def _mqtt_client(m: dict[str, Any], user: str, tag: str) -> Any:
 
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
-        client_id=f"{user}-{tag}-{uuid.uuid4().hex[:4]}",
+        client_id=client_id_for(user, f"{tag}-{uuid.uuid4().hex[:4]}"),
         protocol=mqtt.MQTTv5,
     )
     client.username_pw_set(user, m["users"][user])
@@ -200,7 +201,7 @@ def _huge_publish_once(m: dict[str, Any], user: str, topic: str) -> str:
 
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
-        client_id=f"{user}-huge-{uuid.uuid4().hex[:4]}",
+        client_id=client_id_for(user, f"huge-{uuid.uuid4().hex[:4]}"),
         protocol=mqtt.MQTTv5,
     )
     client.username_pw_set(user, m["users"][user])

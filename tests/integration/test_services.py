@@ -25,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from deploy.local import cli
+from deploy.local.mqtt_auth import client_id_for
 from deploy.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
@@ -69,7 +70,9 @@ class _Mqtt:
 def _mqtt(stack: dict[str, Any], user: str) -> Iterator[_Mqtt]:
     endpoint = stack["mosquitto"]
     client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"it-{user}-{RUN}", protocol=mqtt.MQTTv5
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id_for(user, f"it-{RUN}"),
+        protocol=mqtt.MQTTv5,
     )
     client.username_pw_set(user, endpoint["users"][user])
     box = _Mqtt(client)
@@ -111,7 +114,7 @@ def _mqtt(stack: dict[str, Any], user: str) -> Iterator[_Mqtt]:
 
 
 def test_mqtt_device_to_gateway_shared_subscription(stack: dict[str, Any]) -> None:
-    topic = f"thermowatch/it-{RUN}/dev-test-1/temperature"
+    topic = f"thermowatch/it-{RUN}/dev-test-1/telemetry"
     payload = f"ok-{RUN}".encode()
     with _mqtt(stack, "gateway") as gateway, _mqtt(stack, "dev-test-1") as device:
         gateway.subscribe(f"$share/g{RUN}/thermowatch/#")
@@ -126,11 +129,11 @@ def test_mqtt_device_cannot_publish_as_another_device(stack: dict[str, Any]) -> 
     marker = f"after-denied-{RUN}".encode()
     with _mqtt(stack, "gateway") as gateway, _mqtt(stack, "dev-test-1") as device:
         gateway.subscribe(f"$share/g{RUN}/thermowatch/#")
-        rc = device.publish(f"thermowatch/it-{RUN}/dev-test-2/temperature", denied)
+        rc = device.publish(f"thermowatch/it-{RUN}/dev-test-2/telemetry", denied)
         assert rc.value == 135, f"expected PUBACK 135 Not authorized, got {rc}"
         # Same publisher, same QoS: the broker keeps order, so once the later
         # allowed message is in, the denied one would have been too.
-        assert device.publish(f"thermowatch/it-{RUN}/dev-test-1/temperature", marker).value == 0
+        assert device.publish(f"thermowatch/it-{RUN}/dev-test-1/telemetry", marker).value == 0
         gateway.wait(lambda: gateway.received(marker), "marker at the gateway")
         assert not gateway.received(denied)
 
@@ -290,9 +293,10 @@ def test_stack_status_json(stack: dict[str, Any], capsys: pytest.CaptureFixture[
     assert args.func(args) == 0
     status = json.loads(capsys.readouterr().out)
     assert set(status) == {"mosquitto", "kafka", "search"}
-    assert set(status["mosquitto"]) == {"host", "port", "pid"}
-    assert set(status["kafka"]) == {"host", "port", "pid", "bootstrap"}
-    assert set(status["search"]) == {"host", "port", "pid", "url"}
+    assert set(status["mosquitto"]) == {"host", "port", "pid", "tls", "auth"}
+    assert set(status["kafka"]) == {"host", "port", "pid", "bootstrap", "tls", "auth"}
+    assert set(status["search"]) == {"host", "port", "pid", "url", "tls", "auth"}
+    assert status["mosquitto"]["auth"] == "password"  # allow_anonymous false
     assert all(isinstance(entry["pid"], int) for entry in status.values())
     assert status["kafka"]["bootstrap"] == stack["kafka"]["bootstrap"]
     assert status["search"]["url"] == stack["search"]["url"]
@@ -304,5 +308,5 @@ def test_mqtt_add_user_reloads_broker(local_stack: Any, stack: dict[str, Any]) -
     fresh = local_stack.endpoints()
     assert fresh["mosquitto"]["users"]["dev-test-added"] == password
     with _mqtt(fresh, "dev-test-added") as device:
-        rc = device.publish(f"thermowatch/it-{RUN}/dev-test-added/temperature", b"hello")
+        rc = device.publish(f"thermowatch/it-{RUN}/dev-test-added/telemetry", b"hello")
         assert not rc.is_failure, rc  # 0, or 16 "No matching subscribers"

@@ -164,7 +164,8 @@ class DemoFleet:
                     "port": int(self.mqtt_ports.get(device_id, self.mqtt["port"])),
                     "username": device_id,
                     "password_file": str(pw_file),
-                    "client_id": f"tw-edge-{device_id}-{self.run_id}",
+                    # The device id: the only client id the broker accepts for it.
+                    "client_id": device_id,
                     "session_expiry_s": 600,
                     **self.mqtt_options,
                 }
