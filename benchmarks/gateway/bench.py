@@ -68,11 +68,11 @@ def one_run(stack: LocalStack, n: int, only: set[str]) -> dict[str, Any]:
             out["a2_gateway_mqtt_reader_alone"] = bench_gateway_reader(stack, fleet, run, Path(tmp))
         if "b" in only:
             out["b_bare_aiokafka_producer"] = asyncio.run(
-                bench_bare_producer(stack.endpoints()["kafka"]["bootstrap"], fleet, run)
+                bench_bare_producer(stack.endpoints()["kafka"], fleet, run)
             )
         if "b2" in only:
             out["b2_bare_aiokafka_batch_producer"] = asyncio.run(
-                bench_bare_batch_producer(stack.endpoints()["kafka"]["bootstrap"], fleet, run)
+                bench_bare_batch_producer(stack.endpoints()["kafka"], fleet, run)
             )
         if "c1" in only:
             out["c_gateway_1_process"] = bench_gateways(stack, fleet, run, 1, Path(tmp))

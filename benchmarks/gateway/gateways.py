@@ -29,7 +29,9 @@ from benchmarks.gateway.workload import (
     end_session,
 )
 from deploy.local.stack import LocalStack, free_port
+from stagekit.kafka import KafkaTarget, settings_for
 from telemetry_contract import kafka_topics
+from testsupport.kafka_config import kafka_toml
 
 __all__ = ["GatewayProc", "bench_gateways", "histogram_quantile", "read_back", "wait_until"]
 
@@ -56,7 +58,7 @@ password = "{ep["mosquitto"]["users"]["gateway"]}"
 share_group = "{group}"
 receive_maximum = {RECEIVE_MAXIMUM}
 [kafka]
-bootstrap_servers = ["{ep["kafka"]["bootstrap"]}"]
+{kafka_toml(ep["kafka"], "gateway")}
 topic_prefix = "{prefix}"
 partitions = {PARTITIONS}
 [http]
@@ -185,9 +187,7 @@ def bench_gateways(
     for m in ms:
         for k, v in m.items():
             merged[k] = merged.get(k, 0.0) + v
-    seqs = asyncio.run(
-        read_back(stack.endpoints()["kafka"]["bootstrap"], kafka_topics(prefix).telemetry, n)
-    )
+    seqs = asyncio.run(read_back(stack.endpoints()["kafka"], kafka_topics(prefix).telemetry, n))
     expected = {(d.encode(), s) for d in fleet.devices for s in range(n // DEVICES)}
     missing = expected - seqs
     p50 = histogram_quantile(0.5, merged)
@@ -208,10 +208,10 @@ def bench_gateways(
     }
 
 
-async def read_back(bootstrap: str, topic: str, n: int) -> set[tuple[bytes, int]]:
+async def read_back(kafka: KafkaTarget, topic: str, n: int) -> set[tuple[bytes, int]]:
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **settings_for(kafka).client_options(),
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
