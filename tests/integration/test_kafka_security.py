@@ -130,3 +130,15 @@ def test_secrets_are_private_and_never_on_the_command_line(local_stack: LocalSta
     for name, password in svc.secrets().items():  # type: ignore[attr-defined]
         assert password not in cmdline, f"{name}'s password is on the broker's command line"
     assert not (svc.layout.run_dir / "kafka-format.args").exists()
+
+
+def test_rotating_a_service_password_refuses_the_old_one(
+    local_stack: LocalStack, kafka: dict[str, Any]
+) -> None:
+    svc = local_stack.service("kafka")
+    old = settings_for(local_stack.endpoints()["kafka"], "web")
+    svc.rotate("web")  # type: ignore[attr-defined]
+    new = settings_for(local_stack.endpoints()["kafka"], "web")
+    assert new.sasl_password != old.sasl_password
+    asyncio.run(list_topics(new))
+    _refused(old)

@@ -44,7 +44,7 @@ from deploy.local.install import ensure_java, maven_libs, tool
 from deploy.local.kafka_tls import ensure_broker_tls
 from deploy.local.layout import TEMPLATE_DIR, render, write_private
 from deploy.local.process import flock, port_open
-from deploy.local.services.base import Launch, Service
+from deploy.local.services.base import Launch, Service, StackContext
 from stagekit.settings import KafkaSettings
 
 __all__ = [
@@ -147,6 +147,11 @@ class Kafka(Service):
     default_port = DEFAULT_KAFKA_PORT
     cmdline_marker = b"kafka.Kafka"
 
+    def __init__(self, ctx: StackContext, port: int | None = None) -> None:
+        super().__init__(ctx, port)
+        #: Read once, when the stack is made: ``$THERMOWATCH_KAFKA_PLAINTEXT``.
+        self.plaintext = plaintext_requested()
+
     @property
     def controller_port(self) -> int:
         return self.port + 1
@@ -154,10 +159,6 @@ class Kafka(Service):
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
-
-    @property
-    def plaintext(self) -> bool:
-        return plaintext_requested()
 
     @property
     def tls_dir(self) -> Path:
@@ -215,6 +216,53 @@ class Kafka(Service):
             # A keystore encrypted with a lost key password is of no use.
             (self.tls_dir / "broker.p12").unlink(missing_ok=True)
             return data
+
+    def rotate(self, user: str, timeout: float = 120.0) -> None:
+        """Give ``user`` (one of :data:`KAFKA_USERS`) a new random password, on the
+        running broker and in ``kafka-secrets.json``.
+
+        The broker gets it first (AlterUserScramCredentials as ``admin``, through
+        ``deploy/local/KafkaScram.java``, passwords on its stdin); then the file.
+        Connections already authenticated stay open; every new one needs it.
+        """
+        if user not in KAFKA_USERS:
+            raise StackError(
+                f"kafka rotate: unknown user {user!r} (one of {', '.join(KAFKA_USERS)})"
+            )
+        if self.plaintext:
+            raise StackError("kafka rotate: this stack's Kafka has no users (plaintext listener)")
+        from deploy.local.credentials import new_password
+
+        secrets = self.secrets()
+        password = new_password()
+        done = subprocess.run(
+            [
+                tool("java"),
+                "-cp",
+                f"{self.layout.cache / 'kafka-libs'}/*",
+                str(TEMPLATE_DIR / "KafkaScram.java"),
+                self.bootstrap,
+                str(self.ca_file),
+                "admin",
+                user,
+            ],
+            input=f"{secrets['admin']}\n{password}\n",
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            raise StackError(f"kafka rotate {user}: exit {done.returncode}: {' | '.join(tail)}")
+        with flock(self.layout.run_dir / "kafka-secrets.lock"):
+            secrets = json.loads(self.secrets_file.read_text(encoding="utf-8"))
+            secrets[user] = password
+            write_private(self.secrets_file, json.dumps(secrets, indent=2) + "\n")
+        # The metadata log holds the new password now: no reformat at the next start.
+        marker = self.layout.data_dir(self.name) / SCRAM_MARKER
+        marker.write_text(self._secrets_digest() + "\n", encoding="utf-8")
+        logger.info("kafka password rotated user=%s", user)
 
     def install(self) -> None:
         ensure_java()
