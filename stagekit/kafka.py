@@ -32,6 +32,7 @@ __all__ = [
     "list_topics",
     "partitions_of",
     "settings_for",
+    "warn_if_insecure",
 ]
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,18 @@ def settings_for(kafka: KafkaTarget, user: str = "admin", **extra: Any) -> Kafka
     if isinstance(kafka, KafkaSettings):
         return msgspec.structs.replace(kafka, **extra) if extra else kafka
     return msgspec.convert({**connection_keys(kafka, user), **extra}, KafkaSettings)
+
+
+def warn_if_insecure(kafka: KafkaSettings, logger: logging.Logger) -> None:
+    """At a stage's start: one warning when its Kafka connection lacks TLS or
+    authentication (:attr:`KafkaSettings.insecure`), so plaintext is never silent."""
+    if kafka.insecure:
+        logger.warning(
+            "event=kafka_insecure servers=%s security_protocol=%s detail='%s'",
+            ",".join(kafka.servers),
+            kafka.security_protocol,
+            kafka.insecure,
+        )
 
 
 async def _admin(kafka: KafkaTarget, **extra: Any) -> Any:

@@ -18,7 +18,8 @@ from deploy.local.kafka_tls import ensure_broker_tls
 from deploy.local.process import free_port
 from deploy.local.services.kafka import KAFKA_PLAINTEXT_ENV, KAFKA_USERS, Kafka, security_lines
 from deploy.local.stack import LocalStack
-from stagekit.kafka import connection_keys, settings_for
+from stagekit.kafka import connection_keys, settings_for, warn_if_insecure
+from stagekit.settings import KafkaSettings
 
 
 def _kafka(tmp_path: Path) -> Kafka:
@@ -137,3 +138,14 @@ def test_broker_certificate_names_every_host_and_chains_to_the_ca(tmp_path: Path
     ensure_broker_tls(tmp_path, ["127.0.0.1", "kafka.example"], "pw")
     assert tls.keystore_file.read_bytes() != before
     assert x509.load_pem_x509_certificate(tls.ca_file.read_bytes()) == ca
+
+
+def test_a_stage_warns_at_start_about_a_plaintext_kafka(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("test.stage")
+    with caplog.at_level(logging.WARNING, "test.stage"):
+        warn_if_insecure(KafkaSettings(bootstrap_servers="k:9092"), log)
+        assert "event=kafka_insecure" in caplog.text and "no TLS, no authentication" in caplog.text
+        caplog.clear()
+        secure = KafkaSettings(security_protocol="SASL_SSL", sasl_username="gateway")
+        warn_if_insecure(secure, log)
+        assert caplog.text == ""
