@@ -191,7 +191,10 @@ async def test_hung_search_server_at_start_stops_on_sigterm(run: Run, hung_port:
 
 
 async def test_kafka_down_at_start_retries_and_stops_on_sigterm(run: Run) -> None:
-    run.start(kafka=f"127.0.0.1:{_free_port()}", search_url=run.search_url)
+    # The stack's Kafka settings (SASL_SSL) on a port where nothing listens.
+    run.start(
+        kafka={**run.kafka, "bootstrap": f"127.0.0.1:{_free_port()}"}, search_url=run.search_url
+    )
     await run.wait_for_retries("kafka_retry", 3)  # fails if the process exits
     assert await run.stop_within(STOP_WITHIN_S) == 0
     run.assert_one_line_per_retry("kafka_retry")

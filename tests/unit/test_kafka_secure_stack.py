@@ -149,3 +149,12 @@ def test_a_stage_warns_at_start_about_a_plaintext_kafka(caplog: pytest.LogCaptur
         secure = KafkaSettings(security_protocol="SASL_SSL", sasl_username="gateway")
         warn_if_insecure(secure, log)
         assert caplog.text == ""
+
+
+def test_demo_config_files_are_created_private(tmp_path: Path) -> None:
+    from thermowatch.demo.configs import write_toml
+
+    path = tmp_path / "run" / "gateway.toml"
+    write_toml(path, {"kafka": {"sasl_password": "secret"}})
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert 'sasl_password = "secret"' in path.read_text()

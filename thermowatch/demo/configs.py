@@ -115,9 +115,11 @@ def merge_config(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[
 
 
 def write_toml(path: Path, data: Mapping[str, Any]) -> None:
-    """Write a config file readable by its owner only (it may hold a password)."""
+    """Write a config file readable by its owner only (it holds MQTT and Kafka passwords):
+    created 0600, never readable by others even for a moment."""
     import tomli_w
 
+    from deploy.local.layout import write_private
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(tomli_w.dumps(dict(data)), encoding="utf-8")
-    path.chmod(0o600)  # holds the gateway's MQTT password
+    write_private(path, tomli_w.dumps(dict(data)))
