@@ -45,6 +45,16 @@ CERT_DAYS: Final = 825
 RENEW_BEFORE: Final = dt.timedelta(days=30)
 
 
+#: ``x509.KeyUsage`` with every usage off (a CA turns on what it signs with).
+_NO_KEY_USAGE: Final = dict.fromkeys(
+    (
+        "digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+        "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only",
+    ),
+    False,
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class CertAuthority:
     """A CA that signs the broker certificate: its certificate file and key."""
@@ -102,17 +112,7 @@ def load_or_create_ca(directory: Path, common_name: str = "thermowatch local CA"
         .not_valid_after(now + dt.timedelta(days=CERT_DAYS * 2))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            x509.KeyUsage(**{**_NO_KEY_USAGE, "key_cert_sign": True, "crl_sign": True}),
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
