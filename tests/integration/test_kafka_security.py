@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import ssl
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +143,56 @@ def test_rotating_a_service_password_refuses_the_old_one(
     assert new.sasl_password != old.sasl_password
     asyncio.run(list_topics(new))
     _refused(old)
+
+
+def test_each_service_may_do_only_its_part(local_stack: LocalStack, kafka: dict[str, Any]) -> None:
+    """ACLs: the web view only reads, the gateway only writes; admin creates the topic."""
+    kafka = local_stack.endpoints()["kafka"]  # today's passwords (a test above rotates one)
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka.errors import KafkaError
+
+    from stagekit.kafka import create_topics, delete_topics
+
+    topic = f"acl-test.{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> None:
+        await create_topics(settings_for(kafka, "admin"), [topic], partitions=1)
+        try:
+            # The web view's user may not write...
+            web = AIOKafkaProducer(**settings_for(kafka, "web").client_options())
+            await web.start()
+            try:
+                with pytest.raises(KafkaError):
+                    await asyncio.wait_for(web.send_and_wait(topic, b"forged"), 15)
+            finally:
+                await web.stop()
+            # ...nor create topics; the gateway may write...
+            with pytest.raises(Exception, match=r"(?i)authoriz"):
+                await create_topics(settings_for(kafka, "web"), [f"{topic}.web"], partitions=1)
+            gw = AIOKafkaProducer(**settings_for(kafka, "gateway").client_options())
+            await gw.start()
+            try:
+                await asyncio.wait_for(gw.send_and_wait(topic, b"reading"), 15)
+            finally:
+                await gw.stop()
+            # ...but not read it back; the web view may.
+            for user, allowed in (("gateway", False), ("web", True)):
+                consumer = AIOKafkaConsumer(**settings_for(kafka, user).client_options())
+                await consumer.start()
+                try:
+                    tp = TopicPartition(topic, 0)
+                    consumer.assign([tp])
+                    consumer.seek(tp, 0)
+                    if allowed:
+                        batch = await consumer.getmany(tp, timeout_ms=10_000)
+                        assert [r.value for r in batch.get(tp, [])] == [b"reading"]
+                    else:
+                        with pytest.raises(KafkaError):
+                            await consumer.getmany(tp, timeout_ms=10_000)
+                            await consumer.getone()
+                finally:
+                    await consumer.stop()
+        finally:
+            await delete_topics(settings_for(kafka, "admin"), [topic])
+
+    asyncio.run(scenario())

@@ -16,7 +16,13 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from deploy.local.kafka_tls import ensure_broker_tls
 from deploy.local.process import free_port
-from deploy.local.services.kafka import KAFKA_PLAINTEXT_ENV, KAFKA_USERS, Kafka, security_lines
+from deploy.local.services.kafka import (
+    KAFKA_ACLS,
+    KAFKA_PLAINTEXT_ENV,
+    KAFKA_USERS,
+    Kafka,
+    security_lines,
+)
 from deploy.local.stack import LocalStack
 from stagekit.kafka import connection_keys, settings_for, warn_if_insecure
 from stagekit.settings import KafkaSettings
@@ -53,6 +59,20 @@ def test_default_listeners_are_sasl_ssl_with_scram_only() -> None:
     assert props["inter.broker.listener.name"] == "CLIENT"
     assert "CONTROLLER://127.0.0.1:9093" in props["listeners"]  # loopback only
     assert props["listener.name.controller.ssl.client.auth"] == "required"
+    assert props["authorizer.class.name"].endswith("StandardAuthorizer")
+    supers = props["super.users"].split(";")
+    assert supers[:2] == ["User:broker", "User:admin"] and len(supers) == 3  # + the node's cert
+    assert "allow.everyone.if.no.acl.found" not in props  # default: false
+
+
+def test_acls_give_each_service_only_its_operations() -> None:
+    ops: dict[tuple[str, str], set[str]] = {}
+    for user, resource, _pattern, _name, op in KAFKA_ACLS:
+        ops.setdefault((user, resource), set()).add(op)
+    assert ops[("gateway", "TOPIC")] == {"DESCRIBE", "WRITE", "CREATE"}  # never READ
+    assert ops[("web", "TOPIC")] == {"DESCRIBE", "READ"}  # never WRITE
+    assert ("web", "GROUP") not in ops and ("gateway", "GROUP") not in ops
+    assert {u for u, *_ in KAFKA_ACLS} == set(KAFKA_USERS) - {"admin"}  # admin: super user
 
 
 def test_plaintext_only_when_asked_and_status_says_so(

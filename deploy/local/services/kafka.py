@@ -72,6 +72,20 @@ KAFKA_MECHANISM: Final = "SCRAM-SHA-512"
 KAFKA_USERS: Final[tuple[str, ...]] = ("admin", "gateway", "processor", "web")
 #: The broker's own user (inter-broker connections); never handed to clients.
 BROKER_USER: Final = "broker"
+#: The node's certificate (``kafka_tls``) as an SSL principal: its own controller client.
+NODE_PRINCIPAL: Final = "User:CN=thermowatch kafka broker,O=thermowatch"
+#: What each service user may do (StandardAuthorizer; ``admin`` and the broker are
+#: super users, anything not listed is denied): ``(user, resource, pattern, name, op)``.
+#: Topic names vary with each run's prefix, so topics are ``*``; what differs is the
+#: operation: the gateway only writes (never reads), the web view only reads.
+KAFKA_ACLS: Final[tuple[tuple[str, str, str, str, str], ...]] = (
+    *(("gateway", "TOPIC", "LITERAL", "*", op) for op in ("DESCRIBE", "WRITE", "CREATE")),
+    *(("processor", "TOPIC", "LITERAL", "*", op) for op in ("DESCRIBE", "READ", "WRITE", "CREATE")),
+    *(("processor", "GROUP", "LITERAL", "*", op) for op in ("DESCRIBE", "READ")),
+    *(("web", "TOPIC", "LITERAL", "*", op) for op in ("DESCRIBE", "READ")),
+)
+#: In the data dir: a digest of the ACLs applied to this metadata log.
+ACL_MARKER: Final = "thermowatch-acls.sha256"
 #: In the data dir: a digest of the secrets the metadata log was formatted with.
 SCRAM_MARKER: Final = "thermowatch-scram.sha256"
 _JAAS: Final = "org.apache.kafka.common.security.scram.ScramLoginModule"
@@ -128,6 +142,9 @@ def security_lines(
             f"listener.name.client.{KAFKA_MECHANISM.lower()}.sasl.jaas.config={jaas}",
             # The controller listener: only a certificate signed by the stack's CA.
             "listener.name.controller.ssl.client.auth=required",
+            # Authorization: what is not allowed by an ACL (KAFKA_ACLS) is denied.
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            f"super.users=User:{BROKER_USER};User:admin;{NODE_PRINCIPAL}",
             "ssl.keystore.type=PKCS12",
             f"ssl.keystore.location={keystore}",
             f"ssl.keystore.password={key_password}",
@@ -222,7 +239,7 @@ class Kafka(Service):
         running broker and in ``kafka-secrets.json``.
 
         The broker gets it first (AlterUserScramCredentials as ``admin``, through
-        ``deploy/local/KafkaScram.java``, passwords on its stdin); then the file.
+        ``deploy/local/KafkaAdmin.java``, passwords on its stdin); then the file.
         Connections already authenticated stay open; every new one needs it.
         """
         if user not in KAFKA_USERS:
@@ -233,28 +250,8 @@ class Kafka(Service):
             raise StackError("kafka rotate: this stack's Kafka has no users (plaintext listener)")
         from deploy.local.credentials import new_password
 
-        secrets = self.secrets()
         password = new_password()
-        done = subprocess.run(
-            [
-                tool("java"),
-                "-cp",
-                f"{self.layout.cache / 'kafka-libs'}/*",
-                str(TEMPLATE_DIR / "KafkaScram.java"),
-                self.bootstrap,
-                str(self.ca_file),
-                "admin",
-                user,
-            ],
-            input=f"{secrets['admin']}\n{password}\n",
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            raise StackError(f"kafka rotate {user}: exit {done.returncode}: {' | '.join(tail)}")
+        self._admin_tool(["scram", user], password + "\n", timeout)
         with flock(self.layout.run_dir / "kafka-secrets.lock"):
             secrets = json.loads(self.secrets_file.read_text(encoding="utf-8"))
             secrets[user] = password
@@ -263,6 +260,42 @@ class Kafka(Service):
         marker = self.layout.data_dir(self.name) / SCRAM_MARKER
         marker.write_text(self._secrets_digest() + "\n", encoding="utf-8")
         logger.info("kafka password rotated user=%s", user)
+
+    def _admin_tool(self, args: list[str], stdin: str, timeout: float = 120.0) -> None:
+        """``deploy/local/KafkaAdmin.java`` as ``admin`` (its password first on stdin)."""
+        done = subprocess.run(
+            [
+                tool("java"),
+                "-cp",
+                f"{self.layout.cache / 'kafka-libs'}/*",
+                str(TEMPLATE_DIR / "KafkaAdmin.java"),
+                self.bootstrap,
+                str(self.ca_file),
+                "admin",
+                *args,
+            ],
+            input=f"{self.secrets()['admin']}\n{stdin}",
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            raise StackError(f"kafka {args[0]}: exit {done.returncode}: {' | '.join(tail)}")
+
+    def ensure_acls(self) -> bool:
+        """Add :data:`KAFKA_ACLS` once per metadata log (a digest in the data dir says
+        which were added); True when they are in place."""
+        spec = "".join(f"User:{u} {r} {p} {n} {o}\n" for u, r, p, n, o in KAFKA_ACLS)
+        digest = hashlib.sha256(spec.encode("utf-8")).hexdigest()
+        marker = self.layout.data_dir(self.name) / ACL_MARKER
+        if marker.exists() and marker.read_text(encoding="utf-8").strip() == digest:
+            return True
+        self._admin_tool(["acls"], spec)
+        marker.write_text(digest + "\n", encoding="utf-8")
+        logger.info("kafka acls added count=%d", len(KAFKA_ACLS))
+        return True
 
     def install(self) -> None:
         ensure_java()
@@ -385,7 +418,8 @@ class Kafka(Service):
             return False  # not listening: no need for the secrets yet
         if self.plaintext:
             return kafka_healthy(self.bootstrap, timeout)
-        return kafka_healthy(self.settings("admin"), timeout)
+        # Healthy means usable by the services: their ACLs are in place too.
+        return kafka_healthy(self.settings("admin"), timeout) and self.ensure_acls()
 
 
 def new_cluster_id() -> str:
