@@ -22,6 +22,7 @@ from deploy.local.services.kafka import KAFKA_USERS
 from deploy.local.stack import LocalStack
 from stagekit.kafka import list_topics, settings_for
 from stagekit.settings import KafkaSettings
+from testsupport.prerequisites import require
 
 pytestmark = [
     pytest.mark.integration,
@@ -54,8 +55,11 @@ def _refused(kafka: KafkaSettings) -> BaseException:
 @pytest.fixture(scope="module")
 def kafka(stack: dict[str, dict[str, Any]]) -> dict[str, Any]:
     ep = stack["kafka"]
-    if ep.get("security_protocol") != "SASL_SSL":
-        pytest.skip("the stack's Kafka was explicitly started without security")
+    require(
+        ep.get("security_protocol") == "SASL_SSL",
+        "the stack's Kafka runs without security (THERMOWATCH_KAFKA_PLAINTEXT)",
+        "unset THERMOWATCH_KAFKA_PLAINTEXT and run 'thermowatch stack up'",
+    )
     return ep
 
 
