@@ -46,6 +46,7 @@ from cloud_processor.sink import Sink
 from cloud_processor.storage import StoppedError, unless_stopped
 from stagekit.backoff import Backoff, sleep_or_stop
 from stagekit.health import HealthServer
+from stagekit.kafka import warn_if_insecure
 from stagekit.search.indices import IndexNames
 from telemetry_contract import kafka_topics, printable
 
@@ -129,6 +130,7 @@ class Processor:
         set meanwhile it raises :class:`~cloud_processor.storage.StoppedError`.
         """
         cfg, m = self.config, self.metrics
+        warn_if_insecure(cfg.kafka, log)
         if cfg.http.enabled:
             self._http = HealthServer(
                 cfg.http.host,

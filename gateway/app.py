@@ -41,6 +41,7 @@ from gateway.mqtt import MqttSource
 from gateway.ports import SYSTEM_CLOCK, Clock, Incoming, MessageSource, RecordSink
 from gateway.receipts import ReceiptBook, publish_bytes, receipt_topic
 from stagekit.health import HealthServer
+from stagekit.kafka import warn_if_insecure
 from stagekit.ratelog import RateLimitedLog
 from telemetry_contract import Reason, encode, kafka_topics, printable
 
@@ -171,6 +172,7 @@ class Gateway:
             cfg.kafka.topic_prefix,
             cfg.mqtt.share_group,
         )
+        warn_if_insecure(cfg.kafka, log)
         if cfg.http.enabled:
             self._health = HealthServer(
                 cfg.http.host, cfg.http.port, self.metrics.render, self.readiness

@@ -3,26 +3,36 @@
 The one place that creates topics (auto creation is off on the brokers): the
 gateway for the device topics, the processor for alerts and dead letters,
 and the demo, tests and benchmarks for theirs. Each function takes the shared
-:class:`~stagekit.settings.KafkaSettings` (so TLS and SASL apply) or, for
-tools and tests, a plain ``host:port[,host:port]`` string. aiokafka is
-imported inside the functions: an edge device never needs it.
+:class:`~stagekit.settings.KafkaSettings` (so TLS and SASL apply), a cluster
+endpoint mapping as the local stack describes it (``stack.endpoints()["kafka"]``:
+``bootstrap``, ``security_protocol``, ``sasl_mechanism``, ``ca_file``,
+``users``), or, for an explicitly plaintext cluster, a plain
+``host:port[,host:port]`` string. :func:`settings_for` is the one place that
+turns any of them into settings. aiokafka is imported inside the functions: an
+edge device never needs it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
+
+import msgspec
 
 from stagekit.settings import KafkaSettings
 
 __all__ = [
+    "CONNECTION_KEYS",
+    "KafkaTarget",
     "TopicError",
+    "connection_keys",
     "create_topics",
     "delete_topics",
     "list_topics",
     "partitions_of",
     "settings_for",
+    "warn_if_insecure",
 ]
 
 log = logging.getLogger(__name__)
@@ -35,16 +45,93 @@ class TopicError(RuntimeError):
     """Kafka refused to create a topic (permissions, bad settings): trying again will not help."""
 
 
-def settings_for(kafka: KafkaSettings | str) -> KafkaSettings:
-    """``kafka`` itself, or plain-text settings for a ``host:port[,...]`` string.
+#: What the functions here accept: settings, a cluster endpoint mapping, or a
+#: plaintext ``host:port[,...]`` string.
+KafkaTarget: TypeAlias = KafkaSettings | str | Mapping[str, Any]
+
+
+#: The connection keys of :class:`KafkaSettings` (what :func:`connection_keys` returns).
+CONNECTION_KEYS: Final = (
+    "bootstrap_servers",
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_username",
+    "sasl_password",
+    "ssl_ca_file",
+    "ssl_cert_file",
+    "ssl_key_file",
+)
+
+
+def connection_keys(kafka: KafkaTarget, user: str = "admin") -> dict[str, Any]:
+    """The ``[kafka]`` config keys that reach ``kafka`` as ``user`` (servers, TLS, SASL).
+
+    For a cluster endpoint mapping as the local stack reports it (``bootstrap``,
+    ``security_protocol``, ``sasl_mechanism``, ``ca_file``, ``users``): ``user``'s
+    password; one without ``security_protocol`` (or ``PLAINTEXT``) gives only the
+    servers, like a ``host:port`` string. Settings give their own connection keys.
+
+    >>> ep = {"bootstrap": "k:9092", "security_protocol": "SASL_SSL",
+    ...       "sasl_mechanism": "SCRAM-SHA-512", "ca_file": "/ca.pem", "users": {"web": "pw"}}
+    >>> connection_keys(ep, "web")["sasl_username"], connection_keys({"bootstrap": "k:1"})
+    ('web', {'bootstrap_servers': 'k:1'})
+    >>> connection_keys(ep, "nobody")
+    Traceback (most recent call last):
+    ...
+    KeyError: "kafka endpoint: no password for user 'nobody' (known: web)"
+    """
+    if isinstance(kafka, KafkaSettings):
+        return {name: getattr(kafka, name) for name in CONNECTION_KEYS}
+    if isinstance(kafka, str):
+        return {"bootstrap_servers": kafka}
+    keys: dict[str, Any] = {"bootstrap_servers": str(kafka["bootstrap"])}
+    protocol = str(kafka.get("security_protocol", "PLAINTEXT"))
+    if protocol == "PLAINTEXT":
+        return keys
+    keys["security_protocol"] = protocol
+    if protocol in ("SSL", "SASL_SSL") and kafka.get("ca_file"):
+        keys["ssl_ca_file"] = str(kafka["ca_file"])
+    if protocol.startswith("SASL"):
+        users: Mapping[str, str] = kafka.get("users") or {}
+        if user not in users:
+            known = ", ".join(sorted(users)) or "none"
+            raise KeyError(f"kafka endpoint: no password for user {user!r} (known: {known})")
+        keys["sasl_mechanism"] = str(kafka.get("sasl_mechanism", "SCRAM-SHA-512"))
+        keys["sasl_username"] = user
+        keys["sasl_password"] = users[user]
+    return keys
+
+
+def settings_for(kafka: KafkaTarget, user: str = "admin", **extra: Any) -> KafkaSettings:
+    """Client settings for ``kafka``: settings (returned as they are), a cluster
+    endpoint mapping (with ``user``'s password, see :func:`connection_keys`), or a
+    ``host:port[,...]`` string (plaintext, for a cluster that explicitly has no
+    security). ``extra`` sets more keys (``topic_prefix``, ``client_id``).
 
     >>> settings_for("k1:9092,k2:9092").servers
     ('k1:9092', 'k2:9092')
+    >>> ep = {"bootstrap": "k:9093", "security_protocol": "SASL_SSL", "users": {"admin": "pw"}}
+    >>> settings_for(ep).client_options()["sasl_plain_username"]
+    'admin'
     """
-    return KafkaSettings(bootstrap_servers=kafka) if isinstance(kafka, str) else kafka
+    if isinstance(kafka, KafkaSettings):
+        return msgspec.structs.replace(kafka, **extra) if extra else kafka
+    return msgspec.convert({**connection_keys(kafka, user), **extra}, KafkaSettings)
 
 
-async def _admin(kafka: KafkaSettings | str, **extra: Any) -> Any:
+def warn_if_insecure(kafka: KafkaSettings, logger: logging.Logger) -> None:
+    """At a stage's start: one warning when its Kafka connection lacks TLS or
+    authentication (:attr:`KafkaSettings.insecure`), so plaintext is never silent."""
+    if kafka.insecure:
+        logger.warning(
+            "event=kafka_insecure servers=%s security_protocol=%s detail='%s'",
+            ",".join(kafka.servers),
+            kafka.security_protocol,
+            kafka.insecure,
+        )
+
+
+async def _admin(kafka: KafkaTarget, **extra: Any) -> Any:
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(**settings_for(kafka).client_options(), **extra)
@@ -53,7 +140,7 @@ async def _admin(kafka: KafkaSettings | str, **extra: Any) -> Any:
 
 
 async def create_topics(
-    kafka: KafkaSettings | str,
+    kafka: KafkaTarget,
     names: Iterable[str],
     *,
     partitions: int = 6,
@@ -108,7 +195,7 @@ async def create_topics(
         await admin.close()
 
 
-async def delete_topics(kafka: KafkaSettings | str, names: Iterable[str]) -> list[str]:
+async def delete_topics(kafka: KafkaTarget, names: Iterable[str]) -> list[str]:
     """Delete the topics of ``names`` that exist (clean-up of tests, benchmarks, demo runs)."""
     admin = await _admin(kafka)
     try:
@@ -121,7 +208,7 @@ async def delete_topics(kafka: KafkaSettings | str, names: Iterable[str]) -> lis
         await admin.close()
 
 
-async def list_topics(kafka: KafkaSettings | str) -> list[str]:
+async def list_topics(kafka: KafkaTarget) -> list[str]:
     """Names of every topic of the cluster, sorted (clean-up by name prefix)."""
     admin = await _admin(kafka)
     try:
@@ -130,7 +217,7 @@ async def list_topics(kafka: KafkaSettings | str) -> list[str]:
         await admin.close()
 
 
-async def partitions_of(kafka: KafkaSettings | str, names: Iterable[str]) -> dict[str, list[int]]:
+async def partitions_of(kafka: KafkaTarget, names: Iterable[str]) -> dict[str, list[int]]:
     """Partition numbers of the existing topics among ``names`` (missing ones left out)."""
     admin = await _admin(kafka)
     try:

@@ -103,6 +103,25 @@ class KafkaSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         )
 
     @property
+    def insecure(self) -> str:
+        """What the connection lacks (``"no TLS"``, ``"no authentication"``, both), or ``""``.
+
+        Each stage logs it as a warning at start: plaintext must be asked for
+        explicitly, and stay visible.
+
+        >>> KafkaSettings().insecure
+        'no TLS, no authentication'
+        >>> KafkaSettings(security_protocol="SASL_SSL", sasl_username="u").insecure
+        ''
+        """
+        lacks = []
+        if self.security_protocol in ("PLAINTEXT", "SASL_PLAINTEXT"):
+            lacks.append("no TLS")
+        if not self.security_protocol.startswith("SASL") and not self.ssl_cert_file:
+            lacks.append("no authentication")
+        return ", ".join(lacks)
+
+    @property
     def servers(self) -> tuple[str, ...]:
         """The bootstrap servers as a tuple (empty: Kafka is not used)."""
         raw = self.bootstrap_servers

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.local.stack import LocalStack
+from stagekit.kafka import KafkaTarget
 from telemetry_contract import kafka_topics
 from testsupport.chaos import (
     PortWatch,
@@ -213,14 +214,14 @@ def restart_with_backlog(
         INTERVAL_S,
         outbox_options={"receipt_timeout_s": RECEIPT_TIMEOUT_S},
     )
-    bootstrap = ep["kafka"]["bootstrap"]
+    kafka = ep["kafka"]
     got = BacklogResult(fault)
     for svc in services:
         svc.start()
     try:
-        asyncio.run(wait_topics(bootstrap, topics.all(), gateway, 120.0))
+        asyncio.run(wait_topics(kafka, topics.all(), gateway, 120.0))
         fleet.start()
-        if not wait_devices_in_topic(bootstrap, topics.telemetry, run.devices, timeout_s=120):
+        if not wait_devices_in_topic(kafka, topics.telemetry, run.devices, timeout_s=120):
             raise RuntimeError(f"readings did not reach Kafka:\n{gateway.tail(30)}")
         paths = fleet.outbox_paths()
         outboxes = {d: paths[d] for d in run.devices}
@@ -248,16 +249,16 @@ def restart_with_backlog(
         stack.start("kafka", timeout=240.0)
         time.sleep(5.0)
         snapshot = allocated_from_outboxes(outboxes)
-        missing = _settle(bootstrap, topics.telemetry, snapshot, outboxes, settle_s, STABLE_S)
+        missing = _settle(kafka, topics.telemetry, snapshot, outboxes, settle_s, STABLE_S)
         got.settled = where_missing(missing, outboxes)
         fleet.stop()  # each agent flushes its outbox (with receipts: waits for them, bounded)
         allocated = allocated_from_outboxes(outboxes)
         got.allocated = sum(len(r) for r in allocated.values())
         # No edge sends anything any more: stable once the gateways drained.
-        missing = _settle(bootstrap, topics.telemetry, allocated, outboxes, 60.0, 10.0)
+        missing = _settle(kafka, topics.telemetry, allocated, outboxes, 60.0, 10.0)
         got.final = where_missing(missing, outboxes)
         got.lost_after_restart = sum(1 for d, s in got.final.lost if s >= restarted[d])
-        keys = asyncio.run(fetch_reading_keys(bootstrap, topics.telemetry))
+        keys = asyncio.run(fetch_reading_keys(kafka, topics.telemetry))
         got.kafka_copies = sum(n - 1 for n in keys.values())
         got.left_in_outboxes = sum(len(s) for s in pending_in_outboxes(outboxes).values())
         if store:
@@ -339,7 +340,7 @@ def _save_broker(stack: LocalStack, timeout: float = 30.0) -> None:
 
 
 def _settle(
-    bootstrap: str,
+    kafka: KafkaTarget,
     topic: str,
     allocated: Mapping[str, range],
     outboxes: Mapping[str, Path],
@@ -352,7 +353,7 @@ def _settle(
     last: tuple[object, ...] = ()
     since = time.monotonic()
     while True:
-        keys = asyncio.run(fetch_reading_keys(bootstrap, topic))
+        keys = asyncio.run(fetch_reading_keys(kafka, topic))
         missing = [(d, s) for d, seqs in allocated.items() for s in seqs if (d, s) not in keys]
         if not missing or time.monotonic() >= deadline:
             return missing

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.local.stack import LocalStack
+from stagekit.kafka import KafkaTarget, settings_for
 from thermowatch.demo import DemoFleet, DemoRun, steady_plan
 
 __all__ = [
@@ -228,11 +229,11 @@ class LogCount(logging.Handler):
         self._logger.removeHandler(self)
 
 
-async def committed_offsets(bootstrap: str, group_id: str, topic: str) -> dict[int, int]:
+async def committed_offsets(kafka: KafkaTarget, group_id: str, topic: str) -> dict[int, int]:
     """``partition -> committed offset`` of ``group_id`` on ``topic`` (absent: none)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**settings_for(kafka).client_options())
     await admin.start()
     try:
         answer = await admin.list_consumer_group_offsets(group_id)
@@ -246,7 +247,7 @@ async def committed_offsets(bootstrap: str, group_id: str, topic: str) -> dict[i
 
 
 async def readings_after(
-    bootstrap: str, topic: str, starts: Mapping[int, int]
+    kafka: KafkaTarget, topic: str, starts: Mapping[int, int]
 ) -> set[tuple[str, int]]:
     """``(device_id, seq)`` of the readings of ``topic`` at or past ``starts`` (per
     partition; a partition not named is read from its beginning), up to the ends
@@ -256,10 +257,10 @@ async def readings_after(
     from stagekit.kafka import partitions_of
     from thermowatch.accounting import reading_keys
 
-    found = await partitions_of(bootstrap, [topic])
+    found = await partitions_of(kafka, [topic])
     tps = [TopicPartition(topic, p) for p in found.get(topic, [])]
     values: list[bytes] = []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**settings_for(kafka).client_options(), enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(tps)

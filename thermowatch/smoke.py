@@ -25,7 +25,7 @@ from typing import Any
 
 import msgspec
 
-from stagekit.kafka import create_topics, delete_topics
+from stagekit.kafka import KafkaTarget, create_topics, delete_topics, settings_for
 from stagekit.search import Request, SearchError, SearchSettings, ThreadedBackend, make_backend
 from stagekit.search import api as search
 from telemetry_contract import Reading, TopicKind, encode, kafka_key, mqtt_filter, mqtt_topic
@@ -128,13 +128,14 @@ def probe_mqtt(endpoint: dict[str, Any], timeout: float = 15.0) -> Probe:
     )
 
 
-async def _kafka(bootstrap: str, wait_s: float) -> str:
+async def _kafka(kafka: KafkaTarget, wait_s: float) -> str:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     topic = f"smoke.{uuid.uuid4().hex[:10]}"
-    await create_topics(bootstrap, [topic], partitions=1)
+    await create_topics(kafka, [topic], partitions=1)
+    options = settings_for(kafka).client_options()
     try:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+        producer = AIOKafkaProducer(**options, enable_idempotence=True)
         await producer.start()
         try:
             payload = encode(_reading("s1-d01", "s1", 1))
@@ -143,7 +144,7 @@ async def _kafka(bootstrap: str, wait_s: float) -> str:
             await producer.stop()
         consumer = AIOKafkaConsumer(
             topic,
-            bootstrap_servers=bootstrap,
+            **options,
             group_id=f"smoke-{uuid.uuid4().hex[:8]}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -161,7 +162,7 @@ async def _kafka(bootstrap: str, wait_s: float) -> str:
         finally:
             await consumer.stop()
     finally:
-        await delete_topics(bootstrap, [topic])
+        await delete_topics(kafka, [topic])
     return (
         f"idempotent produce to partition {meta.partition} offset {meta.offset}, "
         "consumed and committed"
@@ -169,10 +170,10 @@ async def _kafka(bootstrap: str, wait_s: float) -> str:
 
 
 def probe_kafka(endpoint: dict[str, Any], timeout: float = 30.0) -> Probe:
-    """Produce, consume in a group, commit."""
+    """Produce, consume in a group, commit (as the stack's ``admin`` user when it has users)."""
     t0 = time.monotonic()
     try:
-        detail = asyncio.run(asyncio.wait_for(_kafka(endpoint["bootstrap"], timeout), timeout * 2))
+        detail = asyncio.run(asyncio.wait_for(_kafka(endpoint, timeout), timeout * 2))
     except Exception as exc:  # a probe reports, it does not crash
         return Probe("kafka", False, f"{type(exc).__name__}: {exc}", time.monotonic() - t0)
     return Probe("kafka", True, detail, time.monotonic() - t0)

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
-from stagekit.kafka import delete_topics, settings_for
+from stagekit.kafka import KafkaTarget, delete_topics, settings_for
 from stagekit.search import api
 from stagekit.search.api import SearchError
 from stagekit.search.backends import OpenSearchBackend
@@ -22,12 +22,12 @@ from thermowatch.demo import DemoRun
 __all__ = ["cleanup", "delete_group"]
 
 
-async def delete_group(bootstrap: str, group_id: str) -> dict[str, Any]:
+async def delete_group(kafka: KafkaTarget, group_id: str) -> dict[str, Any]:
     """Delete a consumer group: its result as the report shows it, or the error."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.protocol.admin import DeleteGroupsRequest
 
-    admin = AIOKafkaAdminClient(**settings_for(bootstrap).client_options())
+    admin = AIOKafkaAdminClient(**settings_for(kafka).client_options())
     await admin.start()
     try:
         # aiokafka's admin client has no delete_consumer_groups: send the
@@ -44,11 +44,11 @@ async def delete_group(bootstrap: str, group_id: str) -> dict[str, Any]:
 async def cleanup(endpoints: Mapping[str, Any], run: DemoRun) -> dict[str, Any]:
     """Delete this run's topics, consumer group, indices and index templates (only ours)."""
     done: dict[str, Any] = {}
-    bootstrap = endpoints["kafka"]["bootstrap"]
+    kafka = endpoints["kafka"]
     topics = kafka_topics(run.kafka_prefix)
-    await delete_topics(bootstrap, topics.all())
+    await delete_topics(kafka, topics.all())
     done["topics"] = list(topics.all())
-    done.update(await delete_group(bootstrap, run.group_id))
+    done.update(await delete_group(kafka, run.group_id))
     names = IndexNames(run.index_prefix)
     backend = OpenSearchBackend(endpoints["search"]["url"])
     try:

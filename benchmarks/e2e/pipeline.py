@@ -172,10 +172,10 @@ class Pipeline:
         rd = self.run.run_dir
         rd.mkdir(parents=True, exist_ok=True)
         gw_cfg = self.gateway_toml(0)
-        bootstrap = self.endpoints["kafka"]["bootstrap"]
+        kafka = self.endpoints["kafka"]
         asyncio.run(
             create_topics(
-                bootstrap,
+                kafka,
                 kafka_topics(self.run.kafka_prefix).all(),
                 partitions=int(gw_cfg["kafka"]["partitions"]),
                 configs={"message.timestamp.type": "LogAppendTime"},
@@ -194,7 +194,7 @@ class Pipeline:
         topics = kafka_topics(self.run.kafka_prefix)
         wanted = [topics.telemetry, topics.alerts]
         deadline = time.monotonic() + 120
-        while not set(wanted) <= set(asyncio.run(partitions_of(bootstrap, wanted))):
+        while not set(wanted) <= set(asyncio.run(partitions_of(kafka, wanted))):
             self.check_alive()
             if time.monotonic() > deadline:
                 raise RuntimeError("gateway/processor did not create their topics in 120 s")

@@ -14,17 +14,17 @@ from collections.abc import Iterable
 import msgspec
 
 from benchmarks.e2e.loadgen import ANOMALY_C
-from stagekit.kafka import partitions_of
+from stagekit.kafka import KafkaTarget, partitions_of, settings_for
 from telemetry_contract import ChangeKind, ContractError, Rule, decode_alert_change
 from thermowatch.accounting import read_records
 
 __all__ = ["alert_record_times", "anomaly_record_times"]
 
 
-async def alert_record_times(bootstrap: str, topic: str) -> dict[tuple[str, int], int]:
+async def alert_record_times(kafka: KafkaTarget, topic: str) -> dict[tuple[str, int], int]:
     """``(device_id, opened_at) -> Kafka timestamp`` of ``opened`` changes on the alerts topic."""
     out: dict[tuple[str, int], int] = {}
-    for value, ts in await read_records(bootstrap, topic):
+    for value, ts in await read_records(kafka, topic):
         try:
             change = decode_alert_change(value)
         except ContractError:
@@ -41,7 +41,7 @@ class _Key(msgspec.Struct):
 
 
 async def anomaly_record_times(
-    bootstrap: str, topic: str, budget_s: float, anomalies: Iterable[tuple[str, int]]
+    kafka: KafkaTarget, topic: str, budget_s: float, anomalies: Iterable[tuple[str, int]]
 ) -> tuple[dict[tuple[str, int], int], set[tuple[str, int]], bool]:
     """Read the telemetry topic back: ``(device_id, ts) -> Kafka timestamp`` of the
     anomalous readings (broker append time), the ``(device_id, seq)`` of anomalies
@@ -52,7 +52,7 @@ async def anomaly_record_times(
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     needle = f'"temp_c":{ANOMALY_C}'.encode()
-    partitions = (await partitions_of(bootstrap, [topic])).get(topic, [])
+    partitions = (await partitions_of(kafka, [topic])).get(topic, [])
     tps = [TopicPartition(topic, p) for p in partitions]
     out: dict[tuple[str, int], int] = {}
     wanted = set(anomalies)
@@ -62,7 +62,7 @@ async def anomaly_record_times(
     if not tps:
         return out, set(), True
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **settings_for(kafka).client_options(),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 * 1024 * 1024,

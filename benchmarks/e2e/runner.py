@@ -296,12 +296,12 @@ class Bench:
         published = warmup_published + sum(s["published"] for s in result["steps"])
         result["readings_published_with_warmup"] = published
         result["readings_missing_in_index"] = published - stored
-        bootstrap = pipeline.endpoints["kafka"]["bootstrap"]
+        kafka = pipeline.endpoints["kafka"]
         topics = kafka_topics(pipeline.run.kafka_prefix)
-        alert_ts = asyncio.run(alert_record_times(bootstrap, topics.alerts))
+        alert_ts = asyncio.run(alert_record_times(kafka, topics.alerts))
         reading_ts, overtaken, complete = asyncio.run(
             anomaly_record_times(
-                bootstrap,
+                kafka,
                 topics.telemetry,
                 self.args.split_budget_s,
                 [(d, s) for d, s, _ts, _lab in self.anomalies_sent],

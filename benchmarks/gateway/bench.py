@@ -21,6 +21,12 @@ reading every (device, seq) back from Kafka.
 
     python benchmarks/gateway/bench.py --messages 30000 --repeat 3
 
+``--only c1 --only c1plain`` measures the price of Kafka security: (c1) the
+gateway writing to the stack's Kafka (SASL_SSL, SCRAM-SHA-512) and (c1plain)
+the same gateway and records to a private plaintext Kafka started beside it
+for the run (its own stack dir and port, removed afterwards), in one run,
+taking turns at going first; ``ratio_sasl_ssl_to_plain`` = c1 / c1plain.
+
 This file is the command line and one run's ratios; the measurements are
 in :mod:`benchmarks.gateway.subscribers` (a, a2),
 :mod:`~benchmarks.gateway.producers` (b, b2) and
@@ -32,11 +38,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import math
 import os
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +62,17 @@ from benchmarks.gateway.subscribers import (  # noqa: E402
     bench_gateway_reader,
 )
 from benchmarks.gateway.workload import Fleet  # noqa: E402
-from deploy.local.stack import LocalStack  # noqa: E402
+from deploy.local.services.kafka import KAFKA_PLAINTEXT_ENV  # noqa: E402
+from deploy.local.stack import LocalStack, free_port  # noqa: E402
 
 
-def one_run(stack: LocalStack, n: int, only: set[str]) -> dict[str, Any]:
+def one_run(
+    stack: LocalStack,
+    n: int,
+    only: set[str],
+    plain: Mapping[str, Any] | None = None,
+    plain_first: bool = False,
+) -> dict[str, Any]:
     """(a), (b), (c1), (c2) on fresh devices, topics and sessions; ratios of this run."""
     run = uuid.uuid4().hex[:6]
     fleet = Fleet(stack, run, n)
@@ -68,14 +84,21 @@ def one_run(stack: LocalStack, n: int, only: set[str]) -> dict[str, Any]:
             out["a2_gateway_mqtt_reader_alone"] = bench_gateway_reader(stack, fleet, run, Path(tmp))
         if "b" in only:
             out["b_bare_aiokafka_producer"] = asyncio.run(
-                bench_bare_producer(stack.endpoints()["kafka"]["bootstrap"], fleet, run)
+                bench_bare_producer(stack.endpoints()["kafka"], fleet, run)
             )
         if "b2" in only:
             out["b2_bare_aiokafka_batch_producer"] = asyncio.run(
-                bench_bare_batch_producer(stack.endpoints()["kafka"]["bootstrap"], fleet, run)
+                bench_bare_batch_producer(stack.endpoints()["kafka"], fleet, run)
             )
-        if "c1" in only:
-            out["c_gateway_1_process"] = bench_gateways(stack, fleet, run, 1, Path(tmp))
+        # c1 and c1plain in turns (plain first on odd runs): neither always gets
+        # the quieter moment.
+        for name in sorted({"c1", "c1plain"} & only, reverse=plain_first):
+            if name == "c1":
+                out["c_gateway_1_process"] = bench_gateways(stack, fleet, run, 1, Path(tmp))
+            elif plain is not None:
+                out["c_gateway_1_process_plain_kafka"] = bench_gateways(
+                    stack, fleet, run, 1, Path(tmp), kafka=plain, tag="p"
+                )
         if "c2" in only:
             out["c_gateway_2_processes"] = bench_gateways(stack, fleet, run, 2, Path(tmp))
     out["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -93,16 +116,37 @@ def one_run(stack: LocalStack, n: int, only: set[str]) -> dict[str, Any]:
         out["ratio_2_processes_to_min_a_b"] = round(c2 / min(a, b), 3)
     if c1 and c2:
         out["growth_2_vs_1"] = round(c2 / c1, 3)
+    c1plain = out.get("c_gateway_1_process_plain_kafka", {}).get("per_s")
+    if c1 and c1plain:
+        out["ratio_sasl_ssl_to_plain"] = round(c1 / c1plain, 3)
     a2 = out.get("a2_gateway_mqtt_reader_alone", {}).get("per_s")
     if a2 and b and c1:
         out["ratio_1_process_to_min_a2_b"] = round(c1 / min(a2, b), 3)
     return out
 
 
+@contextlib.contextmanager
+def plain_kafka() -> Iterator[dict[str, Any]]:
+    """A private Kafka with the explicitly plaintext listener, for the run only."""
+    with tempfile.TemporaryDirectory(prefix="bench-plain-kafka-") as root:
+        os.environ[KAFKA_PLAINTEXT_ENV] = "1"
+        try:
+            private = LocalStack(Path(root), kafka_port=free_port(span=1))
+        finally:
+            del os.environ[KAFKA_PLAINTEXT_ENV]
+        private.up(["kafka"], timeout=180.0)
+        try:
+            yield private.endpoints()["kafka"]
+        finally:
+            private.down(["kafka"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--messages", type=int, default=30000)
-    ap.add_argument("--only", choices=["a", "a2", "b", "b2", "c1", "c2"], action="append")
+    ap.add_argument(
+        "--only", choices=["a", "a2", "b", "b2", "c1", "c1plain", "c2"], action="append"
+    )
     ap.add_argument(
         "--repeat", type=int, default=1, help="independent runs (each with its own baselines)"
     )
@@ -112,11 +156,23 @@ def main() -> None:
     stack.up(["mosquitto", "kafka"])
     only = set(args.only or ["a", "a2", "b", "b2", "c1", "c2"])
     runs = []
-    for i in range(args.repeat):
-        runs.append(one_run(stack, args.messages, only))
-        # Each run as soon as it is done (stderr), so a later failure loses nothing.
-        print(f"run {i + 1}/{args.repeat}: {json.dumps(runs[-1])}", file=sys.stderr, flush=True)
+    with contextlib.ExitStack() as cleanup:
+        plain = cleanup.enter_context(plain_kafka()) if "c1plain" in only else None
+        if plain is not None:  # a new JVM: warm both brokers up once, not measured
+            warm = one_run(stack, args.messages, only & {"c1", "c1plain"}, plain)
+            print(f"warm-up: {json.dumps(warm)}", file=sys.stderr, flush=True)
+        for i in range(args.repeat):
+            runs.append(one_run(stack, args.messages, only, plain, plain_first=i % 2 == 1))
+            # Each run as soon as it is done (stderr), so a later failure loses nothing.
+            print(f"run {i + 1}/{args.repeat}: {json.dumps(runs[-1])}", file=sys.stderr, flush=True)
     out: dict[str, Any] = {"messages": args.messages, "cpus": os.cpu_count(), "runs": runs}
+    sasl = sorted(r["ratio_sasl_ssl_to_plain"] for r in runs if "ratio_sasl_ssl_to_plain" in r)
+    if sasl:
+        out["ratio_sasl_ssl_to_plain_median"] = sasl[len(sasl) // 2]
+        # Runs take turns at going first: the geometric mean cancels a position bias.
+        out["ratio_sasl_ssl_to_plain_geomean"] = round(
+            math.exp(sum(math.log(r) for r in sasl) / len(sasl)), 3
+        )
     ratios = sorted(
         r["ratio_1_process_to_min_a_b"] for r in runs if "ratio_1_process_to_min_a_b" in r
     )

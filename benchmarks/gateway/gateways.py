@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,9 @@ from benchmarks.gateway.workload import (
     end_session,
 )
 from deploy.local.stack import LocalStack, free_port
+from stagekit.kafka import KafkaTarget, settings_for
 from telemetry_contract import kafka_topics
+from testsupport.kafka_config import kafka_toml
 
 __all__ = ["GatewayProc", "bench_gateways", "histogram_quantile", "read_back", "wait_until"]
 
@@ -38,9 +41,17 @@ REPO = Path(__file__).resolve().parents[2]
 
 class GatewayProc:
     def __init__(
-        self, workdir: Path, gid: str, stack: LocalStack, prefix: str, group: str, extra: str = ""
+        self,
+        workdir: Path,
+        gid: str,
+        stack: LocalStack,
+        prefix: str,
+        group: str,
+        extra: str = "",
+        kafka: Mapping[str, Any] | None = None,
     ) -> None:
         ep = stack.endpoints()
+        kafka = kafka or ep["kafka"]
         self.gid = gid
         self.port = free_port()
         self.config = workdir / f"{gid}.toml"
@@ -56,7 +67,7 @@ password = "{ep["mosquitto"]["users"]["gateway"]}"
 share_group = "{group}"
 receive_maximum = {RECEIVE_MAXIMUM}
 [kafka]
-bootstrap_servers = ["{ep["kafka"]["bootstrap"]}"]
+{kafka_toml(kafka, "gateway")}
 topic_prefix = "{prefix}"
 partitions = {PARTITIONS}
 [http]
@@ -140,12 +151,21 @@ def histogram_quantile(q: float, m: dict[str, float]) -> float | None:
 
 
 def bench_gateways(
-    stack: LocalStack, fleet: Fleet, run: str, count: int, workdir: Path, extra: str = ""
+    stack: LocalStack,
+    fleet: Fleet,
+    run: str,
+    count: int,
+    workdir: Path,
+    extra: str = "",
+    kafka: Mapping[str, Any] | None = None,
+    tag: str = "",
 ) -> dict[str, Any]:
-    """``extra``: config text appended to each gateway's (e.g. a ``[receipts]`` table)."""
-    prefix, group = f"gw{count}{run}", f"gw{count}{run}"
+    """``extra``: config text appended to each gateway's (e.g. a ``[receipts]`` table);
+    ``kafka``: another Kafka endpoint than the stack's (``tag`` keeps its names apart)."""
+    kafka = kafka or stack.endpoints()["kafka"]
+    prefix, group = f"gw{count}{tag}{run}", f"gw{count}{tag}{run}"
     procs = [
-        GatewayProc(workdir, f"bench{count}-{i}-{run}", stack, prefix, group, extra)
+        GatewayProc(workdir, f"bench{count}{tag}-{i}-{run}", stack, prefix, group, extra, kafka)
         for i in range(count)
     ]
     for p in procs:  # create the sessions and subscriptions, then go away
@@ -185,9 +205,7 @@ def bench_gateways(
     for m in ms:
         for k, v in m.items():
             merged[k] = merged.get(k, 0.0) + v
-    seqs = asyncio.run(
-        read_back(stack.endpoints()["kafka"]["bootstrap"], kafka_topics(prefix).telemetry, n)
-    )
+    seqs = asyncio.run(read_back(kafka, kafka_topics(prefix).telemetry, n))
     expected = {(d.encode(), s) for d in fleet.devices for s in range(n // DEVICES)}
     missing = expected - seqs
     p50 = histogram_quantile(0.5, merged)
@@ -208,10 +226,10 @@ def bench_gateways(
     }
 
 
-async def read_back(bootstrap: str, topic: str, n: int) -> set[tuple[bytes, int]]:
+async def read_back(kafka: KafkaTarget, topic: str, n: int) -> set[tuple[bytes, int]]:
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **settings_for(kafka).client_options(),
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,

@@ -15,16 +15,16 @@ from aiokafka import AIOKafkaProducer
 
 from benchmarks.gateway.workload import PARTITIONS, RECEIVE_MAXIMUM, Fleet, cpu_self
 from gateway.bridge import bridge
-from stagekit.kafka import create_topics
+from stagekit.kafka import KafkaTarget, create_topics, settings_for
 from telemetry_contract import kafka_topics
 
 __all__ = ["bench_bare_batch_producer", "bench_bare_producer"]
 
 
-def _producer(bootstrap: str) -> AIOKafkaProducer:
+def _producer(kafka: KafkaTarget) -> AIOKafkaProducer:
     """A producer with the gateway's settings."""
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **settings_for(kafka).client_options(),
         enable_idempotence=True,
         acks="all",
         compression_type="lz4",
@@ -52,11 +52,11 @@ def _producer_result(n: int, seconds: float, cpu: float) -> dict[str, Any]:
     }
 
 
-async def bench_bare_producer(bootstrap: str, fleet: Fleet, run: str) -> dict[str, Any]:
+async def bench_bare_producer(kafka: KafkaTarget, fleet: Fleet, run: str) -> dict[str, Any]:
     topics = kafka_topics(f"bp{run}")
     records = _records(fleet, topics)
-    await create_topics(bootstrap, [topics.telemetry], partitions=PARTITIONS)
-    producer = _producer(bootstrap)
+    await create_topics(kafka, [topics.telemetry], partitions=PARTITIONS)
+    producer = _producer(kafka)
     await producer.start()
     latencies: list[float] = []
     window = asyncio.Semaphore(RECEIVE_MAXIMUM)
@@ -83,7 +83,7 @@ async def bench_bare_producer(bootstrap: str, fleet: Fleet, run: str) -> dict[st
     }
 
 
-async def bench_bare_batch_producer(bootstrap: str, fleet: Fleet, run: str) -> dict[str, Any]:
+async def bench_bare_batch_producer(kafka: KafkaTarget, fleet: Fleet, run: str) -> dict[str, Any]:
     """(b) again through aiokafka's batch API (``create_batch``/``send_batch``).
 
     ``send()`` costs far more per record than building the batches; the
@@ -95,8 +95,8 @@ async def bench_bare_batch_producer(bootstrap: str, fleet: Fleet, run: str) -> d
 
     topics = kafka_topics(f"bb{run}")
     records = _records(fleet, topics)
-    await create_topics(bootstrap, [topics.telemetry], partitions=PARTITIONS)
-    producer = _producer(bootstrap)
+    await create_topics(kafka, [topics.telemetry], partitions=PARTITIONS)
+    producer = _producer(kafka)
     await producer.start()
     partitioner = DefaultPartitioner()
     latencies: list[float] = []

@@ -45,7 +45,13 @@ from cloud_processor.config import (
 from cloud_processor.documents import reading_doc, reading_id
 from cloud_processor.factory import build_processor
 from cloud_processor.rules import FleetRules
-from stagekit.kafka import create_topics, delete_topics
+from stagekit.kafka import (
+    KafkaTarget,
+    connection_keys,
+    create_topics,
+    delete_topics,
+    settings_for,
+)
 from stagekit.search import api as search
 from stagekit.search.api import SearchError
 from stagekit.search.backends import OpenSearchBackend
@@ -83,9 +89,9 @@ def make_readings(n: int, devices: int) -> list[Reading]:
     return out
 
 
-async def produce(bootstrap: str, topic: str, readings: list[Reading]) -> None:
+async def produce(kafka: KafkaTarget, topic: str, readings: list[Reading]) -> None:
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=256 * 1024
+        **settings_for(kafka).client_options(), acks="all", linger_ms=20, max_batch_size=256 * 1024
     )
     await producer.start()
     try:
@@ -205,7 +211,11 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--readings", type=int, default=100_000)
     ap.add_argument("--devices", type=int, default=50)
-    ap.add_argument("--bootstrap", default="127.0.0.1:19092")
+    ap.add_argument(
+        "--bootstrap",
+        default="",
+        help="a plaintext Kafka host:port (default: the local stack's Kafka, SASL_SSL as admin)",
+    )
     ap.add_argument("--search", default="http://127.0.0.1:19200")
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument(
@@ -218,18 +228,24 @@ async def main() -> None:
         "--rounds", type=int, default=3, help="bare/processor/bare rounds (median reported)"
     )
     args = ap.parse_args()
+    if not args.bootstrap:
+        from deploy.local.stack import LocalStack
+
+        args.kafka = LocalStack().endpoints()["kafka"]
+    else:
+        args.kafka = args.bootstrap
 
     run = f"bench{uuid.uuid4().hex[:6]}"
     topics = kafka_topics(run)
     readings = make_readings(args.readings, args.devices)
     n = len(readings)
     await create_topics(
-        args.bootstrap,
+        args.kafka,
         [topics.telemetry, topics.edge_alerts, topics.status, topics.alerts],
         partitions=args.partitions,
     )
     t = time.perf_counter()
-    await produce(args.bootstrap, topics.telemetry, readings)
+    await produce(args.kafka, topics.telemetry, readings)
     produce_s = time.perf_counter() - t
 
     results: dict[str, Any] = {
@@ -250,7 +266,7 @@ async def main() -> None:
             await cleanup(args.search, bare_a)
             cfg = ProcessorConfig(
                 kafka=KafkaSettings(
-                    bootstrap_servers=args.bootstrap,
+                    **connection_keys(args.kafka, "processor"),
                     topic_prefix=run,
                     group_id=f"{run}-g{r}",
                     client_id=f"{run}-p{r}",
@@ -282,7 +298,7 @@ async def main() -> None:
             }
         )
         print(json.dumps(results["rounds"][-1]), flush=True)
-    await delete_topics(args.bootstrap, topics.all())
+    await delete_topics(args.kafka, topics.all())
     ratios = sorted(x["ratio"] for x in results["rounds"])
     results["median_ratio"] = ratios[len(ratios) // 2]
     print(json.dumps(results, indent=2))

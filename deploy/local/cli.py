@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any
 
+from deploy.local.services.kafka import KAFKA_USERS, Kafka
 from deploy.local.stack import (
     DEFAULT_HEALTH_TIMEOUT,
     OPTIONAL_SERVICES,
@@ -90,6 +91,13 @@ def register(subparsers: Any) -> None:
     logs.add_argument("-n", "--lines", type=int, default=50, help="lines (default: 50)")
     logs.set_defaults(func=_logs)
 
+    rotate = actions.add_parser(
+        "kafka-rotate",
+        help="give a Kafka (SCRAM) user a new password, on the broker and in kafka-secrets.json",
+    )
+    rotate.add_argument("user", choices=KAFKA_USERS, metavar="USER", help=", ".join(KAFKA_USERS))
+    rotate.set_defaults(func=_kafka_rotate)
+
 
 def _usage(parser: argparse.ArgumentParser) -> Any:
     def handler(args: argparse.Namespace) -> int:
@@ -155,6 +163,21 @@ def _status(args: argparse.Namespace) -> int:
             pid = entry["pid"] if entry["pid"] is not None else "-"
             print(f"{name:<13} {state:<9} {address:<24} pid {pid}")
     return 0 if all_up else EXIT_SOME_DOWN
+
+
+def _kafka_rotate(args: argparse.Namespace) -> int:
+    stack = LocalStack()
+    try:
+        kafka = stack.service("kafka")
+        assert isinstance(kafka, Kafka)
+        kafka.rotate(args.user)
+    except StackError as exc:
+        return _error(str(exc))
+    print(
+        f"kafka user {args.user}: new password in {kafka.secrets_file}; "
+        "restart the stages that use it with their config updated"
+    )
+    return 0
 
 
 def _logs(args: argparse.Namespace) -> int:

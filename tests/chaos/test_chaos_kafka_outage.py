@@ -72,12 +72,12 @@ def test_the_gateway_idles_while_kafka_is_down_and_loses_nothing(
         interval_s=0.5,
         outbox_options={"receipt_timeout_s": RECEIPT_TIMEOUT_S},
     )
-    bootstrap = ep["kafka"]["bootstrap"]
+    kafka = ep["kafka"]
     gateway.start()
     try:
-        asyncio.run(wait_topics(bootstrap, topics.all(), gateway, 120.0))
+        asyncio.run(wait_topics(kafka, topics.all(), gateway, 120.0))
         fleet.start()
-        assert wait_devices_in_topic(bootstrap, topics.telemetry, run.devices, timeout_s=120)
+        assert wait_devices_in_topic(kafka, topics.telemetry, run.devices, timeout_s=120)
         paths = fleet.outbox_paths()
         outboxes = {d: paths[d] for d in run.devices}
         pid = gateway.pid
@@ -118,10 +118,10 @@ def test_the_gateway_idles_while_kafka_is_down_and_loses_nothing(
         left = {d: read_pending_seqs(p) for d, p in outboxes.items()}
         assert all(not seqs for seqs in left.values()), f"still in outboxes: {left}"
         missing = wait_missing_in_topic(
-            bootstrap, topics.telemetry, allocated, timeout_s=120.0, poll_s=5.0
+            kafka, topics.telemetry, allocated, timeout_s=120.0, poll_s=5.0
         )
         assert missing == [], f"{len(missing)} readings lost: {missing[:10]}"
-        keys = asyncio.run(fetch_reading_keys(bootstrap, topics.telemetry))
+        keys = asyncio.run(fetch_reading_keys(kafka, topics.telemetry))
         twice = {k: n for k, n in keys.items() if n != 1}
         assert twice == {}, f"readings in Kafka more than once: {list(twice.items())[:10]}"
         assert gateway.alive

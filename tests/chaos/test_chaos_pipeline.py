@@ -270,8 +270,8 @@ class Rig:
         return str(self.endpoints["search"]["url"])
 
     @property
-    def bootstrap(self) -> str:
-        return str(self.endpoints["kafka"]["bootstrap"])
+    def kafka(self) -> dict[str, Any]:
+        return dict(self.endpoints["kafka"])
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -286,7 +286,7 @@ class Rig:
             processor_overrides={"kafka": {"session_timeout_ms": 10_000}},
         )
         self.gateway.start()
-        asyncio.run(wait_topics(self.bootstrap, self.topics.all(), self.gateway, 120.0))
+        asyncio.run(wait_topics(self.kafka, self.topics.all(), self.gateway, 120.0))
         self.processor.start()
         self.loop.run(self.proxy.start())
         self.fleet = DemoFleet(
@@ -354,12 +354,12 @@ class Rig:
         return acc.fetch_alerts(self.url, f"{self.run.index_prefix}alerts", devices or self.devices)
 
     def changes(self) -> list[acc.PublishedChange]:
-        return asyncio.run(acc.fetch_alert_changes(self.bootstrap, self.topics.alerts))
+        return asyncio.run(acc.fetch_alert_changes(self.kafka, self.topics.alerts))
 
     def lag(self) -> int:
         async def measure() -> int:
             watch = KafkaLag(
-                self.bootstrap,
+                self.kafka,
                 self.run.group_id,
                 [self.topics.telemetry, self.topics.edge_alerts, self.topics.status],
             )
@@ -425,7 +425,7 @@ class Rig:
             for k, n in self.stored(devices).items()
             if k[0] in snapshot and k[1] < snapshot[k[0]].stop
         }
-        gaps = asyncio.run(acc.fetch_gaps(self.bootstrap, self.topics.telemetry, devices))
+        gaps = asyncio.run(acc.fetch_gaps(self.kafka, self.topics.telemetry, devices))
         result = acc.account(snapshot, stored, gaps)
         detail = (
             f"[{phase}] sent={result.sent} stored={result.stored} lost={result.lost} "
@@ -462,7 +462,7 @@ class Rig:
         ]
         paths = self.fleet.outbox_paths()
         pending = acc.pending_in_outboxes({d: paths[d] for d in snapshot})
-        in_kafka = asyncio.run(acc.fetch_reading_keys(self.bootstrap, self.topics.telemetry))
+        in_kafka = asyncio.run(acc.fetch_reading_keys(self.kafka, self.topics.telemetry))
         at_edge = [k for k in lost if k[1] in pending[k[0]]]
         return {
             AT_EDGE: at_edge,
@@ -482,9 +482,9 @@ class Rig:
             try:
                 time.sleep(0.5)  # a commit already on the wire lands
                 committed = asyncio.run(
-                    committed_offsets(self.bootstrap, self.run.group_id, self.topics.telemetry)
+                    committed_offsets(self.kafka, self.run.group_id, self.topics.telemetry)
                 )
-                past = asyncio.run(readings_after(self.bootstrap, self.topics.telemetry, committed))
+                past = asyncio.run(readings_after(self.kafka, self.topics.telemetry, committed))
                 replay = past & set(self.stored(self.devices))
             except BaseException:
                 os.kill(pid, signal.SIGCONT)
@@ -695,7 +695,7 @@ def test_e_agent_cut_off_broker_2min(rig: Rig) -> None:
     assert result.sent >= cut.allocated_at_heal
     # What the agent sampled while cut reached Kafka only after the heal (record times).
     produced: dict[int, int] = {}
-    for value, ts in asyncio.run(acc.read_records(rig.bootstrap, rig.topics.telemetry)):
+    for value, ts in asyncio.run(acc.read_records(rig.kafka, rig.topics.telemetry)):
         msg = json.loads(value)
         if msg.get("device_id") == CUT_DEVICE and msg.get("type") == "reading":
             seq = int(msg["seq"])

@@ -60,10 +60,10 @@ def test_no_reading_lost_across_mosquitto_restarts_with_a_shared_subscription(
     fleet = chaos_fleet(run, ep["mosquitto"], interval_s=0.25)
     stopped = False
     try:
-        asyncio.run(wait_topics(ep["kafka"]["bootstrap"], topics.all(), gateway, 120.0))
+        asyncio.run(wait_topics(ep["kafka"], topics.all(), gateway, 120.0))
         fleet.start()
-        bootstrap = ep["kafka"]["bootstrap"]
-        if not acc.wait_devices_in_topic(bootstrap, topics.telemetry, run.devices, timeout_s=120):
+        kafka = ep["kafka"]
+        if not acc.wait_devices_in_topic(kafka, topics.telemetry, run.devices, timeout_s=120):
             pytest.fail(f"readings did not reach Kafka:\n{gateway.tail(40)}")
         log_file = stack.log_file("mosquitto")
         for i in range(RESTARTS):
@@ -92,7 +92,7 @@ def test_no_reading_lost_across_mosquitto_restarts_with_a_shared_subscription(
         allocated = acc.allocated_from_outboxes({d: paths[d] for d in run.devices})
         pending = acc.pending_in_outboxes({d: paths[d] for d in run.devices})
         missing = acc.wait_missing_in_topic(
-            bootstrap, topics.telemetry, allocated, timeout_s=120, poll_s=3.0
+            kafka, topics.telemetry, allocated, timeout_s=120, poll_s=3.0
         )
         total = sum(len(r) for r in allocated.values())
         assert total >= 200, allocated

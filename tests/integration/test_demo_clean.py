@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import requests
 
+from stagekit.kafka import KafkaTarget, settings_for
 from thermowatch.demo.clean import clean_demo_runs, list_runs
 
 pytestmark = pytest.mark.integration
@@ -24,10 +25,10 @@ def _run_id(offset_s: int) -> str:
     return stamp + uuid.uuid4().hex[:4]
 
 
-async def _make_topics(bootstrap: str, names: list[str]) -> None:
+async def _make_topics(kafka: KafkaTarget, names: list[str]) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**settings_for(kafka).client_options())
     await admin.start()
     try:
         await admin.create_topics([NewTopic(n, 1, 1) for n in names])
@@ -35,10 +36,10 @@ async def _make_topics(bootstrap: str, names: list[str]) -> None:
         await admin.close()
 
 
-async def _topics(bootstrap: str) -> set[str]:
+async def _topics(kafka: KafkaTarget) -> set[str]:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**settings_for(kafka).client_options())
     await admin.start()
     try:
         return set(await admin.list_topics())
@@ -49,7 +50,7 @@ async def _topics(bootstrap: str) -> set[str]:
 def test_clean_removes_all_but_the_newest_runs(
     stack: dict[str, dict[str, Any]], tmp_path: Path
 ) -> None:
-    bootstrap = stack["kafka"]["bootstrap"]
+    kafka = stack["kafka"]
     url = stack["search"]["url"]
     old, middle, new = _run_id(0), _run_id(60), _run_id(120)
     # A lookalike that must survive: the same digits but a longer id.
@@ -59,7 +60,7 @@ def test_clean_removes_all_but_the_newest_runs(
     (tmp_path / "demo" / "not-a-run").mkdir()
 
     topics = [f"demo.{rid}.telemetry" for rid in (old, middle, new, lookalike)]
-    asyncio.run(_make_topics(bootstrap, topics))
+    asyncio.run(_make_topics(kafka, topics))
     indices = [f"demo-{rid}-alerts" for rid in (old, middle, new, lookalike)]
     with requests.Session() as http:
         for name in indices:
@@ -80,7 +81,7 @@ def test_clean_removes_all_but_the_newest_runs(
             assert list_runs(tmp_path) == [new]
             assert (tmp_path / "demo" / "not-a-run").is_dir()
 
-            left = asyncio.run(_topics(bootstrap))
+            left = asyncio.run(_topics(kafka))
             assert not left & set(topics[:2])
             assert {topics[2], topics[3]} <= left
             for name in indices[:2]:
@@ -100,7 +101,7 @@ def test_clean_removes_all_but_the_newest_runs(
             from aiokafka.admin import AIOKafkaAdminClient
 
             async def _drop() -> None:
-                admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+                admin = AIOKafkaAdminClient(**settings_for(kafka).client_options())
                 await admin.start()
                 try:
                     await admin.delete_topics([topics[3]])

@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from stagekit.kafka import settings_for
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 
@@ -140,7 +142,7 @@ async def _drop_run(run: Any, endpoints: dict[str, Any]) -> None:
             "?ignore_unavailable=true&allow_no_indices=true",
             timeout=60,
         )
-    admin = AIOKafkaAdminClient(bootstrap_servers=endpoints["kafka"]["bootstrap"])
+    admin = AIOKafkaAdminClient(**settings_for(endpoints["kafka"]).client_options())
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -28,6 +28,7 @@ from urllib.request import urlopen
 
 import pytest
 
+from stagekit.kafka import KafkaTarget, settings_for
 from thermowatch.demo.plan import plan
 from thermowatch.demo.run import demo_sites
 
@@ -139,7 +140,7 @@ def until(driver: Any, check: Callable[[Any], Any], what: str, within: float) ->
     raise AssertionError(f"browser: {what} not seen within {within} s")
 
 
-def _send_stray(bootstrap: str, kafka_prefix: str) -> None:
+def _send_stray(kafka: KafkaTarget, kafka_prefix: str) -> None:
     """A device outside the run, as its messages reach the run's topics through its gateway."""
     import asyncio
 
@@ -151,7 +152,7 @@ def _send_stray(bootstrap: str, kafka_prefix: str) -> None:
     now = int(time.time() * 1000)
 
     async def send() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        producer = AIOKafkaProducer(**settings_for(kafka).client_options(), acks="all")
         await producer.start()
         try:
             status = DeviceStatus(device_id=STRAY, site="lab", ts=now, state=DeviceState.ONLINE)
@@ -198,7 +199,7 @@ def test_demo_prints_a_url_whose_page_shows_the_run_live(
         web_toml = (run_dir / "web.toml").read_text()
         assert stack["kafka"]["bootstrap"] in web_toml
         assert stack["search"]["url"] in web_toml
-        _send_stray(stack["kafka"]["bootstrap"], f"demo.{run_dir.name}")
+        _send_stray(stack["kafka"], f"demo.{run_dir.name}")
 
         script = plan(fleet, DURATION_S)
         seen_alerts: set[str] = set()

@@ -36,7 +36,9 @@ from paho.mqtt.properties import Properties
 
 from deploy.local.mqtt_auth import client_id_for
 from deploy.local.stack import LocalStack, free_port
+from stagekit.kafka import KafkaTarget, settings_for
 from telemetry_contract import decode, kafka_topics
+from testsupport.kafka_config import kafka_toml
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -80,7 +82,7 @@ class GatewayProcess:
     mqtt_host: str
     mqtt_port: int
     mqtt_password: str
-    kafka_bootstrap: str
+    kafka: KafkaTarget
     prefix: str
     share_group: str
     http_port: int = field(default_factory=free_port)
@@ -111,7 +113,7 @@ reconnect_max_s = 2
 # session queueing every later test's messages on a long-lived broker.
 session_expiry_s = 300
 [kafka]
-bootstrap_servers = ["{self.kafka_bootstrap}"]
+{kafka_toml(self.kafka, "gateway")}
 topic_prefix = "{self.prefix}"
 partitions = 3
 request_timeout_ms = 10000
@@ -237,8 +239,8 @@ def wait_published(infos: list[mqtt.MQTTMessageInfo]) -> None:
 class KafkaReader:
     """Reads every record of some topics from the beginning, in the background."""
 
-    def __init__(self, bootstrap: str, topics: list[str]) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: KafkaTarget, topics: list[str]) -> None:
+        self.kafka = kafka
         self.topics = topics
         self.records: list[Any] = []
         self._lock = threading.Lock()
@@ -253,7 +255,7 @@ class KafkaReader:
     async def _run(self) -> None:
         consumer = AIOKafkaConsumer(
             *self.topics,
-            bootstrap_servers=self.bootstrap,
+            **settings_for(self.kafka).client_options(),
             group_id=None,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
@@ -286,8 +288,8 @@ class KafkaReader:
 
 
 @contextlib.contextmanager
-def reading_kafka(bootstrap: str, topics: list[str]) -> Iterator[KafkaReader]:
-    reader = KafkaReader(bootstrap, topics).start()
+def reading_kafka(kafka: KafkaTarget, topics: list[str]) -> Iterator[KafkaReader]:
+    reader = KafkaReader(kafka, topics).start()
     try:
         yield reader
     finally:
@@ -311,7 +313,7 @@ class Env:
     mqtt_host: str
     mqtt_port: int
     users: dict[str, str]
-    bootstrap: str
+    kafka: KafkaTarget
     run: str
 
     def device(self, stem: str) -> tuple[str, str]:
@@ -328,7 +330,7 @@ def env(local_stack: LocalStack, stack: dict[str, dict[str, Any]]) -> Env:
         mqtt_host=m["host"],
         mqtt_port=m["port"],
         users=m["users"],
-        bootstrap=stack["kafka"]["bootstrap"],
+        kafka=stack["kafka"],
         run=uuid.uuid4().hex[:8],
     )
 
@@ -350,7 +352,7 @@ def make_gateway(
         mqtt_host=env.mqtt_host,
         mqtt_port=env.mqtt_port,
         mqtt_password=env.users["gateway"],
-        kafka_bootstrap=kw.pop("bootstrap", env.bootstrap),
+        kafka=kw.pop("kafka", env.kafka),
         prefix=kw.pop("prefix", f"t{env.run}"),
         share_group=kw.pop("share_group", f"gw{env.run}"),
         **kw,
@@ -397,7 +399,7 @@ def test_valid_reading_and_golden_invalid_fixtures(
                 out[test_id] = rec
         return out
 
-    with reading_kafka(env.bootstrap, [topics.telemetry, topics.deadletter]) as reader:
+    with reading_kafka(env.kafka, [topics.telemetry, topics.deadletter]) as reader:
         wait_for(
             lambda: len(mine(reader.snapshot())) == 1 + len(invalid),
             "the valid reading and every dead letter",
@@ -441,7 +443,7 @@ def test_kill9_mid_stream_then_restart_loses_nothing(
     total = 3000
     pub = Publisher(env.mqtt_host, env.mqtt_port, device, password)
     try:
-        with reading_kafka(env.bootstrap, [topics.telemetry]) as reader:
+        with reading_kafka(env.kafka, [topics.telemetry]) as reader:
             infos = []
             for seq in range(total):
                 topic = f"thermowatch/sk/{device}/telemetry"
@@ -485,7 +487,7 @@ def test_two_gateways_split_the_stream_and_the_union_is_complete(
         wait_published(infos)
     finally:
         pub.close()
-    with reading_kafka(env.bootstrap, [topics.telemetry]) as reader:
+    with reading_kafka(env.kafka, [topics.telemetry]) as reader:
         wait_for(
             lambda: set(seqs_of(reader.snapshot(), device)) == set(range(total)),
             "the union of both gateways' records to hold every seq",
@@ -601,7 +603,7 @@ def test_fuzz_10000_payloads_all_accounted_for(
         return out
 
     every = [topics.telemetry, topics.edge_alerts, topics.status, topics.deadletter]
-    with reading_kafka(env.bootstrap, every) as reader:
+    with reading_kafka(env.kafka, every) as reader:
         wait_for(lambda: ids(reader.snapshot()) == set(range(n)), "all 10,000 in Kafka", 240)
         records = reader.snapshot()
     forwarded = sum(1 for r in records if r.topic != topics.deadletter)
@@ -633,8 +635,8 @@ def test_kafka_stopped_30s_mid_stream_then_every_reading_is_in_kafka(
     env: Env, tmp_path: Path, gateways: list[GatewayProcess], private_kafka: LocalStack
 ) -> None:
     device, password = env.device("ko")
-    bootstrap = private_kafka.endpoints()["kafka"]["bootstrap"]
-    gw = make_gateway(env, tmp_path, gateways, f"ko-{env.run}", bootstrap=bootstrap)
+    kafka = private_kafka.endpoints()["kafka"]
+    gw = make_gateway(env, tmp_path, gateways, f"ko-{env.run}", kafka=kafka)
     gw.start()
     gw.wait_ready()
     topics = kafka_topics(gw.prefix)
@@ -673,7 +675,7 @@ def test_kafka_stopped_30s_mid_stream_then_every_reading_is_in_kafka(
         wait_published(infos)
     finally:
         pub.close()
-    with reading_kafka(bootstrap, [topics.telemetry]) as reader:
+    with reading_kafka(kafka, [topics.telemetry]) as reader:
         wait_for(
             lambda: set(seqs_of(reader.snapshot(), device)) == set(range(total)),
             "every reading in Kafka after the outage",

@@ -93,7 +93,7 @@ def gateway(shipped: LocalStack, tmp_path: Path) -> Iterator[GatewayProcess]:
         mqtt_host=ep["mosquitto"]["host"],
         mqtt_port=ep["mosquitto"]["port"],
         mqtt_password=ep["mosquitto"]["users"]["gateway"],
-        kafka_bootstrap=ep["kafka"]["bootstrap"],
+        kafka=ep["kafka"],
         prefix=f"hostile{run}",
         share_group=f"g{run}",
     )
@@ -117,7 +117,7 @@ def test_a_poisoning_device_does_not_stall_the_other_devices(
     bad, bad_pw = _device(shipped, "bad")
     good, good_pw = _device(shipped, "good")
     topics = kafka_topics(gateway.prefix)
-    with reading_kafka(gateway.kafka_bootstrap, [topics.telemetry, topics.deadletter]) as kafka:
+    with reading_kafka(gateway.kafka, [topics.telemetry, topics.deadletter]) as kafka:
         poisoner = Publisher(ep["host"], ep["port"], bad, bad_pw)
         normal = Publisher(ep["host"], ep["port"], good, good_pw)
         try:
@@ -212,7 +212,7 @@ def test_a_20_mib_publish_is_refused_by_the_broker_and_the_gateway_is_unaffected
     client.username_pw_set(device, password)
     client.on_connect = lambda _c, _u, _f, rc, props: connack.append(props)
     client.on_disconnect = lambda *_a: gone.set()
-    with reading_kafka(gateway.kafka_bootstrap, [topics.telemetry, topics.deadletter]) as kafka:
+    with reading_kafka(gateway.kafka, [topics.telemetry, topics.deadletter]) as kafka:
         client.connect(ep["host"], ep["port"], keepalive=30)
         client.loop_start()
         try:

@@ -146,7 +146,7 @@ def test_receipts_cover_exactly_what_kafka_has(
         )
         expected = set(range(310))
         wait_for(lambda: link.listener.covered() >= expected, "receipts for every seq")
-        with reading_kafka(env.bootstrap, [kafka_topics(gw.prefix).telemetry]) as reader:
+        with reading_kafka(env.kafka, [kafka_topics(gw.prefix).telemetry]) as reader:
             wait_for(lambda: len(reader.snapshot()) >= 301, "the records in Kafka")
             in_kafka = {
                 json.loads(r.value)["seq"]
@@ -176,7 +176,7 @@ def test_two_gateways_on_a_shared_subscription_each_confirm_what_they_forwarded(
     with device_link(env, site, device, password) as link:
         publish(link.pub, site, device, range(total))
         wait_for(lambda: link.listener.covered() == set(range(total)), "receipts for every seq")
-    with reading_kafka(env.bootstrap, [kafka_topics(a.prefix).telemetry]) as reader:
+    with reading_kafka(env.kafka, [kafka_topics(a.prefix).telemetry]) as reader:
         wait_for(lambda: len(set(seqs_of(reader.snapshot(), device))) == total, "Kafka")
         records = [r for r in reader.snapshot() if r.key == device.encode()]
     forwarded: dict[str, set[int]] = {}
@@ -198,7 +198,7 @@ def test_receipts_disabled_publish_none(
     started(gw)
     with device_link(env, site, device, password) as link:
         publish(link.pub, site, device, range(100))
-        with reading_kafka(env.bootstrap, [kafka_topics(gw.prefix).telemetry]) as reader:
+        with reading_kafka(env.kafka, [kafka_topics(gw.prefix).telemetry]) as reader:
             wait_for(lambda: set(seqs_of(reader.snapshot(), device)) == set(range(100)), "Kafka")
         wait_for(lambda: gw.metric("thermowatch_gateway_forwarded_total") >= 100, "acks")
         time.sleep(2.0)  # ten default intervals: a receipt would be here
@@ -211,8 +211,8 @@ def test_no_receipt_while_kafka_is_down_then_all_after(
 ) -> None:
     device, password = env.device("ro")
     site = "so"
-    bootstrap = private_kafka.endpoints()["kafka"]["bootstrap"]
-    gw = make_gateway(env, tmp_path, gateways, f"ro-{env.run}", share_group="", bootstrap=bootstrap)
+    kafka = private_kafka.endpoints()["kafka"]
+    gw = make_gateway(env, tmp_path, gateways, f"ro-{env.run}", share_group="", kafka=kafka)
     started(gw)
     with device_link(env, site, device, password) as link:
         publish(link.pub, site, device, range(50))
@@ -226,7 +226,7 @@ def test_no_receipt_while_kafka_is_down_then_all_after(
         wait_for(
             lambda: link.listener.covered() == set(range(150)), "receipts after the outage", 180
         )
-    with reading_kafka(bootstrap, [kafka_topics(gw.prefix).telemetry]) as reader:
+    with reading_kafka(kafka, [kafka_topics(gw.prefix).telemetry]) as reader:
         wait_for(
             lambda: set(seqs_of(reader.snapshot(), device)) == set(range(150)), "Kafka", TIMEOUT
         )

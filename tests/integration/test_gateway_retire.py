@@ -96,7 +96,7 @@ def test_retire_drains_a_stopped_gateways_session_into_kafka_and_ends_it(
     total = 600
     pub = e2e.Publisher(env.mqtt_host, env.mqtt_port, device, password)
     try:
-        with e2e.reading_kafka(env.bootstrap, [topics.telemetry]) as reader:
+        with e2e.reading_kafka(env.kafka, [topics.telemetry]) as reader:
             infos = [
                 pub.publish(f"thermowatch/sr/{device}/telemetry", e2e.reading(device, "sr", seq))
                 for seq in range(total)

@@ -33,6 +33,7 @@ import pytest
 
 from deploy.local.mqtt_auth import client_id_for
 from deploy.local.stack import free_port
+from stagekit.kafka import connection_keys, settings_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -262,7 +263,7 @@ def test_one_hostile_device_cannot_stall_crash_or_flood_the_fleet(
             "http": {"host": "127.0.0.1", "port": web_port},
             "search": {"url": endpoints["search"]["url"], "index_prefix": run.index_prefix},
             "kafka": {
-                "bootstrap_servers": endpoints["kafka"]["bootstrap"],
+                **connection_keys(endpoints["kafka"], "web"),
                 "topic_prefix": run.kafka_prefix,
             },
         },
@@ -402,7 +403,7 @@ async def _produce_hostile(endpoints: dict[str, Any], topic: str, target: Any) -
     from tests.integration.hostile_fleet import DEAD_LETTERED
 
     producer = AIOKafkaProducer(
-        bootstrap_servers=endpoints["kafka"]["bootstrap"],
+        **settings_for(endpoints["kafka"]).client_options(),
         max_request_size=2 * 1024 * 1024,
         acks="all",
     )
@@ -429,7 +430,7 @@ async def _dead_letters(endpoints: dict[str, Any], topic: str) -> Counter[str]:
     from thermowatch.accounting.kafka import read_topic
 
     out: Counter[str] = Counter()
-    for value in await read_topic(endpoints["kafka"]["bootstrap"], topic):
+    for value in await read_topic(endpoints["kafka"], topic):
         doc = json.loads(value)
         out["gateway" if doc.get("gateway_id") else "processor"] += 1
         if len(value) > DEADLETTER_LIMIT:
@@ -442,11 +443,11 @@ async def _lag(endpoints: dict[str, Any], group: str, topic: str) -> int:
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
-    bootstrap = endpoints["kafka"]["bootstrap"]
+    kafka = endpoints["kafka"]
     deadline = time.monotonic() + 60
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        admin = AIOKafkaAdminClient(**settings_for(kafka).client_options())
+        consumer = AIOKafkaConsumer(**settings_for(kafka).client_options())
         await admin.start()
         await consumer.start()
         try:
@@ -475,4 +476,4 @@ async def _drop_run(run: Any, endpoints: dict[str, Any]) -> None:
     with contextlib.suppress(requests.RequestException), requests.Session() as http:
         http.delete(f"{url}?ignore_unavailable=true&allow_no_indices=true", timeout=60)
     with contextlib.suppress(Exception):  # best-effort cleanup of a shared stack
-        await delete_topics(endpoints["kafka"]["bootstrap"], kafka_topics(run.kafka_prefix).all())
+        await delete_topics(endpoints["kafka"], kafka_topics(run.kafka_prefix).all())

@@ -205,12 +205,12 @@ async def test_processor_on_elasticsearch_stores_the_golden_pipeline_and_warns_w
     modules = await es.perform(search.Request("GET", "/_nodes/plugins"))
     (node,) = modules["nodes"].values()
     has_ilm = any(m["name"] == "x-pack-ilm" for m in node["modules"])
-    await create_topics(env.bootstrap, env.topics.all(), partitions=3)
+    await create_topics(env.kafka, env.topics.all(), partitions=3)
     messages = _pipeline.golden()
     readings = [m for m in messages if isinstance(m, Reading)]
     assert readings
     try:
-        await _pipeline.produce(env.bootstrap, env.topics, messages)
+        await _pipeline.produce(env.kafka, env.topics, messages)
         caplog.set_level(logging.INFO, logger="cloud_processor.app")
         async with _pipeline.running(cfg) as p:
             assert p.storage is not None
@@ -242,4 +242,4 @@ async def test_processor_on_elasticsearch_stores_the_golden_pipeline_and_warns_w
         with contextlib.suppress(SearchError):
             await drop_prefix(es, env.names)
         await es.close()
-        await delete_topics(env.bootstrap, env.topics.all())
+        await delete_topics(env.kafka, env.topics.all())

@@ -23,7 +23,7 @@ from cloud_processor.config import (
     SearchSettings,
 )
 from cloud_processor.factory import build_processor
-from stagekit.kafka import create_topics, delete_topics
+from stagekit.kafka import connection_keys, create_topics, delete_topics, settings_for
 from stagekit.search import api as search
 from stagekit.search.api import SearchError
 from stagekit.search.backends import OpenSearchBackend
@@ -77,7 +77,7 @@ class Env:
     def __init__(self, stack: dict[str, Any]) -> None:
         self.prefix = f"h{uuid.uuid4().hex[:8]}"
         self.topics = kafka_topics(self.prefix)
-        self.bootstrap = stack["kafka"]["bootstrap"]
+        self.kafka = stack["kafka"]
         self.names = IndexNames(f"{self.prefix}-")
         self.search_url = stack["search"]["url"]
         self.backend = OpenSearchBackend(self.search_url)
@@ -85,7 +85,7 @@ class Env:
     def config(self) -> ProcessorConfig:
         return ProcessorConfig(
             kafka=KafkaSettings(
-                bootstrap_servers=self.bootstrap,
+                **connection_keys(self.kafka, "processor"),
                 topic_prefix=self.prefix,
                 group_id=f"{self.prefix}-g",
                 client_id=f"{self.prefix}-g",
@@ -126,10 +126,10 @@ class Env:
 @pytest.fixture
 async def env(stack: dict[str, Any]) -> AsyncIterator[Env]:
     e = Env(stack)
-    await create_topics(e.bootstrap, list(e.topics.all()), partitions=1)
+    await create_topics(e.kafka, list(e.topics.all()), partitions=1)
     yield e
     await e.close()
-    await delete_topics(e.bootstrap, e.topics.all())
+    await delete_topics(e.kafka, e.topics.all())
 
 
 async def test_hostile_records_are_dead_lettered_and_skipped_valid_readings_stored_once(
@@ -158,7 +158,7 @@ async def test_hostile_records_are_dead_lettered_and_skipped_valid_readings_stor
     n_hostile = len(values) - len(expected)
 
     producer = AIOKafkaProducer(
-        bootstrap_servers=env.bootstrap, acks="all", max_request_size=2 * 1024 * 1024
+        **settings_for(env.kafka).client_options(), acks="all", max_request_size=2 * 1024 * 1024
     )
     await producer.start()
     try:
@@ -184,7 +184,7 @@ async def test_hostile_records_are_dead_lettered_and_skipped_valid_readings_stor
         async def committed_to_end() -> bool:
             assert not task.done(), task
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=env.bootstrap,
+                **settings_for(env.kafka).client_options(),
                 group_id=env.config().kafka.group_id,
                 enable_auto_commit=False,
             )
@@ -207,7 +207,7 @@ async def test_hostile_records_are_dead_lettered_and_skipped_valid_readings_stor
     letters: list[DeadLetter] = []
     consumer = AIOKafkaConsumer(
         env.topics.deadletter,
-        bootstrap_servers=env.bootstrap,
+        **settings_for(env.kafka).client_options(),
         auto_offset_reset="earliest",
         group_id=None,
     )

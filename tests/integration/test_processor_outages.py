@@ -31,12 +31,13 @@ from cloud_processor.config import (
 )
 from cloud_processor.factory import build_processor
 from cloud_processor.testing import TcpProxy, WebhookReceiver
-from stagekit.kafka import create_topics, delete_topics
+from stagekit.kafka import KafkaTarget, connection_keys, create_topics, delete_topics, settings_for
 from stagekit.search import api as search
 from stagekit.search.api import SearchError
 from stagekit.search.backends import OpenSearchBackend
 from stagekit.search.indices import INDEXES, IndexNames
 from telemetry_contract import Reading, encode, kafka_key, kafka_topics
+from testsupport.kafka_config import kafka_toml
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -56,7 +57,7 @@ class Env:
     def __init__(self, stack: dict[str, Any]) -> None:
         self.prefix = f"t{uuid.uuid4().hex[:8]}"
         self.topics = kafka_topics(self.prefix)
-        self.bootstrap = stack["kafka"]["bootstrap"]
+        self.kafka = stack["kafka"]
         self.search_url = stack["search"]["url"]
         self.search_port = int(stack["search"]["port"])
         self.names = IndexNames(f"{self.prefix}-")
@@ -94,13 +95,13 @@ class Env:
 async def env(stack: dict[str, Any]) -> AsyncIterator[Env]:
     e = Env(stack)
     await create_topics(
-        e.bootstrap,
+        e.kafka,
         [e.topics.telemetry, e.topics.edge_alerts, e.topics.status, e.topics.alerts],
         partitions=3,
     )
     yield e
     await e.close()
-    await delete_topics(e.bootstrap, e.topics.all())
+    await delete_topics(e.kafka, e.topics.all())
 
 
 def temps(n: int) -> list[float]:
@@ -131,8 +132,10 @@ def stream(devices: list[str], n: int, start_ms: int) -> list[Reading]:
     return out
 
 
-async def produce_slowly(bootstrap: str, topic: str, readings: list[Reading], per_s: float) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+async def produce_slowly(
+    kafka: KafkaTarget, topic: str, readings: list[Reading], per_s: float
+) -> None:
+    producer = AIOKafkaProducer(**settings_for(kafka).client_options(), acks="all", linger_ms=5)
     await producer.start()
     try:
         for i, r in enumerate(readings):
@@ -159,7 +162,7 @@ async def test_search_down_30s_pauses_and_resumes_losing_nothing(env: Env) -> No
     readings = stream(devices, n, int(time.time() * 1000) - 300_000)
     cfg = ProcessorConfig(
         kafka=KafkaSettings(
-            bootstrap_servers=env.bootstrap,
+            **connection_keys(env.kafka, "processor"),
             topic_prefix=env.prefix,
             group_id=f"{env.prefix}-g",
             commit_interval_s=0.5,
@@ -182,7 +185,7 @@ async def test_search_down_30s_pauses_and_resumes_losing_nothing(env: Env) -> No
     await processor.start()
     stop = asyncio.Event()
     task = asyncio.create_task(processor.run(stop))
-    feeder = asyncio.create_task(produce_slowly(env.bootstrap, env.topics.telemetry, readings, 30))
+    feeder = asyncio.create_task(produce_slowly(env.kafka, env.topics.telemetry, readings, 30))
     try:
         await wait_for(lambda: _at_least(env.count(env.names.readings_pattern), 60))
         await proxy.cut()
@@ -216,7 +219,7 @@ def _write_config(path: Path, env: Env, webhook: str) -> None:
     path.write_text(
         f"""
 [kafka]
-bootstrap_servers = "{env.bootstrap}"
+{kafka_toml(env.kafka, "processor")}
 topic_prefix = "{env.prefix}"
 group_id = "{env.prefix}-kill"
 commit_interval_s = 0.5
@@ -277,7 +280,7 @@ async def test_kill_9_mid_stream_loses_and_duplicates_nothing(env: Env, tmp_path
     _write_config(config, env, receiver.url)
     n, devices = 120, ["k-1", "k-2", "k-3"]
     readings = stream(devices, n, int(time.time() * 1000) - 600_000)
-    feeder = asyncio.create_task(produce_slowly(env.bootstrap, env.topics.telemetry, readings, 25))
+    feeder = asyncio.create_task(produce_slowly(env.kafka, env.topics.telemetry, readings, 25))
     receiver.status = 503  # the receiver fails until the kill: changes wait in the queue
     proc = _spawn(config, log)
     try:

@@ -38,7 +38,7 @@ from cloud_processor.factory import build_processor, default_notifiers
 from cloud_processor.feed import AlertFeed
 from cloud_processor.metrics import Metrics
 from cloud_processor.testing import FakeProducer, WebhookReceiver
-from stagekit.kafka import create_topics, delete_topics
+from stagekit.kafka import KafkaTarget, connection_keys, create_topics, delete_topics, settings_for
 from stagekit.search import api as search
 from stagekit.search.api import SearchError
 from stagekit.search.backends import OpenSearchBackend
@@ -87,8 +87,8 @@ def topic_for(msg: Message, topics: KafkaTopics) -> str:
     return topics.status
 
 
-async def produce(bootstrap: str, topics: KafkaTopics, messages: list[Message]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+async def produce(kafka: KafkaTarget, topics: KafkaTopics, messages: list[Message]) -> None:
+    producer = AIOKafkaProducer(**settings_for(kafka).client_options(), acks="all", linger_ms=5)
     await producer.start()
     try:
         await send_all(producer, topics, messages)
@@ -116,7 +116,7 @@ class Env:
     def __init__(self, stack: dict[str, Any]) -> None:
         self.prefix = f"t{uuid.uuid4().hex[:8]}"
         self.topics = kafka_topics(self.prefix)
-        self.bootstrap = stack["kafka"]["bootstrap"]
+        self.kafka = stack["kafka"]
         self.search_url = stack["search"]["url"]
         self.names = IndexNames(f"{self.prefix}-")
         self.backend = OpenSearchBackend(self.search_url)
@@ -132,7 +132,7 @@ class Env:
     ) -> ProcessorConfig:
         return ProcessorConfig(
             kafka=KafkaSettings(
-                bootstrap_servers=self.bootstrap,
+                **connection_keys(self.kafka, "processor"),
                 topic_prefix=self.prefix,
                 group_id=f"{self.prefix}-{group}",
                 client_id=f"{self.prefix}-{group}",
@@ -196,7 +196,7 @@ class Env:
 async def env(stack: dict[str, Any]) -> AsyncIterator[Env]:
     e = Env(stack)
     await create_topics(
-        e.bootstrap,
+        e.kafka,
         [
             e.topics.telemetry,
             e.topics.edge_alerts,
@@ -208,7 +208,7 @@ async def env(stack: dict[str, Any]) -> AsyncIterator[Env]:
     )
     yield e
     await e.close()
-    await delete_topics(e.bootstrap, e.topics.all())
+    await delete_topics(e.kafka, e.topics.all())
 
 
 @pytest.fixture
@@ -263,7 +263,7 @@ async def alert_topic_records(
 ) -> list[dict[str, Any]]:
     consumer = AIOKafkaConsumer(
         env.topics.alerts,
-        bootstrap_servers=env.bootstrap,
+        **settings_for(env.kafka).client_options(),
         auto_offset_reset="earliest",
         group_id=None,
     )
@@ -289,7 +289,7 @@ async def test_pipeline_documents_alerts_windows_and_replay(
     old = golden()
     messages: list[Message] = [*old, *live]
     readings = [m for m in messages if isinstance(m, Reading)]
-    await produce(env.bootstrap, env.topics, messages)
+    await produce(env.kafka, env.topics, messages)
 
     async with running(env.config(webhook=receiver.url)) as p:
         await wait_for(lambda: _ge(env.count(env.names.readings_pattern), len(readings)))
@@ -349,12 +349,14 @@ async def test_pipeline_documents_alerts_windows_and_replay(
 async def test_offsets_committed_only_up_to_what_is_stored(env: Env) -> None:
     now = int(time.time() * 1000)
     live = live_sequence("c-1", now - 60_000, [5.0] * 40)
-    await produce(env.bootstrap, env.topics, list(live))
+    await produce(env.kafka, env.topics, list(live))
     cfg = env.config(group="commit")
     async with running(cfg):
         await wait_for(lambda: _ge(env.count(env.names.readings_pattern), len(live)))
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=env.bootstrap, group_id=cfg.kafka.group_id, enable_auto_commit=False
+        **settings_for(env.kafka).client_options(),
+        group_id=cfg.kafka.group_id,
+        enable_auto_commit=False,
     )
     await consumer.start()
     try:
@@ -408,13 +410,13 @@ async def test_two_processors_split_partitions_and_rebalance_cleanly(env: Env) -
         )
         for r in first
     ]
-    await produce(env.bootstrap, env.topics, list(first))
+    await produce(env.kafka, env.topics, list(first))
     cfg = env.config(group="split")
     async with running(cfg) as p1:
         await wait_for(lambda: _ge(env.count(env.names.readings_pattern), len(first)))
         async with running(cfg) as p2:  # joins: p1's partitions are revoked and re-split
             await wait_for(lambda: _true(bool(p2.source.assignment())))
-            await produce(env.bootstrap, env.topics, list(second))
+            await produce(env.kafka, env.topics, list(second))
             await wait_for(
                 lambda: _ge(env.count(env.names.readings_pattern), len(first) + len(second))
             )
@@ -438,11 +440,11 @@ async def test_replay_from_timestamp_stops_when_caught_up_and_adds_nothing(
     now = int(time.time() * 1000)
     start = now - 60_000
     live = live_sequence("p-1", start, [4.0] * 5 + [9.0] * 5 + [4.0] * 5)
-    await produce(env.bootstrap, env.topics, list(live[:7]))
+    await produce(env.kafka, env.topics, list(live[:7]))
     await asyncio.sleep(1.0)
     middle = int(time.time() * 1000)  # --from is Kafka record time (when produced)
     await asyncio.sleep(0.1)
-    await produce(env.bootstrap, env.topics, list(live[7:]))
+    await produce(env.kafka, env.topics, list(live[7:]))
     async with running(env.config(group="first", webhook=receiver.url)):
         await wait_for(lambda: _ge(_len(receiver.received), 2))
         await asyncio.sleep(1)
@@ -535,7 +537,7 @@ async def test_each_rule_opens_updates_and_resolves_through_kafka(
     rate = [(0, 1.0), (10, 1.0), (20, 1.0), (40, 5.0), (80, 5.0), (100, 5.0), (110, 5.0)]
     for i, (t, v) in enumerate(rate):
         msgs.append(rd("r-1", i + 1, t, v))
-    await produce(env.bootstrap, env.topics, msgs)
+    await produce(env.kafka, env.topics, msgs)
     # fleet outlier among five peers of site y; the rule judges each site once
     # per batch on its devices' latest readings, so the rounds arrive apart
     rounds = [[4.0, 4.2, 3.9, 4.1, 4.0], [4.0, 4.2, 3.9, 4.1, 7.5], [4.0, 4.2, 3.9, 4.1, 4.0]]
@@ -592,7 +594,7 @@ async def test_each_rule_opens_updates_and_resolves_through_kafka(
     async with running(cfg):
         y_query = {"term": {"site": "y"}}
         for n, batch in enumerate(y_rounds, start=1):
-            await produce(env.bootstrap, env.topics, batch)
+            await produce(env.kafka, env.topics, batch)
             await wait_for(lambda n=n: _ge(env.count(env.names.readings_pattern, y_query), 5 * n))
         await wait_for(lambda: _ge(_len(receiver.received), total), 60)
         await asyncio.sleep(1)
@@ -617,19 +619,19 @@ async def test_each_rule_opens_updates_and_resolves_through_kafka(
 
 async def test_record_breaking_the_contract_goes_to_the_dead_letter_topic(env: Env) -> None:
     now = int(time.time() * 1000)
-    producer = AIOKafkaProducer(bootstrap_servers=env.bootstrap, acks="all")
+    producer = AIOKafkaProducer(**settings_for(env.kafka).client_options(), acks="all")
     await producer.start()
     try:
         await producer.send_and_wait(env.topics.telemetry, b'{"type":"reading"', key=b"bad-1")
     finally:
         await producer.stop()
     good = live_sequence("bad-1", now - 10_000, [5.0])
-    await produce(env.bootstrap, env.topics, list(good))
+    await produce(env.kafka, env.topics, list(good))
     async with running(env.config(group="dlq")):
         await wait_for(lambda: _ge(env.count(env.names.readings_pattern), 1))
     consumer = AIOKafkaConsumer(
         env.topics.deadletter,
-        bootstrap_servers=env.bootstrap,
+        **settings_for(env.kafka).client_options(),
         auto_offset_reset="earliest",
         group_id=None,
     )
@@ -649,7 +651,7 @@ async def test_record_breaking_the_contract_goes_to_the_dead_letter_topic(env: E
 
 
 async def _produce_changes(env: Env, changes: list[AlertChange]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=env.bootstrap, acks="all")
+    producer = AIOKafkaProducer(**settings_for(env.kafka).client_options(), acks="all")
     await producer.start()
     try:
         for c in changes:
@@ -774,7 +776,7 @@ async def test_a_door_left_open_is_one_incident_notified_at_most_three_times(
     def resolved() -> Awaitable[bool]:
         return _true(any(h.get("change") == "resolved" for h in receiver.received))
 
-    producer = AIOKafkaProducer(bootstrap_servers=env.bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(**settings_for(env.kafka).client_options(), acks="all", linger_ms=5)
     await producer.start()
     try:
         async with running(cfg):

@@ -29,12 +29,13 @@ from aiokafka import AIOKafkaProducer
 
 from cloud_processor.app import STOP_GRACE_S
 from cloud_processor.testing import TcpProxy
-from stagekit.kafka import create_topics, delete_topics
+from stagekit.kafka import KafkaTarget, create_topics, delete_topics, settings_for
 from stagekit.search import api as search
 from stagekit.search.api import SearchError
 from stagekit.search.backends import OpenSearchBackend
 from stagekit.search.indices import INDEXES, IndexNames
 from telemetry_contract import Reading, encode, kafka_key, kafka_topics
+from testsupport.kafka_config import kafka_toml
 
 pytestmark = [pytest.mark.integration]
 
@@ -67,7 +68,7 @@ class Run:
     def __init__(self, stack: dict[str, Any], tmp: Path) -> None:
         self.prefix = f"t{uuid.uuid4().hex[:8]}"
         self.topics = kafka_topics(self.prefix)
-        self.bootstrap: str = stack["kafka"]["bootstrap"]
+        self.kafka: KafkaTarget = stack["kafka"]
         self.search_url: str = stack["search"]["url"]
         self.names = IndexNames(f"{self.prefix}-")
         self.config = tmp / "processor.toml"
@@ -75,11 +76,11 @@ class Run:
         self.http_port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, *, kafka: str, search_url: str) -> None:
+    def start(self, *, kafka: KafkaTarget, search_url: str) -> None:
         self.config.write_text(
             f"""
 [kafka]
-bootstrap_servers = "{kafka}"
+{kafka_toml(kafka, "processor")}
 topic_prefix = "{self.prefix}"
 group_id = "{self.prefix}-processor"
 session_timeout_ms = 6000
@@ -156,7 +157,7 @@ port = {self.http_port}
 async def run(stack: dict[str, Any], tmp_path: Path) -> AsyncIterator[Run]:
     r = Run(stack, tmp_path)
     await create_topics(
-        r.bootstrap, [r.topics.telemetry, r.topics.edge_alerts, r.topics.status], partitions=1
+        r.kafka, [r.topics.telemetry, r.topics.edge_alerts, r.topics.status], partitions=1
     )
     yield r
     r.kill()
@@ -169,11 +170,11 @@ async def run(stack: dict[str, Any], tmp_path: Path) -> AsyncIterator[Run]:
                 search.Request("DELETE", f"/_index_template/{r.names.base(spec)}")
             )
     await backend.close()
-    await delete_topics(r.bootstrap, r.topics.all())
+    await delete_topics(r.kafka, r.topics.all())
 
 
 async def test_search_down_at_start_stops_on_sigterm(run: Run) -> None:
-    run.start(kafka=run.bootstrap, search_url=f"http://127.0.0.1:{_free_port()}")
+    run.start(kafka=run.kafka, search_url=f"http://127.0.0.1:{_free_port()}")
     await run.wait_for_retries("search_retry", 3)
     assert await run.stop_within(STOP_WITHIN_S) == 0
     run.assert_one_line_per_retry("search_retry")
@@ -182,7 +183,7 @@ async def test_search_down_at_start_stops_on_sigterm(run: Run) -> None:
 async def test_hung_search_server_at_start_stops_on_sigterm(run: Run, hung_port: int) -> None:
     """The first request blocks in its thread (search.timeout_s, 30 s by
     default): SIGTERM does not wait for it."""
-    run.start(kafka=run.bootstrap, search_url=f"http://127.0.0.1:{hung_port}")
+    run.start(kafka=run.kafka, search_url=f"http://127.0.0.1:{hung_port}")
     await asyncio.sleep(2)  # the request is in flight, nothing answers
     assert run.proc is not None and run.proc.poll() is None
     assert await run.stop_within(STOP_WITHIN_S) == 0
@@ -190,19 +191,24 @@ async def test_hung_search_server_at_start_stops_on_sigterm(run: Run, hung_port:
 
 
 async def test_kafka_down_at_start_retries_and_stops_on_sigterm(run: Run) -> None:
-    run.start(kafka=f"127.0.0.1:{_free_port()}", search_url=run.search_url)
+    # The stack's Kafka settings (SASL_SSL) on a port where nothing listens.
+    run.start(
+        kafka={**run.kafka, "bootstrap": f"127.0.0.1:{_free_port()}"}, search_url=run.search_url
+    )
     await run.wait_for_retries("kafka_retry", 3)  # fails if the process exits
     assert await run.stop_within(STOP_WITHIN_S) == 0
     run.assert_one_line_per_retry("kafka_retry")
 
 
 async def test_kafka_reachable_after_start_proceeds_to_ready(run: Run) -> None:
-    host, port = run.bootstrap.split(",")[0].rsplit(":", 1)
+    host, port = settings_for(run.kafka).servers[0].rsplit(":", 1)
     proxy = TcpProxy(host, int(port))
     await proxy.start()
     await proxy.cut()  # the address exists, nothing listens yet
     try:
-        run.start(kafka=f"127.0.0.1:{proxy.port}", search_url=run.search_url)
+        run.start(
+            kafka={**run.kafka, "bootstrap": f"127.0.0.1:{proxy.port}"}, search_url=run.search_url
+        )
         await run.wait_for_retries("kafka_retry", 2)
         assert not await run.ready()
         await proxy.restore()
@@ -219,8 +225,8 @@ async def test_kafka_reachable_after_start_proceeds_to_ready(run: Run) -> None:
     assert "Traceback" not in "\n".join(run.lines())
 
 
-async def _produce(bootstrap: str, topic: str, n: int) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+async def _produce(kafka: KafkaTarget, topic: str, n: int) -> None:
+    producer = AIOKafkaProducer(**settings_for(kafka).client_options(), acks="all", linger_ms=5)
     await producer.start()
     try:
         start_ms = 1_790_000_000_000
@@ -258,19 +264,19 @@ async def test_search_down_at_run_time_stops_on_sigterm_losing_nothing(run: Run)
     await proxy.start()
     backend = OpenSearchBackend(run.search_url)
     try:
-        run.start(kafka=run.bootstrap, search_url=proxy.url)
+        run.start(kafka=run.kafka, search_url=proxy.url)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60
         while not await run.ready():
             assert loop.time() < deadline, "\n".join(run.lines())
             await asyncio.sleep(0.5)
         await proxy.cut()
-        await _produce(run.bootstrap, run.topics.telemetry, 50)
+        await _produce(run.kafka, run.topics.telemetry, 50)
         await run.wait_for_retries("search_retry", 2)  # a bulk write is retrying
         assert await run.stop_within(STOP_GRACE_S + 1) == 0
         assert "event=stop_cut_short" in "\n".join(run.lines())
         await proxy.restore()
-        run.start(kafka=run.bootstrap, search_url=proxy.url)
+        run.start(kafka=run.kafka, search_url=proxy.url)
         deadline = loop.time() + 90
         while await _stored(backend, run.names.readings_pattern) < 50:
             assert loop.time() < deadline, "\n".join(run.lines())

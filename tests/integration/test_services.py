@@ -27,6 +27,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from deploy.local import cli
 from deploy.local.mqtt_auth import client_id_for
 from deploy.local.stack import LocalStack
+from stagekit.kafka import settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -167,17 +168,19 @@ def test_mqtt_wrong_password_is_refused(stack: dict[str, Any]) -> None:
 
 
 async def test_kafka_idempotent_produce_and_group_commit(stack: dict[str, Any]) -> None:
-    bootstrap = stack["kafka"]["bootstrap"]
+    kafka = stack["kafka"]
     topic = f"it-{RUN}-readings"
     group = f"it-{RUN}-group"
     count = 20
     async with asyncio.timeout(120):
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        admin = AIOKafkaAdminClient(**settings_for(kafka).client_options())
         await admin.start()
         try:
             await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
 
-            producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+            producer = AIOKafkaProducer(
+                **settings_for(kafka).client_options(), enable_idempotence=True
+            )
             await producer.start()
             try:
                 for i in range(count):
@@ -187,7 +190,7 @@ async def test_kafka_idempotent_produce_and_group_commit(stack: dict[str, Any]) 
 
             consumer = AIOKafkaConsumer(
                 topic,
-                bootstrap_servers=bootstrap,
+                **settings_for(kafka).client_options(),
                 group_id=group,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
@@ -293,9 +296,12 @@ def test_stack_status_json(stack: dict[str, Any], capsys: pytest.CaptureFixture[
     assert args.func(args) == 0
     status = json.loads(capsys.readouterr().out)
     assert set(status) == {"mosquitto", "kafka", "search"}
-    assert set(status["mosquitto"]) == {"host", "port", "pid", "tls", "auth"}
-    assert set(status["kafka"]) == {"host", "port", "pid", "bootstrap", "tls", "auth"}
-    assert set(status["search"]) == {"host", "port", "pid", "url", "tls", "auth"}
+    assert set(status["mosquitto"]) >= {"host", "port", "pid", "tls", "auth"}
+    client = {"security_protocol", "sasl_mechanism", "ca_file"}
+    assert set(status["kafka"]) == {"host", "port", "pid", "bootstrap", "tls", "auth", *client}
+    assert (status["kafka"]["tls"], status["kafka"]["auth"]) == (True, "scram-sha-512")
+    assert "users" not in status["kafka"]  # passwords stay out of status
+    assert set(status["search"]) >= {"host", "port", "pid", "url", "tls", "auth"}
     assert status["mosquitto"]["auth"] == "password"  # allow_anonymous false
     assert all(isinstance(entry["pid"], int) for entry in status.values())
     assert status["kafka"]["bootstrap"] == stack["kafka"]["bootstrap"]

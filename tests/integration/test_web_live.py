@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from stagekit.kafka import settings_for
 from telemetry_contract import DeviceState, DeviceStatus, Reading
 from thermowatch.web.app import WebApp
 from thermowatch.web.testing import LivePipeline, SseClient, get_json, live_pipeline
@@ -71,7 +72,7 @@ async def first_alert_record(p: LivePipeline, consumer: AIOKafkaConsumer) -> Any
 async def test_alert_reaches_state_and_event_stream_within_a_second(
     stack: dict[str, Any],
 ) -> None:
-    async with live_pipeline(stack["kafka"]["bootstrap"], stack["search"]["url"]) as p:
+    async with live_pipeline(stack["kafka"], stack["search"]["url"]) as p:
         now = int(time.time() * 1000)
         await p.send(
             [
@@ -97,7 +98,7 @@ async def test_alert_reaches_state_and_event_stream_within_a_second(
 
         stream = SseClient(f"{p.url}/events")
         watcher = AIOKafkaConsumer(
-            p.topics.alerts, bootstrap_servers=p.bootstrap, auto_offset_reset="earliest"
+            p.topics.alerts, **settings_for(p.kafka).client_options(), auto_offset_reset="earliest"
         )
         await watcher.start()
         try:
@@ -188,16 +189,16 @@ async def test_view_picks_up_topics_created_after_it_started(stack: dict[str, An
     from telemetry_contract import encode, kafka_key, kafka_topics
     from thermowatch.web.testing import web_config
 
-    bootstrap, search_url = stack["kafka"]["bootstrap"], stack["search"]["url"]
+    kafka, search_url = stack["kafka"], stack["search"]["url"]
     prefix = f"wl{uuid.uuid4().hex[:8]}"
     topics = kafka_topics(prefix)
-    web = WebApp(web_config(prefix, bootstrap, search_url))
+    web = WebApp(web_config(prefix, kafka, search_url))
     await web.start()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(**settings_for(kafka).client_options(), acks="all")
     try:
         _, health = await get_json(f"{web.url}/healthz")
         assert health["kafka"] is False and health["search"] is True  # nothing there yet
-        await create_topics(bootstrap, topics.all(), partitions=1)
+        await create_topics(kafka, topics.all(), partitions=1)
         await producer.start()
         now = int(time.time() * 1000)
         (r,) = readings("wl-1", "wl", 1, now, [6.5])
@@ -220,7 +221,7 @@ async def test_view_picks_up_topics_created_after_it_started(stack: dict[str, An
     finally:
         await producer.stop()
         await web.close()
-        await delete_topics(bootstrap, topics.all())
+        await delete_topics(kafka, topics.all())
 
 
 async def test_open_incidents_are_read_before_many_resolved_ones(stack: dict[str, Any]) -> None:

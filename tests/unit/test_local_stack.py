@@ -71,7 +71,7 @@ def test_every_service_conforms(cls: type[Service], tmp_path: Path) -> None:
     assert svc.cmdline_marker and svc.port_env.startswith("THERMOWATCH_")
     assert svc.process.pid_file == tmp_path / "stack" / "run" / f"{cls.name}.pid"
     assert svc.process.log_file == tmp_path / "stack" / "logs" / f"{cls.name}.log"
-    assert set(svc.address()) <= {"bootstrap", "url"}
+    assert set(svc.address()) <= {"bootstrap", "url", "ca_file", *KAFKA_CLIENT}
     assert not stack.is_healthy(cls.name, timeout=0.1)  # nothing listens in a new stack
 
 
@@ -82,7 +82,9 @@ def test_construction_does_no_io(tmp_path: Path) -> None:
 
 #: What ``status --json`` says of each default service's client listener.
 MOSQUITTO_SECURITY = {"tls": False, "auth": "password"}
-KAFKA_SECURITY = {"tls": False, "auth": "none"}
+KAFKA_SECURITY = {"tls": True, "auth": "scram-sha-512"}
+#: How a Kafka client connects (``address()``, in ``status --json`` too): no passwords there.
+KAFKA_CLIENT = {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512"}
 SEARCH_SECURITY = {"tls": False, "auth": "none"}
 
 
@@ -95,6 +97,8 @@ def test_status_shape_of_a_stopped_stack(tmp_path: Path) -> None:
             "port": 9092,
             "pid": None,
             "bootstrap": "127.0.0.1:9092",
+            **KAFKA_CLIENT,
+            "ca_file": str(tmp_path / "kafka-tls" / "ca.pem"),
             **KAFKA_SECURITY,
         },
         "search": {

@@ -14,8 +14,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from stagekit.kafka import partitions_of, settings_for
-from stagekit.settings import KafkaSettings
+from stagekit.kafka import KafkaTarget, partitions_of, settings_for
 from thermowatch.accounting.alerts import PublishedChange, parse_alert_changes
 from thermowatch.accounting.readings import GapRange, parse_gaps, reading_keys
 
@@ -30,7 +29,7 @@ __all__ = [
     "wait_missing_in_topic",
 ]
 
-Kafka = KafkaSettings | str
+Kafka = KafkaTarget
 
 
 def topic_partitions(described: Iterable[Mapping[str, Any]]) -> list[Any]:

@@ -41,10 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from deploy.local.services import SEARCH_SERVICES, search_service
-from stagekit.kafka import delete_topics, list_topics
+from stagekit.kafka import KafkaTarget, delete_topics, list_topics
 from stagekit.search import SearchSettings, make_backend
 from stagekit.search import api as search
-from stagekit.settings import KafkaSettings
 
 __all__ = ["CleanReport", "clean_demo_runs", "list_runs", "owned_by", "stale_runs"]
 
@@ -110,7 +109,7 @@ class CleanReport:
     errors: list[str] = field(default_factory=list)
 
 
-async def _delete_topics(kafka: KafkaSettings | str, run_ids: Sequence[str]) -> list[str]:
+async def _delete_topics(kafka: KafkaTarget, run_ids: Sequence[str]) -> list[str]:
     names = [t for t in await list_topics(kafka) if owned_by(t, "demo.", ".", run_ids)]
     return sorted(await delete_topics(kafka, names)) if names else []
 
@@ -182,7 +181,7 @@ def clean_demo_runs(
         return report
     kept: set[str] = set()  # runs with leftovers a service could not remove
     try:
-        report.topics = asyncio.run(_delete_topics(endpoints["kafka"]["bootstrap"], report.runs))
+        report.topics = asyncio.run(_delete_topics(endpoints["kafka"], report.runs))
     except Exception as exc:  # report and go on with the other kinds
         report.errors.append(f"kafka: {exc}")
         kept.update(report.runs)

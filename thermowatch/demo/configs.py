@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from stagekit.kafka import connection_keys
 from thermowatch.demo.run import DemoRun
 
 __all__ = ["gateway_config", "merge_config", "processor_config", "web_config", "write_toml"]
@@ -32,7 +33,7 @@ def gateway_config(run: DemoRun, endpoints: Mapping[str, Any]) -> dict[str, Any]
             "session_expiry_s": 600,
         },
         "kafka": {
-            "bootstrap_servers": [endpoints["kafka"]["bootstrap"]],
+            **connection_keys(endpoints["kafka"], "gateway"),
             "topic_prefix": run.kafka_prefix,
             "partitions": 3,
         },
@@ -45,7 +46,7 @@ def processor_config(run: DemoRun, endpoints: Mapping[str, Any]) -> dict[str, An
     names = list(run.sites)
     return {
         "kafka": {
-            "bootstrap_servers": endpoints["kafka"]["bootstrap"],
+            **connection_keys(endpoints["kafka"], "processor"),
             "topic_prefix": run.kafka_prefix,
             "group_id": run.group_id,
             "client_id": f"demo-processor-{run.run_id}",
@@ -90,6 +91,7 @@ def web_config(run: DemoRun, endpoints: Mapping[str, Any], port: int = 0) -> dic
         "search": {k: v for k, v in proc["search"].items() if k in shared_search},
         "kafka": {
             **{k: v for k, v in proc["kafka"].items() if k in shared_kafka},
+            **connection_keys(endpoints["kafka"], "web"),
             "client_id": f"demo-web-{run.run_id}",
             "retry_s": 2.0,
         },
@@ -113,9 +115,11 @@ def merge_config(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[
 
 
 def write_toml(path: Path, data: Mapping[str, Any]) -> None:
-    """Write a config file readable by its owner only (it may hold a password)."""
+    """Write a config file readable by its owner only (it holds MQTT and Kafka passwords):
+    created 0600, never readable by others even for a moment."""
     import tomli_w
 
+    from deploy.local.layout import write_private
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(tomli_w.dumps(dict(data)), encoding="utf-8")
-    path.chmod(0o600)  # holds the gateway's MQTT password
+    write_private(path, tomli_w.dumps(dict(data)))

@@ -17,12 +17,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stagekit.kafka import partitions_of, settings_for
+from stagekit.kafka import KafkaTarget, partitions_of, settings_for
 from stagekit.search import IndexNames, SearchSettings, make_backend
 from stagekit.search import api as search
 from stagekit.search.alerts import alert_from_doc
 from stagekit.search.queries import open_alerts_query, readings_count_query
-from stagekit.settings import KafkaSettings
 
 __all__ = ["KafkaLag", "OpenAlert", "SearchWatch", "rate"]
 
@@ -96,7 +95,7 @@ class KafkaLag:
     and use it inside the running event loop (aiokafka clients bind to it).
     """
 
-    def __init__(self, kafka: KafkaSettings | str, group_id: str, topics: Sequence[str]) -> None:
+    def __init__(self, kafka: KafkaTarget, group_id: str, topics: Sequence[str]) -> None:
         self.kafka = settings_for(kafka)
         self.group_id = group_id
         self.topics = list(topics)

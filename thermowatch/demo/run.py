@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 
 from deploy.local.services import search_service as service_of
+from stagekit.kafka import settings_for
 from stagekit.search import IndexNames, SearchSettings
 from stagekit.settings import KafkaSettings
 
@@ -107,9 +108,7 @@ class DemoRun:
 
     def kafka_settings(self, endpoints: Mapping[str, Any]) -> KafkaSettings:
         """The stack's Kafka, under the run's topic prefix."""
-        return KafkaSettings(
-            bootstrap_servers=endpoints["kafka"]["bootstrap"], topic_prefix=self.kafka_prefix
-        )
+        return settings_for(endpoints["kafka"], "admin", topic_prefix=self.kafka_prefix)
 
     def save(self) -> None:
         """Write ``run.json`` into the run directory."""

@@ -17,8 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from stagekit.kafka import list_topics
-from stagekit.settings import KafkaSettings
+from stagekit.kafka import KafkaTarget, list_topics
 from thermowatch.demo.configs import gateway_config, merge_config, processor_config, write_toml
 from thermowatch.demo.run import DemoRun
 
@@ -128,7 +127,7 @@ def pipeline_services(
 
 
 async def wait_topics(
-    kafka: KafkaSettings | str, topics: Sequence[str], service: Service, wait_s: float
+    kafka: KafkaTarget, topics: Sequence[str], service: Service, wait_s: float
 ) -> None:
     """Wait until ``topics`` exist (the gateway creates them at start); fail if it died."""
     deadline = time.monotonic() + wait_s

@@ -26,6 +26,7 @@ from typing import Any, Final
 
 import msgspec
 
+from stagekit.kafka import warn_if_insecure
 from stagekit.ratelog import RateLimitedLog
 from stagekit.search import make_backend
 from stagekit.search.api import SearchBackend, SearchError
@@ -129,6 +130,7 @@ class WebApp:
         )
         await self._server.start()
         if cfg.kafka.servers:
+            warn_if_insecure(cfg.kafka, log)
             self._feed = LiveFeed(cfg.kafka, self._on_record)
             self._tasks.append(asyncio.create_task(self._feed.run(self._stop)))
         await self.reload()

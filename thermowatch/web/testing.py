@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from stagekit.kafka import KafkaTarget, connection_keys, settings_for
 from telemetry_contract import (
     DeviceStatus,
     EdgeAlert,
@@ -178,7 +179,8 @@ class LivePipeline:
 
     prefix: str
     topics: KafkaTopics
-    bootstrap: str
+    #: The stack's Kafka endpoint (or settings, or a plaintext ``host:port``).
+    kafka: KafkaTarget
     search_url: str
     processor: Any
     web: WebApp
@@ -191,7 +193,7 @@ class LivePipeline:
 
     def web_config(self, **kafka: Any) -> WebConfig:
         """A web config for this pipeline's prefixes (port 0)."""
-        return web_config(self.prefix, self.bootstrap, self.search_url, **kafka)
+        return web_config(self.prefix, self.kafka, self.search_url, **kafka)
 
     async def send(self, messages: Sequence[Message]) -> None:
         """Produce messages the way the gateway does (topic by type, keyed by device)."""
@@ -206,19 +208,20 @@ class LivePipeline:
         await asyncio.gather(*futures)
 
 
-def web_config(prefix: str, bootstrap: str, search_url: str, **kafka: Any) -> WebConfig:
-    """Web view settings for a private pipeline (port 0, quick reloads)."""
+def web_config(prefix: str, kafka: KafkaTarget, search_url: str, **keys: Any) -> WebConfig:
+    """Web view settings for a private pipeline (port 0, quick reloads), as user ``web``."""
     return WebConfig(
         http=HttpSettings(port=0, push_interval_s=0.1, heartbeat_s=5.0),
         search=SearchSettings(url=search_url, index_prefix=f"{prefix}-", refresh_s=1.0),
-        kafka=msgspec.structs.replace(
-            KafkaSettings(
-                bootstrap_servers=bootstrap,
-                topic_prefix=prefix,
-                client_id=f"{prefix}-web",
-                retry_s=1.0,
-            ),
-            **kafka,
+        kafka=msgspec.convert(
+            {
+                **connection_keys(kafka, "web"),
+                "topic_prefix": prefix,
+                "client_id": f"{prefix}-web",
+                "retry_s": 1.0,
+                **keys,
+            },
+            KafkaSettings,
         ),
     )
 
@@ -234,7 +237,7 @@ def _topic_for(msg: Message, topics: KafkaTopics) -> str:
 
 @contextlib.asynccontextmanager
 async def live_pipeline(
-    bootstrap: str,
+    kafka: KafkaTarget,
     search_url: str,
     *,
     threshold_high_c: float = 8.0,
@@ -260,16 +263,19 @@ async def live_pipeline(
 
     prefix = f"w{uuid.uuid4().hex[:8]}"
     topics = kafka_topics(prefix)
-    await create_topics(bootstrap, topics.all(), partitions=2)
+    await create_topics(kafka, topics.all(), partitions=2)
     pcfg = ProcessorConfig(
-        kafka=ProcessorKafka(
-            bootstrap_servers=bootstrap,
-            topic_prefix=prefix,
-            group_id=f"{prefix}-processor",
-            client_id=f"{prefix}-processor",
-            commit_interval_s=1.0,
-            poll_timeout_ms=100,
-            session_timeout_ms=10_000,
+        kafka=msgspec.convert(
+            {
+                **connection_keys(kafka, "processor"),
+                "topic_prefix": prefix,
+                "group_id": f"{prefix}-processor",
+                "client_id": f"{prefix}-processor",
+                "commit_interval_s": 1.0,
+                "poll_timeout_ms": 100,
+                "session_timeout_ms": 10_000,
+            },
+            ProcessorKafka,
         ),
         search=ProcessorSearch(
             url=search_url, index_prefix=f"{prefix}-", refresh_interval="1s", timeout_s=10.0
@@ -284,8 +290,8 @@ async def live_pipeline(
         http=ProcessorHttp(enabled=False),
     )
     processor = build_processor(pcfg)
-    web = WebApp(web_config(prefix, bootstrap, search_url))
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=1)
+    web = WebApp(web_config(prefix, kafka, search_url))
+    producer = AIOKafkaProducer(**settings_for(kafka).client_options(), acks="all", linger_ms=1)
     stop = asyncio.Event()
     task: asyncio.Task[None] | None = None
     try:
@@ -293,7 +299,7 @@ async def live_pipeline(
         task = asyncio.create_task(processor.run(stop))
         await producer.start()
         await web.start()
-        yield LivePipeline(prefix, topics, bootstrap, search_url, processor, web, producer)
+        yield LivePipeline(prefix, topics, kafka, search_url, processor, web, producer)
     finally:
         stop.set()
         if task is not None:
@@ -315,4 +321,4 @@ async def live_pipeline(
                     )
         finally:
             await cleanup.close()
-        await delete_topics(bootstrap, topics.all())
+        await delete_topics(kafka, topics.all())

@@ -3,7 +3,25 @@
 The jars come from ``deploy/local/maven/kafka/pom.xml`` (Maven Central) into
 the cache. The log dir is formatted once, with a cluster id kept in
 ``state.json`` so that a re-format after a lost ``meta.properties`` reuses it.
-Health check: a real admin request (DescribeCluster) through aiokafka.
+Health check: a real admin request (DescribeCluster) through aiokafka, as ``admin``.
+
+Security (the default): the client listener speaks SASL_SSL with SCRAM-SHA-512
+only; the broker also uses it for itself (inter-broker). The controller
+listener is on 127.0.0.1 and wants TLS with a client certificate signed by the
+stack's CA (only the node itself has one). The certificates come from
+:mod:`deploy.local.kafka_tls`. One SCRAM user per service (``admin`` for tests
+and tools, ``gateway``, ``processor``, ``web``) plus ``broker``; their
+passwords are generated the first time, kept in ``<stack>/kafka-secrets.json``
+(0600) and written into the metadata log when the storage is formatted.
+
+Why at format time, and how: ``kafka-storage format --add-scram`` is the only
+way to create SCRAM users before any SCRAM listener can authenticate anybody
+(KRaft keeps them in the metadata log), and it takes them only as arguments.
+So the arguments go into a Java ``@argfile`` (0600, removed afterwards): the
+``java`` launcher expands it, and ``/proc/<pid>/cmdline`` shows only its path.
+
+``THERMOWATCH_KAFKA_PLAINTEXT=1`` asks for the old plaintext, unauthenticated
+listener instead (logged as a warning at every start).
 """
 
 from __future__ import annotations
@@ -11,7 +29,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import hashlib
+import json
 import logging
+import os
 import shutil
 import subprocess
 import uuid
@@ -20,24 +41,119 @@ from typing import Any, Final
 
 from deploy.local.errors import StackError
 from deploy.local.install import ensure_java, maven_libs, tool
-from deploy.local.layout import TEMPLATE_DIR, render
-from deploy.local.process import port_open
-from deploy.local.services.base import Launch, Service
+from deploy.local.kafka_tls import ensure_broker_tls
+from deploy.local.layout import TEMPLATE_DIR, render, write_private
+from deploy.local.process import flock, port_open
+from deploy.local.services.base import Launch, Service, StackContext
+from stagekit.settings import KafkaSettings
 
 __all__ = [
     "DEFAULT_KAFKA_PORT",
     "KAFKA_HEAP",
+    "KAFKA_MECHANISM",
+    "KAFKA_PLAINTEXT_ENV",
     "KAFKA_PORT_ENV",
+    "KAFKA_USERS",
     "Kafka",
     "kafka_healthy",
     "new_cluster_id",
+    "security_lines",
 ]
 
 logger = logging.getLogger(__name__)
 
 KAFKA_PORT_ENV: Final = "THERMOWATCH_KAFKA_PORT"
+#: ``1``/``true``/``yes``: a plaintext listener without authentication (warned about).
+KAFKA_PLAINTEXT_ENV: Final = "THERMOWATCH_KAFKA_PLAINTEXT"
 DEFAULT_KAFKA_PORT: Final = 19092
 KAFKA_HEAP: Final = ("-Xms256m", "-Xmx1g")
+KAFKA_MECHANISM: Final = "SCRAM-SHA-512"
+#: The SCRAM users clients get: tests and tools, then one per service.
+KAFKA_USERS: Final[tuple[str, ...]] = ("admin", "gateway", "processor", "web")
+#: The broker's own user (inter-broker connections); never handed to clients.
+BROKER_USER: Final = "broker"
+#: The node's certificate (``kafka_tls``) as an SSL principal: its own controller client.
+NODE_PRINCIPAL: Final = "User:CN=thermowatch kafka broker,O=thermowatch"
+#: What each service user may do (StandardAuthorizer; ``admin`` and the broker are
+#: super users, anything not listed is denied): ``(user, resource, pattern, name, op)``.
+#: Topic names vary with each run's prefix, so topics are ``*``; what differs is the
+#: operation: the gateway only writes (never reads), the web view only reads.
+KAFKA_ACLS: Final[tuple[tuple[str, str, str, str, str], ...]] = (
+    *(("gateway", "TOPIC", "LITERAL", "*", op) for op in ("DESCRIBE", "WRITE", "CREATE")),
+    *(("processor", "TOPIC", "LITERAL", "*", op) for op in ("DESCRIBE", "READ", "WRITE", "CREATE")),
+    *(("processor", "GROUP", "LITERAL", "*", op) for op in ("DESCRIBE", "READ")),
+    *(("web", "TOPIC", "LITERAL", "*", op) for op in ("DESCRIBE", "READ")),
+)
+#: In the data dir: a digest of the ACLs applied to this metadata log.
+ACL_MARKER: Final = "thermowatch-acls.sha256"
+#: In the data dir: a digest of the secrets the metadata log was formatted with.
+SCRAM_MARKER: Final = "thermowatch-scram.sha256"
+_JAAS: Final = "org.apache.kafka.common.security.scram.ScramLoginModule"
+
+
+def plaintext_requested() -> bool:
+    """True when ``$THERMOWATCH_KAFKA_PLAINTEXT`` explicitly asks for a plaintext listener."""
+    return os.environ.get(KAFKA_PLAINTEXT_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def security_lines(
+    host: str,
+    port: int,
+    controller_port: int,
+    *,
+    plaintext: bool = False,
+    keystore: Path | None = None,
+    ca_file: Path | None = None,
+    key_password: str = "",
+    broker_password: str = "",
+) -> str:
+    """The listener and TLS/SASL lines of the server properties.
+
+    >>> print(security_lines("127.0.0.1", 9092, 9093, plaintext=True))
+    listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093
+    advertised.listeners=PLAINTEXT://127.0.0.1:9092
+    inter.broker.listener.name=PLAINTEXT
+    listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+    >>> text = security_lines("127.0.0.1", 9092, 9093, keystore=Path("/k.p12"),
+    ...                       ca_file=Path("/ca.pem"), key_password="kp", broker_password="bp")
+    >>> "CLIENT:SASL_SSL,CONTROLLER:SSL" in text, "sasl.enabled.mechanisms=SCRAM-SHA-512" in text
+    (True, True)
+    """
+    if plaintext:
+        return "\n".join(
+            [
+                f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://127.0.0.1:{controller_port}",
+                f"advertised.listeners=PLAINTEXT://{host}:{port}",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            ]
+        )
+    jaas = f'{_JAAS} required username="{BROKER_USER}" password="{broker_password}";'
+    return "\n".join(
+        [
+            f"listeners=CLIENT://{host}:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners=CLIENT://{host}:{port}",
+            "inter.broker.listener.name=CLIENT",
+            "listener.security.protocol.map=CLIENT:SASL_SSL,CONTROLLER:SSL",
+            # SCRAM only: no PLAIN, and no listener without TLS.
+            f"sasl.enabled.mechanisms={KAFKA_MECHANISM}",
+            f"listener.name.client.sasl.enabled.mechanisms={KAFKA_MECHANISM}",
+            f"sasl.mechanism.inter.broker.protocol={KAFKA_MECHANISM}",
+            f"listener.name.client.{KAFKA_MECHANISM.lower()}.sasl.jaas.config={jaas}",
+            # The controller listener: only a certificate signed by the stack's CA.
+            "listener.name.controller.ssl.client.auth=required",
+            # Authorization: what is not allowed by an ACL (KAFKA_ACLS) is denied.
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            f"super.users=User:{BROKER_USER};User:admin;{NODE_PRINCIPAL}",
+            "ssl.keystore.type=PKCS12",
+            f"ssl.keystore.location={keystore}",
+            f"ssl.keystore.password={key_password}",
+            f"ssl.key.password={key_password}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={ca_file}",
+            "ssl.enabled.protocols=TLSv1.3,TLSv1.2",
+        ]
+    )
 
 
 class Kafka(Service):
@@ -48,6 +164,11 @@ class Kafka(Service):
     default_port = DEFAULT_KAFKA_PORT
     cmdline_marker = b"kafka.Kafka"
 
+    def __init__(self, ctx: StackContext, port: int | None = None) -> None:
+        super().__init__(ctx, port)
+        #: Read once, when the stack is made: ``$THERMOWATCH_KAFKA_PLAINTEXT``.
+        self.plaintext = plaintext_requested()
+
     @property
     def controller_port(self) -> int:
         return self.port + 1
@@ -56,29 +177,176 @@ class Kafka(Service):
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def tls_dir(self) -> Path:
+        return self.layout.root / "kafka-tls"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.tls_dir / "ca.pem"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.layout.root / "kafka-secrets.json"
+
     def address(self) -> dict[str, Any]:
-        return {"bootstrap": self.bootstrap}
+        """``bootstrap``, and how to connect: protocol, SASL mechanism and the CA file."""
+        if self.plaintext:
+            return {"bootstrap": self.bootstrap, "security_protocol": "PLAINTEXT"}
+        return {
+            "bootstrap": self.bootstrap,
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": KAFKA_MECHANISM,
+            "ca_file": str(self.ca_file),
+        }
+
+    def security(self) -> dict[str, Any]:
+        if self.plaintext:
+            return {"tls": False, "auth": "none"}
+        return {"tls": True, "auth": KAFKA_MECHANISM.lower()}
+
+    def endpoint(self) -> dict[str, Any]:
+        """:meth:`address` plus ``users``: the SCRAM password of each client user."""
+        ep = super().endpoint()
+        if not self.plaintext:
+            secrets = self.secrets()
+            ep["users"] = {name: secrets[name] for name in KAFKA_USERS}
+        return ep
+
+    def settings(self, user: str = "admin") -> KafkaSettings:
+        """Client settings for ``user`` (one of :data:`KAFKA_USERS`)."""
+        from stagekit.kafka import settings_for
+
+        return settings_for(self.endpoint(), user)
+
+    def secrets(self) -> dict[str, str]:
+        """``{user: password, "key_password": ...}``, generated (0600) on first use."""
+        with flock(self.layout.run_dir / "kafka-secrets.lock"):
+            if self.secrets_file.exists():
+                data: dict[str, str] = json.loads(self.secrets_file.read_text(encoding="utf-8"))
+                return data
+            from deploy.local.credentials import new_password
+
+            data = {name: new_password() for name in (*KAFKA_USERS, BROKER_USER, "key_password")}
+            self.secrets_file.parent.mkdir(parents=True, exist_ok=True)
+            write_private(self.secrets_file, json.dumps(data, indent=2) + "\n")
+            # A keystore encrypted with a lost key password is of no use.
+            (self.tls_dir / "broker.p12").unlink(missing_ok=True)
+            return data
+
+    def rotate(self, user: str, timeout: float = 120.0) -> None:
+        """Give ``user`` (one of :data:`KAFKA_USERS`) a new random password, on the
+        running broker and in ``kafka-secrets.json``.
+
+        The broker gets it first (AlterUserScramCredentials as ``admin``, through
+        ``deploy/local/KafkaAdmin.java``, passwords on its stdin); then the file.
+        Connections already authenticated stay open; every new one needs it.
+        """
+        if user not in KAFKA_USERS:
+            raise StackError(
+                f"kafka rotate: unknown user {user!r} (one of {', '.join(KAFKA_USERS)})"
+            )
+        if self.plaintext:
+            raise StackError("kafka rotate: this stack's Kafka has no users (plaintext listener)")
+        from deploy.local.credentials import new_password
+
+        password = new_password()
+        self._admin_tool(["scram", user], password + "\n", timeout)
+        with flock(self.layout.run_dir / "kafka-secrets.lock"):
+            secrets = json.loads(self.secrets_file.read_text(encoding="utf-8"))
+            secrets[user] = password
+            write_private(self.secrets_file, json.dumps(secrets, indent=2) + "\n")
+        # The metadata log holds the new password now: no reformat at the next start.
+        marker = self.layout.data_dir(self.name) / SCRAM_MARKER
+        marker.write_text(self._secrets_digest() + "\n", encoding="utf-8")
+        logger.info("kafka password rotated user=%s", user)
+
+    def _admin_tool(self, args: list[str], stdin: str, timeout: float = 120.0) -> None:
+        """``deploy/local/KafkaAdmin.java`` as ``admin`` (its password first on stdin)."""
+        done = subprocess.run(
+            [
+                tool("java"),
+                "-cp",
+                f"{self.layout.cache / 'kafka-libs'}/*",
+                str(TEMPLATE_DIR / "KafkaAdmin.java"),
+                self.bootstrap,
+                str(self.ca_file),
+                "admin",
+                *args,
+            ],
+            input=f"{self.secrets()['admin']}\n{stdin}",
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            raise StackError(f"kafka {args[0]}: exit {done.returncode}: {' | '.join(tail)}")
+
+    def ensure_acls(self) -> bool:
+        """Add :data:`KAFKA_ACLS` once per metadata log (a digest in the data dir says
+        which were added); True when they are in place."""
+        spec = "".join(f"User:{u} {r} {p} {n} {o}\n" for u, r, p, n, o in KAFKA_ACLS)
+        digest = hashlib.sha256(spec.encode("utf-8")).hexdigest()
+        marker = self.layout.data_dir(self.name) / ACL_MARKER
+        if marker.exists() and marker.read_text(encoding="utf-8").strip() == digest:
+            return True
+        self._admin_tool(["acls"], spec)
+        marker.write_text(digest + "\n", encoding="utf-8")
+        logger.info("kafka acls added count=%d", len(KAFKA_ACLS))
+        return True
 
     def install(self) -> None:
         ensure_java()
         maven_libs(self.layout.cache, "kafka")
+
+    def _props_text(self) -> str:
+        data = self.layout.data_dir(self.name)
+        if self.plaintext:
+            security = security_lines(self.host, self.port, self.controller_port, plaintext=True)
+        else:
+            secrets = self.secrets()
+            tls = ensure_broker_tls(
+                self.tls_dir, (self.host, "127.0.0.1", "localhost"), secrets["key_password"]
+            )
+            security = security_lines(
+                self.host,
+                self.port,
+                self.controller_port,
+                keystore=tls.keystore_file,
+                ca_file=tls.ca_file,
+                key_password=tls.key_password,
+                broker_password=secrets[BROKER_USER],
+            )
+        return render(
+            "kafka-server.properties",
+            security=security,
+            controller_port=self.controller_port,
+            log_dir=data,
+        )
+
+    def config_changed(self) -> bool:
+        """The listeners or settings differ from what the running broker was started with."""
+        props = self.layout.run_dir / "kafka-server.properties"
+        try:
+            return props.read_text(encoding="utf-8") != self._props_text()
+        except OSError:
+            return False
 
     def launch(self) -> Launch:
         """Render the server and log4j2 properties; format the log dir the first time."""
         libs = self.layout.cache / "kafka-libs"
         run_dir = self.layout.run_dir
         data = self.layout.data_dir(self.name)
+        if self.plaintext:
+            logger.warning(
+                "kafka listener is PLAINTEXT without authentication (%s is set): "
+                "anyone who reaches %s can read and write every topic",
+                KAFKA_PLAINTEXT_ENV, self.bootstrap,
+            )  # fmt: skip
         props = run_dir / "kafka-server.properties"
-        props.write_text(
-            render(
-                "kafka-server.properties",
-                host=self.host,
-                port=self.port,
-                controller_port=self.controller_port,
-                log_dir=data,
-            ),
-            encoding="utf-8",
-        )
+        write_private(props, self._props_text())
         log4j = run_dir / "kafka-log4j2.properties"
         shutil.copyfile(TEMPLATE_DIR / "kafka-log4j2.properties", log4j)
         java = [
@@ -88,40 +356,70 @@ class Kafka(Service):
             "-cp",
             f"{libs}/*",
         ]
+        wanted = "" if self.plaintext else self._secrets_digest()
+        if (data / "meta.properties").exists() and wanted and self._formatted_digest() != wanted:
+            # Formatted without these SCRAM users (an older stack, or lost secrets): the
+            # users can only be added at format time, so the local data starts again.
+            logger.warning(
+                "kafka storage has no SCRAM users for the current secrets: reformatting dir=%s",
+                data,
+            )
+            shutil.rmtree(data)
         if not (data / "meta.properties").exists():
             self._format(java, props)
         return Launch([java[0], *KAFKA_HEAP, "-XX:+UseG1GC", *java[1:], "kafka.Kafka", str(props)])
 
+    def _secrets_digest(self) -> str:
+        raw = json.dumps(self.secrets(), sort_keys=True).encode("utf-8")
+        return hashlib.sha256(raw).hexdigest()
+
+    def _formatted_digest(self) -> str:
+        try:
+            marker = self.layout.data_dir(self.name) / SCRAM_MARKER
+            return marker.read_text(encoding="utf-8").strip()
+        except OSError:
+            return ""
+
     def _format(self, java: list[str], props: Path) -> None:
-        """``kafka-storage format --standalone``, output appended to the service log."""
+        """``kafka-storage format --standalone`` (with ``--add-scram`` for each user),
+        output appended to the service log."""
         data = self.layout.data_dir(self.name)
         cluster_id = self.ctx.state.read().get("kafka_cluster_id") or new_cluster_id()
         self.ctx.state.record(kafka_cluster_id=cluster_id)
         logger.info("formatting kafka storage dir=%s cluster_id=%s", data, cluster_id)
-        with self.process.log_file.open("ab") as fh:
-            done = subprocess.run(
-                [
-                    *java,
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "-t",
-                    cluster_id,
-                    "-c",
-                    str(props),
-                    "--standalone",
-                    "--ignore-formatted",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                timeout=300,
-                check=False,
-            )
+        args = ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)]
+        args += ["--standalone", "--ignore-formatted"]
+        if not self.plaintext:
+            for user, password in self.secrets().items():
+                if user != "key_password":
+                    args += ["--add-scram", f"{KAFKA_MECHANISM}=[name={user},password={password}]"]
+        # The java launcher expands @argfile itself: the passwords never reach a command line.
+        argfile = self.layout.run_dir / "kafka-format.args"
+        write_private(argfile, "\n".join(args) + "\n")
+        try:
+            with self.process.log_file.open("ab") as fh:
+                done = subprocess.run(
+                    [*java, f"@{argfile}"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    timeout=300,
+                    check=False,
+                )
+        finally:
+            argfile.unlink(missing_ok=True)
         if done.returncode != 0:
             raise StackError(self.process.failure(f"storage format exit {done.returncode}"))
+        if not self.plaintext:
+            (data / SCRAM_MARKER).write_text(self._secrets_digest() + "\n", encoding="utf-8")
 
     def probe(self, timeout: float) -> bool:
-        return kafka_healthy(self.bootstrap, timeout)
+        if not port_open(self.host, self.port, timeout=min(timeout, 1.0)):
+            return False  # not listening: no need for the secrets yet
+        if self.plaintext:
+            return kafka_healthy(self.bootstrap, timeout)
+        # Healthy means usable by the services: their ACLs are in place too.
+        return kafka_healthy(self.settings("admin"), timeout) and self.ensure_acls()
 
 
 def new_cluster_id() -> str:
@@ -140,13 +438,14 @@ def new_cluster_id() -> str:
             return cid
 
 
-def kafka_healthy(bootstrap: str, timeout: float) -> bool:
-    """A real admin request (DescribeCluster) through aiokafka.
+def kafka_healthy(kafka: KafkaSettings | str, timeout: float) -> bool:
+    """A real admin request (DescribeCluster) through aiokafka, with ``kafka``'s TLS and SASL.
 
     Runs in a worker thread with its own event loop, so it works whether or not
     the caller is inside a running loop (async tests call wait_healthy too).
     """
-    host, _, port = bootstrap.rpartition(":")
+    settings = KafkaSettings(bootstrap_servers=kafka) if isinstance(kafka, str) else kafka
+    host, _, port = settings.servers[0].rpartition(":")
     if not port_open(host, int(port), timeout=min(timeout, 1.0)):
         return False  # not listening yet: spare the aiokafka connection errors
 
@@ -154,7 +453,7 @@ def kafka_healthy(bootstrap: str, timeout: float) -> bool:
         from aiokafka.admin import AIOKafkaAdminClient
 
         admin = AIOKafkaAdminClient(
-            bootstrap_servers=bootstrap, request_timeout_ms=int(max(timeout, 1.0) * 1000)
+            **settings.client_options(), request_timeout_ms=int(max(timeout, 1.0) * 1000)
         )
         try:
             await asyncio.wait_for(admin.start(), timeout)
