@@ -70,7 +70,7 @@ def test_every_service_conforms(cls: type[Service], tmp_path: Path) -> None:
     assert svc.cmdline_marker and svc.port_env.startswith("THERMOWATCH_")
     assert svc.process.pid_file == tmp_path / "stack" / "run" / f"{cls.name}.pid"
     assert svc.process.log_file == tmp_path / "stack" / "logs" / f"{cls.name}.log"
-    assert set(svc.address()) <= {"bootstrap", "url"}
+    assert set(svc.address()) <= {"bootstrap", "url", "ca_file"}
     assert not stack.is_healthy(cls.name, timeout=0.1)  # nothing listens in a new stack
 
 
@@ -82,11 +82,12 @@ def test_construction_does_no_io(tmp_path: Path) -> None:
 #: What ``status --json`` says of each default service's client listener.
 MOSQUITTO_SECURITY = {"tls": False, "auth": "none"}
 KAFKA_SECURITY = {"tls": False, "auth": "none"}
-SEARCH_SECURITY = {"tls": False, "auth": "none"}
+SEARCH_SECURITY = {"tls": True, "auth": "basic"}
 
 
 def test_status_shape_of_a_stopped_stack(tmp_path: Path) -> None:
     stack = LocalStack(tmp_path, mqtt_port=1883, kafka_port=9092, search_port=9200)
+    search_ca = str(stack.root / "search-tls" / "ca.pem")
     assert stack.status() == {
         "mosquitto": {"host": "127.0.0.1", "port": 1883, "pid": None, **MOSQUITTO_SECURITY},
         "kafka": {
@@ -100,7 +101,8 @@ def test_status_shape_of_a_stopped_stack(tmp_path: Path) -> None:
             "host": "127.0.0.1",
             "port": 9200,
             "pid": None,
-            "url": "http://127.0.0.1:9200",
+            "url": "https://127.0.0.1:9200",
+            "ca_file": search_ca,
             **SEARCH_SECURITY,
         },
     }

@@ -4,22 +4,36 @@ The runner's own ``main`` caps the HTTP port at 9299 and takes no node
 settings, hence ``deploy/local/SearchLauncher.java``: it lifts the cap, passes
 ``key=value`` settings and closes the node on SIGTERM. Jars come from
 ``deploy/local/maven/opensearch/pom.xml``; the launcher is compiled with
-``javac`` into the cache, once per source digest. Health check:
-``GET /_cluster/health`` is yellow or green.
+``javac`` into the cache, once per source digest.
+
+Security is on: the OpenSearch security plugin (its zip from
+``deploy/local/maven/opensearch-security/pom.xml``, unpacked into the cache
+without the jars the embedded node already has on its classpath, which would
+be "jar hell") with TLS on HTTP and transport (:mod:`deploy.local.search_tls`)
+and HTTP basic users with per-service roles (:mod:`deploy.local.search_users`).
+The plugin creates its index from the generated files at first start
+(``allow_default_init_securityindex``), so no ``securityadmin`` step is needed.
+Health check: ``GET /_cluster/health`` as ``admin`` over HTTPS is yellow or green.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import shutil
+import ssl
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from deploy.local.install import ensure_java, file_digest, maven_libs, run, tool
-from deploy.local.layout import TEMPLATE_DIR
+from deploy.local.layout import TEMPLATE_DIR, write_private
+from deploy.local.search_tls import SearchPki, ensure_search_pki, subject_dn
+from deploy.local.search_users import SearchUsers, security_files
 from deploy.local.services.base import Launch, SearchNode
 
 __all__ = [
@@ -34,10 +48,22 @@ SEARCH_PORT_ENV: Final = "THERMOWATCH_SEARCH_PORT"
 DEFAULT_SEARCH_PORT: Final = 19200
 SEARCH_HEAP: Final = ("-Xms512m", "-Xmx1g")
 SEARCH_CLUSTER_NAME: Final = "thermowatch"
+SECURITY_PLUGIN: Final = "opensearch-security"
+_VERSIONED_JAR: Final = re.compile(r"^(?P<artifact>.+?)-\d[\w.]*?(?:-jre)?\.jar$")
+
+
+def _artifact(jar_name: str) -> str:
+    """``netty-codec-4.1.118.Final.jar`` -> ``netty-codec``.
+
+    >>> _artifact("netty-codec-4.1.118.Final.jar"), _artifact("guava-33.4.0-jre.jar")
+    ('netty-codec', 'guava')
+    """
+    match = _VERSIONED_JAR.match(jar_name)
+    return match["artifact"] if match else jar_name
 
 
 class OpenSearch(SearchNode):
-    """The node on ``http://127.0.0.1:19200``, transport on the port + 100."""
+    """The node on ``https://127.0.0.1:19200``, transport on the port + 100."""
 
     name = "search"
     port_env = SEARCH_PORT_ENV
@@ -47,7 +73,57 @@ class OpenSearch(SearchNode):
     def install(self) -> None:
         ensure_java()
         maven_libs(self.layout.cache, "opensearch")
+        self._security_plugin()
         self._launcher_classes()
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    @property
+    def pki(self) -> SearchPki:
+        return SearchPki(self.layout.root / "search-tls")
+
+    @property
+    def users(self) -> SearchUsers:
+        return SearchUsers(self.layout.root / "search-credentials.json")
+
+    def security(self) -> dict[str, Any]:
+        return {"tls": True, "auth": "basic"}
+
+    def address(self) -> dict[str, Any]:
+        """The HTTPS URL and the CA file that signed the node's certificate."""
+        return {"url": self.url, "ca_file": str(self.pki.ca_file)}
+
+    def endpoint(self) -> dict[str, Any]:
+        """Also ``users``: ``{user: password}`` of every search user (never in ``status``)."""
+        return {**super().endpoint(), "users": self.users.all()}
+
+    def _security_plugin(self) -> Path:
+        """``<cache>/opensearch-security-plugin/<digest>/``: the plugin, unpacked once.
+
+        Jars the node already loads from its classpath (netty, the transport
+        module, HTTP clients, ...) are left out: OpenSearch refuses a plugin
+        whose classes are also on the classpath, and the plugin then uses the
+        node's copies (the same OpenSearch 2.19.1 build).
+        """
+        libs = maven_libs(self.layout.cache, "opensearch-security")
+        (archive,) = libs.glob(f"{SECURITY_PLUGIN}-*.zip")
+        out = self.layout.cache / f"{SECURITY_PLUGIN}-plugin" / file_digest(archive)
+        if (out / "plugin-descriptor.properties").exists():
+            return out
+        node_libs = self.layout.cache / "opensearch-libs"
+        on_classpath = {_artifact(jar.name) for jar in node_libs.glob("*.jar")}
+        staging = out.with_name(out.name + f".{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(staging)
+        for jar in staging.glob("*.jar"):
+            if _artifact(jar.name) in on_classpath:
+                jar.unlink()
+        shutil.rmtree(out, ignore_errors=True)
+        staging.replace(out)
+        return out
 
     def _launcher_classes(self) -> Path:
         """``<cache>/search-launcher/<digest>/``: SearchLauncher.class, compiled once."""
@@ -83,14 +159,11 @@ class OpenSearch(SearchNode):
                 "# settings: see deploy/local/services/opensearch.py (OpenSearch.launch)\n",
                 encoding="utf-8",
             )
-        settings = {
-            "network.host": self.host,
-            "http.port": self.port,
-            "transport.port": self.transport_port,
-            "discovery.type": "single-node",
-            "node.name": "thermowatch-search",
-            "cluster.routing.allocation.disk.threshold_enabled": "false",
-        }
+        for private in (config / "log4j2.properties", yml):
+            private.chmod(0o600)  # the security plugin warns about config files others can read
+        self._install_security(base / "node_1")
+        settings = self._settings()
+        write_private(self.layout.run_dir / "search-settings.json", json.dumps(settings) + "\n")
         return Launch(
             [
                 tool("java"),
@@ -111,10 +184,76 @@ class OpenSearch(SearchNode):
             ]
         )
 
-    def probe(self, timeout: float) -> bool:
-        url = f"http://{self.host}:{self.port}/_cluster/health"
+    def _settings(self) -> dict[str, Any]:
+        """Every node setting of this start (passed on the command line: no secrets)."""
+        pki = self.pki
+        tls: dict[str, Any] = {}
+        for layer in ("transport", "http"):
+            tls |= {
+                f"plugins.security.ssl.{layer}.pemcert_filepath": str(pki.cert("node")),
+                f"plugins.security.ssl.{layer}.pemkey_filepath": str(pki.key("node")),
+                f"plugins.security.ssl.{layer}.pemtrustedcas_filepath": str(pki.ca_file),
+            }
+        return {
+            "network.host": self.host,
+            "http.port": self.port,
+            "transport.port": self.transport_port,
+            "discovery.type": "single-node",
+            "node.name": "thermowatch-search",
+            "cluster.routing.allocation.disk.threshold_enabled": "false",
+            **tls,
+            "plugins.security.ssl.http.enabled": "true",
+            "plugins.security.ssl.transport.enforce_hostname_verification": "false",
+            "plugins.security.allow_default_init_securityindex": "true",
+            "plugins.security.authcz.admin_dn": subject_dn("admin"),
+            "plugins.security.nodes_dn": subject_dn("node"),
+            "plugins.security.audit.type": "noop",
+            "plugins.security.restapi.roles_enabled": "all_access",
+        }
+
+    def _install_security(self, node: Path) -> None:
+        """Certificates, users and the plugin directory of the node (each made once)."""
+        ensure_search_pki(self.pki.directory, self.host)
+        plugins = node / "plugins"
+        plugins.mkdir(parents=True, exist_ok=True)
+        link = plugins / SECURITY_PLUGIN
+        target = self._security_plugin()
+        if not link.is_symlink() or link.readlink() != target:
+            if link.is_symlink():
+                link.unlink()
+            link.symlink_to(target, target_is_directory=True)
+        conf = node / "config" / SECURITY_PLUGIN
+        if (conf / "internal_users.yml").exists():
+            return  # read only when the plugin creates its index; passwords are made once
+        conf.mkdir(mode=0o700, parents=True, exist_ok=True)
+        conf.parent.chmod(0o700)  # the plugin warns about a config directory others can read
+        for name, text in security_files(self.users.all()).items():
+            write_private(conf / name, text)
+
+    def config_changed(self) -> bool:
+        """The running node was started with other settings (e.g. before security was on)."""
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
+            started = json.loads((self.layout.run_dir / "search-settings.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            return True
+        return bool(started != json.loads(json.dumps(self._settings())))
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Trusts the stack's CA only."""
+        return ssl.create_default_context(cafile=str(self.pki.ca_file))
+
+    def probe(self, timeout: float) -> bool:
+        users = self.users.stored()
+        if not users:
+            return False  # never started: no users yet
+        token = base64.b64encode(f"admin:{users['admin']}".encode()).decode()
+        request = urllib.request.Request(
+            f"https://{self.host}:{self.port}/_cluster/health",
+            headers={"Authorization": f"Basic {token}"},
+        )
+        context = self.ssl_context()
+        try:
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:  # noqa: S310 (an https URL built here)
                 body = json.loads(resp.read())
         except (OSError, urllib.error.URLError, ValueError):
             return False
