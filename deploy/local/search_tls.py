@@ -52,19 +52,16 @@ def write_private_bytes(path: Path, data: bytes) -> None:
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
+    # One RDN only: the node takes its DN list settings from the command line,
+    # where a comma would split one DN into two (``CN=a,O=b`` -> ``CN=a``, ``O=b``).
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{ORGANIZATION}-{common_name}")])
 
 
 def subject_dn(common_name: str) -> str:
     """The RFC 2253 DN the security plugin matches (``nodes_dn``, ``admin_dn``).
 
     >>> subject_dn("admin")
-    'CN=admin,O=thermowatch'
+    'CN=thermowatch-admin'
     """
     return _name(common_name).rfc4514_string()
 
@@ -88,9 +85,7 @@ def _load(directory: Path, stem: str) -> tuple[Key, x509.Certificate] | None:
     return key, x509.load_pem_x509_certificate(cert_file.read_bytes())
 
 
-def ensure_ca(
-    directory: Path, common_name: str = "thermowatch local CA"
-) -> tuple[Key, x509.Certificate]:
+def ensure_ca(directory: Path, common_name: str = "local-ca") -> tuple[Key, x509.Certificate]:
     """The CA in ``directory`` (``ca.pem``, ``ca-key.pem``), made on first use."""
     found = _load(directory, "ca")
     if found is not None:

@@ -22,7 +22,10 @@ as bcrypt hashes (the ``bcrypt`` package, the format the plugin checks).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import ssl
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -38,7 +41,9 @@ __all__ = [
     "INDEX_PATTERNS",
     "SEARCH_USERS",
     "SearchUsers",
+    "apply_users",
     "security_files",
+    "users_digest",
 ]
 
 #: The indices the per-service roles cover (``search.index_prefix`` default ``thermowatch-``).
@@ -120,6 +125,47 @@ def _config() -> dict[str, Any]:
     }
 
 
+def _role_mapping() -> dict[str, dict[str, list[str]]]:
+    mapping: dict[str, dict[str, list[str]]] = {}
+    for name, role in SEARCH_USERS.items():
+        mapping.setdefault(role, {"users": []})["users"].append(name)
+    return mapping
+
+
+def users_digest(passwords: Mapping[str, str]) -> str:
+    """Changes when a password, a role or a mapping does (what :func:`apply_users` sets)."""
+    state = [dict(passwords), ROLES, _role_mapping(), SEARCH_USERS]
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+
+
+def apply_users(
+    url: str, admin: ssl.SSLContext, passwords: Mapping[str, str], timeout: float
+) -> None:
+    """Make the running server's roles, mappings and users (passwords) these.
+
+    The plugin reads its files only when it creates its index, so a later change
+    (a rotated password, a new role in a newer release) is applied through its
+    REST API. ``admin`` holds the admin certificate: the plugin's super admin,
+    who may change reserved users too. Raises OSError (urllib's errors) on failure.
+    """
+    if not url.startswith("https://"):
+        raise ValueError(f"apply_users: not an https URL: {url!r}")
+    puts: list[tuple[str, Any]] = [(f"roles/{role}", body) for role, body in ROLES.items()]
+    puts += [(f"rolesmapping/{role}", body) for role, body in _role_mapping().items()]
+    for name in SEARCH_USERS:
+        user = {"password": passwords[name], "description": f"thermowatch {name}"}
+        puts.append((f"internalusers/{name}", user))
+    for path, body in puts:
+        request = urllib.request.Request(  # noqa: S310 (checked: https)
+            f"{url}/_plugins/_security/api/{path}",
+            data=json.dumps(body).encode(),
+            method="PUT",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=timeout, context=admin):  # noqa: S310
+            pass
+
+
 def security_files(passwords: Mapping[str, str], *, rounds: int = 12) -> dict[str, str]:
     """``{file name: text}`` of the plugin's config directory for these users.
 
@@ -136,14 +182,11 @@ def security_files(passwords: Mapping[str, str], *, rounds: int = 12) -> dict[st
         }
         for name in SEARCH_USERS
     }
-    mapping: dict[str, Any] = {}
-    for name, role in SEARCH_USERS.items():
-        mapping.setdefault(role, {"users": []})["users"].append(name)
     docs = {
         "config.yml": _config(),
         "internal_users.yml": {**_meta("internalusers"), **users},
         "roles.yml": {**_meta("roles"), **ROLES},
-        "roles_mapping.yml": {**_meta("rolesmapping"), **mapping},
+        "roles_mapping.yml": {**_meta("rolesmapping"), **_role_mapping()},
         "action_groups.yml": _meta("actiongroups"),
         "tenants.yml": _meta("tenants"),
         "nodes_dn.yml": _meta("nodesdn"),

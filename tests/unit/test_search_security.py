@@ -40,12 +40,13 @@ def test_node_certificate_is_signed_by_the_ca_and_names_the_host(tmp_path: Path)
     assert san.get_values_for_type(x509.DNSName) == ["localhost"]
     assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
     admin = x509.load_pem_x509_certificate(pki.cert("admin").read_bytes())
-    assert admin.subject.rfc4514_string() == subject_dn("admin") == "CN=admin,O=thermowatch"
+    assert admin.subject.rfc4514_string() == subject_dn("admin") == "CN=thermowatch-admin"
+    assert "," not in subject_dn("node")  # one DN on the node's command line, not two
 
 
 def test_issue_accepts_any_ca(tmp_path: Path) -> None:
     """Another CA (the installation's own) can sign the search certificates."""
-    ca_key, ca_cert = ensure_ca(tmp_path, "installation CA")
+    ca_key, ca_cert = ensure_ca(tmp_path, "installation-ca")
     key, cert = issue(ca_key, ca_cert, "node", dns=("search.example",))
     cert.verify_directly_issued_by(ca_cert)
     assert cert.public_key() == key.public_key()

@@ -18,7 +18,6 @@ Health check: ``GET /_cluster/health`` as ``admin`` over HTTPS is yellow or gree
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -33,7 +32,7 @@ from typing import Any, Final
 from deploy.local.install import ensure_java, file_digest, maven_libs, run, tool
 from deploy.local.layout import TEMPLATE_DIR, write_private
 from deploy.local.search_tls import SearchPki, ensure_search_pki, subject_dn
-from deploy.local.search_users import SearchUsers, security_files
+from deploy.local.search_users import SearchUsers, apply_users, security_files, users_digest
 from deploy.local.services.base import Launch, SearchNode
 
 __all__ = [
@@ -238,23 +237,36 @@ class OpenSearch(SearchNode):
             return True
         return bool(started != json.loads(json.dumps(self._settings())))
 
-    def ssl_context(self) -> ssl.SSLContext:
-        """Trusts the stack's CA only."""
-        return ssl.create_default_context(cafile=str(self.pki.ca_file))
+    def ssl_context(self, *, admin: bool = False) -> ssl.SSLContext:
+        """Trusts the stack's CA only; ``admin``: presents the admin certificate."""
+        context = ssl.create_default_context(cafile=str(self.pki.ca_file))
+        if admin:
+            context.load_cert_chain(self.pki.cert("admin"), self.pki.key("admin"))
+        return context
+
+    def _apply_users(self, timeout: float) -> None:
+        """Push users and roles to the running node when they changed since last time
+        (a rotated password, roles of a newer release); a marker in the data dir says."""
+        passwords = self.users.all()
+        marker = self.layout.data_dir(self.name) / "security-applied"
+        digest = users_digest(passwords)
+        if marker.exists() and marker.read_text(encoding="utf-8").strip() == digest:
+            return
+        apply_users(self.url, self.ssl_context(admin=True), passwords, timeout)
+        write_private(marker, digest + "\n")
 
     def probe(self, timeout: float) -> bool:
-        users = self.users.stored()
-        if not users:
-            return False  # never started: no users yet
-        token = base64.b64encode(f"admin:{users['admin']}".encode()).decode()
-        request = urllib.request.Request(
-            f"https://{self.host}:{self.port}/_cluster/health",
-            headers={"Authorization": f"Basic {token}"},
-        )
-        context = self.ssl_context()
+        """Cluster health over HTTPS as the plugin's super admin (the admin certificate,
+        so a rotated ``admin`` password cannot lock the stack out); then the users and
+        roles are brought up to date (:meth:`_apply_users`)."""
         try:
-            with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:  # noqa: S310 (an https URL built here)
+            context = self.ssl_context(admin=True)
+            url = f"https://{self.host}:{self.port}/_cluster/health"
+            with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
                 body = json.loads(resp.read())
-        except (OSError, urllib.error.URLError, ValueError):
+        except (OSError, ValueError):  # no certificates yet, not up, not ready
             return False
-        return body.get("status") in ("yellow", "green")
+        if body.get("status") not in ("yellow", "green"):
+            return False
+        self._apply_users(timeout)
+        return True
