@@ -15,7 +15,15 @@ import tomli_w
 
 from stagekit.search import SearchSettings, ThreadedBackend, make_backend
 
-__all__ = ["admin_backend", "admin_login", "admin_session", "admin_settings", "search_section"]
+__all__ = [
+    "admin_backend",
+    "admin_login",
+    "admin_session",
+    "admin_settings",
+    "login_toml",
+    "proxied_url",
+    "search_section",
+]
 
 
 def admin_settings(endpoint: Mapping[str, Any], **fields: Any) -> SearchSettings:
@@ -49,3 +57,16 @@ def admin_session(endpoint: Mapping[str, Any]) -> requests.Session:
     session.verify = login.get("ca_file", True)
     session.trust_env = False  # else REQUESTS_CA_BUNDLE replaces the stack's CA
     return session
+
+
+def login_toml(endpoint: Mapping[str, Any], url: str = "") -> str:
+    """``url = ...``, ``username``, ``password``, ``ca_file`` lines for a ``[search]`` table
+    written by hand (``url`` replaces the endpoint's: a proxy, a dead port)."""
+    return tomli_w.dumps({**admin_login(endpoint), **({"url": url} if url else {})})
+
+
+def proxied_url(endpoint: Mapping[str, Any], port: int) -> str:
+    """The endpoint's URL through a local TCP proxy on ``port`` (same scheme: TLS passes
+    through, and the node's certificate names 127.0.0.1)."""
+    scheme = str(endpoint["url"]).split("://", 1)[0]
+    return f"{scheme}://127.0.0.1:{port}"

@@ -28,7 +28,7 @@ class SearchSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Which server, where, how to authenticate, and the index name prefix."""
 
     backend: Literal["opensearch", "elasticsearch"] = "opensearch"
-    url: str = "http://127.0.0.1:19200"
+    url: str = "https://127.0.0.1:19200"
     username: str = ""
     password: str = ""
     #: Elasticsearch API key (``backend = "elasticsearch"`` only).
@@ -75,6 +75,24 @@ class SearchSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         if endpoint.get("ca_file"):
             login["ca_file"] = str(endpoint["ca_file"])
         return msgspec.convert({"url": endpoint["url"], **login, **fields}, cls)
+
+    def insecure(self) -> list[str]:
+        """Why this connection is unprotected ([]: TLS, verified, with a login); a stage
+        logs them as a warning at start (a config must ask for plain HTTP explicitly).
+
+        >>> SearchSettings(url="http://h:1").insecure()
+        ['plain http (readings and credentials travel in clear)', 'no login']
+        >>> SearchSettings(username="u", password="p").insecure()
+        []
+        """
+        out: list[str] = []
+        if self.url.startswith("http://"):
+            out.append("plain http (readings and credentials travel in clear)")
+        if not (self.username or self.api_key):
+            out.append("no login")
+        if self.url.startswith("https://") and not self.verify_certs:
+            out.append("the server's certificate is not verified")
+        return out
 
     def problems(self, section: str = "search") -> list[str]:
         """Problems as ``section.key: problem``."""

@@ -221,7 +221,13 @@ async def test_kafka_idempotent_produce_and_group_commit(stack: dict[str, Any]) 
 
 @pytest.fixture
 def search(stack: dict[str, Any]) -> Iterator[OpenSearch]:
-    client = OpenSearch(hosts=[stack["search"]["url"]], timeout=TIMEOUT)
+    ep = stack["search"]
+    client = OpenSearch(
+        hosts=[ep["url"]],
+        http_auth=("admin", ep["users"]["admin"]),
+        ca_certs=ep["ca_file"],
+        timeout=TIMEOUT,
+    )
     try:
         yield client
     finally:
@@ -292,7 +298,7 @@ def test_stack_status_json(stack: dict[str, Any], capsys: pytest.CaptureFixture[
     assert set(status) == {"mosquitto", "kafka", "search"}
     assert set(status["mosquitto"]) == {"host", "port", "pid"}
     assert set(status["kafka"]) == {"host", "port", "pid", "bootstrap"}
-    assert set(status["search"]) == {"host", "port", "pid", "url"}
+    assert set(status["search"]) == {"host", "port", "pid", "url", "ca_file", "tls", "auth"}
     assert all(isinstance(entry["pid"], int) for entry in status.values())
     assert status["kafka"]["bootstrap"] == stack["kafka"]["bootstrap"]
     assert status["search"]["url"] == stack["search"]["url"]

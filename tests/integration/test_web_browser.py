@@ -81,7 +81,7 @@ async def test_page_lists_devices_and_shows_an_injected_alert(
     stack: dict[str, Any], browser: Any
 ) -> None:
     async with live_pipeline(
-        stack["kafka"]["bootstrap"], stack["search"]["url"], critical_high_c=9.0
+        stack["kafka"]["bootstrap"], stack["search"], critical_high_c=9.0
     ) as p:
         now = int(time.time() * 1000)
         history: list[Any] = []
