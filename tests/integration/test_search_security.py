@@ -5,6 +5,7 @@ Each test is a handful of requests against the running server.
 
 from __future__ import annotations
 
+import json
 import ssl
 import urllib.error
 import urllib.request
@@ -15,6 +16,8 @@ from typing import Any
 import msgspec
 import pytest
 
+from deploy.local.layout import write_private
+from deploy.local.services.opensearch import OpenSearch
 from deploy.local.stack import LocalStack
 from stagekit.search import SearchSettings, ThreadedBackend, make_backend
 from stagekit.search import api as search
@@ -102,6 +105,11 @@ def test_the_processor_writes_only_thermowatch_indices(backend_of: Any) -> None:
     try:
         processor.perform_sync(search.create_doc(index, "d1", {"device_id": "d1"}, refresh=True))
         assert backend_of("web").perform_sync(search.count(index))["count"] == 1
+        kibana = backend_of("kibana")  # the kibana tool's live check reads mappings
+        assert index in kibana.perform_sync(search.get_mapping(index))
+        with pytest.raises(SearchError) as err:
+            kibana.perform_sync(search.create_doc(index, "d2", {"device_id": "d2"}))
+        assert err.value.status == 403
         with pytest.raises(SearchError) as err:
             processor.perform_sync(search.create_doc(f"other-sec{RUN}", "d1", {"x": 1}))
         assert err.value.status == 403
@@ -110,3 +118,33 @@ def test_the_processor_writes_only_thermowatch_indices(backend_of: Any) -> None:
         assert err.value.status == 403
     finally:
         admin.perform_sync(search.delete_index(index))
+
+
+def test_a_rotated_password_replaces_the_old_one(local_stack: LocalStack) -> None:
+    """Rotation as docs/security.md says: drop the user's password, ``stack up``.
+    The ``kibana`` user (only the kibana tool's tests use it); restored at the end."""
+    node = local_stack.service("search")
+    assert isinstance(node, OpenSearch)
+    old = node.users.all()
+
+    def status(password: str) -> int:
+        ep = {**local_stack.endpoints()["search"], "users": {"kibana": password}}
+        backend = make_backend(SearchSettings.from_endpoint(ep, "kibana", timeout_s=10))
+        try:
+            backend.perform_sync(search.info())
+        except SearchError as exc:
+            return exc.status or 0
+        finally:
+            backend.close_sync()
+        return 200
+
+    try:
+        node.users.path.write_text(json.dumps({k: v for k, v in old.items() if k != "kibana"}))
+        local_stack.up(["search"])
+        new = node.users.all()["kibana"]
+        assert new != old["kibana"]
+        assert (status(old["kibana"]), status(new)) == (401, 200)
+    finally:
+        write_private(node.users.path, json.dumps(old))
+        local_stack.up(["search"])
+    assert status(old["kibana"]) == 200

@@ -120,8 +120,12 @@ class OpenSearch(SearchNode):
         for jar in staging.glob("*.jar"):
             if _artifact(jar.name) in on_classpath:
                 jar.unlink()
-        shutil.rmtree(out, ignore_errors=True)
-        staging.replace(out)
+        try:
+            staging.replace(out)
+        except OSError:  # another stack unpacked it meanwhile
+            shutil.rmtree(staging, ignore_errors=True)
+            if not (out / "plugin-descriptor.properties").exists():
+                raise
         return out
 
     def _launcher_classes(self) -> Path:
