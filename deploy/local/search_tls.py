@@ -108,7 +108,7 @@ def ensure_ca(directory: Path, common_name: str = "local-ca") -> tuple[Key, x509
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     _save(directory, "ca", key, cert)
     return key, cert
 

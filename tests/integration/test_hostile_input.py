@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 
 from deploy.local.stack import free_port
+from testsupport.search import admin_login, admin_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -259,7 +260,7 @@ def test_one_hostile_device_cannot_stall_crash_or_flood_the_fleet(
         web_file,
         {
             "http": {"host": "127.0.0.1", "port": web_port},
-            "search": {"url": endpoints["search"]["url"], "index_prefix": run.index_prefix},
+            "search": {**admin_login(endpoints["search"]), "index_prefix": run.index_prefix},
             "kafka": {
                 "bootstrap_servers": endpoints["kafka"]["bootstrap"],
                 "topic_prefix": run.kafka_prefix,
@@ -322,7 +323,9 @@ def test_one_hostile_device_cannot_stall_crash_or_flood_the_fleet(
         expected_old = {(hostile, HOSTILE_SEQ + OLD_OFFSET + i) for i in range(PER_CLASS)}
         stored = _wait_stored(
             lambda: fetch_stored(
-                endpoints["search"]["url"], f"{run.index_prefix}readings*", [*devices, hostile]
+                admin_settings(endpoints["search"]),
+                f"{run.index_prefix}readings*",
+                [*devices, hostile],
             ),
             expected | expected_old,
             within=240.0,

@@ -26,6 +26,7 @@ def test_pki_files_are_private_and_made_once(tmp_path: Path) -> None:
     files = sorted(p.name for p in pki.directory.iterdir())
     assert files == [f"{s}{k}.pem" for s in ("admin", "ca", "node") for k in ("-key", "")]
     assert {_mode(p) for p in pki.directory.iterdir()} == {0o600}
+    assert _mode(pki.directory) == 0o700
     before = {p.name: p.read_bytes() for p in pki.directory.iterdir()}
     ensure_search_pki(tmp_path / "tls", "127.0.0.1")
     assert {p.name: p.read_bytes() for p in pki.directory.iterdir()} == before
