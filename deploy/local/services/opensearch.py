@@ -18,6 +18,7 @@ Health check: ``GET /_cluster/health`` as ``admin`` over HTTPS is yellow or gree
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -108,11 +109,15 @@ class OpenSearch(SearchNode):
         """
         libs = maven_libs(self.layout.cache, "opensearch-security")
         (archive,) = libs.glob(f"{SECURITY_PLUGIN}-*.zip")
-        out = self.layout.cache / f"{SECURITY_PLUGIN}-plugin" / file_digest(archive)
+        node_jars = sorted(
+            jar.name for jar in (self.layout.cache / "opensearch-libs").glob("*.jar")
+        )
+        # Another node classpath (a bumped server pom) leaves out other jars: another directory.
+        key = hashlib.sha256(f"{file_digest(archive)} {node_jars}".encode()).hexdigest()[:16]
+        out = self.layout.cache / f"{SECURITY_PLUGIN}-plugin" / key
         if (out / "plugin-descriptor.properties").exists():
             return out
-        node_libs = self.layout.cache / "opensearch-libs"
-        on_classpath = {_artifact(jar.name) for jar in node_libs.glob("*.jar")}
+        on_classpath = {_artifact(name) for name in node_jars}
         staging = out.with_name(out.name + f".{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         with zipfile.ZipFile(archive) as zf:
