@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import doctest
+import importlib
 import json
 import stat
 from pathlib import Path
@@ -112,3 +114,10 @@ def test_passwords_are_made_once_private_and_completed(tmp_path: Path) -> None:
 )
 def test_plugin_jars_match_classpath_jars_by_artifact(jar: str, artifact: str) -> None:
     assert _artifact(jar) == artifact
+
+
+@pytest.mark.parametrize("module", ["deploy.local.search_tls", "deploy.local.services.opensearch"])
+def test_doctests(module: str) -> None:
+    """pytest's testpaths leave deploy/ out (see test_local_stack.py)."""
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
