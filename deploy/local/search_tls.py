@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -25,6 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from deploy.local.layout import write_private
+
 __all__ = [
     "ORGANIZATION",
     "SearchPki",
@@ -32,7 +33,6 @@ __all__ = [
     "ensure_search_pki",
     "issue",
     "subject_dn",
-    "write_private_bytes",
 ]
 
 ORGANIZATION: Final = "thermowatch"
@@ -40,15 +40,6 @@ CA_DAYS: Final = 3650
 LEAF_DAYS: Final = 825  # the longest lifetime browsers and most TLS stacks still accept
 
 Key = ec.EllipticCurvePrivateKey
-
-
-def write_private_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, mode 0600 from creation on."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    tmp.replace(path)
 
 
 def _name(common_name: str) -> x509.Name:
@@ -71,8 +62,9 @@ def _save(directory: Path, stem: str, key: Key, cert: x509.Certificate) -> None:
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    write_private_bytes(directory / f"{stem}-key.pem", key_pem)
-    write_private_bytes(directory / f"{stem}.pem", cert.public_bytes(serialization.Encoding.PEM))
+    # PEM is ASCII; write_private creates the file 0600 from the first byte (os.open).
+    write_private(directory / f"{stem}-key.pem", key_pem.decode("ascii"))
+    write_private(directory / f"{stem}.pem", cert.public_bytes(serialization.Encoding.PEM).decode())
 
 
 def _load(directory: Path, stem: str) -> tuple[Key, x509.Certificate] | None:
