@@ -13,7 +13,7 @@ from aiokafka.structs import TopicPartition
 
 from cloud_processor.app import Processor
 from cloud_processor.batches import Prepared
-from cloud_processor.config import KafkaSettings, ProcessorConfig, RulesConfig
+from cloud_processor.config import KafkaSettings, ProcessorConfig, RulesConfig, SearchSettings
 from cloud_processor.documents import BulkItem
 from cloud_processor.notifiers import AlertsTopicNotifier, Notifications
 from cloud_processor.storage import BulkTotals
@@ -211,3 +211,24 @@ async def test_notifiers_run_in_their_order_and_batches_in_theirs() -> None:
     assert log == [("topic", 1), ("webhook", 1), ("topic", 2), ("webhook", 2)]
     await chain.close()
     assert slow.closed and fast.closed
+
+
+@pytest.mark.parametrize(
+    ("search", "warned"),
+    [
+        (SearchSettings(url="http://127.0.0.1:9"), "plain http"),
+        (SearchSettings(username="processor", password="pw"), None),
+    ],
+)
+async def test_an_unprotected_search_connection_is_a_warning_at_start(
+    search: SearchSettings, warned: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    p = _processor(_TP(0), search=search)
+    await p.start()
+    await p.close()
+    lines = [r.message for r in caplog.records if "event=search_insecure" in r.message]
+    if warned is None:
+        assert lines == []
+    else:
+        (line,) = lines
+        assert warned in line and "pw" not in line
