@@ -18,6 +18,7 @@ Health check: ``GET /_cluster/health`` as ``admin`` over HTTPS is yellow or gree
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -230,13 +231,22 @@ class OpenSearch(SearchNode):
             if link.is_symlink():
                 link.unlink()
             link.symlink_to(target, target_is_directory=True)
+        # The plugin reads these files only when it creates its index (a node
+        # without data); they are rewritten whenever users or roles change, so
+        # a wiped node starts with the current ones.
+        passwords = self.users.all()
+        digest = users_digest(passwords)
         conf = node / "config" / SECURITY_PLUGIN
-        if (conf / "internal_users.yml").exists():
-            return  # read only when the plugin creates its index; passwords are made once
-        conf.mkdir(mode=0o700, parents=True, exist_ok=True)
-        conf.parent.chmod(0o700)  # the plugin warns about a config directory others can read
-        for name, text in security_files(self.users.all()).items():
-            write_private(conf / name, text)
+        written = conf / ".thermowatch-digest"
+        if not written.exists() or written.read_text(encoding="utf-8").strip() != digest:
+            conf.mkdir(mode=0o700, parents=True, exist_ok=True)
+            conf.parent.chmod(0o700)  # the plugin warns about a config directory others can read
+            for name, text in security_files(passwords).items():
+                write_private(conf / name, text)
+            write_private(written, digest + "\n")
+        if not (node / "data").exists():
+            # A new node creates its index from these very files: nothing to push.
+            write_private(self._applied_marker, digest + "\n")
 
     def config_changed(self) -> bool:
         """The running node was started with other settings (e.g. before security was on)."""
@@ -257,17 +267,23 @@ class OpenSearch(SearchNode):
         """Push users and roles to the running node when they changed since last time
         (a rotated password, roles of a newer release); a marker in the data dir says."""
         passwords = self.users.all()
-        marker = self.layout.data_dir(self.name) / "security-applied"
+        marker = self._applied_marker
         digest = users_digest(passwords)
         if marker.exists() and marker.read_text(encoding="utf-8").strip() == digest:
             return
         apply_users(self.url, self.ssl_context(admin=True), passwords, timeout)
         write_private(marker, digest + "\n")
 
+    @property
+    def _applied_marker(self) -> Path:
+        """The digest of the users and roles the running node's index holds."""
+        return self.layout.data_dir(self.name) / "security-applied"
+
     def probe(self, timeout: float) -> bool:
         """Cluster health over HTTPS as the plugin's super admin (the admin certificate,
         so a rotated ``admin`` password cannot lock the stack out); then the users and
-        roles are brought up to date (:meth:`_apply_users`)."""
+        roles are brought up to date (:meth:`_apply_users`) and ``admin`` logs in with
+        its password (which fails until the plugin has loaded its users)."""
         try:
             context = self.ssl_context(admin=True)
             url = f"https://{self.host}:{self.port}/_cluster/health"
@@ -278,4 +294,13 @@ class OpenSearch(SearchNode):
         if body.get("status") not in ("yellow", "green"):
             return False
         self._apply_users(timeout)
-        return True
+        token = base64.b64encode(f"admin:{self.users.all()['admin']}".encode()).decode()
+        login = urllib.request.Request(
+            f"https://{self.host}:{self.port}/_plugins/_security/authinfo",
+            headers={"Authorization": f"Basic {token}"},
+        )
+        try:
+            with urllib.request.urlopen(login, timeout=timeout, context=self.ssl_context()):  # noqa: S310
+                return True
+        except OSError:  # 401/503 until the plugin is initialised
+            return False
