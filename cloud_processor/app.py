@@ -45,6 +45,7 @@ from cloud_processor.rules import FleetRules
 from cloud_processor.sink import Sink
 from cloud_processor.storage import StoppedError, unless_stopped
 from stagekit.backoff import Backoff, sleep_or_stop
+from stagekit.config import mask_url
 from stagekit.health import HealthServer
 from stagekit.kafka import warn_if_insecure
 from stagekit.search.indices import IndexNames
@@ -139,6 +140,12 @@ class Processor:
                 lambda: (self.ready, "ready" if self.ready else "not ready"),
             )
             await self._http.start()
+        if insecure := cfg.search.insecure():
+            log.warning(
+                "event=search_insecure url=%s detail=%s",
+                mask_url(cfg.search.url),
+                "; ".join(insecure),
+            )
         info = await self.storage.ensure_schema(stop=stop)
         version = info.get("version", {})
         log.info(

@@ -52,10 +52,14 @@ def _add_target(p: argparse.ArgumentParser) -> None:
     p.add_argument("--space", default=None, help="Kibana space id (default: the default space)")
     auth = p.add_mutually_exclusive_group()
     auth.add_argument(
-        "--api-key",
+        "--api-key-file",
+        type=Path,
         default=None,
-        help="Kibana API key (base64 'id:key' as Kibana shows it; or set KIBANA_API_KEY)",
+        help="file holding the Kibana API key (base64 'id:key' as Kibana shows it); "
+        "or set KIBANA_API_KEY. Never the key itself: it would show in ps and shell history",
     )
+    # Refused with a hint (and so that argparse does not take it for --api-key-file).
+    auth.add_argument("--api-key", default=None, help=argparse.SUPPRESS)
     auth.add_argument(
         "--user", default=None, help="basic-auth user; password from KIBANA_PASSWORD or a prompt"
     )
@@ -194,9 +198,18 @@ def _search(args: argparse.Namespace) -> Any:
 
 
 def _target(args: argparse.Namespace) -> Any:
-    from kibana.config import ENV_API_KEY, KibanaTarget, resolve_password
+    from kibana.config import ENV_API_KEY, KibanaTarget, read_secret_file, resolve_password
 
-    api_key = args.api_key or (None if args.user else os.environ.get(ENV_API_KEY))
+    if args.api_key is not None:
+        raise ValueError(
+            "--api-key: a key on the command line shows in ps and the shell history; "
+            "put it in a file (--api-key-file FILE) or in KIBANA_API_KEY"
+        )
+    api_key: str | None
+    if args.api_key_file is not None:
+        api_key = read_secret_file(args.api_key_file, "--api-key-file")
+    else:
+        api_key = None if args.user else os.environ.get(ENV_API_KEY)
     password = resolve_password(args.user, os.environ) if args.user else None
     target = KibanaTarget(
         url=args.url,

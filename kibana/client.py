@@ -234,7 +234,7 @@ class KibanaClient:
         if resp.status_code in (401, 403):
             what = "authentication failed" if resp.status_code == 401 else "permission denied"
             hint = (
-                "check --api-key / --user and KIBANA_PASSWORD"
+                "check --api-key-file (KIBANA_API_KEY) / --user and KIBANA_PASSWORD"
                 if resp.status_code == 401
                 else "the user or API key lacks the saved objects privileges of this space"
             )

@@ -3,8 +3,8 @@ against), and where the passwords come from.
 
 A password is never a command-line argument (it would show in ``ps`` and
 shell history): it comes from ``KIBANA_PASSWORD`` (``SEARCH_PASSWORD`` for
-the search server) or an interactive prompt. An API key may be given with
-``--api-key`` or ``KIBANA_API_KEY`` (``SEARCH_API_KEY``).
+the search server) or an interactive prompt. An API key neither: it comes
+from a file (``--api-key-file``) or ``KIBANA_API_KEY`` (``SEARCH_API_KEY``).
 
 >>> t = KibanaTarget(url="http://kibana:5601", api_key="k")
 >>> t.validate()
@@ -12,7 +12,7 @@ the search server) or an interactive prompt. An API key may be given with
 >>> for problem in KibanaTarget(url="kibana:5601", api_key="k", user="u").validate():
 ...     print(problem)
 url: must start with http:// or https://, got kibana:5601
-auth: give --api-key or --user, not both
+auth: give --api-key-file or --user, not both
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import getpass
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from stagekit.search import SearchSettings
@@ -31,6 +32,7 @@ __all__ = [
     "ENV_SEARCH_API_KEY",
     "ENV_SEARCH_PASSWORD",
     "KibanaTarget",
+    "read_secret_file",
     "resolve_password",
     "search_settings",
 ]
@@ -66,12 +68,30 @@ class KibanaTarget:
         if not self.url.startswith(("http://", "https://")):
             out.append(f"url: must start with http:// or https://, got {self.url}")
         if self.api_key and self.user:
-            out.append("auth: give --api-key or --user, not both")
+            out.append("auth: give --api-key-file or --user, not both")
         if self.retries < 0:
             out.append(f"retries: must be >= 0, got {self.retries}")
         if self.timeout_s <= 0:
             out.append(f"timeout: must be > 0, got {self.timeout_s}")
         return out
+
+
+def read_secret_file(path: Path, option: str) -> str:
+    """The secret in ``path`` (its first line, stripped); ValueError naming ``option``.
+
+    >>> read_secret_file(Path("/nonexistent/key"), "--api-key-file")
+    Traceback (most recent call last):
+    ...
+    ValueError: --api-key-file: cannot read /nonexistent/key (FileNotFoundError)
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{option}: cannot read {path} ({type(exc).__name__})") from None
+    secret = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if not secret:
+        raise ValueError(f"{option}: {path} is empty")
+    return secret
 
 
 def resolve_password(

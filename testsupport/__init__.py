@@ -12,6 +12,7 @@ product never imports it; pytest puts the checkout's root on ``sys.path``
 * :mod:`testsupport.broker_backlog` -- Mosquitto stopped or killed while it
   holds a backlog for the gateways (``tests/chaos/test_chaos_broker_backlog.py``,
   ``benchmarks/gateway/broker_restart_backlog.py``).
+* :mod:`testsupport.search` -- the stack's search server as ``admin`` (HTTPS, CA, password).
 * :mod:`testsupport.chaos` -- what proves that a chaos test's fault happened
   (a SIGKILL's exit status, a port refused throughout, counted log events,
   readings past the committed offsets), and late-or-lost for a missing reading.

@@ -377,11 +377,11 @@ def _account_stored(
 
     What never reached Kafka is already counted (late or lost) by the caller.
     """
-    url = str(ep["search"]["url"])
+    server = run.search_settings(ep)
     pattern = f"{run.index_prefix}readings-*"
     deadline = time.monotonic() + 120.0
     while True:
-        stored = fetch_stored(url, pattern, run.devices)
+        stored = fetch_stored(server, pattern, run.devices)
         got.not_stored = sorted(k for k in in_kafka if k not in stored)
         if not got.not_stored or time.monotonic() >= deadline:
             break

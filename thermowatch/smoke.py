@@ -23,8 +23,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
-
 from stagekit.kafka import KafkaTarget, create_topics, delete_topics, settings_for
 from stagekit.search import Request, SearchError, SearchSettings, ThreadedBackend, make_backend
 from stagekit.search import api as search
@@ -189,9 +187,8 @@ def probe_search(
     t0 = time.monotonic()
     index = f"smoke-{uuid.uuid4().hex[:10]}"
     doc = {"device_id": "s1-d01", "seq": 1, "temp_c": 21.5, "@timestamp": "2026-01-01T00:00:00Z"}
-    settings = msgspec.convert(
-        {"backend": backend, "url": endpoint["url"], "timeout_s": timeout}, SearchSettings
-    )
+    # admin: the probe writes and deletes its own ``smoke-*`` index
+    settings = SearchSettings.from_endpoint(endpoint, "admin", backend=backend, timeout_s=timeout)
     client = make_backend(settings)
     try:
         first = _status(client, search.create_doc(index, "s1-d01-1", doc, refresh=True))

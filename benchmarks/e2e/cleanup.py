@@ -12,9 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from stagekit.kafka import KafkaTarget, delete_topics, settings_for
-from stagekit.search import api
+from stagekit.search import SearchSettings, api, make_backend
 from stagekit.search.api import SearchError
-from stagekit.search.backends import OpenSearchBackend
 from stagekit.search.indices import INDEXES, IndexNames
 from telemetry_contract import kafka_topics
 from thermowatch.demo import DemoRun
@@ -50,7 +49,7 @@ async def cleanup(endpoints: Mapping[str, Any], run: DemoRun) -> dict[str, Any]:
     done["topics"] = list(topics.all())
     done.update(await delete_group(kafka, run.group_id))
     names = IndexNames(run.index_prefix)
-    backend = OpenSearchBackend(endpoints["search"]["url"])
+    backend = make_backend(SearchSettings.from_endpoint(endpoints["search"], "admin"))
     try:
         with contextlib.suppress(SearchError):
             await backend.perform(api.delete_index(f"{names.prefix}*"))

@@ -25,6 +25,7 @@ from typing import Any
 from benchmarks.e2e import loadgen
 from deploy.local.stack import LocalStack, free_port
 from stagekit.kafka import create_topics, partitions_of
+from stagekit.search import SearchSettings
 from telemetry_contract import kafka_topics
 from thermowatch.demo import DemoRun, Service, gateway_config, processor_config
 
@@ -111,6 +112,9 @@ class Pipeline:
     def processor_toml(self) -> dict[str, Any]:
         cfg = processor_config(self.run, self.endpoints)
         cfg["search"]["refresh_interval"] = self.args.refresh_interval
+        # admin: the run's own e2e- prefix is outside the processor user's indices
+        admin = SearchSettings.from_endpoint(self.endpoints["search"], "admin")
+        cfg["search"].update(username=admin.username, password=admin.password)
         # The processor's default (the demo commits every second): each commit
         # first recomputes the one-minute windows touched since the last one.
         cfg["kafka"]["commit_interval_s"] = 5.0

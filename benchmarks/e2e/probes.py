@@ -18,9 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from stagekit.search import api
+from stagekit.search import SearchSettings, api, make_backend
 from stagekit.search.api import SearchError
-from stagekit.search.backends import OpenSearchBackend
 from stagekit.search.queries import ids_query
 from telemetry_contract import AlertChange, ChangeKind, ContractError, Rule, decode_alert_change
 
@@ -92,8 +91,8 @@ class SearchProbe:
     refresh has made it visible to search, as it is for every reader.
     """
 
-    def __init__(self, url: str, pattern: str, queue: Any, poll_s: float) -> None:
-        self._backend = OpenSearchBackend(url, timeout_s=10.0)
+    def __init__(self, endpoint: dict[str, Any], pattern: str, queue: Any, poll_s: float) -> None:
+        self._backend = make_backend(SearchSettings.from_endpoint(endpoint, "admin", timeout_s=10))
         self._pattern = pattern
         self._queue = queue
         self._poll_s = poll_s
@@ -177,9 +176,9 @@ def scrape(url: str) -> dict[str, float]:
     return out
 
 
-def count_readings(url: str, pattern: str) -> int:
+def count_readings(endpoint: dict[str, Any], pattern: str) -> int:
     """Documents in ``pattern`` after a refresh (-1 when the server does not answer)."""
-    backend = OpenSearchBackend(url, timeout_s=30.0)
+    backend = make_backend(SearchSettings.from_endpoint(endpoint, "admin", timeout_s=30))
     try:
         with contextlib.suppress(SearchError):
             backend.perform_sync(api.refresh(pattern))

@@ -194,7 +194,7 @@ class Bench:
             self.sink.start()
             pipeline.start_services()
             self.probe = SearchProbe(
-                pipeline.endpoints["search"]["url"],
+                pipeline.endpoints["search"],
                 f"{pipeline.run.index_prefix}readings-*",
                 pipeline.samples,
                 a.poll_ms / 1000,
@@ -287,7 +287,7 @@ class Bench:
         """Readings stored against published, and the split of (b) at Kafka, per step."""
         pipeline = self.pipeline
         stored = count_readings(
-            pipeline.endpoints["search"]["url"], f"{pipeline.run.index_prefix}readings-*"
+            pipeline.endpoints["search"], f"{pipeline.run.index_prefix}readings-*"
         )
         result["readings_stored"] = stored
         result["readings_acked"] = sum(s["acked_total"] for s in result["steps"])

@@ -45,6 +45,7 @@ from cloud_processor.config import (
 from cloud_processor.documents import reading_doc, reading_id
 from cloud_processor.factory import build_processor
 from cloud_processor.rules import FleetRules
+from deploy.local.stack import LocalStack
 from stagekit.kafka import (
     KafkaTarget,
     connection_keys,
@@ -52,9 +53,10 @@ from stagekit.kafka import (
     delete_topics,
     settings_for,
 )
+from stagekit.search import SearchSettings as Server
 from stagekit.search import api as search
+from stagekit.search import make_backend
 from stagekit.search.api import SearchError
-from stagekit.search.backends import OpenSearchBackend
 from stagekit.search.indices import INDEXES, IndexNames, index_templates
 from telemetry_contract import Reading, encode, kafka_key, kafka_topics
 
@@ -106,11 +108,16 @@ async def produce(kafka: KafkaTarget, topic: str, readings: list[Reading]) -> No
         await producer.stop()
 
 
-def bare_loader(url: str, names: IndexNames, readings: list[Reading]) -> float:
-    """The limit: official client, helpers.bulk, same documents and ids."""
+def bare_loader(server: Server, names: IndexNames, readings: list[Reading]) -> float:
+    """The limit: official client, helpers.bulk, same documents and ids (same TLS and login)."""
     from opensearchpy import OpenSearch, helpers
 
-    client = OpenSearch(hosts=[url], timeout=60)
+    client = OpenSearch(
+        hosts=[server.url],
+        http_auth=(server.username, server.password) if server.username else None,
+        ca_certs=server.ca_file or None,
+        timeout=60,
+    )
     for name, body in index_templates(names).items():
         client.indices.put_index_template(name=name, body=body)
     actions = (
@@ -196,8 +203,8 @@ def rule_cost(readings: list[Reading]) -> float:
     return (time.perf_counter() - started) / len(readings) * 1e6
 
 
-async def cleanup(url: str, *names: IndexNames) -> None:
-    backend = OpenSearchBackend(url)
+async def cleanup(server: Server, *names: IndexNames) -> None:
+    backend = make_backend(server)
     for n in names:
         with contextlib.suppress(SearchError):
             await backend.perform(search.delete_index(f"{n.prefix}*"))
@@ -216,7 +223,9 @@ async def main() -> None:
         default="",
         help="a plaintext Kafka host:port (default: the local stack's Kafka, SASL_SSL as admin)",
     )
-    ap.add_argument("--search", default="http://127.0.0.1:19200")
+    ap.add_argument(
+        "--search", default="", help="search URL (default: the local stack's, as admin)"
+    )
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument(
         "--commit-interval",
@@ -228,12 +237,12 @@ async def main() -> None:
         "--rounds", type=int, default=3, help="bare/processor/bare rounds (median reported)"
     )
     args = ap.parse_args()
-    if not args.bootstrap:
-        from deploy.local.stack import LocalStack
-
-        args.kafka = LocalStack().endpoints()["kafka"]
-    else:
-        args.kafka = args.bootstrap
+    endpoints = LocalStack().endpoints()
+    args.kafka = args.bootstrap or endpoints["kafka"]
+    endpoint = endpoints["search"]
+    if args.search:
+        endpoint = {**endpoint, "url": args.search}
+    server = Server.from_endpoint(endpoint, "admin")  # writes its own prefixes
 
     run = f"bench{uuid.uuid4().hex[:6]}"
     topics = kafka_topics(run)
@@ -262,8 +271,8 @@ async def main() -> None:
         bare_b = IndexNames(f"{run}-r{r}-bare2-")
         proc_names = IndexNames(f"{run}-r{r}-proc-")
         try:
-            before = await asyncio.to_thread(bare_loader, args.search, bare_a, readings)
-            await cleanup(args.search, bare_a)
+            before = await asyncio.to_thread(bare_loader, server, bare_a, readings)
+            await cleanup(server, bare_a)
             cfg = ProcessorConfig(
                 kafka=KafkaSettings(
                     **connection_keys(args.kafka, "processor"),
@@ -274,16 +283,18 @@ async def main() -> None:
                     poll_timeout_ms=200,
                     commit_interval_s=args.commit_interval,
                 ),
-                search=SearchSettings(url=args.search, index_prefix=proc_names.prefix),
+                search=SearchSettings.from_endpoint(
+                    endpoint, "admin", index_prefix=proc_names.prefix
+                ),
                 rules=RULES,
                 alerts=AlertSettings(),
                 http=HttpSettings(enabled=False),
             )
             rate, info = await processor_run(cfg, n)
-            await cleanup(args.search, proc_names)
-            after = await asyncio.to_thread(bare_loader, args.search, bare_b, readings)
+            await cleanup(server, proc_names)
+            after = await asyncio.to_thread(bare_loader, server, bare_b, readings)
         finally:
-            await cleanup(args.search, bare_a, bare_b, proc_names)
+            await cleanup(server, bare_a, bare_b, proc_names)
         # The limit: mean of a bare run just before and one just after the
         # processor's (cancels warm-up and load drift between the runs).
         limit = (before + after) / 2

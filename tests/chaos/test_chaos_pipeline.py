@@ -86,8 +86,10 @@ import pytest
 
 from cloud_processor.testing import TcpProxy
 from deploy.local.stack import STACK_DIR_ENV, LocalStack, free_port
+from stagekit.search import SearchSettings
 from telemetry_contract import kafka_topics
 from testsupport.chaos import PortWatch, committed_offsets, kill9, port_refuses, readings_after
+from testsupport.search import admin_settings
 from thermowatch import accounting as acc
 from thermowatch.demo import (
     DemoFleet,
@@ -266,8 +268,8 @@ class Rig:
         return self.stack.endpoints()
 
     @property
-    def url(self) -> str:
-        return str(self.endpoints["search"]["url"])
+    def search(self) -> SearchSettings:
+        return admin_settings(self.endpoints["search"])
 
     @property
     def kafka(self) -> dict[str, Any]:
@@ -348,10 +350,12 @@ class Rig:
         return acc.allocated_from_outboxes({d: paths[d] for d in devices or self.devices})
 
     def stored(self, devices: list[str]) -> dict[tuple[str, int], int]:
-        return acc.fetch_stored(self.url, f"{self.run.index_prefix}readings-*", devices)
+        return acc.fetch_stored(self.search, f"{self.run.index_prefix}readings-*", devices)
 
     def alerts(self, devices: list[str] | None = None) -> list[acc.AlertDoc]:
-        return acc.fetch_alerts(self.url, f"{self.run.index_prefix}alerts", devices or self.devices)
+        return acc.fetch_alerts(
+            self.search, f"{self.run.index_prefix}alerts", devices or self.devices
+        )
 
     def changes(self) -> list[acc.PublishedChange]:
         return asyncio.run(acc.fetch_alert_changes(self.kafka, self.topics.alerts))

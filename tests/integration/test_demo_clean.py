@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from stagekit.kafka import KafkaTarget, settings_for
+from testsupport.search import admin_session
 from thermowatch.demo.clean import clean_demo_runs, list_runs
 
 pytestmark = pytest.mark.integration
@@ -62,7 +62,7 @@ def test_clean_removes_all_but_the_newest_runs(
     topics = [f"demo.{rid}.telemetry" for rid in (old, middle, new, lookalike)]
     asyncio.run(_make_topics(kafka, topics))
     indices = [f"demo-{rid}-alerts" for rid in (old, middle, new, lookalike)]
-    with requests.Session() as http:
+    with admin_session(stack["search"]) as http:
         for name in indices:
             http.put(f"{url}/{name}", timeout=30).raise_for_status()
             http.put(

@@ -26,23 +26,23 @@ from typing import Any
 
 import msgspec
 import pytest
-import requests
 
 from deploy.local.stack import LocalStack
 from kibana.app import live_check
 from kibana.objects import build_objects, to_ndjson
 from stagekit.search import SearchSettings
 from stagekit.search.indices import INDEXES
+from testsupport.search import admin_session
 from thermowatch.demo.clean import clean_demo_runs
 from thermowatch.demo.run import DemoRun
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
-def _indices(url: str, pattern: str) -> list[str]:
-    with requests.Session() as http:
+def _indices(endpoint: dict[str, Any], pattern: str) -> list[str]:
+    with admin_session(endpoint) as http:
         resp = http.get(
-            f"{url}/_cat/indices/{pattern}",
+            f"{endpoint['url']}/_cat/indices/{pattern}",
             params={"format": "json", "h": "index", "expand_wildcards": "all"},
             timeout=30,
         )
@@ -116,8 +116,8 @@ def test_demo_on_elasticsearch_is_exact_and_kibana_check_passes_on_its_live_mapp
         run = DemoRun.load(local_stack.root / "demo" / run_id)
         assert run.search_backend == "elasticsearch"
         prefix = run.index_prefix
-        assert _indices(endpoints["search"]["url"], f"{prefix}*") == []
-        on_es = _indices(es_url, f"{prefix}*")
+        assert _indices(endpoints["search"], f"{prefix}*") == []
+        on_es = _indices({"url": es_url}, f"{prefix}*")
         for spec in INDEXES:
             pattern = run.indices.pattern(spec)
             assert any(i == pattern or i.startswith(pattern[:-1]) for i in on_es), (pattern, on_es)
@@ -153,6 +153,6 @@ def test_demo_on_elasticsearch_is_exact_and_kibana_check_passes_on_its_live_mapp
         if run_id:
             report = clean_demo_runs(local_stack.root, endpoints, only=[run_id])
             assert report.errors == [], report.errors
-            assert _indices(es_url, f"demo-{run_id}-*") == []
+            assert _indices({"url": es_url}, f"demo-{run_id}-*") == []
         if not es_was_up and os.environ.get("THERMOWATCH_KEEP_STACK") != "1":
             local_stack.down(["elasticsearch"])

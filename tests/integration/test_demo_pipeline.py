@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from stagekit.kafka import settings_for
+from testsupport.search import admin_session
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -88,10 +89,8 @@ def test_short_demo_loses_nothing_stores_nothing_twice_and_alerts(
 def assert_lost_reading_exits_1(run: Any, endpoints: dict[str, Any], summary_path: Path) -> None:
     """Delete one stored reading, count the run again with ``thermowatch demo account``:
     the command (the demo's own accounting and exit path) reports it lost and exits 1."""
-    import requests
-
     device, seq = run.devices[0], 5
-    with requests.Session() as http:
+    with admin_session(endpoints["search"]) as http:
         answer = http.post(
             f"{endpoints['search']['url']}/{run.indices.readings_pattern}/_delete_by_query"
             "?refresh=true&conflicts=proceed",
@@ -131,12 +130,11 @@ def assert_lost_reading_exits_1(run: Any, endpoints: dict[str, Any], summary_pat
 
 async def _drop_run(run: Any, endpoints: dict[str, Any]) -> None:
     """Delete the run's indices and Kafka topics (the stack is shared and long-lived)."""
-    import requests
     from aiokafka.admin import AIOKafkaAdminClient
 
     from telemetry_contract import kafka_topics
 
-    with requests.Session() as http:
+    with admin_session(endpoints["search"]) as http:
         http.delete(
             f"{endpoints['search']['url']}/{run.index_prefix}*"
             "?ignore_unavailable=true&allow_no_indices=true",

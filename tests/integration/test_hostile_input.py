@@ -34,6 +34,7 @@ import pytest
 from deploy.local.mqtt_auth import client_id_for
 from deploy.local.stack import free_port
 from stagekit.kafka import connection_keys, settings_for
+from testsupport.search import admin_login, admin_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -261,7 +262,7 @@ def test_one_hostile_device_cannot_stall_crash_or_flood_the_fleet(
         web_file,
         {
             "http": {"host": "127.0.0.1", "port": web_port},
-            "search": {"url": endpoints["search"]["url"], "index_prefix": run.index_prefix},
+            "search": {**admin_login(endpoints["search"]), "index_prefix": run.index_prefix},
             "kafka": {
                 **connection_keys(endpoints["kafka"], "web"),
                 "topic_prefix": run.kafka_prefix,
@@ -324,7 +325,9 @@ def test_one_hostile_device_cannot_stall_crash_or_flood_the_fleet(
         expected_old = {(hostile, HOSTILE_SEQ + OLD_OFFSET + i) for i in range(PER_CLASS)}
         stored = _wait_stored(
             lambda: fetch_stored(
-                endpoints["search"]["url"], f"{run.index_prefix}readings*", [*devices, hostile]
+                admin_settings(endpoints["search"]),
+                f"{run.index_prefix}readings*",
+                [*devices, hostile],
             ),
             expected | expected_old,
             within=240.0,

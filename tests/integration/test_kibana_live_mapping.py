@@ -42,6 +42,7 @@ from telemetry_contract import (
     decode_as,
     decode_incident_change,
 )
+from testsupport.search import admin_settings
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +61,7 @@ def golden_readings() -> list[Reading]:
 def server(request: pytest.FixtureRequest, stack: dict[str, Any]) -> Iterator[SearchSettings]:
     """The stack's OpenSearch, then its Elasticsearch (started for this module if needed)."""
     if request.param == "opensearch":
-        yield SearchSettings(backend="opensearch", url=stack["search"]["url"])
+        yield admin_settings(stack["search"], backend="opensearch")
         return
     local = LocalStack()
     result = local.up(["elasticsearch"], timeout=240.0)
@@ -156,10 +157,13 @@ async def written(server: SearchSettings) -> AsyncIterator[tuple[SearchSettings,
         await backend.close()
 
 
-def _count(url: str, pattern: str, field: str | None = None) -> int:
+def _count(server: SearchSettings, pattern: str, field: str | None = None) -> int:
     body = {"query": {"exists": {"field": field}}} if field else {"query": {"match_all": {}}}
     with requests.Session() as s:
-        resp = s.post(f"{url}/{pattern}/_count", json=body, timeout=30)
+        s.auth = (server.username, server.password) if server.username else None
+        # per request: a session's verify loses to REQUESTS_CA_BUNDLE
+        verify = server.ca_file or True
+        resp = s.post(f"{server.url}/{pattern}/_count", json=body, timeout=30, verify=verify)
         resp.raise_for_status()
         return int(resp.json()["count"])
 
@@ -168,13 +172,12 @@ async def test_every_referenced_field_exists_in_the_live_mapping_with_the_right_
     written: tuple[SearchSettings, IndexNames],
 ) -> None:
     server, names = written
-    url = server.url
     objects = build_objects(names.prefix)
     patterns = sorted({o["attributes"]["title"] for o in objects if o["type"] == "index-pattern"})
     assert patterns == sorted(names.pattern(s) for s in INDEXES)
     # the data views match indices that really hold documents
     for pattern in patterns:
-        assert await asyncio.to_thread(_count, url, pattern) > 0, pattern
+        assert await asyncio.to_thread(_count, server, pattern) > 0, pattern
 
     live, problems = await asyncio.to_thread(live_field_types_for, server, patterns)
     assert problems == []
@@ -192,7 +195,7 @@ async def test_every_referenced_field_exists_in_the_live_mapping_with_the_right_
     assert check_fields(objects, live) == []
     # and the processor really writes every one of them (no panel stays empty)
     for pattern, field in sorted({(u.data_view, u.field) for u in uses}):
-        assert await asyncio.to_thread(_count, url, pattern, field) > 0, (pattern, field)
+        assert await asyncio.to_thread(_count, server, pattern, field) > 0, (pattern, field)
     # the same check through the public entry point (thermowatch kibana check --search-url)
     assert await asyncio.to_thread(live_check, to_ndjson(objects), server) == []
 
@@ -218,14 +221,18 @@ async def test_a_field_the_live_mapping_lacks_or_types_differently_is_reported(
 
 
 async def test_check_command_against_the_live_server(
-    written: tuple[SearchSettings, IndexNames], capsys: pytest.CaptureFixture[str]
+    written: tuple[SearchSettings, IndexNames],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from thermowatch.cli import main
 
     server, names = written
-    url = server.url
-    argv = ["kibana", "check", "--prefix", names.prefix, "--search-url", url]
+    argv = ["kibana", "check", "--prefix", names.prefix, "--search-url", server.url]
     argv += ["--search-backend", server.backend]
+    if server.username:  # the password from the environment, never on the command line
+        argv += ["--search-user", server.username, "--search-ca-file", server.ca_file]
+        monkeypatch.setenv("SEARCH_PASSWORD", server.password)
     code = await asyncio.to_thread(main, argv)
     out, err = capsys.readouterr()
     assert code == 0, err

@@ -195,7 +195,7 @@ async def test_redelivered_batch_is_stored_once_409_is_already_stored(storage: S
 async def test_processor_on_elasticsearch_stores_the_golden_pipeline_and_warns_without_ilm(
     stack: dict[str, Any], elastic_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    env = _pipeline.Env({**stack, "search": {**stack["search"], "url": elastic_url}})
+    env = _pipeline.Env({**stack, "search": {"url": elastic_url}})  # no users: no security
     await env.backend.close()  # Env's OpenSearch client: not used here
     cfg = env.config()
     cfg = msgspec.structs.replace(

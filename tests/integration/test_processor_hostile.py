@@ -26,10 +26,10 @@ from cloud_processor.factory import build_processor
 from stagekit.kafka import connection_keys, create_topics, delete_topics, settings_for
 from stagekit.search import api as search
 from stagekit.search.api import SearchError
-from stagekit.search.backends import OpenSearchBackend
 from stagekit.search.indices import INDEXES, IndexNames
 from telemetry_contract import DeadLetter, Reading, decode, encode, kafka_topics
 from telemetry_contract.deadletter import DEADLETTER_LIMIT
+from testsupport.search import admin_backend
 
 pytestmark = pytest.mark.integration
 
@@ -79,8 +79,8 @@ class Env:
         self.topics = kafka_topics(self.prefix)
         self.kafka = stack["kafka"]
         self.names = IndexNames(f"{self.prefix}-")
-        self.search_url = stack["search"]["url"]
-        self.backend = OpenSearchBackend(self.search_url)
+        self.search = stack["search"]
+        self.backend = admin_backend(self.search)
 
     def config(self) -> ProcessorConfig:
         return ProcessorConfig(
@@ -94,8 +94,9 @@ class Env:
                 max_batch=50,  # hostile and valid records share batches
                 session_timeout_ms=10_000,
             ),
-            search=SearchSettings(
-                url=self.search_url,
+            search=SearchSettings.from_endpoint(
+                self.search,
+                "admin",
                 index_prefix=self.names.prefix,
                 refresh_interval="1s",
                 retry_initial_s=0.2,

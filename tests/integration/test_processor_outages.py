@@ -34,10 +34,10 @@ from cloud_processor.testing import TcpProxy, WebhookReceiver
 from stagekit.kafka import KafkaTarget, connection_keys, create_topics, delete_topics, settings_for
 from stagekit.search import api as search
 from stagekit.search.api import SearchError
-from stagekit.search.backends import OpenSearchBackend
 from stagekit.search.indices import INDEXES, IndexNames
 from telemetry_contract import Reading, encode, kafka_key, kafka_topics
 from testsupport.kafka_config import kafka_toml
+from testsupport.search import admin_backend, login_toml, proxied_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -58,10 +58,10 @@ class Env:
         self.prefix = f"t{uuid.uuid4().hex[:8]}"
         self.topics = kafka_topics(self.prefix)
         self.kafka = stack["kafka"]
-        self.search_url = stack["search"]["url"]
+        self.search = stack["search"]
         self.search_port = int(stack["search"]["port"])
         self.names = IndexNames(f"{self.prefix}-")
-        self.backend = OpenSearchBackend(self.search_url)
+        self.backend = admin_backend(self.search)
 
     async def count(self, pattern: str, query: dict[str, Any] | None = None) -> int:
         try:
@@ -170,8 +170,10 @@ async def test_search_down_30s_pauses_and_resumes_losing_nothing(env: Env) -> No
             max_batch=100,
             publish_alerts=False,
         ),
-        search=SearchSettings(
-            url=proxy.url,
+        search=SearchSettings.from_endpoint(
+            env.search,
+            "admin",
+            url=proxied_url(env.search, proxy.port),
             index_prefix=env.names.prefix,
             timeout_s=5.0,
             retry_initial_s=0.2,
@@ -228,7 +230,7 @@ max_batch = 50
 session_timeout_ms = 6000
 
 [search]
-url = "{env.search_url}"
+{login_toml(env.search)}
 index_prefix = "{env.names.prefix}"
 refresh_interval = "1s"
 retry_initial_s = 0.2

@@ -41,7 +41,6 @@ from cloud_processor.testing import FakeProducer, WebhookReceiver
 from stagekit.kafka import KafkaTarget, connection_keys, create_topics, delete_topics, settings_for
 from stagekit.search import api as search
 from stagekit.search.api import SearchError
-from stagekit.search.backends import OpenSearchBackend
 from stagekit.search.indices import INDEXES, IndexNames
 from telemetry_contract import (
     Alert,
@@ -63,6 +62,7 @@ from telemetry_contract import (
     kafka_key,
     kafka_topics,
 )
+from testsupport.search import admin_backend
 
 pytestmark = pytest.mark.integration
 
@@ -117,9 +117,9 @@ class Env:
         self.prefix = f"t{uuid.uuid4().hex[:8]}"
         self.topics = kafka_topics(self.prefix)
         self.kafka = stack["kafka"]
-        self.search_url = stack["search"]["url"]
+        self.search = stack["search"]
         self.names = IndexNames(f"{self.prefix}-")
-        self.backend = OpenSearchBackend(self.search_url)
+        self.backend = admin_backend(self.search)
 
     def config(
         self,
@@ -141,8 +141,10 @@ class Env:
                 max_batch=500,
                 session_timeout_ms=10_000,
             ),
-            search=SearchSettings(
-                url=search_url or self.search_url,
+            search=SearchSettings.from_endpoint(
+                self.search,
+                "admin",
+                **({"url": search_url} if search_url else {}),
                 index_prefix=self.names.prefix,
                 refresh_interval="1s",
                 retry_initial_s=0.2,

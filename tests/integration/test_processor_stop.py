@@ -30,12 +30,13 @@ from aiokafka import AIOKafkaProducer
 from cloud_processor.app import STOP_GRACE_S
 from cloud_processor.testing import TcpProxy
 from stagekit.kafka import KafkaTarget, create_topics, delete_topics, settings_for
+from stagekit.search import ThreadedBackend
 from stagekit.search import api as search
 from stagekit.search.api import SearchError
-from stagekit.search.backends import OpenSearchBackend
 from stagekit.search.indices import INDEXES, IndexNames
 from telemetry_contract import Reading, encode, kafka_key, kafka_topics
 from testsupport.kafka_config import kafka_toml
+from testsupport.search import admin_backend, login_toml, proxied_url
 
 pytestmark = [pytest.mark.integration]
 
@@ -69,6 +70,7 @@ class Run:
         self.prefix = f"t{uuid.uuid4().hex[:8]}"
         self.topics = kafka_topics(self.prefix)
         self.kafka: KafkaTarget = stack["kafka"]
+        self.search: dict[str, Any] = stack["search"]
         self.search_url: str = stack["search"]["url"]
         self.names = IndexNames(f"{self.prefix}-")
         self.config = tmp / "processor.toml"
@@ -86,7 +88,7 @@ group_id = "{self.prefix}-processor"
 session_timeout_ms = 6000
 
 [search]
-url = "{search_url}"
+{login_toml(self.search, search_url)}
 index_prefix = "{self.names.prefix}"
 retry_initial_s = 0.2
 retry_max_s = 1.0
@@ -161,7 +163,7 @@ async def run(stack: dict[str, Any], tmp_path: Path) -> AsyncIterator[Run]:
     )
     yield r
     r.kill()
-    backend = OpenSearchBackend(r.search_url)
+    backend = admin_backend(r.search)
     with contextlib.suppress(SearchError):
         await backend.perform(search.delete_index(f"{r.names.prefix}*"))
     for spec in INDEXES:
@@ -245,7 +247,7 @@ async def _produce(kafka: KafkaTarget, topic: str, n: int) -> None:
         await producer.stop()
 
 
-async def _stored(backend: OpenSearchBackend, pattern: str) -> int:
+async def _stored(backend: ThreadedBackend, pattern: str) -> int:
     try:
         await backend.perform(search.refresh(pattern))
         answer = await backend.perform(
@@ -262,9 +264,9 @@ async def test_search_down_at_run_time_stops_on_sigterm_losing_nothing(run: Run)
     host, port = run.search_url.rsplit("/", 1)[1].rsplit(":", 1)
     proxy = TcpProxy(host, int(port))
     await proxy.start()
-    backend = OpenSearchBackend(run.search_url)
+    backend = admin_backend(run.search)
     try:
-        run.start(kafka=run.kafka, search_url=proxy.url)
+        run.start(kafka=run.kafka, search_url=proxied_url(run.search, proxy.port))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60
         while not await run.ready():
@@ -276,7 +278,7 @@ async def test_search_down_at_run_time_stops_on_sigterm_losing_nothing(run: Run)
         assert await run.stop_within(STOP_GRACE_S + 1) == 0
         assert "event=stop_cut_short" in "\n".join(run.lines())
         await proxy.restore()
-        run.start(kafka=run.kafka, search_url=proxy.url)
+        run.start(kafka=run.kafka, search_url=proxied_url(run.search, proxy.port))
         deadline = loop.time() + 90
         while await _stored(backend, run.names.readings_pattern) < 50:
             assert loop.time() < deadline, "\n".join(run.lines())

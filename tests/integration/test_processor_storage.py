@@ -16,18 +16,19 @@ from cloud_processor.aggregates import DirtyWindows
 from cloud_processor.documents import Action, BulkItem, reading_doc, reading_id
 from cloud_processor.storage import Storage
 from kibana.check import live_field_types, spec_field_types
+from stagekit.search import ThreadedBackend
 from stagekit.search import api as search
 from stagekit.search.api import SearchError
-from stagekit.search.backends import OpenSearchBackend
 from stagekit.search.indices import ALERTS, INDEXES, IndexNames
 from telemetry_contract import Reading, decode_as
+from testsupport.search import admin_backend, search_section
 
 pytestmark = pytest.mark.integration
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "messages" / "valid"
 
 
-async def drop_prefix(backend: OpenSearchBackend, names: IndexNames) -> None:
+async def drop_prefix(backend: ThreadedBackend, names: IndexNames) -> None:
     """Delete every index and template under the test's prefix."""
     with contextlib.suppress(SearchError):
         await backend.perform(search.delete_index(f"{names.prefix}*"))
@@ -38,7 +39,7 @@ async def drop_prefix(backend: OpenSearchBackend, names: IndexNames) -> None:
 
 @pytest.fixture
 async def storage(stack: dict[str, Any]) -> AsyncIterator[Storage]:
-    backend = OpenSearchBackend(stack["search"]["url"])
+    backend = admin_backend(stack["search"])
     names = IndexNames(f"t{uuid.uuid4().hex[:8]}-")
     st = Storage(backend, names, retry_initial_s=0.1, retry_max_s=1.0)
     await st.ensure_schema()
@@ -187,7 +188,7 @@ def test_ack_command_marks_alert_and_survives_processor_updates(
     names = IndexNames(f"t{uuid.uuid4().hex[:8]}-")
     cfg = tmp_path / "p.toml"
     cfg.write_text(
-        f'[search]\nurl = "{stack["search"]["url"]}"\nindex_prefix = "{names.prefix}"\n',
+        search_section(stack["search"], index_prefix=names.prefix),
         encoding="utf-8",
     )
     alert = Alert(
@@ -204,7 +205,7 @@ def test_ack_command_marks_alert_and_survives_processor_updates(
     )
 
     async def setup() -> None:
-        backend = OpenSearchBackend(stack["search"]["url"])
+        backend = admin_backend(stack["search"])
         st = Storage(backend, names)
         await st.ensure_schema()
         await st.write([st.alert_item(alert)])
@@ -213,7 +214,7 @@ def test_ack_command_marks_alert_and_survives_processor_updates(
     async def later_update_and_read() -> dict[str, Any]:
         from msgspec.structs import replace
 
-        backend = OpenSearchBackend(stack["search"]["url"])
+        backend = admin_backend(stack["search"])
         st = Storage(backend, names)
         await st.write([st.alert_item(replace(alert, status=AlertStatus.RESOLVED, version=2))])
         got: dict[str, Any] = await backend.perform(search.get_doc(names.alerts, alert.alert_id))
@@ -237,7 +238,7 @@ async def test_an_alerts_index_created_by_an_earlier_release_takes_new_fields(
     document would be refused."""
     from telemetry_contract import Alert, AlertStatus, Rule, Severity
 
-    backend = OpenSearchBackend(stack["search"]["url"])
+    backend = admin_backend(stack["search"])
     names = IndexNames(f"t{uuid.uuid4().hex[:8]}-")
     old = ALERTS.mappings()
     del old["properties"]["confirmed"]  # the mapping as the release before wrote it

@@ -227,7 +227,13 @@ async def test_kafka_idempotent_produce_and_group_commit(stack: dict[str, Any]) 
 
 @pytest.fixture
 def search(stack: dict[str, Any]) -> Iterator[OpenSearch]:
-    client = OpenSearch(hosts=[stack["search"]["url"]], timeout=TIMEOUT)
+    ep = stack["search"]
+    client = OpenSearch(
+        hosts=[ep["url"]],
+        http_auth=("admin", ep["users"]["admin"]),
+        ca_certs=ep["ca_file"],
+        timeout=TIMEOUT,
+    )
     try:
         yield client
     finally:
@@ -301,7 +307,7 @@ def test_stack_status_json(stack: dict[str, Any], capsys: pytest.CaptureFixture[
     assert set(status["kafka"]) == {"host", "port", "pid", "bootstrap", "tls", "auth", *client}
     assert (status["kafka"]["tls"], status["kafka"]["auth"]) == (True, "scram-sha-512")
     assert "users" not in status["kafka"]  # passwords stay out of status
-    assert set(status["search"]) >= {"host", "port", "pid", "url", "tls", "auth"}
+    assert set(status["search"]) == {"host", "port", "pid", "url", "ca_file", "tls", "auth"}
     assert status["mosquitto"]["auth"] == "password"  # allow_anonymous false
     assert all(isinstance(entry["pid"], int) for entry in status.values())
     assert status["kafka"]["bootstrap"] == stack["kafka"]["bootstrap"]

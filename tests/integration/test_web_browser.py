@@ -80,7 +80,7 @@ def incident_rows(driver: Any) -> dict[str, dict[str, Any]]:
 async def test_page_lists_devices_and_shows_an_injected_alert(
     stack: dict[str, Any], browser: Any
 ) -> None:
-    async with live_pipeline(stack["kafka"], stack["search"]["url"], critical_high_c=9.0) as p:
+    async with live_pipeline(stack["kafka"], stack["search"], critical_high_c=9.0) as p:
         now = int(time.time() * 1000)
         history: list[Any] = []
         for i, (dev, site) in enumerate(DEVICES):

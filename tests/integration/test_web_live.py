@@ -72,7 +72,7 @@ async def first_alert_record(p: LivePipeline, consumer: AIOKafkaConsumer) -> Any
 async def test_alert_reaches_state_and_event_stream_within_a_second(
     stack: dict[str, Any],
 ) -> None:
-    async with live_pipeline(stack["kafka"], stack["search"]["url"]) as p:
+    async with live_pipeline(stack["kafka"], stack["search"]) as p:
         now = int(time.time() * 1000)
         await p.send(
             [
@@ -189,10 +189,10 @@ async def test_view_picks_up_topics_created_after_it_started(stack: dict[str, An
     from telemetry_contract import encode, kafka_key, kafka_topics
     from thermowatch.web.testing import web_config
 
-    kafka, search_url = stack["kafka"], stack["search"]["url"]
+    kafka, search_endpoint = stack["kafka"], stack["search"]
     prefix = f"wl{uuid.uuid4().hex[:8]}"
     topics = kafka_topics(prefix)
-    web = WebApp(web_config(prefix, kafka, search_url))
+    web = WebApp(web_config(prefix, kafka, search_endpoint))
     await web.start()
     producer = AIOKafkaProducer(**settings_for(kafka).client_options(), acks="all")
     try:
@@ -230,7 +230,6 @@ async def test_open_incidents_are_read_before_many_resolved_ones(stack: dict[str
     newer; an index that does not exist yet answers with none."""
     from stagekit.search import IndexNames
     from stagekit.search import api as search
-    from stagekit.search.backends import OpenSearchBackend
     from stagekit.search.incidents import incident_doc
     from stagekit.search.indices import index_templates
     from telemetry_contract import (
@@ -241,14 +240,16 @@ async def test_open_incidents_are_read_before_many_resolved_ones(stack: dict[str
         IncidentStatus,
         Severity,
     )
+    from testsupport.search import admin_backend
     from thermowatch.web.config import SearchSettings
     from thermowatch.web.search import SearchSource
 
-    url = stack["search"]["url"]
     names = IndexNames(f"wi{uuid.uuid4().hex[:8]}-")
-    backend = OpenSearchBackend(url)
+    backend = admin_backend(stack["search"])
     source = SearchSource(
-        SearchSettings(url=url, index_prefix=names.prefix, max_alerts=10),
+        SearchSettings.from_endpoint(
+            stack["search"], "admin", index_prefix=names.prefix, max_alerts=10
+        ),
         points=1,
         backend=backend,
     )

@@ -41,6 +41,26 @@ def kibana() -> Iterator[FakeKibana]:
         yield k
 
 
+@pytest.fixture
+def key_file(tmp_path: Path) -> str:
+    """The API key in a file: a key is never a command-line argument."""
+    path = tmp_path / "kibana.key"
+    path.write_text(API_KEY + "\n", encoding="utf-8")
+    return str(path)
+
+
+def test_the_api_key_is_never_a_command_line_option(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert run("status", "--url", "http://127.0.0.1:9", "--api-key", API_KEY) == 1
+    err = capsys.readouterr().err
+    assert "--api-key-file FILE" in err and API_KEY not in err
+    empty = tmp_path / "empty.key"
+    empty.write_text("\n", encoding="utf-8")
+    assert run("status", "--url", "http://127.0.0.1:9", "--api-key-file", str(empty)) == 1
+    assert f"--api-key-file: {empty} is empty" in capsys.readouterr().err
+
+
 def committed_ids() -> set[tuple[str, str]]:
     return {(o["type"], o["id"]) for o in build_objects()}
 
@@ -53,24 +73,26 @@ def run(*argv: str) -> int:
 
 
 def test_import_succeeds_twice_in_a_row(
-    kibana: FakeKibana, capsys: pytest.CaptureFixture[str]
+    kibana: FakeKibana,
+    capsys: pytest.CaptureFixture[str],
+    key_file: str,
 ) -> None:
-    assert run("import", "--url", kibana.url, "--api-key", API_KEY) == 0
+    assert run("import", "--url", kibana.url, "--api-key-file", key_file) == 0
     first = capsys.readouterr().out
     stored_once = kibana.objects()
     assert set(stored_once) == committed_ids()
     assert first.count("ok     ") == len(committed_ids())
     assert ": created" in first and "FAILED" not in first
 
-    assert run("import", "--url", kibana.url, "--api-key", API_KEY) == 0
+    assert run("import", "--url", kibana.url, "--api-key-file", key_file) == 0
     second = capsys.readouterr().out
     assert second.count(": overwritten") == len(committed_ids())
     assert kibana.objects() == stored_once  # same objects, nothing duplicated
     assert f"imported {len(committed_ids())} object(s)" in second
 
 
-def test_import_request_follows_the_documented_api(kibana: FakeKibana) -> None:
-    assert run("import", "--url", kibana.url, "--api-key", API_KEY) == 0
+def test_import_request_follows_the_documented_api(kibana: FakeKibana, key_file: str) -> None:
+    assert run("import", "--url", kibana.url, "--api-key-file", key_file) == 0
     posts = [r for r in kibana.requests if r.method == "POST"]
     assert len(posts) == 1
     req = posts[0]
@@ -84,14 +106,19 @@ def test_import_request_follows_the_documented_api(kibana: FakeKibana) -> None:
 
 
 def test_wrong_api_key_fails_with_a_clear_message_and_no_secret(
-    kibana: FakeKibana, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    kibana: FakeKibana,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     wrong = "d3Jvbmcta2V5LXRoYXQtbXVzdC1ub3QtbGVhaw=="
-    assert run("import", "--url", kibana.url, "--api-key", wrong) == 1
+    wrong_file = tmp_path / "wrong.key"
+    wrong_file.write_text(wrong + "\n", encoding="utf-8")
+    assert run("import", "--url", kibana.url, "--api-key-file", str(wrong_file)) == 1
     out, err = capsys.readouterr()
     assert "authentication failed (HTTP 401)" in err
-    assert "--api-key" in err  # tells what to fix
+    assert "--api-key-file" in err  # tells what to fix
     for text in (out, err, caplog.text):
         assert wrong not in text
     assert kibana.objects() == {}
@@ -139,10 +166,13 @@ def test_password_in_the_url_is_stripped_from_messages(kibana: FakeKibana) -> No
 
 @pytest.mark.parametrize("version", ["8.8.2", "7.17.18", "10.0.0"])
 def test_unsupported_kibana_is_refused_before_importing(
-    kibana: FakeKibana, version: str, capsys: pytest.CaptureFixture[str]
+    kibana: FakeKibana,
+    version: str,
+    capsys: pytest.CaptureFixture[str],
+    key_file: str,
 ) -> None:
     kibana.version = version
-    assert run("import", "--url", kibana.url, "--api-key", API_KEY) == 1
+    assert run("import", "--url", kibana.url, "--api-key-file", key_file) == 1
     err = capsys.readouterr().err
     assert f"Kibana {version}" in err and "need Kibana >= 8.9.0" in err
     assert kibana.objects() == {}
@@ -174,11 +204,13 @@ def test_5xx_after_every_retry_is_a_clear_error(kibana: FakeKibana) -> None:
 
 
 def test_connection_refused_is_retried_then_reported(
-    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    key_file: str,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     url = f"http://127.0.0.1:{free_port()}"
-    code = run("status", "--url", url, "--api-key", API_KEY, "--retries", "2")
+    code = run("status", "--url", url, "--api-key-file", key_file, "--retries", "2")
     assert code == 1
     err = capsys.readouterr().err
     assert "Kibana unreachable after retries" in err and url in err
@@ -201,12 +233,17 @@ def test_missing_references_are_reported_per_object(kibana: FakeKibana) -> None:
 
 
 def test_broken_objects_are_refused_before_any_request(
-    kibana: FakeKibana, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    kibana: FakeKibana,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    key_file: str,
 ) -> None:
     broken = tmp_path / "broken.ndjson"
     objects = [o for o in build_objects() if o["id"] != "thermowatch-dv-alerts"]
     broken.write_text("".join(json.dumps(o) + "\n" for o in objects))
-    assert run("import", "--url", kibana.url, "--api-key", API_KEY, "--file", str(broken)) == 1
+    assert (
+        run("import", "--url", kibana.url, "--api-key-file", key_file, "--file", str(broken)) == 1
+    )
     err = capsys.readouterr().err
     assert "refusing to import broken saved objects" in err
     assert "index-pattern/thermowatch-dv-alerts is not in the set" in err
@@ -249,9 +286,11 @@ def test_conflict_and_unsupported_type_answers_are_explained() -> None:
     ]
 
 
-def test_cli_reports_failed_objects(kibana: FakeKibana, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reports_failed_objects(
+    kibana: FakeKibana, capsys: pytest.CaptureFixture[str], key_file: str
+) -> None:
     kibana.known_types = frozenset({"index-pattern", "lens"})  # a Kibana without dashboards
-    assert run("import", "--url", kibana.url, "--api-key", API_KEY) == 1
+    assert run("import", "--url", kibana.url, "--api-key-file", key_file) == 1
     out, err = capsys.readouterr()
     assert out.count("FAILED") == 2 and "unsupported_type" in out
     assert "failed for 2 object(s) (unsupported_type)" in err
@@ -286,19 +325,24 @@ def test_fake_enforces_xsrf_multipart_field_and_extension(kibana: FakeKibana) ->
 # -- spaces, export, status ---------------------------------------------------------------
 
 
-def test_space_is_addressed_by_path(kibana: FakeKibana, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run("import", "--url", kibana.url, "--api-key", API_KEY, "--space", "ops") == 0
+def test_space_is_addressed_by_path(
+    kibana: FakeKibana, capsys: pytest.CaptureFixture[str], key_file: str
+) -> None:
+    assert run("import", "--url", kibana.url, "--api-key-file", key_file, "--space", "ops") == 0
     assert set(kibana.objects("ops")) == committed_ids() and kibana.objects() == {}
-    assert run("import", "--url", kibana.url, "--api-key", API_KEY, "--space", "nope") == 1
+    assert run("import", "--url", kibana.url, "--api-key-file", key_file, "--space", "nope") == 1
     assert "does space 'nope' exist?" in capsys.readouterr().err
 
 
 def test_export_returns_what_was_imported(
-    kibana: FakeKibana, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    kibana: FakeKibana,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    key_file: str,
 ) -> None:
-    assert run("import", "--url", kibana.url, "--api-key", API_KEY) == 0
+    assert run("import", "--url", kibana.url, "--api-key-file", key_file) == 0
     out = tmp_path / "export.ndjson"
-    assert run("export", "--url", kibana.url, "--api-key", API_KEY, "--out", str(out)) == 0
+    assert run("export", "--url", kibana.url, "--api-key-file", key_file, "--out", str(out)) == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     summary = lines.pop()
     assert summary["exportedCount"] == len(committed_ids()) and summary["missingRefCount"] == 0
@@ -306,9 +350,11 @@ def test_export_returns_what_was_imported(
 
 
 def test_status_prints_version_and_support(
-    kibana: FakeKibana, capsys: pytest.CaptureFixture[str]
+    kibana: FakeKibana,
+    capsys: pytest.CaptureFixture[str],
+    key_file: str,
 ) -> None:
-    assert run("status", "--url", kibana.url, "--api-key", API_KEY) == 0
+    assert run("status", "--url", kibana.url, "--api-key-file", key_file) == 0
     out = capsys.readouterr().out
     assert f"kibana {kibana.version}" in out and "status=available" in out
     assert "supported (minimum 8.9.0)" in out
@@ -336,10 +382,12 @@ def test_check_version_raises_the_typed_error(kibana: FakeKibana) -> None:
 
 
 def test_forbidden_is_reported_as_a_permission_problem(
-    kibana: FakeKibana, capsys: pytest.CaptureFixture[str]
+    kibana: FakeKibana,
+    capsys: pytest.CaptureFixture[str],
+    key_file: str,
 ) -> None:
     kibana.fail_next = [403]
-    assert run("status", "--url", kibana.url, "--api-key", API_KEY) == 1
+    assert run("status", "--url", kibana.url, "--api-key-file", key_file) == 1
     err = capsys.readouterr().err
     assert "permission denied (HTTP 403)" in err and API_KEY not in err
     assert len(kibana.requests) == 1  # 403 is not retried

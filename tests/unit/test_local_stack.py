@@ -90,6 +90,7 @@ SEARCH_SECURITY = {"tls": False, "auth": "none"}
 
 def test_status_shape_of_a_stopped_stack(tmp_path: Path) -> None:
     stack = LocalStack(tmp_path, mqtt_port=1883, kafka_port=9092, search_port=9200)
+    search_ca = str(stack.root / "search-tls" / "ca.pem")
     assert stack.status() == {
         "mosquitto": {"host": "127.0.0.1", "port": 1883, "pid": None, **MOSQUITTO_SECURITY},
         "kafka": {
@@ -105,7 +106,8 @@ def test_status_shape_of_a_stopped_stack(tmp_path: Path) -> None:
             "host": "127.0.0.1",
             "port": 9200,
             "pid": None,
-            "url": "http://127.0.0.1:9200",
+            "url": "https://127.0.0.1:9200",
+            "ca_file": search_ca,
             **SEARCH_SECURITY,
         },
     }

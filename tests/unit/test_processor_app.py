@@ -13,7 +13,7 @@ from aiokafka.structs import TopicPartition
 
 from cloud_processor.app import Processor
 from cloud_processor.batches import Prepared
-from cloud_processor.config import KafkaSettings, ProcessorConfig, RulesConfig
+from cloud_processor.config import KafkaSettings, ProcessorConfig, RulesConfig, SearchSettings
 from cloud_processor.documents import BulkItem
 from cloud_processor.notifiers import AlertsTopicNotifier, Notifications
 from cloud_processor.storage import BulkTotals
@@ -211,3 +211,15 @@ async def test_notifiers_run_in_their_order_and_batches_in_theirs() -> None:
     assert log == [("topic", 1), ("webhook", 1), ("topic", 2), ("webhook", 2)]
     await chain.close()
     assert slow.closed and fast.closed
+
+
+async def test_an_unprotected_search_connection_is_a_warning_at_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One line naming why (the web view's test covers every reason)."""
+    for search in (SearchSettings(url="http://127.0.0.1:9"), SearchSettings(username="p")):
+        p = _processor(_TP(0), search=search)
+        await p.start()
+        await p.close()
+    warnings = [r.message for r in caplog.records if "event=search_insecure" in r.message]
+    assert len(warnings) == 1 and "plain http" in warnings[0], warnings

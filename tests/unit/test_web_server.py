@@ -12,7 +12,7 @@ import pytest
 
 from stagekit.search.api import Request, SearchError
 from thermowatch.web.app import WebApp, load_assets
-from thermowatch.web.config import HttpSettings, KafkaSettings, WebConfig
+from thermowatch.web.config import HttpSettings, KafkaSettings, SearchSettings, WebConfig
 from thermowatch.web.server import WebServer
 from thermowatch.web.testing import SseClient, get_json
 
@@ -298,3 +298,29 @@ async def test_the_incidents_poll_leaves_an_outage_to_the_full_reload() -> None:
         assert app.search_ok is True and app.incidents_ok is True
     finally:
         await app.close()
+
+
+@pytest.mark.parametrize(
+    ("search", "warned"),
+    [
+        (SearchSettings(url="http://127.0.0.1:9"), "plain http"),
+        (SearchSettings(url="https://127.0.0.1:9"), "no login"),
+        (SearchSettings(username="web", password="pw", verify_certs=False), "not verified"),
+        (SearchSettings(username="web", password="pw"), None),
+    ],
+)
+async def test_an_unprotected_search_connection_is_a_warning_at_start(
+    search: SearchSettings, warned: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = WebConfig(
+        http=HttpSettings(port=0), search=search, kafka=KafkaSettings(bootstrap_servers="")
+    )
+    app = WebApp(cfg, backend=FakeSearch())
+    await app.start()
+    await app.close()
+    lines = [r.message for r in caplog.records if "event=search_insecure" in r.message]
+    if warned is None:
+        assert lines == []
+    else:
+        (line,) = lines
+        assert warned in line and "pw" not in line

@@ -189,10 +189,8 @@ def clean_demo_runs(
     for backend, runs in sorted(_by_search_backend(stack_root, report.runs).items()):
         service = search_service(backend)
         try:
-            server = SearchSettings(
-                backend=backend,  # type: ignore[arg-type]  # a key of SEARCH_SERVICES
-                url=endpoints[service]["url"],
-                timeout_s=30.0,
+            server = SearchSettings.from_endpoint(
+                endpoints[service], "admin", backend=backend, timeout_s=30.0
             )
             indices, templates = _delete_search(server, runs)
         except Exception as exc:

@@ -52,12 +52,7 @@ def processor_config(run: DemoRun, endpoints: Mapping[str, Any]) -> dict[str, An
             "client_id": f"demo-processor-{run.run_id}",
             "commit_interval_s": 1.0,
         },
-        "search": {
-            "backend": run.search_backend,
-            "url": run.search_settings(endpoints).url,
-            "index_prefix": run.index_prefix,
-            "refresh_interval": "1s",
-        },
+        "search": {**_search_block(run, endpoints, "processor"), "refresh_interval": "1s"},
         "rules": {
             "threshold_high_c": 35.0,
             "min_duration_s": 10.0,
@@ -74,21 +69,26 @@ def processor_config(run: DemoRun, endpoints: Mapping[str, Any]) -> dict[str, An
     }
 
 
+def _search_block(run: DemoRun, endpoints: Mapping[str, Any], user: str) -> dict[str, Any]:
+    """The ``[search]`` keys of the run's search server for ``user`` (non-default ones)."""
+    settings = run.search_settings(endpoints, user)
+    keys = ("backend", "url", "username", "password", "ca_file", "index_prefix")
+    return {k: getattr(settings, k) for k in keys if getattr(settings, k)}
+
+
 def web_config(run: DemoRun, endpoints: Mapping[str, Any], port: int = 0) -> dict[str, Any]:
     """The run's web view: the processor's search server and Kafka, the run's prefixes,
     and only the run's devices (the MQTT topics are shared: a device run by hand, or
     another run's fleet, reaches this run's topics through its gateway)."""
     import msgspec
 
-    import stagekit.search
     import stagekit.settings
 
     proc = processor_config(run, endpoints)
-    shared_search = {f.name for f in msgspec.structs.fields(stagekit.search.SearchSettings)}
     shared_kafka = {f.name for f in msgspec.structs.fields(stagekit.settings.KafkaSettings)}
     return {
         "http": {"host": "127.0.0.1", "port": port},
-        "search": {k: v for k, v in proc["search"].items() if k in shared_search},
+        "search": _search_block(run, endpoints, "web"),
         "kafka": {
             **{k: v for k, v in proc["kafka"].items() if k in shared_kafka},
             **connection_keys(endpoints["kafka"], "web"),
@@ -115,8 +115,8 @@ def merge_config(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[
 
 
 def write_toml(path: Path, data: Mapping[str, Any]) -> None:
-    """Write a config file readable by its owner only (it holds MQTT and Kafka passwords):
-    created 0600, never readable by others even for a moment."""
+    """Write a config file readable by its owner only (it holds MQTT, Kafka and search
+    passwords): created 0600, never readable by others even for a moment."""
     import tomli_w
 
     from deploy.local.layout import write_private

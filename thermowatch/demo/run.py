@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from deploy.local.services import search_service as service_of
 from stagekit.kafka import settings_for
 from stagekit.search import IndexNames, SearchSettings
@@ -98,12 +96,14 @@ class DemoRun:
         """The stack service of the run's search server (``search`` or ``elasticsearch``)."""
         return service_of(self.search_backend)
 
-    def search_settings(self, endpoints: Mapping[str, Any]) -> SearchSettings:
-        """The run's search server in the stack, under the run's index prefix."""
-        url = endpoints[self.search_service]["url"]
-        return msgspec.convert(
-            {"backend": self.search_backend, "url": url, "index_prefix": self.index_prefix},
-            SearchSettings,
+    def search_settings(self, endpoints: Mapping[str, Any], user: str = "web") -> SearchSettings:
+        """The run's search server in the stack, under the run's index prefix, as ``user``
+        (the stack's search users: ``processor`` writes, ``web`` reads, ``admin``)."""
+        return SearchSettings.from_endpoint(
+            endpoints[self.search_service],
+            user,
+            backend=self.search_backend,
+            index_prefix=self.index_prefix,
         )
 
     def kafka_settings(self, endpoints: Mapping[str, Any]) -> KafkaSettings:

@@ -26,6 +26,7 @@ from typing import Any, Final
 
 import msgspec
 
+from stagekit.config import mask_url
 from stagekit.kafka import warn_if_insecure
 from stagekit.ratelog import RateLimitedLog
 from stagekit.search import make_backend
@@ -114,6 +115,12 @@ class WebApp:
         """Bind the HTTP server, load from the search server, start following Kafka."""
         cfg = self.config
         self._stop = asyncio.Event()
+        if insecure := cfg.search.insecure():
+            log.warning(
+                "event=search_insecure url=%s detail=%s",
+                mask_url(cfg.search.url),
+                "; ".join(insecure),
+            )
         if self._backend is None:
             self._backend = make_backend(cfg.search)
         self._source = SearchSource(

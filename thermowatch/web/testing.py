@@ -19,7 +19,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -181,7 +181,8 @@ class LivePipeline:
     topics: KafkaTopics
     #: The stack's Kafka endpoint (or settings, or a plaintext ``host:port``).
     kafka: KafkaTarget
-    search_url: str
+    #: The stack's search endpoint (``LocalStack.endpoints()["search"]``).
+    search: Mapping[str, Any]
     processor: Any
     web: WebApp
     producer: Any
@@ -193,7 +194,7 @@ class LivePipeline:
 
     def web_config(self, **kafka: Any) -> WebConfig:
         """A web config for this pipeline's prefixes (port 0)."""
-        return web_config(self.prefix, self.kafka, self.search_url, **kafka)
+        return web_config(self.prefix, self.kafka, self.search, **kafka)
 
     async def send(self, messages: Sequence[Message]) -> None:
         """Produce messages the way the gateway does (topic by type, keyed by device)."""
@@ -208,11 +209,20 @@ class LivePipeline:
         await asyncio.gather(*futures)
 
 
-def web_config(prefix: str, kafka: KafkaTarget, search_url: str, **keys: Any) -> WebConfig:
-    """Web view settings for a private pipeline (port 0, quick reloads), as user ``web``."""
+def web_config(
+    prefix: str, kafka: KafkaTarget, search: Mapping[str, Any], **keys: Any
+) -> WebConfig:
+    """Web view settings for a private pipeline (port 0, quick reloads).
+
+    Kafka as user ``web``; ``search`` is the stack's search endpoint, where the
+    view logs in as ``admin``, since the ``web`` user reads only ``thermowatch-*``
+    and tests use their own prefix.
+    """
     return WebConfig(
         http=HttpSettings(port=0, push_interval_s=0.1, heartbeat_s=5.0),
-        search=SearchSettings(url=search_url, index_prefix=f"{prefix}-", refresh_s=1.0),
+        search=SearchSettings.from_endpoint(
+            search, "admin", index_prefix=f"{prefix}-", refresh_s=1.0
+        ),
         kafka=msgspec.convert(
             {
                 **connection_keys(kafka, "web"),
@@ -238,12 +248,15 @@ def _topic_for(msg: Message, topics: KafkaTopics) -> str:
 @contextlib.asynccontextmanager
 async def live_pipeline(
     kafka: KafkaTarget,
-    search_url: str,
+    search_endpoint: Mapping[str, Any],
     *,
     threshold_high_c: float = 8.0,
     critical_high_c: float | None = None,
 ) -> AsyncIterator[LivePipeline]:
-    """Run the real processor and the web view on unique prefixes; clean up after."""
+    """Run the real processor and the web view on unique prefixes; clean up after.
+
+    ``search_endpoint`` is the stack's (both log in as ``admin``: unique prefixes).
+    """
     from aiokafka import AIOKafkaProducer
 
     from cloud_processor.config import (
@@ -256,9 +269,10 @@ async def live_pipeline(
     from cloud_processor.config import SearchSettings as ProcessorSearch
     from cloud_processor.factory import build_processor
     from stagekit.kafka import create_topics, delete_topics
+    from stagekit.search import SearchSettings as Server
     from stagekit.search import api as search
+    from stagekit.search import make_backend
     from stagekit.search.api import SearchError
-    from stagekit.search.backends import OpenSearchBackend
     from stagekit.search.indices import INDEXES, IndexNames
 
     prefix = f"w{uuid.uuid4().hex[:8]}"
@@ -277,8 +291,12 @@ async def live_pipeline(
             },
             ProcessorKafka,
         ),
-        search=ProcessorSearch(
-            url=search_url, index_prefix=f"{prefix}-", refresh_interval="1s", timeout_s=10.0
+        search=ProcessorSearch.from_endpoint(
+            search_endpoint,
+            "admin",
+            index_prefix=f"{prefix}-",
+            refresh_interval="1s",
+            timeout_s=10.0,
         ),
         rules=RulesConfig(
             threshold_high_c=threshold_high_c,
@@ -290,7 +308,7 @@ async def live_pipeline(
         http=ProcessorHttp(enabled=False),
     )
     processor = build_processor(pcfg)
-    web = WebApp(web_config(prefix, kafka, search_url))
+    web = WebApp(web_config(prefix, kafka, search_endpoint))
     producer = AIOKafkaProducer(**settings_for(kafka).client_options(), acks="all", linger_ms=1)
     stop = asyncio.Event()
     task: asyncio.Task[None] | None = None
@@ -299,7 +317,7 @@ async def live_pipeline(
         task = asyncio.create_task(processor.run(stop))
         await producer.start()
         await web.start()
-        yield LivePipeline(prefix, topics, kafka, search_url, processor, web, producer)
+        yield LivePipeline(prefix, topics, kafka, search_endpoint, processor, web, producer)
     finally:
         stop.set()
         if task is not None:
@@ -308,7 +326,7 @@ async def live_pipeline(
         await web.close()
         await producer.stop()
         await processor.close()
-        cleanup = OpenSearchBackend(search_url)
+        cleanup = make_backend(Server.from_endpoint(search_endpoint, "admin"))
         try:
             with contextlib.suppress(SearchError):
                 await cleanup.perform(search.delete_index(f"{prefix}-*"))
