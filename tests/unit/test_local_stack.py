@@ -85,7 +85,7 @@ MOSQUITTO_SECURITY = {"tls": False, "auth": "password"}
 KAFKA_SECURITY = {"tls": True, "auth": "scram-sha-512"}
 #: How a Kafka client connects (``address()``, in ``status --json`` too): no passwords there.
 KAFKA_CLIENT = {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512"}
-SEARCH_SECURITY = {"tls": False, "auth": "none"}
+SEARCH_SECURITY = {"tls": True, "auth": "basic"}
 
 
 def test_status_shape_of_a_stopped_stack(tmp_path: Path) -> None:
