@@ -65,7 +65,7 @@ class Pipeline:
             # allows no other root), so other engineers' traffic would flow
             # through ours and ours through theirs: a private Mosquitto avoids both.
             self.mqtt_stack = LocalStack(
-                self.stack.root / "bench-e2e" / rid / "mqtt", mqtt_port=free_port()
+                self.stack.root / "bench-e2e" / rid / "mqtt", mqtt_port=free_port(span=2)
             )
         n_sites = max(1, math.ceil(args.devices / 10))
         self.sites = {

@@ -27,7 +27,7 @@ import datetime as dt
 import ipaddress
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -162,7 +162,7 @@ class ClientTls:
         }
 
 
-def client_tls(endpoint: dict[str, Any], identity: str) -> ClientTls:
+def client_tls(endpoint: Mapping[str, Any], identity: str) -> ClientTls:
     """The TLS settings of ``identity`` for the stack's MQTT ``endpoint``.
 
     ``endpoint`` is ``stack.endpoints()["mosquitto"]`` (``ca_file``,

@@ -17,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_agent.app import EdgeAgent
 from edge_agent.config import loads_config
 from telemetry_contract import DeviceConfig, Quality, Reading, decode, encode
+from testsupport.mqtt_tls import edge_tls_toml, stack_tls
 
 pytestmark = pytest.mark.integration
 
@@ -44,6 +45,7 @@ class Admin:
             protocol=paho.MQTTv5,
         )
         self.c.username_pw_set("admin", password)
+        stack_tls("admin").apply(self.c)
         self.topic = topic
         self.c.on_connect = self._on_connect
         self.c.on_message = self._on_message
@@ -96,8 +98,7 @@ pin_factory = "mock"
 host = "{mq["host"]}"
 port = {mq["port"]}
 username = "{DEVICE}"
-password = "{mq["users"][DEVICE]}"
-client_id = "tw-edge-{DEVICE}-{site}"
+{edge_tls_toml(DEVICE)}client_id = "tw-edge-{DEVICE}-{site}"
 session_expiry_s = 60
 """
     )
@@ -173,8 +174,7 @@ flush_timeout_s = 1.0
 host = "{mq["host"]}"
 port = {mq["port"]}
 username = "{username}"
-password = "{mq["users"][username]}"
-client_id = "tw-edge-{DEVICE}-{site}"
+{edge_tls_toml(username)}client_id = "tw-edge-{DEVICE}-{site}"
 session_expiry_s = 60
 reconnect_min_s = 1.0
 reconnect_max_s = 2.0

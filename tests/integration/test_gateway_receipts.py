@@ -38,6 +38,7 @@ from tests.integration.test_gateway_e2e import (
     wait_for,
     wait_published,
 )
+from testsupport.mqtt_tls import stack_tls
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -61,6 +62,7 @@ class ReceiptListener:
             protocol=MQTTProtocolVersion.MQTTv5,
         )
         self.client.username_pw_set(device, password)
+        stack_tls(device).apply(self.client)
         self.client.on_connect = lambda c, *_a: c.subscribe(self.topic, qos=0)
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message

@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from deploy.local.pki import client_tls
 from deploy.local.stack import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -62,7 +63,7 @@ def _mqtt_client(m: dict[str, Any], user: str, tag: str) -> Any:
         client_id=f"{user}-{tag}-{uuid.uuid4().hex[:4]}",
         protocol=mqtt.MQTTv5,
     )
-    client.username_pw_set(user, m["users"][user])
+    client_tls(m, user).apply(client)  # TLS; the certificate is the login
     client.max_inflight_messages_set(200)
     client.max_queued_messages_set(0)
     client.connect(m["host"], int(m["port"]))
@@ -203,7 +204,7 @@ def _huge_publish_once(m: dict[str, Any], user: str, topic: str) -> str:
         client_id=f"{user}-huge-{uuid.uuid4().hex[:4]}",
         protocol=mqtt.MQTTv5,
     )
-    client.username_pw_set(user, m["users"][user])
+    client_tls(m, user).apply(client)  # TLS; the certificate is the login
     client.on_disconnect = on_disconnect
     client.on_publish = on_publish
     client.connect(m["host"], int(m["port"]))

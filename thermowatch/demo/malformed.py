@@ -67,12 +67,14 @@ def publish_malformed(
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
+    from deploy.local.pki import client_tls
+
     accepted: list[bool] = []
     done = threading.Event()
     client = paho.Client(
         CallbackAPIVersion.VERSION2, client_id=f"demo-junk-{device}-{run_id}", protocol=paho.MQTTv5
     )
-    client.username_pw_set(device, mqtt["users"][device])
+    client_tls(mqtt, device).apply(client)  # the device's certificate is its login
 
     def on_publish(_c: Any, _u: Any, _mid: int, rc: Any, _p: Any) -> None:
         accepted.append(not rc.is_failure)
