@@ -224,6 +224,7 @@ class Pipeline:
                     self.rid,
                     child,
                     self.samples,
+                    (m["ca_file"], m["certs_dir"]),
                 ),
                 daemon=True,
             )
@@ -296,6 +297,7 @@ class Pipeline:
                 self.args.storm_rate,
                 start_at,
                 child,
+                (m["ca_file"], m["certs_dir"]),
             ),
             daemon=True,
         )

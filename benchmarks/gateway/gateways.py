@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 from aiokafka import AIOKafkaConsumer
 
 from benchmarks.gateway.workload import (
@@ -52,9 +53,10 @@ id = "{gid}"
 host = "{ep["mosquitto"]["host"]}"
 port = {ep["mosquitto"]["port"]}
 username = "gateway"
-password = "{ep["mosquitto"]["users"]["gateway"]}"
 share_group = "{group}"
 receive_maximum = {RECEIVE_MAXIMUM}
+[mqtt.tls]
+{tomli_w.dumps(stack.client_tls("gateway").tls_block())}
 [kafka]
 bootstrap_servers = ["{ep["kafka"]["bootstrap"]}"]
 topic_prefix = "{prefix}"

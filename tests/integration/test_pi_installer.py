@@ -38,6 +38,7 @@ from typing import Any
 import paho.mqtt.publish
 import pytest
 
+from deploy.local.pki import client_tls
 from tests.integration.test_devices_stack import Subscriber, wait_for
 from testsupport.prerequisites import require, require_tools
 
@@ -245,6 +246,9 @@ def test_installer_in_a_fresh_debian_root(
         assert (stat.S_IMODE(mode.st_mode), mode.st_uid, mode.st_gid) == (0o640, 0, int(gid))
         mode = password.stat()
         assert (stat.S_IMODE(mode.st_mode), mode.st_uid, mode.st_gid) == (0o600, 0, 0)
+        # The client certificate's key: the service user's group may read it, no one else.
+        mode = (root / "etc/thermowatch/device.key").stat()
+        assert (stat.S_IMODE(mode.st_mode), mode.st_uid, mode.st_gid) == (0o640, 0, int(gid))
         wants = root / "etc/systemd/system/multi-user.target.wants" / UNIT_NAME
         assert wants.is_symlink() and os.readlink(wants) == f"/etc/systemd/system/{UNIT_NAME}"
         enabled = in_root(root, ["systemctl", "is-enabled", UNIT_NAME])
@@ -274,7 +278,7 @@ def test_installer_in_a_fresh_debian_root(
         as_user = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups", "--"]
         in_root(root, [*as_user, *unit_command(root, "ExecStartPre")], env=env)
         topic = f"thermowatch/{site}/{device}"
-        admin = Subscriber(mq["host"], mq["port"], mq["users"]["admin"], f"{topic}/telemetry")
+        admin = Subscriber(mq, f"{topic}/telemetry")
         base = {"PATH": ROOT_PATH, "HOME": "/var/lib/thermowatch-edge", "LANG": "C.UTF-8"}
         agent = subprocess.Popen(
             ["chroot", str(root), "/usr/bin/env", "-i", *_pairs({**base, **env}),
@@ -294,9 +298,10 @@ def test_installer_in_a_fresh_debian_root(
                 agent.communicate()
             admin.close()
             # Leave no retained status behind on the shared broker.
+            tls = client_tls(mq, "admin")
             paho.mqtt.publish.single(
                 f"{topic}/status", b"", qos=1, retain=True, hostname=mq["host"], port=mq["port"],
-                auth={"username": "admin", "password": mq["users"]["admin"]},
+                tls={"ca_certs": tls.ca_file, "certfile": tls.cert_file, "keyfile": tls.key_file},
             )  # fmt: skip
         readings = admin.readings()
         assert all(r.device_id == device and r.site == site for r in readings)
