@@ -206,6 +206,9 @@ def test_broker_listeners_are_tls_by_default_plaintext_only_when_asked(
     assert any("plaintext listener on" in r.message for r in caplog.records)
     assert broker.security() == {"tls": False, "auth": "certificate+password"}
     assert stack.endpoints()["mosquitto"]["plain_port"] == 1885
+    monkeypatch.setenv("THERMOWATCH_MQTT_PLAINTEXT", "maybe")  # a typo never means "off"
+    with pytest.raises(StackError, match=r"^THERMOWATCH_MQTT_PLAINTEXT: must be 1 or 0"):
+        broker.launch()
 
 
 def test_free_ports_stay_outside_the_ephemeral_range(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -42,8 +42,15 @@ MQTT_PLAINTEXT_ENV: Final = "THERMOWATCH_MQTT_PLAINTEXT"
 
 
 def plaintext_enabled() -> bool:
-    """True when ``$THERMOWATCH_MQTT_PLAINTEXT`` asks for the plaintext listener."""
-    return os.environ.get(MQTT_PLAINTEXT_ENV, "").strip().lower() in ("1", "true", "yes")
+    """True when ``$THERMOWATCH_MQTT_PLAINTEXT`` asks for the plaintext listener
+    (``1``/``true``/``yes``; unset, empty, ``0``/``false``/``no``: off; anything
+    else a :class:`StackError` naming the variable)."""
+    raw = os.environ.get(MQTT_PLAINTEXT_ENV, "").strip().lower()
+    if raw in ("1", "true", "yes"):
+        return True
+    if raw in ("", "0", "false", "no"):
+        return False
+    raise StackError(f"{MQTT_PLAINTEXT_ENV}: must be 1 or 0 (true/false, yes/no), got {raw!r}")
 
 
 class Mosquitto(Service):
