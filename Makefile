@@ -37,24 +37,27 @@ help:
 # What each command installs. The Python package at the tested versions pinned
 # in constraints.txt: the demo only the stages' extras, the tests every extra
 # and the dev tools. From Debian (as root), what is used for real:
-# - demo: Mosquitto, a JDK 17 and Maven for Kafka and OpenSearch (their jars
-#   come from Maven Central on the first `thermowatch stack up` and are cached);
+# - demo: Mosquitto, gcc + mosquitto-dev (the broker plugin binding client ids
+#   to users is built at `stack up`), a JDK 17 and Maven for Kafka and OpenSearch
+#   (their jars come from Maven Central on the first `thermowatch stack up` and are cached);
 # - test: also headless Chromium + ChromeDriver (the web view's browser test),
 #   strace (the outbox's fsync-order test), openssl (the TLS test's PKI),
 #   systemd-analyze (the edge unit's check) and debootstrap (the Pi installer's
 #   test builds a Debian 12 root with it).
 # Under CI=true a test whose tool is missing fails (testsupport/prerequisites.py).
 DEBIAN_DEMO := /usr/sbin/mosquitto:mosquitto /usr/bin/mosquitto_pub:mosquitto-clients \
+	/usr/include/mosquitto_plugin.h:mosquitto-dev /usr/bin/gcc:gcc \
 	/usr/bin/java:openjdk-17-jdk-headless /usr/bin/javac:openjdk-17-jdk-headless /usr/bin/mvn:maven
 DEBIAN_TEST := $(DEBIAN_DEMO) /usr/bin/chromium:chromium /usr/bin/chromedriver:chromium-driver \
 	/usr/bin/strace:strace /usr/bin/openssl:openssl /usr/bin/systemd-analyze:systemd \
 	/usr/sbin/debootstrap:debootstrap
 
 # Installs the Debian packages of the tools in $(1) (path:package pairs) that are
-# missing: neither at that path nor on PATH under that name.
+# missing: neither at that path nor on PATH under that name (a path may be a
+# header: mosquitto-dev's, to build the broker plugin).
 define debian_install
 	@missing=""; for pair in $(1); do path="$${pair%%:*}"; \
-	  [ -x "$$path" ] || command -v "$${path##*/}" >/dev/null || missing="$$missing $${pair##*:}"; \
+	  [ -e "$$path" ] || command -v "$${path##*/}" >/dev/null || missing="$$missing $${pair##*:}"; \
 	done; missing=$$(printf '%s\n' $$missing | sort -u | xargs); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \

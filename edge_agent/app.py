@@ -48,6 +48,7 @@ from edge_agent.remote_config import MAX_REASON_CHARS, Accepted, RemoteConfigGat
 from edge_agent.sensor_pool import SensorPool
 from edge_agent.sensors import Sample, now_ms
 from edge_agent.status import Presence
+from edge_agent.trust import ConfigTrust
 from edge_agent.watchdog import Notifier, SystemdNotifier
 from telemetry_contract import DeviceState, EdgeAlert, TopicKind, printable
 from telemetry_contract.messages import MIN_TS_MS
@@ -55,6 +56,9 @@ from telemetry_contract.messages import MIN_TS_MS
 __all__ = ["EdgeAgent"]
 
 log = logging.getLogger(__name__)
+
+#: Outbox state key: the newest remote config version applied (rollback protection).
+_NEWEST_CONFIG_KEY = "remote_config_newest"
 
 
 class EdgeAgent:
@@ -109,7 +113,9 @@ class EdgeAgent:
             else None
         )
         self.publisher = Publisher(self.outbox, config.mqtt, receipts=self.receipts)
-        self.remote_config = RemoteConfigGate(topic=config.topic(TopicKind.CONFIG))
+        self.remote_config = RemoteConfigGate(
+            topic=config.topic(TopicKind.CONFIG), trust=ConfigTrust.from_config(config)
+        )
         self._interval = config.sampling.interval_s
         self._next_tick = 0.0
         self._started = False
@@ -168,6 +174,8 @@ class EdgeAgent:
         self.outbox.open(defer_when_full=True)  # a full disk: run, count, Gap later
         self.pool.restore_stuck(self.pipeline.restore_stuck_runs())
         self.pipeline.restore_detector()
+        newest = self.outbox.load_state(_NEWEST_CONFIG_KEY)
+        self.remote_config.newest_applied = int(newest) if newest and newest.isdigit() else 0
         self.outputs.start()
         self.outputs.set_outputs_enabled(
             buzzer=self.config.alarm.buzzer_enabled, relay=self.config.alarm.relay_enabled
@@ -187,6 +195,7 @@ class EdgeAgent:
             link.set_online_payload(self.presence.online_of_connection)
             link.start()
             self.link = link
+        self._log_remote_config_policy()
         stats = self.outbox.stats()
         log.info(
             "event=agent_started device=%s sensors=%s next_seq=%d backlog=%d",
@@ -361,7 +370,7 @@ class EdgeAgent:
         self._report_disk()
 
     def _report_disk(self) -> None:
-        """Say in the status (retained) and the status light whether the disk is full."""
+        """Say in the status and the status light whether the disk is full."""
         ob = self.outbox
         text = "disk_full: the outbox cannot store readings" if ob.disk_full else None
         if self.presence.set_condition("disk_full", text):
@@ -438,11 +447,37 @@ class EdgeAgent:
             self.pipeline.store_alert(got)
         return isinstance(got, Accepted)
 
+    def _log_remote_config_policy(self) -> None:
+        """One line at start on what remote configs this agent accepts (a warning when insecure)."""
+        trust = self.remote_config.trust
+        keys = ",".join(sorted(trust.keys)) or "none"
+        if trust.allow_unsigned:
+            log.warning(
+                "event=remote_config_unsigned_allowed keys=%s detail=%r",
+                keys,
+                "[remote_config] allow_unsigned = true: anyone who can publish on this "
+                "device's config topic can change its configuration",
+            )
+        elif not trust.keys:
+            log.warning(
+                "event=remote_config_off detail=%r",
+                "no [remote_config] public_key_file: every remote config is refused",
+            )
+        else:
+            log.info(
+                "event=remote_config_signed keys=%s safety_changes=%s",
+                keys,
+                "allowed" if trust.allow_safety_changes else "refused",
+            )
+
     def _apply(self, got: Accepted) -> None:
         new = got.config
         self.pipeline.reconfigure(new)  # first: the only step that may fail (a new detector)
         self.config = new
         self.presence.config_version = got.version
+        if got.version > self.remote_config.newest_applied:
+            self.remote_config.newest_applied = got.version
+            self.outbox.save_state(_NEWEST_CONFIG_KEY, str(got.version).encode())
         if new.sampling.interval_s != self._interval:
             self._interval = new.sampling.interval_s
             # Takes effect within one (new) interval, not after the old one.

@@ -23,12 +23,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge_agent.profiles import PROFILES
 from stagekit import config as configuration
 from stagekit.address import host_problems, port_problems
 from telemetry_contract import MAX_TEMP_C, MIN_TEMP_C, DeviceConfig, TopicKind, mqtt_topic
 from telemetry_contract.messages import DEVICE_ID_PATTERN
+from telemetry_contract.signing import SignatureError, load_public_key, trusted_keys
 
 __all__ = [
     "AlarmSettings",
@@ -38,6 +40,7 @@ __all__ = [
     "GpioSettings",
     "MqttSettings",
     "OutboxSettings",
+    "RemoteConfigSettings",
     "SamplingSettings",
     "SensorsSettings",
     "apply_device_config",
@@ -174,7 +177,8 @@ class MqttSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
-    #: Stable per device (persistent session). Default: "tw-edge-<device_id>".
+    #: Stable per device (persistent session). Default: the user name (else the
+    #: device id), the only client id the broker accepts for a device (docs/security.md).
     client_id: str = ""
     keepalive_s: int = 30
     session_expiry_s: int = 7 * 86400
@@ -190,6 +194,51 @@ class MqttSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     resend_unrouted: bool = True
 
 
+class RemoteConfigSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Which remote configs (the ``config`` topic) the agent accepts (docs/security.md).
+
+    Only configs signed by the config publisher's key are applied: with no
+    ``public_key_file`` every remote config is refused, unless ``allow_unsigned``.
+    """
+
+    #: The config publisher's Ed25519 public key (PEM), from the device bundle.
+    public_key_file: str = ""
+    #: More trusted publisher keys, e.g. the next one while keys are rotated.
+    extra_public_key_files: list[str] = msgspec.field(default_factory=list)
+    #: Apply unsigned configs too (insecure: anyone who can publish on the config
+    #: topic controls the device). A warning is logged at start.
+    allow_unsigned: bool = False
+    #: Let a remote config turn the buzzer or relay off, or widen the hard limits
+    #: (raise ``alarm.high_c``, lower ``alarm.low_c``) beyond this file's.
+    allow_safety_changes: bool = False
+
+    def trusted_keys(self) -> dict[str, Ed25519PublicKey]:
+        """The publisher keys by key id (empty: none configured).
+
+        Raises :class:`~stagekit.config.ConfigError` naming the key of a file
+        that cannot be read or holds no Ed25519 public key.
+        """
+        names = [("remote_config.public_key_file", self.public_key_file)] + [
+            (f"remote_config.extra_public_key_files[{i}]", f)
+            for i, f in enumerate(self.extra_public_key_files)
+        ]
+        keys = []
+        for name, path in names:
+            if not path:
+                continue
+            try:
+                pem = Path(path).read_bytes()
+            except OSError as exc:
+                raise configuration.ConfigError(
+                    f"{name}: cannot read {path} ({exc.strerror})"
+                ) from None
+            try:
+                keys.append(load_public_key(pem, name=name))
+            except SignatureError as exc:
+                raise configuration.ConfigError(str(exc)) from None
+        return trusted_keys(keys)
+
+
 class EdgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The whole edge agent configuration."""
 
@@ -201,6 +250,7 @@ class EdgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     gpio: GpioSettings = GpioSettings()
     outbox: OutboxSettings = OutboxSettings()
     mqtt: MqttSettings = MqttSettings()
+    remote_config: RemoteConfigSettings = RemoteConfigSettings()
 
     def validate(self) -> list[str]:
         """Cross-field problems as ``section.key: problem`` (empty when valid)."""
@@ -271,13 +321,14 @@ class EdgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 f"outbox.resend_max_s: must be in receipt_timeout_s "
                 f"({o.receipt_timeout_s:g})..86400, got {o.resend_max_s}"
             )
+        p += _key_file_problems(self.remote_config)
         return p
 
     # Derived values -------------------------------------------------------
     @property
     def client_id(self) -> str:
         """The stable MQTT client id (persistent session)."""
-        return self.mqtt.client_id or f"tw-edge-{self.device.device_id}"
+        return self.mqtt.client_id or self.mqtt.username or self.device.device_id
 
     @property
     def outbox_path(self) -> Path:
@@ -296,6 +347,15 @@ class EdgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         if self.mqtt.password_file:
             return Path(self.mqtt.password_file).read_text(encoding="utf-8").strip()
         return self.mqtt.password
+
+
+def _key_file_problems(rc: RemoteConfigSettings) -> list[str]:
+    """Each trusted key file must be readable and hold an Ed25519 public key (PEM)."""
+    try:
+        rc.trusted_keys()
+    except configuration.ConfigError as exc:
+        return [str(exc)]
+    return []
 
 
 def config_summary(config: EdgeConfig) -> dict[str, Any]:

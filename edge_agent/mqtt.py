@@ -23,8 +23,10 @@ touches the outbox.
   agent never hands the same row out twice in one process; a restarted
   process starts from the outbox again (duplicates of a seq are possible,
   reuse of a seq is not).
-* The retained ``DeviceStatus`` offline message is the last will; online is
-  published, retained, on every connect.
+* The ``DeviceStatus`` offline message is the last will; online is
+  published on every connect. Neither is retained: the broker refuses retained
+  messages from devices (docs/security.md), and the gateway's persistent
+  session receives every status while it is away.
 * Reconnect: full-jitter exponential backoff between ``reconnect_min_s`` and
   ``reconnect_max_s``.
 """
@@ -282,7 +284,7 @@ class MqttLink:
         return self._connected.is_set()
 
     def set_online_payload(self, payload: bytes | Callable[[], bytes]) -> None:
-        """The retained status published on (re)connect; published now if connected.
+        """The status published on (re)connect (not retained); published now if connected.
 
         Give a function to compose it afresh at every connection (and the will
         likewise, see ``will_payload``): a status carries its event time, and the
@@ -291,7 +293,7 @@ class MqttLink:
         """
         self._online_payload = payload
         if self._client is not None and self.connected:
-            self._client.publish(self._status_topic, _payload(payload), qos=1, retain=True)
+            self._client.publish(self._status_topic, _payload(payload), qos=1, retain=False)
 
     def start(self) -> None:
         """Create the client and start connecting on the connector thread (non-blocking)."""
@@ -311,7 +313,7 @@ class MqttLink:
                 cert_reqs=ssl.CERT_REQUIRED,
                 tls_version=ssl.PROTOCOL_TLS_CLIENT,
             )
-        client.will_set(self._status_topic, _payload(self._will), qos=1, retain=True)
+        client.will_set(self._status_topic, _payload(self._will), qos=1, retain=False)
         client.max_inflight_messages_set(c.max_inflight)
         client.max_queued_messages_set(0)  # the agent bounds what it hands out
         client.on_connect = self._on_connect
@@ -408,7 +410,7 @@ class MqttLink:
             self._connector = None
         deadline = time.monotonic() + timeout_s
         if offline_payload is not None and self.connected and client.socket() is not None:
-            info = client.publish(self._status_topic, offline_payload, qos=1, retain=True)
+            info = client.publish(self._status_topic, offline_payload, qos=1, retain=False)
             self._drive(client, info.is_published, deadline)
         if client.socket() is not None:
             client.disconnect()  # paho closes the socket once DISCONNECT is written
@@ -455,7 +457,7 @@ class MqttLink:
                     return
             try:
                 if callable(self._will):  # a will as of this connection (see set_online_payload)
-                    client.will_set(self._status_topic, self._will(), qos=1, retain=True)
+                    client.will_set(self._status_topic, self._will(), qos=1, retain=False)
                 client.reconnect()  # TCP connect, TLS handshake, CONNECT written
                 ok = client.socket() is not None
                 error = "" if ok else "connection closed while sending CONNECT"
@@ -493,7 +495,7 @@ class MqttLink:
         self._connected.set()
         if self._online_payload:
             online = _payload(self._online_payload)
-            client.publish(self._status_topic, online, qos=1, retain=True)
+            client.publish(self._status_topic, online, qos=1, retain=False)
         client.subscribe(self._config_topic, qos=1)
         if self._receipt_topic:
             # QoS 0: the gateway publishes receipts at QoS 0 (a missed one costs a re-send).

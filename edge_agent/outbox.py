@@ -493,6 +493,24 @@ class Outbox(OutboxBounds):
             row = self._conn.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
         return None if row is None else bytes(row[0])
 
+    def save_state(self, key: str, value: bytes) -> bool:
+        """Store ``value`` under ``key`` on its own (fsynced like every commit); False when
+        the disk has no room or the outbox cannot be opened (the caller goes on)."""
+        with self._lock:
+            if self._waiting(retry=True):
+                return False
+            try:
+                with self._transaction() as db:
+                    db.execute(
+                        "INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", (key, value)
+                    )
+            except sqlite3.Error as exc:
+                if not out_of_space(exc):
+                    raise
+                self._note_full(exc)
+                return False
+        return True
+
     def pending_unsent(self) -> int:
         """Rows not yet handed to the MQTT client."""
         with self._lock:

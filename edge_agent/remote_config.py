@@ -1,7 +1,10 @@
 """Remote configuration: a retained ``DeviceConfig`` applied without restart, or rejected.
 
-The agent subscribes to its retained ``config`` topic. A ``DeviceConfig``
-with a higher ``version`` is decoded by the contract, merged into the current
+The agent subscribes to its retained ``config`` topic. The config must come
+signed by the config publisher (a ``SignedConfig`` whose Ed25519 signature
+verifies with a key of ``[remote_config]``; unsigned only with
+``allow_unsigned``) and may not weaken the local alarm (:mod:`edge_agent.trust`).
+A ``DeviceConfig`` with a higher ``version`` is decoded by the contract, merged into the current
 configuration (``null`` keeps a value) and validated like the local file,
 every value against its range (``EdgeConfig.validate``, the detectors'
 ``check``). An invalid one is answered once with an ``EdgeAlert`` of kind
@@ -14,21 +17,26 @@ log line, an alert or the status.
 
 >>> from edge_agent.config import loads_config
 >>> from telemetry_contract import DeviceConfig, encode
+>>> from telemetry_contract.signing import generate_private_key, sign_config, trusted_keys
 >>> now = 1_767_225_600_000
 >>> cfg = loads_config('[device]\\ndevice_id = "d1"\\nsite = "s"\\n')
->>> gate = RemoteConfigGate(topic="thermowatch/s/d1/config")
+>>> key = generate_private_key()
+>>> trust = ConfigTrust.from_config(cfg, keys=trusted_keys([key.public_key()]))
+>>> gate = RemoteConfigGate(topic="thermowatch/s/d1/config", trust=trust)
 >>> dc = DeviceConfig(device_id="d1", site="s", version=2, ts=now, sampling_interval_s=0.5)
->>> got = gate.offer(encode(dc), current=cfg, version=0, now_ms=now)
+>>> gate.offer(encode(dc), current=cfg, version=0, now_ms=now).message  # doctest: +ELLIPSIS
+'config version None rejected: signature: unsigned config refused ...'
+>>> got = gate.offer(encode(sign_config(key, dc)), current=cfg, version=0, now_ms=now)
 >>> got.version, got.config.sampling.interval_s
 (2, 0.5)
->>> gate.offer(encode(dc), current=got.config, version=2, now_ms=now) is None  # not newer
+>>> gate.offer(encode(sign_config(key, dc)), current=got.config, version=2, now_ms=now) is None
 True
 >>> bad = DeviceConfig(device_id="d1", site="s", version=3, ts=now, detector="nope")
->>> gate.offer(encode(bad), current=got.config, version=2, now_ms=now).kind.value
-'config_rejected'
+>>> gate.offer(encode(sign_config(key, bad)), current=got.config, version=2, now_ms=now).kind
+<EdgeAlertKind.CONFIG_REJECTED: 'config_rejected'>
 >>> huge = DeviceConfig(device_id="d1", site="s", version=4, ts=now, detector="context",
 ...                     detector_params={"bins": 2000})
->>> gate.offer(encode(huge), current=got.config, version=2, now_ms=now).message
+>>> gate.offer(encode(sign_config(key, huge)), current=got.config, version=2, now_ms=now).message
 'config version 4 rejected: detector.params.bins: must be in 2..1000, got 2000'
 """
 
@@ -40,6 +48,7 @@ from dataclasses import dataclass
 
 from edge_agent.config import EdgeConfig, apply_device_config
 from edge_agent.detect import SensorMonitor
+from edge_agent.trust import ConfigTrust
 from stagekit.config import ConfigError
 from stagekit.ratelog import RateLimitedLog
 from telemetry_contract import (
@@ -50,10 +59,12 @@ from telemetry_contract import (
     EdgeAlert,
     EdgeAlertKind,
     Severity,
-    decode_as,
+    SignedConfig,
+    decode,
     printable,
 )
 from telemetry_contract.messages import MIN_TS_MS
+from telemetry_contract.signing import SignatureError, open_signed_config
 
 __all__ = [
     "MAX_CONFIG_BYTES",
@@ -118,14 +129,19 @@ class _Remembered:
 class RemoteConfigGate:
     """Decides what a config message means; remembers what it rejected (bounded)."""
 
-    def __init__(self, *, topic: str) -> None:
+    def __init__(self, *, topic: str, trust: ConfigTrust | None = None) -> None:
         self._topic = topic
+        #: What a config must prove and may change (default: no key, so nothing is applied).
+        self.trust = ConfigTrust() if trust is None else trust
         self._rejected = _Remembered()  # versions, and digests of undecodable payloads
         #: Each rejection is answered by an alert; its log line is rate-limited, so that
         #: a flood of distinct bad configs cannot fill the unit's small disk.
         self.rejected_log = RateLimitedLog(lines=REJECTED_LOG_LINES, per_s=REJECTED_LOG_PER_S)
         #: The last rejection (None once a config has been accepted since).
         self.last_rejected: Rejected | None = None
+        #: The newest version this device ever applied (kept across restarts by the agent):
+        #: an older one is a rollback, rejected even when the agent runs the local file only.
+        self.newest_applied = 0
 
     def offer(
         self, payload: bytes, *, current: EdgeConfig, version: int, now_ms: int
@@ -151,8 +167,8 @@ class RemoteConfigGate:
                 digest,
             )
         try:
-            remote = decode_as(payload, DeviceConfig, topic=self._topic)
-        except ContractError as exc:
+            remote = self._verified(payload)
+        except (ContractError, SignatureError) as exc:
             return self._reject(current, None, str(exc), now_ms, digest)
         except Exception as exc:  # a bug: the contract's decoders raise only ContractError
             self._bug("decode", exc)
@@ -169,6 +185,15 @@ class RemoteConfigGate:
             )
         if remote.version <= version or remote.version in self._rejected:
             return None
+        if remote.version < self.newest_applied:
+            why = (
+                f"version: {remote.version} is older than {self.newest_applied}, the newest "
+                "config this device applied (a replayed config is not applied)"
+            )
+            return self._reject(current, remote.version, why, now_ms, None)
+        unsafe = self.trust.safety_problems(remote)
+        if unsafe:
+            return self._reject(current, remote.version, "; ".join(unsafe), now_ms, None)
         try:
             new = apply_device_config(current, remote)
             if new.detector != current.detector:
@@ -182,6 +207,28 @@ class RemoteConfigGate:
             return self._reject(current, remote.version, type(exc).__name__, now_ms, None)
         self.last_rejected = None
         return Accepted(new, remote.version)
+
+    def _verified(self, payload: bytes) -> DeviceConfig:
+        """The config in ``payload`` once its signature checks out (or unsigned, if allowed).
+
+        Raises :class:`ContractError` or :class:`SignatureError` naming the field.
+        """
+        # The topic check admits only a SignedConfig or a DeviceConfig (of this device).
+        message = decode(payload, topic=self._topic)
+        if not isinstance(message, SignedConfig | DeviceConfig):  # a topic of another kind
+            raise SignatureError(f"type: expected 'signed_config', got {type(message).__name__}")
+        if isinstance(message, DeviceConfig):
+            if self.trust.allow_unsigned:
+                return message
+            raise SignatureError(
+                "signature: unsigned config refused (the agent applies only configs "
+                "signed by a key of [remote_config] public_key_file)"
+            )
+        if not self.trust.keys:
+            raise SignatureError(
+                "key_id: no config signing key configured ([remote_config] public_key_file)"
+            )
+        return open_signed_config(message, self.trust.keys, topic=self._topic)
 
     def _bug(self, step: str, exc: Exception) -> None:
         """A failure no input should cause: an ERROR line (rate-limited), no traceback."""

@@ -1,4 +1,4 @@
-"""The device's retained status on the broker: online per connection, its will, offline.
+"""The device's status on the broker: online per connection, its will, offline.
 
 A connection's last will and its "online" status carry the same event time,
 the time the connection was opened: the processor orders a will after the
@@ -73,7 +73,7 @@ class Presence:
         return self.status(DeviceState.OFFLINE, "connection lost", ts=self._connection_ts)
 
     def online_of_connection(self) -> bytes:
-        """The retained "online" status of the current connection."""
+        """The "online" status of the current connection."""
         return self.status(DeviceState.ONLINE, self.reason, ts=self._connection_ts)
 
     def status(self, state: DeviceState, reason: str = "", ts: int | None = None) -> bytes:

@@ -78,7 +78,9 @@ class MqttSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     host: str = "127.0.0.1"
     port: Port = 1883
-    #: Defaults to ``thermowatch-gateway-<gateway.id>``; must be stable per instance.
+    #: Defaults to ``<username>:<gateway.id>`` (``gateway:<id>`` without a user name):
+    #: a broker that binds client ids to users accepts ``<user>:<suffix>`` for a
+    #: service (docs/security.md). Must be stable per instance.
     client_id: str = ""
     username: str = ""
     password: str = ""
@@ -151,7 +153,9 @@ class ReceiptSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class HttpSettings(stagekit.settings.HttpSettings, frozen=True, forbid_unknown_fields=True):
     """``/metrics``, ``/healthz`` and ``/readyz``. Port 0 picks a free port."""
 
-    host: str = "0.0.0.0"  # noqa: S104 - a container's probe port
+    #: Loopback by default: ``/metrics`` names devices and sites. The container
+    #: image sets 0.0.0.0 (its port is published on the host's loopback only).
+    host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9108
 
 
@@ -207,7 +211,7 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     @property
     def mqtt_client_id(self) -> str:
         """The MQTT client id (stable per instance: it names the persistent session)."""
-        return self.mqtt.client_id or f"thermowatch-gateway-{self.gateway_id}"
+        return self.mqtt.client_id or f"{self.mqtt.username or 'gateway'}:{self.gateway_id}"
 
     @property
     def topic_kinds(self) -> tuple[TopicKind, ...]:

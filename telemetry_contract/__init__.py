@@ -62,6 +62,7 @@ from telemetry_contract.messages import (
     Reading,
     Receipt,
     Severity,
+    SignedConfig,
 )
 from telemetry_contract.receipts import chunk_ranges, merge_ranges, seq_ranges
 from telemetry_contract.topics import (
@@ -114,6 +115,7 @@ __all__ = [
     "Receipt",
     "Rule",
     "Severity",
+    "SignedConfig",
     "TopicKind",
     "alert_change_doc",
     "alert_fields",

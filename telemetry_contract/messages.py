@@ -49,6 +49,7 @@ __all__ = [
     "Reading",
     "Receipt",
     "Severity",
+    "SignedConfig",
 ]
 
 #: The only schema version this build reads and writes.
@@ -282,6 +283,50 @@ class DeviceConfig(_Message, tag="device_config", kw_only=True, frozen=True):
             )
 
 
+#: A key id: the first 16 hex digits of the SHA-256 of the raw public key.
+KEY_ID_PATTERN: Final = r"^[0-9a-f]{16}$(?!\n)"
+#: Length of an Ed25519 signature, in bytes.
+SIGNATURE_BYTES: Final = 64
+
+
+class SignedConfig(_Message, tag="signed_config", kw_only=True, frozen=True):
+    """A ``DeviceConfig`` signed by the config publisher (Ed25519): what the config topic carries.
+
+    ``config`` holds the exact bytes of the encoded ``DeviceConfig`` (base64 in
+    JSON); they are signed as they are, never re-serialised, so signer and
+    verifier need no canonical JSON. What is signed is
+    :func:`telemetry_contract.signing.signed_bytes`: a fixed context, the key
+    id and these bytes. The config inside names its device, site and version,
+    so a signed config cannot be replayed to another device, and the agent
+    refuses a version that is not newer. ``device_id`` and ``site`` repeat the
+    inner config's for routing and the topic check; the verifier requires them
+    equal.
+    """
+
+    schema_version: SchemaVersion = 1
+    device_id: DeviceId
+    site: Site
+    key_id: Annotated[
+        str,
+        msgspec.Meta(
+            pattern=KEY_ID_PATTERN,
+            description="Which publisher key signed: first 16 hex digits of SHA-256(raw key).",
+        ),
+    ]
+    config: Annotated[
+        bytes,
+        msgspec.Meta(max_length=12 * 1024, description="The encoded DeviceConfig, verbatim."),
+    ]
+    signature: Annotated[
+        bytes,
+        msgspec.Meta(
+            min_length=SIGNATURE_BYTES,
+            max_length=SIGNATURE_BYTES,
+            description="Ed25519 signature of the signed bytes.",
+        ),
+    ]
+
+
 class Gap(_Message, tag="gap", kw_only=True, frozen=True):
     """The edge dropped seqs ``first_seq``..``last_seq`` (inclusive), and why.
 
@@ -382,7 +427,9 @@ class DeadLetter(_Message, tag="dead_letter", kw_only=True, frozen=True):
     gateway_id: Annotated[str, msgspec.Meta(max_length=128)] = ""
 
 
-Message = Reading | EdgeAlert | DeviceStatus | DeviceConfig | Gap | Receipt | DeadLetter
+Message = (
+    Reading | EdgeAlert | DeviceStatus | DeviceConfig | SignedConfig | Gap | Receipt | DeadLetter
+)
 
 #: Message classes by their ``type`` tag.
 MESSAGE_TYPES: Final[dict[str, type[Message]]] = {
@@ -390,6 +437,7 @@ MESSAGE_TYPES: Final[dict[str, type[Message]]] = {
     "edge_alert": EdgeAlert,
     "device_status": DeviceStatus,
     "device_config": DeviceConfig,
+    "signed_config": SignedConfig,
     "gap": Gap,
     "receipt": Receipt,
     "dead_letter": DeadLetter,

@@ -33,6 +33,7 @@ from telemetry_contract.messages import (
     Message,
     Reading,
     Receipt,
+    SignedConfig,
 )
 
 __all__ = [
@@ -67,7 +68,7 @@ _TYPES_BY_KIND: Final[dict[TopicKind, tuple[type[Message], ...]]] = {
     TopicKind.TELEMETRY: (Reading, Gap),
     TopicKind.ALERT: (EdgeAlert,),
     TopicKind.STATUS: (DeviceStatus,),
-    TopicKind.CONFIG: (DeviceConfig,),
+    TopicKind.CONFIG: (DeviceConfig, SignedConfig),
     TopicKind.RECEIPT: (Receipt,),
 }
 

@@ -192,7 +192,7 @@ def restart_with_backlog(
     ep = stack.endpoints()
     topics = kafka_topics(run.kafka_prefix)
     overrides = {"mqtt": {"share_group": fault.share_group, "receive_maximum": receive_maximum}}
-    client_ids = [f"tw-gateway-{run.run_id}-{i}" for i in range(1, fault.gateways + 1)]
+    client_ids = [f"gateway:{run.run_id}-{i}" for i in range(1, fault.gateways + 1)]
     gateway, processor = pipeline_services(
         run, ep, gateway_overrides=merge_config(overrides, {"mqtt": {"client_id": client_ids[0]}})
     )
@@ -225,7 +225,7 @@ def restart_with_backlog(
             raise RuntimeError(f"readings did not reach Kafka:\n{gateway.tail(30)}")
         paths = fleet.outbox_paths()
         outboxes = {d: paths[d] for d in run.devices}
-        observer = Observer(ep["mosquitto"], f"tw-observer-{run.run_id}")
+        observer = Observer(ep["mosquitto"], f"admin:observer-{run.run_id}")
         watch = got.kafka_down = PortWatch(str(ep["kafka"]["host"]), int(ep["kafka"]["port"]))
         try:
             got.kafka_exit = kill9(stack, "kafka").exit_code

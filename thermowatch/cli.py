@@ -23,6 +23,7 @@ _COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("telemetry_contract.cli", "contract", ""),
     ("deploy.local.cli", "stack", "dev"),
     ("thermowatch.devices", "devices", "dev"),
+    ("thermowatch.configpub", "config", "dev"),
     ("edge_agent.__main__", "edge", "edge"),
     ("gateway.__main__", "gateway", "gateway"),
     ("cloud_processor.__main__", "processor", "cloud"),

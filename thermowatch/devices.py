@@ -1,7 +1,9 @@
 """``thermowatch devices add|remove|list|rotate``: MQTT users of the local stack for edge devices.
 
-A device logs in to the broker with its device id as user name (the ACL lets it
-write only under ``thermowatch/<site>/<device_id>/``). ``add`` creates the user
+A device logs in to the broker with its device id as user name and client id
+(the broker refuses any other client id; its ACL lets it write only
+``thermowatch/<site>/<device_id>/{telemetry,status,alert,gap}``, never retained:
+docs/security.md). ``add`` creates the user
 with a random password, records its site in the stack's ``credentials.json``
 and writes an **edge config bundle**, a directory holding:
 
@@ -62,6 +64,9 @@ SIM_PROBE: Final = "28-00000000cafe"
 SIM_TEMP_C: Final = 4.0
 #: Where ``deploy/pi/install.sh`` puts the password (a systemd credential's source).
 PI_PASSWORD_FILE: Final = "/etc/thermowatch/edge.password"  # noqa: S105 - a path
+#: The config publisher's public key in the bundle, and where install.sh puts it.
+PUBLIC_KEY_NAME: Final = "config-signing.pub"
+PI_PUBLIC_KEY_FILE: Final = f"/etc/thermowatch/{PUBLIC_KEY_NAME}"
 
 Sensor = Literal["simulated", "w1"]
 _ID = re.compile(DEVICE_ID_PATTERN)
@@ -168,6 +173,16 @@ def bundle_config_text(
     return "\n".join(lines) + "\n"
 
 
+def _remote_config_text(out: Path, sensor: Sensor) -> str:
+    """The bundle's ``[remote_config]``: trust the publisher key shipped with it."""
+    key_file = out / PUBLIC_KEY_NAME if sensor == "simulated" else Path(PI_PUBLIC_KEY_FILE)
+    return (
+        "\n[remote_config]\n"
+        "# Remote configs are applied only when signed by this key (docs/security.md).\n"
+        f"public_key_file = {_toml(str(key_file))}\n"
+    )
+
+
 def _readme_text(device_id: str, site: str, out: Path, host: str) -> str:
     return f"""Edge config bundle of device {device_id} (site {site}).
 
@@ -176,6 +191,7 @@ def _readme_text(device_id: str, site: str, out: Path, host: str) -> str:
   device.crt     the device's client certificate (CN {device_id})
   device.key     its private key (keep it secret: mode 0600)
   edge.password  the MQTT password, for the broker's password port (mode 0600)
+  config-signing.pub  the config publisher's public key: remote configs must be signed
 
 Run the agent here, against the local stack (simulated probe, mock GPIO):
 
@@ -236,20 +252,28 @@ def write_bundle(
     port: int,
     tls: dict[str, str],
     sensor: Sensor = "simulated",
+    public_key: bytes | None = None,
 ) -> Path:
     """Write the edge config bundle into ``out`` (created 0700 if missing); returns it.
 
     ``tls``: ``ca_file``, ``cert_file``, ``key_file`` of the device (copied in).
+    ``public_key``: the config publisher's (PEM), written as ``config-signing.pub``
+    and trusted by the config (None: the device refuses every remote config).
     The config is parsed and validated by the edge agent's own loader before
-    anything is written.
+    it and the password are written.
     """
     from edge_agent.config import loads_config
     from edge_agent.simulate import w1_slave_text
 
     out = check_bundle_dir(out)
     text = bundle_config_text(device_id, site, host, port, out, sensor)
-    loads_config(text, env={})  # raises ConfigError naming the key
+    if public_key is not None:
+        text += _remote_config_text(out, sensor)
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if public_key is not None:
+        (out / PUBLIC_KEY_NAME).write_bytes(public_key)
+    # Raises ConfigError naming the key (the Pi's key path checked as the bundle's copy).
+    loads_config(text.replace(PI_PUBLIC_KEY_FILE, str(out / PUBLIC_KEY_NAME)), env={})
     _write_private(out / "edge.toml", text)
     _write_private(out / "edge.password", password + "\n")
     _copy_tls(out, tls, exclusive=True)
@@ -292,7 +316,9 @@ def register(subparsers: Any) -> None:
     )
     add.set_defaults(func=_add)
 
-    remove = actions.add_parser("remove", help="remove a device: its next login is refused")
+    remove = actions.add_parser(
+        "remove", help="remove a device: it is disconnected and its next login is refused"
+    )
     remove.add_argument("device_id", metavar="DEVICE_ID")
     remove.set_defaults(func=_remove)
 
@@ -341,6 +367,7 @@ def _add(args: argparse.Namespace) -> int:
             port=endpoint["port"],
             tls=stack.client_tls(device_id).edge_mqtt(),
             sensor=args.sensor,
+            public_key=stack.config_signing_key()[1].read_bytes(),
         )
     except Exception:
         stack.remove_mqtt_user(device_id)  # no user without its bundle
@@ -360,7 +387,9 @@ def _remove(args: argparse.Namespace) -> int:
         raise DeviceError(
             f"device_id: no device {args.device_id!r} (thermowatch devices list)"
         ) from None
-    print(f"removed {args.device_id}: its certificate is revoked and its next login is refused")
+    print(
+        f"removed {args.device_id}: disconnected, its certificate revoked, its next login refused"
+    )
     return 0
 
 

@@ -69,7 +69,7 @@ def probe_mqtt(endpoint: dict[str, Any], timeout: float = 15.0) -> Probe:
     received: list[bytes] = []
 
     sub = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"smoke-sub-{tag}", protocol=mqtt.MQTTv5
+        CallbackAPIVersion.VERSION2, client_id=f"gateway:smoke-sub-{tag}", protocol=mqtt.MQTTv5
     )
     client_tls(endpoint, "gateway").apply(sub)  # certificates: the logins
     sub.on_subscribe = lambda *_a: subscribed.set()
@@ -79,9 +79,8 @@ def probe_mqtt(endpoint: dict[str, Any], timeout: float = 15.0) -> Probe:
         got.set()
 
     sub.on_message = on_message
-    pub = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"smoke-{device}-{tag}", protocol=mqtt.MQTTv5
-    )
+    # A device may connect only with its own id as client id.
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device, protocol=mqtt.MQTTv5)
     client_tls(endpoint, device).apply(pub)
     # PUBACK verdicts by message id: the first publish's PUBACK may arrive after
     # its message reached the subscriber, so only the mid says which one it is.

@@ -245,12 +245,7 @@ def worker_main(
     for dev in devs:
         try:
             dev.client = RawPublisher(
-                host,
-                port,
-                f"e2e-{run_id}-{dev.device_id}",
-                dev.device_id,
-                passwords[dev.device_id],
-                tls,
+                host, port, dev.device_id, dev.device_id, passwords[dev.device_id], tls
             )
         except OSError as exc:
             conn.send({"error": f"{dev.device_id} could not connect: {exc}"})
@@ -361,7 +356,7 @@ def storm_main(
     from telemetry_contract import EdgeAlert, EdgeAlertKind, Severity, TopicKind, encode, mqtt_topic
 
     device_id, site = device
-    client = RawPublisher(host, port, f"e2e-{run_id}-{device_id}", device_id, password, tls)
+    client = RawPublisher(host, port, device_id, device_id, password, tls)
     topic = mqtt_topic(site, device_id, TopicKind.ALERT).encode()
     time.sleep(max(0.0, start_at - time.time()))
     t0 = time.monotonic()

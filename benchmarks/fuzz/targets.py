@@ -320,6 +320,7 @@ def _edge_remote_config(h: Hostile, errors: _ErrorLog) -> Target:
     from edge_agent.config import loads_config
     from edge_agent.detect import SensorMonitor
     from edge_agent.remote_config import RemoteConfigGate
+    from edge_agent.trust import ConfigTrust
     from telemetry_contract import EdgeAlert
 
     current = loads_config('[device]\ndevice_id = "s1-d01"\nsite = "s1"\n')
@@ -327,7 +328,12 @@ def _edge_remote_config(h: Hostile, errors: _ErrorLog) -> Target:
     # process), which is no input's cost.
     for detector in ("thermal", "zscore", "context"):
         SensorMonitor(detector, {})
-    gate = RemoteConfigGate(topic="thermowatch/s1/s1-d01/config")
+    # Unsigned configs allowed: the fuzzer explores what a config may hold (signatures
+    # are tested in tests/unit/test_edge_signed_config.py).
+    gate = RemoteConfigGate(
+        topic="thermowatch/s1/s1-d01/config",
+        trust=ConfigTrust(allow_unsigned=True, allow_safety_changes=True),
+    )
 
     def run(payload: bytes) -> bool:
         out = gate.offer(payload, current=current, version=0, now_ms=NOW_MS)

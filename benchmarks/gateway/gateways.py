@@ -181,7 +181,7 @@ def bench_gateways(
     ms = [p.metrics() for p in procs]
     for p in procs:
         p.stop()
-        end_session(stack, f"thermowatch-gateway-{p.gid}")
+        end_session(stack, f"gateway:{p.gid}")
     assert first is not None and last is not None, "gateway did not finish"
     merged: dict[str, float] = {}
     for m in ms:

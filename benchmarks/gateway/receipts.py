@@ -58,7 +58,7 @@ class ReceiptCounter:
         subscribed = threading.Event()
         self.client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"rcptcount-{site}",
+            client_id=f"gateway:rcptcount-{site}",
             protocol=MQTTProtocolVersion.MQTTv5,
         )
         stack.client_tls("gateway").apply(self.client)
@@ -134,7 +134,7 @@ def steady(stack: LocalStack, devices: int, seconds: float, workdir: Path) -> di
         for d in names:
             c = mqtt.Client(
                 callback_api_version=CallbackAPIVersion.VERSION2,
-                client_id=f"rcptpub-{d}",
+                client_id=d,  # a device connects only with its own id
                 protocol=MQTTProtocolVersion.MQTTv5,
             )
             stack.client_tls(d).apply(c)
@@ -159,7 +159,7 @@ def steady(stack: LocalStack, devices: int, seconds: float, workdir: Path) -> di
             c.disconnect()
             c.loop_stop()
         gw.stop()
-        end_session(stack, f"thermowatch-gateway-rcpt-{run}")
+        end_session(stack, f"gateway:rcpt-{run}")
     return {
         "devices": devices,
         "seconds": seconds,

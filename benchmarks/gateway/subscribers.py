@@ -90,7 +90,7 @@ def bench_bare_subscriber(stack: LocalStack, fleet: Fleet, run: str) -> dict[str
         ep["port"],
         stack.client_tls("gateway"),
         f"bare{run}",
-        f"bare-{run}",
+        f"gateway:bare-{run}",
         f"thermowatch/{fleet.site}/",
     )
     sub.target = len(fleet.messages)

@@ -117,7 +117,7 @@ def _publish(
 ) -> None:
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=f"benchpub-{user}",
+        client_id=user,  # a device connects only with its own id
         protocol=MQTTProtocolVersion.MQTTv5,
     )
     tls.apply(client)

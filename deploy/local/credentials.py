@@ -33,8 +33,14 @@ __all__ = [
     "new_password",
 ]
 
-#: Fixed service accounts; the ACL gives every other user the device rules.
-SERVICE_USERS: Final[tuple[str, ...]] = ("admin", "gateway", "processor")
+#: Fixed service accounts; the ACL gives every other user the device rules
+#: (deploy/local/mqtt_auth.py). ``admin`` is the stack's operator account (tests,
+#: smoke checks, clearing retained topics); ``gateway`` subscribes and writes
+#: receipts; ``config-publisher`` alone writes devices' retained config.
+SERVICE_USERS: Final[tuple[str, ...]] = ("admin", "gateway", "config-publisher")
+#: Former service accounts, dropped from an older credentials.json when it is read
+#: (``processor`` could read and write everything, and no code used it).
+RETIRED_USERS: Final[tuple[str, ...]] = ("processor",)
 TEST_DEVICES: Final[tuple[str, ...]] = tuple(f"dev-test-{i}" for i in range(1, 5))
 
 
@@ -88,10 +94,20 @@ class Credentials:
             yield
 
     def load(self) -> dict[str, str]:
-        """The users, generated on first use. The caller holds :meth:`locked`."""
+        """The users, generated on first use. The caller holds :meth:`locked`.
+
+        A file written by an older version gets the service accounts it lacks
+        and loses the retired ones (saved at once, so passwords stay stable)."""
         if self.path.exists():
             data = json.loads(self.path.read_text(encoding="utf-8"))
             users: dict[str, str] = dict(data["mqtt"])
+            missing = [name for name in SERVICE_USERS if name not in users]
+            retired = [name for name in RETIRED_USERS if name in users]
+            if missing or retired:
+                users.update({name: new_password() for name in missing})
+                for name in retired:
+                    del users[name]
+                self.save(users)
             return users
         users = {name: new_password() for name in (*SERVICE_USERS, *TEST_DEVICES, *demo_fleet())}
         self.save(users)

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from deploy.local.config_keys import ensure_key_pair
 from deploy.local.credentials import SERVICE_USERS as SERVICE_USERS
 from deploy.local.credentials import TEST_DEVICES as TEST_DEVICES
 from deploy.local.credentials import Credentials, demo_fleet
@@ -251,6 +252,7 @@ class LocalStack:
         names = check_names(services)
         with self._lock():
             self._prepare_dirs()
+            self.config_signing_key()
             result: dict[str, str] = {}
             for name in names:
                 svc = self._services[name]
@@ -349,6 +351,11 @@ class LocalStack:
         """What an MQTT client of ``identity`` needs for the certificate listener
         (CA, its certificate and key; :func:`deploy.local.pki.client_tls`)."""
         return client_tls(self._mosquitto.endpoint_paths(), identity)
+
+    def config_signing_key(self) -> tuple[Path, Path]:
+        """The config publisher's key pair ``(private, public)``, made at first use
+        (``<stack>/config-signing.key``, mode 0600, and ``.pub``)."""
+        return ensure_key_pair(self.root)
 
     def device_sites(self) -> dict[str, str]:
         """``{device_id: site}`` of the devices added with a site."""

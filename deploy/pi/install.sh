@@ -128,6 +128,10 @@ if [ -n "$BUNDLE" ]; then
     install -m 0644 -o root -g root "$BUNDLE/ca.pem" "$CONF_DIR/ca.pem"
     install -m 0644 -o root -g root "$BUNDLE/device.crt" "$CONF_DIR/device.crt"
     install -m 0640 -o root -g "$SERVICE_USER" "$BUNDLE/device.key" "$CONF_DIR/device.key"
+    # The config publisher's public key (not secret): remote configs must be signed by it.
+    if [ -f "$BUNDLE/config-signing.pub" ]; then
+        install -m 0644 -o root -g root "$BUNDLE/config-signing.pub" "$CONF_DIR/config-signing.pub"
+    fi
     echo "    installed $CONF_DIR/edge.toml, edge.password, ca.pem, device.crt, device.key from $BUNDLE"
 elif [ ! -f "$CONF_DIR/edge.toml" ]; then
     echo "install.sh: error: no $CONF_DIR/edge.toml: pass --bundle DIR (thermowatch devices add DEVICE_ID --site SITE --out DIR)" >&2

@@ -275,13 +275,51 @@ def test_remote_config_applied_within_one_interval_and_bad_one_rejected(
 ) -> None:
     import paho.mqtt.publish as publish
 
-    from telemetry_contract import DeviceConfig, encode
+    from deploy.local.config_keys import write_key_pair
+    from telemetry_contract import DeviceConfig, SignedConfig, encode
+    from telemetry_contract.signing import key_id, load_private_key, sign_config, signed_bytes
+
+    write_key_pair(tmp_path / "signing.key", tmp_path / "signing.pub")
+    key = load_private_key((tmp_path / "signing.key").read_bytes())
+
+    def signed(raw: bytes) -> bytes:
+        """Any bytes signed as a config (the publisher would refuse to sign bad ones)."""
+        kid = key_id(key.public_key())
+        env = SignedConfig(
+            device_id="hil-d1",
+            site="hil",
+            key_id=kid,
+            config=raw,
+            signature=key.sign(signed_bytes(kid, raw)),
+        )
+        return encode(env)
+
+    def send(payload: bytes) -> None:
+        publish.single(
+            "thermowatch/hil/hil-d1/config",
+            payload,
+            qos=1,
+            retain=True,
+            hostname="127.0.0.1",
+            port=broker.port,
+        )
 
     root = w1_tree("ok")
     sub = hil.Subscriber(broker.port, "thermowatch/hil/hil-d1/#")
     try:
+        # This site lets the cloud silence the buzzer (allow_safety_changes).
+        remote = (
+            f'[remote_config]\npublic_key_file = "{tmp_path / "signing.pub"}"\n'
+            "allow_safety_changes = true\n"
+        )
         ra = run_agent(
-            hil.config(w1_root=root, state_dir=tmp_path / "state", port=broker.port, interval_s=2.0)
+            hil.config(
+                w1_root=root,
+                state_dir=tmp_path / "state",
+                port=broker.port,
+                interval_s=2.0,
+                extra=remote,
+            )
         )
         agent = ra.agent
         assert hil.wait_for(lambda: agent.link.connected and len(sub.readings()) >= 2)
@@ -295,14 +333,7 @@ def test_remote_config_applied_within_one_interval_and_bad_one_rejected(
             buzzer_enabled=False,
         )
         sent = time.monotonic()
-        publish.single(
-            "thermowatch/hil/hil-d1/config",
-            encode(cfg),
-            qos=1,
-            retain=True,
-            hostname="127.0.0.1",
-            port=broker.port,
-        )
+        send(encode(sign_config(key, cfg)))
         assert hil.wait_for(lambda: agent.config_version == 3, timeout=10)
         # Within one (old) interval the new interval is in force: readings every 0.2 s.
         n = len(sub.readings())
@@ -320,14 +351,7 @@ def test_remote_config_applied_within_one_interval_and_bad_one_rejected(
             b'{"type":"device_config","device_id":"hil-d1","site":"hil","version":4,'
             b'"ts":%d,"sampling_interval_s":0.01}' % int(time.time() * 1000)
         )
-        publish.single(
-            "thermowatch/hil/hil-d1/config",
-            bad,
-            qos=1,
-            retain=True,
-            hostname="127.0.0.1",
-            port=broker.port,
-        )
+        send(signed(bad))
         assert hil.wait_for(
             lambda: any(m.kind.value == "config_rejected" for m, _ in sub.of_kind("alert")),
             timeout=10,
@@ -343,19 +367,22 @@ def test_remote_config_applied_within_one_interval_and_bad_one_rejected(
             ts=int(time.time() * 1000),
             detector="magic",
         )
-        publish.single(
-            "thermowatch/hil/hil-d1/config",
-            encode(bad2),
-            qos=1,
-            retain=True,
-            hostname="127.0.0.1",
-            port=broker.port,
-        )
+        send(signed(encode(bad2)))
         assert hil.wait_for(
             lambda: any("detector.name" in m.message for m, _ in sub.of_kind("alert")),
             timeout=10,
         )
         assert agent.config_version == 3 and agent.config.detector.name == "thermal"
+        # An unsigned one, however valid, is rejected: the signature is named.
+        unsigned = DeviceConfig(
+            device_id="hil-d1", site="hil", version=6, ts=int(time.time() * 1000)
+        )
+        send(encode(unsigned))
+        assert hil.wait_for(
+            lambda: any("unsigned config refused" in m.message for m, _ in sub.of_kind("alert")),
+            timeout=10,
+        )
+        assert agent.config_version == 3
     finally:
         sub.close()
 

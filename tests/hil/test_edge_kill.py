@@ -49,7 +49,7 @@ def test_kill_9_mid_stream_then_restart(
             )
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
-            # The broker publishes our last will: retained offline status.
+            # The broker publishes our last will: the offline status.
             assert hil.wait_for(
                 lambda kill=kill: (
                     sum(

@@ -52,7 +52,7 @@ class Subscriber:
         subscribed = threading.Event()
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"devices-it-{uuid.uuid4().hex[:8]}",
+            client_id=f"admin:devices-it-{uuid.uuid4().hex[:8]}",
             protocol=paho.MQTTv5,
         )
         client_tls(mq, "admin").apply(self._client)

@@ -14,9 +14,11 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from paho.mqtt.enums import CallbackAPIVersion
 
+from deploy.local.config_keys import write_key_pair
 from edge_agent.app import EdgeAgent
 from edge_agent.config import loads_config
 from telemetry_contract import DeviceConfig, Quality, Reading, decode, encode
+from telemetry_contract.signing import load_private_key, sign_config
 from testsupport.mqtt_tls import edge_tls_toml, stack_tls
 
 pytestmark = pytest.mark.integration
@@ -41,7 +43,7 @@ class Admin:
         self.ready = threading.Event()
         self.c = paho.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"edge-it-{uuid.uuid4().hex[:8]}",
+            client_id=f"admin:edge-it-{uuid.uuid4().hex[:8]}",
             protocol=paho.MQTTv5,
         )
         self.c.username_pw_set("admin", password)
@@ -82,8 +84,12 @@ def test_agent_publishes_with_device_credentials_and_takes_remote_config(
     base = f"thermowatch/{site}/{DEVICE}"
     root = tmp_path / "w1"
     shutil.copytree(FIXTURES / "ok", root)
+    write_key_pair(tmp_path / "signing.key", tmp_path / "signing.pub")
+    key = load_private_key((tmp_path / "signing.key").read_bytes())
     cfg = loads_config(
         f"""
+[remote_config]
+public_key_file = "{tmp_path / "signing.pub"}"
 [device]
 device_id = "{DEVICE}"
 site = "{site}"
@@ -98,8 +104,7 @@ pin_factory = "mock"
 host = "{mq["host"]}"
 port = {mq["port"]}
 username = "{DEVICE}"
-{edge_tls_toml(DEVICE)}client_id = "tw-edge-{DEVICE}-{site}"
-session_expiry_s = 60
+{edge_tls_toml(DEVICE)}session_expiry_s = 60
 """
     )
     admin = Admin(mq["host"], mq["port"], mq["users"]["admin"], f"{base}/#")
@@ -112,21 +117,24 @@ session_expiry_s = 60
         assert wait_for(lambda: len(admin.of("telemetry")) >= 6)
         online = [s for s in admin.of("status") if s.state.value == "online"]
         assert online and online[-1].sensors == ["28-0316a2791aff", "28-0416b3a1c2ff"]
-        # The device may read its own config topic (ACL): a remote change applies.
-        admin.publish(
-            f"{base}/config",
-            encode(
-                DeviceConfig(
-                    device_id=DEVICE,
-                    site=site,
-                    version=1,
-                    ts=int(time.time() * 1000),
-                    sampling_interval_s=0.25,
-                )
-            ),
+
+        # The device may read its own config topic (ACL). An unsigned config is rejected
+        # (a config_rejected alert naming the signature); a signed one applies.
+        def config(version: int) -> DeviceConfig:
+            now = int(time.time() * 1000)
+            return DeviceConfig(
+                device_id=DEVICE, site=site, version=version, ts=now, sampling_interval_s=0.25
+            )
+
+        admin.publish(f"{base}/config", encode(config(1)))
+        assert wait_for(
+            lambda: any("unsigned config refused" in a.message for a in admin.of("alert"))
         )
-        assert wait_for(lambda: agent.config_version == 1, timeout=15)
-        assert wait_for(lambda: any(s.config_version == 1 for s in admin.of("status")))
+        assert agent.config_version == 0 and agent.config.sampling.interval_s == 0.5
+        admin.publish(f"{base}/config", encode(sign_config(key, config(2))))
+        assert wait_for(lambda: agent.config_version == 2, timeout=15)
+        assert agent.config.sampling.interval_s == 0.25
+        assert wait_for(lambda: any(s.config_version == 2 for s in admin.of("status")))
     finally:
         stop.set()
         if thread.is_alive():
@@ -174,8 +182,7 @@ flush_timeout_s = 1.0
 host = "{mq["host"]}"
 port = {mq["port"]}
 username = "{username}"
-{edge_tls_toml(username)}client_id = "tw-edge-{DEVICE}-{site}"
-session_expiry_s = 60
+{edge_tls_toml(username)}session_expiry_s = 60
 reconnect_min_s = 1.0
 reconnect_max_s = 2.0
 """

@@ -34,6 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from deploy.local.mqtt_auth import client_id_for
 from deploy.local.stack import LocalStack, free_port
 from telemetry_contract import decode, kafka_topics
 from testsupport.mqtt_tls import stack_tls, tls_toml
@@ -205,7 +206,7 @@ class Publisher:
     ) -> None:
         self.client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"gwtest-pub-{user}-{uuid.uuid4().hex[:6]}",
+            client_id=client_id_for(user, f"gwtest-pub-{uuid.uuid4().hex[:6]}"),
             protocol=MQTTProtocolVersion.MQTTv5,
         )
         self.client.username_pw_set(user, password)

@@ -208,7 +208,7 @@ def test_a_20_mib_publish_is_refused_by_the_broker_and_the_gateway_is_unaffected
     gone = threading.Event()
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=f"big-{device}",
+        client_id=device,  # a device connects only with its own id
         protocol=MQTTProtocolVersion.MQTTv5,
     )
     client.username_pw_set(device, password)

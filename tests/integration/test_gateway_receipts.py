@@ -13,7 +13,6 @@ import contextlib
 import json
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,6 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from deploy.local.stack import LocalStack
 from telemetry_contract import Receipt, decode, kafka_topics
@@ -38,7 +36,6 @@ from tests.integration.test_gateway_e2e import (
     wait_for,
     wait_published,
 )
-from testsupport.mqtt_tls import stack_tls
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -49,25 +46,18 @@ private_kafka = e2e.private_kafka
 
 
 class ReceiptListener:
-    """The device's own MQTT v5 login, subscribed to its receipt topic."""
+    """The device's own MQTT v5 login (its publisher's connection: a device connects
+    only with its own id as client id), subscribed to its receipt topic."""
 
-    def __init__(self, env: Env, site: str, device: str, password: str) -> None:
+    def __init__(self, site: str, device: str, pub: Publisher) -> None:
         self.topic = f"thermowatch/{site}/{device}/receipt"
         self.receipts: list[Receipt] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"rcpt-{device}-{uuid.uuid4().hex[:6]}",
-            protocol=MQTTProtocolVersion.MQTTv5,
-        )
-        self.client.username_pw_set(device, password)
-        stack_tls(device).apply(self.client)
-        self.client.on_connect = lambda c, *_a: c.subscribe(self.topic, qos=0)
+        self.client = pub.client
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
-        self.client.connect(env.mqtt_host, env.mqtt_port, keepalive=30)
-        self.client.loop_start()
+        self.client.subscribe(self.topic, qos=0)
         assert self._subscribed.wait(30), "the device could not subscribe to its receipts"
 
     def _on_subscribe(self, _c: Any, _u: Any, _mid: int, codes: list[Any], _p: Any) -> None:
@@ -94,10 +84,6 @@ class ReceiptListener:
             for seq in range(first, last + 1)
         }
 
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
 
 def gap(device: str, site: str, first: int, last: int) -> bytes:
     return json.dumps(
@@ -122,16 +108,12 @@ def started(*gws: GatewayProcess) -> None:
 
 @contextlib.contextmanager
 def device_link(env: Env, site: str, device: str, password: str) -> Iterator[Link]:
-    """The device's receipt listener and its publisher, closed afterwards."""
-    listener = ReceiptListener(env, site, device, password)
+    """The device's publisher and its receipt listener on the same connection, closed afterwards."""
+    pub = Publisher(env.mqtt_host, env.mqtt_port, device, password)
     try:
-        pub = Publisher(env.mqtt_host, env.mqtt_port, device, password)
-        try:
-            yield Link(listener, pub)
-        finally:
-            pub.close()
+        yield Link(ReceiptListener(site, device, pub), pub)
     finally:
-        listener.close()
+        pub.close()
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,7 @@ def test_retire_drains_a_stopped_gateways_session_into_kafka_and_ends_it(
     b.start()
     a.wait_ready()
     b.wait_ready()
-    a_client_id = f"thermowatch-gateway-{a.gateway_id}"
+    a_client_id = f"gateway:{a.gateway_id}"
     assert a.stop() == 0  # replica removed; its session (and share) stays on the broker
     topics = kafka_topics(a.prefix)
     total = 600
@@ -181,5 +181,5 @@ def test_retire_without_a_session_ends_cleanly(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "received=0 session_ended=True" in done.stdout
-    client_id = f"thermowatch-gateway-{never.gateway_id}"
+    client_id = f"gateway:{never.gateway_id}"
     assert not session_present(env.mqtt_host, env.mqtt_port, env.users["gateway"], client_id)

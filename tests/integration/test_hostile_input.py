@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from deploy.local.mqtt_auth import client_id_for
 from deploy.local.pki import client_tls
 from deploy.local.stack import free_port
 
@@ -60,7 +61,7 @@ def _mqtt_client(m: dict[str, Any], user: str, tag: str) -> Any:
 
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
-        client_id=f"{user}-{tag}-{uuid.uuid4().hex[:4]}",
+        client_id=client_id_for(user, f"{tag}-{uuid.uuid4().hex[:4]}"),
         protocol=mqtt.MQTTv5,
     )
     client_tls(m, user).apply(client)  # TLS; the certificate is the login
@@ -201,7 +202,7 @@ def _huge_publish_once(m: dict[str, Any], user: str, topic: str) -> str:
 
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
-        client_id=f"{user}-huge-{uuid.uuid4().hex[:4]}",
+        client_id=client_id_for(user, f"huge-{uuid.uuid4().hex[:4]}"),
         protocol=mqtt.MQTTv5,
     )
     client_tls(m, user).apply(client)  # TLS; the certificate is the login

@@ -25,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from deploy.local import cli
+from deploy.local.mqtt_auth import client_id_for
 from deploy.local.pki import client_tls
 from deploy.local.stack import LocalStack
 
@@ -72,7 +73,9 @@ def _mqtt(stack: dict[str, Any], user: str, *, password: bool = False) -> Iterat
     on the broker's password port (TLS with the stack's CA either way)."""
     endpoint = stack["mosquitto"]
     client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"it-{user}-{RUN}", protocol=mqtt.MQTTv5
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id_for(user, f"it-{RUN}"),
+        protocol=mqtt.MQTTv5,
     )
     if password:
         client.username_pw_set(user, endpoint["users"][user])
@@ -120,7 +123,7 @@ def _mqtt(stack: dict[str, Any], user: str, *, password: bool = False) -> Iterat
 
 
 def test_mqtt_device_to_gateway_shared_subscription(stack: dict[str, Any]) -> None:
-    topic = f"thermowatch/it-{RUN}/dev-test-1/temperature"
+    topic = f"thermowatch/it-{RUN}/dev-test-1/telemetry"
     payload = f"ok-{RUN}".encode()
     with _mqtt(stack, "gateway") as gateway, _mqtt(stack, "dev-test-1") as device:
         gateway.subscribe(f"$share/g{RUN}/thermowatch/#")
@@ -135,11 +138,11 @@ def test_mqtt_device_cannot_publish_as_another_device(stack: dict[str, Any]) -> 
     marker = f"after-denied-{RUN}".encode()
     with _mqtt(stack, "gateway") as gateway, _mqtt(stack, "dev-test-1") as device:
         gateway.subscribe(f"$share/g{RUN}/thermowatch/#")
-        rc = device.publish(f"thermowatch/it-{RUN}/dev-test-2/temperature", denied)
+        rc = device.publish(f"thermowatch/it-{RUN}/dev-test-2/telemetry", denied)
         assert rc.value == 135, f"expected PUBACK 135 Not authorized, got {rc}"
         # Same publisher, same QoS: the broker keeps order, so once the later
         # allowed message is in, the denied one would have been too.
-        assert device.publish(f"thermowatch/it-{RUN}/dev-test-1/temperature", marker).value == 0
+        assert device.publish(f"thermowatch/it-{RUN}/dev-test-1/telemetry", marker).value == 0
         gateway.wait(lambda: gateway.received(marker), "marker at the gateway")
         assert not gateway.received(denied)
 
@@ -321,5 +324,5 @@ def test_mqtt_add_user_reloads_broker(local_stack: Any, stack: dict[str, Any]) -
     with _mqtt(fresh, "dev-test-added", password=True):  # the password login works too
         pass
     with _mqtt(fresh, "dev-test-added") as device:
-        rc = device.publish(f"thermowatch/it-{RUN}/dev-test-added/temperature", b"hello")
+        rc = device.publish(f"thermowatch/it-{RUN}/dev-test-added/telemetry", b"hello")
         assert not rc.is_failure, rc  # 0, or 16 "No matching subscribers"

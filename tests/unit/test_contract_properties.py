@@ -343,10 +343,11 @@ def test_schema_file_patterns_refuse_a_trailing_newline() -> None:
     patterns = set()
     for path in SCHEMA_DIR.glob("*.schema.json"):
         patterns |= set(re.findall(r'"pattern": "((?:[^"\\]|\\.)*)"', path.read_text()))
-    assert len(patterns) == 2, patterns
+    assert len(patterns) == 3, patterns  # device id, sensor id, signing key id
     for pattern in (json.loads(f'"{p}"') for p in patterns):
-        assert re.search(pattern, "s1-d01")
-        assert not re.search(pattern, "s1-d01\n"), pattern
+        good = "0123456789abcdef" if "0-9a-f" in pattern else "s1-d01"
+        assert re.search(pattern, good)
+        assert not re.search(pattern, good + "\n"), pattern
 
 
 def test_detector_params_are_bounded() -> None:

@@ -138,3 +138,25 @@ def test_the_script_plays_every_planned_step_once_in_time_order() -> None:
     assert (kill.at_s, restart.at_s) == (p.offline_at_s, p.online_at_s)
     assert (burst.device_id, burst.at_s) == (p.malformed_device, p.malformed_at_s)
     assert steps[0].label == "inject door_open on s1-d03"
+
+
+def test_the_demo_fleets_agents_trust_the_stacks_config_signing_key(tmp_path: Path) -> None:
+    from deploy.local.config_keys import ensure_key_pair
+    from deploy.local.pki import Pki
+    from thermowatch.demo.fleet import DemoFleet
+
+    public = ensure_key_pair(tmp_path / "stack")[1]
+    pki = Pki(tmp_path / "stack" / "pki")
+    pki.issue("s1-d01")
+    tls = {"ca_file": str(pki.ca_file), "certs_dir": str(pki.clients_dir)}
+    fleet = DemoFleet(
+        plan(demo_sites(), 150.0),
+        run_dir=tmp_path / "run",
+        w1_dir=tmp_path / "w1",
+        mqtt={"host": "127.0.0.1", "port": 1883, "users": {"s1-d01": "pw"}, **tls},
+        run_id="r1",
+        config_public_key=str(public),
+    )
+    cfg = fleet._config("s1-d01")
+    assert cfg.remote_config.public_key_file == str(public)
+    assert len(cfg.remote_config.trusted_keys()) == 1 and not cfg.remote_config.allow_unsigned

@@ -157,6 +157,27 @@ def test_add_writes_bundle_records_site_and_refuses_a_duplicate(
     assert stack.credentials()["lab-d07"] == password  # untouched
 
 
+def test_add_puts_the_stacks_config_signing_key_in_the_bundle(
+    stack_dir: Path, tls: dict[str, str]
+) -> None:
+    assert main(["devices", "add", "lab-d13", "--site", "lab", "--out", "bundle"]) == 0
+    private, public = LocalStack().config_signing_key()
+    assert mode(private) == 0o600
+    cfg = load_config(Path("bundle/edge.toml"), env={})
+    assert cfg.remote_config.public_key_file == str(Path("bundle/config-signing.pub").absolute())
+    assert Path(cfg.remote_config.public_key_file).read_bytes() == public.read_bytes()
+    assert not cfg.remote_config.allow_unsigned and len(cfg.remote_config.trusted_keys()) == 1
+    # A Pi bundle names the key where deploy/pi/install.sh puts it.
+    pi = write_bundle(
+        Path("pi"), "lab-d14", "lab", "pw", host="h", port=1, tls=tls, sensor="w1",
+        public_key=public.read_bytes(),
+    )  # fmt: skip
+    assert 'public_key_file = "/etc/thermowatch/config-signing.pub"' in (
+        pi / "edge.toml"
+    ).read_text(encoding="utf-8")
+    assert (pi / "config-signing.pub").read_bytes() == public.read_bytes()
+
+
 def test_add_default_out_is_the_device_id(stack_dir: Path) -> None:
     assert main(["devices", "add", "lab-d08", "--site", "lab"]) == 0
     assert Path("lab-d08/edge.toml").is_file()

@@ -33,7 +33,9 @@ def _hashed_pins(text: str) -> dict[str, tuple[str, list[str]]]:
         spec, *options = line.split()
         name, sep, version = spec.partition("==")
         assert sep, f"requirements-edge.txt: {spec!r} is not pinned with =="
-        hashes = [o.removeprefix("--hash=sha256:") for o in options]
+        # An environment marker ("; platform_python_implementation != 'PyPy'") may sit
+        # between the pin and its hashes.
+        hashes = [o.removeprefix("--hash=sha256:") for o in options if o.startswith("--hash=")]
         assert hashes and all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes), spec
         pins[canonicalize_name(name)] = (version, hashes)
     return pins

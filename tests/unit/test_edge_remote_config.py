@@ -33,6 +33,7 @@ from edge_agent.remote_config import (
     RemoteConfigGate,
 )
 from edge_agent.sensors import Sample
+from edge_agent.trust import ConfigTrust
 from stagekit.config import ConfigError
 from stagekit.ratelog import RateLimitedLog
 from telemetry_contract import DeviceStatus, EdgeAlert, Quality, decode, encode, printable
@@ -42,6 +43,10 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "w1"
 P = "28-0316a2791aff"
 TOPIC = "thermowatch/s1/d1/config"
 BASE = loads_config('[device]\ndevice_id = "d1"\nsite = "s1"\n')
+#: These tests are about the values a config may hold: unsigned configs allowed here
+#: (signatures and the safety settings: tests/unit/test_edge_signed_config.py).
+UNSIGNED = ConfigTrust(allow_unsigned=True, allow_safety_changes=True)
+UNSIGNED_TOML = "[remote_config]\nallow_unsigned = true\nallow_safety_changes = true\n"
 
 
 def config(version: int = 2, **fields: Any) -> bytes:
@@ -75,7 +80,7 @@ def config(version: int = 2, **fields: Any) -> bytes:
     ],
 )
 def test_a_value_out_of_bounds_is_rejected_naming_the_key(fields: dict[str, Any], key: str) -> None:
-    gate = RemoteConfigGate(topic=TOPIC)
+    gate = RemoteConfigGate(topic=TOPIC, trust=UNSIGNED)
     got = gate.offer(config(**fields), current=BASE, version=1, now_ms=NOW)
     assert isinstance(got, EdgeAlert) and got.kind.value == "config_rejected"
     assert key in got.message, got.message
@@ -84,7 +89,7 @@ def test_a_value_out_of_bounds_is_rejected_naming_the_key(fields: dict[str, Any]
 
 def test_the_largest_accepted_models_build_and_run() -> None:
     """The worst case each bound allows builds and runs (memory: docs/benchmarks.md)."""
-    gate = RemoteConfigGate(topic=TOPIC)
+    gate = RemoteConfigGate(topic=TOPIC, trust=UNSIGNED)
     for fields in (
         {"detector": "thermal", "detector_params": {"target_false_alarms_per_week": 0.01}},
         {"detector": "zscore", "detector_params": {"window_s": 900.0, "min_std": 1e-6}},
@@ -128,7 +133,7 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeAgent]:
     shutil.copytree(FIXTURES / "ok", tmp / "w1")
     cfg = loads_config(
         f'[device]\ndevice_id = "d1"\nsite = "s1"\nstate_dir = "{tmp / "state"}"\n'
-        f'[sensors]\nw1_root = "{tmp / "w1"}"\n[gpio]\npin_factory = "mock"\n'
+        f'[sensors]\nw1_root = "{tmp / "w1"}"\n[gpio]\npin_factory = "mock"\n' + UNSIGNED_TOML
     )
     a = EdgeAgent(cfg, pin_factory=MockFactory())
     a.start(mqtt=False)
@@ -292,13 +297,13 @@ def assert_total(gate: RemoteConfigGate, payload: bytes) -> None:
 @settings(max_examples=150, deadline=None)
 @given(st.one_of(st.binary(max_size=512), st.integers(1, 5000).map(nested)))
 def test_property_random_bytes_and_deep_nesting_never_escape(payload: bytes) -> None:
-    assert_total(RemoteConfigGate(topic=TOPIC), payload)
+    assert_total(RemoteConfigGate(topic=TOPIC, trust=UNSIGNED), payload)
 
 
 @settings(max_examples=250, deadline=None)
 @given(device_configs)
 def test_property_hostile_device_configs_are_accepted_valid_or_rejected(doc: object) -> None:
-    assert_total(RemoteConfigGate(topic=TOPIC), as_bytes(doc))
+    assert_total(RemoteConfigGate(topic=TOPIC, trust=UNSIGNED), as_bytes(doc))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -322,7 +327,7 @@ def test_a_flood_of_distinct_bad_configs_logs_a_bounded_number_of_lines(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Each one is answered by an alert; only REJECTED_LOG_LINES of them by a log line."""
-    gate = RemoteConfigGate(topic=TOPIC)
+    gate = RemoteConfigGate(topic=TOPIC, trust=UNSIGNED)
     with caplog.at_level(logging.INFO, logger="edge_agent.remote_config"):
         alerts = [
             gate.offer(config(version=v, detector="nope"), current=BASE, version=1, now_ms=NOW)

@@ -71,7 +71,7 @@ def test_environment_overrides() -> None:
     )
     assert cfg.mqtt.host == "mosquitto"
     assert cfg.kafka.bootstrap_servers == ("kafka:9092",)
-    assert cfg.mqtt_client_id == "thermowatch-gateway-gw-7"
+    assert cfg.mqtt_client_id == "gateway:gw-7"
 
 
 def test_kafka_servers_as_one_comma_separated_string(

@@ -23,6 +23,7 @@ from deploy.local.stack import LocalStack, StackError, free_port
 DOCTESTED = [
     "deploy.local.credentials",
     "deploy.local.layout",
+    "deploy.local.mqtt_auth",
     "deploy.local.process",
     "deploy.local.services",
     "deploy.local.services.kafka",
@@ -117,7 +118,10 @@ def test_endpoints_name_every_service_and_the_mqtt_users(tmp_path: Path) -> None
     }  # fmt: skip
     assert endpoints["mosquitto"]["password_port"] == endpoints["mosquitto"]["port"] + 1
     assert endpoints["mosquitto"]["users"] == stack.credentials()
-    assert {"admin", "gateway", "processor", "dev-test-1", "s3-d10"} <= set(stack.credentials())
+    assert {"admin", "gateway", "config-publisher", "dev-test-1", "s3-d10"} <= set(
+        stack.credentials()
+    )
+    assert "processor" not in stack.credentials()  # retired: it could read and write everything
     assert endpoints["kafka"]["bootstrap"] == "127.0.0.1:19092"
     assert (tmp_path / "credentials.json").stat().st_mode & 0o777 == 0o600
 

@@ -58,6 +58,7 @@ class DemoFleet:
         mqtt_ports: Mapping[str, int] | None = None,
         mqtt_options: Mapping[str, Any] | None = None,
         outbox_options: Mapping[str, Any] | None = None,
+        config_public_key: str = "",
     ) -> None:
         from edge_agent.simulate import Fleet, FleetSimulator, Incident, Scenario
 
@@ -70,6 +71,8 @@ class DemoFleet:
         self.mqtt_ports = dict(mqtt_ports or {})
         self.mqtt_options = dict(mqtt_options or {})
         self.outbox_options = dict(outbox_options or {})
+        #: The config publisher's public key every agent trusts ("": none, remote config off).
+        self.config_public_key = config_public_key
         #: device -> temperature forced on its probe (see :meth:`force`).
         self._forced: dict[str, float] = {}
         self._write_lock = threading.Lock()
@@ -132,6 +135,7 @@ class DemoFleet:
             GpioSettings,
             MqttSettings,
             OutboxSettings,
+            RemoteConfigSettings,
             SamplingSettings,
             SensorsSettings,
         )
@@ -157,11 +161,13 @@ class DemoFleet:
                     "username": device_id,
                     # TLS with the device's certificate from the stack's CA (its login).
                     **client_tls(self.mqtt, device_id).edge_mqtt(),
-                    "client_id": f"tw-edge-{device_id}-{self.run_id}",
+                    # The device id: the only client id the broker accepts for it.
+                    "client_id": device_id,
                     "session_expiry_s": 600,
                     **self.mqtt_options,
                 }
             ),
+            remote_config=RemoteConfigSettings(public_key_file=self.config_public_key),
         )
         problems = cfg.validate()
         if problems:

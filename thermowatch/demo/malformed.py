@@ -63,7 +63,11 @@ def malformed_payloads(device: str, other_device: str, site: str, n: int) -> lis
 def publish_malformed(
     mqtt: Mapping[str, Any], device: str, topic: str, payloads: Sequence[bytes], run_id: str
 ) -> int:
-    """Publish ``payloads`` as ``device`` (QoS 1); returns how many the broker accepted."""
+    """Publish ``payloads`` on ``device``'s topic (QoS 1); returns how many the broker accepted.
+
+    Published by the stack's operator account (``admin``): a device may connect
+    only with its own id as client id, so logging in as ``device`` would take
+    over the running agent's connection."""
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -72,9 +76,11 @@ def publish_malformed(
     accepted: list[bool] = []
     done = threading.Event()
     client = paho.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"demo-junk-{device}-{run_id}", protocol=paho.MQTTv5
+        CallbackAPIVersion.VERSION2,
+        client_id=f"admin:demo-junk-{device}-{run_id}",
+        protocol=paho.MQTTv5,
     )
-    client_tls(mqtt, device).apply(client)  # the device's certificate is its login
+    client_tls(mqtt, "admin").apply(client)  # TLS; the certificate is the login
 
     def on_publish(_c: Any, _u: Any, _mid: int, rc: Any, _p: Any) -> None:
         accepted.append(not rc.is_failure)

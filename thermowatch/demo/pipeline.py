@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from deploy.local.config_keys import ensure_key_pair
 from telemetry_contract import kafka_topics
 from thermowatch.accounting import allocated_from_outboxes
 from thermowatch.demo.account import account_run
@@ -61,6 +62,8 @@ async def run_pipeline_demo(
         w1_dir=run.w1_dir,
         mqtt=endpoints["mosquitto"],
         run_id=run.run_id,
+        # The stack's config signing key (<stack>/demo/<run id> is the run dir).
+        config_public_key=str(ensure_key_pair(run.run_dir.parents[1])[1]),
     )
     watchers = Watchers(
         run,

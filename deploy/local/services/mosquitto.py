@@ -5,17 +5,19 @@ the client port requires a client certificate and takes its CN as the user name
 (devices and services); the port after it takes a user of ``credentials.json``
 with its password (tools, tests). A plaintext listener (password, no TLS, two
 ports after the client port) exists only with ``THERMOWATCH_MQTT_PLAINTEXT=1``,
-and the start logs a warning then. ``allow_anonymous false``; the ACL
-(``deploy/local/mosquitto-acl.conf``) lets a device write only under its own
-id. Health check: an MQTT v5 connect as ``admin`` with its client certificate
-gets a successful CONNACK.
+and the start logs a warning then. ``allow_anonymous false``. The password file
+and the ACL are rendered from ``credentials.json`` (:mod:`deploy.local.mqtt_auth`:
+a device writes only its own four topics under its site) and the
+``thermowatch_auth`` plugin (``deploy/local/mosquitto-plugin``, compiled at
+install) binds client ids to users and refuses retained publishes from devices.
+Health check: an MQTT v5 connect as ``admin`` with its client certificate gets a
+successful CONNACK.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import threading
 import uuid
@@ -25,8 +27,15 @@ from typing import Any, Final
 
 from deploy.local.credentials import check_user_name, new_password
 from deploy.local.errors import StackError, UnknownUserError, UserExistsError
-from deploy.local.install import apt_install, is_root, run, tool, which
-from deploy.local.layout import TEMPLATE_DIR, render
+from deploy.local.install import apt_install, file_digest, is_root, run, tool, which
+from deploy.local.layout import TEMPLATE_DIR, render, write_private
+from deploy.local.mqtt_auth import (
+    RETAIN_USERS,
+    SERVICE_USERS,
+    acl_text,
+    client_id_for,
+    passwd_text,
+)
 from deploy.local.pki import Pki, client_tls
 from deploy.local.process import poll_until, port_open
 from deploy.local.services.base import Launch, Service
@@ -37,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 MQTT_PORT_ENV: Final = "THERMOWATCH_MQTT_PORT"
 DEFAULT_MQTT_PORT: Final = 18830
+#: The broker plugin's C source, and the header (from mosquitto-dev) it needs.
+PLUGIN_SOURCE: Final = TEMPLATE_DIR / "mosquitto-plugin" / "thermowatch_auth.c"
+PLUGIN_HEADER: Final = Path("/usr/include/mosquitto_plugin.h")
 #: "1": also a plaintext listener (password, no TLS) on the client port + 2.
 MQTT_PLAINTEXT_ENV: Final = "THERMOWATCH_MQTT_PLAINTEXT"
 
@@ -99,34 +111,43 @@ class Mosquitto(Service):
         return self.pki.issue(identity)
 
     def install(self) -> None:
+        """The broker, its clients, and gcc + mosquitto-dev to build the plugin."""
+        missing = []
         if which("mosquitto") is None or which("mosquitto_passwd") is None:
-            apt_install("mosquitto", "mosquitto-clients")
+            missing += ["mosquitto", "mosquitto-clients"]
+        if which("gcc") is None:
+            missing.append("gcc")
+        if not PLUGIN_HEADER.exists():
+            missing.append("mosquitto-dev")
+        if missing:
+            apt_install(*missing)
+        self._build_plugin()
+
+    def _build_plugin(self) -> None:
+        """Compile the plugin into the cache unless this source's build is there."""
+        plugin = self._plugin_file
+        if not plugin.exists():
+            plugin.parent.mkdir(parents=True, exist_ok=True)
+            staging = plugin.with_name(f".{plugin.name}.{os.getpid()}.tmp")
+            run(
+                [tool("gcc"), "-shared", "-fPIC", "-O2", "-Wall", "-o", str(staging),
+                 str(PLUGIN_SOURCE)],
+                what="gcc thermowatch_auth",
+            )  # fmt: skip
+            staging.replace(plugin)
 
     def launch(self) -> Launch:
-        """Rebuild the password file from credentials.json, copy the ACL, render the config."""
-        run_dir = self.layout.run_dir
-        passwd, acl = self._passwd_file, self._acl_file
-        passwd_tool = tool("mosquitto_passwd")
-        # Rebuilt from credentials.json at every start, so it always matches it.
+        """Render the password file and the ACL from credentials.json, then the config."""
+        # Also here: `up` restarts a running broker whose config changed (an
+        # upgraded checkout, a new plugin source) without calling install().
+        self.install()
         with self.ctx.credentials.locked():
-            users = self.ctx.credentials.load()
             # The CA and the broker's certificate at first start, a fresh CRL, and
             # a client certificate for every user that has none yet.
             self.pki.ensure_server(self.host)
-            self.pki.issue_missing(users)
-            staging = run_dir / ".mosquitto.passwd.tmp"
-            staging.unlink(missing_ok=True)
-            fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.close(fd)
-            for user, password in users.items():
-                run(
-                    [passwd_tool, "-b", str(staging), user, password],
-                    what=f"mosquitto_passwd {user}",
-                    secret=True,
-                )
-            staging.replace(passwd)
-        shutil.copyfile(TEMPLATE_DIR / "mosquitto-acl.conf", acl)
-        conf = run_dir / "mosquitto.conf"
+            self.pki.issue_missing(self.ctx.credentials.load())
+            self._write_auth_files()
+        conf = self.layout.run_dir / "mosquitto.conf"
         conf.write_text(self._config_text(), encoding="utf-8")
         if self.plain_port is not None:
             logger.warning(
@@ -134,6 +155,20 @@ class Mosquitto(Service):
                 "(unset %s to turn it off)", self.host, self.plain_port, MQTT_PLAINTEXT_ENV,
             )  # fmt: skip
         return Launch([tool("mosquitto"), "-c", str(conf)])
+
+    def _write_auth_files(self) -> None:
+        """The password file and the ACL, from credentials.json (both 0600 from the
+        start: the ACL names every device). The caller holds the credentials lock."""
+        credentials = self.ctx.credentials
+        users = credentials.load()
+        template = (TEMPLATE_DIR / "mosquitto-acl.conf").read_text(encoding="utf-8")
+        write_private(self._passwd_file, passwd_text(users))
+        write_private(self._acl_file, acl_text(template, users, credentials.load_sites()))
+
+    @property
+    def _plugin_file(self) -> Path:
+        """In the shared cache, named by the source's digest (a changed source is rebuilt)."""
+        return self.layout.cache / "mosquitto" / f"thermowatch_auth-{file_digest(PLUGIN_SOURCE)}.so"
 
     @property
     def _passwd_file(self) -> Path:
@@ -161,6 +196,9 @@ class Mosquitto(Service):
             ),
             password_file=self._passwd_file,
             acl_file=self._acl_file,
+            plugin=self._plugin_file,
+            services=",".join(SERVICE_USERS),
+            retain_users=",".join(RETAIN_USERS),
             persistence_dir=self.layout.data_dir(self.name),
             # Debian's mosquitto drops root to the "mosquitto" user unless told not to,
             # and that user could not write the stack dir.
@@ -222,8 +260,8 @@ class Mosquitto(Service):
         """Remove a user; a running broker reloads and the refused login is awaited.
 
         Returns the removed user's old password; :class:`UnknownUserError` when
-        there is no such user. A client already connected as ``name`` keeps its
-        connection until it disconnects (Mosquitto checks passwords at connect).
+        there is no such user. A client connected as ``name`` is disconnected by
+        the reload.
         """
         credentials = self.ctx.credentials
         with credentials.locked():
@@ -240,28 +278,27 @@ class Mosquitto(Service):
         return old
 
     def _update_passwd_file(self, name: str, password: str | None) -> bool:
-        """Set (``password`` None: delete) ``name`` in a running broker's password
-        file, then SIGHUP it. True when a running broker was told to reload.
-        The caller holds the credentials lock."""
-        passwd = self._passwd_file
-        if not passwd.exists():
+        """Re-render a running broker's password file and ACL (``name`` was set to
+        ``password``, None: deleted), then SIGHUP it. True when a running broker
+        was told to reload. The caller holds the credentials lock.
+
+        On reload Mosquitto 2.0 re-checks every connected client against the new
+        files: a removed user, or one whose password changed, is disconnected."""
+        if not self._passwd_file.exists():
             return False
-        if password is None:
-            tail = ["-D", str(passwd), name]
-        else:
-            tail = ["-b", str(passwd), name, password]
-        run([tool("mosquitto_passwd"), *tail], what=f"mosquitto_passwd {name}", secret=True)
-        # The ACL from the template too: a broker started before the template
-        # changed (e.g. receipt topics added) gets it without a restart.
-        shutil.copyfile(TEMPLATE_DIR / "mosquitto-acl.conf", self._acl_file)
-        # Mosquitto re-reads its password and ACL files on SIGHUP.
+        logger.debug("mqtt auth files rendered user=%s removed=%s", name, password is None)
+        self._write_auth_files()
         return self.process.signal(signal.SIGHUP)
 
     def login(self, user: str, password: str, timeout: float) -> bool:
         """True when an MQTT v5 connect as ``user`` with ``password`` (TLS listener
-        for passwords) gets a successful CONNACK."""
+        for passwords) gets a successful CONNACK.
+
+        A service logs in as ``<user>:health-<random>``; a device can only use its
+        own id as client id, so this login takes over a running device's
+        connection (only ``devices add`` and ``rotate`` log in as a device)."""
         return self._connects(
-            self.password_port, timeout, lambda c: c.username_pw_set(user, password)
+            user, self.password_port, timeout, lambda c: c.username_pw_set(user, password)
         )
 
     def cert_login(self, identity: str, timeout: float) -> bool:
@@ -271,7 +308,7 @@ class Mosquitto(Service):
             tls = client_tls(self.endpoint_paths(), identity)
         except StackError:
             return False
-        return self._connects(self.port, timeout, lambda _c: None, tls.apply)
+        return self._connects(identity, self.port, timeout, lambda _c: None, tls.apply)
 
     def endpoint_paths(self) -> dict[str, Any]:
         """The part of :meth:`endpoint` that :func:`client_tls` reads (no credentials)."""
@@ -279,6 +316,7 @@ class Mosquitto(Service):
 
     def _connects(
         self,
+        user: str,
         port: int,
         timeout: float,
         configure: Callable[[Any], None],
@@ -300,7 +338,7 @@ class Mosquitto(Service):
 
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"thermowatch-health-{uuid.uuid4().hex[:8]}",
+            client_id=client_id_for(user, f"health-{uuid.uuid4().hex[:8]}"),
             protocol=mqtt.MQTTv5,
         )
         configure(client)
