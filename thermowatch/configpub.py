@@ -122,8 +122,11 @@ def _sign(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
+    import uuid
+
     import paho.mqtt.publish as publish
 
+    from deploy.local.mqtt_auth import client_id_for
     from telemetry_contract import TopicKind, mqtt_topic
 
     envelope = _envelope(args)
@@ -151,6 +154,8 @@ def _publish(args: argparse.Namespace) -> int:
         port=port,
         auth={"username": args.username, "password": password},
         tls={"ca_certs": ca_file},
+        # The broker takes a service account only under its own client ids.
+        client_id=client_id_for(args.username, f"config-{uuid.uuid4().hex[:8]}"),
     )
     print(f"published {topic} (key {envelope.key_id}, retained)")
     return 0

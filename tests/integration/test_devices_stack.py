@@ -25,6 +25,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from deploy.local.mqtt_auth import client_id_for
 from deploy.local.pki import ClientTls, Pki, client_tls
 from deploy.local.stack import LocalStack
 from telemetry_contract import Reading, decode
@@ -116,12 +117,13 @@ def test_added_device_runs_from_its_bundle_and_is_refused_after_remove(
         assert (first.device_id, first.site, first.sensor_id) == (device, site, "28-00000000cafe")
         assert first.temp_c == pytest.approx(4.0)
 
-        assert connack(mq["host"], mq["port"], bundle_tls.apply) == "Success"
+        assert connack(mq["host"], mq["port"], bundle_tls.apply, client_id=device) == "Success"
         removed = thermowatch("devices", "remove", device, cwd=tmp_path)
         assert removed.returncode == 0, removed.stderr
         assert not mosquitto.login(device, password, 5.0)
         # The certificate is in the CRL the broker re-read: the handshake fails.
-        assert connack(mq["host"], mq["port"], bundle_tls.apply).startswith("refused")
+        refused = connack(mq["host"], mq["port"], bundle_tls.apply, client_id=device)
+        assert refused.startswith("refused"), refused
         listed = thermowatch("devices", "list", cwd=tmp_path)
         assert device not in listed.stdout
     finally:
@@ -133,14 +135,17 @@ def test_added_device_runs_from_its_bundle_and_is_refused_after_remove(
             local_stack.remove_mqtt_user(device)
 
 
-def connack(host: str, port: int, configure: Any, timeout: float = 10.0) -> str:
+def connack(
+    host: str, port: int, configure: Any, timeout: float = 10.0, client_id: str = ""
+) -> str:
     """``"Success"`` or the CONNACK's reason; ``"refused: ..."`` when the connection
-    or the TLS handshake fails (nothing was sent)."""
+    or the TLS handshake fails (nothing was sent). The client id: ``client_id``,
+    else one of ``admin``'s."""
     result: list[str] = []
     done = threading.Event()
     client = paho.Client(
         CallbackAPIVersion.VERSION2,
-        client_id=f"tls-it-{uuid.uuid4().hex[:8]}",
+        client_id=client_id or client_id_for("admin", f"tls-it-{uuid.uuid4().hex[:8]}"),
         protocol=paho.MQTTv5,
     )
     configure(client)
