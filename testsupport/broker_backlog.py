@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deploy.local.pki import client_tls
 from deploy.local.stack import LocalStack
 from stagekit.kafka import KafkaTarget
 from telemetry_contract import kafka_topics
@@ -149,7 +150,7 @@ class Observer:
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=V.MQTTv5)
-        self._client.username_pw_set("admin", mqtt["users"]["admin"])
+        client_tls(mqtt, "admin").apply(self._client)  # TLS; the certificate is the login
         self._client.on_connect = lambda c, *_: c.subscribe("thermowatch/+/+/telemetry", qos=0)
         self._client.on_subscribe = lambda *_: self._subscribed.set()
         self._client.on_message = self._on_message
@@ -291,7 +292,7 @@ def forget_sessions(mqtt: Mapping[str, Any], user: str, client_ids: list[str]) -
 
     for client_id in client_ids:
         client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=V.MQTTv5)
-        client.username_pw_set(user, mqtt["users"][user])
+        client_tls(mqtt, user).apply(client)
         connected = threading.Event()
         client.on_connect = lambda *_, done=connected: done.set()
         client.connect(str(mqtt["host"]), int(mqtt["port"]), clean_start=True)

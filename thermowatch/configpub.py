@@ -63,7 +63,14 @@ def register(subparsers: Any) -> None:
         )
         if name == "publish":
             p.add_argument("--mqtt-host", help="broker (default: the local stack's)")
-            p.add_argument("--mqtt-port", type=int, help="broker port (default: the stack's)")
+            p.add_argument(
+                "--mqtt-port",
+                type=int,
+                help="broker port: TLS with a password (default: the stack's password port)",
+            )
+            p.add_argument(
+                "--ca-file", type=Path, help="CA of the broker's certificate (default: the stack's)"
+            )
             p.add_argument("--username", default="admin", help="MQTT user (default: admin)")
             p.add_argument(
                 "--password-file", type=Path, help="MQTT password (default: the stack's)"
@@ -115,21 +122,27 @@ def _sign(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
+    import uuid
+
     import paho.mqtt.publish as publish
 
+    from deploy.local.mqtt_auth import client_id_for
     from telemetry_contract import TopicKind, mqtt_topic
 
     envelope = _envelope(args)
     host, port, password = args.mqtt_host, args.mqtt_port, None
+    ca_file = str(args.ca_file) if args.ca_file is not None else None
     if args.password_file is not None:
         password = args.password_file.read_text(encoding="utf-8").strip()
-    if host is None or port is None or password is None:
+    if host is None or port is None or password is None or ca_file is None:
         from deploy.local.stack import LocalStack
 
         stack = LocalStack()
         endpoint = stack.service("mosquitto").endpoint()
         host = host or endpoint["host"]
-        port = port or endpoint["port"]
+        # The broker's TLS listener for password logins.
+        port = port or endpoint["password_port"]
+        ca_file = ca_file or endpoint["ca_file"]
         password = password if password is not None else stack.credentials()[args.username]
     topic = mqtt_topic(envelope.site, envelope.device_id, TopicKind.CONFIG)
     publish.single(
@@ -140,6 +153,9 @@ def _publish(args: argparse.Namespace) -> int:
         hostname=host,
         port=port,
         auth={"username": args.username, "password": password},
+        tls={"ca_certs": ca_file},
+        # The broker takes a service account only under its own client ids.
+        client_id=client_id_for(args.username, f"config-{uuid.uuid4().hex[:8]}"),
     )
     print(f"published {topic} (key {envelope.key_id}, retained)")
     return 0

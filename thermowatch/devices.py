@@ -8,13 +8,21 @@ with a random password, records its site in the stack's ``credentials.json``
 and writes an **edge config bundle**, a directory holding:
 
 * ``edge.toml``: a complete edge config for the device (identity, this
-  stack's broker, a state directory, and by default a simulated probe and
-  gpiozero's mock pins so that it runs on any machine);
-* ``edge.password``: the MQTT password (the config only names the file);
+  stack's broker over TLS with the client certificate, a state directory, and
+  by default a simulated probe and gpiozero's mock pins so that it runs on any
+  machine);
+* ``ca.pem``: the installation's CA (the agent checks the broker with it);
+* ``device.crt`` / ``device.key``: the device's client certificate (CN = the
+  device id, signed by the installation's CA) and its private key;
+* ``edge.password``: the MQTT password, for the broker's password listener
+  (the config does not use it while it has the certificate);
 * ``README.txt``: how to run it here or install it on a Raspberry Pi.
 
-Both secret-bearing files are created with mode 0600 (``os.open``, never a
-``chmod`` afterwards, so they are never readable by others, not even briefly).
+The secret-bearing files (``edge.toml``, ``edge.password``, ``device.key``)
+are created with mode 0600 (``os.open``, never a ``chmod`` afterwards, so they
+are never readable by others, not even briefly). ``rotate`` issues a new
+certificate and password (the old certificate is revoked); ``remove`` revokes
+the certificate: the broker re-reads its CRL and refuses it.
 The compose deployment has no such command: there a device is added with
 ``mosquitto_passwd`` in the broker's container (``deploy/local/README.md``).
 """
@@ -43,8 +51,13 @@ __all__ = [
     "write_bundle",
 ]
 
-#: What ``add`` writes in the bundle directory (the first two with mode 0600).
-BUNDLE_FILES: Final = ("edge.toml", "edge.password", "README.txt")
+#: What ``add`` writes in the bundle directory (edge.toml, edge.password and
+#: device.key with mode 0600).
+BUNDLE_FILES: Final = (
+    "edge.toml", "edge.password", "README.txt", "ca.pem", "device.crt", "device.key"
+)  # fmt: skip
+#: Where ``deploy/pi/install.sh`` puts the CA, certificate and key on a Pi.
+PI_CONF_DIR: Final = Path("/etc/thermowatch")
 #: The simulated probe's id (a DS18B20 family code 28, a made-up serial).
 SIM_PROBE: Final = "28-00000000cafe"
 #: The simulated probe's steady temperature (a cold room).
@@ -143,16 +156,19 @@ def bundle_config_text(
             '# No GPIO hardware here: gpiozero\'s mock pins ("" on a Pi: lgpio).',
             'pin_factory = "mock"',
         ]
-    password_file = out / "edge.password" if sensor == "simulated" else Path(PI_PASSWORD_FILE)
+    files = out if sensor == "simulated" else PI_CONF_DIR
     lines += [
         "",
         "[mqtt]",
         f"host = {_toml(host)}",
         f"port = {_toml(port)}",
+        "# The broker takes the user name from the certificate (CN = the device id).",
         f"username = {_toml(device_id)}",
-        "# The password is not in this file. On a Pi the systemd unit passes",
-        f"# {PI_PASSWORD_FILE} as a credential instead ($THERMOWATCH_EDGE__MQTT__PASSWORD_FILE).",
-        f"password_file = {_toml(str(password_file))}",
+        "# TLS with this device's client certificate, signed by the installation's CA.",
+        "tls = true",
+        f"ca_file = {_toml(str(files / 'ca.pem'))}",
+        f"cert_file = {_toml(str(files / 'device.crt'))}",
+        f"key_file = {_toml(str(files / 'device.key'))}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -170,8 +186,11 @@ def _remote_config_text(out: Path, sensor: Sensor) -> str:
 def _readme_text(device_id: str, site: str, out: Path, host: str) -> str:
     return f"""Edge config bundle of device {device_id} (site {site}).
 
-  edge.toml      the agent's config (no password in it)
-  edge.password  the MQTT password (keep it secret: mode 0600)
+  edge.toml      the agent's config: TLS with the client certificate below
+  ca.pem         the installation's CA: the agent checks the broker with it
+  device.crt     the device's client certificate (CN {device_id})
+  device.key     its private key (keep it secret: mode 0600)
+  edge.password  the MQTT password, for the broker's password port (mode 0600)
   config-signing.pub  the config publisher's public key: remote configs must be signed
 
 Run the agent here, against the local stack (simulated probe, mock GPIO):
@@ -185,7 +204,8 @@ e.g. scp -r {out} pi@raspberrypi:), then on the Pi:
 
 The broker address in edge.toml is {host}: a Pi needs an address of this
 machine it can reach (thermowatch devices add ... --mqtt-host ADDRESS).
-A new password: thermowatch devices rotate {device_id} --out {out}
+A new certificate and password (the old certificate is refused):
+  thermowatch devices rotate {device_id} --out {out}
 """
 
 
@@ -194,6 +214,21 @@ def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
+
+
+def _copy_tls(out: Path, tls: dict[str, str], *, exclusive: bool) -> None:
+    """``ca.pem``, ``device.crt`` and ``device.key`` (0600 from the start) into ``out``.
+
+    ``exclusive`` False (``rotate``): the files are replaced atomically."""
+    from deploy.local.pki import write_private_bytes
+
+    (out / "ca.pem").write_bytes(Path(tls["ca_file"]).read_bytes())
+    (out / "device.crt").write_bytes(Path(tls["cert_file"]).read_bytes())
+    key = Path(tls["key_file"]).read_text(encoding="utf-8")
+    if exclusive:
+        _write_private(out / "device.key", key)
+    else:
+        write_private_bytes(out / "device.key", key.encode())
 
 
 def check_bundle_dir(out: Path) -> Path:
@@ -215,11 +250,13 @@ def write_bundle(
     *,
     host: str,
     port: int,
+    tls: dict[str, str],
     sensor: Sensor = "simulated",
     public_key: bytes | None = None,
 ) -> Path:
     """Write the edge config bundle into ``out`` (created 0700 if missing); returns it.
 
+    ``tls``: ``ca_file``, ``cert_file``, ``key_file`` of the device (copied in).
     ``public_key``: the config publisher's (PEM), written as ``config-signing.pub``
     and trusted by the config (None: the device refuses every remote config).
     The config is parsed and validated by the edge agent's own loader before
@@ -239,6 +276,7 @@ def write_bundle(
     loads_config(text.replace(PI_PUBLIC_KEY_FILE, str(out / PUBLIC_KEY_NAME)), env={})
     _write_private(out / "edge.toml", text)
     _write_private(out / "edge.password", password + "\n")
+    _copy_tls(out, tls, exclusive=True)
     (out / "README.txt").write_text(_readme_text(device_id, site, out, host), encoding="utf-8")
     if sensor == "simulated":
         probe = out / "w1" / SIM_PROBE
@@ -327,6 +365,7 @@ def _add(args: argparse.Namespace) -> int:
             password,
             host=args.mqtt_host or endpoint["host"],
             port=endpoint["port"],
+            tls=stack.client_tls(device_id).edge_mqtt(),
             sensor=args.sensor,
             public_key=stack.config_signing_key()[1].read_bytes(),
         )
@@ -348,7 +387,9 @@ def _remove(args: argparse.Namespace) -> int:
         raise DeviceError(
             f"device_id: no device {args.device_id!r} (thermowatch devices list)"
         ) from None
-    print(f"removed {args.device_id}: disconnected, its next login is refused")
+    print(
+        f"removed {args.device_id}: disconnected, its certificate revoked, its next login refused"
+    )
     return 0
 
 
@@ -377,13 +418,18 @@ def _rotate(args: argparse.Namespace) -> int:
     out = (args.out or Path(device_id)).expanduser().absolute()
     if out.exists() and not out.is_dir():
         raise DeviceError(f"--out: {out} exists and is not a directory")
+    stack = _stack()
     try:
-        password = _stack().rotate_device(device_id)
+        password = stack.rotate_device(device_id)
     except UnknownUserError:
         raise DeviceError(f"device_id: no device {device_id!r} (thermowatch devices add)") from None
     from deploy.local.layout import write_private
 
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_private(out / "edge.password", password + "\n")
-    print(f"new password for {device_id} in {out / 'edge.password'} (the old one is refused)")
+    _copy_tls(out, stack.client_tls(device_id).edge_mqtt(), exclusive=False)
+    print(
+        f"new certificate and password for {device_id} in {out} "
+        "(device.crt, device.key, edge.password; the old ones are refused)"
+    )
     return 0

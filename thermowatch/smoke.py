@@ -57,8 +57,9 @@ def probe_mqtt(endpoint: dict[str, Any], timeout: float = 15.0) -> Probe:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
+    from deploy.local.pki import client_tls
+
     t0 = time.monotonic()
-    users: dict[str, str] = endpoint["users"]
     device, site = "s1-d01", "s1"
     tag = uuid.uuid4().hex[:8]
     got = threading.Event()
@@ -68,7 +69,7 @@ def probe_mqtt(endpoint: dict[str, Any], timeout: float = 15.0) -> Probe:
     sub = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=f"gateway:smoke-sub-{tag}", protocol=mqtt.MQTTv5
     )
-    sub.username_pw_set("gateway", users["gateway"])
+    client_tls(endpoint, "gateway").apply(sub)  # certificates: the logins
     sub.on_subscribe = lambda *_a: subscribed.set()
 
     def on_message(_c: Any, _u: Any, msg: Any) -> None:
@@ -78,7 +79,7 @@ def probe_mqtt(endpoint: dict[str, Any], timeout: float = 15.0) -> Probe:
     sub.on_message = on_message
     # A device may connect only with its own id as client id.
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device, protocol=mqtt.MQTTv5)
-    pub.username_pw_set(device, users[device])
+    client_tls(endpoint, device).apply(pub)
     # PUBACK verdicts by message id: the first publish's PUBACK may arrive after
     # its message reached the subscriber, so only the mid says which one it is.
     denied: dict[int, bool] = {}

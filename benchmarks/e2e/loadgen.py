@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import socket
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,10 +61,28 @@ class RawPublisher:
     worker calls :meth:`service` every tick.
     """
 
-    def __init__(self, host: str, port: int, client_id: str, user: str, password: str) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        client_id: str,
+        user: str,
+        password: str,
+        tls: tuple[str, str] | None = None,
+    ) -> None:
+        """``tls``: the stack endpoint's ``(ca_file, certs_dir)``; the connection is
+        TLS with ``user``'s client certificate (the broker's certificate port)."""
         self.keepalive = 30
-        self.sock = socket.create_connection((host, port), timeout=30)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        raw = socket.create_connection((host, port), timeout=30)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock: socket.socket = raw
+        if tls is not None:
+            from deploy.local.pki import client_tls
+
+            paths = client_tls({"ca_file": tls[0], "certs_dir": tls[1]}, user)
+            ctx = ssl.create_default_context(cafile=paths.ca_file)
+            ctx.load_cert_chain(paths.cert_file, paths.key_file)
+            self.sock = ctx.wrap_socket(raw, server_hostname=host)
         self.acked = 0
         self.failed = 0
         self._mid = 0
@@ -130,7 +149,7 @@ class RawPublisher:
         while True:
             try:
                 data = self.sock.recv(65536)
-            except BlockingIOError:
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 break
             if not data:
                 raise ConnectionError("broker closed the connection")
@@ -153,7 +172,7 @@ class RawPublisher:
         if self._out:
             try:
                 sent = self.sock.send(self._out)
-            except BlockingIOError:
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 sent = 0
             del self._out[:sent]
 
@@ -216,15 +235,17 @@ def worker_main(
     run_id: str,
     conn: Connection,
     samples: Queue[tuple[str, int]],
+    tls: tuple[str, str] | None = None,
 ) -> None:
-    """Entry point of one worker process (driven by commands on ``conn``)."""
+    """Entry point of one worker process (driven by commands on ``conn``);
+    ``tls``: :class:`RawPublisher`'s."""
     from telemetry_contract import Reading, TopicKind, encode, mqtt_topic
 
     devs = [Device(d, s, mqtt_topic(s, d, TopicKind.TELEMETRY)) for d, s in devices]
     for dev in devs:
         try:
             dev.client = RawPublisher(
-                host, port, dev.device_id, dev.device_id, passwords[dev.device_id]
+                host, port, dev.device_id, dev.device_id, passwords[dev.device_id], tls
             )
         except OSError as exc:
             conn.send({"error": f"{dev.device_id} could not connect: {exc}"})
@@ -324,6 +345,7 @@ def storm_main(
     rate: float,
     start_at: float,
     conn: Connection,
+    tls: tuple[str, str] | None = None,
 ) -> None:
     """One hostile device: ``count`` edge alerts of alternating severity at ``rate``/s.
 
@@ -334,7 +356,7 @@ def storm_main(
     from telemetry_contract import EdgeAlert, EdgeAlertKind, Severity, TopicKind, encode, mqtt_topic
 
     device_id, site = device
-    client = RawPublisher(host, port, device_id, device_id, password)
+    client = RawPublisher(host, port, device_id, device_id, password, tls)
     topic = mqtt_topic(site, device_id, TopicKind.ALERT).encode()
     time.sleep(max(0.0, start_at - time.time()))
     t0 = time.monotonic()

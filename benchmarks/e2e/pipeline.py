@@ -66,7 +66,7 @@ class Pipeline:
             # allows no other root), so other engineers' traffic would flow
             # through ours and ours through theirs: a private Mosquitto avoids both.
             self.mqtt_stack = LocalStack(
-                self.stack.root / "bench-e2e" / rid / "mqtt", mqtt_port=free_port()
+                self.stack.root / "bench-e2e" / rid / "mqtt", mqtt_port=free_port(span=2)
             )
         n_sites = max(1, math.ceil(args.devices / 10))
         self.sites = {
@@ -228,6 +228,7 @@ class Pipeline:
                     self.rid,
                     child,
                     self.samples,
+                    (m["ca_file"], m["certs_dir"]),
                 ),
                 daemon=True,
             )
@@ -300,6 +301,7 @@ class Pipeline:
                 self.args.storm_rate,
                 start_at,
                 child,
+                (m["ca_file"], m["certs_dir"]),
             ),
             daemon=True,
         )

@@ -3,6 +3,7 @@
     python benchmarks/edge/bench_edge.py agent --sensors 8 --seconds 120
     python benchmarks/edge/bench_edge.py agent --sensors 8 --seconds 120 --detector context
     python benchmarks/edge/bench_edge.py agent --sensors 8 --seconds 60 --receipts both
+    python benchmarks/edge/bench_edge.py agent --sensors 8 --seconds 120 --tls both
     python benchmarks/edge/bench_edge.py simulator --steps 50
 
 ``agent`` runs the real agent in this process (fake w1 tree written by a
@@ -11,7 +12,11 @@ QoS 1 to a private Mosquitto) and reports process CPU time (all threads:
 sensor reads, parsing, detection, outbox, paho) divided by readings stored,
 plus peak RSS. With receipts on, the consumer (in its own process) also acts
 as the gateway: every 0.2 s it publishes a receipt for the readings it got;
-``--receipts both`` runs off then on and prints the ratio. ``simulator``
+``--receipts both`` runs off then on and prints the ratio. ``--tls on``: the
+broker takes MQTT over TLS with client certificates only (the local stack's
+listener: a CA of the run, ``require_certificate``, ``use_identity_as_username``)
+and the agent connects with its certificate; ``--tls both`` runs plain then TLS
+and prints the ratio. ``simulator``
 measures how many w1_slave files per second one simulator process writes
 for a 400-probe fleet.
 """
@@ -44,6 +49,7 @@ def bench_agent(
     detector: str | None = None,
     profile: str | None = None,
     receipts: bool = False,
+    tls: bool = False,
 ) -> float:
     from gpiozero.pins.mock import MockFactory
 
@@ -53,14 +59,29 @@ def bench_agent(
     work = Path(tempfile.mkdtemp(prefix="tw-bench-"))
     port = free_port()
     conf = work / "mosquitto.conf"
+    listener = f"listener {port} 127.0.0.1\n"
+    agent_tls = ""
+    consumer_args: list[str] = []
+    if tls:  # the local stack's certificate listener, with a CA of this run
+        from deploy.local.pki import Pki
+
+        pki = Pki(work / "pki")
+        pki.ensure_server("127.0.0.1")
+        cert, key = pki.issue("bench-001")
+        consumer_args = [str(pki.ca_file), *map(str, pki.issue("bench-consumer"))]
+        listener += (
+            f"cafile {pki.ca_file}\ncertfile {pki.server_cert}\nkeyfile {pki.server_key}\n"
+            "require_certificate true\nuse_identity_as_username true\n"
+        )
+        agent_tls = f'tls = true\nca_file = "{pki.ca_file}"\ncert_file = "{cert}"\n'
+        agent_tls += f'key_file = "{key}"\n'
     conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n"
-        f"persistence false\nlog_dest none\n"
+        f"{listener}allow_anonymous true\nuser root\npersistence false\nlog_dest none\n"
     )
     broker = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)])
     # The gateway's part, in its own process (its CPU is not the agent's): without a
     # subscriber the broker answers PUBACK 16 and the agent keeps re-sending.
-    consumer = start_consumer(port, receipts) if mqtt else None
+    consumer = start_consumer(port, receipts, consumer_args) if mqtt else None
     scenario = work / "bench.toml"
     scenario.write_text(
         f"seed = 1\ninterval_s = {interval}\nduration_s = {seconds + 30}\n"
@@ -102,7 +123,7 @@ synchronous = "{synchronous}"
 receipts = {"true" if receipts else "false"}
 [mqtt]
 port = {port}
-"""
+{agent_tls}"""
         + (f'[detector]\nname = "{detector}"\n' if detector else "")
     )
     agent = EdgeAgent(cfg, pin_factory=MockFactory())
@@ -147,7 +168,7 @@ port = {port}
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"agent: sensors={sensors} interval_s={interval} synchronous={synchronous} mqtt={mqtt} "
-        f"receipts={receipts} receipts_applied={applied} awaiting_at_end={awaiting} "
+        f"receipts={receipts} tls={tls} receipts_applied={applied} awaiting_at_end={awaiting} "
         f"detector={agent.detector.name} "
         f"wall_s={wall1 - wall0:.1f} "
         f"readings={n} cpu_s={cpu1 - cpu0:.3f} cpu_us_per_reading={(cpu1 - cpu0) * 1e6 / n:.0f} "
@@ -208,19 +229,24 @@ c.on_subscribe = lambda c, u, mid, rcs, p: print("ready", flush=True)
 signal.signal(signal.SIGTERM, lambda *a: c.disconnect())
 if receipts:
     threading.Thread(target=send_receipts, daemon=True).start()
+if len(sys.argv) > 3:  # TLS: CA, certificate, key
+    c.tls_set(ca_certs=sys.argv[3], certfile=sys.argv[4], keyfile=sys.argv[5])
 c.connect("127.0.0.1", int(sys.argv[1]))
 c.loop_forever()
 print(count, flush=True)
 """
 
 
-def start_consumer(port: int, receipts: bool = False) -> subprocess.Popen[str]:
+def start_consumer(
+    port: int, receipts: bool = False, tls: list[str] | None = None
+) -> subprocess.Popen[str]:
     """A QoS 0 subscriber to everything the agent publishes, in its own process
-    (with ``receipts``, also sending the receipts a gateway would)."""
+    (with ``receipts``, also sending the receipts a gateway would; ``tls``: its
+    CA, certificate and key files)."""
     deadline = time.monotonic() + 20
     while True:
         proc = subprocess.Popen(
-            [sys.executable, "-c", _CONSUMER, str(port), "1" if receipts else "0"],
+            [sys.executable, "-c", _CONSUMER, str(port), "1" if receipts else "0", *(tls or [])],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -309,12 +335,19 @@ def main() -> None:
         default="off",
         help="edge receipts (the consumer sends them); both: off then on, and the ratio",
     )
+    a.add_argument(
+        "--tls",
+        choices=["off", "on", "both"],
+        default="off",
+        help="MQTT over TLS with a client certificate; both: plain then TLS, and the ratio",
+    )
     s = sub.add_parser("simulator")
     s.add_argument("--steps", type=int, default=50)
     s.add_argument("--dir", default=None, help="where to write (default: /dev/shm)")
     args = p.parse_args()
     if args.cmd == "agent":
-        modes = {"off": [False], "on": [True], "both": [False, True]}[args.receipts]
+        choices = {"off": [False], "on": [True], "both": [False, True]}
+        runs = [(r, t) for r in choices[args.receipts] for t in choices[args.tls]]
         cost = [
             bench_agent(
                 args.sensors,
@@ -325,12 +358,14 @@ def main() -> None:
                 args.detector,
                 args.profile,
                 receipts,
+                tls,
             )
-            for receipts in modes
+            for receipts, tls in runs
         ]
         if len(cost) == 2:
+            what = "receipts" if args.receipts == "both" else "tls"
             print(
-                f"receipts: cpu_us_per_reading off={cost[0]:.0f} on={cost[1]:.0f} "
+                f"{what}: cpu_us_per_reading off={cost[0]:.0f} on={cost[1]:.0f} "
                 f"ratio_on_off={cost[1] / cost[0]:.2f}"
             )
     else:

@@ -46,7 +46,7 @@ def run_mode(
     """One private stack, one backlog, one stop of the broker: the result as a dict."""
     name = share_group or "plain"
     stack = LocalStack(
-        stack_dir=work / f"stack-{name}", mqtt_port=free_port(), kafka_port=free_port(span=1)
+        stack_dir=work / f"stack-{name}", mqtt_port=free_port(span=2), kafka_port=free_port(span=1)
     )
     stack.up(["mosquitto", "kafka"], timeout=240.0)
     try:

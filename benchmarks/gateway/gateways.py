@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 from aiokafka import AIOKafkaConsumer
 
 from benchmarks.gateway.workload import (
@@ -63,9 +64,10 @@ id = "{gid}"
 host = "{ep["mosquitto"]["host"]}"
 port = {ep["mosquitto"]["port"]}
 username = "gateway"
-password = "{ep["mosquitto"]["users"]["gateway"]}"
 share_group = "{group}"
 receive_maximum = {RECEIVE_MAXIMUM}
+[mqtt.tls]
+{tomli_w.dumps(stack.client_tls("gateway").tls_block())}
 [kafka]
 {kafka_toml(kafka, "gateway")}
 topic_prefix = "{prefix}"

@@ -61,7 +61,7 @@ class ReceiptCounter:
             client_id=f"gateway:rcptcount-{site}",
             protocol=MQTTProtocolVersion.MQTTv5,
         )
-        self.client.username_pw_set("gateway", ep["users"]["gateway"])
+        stack.client_tls("gateway").apply(self.client)
         self.client.on_connect = lambda c, *_a: c.subscribe(f"thermowatch/{site}/+/receipt")
         self.client.on_subscribe = lambda *_a: subscribed.set()
         self.client.on_message = self._count
@@ -122,7 +122,8 @@ def steady(stack: LocalStack, devices: int, seconds: float, workdir: Path) -> di
     """``devices`` devices at 1 reading/s each through one gateway with receipts on."""
     run = uuid.uuid4().hex[:6]
     site, names = f"r{run}", [f"rcpt{run}-{i}" for i in range(devices)]
-    passwords = {d: stack.add_mqtt_user(d) for d in names}
+    for d in names:
+        stack.add_mqtt_user(d)  # a user, its ACL entry and its client certificate
     gw = GatewayProc(workdir, f"rcpt-{run}", stack, f"rc{run}", "", RECEIPTS["on"])
     gw.start()
     ep = stack.endpoints()["mosquitto"]
@@ -136,7 +137,7 @@ def steady(stack: LocalStack, devices: int, seconds: float, workdir: Path) -> di
                 client_id=d,  # a device connects only with its own id
                 protocol=MQTTProtocolVersion.MQTTv5,
             )
-            c.username_pw_set(d, passwords[d])
+            stack.client_tls(d).apply(c)
             c.connect(ep["host"], ep["port"])
             c.loop_start()
             clients.append(c)

@@ -21,6 +21,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from benchmarks.gateway.gateways import GatewayProc
 from benchmarks.gateway.workload import RECEIVE_MAXIMUM, Fleet, cpu_self, end_session
+from deploy.local.pki import ClientTls
 from deploy.local.stack import LocalStack
 
 __all__ = ["BareSubscriber", "bench_bare_subscriber", "bench_gateway_reader"]
@@ -28,9 +29,9 @@ __all__ = ["BareSubscriber", "bench_bare_subscriber", "bench_gateway_reader"]
 
 class BareSubscriber:
     def __init__(
-        self, host: str, port: int, password: str, group: str, client_id: str, prefix: str
+        self, host: str, port: int, tls: ClientTls, group: str, client_id: str, prefix: str
     ) -> None:
-        self.host, self.port, self.password = host, port, password
+        self.host, self.port, self.tls = host, port, tls
         self.group, self.client_id, self.prefix = group, client_id, prefix
         self.count = 0
         self.first = 0.0
@@ -46,7 +47,7 @@ class BareSubscriber:
             protocol=MQTTProtocolVersion.MQTTv5,
             manual_ack=True,
         )
-        c.username_pw_set("gateway", self.password)
+        self.tls.apply(c)  # TLS; the gateway's certificate is the login
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 3600
         props.ReceiveMaximum = RECEIVE_MAXIMUM
@@ -87,7 +88,7 @@ def bench_bare_subscriber(stack: LocalStack, fleet: Fleet, run: str) -> dict[str
     sub = BareSubscriber(
         ep["host"],
         ep["port"],
-        ep["users"]["gateway"],
+        stack.client_tls("gateway"),
         f"bare{run}",
         f"gateway:bare-{run}",
         f"thermowatch/{fleet.site}/",

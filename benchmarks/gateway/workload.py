@@ -18,6 +18,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from deploy.local.pki import ClientTls
 from deploy.local.stack import LocalStack
 
 __all__ = [
@@ -86,6 +87,8 @@ class Fleet:
         self.site = f"b{run}"
         self.devices = [f"bench{run}-{i}" for i in range(DEVICES)]
         self.passwords = {d: _add_user(stack, d) for d in self.devices}
+        #: Each device's TLS login (its client certificate from the stack's CA).
+        self.tls = {d: stack.client_tls(d) for d in self.devices}
         ts = int(time.time() * 1000)
         self.messages = [
             (
@@ -101,9 +104,7 @@ class Fleet:
         threads = []
         for k, device in enumerate(self.devices):
             mine = self.messages[k::DEVICES]
-            t = threading.Thread(
-                target=_publish, args=(host, port, device, self.passwords[device], mine)
-            )
+            t = threading.Thread(target=_publish, args=(host, port, device, self.tls[device], mine))
             t.start()
             threads.append(t)
         for t in threads:
@@ -112,14 +113,14 @@ class Fleet:
 
 
 def _publish(
-    host: str, port: int, user: str, password: str, messages: list[tuple[str, bytes]]
+    host: str, port: int, user: str, tls: ClientTls, messages: list[tuple[str, bytes]]
 ) -> None:
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=user,  # a device connects only with its own id
         protocol=MQTTProtocolVersion.MQTTv5,
     )
-    client.username_pw_set(user, password)
+    tls.apply(client)
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
     client.connect(host, port)
@@ -144,7 +145,7 @@ def end_session(stack: LocalStack, client_id: str) -> None:
         client_id=client_id,
         protocol=MQTTProtocolVersion.MQTTv5,
     )
-    c.username_pw_set("gateway", ep["users"]["gateway"])
+    stack.client_tls("gateway").apply(c)
     c.connect(ep["host"], ep["port"], clean_start=True)  # expiry 0: gone at disconnect
     c.loop_start()
     c.disconnect()

@@ -41,6 +41,7 @@ from deploy.local.errors import UserExistsError as UserExistsError
 from deploy.local.install import MVN_DEPENDENCY_PLUGIN as MVN_DEPENDENCY_PLUGIN
 from deploy.local.layout import CACHE_DIR_ENV, STACK_DIR_ENV, StackLayout, StateFile
 from deploy.local.layout import HOST as HOST
+from deploy.local.pki import ClientTls, client_tls
 from deploy.local.process import flock, free_port, port_open
 from deploy.local.services import (
     OPTIONAL_SERVICES,
@@ -338,6 +339,18 @@ class LocalStack:
         :class:`UnknownUserError` when there is no such user.
         """
         self._mosquitto.remove_user(name)
+
+    def issue_client_cert(self, identity: str) -> tuple[Path, Path]:
+        """A client certificate (CN = ``identity``) signed by the installation's CA
+        for a service or tool (a gateway replica, the web view, an admin script);
+        an existing one is kept. Returns ``(cert, key)`` paths, the key mode 0600.
+        The identity also needs an MQTT user (:meth:`add_mqtt_user`) for the ACL."""
+        return self._mosquitto.issue_cert(identity)
+
+    def client_tls(self, identity: str) -> ClientTls:
+        """What an MQTT client of ``identity`` needs for the certificate listener
+        (CA, its certificate and key; :func:`deploy.local.pki.client_tls`)."""
+        return client_tls(self._mosquitto.endpoint_paths(), identity)
 
     def config_signing_key(self) -> tuple[Path, Path]:
         """The config publisher's key pair ``(private, public)``, made at first use

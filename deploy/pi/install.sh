@@ -5,8 +5,10 @@
 #   sudo deploy/pi/install.sh --bundle DIR [PROJECT]
 #
 # DIR is a provisioning bundle from `thermowatch devices add DEVICE_ID --site SITE
-# --out DIR`: edge.toml (the device's config) and edge.password (its MQTT password,
-# mode 0600). Without --bundle an existing /etc/thermowatch/edge.toml is kept.
+# --out DIR`: edge.toml (the device's config), edge.password (its MQTT password,
+# mode 0600), ca.pem (the installation's CA), device.crt and device.key (its client
+# certificate and key: the agent's TLS login). Without --bundle an existing
+# /etc/thermowatch/edge.toml is kept.
 # PROJECT (default: the source tree this script lives in) may be a built wheel.
 #
 # What it does: the "edge" extra's wheels from requirements-edge.txt (pinned, every
@@ -47,7 +49,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 if [ -n "$BUNDLE" ]; then
-    for f in edge.toml edge.password; do
+    for f in edge.toml edge.password ca.pem device.crt device.key; do
         if [ ! -f "$BUNDLE/$f" ]; then
             echo "install.sh: error: bundle $BUNDLE has no $f (make one with: thermowatch devices add DEVICE_ID --site SITE --out DIR)" >&2
             exit 1
@@ -121,11 +123,16 @@ if [ -n "$BUNDLE" ]; then
     # unit hands it to the agent as a systemd credential (LoadCredential=).
     install -m 0640 -o root -g "$SERVICE_USER" "$BUNDLE/edge.toml" "$CONF_DIR/edge.toml"
     install -m 0600 -o root -g root "$BUNDLE/edge.password" "$CONF_DIR/edge.password"
+    # The TLS login: the CA and certificate are public; the key is readable by the
+    # service user's group only (the agent opens it at every connect).
+    install -m 0644 -o root -g root "$BUNDLE/ca.pem" "$CONF_DIR/ca.pem"
+    install -m 0644 -o root -g root "$BUNDLE/device.crt" "$CONF_DIR/device.crt"
+    install -m 0640 -o root -g "$SERVICE_USER" "$BUNDLE/device.key" "$CONF_DIR/device.key"
     # The config publisher's public key (not secret): remote configs must be signed by it.
     if [ -f "$BUNDLE/config-signing.pub" ]; then
         install -m 0644 -o root -g root "$BUNDLE/config-signing.pub" "$CONF_DIR/config-signing.pub"
     fi
-    echo "    installed $CONF_DIR/edge.toml and edge.password from $BUNDLE"
+    echo "    installed $CONF_DIR/edge.toml, edge.password, ca.pem, device.crt, device.key from $BUNDLE"
 elif [ ! -f "$CONF_DIR/edge.toml" ]; then
     echo "install.sh: error: no $CONF_DIR/edge.toml: pass --bundle DIR (thermowatch devices add DEVICE_ID --site SITE --out DIR)" >&2
     exit 1

@@ -34,7 +34,7 @@ def mq_kafka_stack(
         root = tmp_path_factory.mktemp(name)
     stack = LocalStack(
         stack_dir=root,
-        mqtt_port=free_port(),
+        mqtt_port=free_port(span=2),
         kafka_port=free_port(span=1),
         search_port=free_port(span=100),
     )

@@ -233,7 +233,7 @@ class Rig:
     def __init__(self, root: Path, work: Path) -> None:
         self.stack = LocalStack(
             stack_dir=root,
-            mqtt_port=free_port(),
+            mqtt_port=free_port(span=2),
             kafka_port=free_port(1),
             search_port=free_port(100),
         )

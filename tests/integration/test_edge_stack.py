@@ -19,6 +19,7 @@ from edge_agent.app import EdgeAgent
 from edge_agent.config import loads_config
 from telemetry_contract import DeviceConfig, Quality, Reading, decode, encode
 from telemetry_contract.signing import load_private_key, sign_config
+from testsupport.mqtt_tls import edge_tls_toml, stack_tls
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +47,7 @@ class Admin:
             protocol=paho.MQTTv5,
         )
         self.c.username_pw_set("admin", password)
+        stack_tls("admin").apply(self.c)
         self.topic = topic
         self.c.on_connect = self._on_connect
         self.c.on_message = self._on_message
@@ -102,8 +104,7 @@ pin_factory = "mock"
 host = "{mq["host"]}"
 port = {mq["port"]}
 username = "{DEVICE}"
-password = "{mq["users"][DEVICE]}"
-session_expiry_s = 60
+{edge_tls_toml(DEVICE)}session_expiry_s = 60
 """
     )
     admin = Admin(mq["host"], mq["port"], mq["users"]["admin"], f"{base}/#")
@@ -181,8 +182,7 @@ flush_timeout_s = 1.0
 host = "{mq["host"]}"
 port = {mq["port"]}
 username = "{username}"
-password = "{mq["users"][username]}"
-session_expiry_s = 60
+{edge_tls_toml(username)}session_expiry_s = 60
 reconnect_min_s = 1.0
 reconnect_max_s = 2.0
 """

@@ -39,6 +39,7 @@ from deploy.local.stack import LocalStack, free_port
 from stagekit.kafka import KafkaTarget, settings_for
 from telemetry_contract import decode, kafka_topics
 from testsupport.kafka_config import kafka_toml
+from testsupport.mqtt_tls import stack_tls, tls_toml
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -88,6 +89,8 @@ class GatewayProcess:
     http_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     extra: str = ""
+    #: The stack whose CA and certificates the gateway uses (None: the shared one).
+    stack: LocalStack | None = None
 
     @property
     def log_path(self) -> Path:
@@ -112,6 +115,7 @@ reconnect_max_s = 2
 # Long enough for any restart here; the default (7 days) would leave each test's
 # session queueing every later test's messages on a long-lived broker.
 session_expiry_s = 300
+{tls_toml("gateway", self.stack)}
 [kafka]
 {kafka_toml(self.kafka, "gateway")}
 topic_prefix = "{self.prefix}"
@@ -199,13 +203,16 @@ port = {self.http_port}
 class Publisher:
     """A device's MQTT v5 connection publishing QoS 1 and waiting for PUBACKs."""
 
-    def __init__(self, host: str, port: int, user: str, password: str) -> None:
+    def __init__(
+        self, host: str, port: int, user: str, password: str, stack: LocalStack | None = None
+    ) -> None:
         self.client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id_for(user, f"gwtest-pub-{uuid.uuid4().hex[:6]}"),
             protocol=MQTTProtocolVersion.MQTTv5,
         )
         self.client.username_pw_set(user, password)
+        stack_tls(user, stack).apply(self.client)
         self.client.max_inflight_messages_set(200)
         self.client.max_queued_messages_set(0)
         self.connected = threading.Event()
@@ -620,7 +627,7 @@ def private_kafka(tmp_path: Path) -> Iterator[LocalStack]:
     kafka_port = free_port(span=1)  # the controller listens on port + 1
     private = LocalStack(
         stack_dir=tmp_path / "stack",
-        mqtt_port=free_port(),
+        mqtt_port=free_port(span=2),
         kafka_port=kafka_port,
         search_port=free_port(),
     )

@@ -41,6 +41,7 @@ from tests.integration.test_gateway_e2e import (
     wait_for,
     wait_published,
 )
+from testsupport.mqtt_tls import stack_tls
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -65,7 +66,7 @@ WINDOW = 1_000  # the gateway's default mqtt.receive_maximum
 def shipped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """Mosquitto (shipped config template) and Kafka, private to this module."""
     root = tmp_path_factory.mktemp("hostile")
-    stack = LocalStack(stack_dir=root, mqtt_port=free_port(), kafka_port=free_port(span=1))
+    stack = LocalStack(stack_dir=root, mqtt_port=free_port(span=2), kafka_port=free_port(span=1))
     try:
         stack.up(["mosquitto", "kafka"], timeout=240.0)
         yield stack
@@ -96,6 +97,7 @@ def gateway(shipped: LocalStack, tmp_path: Path) -> Iterator[GatewayProcess]:
         kafka=ep["kafka"],
         prefix=f"hostile{run}",
         share_group=f"g{run}",
+        stack=shipped,
     )
     gw.start()
     try:
@@ -118,8 +120,8 @@ def test_a_poisoning_device_does_not_stall_the_other_devices(
     good, good_pw = _device(shipped, "good")
     topics = kafka_topics(gateway.prefix)
     with reading_kafka(gateway.kafka, [topics.telemetry, topics.deadletter]) as kafka:
-        poisoner = Publisher(ep["host"], ep["port"], bad, bad_pw)
-        normal = Publisher(ep["host"], ep["port"], good, good_pw)
+        poisoner = Publisher(ep["host"], ep["port"], bad, bad_pw, shipped)
+        normal = Publisher(ep["host"], ep["port"], good, good_pw, shipped)
         try:
             infos = []
             good_seq = 0
@@ -210,6 +212,7 @@ def test_a_20_mib_publish_is_refused_by_the_broker_and_the_gateway_is_unaffected
         protocol=MQTTProtocolVersion.MQTTv5,
     )
     client.username_pw_set(device, password)
+    stack_tls(device, shipped).apply(client)
     client.on_connect = lambda _c, _u, _f, rc, props: connack.append(props)
     client.on_disconnect = lambda *_a: gone.set()
     with reading_kafka(gateway.kafka, [topics.telemetry, topics.deadletter]) as kafka:
@@ -227,7 +230,7 @@ def test_a_20_mib_publish_is_refused_by_the_broker_and_the_gateway_is_unaffected
             client.loop_stop()
         # The gateway still forwards the next device's reading, and nothing of the big one.
         after, after_pw = _device(shipped, "after")
-        pub = Publisher(ep["host"], ep["port"], after, after_pw)
+        pub = Publisher(ep["host"], ep["port"], after, after_pw, shipped)
         try:
             wait_published(
                 [pub.publish(f"thermowatch/s1/{after}/telemetry", reading(after, "s1", 1))]

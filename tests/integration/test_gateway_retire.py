@@ -24,6 +24,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from telemetry_contract import kafka_topics
+from testsupport.mqtt_tls import stack_tls
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -67,6 +68,7 @@ def session_present(host: str, port: int, password: str, client_id: str) -> bool
         manual_ack=True,  # whatever arrives is not acknowledged: nothing is consumed
     )
     client.username_pw_set("gateway", password)
+    stack_tls("gateway").apply(client)
     client.on_connect = on_connect
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = 0

@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 
 from deploy.local.mqtt_auth import client_id_for
+from deploy.local.pki import client_tls
 from deploy.local.stack import free_port
 from stagekit.kafka import connection_keys, settings_for
 from testsupport.search import admin_login, admin_settings
@@ -65,7 +66,7 @@ def _mqtt_client(m: dict[str, Any], user: str, tag: str) -> Any:
         client_id=client_id_for(user, f"{tag}-{uuid.uuid4().hex[:4]}"),
         protocol=mqtt.MQTTv5,
     )
-    client.username_pw_set(user, m["users"][user])
+    client_tls(m, user).apply(client)  # TLS; the certificate is the login
     client.max_inflight_messages_set(200)
     client.max_queued_messages_set(0)
     client.connect(m["host"], int(m["port"]))
@@ -206,7 +207,7 @@ def _huge_publish_once(m: dict[str, Any], user: str, topic: str) -> str:
         client_id=client_id_for(user, f"huge-{uuid.uuid4().hex[:4]}"),
         protocol=mqtt.MQTTv5,
     )
-    client.username_pw_set(user, m["users"][user])
+    client_tls(m, user).apply(client)  # TLS; the certificate is the login
     client.on_disconnect = on_disconnect
     client.on_publish = on_publish
     client.connect(m["host"], int(m["port"]))

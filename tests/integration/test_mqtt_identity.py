@@ -35,6 +35,8 @@ class Client:
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5
         )
         self._c.username_pw_set(user, password)
+        # The broker's password port (TLS): the login these tests check is the password's.
+        self._c.tls_set(ca_certs=mq["ca_file"])
         self._cv = threading.Condition()
         self.connack: int | None = None
         self.disconnected = threading.Event()
@@ -69,7 +71,7 @@ class Client:
         stops: paho would otherwise retry with the same client id."""
         if will is not None:
             self._c.will_set(will[0], will[1], qos=1, retain=False)
-        self._c.connect(self._mq["host"], self._mq["port"], keepalive=30)
+        self._c.connect(self._mq["host"], self._mq["password_port"], keepalive=30)
         self._c.loop_start()
         self._wait(lambda: self.connack is not None, "CONNACK")
         assert self.connack is not None

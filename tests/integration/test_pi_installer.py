@@ -244,6 +244,9 @@ def test_installer_in_a_fresh_debian_root(
         assert (stat.S_IMODE(mode.st_mode), mode.st_uid, mode.st_gid) == (0o640, 0, int(gid))
         mode = password.stat()
         assert (stat.S_IMODE(mode.st_mode), mode.st_uid, mode.st_gid) == (0o600, 0, 0)
+        # The client certificate's key: the service user's group may read it, no one else.
+        mode = (root / "etc/thermowatch/device.key").stat()
+        assert (stat.S_IMODE(mode.st_mode), mode.st_uid, mode.st_gid) == (0o640, 0, int(gid))
         wants = root / "etc/systemd/system/multi-user.target.wants" / UNIT_NAME
         assert wants.is_symlink() and os.readlink(wants) == f"/etc/systemd/system/{UNIT_NAME}"
         enabled = in_root(root, ["systemctl", "is-enabled", UNIT_NAME])
@@ -273,7 +276,7 @@ def test_installer_in_a_fresh_debian_root(
         as_user = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups", "--"]
         in_root(root, [*as_user, *unit_command(root, "ExecStartPre")], env=env)
         topic = f"thermowatch/{site}/{device}"
-        admin = Subscriber(mq["host"], mq["port"], mq["users"]["admin"], f"{topic}/telemetry")
+        admin = Subscriber(mq, f"{topic}/telemetry")
         base = {"PATH": ROOT_PATH, "HOME": "/var/lib/thermowatch-edge", "LANG": "C.UTF-8"}
         agent = subprocess.Popen(
             ["chroot", str(root), "/usr/bin/env", "-i", *_pairs({**base, **env}),

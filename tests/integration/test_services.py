@@ -26,6 +26,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from deploy.local import cli
 from deploy.local.mqtt_auth import client_id_for
+from deploy.local.pki import client_tls
 from deploy.local.stack import LocalStack
 from stagekit.kafka import settings_for
 
@@ -68,14 +69,22 @@ class _Mqtt:
 
 
 @contextlib.contextmanager
-def _mqtt(stack: dict[str, Any], user: str) -> Iterator[_Mqtt]:
+def _mqtt(stack: dict[str, Any], user: str, *, password: bool = False) -> Iterator[_Mqtt]:
+    """``user`` logged in with its certificate (client port), or with ``password``
+    on the broker's password port (TLS with the stack's CA either way)."""
     endpoint = stack["mosquitto"]
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id_for(user, f"it-{RUN}"),
         protocol=mqtt.MQTTv5,
     )
-    client.username_pw_set(user, endpoint["users"][user])
+    if password:
+        client.username_pw_set(user, endpoint["users"][user])
+        client.tls_set(ca_certs=endpoint["ca_file"])
+        port = endpoint["password_port"]
+    else:
+        client_tls(endpoint, user).apply(client)
+        port = endpoint["port"]
     box = _Mqtt(client)
     connack: list[ReasonCode] = []
 
@@ -103,7 +112,7 @@ def _mqtt(stack: dict[str, Any], user: str) -> Iterator[_Mqtt]:
     client.on_publish = on_publish
     client.on_subscribe = on_subscribe
     client.on_message = on_message
-    client.connect(endpoint["host"], endpoint["port"], keepalive=30)
+    client.connect(endpoint["host"], port, keepalive=30)
     client.loop_start()
     try:
         box.wait(lambda: connack, f"CONNACK for {user}")
@@ -163,7 +172,10 @@ def test_mqtt_receipt_topics_gateway_writes_device_reads_only_its_own(
 def test_mqtt_wrong_password_is_refused(stack: dict[str, Any]) -> None:
     endpoint = stack["mosquitto"]
     bad = {**stack, "mosquitto": {**endpoint, "users": {"dev-test-3": "wrong-password"}}}
-    with pytest.raises(AssertionError, match="connect as dev-test-3"), _mqtt(bad, "dev-test-3"):
+    refused = pytest.raises(AssertionError, match="connect as dev-test-3")
+    with refused, _mqtt(bad, "dev-test-3", password=True):
+        pass
+    with _mqtt(stack, "dev-test-3", password=True):  # the right one, over TLS
         pass
 
 
@@ -302,13 +314,15 @@ def test_stack_status_json(stack: dict[str, Any], capsys: pytest.CaptureFixture[
     assert args.func(args) == 0
     status = json.loads(capsys.readouterr().out)
     assert set(status) == {"mosquitto", "kafka", "search"}
-    assert set(status["mosquitto"]) >= {"host", "port", "pid", "tls", "auth"}
+    assert set(status["mosquitto"]) == {"host", "port", "pid", "tls", "auth"}
     client = {"security_protocol", "sasl_mechanism", "ca_file"}
     assert set(status["kafka"]) == {"host", "port", "pid", "bootstrap", "tls", "auth", *client}
     assert (status["kafka"]["tls"], status["kafka"]["auth"]) == (True, "scram-sha-512")
     assert "users" not in status["kafka"]  # passwords stay out of status
     assert set(status["search"]) == {"host", "port", "pid", "url", "ca_file", "tls", "auth"}
-    assert status["mosquitto"]["auth"] == "password"  # allow_anonymous false
+    assert (status["mosquitto"]["tls"], status["mosquitto"]["auth"]) == (
+        True, "certificate+password"
+    )  # fmt: skip
     assert all(isinstance(entry["pid"], int) for entry in status.values())
     assert status["kafka"]["bootstrap"] == stack["kafka"]["bootstrap"]
     assert status["search"]["url"] == stack["search"]["url"]
@@ -319,6 +333,8 @@ def test_mqtt_add_user_reloads_broker(local_stack: Any, stack: dict[str, Any]) -
     password = local_stack.add_mqtt_user("dev-test-added")
     fresh = local_stack.endpoints()
     assert fresh["mosquitto"]["users"]["dev-test-added"] == password
+    with _mqtt(fresh, "dev-test-added", password=True):  # the password login works too
+        pass
     with _mqtt(fresh, "dev-test-added") as device:
         rc = device.publish(f"thermowatch/it-{RUN}/dev-test-added/telemetry", b"hello")
         assert not rc.is_failure, rc  # 0, or 16 "No matching subscribers"

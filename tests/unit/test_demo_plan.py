@@ -60,12 +60,16 @@ def test_configs_isolate_the_run_and_parse(tmp_path: Path) -> None:
     import msgspec
 
     from cloud_processor.config import ProcessorConfig
+    from deploy.local.pki import Pki
     from gateway.config import GatewayConfig
     from thermowatch.demo import DemoRun
 
     run = DemoRun(run_id="r1", run_dir=tmp_path, w1_dir=tmp_path, sites=demo_sites(), duration_s=10)
+    pki = Pki(tmp_path / "pki")
+    pki.issue("gateway")
+    mqtt = {"ca_file": str(pki.ca_file), "certs_dir": str(pki.clients_dir)}
     endpoints = {
-        "mosquitto": {"host": "127.0.0.1", "port": 1, "users": {"gateway": "pw"}},
+        "mosquitto": {"host": "127.0.0.1", "port": 1, "users": {"gateway": "pw"}, **mqtt},
         "kafka": {"bootstrap": "127.0.0.1:2"},
         "search": {"url": "http://127.0.0.1:3"},
     }
@@ -76,6 +80,9 @@ def test_configs_isolate_the_run_and_parse(tmp_path: Path) -> None:
     # One gateway: a plain subscription (kept across a broker restart, gateway/README.md).
     assert gw.mqtt.share_group == "" and pr.kafka.group_id == "demo-processor-r1"
     assert gw.validate() == [] and pr.validate() == []
+    # The gateway logs in with its certificate from the stack's CA, over TLS.
+    assert gw.mqtt.tls.enabled and gw.mqtt.password == ""
+    assert gw.mqtt.tls.cert_file == str(pki.clients_dir / "gateway.crt")
     assert pr.rules.for_device("s1-d03", "s1").threshold_high_c == -15.0
 
 
@@ -135,14 +142,18 @@ def test_the_script_plays_every_planned_step_once_in_time_order() -> None:
 
 def test_the_demo_fleets_agents_trust_the_stacks_config_signing_key(tmp_path: Path) -> None:
     from deploy.local.config_keys import ensure_key_pair
+    from deploy.local.pki import Pki
     from thermowatch.demo.fleet import DemoFleet
 
     public = ensure_key_pair(tmp_path / "stack")[1]
+    pki = Pki(tmp_path / "stack" / "pki")
+    pki.issue("s1-d01")
+    tls = {"ca_file": str(pki.ca_file), "certs_dir": str(pki.clients_dir)}
     fleet = DemoFleet(
         plan(demo_sites(), 150.0),
         run_dir=tmp_path / "run",
         w1_dir=tmp_path / "w1",
-        mqtt={"host": "127.0.0.1", "port": 1883, "users": {"s1-d01": "pw"}},
+        mqtt={"host": "127.0.0.1", "port": 1883, "users": {"s1-d01": "pw"}, **tls},
         run_id="r1",
         config_public_key=str(public),
     )

@@ -12,8 +12,10 @@ import stat
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from deploy.local.credentials import SERVICE_USERS
+from deploy.local.pki import Pki
 from deploy.local.stack import LocalStack
 from edge_agent.adapters import read_sensors_once
 from edge_agent.config import load_config
@@ -36,6 +38,14 @@ def stack_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
+@pytest.fixture
+def tls(tmp_path: Path) -> dict[str, str]:
+    """A CA of its own and a client certificate, as ``write_bundle`` takes them."""
+    pki = Pki(tmp_path / "pki")
+    cert, key = pki.issue("s9-d01")
+    return {"ca_file": str(pki.ca_file), "cert_file": str(cert), "key_file": str(key)}
+
+
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
@@ -55,7 +65,7 @@ def test_service_accounts_are_not_devices(name: str) -> None:
 
 
 def test_bundle_files_are_0600_from_creation_never_chmodded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tls: dict[str, str]
 ) -> None:
     def no_chmod(*_a: object, **_k: object) -> None:
         raise AssertionError("chmod called: the file existed with a wider mode first")
@@ -64,23 +74,33 @@ def test_bundle_files_are_0600_from_creation_never_chmodded(
     monkeypatch.setattr(Path, "chmod", no_chmod)
     old = os.umask(0)  # a permissive umask must not widen them
     try:
-        out = write_bundle(tmp_path / "b", "s9-d01", "s9", "pw-1", host="127.0.0.1", port=18830)
+        out = write_bundle(
+            tmp_path / "b", "s9-d01", "s9", "pw-1", host="127.0.0.1", port=18830, tls=tls
+        )
     finally:
         os.umask(old)
     assert mode(out / "edge.toml") == 0o600
     assert mode(out / "edge.password") == 0o600
+    assert mode(out / "device.key") == 0o600
+    assert (out / "device.key").read_bytes() == Path(tls["key_file"]).read_bytes()
     assert mode(out) == 0o700
     assert "pw-1" not in (out / "edge.toml").read_text(encoding="utf-8")
 
 
-def test_bundle_config_is_a_valid_edge_config_for_the_device(tmp_path: Path) -> None:
-    out = write_bundle(tmp_path / "b", "s9-d01", "s9", "pw-1", host="10.0.0.5", port=18830)
+def test_bundle_config_is_a_valid_edge_config_for_the_device(
+    tmp_path: Path, tls: dict[str, str]
+) -> None:
+    out = write_bundle(tmp_path / "b", "s9-d01", "s9", "pw-1", host="10.0.0.5", port=18830, tls=tls)
     cfg = load_config(out / "edge.toml", env={})
     assert cfg.validate() == []
     assert (cfg.device.device_id, cfg.device.site) == ("s9-d01", "s9")
     assert (cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.username) == ("10.0.0.5", 18830, "s9-d01")
-    assert cfg.mqtt.password == ""
-    assert cfg.mqtt_password() == "pw-1"
+    # TLS with the bundle's own CA, certificate and key; no password in use.
+    assert cfg.mqtt.tls
+    assert (cfg.mqtt.ca_file, cfg.mqtt.cert_file, cfg.mqtt.key_file) == (
+        str(out / "ca.pem"), str(out / "device.crt"), str(out / "device.key")
+    )  # fmt: skip
+    assert cfg.mqtt.password == "" and cfg.mqtt.password_file == ""
     assert cfg.gpio.pin_factory == "mock"
     assert Path(cfg.device.state_dir) == out / "state"
     # The simulated probe reads as a good DS18B20 reading.
@@ -88,10 +108,12 @@ def test_bundle_config_is_a_valid_edge_config_for_the_device(tmp_path: Path) -> 
     assert sample.ok and sample.temp_c == pytest.approx(4.0)
 
 
-def test_w1_bundle_uses_the_real_probes_and_the_installed_password_file(tmp_path: Path) -> None:
+def test_w1_bundle_uses_the_real_probes_and_the_installed_certificate(
+    tmp_path: Path, tls: dict[str, str]
+) -> None:
     text = bundle_config_text("s9-d01", "s9", "10.0.0.5", 1883, tmp_path, sensor="w1")
     out = write_bundle(
-        tmp_path / "b", "s9-d01", "s9", "pw", host="10.0.0.5", port=1883, sensor="w1"
+        tmp_path / "b", "s9-d01", "s9", "pw", host="10.0.0.5", port=1883, tls=tls, sensor="w1"
     )
     assert (out / "edge.toml").read_text(encoding="utf-8").replace(str(out), "") == text.replace(
         str(tmp_path), ""
@@ -99,14 +121,16 @@ def test_w1_bundle_uses_the_real_probes_and_the_installed_password_file(tmp_path
     cfg = load_config(out / "edge.toml", env={})
     assert cfg.sensors.w1_root == "/sys/bus/w1/devices"
     assert cfg.gpio.pin_factory == ""
-    assert cfg.mqtt.password_file == "/etc/thermowatch/edge.password"
+    assert cfg.mqtt.cert_file == "/etc/thermowatch/device.crt"
+    assert cfg.mqtt.key_file == "/etc/thermowatch/device.key"
+    assert cfg.mqtt.ca_file == "/etc/thermowatch/ca.pem"
     assert not (out / "w1").exists()
 
 
-def test_bundle_never_overwrites_a_bundle(tmp_path: Path) -> None:
-    write_bundle(tmp_path / "b", "s9-d01", "s9", "pw", host="h", port=1)
+def test_bundle_never_overwrites_a_bundle(tmp_path: Path, tls: dict[str, str]) -> None:
+    write_bundle(tmp_path / "b", "s9-d01", "s9", "pw", host="h", port=1, tls=tls)
     with pytest.raises(DeviceError, match=r"^--out: .*edge.toml exists already"):
-        write_bundle(tmp_path / "b", "s9-d02", "s9", "pw2", host="h", port=1)
+        write_bundle(tmp_path / "b", "s9-d02", "s9", "pw2", host="h", port=1, tls=tls)
     assert "s9-d01" in (tmp_path / "b" / "edge.toml").read_text(encoding="utf-8")
 
 
@@ -116,6 +140,9 @@ def test_add_writes_bundle_records_site_and_refuses_a_duplicate(
     assert main(["devices", "add", "lab-d07", "--site", "lab", "--out", "bundle"]) == 0
     assert mode(Path("bundle/edge.toml")) == 0o600
     assert mode(Path("bundle/edge.password")) == 0o600
+    assert mode(Path("bundle/device.key")) == 0o600
+    cert = x509.load_pem_x509_certificate(Path("bundle/device.crt").read_bytes())
+    assert cert.subject.rfc4514_string() == "CN=lab-d07"
     password = Path("bundle/edge.password").read_text(encoding="utf-8").strip()
     stack = LocalStack()
     assert stack.credentials()["lab-d07"] == password
@@ -130,7 +157,9 @@ def test_add_writes_bundle_records_site_and_refuses_a_duplicate(
     assert stack.credentials()["lab-d07"] == password  # untouched
 
 
-def test_add_puts_the_stacks_config_signing_key_in_the_bundle(stack_dir: Path) -> None:
+def test_add_puts_the_stacks_config_signing_key_in_the_bundle(
+    stack_dir: Path, tls: dict[str, str]
+) -> None:
     assert main(["devices", "add", "lab-d13", "--site", "lab", "--out", "bundle"]) == 0
     private, public = LocalStack().config_signing_key()
     assert mode(private) == 0o600
@@ -140,7 +169,7 @@ def test_add_puts_the_stacks_config_signing_key_in_the_bundle(stack_dir: Path) -
     assert not cfg.remote_config.allow_unsigned and len(cfg.remote_config.trusted_keys()) == 1
     # A Pi bundle names the key where deploy/pi/install.sh puts it.
     pi = write_bundle(
-        Path("pi"), "lab-d14", "lab", "pw", host="h", port=1, sensor="w1",
+        Path("pi"), "lab-d14", "lab", "pw", host="h", port=1, tls=tls, sensor="w1",
         public_key=public.read_bytes(),
     )  # fmt: skip
     assert 'public_key_file = "/etc/thermowatch/config-signing.pub"' in (
@@ -178,9 +207,16 @@ def test_bad_input_is_refused_naming_the_argument(
 def test_remove_list_and_rotate(stack_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["devices", "add", "lab-d09", "--site", "lab"]) == 0
     old = Path("lab-d09/edge.password").read_text(encoding="utf-8")
+    old_cert = x509.load_pem_x509_certificate(Path("lab-d09/device.crt").read_bytes())
+    pki = Pki(stack_dir / "pki")
     assert main(["devices", "rotate", "lab-d09"]) == 0
     new = Path("lab-d09/edge.password").read_text(encoding="utf-8")
     assert new != old and mode(Path("lab-d09/edge.password")) == 0o600
+    # A new certificate in the bundle; the old one is in the CRL.
+    new_cert = x509.load_pem_x509_certificate(Path("lab-d09/device.crt").read_bytes())
+    assert new_cert.serial_number != old_cert.serial_number
+    assert mode(Path("lab-d09/device.key")) == 0o600
+    assert pki.revoked_serials() == {old_cert.serial_number}
     assert LocalStack().credentials()["lab-d09"] == new.strip()
     capsys.readouterr()
 
@@ -192,6 +228,7 @@ def test_remove_list_and_rotate(stack_dir: Path, capsys: pytest.CaptureFixture[s
 
     assert main(["devices", "remove", "lab-d09"]) == 0
     assert "lab-d09" not in LocalStack().credentials()
+    assert new_cert.serial_number in pki.revoked_serials()
     assert "lab-d09" not in LocalStack().device_sites()
 
 

@@ -81,7 +81,7 @@ def test_construction_does_no_io(tmp_path: Path) -> None:
 
 
 #: What ``status --json`` says of each default service's client listener.
-MOSQUITTO_SECURITY = {"tls": False, "auth": "password"}
+MOSQUITTO_SECURITY = {"tls": True, "auth": "certificate+password"}
 KAFKA_SECURITY = {"tls": True, "auth": "scram-sha-512"}
 #: How a Kafka client connects (``address()``, in ``status --json`` too): no passwords there.
 KAFKA_CLIENT = {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512"}
@@ -119,7 +119,10 @@ def test_endpoints_name_every_service_and_the_mqtt_users(tmp_path: Path) -> None
     stack = LocalStack(tmp_path)
     endpoints = stack.endpoints()
     assert list(endpoints) == list(KNOWN)
-    assert set(endpoints["mosquitto"]) == {"host", "port", "users"}
+    assert set(endpoints["mosquitto"]) == {
+        "host", "port", "users", "tls", "password_port", "ca_file", "certs_dir"
+    }  # fmt: skip
+    assert endpoints["mosquitto"]["password_port"] == endpoints["mosquitto"]["port"] + 1
     assert endpoints["mosquitto"]["users"] == stack.credentials()
     assert {"admin", "gateway", "config-publisher", "dev-test-1", "s3-d10"} <= set(
         stack.credentials()
@@ -180,6 +183,42 @@ def test_a_broker_started_from_an_older_config_template_is_seen_as_changed(
     conf.write_text(conf.read_text() + "# an older template\n")
     assert broker.config_changed()
     assert not stack.service("kafka").config_changed()
+
+
+def test_broker_listeners_are_tls_by_default_plaintext_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("THERMOWATCH_MQTT_PLAINTEXT", raising=False)
+    stack = LocalStack(tmp_path / "stack", tmp_path / "cache", mqtt_port=1883)
+    broker = stack.service("mosquitto")
+    stack.run_dir.mkdir(parents=True)
+    broker.launch()
+    lines = (stack.run_dir / "mosquitto.conf").read_text().splitlines()
+    listeners = [line for line in lines if line.startswith("listener ")]
+    assert listeners == ["listener 1883 127.0.0.1", "listener 1884 127.0.0.1"]
+    # The client port requires a certificate from the installation's CA, names the
+    # user after it and reads the CRL; both listeners have the server certificate.
+    first = lines[lines.index(listeners[0]) : lines.index(listeners[1])]
+    for setting in ("require_certificate true", "use_identity_as_username true"):
+        assert setting in first
+    assert f"crlfile {tmp_path / 'stack/pki/crl.pem'}" in first
+    assert lines.count(f"certfile {tmp_path / 'stack/pki/server.crt'}") == 2
+    assert "allow_anonymous false" in lines
+    assert (tmp_path / "stack/pki/ca.key").stat().st_mode & 0o777 == 0o600
+    assert not any("plaintext" in r.message for r in caplog.records)
+
+    monkeypatch.setenv("THERMOWATCH_MQTT_PLAINTEXT", "1")
+    assert broker.config_changed()  # `up` restarts a running broker with the new listener
+    with caplog.at_level("WARNING"):
+        broker.launch()
+    lines = (stack.run_dir / "mosquitto.conf").read_text().splitlines()
+    assert "listener 1885 127.0.0.1" in lines
+    assert any("plaintext listener on" in r.message for r in caplog.records)
+    assert broker.security() == {"tls": False, "auth": "certificate+password"}
+    assert stack.endpoints()["mosquitto"]["plain_port"] == 1885
+    monkeypatch.setenv("THERMOWATCH_MQTT_PLAINTEXT", "maybe")  # a typo never means "off"
+    with pytest.raises(StackError, match=r"^THERMOWATCH_MQTT_PLAINTEXT: must be 1 or 0"):
+        broker.launch()
 
 
 def test_free_ports_stay_outside_the_ephemeral_range(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from deploy.local.pki import client_tls
 from stagekit.kafka import connection_keys
 from thermowatch.demo.run import DemoRun
 
@@ -26,7 +27,8 @@ def gateway_config(run: DemoRun, endpoints: Mapping[str, Any]) -> dict[str, Any]
             "host": m["host"],
             "port": int(m["port"]),
             "username": "gateway",
-            "password": m["users"]["gateway"],
+            # The broker's certificate port: the certificate (CN gateway) is the login.
+            "tls": client_tls(m, "gateway").tls_block(),
             # One gateway: a plain subscription, the only kind Mosquitto 2.0.11
             # keeps across a broker restart (tests/chaos, gateway/README.md).
             "share_group": "",

@@ -127,6 +127,7 @@ class DemoFleet:
         return {dev: self.configs[dev].outbox_path for dev in self.plan.devices}
 
     def _config(self, device_id: str) -> Any:
+        from deploy.local.pki import client_tls
         from edge_agent.config import (
             DetectorSettings,
             DeviceSettings,
@@ -139,11 +140,6 @@ class DemoFleet:
             SensorsSettings,
         )
 
-        users: Mapping[str, str] = self.mqtt["users"]
-        pw_file = self.run_dir / "edge" / f"{device_id}.password"
-        pw_file.parent.mkdir(parents=True, exist_ok=True)
-        pw_file.write_text(users[device_id] + "\n", encoding="utf-8")
-        pw_file.chmod(0o600)
         cfg = EdgeConfig(
             device=DeviceSettings(
                 device_id=device_id,
@@ -163,7 +159,8 @@ class DemoFleet:
                     "host": str(self.mqtt["host"]),
                     "port": int(self.mqtt_ports.get(device_id, self.mqtt["port"])),
                     "username": device_id,
-                    "password_file": str(pw_file),
+                    # TLS with the device's certificate from the stack's CA (its login).
+                    **client_tls(self.mqtt, device_id).edge_mqtt(),
                     # The device id: the only client id the broker accepts for it.
                     "client_id": device_id,
                     "session_expiry_s": 600,

@@ -71,6 +71,8 @@ def publish_malformed(
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
+    from deploy.local.pki import client_tls
+
     accepted: list[bool] = []
     done = threading.Event()
     client = paho.Client(
@@ -78,7 +80,7 @@ def publish_malformed(
         client_id=f"admin:demo-junk-{device}-{run_id}",
         protocol=paho.MQTTv5,
     )
-    client.username_pw_set("admin", mqtt["users"]["admin"])
+    client_tls(mqtt, "admin").apply(client)  # TLS; the certificate is the login
 
     def on_publish(_c: Any, _u: Any, _mid: int, rc: Any, _p: Any) -> None:
         accepted.append(not rc.is_failure)

@@ -50,7 +50,11 @@ def print_probes(
     for col in ("service", "address", "check", "result", "time"):
         table.add_column(col)
     address = {
-        "mosquitto": f"mqtt://{endpoints['mosquitto']['host']}:{endpoints['mosquitto']['port']}",
+        "mosquitto": "{}://{}:{}".format(
+            "mqtts" if endpoints["mosquitto"].get("tls") else "mqtt",
+            endpoints["mosquitto"]["host"],
+            endpoints["mosquitto"]["port"],
+        ),
         "kafka": endpoints["kafka"]["bootstrap"],
         "search": endpoints[search_service]["url"],
     }

@@ -1,11 +1,16 @@
-"""Mosquitto 2 (Debian package): the MQTT broker, with passwords and a per-device ACL.
+"""Mosquitto 2 (Debian package): the MQTT broker, over TLS, with a per-device ACL.
 
-``allow_anonymous false``: every client logs in with a user of
-``credentials.json``. The password file and the ACL are rendered from it
-(:mod:`deploy.local.mqtt_auth`: a device writes only its own four topics under
-its site) and the ``thermowatch_auth`` plugin (``deploy/local/mosquitto-plugin``,
-compiled at install) binds client ids to users and refuses retained publishes
-from devices. Health check: an authenticated MQTT v5 connect as ``admin`` gets a
+Two TLS listeners, both with the installation's own CA (:mod:`deploy.local.pki`):
+the client port requires a client certificate and takes its CN as the user name
+(devices and services); the port after it takes a user of ``credentials.json``
+with its password (tools, tests). A plaintext listener (password, no TLS, two
+ports after the client port) exists only with ``THERMOWATCH_MQTT_PLAINTEXT=1``,
+and the start logs a warning then. ``allow_anonymous false``. The password file
+and the ACL are rendered from ``credentials.json`` (:mod:`deploy.local.mqtt_auth`:
+a device writes only its own four topics under its site) and the
+``thermowatch_auth`` plugin (``deploy/local/mosquitto-plugin``, compiled at
+install) binds client ids to users and refuses retained publishes from devices.
+Health check: an MQTT v5 connect as ``admin`` with its client certificate gets a
 successful CONNACK.
 """
 
@@ -16,6 +21,7 @@ import os
 import signal
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -30,10 +36,11 @@ from deploy.local.mqtt_auth import (
     client_id_for,
     passwd_text,
 )
+from deploy.local.pki import Pki, client_tls
 from deploy.local.process import poll_until, port_open
 from deploy.local.services.base import Launch, Service
 
-__all__ = ["DEFAULT_MQTT_PORT", "MQTT_PORT_ENV", "Mosquitto"]
+__all__ = ["DEFAULT_MQTT_PORT", "MQTT_PLAINTEXT_ENV", "MQTT_PORT_ENV", "Mosquitto"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,22 +49,66 @@ DEFAULT_MQTT_PORT: Final = 18830
 #: The broker plugin's C source, and the header (from mosquitto-dev) it needs.
 PLUGIN_SOURCE: Final = TEMPLATE_DIR / "mosquitto-plugin" / "thermowatch_auth.c"
 PLUGIN_HEADER: Final = Path("/usr/include/mosquitto_plugin.h")
+#: "1": also a plaintext listener (password, no TLS) on the client port + 2.
+MQTT_PLAINTEXT_ENV: Final = "THERMOWATCH_MQTT_PLAINTEXT"
+
+
+def plaintext_enabled() -> bool:
+    """True when ``$THERMOWATCH_MQTT_PLAINTEXT`` asks for the plaintext listener
+    (``1``/``true``/``yes``; unset, empty, ``0``/``false``/``no``: off; anything
+    else a :class:`StackError` naming the variable)."""
+    raw = os.environ.get(MQTT_PLAINTEXT_ENV, "").strip().lower()
+    if raw in ("1", "true", "yes"):
+        return True
+    if raw in ("", "0", "false", "no"):
+        return False
+    raise StackError(f"{MQTT_PLAINTEXT_ENV}: must be 1 or 0 (true/false, yes/no), got {raw!r}")
 
 
 class Mosquitto(Service):
-    """The broker on ``127.0.0.1:18830``; data in ``<stack>/data/mosquitto``."""
+    """The broker on ``127.0.0.1:18830`` (certificates) and ``:18831`` (passwords),
+    both TLS; data in ``<stack>/data/mosquitto``, the CA in ``<stack>/pki``."""
 
     name = "mosquitto"
     port_env = MQTT_PORT_ENV
     default_port = DEFAULT_MQTT_PORT
     cmdline_marker = b"mosquitto"
 
-    def endpoint(self) -> dict[str, Any]:
-        """Host, port and ``users``: every MQTT user with its password."""
-        return {**super().endpoint(), "users": self.ctx.credentials.all()}
+    @property
+    def pki(self) -> Pki:
+        return Pki(self.layout.root / "pki")
+
+    @property
+    def password_port(self) -> int:
+        """The TLS listener that takes a user name and password (no client certificate)."""
+        return self.port + 1
+
+    @property
+    def plain_port(self) -> int | None:
+        """The plaintext listener's port; None unless ``$THERMOWATCH_MQTT_PLAINTEXT``."""
+        return self.port + 2 if plaintext_enabled() else None
 
     def security(self) -> dict[str, Any]:
-        return {"tls": False, "auth": "password"}
+        return {"tls": self.plain_port is None, "auth": "certificate+password"}
+
+    def endpoint(self) -> dict[str, Any]:
+        """Host, port (certificates), ``password_port``, ``ca_file``, ``certs_dir``
+        (``<identity>.crt``/``.key``: :func:`deploy.local.pki.client_tls`), ``users``
+        (every MQTT user with its password), ``plain_port`` when plaintext is on."""
+        out = {
+            **super().endpoint(),
+            "tls": True,
+            "password_port": self.password_port,
+            **self.endpoint_paths(),
+            "users": self.ctx.credentials.all(),
+        }
+        if self.plain_port is not None:
+            out["plain_port"] = self.plain_port
+        return out
+
+    def issue_cert(self, identity: str) -> tuple[Path, Path]:
+        """A client certificate for ``identity`` (kept when it has one); its paths."""
+        return self.pki.issue(identity)
 
     def install(self) -> None:
         """The broker, its clients, and gcc + mosquitto-dev to build the plugin."""
@@ -91,9 +142,18 @@ class Mosquitto(Service):
         # upgraded checkout, a new plugin source) without calling install().
         self.install()
         with self.ctx.credentials.locked():
+            # The CA and the broker's certificate at first start, a fresh CRL, and
+            # a client certificate for every user that has none yet.
+            self.pki.ensure_server(self.host)
+            self.pki.issue_missing(self.ctx.credentials.load())
             self._write_auth_files()
         conf = self.layout.run_dir / "mosquitto.conf"
         conf.write_text(self._config_text(), encoding="utf-8")
+        if self.plain_port is not None:
+            logger.warning(
+                "mqtt plaintext listener on: passwords and readings cross %s:%d unencrypted "
+                "(unset %s to turn it off)", self.host, self.plain_port, MQTT_PLAINTEXT_ENV,
+            )  # fmt: skip
         return Launch([tool("mosquitto"), "-c", str(conf)])
 
     def _write_auth_files(self) -> None:
@@ -123,6 +183,17 @@ class Mosquitto(Service):
             "mosquitto.conf",
             host=self.host,
             port=self.port,
+            password_port=self.password_port,
+            ca_file=self.pki.ca_file,
+            server_cert=self.pki.server_cert,
+            server_key=self.pki.server_key,
+            crl_file=self.pki.crl_file,
+            plaintext_listener=(
+                f"# Plaintext ({MQTT_PLAINTEXT_ENV}=1): passwords, no TLS.\n"
+                f"listener {self.plain_port} {self.host}"
+                if self.plain_port is not None
+                else ""
+            ),
             password_file=self._passwd_file,
             acl_file=self._acl_file,
             plugin=self._plugin_file,
@@ -143,7 +214,7 @@ class Mosquitto(Service):
             return False
 
     def probe(self, timeout: float) -> bool:
-        return self.login("admin", self.ctx.credentials.all()["admin"], timeout)
+        return self.cert_login("admin", timeout)
 
     def add_user(
         self,
@@ -176,6 +247,8 @@ class Mosquitto(Service):
             if site is not None:
                 sites[name] = site
             credentials.save(users, sites)
+            # A rotation revokes the old certificate (the CRL is re-read on reload).
+            self.pki.issue(name, replace=existing_only)
             running = self._update_passwd_file(name, pw)
         # The reload happens in the broker's main loop: wait until it took.
         if running and not poll_until(lambda: self.login(name, pw, 3.0), 15.0, 0.2):
@@ -197,6 +270,7 @@ class Mosquitto(Service):
                 raise UnknownUserError(name)
             old = users.pop(name)
             credentials.save(users)
+            self.pki.revoke(name)  # in the CRL before the reload
             running = self._update_passwd_file(name, None)
         if running and not poll_until(lambda: not self.login(name, old, 3.0), 15.0, 0.2):
             raise StackError(f"remove_mqtt_user: {name} can still log in after reload")
@@ -217,15 +291,41 @@ class Mosquitto(Service):
         return self.process.signal(signal.SIGHUP)
 
     def login(self, user: str, password: str, timeout: float) -> bool:
-        """True when an MQTT v5 connect as ``user`` gets a successful CONNACK.
+        """True when an MQTT v5 connect as ``user`` with ``password`` (TLS listener
+        for passwords) gets a successful CONNACK.
 
         A service logs in as ``<user>:health-<random>``; a device can only use its
         own id as client id, so this login takes over a running device's
         connection (only ``devices add`` and ``rotate`` log in as a device)."""
+        return self._connects(
+            user, self.password_port, timeout, lambda c: c.username_pw_set(user, password)
+        )
+
+    def cert_login(self, identity: str, timeout: float) -> bool:
+        """True when an MQTT v5 connect with ``identity``'s client certificate (the
+        client port) gets a successful CONNACK; False when it has no certificate."""
+        try:
+            tls = client_tls(self.endpoint_paths(), identity)
+        except StackError:
+            return False
+        return self._connects(identity, self.port, timeout, lambda _c: None, tls.apply)
+
+    def endpoint_paths(self) -> dict[str, Any]:
+        """The part of :meth:`endpoint` that :func:`client_tls` reads (no credentials)."""
+        return {"ca_file": str(self.pki.ca_file), "certs_dir": str(self.pki.clients_dir)}
+
+    def _connects(
+        self,
+        user: str,
+        port: int,
+        timeout: float,
+        configure: Callable[[Any], None],
+        tls: Callable[[Any], None] | None = None,
+    ) -> bool:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
-        if not port_open(self.host, self.port, timeout=min(timeout, 1.0)):
+        if not port_open(self.host, port, timeout=min(timeout, 1.0)):
             return False
         connected = threading.Event()
         ok: list[bool] = []
@@ -241,16 +341,22 @@ class Mosquitto(Service):
             client_id=client_id_for(user, f"health-{uuid.uuid4().hex[:8]}"),
             protocol=mqtt.MQTTv5,
         )
-        client.username_pw_set(user, password)
+        configure(client)
+        if tls is not None:
+            tls(client)
+        else:  # the password listener: TLS with the CA, no client certificate
+            client.tls_set(ca_certs=str(self.pki.ca_file))
         client.on_connect = on_connect
         try:
-            client.connect(self.host, self.port, keepalive=10)
+            client.connect(self.host, port, keepalive=10)
             client.loop_start()
             try:
                 connected.wait(timeout)
             finally:
                 client.disconnect()
                 client.loop_stop()
+        except OSError:  # a refused handshake (revoked certificate, unknown CA)
+            return False
         finally:
             sock = client.socket()
             if sock is not None:
