@@ -150,11 +150,12 @@ class Observer:
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=V.MQTTv5)
-        client_tls(mqtt, "admin").apply(self._client)  # TLS; the certificate is the login
+        tls = client_tls(mqtt, "admin")  # TLS; a service logs in with its password
+        tls.apply(self._client)
         self._client.on_connect = lambda c, *_: c.subscribe("thermowatch/+/+/telemetry", qos=0)
         self._client.on_subscribe = lambda *_: self._subscribed.set()
         self._client.on_message = self._on_message
-        self._client.connect(str(mqtt["host"]), int(mqtt["port"]), clean_start=True)
+        self._client.connect(str(mqtt["host"]), tls.port, clean_start=True)
         self._client.loop_start()
         if not self._subscribed.wait(30):
             self.close()
@@ -292,10 +293,11 @@ def forget_sessions(mqtt: Mapping[str, Any], user: str, client_ids: list[str]) -
 
     for client_id in client_ids:
         client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=V.MQTTv5)
-        client_tls(mqtt, user).apply(client)
+        tls = client_tls(mqtt, user)
+        tls.apply(client)
         connected = threading.Event()
         client.on_connect = lambda *_, done=connected: done.set()
-        client.connect(str(mqtt["host"]), int(mqtt["port"]), clean_start=True)
+        client.connect(str(mqtt["host"]), tls.port, clean_start=True)
         client.loop_start()
         try:
             if not connected.wait(30):

@@ -69,7 +69,8 @@ def probe_mqtt(endpoint: dict[str, Any], timeout: float = 15.0) -> Probe:
     sub = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=f"gateway:smoke-sub-{tag}", protocol=mqtt.MQTTv5
     )
-    client_tls(endpoint, "gateway").apply(sub)  # certificates: the logins
+    sub_tls = client_tls(endpoint, "gateway")  # a service: TLS and its password
+    sub_tls.apply(sub)
     sub.on_subscribe = lambda *_a: subscribed.set()
 
     def on_message(_c: Any, _u: Any, msg: Any) -> None:
@@ -79,7 +80,8 @@ def probe_mqtt(endpoint: dict[str, Any], timeout: float = 15.0) -> Probe:
     sub.on_message = on_message
     # A device may connect only with its own id as client id.
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device, protocol=mqtt.MQTTv5)
-    client_tls(endpoint, device).apply(pub)
+    pub_tls = client_tls(endpoint, device)  # a device: its certificate
+    pub_tls.apply(pub)
     # PUBACK verdicts by message id: the first publish's PUBACK may arrive after
     # its message reached the subscriber, so only the mid says which one it is.
     denied: dict[int, bool] = {}
@@ -92,14 +94,14 @@ def probe_mqtt(endpoint: dict[str, Any], timeout: float = 15.0) -> Probe:
 
     pub.on_publish = on_publish
     try:
-        sub.connect(endpoint["host"], endpoint["port"])
+        sub.connect(endpoint["host"], sub_tls.port)
         sub.loop_start()
         sub.subscribe(
             mqtt_filter(TopicKind.TELEMETRY, device_id=device, share_group=f"smoke{tag}"), 1
         )
         if not subscribed.wait(timeout):
             return Probe("mosquitto", False, "subscription not acknowledged", time.monotonic() - t0)
-        pub.connect(endpoint["host"], endpoint["port"])
+        pub.connect(endpoint["host"], pub_tls.port)
         pub.loop_start()
         payload = encode(_reading(device, site, 1))
         pub.publish(mqtt_topic(site, device, TopicKind.TELEMETRY), payload, qos=1)

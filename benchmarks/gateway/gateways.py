@@ -62,8 +62,9 @@ class GatewayProc:
 id = "{gid}"
 [mqtt]
 host = "{ep["mosquitto"]["host"]}"
-port = {ep["mosquitto"]["port"]}
+port = {stack.client_tls("gateway").port}
 username = "gateway"
+password = "{stack.client_tls("gateway").password}"
 share_group = "{group}"
 receive_maximum = {RECEIVE_MAXIMUM}
 [mqtt.tls]

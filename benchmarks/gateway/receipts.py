@@ -61,11 +61,12 @@ class ReceiptCounter:
             client_id=f"gateway:rcptcount-{site}",
             protocol=MQTTProtocolVersion.MQTTv5,
         )
-        stack.client_tls("gateway").apply(self.client)
+        login = stack.client_tls("gateway")  # a service: TLS and its password
+        login.apply(self.client)
         self.client.on_connect = lambda c, *_a: c.subscribe(f"thermowatch/{site}/+/receipt")
         self.client.on_subscribe = lambda *_a: subscribed.set()
         self.client.on_message = self._count
-        self.client.connect(ep["host"], ep["port"])
+        self.client.connect(ep["host"], login.port)
         self.client.loop_start()
         if not subscribed.wait(30):
             raise TimeoutError("receipt counter could not subscribe")

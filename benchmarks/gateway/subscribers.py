@@ -87,7 +87,7 @@ def bench_bare_subscriber(stack: LocalStack, fleet: Fleet, run: str) -> dict[str
     ep = stack.endpoints()["mosquitto"]
     sub = BareSubscriber(
         ep["host"],
-        ep["port"],
+        stack.client_tls("gateway").port,  # a service: the TLS password port
         stack.client_tls("gateway"),
         f"bare{run}",
         f"gateway:bare-{run}",

@@ -145,8 +145,9 @@ def end_session(stack: LocalStack, client_id: str) -> None:
         client_id=client_id,
         protocol=MQTTProtocolVersion.MQTTv5,
     )
-    stack.client_tls("gateway").apply(c)
-    c.connect(ep["host"], ep["port"], clean_start=True)  # expiry 0: gone at disconnect
+    login = stack.client_tls("gateway")  # a service: TLS and its password
+    login.apply(c)
+    c.connect(ep["host"], login.port, clean_start=True)  # expiry 0: gone at disconnect
     c.loop_start()
     c.disconnect()
     c.loop_stop()

@@ -123,27 +123,41 @@ def check_identity(identity: str) -> str:
 
 @dataclass(frozen=True)
 class ClientTls:
-    """What an MQTT client needs for the stack's certificate listener.
+    """How an MQTT identity connects to the stack's broker, always over TLS.
 
-    ``apply`` sets it on a paho client; ``edge_mqtt`` gives the edge agent's
-    ``[mqtt]`` keys and ``tls_block`` the shared ``TlsSettings`` keys (gateway).
+    A device logs in with its client certificate on the certificate listener
+    (``port``), which makes its client id its certificate's name; a service
+    (:data:`~deploy.local.credentials.SERVICE_USERS`) logs in with its password
+    on the password listener, where the broker plugin takes ``<user>`` or
+    ``<user>:<suffix>`` as client id (several connections, one gateway replica
+    each). ``apply`` sets either on a paho client; connect to ``port``.
+    ``edge_mqtt`` gives the edge agent's ``[mqtt]`` keys and ``tls_block`` the
+    shared ``TlsSettings`` keys (gateway).
     """
 
     ca_file: str
-    cert_file: str
-    key_file: str
+    cert_file: str = ""
+    key_file: str = ""
+    #: The listener to connect to (0: unknown, the caller's endpoint knows).
+    port: int = 0
+    #: A password login (services); empty for a certificate login.
+    username: str = ""
+    password: str = ""
 
     def apply(self, client: Any) -> None:
-        """``client.tls_set(...)`` on a paho ``Client`` (server name and CA checked)."""
+        """``client.tls_set(...)`` on a paho ``Client`` (server name and CA checked),
+        and the user name and password of a password login."""
         import ssl
 
         client.tls_set(
             ca_certs=self.ca_file,
-            certfile=self.cert_file,
-            keyfile=self.key_file,
+            certfile=self.cert_file or None,
+            keyfile=self.key_file or None,
             cert_reqs=ssl.CERT_REQUIRED,
             tls_version=ssl.PROTOCOL_TLS_CLIENT,
         )
+        if self.username:
+            client.username_pw_set(self.username, self.password)
 
     def edge_mqtt(self) -> dict[str, Any]:
         return {
@@ -154,22 +168,33 @@ class ClientTls:
         }
 
     def tls_block(self) -> dict[str, Any]:
-        return {
-            "enabled": True,
-            "ca_file": self.ca_file,
-            "cert_file": self.cert_file,
-            "key_file": self.key_file,
-        }
+        block: dict[str, Any] = {"enabled": True, "ca_file": self.ca_file}
+        if self.cert_file:
+            block |= {"cert_file": self.cert_file, "key_file": self.key_file}
+        return block
 
 
 def client_tls(endpoint: Mapping[str, Any], identity: str) -> ClientTls:
-    """The TLS settings of ``identity`` for the stack's MQTT ``endpoint``.
+    """How ``identity`` connects to the stack's MQTT ``endpoint``.
 
     ``endpoint`` is ``stack.endpoints()["mosquitto"]`` (``ca_file``,
-    ``certs_dir``). A :class:`StackError` names the identity when it has no
-    certificate (``thermowatch devices add`` or ``LocalStack.issue_client_cert``).
+    ``certs_dir``, ``port``, ``password_port``, ``users``). A service account
+    gets a password login on ``password_port`` when the endpoint names its
+    password; anyone else its certificate. A :class:`StackError` names the
+    identity when it has no certificate (``thermowatch devices add`` or
+    ``LocalStack.issue_client_cert``).
     """
+    from deploy.local.credentials import SERVICE_USERS
+
     check_identity(identity)
+    users = endpoint.get("users") or {}
+    if identity in SERVICE_USERS and identity in users and "password_port" in endpoint:
+        return ClientTls(
+            str(endpoint["ca_file"]),
+            port=int(endpoint["password_port"]),
+            username=identity,
+            password=str(users[identity]),
+        )
     certs = Path(endpoint["certs_dir"])
     cert, key = certs / f"{identity}.crt", certs / f"{identity}.key"
     if not cert.is_file() or not key.is_file():
@@ -177,7 +202,7 @@ def client_tls(endpoint: Mapping[str, Any], identity: str) -> ClientTls:
             f"mqtt: no client certificate for {identity!r} in {certs} "
             "(thermowatch devices add, or LocalStack.issue_client_cert)"
         )
-    return ClientTls(str(endpoint["ca_file"]), str(cert), str(key))
+    return ClientTls(str(endpoint["ca_file"]), str(cert), str(key), int(endpoint.get("port", 0)))
 
 
 class Pki:

@@ -348,9 +348,9 @@ class LocalStack:
         return self._mosquitto.issue_cert(identity)
 
     def client_tls(self, identity: str) -> ClientTls:
-        """What an MQTT client of ``identity`` needs for the certificate listener
-        (CA, its certificate and key; :func:`deploy.local.pki.client_tls`)."""
-        return client_tls(self._mosquitto.endpoint_paths(), identity)
+        """How an MQTT client of ``identity`` connects: a device with its certificate,
+        a service with its password, both over TLS (:func:`deploy.local.pki.client_tls`)."""
+        return client_tls(self._mosquitto.endpoint(), identity)
 
     def config_signing_key(self) -> tuple[Path, Path]:
         """The config publisher's key pair ``(private, public)``, made at first use

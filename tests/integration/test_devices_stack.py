@@ -56,11 +56,12 @@ class Subscriber:
             client_id=f"admin:devices-it-{uuid.uuid4().hex[:8]}",
             protocol=paho.MQTTv5,
         )
-        client_tls(mq, "admin").apply(self._client)
+        tls = client_tls(mq, "admin")  # a service: TLS and its password
+        tls.apply(self._client)
         self._client.on_connect = lambda c, *_a: c.subscribe(topic, qos=1)
         self._client.on_subscribe = lambda *_a: subscribed.set()
         self._client.on_message = self._on_message
-        self._client.connect(mq["host"], mq["port"])
+        self._client.connect(mq["host"], tls.port)
         self._client.loop_start()
         assert subscribed.wait(20), "no SUBACK"
 
@@ -175,8 +176,12 @@ def test_default_broker_refuses_plaintext_missing_and_foreign_certificates(
     mq = stack["mosquitto"]
     host, port = mq["host"], mq["port"]
     assert "plain_port" not in mq  # no plaintext listener unless asked for
+    # The controls: a device with its certificate on the client port, a service
+    # with its password on the password port (both TLS).
+    device = client_tls(mq, "dev-test-1")
+    assert device.port == port and connack(host, port, device.apply) == "Success"
     admin = client_tls(mq, "admin")
-    assert connack(host, port, admin.apply) == "Success"  # the control
+    assert admin.port == mq["password_port"] and connack(host, admin.port, admin.apply) == "Success"
 
     # Plaintext MQTT, even with a valid password, on either port: no CONNACK.
     def password_only(c: Any) -> None:

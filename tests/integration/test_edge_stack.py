@@ -47,11 +47,12 @@ class Admin:
             protocol=paho.MQTTv5,
         )
         self.c.username_pw_set("admin", password)
-        stack_tls("admin").apply(self.c)
+        tls = stack_tls("admin")  # a service: TLS and its password
+        tls.apply(self.c)
         self.topic = topic
         self.c.on_connect = self._on_connect
         self.c.on_message = self._on_message
-        self.c.connect(host, port)
+        self.c.connect(host, tls.port or port)
         self.c.loop_start()
         assert self.ready.wait(20)
         time.sleep(0.3)  # SUBACK

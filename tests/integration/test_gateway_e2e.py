@@ -105,7 +105,7 @@ id = "{self.gateway_id}"
 shutdown_grace_s = 2.0
 [mqtt]
 host = "{self.mqtt_host}"
-port = {self.mqtt_port}
+port = {stack_tls("gateway", self.stack).port or self.mqtt_port}
 username = "gateway"
 password = "{self.mqtt_password}"
 share_group = "{self.share_group}"
@@ -212,12 +212,13 @@ class Publisher:
             protocol=MQTTProtocolVersion.MQTTv5,
         )
         self.client.username_pw_set(user, password)
-        stack_tls(user, stack).apply(self.client)
+        tls = stack_tls(user, stack)  # a device's certificate, a service's password
+        tls.apply(self.client)
         self.client.max_inflight_messages_set(200)
         self.client.max_queued_messages_set(0)
         self.connected = threading.Event()
         self.client.on_connect = lambda *_a: self.connected.set()
-        self.client.connect(host, port, keepalive=30)
+        self.client.connect(host, tls.port or port, keepalive=30)
         self.client.loop_start()
         assert self.connected.wait(30), "publisher could not connect"
 

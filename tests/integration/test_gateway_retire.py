@@ -68,11 +68,12 @@ def session_present(host: str, port: int, password: str, client_id: str) -> bool
         manual_ack=True,  # whatever arrives is not acknowledged: nothing is consumed
     )
     client.username_pw_set("gateway", password)
-    stack_tls("gateway").apply(client)
+    tls = stack_tls("gateway")  # a service: TLS and its password
+    tls.apply(client)
     client.on_connect = on_connect
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = 0
-    client.connect(host, port, clean_start=False, properties=props)
+    client.connect(host, tls.port or port, clean_start=False, properties=props)
     client.loop_start()
     try:
         assert done.wait(30), "probe could not connect"

@@ -66,10 +66,11 @@ def _mqtt_client(m: dict[str, Any], user: str, tag: str) -> Any:
         client_id=client_id_for(user, f"{tag}-{uuid.uuid4().hex[:4]}"),
         protocol=mqtt.MQTTv5,
     )
-    client_tls(m, user).apply(client)  # TLS; the certificate is the login
+    tls = client_tls(m, user)  # TLS: a device's certificate, a service's password
+    tls.apply(client)
     client.max_inflight_messages_set(200)
     client.max_queued_messages_set(0)
-    client.connect(m["host"], int(m["port"]))
+    client.connect(m["host"], tls.port)
     client.loop_start()
     return client
 
@@ -207,10 +208,11 @@ def _huge_publish_once(m: dict[str, Any], user: str, topic: str) -> str:
         client_id=client_id_for(user, f"huge-{uuid.uuid4().hex[:4]}"),
         protocol=mqtt.MQTTv5,
     )
-    client_tls(m, user).apply(client)  # TLS; the certificate is the login
+    tls = client_tls(m, user)  # TLS: a device's certificate, a service's password
+    tls.apply(client)
     client.on_disconnect = on_disconnect
     client.on_publish = on_publish
-    client.connect(m["host"], int(m["port"]))
+    client.connect(m["host"], tls.port)
     client.loop_start()
     client.publish(topic, huge_publish(), qos=1)
     ended.wait(60)

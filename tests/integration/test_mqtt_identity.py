@@ -19,6 +19,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from deploy.local.pki import ClientTls
 from deploy.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
@@ -29,14 +30,26 @@ NOT_AUTHORIZED = 0x87
 class Client:
     """One MQTT v5 connection: its CONNACK, PUBACK reason codes and messages."""
 
-    def __init__(self, mq: dict[str, Any], user: str, password: str, client_id: str) -> None:
+    def __init__(
+        self,
+        mq: dict[str, Any],
+        user: str,
+        password: str,
+        client_id: str,
+        cert: ClientTls | None = None,
+    ) -> None:
         self._mq = mq
         self._c = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5
         )
-        self._c.username_pw_set(user, password)
-        # The broker's password port (TLS): the login these tests check is the password's.
-        self._c.tls_set(ca_certs=mq["ca_file"])
+        if cert is None:
+            # The broker's password port (TLS): the login checked is the password's.
+            self._c.username_pw_set(user, password)
+            self._c.tls_set(ca_certs=mq["ca_file"])
+            self._port = int(mq["password_port"])
+        else:  # the certificate port: the certificate is the login
+            cert.apply(self._c)
+            self._port = cert.port
         self._cv = threading.Condition()
         self.connack: int | None = None
         self.disconnected = threading.Event()
@@ -71,7 +84,7 @@ class Client:
         stops: paho would otherwise retry with the same client id."""
         if will is not None:
             self._c.will_set(will[0], will[1], qos=1, retain=False)
-        self._c.connect(self._mq["host"], self._mq["password_port"], keepalive=30)
+        self._c.connect(self._mq["host"], self._port, keepalive=30)
         self._c.loop_start()
         self._wait(lambda: self.connack is not None, "CONNACK")
         assert self.connack is not None
@@ -155,6 +168,43 @@ def test_a_device_using_another_identitys_client_id_is_refused_and_no_will_fires
     got = watcher.wait_message(b"still-here")
     assert got == [(f"thermowatch/{site}/{b}/telemetry", b"still-here", False)]
     assert not victim.disconnected.is_set()
+
+
+def test_a_certificate_login_cannot_take_another_identitys_client_id(
+    local_stack: LocalStack,
+    stack: dict[str, Any],
+    devices: dict[str, str],
+    site: str,
+    clients: list[Client],
+) -> None:
+    """On the certificate port Mosquitto 2.0 never asks the plugin at connect: the
+    listener makes every client id its certificate's name, so a device asking for
+    another device's, the gateway's or the operator's id still connects only as
+    itself, and nobody is knocked off (no last will fires)."""
+    mq = stack["mosquitto"]
+    (a, _), (b, _) = devices.items()
+    watcher = watch(mq, f"thermowatch/{site}/#", clients)
+    victim = Client(mq, b, "", b, cert=local_stack.client_tls(b))
+    clients.append(victim)
+    assert victim.connect(will=(f"thermowatch/{site}/{b}/status", b"offline")) == 0
+    service_id = f"gateway:it-{uuid.uuid4().hex[:6]}"
+    service = Client(mq, "gateway", mq["users"]["gateway"], service_id)
+    clients.append(service)
+    assert service.connect() == 0
+
+    for stolen in (b, service_id, "gateway", "admin"):
+        attacker = Client(mq, a, "", stolen, cert=local_stack.client_tls(a))
+        clients.append(attacker)
+        assert attacker.connect() == 0, stolen  # accepted, but as ``a``
+        # What it sends is ``a``'s, under ``a``'s rules: its own topic is allowed...
+        assert attacker.publish(f"thermowatch/{site}/{a}/telemetry", stolen.encode()) == 0
+        attacker.close()
+
+    assert victim.publish(f"thermowatch/{site}/{b}/telemetry", b"still-here") == 0
+    got = watcher.wait_message(b"still-here")
+    assert (f"thermowatch/{site}/{b}/status", b"offline", False) not in got
+    assert not victim.disconnected.is_set()
+    assert not service.disconnected.is_set()
 
 
 def test_a_device_publishing_outside_its_topics_or_retained_is_refused(

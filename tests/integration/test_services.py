@@ -83,8 +83,9 @@ def _mqtt(stack: dict[str, Any], user: str, *, password: bool = False) -> Iterat
         client.tls_set(ca_certs=endpoint["ca_file"])
         port = endpoint["password_port"]
     else:
-        client_tls(endpoint, user).apply(client)
-        port = endpoint["port"]
+        tls = client_tls(endpoint, user)  # a device's certificate, a service's password
+        tls.apply(client)
+        port = tls.port
     box = _Mqtt(client)
     connack: list[ReasonCode] = []
 

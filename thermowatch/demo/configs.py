@@ -21,14 +21,17 @@ __all__ = ["gateway_config", "merge_config", "processor_config", "web_config", "
 def gateway_config(run: DemoRun, endpoints: Mapping[str, Any]) -> dict[str, Any]:
     """The run's gateway: one member, a plain subscription, the run's topic prefix."""
     m = endpoints["mosquitto"]
+    # A service logs in with its password on the broker's TLS password port (its
+    # client id is then gateway:<id>); devices use their certificates.
+    login = client_tls(m, "gateway")
     return {
         "gateway": {"id": f"demo-{run.run_id}", "shutdown_grace_s": 10.0},
         "mqtt": {
             "host": m["host"],
-            "port": int(m["port"]),
-            "username": "gateway",
-            # The broker's certificate port: the certificate (CN gateway) is the login.
-            "tls": client_tls(m, "gateway").tls_block(),
+            "port": login.port,
+            "username": login.username,
+            "password": login.password,
+            "tls": login.tls_block(),
             # One gateway: a plain subscription, the only kind Mosquitto 2.0.11
             # keeps across a broker restart (tests/chaos, gateway/README.md).
             "share_group": "",

@@ -80,7 +80,8 @@ def publish_malformed(
         client_id=f"admin:demo-junk-{device}-{run_id}",
         protocol=paho.MQTTv5,
     )
-    client_tls(mqtt, "admin").apply(client)  # TLS; the certificate is the login
+    tls = client_tls(mqtt, "admin")  # a service: TLS and its password
+    tls.apply(client)
 
     def on_publish(_c: Any, _u: Any, _mid: int, rc: Any, _p: Any) -> None:
         accepted.append(not rc.is_failure)
@@ -88,7 +89,7 @@ def publish_malformed(
             done.set()
 
     client.on_publish = on_publish
-    client.connect(str(mqtt["host"]), int(mqtt["port"]))
+    client.connect(str(mqtt["host"]), tls.port)
     client.loop_start()
     try:
         for p in payloads:
