@@ -24,6 +24,7 @@ first and restricted afterwards). ``cryptography`` does the X.509 work.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import os
@@ -76,7 +77,10 @@ class BrokerTls:
 def write_secret_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` atomically to a file created 0600 (never readable by others, even briefly)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A leftover (or planted) tmp file would keep its mode; a symlink would be followed.
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
     tmp.replace(path)

@@ -8,6 +8,7 @@ distribution). Templates and poms are read from this package's folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import string
@@ -71,7 +72,11 @@ def render(template: str, **values: object) -> str:
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically with mode 0600 (it may hold passwords)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A leftover (or planted) file of that name would keep its own mode, and a
+    # symlink would be followed: remove it, then create the file afresh.
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
     tmp.replace(path)

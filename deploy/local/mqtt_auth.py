@@ -19,16 +19,20 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
+import re
 from collections.abc import Mapping
 from typing import Final
 
 from deploy.local.credentials import SERVICE_USERS
+from telemetry_contract.messages import DEVICE_ID_PATTERN
 
 __all__ = [
     "CLIENT_ID_SEPARATOR",
     "DEVICE_READ",
     "DEVICE_WRITE",
+    "ID_RE",
     "RETAIN_USERS",
     "SERVICE_USERS",
     "acl_text",
@@ -36,6 +40,11 @@ __all__ = [
     "passwd_text",
     "password_hash",
 ]
+
+logger = logging.getLogger(__name__)
+
+#: Device ids and sites (the contract's pattern): nothing else reaches the ACL file.
+ID_RE: Final = re.compile(DEVICE_ID_PATTERN)
 
 #: The only users whose retained publishes the broker accepts.
 RETAIN_USERS: Final[tuple[str, ...]] = ("admin", "config-publisher")
@@ -105,6 +114,11 @@ def acl_text(template: str, users: Mapping[str, str], sites: Mapping[str, str]) 
         if user in SERVICE_USERS:
             continue
         site = sites.get(user)
+        if not ID_RE.match(user) or (site is not None and not ID_RE.match(site)):
+            # Never written into the file (a newline would add rules): such a user
+            # gets no block, so the broker denies it everything.
+            logger.warning("mqtt acl: user without rules user=%r site=%r", user, site)
+            continue
         base = f"thermowatch/{site or '+'}/{user}"
         lines = [f"# device {user} (site {site or 'any: not recorded'})", f"user {user}"]
         lines += [f"topic write {base}/{kind}" for kind in DEVICE_WRITE]

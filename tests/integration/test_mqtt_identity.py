@@ -10,9 +10,12 @@ awaited, and the broker delivers a client's messages in order.
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -113,6 +116,15 @@ class Client:
     def close(self) -> None:
         self._c.disconnect()
         self._c.loop_stop()
+
+
+def _copy_of(tls: ClientTls, where: Path) -> ClientTls:
+    """The same login with its certificate and key copied (a rotation replaces them)."""
+    where.mkdir()
+    cert, key = where / "device.crt", where / "device.key"
+    shutil.copyfile(tls.cert_file, cert)
+    shutil.copyfile(tls.key_file, key)
+    return dataclasses.replace(tls, cert_file=str(cert), key_file=str(key))
 
 
 @pytest.fixture
@@ -288,4 +300,35 @@ def test_a_removed_or_rotated_device_is_disconnected_and_its_old_password_refuse
     for user, password in ((a, a_pw), (b, b_pw)):
         again = Client(mq, user, password, user)
         assert again.connect() != 0, user
+        again.close()
+
+
+def test_a_removed_or_rotated_device_logged_in_by_certificate_is_disconnected(
+    local_stack: LocalStack,
+    stack: dict[str, Any],
+    devices: dict[str, str],
+    clients: list[Client],
+    tmp_path: Path,
+) -> None:
+    """The reload re-reads passwords and the ACL, but the CRL only at the next
+    handshake: the broker plugin disconnects a removed or re-keyed identity that
+    logged in with its certificate (a stolen Pi stays connected otherwise)."""
+    mq = stack["mosquitto"]
+    (a, _), (b, _) = devices.items()
+    a_cert, b_cert = (_copy_of(local_stack.client_tls(d), tmp_path / d) for d in (a, b))
+    removed, rotated = Client(mq, a, "", a, cert=a_cert), Client(mq, b, "", b, cert=b_cert)
+    clients += [removed, rotated]
+    assert removed.connect() == 0 and rotated.connect() == 0
+
+    local_stack.remove_mqtt_user(a)
+    assert removed.disconnected.wait(15.0), "a removed device stays connected"
+    local_stack.rotate_device(b)
+    assert rotated.disconnected.wait(15.0), "a re-keyed device stays connected"
+    removed.close()
+    rotated.close()
+    # The old certificates fail the handshake now (the CRL): no CONNACK at all.
+    for user, cert in ((a, a_cert), (b, b_cert)):
+        again = Client(mq, user, "", user, cert=cert)
+        with pytest.raises((OSError, AssertionError)):
+            again.connect()
         again.close()

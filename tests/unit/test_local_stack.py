@@ -255,3 +255,20 @@ def test_a_port_in_the_ephemeral_range_is_warned_about(
         LocalStack(stack_dir=tmp_path, kafka_port=low + 10)
     assert f"service=kafka port={low + 10}" in caplog.text
     assert "THERMOWATCH_KAFKA_PORT" in caplog.text
+
+
+def test_write_private_never_reuses_a_planted_tmp_file(tmp_path: Path) -> None:
+    """A world-readable file (or a symlink) left where the tmp file goes is
+    replaced, not written through: the result is 0600 and the target untouched."""
+    import os
+
+    from deploy.local.layout import write_private
+
+    target = tmp_path / "secret.json"
+    bait = tmp_path / "elsewhere"
+    bait.write_text("untouched")
+    planted = tmp_path / f".secret.json.{os.getpid()}.tmp"
+    planted.symlink_to(bait)
+    write_private(target, "s3cret")
+    assert target.read_text() == "s3cret" and bait.read_text() == "untouched"
+    assert target.stat().st_mode & 0o777 == 0o600

@@ -147,3 +147,15 @@ def test_adding_a_user_to_a_running_broker_puts_no_password_on_a_command_line(
         assert password not in passwd and password not in acl
     for name in ("mosquitto.passwd", "mosquitto.acl"):
         assert (broker.layout.run_dir / name).stat().st_mode & 0o777 == 0o600
+
+
+def test_a_user_or_site_that_could_add_acl_rules_gets_no_block() -> None:
+    """A newline (or any character outside the contract's id pattern) in a user
+    name or site never reaches the ACL file: that user gets no rules at all."""
+    text = acl_text(
+        "# services",
+        {"d1": "p", "evil\ntopic readwrite #": "p"},
+        {"d1": "lab/x\ntopic readwrite #\n#"},
+    )
+    assert "readwrite #" not in text
+    assert "user d1" not in text

@@ -19,6 +19,12 @@
  *                        file's separator), so no one can produce another's id.
  *   plugin_opt_retain    admin,config-publisher  users that may publish
  *                        retained messages; everyone else is refused.
+ *   plugin_opt_kick_file PATH  users (one per line) to disconnect at the next
+ *                        reload (SIGHUP): a removed or rotated identity. On a
+ *                        reload Mosquitto 2.0 re-reads the password file and
+ *                        the ACL, but a client logged in with a certificate
+ *                        keeps its connection (the CRL is checked only at the
+ *                        handshake), so the stack names it here.
  *
  * With certificate logins (use_identity_as_username) Mosquitto 2.0.11 skips
  * the authentication hook, so a certificate listener also needs
@@ -30,6 +36,7 @@
  * against Debian's mosquitto-dev (the broker's version, 2.0.11).
  */
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,6 +49,7 @@
 static mosquitto_plugin_id_t *plugin_id = NULL;
 static char *services = NULL; /* ",admin,gateway," */
 static char *retainers = NULL; /* ",admin,config-publisher," */
+static char *kick_file = NULL;
 
 /* ",a,b," from "a,b" (blanks dropped), so a name is found as ",name,". */
 static char *name_list(const char *value)
@@ -118,6 +126,28 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 	return MOSQ_ERR_PLUGIN_DEFER;
 }
 
+/* Disconnect every user named in kick_file (no will: the identity is revoked). */
+static int on_reload(int event, void *event_data, void *userdata)
+{
+	char line[256];
+	FILE *f;
+	(void)event;
+	(void)event_data;
+	(void)userdata;
+	if(kick_file == NULL) return MOSQ_ERR_PLUGIN_DEFER;
+	f = fopen(kick_file, "r");
+	if(f == NULL) return MOSQ_ERR_PLUGIN_DEFER; /* nothing to kick */
+	while(fgets(line, sizeof(line), f) != NULL){
+		line[strcspn(line, "\r\n")] = '\0';
+		if(line[0] == '\0') continue;
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, "thermowatch_auth: disconnecting revoked user '%s'", line);
+		mosquitto_kick_client_by_username(line, false);
+	}
+	fclose(f);
+	/* Anything else would end the broker's reload early (security.c). */
+	return MOSQ_ERR_PLUGIN_DEFER;
+}
+
 int mosquitto_plugin_version(int supported_version_count, const int *supported_versions)
 {
 	for(int i = 0; i < supported_version_count; i++){
@@ -139,9 +169,14 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **user_data,
 		}else if(strcmp(opts[i].key, "retain") == 0){
 			free(retainers);
 			retainers = name_list(opts[i].value);
+		}else if(strcmp(opts[i].key, "kick_file") == 0){
+			free(kick_file);
+			kick_file = strdup(opts[i].value);
 		}
 	}
 	rc = mosquitto_callback_register(plugin_id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL, NULL);
+	if(rc != MOSQ_ERR_SUCCESS) return rc;
+	rc = mosquitto_callback_register(plugin_id, MOSQ_EVT_RELOAD, on_reload, NULL, NULL);
 	if(rc != MOSQ_ERR_SUCCESS) return rc;
 	return mosquitto_callback_register(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, NULL);
 }
@@ -153,8 +188,10 @@ int mosquitto_plugin_cleanup(void *user_data, struct mosquitto_opt *opts, int op
 	(void)opt_count;
 	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
 	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
+	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_RELOAD, on_reload, NULL);
 	free(services);
 	free(retainers);
-	services = retainers = NULL;
+	free(kick_file);
+	services = retainers = kick_file = NULL;
 	return MOSQ_ERR_SUCCESS;
 }

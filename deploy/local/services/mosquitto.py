@@ -30,6 +30,7 @@ from deploy.local.errors import StackError, UnknownUserError, UserExistsError
 from deploy.local.install import apt_install, file_digest, is_root, run, tool, which
 from deploy.local.layout import TEMPLATE_DIR, render, write_private
 from deploy.local.mqtt_auth import (
+    ID_RE,
     RETAIN_USERS,
     SERVICE_USERS,
     acl_text,
@@ -175,6 +176,26 @@ class Mosquitto(Service):
         return self.layout.run_dir / "mosquitto.passwd"
 
     @property
+    def _kick_file(self) -> Path:
+        """Users the plugin disconnects at the next reload (removed, re-keyed)."""
+        return self.layout.run_dir / "mosquitto.kick"
+
+    def _kick(self, name: str, *, add: bool) -> None:
+        """Name ``name`` in the kick file (``add``) or take it out again.
+
+        A reload re-reads the password file and the ACL, but a device logged in
+        with its certificate keeps its connection (the CRL is only checked at the
+        TLS handshake): the plugin disconnects the users named here on reload."""
+        path = self._kick_file
+        try:
+            names = [n for n in path.read_text(encoding="utf-8").split() if n != name]
+        except FileNotFoundError:
+            names = []
+        if add:
+            names.append(name)
+        write_private(path, "".join(f"{n}\n" for n in names))
+
+    @property
     def _acl_file(self) -> Path:
         return self.layout.run_dir / "mosquitto.acl"
 
@@ -199,6 +220,7 @@ class Mosquitto(Service):
             plugin=self._plugin_file,
             services=",".join(SERVICE_USERS),
             retain_users=",".join(RETAIN_USERS),
+            kick_file=self._kick_file,
             persistence_dir=self.layout.data_dir(self.name),
             # Debian's mosquitto drops root to the "mosquitto" user unless told not to,
             # and that user could not write the stack dir.
@@ -234,6 +256,8 @@ class Mosquitto(Service):
         (both checked under the credentials lock).
         """
         check_user_name(name)
+        if site is not None and not ID_RE.match(site):
+            raise StackError(f"site: {site!r} is not a site id (the pattern {ID_RE.pattern})")
         pw = password if password is not None else new_password()
         credentials = self.ctx.credentials
         with credentials.locked():
@@ -242,6 +266,7 @@ class Mosquitto(Service):
                 raise UserExistsError(name)
             if existing_only and name not in users:
                 raise UnknownUserError(name)
+            known = name in users
             users[name] = pw
             sites = credentials.load_sites()
             if site is not None:
@@ -249,9 +274,15 @@ class Mosquitto(Service):
             credentials.save(users, sites)
             # A rotation revokes the old certificate (the CRL is re-read on reload).
             self.pki.issue(name, replace=existing_only)
+            if known:  # its old certificate's connection goes at the reload
+                self._kick(name, add=True)
             running = self._update_passwd_file(name, pw)
         # The reload happens in the broker's main loop: wait until it took.
-        if running and not poll_until(lambda: self.login(name, pw, 3.0), 15.0, 0.2):
+        ok = not running or poll_until(lambda: self.login(name, pw, 3.0), 15.0, 0.2)
+        if known:
+            with credentials.locked():
+                self._kick(name, add=False)
+        if not ok:
             raise StackError(f"add_mqtt_user: {name} cannot log in after reload")
         logger.info("mqtt user added user=%s", name)
         return pw
@@ -271,8 +302,12 @@ class Mosquitto(Service):
             old = users.pop(name)
             credentials.save(users)
             self.pki.revoke(name)  # in the CRL before the reload
+            self._kick(name, add=True)  # a certificate login goes at the reload
             running = self._update_passwd_file(name, None)
-        if running and not poll_until(lambda: not self.login(name, old, 3.0), 15.0, 0.2):
+        ok = not running or poll_until(lambda: not self.login(name, old, 3.0), 15.0, 0.2)
+        with credentials.locked():
+            self._kick(name, add=False)
+        if not ok:
             raise StackError(f"remove_mqtt_user: {name} can still log in after reload")
         logger.info("mqtt user removed user=%s", name)
         return old
