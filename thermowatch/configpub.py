@@ -71,7 +71,11 @@ def register(subparsers: Any) -> None:
             p.add_argument(
                 "--ca-file", type=Path, help="CA of the broker's certificate (default: the stack's)"
             )
-            p.add_argument("--username", default="admin", help="MQTT user (default: admin)")
+            p.add_argument(
+                "--username",
+                default="config-publisher",
+                help="MQTT user (default: config-publisher, the one service that writes configs)",
+            )
             p.add_argument(
                 "--password-file", type=Path, help="MQTT password (default: the stack's)"
             )
