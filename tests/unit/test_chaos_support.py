@@ -11,6 +11,7 @@ import logging
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,9 @@ def test_kill9_reports_the_sigkill_of_a_stack_service(tmp_path: Path) -> None:
     stack = LocalStack(stack_dir=tmp_path, mqtt_port=1)
     stack.run_dir.mkdir(parents=True)
     # A process whose command line carries the service's marker, as the stack starts it.
-    proc = subprocess.Popen(["/bin/sh", "-c", "exec -a mosquitto sleep 60"])
+    # (Not ``sh -c "exec -a ..."``: Debian's /bin/sh is dash, which has no ``-a``,
+    # so that process ended at once and the test depended on winning a race.)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "mosquitto"])
     stack.service("mosquitto").process.pid_file.write_text(f"{proc.pid}\n")
     try:
         killed = kill9(stack, "mosquitto")
