@@ -181,7 +181,13 @@ class MqttSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: device id), the only client id the broker accepts for a device (docs/security.md).
     client_id: str = ""
     keepalive_s: int = 30
-    session_expiry_s: int = 7 * 86400
+    #: 0 (default): the broker keeps no session once the device is gone. A device
+    #: needs none (its outbox re-sends what was not acknowledged, it subscribes
+    #: again at every connect, its config is retained), and a device session that
+    #: outlives its connection on a certificate listener crashes Mosquitto 2.0.11:
+    #: every reload (a device added or removed) disconnects it a second time and
+    #: corrupts the broker's session-expiry list (docs/security.md).
+    session_expiry_s: int = 0
     #: Messages handed to the MQTT client and not yet acknowledged.
     max_inflight: int = 64
     reconnect_min_s: float = 1.0

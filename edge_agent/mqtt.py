@@ -15,10 +15,11 @@ touches the outbox.
   unreachable broker), runs on a small connector thread, so it never stalls
   sampling, alarms or watchdog pings. While it runs the main loop leaves the
   client alone; once the socket is open the main loop owns it again.
-* Stable client id + ``clean_start=False`` + a session expiry interval: the
-  broker keeps our session (and the config subscription) across reconnects.
-  The config and receipt topics are subscribed again on every connect all
-  the same: a broker that lost its disk forgot the session.
+* Stable client id + ``clean_start=False`` and, by default, no session kept
+  after a disconnect (``session_expiry_s = 0``, see its comment in
+  :mod:`edge_agent.config`): the config and receipt topics are subscribed
+  again on every connect, the retained config arrives again, and the outbox
+  re-sends whatever was not acknowledged.
 * paho re-sends unacknowledged QoS 1 messages after a reconnect, so the
   agent never hands the same row out twice in one process; a restarted
   process starts from the outbox again (duplicates of a seq are possible,

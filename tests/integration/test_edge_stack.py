@@ -105,7 +105,7 @@ pin_factory = "mock"
 host = "{mq["host"]}"
 port = {mq["port"]}
 username = "{DEVICE}"
-{edge_tls_toml(DEVICE)}session_expiry_s = 60
+{edge_tls_toml(DEVICE)}session_expiry_s = 0
 """
     )
     admin = Admin(mq["host"], mq["port"], mq["users"]["admin"], f"{base}/#")
@@ -183,7 +183,7 @@ flush_timeout_s = 1.0
 host = "{mq["host"]}"
 port = {mq["port"]}
 username = "{username}"
-{edge_tls_toml(username)}session_expiry_s = 60
+{edge_tls_toml(username)}session_expiry_s = 0
 reconnect_min_s = 1.0
 reconnect_max_s = 2.0
 """

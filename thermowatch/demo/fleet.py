@@ -163,7 +163,7 @@ class DemoFleet:
                     **client_tls(self.mqtt, device_id).edge_mqtt(),
                     # The device id: the only client id the broker accepts for it.
                     "client_id": device_id,
-                    "session_expiry_s": 600,
+                    "session_expiry_s": 0,  # a device needs no broker session
                     **self.mqtt_options,
                 }
             ),
