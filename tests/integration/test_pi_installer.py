@@ -222,7 +222,9 @@ def test_installer_in_a_fresh_debian_root(
 
         # Every pinned wheel installed at its pinned version; nothing else from PyPI.
         requirements = (REPO / "deploy/pi/requirements-edge.txt").read_text()
-        pinned = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", requirements, re.MULTILINE))
+        # A pin may carry an environment marker (``cffi==2.0.0 ; platform_... \``).
+        pin = r"^([A-Za-z0-9_.-]+)==(\S+)(?: ;[^\\\n]*)? \\$"
+        pinned = dict(re.findall(pin, requirements, re.MULTILINE))
         venv_pip = "/opt/thermowatch/venv/bin/pip"
         frozen = json.loads(in_root(root, [venv_pip, "list", "--local", "--format=json"]).stdout)
         installed = {p["name"].lower().replace("_", "-"): p["version"] for p in frozen}
