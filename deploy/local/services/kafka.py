@@ -234,9 +234,9 @@ class Kafka(Service):
             (self.tls_dir / "broker.p12").unlink(missing_ok=True)
             return data
 
-    def rotate(self, user: str, timeout: float = 120.0) -> None:
-        """Give ``user`` (one of :data:`KAFKA_USERS`) a new random password, on the
-        running broker and in ``kafka-secrets.json``.
+    def rotate(self, user: str, timeout: float = 120.0, *, password: str | None = None) -> None:
+        """Give ``user`` (one of :data:`KAFKA_USERS`) a new random password (or
+        ``password``), on the running broker and in ``kafka-secrets.json``.
 
         The broker gets it first (AlterUserScramCredentials as ``admin``, through
         ``deploy/local/KafkaAdmin.java``, passwords on its stdin); then the file.
@@ -250,7 +250,7 @@ class Kafka(Service):
             raise StackError("kafka rotate: this stack's Kafka has no users (plaintext listener)")
         from deploy.local.credentials import new_password
 
-        password = new_password()
+        password = password or new_password()
         self._admin_tool(["scram", user], password + "\n", timeout)
         with flock(self.layout.run_dir / "kafka-secrets.lock"):
             secrets = json.loads(self.secrets_file.read_text(encoding="utf-8"))
