@@ -38,7 +38,21 @@ def local_stack() -> Iterator[LocalStack]:
         stack.down(started)
 
 
+class _LiveEndpoints(dict[str, dict[str, Any]]):
+    """``LocalStack.endpoints()`` read afresh at each ``stack[name]``: a password a
+    test rotates, or a service a test restarts, never leaves a stale copy behind."""
+
+    def __init__(self, local_stack: LocalStack) -> None:
+        super().__init__(local_stack.endpoints())
+        self._stack = local_stack
+
+    def __getitem__(self, name: str) -> dict[str, Any]:
+        fresh = self._stack.endpoints()
+        self.update(fresh)
+        return fresh[name]
+
+
 @pytest.fixture(scope="session")
 def stack(local_stack: LocalStack) -> dict[str, dict[str, Any]]:
     """Endpoints of the running stack: see LocalStack.endpoints()."""
-    return local_stack.endpoints()
+    return _LiveEndpoints(local_stack)
