@@ -220,7 +220,7 @@ def _copy_tls(out: Path, tls: dict[str, str], *, exclusive: bool) -> None:
     """``ca.pem``, ``device.crt`` and ``device.key`` (0600 from the start) into ``out``.
 
     ``exclusive`` False (``rotate``): the files are replaced atomically."""
-    from deploy.local.pki import write_private_bytes
+    from deploy.local.layout import write_private
 
     (out / "ca.pem").write_bytes(Path(tls["ca_file"]).read_bytes())
     (out / "device.crt").write_bytes(Path(tls["cert_file"]).read_bytes())
@@ -228,7 +228,7 @@ def _copy_tls(out: Path, tls: dict[str, str], *, exclusive: bool) -> None:
     if exclusive:
         _write_private(out / "device.key", key)
     else:
-        write_private_bytes(out / "device.key", key.encode())
+        write_private(out / "device.key", key.encode())
 
 
 def check_bundle_dir(out: Path) -> Path:

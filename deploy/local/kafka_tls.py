@@ -24,10 +24,8 @@ first and restricted afterwards). ``cryptography`` does the X.509 work.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import ipaddress
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +36,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from deploy.local.layout import write_private
 
 __all__ = ["BrokerTls", "CertAuthority", "ensure_broker_tls", "load_or_create_ca"]
 
@@ -72,18 +72,6 @@ class BrokerTls:
     ca_file: Path
     keystore_file: Path
     key_password: str
-
-
-def write_secret_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` atomically to a file created 0600 (never readable by others, even briefly)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    # A leftover (or planted) tmp file would keep its mode; a symlink would be followed.
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    tmp.replace(path)
 
 
 def _name(common_name: str) -> x509.Name:
@@ -122,7 +110,7 @@ def load_or_create_ca(directory: Path, common_name: str = "thermowatch local CA"
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    write_secret_bytes(
+    write_private(
         key_file,
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -203,7 +191,7 @@ def ensure_broker_tls(
             .hmac_hash(hashes.SHA256())
             .build(key_password.encode("utf-8"))
         )
-        write_secret_bytes(
+        write_private(
             keystore,
             pkcs12.serialize_key_and_certificates(b"kafka", key, cert, [ca.cert], encryption),
         )

@@ -69,16 +69,17 @@ def render(template: str, **values: object) -> str:
     return string.Template(text).substitute({k: str(v) for k, v in values.items()})
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically with mode 0600 (it may hold passwords)."""
+def write_private(path: Path, text: str | bytes) -> None:
+    """Write ``text`` (str as UTF-8, or bytes: a key) to ``path`` atomically, the file
+    created 0600 from its first byte (it may hold passwords or keys)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     # A leftover (or planted) file of that name would keep its own mode, and a
     # symlink would be followed: remove it, then create the file afresh.
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(text.encode("utf-8") if isinstance(text, str) else text)
     tmp.replace(path)
 
 

@@ -37,10 +37,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from deploy.local.credentials import SERVICE_USERS
 from deploy.local.errors import StackError
+from deploy.local.layout import write_private
 from deploy.local.process import flock
 
-__all__ = ["CA_NAME", "ClientTls", "Pki", "client_tls", "write_private_bytes"]
+__all__ = ["CA_NAME", "ClientTls", "Pki", "client_tls"]
 
 CA_NAME: Final = "thermowatch installation CA"
 #: The CA outlives every certificate it signs.
@@ -51,16 +53,6 @@ CERT_DAYS: Final = 825
 #: refuses every client once it is past its next update, so it is long.
 CRL_DAYS: Final = 365
 _IDENTITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
-
-
-def write_private_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, the file created 0600 from the start."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    tmp.replace(path)
 
 
 def _write_public(path: Path, data: bytes) -> None:
@@ -184,8 +176,6 @@ def client_tls(endpoint: Mapping[str, Any], identity: str) -> ClientTls:
     identity when it has no certificate (``thermowatch devices add`` or
     ``LocalStack.issue_client_cert``).
     """
-    from deploy.local.credentials import SERVICE_USERS
-
     check_identity(identity)
     users = endpoint.get("users") or {}
     if identity in SERVICE_USERS and identity in users and "password_port" in endpoint:
@@ -271,7 +261,7 @@ class Pki:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
             .sign(key, hashes.SHA256())
         )
-        write_private_bytes(self.ca_key_file, _key_pem(key))
+        write_private(self.ca_key_file, _key_pem(key))
         _write_public(self.ca_file, cert.public_bytes(serialization.Encoding.PEM))
         return cert, key
 
@@ -316,7 +306,7 @@ class Pki:
                     self._write_crl([])
                     return
             cert, key_pem = self._sign("thermowatch-mqtt", ExtendedKeyUsageOID.SERVER_AUTH, wanted)
-            write_private_bytes(self.server_key, key_pem)
+            write_private(self.server_key, key_pem)
             _write_public(self.server_cert, cert.public_bytes(serialization.Encoding.PEM))
             self._write_crl([])
 
@@ -334,7 +324,7 @@ class Pki:
             revoked = [self._serial(cert_path)] if cert_path.exists() else []
             self.clients_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             cert, key_pem = self._sign(identity, ExtendedKeyUsageOID.CLIENT_AUTH)
-            write_private_bytes(key_path, key_pem)
+            write_private(key_path, key_pem)
             _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
             if revoked:
                 self._write_crl(revoked)

@@ -62,9 +62,9 @@ def _save(directory: Path, stem: str, key: Key, cert: x509.Certificate) -> None:
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    # PEM is ASCII; write_private creates the file 0600 from the first byte (os.open).
-    write_private(directory / f"{stem}-key.pem", key_pem.decode("ascii"))
-    write_private(directory / f"{stem}.pem", cert.public_bytes(serialization.Encoding.PEM).decode())
+    # write_private creates the file 0600 from the first byte (os.open).
+    write_private(directory / f"{stem}-key.pem", key_pem)
+    write_private(directory / f"{stem}.pem", cert.public_bytes(serialization.Encoding.PEM))
 
 
 def _load(directory: Path, stem: str) -> tuple[Key, x509.Certificate] | None:
