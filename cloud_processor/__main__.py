@@ -92,8 +92,9 @@ def _add_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
 
     retention = sub.add_parser(
         "retention",
-        help="delete monthly reading/aggregate indices past search.retention_days "
-        "(for clusters without ILM/ISM; run daily)",
+        help="delete monthly reading/aggregate indices past search.retention_days, once "
+        "(the processor installs an ILM/ISM policy that does this where the cluster has one; "
+        "without, run this daily)",
     )
     add_config_option(retention)
     retention.set_defaults(func=_cmd_retention)
@@ -226,6 +227,9 @@ def _cmd_retention(args: argparse.Namespace) -> int:
 async def _retention(cfg: Any) -> int:
     from cloud_processor.factory import make_storage
 
+    if not cfg.search.retention_days:
+        print("search.retention_days = 0: data is kept for ever, nothing deleted")
+        return 0
     storage = make_storage(cfg)
     try:
         doomed = await storage.delete_expired(

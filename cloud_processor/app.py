@@ -155,16 +155,17 @@ class Processor:
             version.get("number", "?"),
             self.names.prefix,
         )
-        if self.storage.lifecycle == "ilm":
+        if self.storage.lifecycle != "none":
             log.info(
-                "event=ilm_policy_applied policy=%sretention retention_days=%d",
-                self.names.prefix,
+                "event=lifecycle_policy_applied lifecycle=%s policy=%s retention_days=%d",
+                self.storage.lifecycle,
+                self.storage.policy,
                 cfg.search.retention_days,
             )
         else:
             log.warning(
-                "event=no_lifecycle_management lifecycle=%s detail=no ILM policy applied; "
-                "run 'thermowatch processor retention' daily (retention_days=%d)",
+                "event=no_lifecycle_management lifecycle=%s detail=the cluster has neither "
+                "ILM nor ISM; run 'thermowatch processor retention' daily (retention_days=%d)",
                 self.storage.lifecycle,
                 cfg.search.retention_days,
             )

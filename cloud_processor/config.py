@@ -83,8 +83,13 @@ class KafkaSettings(stagekit.settings.KafkaSettings, frozen=True, forbid_unknown
 class SearchSettings(stagekit.search.SearchSettings, frozen=True, forbid_unknown_fields=True):
     """The search server (connection: the shared block) and the index layout."""
 
-    shards: int = 1
-    replicas: int = 0
+    #: Primary shards of every index created from the templates (readings,
+    #: aggregates, alerts, incidents); an existing index keeps its count, so a
+    #: change reaches the monthly indices from the next month on.
+    shards: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
+    #: Copies of each shard on other nodes; 0 on one node (a replica never
+    #: shares its primary's node: one more than the nodes keeps indices yellow).
+    replicas: Annotated[int, msgspec.Meta(ge=0, le=32)] = 0
     refresh_interval: str = "5s"
     #: Documents per bulk request, and bulk requests in flight at once.
     bulk_max_docs: Annotated[int, msgspec.Meta(ge=1)] = 2500
@@ -92,9 +97,12 @@ class SearchSettings(stagekit.search.SearchSettings, frozen=True, forbid_unknown
     #: Backoff of retried requests (equal jitter), also while the server is down.
     retry_initial_s: Annotated[float, msgspec.Meta(gt=0)] = 0.5
     retry_max_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
-    #: Monthly reading/aggregate indices whose month ended longer ago are
-    #: deleted by ``thermowatch processor retention``.
-    retention_days: int = 400
+    #: Keep monthly readings/aggregates indices at least this many days (0:
+    #: for ever): the processor installs an ILM or ISM policy deleting each one
+    #: ``retention_days + 31`` days after its creation (a month at a time, see
+    #: :mod:`stagekit.search.lifecycle`); without either, run
+    #: ``thermowatch processor retention`` daily.
+    retention_days: Annotated[int, msgspec.Meta(ge=0, le=36_500)] = 400
 
 
 class WebhookSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

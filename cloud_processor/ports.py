@@ -135,6 +135,11 @@ class Store(Protocol):
         ...
 
     @property
+    def policy(self) -> str | None:
+        """The retention policy installed with the schema (None: none)."""
+        ...
+
+    @property
     def backend_name(self) -> str:
         """``opensearch`` or ``elasticsearch`` (for the logs)."""
         ...

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from cloud_processor import lifecycle
 from cloud_processor.aggregates import (
     MAX_SLICES_PER_QUERY,
     DirtyWindows,
@@ -43,7 +44,8 @@ from stagekit.search import api as search
 from stagekit.search.alerts import alert_doc, alert_from_doc
 from stagekit.search.api import SearchBackend, SearchError
 from stagekit.search.incidents import incident_doc, incident_from_doc
-from stagekit.search.indices import INDEXES, IndexNames, ilm_policy, index_templates
+from stagekit.search.indices import INDEXES, IndexNames, index_templates
+from stagekit.search.lifecycle import replica_problem
 from telemetry_contract import Alert, ContractError, IncidentChange, printable
 
 __all__ = ["BulkTotals", "StoppedError", "Storage", "unless_stopped"]
@@ -114,8 +116,10 @@ class Storage:
         self._bulk_max = bulk_max_docs
         self._concurrency = max(1, bulk_concurrency)
         self._retention_days = retention_days
-        #: "ilm", "ism" or "none" once :meth:`ensure_schema` has run.
-        self.lifecycle = "none"
+        #: "ilm", "ism" or "none" once :meth:`ensure_schema` has run ...
+        self.lifecycle: lifecycle.Lifecycle = "none"
+        #: ... and the name of the retention policy it installed (None: none).
+        self.policy: str | None = None
         self._retry_initial = retry_initial_s
         self._retry_max = max(retry_max_s, retry_initial_s)
         self._shards = shards
@@ -174,6 +178,14 @@ class Storage:
             self._set_available(True)
             return result
 
+    def _caller(self, stop: asyncio.Event | None) -> lifecycle.Call:
+        """``call(what, request)``: one request, retried like every start-up request."""
+
+        async def call(what: str, request: search.Request) -> Any:
+            return await self._retrying(what, lambda: self.backend.perform(request), stop)
+
+        return call
+
     async def ensure_schema(
         self, *, stop: asyncio.Event | None = None, now_ms: int | None = None
     ) -> dict[str, Any]:
@@ -188,22 +200,19 @@ class Storage:
         info: dict[str, Any] = await self._retrying(
             "info", lambda: self.backend.perform(search.info()), stop
         )
-        policy: str | None = None
-        self.lifecycle = await self._retrying("probe_lifecycle", self.retention_support, stop)
-        if self.lifecycle == "ilm" and self._retention_days:
-            policy = f"{self.names.prefix}retention"
-            body = ilm_policy(self._retention_days)
-            await self._retrying(
-                "put_ilm_policy",
-                lambda: self.backend.perform(search.put_ilm_policy(policy or "", body)),
-                stop,
-            )
+        call = self._caller(stop)
+        self.lifecycle = await lifecycle.probe(call, self.backend.name)
+        # Before the indices: ISM attaches its policy to an index when it is created.
+        self.policy = await lifecycle.install_policy(
+            call, self.lifecycle, self.names, self._retention_days
+        )
         for name, body in index_templates(
             self.names,
             shards=self._shards,
             replicas=self._replicas,
             refresh_interval=self._refresh_interval,
-            lifecycle_policy=policy,
+            # ILM is named by the template; ISM's policy names its indices itself.
+            lifecycle_policy=self.policy if self.lifecycle == "ilm" else None,
         ).items():
             await self._retrying(
                 "put_template",
@@ -213,6 +222,9 @@ class Storage:
                 stop,
             )
         await self.create_indices(now_ms=now_ms, stop=stop)
+        health: dict[str, Any] = await call("cluster_health", search.cluster_health())
+        if problem := replica_problem(self._replicas, int(health.get("number_of_data_nodes", 1))):
+            log.warning("event=replicas_unassignable detail=%s", problem)
         # Indices created by an earlier release (the alerts index lives for
         # ever, the current month's readings for weeks) get the fields added
         # since: with "dynamic": "strict" a document with an unmapped field is
@@ -467,7 +479,9 @@ class Storage:
         return source
 
     async def delete_expired(self, *, now_ms: int, retention_days: int) -> list[str]:
-        """Delete monthly indices past retention (the ILM/ISM-free alternative)."""
+        """Delete monthly indices past retention: the manual tool behind
+        ``thermowatch processor retention``, for clusters without ILM/ISM (the
+        processor installs a lifecycle policy where the cluster has one)."""
         from stagekit.search.indices import AGGREGATES, READINGS, expired_indices
 
         existing: list[str] = []
@@ -486,15 +500,7 @@ class Storage:
 
     async def retention_support(self) -> str:
         """``ilm`` or ``ism`` when the cluster can delete old data by itself, else ``none``."""
-        for probe, name in (("/_ilm/status", "ilm"), ("/_plugins/_ism/policies", "ism")):
-            try:
-                await self.backend.perform(search.Request("GET", probe))
-            except SearchError as exc:
-                if exc.status is None:
-                    raise
-                continue
-            return name
-        return "none"
+        return await lifecycle.probe(self._caller(None), self.backend.name)
 
 
 def _already_exists(exc: SearchError) -> bool:

@@ -108,6 +108,7 @@ class FakeStore:
 
     available: bool | None = True
     lifecycle = "none"
+    policy: str | None = None
     backend_name = "fake"
 
     def __init__(self, alerts: Sequence[Alert] = ()) -> None:

@@ -13,6 +13,8 @@ kibana     ``thermowatch_reader``  read ``thermowatch-*`` mappings (the kibana t
 ========== ======================= =====================================================
 
 The roles cover ``demo-*`` too (the demo's runs write under ``demo-<run id>-``).
+The processor's role may also install its retention policy where the cluster has
+the Index State Management plugin (:data:`ISM_CLUSTER_ACTIONS`, :data:`ISM_INDEX_ACTION`).
 
 The plugin reads these files only when it creates its own index (first start,
 ``plugins.security.allow_default_init_securityindex``); the files are written
@@ -39,6 +41,8 @@ from deploy.local.process import flock
 __all__ = [
     "INDEX_PATTERN",
     "INDEX_PATTERNS",
+    "ISM_CLUSTER_ACTIONS",
+    "ISM_INDEX_ACTION",
     "SEARCH_USERS",
     "SearchUsers",
     "apply_users",
@@ -67,6 +71,20 @@ _READ_INDEX: Final = [
     "indices:monitor/*",
 ]
 
+#: What the processor needs to install its retention policy where the cluster has
+#: the Index State Management plugin: read, list and write ISM policies; attach one
+#: to indices, move them to its new version, explain them (cluster actions), on
+#: its own indices only (the index action). Harmless strings without the plugin.
+ISM_CLUSTER_ACTIONS: Final = [
+    "cluster:admin/opendistro/ism/policy/get",
+    "cluster:admin/opendistro/ism/policy/search",
+    "cluster:admin/opendistro/ism/policy/write",
+    "cluster:admin/opendistro/ism/managedindex/add",
+    "cluster:admin/opendistro/ism/managedindex/change",
+    "cluster:admin/opendistro/ism/managedindex/explain",
+]
+ISM_INDEX_ACTION: Final = "indices:admin/opensearch/ism/managedindex"
+
 ROLES: Final[dict[str, Any]] = {
     "thermowatch_writer": {
         "cluster_permissions": [
@@ -74,6 +92,7 @@ ROLES: Final[dict[str, Any]] = {
             "cluster_composite_ops",
             "indices:admin/template/*",
             "indices:admin/index_template/*",
+            *ISM_CLUSTER_ACTIONS,
         ],
         "index_permissions": [
             {
@@ -83,6 +102,7 @@ ROLES: Final[dict[str, Any]] = {
                     "crud",
                     "create_index",
                     "indices:admin/mapping/put",
+                    ISM_INDEX_ACTION,
                 ],
             }
         ],

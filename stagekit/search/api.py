@@ -28,18 +28,26 @@ __all__ = [
     "SearchError",
     "bulk",
     "cat_indices",
+    "cluster_health",
     "count",
     "create_doc",
     "create_index",
     "delete_index",
     "delete_index_template",
     "get_doc",
+    "get_ilm_policy",
     "get_index_templates",
+    "get_ism_policy",
     "get_mapping",
     "info",
+    "ism_add",
+    "ism_change_policy",
+    "ism_explain",
     "put_ilm_policy",
     "put_index_template",
+    "put_ism_policy",
     "put_mapping",
+    "put_settings",
     "refresh",
     "search",
     "update_doc",
@@ -113,6 +121,58 @@ def put_ilm_policy(name: str, body: Mapping[str, Any]) -> Request:
     return Request("PUT", f"/_ilm/policy/{_p(name)}", body=body)
 
 
+def get_ilm_policy(name: str) -> Request:
+    """An Elasticsearch ILM policy (``{name: {"version", "policy"}}``; 404 when there is none)."""
+    return Request("GET", f"/_ilm/policy/{_p(name)}")
+
+
+def get_ism_policy(name: str) -> Request:
+    """An OpenSearch ISM policy with its ``_seq_no``/``_primary_term`` (404 when there is none)."""
+    return Request("GET", f"/_plugins/_ism/policies/{_p(name)}")
+
+
+def put_ism_policy(
+    name: str,
+    body: Mapping[str, Any],
+    *,
+    seq_no: int | None = None,
+    primary_term: int | None = None,
+) -> Request:
+    """Create an ISM policy, or replace the version read (``seq_no``, ``primary_term``).
+
+    ISM refuses a plain ``PUT`` over an existing policy (409); an update names
+    the version it replaces, so two processors updating at once cannot both win.
+
+    >>> put_ism_policy("tw-retention", {}, seq_no=3, primary_term=1).params
+    {'if_seq_no': '3', 'if_primary_term': '1'}
+    """
+    params = {}
+    if seq_no is not None and primary_term is not None:
+        params = {"if_seq_no": str(seq_no), "if_primary_term": str(primary_term)}
+    return Request("PUT", f"/_plugins/_ism/policies/{_p(name)}", params=params, body=body)
+
+
+def ism_add(patterns: str, policy: str) -> Request:
+    """Attach an ISM policy to existing indices (those managed already are reported, untouched).
+
+    >>> ism_add("tw-readings-*,tw-agg1m-*", "tw-retention").path
+    '/_plugins/_ism/add/tw-readings-*,tw-agg1m-*'
+    """
+    return Request("POST", f"/_plugins/_ism/add/{_p(patterns)}", body={"policy_id": policy})
+
+
+def ism_change_policy(patterns: str, policy: str) -> Request:
+    """Move managed indices to the policy's current version (after its current state's actions)."""
+    return Request(
+        "POST", f"/_plugins/_ism/change_policy/{_p(patterns)}", body={"policy_id": policy}
+    )
+
+
+def ism_explain(index: str) -> Request:
+    """Whether ISM manages ``index`` and with which policy."""
+    return Request("GET", f"/_plugins/_ism/explain/{_p(index)}")
+
+
 def create_index(name: str) -> Request:
     """Create an index (its settings and mappings come from the matching template)."""
     return Request("PUT", f"/{_p(name)}")
@@ -135,6 +195,26 @@ def put_mapping(pattern: str, properties: Mapping[str, Any]) -> Request:
         params={"allow_no_indices": "true", "ignore_unavailable": "true"},
         body={"properties": dict(properties)},
     )
+
+
+def put_settings(pattern: str, settings: Mapping[str, Any]) -> Request:
+    """Change dynamic settings of the existing indices matching ``pattern`` (none: no error).
+
+    >>> r = put_settings("tw-readings-*", {"index.lifecycle.name": "tw-retention"})
+    >>> r.method, r.path, r.params["allow_no_indices"]
+    ('PUT', '/tw-readings-*/_settings', 'true')
+    """
+    return Request(
+        "PUT",
+        f"/{_p(pattern)}/_settings",
+        params={"allow_no_indices": "true", "ignore_unavailable": "true"},
+        body=dict(settings),
+    )
+
+
+def cluster_health() -> Request:
+    """``GET /_cluster/health``: status and node counts."""
+    return Request("GET", "/_cluster/health")
 
 
 def delete_index(name: str) -> Request:

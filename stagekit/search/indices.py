@@ -13,8 +13,9 @@ Kafka would land in the new backing index as a second copy. Readings and
 aggregates therefore go to regular indices whose name is derived from the
 record's *event time* (``<prefix>readings-2026.01``): a redelivered record
 always targets the same index and the same ``_id``, so ``create`` answers 409
-forever, not just until the next rollover. Retention deletes whole months (see
-:func:`expired_indices`), which is what ILM's delete phase would do.
+forever, not just until the next rollover. Retention deletes whole months: the
+cluster's own lifecycle management (:mod:`stagekit.search.lifecycle`) or, as a
+manual tool, :func:`expired_indices`.
 
 >>> names = IndexNames("tw-")
 >>> names.readings_for(1_767_225_600_000)
@@ -47,7 +48,6 @@ __all__ = [
     "IndexNames",
     "IndexSpec",
     "expired_indices",
-    "ilm_policy",
     "index_templates",
     "month_suffix",
 ]
@@ -328,7 +328,8 @@ def index_templates(
 ) -> dict[str, dict[str, Any]]:
     """Composable index templates (``PUT _index_template/<name>``) by name.
 
-    ``lifecycle_policy`` (Elasticsearch ILM) is attached to the monthly indices.
+    ``lifecycle_policy`` (Elasticsearch ILM) is attached to the monthly indices
+    (OpenSearch ISM attaches its policy through the policy's ``ism_template``).
 
     >>> t = index_templates(IndexNames("x-"))
     >>> sorted(t), t["x-readings"]["index_patterns"]
@@ -358,27 +359,6 @@ def index_templates(
             "_meta": {"managed_by": "thermowatch", "description": spec.description},
         }
     return out
-
-
-def ilm_policy(retention_days: int) -> dict[str, Any]:
-    """ILM policy deleting a monthly index once its newest data is ``retention_days`` old.
-
-    Without rollover, ILM counts ``min_age`` from the index's creation, which
-    is (at the latest) the start of its month; a month later its newest
-    document exists, hence the extra 31 days.
-
-    >>> ilm_policy(90)["policy"]["phases"]["delete"]["min_age"]
-    '121d'
-    """
-    return {
-        "policy": {
-            "_meta": {"managed_by": "thermowatch"},
-            "phases": {
-                "hot": {"min_age": "0ms", "actions": {}},
-                "delete": {"min_age": f"{retention_days + 31}d", "actions": {"delete": {}}},
-            },
-        }
-    }
 
 
 def expired_indices(
