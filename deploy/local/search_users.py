@@ -14,7 +14,8 @@ kibana     ``thermowatch_reader``  read ``thermowatch-*`` mappings (the kibana t
 
 The roles cover ``demo-*`` too (the demo's runs write under ``demo-<run id>-``).
 The processor's role may also install its retention policy where the cluster has
-the Index State Management plugin (:data:`ISM_CLUSTER_ACTIONS`, :data:`ISM_INDEX_ACTION`).
+the Index State Management plugin (:data:`ISM_CLUSTER_ACTIONS`, :data:`ISM_INDEX_ACTION`)
+and delete the monthly indices that policy deletes (:data:`MONTHLY_PATTERNS`).
 
 The plugin reads these files only when it creates its own index (first start,
 ``plugins.security.allow_default_init_securityindex``); the files are written
@@ -43,6 +44,7 @@ __all__ = [
     "INDEX_PATTERNS",
     "ISM_CLUSTER_ACTIONS",
     "ISM_INDEX_ACTION",
+    "MONTHLY_PATTERNS",
     "SEARCH_USERS",
     "SearchUsers",
     "apply_users",
@@ -84,6 +86,15 @@ ISM_CLUSTER_ACTIONS: Final = [
     "cluster:admin/opendistro/ism/managedindex/explain",
 ]
 ISM_INDEX_ACTION: Final = "indices:admin/opensearch/ism/managedindex"
+#: ISM runs a policy's steps as the user who wrote the policy (the processor), so
+#: its delete step needs the right to delete: the monthly indices only (readings,
+#: aggregates: ``stagekit.search.lifecycle.managed_patterns``), never alerts or incidents.
+MONTHLY_PATTERNS: Final = [
+    "thermowatch-readings-*",
+    "thermowatch-agg1m-*",
+    "demo-*-readings-*",
+    "demo-*-agg1m-*",
+]
 
 ROLES: Final[dict[str, Any]] = {
     "thermowatch_writer": {
@@ -104,7 +115,8 @@ ROLES: Final[dict[str, Any]] = {
                     "indices:admin/mapping/put",
                     ISM_INDEX_ACTION,
                 ],
-            }
+            },
+            {"index_patterns": MONTHLY_PATTERNS, "allowed_actions": ["indices:admin/delete"]},
         ],
     },
     "thermowatch_reader": {

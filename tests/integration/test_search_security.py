@@ -5,6 +5,7 @@ Each test is a handful of requests against the running server.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 import urllib.error
@@ -118,6 +119,23 @@ def test_the_processor_writes_only_thermowatch_indices(backend_of: Any) -> None:
         assert err.value.status == 403
     finally:
         admin.perform_sync(search.delete_index(index))
+
+
+def test_the_processor_may_delete_monthly_readings_indices_only(backend_of: Any) -> None:
+    """ISM runs the retention policy's delete step as the processor, who installed it."""
+    processor, admin = backend_of("processor"), backend_of("admin")
+    monthly, single = f"thermowatch-readings-sec{RUN}", f"thermowatch-alerts-sec{RUN}"
+    try:
+        for index in (monthly, single):
+            processor.perform_sync(search.create_index(index))
+        processor.perform_sync(search.delete_index(monthly))
+        with pytest.raises(SearchError) as err:
+            processor.perform_sync(search.delete_index(single))
+        assert err.value.status == 403
+    finally:
+        for index in (monthly, single):
+            with contextlib.suppress(SearchError):
+                admin.perform_sync(search.delete_index(index))
 
 
 def test_a_rotated_password_replaces_the_old_one(local_stack: LocalStack) -> None:

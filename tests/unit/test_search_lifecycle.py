@@ -19,7 +19,12 @@ import pytest
 
 from cloud_processor.config import ProcessorConfig
 from cloud_processor.storage import Storage
-from deploy.local.search_users import ISM_CLUSTER_ACTIONS, ISM_INDEX_ACTION, ROLES
+from deploy.local.search_users import (
+    ISM_CLUSTER_ACTIONS,
+    ISM_INDEX_ACTION,
+    MONTHLY_PATTERNS,
+    ROLES,
+)
 from stagekit.config import loads
 from stagekit.search.api import Request, SearchError
 from stagekit.search.indices import IndexNames, index_templates
@@ -28,6 +33,7 @@ from stagekit.search.lifecycle import (
     delete_after_days,
     ilm_policy,
     ism_policy,
+    managed_patterns,
     policy_marker,
 )
 
@@ -222,13 +228,22 @@ def test_shards_and_replicas_reach_every_template() -> None:
         assert (settings["number_of_shards"], settings["number_of_replicas"]) == (3, 1)
 
 
-def test_processor_role_may_install_and_attach_ism_policies() -> None:
+def test_processor_role_may_install_ism_policies_and_delete_monthly_indices_only() -> None:
     writer = ROLES["thermowatch_writer"]
     assert set(ISM_CLUSTER_ACTIONS) <= set(writer["cluster_permissions"])
-    (own,) = writer["index_permissions"]
+    own, monthly = writer["index_permissions"]
     assert ISM_INDEX_ACTION in own["allowed_actions"]
+    # ISM's delete step runs as the policy's user: the processor.
+    assert monthly == {
+        "index_patterns": MONTHLY_PATTERNS,
+        "allowed_actions": ["indices:admin/delete"],
+    }
+    assert set(managed_patterns(IndexNames("thermowatch-"))) <= set(MONTHLY_PATTERNS)
+    for single in ("thermowatch-alerts", "thermowatch-incidents", "demo-x-alerts"):
+        assert not _matches(single, MONTHLY_PATTERNS)
     reader = ROLES["thermowatch_reader"]
     assert not set(ISM_CLUSTER_ACTIONS) & set(reader["cluster_permissions"])
+    assert len(reader["index_permissions"]) == 1
 
 
 # -- OpenSearch ISM -----------------------------------------------------------

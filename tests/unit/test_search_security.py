@@ -72,7 +72,7 @@ def test_only_the_writer_role_may_write_and_only_thermowatch_indices() -> None:
     roles = json.loads(security_files(PASSWORDS, rounds=4)["roles.yml"])
     writes = {"crud", "create_index", "indices:admin/mapping/put"}
     for name in ("thermowatch_writer", "thermowatch_reader"):
-        (perm,) = roles[name]["index_permissions"]
+        perm = roles[name]["index_permissions"][0]
         assert perm["index_patterns"] == [INDEX_PATTERN, "demo-*"] == ["thermowatch-*", "demo-*"]
         assert (writes <= set(perm["allowed_actions"])) == (name == "thermowatch_writer")
 
