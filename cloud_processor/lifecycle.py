@@ -62,14 +62,7 @@ async def probe(call: Call, backend: str) -> Lifecycle:
             if exc.status is None:
                 raise
             if exc.status in (401, 403):
-                log.warning(
-                    "event=lifecycle_forbidden lifecycle=%s status=%d detail=the search user "
-                    "may not read %s policies; grant it (docs/security.md) or retention will "
-                    "not be managed",
-                    kind,
-                    exc.status,
-                    kind.upper(),
-                )
+                _forbidden(kind, exc.status, str(exc))
             continue
         return kind
     return "none"
@@ -78,7 +71,10 @@ async def probe(call: Call, backend: str) -> Lifecycle:
 async def install_policy(
     call: Call, kind: Lifecycle, names: IndexNames, retention_days: int
 ) -> str | None:
-    """Create or update ``<prefix>retention`` and attach it; returns its name (None: ``none``).
+    """Create or update ``<prefix>retention`` and attach it; returns its name.
+
+    None when ``kind`` is ``none``, or when the server refuses (401, 403): that
+    is logged as a warning, and the processor runs on without a policy.
 
     ILM: the policy, then ``index.lifecycle.name`` on the monthly indices that
     exist (the templates name it for new ones). ISM: the policy (its
@@ -89,11 +85,30 @@ async def install_policy(
     if kind == "none":
         return None
     name = policy_name(names)
-    if kind == "ilm":
-        await _install_ilm(call, name, names, retention_days)
-    else:
-        await _install_ism(call, name, names, retention_days)
+    try:
+        if kind == "ilm":
+            await _install_ilm(call, name, names, retention_days)
+        else:
+            await _install_ism(call, name, names, retention_days)
+    except SearchError as exc:
+        if exc.status not in (401, 403):
+            raise
+        # Retention is not worth refusing readings for: say so and run on.
+        _forbidden(kind, exc.status, str(exc))
+        return None
     return name
+
+
+def _forbidden(kind: str, status: int, error: str) -> None:
+    log.warning(
+        "event=lifecycle_forbidden lifecycle=%s status=%d detail=the search user may not "
+        "manage %s policies; grant it (docs/security.md) or retention will not be managed "
+        "error=%s",
+        kind,
+        status,
+        kind.upper(),
+        error[:200],
+    )
 
 
 async def _install_ilm(call: Call, name: str, names: IndexNames, retention_days: int) -> None:

@@ -206,6 +206,8 @@ class Storage:
         self.policy = await lifecycle.install_policy(
             call, self.lifecycle, self.names, self._retention_days
         )
+        if self.policy is None:
+            self.lifecycle = "none"  # refused: retention is not managed
         for name, body in index_templates(
             self.names,
             shards=self._shards,

@@ -17,7 +17,7 @@
 #       THERMOWATCH_PROCESSOR__WEBHOOK__URL: ""   # optional
 #     ports: ["9464:9464"]
 #     restart: unless-stopped
-#   # Where the cluster has no ILM (OpenSearch): delete months past retention daily.
+#   # Only where the cluster has neither ILM nor ISM (the processor installs a policy where it has one): delete months past retention daily.
 #   processor-retention:
 #     image: thermowatch-processor
 #     environment:

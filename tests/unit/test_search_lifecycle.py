@@ -364,6 +364,23 @@ async def test_without_ism_the_processor_installs_nothing(
     ]
 
 
+async def test_elasticsearch_without_ilm_is_asked_for_ilm_only() -> None:
+    """The Elasticsearch test distribution answers 405 to ``/_ilm/status``."""
+    cluster = Cluster("elasticsearch")
+
+    async def no_ilm(r: Request) -> Any:
+        cluster.requests.append(r)
+        if r.path.startswith(("/_ilm", "/_plugins")):
+            raise SearchError("method not allowed", status=405)
+        return await Cluster.perform(cluster, r)
+
+    cluster.perform = no_ilm  # type: ignore[method-assign]
+    storage = await start(cluster)
+    assert (storage.lifecycle, storage.policy) == ("none", None)
+    asked = [r.path for r in cluster.requests if r.path.startswith(("/_ilm", "/_plugins"))]
+    assert asked == ["/_ilm/status"]
+
+
 async def test_forbidden_probe_is_a_warning_naming_the_permission(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -379,6 +396,26 @@ async def test_forbidden_probe_is_a_warning_naming_the_permission(
         storage = await start(cluster)
     assert storage.lifecycle == "none"
     assert "event=lifecycle_forbidden lifecycle=ism status=403" in caplog.text
+
+
+async def test_a_refused_policy_write_is_a_warning_and_the_processor_runs_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cluster = Cluster("opensearch")
+
+    async def no_write(r: Request) -> Any:
+        if r.method == "PUT" and r.path.startswith("/_plugins/_ism/policies/"):
+            raise SearchError(
+                "no permissions for [cluster:admin/opendistro/ism/policy/write]", status=403
+            )
+        return await Cluster.perform(cluster, r)
+
+    cluster.perform = no_write  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING):
+        storage = await start(cluster)
+    assert (storage.lifecycle, storage.policy) == ("none", None)
+    assert "event=lifecycle_forbidden lifecycle=ism status=403" in caplog.text
+    assert "x-readings-2026.01" in cluster.indices  # the schema is there all the same
 
 
 @pytest.mark.parametrize(
