@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -65,12 +66,17 @@ class Cluster:
         self.ilm: dict[str, tuple[dict[str, Any], int]] = {}
         #: Before the next ISM PUT, another processor writes this body (a race).
         self.race: dict[str, Any] | None = None
+        #: Requests refused with an error: a missing plugin, a missing permission.
+        self.refuse: list[tuple[Callable[[Request], bool], SearchError]] = []
 
     def puts(self, prefix: str) -> list[Request]:
         return [r for r in self.requests if r.method == "PUT" and r.path.startswith(prefix)]
 
     async def perform(self, r: Request) -> Any:
         self.requests.append(r)
+        for when, error in self.refuse:
+            if when(r):
+                raise error
         parts = r.path.strip("/").split("/")
         if r.path == "/_cluster/health":
             return {"status": "green", "number_of_data_nodes": self.data_nodes}
@@ -345,53 +351,31 @@ async def test_ilm_policy_written_once_per_retention() -> None:
 # -- neither, and replicas ----------------------------------------------------
 
 
-async def test_without_ism_the_processor_installs_nothing(
-    caplog: pytest.LogCaptureFixture,
+def _lifecycle_api(r: Request) -> bool:
+    return r.path.startswith(("/_ilm", "/_plugins"))
+
+
+@pytest.mark.parametrize(
+    ("flavour", "status", "asked"),
+    [("opensearch", 400, ["/_plugins/_ism/policies"]), ("elasticsearch", 405, ["/_ilm/status"])],
+)
+async def test_a_cluster_without_its_lifecycle_plugin_gets_no_policy(
+    flavour: str, status: int, asked: list[str]
 ) -> None:
-    cluster = Cluster("opensearch")
-
-    async def no_ism(r: Request) -> Any:
-        if r.path.startswith("/_plugins/_ism"):
-            cluster.requests.append(r)
-            raise SearchError("no handler found for uri", status=400)
-        return await Cluster.perform(cluster, r)
-
-    cluster.perform = no_ism  # type: ignore[method-assign]
+    """OpenSearch without the ISM plugin answers 400 (no handler), the Elasticsearch
+    test distribution 405; each flavour is asked for its own engine only."""
+    cluster = Cluster(flavour)
+    cluster.refuse = [(_lifecycle_api, SearchError("no handler", status=status))]
     storage = await start(cluster)
     assert (storage.lifecycle, storage.policy) == ("none", None)
-    assert [r.path for r in cluster.requests if r.path.startswith("/_plugins")] == [
-        "/_plugins/_ism/policies"
-    ]
-
-
-async def test_elasticsearch_without_ilm_is_asked_for_ilm_only() -> None:
-    """The Elasticsearch test distribution answers 405 to ``/_ilm/status``."""
-    cluster = Cluster("elasticsearch")
-
-    async def no_ilm(r: Request) -> Any:
-        cluster.requests.append(r)
-        if r.path.startswith(("/_ilm", "/_plugins")):
-            raise SearchError("method not allowed", status=405)
-        return await Cluster.perform(cluster, r)
-
-    cluster.perform = no_ilm  # type: ignore[method-assign]
-    storage = await start(cluster)
-    assert (storage.lifecycle, storage.policy) == ("none", None)
-    asked = [r.path for r in cluster.requests if r.path.startswith(("/_ilm", "/_plugins"))]
-    assert asked == ["/_ilm/status"]
+    assert [r.path for r in cluster.requests if _lifecycle_api(r)] == asked
 
 
 async def test_forbidden_probe_is_a_warning_naming_the_permission(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     cluster = Cluster("opensearch")
-
-    async def forbidden(r: Request) -> Any:
-        if r.path.startswith("/_plugins/_ism"):
-            raise SearchError("no permissions", status=403)
-        return await Cluster.perform(cluster, r)
-
-    cluster.perform = forbidden  # type: ignore[method-assign]
+    cluster.refuse = [(_lifecycle_api, SearchError("no permissions", status=403))]
     with caplog.at_level(logging.WARNING):
         storage = await start(cluster)
     assert storage.lifecycle == "none"
@@ -403,14 +387,8 @@ async def test_a_refused_policy_write_is_a_warning_and_the_processor_runs_on(
 ) -> None:
     cluster = Cluster("opensearch")
 
-    async def no_write(r: Request) -> Any:
-        if r.method == "PUT" and r.path.startswith("/_plugins/_ism/policies/"):
-            raise SearchError(
-                "no permissions for [cluster:admin/opendistro/ism/policy/write]", status=403
-            )
-        return await Cluster.perform(cluster, r)
-
-    cluster.perform = no_write  # type: ignore[method-assign]
+    refused = SearchError("no permissions for [ism/policy/write]", status=403)
+    cluster.refuse = [(lambda r: r.method == "PUT" and "_ism/policies/" in r.path, refused)]
     with caplog.at_level(logging.WARNING):
         storage = await start(cluster)
     assert (storage.lifecycle, storage.policy) == ("none", None)
