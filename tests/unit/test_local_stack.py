@@ -24,6 +24,7 @@ DOCTESTED = [
     "deploy.local.credentials",
     "deploy.local.layout",
     "deploy.local.mqtt_auth",
+    "deploy.local.artemis_auth",
     "deploy.local.process",
     "deploy.local.services",
     "deploy.local.services.kafka",
@@ -33,6 +34,7 @@ PORT_ENVS = {
     "kafka": "THERMOWATCH_KAFKA_PORT",
     "search": "THERMOWATCH_SEARCH_PORT",
     "elasticsearch": "THERMOWATCH_ELASTIC_PORT",
+    "artemis": "THERMOWATCH_ARTEMIS_PORT",
 }
 
 
@@ -50,7 +52,7 @@ def test_doctests(module: str) -> None:
 
 def test_registry_names_order_and_defaults() -> None:
     assert SERVICES == ("mosquitto", "kafka", "search")
-    assert OPTIONAL_SERVICES == ("elasticsearch",)
+    assert OPTIONAL_SERVICES == ("elasticsearch", "artemis")
     assert (*SERVICES, *OPTIONAL_SERVICES) == KNOWN
     assert {cls.name: cls.port_env for cls in REGISTRY} == PORT_ENVS
     assert {cls.name: cls.default_port for cls in REGISTRY} == {
@@ -58,6 +60,7 @@ def test_registry_names_order_and_defaults() -> None:
         "kafka": 19092,
         "search": 19200,
         "elasticsearch": 19201,
+        "artemis": 18883,
     }
 
 
@@ -138,7 +141,7 @@ def test_ports_from_arguments_environment_and_by_name(
     monkeypatch.setenv("THERMOWATCH_KAFKA_PORT", "29092")
     monkeypatch.setenv("THERMOWATCH_SEARCH_PORT", "")
     stack = LocalStack(tmp_path, mqtt_port=28830, ports={"elasticsearch": 29201})
-    assert [stack.port(n) for n in KNOWN] == [28830, 29092, 19200, 29201]
+    assert [stack.port(n) for n in KNOWN] == [28830, 29092, 19200, 29201, 18883]
 
 
 @pytest.mark.parametrize("raw", ["abc", "0", "65536"])
