@@ -200,8 +200,8 @@ class Artemis(MqttBroker):
     def _write_auth_files(self) -> None:
         """Users, roles and broker.xml from credentials.json (the caller holds its lock).
 
-        The JAAS files are re-read by a running broker when they change
-        (``reload=true``), broker.xml's security settings likewise."""
+        Written at start only: ``devices add``/``remove``/``rotate`` update
+        Mosquitto; a running Artemis takes them at its next start."""
         users = self.ctx.credentials.load()
         sites = self.ctx.credentials.load_sites()
         roles = roles_text(users, sites)
@@ -223,11 +223,3 @@ class Artemis(MqttBroker):
             data=self.instance / "data",
             security_settings=security_settings_xml(users, sites),
         )
-
-    def refresh_auth(self) -> None:
-        """Re-render the users, roles and security settings after credentials.json
-        changed (a no-op until the broker was started once here)."""
-        if not (self.etc / "broker.xml").exists():
-            return
-        with self.ctx.credentials.locked():
-            self._write_auth_files()
