@@ -49,17 +49,19 @@ _ROUNDS: Final = 1024
 _SALT_BYTES: Final = 32
 _KEY_BYTES: Final = 64
 
-#: What a subscriber needs (MQTT subscriptions are queues on the topic's address).
+#: What a subscriber needs (MQTT subscriptions are queues on the topic's address;
+#: a clean start deletes them, and the address Artemis created for them).
 _SUBSCRIBE: Final = (
     "consume",
     "createAddress",
     "createDurableQueue",
     "createNonDurableQueue",
+    "deleteAddress",
     "deleteDurableQueue",
     "deleteNonDurableQueue",
 )
 _PUBLISH: Final = ("createAddress", "send")
-_ALL: Final = (*_SUBSCRIBE, "browse", "deleteAddress", "send", "manage")
+_ALL: Final = (*_SUBSCRIBE, "browse", "send", "manage")
 
 
 def password_hash(password: str, salt: bytes | None = None) -> str:

@@ -169,6 +169,29 @@ def test_a_device_writes_only_its_own_topics_and_reads_only_its_own(artemis: Loc
         device.close()
 
 
+def test_what_artemis_does_not_enforce_unlike_mosquitto(artemis: LocalStack) -> None:
+    """Mosquitto's plugin binds client ids to users and refuses devices' retained
+    publishes; Artemis has no such plugin here (deploy/local/README.md)."""
+    users = artemis.credentials()
+    site = f"r{uuid.uuid4().hex[:6]}"
+    device = Client(artemis, "dev-test-1", "dev-test-1")
+    other = Client(artemis, "gateway", "dev-test-2", password=users["gateway"])
+    try:
+        assert other.ok  # a service with a device's client id
+        info = device.client.publish(
+            f"thermowatch/{site}/dev-test-1/status", b"x", retain=True, qos=1
+        )
+        assert wait_for(lambda: device.acks.get(info.mid), 15) == "Success"
+        # Cleared again (an empty retained message) so no later subscriber gets it.
+        clear = device.client.publish(
+            f"thermowatch/{site}/dev-test-1/status", b"", retain=True, qos=1
+        )
+        assert wait_for(lambda: device.acks.get(clear.mid), 15) == "Success"
+    finally:
+        device.close()
+        other.close()
+
+
 def test_wrong_password_and_missing_certificate_are_refused(artemis: LocalStack) -> None:
     bad = Client(artemis, "gateway", "gateway:bad", password="not-the-password")
     unknown = Client(artemis, "nobody", "nobody", password="x")
@@ -222,7 +245,9 @@ def test_acknowledged_messages_survive_a_broker_sigkill(artemis: LocalStack) -> 
 def test_a_will_with_a_delay_is_published_when_the_connection_is_lost(artemis: LocalStack) -> None:
     """With a session expiry above 0, Artemis publishes the will after its Will Delay
     Interval (the edge sets 1 s); without one it would wait for the session to expire.
-    The device logs in with its password: see the next test for certificates."""
+    The device logs in with its password: Artemis authenticates a will again
+    when it sends it, which a certificate login usually fails by then
+    (deploy/local/README.md, "Artemis")."""
     users = artemis.credentials()
     status = f"thermowatch/w{uuid.uuid4().hex[:6]}/dev-test-3/status"
     watcher = Client(artemis, "admin", "admin:will-watch", password=users["admin"])
@@ -242,36 +267,3 @@ def test_a_will_with_a_delay_is_published_when_the_connection_is_lost(artemis: L
     finally:
         watcher.close()
         Client(artemis, "dev-test-3", "dev-test-3").close()  # clean start: session ended
-
-
-def test_the_will_of_a_certificate_login_is_refused(artemis: LocalStack) -> None:
-    """A known limit of Artemis 2.40: it authenticates a will anew when it sends it
-    (unless its security cache still holds the login), after the connection is
-    gone, so a certificate login (no certificate left to check) has its will
-    refused (AMQ834007, retried every 0.5 s until the session ends). Devices
-    whose last will matters log in with their password on Artemis. This test
-    fails once a newer Artemis publishes the will: then drop the caveat
-    (deploy/local/README.md)."""
-    users = artemis.credentials()
-    status = f"thermowatch/c{uuid.uuid4().hex[:6]}/dev-test-4/status"
-    watcher = Client(artemis, "admin", "admin:will-watch", password=users["admin"])
-    assert watcher.subscribe(status) == "Granted QoS 1"
-    log = artemis.log_file("artemis")
-    mark = log.stat().st_size
-    device = Client(artemis, "dev-test-4", "dev-test-4", will=(status, 0))
-    try:
-        assert device.ok
-        # Within security-invalidation-interval (1 s, artemis-broker.xml) of the
-        # login the cached check still passes; a device's will comes much later.
-        time.sleep(2.0)
-        device.cut()
-
-        def refused() -> bool | None:
-            with open(log, "rb") as fh:
-                fh.seek(mark)
-                return True if b"AMQ834007" in fh.read() else None
-
-        assert wait_for(refused, 20), "no will refusal logged"
-        assert watcher.received() == []
-    finally:
-        watcher.close()
