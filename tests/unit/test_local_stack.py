@@ -275,3 +275,32 @@ def test_write_private_never_reuses_a_planted_tmp_file(tmp_path: Path) -> None:
     write_private(target, "s3cret")
     assert target.read_text() == "s3cret" and bait.read_text() == "untouched"
     assert target.stat().st_mode & 0o777 == 0o600
+
+
+def test_maven_zip_unpacks_once_and_a_refused_download_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import zipfile
+
+    from deploy.local import install
+    from deploy.local.services.artemis import _check_sha256
+
+    calls: list[tuple[str, ...]] = []
+
+    def fake_mvn(*args: str, what: str) -> None:  # what Maven's copy goal leaves
+        calls.append(args)
+        out = Path(next(a for a in args if a.startswith("-DoutputDirectory=")).split("=", 1)[1])
+        out.mkdir(parents=True)
+        with zipfile.ZipFile(out / "dist-1.0-bin.zip", "w") as zf:
+            zf.writestr("dist-1.0/bin/run", "#!/bin/sh\n")
+
+    monkeypatch.setattr(install, "mvn", fake_mvn)
+    with pytest.raises(StackError, match=r"artemis: dist-1.0-bin.zip has SHA-256 [0-9a-f]{64}"):
+        install.maven_zip(tmp_path, "g:a:1.0:zip:bin", "dist-1.0", "1", check=_check_sha256)
+    assert list(tmp_path.iterdir()) == []  # no half-unpacked folder, no staging left
+    home = install.maven_zip(tmp_path, "g:a:1.0:zip:bin", "dist-1.0", "1", strict_checksums=True)
+    assert (home / "bin" / "run").read_text() == "#!/bin/sh\n"
+    assert calls[-1][0] == "-C"
+    assert install.maven_zip(tmp_path, "g:a:1.0:zip:bin", "dist-1.0", "1") == home
+    assert len(calls) == 2  # the second call found the marker
+    assert [p.name for p in tmp_path.iterdir()] == ["dist-1.0"]

@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import shutil
-import time
 from pathlib import Path
 from typing import Final
 
@@ -33,7 +30,7 @@ from deploy.local.artemis_auth import (
     users_text,
 )
 from deploy.local.errors import StackError
-from deploy.local.install import MVN_DEPENDENCY_PLUGIN, ensure_java, mvn, tool, unzip
+from deploy.local.install import ensure_java, maven_zip, tool
 from deploy.local.layout import render, write_private
 from deploy.local.services.base import Launch
 from deploy.local.services.mqtt_broker import MqttBroker
@@ -58,7 +55,6 @@ ARTEMIS_ARTIFACT: Final = f"org.apache.activemq:apache-artemis:{ARTEMIS_VERSION}
 #: 6e214d287bcc2b9d788230b63f17bb76983bf9dd, which Maven checks with -C).
 ARTEMIS_SHA256: Final = "09f0445a4c3cd5eaec1d3bfbe2acb20459d21fe6edac6e3c425916a6a4da9189"
 ARTEMIS_HEAP: Final = ("-Xms128m", "-Xmx384m")
-_MARKER: Final = ".thermowatch-complete"
 
 _LOGIN_CONFIG: Final = """\
 // written by deploy/local/services/artemis.py at every start
@@ -106,40 +102,14 @@ class Artemis(MqttBroker):
 
     def _home(self) -> Path:
         """``<cache>/apache-artemis-<version>``: fetched, checked and unzipped once."""
-        home = self.layout.cache / f"apache-artemis-{ARTEMIS_VERSION}"
-        if (home / _MARKER).exists():
-            return home
-        self.layout.cache.mkdir(parents=True, exist_ok=True)
-        staging = self.layout.cache / f".artemis.{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        started = time.monotonic()
-        mvn(
-            "-C",  # --strict-checksums: a download whose SHA-1 differs fails
-            f"{MVN_DEPENDENCY_PLUGIN}:copy",
-            f"-Dartifact={ARTEMIS_ARTIFACT}",
-            f"-DoutputDirectory={staging}",
-            what="mvn copy (artemis)",
+        return maven_zip(
+            self.layout.cache,
+            ARTEMIS_ARTIFACT,
+            f"apache-artemis-{ARTEMIS_VERSION}",
+            f"{ARTEMIS_VERSION} {ARTEMIS_SHA256}",
+            check=_check_sha256,
+            strict_checksums=True,  # a download whose SHA-1 differs fails
         )
-        archive = staging / f"apache-artemis-{ARTEMIS_VERSION}-bin.zip"
-        digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-        if digest != ARTEMIS_SHA256:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise StackError(
-                f"artemis: {archive.name} has SHA-256 {digest}, expected {ARTEMIS_SHA256}"
-            )
-        unzip(archive, staging)
-        unpacked = staging / f"apache-artemis-{ARTEMIS_VERSION}"
-        (unpacked / _MARKER).write_text(f"{ARTEMIS_VERSION} {digest}\n", encoding="utf-8")
-        shutil.rmtree(home, ignore_errors=True)
-        unpacked.replace(home)
-        shutil.rmtree(staging, ignore_errors=True)
-        logger.info(
-            "fetched artemis version=%s dir=%s seconds=%.1f",
-            ARTEMIS_VERSION,
-            home,
-            time.monotonic() - started,
-        )
-        return home
 
     @property
     def instance(self) -> Path:
@@ -223,3 +193,9 @@ class Artemis(MqttBroker):
             data=self.instance / "data",
             security_settings=security_settings_xml(users, sites),
         )
+
+
+def _check_sha256(archive: Path) -> None:
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    if digest != ARTEMIS_SHA256:
+        raise StackError(f"artemis: {archive.name} has SHA-256 {digest}, expected {ARTEMIS_SHA256}")
