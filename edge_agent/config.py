@@ -188,6 +188,12 @@ class MqttSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: every reload (a device added or removed) disconnects it a second time and
     #: corrupts the broker's session-expiry list (docs/security.md).
     session_expiry_s: int = 0
+    #: MQTT 5 Will Delay Interval: the broker publishes the last will this many
+    #: seconds after the connection is lost (at once when the session ends
+    #: first). Artemis, unlike Mosquitto, holds the will of a session with
+    #: ``session_expiry_s`` above 0 until that session expires (days) when the
+    #: will has no delay; 1 s makes it publish the will promptly (deploy/local/README.md).
+    will_delay_s: int = 1
     #: Messages handed to the MQTT client and not yet acknowledged.
     max_inflight: int = 64
     reconnect_min_s: float = 1.0
@@ -304,6 +310,8 @@ class EdgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         p += host_problems("mqtt.host", m.host) + port_problems("mqtt.port", m.port)
         if not 1 <= m.max_inflight <= 65535:
             p.append(f"mqtt.max_inflight: must be in 1..65535, got {m.max_inflight}")
+        if not 0 <= m.will_delay_s <= 86400:
+            p.append(f"mqtt.will_delay_s: must be in 0..86400, got {m.will_delay_s}")
         if m.reconnect_min_s <= 0 or m.reconnect_max_s < m.reconnect_min_s:
             p.append(
                 f"mqtt.reconnect_max_s: must be >= reconnect_min_s > 0, got "

@@ -314,7 +314,10 @@ class MqttLink:
                 cert_reqs=ssl.CERT_REQUIRED,
                 tls_version=ssl.PROTOCOL_TLS_CLIENT,
             )
-        client.will_set(self._status_topic, _payload(self._will), qos=1, retain=False)
+        client.will_set(
+            self._status_topic, _payload(self._will), qos=1, retain=False,
+            properties=self._will_properties(),
+        )  # fmt: skip
         client.max_inflight_messages_set(c.max_inflight)
         client.max_queued_messages_set(0)  # the agent bounds what it hands out
         client.on_connect = self._on_connect
@@ -443,6 +446,12 @@ class MqttLink:
             self._connect_at = time.monotonic() + delay
             self._cv.notify_all()
 
+    def _will_properties(self) -> Properties:
+        """The will's MQTT 5 properties: its Will Delay Interval (``will_delay_s``)."""
+        props = Properties(PacketTypes.WILLMESSAGE)  # type: ignore[no-untyped-call]
+        props.WillDelayInterval = self._cfg.will_delay_s
+        return props
+
     def _connect_loop(self) -> None:
         """Connector thread: open connections when the main loop hands the client over."""
         c = self._cfg
@@ -458,7 +467,10 @@ class MqttLink:
                     return
             try:
                 if callable(self._will):  # a will as of this connection (see set_online_payload)
-                    client.will_set(self._status_topic, self._will(), qos=1, retain=False)
+                    client.will_set(
+                        self._status_topic, self._will(), qos=1, retain=False,
+                        properties=self._will_properties(),
+                    )  # fmt: skip
                 client.reconnect()  # TCP connect, TLS handshake, CONNECT written
                 ok = client.socket() is not None
                 error = "" if ok else "connection closed while sending CONNECT"

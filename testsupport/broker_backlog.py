@@ -1,4 +1,4 @@
-"""Mosquitto stopped while it holds a backlog for the gateway(s): the one sequence.
+"""The MQTT broker stopped while it holds a backlog for the gateway(s): the one sequence.
 
 A fleet of 30 devices publishes 10 readings/s each. Kafka is killed, so the
 gateways stop acknowledging; past each gateway's in-flight window
@@ -20,6 +20,11 @@ sends it again) and which is lost (gone from the outbox, never delivered).
 The fleet then stops and the same is done for everything it allocated; with
 ``store``, the processor runs too and each reading must be stored in the
 search server exactly once.
+
+The broker is Mosquitto, or the optional Artemis (``BrokerFault.broker``),
+which syncs its journal before each PUBACK: with ``receipts`` off the edge
+deletes a reading at that PUBACK, so only a broker that keeps what it
+acknowledged loses nothing in a crash.
 
 Run by ``tests/chaos/test_chaos_broker_backlog.py`` (the property, in ``make
 test``) and by ``benchmarks/gateway/broker_restart_backlog.py`` (the
@@ -88,7 +93,7 @@ STABLE_S = 2 * RECEIPT_TIMEOUT_S + 5.0
 
 @dataclass(frozen=True)
 class BrokerFault:
-    """How Mosquitto is stopped, and what it finds when it starts again."""
+    """How the broker is stopped, and what it finds when it starts again."""
 
     #: SIGKILL (a crash: no final save) instead of SIGTERM (a restart).
     kill: bool
@@ -100,6 +105,10 @@ class BrokerFault:
     share_group: str = ""
     #: At least this many readings must wait in the broker for the gateways.
     backlog: int = 5000
+    #: The stack service that is the broker: ``mosquitto`` or ``artemis``.
+    broker: str = "mosquitto"
+    #: Edges keep each reading until the gateway's receipt (False: until the PUBACK).
+    receipts: bool = True
 
 
 @dataclass
@@ -191,9 +200,13 @@ def restart_with_backlog(
     the returned result carries the proofs of the faults with the accounting.
     """
     run = chaos_run(work, "backlog", SITES)
-    ep = stack.endpoints()
+    # The pipeline's MQTT endpoint is the broker under test.
+    ep = {**stack.endpoints(), "mosquitto": stack.endpoints()[fault.broker]}
     topics = kafka_topics(run.kafka_prefix)
-    overrides = {"mqtt": {"share_group": fault.share_group, "receive_maximum": receive_maximum}}
+    overrides: dict[str, Any] = {
+        "mqtt": {"share_group": fault.share_group, "receive_maximum": receive_maximum},
+        "receipts": {"enabled": fault.receipts},
+    }
     client_ids = [f"gateway:{run.run_id}-{i}" for i in range(1, fault.gateways + 1)]
     gateway, processor = pipeline_services(
         run, ep, gateway_overrides=merge_config(overrides, {"mqtt": {"client_id": client_ids[0]}})
@@ -214,7 +227,7 @@ def restart_with_backlog(
         run,
         ep["mosquitto"],
         INTERVAL_S,
-        outbox_options={"receipt_timeout_s": RECEIPT_TIMEOUT_S},
+        outbox_options={"receipt_timeout_s": RECEIPT_TIMEOUT_S, "receipts": fault.receipts},
     )
     kafka = ep["kafka"]
     got = BacklogResult(fault)
@@ -222,6 +235,11 @@ def restart_with_backlog(
         svc.start()
     try:
         asyncio.run(wait_topics(kafka, topics.all(), gateway, 120.0))
+        # Artemis drops a publish nobody subscribed to with a success PUBACK (never
+        # reason 16): without receipts nothing would send it again, so the fleet
+        # starts only once every gateway has connected and sent its SUBSCRIBE.
+        for svc in gateways:
+            _wait_logged(svc, "event=mqtt_connected", 60.0)
         fleet.start()
         if not wait_devices_in_topic(kafka, topics.telemetry, run.devices, timeout_s=120):
             raise RuntimeError(f"readings did not reach Kafka:\n{gateway.tail(30)}")
@@ -245,7 +263,7 @@ def restart_with_backlog(
         finally:
             observer.close()
         _stop_broker(stack, fault, got)
-        stack.start("mosquitto", timeout=120.0)
+        stack.start(fault.broker, timeout=120.0)
         restarted = {d: r.stop for d, r in allocated_from_outboxes(outboxes).items()}
         watch.stop()
         stack.start("kafka", timeout=240.0)
@@ -274,14 +292,24 @@ def restart_with_backlog(
             svc.stop()
         if got.kafka_down is not None:
             got.kafka_down.stop()
-        for name in ("mosquitto", "kafka"):  # up again for the next case, whatever failed
+        for name in (fault.broker, "kafka"):  # up again for the next case, whatever failed
             if stack.service_pid(name) is None:
                 stack.start(name, timeout=240.0)
         # A gateway's persistent session outlives it (and a broker restart): left
         # behind, it would take the next case's readings (a success PUBACK, not 16).
         # Ended, and saved ended: a crash restores the last save, stale sessions too.
-        forget_sessions(stack.endpoints()["mosquitto"], "gateway", client_ids)
-        _save_broker(stack)
+        forget_sessions(ep["mosquitto"], "gateway", client_ids)
+        if fault.broker == "mosquitto":  # Artemis has it on disk already
+            _save_broker(stack)
+
+
+def _wait_logged(svc: Service, text: str, timeout_s: float) -> None:
+    """Wait until ``svc`` logged ``text`` (the gateway logs its subscribe so)."""
+    deadline = time.monotonic() + timeout_s
+    while text not in svc.log_since(0):
+        if not svc.alive or time.monotonic() > deadline:
+            raise RuntimeError(f"{svc.name} did not log {text!r}:\n{svc.tail(30)}")
+        time.sleep(0.2)
 
 
 def forget_sessions(mqtt: Mapping[str, Any], user: str, client_ids: list[str]) -> None:
@@ -308,16 +336,19 @@ def forget_sessions(mqtt: Mapping[str, Any], user: str, client_ids: list[str]) -
 
 
 def _stop_broker(stack: LocalStack, fault: BrokerFault, got: BacklogResult) -> None:
-    """Stop Mosquitto as ``fault`` says; record the proofs in ``got``."""
-    data = stack.data_dir("mosquitto")
+    """Stop the broker as ``fault`` says; record the proofs in ``got``."""
+    broker = fault.broker
+    data = stack.data_dir(broker)
+    if fault.wipe and broker != "mosquitto":
+        raise ValueError(f"wipe: only Mosquitto's persistence file is wiped, not {broker}'s")
     if fault.kill and fault.wipe:  # put the backlog on disk first: the wipe must delete it
         _save_broker(stack)
-    mark = stack.log_file("mosquitto").stat().st_size
+    mark = stack.log_file(broker).stat().st_size
     if fault.kill:
-        got.broker_exit = kill9(stack, "mosquitto").exit_code  # a crash: no final save
+        got.broker_exit = kill9(stack, broker).exit_code  # a crash: no final save
     else:
-        stack.stop("mosquitto")  # SIGTERM: Mosquitto saves its database
-    with open(stack.log_file("mosquitto"), "rb") as fh:
+        stack.stop(broker)  # SIGTERM: Mosquitto saves its database
+    with open(stack.log_file(broker), "rb") as fh:
         fh.seek(mark)
         got.broker_saved = b"Saving in-memory database" in fh.read()
     if fault.wipe:

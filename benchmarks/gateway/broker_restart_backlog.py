@@ -1,9 +1,11 @@
-"""Experiment (not a test): what a Mosquitto restart loses while the gateway is behind.
+"""Experiment (not a test): what a broker restart loses while the gateway is behind.
 
     python benchmarks/gateway/broker_restart_backlog.py                 # shared and plain
     python benchmarks/gateway/broker_restart_backlog.py --modes shared --backlog 20000
     python benchmarks/gateway/broker_restart_backlog.py --kill          # broker crash
     python benchmarks/gateway/broker_restart_backlog.py --kill --wipe   # ... and its disk lost
+    python benchmarks/gateway/broker_restart_backlog.py --kill --no-receipts --modes plain \
+        --broker artemis                                                # the durable broker
 
 A private Mosquitto + Kafka; one gateway (``--gateways`` for more, sharing
 the subscription); the demo's simulated fleet of 30 devices at 10 readings/s
@@ -16,7 +18,10 @@ gateway). Mosquitto is then restarted (SIGTERM: it saves its persistence
 file; with ``--kill``, SIGKILL: a crash, no final save; with ``--wipe`` its
 persistence file is deleted before the restart), Kafka started again, and
 once the accounting is stable every seq the agents allocated is looked up in
-the Kafka topic: a missing one is late (still in its outbox) or lost. Run once
+the Kafka topic: a missing one is late (still in its outbox) or lost.
+``--no-receipts``: the edges delete a reading at the broker's PUBACK (as before
+receipts), so what the broker loses is lost; ``--broker artemis``: the optional
+Artemis broker (it syncs its journal before each PUBACK) instead. Run once
 with the gateway on a shared subscription (``share_group = "gateways"``) and
 once on a plain one (``share_group = ""``). Prints one JSON line per mode.
 The sequence itself is :func:`testsupport.broker_backlog.restart_with_backlog`,
@@ -46,9 +51,12 @@ def run_mode(
     """One private stack, one backlog, one stop of the broker: the result as a dict."""
     name = share_group or "plain"
     stack = LocalStack(
-        stack_dir=work / f"stack-{name}", mqtt_port=free_port(span=2), kafka_port=free_port(span=1)
+        stack_dir=work / f"stack-{name}",
+        mqtt_port=free_port(span=2),
+        kafka_port=free_port(span=1),
+        ports={"artemis": free_port(span=2)},
     )
-    stack.up(["mosquitto", "kafka"], timeout=240.0)
+    stack.up([fault.broker, "kafka"], timeout=240.0)
     try:
         got = restart_with_backlog(
             stack,
@@ -59,6 +67,8 @@ def run_mode(
     finally:
         stack.down()
     return {
+        "broker": fault.broker,
+        "receipts": fault.receipts,
         "share_group": share_group,
         "gateways": fault.gateways,
         "broker_stopped_by": "SIGKILL" if fault.kill else "SIGTERM",
@@ -82,12 +92,18 @@ def main() -> None:
         "--backlog", type=int, default=5000, help="readings the broker holds at the stop"
     )
     ap.add_argument(
-        "--kill", action="store_true", help="stop Mosquitto with SIGKILL instead of SIGTERM"
+        "--kill", action="store_true", help="stop the broker with SIGKILL instead of SIGTERM"
     )
     ap.add_argument(
         "--wipe", action="store_true", help="delete the broker's persistence file before restart"
     )
     ap.add_argument("--gateways", type=int, default=1, help="gateways (sharing when shared)")
+    ap.add_argument("--broker", choices=("mosquitto", "artemis"), default="mosquitto")
+    ap.add_argument(
+        "--no-receipts",
+        action="store_true",
+        help="the edges delete a reading at the broker's PUBACK (the gateway sends no receipts)",
+    )
     ap.add_argument(
         "--receive-maximum",
         type=int,
@@ -97,7 +113,12 @@ def main() -> None:
     )
     args = ap.parse_args()
     fault = BrokerFault(
-        kill=args.kill, wipe=args.wipe, gateways=args.gateways, backlog=args.backlog
+        kill=args.kill,
+        wipe=args.wipe,
+        gateways=args.gateways,
+        backlog=args.backlog,
+        broker=args.broker,
+        receipts=not args.no_receipts,
     )
     with tempfile.TemporaryDirectory(prefix="tw-restart-") as tmp:
         for mode in args.modes.split(","):

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -29,6 +29,7 @@ __all__ = [
     "file_digest",
     "is_root",
     "maven_libs",
+    "maven_zip",
     "mvn",
     "run",
     "tool",
@@ -171,6 +172,57 @@ def maven_libs(cache: Path, which_pom: str) -> Path:
         "fetched jars which=%s dir=%s seconds=%.1f", which_pom, libs, time.monotonic() - started
     )
     return libs
+
+
+def maven_zip(
+    parent: Path,
+    artifact: str,
+    name: str,
+    stamp: str,
+    *,
+    check: Callable[[Path], None] | None = None,
+    finish: Callable[[Path], None] | None = None,
+    strict_checksums: bool = False,
+) -> Path:
+    """``<parent>/<name>``: the zip ``artifact`` from Maven, unzipped, once per ``stamp``.
+
+    The zip must unpack into a folder ``name``. Skipped when a marker file in it
+    holds ``stamp`` (say a version and a digest of what ``finish`` adds).
+    ``check(archive)`` may raise to refuse the download; ``finish(folder)``
+    completes the unpacked folder before it is moved into place. With
+    ``strict_checksums`` Maven fails on a checksum mismatch instead of warning.
+    """
+    home = parent / name
+    marker = home / _MARKER
+    if marker.exists() and marker.read_text(encoding="utf-8").strip() == stamp:
+        return home
+    parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    staging = parent / f".{name}.{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    started = time.monotonic()
+    try:
+        mvn(
+            *(["-C"] if strict_checksums else []),
+            f"{MVN_DEPENDENCY_PLUGIN}:copy",
+            f"-Dartifact={artifact}",
+            f"-DoutputDirectory={staging}",
+            what=f"mvn copy ({name})",
+        )
+        (archive,) = staging.glob("*.zip")
+        if check is not None:
+            check(archive)
+        unzip(archive, staging)
+        archive.unlink()
+        unpacked = staging / name
+        if finish is not None:
+            finish(unpacked)
+        (unpacked / _MARKER).write_text(stamp + "\n", encoding="utf-8")
+        shutil.rmtree(home, ignore_errors=True)
+        unpacked.replace(home)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("fetched %s dir=%s seconds=%.1f", name, home, time.monotonic() - started)
+    return home
 
 
 def unzip(archive: Path, dest: Path) -> None:

@@ -37,6 +37,7 @@ def mq_kafka_stack(
         mqtt_port=free_port(span=2),
         kafka_port=free_port(span=1),
         search_port=free_port(span=100),
+        ports={"artemis": free_port(span=2)},
     )
     services = getattr(request.module, "STACK_SERVICES", ["mosquitto", "kafka"])
     try:

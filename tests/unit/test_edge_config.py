@@ -41,6 +41,7 @@ def test_sample_shows_every_default() -> None:
     ("toml", "message"),
     [
         ("[mqtt]\nqos = 2\n", "mqtt.qos: must be 1, got 2"),
+        ("[mqtt]\nwill_delay_s = -1\n", "mqtt.will_delay_s: must be in 0..86400, got -1"),
         ('[device]\ndevice_id = "a/b"\n', "device.device_id: must match"),
         ("[alarm]\nhigh_c = 1.0\nlow_c = 2.0\n", "alarm.low_c: must be below alarm.high_c"),
         ('[detector]\nname = "magic"\n', "detector.name: unknown detector 'magic'"),

@@ -6,6 +6,7 @@ import collections
 import queue
 import random
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -338,3 +339,30 @@ def test_fast_puback_path_uses_paho_internals_that_still_exist() -> None:
     client._in_packet = {**client._in_packet, "command": 0x40, "packet": props}
     client._handle_pubackcomp("PUBACK")
     assert got[-1] == (info2.mid, 135)
+
+
+@pytest.mark.parametrize("delay", [0, 1, 300])
+def test_the_will_carries_its_delay_interval_in_the_connect_packet(delay: int) -> None:
+    """MQTT 5 Will Delay Interval (property 0x18, four bytes) in the CONNECT the
+    device sends: Artemis publishes a will without one only when the session ends."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(10)
+        link = MqttLink(
+            MqttSettings(host="127.0.0.1", port=server.getsockname()[1], will_delay_s=delay),
+            client_id="d1",
+            password="",
+            status_topic="thermowatch/s/d1/status",
+            config_topic="thermowatch/s/d1/config",
+            will_payload=b"offline",
+            events=queue.Queue(),
+        )
+        link.start()
+        try:
+            conn, _ = server.accept()
+            with conn:
+                conn.settimeout(10)
+                packet = conn.recv(4096)
+        finally:
+            link.stop(timeout_s=0.1)
+    assert packet[0] == 0x10  # CONNECT
+    assert b"\x18" + delay.to_bytes(4, "big") + b"\x00\x17thermowatch/s/d1/status" in packet

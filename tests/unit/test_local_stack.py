@@ -24,6 +24,7 @@ DOCTESTED = [
     "deploy.local.credentials",
     "deploy.local.layout",
     "deploy.local.mqtt_auth",
+    "deploy.local.artemis_auth",
     "deploy.local.process",
     "deploy.local.services",
     "deploy.local.services.kafka",
@@ -33,6 +34,7 @@ PORT_ENVS = {
     "kafka": "THERMOWATCH_KAFKA_PORT",
     "search": "THERMOWATCH_SEARCH_PORT",
     "elasticsearch": "THERMOWATCH_ELASTIC_PORT",
+    "artemis": "THERMOWATCH_ARTEMIS_PORT",
 }
 
 
@@ -50,7 +52,7 @@ def test_doctests(module: str) -> None:
 
 def test_registry_names_order_and_defaults() -> None:
     assert SERVICES == ("mosquitto", "kafka", "search")
-    assert OPTIONAL_SERVICES == ("elasticsearch",)
+    assert OPTIONAL_SERVICES == ("elasticsearch", "artemis")
     assert (*SERVICES, *OPTIONAL_SERVICES) == KNOWN
     assert {cls.name: cls.port_env for cls in REGISTRY} == PORT_ENVS
     assert {cls.name: cls.default_port for cls in REGISTRY} == {
@@ -58,6 +60,7 @@ def test_registry_names_order_and_defaults() -> None:
         "kafka": 19092,
         "search": 19200,
         "elasticsearch": 19201,
+        "artemis": 18883,
     }
 
 
@@ -138,7 +141,7 @@ def test_ports_from_arguments_environment_and_by_name(
     monkeypatch.setenv("THERMOWATCH_KAFKA_PORT", "29092")
     monkeypatch.setenv("THERMOWATCH_SEARCH_PORT", "")
     stack = LocalStack(tmp_path, mqtt_port=28830, ports={"elasticsearch": 29201})
-    assert [stack.port(n) for n in KNOWN] == [28830, 29092, 19200, 29201]
+    assert [stack.port(n) for n in KNOWN] == [28830, 29092, 19200, 29201, 18883]
 
 
 @pytest.mark.parametrize("raw", ["abc", "0", "65536"])
@@ -272,3 +275,32 @@ def test_write_private_never_reuses_a_planted_tmp_file(tmp_path: Path) -> None:
     write_private(target, "s3cret")
     assert target.read_text() == "s3cret" and bait.read_text() == "untouched"
     assert target.stat().st_mode & 0o777 == 0o600
+
+
+def test_maven_zip_unpacks_once_and_a_refused_download_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import zipfile
+
+    from deploy.local import install
+    from deploy.local.services.artemis import _check_sha256
+
+    calls: list[tuple[str, ...]] = []
+
+    def fake_mvn(*args: str, what: str) -> None:  # what Maven's copy goal leaves
+        calls.append(args)
+        out = Path(next(a for a in args if a.startswith("-DoutputDirectory=")).split("=", 1)[1])
+        out.mkdir(parents=True)
+        with zipfile.ZipFile(out / "dist-1.0-bin.zip", "w") as zf:
+            zf.writestr("dist-1.0/bin/run", "#!/bin/sh\n")
+
+    monkeypatch.setattr(install, "mvn", fake_mvn)
+    with pytest.raises(StackError, match=r"artemis: dist-1.0-bin.zip has SHA-256 [0-9a-f]{64}"):
+        install.maven_zip(tmp_path, "g:a:1.0:zip:bin", "dist-1.0", "1", check=_check_sha256)
+    assert list(tmp_path.iterdir()) == []  # no half-unpacked folder, no staging left
+    home = install.maven_zip(tmp_path, "g:a:1.0:zip:bin", "dist-1.0", "1", strict_checksums=True)
+    assert (home / "bin" / "run").read_text() == "#!/bin/sh\n"
+    assert calls[-1][0] == "-C"
+    assert install.maven_zip(tmp_path, "g:a:1.0:zip:bin", "dist-1.0", "1") == home
+    assert len(calls) == 2  # the second call found the marker
+    assert [p.name for p in tmp_path.iterdir()] == ["dist-1.0"]

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Final
 
 from deploy.local.errors import StackError
+from deploy.local.services.artemis import Artemis
 from deploy.local.services.base import Launch, SearchNode, Service, StackContext
 from deploy.local.services.elasticsearch import Elasticsearch
 from deploy.local.services.kafka import Kafka
@@ -31,7 +32,13 @@ __all__ = [
 ]
 
 #: Every service; a service's consumers come after it (``down`` stops in reverse order).
-REGISTRY: Final[tuple[type[Service], ...]] = (Mosquitto, Kafka, OpenSearch, Elasticsearch)
+REGISTRY: Final[tuple[type[Service], ...]] = (
+    Mosquitto,
+    Kafka,
+    OpenSearch,
+    Elasticsearch,
+    Artemis,
+)
 #: What ``stack up`` starts when no service is named.
 SERVICES: Final[tuple[str, ...]] = tuple(s.name for s in REGISTRY if not s.optional)
 #: Started, stopped and shown only when named (``stack up elasticsearch``);

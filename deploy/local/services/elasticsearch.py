@@ -24,20 +24,17 @@ import logging
 import os
 import pwd
 import shutil
-import time
 import zipfile
 from pathlib import Path
 from typing import Final
 
 from deploy.local.install import (
-    MVN_DEPENDENCY_PLUGIN,
     ensure_java,
     file_digest,
     is_root,
-    mvn,
+    maven_zip,
     run,
     tool,
-    unzip,
 )
 from deploy.local.layout import TEMPLATE_DIR
 from deploy.local.process import port_open
@@ -70,7 +67,6 @@ ELASTIC_HEAP: Final = "-Xms512m -Xmx1g"
 ELASTIC_USER: Final = "thermowatch-es"
 ELASTIC_SYSTEM_DIR: Final = Path("/var/lib/thermowatch-es")
 _CLUSTER_NAME: Final = "thermowatch-es"
-_MARKER: Final = ".thermowatch-complete"
 
 
 class Elasticsearch(SearchNode):
@@ -97,38 +93,14 @@ class Elasticsearch(SearchNode):
         version and plugin source (a marker file records both).
         """
         parent = ELASTIC_SYSTEM_DIR if is_root() else self.layout.cache
-        home = parent / f"elasticsearch-{ELASTIC_VERSION}"
         source = TEMPLATE_DIR / "ElasticRootPlugin.java"
-        digest = f"{ELASTIC_VERSION} {file_digest(source)}"
-        marker = home / _MARKER
-        if marker.exists() and marker.read_text(encoding="utf-8").strip() == digest:
-            return home
-        parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        staging = parent / f".elasticsearch.{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        started = time.monotonic()
-        mvn(
-            f"{MVN_DEPENDENCY_PLUGIN}:copy",
-            f"-Dartifact={ELASTIC_ARTIFACT}",
-            f"-DoutputDirectory={staging}",
-            what="mvn copy (elasticsearch)",
+        return maven_zip(
+            parent,
+            ELASTIC_ARTIFACT,
+            f"elasticsearch-{ELASTIC_VERSION}",
+            f"{ELASTIC_VERSION} {file_digest(source)}",
+            finish=lambda unpacked: _build_root_plugin(unpacked, source),
         )
-        archive = staging / f"elasticsearch-{ELASTIC_VERSION}.zip"
-        unzip(archive, staging)
-        archive.unlink()
-        unpacked = staging / f"elasticsearch-{ELASTIC_VERSION}"
-        _build_root_plugin(unpacked, source)
-        (unpacked / _MARKER).write_text(digest + "\n", encoding="utf-8")
-        shutil.rmtree(home, ignore_errors=True)
-        unpacked.replace(home)
-        shutil.rmtree(staging, ignore_errors=True)
-        logger.info(
-            "fetched elasticsearch version=%s dir=%s seconds=%.1f",
-            ELASTIC_VERSION,
-            home,
-            time.monotonic() - started,
-        )
-        return home
 
     def _user(self) -> pwd.struct_passwd | None:
         """The account the node runs as when we are root (created once), else None."""
