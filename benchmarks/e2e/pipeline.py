@@ -22,14 +22,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from benchmarks.e2e import loadgen
+from benchmarks.e2e import fleet, loadgen
 from deploy.local.stack import LocalStack, free_port
 from stagekit.kafka import create_topics, partitions_of
 from stagekit.search import SearchSettings
 from telemetry_contract import kafka_topics
 from thermowatch.demo import DemoRun, Service, gateway_config, processor_config
 
-__all__ = ["Pipeline", "ensure_users", "write_toml"]
+__all__ = ["Pipeline", "ensure_users", "raise_fd_limit", "write_toml"]
 
 
 def write_toml(path: Path, data: Mapping[str, Any]) -> None:
@@ -41,13 +41,33 @@ def write_toml(path: Path, data: Mapping[str, Any]) -> None:
     path.chmod(0o600)  # holds the gateway's MQTT password
 
 
-def ensure_users(stack: LocalStack, devices: list[str]) -> dict[str, str]:
-    """Every MQTT user with its password, the ``devices`` added to the broker if new."""
-    users = dict(stack.credentials())
-    for d in devices:
-        if d not in users:
-            users[d] = stack.add_mqtt_user(d)
-    return users
+def ensure_users(
+    stack: LocalStack, devices: list[str], *, certificates: bool = True
+) -> dict[str, str]:
+    """Every MQTT user with its password, the new ones of ``devices`` added to the
+    broker in one batch (one render, one reload; ``certificates``: with client
+    certificates, else password login only)."""
+    known = stack.credentials()
+    missing = [d for d in devices if d not in known]
+    return known | (stack.add_mqtt_users(missing, certificates=certificates) if missing else {})
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise this process's open-file limit (inherited by the private broker and
+    the load workers) to at least ``wanted``; the new soft limit. Root may raise
+    the hard limit too; anyone else gets a clear error past it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(hard, wanted)))
+    except (ValueError, OSError) as exc:
+        raise RuntimeError(
+            f"--devices: {wanted} open files needed, limit {soft}/{hard} (ulimit -n): {exc}"
+        ) from exc
+    return wanted
 
 
 class Pipeline:
@@ -91,6 +111,8 @@ class Pipeline:
         self.gateways: list[Service] = []
         self.processor: Service | None = None
         self.processor_http = 0
+        #: Seconds the slowest worker took to connect its devices.
+        self.connect_s = 0.0
 
     @property
     def devices(self) -> list[str]:
@@ -167,7 +189,11 @@ class Pipeline:
                 "mosquitto": self.mqtt_stack.endpoints()["mosquitto"],
             }
         wanted = self.devices + ([self.storm_device[0]] if self.args.storm else [])
-        passwords = ensure_users(self.mqtt_stack or self.stack, wanted)
+        passwords = ensure_users(
+            self.mqtt_stack or self.stack,
+            wanted,
+            certificates=self.args.device_login == "certificate",
+        )
         self.endpoints["mosquitto"]["users"] = passwords
         return passwords
 
@@ -212,10 +238,23 @@ class Pipeline:
 
     def start_workers(self, passwords: dict[str, str]) -> None:
         """The load workers (``loadgen.worker_main``), each connected for its devices."""
+        a = self.args
         devices = [(d, site) for site, devs in self.sites.items() for d in devs]
         m = self.endpoints["mosquitto"]
-        for i in range(self.args.workers):
-            mine = devices[i :: self.args.workers]
+        cert = a.device_login == "certificate"
+        port = int(m["port"] if cert else m["password_port"])
+        for i in range(a.workers):
+            mine = devices[i :: a.workers]
+            login = loadgen.Login(
+                tls=(m["ca_file"], m["certs_dir"] if cert else None),
+                sources=(
+                    fleet.worker_sources(i, a.workers, len(mine), a.per_address)
+                    if a.per_address > 0
+                    else None
+                ),
+                connect_rate=a.connect_rate / a.workers,
+                keepalive=a.keepalive_s,
+            )
             parent, child = self.ctx.Pipe()
             p = self.ctx.Process(
                 target=loadgen.worker_main,
@@ -224,22 +263,31 @@ class Pipeline:
                     mine,
                     {d: passwords[d] for d, _ in mine},
                     m["host"],
-                    int(m["port"]),
+                    port,
                     self.rid,
                     child,
                     self.samples,
-                    (m["ca_file"], m["certs_dir"]),
+                    login,
                 ),
                 daemon=True,
             )
             p.start()
             self.workers.append((p, parent))
+        per_worker = math.ceil(len(devices) / a.workers)
+        # Three times the paced time, plus two minutes: a loaded machine's
+        # handshakes fall behind the pace.
+        wait = 120 + (3 * per_worker / (a.connect_rate / a.workers) if a.connect_rate > 0 else 0)
+        t0 = time.monotonic()
         for p, conn in self.workers:
-            if not conn.poll(60):
-                raise RuntimeError(f"load worker {p.pid} did not connect in 60 s")
+            while not conn.poll(1.0):
+                if not p.is_alive():
+                    raise RuntimeError(f"load worker {p.pid} exited while connecting")
+                if time.monotonic() - t0 > wait:
+                    raise RuntimeError(f"load worker {p.pid} did not connect in {wait:.0f} s")
             msg = conn.recv()
             if "error" in msg:
                 raise RuntimeError(f"load worker: {msg['error']}")
+            self.connect_s = max(self.connect_s, float(msg.get("connect_s", 0.0)))
 
     def pids(self) -> dict[str, int | None]:
         """Process ids of the services and the stack's servers, by name (for CPU use)."""
@@ -288,12 +336,13 @@ class Pipeline:
     def start_storm(self, passwords: dict[str, str], start_at: float) -> tuple[Any, Any]:
         """The storm device's process (``loadgen.storm_main``) and its pipe."""
         m = self.endpoints["mosquitto"]
+        cert = self.args.device_login == "certificate"
         parent, child = self.ctx.Pipe()
         p = self.ctx.Process(
             target=loadgen.storm_main,
             args=(
                 m["host"],
-                int(m["port"]),
+                int(m["port"] if cert else m["password_port"]),
                 self.storm_device,
                 passwords[self.storm_device[0]],
                 self.rid,
@@ -301,7 +350,7 @@ class Pipeline:
                 self.args.storm_rate,
                 start_at,
                 child,
-                (m["ca_file"], m["certs_dir"]),
+                (m["ca_file"], m["certs_dir"] if cert else None),
             ),
             daemon=True,
         )

@@ -19,8 +19,15 @@ import time
 from typing import Any
 
 from benchmarks.e2e.cleanup import cleanup
-from benchmarks.e2e.pipeline import Pipeline
-from benchmarks.e2e.probes import SearchProbe, WebhookSink, count_readings, cpu_seconds, scrape
+from benchmarks.e2e.pipeline import Pipeline, raise_fd_limit
+from benchmarks.e2e.probes import (
+    SearchProbe,
+    WebhookSink,
+    count_readings,
+    cpu_seconds,
+    rss_mb,
+    scrape,
+)
 from benchmarks.e2e.readback import alert_record_times, anomaly_record_times
 from benchmarks.e2e.report import pct, step_line, summarize, webhook_split
 from telemetry_contract import kafka_topics
@@ -141,7 +148,12 @@ class Bench:
                 if v is not None and cpu1.get(k) is not None
             }
             | {"load_generator": round((gen_cpu1 - gen_cpu0) / window * 100, 1)},
+            "rss_mb": {k: rss_mb(v) for k, v in pids.items() if v}
+            | {"load_generator": self._generator_rss()},
         }
+
+    def _generator_rss(self) -> float:
+        return round(sum(rss_mb(p) or 0.0 for p in self.pipeline.worker_pids()), 1)
 
     # -- the run ---------------------------------------------------------------
 
@@ -151,7 +163,11 @@ class Bench:
         pipeline = self.pipeline
         t_start = time.time()
         load_before = os.getloadavg()
+        # One descriptor per device in the private broker and in the workers.
+        raise_fd_limit(a.devices + 4096)
+        t_users = time.monotonic()
         passwords = self.passwords = pipeline.start_broker()
+        users_s = time.monotonic() - t_users
         result: dict[str, Any] = {
             "benchmark": "e2e-latency",
             "run_id": self.rid,
@@ -174,6 +190,10 @@ class Bench:
                 "samples_per_s": a.samples_per_s,
                 "poll_ms": a.poll_ms,
                 "processor_kafka": dict(a.processor_kafka or []),
+                "device_login": a.device_login,
+                "keepalive_s": a.keepalive_s,
+                "connect_rate": a.connect_rate,
+                "per_address": a.per_address,
                 "kafka_topic_prefix": pipeline.run.kafka_prefix,
                 "index_prefix": pipeline.run.index_prefix,
                 "storm": (
@@ -200,7 +220,21 @@ class Bench:
                 a.poll_ms / 1000,
             )
             self.probe.start()
+            broker_pid = pipeline.pids().get("mosquitto")
+            rss0 = rss_mb(broker_pid) or 0.0
             pipeline.start_workers(passwords)
+            rss1 = rss_mb(broker_pid) or 0.0
+            gen = self._generator_rss()
+            result["fleet"] = {
+                "broker_start_and_users_s": round(users_s, 1),
+                "connect_s": pipeline.connect_s,
+                "mosquitto_rss_mb_before_connect": rss0,
+                "mosquitto_rss_mb_connected": rss1,
+                "mosquitto_kb_per_connection": round((rss1 - rss0) * 1024 / a.devices, 1),
+                "load_generator_rss_mb": gen,
+                "load_generator_kb_per_connection": round(gen * 1024 / a.devices, 1),
+            }
+            print(json.dumps(result["fleet"]), flush=True)
             warmup_published = self._warm_up()
             if a.storm:
                 self._measure_storm(result)
@@ -296,6 +330,9 @@ class Bench:
         published = warmup_published + sum(s["published"] for s in result["steps"])
         result["readings_published_with_warmup"] = published
         result["readings_missing_in_index"] = published - stored
+        # Document ids are device:seq: a reading stored twice is one document, so
+        # stored == published means every reading once (more would be a stray id).
+        result["readings_extra_in_index"] = max(0, stored - published)
         kafka = pipeline.endpoints["kafka"]
         topics = kafka_topics(pipeline.run.kafka_prefix)
         alert_ts = asyncio.run(alert_record_times(kafka, topics.alerts))
