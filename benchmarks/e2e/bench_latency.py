@@ -32,8 +32,11 @@ templates) is deleted at the end.
 With ``--fleet`` it plays 10,000-100,000 devices, each its own connection,
 each publishing once per ``--period-s`` (:mod:`benchmarks.e2e.fleet`):
 
-    python benchmarks/e2e/bench_latency.py --fleet --devices 100000 --workers 4 \
-        --period-s 60 --seconds 180
+    python benchmarks/e2e/bench_latency.py --fleet --devices 100000 --brokers 6 \
+        --workers 6 --period-s 60 --seconds 180
+
+(a process may hold only so many connections, ``ulimit -n``: ``--brokers``
+shards the sites over several private brokers, one gateway group each).
 
 With ``--storm`` (issue 14), each rate runs ``--storm-rounds`` pairs of
 steps, calm and storm interleaved (ABBA...): in a storm step one more device
@@ -88,7 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--step-factor", type=float, default=1.5, help="rate multiplier for --find-max")
     ap.add_argument("--devices", type=int, default=30, help="simulated devices (default 30)")
-    ap.add_argument("--workers", type=int, default=3, help="load generator processes (default 3)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=3,
+        help="load generator processes (default 3), split over the brokers (at least one each)",
+    )
     ap.add_argument(
         "--period-s",
         default="",
@@ -121,7 +129,15 @@ def main(argv: list[str] | None = None) -> int:
         default="private",
         help="a private Mosquitto for this run (default) or the shared stack's",
     )
-    ap.add_argument("--gateways", type=int, default=1, help="gateway processes (default 1)")
+    ap.add_argument(
+        "--brokers",
+        type=int,
+        default=1,
+        help="private Mosquitto brokers, the sites sharded over them (default 1)",
+    )
+    ap.add_argument(
+        "--gateways", type=int, default=1, help="gateway processes per broker (default 1)"
+    )
     ap.add_argument("--gateway-linger-ms", type=int, default=5)
     ap.add_argument(
         "--gateway-receipts",

@@ -31,8 +31,9 @@ __all__ = [
     "RoundRobin",
     "connect_from",
     "connect_wait",
+    "shard",
     "source_address",
-    "worker_sources",
+    "sources",
 ]
 
 #: The first source address of a fleet: ``127.0.0.1`` stays free for the rest.
@@ -55,14 +56,31 @@ def source_address(index: int, per_address: int) -> str:
     return str(addr)
 
 
-def worker_sources(worker: int, workers: int, n: int, per_address: int) -> list[str]:
-    """Source addresses of worker ``worker``'s ``n`` devices, the devices dealt to
-    ``workers`` workers in turn (worker ``w`` has devices ``w, w + workers, ...``).
+def sources(first: int, n: int, per_address: int) -> list[str]:
+    """Source addresses of ``n`` devices from fleet-wide index ``first`` on.
 
-    >>> worker_sources(1, 2, 3, 2)
-    ['127.0.0.2', '127.0.0.3', '127.0.0.4']
+    >>> sources(1, 3, 2)
+    ['127.0.0.2', '127.0.0.3', '127.0.0.3']
     """
-    return [source_address(worker + workers * k, per_address) for k in range(n)]
+    return [source_address(first + k, per_address) for k in range(n)]
+
+
+def shard(sites: list[str], brokers: int) -> list[list[str]]:
+    """The sites of each of ``brokers`` brokers: contiguous runs, sizes within one
+    (a site's devices all on one broker, one gateway group per broker).
+
+    >>> shard(["a", "b", "c", "d", "e"], 2)
+    [['a', 'b', 'c'], ['d', 'e']]
+    """
+    if brokers <= 0 or brokers > len(sites):
+        raise ValueError(f"--brokers: must be 1 to {len(sites)} (the sites), got {brokers}")
+    size, extra = divmod(len(sites), brokers)
+    out, at = [], 0
+    for b in range(brokers):
+        n = size + (b < extra)
+        out.append(sites[at : at + n])
+        at += n
+    return out
 
 
 def connect_from(host: str, port: int, source: str | None, timeout: float) -> socket.socket:

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -163,8 +164,8 @@ class Bench:
         pipeline = self.pipeline
         t_start = time.time()
         load_before = os.getloadavg()
-        # One descriptor per device in the private broker and in the workers.
-        raise_fd_limit(a.devices + 4096)
+        # One descriptor per device in its broker (and in its worker, with fewer).
+        raise_fd_limit(math.ceil(a.devices / a.brokers) + 1024)
         t_users = time.monotonic()
         passwords = self.passwords = pipeline.start_broker()
         users_s = time.monotonic() - t_users
@@ -180,6 +181,7 @@ class Bench:
             },
             "settings": {
                 "devices": a.devices,
+                "brokers": a.brokers,
                 "workers": a.workers,
                 "gateways": a.gateways,
                 "mqtt": a.mqtt,
@@ -220,10 +222,10 @@ class Bench:
                 a.poll_ms / 1000,
             )
             self.probe.start()
-            broker_pid = pipeline.pids().get("mosquitto")
-            rss0 = rss_mb(broker_pid) or 0.0
+            brokers = [v for k, v in pipeline.pids().items() if k.startswith("mosquitto")]
+            rss0 = sum(rss_mb(p) or 0.0 for p in brokers)
             pipeline.start_workers(passwords)
-            rss1 = rss_mb(broker_pid) or 0.0
+            rss1 = sum(rss_mb(p) or 0.0 for p in brokers)
             gen = self._generator_rss()
             result["fleet"] = {
                 "broker_start_and_users_s": round(users_s, 1),

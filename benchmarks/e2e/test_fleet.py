@@ -11,21 +11,32 @@ from benchmarks.e2e.fleet import (
     Pump,
     RoundRobin,
     connect_wait,
+    shard,
     source_address,
-    worker_sources,
+    sources,
 )
 from benchmarks.e2e.loadgen import RawPublisher
 
 
 def test_100k_devices_spread_over_addresses_below_the_port_range() -> None:
-    workers, devices, per = 4, 100_000, 20_000
-    per_worker = devices // workers
+    workers, devices, per = 6, 100_000, 20_000
+    sizes = [len(range(devices)[w::workers]) for w in range(workers)]
+    firsts = [sum(sizes[:w]) for w in range(workers)]
     used = collections.Counter(
-        a for w in range(workers) for a in worker_sources(w, workers, per_worker, per)
+        a for first, n in zip(firsts, sizes, strict=True) for a in sources(first, n, per)
     )
     assert sorted(used) == [f"127.0.0.{k}" for k in range(2, 7)]
     assert set(used.values()) == {per}  # each address below ip_local_port_range's ~28,000
     assert "127.0.0.1" not in used
+
+
+def test_sites_are_sharded_over_brokers_whole_and_in_order() -> None:
+    sites = [f"s{i}" for i in range(10_000)]
+    shards = shard(sites, 6)
+    assert [s for part in shards for s in part] == sites
+    assert {len(part) for part in shards} == {1666, 1667}
+    with pytest.raises(ValueError, match="--brokers"):
+        shard(sites[:2], 3)
 
 
 def test_addresses_continue_past_a_byte_and_stop_at_the_end_of_loopback() -> None:
