@@ -181,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
         help="max seconds to read the telemetry topic back for the latency split",
     )
     ap.add_argument("--drain-s", type=float, default=30.0, help="max wait after each step")
+    ap.add_argument(
+        "--settle-s",
+        type=float,
+        default=300.0,
+        help="max wait, after the last step, until every reading is stored (default 300)",
+    )
     ap.add_argument("--json", type=Path, help="results file (default results/<timestamp>.json)")
     ap.add_argument("--plot", type=Path, help="PNG plot (default beside the JSON)")
     ap.add_argument("--keep", action="store_true", help="keep topics and indices (debugging)")

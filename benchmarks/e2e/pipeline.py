@@ -164,6 +164,9 @@ class Pipeline:
             "min_duration_s": 0.0,
             # Only the threshold rule: fleet outliers would fire on the same readings.
             "outlier_z": 1e9,
+            # Every simulated device keeps its state (the default bounds it at
+            # 20,000: a larger fleet would evict, and resolve, alerts in turn).
+            "max_devices": max(20_000, self.args.devices + 1_000),
         }
         # Every device gets an anomaly every few seconds: never call that flapping
         # (a flapping alert stays open and would swallow the next anomalies).

@@ -230,8 +230,8 @@ class Bench:
             result["fleet"] = {
                 "broker_start_and_users_s": round(users_s, 1),
                 "connect_s": pipeline.connect_s,
-                "mosquitto_rss_mb_before_connect": rss0,
-                "mosquitto_rss_mb_connected": rss1,
+                "mosquitto_rss_mb_before_connect": round(rss0, 1),
+                "mosquitto_rss_mb_connected": round(rss1, 1),
                 "mosquitto_kb_per_connection": round((rss1 - rss0) * 1024 / a.devices, 1),
                 "load_generator_rss_mb": gen,
                 "load_generator_kb_per_connection": round(gen * 1024 / a.devices, 1),
@@ -322,14 +322,26 @@ class Bench:
     def _count_and_split(self, result: dict[str, Any], warmup_published: int) -> None:
         """Readings stored against published, and the split of (b) at Kafka, per step."""
         pipeline = self.pipeline
-        stored = count_readings(
-            pipeline.endpoints["search"], f"{pipeline.run.index_prefix}readings-*"
-        )
-        result["readings_stored"] = stored
-        result["readings_acked"] = sum(s["acked_total"] for s in result["steps"])
+        pattern = f"{pipeline.run.index_prefix}readings-*"
         # Every reading the generator sent, warm-up included, is in the index once
         # (a document's _id is device:seq, so a redelivery cannot add one).
         published = warmup_published + sum(s["published"] for s in result["steps"])
+        # A pipeline that fell behind is still storing: wait for it (bounded by
+        # --settle-s, and by a minute without progress).
+        t0 = time.monotonic()
+        stored = count_readings(pipeline.endpoints["search"], pattern)
+        moved = t0
+        while stored < published and time.monotonic() - t0 < self.args.settle_s:
+            if time.monotonic() - moved > 60:
+                break
+            time.sleep(5.0)
+            pipeline.check_alive()
+            now = count_readings(pipeline.endpoints["search"], pattern)
+            if now != stored:
+                stored, moved = now, time.monotonic()
+        result["readings_settle_s"] = round(time.monotonic() - t0, 1)
+        result["readings_stored"] = stored
+        result["readings_acked"] = sum(s["acked_total"] for s in result["steps"])
         result["readings_published_with_warmup"] = published
         result["readings_missing_in_index"] = published - stored
         # Document ids are device:seq: a reading stored twice is one document, so
