@@ -29,6 +29,15 @@ templates) is deleted at the end.
 
     python benchmarks/e2e/bench_latency.py --rates 200,1000,5000 --seconds 60
 
+With ``--fleet`` it plays 10,000-100,000 devices, each its own connection,
+each publishing once per ``--period-s`` (:mod:`benchmarks.e2e.fleet`):
+
+    python benchmarks/e2e/bench_latency.py --fleet --devices 100000 --brokers 6 \
+        --workers 6 --period-s 60 --seconds 180
+
+(a process may hold only so many connections, ``ulimit -n``: ``--brokers``
+shards the sites over several private brokers, one gateway group each).
+
 With ``--storm`` (issue 14), each rate runs ``--storm-rounds`` pairs of
 steps, calm and storm interleaved (ABBA...): in a storm step one more device
 (``e2e-storm``, no readings) sends ``--storm-alerts`` edge alerts of
@@ -82,14 +91,53 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--step-factor", type=float, default=1.5, help="rate multiplier for --find-max")
     ap.add_argument("--devices", type=int, default=30, help="simulated devices (default 30)")
-    ap.add_argument("--workers", type=int, default=3, help="load generator processes (default 3)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=3,
+        help="load generator processes (default 3), split over the brokers (at least one each)",
+    )
+    ap.add_argument(
+        "--period-s",
+        default="",
+        help="seconds between a device's readings, comma separated: each one a step at "
+        "devices/period readings/s (instead of --rates)",
+    )
+    ap.add_argument(
+        "--fleet",
+        action="store_true",
+        help="presets for 10,000-100,000 devices: --device-login password --keepalive-s 600 "
+        "--connect-rate 400 --per-address 20000 (each still settable)",
+    )
+    ap.add_argument(
+        "--device-login",
+        choices=("certificate", "password"),
+        help="devices log in with a client certificate (default) or a password (TLS both)",
+    )
+    ap.add_argument("--keepalive-s", type=int, help="devices' MQTT keep-alive (default 30)")
+    ap.add_argument(
+        "--connect-rate", type=float, help="device connections opened per second (default: no cap)"
+    )
+    ap.add_argument(
+        "--per-address",
+        type=int,
+        help="devices per loopback source address 127.0.0.2, .3, ... (default 0: the system's)",
+    )
     ap.add_argument(
         "--mqtt",
         choices=("private", "shared"),
         default="private",
         help="a private Mosquitto for this run (default) or the shared stack's",
     )
-    ap.add_argument("--gateways", type=int, default=1, help="gateway processes (default 1)")
+    ap.add_argument(
+        "--brokers",
+        type=int,
+        default=1,
+        help="private Mosquitto brokers, the sites sharded over them (default 1)",
+    )
+    ap.add_argument(
+        "--gateways", type=int, default=1, help="gateway processes per broker (default 1)"
+    )
     ap.add_argument("--gateway-linger-ms", type=int, default=5)
     ap.add_argument(
         "--gateway-receipts",
@@ -133,12 +181,27 @@ def main(argv: list[str] | None = None) -> int:
         help="max seconds to read the telemetry topic back for the latency split",
     )
     ap.add_argument("--drain-s", type=float, default=30.0, help="max wait after each step")
+    ap.add_argument(
+        "--settle-s",
+        type=float,
+        default=300.0,
+        help="max wait, after the last step, until every reading is stored (default 300)",
+    )
     ap.add_argument("--json", type=Path, help="results file (default results/<timestamp>.json)")
     ap.add_argument("--plot", type=Path, help="PNG plot (default beside the JSON)")
     ap.add_argument("--keep", action="store_true", help="keep topics and indices (debugging)")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     args.rates = [float(x) for x in args.rates.split(",") if x]
+    if args.period_s:
+        args.rates = [args.devices / float(x) for x in args.period_s.split(",") if x]
+    presets = {"device_login": "password", "keepalive_s": 600, "connect_rate": 400.0}
+    presets["per_address"] = 20000
+    defaults = {"device_login": "certificate", "keepalive_s": 30, "connect_rate": 0.0}
+    defaults["per_address"] = 0
+    for key, value in (presets if args.fleet else defaults).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

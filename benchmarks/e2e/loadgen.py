@@ -6,7 +6,10 @@ Each worker process owns some devices, one MQTT v5 connection per device
 ``thermowatch/<site>/<device>/telemetry`` with QoS 1, paced to its share of
 the offered rate. Pacing is batched: every ``tick_s`` the worker publishes
 as many readings as the rate says are due, so a short stall is caught up in
-one burst rather than lost. Event time is the wall clock at the moment the
+one burst rather than lost; the devices take turns (:class:`fleet.RoundRobin`),
+so each publishes once per ``devices / rate`` seconds. The connections sit on
+one selector per worker (:class:`fleet.Pump`; fleets of 10,000-100,000
+devices: :mod:`benchmarks.e2e.fleet`). Event time is the wall clock at the moment the
 reading is queued for sending (``ts`` = send time); seqs are contiguous per
 device over the whole run (all steps).
 
@@ -34,12 +37,17 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.queues import Queue
 
+from benchmarks.e2e.fleet import Pump, RoundRobin, connect_from, connect_wait
 from stagekit.mqttwire import frame
 
 #: Temperature of a normal reading and of an anomalous one (above the
 #: benchmark's threshold rule, which opens an alert on a single reading).
 NORMAL_C = 20.0
 ANOMALY_C = 60.0
+
+
+#: TLS contexts of password logins, by CA file (one per worker process).
+_CA_CONTEXTS: dict[str, ssl.SSLContext] = {}
 
 
 def due(rate: float, elapsed_s: float, sent: int) -> int:
@@ -68,21 +76,35 @@ class RawPublisher:
         client_id: str,
         user: str,
         password: str,
-        tls: tuple[str, str] | None = None,
+        tls: tuple[str, str | None] | None = None,
+        *,
+        source: str | None = None,
+        keepalive: int = 30,
     ) -> None:
         """``tls``: the stack endpoint's ``(ca_file, certs_dir)``; the connection is
-        TLS with ``user``'s client certificate (the broker's certificate port)."""
-        self.keepalive = 30
-        raw = socket.create_connection((host, port), timeout=30)
+        TLS with ``user``'s client certificate (the broker's certificate port), or
+        with ``certs_dir`` None TLS with the CA only (the password port).
+        ``source``: the local address to connect from (see :func:`source_address`)."""
+        self.keepalive = keepalive
+        raw = connect_from(host, port, source, timeout=30)
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock: socket.socket = raw
         if tls is not None:
-            from deploy.local.pki import client_tls
+            if tls[1] is not None:
+                from deploy.local.pki import client_tls
 
-            paths = client_tls({"ca_file": tls[0], "certs_dir": tls[1]}, user)
-            ctx = ssl.create_default_context(cafile=paths.ca_file)
-            ctx.load_cert_chain(paths.cert_file, paths.key_file)
-            self.sock = ctx.wrap_socket(raw, server_hostname=host)
+                ctx = ssl.create_default_context(cafile=tls[0])
+                paths = client_tls({"ca_file": tls[0], "certs_dir": tls[1]}, user)
+                ctx.load_cert_chain(paths.cert_file, paths.key_file)
+            else:  # one context for every password login (~0.5 ms each to make)
+                ctx = _CA_CONTEXTS.get(tls[0]) or _CA_CONTEXTS.setdefault(
+                    tls[0], ssl.create_default_context(cafile=tls[0])
+                )
+            try:
+                self.sock = ctx.wrap_socket(raw, server_hostname=host)
+            except BaseException:
+                raw.close()
+                raise
         self.acked = 0
         self.failed = 0
         self._mid = 0
@@ -91,8 +113,12 @@ class RawPublisher:
         self._waiting: collections.deque[bytes] = collections.deque()
         self._out = bytearray()
         self._in = bytearray()
-        self._last_ping = time.monotonic()
-        self._connect(client_id, user, password)
+        self._last_sent = time.monotonic()
+        try:
+            self._connect(client_id, user, password)
+        except BaseException:
+            self.sock.close()
+            raise
         self.sock.setblocking(False)
 
     def _connect(self, client_id: str, user: str, password: str) -> None:
@@ -144,8 +170,13 @@ class RawPublisher:
         else:
             self._waiting.append(packet)
 
-    def service(self) -> None:
-        """Read PUBACKs, release waiting publishes, write what is pending, ping."""
+    @property
+    def pending(self) -> bool:
+        """Bytes are waiting to be written (the socket was full)."""
+        return bool(self._out)
+
+    def read(self) -> None:
+        """Read what the broker sent: count PUBACKs, release waiting publishes."""
         while True:
             try:
                 data = self.sock.recv(65536)
@@ -161,20 +192,38 @@ class RawPublisher:
                 self.acked += ok
                 self.failed += not ok
                 self._inflight -= 1
+            elif first == 0xE0:
+                raise ConnectionError(f"broker sent DISCONNECT {self._in[start:end].hex()}")
             del self._in[:end]
         while self._waiting and self._inflight < self._receive_maximum:
             self._inflight += 1
             self._out += self._waiting.popleft()
-        now = time.monotonic()
-        if now - self._last_ping > self.keepalive / 2:
-            self._last_ping = now
+
+    def ping_if_idle(self, now: float) -> None:
+        """Queue a PINGREQ when nothing was sent for half the keep-alive (any
+        packet keeps the connection alive: a device that publishes more often
+        than that never pings)."""
+        if now - self._last_sent > self.keepalive / 2:
+            self._last_sent = now
             self._out += b"\xc0\x00"
+
+    def flush(self) -> bool:
+        """Write what is pending, as far as the socket takes it; True if some is left."""
         if self._out:
             try:
                 sent = self.sock.send(self._out)
             except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 sent = 0
-            del self._out[:sent]
+            if sent:
+                self._last_sent = time.monotonic()
+                del self._out[:sent]
+        return bool(self._out)
+
+    def service(self) -> None:
+        """Read PUBACKs, release waiting publishes, ping if idle, write what is pending."""
+        self.read()
+        self.ping_if_idle(time.monotonic())
+        self.flush()
 
     def close(self) -> None:
         self.sock.setblocking(True)
@@ -226,6 +275,42 @@ class Device:
         return self.client.acked if self.client is not None else 0
 
 
+@dataclass(frozen=True)
+class Login:
+    """How a worker's devices connect: TLS ``(ca_file, certs_dir)`` (``certs_dir``
+    None: password login on the password port), the devices' source addresses
+    (None: the system's choice; else one per device, :func:`fleet.source_address`),
+    connections opened per second (0: no limit), the keep-alive in seconds."""
+
+    tls: tuple[str, str | None] | None = None
+    sources: Sequence[str] | None = None
+    connect_rate: float = 0.0
+    keepalive: int = 30
+
+
+def _connect_all(
+    devs: list[Device], passwords: dict[str, str], host: str, port: int, login: Login
+) -> str | None:
+    """Connect every device at the login's pace; an error text, or None."""
+    t0 = time.monotonic()
+    for k, dev in enumerate(devs):
+        time.sleep(connect_wait(k, login.connect_rate, time.monotonic() - t0))
+        try:
+            dev.client = RawPublisher(
+                host,
+                port,
+                dev.device_id,
+                dev.device_id,
+                passwords[dev.device_id],
+                login.tls,
+                source=login.sources[k] if login.sources else None,
+                keepalive=login.keepalive,
+            )
+        except OSError as exc:
+            return f"{dev.device_id} could not connect ({k} of {len(devs)} connected): {exc!r}"
+    return None
+
+
 def worker_main(
     index: int,
     devices: Sequence[tuple[str, str]],
@@ -235,25 +320,37 @@ def worker_main(
     run_id: str,
     conn: Connection,
     samples: Queue[tuple[str, int]],
-    tls: tuple[str, str] | None = None,
+    login: Login,
 ) -> None:
-    """Entry point of one worker process (driven by commands on ``conn``);
-    ``tls``: :class:`RawPublisher`'s."""
+    """Entry point of one worker process (driven by commands on ``conn``)."""
     from telemetry_contract import Reading, TopicKind, encode, mqtt_topic
 
     devs = [Device(d, s, mqtt_topic(s, d, TopicKind.TELEMETRY)) for d, s in devices]
-    for dev in devs:
-        try:
-            dev.client = RawPublisher(
-                host, port, dev.device_id, dev.device_id, passwords[dev.device_id], tls
-            )
-        except OSError as exc:
-            conn.send({"error": f"{dev.device_id} could not connect: {exc}"})
-            return
+    t_connect = time.monotonic()
+    error = _connect_all(devs, passwords, host, port, login)
+    if error is not None:
+        conn.send({"error": error})
+        return
     clients = [dev.client for dev in devs if dev.client is not None]
-    conn.send({"ready": index})
-    rr = 0  # round-robin position over devs
+    pump = Pump(list(clients))
+    conn.send({"ready": index, "connect_s": round(time.monotonic() - t_connect, 1)})
+    ping_every = login.keepalive / 4
+    next_ping = time.monotonic() + ping_every
+
+    def keep_alive(now: float) -> None:
+        nonlocal next_ping
+        if now >= next_ping:  # a sweep every quarter keep-alive, not every tick
+            next_ping = now + ping_every
+            for client in clients:
+                client.ping_if_idle(now)
+                if client.pending:
+                    pump.mark(client)
+
+    rr = 0  # the device of the next reading, over the whole run
     while True:
+        while not conn.poll(0.5):  # between steps: answer the broker, keep alive
+            pump.run(0.0)
+            keep_alive(time.monotonic())
         cmd = conn.recv()
         if cmd.get("stop"):
             break
@@ -265,7 +362,7 @@ def worker_main(
         start_at = float(cmd["start_at"])  # wall clock, shared by every worker
         acked0 = sum(d.acked for d in devs)
         anomalies: list[tuple[str, int, int]] = []
-        sent = 0
+        robin = RoundRobin(len(devs), len(devs) / rate, start=rr) if rate > 0 else None
         max_behind = 0
         time.sleep(max(0.0, start_at - time.time()))
         t0 = time.monotonic()
@@ -277,11 +374,10 @@ def worker_main(
             elapsed = now - t0
             if elapsed >= seconds:
                 break
-            n = due(rate, elapsed, sent)
-            max_behind = max(max_behind, n)
-            for _ in range(n):
-                dev = devs[rr]
-                rr = (rr + 1) % len(devs)
+            due_now = robin.take(elapsed) if robin is not None else []
+            max_behind = max(max_behind, len(due_now))
+            for i in due_now:
+                dev = devs[i]
                 dev.seq += 1
                 temp = NORMAL_C + (dev.seq % 7) * 0.1
                 anomalous = False
@@ -302,24 +398,28 @@ def worker_main(
                         temp_c=temp,
                     )
                 )
-                dev.client.publish(dev.topic_bytes, payload)  # type: ignore[union-attr]
+                client = dev.client
+                assert client is not None
+                client.publish(dev.topic_bytes, payload)
+                pump.mark(client)
                 if anomalous:
                     anomalies.append((dev.device_id, dev.seq, ts))
                 elif sample_every > 0 and now >= next_sample:
                     next_sample += sample_every
                     samples.put((f"{dev.device_id}:{dev.seq}", ts))
-            sent += n
-            for client in clients:
-                client.service()
-            time.sleep(tick)
+            pump.run(tick)
+            keep_alive(now)
+        sent = robin.sent if robin is not None else 0
+        if robin is not None:
+            rr = robin.next
         window_s = time.monotonic() - t0
         acked_in_window = sum(d.acked for d in devs) - acked0
         # Let the broker acknowledge the tail before the next step (bounded).
         deadline = time.monotonic() + 15.0
         while sum(d.acked for d in devs) - acked0 < sent and time.monotonic() < deadline:
-            for client in clients:
-                client.service()
-            time.sleep(0.01)
+            until = time.monotonic() + 0.2
+            while time.monotonic() < until:
+                pump.run(0.01)
         conn.send(
             {
                 "sent": sent,
@@ -330,6 +430,7 @@ def worker_main(
                 "anomalies": anomalies,
             }
         )
+    pump.close()
     for client in clients:
         client.close()
     conn.send({"stopped": index})
@@ -345,7 +446,7 @@ def storm_main(
     rate: float,
     start_at: float,
     conn: Connection,
-    tls: tuple[str, str] | None = None,
+    tls: tuple[str, str | None] | None = None,
 ) -> None:
     """One hostile device: ``count`` edge alerts of alternating severity at ``rate``/s.
 

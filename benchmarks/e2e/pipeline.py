@@ -22,14 +22,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from benchmarks.e2e import loadgen
+from benchmarks.e2e import fleet, loadgen
 from deploy.local.stack import LocalStack, free_port
 from stagekit.kafka import create_topics, partitions_of
 from stagekit.search import SearchSettings
 from telemetry_contract import kafka_topics
 from thermowatch.demo import DemoRun, Service, gateway_config, processor_config
 
-__all__ = ["Pipeline", "ensure_users", "write_toml"]
+__all__ = ["Pipeline", "ensure_users", "raise_fd_limit", "write_toml"]
 
 
 def write_toml(path: Path, data: Mapping[str, Any]) -> None:
@@ -41,13 +41,35 @@ def write_toml(path: Path, data: Mapping[str, Any]) -> None:
     path.chmod(0o600)  # holds the gateway's MQTT password
 
 
-def ensure_users(stack: LocalStack, devices: list[str]) -> dict[str, str]:
-    """Every MQTT user with its password, the ``devices`` added to the broker if new."""
-    users = dict(stack.credentials())
-    for d in devices:
-        if d not in users:
-            users[d] = stack.add_mqtt_user(d)
-    return users
+def ensure_users(
+    stack: LocalStack, devices: list[str], *, certificates: bool = True
+) -> dict[str, str]:
+    """Every MQTT user with its password, the new ones of ``devices`` added to the
+    broker in one batch (one render, one reload; ``certificates``: with client
+    certificates, else password login only)."""
+    known = stack.credentials()
+    missing = [d for d in devices if d not in known]
+    return known | (stack.add_mqtt_users(missing, certificates=certificates) if missing else {})
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise this process's open-file limit (inherited by the private brokers and
+    the load workers) to at least ``wanted``; the new soft limit. Past the hard
+    limit only a process with CAP_SYS_RESOURCE may go (root in a container may
+    lack it): else a clear error that names ``--brokers``."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(hard, wanted)))
+    except (ValueError, OSError) as exc:
+        raise RuntimeError(
+            f"--devices: {wanted} open files needed per broker, limit {soft}/{hard} "
+            f"(ulimit -n): {exc}; shard the fleet over more --brokers"
+        ) from exc
+    return wanted
 
 
 class Pipeline:
@@ -60,19 +82,32 @@ class Pipeline:
         self.endpoints = self.stack.endpoints()
         rid = time.strftime("%Y%m%d%H%M%S", time.gmtime()) + uuid.uuid4().hex[:4]
         self.rid = rid
-        self.mqtt_stack: LocalStack | None = None
+        #: The run's private brokers (``--brokers``; none with ``--mqtt shared``).
+        self.mqtt_stacks: list[LocalStack] = []
         if args.mqtt == "private":
             # Every gateway on the shared broker reads thermowatch/# (the ACL
             # allows no other root), so other engineers' traffic would flow
             # through ours and ours through theirs: a private Mosquitto avoids both.
-            self.mqtt_stack = LocalStack(
-                self.stack.root / "bench-e2e" / rid / "mqtt", mqtt_port=free_port(span=2)
-            )
+            ports: list[int] = []
+            while len(ports) < args.brokers:
+                port = free_port(span=2)
+                if all(abs(port - p) > 2 for p in ports):
+                    ports.append(port)
+            self.mqtt_stacks = [
+                LocalStack(self.stack.root / "bench-e2e" / rid / f"mqtt{b or ''}", mqtt_port=port)
+                for b, port in enumerate(ports)
+            ]
+        elif args.brokers > 1:
+            raise ValueError("--brokers: more than one needs --mqtt private")
         n_sites = max(1, math.ceil(args.devices / 10))
         self.sites = {
             f"e2e{s}": [f"e2e-d{d:02d}" for d in range(10 * s - 9, min(10 * s, args.devices) + 1)]
             for s in range(1, n_sites + 1)
         }
+        #: The sites of each broker: the fleet sharded by site, one gateway group each.
+        self.shards = fleet.shard(list(self.sites), args.brokers)
+        #: Each broker's endpoint, with its users (set by :meth:`start_broker`).
+        self.broker_endpoints: list[dict[str, Any]] = []
         run_dir = self.stack.root / "bench-e2e" / rid
         self.run = DemoRun(
             run_id=rid,
@@ -88,9 +123,12 @@ class Pipeline:
         #: ``(document id, ts)`` samples the workers stream for the searchability probe.
         self.samples: Any = self.ctx.Queue()
         self.workers: list[tuple[Any, Any]] = []
+        self.worker_devices: list[int] = []  # devices per worker
         self.gateways: list[Service] = []
         self.processor: Service | None = None
         self.processor_http = 0
+        #: Seconds the slowest worker took to connect its devices.
+        self.connect_s = 0.0
 
     @property
     def devices(self) -> list[str]:
@@ -101,8 +139,11 @@ class Pipeline:
 
     # -- configs ---------------------------------------------------------------
 
-    def gateway_toml(self, i: int) -> dict[str, Any]:
-        cfg = gateway_config(self.run, self.endpoints)
+    def gateway_toml(self, i: int, broker: int = 0) -> dict[str, Any]:
+        endpoints = self.endpoints
+        if self.broker_endpoints:
+            endpoints = {**endpoints, "mosquitto": self.broker_endpoints[broker]}
+        cfg = gateway_config(self.run, endpoints)
         cfg["gateway"]["id"] = f"e2e-{self.rid}-{i}"
         cfg["mqtt"]["share_group"] = f"e2e{self.rid}"
         cfg["kafka"]["linger_ms"] = self.args.gateway_linger_ms
@@ -123,6 +164,9 @@ class Pipeline:
             "min_duration_s": 0.0,
             # Only the threshold rule: fleet outliers would fire on the same readings.
             "outlier_z": 1e9,
+            # Every simulated device keeps its state (the default bounds it at
+            # 20,000: a larger fleet would evict, and resolve, alerts in turn).
+            "max_devices": max(20_000, self.args.devices + 1_000),
         }
         # Every device gets an anomaly every few seconds: never call that flapping
         # (a flapping alert stays open and would swallow the next anomalies).
@@ -159,16 +203,24 @@ class Pipeline:
     # -- lifecycle -------------------------------------------------------------
 
     def start_broker(self) -> dict[str, str]:
-        """The private broker (unless ``--mqtt shared``) and the devices' MQTT users."""
-        if self.mqtt_stack is not None:
-            self.mqtt_stack.up(["mosquitto"])
-            self.endpoints = {
-                **self.endpoints,
-                "mosquitto": self.mqtt_stack.endpoints()["mosquitto"],
-            }
-        wanted = self.devices + ([self.storm_device[0]] if self.args.storm else [])
-        passwords = ensure_users(self.mqtt_stack or self.stack, wanted)
-        self.endpoints["mosquitto"]["users"] = passwords
+        """The private brokers (unless ``--mqtt shared``), each with the MQTT users
+        of its devices; the devices' passwords."""
+        passwords: dict[str, str] = {}
+        self.broker_endpoints = []
+        for b, stack in enumerate(self.mqtt_stacks or [self.stack]):
+            if self.mqtt_stacks:
+                stack.up(["mosquitto"])
+            wanted = [d for site in self.shards[b] for d in self.sites[site]]
+            if self.args.storm and b == 0:
+                wanted.append(self.storm_device[0])
+            users = ensure_users(
+                stack, wanted, certificates=self.args.device_login == "certificate"
+            )
+            endpoint = stack.endpoints()["mosquitto"]
+            endpoint["users"] = users
+            self.broker_endpoints.append(endpoint)
+            passwords |= {d: users[d] for d in wanted}
+        self.endpoints = {**self.endpoints, "mosquitto": self.broker_endpoints[0]}
         return passwords
 
     def start_services(self) -> None:
@@ -189,12 +241,14 @@ class Pipeline:
         write_toml(pr, self.processor_toml())
         self.processor = Service("processor", "cloud_processor", pr, rd / "logs" / "processor.log")
         self.processor.start()
-        for i in range(self.args.gateways):
-            gw = rd / f"gateway{i}.toml"
-            write_toml(gw, self.gateway_toml(i))
-            svc = Service(f"gateway{i}", "gateway", gw, rd / "logs" / f"gateway{i}.log")
-            svc.start()
-            self.gateways.append(svc)
+        for b in range(len(self.broker_endpoints) or 1):  # a gateway group per broker
+            for j in range(self.args.gateways):
+                i = b * self.args.gateways + j
+                gw = rd / f"gateway{i}.toml"
+                write_toml(gw, self.gateway_toml(i, b))
+                svc = Service(f"gateway{i}", "gateway", gw, rd / "logs" / f"gateway{i}.log")
+                svc.start()
+                self.gateways.append(svc)
         topics = kafka_topics(self.run.kafka_prefix)
         wanted = [topics.telemetry, topics.alerts]
         deadline = time.monotonic() + 120
@@ -211,11 +265,27 @@ class Pipeline:
                 raise RuntimeError(f"{svc.name} exited:\n{svc.tail()}")
 
     def start_workers(self, passwords: dict[str, str]) -> None:
-        """The load workers (``loadgen.worker_main``), each connected for its devices."""
-        devices = [(d, site) for site, devs in self.sites.items() for d in devs]
-        m = self.endpoints["mosquitto"]
-        for i in range(self.args.workers):
-            mine = devices[i :: self.args.workers]
+        """The load workers (``loadgen.worker_main``), each connected for its devices
+        (``--workers`` per broker, at least one each; a worker's devices share a broker)."""
+        a = self.args
+        cert = a.device_login == "certificate"
+        plan: list[tuple[list[tuple[str, str]], dict[str, Any]]] = []
+        for b, m in enumerate(self.broker_endpoints):
+            devices = [(d, site) for site in self.shards[b] for d in self.sites[site]]
+            per_broker = max(1, a.workers // len(self.broker_endpoints))
+            plan += [(devices[j::per_broker], m) for j in range(per_broker)]
+        first = 0  # the fleet-wide index of the worker's first device
+        for i, (mine, m) in enumerate(plan):
+            port = int(m["port"] if cert else m["password_port"])
+            login = loadgen.Login(
+                tls=(m["ca_file"], m["certs_dir"] if cert else None),
+                sources=(
+                    fleet.sources(first, len(mine), a.per_address) if a.per_address > 0 else None
+                ),
+                connect_rate=a.connect_rate / len(plan),
+                keepalive=a.keepalive_s,
+            )
+            first += len(mine)
             parent, child = self.ctx.Pipe()
             p = self.ctx.Process(
                 target=loadgen.worker_main,
@@ -224,22 +294,32 @@ class Pipeline:
                     mine,
                     {d: passwords[d] for d, _ in mine},
                     m["host"],
-                    int(m["port"]),
+                    port,
                     self.rid,
                     child,
                     self.samples,
-                    (m["ca_file"], m["certs_dir"]),
+                    login,
                 ),
                 daemon=True,
             )
             p.start()
             self.workers.append((p, parent))
+            self.worker_devices.append(len(mine))
+        per_worker = max(len(mine) for mine, _m in plan)
+        # Three times the paced time, plus two minutes: a loaded machine's
+        # handshakes fall behind the pace.
+        wait = 120 + (3 * per_worker / (a.connect_rate / len(plan)) if a.connect_rate > 0 else 0)
+        t0 = time.monotonic()
         for p, conn in self.workers:
-            if not conn.poll(60):
-                raise RuntimeError(f"load worker {p.pid} did not connect in 60 s")
+            while not conn.poll(1.0):
+                if not p.is_alive():
+                    raise RuntimeError(f"load worker {p.pid} exited while connecting")
+                if time.monotonic() - t0 > wait:
+                    raise RuntimeError(f"load worker {p.pid} did not connect in {wait:.0f} s")
             msg = conn.recv()
             if "error" in msg:
                 raise RuntimeError(f"load worker: {msg['error']}")
+            self.connect_s = max(self.connect_s, float(msg.get("connect_s", 0.0)))
 
     def pids(self) -> dict[str, int | None]:
         """Process ids of the services and the stack's servers, by name (for CPU use)."""
@@ -249,11 +329,10 @@ class Pipeline:
             else None,
             **{g.name: g.proc.pid if g.proc else None for g in self.gateways},
             **{k: v.get("pid") for k, v in self.stack.status().items()},
-            **(
-                {"mosquitto": self.mqtt_stack.status(["mosquitto"])["mosquitto"].get("pid")}
-                if self.mqtt_stack is not None
-                else {}
-            ),
+            **{
+                f"mosquitto{b or ''}": st.status(["mosquitto"])["mosquitto"].get("pid")
+                for b, st in enumerate(self.mqtt_stacks)
+            },
         }
 
     def worker_pids(self) -> list[int | None]:
@@ -266,10 +345,11 @@ class Pipeline:
         a = self.args
         w = len(self.workers)
         start_at = start_at or time.time() + 0.5
-        for _proc, conn in self.workers:
+        total = sum(self.worker_devices)
+        for (_proc, conn), n in zip(self.workers, self.worker_devices, strict=True):
             conn.send(
                 {
-                    "rate": rate / w,
+                    "rate": rate * n / total,  # the same period for every device
                     "seconds": seconds,
                     "anomaly_every_s": w / a.anomalies_per_s if a.anomalies_per_s > 0 else 0,
                     "sample_every_s": w / a.samples_per_s if a.samples_per_s > 0 else 0,
@@ -288,12 +368,13 @@ class Pipeline:
     def start_storm(self, passwords: dict[str, str], start_at: float) -> tuple[Any, Any]:
         """The storm device's process (``loadgen.storm_main``) and its pipe."""
         m = self.endpoints["mosquitto"]
+        cert = self.args.device_login == "certificate"
         parent, child = self.ctx.Pipe()
         p = self.ctx.Process(
             target=loadgen.storm_main,
             args=(
                 m["host"],
-                int(m["port"]),
+                int(m["port"] if cert else m["password_port"]),
                 self.storm_device,
                 passwords[self.storm_device[0]],
                 self.rid,
@@ -301,7 +382,7 @@ class Pipeline:
                 self.args.storm_rate,
                 start_at,
                 child,
-                (m["ca_file"], m["certs_dir"]),
+                (m["ca_file"], m["certs_dir"] if cert else None),
             ),
             daemon=True,
         )
@@ -319,6 +400,7 @@ class Pipeline:
                 p.kill()
                 p.join(5)
         self.workers.clear()
+        self.worker_devices.clear()
 
     def stop_services(self) -> None:
         for svc in [*([self.processor] if self.processor else []), *self.gateways]:
@@ -326,6 +408,6 @@ class Pipeline:
 
     def stop_broker(self) -> None:
         """Stop the private broker and remove its state (its queue, if the pipeline fell behind)."""
-        if self.mqtt_stack is not None:
-            self.mqtt_stack.down(["mosquitto"])
-            shutil.rmtree(self.mqtt_stack.root, ignore_errors=True)
+        for stack in self.mqtt_stacks:
+            stack.down(["mosquitto"])
+            shutil.rmtree(stack.root, ignore_errors=True)

@@ -158,6 +158,19 @@ def cpu_seconds(pid: int | None) -> float | None:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def rss_mb(pid: int | None) -> float | None:
+    """Resident memory of a process in MB (``VmRSS`` of /proc), None if gone."""
+    if not pid:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
 def scrape(url: str) -> dict[str, float]:
     """Unlabelled samples of a Prometheus text page (``{}`` when unreachable)."""
     import requests

@@ -13,14 +13,22 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
 import sys
 import time
 from typing import Any
 
 from benchmarks.e2e.cleanup import cleanup
-from benchmarks.e2e.pipeline import Pipeline
-from benchmarks.e2e.probes import SearchProbe, WebhookSink, count_readings, cpu_seconds, scrape
+from benchmarks.e2e.pipeline import Pipeline, raise_fd_limit
+from benchmarks.e2e.probes import (
+    SearchProbe,
+    WebhookSink,
+    count_readings,
+    cpu_seconds,
+    rss_mb,
+    scrape,
+)
 from benchmarks.e2e.readback import alert_record_times, anomaly_record_times
 from benchmarks.e2e.report import pct, step_line, summarize, webhook_split
 from telemetry_contract import kafka_topics
@@ -141,7 +149,12 @@ class Bench:
                 if v is not None and cpu1.get(k) is not None
             }
             | {"load_generator": round((gen_cpu1 - gen_cpu0) / window * 100, 1)},
+            "rss_mb": {k: rss_mb(v) for k, v in pids.items() if v}
+            | {"load_generator": self._generator_rss()},
         }
+
+    def _generator_rss(self) -> float:
+        return round(sum(rss_mb(p) or 0.0 for p in self.pipeline.worker_pids()), 1)
 
     # -- the run ---------------------------------------------------------------
 
@@ -151,7 +164,11 @@ class Bench:
         pipeline = self.pipeline
         t_start = time.time()
         load_before = os.getloadavg()
+        # One descriptor per device in its broker (and in its worker, with fewer).
+        raise_fd_limit(math.ceil(a.devices / a.brokers) + 1024)
+        t_users = time.monotonic()
         passwords = self.passwords = pipeline.start_broker()
+        users_s = time.monotonic() - t_users
         result: dict[str, Any] = {
             "benchmark": "e2e-latency",
             "run_id": self.rid,
@@ -164,6 +181,7 @@ class Bench:
             },
             "settings": {
                 "devices": a.devices,
+                "brokers": a.brokers,
                 "workers": a.workers,
                 "gateways": a.gateways,
                 "mqtt": a.mqtt,
@@ -174,6 +192,10 @@ class Bench:
                 "samples_per_s": a.samples_per_s,
                 "poll_ms": a.poll_ms,
                 "processor_kafka": dict(a.processor_kafka or []),
+                "device_login": a.device_login,
+                "keepalive_s": a.keepalive_s,
+                "connect_rate": a.connect_rate,
+                "per_address": a.per_address,
                 "kafka_topic_prefix": pipeline.run.kafka_prefix,
                 "index_prefix": pipeline.run.index_prefix,
                 "storm": (
@@ -200,7 +222,21 @@ class Bench:
                 a.poll_ms / 1000,
             )
             self.probe.start()
+            brokers = [v for k, v in pipeline.pids().items() if k.startswith("mosquitto")]
+            rss0 = sum(rss_mb(p) or 0.0 for p in brokers)
             pipeline.start_workers(passwords)
+            rss1 = sum(rss_mb(p) or 0.0 for p in brokers)
+            gen = self._generator_rss()
+            result["fleet"] = {
+                "broker_start_and_users_s": round(users_s, 1),
+                "connect_s": pipeline.connect_s,
+                "mosquitto_rss_mb_before_connect": round(rss0, 1),
+                "mosquitto_rss_mb_connected": round(rss1, 1),
+                "mosquitto_kb_per_connection": round((rss1 - rss0) * 1024 / a.devices, 1),
+                "load_generator_rss_mb": gen,
+                "load_generator_kb_per_connection": round(gen * 1024 / a.devices, 1),
+            }
+            print(json.dumps(result["fleet"]), flush=True)
             warmup_published = self._warm_up()
             if a.storm:
                 self._measure_storm(result)
@@ -286,16 +322,31 @@ class Bench:
     def _count_and_split(self, result: dict[str, Any], warmup_published: int) -> None:
         """Readings stored against published, and the split of (b) at Kafka, per step."""
         pipeline = self.pipeline
-        stored = count_readings(
-            pipeline.endpoints["search"], f"{pipeline.run.index_prefix}readings-*"
-        )
-        result["readings_stored"] = stored
-        result["readings_acked"] = sum(s["acked_total"] for s in result["steps"])
+        pattern = f"{pipeline.run.index_prefix}readings-*"
         # Every reading the generator sent, warm-up included, is in the index once
         # (a document's _id is device:seq, so a redelivery cannot add one).
         published = warmup_published + sum(s["published"] for s in result["steps"])
+        # A pipeline that fell behind is still storing: wait for it (bounded by
+        # --settle-s, and by a minute without progress).
+        t0 = time.monotonic()
+        stored = count_readings(pipeline.endpoints["search"], pattern)
+        moved = t0
+        while stored < published and time.monotonic() - t0 < self.args.settle_s:
+            if time.monotonic() - moved > 60:
+                break
+            time.sleep(5.0)
+            pipeline.check_alive()
+            now = count_readings(pipeline.endpoints["search"], pattern)
+            if now != stored:
+                stored, moved = now, time.monotonic()
+        result["readings_settle_s"] = round(time.monotonic() - t0, 1)
+        result["readings_stored"] = stored
+        result["readings_acked"] = sum(s["acked_total"] for s in result["steps"])
         result["readings_published_with_warmup"] = published
         result["readings_missing_in_index"] = published - stored
+        # Document ids are device:seq: a reading stored twice is one document, so
+        # stored == published means every reading once (more would be a stray id).
+        result["readings_extra_in_index"] = max(0, stored - published)
         kafka = pipeline.endpoints["kafka"]
         topics = kafka_topics(pipeline.run.kafka_prefix)
         alert_ts = asyncio.run(alert_record_times(kafka, topics.alerts))

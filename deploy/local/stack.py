@@ -319,6 +319,15 @@ class LocalStack:
         """
         return self._mosquitto.add_user(name, password)
 
+    def add_mqtt_users(
+        self, names: Iterable[str], *, certificates: bool = True, timeout: float | None = None
+    ) -> dict[str, str]:
+        """Add the new users of ``names`` in one batch (one render of the password
+        file and ACL, one broker reload); ``{name: password}`` for every name.
+        ``certificates=False``: password login only (no client certificates).
+        See :meth:`deploy.local.services.mosquitto.Mosquitto.add_users`."""
+        return self._mosquitto.add_users(names, certificates=certificates, timeout=timeout)
+
     def add_device(self, device_id: str, site: str) -> str:
         """Add a new device user with a random password and record its site.
 

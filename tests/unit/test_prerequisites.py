@@ -85,8 +85,9 @@ def test_missing_tools_looks_in_sbin_too(monkeypatch: pytest.MonkeyPatch) -> Non
 #: The skips that are not a missing prerequisite: a chaos step that needs the
 #: step before it to have passed and a machine the Pi's hashed wheel set has no
 #: wheels for (nothing to install), and a search server without the ISM plugin (no
-#: registry reachable here carries it, so there is nothing `make deps` could install). The NAB corpus goes through `require` too
-#: (benchmarks/nab/corpus.py's require_corpus, tested in benchmarks/nab/test_corpus.py).
+#: registry reachable here carries it, so there is nothing `make deps` could install).
+#: The NAB corpus goes through `require` too (benchmarks/nab/corpus.py's
+#: require_corpus, tested in benchmarks/nab/test_corpus.py).
 ALLOWED_SKIPS = {
     "tests/integration/test_pi_installer.py": "the hashed wheel set has no wheels for it",
     "tests/chaos/test_chaos_pipeline.py": 'pytest.skip("needs test_',
