@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from cloud_processor.rules.lifecycle import AlertBook, Signal
 from cloud_processor.rules.settings import RuleSettings
@@ -163,3 +163,18 @@ class FleetRule:
         """Drop what the rule keeps about a device (evicted: idle, or over
         ``max_devices``). Every rule with per-device state overrides it; the
         registry conformance test checks that nothing of the device is left."""
+
+    def park(self, device_id: str, site: str) -> Any:
+        """Take the device's state out (it is being compacted: idle) as plain
+        data msgpack can encode (None: nothing worth keeping), and forget it.
+
+        :meth:`unpark` gets it back when the device is heard from again, so
+        that the device is judged as if it had never been compacted. The
+        default keeps nothing: rules whose state can decide a later verdict
+        override both.
+        """
+        self.forget(device_id, site)
+        return None
+
+    def unpark(self, device: Device, state: Any) -> None:
+        """Put back what :meth:`park` returned (never called with None)."""

@@ -14,7 +14,9 @@ document says ``late: true``) but never notified as new alerts.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Final
+from typing import Any, Final
+
+import msgspec
 
 from cloud_processor.rules.base import Device, FleetRule
 from cloud_processor.rules.lifecycle import AlertBook, Signal
@@ -99,9 +101,12 @@ class FleetRules:
         #: device_id -> processing time it was last heard from, least recent
         #: first (moved to the end on every message): what eviction scans.
         self._heard: dict[str, int] = {}
-        #: Evicted devices whose alerts are still open: device_id -> when last
-        #: heard from, least recent first.
-        self._parked: dict[str, int] = {}
+        #: Compacted devices (idle): device_id -> their compact record (when
+        #: last heard from, then every rule's state; see :meth:`_park`), least
+        #: recently heard first. Their open alerts stay in the book.
+        self._parked: dict[str, bytes] = {}
+        #: site -> devices kept (full state or compacted): what ``site_size`` says.
+        self._site_devices: dict[str, int] = {}
         self._idle_ms = int(rules.device_idle_s * 1000)
         #: Devices evicted and alerts resolved by eviction, since the start (metrics).
         self.evicted = 0
@@ -159,12 +164,15 @@ class FleetRules:
         released and judged.
         """
         out = self._judge_all(self._reorder.expire(now_ms), now_ms)
-        out += self.evict(now_ms)
+        out += self._evict_over_limit(now_ms)
         watermark = self.watermark(now_ms)
         for rule in self._tick_rules:
             for signal, late in rule.on_tick(self._devices, now_ms, watermark):
                 device = self._devices[signal.device_id]
                 out += self._apply(device, [signal], late, signal.ts)
+        # After the rules: a device idle for device_idle_s (>= stale_after_s)
+        # has had its stale verdict at this tick, if not before.
+        out += self._evict_idle(now_ms)
         return out
 
     def restore(self, alerts: Iterable[Alert], *, now_ms: int | None = None) -> None:
@@ -178,15 +186,17 @@ class FleetRules:
         for alert in alerts:
             if alert.status is AlertStatus.OPEN and alert.rule == Rule.OFFLINE.value:
                 self._device(alert.device_id, alert.site, now_ms).offline = True
+            elif alert.device_id in self._parked:
+                self._device(alert.device_id, alert.site, now_ms)  # its state back
             elif now_ms is not None and alert.device_id not in self._heard:
-                self._parked.pop(alert.device_id, None)
                 self._heard[alert.device_id] = now_ms
 
     # -- bounded state -------------------------------------------------------
 
     def site_size(self, site: str) -> int:
-        """Devices of ``site`` whose state is kept (what "most of a site" counts)."""
-        return sum(1 for d in self._devices.values() if d.site == site)
+        """Devices of ``site`` whose state is kept, compacted ones included
+        (what "most of a site" counts)."""
+        return self._site_devices.get(site, 0)
 
     @property
     def device_count(self) -> int:
@@ -207,14 +217,25 @@ class FleetRules:
         (stored and published on the alerts topic, logged, counted; not
         notified, so a flood of device ids cannot become a notification storm).
         """
+        return self._evict_idle(now_ms) + self._evict_over_limit(now_ms)
+
+    def _evict_idle(self, now_ms: int) -> list[AlertChange]:
+        """Compact the devices not heard from for ``device_idle_s``: the
+        least recently heard first, so this costs the devices compacted."""
         out: list[AlertChange] = []
         horizon = now_ms - self._idle_ms
-        heard, parked = self._heard, self._parked
+        heard = self._heard
         while heard:
             device_id, last = next(iter(heard.items()))
             if last > horizon:
                 break
             out += self._forget(device_id, now_ms)
+        return out
+
+    def _evict_over_limit(self, now_ms: int) -> list[AlertChange]:
+        """Beyond ``max_devices``: give up the devices heard from longest ago."""
+        out: list[AlertChange] = []
+        heard, parked = self._heard, self._parked
         limit = self._config.max_devices
         while len(heard) + len(parked) > limit:
             # Give up the device heard from longest ago, parked or not (a
@@ -223,13 +244,15 @@ class FleetRules:
             first_heard = next(iter(heard.items()), None)
             first_parked = next(iter(parked.items()), None)
             if first_heard is not None and (
-                first_parked is None or first_heard[1] < first_parked[1]
+                first_parked is None or first_heard[1] < _heard_at(first_parked[1])
             ):
                 out += self._forget(first_heard[0], now_ms)
                 continue
             assert first_parked is not None  # over the limit: one of them is not empty
             device_id = first_parked[0]
-            del parked[device_id]
+            record = _unpack(parked.pop(device_id))
+            if record[0] is not None:
+                self._count_site(record[0], -1)
             resolved = self.book.resolve_all(
                 device_id,
                 ts=now_ms,
@@ -237,25 +260,74 @@ class FleetRules:
             )
             self.evicted_alerts += len(resolved)
             out += resolved
-            for rule in self._rules:
-                rule.forget(device_id, "")
         return out
 
     def _forget(self, device_id: str, now_ms: int) -> list[AlertChange]:
-        """Drop the device's state (it is no longer heard); park its open alerts."""
+        """Compact the device (it is no longer heard from): its state becomes
+        a compact record, its open alerts stay open in the book ("parked")."""
         last_heard = self._heard.pop(device_id)
         self.evicted += 1
-        out: list[AlertChange] = []
         device = self._devices.get(device_id)
-        if device is not None:
-            out += self._judge_all(self._reorder.forget(device_id), now_ms)
-            del self._devices[device_id]
+        if device is None:  # known only from a restored alert: nothing but the book
+            record: list[Any] = [None, None, None, None, None, False, 0, None, [], None]
             for rule in self._rules:
-                rule.forget(device_id, device.site)
-        self.book.forget(device_id)
-        if self.book.open_rules(device_id):
-            self._parked[device_id] = last_heard
-        return out
+                rule.forget(device_id, "")
+        else:
+            released, order = self._reorder.park(device_id)
+            out = self._judge_all(released, now_ms)  # readings it held: judged first
+            del self._devices[device_id]
+            record = [
+                device.site,
+                device.last_ts,
+                device.last_seen_ms,
+                device.last_temp,
+                device.sensor_id,
+                device.offline,
+                device.status_ts,
+                order,
+                [rule.park(device_id, device.site) for rule in self._rules],
+                None,
+            ]
+        record[-1] = self.book.park(device_id)
+        self._parked[device_id] = last_heard.to_bytes(8, "big", signed=True) + _ENCODE(record)
+        return out if device is not None else []
+
+    def _unpark(self, device_id: str, site: str) -> Device | None:
+        """A compacted device heard from again: its state back from its record,
+        as it was when it was compacted (None: it had only a restored alert:
+        its book state is back, the device is new)."""
+        record = _unpack(self._parked.pop(device_id))
+        if record[-1] is not None:
+            self.book.unpark(device_id, record[-1])
+        if record[0] is None:
+            return None
+        site, last_ts, last_seen_ms, last_temp, sensor_id, offline, status_ts = record[:7]
+        order, states = record[7:9]
+        device = Device(
+            device_id,
+            site,
+            self._config.for_device(device_id, site),
+            last_ts=last_ts,
+            last_seen_ms=last_seen_ms,
+            last_temp=last_temp,
+            sensor_id=sensor_id,
+            offline=offline,
+            status_ts=status_ts,
+        )
+        self._devices[device_id] = device
+        if order is not None:
+            self._reorder.unpark(device_id, order)
+        for rule, state in zip(self._rules, states, strict=True):
+            if state is not None:
+                rule.unpark(device, state)
+        return device
+
+    def _count_site(self, site: str, delta: int) -> None:
+        count = self._site_devices.get(site, 0) + delta
+        if count > 0:
+            self._site_devices[site] = count
+        else:
+            self._site_devices.pop(site, None)
 
     # -- the reorder stage -------------------------------------------------
 
@@ -308,15 +380,17 @@ class FleetRules:
     # -- judging -----------------------------------------------------------
 
     def _device(self, device_id: str, site: str, now_ms: int | None) -> Device:
+        device = self._devices.get(device_id)
+        if device is None and device_id in self._parked:
+            device = self._unpark(device_id, site)
         if now_ms is not None:
             heard = self._heard
-            if heard.pop(device_id, None) is None:
-                self._parked.pop(device_id, None)
+            heard.pop(device_id, None)
             heard[device_id] = now_ms  # most recently heard: last in the scan
-        device = self._devices.get(device_id)
         if device is None:
             device = Device(device_id, site, self._config.for_device(device_id, site))
             self._devices[device_id] = device
+            self._count_site(site, +1)
         return device
 
     def _judge_all(self, readings: list[Reading], now_ms: int) -> list[AlertChange]:
@@ -360,6 +434,21 @@ class FleetRules:
             for signal in reactions:
                 changes += self.book.apply(signal, late=late)
         return changes
+
+
+_ENCODE: Final = msgspec.msgpack.Encoder().encode
+_DECODE: Final = msgspec.msgpack.Decoder().decode
+
+
+def _heard_at(record: bytes) -> int:
+    """When a compacted device was last heard from (its record's first 8 bytes)."""
+    return int.from_bytes(record[:8], "big", signed=True)
+
+
+def _unpack(record: bytes) -> list[Any]:
+    """A compact record's rule state (after its last-heard time)."""
+    state: list[Any] = _DECODE(record[8:])
+    return state
 
 
 def _decided(signals: Iterable[Signal | None]) -> list[Signal]:

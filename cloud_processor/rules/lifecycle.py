@@ -133,6 +133,43 @@ class AlertBook:
             self._floor.pop((device_id, rule.value), None)
         self._known.pop(device_id, None)
 
+    def park(self, device_id: str) -> list[object] | None:
+        """Take out the device's bookkeeping (openings, resolved floors, known
+        versions) as plain data, for a compacted device (None: none); its
+        active alerts stay (see :meth:`forget`)."""
+        opens: dict[str, list[int]] = {}
+        floors: dict[str, int] = {}
+        for rule in Rule:
+            key = (device_id, rule.value)
+            times = self._opens.pop(key, None)
+            if times:
+                opens[rule.value] = list(times)
+            floor = self._floor.pop(key, None)
+            if floor is not None:
+                floors[rule.value] = floor
+        known = self._known.pop(device_id, None)
+        if not opens and not floors and not known:
+            return None
+        return [opens, floors, known or {}]
+
+    def unpark(self, device_id: str, state: list[object]) -> None:
+        """Put back what :meth:`park` took out, merged with what :meth:`restore`
+        may have loaded for the device meanwhile (a rebalance)."""
+        opens, floors, known = state
+        assert isinstance(opens, dict) and isinstance(floors, dict) and isinstance(known, dict)
+        for rule, times in opens.items():
+            kept = self._opens.setdefault((device_id, rule), deque())
+            merged = sorted(set(kept).union(times))
+            kept.clear()
+            kept.extend(merged)
+        for rule, floor in floors.items():
+            key = (device_id, rule)
+            self._floor[key] = max(floor, self._floor.get(key, floor))
+        if known:
+            mine = self._known.setdefault(device_id, {})
+            for alert_id, version in known.items():
+                mine[alert_id] = max(version, mine.get(alert_id, 0))
+
     def resolve_all(self, device_id: str, *, ts: int, reason: str) -> list[AlertChange]:
         """Resolve every active alert of the device (its state is dropped for
         good: ``max_devices``); recorded and published, not notified."""

@@ -25,7 +25,7 @@ than one batch during a catch-up can go unseen.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
 from cloud_processor.rules.base import Device, FleetRule, Verdict
 from cloud_processor.rules.lifecycle import AlertBook, Signal
@@ -73,6 +73,16 @@ class FleetOutlier(FleetRule):
             if not members:
                 del self._members[site]
                 self._dirty.discard(site)
+
+    def park(self, device_id: str, site: str) -> Any:
+        member = device_id in self._members.get(site, ())
+        self.forget(device_id, site)
+        return 1 if member else None
+
+    def unpark(self, device: Device, state: Any) -> None:
+        # A peer of its site again (its last temperature is back with it);
+        # nothing new to judge, so the site is not marked dirty.
+        self._members.setdefault(device.site, set()).add(device.device_id)
 
     def on_temperature(self, device: Device, ts: int, temp_c: float) -> Signal | None:
         members = self._members.get(device.site)

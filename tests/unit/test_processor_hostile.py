@@ -361,9 +361,14 @@ def test_an_idle_device_leaves_nothing_in_any_rule() -> None:
     idle = int(RulesConfig().device_idle_s * 1000)
     for peer in ("p1", "p2", "p3", "p4"):  # peers stay active
         rules.on_reading(reading(peer, 2, ts=NOW + idle), now_ms=NOW + idle)
-    rules.tick(NOW + idle + 60_000)
-    assert _holds(rules, "idle-1") == []
-    assert rules.evicted == 1 and rules.device_count == 4
+    changes = rules.tick(NOW + idle + 60_000)
+    # silent: its stale alert opens before it is compacted, and stays open
+    assert [(c.kind, c.alert.device_id, c.alert.rule) for c in changes] == [
+        (ChangeKind.OPENED, "idle-1", "stale_sensor")
+    ]
+    # no rule keeps anything of it: only its compact record and its open alert
+    assert sorted(_holds(rules, "idle-1")) == ["AlertBook._active", "FleetRules._parked"]
+    assert rules.evicted == 1 and rules.device_count == 5  # compacted devices count
 
 
 def test_an_open_alert_of_an_idle_device_stays_open_and_clears_when_it_is_heard_again() -> None:
@@ -375,11 +380,13 @@ def test_an_open_alert_of_an_idle_device_stays_open_and_clears_when_it_is_heard_
     assert rules.evicted == 1 and rules.device_count == 1  # parked: its alert counts
     active = rules.book.active("d1", "threshold_high")
     assert active is not None and active.alert_id == opened.alert.alert_id
-    # heard from again: the same alert resolves as usual (no second alert opens)
+    (stale,) = [c for c in changes if c.kind is ChangeKind.OPENED]  # silent for a day
+    # heard from again: the same alerts resolve as usual (no second alert opens)
     back = NOW + idle + 1000
     changes = rules.on_reading(reading("d1", 2, 5.0, ts=back), now_ms=back)
     assert [(c.kind, c.alert.alert_id) for c in changes] == [
-        (ChangeKind.RESOLVED, opened.alert.alert_id)
+        (ChangeKind.RESOLVED, stale.alert.alert_id),
+        (ChangeKind.RESOLVED, opened.alert.alert_id),
     ]
 
 

@@ -1,0 +1,252 @@
+"""Bounded per-device rule state: idle devices compacted and rebuilt on demand,
+and a tick that costs the devices that are due, not the fleet (pure, no services)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cloud_processor.config import AlertSettings, RulesConfig
+from cloud_processor.rules import FleetRules
+from cloud_processor.rules.stale import StaleSensor
+from telemetry_contract import (
+    AlertChange,
+    ChangeKind,
+    DeviceState,
+    DeviceStatus,
+    EdgeAlert,
+    EdgeAlertKind,
+    Gap,
+    GapReason,
+    Quality,
+    Reading,
+    Severity,
+)
+
+T0 = 1_767_225_600_000
+S = 1000
+#: Every window at its shortest, so that compaction (after 60 s idle) happens often.
+SHORT = {
+    "threshold_high_c": 8.0,
+    "critical_high_c": 12.0,
+    "threshold_low_c": -20.0,
+    "min_duration_s": 20.0,
+    "rate_max_c_per_min": 6.0,
+    "rate_window_s": 60.0,
+    "stale_after_s": 60.0,
+    "outlier_window_s": 60.0,
+    "outlier_min_peers": 3,
+    "fault_storm_count": 2,
+    "fault_storm_window_s": 60.0,
+}
+FLAPPY = AlertSettings(flap_max_opens=2, flap_window_s=600, flap_hold_s=90)
+
+
+def evicting() -> FleetRules:
+    return FleetRules(RulesConfig(**SHORT, device_idle_s=60), FLAPPY)  # type: ignore[arg-type]
+
+
+def keeping() -> FleetRules:
+    """The same rules, never compacting a device (a year idle)."""
+    return FleetRules(RulesConfig(**SHORT, device_idle_s=365 * 86_400), FLAPPY)  # type: ignore[arg-type]
+
+
+def seen(changes: list[AlertChange]) -> list[tuple[Any, ...]]:
+    """What a change says, to compare two processors."""
+    return [
+        (
+            c.kind,
+            c.notify,
+            c.alert.alert_id,
+            c.alert.version,
+            c.alert.severity,
+            c.alert.updated_at,
+            c.alert.message,
+            c.alert.clear_reason,
+            c.alert.flapping,
+            c.alert.late,
+        )
+        for c in changes
+    ]
+
+
+DEVICES = ("a", "b", "c", "d")
+#: One step of a stream: (seconds to wait, device index, what it sends, a value).
+step = st.tuples(
+    st.sampled_from([0, 1, 5, 20, 45, 70, 130, 400]),
+    st.integers(0, len(DEVICES) - 1),
+    st.sampled_from(
+        ["reading", "reading", "reading", "skip", "dup", "bad", "offline", "online", "gap", "edge"]
+    ),
+    st.sampled_from([4.0, 4.5, 9.0, 13.0, -25.0, 30.0]),
+)
+
+
+def play(
+    rules: FleetRules, steps: list[tuple[int, int, str, float]]
+) -> list[list[tuple[Any, ...]]]:
+    """Feed a stream (event time = processing time minus a little), tick after every step."""
+    now = T0
+    seqs = dict.fromkeys(DEVICES, 0)
+    out = []
+    for wait_s, index, kind, value in steps:
+        now += wait_s * S
+        device = DEVICES[index]
+        ts = now - 300
+        changes: list[AlertChange] = []
+        if kind in ("reading", "skip", "dup", "bad"):
+            if kind == "skip":
+                seqs[device] += 1  # a seq lost on the way: the next one waits, then goes
+            if kind != "dup" or seqs[device] == 0:
+                seqs[device] += 1
+            reading = Reading(
+                device_id=device,
+                sensor_id="host",
+                site="s1",
+                seq=seqs[device],
+                ts=ts,
+                temp_c=None if kind == "bad" else value,
+                quality=Quality.CRC_ERROR if kind == "bad" else Quality.OK,
+            )
+            changes = rules.on_reading(reading, now_ms=now)
+        elif kind in ("offline", "online"):
+            state = DeviceState.OFFLINE if kind == "offline" else DeviceState.ONLINE
+            status = DeviceStatus(device_id=device, site="s1", ts=ts, state=state, reason="lost")
+            changes = rules.on_status(status, now_ms=now)
+        elif kind == "gap":
+            first = seqs[device] + 1
+            seqs[device] += 2
+            gap = Gap(
+                device_id=device,
+                site="s1",
+                ts=ts,
+                first_seq=first,
+                last_seq=first + 1,
+                reason=GapReason.OUTBOX_FULL,
+            )
+            changes = rules.on_gap(gap, now_ms=now)
+        else:
+            edge = EdgeAlert(
+                device_id=device,
+                site="s1",
+                alert_id=f"{device}.anomaly.{ts}",
+                ts=ts,
+                kind=EdgeAlertKind.ANOMALY,
+                severity=Severity.WARNING,
+                message="score 0.99",
+            )
+            changes = rules.on_edge_alert(edge, now_ms=now)
+        out.append(seen(changes))
+        out.append(seen(rules.tick(now + 250)))  # after the reorder wait
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(step, min_size=1, max_size=40))
+def test_a_compacted_device_is_judged_as_if_it_had_never_been_compacted(
+    steps: list[tuple[int, int, str, float]],
+) -> None:
+    """Random streams of readings (in order, lost, duplicated, faulty), statuses,
+    gaps and edge alerts with idle stretches: a processor that compacts idle
+    devices after 60 s emits exactly the changes of one that never does."""
+    compacting = evicting()
+    assert play(compacting, steps) == play(keeping(), steps)
+
+
+def test_the_property_stream_does_compact_and_rebuild() -> None:
+    """The streams above reach compaction: a device idle for 70 s is compacted
+    and rebuilt when it reports again."""
+    rules = evicting()
+    steps = [(0, 0, "reading", 9.0), (70, 1, "reading", 4.0), (5, 0, "reading", 9.0)]
+    play(rules, steps[:2])
+    assert "a" in rules._parked and rules.evicted == 1
+    play(rules, steps[2:])
+    assert "a" not in rules._parked
+
+
+def test_a_silent_device_goes_stale_once_and_on_time_and_is_compacted_after() -> None:
+    rules = evicting()
+    first = Reading(device_id="a", sensor_id="host", site="s1", seq=1, ts=T0, temp_c=4.0)
+    rules.on_reading(first, now_ms=T0)
+    assert rules.tick(T0 + 59_999) == []
+    opened = rules.tick(T0 + 60_000)  # the first tick at its deadline
+    assert [(c.kind, c.alert.rule, c.alert.opened_at) for c in opened] == [
+        (ChangeKind.OPENED, "stale_sensor", T0 + 60_000)
+    ]
+    assert "a" in rules._parked  # compacted at the same tick, after its verdict
+    for minutes in range(2, 30):
+        assert rules.tick(T0 + minutes * 60_000) == []  # once
+    assert rules.book.active("a", "stale_sensor") is not None  # still open
+    back = Reading(device_id="a", sensor_id="host", site="s1", seq=2, ts=T0 + 1_800_000, temp_c=4.0)
+    changes = rules.on_reading(back, now_ms=T0 + 1_800_000)
+    assert [(c.kind, c.alert.alert_id) for c in changes] == [
+        (ChangeKind.RESOLVED, opened[0].alert.alert_id)
+    ]
+    # rebuilt: it goes stale again on time
+    assert rules.tick(T0 + 1_859_999) == []
+    assert [c.kind for c in rules.tick(T0 + 1_860_000)] == [ChangeKind.OPENED]
+
+
+def test_an_offline_device_is_compacted_with_its_alert_and_no_stale_alert() -> None:
+    rules = evicting()
+    reading = Reading(device_id="a", sensor_id="host", site="s1", seq=1, ts=T0, temp_c=4.0)
+    rules.on_reading(reading, now_ms=T0)
+    will = DeviceStatus(device_id="a", site="s1", ts=T0 + 1, state=DeviceState.OFFLINE)
+    assert [c.alert.rule for c in rules.on_status(will, now_ms=T0 + 1)] == ["device_offline"]
+    assert rules.tick(T0 + 3_600_000) == []  # offline: no stale alert, compacted
+    assert "a" in rules._parked
+    online = DeviceStatus(device_id="a", site="s1", ts=T0 + 3_600_000, state=DeviceState.ONLINE)
+    changes = rules.on_status(online, now_ms=T0 + 3_600_000)
+    assert [(c.kind, c.alert.rule) for c in changes] == [(ChangeKind.RESOLVED, "device_offline")]
+    # online again: stale_after_s to send a reading
+    assert [c.alert.rule for c in rules.tick(T0 + 3_660_000)] == ["stale_sensor"]
+
+
+def stale_rule(rules: FleetRules) -> StaleSensor:
+    (rule,) = [r for r in rules._rules if isinstance(r, StaleSensor)]
+    return rule
+
+
+def test_tick_work_does_not_grow_with_idle_devices() -> None:
+    """The same 20 active devices, with 0 or 2,000 idle (compacted) devices
+    besides: each tick looks at the same number of devices (counted, not timed)."""
+    work = []
+    for idle in (0, 2000):
+        rules = evicting()
+        for i in range(idle):
+            r = Reading(
+                device_id=f"idle-{i}", sensor_id="host", site="s2", seq=1, ts=T0, temp_c=4.0
+            )
+            rules.on_reading(r, now_ms=T0)
+        rules.tick(T0)
+        rules.tick(T0 + 120_000)  # the idle ones go stale, then are compacted
+        assert len(rules._parked) == idle
+        stale = stale_rule(rules)
+        before = stale.examined
+        for k in range(1, 31):  # 30 ticks, 10 s apart; the 20 report every 10 s
+            now = T0 + 120_000 + k * 10_000
+            for d in range(20):
+                r = Reading(
+                    device_id=f"live-{d}", sensor_id="host", site="s1", seq=k, ts=now, temp_c=4.0
+                )
+                rules.on_reading(r, now_ms=now)
+            rules.tick(now)
+        work.append(stale.examined - before)
+    assert work[0] == work[1]
+    assert work[1] <= 30 * 20 // 6 + 20  # about one look per device and stale_after_s
+
+
+def test_a_compacted_device_costs_its_record_only() -> None:
+    """What is left of an idle device besides its open alerts: one compact
+    record (a few hundred bytes at most, here with six rate-window points)."""
+    rules = evicting()
+    for k in range(6):
+        r = Reading(
+            device_id="a", sensor_id="host", site="s1", seq=k + 1, ts=T0 + k * S, temp_c=4.0
+        )
+        rules.on_reading(r, now_ms=T0 + k * S)
+    rules.tick(T0 + 120_000)
+    assert len(rules._parked["a"]) < 256
+    assert "a" not in rules._devices and rules.site_size("s1") == 1
