@@ -224,7 +224,7 @@ class Processor:
         since = self._now_ms() - int(self.config.alerts.restore_resolved_s * 1000)
         alerts = await self.storage.load_alerts(since_ms=since, stop=stop)
         self.rules.restore(alerts, now_ms=self._now_ms())
-        active = len(self.rules.book.active_alerts())
+        active = self.rules.book.open_count
         self.metrics.active_alerts.set(active)
         log.info("event=alerts_restored loaded=%d open=%d", len(alerts), active)
 

@@ -253,11 +253,14 @@ class FleetRules:
             record = _unpack(parked.pop(device_id))
             if record[0] is not None:
                 self._count_site(record[0], -1)
+            if record[-1] is not None:
+                self.book.unpark(device_id, record[-1])  # its open alerts, to resolve
             resolved = self.book.resolve_all(
                 device_id,
                 ts=now_ms,
                 reason=f"state evicted: more than rules.max_devices ({limit}) devices",
             )
+            self.book.forget(device_id)
             self.evicted_alerts += len(resolved)
             out += resolved
         return out

@@ -18,9 +18,10 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
-from msgspec.structs import replace
+from msgspec.structs import astuple, replace
 
 from cloud_processor.rules.settings import AlertSettings
 from telemetry_contract import Alert, AlertChange, AlertStatus, ChangeKind, Rule, Severity
@@ -105,6 +106,13 @@ class AlertBook:
         self._known: dict[str, dict[str, int]] = {}
         #: (device, rule) -> event time its last alert resolved.
         self._floor: dict[tuple[str, str], int] = {}
+        #: Open alerts of compacted devices (in their records, see :meth:`park`).
+        self._parked_open = 0
+
+    @property
+    def open_count(self) -> int:
+        """Open alerts, those of compacted devices included."""
+        return len(self._active) + self._parked_open
 
     def active(self, device_id: str, rule: str) -> Alert | None:
         """The active alert of (device, rule), if any."""
@@ -134,13 +142,20 @@ class AlertBook:
         self._known.pop(device_id, None)
 
     def park(self, device_id: str) -> list[object] | None:
-        """Take out the device's bookkeeping (openings, resolved floors, known
-        versions) as plain data, for a compacted device (None: none); its
-        active alerts stay (see :meth:`forget`)."""
+        """Take out everything the book keeps of a device being compacted (its
+        open alerts with their pending clears, openings, resolved floors,
+        known versions) as plain data (None: nothing). Its open alerts stay
+        open -- in the index, and in :attr:`open_count` -- and :meth:`unpark`
+        puts them back when the device is heard from again."""
         opens: dict[str, list[int]] = {}
         floors: dict[str, int] = {}
+        active: list[list[object]] = []
         for rule in Rule:
             key = (device_id, rule.value)
+            entry = self._active.pop(key, None)
+            if entry is not None:
+                since, reason = entry.pending_clear_since, entry.pending_clear_reason
+                active.append([list(astuple(entry.alert)), since, reason])
             times = self._opens.pop(key, None)
             if times:
                 opens[rule.value] = list(times)
@@ -148,15 +163,24 @@ class AlertBook:
             if floor is not None:
                 floors[rule.value] = floor
         known = self._known.pop(device_id, None)
-        if not opens and not floors and not known:
+        if not opens and not floors and not known and not active:
             return None
-        return [opens, floors, known or {}]
+        self._parked_open += len(active)
+        return [opens, floors, known or {}, active]
 
-    def unpark(self, device_id: str, state: list[object]) -> None:
-        """Put back what :meth:`park` took out, merged with what :meth:`restore`
-        may have loaded for the device meanwhile (a rebalance)."""
-        opens, floors, known = state
-        assert isinstance(opens, dict) and isinstance(floors, dict) and isinstance(known, dict)
+    def unpark(self, device_id: str, state: list[Any]) -> None:
+        """Put back what :meth:`park` took out (as decoded from msgpack),
+        merged with what :meth:`restore` may have loaded for the device
+        meanwhile (a rebalance): of two versions of an open alert, the newer
+        one is kept, the parked one on a tie (it knows its pending clear)."""
+        opens, floors, known, active = state
+        self._parked_open -= len(active)
+        for values, since, reason in active:
+            values[4], values[5] = Severity(values[4]), AlertStatus(values[5])
+            alert = Alert(*values)
+            current = self._active.get(alert.key)
+            if current is None or _supersedes(alert, current.alert, on_tie=True):
+                self._active[alert.key] = _Active(alert, since, reason)
         for rule, times in opens.items():
             kept = self._opens.setdefault((device_id, rule), deque())
             merged = sorted(set(kept).union(times))
@@ -192,13 +216,7 @@ class AlertBook:
                 self._floor[key] = max(end, self._floor.get(key, end))
             if alert.status is AlertStatus.OPEN:
                 current = self._active.get(key)
-                if current is None:
-                    newer = True
-                elif current.alert.alert_id == alert.alert_id:
-                    newer = current.alert.version < alert.version
-                else:
-                    newer = current.alert.opened_at < alert.opened_at
-                if newer:
+                if current is None or _supersedes(alert, current.alert, on_tie=False):
                     self._active[key] = _Active(alert)
             opens = self._opens.setdefault(key, deque())
             if alert.opened_at not in opens:  # restore runs again after each rebalance
@@ -325,6 +343,16 @@ class AlertBook:
             for c in changes
             if c.alert.version > self._known.get(c.alert.device_id, {}).get(c.alert.alert_id, 0)
         ]
+
+
+def _supersedes(alert: Alert, current: Alert, *, on_tie: bool) -> bool:
+    """Whether ``alert`` is a newer state of (device, rule) than ``current``:
+    a higher version of the same alert, or an alert opened later."""
+    if current.alert_id == alert.alert_id:
+        if current.version == alert.version:
+            return on_tie
+        return current.version < alert.version
+    return current.opened_at < alert.opened_at
 
 
 def _tells(alert: Alert, late: bool) -> bool:
