@@ -13,7 +13,7 @@ document says ``late: true``) but never notified as new alerts.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any, Final
 
 import msgspec
@@ -78,6 +78,7 @@ class FleetRules:
         alerts: AlertSettings,
         *,
         registry: Iterable[Callable[[AlertBook], FleetRule]] = RULES,
+        records: MutableMapping[str, bytes] | None = None,
     ) -> None:
         self._config = rules
         self._alert_settings = alerts
@@ -101,10 +102,12 @@ class FleetRules:
         #: device_id -> processing time it was last heard from, least recent
         #: first (moved to the end on every message): what eviction scans.
         self._heard: dict[str, int] = {}
-        #: Compacted devices (idle): device_id -> their compact record (when
-        #: last heard from, then every rule's state; see :meth:`_park`), least
-        #: recently heard first. Their open alerts stay in the book.
-        self._parked: dict[str, bytes] = {}
+        #: Compacted devices (idle): device_id -> when last heard from, least
+        #: recently heard first.
+        self._parked: dict[str, int] = {}
+        #: Their compact records (see :meth:`_forget`): in memory, or wherever
+        #: ``records`` keeps them (``rules.state_spill_dir``: an SQLite file).
+        self._records: MutableMapping[str, bytes] = {} if records is None else records
         #: site -> devices kept (full state or compacted): what ``site_size`` says.
         self._site_devices: dict[str, int] = {}
         self._idle_ms = int(rules.device_idle_s * 1000)
@@ -244,13 +247,14 @@ class FleetRules:
             first_heard = next(iter(heard.items()), None)
             first_parked = next(iter(parked.items()), None)
             if first_heard is not None and (
-                first_parked is None or first_heard[1] < _heard_at(first_parked[1])
+                first_parked is None or first_heard[1] < first_parked[1]
             ):
                 out += self._forget(first_heard[0], now_ms)
                 continue
             assert first_parked is not None  # over the limit: one of them is not empty
             device_id = first_parked[0]
-            record = _unpack(parked.pop(device_id))
+            del parked[device_id]
+            record = _DECODE(self._records.pop(device_id))
             if record[0] is not None:
                 self._count_site(record[0], -1)
             if record[-1] is not None:
@@ -292,14 +296,16 @@ class FleetRules:
                 None,
             ]
         record[-1] = self.book.park(device_id)
-        self._parked[device_id] = last_heard.to_bytes(8, "big", signed=True) + _ENCODE(record)
+        self._parked[device_id] = last_heard
+        self._records[device_id] = _ENCODE(record)
         return out if device is not None else []
 
     def _unpark(self, device_id: str, site: str) -> Device | None:
         """A compacted device heard from again: its state back from its record,
         as it was when it was compacted (None: it had only a restored alert:
         its book state is back, the device is new)."""
-        record = _unpack(self._parked.pop(device_id))
+        del self._parked[device_id]
+        record: list[Any] = _DECODE(self._records.pop(device_id))
         if record[-1] is not None:
             self.book.unpark(device_id, record[-1])
         if record[0] is None:
@@ -441,17 +447,6 @@ class FleetRules:
 
 _ENCODE: Final = msgspec.msgpack.Encoder().encode
 _DECODE: Final = msgspec.msgpack.Decoder().decode
-
-
-def _heard_at(record: bytes) -> int:
-    """When a compacted device was last heard from (its record's first 8 bytes)."""
-    return int.from_bytes(record[:8], "big", signed=True)
-
-
-def _unpack(record: bytes) -> list[Any]:
-    """A compact record's rule state (after its last-heard time)."""
-    state: list[Any] = _DECODE(record[8:])
-    return state
 
 
 def _decided(signals: Iterable[Signal | None]) -> list[Signal]:

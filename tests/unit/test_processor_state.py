@@ -3,14 +3,20 @@ and a tick that costs the devices that are due, not the fleet (pure, no services
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_processor.config import AlertSettings, RulesConfig
+from cloud_processor.config import AlertSettings, KafkaSettings, ProcessorConfig, RulesConfig
 from cloud_processor.rules import FleetRules
 from cloud_processor.rules.stale import StaleSensor
+from cloud_processor.spill import SpillStore
+from cloud_processor.testing import FakeProducer, FakeSource, FakeStore
+from stagekit.config import ConfigError, loads
 from telemetry_contract import (
     AlertChange,
     ChangeKind,
@@ -44,8 +50,9 @@ SHORT = {
 FLAPPY = AlertSettings(flap_max_opens=2, flap_window_s=600, flap_hold_s=90)
 
 
-def evicting() -> FleetRules:
-    return FleetRules(RulesConfig(**SHORT, device_idle_s=60), FLAPPY)  # type: ignore[arg-type]
+def evicting(records: SpillStore | None = None) -> FleetRules:
+    config = RulesConfig(**SHORT, device_idle_s=60)  # type: ignore[arg-type]
+    return FleetRules(config, FLAPPY, records=records)
 
 
 def keeping() -> FleetRules:
@@ -248,6 +255,59 @@ def test_a_compacted_device_costs_its_record_only() -> None:
         )
         rules.on_reading(r, now_ms=T0 + k * S)
     rules.tick(T0 + 120_000)
-    assert len(rules._parked["a"]) < 400
+    assert len(rules._records["a"]) < 400
     assert "a" not in rules._devices and rules.site_size("s1") == 1
     assert rules.book.active_alerts() == [] and rules.book.open_count == 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(step, min_size=1, max_size=30))
+def test_records_spilled_to_sqlite_judge_the_same(steps: list[tuple[int, int, str, float]]) -> None:
+    """The same property with the compact records in an SQLite file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SpillStore(tmp)
+        try:
+            assert play(evicting(store), steps) == play(keeping(), steps)
+        finally:
+            store.close()
+        assert list(Path(tmp).iterdir()) == []  # deleted at close
+
+
+def test_spilled_records_leave_memory_and_the_file_goes_with_the_processor(
+    tmp_path: Path,
+) -> None:
+    from cloud_processor.app import Processor
+
+    config = ProcessorConfig(
+        kafka=KafkaSettings(topic_prefix="t"),
+        rules=RulesConfig(device_idle_s=300, state_spill_dir=str(tmp_path)),
+    )
+    p = Processor(config, source=FakeSource(), producer=FakeProducer(), storage=FakeStore())
+    assert list(tmp_path.iterdir()) == []  # nothing opened before it is needed
+    r = Reading(device_id="a", sensor_id="host", site="s1", seq=1, ts=T0, temp_c=4.0)
+    p.rules.on_reading(r, now_ms=T0)
+    p.rules.tick(T0 + 400_000)
+    assert "a" in p.rules._parked and p.rules._records is p._spill
+    assert len(p._spill) == 1 and len(list(tmp_path.iterdir())) == 1
+    back = Reading(device_id="a", sensor_id="host", site="s1", seq=2, ts=T0 + 401_000, temp_c=4.0)
+    changes = p.rules.on_reading(back, now_ms=T0 + 401_000)
+    assert [(c.kind, c.alert.rule) for c in changes] == [(ChangeKind.RESOLVED, "stale_sensor")]
+    assert len(p._spill) == 0
+    import asyncio
+
+    asyncio.run(p.close())
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("[rules]\nstate_spill_dir = '/no/such/dir'\n", "rules.state_spill_dir"),
+        ("[rules]\nstate_spill_dir = 3\n", "rules.state_spill_dir"),
+        ("[rules]\ndevice_idle_s = 30\n", "rules.device_idle_s"),
+        ("[rules]\nmax_devices = 0\n", "rules.max_devices"),
+    ],
+)
+def test_state_settings_are_checked_and_errors_name_the_key(toml: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{key}: "):
+        loads(ProcessorConfig, toml)
