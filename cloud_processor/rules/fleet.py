@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import msgspec
 
-from cloud_processor.rules.base import Device, FleetRule
+from cloud_processor.rules.base import Device, FleetRule, repack
 from cloud_processor.rules.lifecycle import AlertBook, Signal
 from cloud_processor.rules.registry import RULES
 from cloud_processor.rules.reorder import ReorderStage
@@ -111,6 +111,9 @@ class FleetRules:
         #: site -> devices kept (full state or compacted): what ``site_size`` says.
         self._site_devices: dict[str, int] = {}
         self._idle_ms = int(rules.device_idle_s * 1000)
+        #: Most devices with full state since the per-device dicts were last
+        #: repacked (see :func:`~cloud_processor.rules.base.repack`).
+        self._peak = 0
         #: Devices evicted and alerts resolved by eviction, since the start (metrics).
         self.evicted = 0
         self.evicted_alerts = 0
@@ -228,11 +231,21 @@ class FleetRules:
         out: list[AlertChange] = []
         horizon = now_ms - self._idle_ms
         heard = self._heard
+        self._peak = max(self._peak, len(self._devices))
         while heard:
             device_id, last = next(iter(heard.items()))
             if last > horizon:
                 break
             out += self._forget(device_id, now_ms)
+        kept = len(self._devices)
+        if self._peak >= _REPACK_FROM and kept * 4 < self._peak:
+            # Most devices went idle: give back the dict tables sized for them
+            # (a copy of what is left; rare, and linear in what is left).
+            self._peak = kept
+            self._devices = dict(self._devices)
+            self._heard = dict(self._heard)
+            for owner in (self._reorder, self.book, *self._rules):
+                repack(owner)
         return out
 
     def _evict_over_limit(self, now_ms: int) -> list[AlertChange]:
@@ -445,6 +458,8 @@ class FleetRules:
         return changes
 
 
+#: Fewest devices with full state at which the per-device dicts are repacked.
+_REPACK_FROM: Final = 1024
 _ENCODE: Final = msgspec.msgpack.Encoder().encode
 _DECODE: Final = msgspec.msgpack.Decoder().decode
 

@@ -3,6 +3,7 @@ and a tick that costs the devices that are due, not the fleet (pure, no services
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -311,3 +312,17 @@ def test_spilled_records_leave_memory_and_the_file_goes_with_the_processor(
 def test_state_settings_are_checked_and_errors_name_the_key(toml: str, key: str) -> None:
     with pytest.raises(ConfigError, match=rf"{key}: "):
         loads(ProcessorConfig, toml)
+
+
+def test_when_most_of_the_fleet_is_compacted_the_dict_tables_are_given_back() -> None:
+    """Python dicts keep the table of their largest size: after 2,000 of 2,010
+    devices are compacted, the per-device dicts are copied to their new size."""
+    rules = evicting()
+    for i in range(2010):
+        r = Reading(device_id=f"d{i}", sensor_id="host", site="s1", seq=1, ts=T0, temp_c=4.0)
+        rules.on_reading(r, now_ms=T0 if i < 2000 else T0 + 100_000)
+    full = sys.getsizeof(rules._devices)
+    rules.tick(T0 + 120_000)
+    assert len(rules._devices) == 10 and len(rules._parked) == 2000
+    assert sys.getsizeof(rules._devices) * 20 < full
+    assert sys.getsizeof(stale_rule(rules)._armed) * 20 < full
