@@ -448,6 +448,8 @@ def test_eviction_judges_held_readings_and_loses_or_repeats_no_stored_reading() 
         ("[rules]\nmax_devices = 0\n", "rules.max_devices"),
         ("[rules]\nmax_devices = 2000000\n", "rules.max_devices"),
         ("[rules]\ndevice_idle_s = 10\n", "rules.device_idle_s"),
+        ("[rules]\nstate_spill_dir = '/no/such/dir'\n", "rules.state_spill_dir"),
+        ("[rules]\nstate_spill_dir = 3\n", "rules.state_spill_dir"),
         ("[rules]\ndevice_idle_s = 200\nstale_after_s = 600\n", "rules.device_idle_s"),
         (
             "[rules]\ndevice_idle_s = 700\n[rules.groups.g]\nsites = ['s']\nstale_after_s = 900\n",

@@ -8,7 +8,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +16,6 @@ from cloud_processor.rules import FleetRules
 from cloud_processor.rules.stale import StaleSensor
 from cloud_processor.spill import SpillStore
 from cloud_processor.testing import FakeProducer, FakeSource, FakeStore
-from stagekit.config import ConfigError, loads
 from telemetry_contract import (
     AlertChange,
     ChangeKind,
@@ -298,20 +296,6 @@ def test_spilled_records_leave_memory_and_the_file_goes_with_the_processor(
 
     asyncio.run(p.close())
     assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.parametrize(
-    ("toml", "key"),
-    [
-        ("[rules]\nstate_spill_dir = '/no/such/dir'\n", "rules.state_spill_dir"),
-        ("[rules]\nstate_spill_dir = 3\n", "rules.state_spill_dir"),
-        ("[rules]\ndevice_idle_s = 30\n", "rules.device_idle_s"),
-        ("[rules]\nmax_devices = 0\n", "rules.max_devices"),
-    ],
-)
-def test_state_settings_are_checked_and_errors_name_the_key(toml: str, key: str) -> None:
-    with pytest.raises(ConfigError, match=rf"{key}: "):
-        loads(ProcessorConfig, toml)
 
 
 def test_when_most_of_the_fleet_is_compacted_the_dict_tables_are_given_back() -> None:
