@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +19,9 @@ from cloud_processor.rules.stale import StaleSensor
 from cloud_processor.spill import SpillStore
 from cloud_processor.testing import FakeProducer, FakeSource, FakeStore
 from telemetry_contract import (
+    Alert,
     AlertChange,
+    AlertStatus,
     ChangeKind,
     DeviceState,
     DeviceStatus,
@@ -91,13 +95,19 @@ step = st.tuples(
 
 
 def play(
-    rules: FleetRules, steps: list[tuple[int, int, str, float]]
+    rules: FleetRules,
+    steps: list[tuple[int, int, str, float]],
+    between: Callable[[FleetRules, int], None] | None = None,
+    at: int = 0,
 ) -> list[list[tuple[Any, ...]]]:
-    """Feed a stream (event time = processing time minus a little), tick after every step."""
+    """Feed a stream (event time = processing time minus a little), tick after
+    every step; ``between(rules, now)`` is called before step ``at``."""
     now = T0
     seqs = dict.fromkeys(DEVICES, 0)
     out = []
-    for wait_s, index, kind, value in steps:
+    for i, (wait_s, index, kind, value) in enumerate(steps):
+        if between is not None and i == at:
+            between(rules, now)
         now += wait_s * S
         device = DEVICES[index]
         ts = now - 300
@@ -310,3 +320,40 @@ def test_when_most_of_the_fleet_is_compacted_the_dict_tables_are_given_back() ->
     assert len(rules._devices) == 10 and len(rules._parked) == 2000
     assert sys.getsizeof(rules._devices) * 20 < full
     assert sys.getsizeof(stale_rule(rules)._armed) * 20 < full
+
+
+def test_a_rebalance_while_a_device_is_compacted_keeps_one_alert_and_its_pending_clear() -> None:
+    """The alerts index is read again after a rebalance (``restore``) while a
+    device's alerts sit in its compact record, one of them flapping with a
+    clear pending: the device is rebuilt, the record's version wins a tie
+    (it knows the pending clear), and it goes on as if nothing had happened."""
+    steps = [
+        (0, 0, "reading", 30.0),
+        (30, 0, "reading", 30.0),  # threshold_high opens (critical)
+        (5, 0, "reading", 4.0),  # resolves
+        (5, 0, "reading", 30.0),
+        (30, 0, "reading", 30.0),  # opens again: flapping from now on
+        (5, 0, "reading", 4.0),  # clear pending for flap_hold_s (90 s)
+        (70, 1, "reading", 4.0),  # "a" is silent: stale, then compacted
+        (25, 0, "reading", 4.0),  # back 95 s after the clear began: resolves now
+        (5, 0, "reading", 4.0),
+    ]
+    restored = []
+
+    def rebalance(rules: FleetRules, now: int) -> None:
+        if "a" in rules._parked:  # what the index holds for "a": its open alerts
+            alerts = [
+                Alert(*v[:4], Severity(v[4]), AlertStatus(v[5]), *v[6:])
+                for v, _, _ in msgspec.msgpack.decode(rules._records["a"])[-1][3]
+            ]
+        else:
+            alerts = [a for a in rules.book.active_alerts() if a.device_id == "a"]
+        restored.append({a.rule for a in alerts})
+        rules.restore(alerts, now_ms=now)
+        assert "a" not in rules._parked
+
+    compacting = play(evicting(), steps, rebalance, at=7)
+    assert compacting == play(keeping(), steps, rebalance, at=7)
+    assert restored[0] == restored[1] and {"threshold_high", "stale_sensor"} <= restored[0]
+    resolved = [c for changes in compacting for c in changes if c[0] is ChangeKind.RESOLVED]
+    assert any(c[2].startswith("a.threshold_high.") and c[8] for c in resolved)  # was flapping
