@@ -13,6 +13,7 @@ document says ``late: true``) but never notified as new alerts.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any, Final
 
@@ -100,8 +101,10 @@ class FleetRules:
         self._devices: dict[str, Device] = {}
         self._max_event_ts = 0
         #: device_id -> processing time it was last heard from, least recent
-        #: first (moved to the end on every message): what eviction scans.
-        self._heard: dict[str, int] = {}
+        #: first (moved to the end on every message): what eviction scans. An
+        #: OrderedDict: finding the first entry of a plain dict after popping
+        #: from its front skips every deleted slot (a walk of the fleet).
+        self._heard: OrderedDict[str, int] = OrderedDict()
         #: Compacted devices (idle): device_id -> when last heard from, least
         #: recently heard first.
         self._parked: dict[str, int] = {}
@@ -232,7 +235,9 @@ class FleetRules:
         horizon = now_ms - self._idle_ms
         heard = self._heard
         self._peak = max(self._peak, len(self._devices))
-        while heard:
+        for _ in range(_COMPACT_PER_TICK):
+            if not heard:
+                break
             device_id, last = next(iter(heard.items()))
             if last > horizon:
                 break
@@ -243,7 +248,7 @@ class FleetRules:
             # (a copy of what is left; rare, and linear in what is left).
             self._peak = kept
             self._devices = dict(self._devices)
-            self._heard = dict(self._heard)
+            self._heard = OrderedDict(self._heard)
             for owner in (self._reorder, self.book, *self._rules):
                 repack(owner)
         return out
@@ -407,8 +412,8 @@ class FleetRules:
             device = self._unpark(device_id, site)
         if now_ms is not None:
             heard = self._heard
-            heard.pop(device_id, None)
-            heard[device_id] = now_ms  # most recently heard: last in the scan
+            heard[device_id] = now_ms
+            heard.move_to_end(device_id)  # most recently heard: last in the scan
         if device is None:
             device = Device(device_id, site, self._config.for_device(device_id, site))
             self._devices[device_id] = device
@@ -458,6 +463,9 @@ class FleetRules:
         return changes
 
 
+#: Devices compacted at most per tick (~10 µs each): a fleet falling silent
+#: at once is compacted over a few ticks rather than in one long pause.
+_COMPACT_PER_TICK: Final = 10_000
 #: Fewest devices with full state at which the per-device dicts are repacked.
 _REPACK_FROM: Final = 1024
 _ENCODE: Final = msgspec.msgpack.Encoder().encode

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from msgspec.structs import astuple, replace
@@ -27,6 +27,9 @@ from cloud_processor.rules.settings import AlertSettings
 from telemetry_contract import Alert, AlertChange, AlertStatus, ChangeKind, Rule, Severity
 
 __all__ = ["AlertBook", "Signal"]
+
+#: Every rule's name (``Rule.X.value`` is an enum property: slow in a loop per device).
+_RULES: Final = tuple(rule.value for rule in Rule)
 
 
 class Signal(msgspec.Struct, frozen=True, kw_only=True):
@@ -130,15 +133,15 @@ class AlertBook:
 
     def open_rules(self, device_id: str) -> list[str]:
         """The rules of the device's active alerts."""
-        return [rule for rule in Rule if (device_id, rule.value) in self._active]
+        return [rule for rule in _RULES if (device_id, rule) in self._active]
 
     def forget(self, device_id: str) -> None:
         """Drop the device's bookkeeping (openings, resolved floors, known
         versions) but not its active alerts: they stay open and are cleared as
         usual when the device is heard from again."""
-        for rule in Rule:
-            self._opens.pop((device_id, rule.value), None)
-            self._floor.pop((device_id, rule.value), None)
+        for rule in _RULES:
+            self._opens.pop((device_id, rule), None)
+            self._floor.pop((device_id, rule), None)
         self._known.pop(device_id, None)
 
     def park(self, device_id: str) -> list[object] | None:
@@ -150,18 +153,18 @@ class AlertBook:
         opens: dict[str, list[int]] = {}
         floors: dict[str, int] = {}
         active: list[list[object]] = []
-        for rule in Rule:
-            key = (device_id, rule.value)
+        for rule in _RULES:
+            key = (device_id, rule)
             entry = self._active.pop(key, None)
             if entry is not None:
                 since, reason = entry.pending_clear_since, entry.pending_clear_reason
                 active.append([list(astuple(entry.alert)), since, reason])
             times = self._opens.pop(key, None)
             if times:
-                opens[rule.value] = list(times)
+                opens[rule] = list(times)
             floor = self._floor.pop(key, None)
             if floor is not None:
-                floors[rule.value] = floor
+                floors[rule] = floor
         known = self._known.pop(device_id, None)
         if not opens and not floors and not known and not active:
             return None

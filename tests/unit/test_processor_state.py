@@ -357,3 +357,15 @@ def test_a_rebalance_while_a_device_is_compacted_keeps_one_alert_and_its_pending
     assert restored[0] == restored[1] and {"threshold_high", "stale_sensor"} <= restored[0]
     resolved = [c for changes in compacting for c in changes if c[0] is ChangeKind.RESOLVED]
     assert any(c[2].startswith("a.threshold_high.") and c[8] for c in resolved)  # was flapping
+
+
+def test_a_fleet_falling_silent_at_once_is_compacted_over_a_few_ticks() -> None:
+    """At most 10,000 compactions per tick: no single long pause."""
+    rules = FleetRules(RulesConfig(device_idle_s=60, stale_after_s=60), AlertSettings())
+    for i in range(12_000):
+        r = Reading(device_id=f"d{i}", sensor_id="host", site="s1", seq=1, ts=T0, temp_c=4.0)
+        rules.on_reading(r, now_ms=T0)
+    rules.tick(T0 + 60_000)  # every one goes stale, 10,000 are compacted
+    assert len(rules._parked) == 10_000 and rules.book.open_count == 12_000
+    rules.tick(T0 + 61_000)
+    assert len(rules._parked) == 12_000 and rules.book.open_count == 12_000
