@@ -213,18 +213,20 @@ class FleetRules:
         return len(self._heard) + len(self._parked)
 
     def evict(self, now_ms: int) -> list[AlertChange]:
-        """Evict idle devices, then, beyond ``max_devices``, the device heard
-        from longest ago.
+        """Compact idle devices, then, beyond ``max_devices``, give up the
+        device heard from longest ago (:meth:`tick` does the second before its
+        rules, the first after them).
 
-        An evicted device loses its rule state (readings the reorder stage held
-        for it are judged first), never its stored readings nor its open
-        alerts: those stay open ("parked") and are cleared as usual when the
-        device is heard from again -- a stale or offline alert is exactly what
+        A compacted ("parked") device keeps its rule state and open alerts in
+        a compact record (readings the reorder stage held for it are judged
+        first), rebuilt when it is heard from again, so it is judged as if it
+        had never been compacted -- a stale or offline alert is exactly what
         an idle device should keep showing. Parked devices count toward
         ``max_devices``: when the device given up for the limit is a parked
-        one, its alerts are resolved with a ``clear_reason`` naming the limit
-        (stored and published on the alerts topic, logged, counted; not
-        notified, so a flood of device ids cannot become a notification storm).
+        one, its record is dropped and its alerts are resolved with a
+        ``clear_reason`` naming the limit (stored and published on the alerts
+        topic, logged, counted; not notified, so a flood of device ids cannot
+        become a notification storm).
         """
         return self._evict_idle(now_ms) + self._evict_over_limit(now_ms)
 
@@ -318,7 +320,7 @@ class FleetRules:
         self._records[device_id] = _ENCODE(record)
         return out if device is not None else []
 
-    def _unpark(self, device_id: str, site: str) -> Device | None:
+    def _unpark(self, device_id: str) -> Device | None:
         """A compacted device heard from again: its state back from its record,
         as it was when it was compacted (None: it had only a restored alert:
         its book state is back, the device is new)."""
@@ -409,7 +411,7 @@ class FleetRules:
     def _device(self, device_id: str, site: str, now_ms: int | None) -> Device:
         device = self._devices.get(device_id)
         if device is None and device_id in self._parked:
-            device = self._unpark(device_id, site)
+            device = self._unpark(device_id)
         if now_ms is not None:
             heard = self._heard
             heard[device_id] = now_ms
