@@ -43,6 +43,7 @@ from cloud_processor.offsets import Offsets
 from cloud_processor.ports import Batch, Notifier, Partition, Producer, Source, Store
 from cloud_processor.rules import FleetRules
 from cloud_processor.sink import Sink
+from cloud_processor.spill import SpillStore
 from cloud_processor.storage import StoppedError, unless_stopped
 from stagekit.backoff import Backoff, sleep_or_stop
 from stagekit.config import mask_url
@@ -78,7 +79,9 @@ class Processor:
         self.topics = kafka_topics(config.kafka.topic_prefix)
         self.metrics = metrics or Metrics()
         self.names = IndexNames(config.search.index_prefix)
-        self.rules = FleetRules(config.rules, config.alerts)
+        spill = config.rules.state_spill_dir
+        self._spill = SpillStore(spill) if spill else None  # opened at the first compaction
+        self.rules = FleetRules(config.rules, config.alerts, records=self._spill)
         self.source = source
         self.producer = producer
         self.storage = storage
@@ -225,7 +228,7 @@ class Processor:
         since = self._now_ms() - int(self.config.alerts.restore_resolved_s * 1000)
         alerts = await self.storage.load_alerts(since_ms=since, stop=stop)
         self.rules.restore(alerts, now_ms=self._now_ms())
-        active = len(self.rules.book.active_alerts())
+        active = self.rules.book.open_count
         self.metrics.active_alerts.set(active)
         log.info("event=alerts_restored loaded=%d open=%d", len(alerts), active)
 
@@ -245,6 +248,8 @@ class Processor:
             await self._http.close()
             self._http = None
         await self.storage.close()
+        if self._spill is not None:
+            self._spill.close()
 
     async def abandon(self) -> None:
         """Cancel the writes in flight, commit nothing more (a stop cut short):

@@ -107,7 +107,7 @@ class Sink:
                 c.alert.late,
                 c.notify,
             )
-        self.metrics.active_alerts.set(len(self.rules.book.active_alerts()))
+        self.metrics.active_alerts.set(self.rules.book.open_count)
 
     async def write_windows(self, dirty: DirtyWindows) -> None:
         """Recompute the dirty windows from the stored readings and store them."""

@@ -20,6 +20,8 @@ The alert stays open until a reading after the gap (a higher seq) arrives.
 
 from __future__ import annotations
 
+from typing import Any
+
 from cloud_processor.rules.base import Device, FleetRule
 from cloud_processor.rules.lifecycle import AlertBook, Signal
 from telemetry_contract import Gap, Reading, Rule
@@ -40,6 +42,12 @@ class DataGap(FleetRule):
         # waits for (one int), so that the device's next reading past it clears it.
         if self.alerts.active(device_id, Rule.DATA_GAP) is None:
             self._until_seq.pop(device_id, None)
+
+    def park(self, device_id: str, site: str) -> Any:
+        return self._until_seq.pop(device_id, None)
+
+    def unpark(self, device: Device, state: Any) -> None:
+        self._until_seq[device.device_id] = state
 
     def on_gap(self, device: Device, gap: Gap) -> Signal | None:
         until = self._until_seq.get(device.device_id) or 0

@@ -20,6 +20,7 @@ True
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 from cloud_processor.rules.base import Device, FleetRule
 from cloud_processor.rules.lifecycle import AlertBook, Signal
@@ -39,10 +40,22 @@ class FaultStorm(FleetRule):
     def forget(self, device_id: str, site: str) -> None:
         self._faults.pop(device_id, None)
 
+    def park(self, device_id: str, site: str) -> Any:
+        faults = self._faults.pop(device_id, None)
+        return list(faults) if faults else None
+
+    def unpark(self, device: Device, state: Any) -> None:
+        faults = deque(state, maxlen=device.settings.fault_storm_count)
+        self._faults[device.device_id] = faults
+
     def on_reading(self, device: Device, reading: Reading) -> Signal | None:
         settings = device.settings
         faults = self._faults.get(device.device_id)
         if faults is None:
+            if reading.quality is Quality.OK:
+                # Most devices never have a faulty reading: no window for them
+                # (an empty deque costs ~760 bytes).
+                return self._clear(device, reading)
             # Bounded: faults stamped alike (one ts, many seqs) cannot grow it;
             # more than fault_storm_count changes no verdict.
             faults = self._faults[device.device_id] = deque(maxlen=settings.fault_storm_count)
@@ -61,8 +74,15 @@ class FaultStorm(FleetRule):
                 message=f"{len(faults)} faulty readings in {settings.fault_storm_window_s:.0f} s "
                 f"(last: {reading.quality.value})",
             )
-        if faults or self.alerts.active(device.device_id, Rule.FAULT_STORM) is None:
+        if faults:
             return None
+        return self._clear(device, reading)
+
+    def _clear(self, device: Device, reading: Reading) -> Signal | None:
+        """No faulty reading in the window: clear the alert, if one is active."""
+        if self.alerts.active(device.device_id, Rule.FAULT_STORM) is None:
+            return None
+        settings = device.settings
         return device.signal(
             Rule.FAULT_STORM,
             active=False,

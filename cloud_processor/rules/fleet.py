@@ -13,10 +13,13 @@ document says ``late: true``) but never notified as new alerts.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Final
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import Any, Final
 
-from cloud_processor.rules.base import Device, FleetRule
+import msgspec
+
+from cloud_processor.rules.base import Device, FleetRule, repack
 from cloud_processor.rules.lifecycle import AlertBook, Signal
 from cloud_processor.rules.registry import RULES
 from cloud_processor.rules.reorder import ReorderStage
@@ -76,6 +79,7 @@ class FleetRules:
         alerts: AlertSettings,
         *,
         registry: Iterable[Callable[[AlertBook], FleetRule]] = RULES,
+        records: MutableMapping[str, bytes] | None = None,
     ) -> None:
         self._config = rules
         self._alert_settings = alerts
@@ -97,12 +101,22 @@ class FleetRules:
         self._devices: dict[str, Device] = {}
         self._max_event_ts = 0
         #: device_id -> processing time it was last heard from, least recent
-        #: first (moved to the end on every message): what eviction scans.
-        self._heard: dict[str, int] = {}
-        #: Evicted devices whose alerts are still open: device_id -> when last
-        #: heard from, least recent first.
+        #: first (moved to the end on every message): what eviction scans. An
+        #: OrderedDict: finding the first entry of a plain dict after popping
+        #: from its front skips every deleted slot (a walk of the fleet).
+        self._heard: OrderedDict[str, int] = OrderedDict()
+        #: Compacted devices (idle): device_id -> when last heard from, least
+        #: recently heard first.
         self._parked: dict[str, int] = {}
+        #: Their compact records (see :meth:`_forget`): in memory, or wherever
+        #: ``records`` keeps them (``rules.state_spill_dir``: an SQLite file).
+        self._records: MutableMapping[str, bytes] = {} if records is None else records
+        #: site -> devices kept (full state or compacted): what ``site_size`` says.
+        self._site_devices: dict[str, int] = {}
         self._idle_ms = int(rules.device_idle_s * 1000)
+        #: Most devices with full state since the per-device dicts were last
+        #: repacked (see :func:`~cloud_processor.rules.base.repack`).
+        self._peak = 0
         #: Devices evicted and alerts resolved by eviction, since the start (metrics).
         self.evicted = 0
         self.evicted_alerts = 0
@@ -159,12 +173,15 @@ class FleetRules:
         released and judged.
         """
         out = self._judge_all(self._reorder.expire(now_ms), now_ms)
-        out += self.evict(now_ms)
+        out += self._evict_over_limit(now_ms)
         watermark = self.watermark(now_ms)
         for rule in self._tick_rules:
             for signal, late in rule.on_tick(self._devices, now_ms, watermark):
                 device = self._devices[signal.device_id]
                 out += self._apply(device, [signal], late, signal.ts)
+        # After the rules: a device idle for device_idle_s (>= stale_after_s)
+        # has had its stale verdict at this tick, if not before.
+        out += self._evict_idle(now_ms)
         return out
 
     def restore(self, alerts: Iterable[Alert], *, now_ms: int | None = None) -> None:
@@ -178,15 +195,17 @@ class FleetRules:
         for alert in alerts:
             if alert.status is AlertStatus.OPEN and alert.rule == Rule.OFFLINE.value:
                 self._device(alert.device_id, alert.site, now_ms).offline = True
+            elif alert.device_id in self._parked:
+                self._device(alert.device_id, alert.site, now_ms)  # its state back
             elif now_ms is not None and alert.device_id not in self._heard:
-                self._parked.pop(alert.device_id, None)
                 self._heard[alert.device_id] = now_ms
 
     # -- bounded state -------------------------------------------------------
 
     def site_size(self, site: str) -> int:
-        """Devices of ``site`` whose state is kept (what "most of a site" counts)."""
-        return sum(1 for d in self._devices.values() if d.site == site)
+        """Devices of ``site`` whose state is kept, compacted ones included
+        (what "most of a site" counts)."""
+        return self._site_devices.get(site, 0)
 
     @property
     def device_count(self) -> int:
@@ -194,27 +213,52 @@ class FleetRules:
         return len(self._heard) + len(self._parked)
 
     def evict(self, now_ms: int) -> list[AlertChange]:
-        """Evict idle devices, then, beyond ``max_devices``, the device heard
-        from longest ago.
+        """Compact idle devices, then, beyond ``max_devices``, give up the
+        device heard from longest ago (:meth:`tick` does the second before its
+        rules, the first after them).
 
-        An evicted device loses its rule state (readings the reorder stage held
-        for it are judged first), never its stored readings nor its open
-        alerts: those stay open ("parked") and are cleared as usual when the
-        device is heard from again -- a stale or offline alert is exactly what
+        A compacted ("parked") device keeps its rule state and open alerts in
+        a compact record (readings the reorder stage held for it are judged
+        first), rebuilt when it is heard from again, so it is judged as if it
+        had never been compacted -- a stale or offline alert is exactly what
         an idle device should keep showing. Parked devices count toward
         ``max_devices``: when the device given up for the limit is a parked
-        one, its alerts are resolved with a ``clear_reason`` naming the limit
-        (stored and published on the alerts topic, logged, counted; not
-        notified, so a flood of device ids cannot become a notification storm).
+        one, its record is dropped and its alerts are resolved with a
+        ``clear_reason`` naming the limit (stored and published on the alerts
+        topic, logged, counted; not notified, so a flood of device ids cannot
+        become a notification storm).
         """
+        return self._evict_idle(now_ms) + self._evict_over_limit(now_ms)
+
+    def _evict_idle(self, now_ms: int) -> list[AlertChange]:
+        """Compact the devices not heard from for ``device_idle_s``: the
+        least recently heard first, so this costs the devices compacted."""
         out: list[AlertChange] = []
         horizon = now_ms - self._idle_ms
-        heard, parked = self._heard, self._parked
-        while heard:
+        heard = self._heard
+        self._peak = max(self._peak, len(self._devices))
+        for _ in range(_COMPACT_PER_TICK):
+            if not heard:
+                break
             device_id, last = next(iter(heard.items()))
             if last > horizon:
                 break
             out += self._forget(device_id, now_ms)
+        kept = len(self._devices)
+        if self._peak >= _REPACK_FROM and kept * 4 < self._peak:
+            # Most devices went idle: give back the dict tables sized for them
+            # (a copy of what is left; rare, and linear in what is left).
+            self._peak = kept
+            self._devices = dict(self._devices)
+            self._heard = OrderedDict(self._heard)
+            for owner in (self._reorder, self.book, *self._rules):
+                repack(owner)
+        return out
+
+    def _evict_over_limit(self, now_ms: int) -> list[AlertChange]:
+        """Beyond ``max_devices``: give up the devices heard from longest ago."""
+        out: list[AlertChange] = []
+        heard, parked = self._heard, self._parked
         limit = self._config.max_devices
         while len(heard) + len(parked) > limit:
             # Give up the device heard from longest ago, parked or not (a
@@ -230,32 +274,89 @@ class FleetRules:
             assert first_parked is not None  # over the limit: one of them is not empty
             device_id = first_parked[0]
             del parked[device_id]
+            record = _DECODE(self._records.pop(device_id))
+            if record[0] is not None:
+                self._count_site(record[0], -1)
+            if record[-1] is not None:
+                self.book.unpark(device_id, record[-1])  # its open alerts, to resolve
             resolved = self.book.resolve_all(
                 device_id,
                 ts=now_ms,
                 reason=f"state evicted: more than rules.max_devices ({limit}) devices",
             )
+            self.book.forget(device_id)
             self.evicted_alerts += len(resolved)
             out += resolved
-            for rule in self._rules:
-                rule.forget(device_id, "")
         return out
 
     def _forget(self, device_id: str, now_ms: int) -> list[AlertChange]:
-        """Drop the device's state (it is no longer heard); park its open alerts."""
+        """Compact the device (it is no longer heard from): its state becomes
+        a compact record, its open alerts stay open in the book ("parked")."""
         last_heard = self._heard.pop(device_id)
         self.evicted += 1
-        out: list[AlertChange] = []
         device = self._devices.get(device_id)
-        if device is not None:
-            out += self._judge_all(self._reorder.forget(device_id), now_ms)
-            del self._devices[device_id]
+        if device is None:  # known only from a restored alert: nothing but the book
+            record: list[Any] = [None, None, None, None, None, False, 0, None, [], None]
             for rule in self._rules:
-                rule.forget(device_id, device.site)
-        self.book.forget(device_id)
-        if self.book.open_rules(device_id):
-            self._parked[device_id] = last_heard
-        return out
+                rule.forget(device_id, "")
+        else:
+            released, order = self._reorder.park(device_id)
+            out = self._judge_all(released, now_ms)  # readings it held: judged first
+            del self._devices[device_id]
+            record = [
+                device.site,
+                device.last_ts,
+                device.last_seen_ms,
+                device.last_temp,
+                device.sensor_id,
+                device.offline,
+                device.status_ts,
+                order,
+                [rule.park(device_id, device.site) for rule in self._rules],
+                None,
+            ]
+        record[-1] = self.book.park(device_id)
+        self._parked[device_id] = last_heard
+        self._records[device_id] = _ENCODE(record)
+        return out if device is not None else []
+
+    def _unpark(self, device_id: str) -> Device | None:
+        """A compacted device heard from again: its state back from its record,
+        as it was when it was compacted (None: it had only a restored alert:
+        its book state is back, the device is new)."""
+        del self._parked[device_id]
+        record: list[Any] = _DECODE(self._records.pop(device_id))
+        if record[-1] is not None:
+            self.book.unpark(device_id, record[-1])
+        if record[0] is None:
+            return None
+        site, last_ts, last_seen_ms, last_temp, sensor_id, offline, status_ts = record[:7]
+        order, states = record[7:9]
+        device = Device(
+            device_id,
+            site,
+            self._config.for_device(device_id, site),
+            last_ts=last_ts,
+            last_seen_ms=last_seen_ms,
+            last_temp=last_temp,
+            sensor_id=sensor_id,
+            offline=offline,
+            status_ts=status_ts,
+        )
+        self._devices[device_id] = device
+        if order is not None:
+            self._reorder.unpark(device_id, order)
+        for rule, state in zip(self._rules, states, strict=True):
+            if state is not None:
+                rule.unpark(device, state)
+        return device
+
+    def _count_site(self, site: str, delta: int) -> None:
+        count = self._site_devices.get(site, 0) + delta
+        if count > 0:
+            self._site_devices[site] = count
+        else:
+            self._site_devices.pop(site, None)
 
     # -- the reorder stage -------------------------------------------------
 
@@ -308,15 +409,17 @@ class FleetRules:
     # -- judging -----------------------------------------------------------
 
     def _device(self, device_id: str, site: str, now_ms: int | None) -> Device:
+        device = self._devices.get(device_id)
+        if device is None and device_id in self._parked:
+            device = self._unpark(device_id)
         if now_ms is not None:
             heard = self._heard
-            if heard.pop(device_id, None) is None:
-                self._parked.pop(device_id, None)
-            heard[device_id] = now_ms  # most recently heard: last in the scan
-        device = self._devices.get(device_id)
+            heard[device_id] = now_ms
+            heard.move_to_end(device_id)  # most recently heard: last in the scan
         if device is None:
             device = Device(device_id, site, self._config.for_device(device_id, site))
             self._devices[device_id] = device
+            self._count_site(site, +1)
         return device
 
     def _judge_all(self, readings: list[Reading], now_ms: int) -> list[AlertChange]:
@@ -360,6 +463,15 @@ class FleetRules:
             for signal in reactions:
                 changes += self.book.apply(signal, late=late)
         return changes
+
+
+#: Devices compacted at most per tick (~10 µs each): a fleet falling silent
+#: at once is compacted over a few ticks rather than in one long pause.
+_COMPACT_PER_TICK: Final = 10_000
+#: Fewest devices with full state at which the per-device dicts are repacked.
+_REPACK_FROM: Final = 1024
+_ENCODE: Final = msgspec.msgpack.Encoder().encode
+_DECODE: Final = msgspec.msgpack.Decoder().decode
 
 
 def _decided(signals: Iterable[Signal | None]) -> list[Signal]:

@@ -18,14 +18,18 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, Final
 
 import msgspec
-from msgspec.structs import replace
+from msgspec.structs import astuple, replace
 
 from cloud_processor.rules.settings import AlertSettings
 from telemetry_contract import Alert, AlertChange, AlertStatus, ChangeKind, Rule, Severity
 
 __all__ = ["AlertBook", "Signal"]
+
+#: Every rule's name (``Rule.X.value`` is an enum property: slow in a loop per device).
+_RULES: Final = tuple(rule.value for rule in Rule)
 
 
 class Signal(msgspec.Struct, frozen=True, kw_only=True):
@@ -105,6 +109,13 @@ class AlertBook:
         self._known: dict[str, dict[str, int]] = {}
         #: (device, rule) -> event time its last alert resolved.
         self._floor: dict[tuple[str, str], int] = {}
+        #: Open alerts of compacted devices (in their records, see :meth:`park`).
+        self._parked_open = 0
+
+    @property
+    def open_count(self) -> int:
+        """Open alerts, those of compacted devices included."""
+        return len(self._active) + self._parked_open
 
     def active(self, device_id: str, rule: str) -> Alert | None:
         """The active alert of (device, rule), if any."""
@@ -122,16 +133,69 @@ class AlertBook:
 
     def open_rules(self, device_id: str) -> list[str]:
         """The rules of the device's active alerts."""
-        return [rule for rule in Rule if (device_id, rule.value) in self._active]
+        return [rule for rule in _RULES if (device_id, rule) in self._active]
 
     def forget(self, device_id: str) -> None:
         """Drop the device's bookkeeping (openings, resolved floors, known
         versions) but not its active alerts: they stay open and are cleared as
         usual when the device is heard from again."""
-        for rule in Rule:
-            self._opens.pop((device_id, rule.value), None)
-            self._floor.pop((device_id, rule.value), None)
+        for rule in _RULES:
+            self._opens.pop((device_id, rule), None)
+            self._floor.pop((device_id, rule), None)
         self._known.pop(device_id, None)
+
+    def park(self, device_id: str) -> list[object] | None:
+        """Take out everything the book keeps of a device being compacted (its
+        open alerts with their pending clears, openings, resolved floors,
+        known versions) as plain data (None: nothing). Its open alerts stay
+        open -- in the index, and in :attr:`open_count` -- and :meth:`unpark`
+        puts them back when the device is heard from again."""
+        opens: dict[str, list[int]] = {}
+        floors: dict[str, int] = {}
+        active: list[list[object]] = []
+        for rule in _RULES:
+            key = (device_id, rule)
+            entry = self._active.pop(key, None)
+            if entry is not None:
+                since, reason = entry.pending_clear_since, entry.pending_clear_reason
+                active.append([list(astuple(entry.alert)), since, reason])
+            times = self._opens.pop(key, None)
+            if times:
+                opens[rule] = list(times)
+            floor = self._floor.pop(key, None)
+            if floor is not None:
+                floors[rule] = floor
+        known = self._known.pop(device_id, None)
+        if not opens and not floors and not known and not active:
+            return None
+        self._parked_open += len(active)
+        return [opens, floors, known or {}, active]
+
+    def unpark(self, device_id: str, state: list[Any]) -> None:
+        """Put back what :meth:`park` took out (as decoded from msgpack),
+        merged with what :meth:`restore` may have loaded for the device
+        meanwhile (a rebalance): of two versions of an open alert, the newer
+        one is kept, the parked one on a tie (it knows its pending clear)."""
+        opens, floors, known, active = state
+        self._parked_open -= len(active)
+        for values, since, reason in active:
+            values[4], values[5] = Severity(values[4]), AlertStatus(values[5])
+            alert = Alert(*values)
+            current = self._active.get(alert.key)
+            if current is None or _supersedes(alert, current.alert, on_tie=True):
+                self._active[alert.key] = _Active(alert, since, reason)
+        for rule, times in opens.items():
+            kept = self._opens.setdefault((device_id, rule), deque())
+            merged = sorted(set(kept).union(times))
+            kept.clear()
+            kept.extend(merged)
+        for rule, floor in floors.items():
+            key = (device_id, rule)
+            self._floor[key] = max(floor, self._floor.get(key, floor))
+        if known:
+            mine = self._known.setdefault(device_id, {})
+            for alert_id, version in known.items():
+                mine[alert_id] = max(version, mine.get(alert_id, 0))
 
     def resolve_all(self, device_id: str, *, ts: int, reason: str) -> list[AlertChange]:
         """Resolve every active alert of the device (its state is dropped for
@@ -155,13 +219,7 @@ class AlertBook:
                 self._floor[key] = max(end, self._floor.get(key, end))
             if alert.status is AlertStatus.OPEN:
                 current = self._active.get(key)
-                if current is None:
-                    newer = True
-                elif current.alert.alert_id == alert.alert_id:
-                    newer = current.alert.version < alert.version
-                else:
-                    newer = current.alert.opened_at < alert.opened_at
-                if newer:
+                if current is None or _supersedes(alert, current.alert, on_tie=False):
                     self._active[key] = _Active(alert)
             opens = self._opens.setdefault(key, deque())
             if alert.opened_at not in opens:  # restore runs again after each rebalance
@@ -288,6 +346,16 @@ class AlertBook:
             for c in changes
             if c.alert.version > self._known.get(c.alert.device_id, {}).get(c.alert.alert_id, 0)
         ]
+
+
+def _supersedes(alert: Alert, current: Alert, *, on_tie: bool) -> bool:
+    """Whether ``alert`` is a newer state of (device, rule) than ``current``:
+    a higher version of the same alert, or an alert opened later."""
+    if current.alert_id == alert.alert_id:
+        if current.version == alert.version:
+            return on_tie
+        return current.version < alert.version
+    return current.opened_at < alert.opened_at
 
 
 def _tells(alert: Alert, late: bool) -> bool:

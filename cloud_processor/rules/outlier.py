@@ -25,7 +25,7 @@ than one batch during a catch-up can go unseen.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
 from cloud_processor.rules.base import Device, FleetRule, Verdict
 from cloud_processor.rules.lifecycle import AlertBook, Signal
@@ -51,9 +51,14 @@ def robust_z(value: float, peers: list[float], min_mad: float) -> float:
     >>> robust_z(4.0, [4.0, 4.0, 4.0], min_mad=0.25)
     0.0
     """
-    median = _median(sorted(peers))
-    mad = max(_median(sorted(abs(p - median) for p in peers)), min_mad)
+    median, mad = _center(peers, min_mad)
     return _MAD_TO_SIGMA * (value - median) / mad
+
+
+def _center(peers: list[float], min_mad: float) -> tuple[float, float]:
+    """Median and MAD (at least ``min_mad``) of ``peers``."""
+    median = _median(sorted(peers))
+    return median, max(_median(sorted(abs(p - median) for p in peers)), min_mad)
 
 
 class FleetOutlier(FleetRule):
@@ -73,6 +78,16 @@ class FleetOutlier(FleetRule):
             if not members:
                 del self._members[site]
                 self._dirty.discard(site)
+
+    def park(self, device_id: str, site: str) -> Any:
+        member = device_id in self._members.get(site, ())
+        self.forget(device_id, site)
+        return 1 if member else None
+
+    def unpark(self, device: Device, state: Any) -> None:
+        # A peer of its site again (its last temperature is back with it);
+        # nothing new to judge, so the site is not marked dirty.
+        self._members.setdefault(device.site, set()).add(device.device_id)
 
     def on_temperature(self, device: Device, ts: int, temp_c: float) -> Signal | None:
         members = self._members.get(device.site)
@@ -100,22 +115,34 @@ class FleetOutlier(FleetRule):
         """``latest``: each member's latest (event time, temperature)."""
         out: list[Verdict] = []
         newest = max(ts for _, ts, _ in latest)
+        # Devices with the same window share their peers: their median and MAD
+        # are computed once per site and tick, not once per device (sorting
+        # every peer for every device made a tick quadratic in the site's size).
+        centers: dict[tuple[int, float], tuple[int, float, float]] = {}
         for device, ts, temp_c in latest:
             settings = device.settings
             horizon = newest - int(settings.outlier_window_s * 1000)
             if ts < horizon:
                 continue
-            peers = [peer_temp for _, peer_ts, peer_temp in latest if peer_ts >= horizon]
-            if len(peers) < settings.outlier_min_peers:
+            key = (horizon, settings.outlier_min_mad_c)
+            center = centers.get(key)
+            if center is None:
+                peers = [peer_temp for _, peer_ts, peer_temp in latest if peer_ts >= horizon]
+                center = centers[key] = (len(peers), *_center(peers, key[1]))
+            if center[0] < settings.outlier_min_peers:
                 continue
-            signal = self._signal(device, ts, temp_c, peers)
+            signal = self._signal(device, ts, temp_c, center)
             if signal is not None:
                 out.append(Verdict(signal, late=ts < watermark))
         return out
 
-    def _signal(self, device: Device, ts: int, temp_c: float, peers: list[float]) -> Signal | None:
+    def _signal(
+        self, device: Device, ts: int, temp_c: float, center: tuple[int, float, float]
+    ) -> Signal | None:
+        """``center``: the number of peers, their median and MAD."""
         settings = device.settings
-        z = robust_z(temp_c, peers, settings.outlier_min_mad_c)
+        count, median, mad = center
+        z = _MAD_TO_SIGMA * (temp_c - median) / mad  # as robust_z computes it
         if abs(z) >= settings.outlier_z:
             return device.signal(
                 Rule.OUTLIER,
@@ -125,7 +152,7 @@ class FleetOutlier(FleetRule):
                 score=round(abs(z), 3),
                 threshold=settings.outlier_z,
                 message=f"{temp_c} °C is {z:+.1f} robust SDs from the site median "
-                f"({len(peers)} devices)",
+                f"({count} devices)",
             )
         if abs(z) > settings.outlier_clear_z:
             return None

@@ -18,7 +18,7 @@ one LSB step of the sensor would look like a storm.
 from __future__ import annotations
 
 from collections import deque
-from typing import Final
+from typing import Any, Final
 
 from cloud_processor.rules.base import Device, FleetRule
 from cloud_processor.rules.lifecycle import AlertBook, Signal
@@ -41,6 +41,14 @@ class RateOfChange(FleetRule):
 
     def forget(self, device_id: str, site: str) -> None:
         self._windows.pop(device_id, None)
+
+    def park(self, device_id: str, site: str) -> Any:
+        window = self._windows.pop(device_id, None)
+        return [list(point) for point in window] if window else None
+
+    def unpark(self, device: Device, state: Any) -> None:
+        window = deque(((int(ts), float(temp)) for ts, temp in state), maxlen=MAX_POINTS)
+        self._windows[device.device_id] = window
 
     def on_temperature(self, device: Device, ts: int, temp_c: float) -> Signal | None:
         settings = device.settings

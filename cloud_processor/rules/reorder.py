@@ -48,7 +48,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from telemetry_contract import Gap, Reading
 
@@ -72,25 +72,57 @@ class _Order:
     newest_ts: int | None = None
     #: seq -> (reading, processing time it was held at).
     held: dict[int, tuple[Reading, int]] = field(default_factory=dict)
-    #: Inclusive seq ranges below ``expected`` given up on (never released yet).
-    skipped: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=_MAX_RANGES))
+    #: Inclusive seq ranges below ``expected`` given up on (never released yet);
+    #: None until the first (an empty deque costs ~760 bytes, most devices need none).
+    skipped: deque[tuple[int, int]] | None = None
     #: Inclusive seq ranges at or above ``expected`` that a Gap says will never come.
-    covered: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=_MAX_RANGES))
+    covered: deque[tuple[int, int]] | None = None
 
     def held_since(self) -> int:
         return min(since for _, since in self.held.values())
 
     def was_skipped(self, seq: int) -> bool:
         """Whether ``seq`` was given up on; forget it (it is being released now)."""
-        for i, (first, last) in enumerate(self.skipped):
+        skipped = self.skipped
+        for i, (first, last) in enumerate(skipped or ()):
             if first <= seq <= last:
-                del self.skipped[i]
+                assert skipped is not None
+                del skipped[i]
                 if first < seq:
-                    self.skipped.append((first, seq - 1))
+                    skipped.append((first, seq - 1))
                 if seq < last:
-                    self.skipped.append((seq + 1, last))
+                    skipped.append((seq + 1, last))
                 return True
         return False
+
+    def pack(self) -> list[object]:
+        """What outlives an eviction (nothing is held then), as plain data."""
+        return [
+            self.expected,
+            self.low,
+            self.newest_ts,
+            [list(r) for r in self.skipped or ()],
+            [list(r) for r in self.covered or ()],
+        ]
+
+    @classmethod
+    def unpack(cls, state: Any) -> _Order:
+        """The order state :meth:`pack` gave (as decoded from msgpack)."""
+        expected, low, newest_ts, skipped, covered = state
+        order = cls(expected, low, newest_ts)
+        for first, last in skipped:
+            order.skipped = _added(order.skipped, (first, last))
+        for first, last in covered:
+            order.covered = _added(order.covered, (first, last))
+        return order
+
+
+def _added(ranges: deque[tuple[int, int]] | None, seqs: tuple[int, int]) -> deque[tuple[int, int]]:
+    """``ranges`` (created on first use) with ``seqs`` appended."""
+    if ranges is None:
+        ranges = deque(maxlen=_MAX_RANGES)
+    ranges.append(seqs)
+    return ranges
 
 
 class ReorderStage:
@@ -134,8 +166,7 @@ class ReorderStage:
             # A lower seq with newer data: the device's seq counter restarted.
             self._give_up(reading.device_id, order, out, everything=True)
             order.expected, order.low = seq + 1, seq
-            order.skipped.clear()
-            order.covered.clear()
+            order.skipped = order.covered = None
             self._release(order, reading, out)
         elif seq < order.low or order.was_skipped(seq):
             self._release(order, reading, out)  # overtaken and given up on: late
@@ -147,7 +178,7 @@ class ReorderStage:
         order = self._orders.get(gap.device_id)
         if order is None or order.expected is None or gap.last_seq < order.expected:
             return []
-        order.covered.append((gap.first_seq, gap.last_seq))
+        order.covered = _added(order.covered, (gap.first_seq, gap.last_seq))
         out: list[Reading] = []
         self._drain(gap.device_id, order, out)
         return out
@@ -167,6 +198,21 @@ class ReorderStage:
         for device_id in sorted(self._holding):
             self._give_up(device_id, self._orders[device_id], out, everything=True)
         return out
+
+    def park(self, device_id: str) -> tuple[list[Reading], list[object] | None]:
+        """Take the device's order state out (compacted: idle): the readings
+        it held, to judge now (none, for a device idle longer than
+        ``wait_ms``), and what :meth:`unpark` needs to go on exactly where it
+        left off (next seq expected, ranges given up on or covered by a Gap)."""
+        order = self._orders.get(device_id)
+        if order is None:
+            return [], None
+        released = self.forget(device_id)
+        return released, order.pack()
+
+    def unpark(self, device_id: str, state: Any) -> None:
+        """Put back what :meth:`park` took out."""
+        self._orders[device_id] = _Order.unpack(state)
 
     def forget(self, device_id: str) -> list[Reading]:
         """Drop the device's order state (evicted); the readings it held, to judge now."""
@@ -231,7 +277,7 @@ class ReorderStage:
         while order.held and order.expected is not None:
             first = min(order.held)
             if first > order.expected:
-                order.skipped.append((order.expected, first - 1))
+                order.skipped = _added(order.skipped, (order.expected, first - 1))
                 self.given_up += first - order.expected
                 if len(self._given_up_ranges) < _MAX_GIVEN_UP_REPORTED:
                     self._given_up_ranges.append((device_id, order.expected, first - 1))
@@ -252,9 +298,11 @@ class ReorderStage:
                 order.expected += 1
                 self._release(order, held[0], out)
                 continue
-            cover = next((c for c in order.covered if c[0] <= order.expected <= c[1]), None)
+            covered = order.covered or ()
+            cover = next((c for c in covered if c[0] <= order.expected <= c[1]), None)
             if cover is None:
                 break
+            assert order.covered is not None
             order.covered.remove(cover)
             order.expected = cover[1] + 1
             for seq in sorted(s for s in order.held if s < order.expected):

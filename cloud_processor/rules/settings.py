@@ -33,6 +33,8 @@ stagekit.config.ConfigError: rules.outlier_min_peers: must be at least 3, got 2
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import msgspec
@@ -133,12 +135,18 @@ class RulesConfig(RuleSettings, frozen=True, forbid_unknown_fields=True):
     #: (when full, the oldest hole is given up and its device's readings released).
     reorder_max_held: Annotated[int, msgspec.Meta(ge=1)] = 10_000
     reorder_max_held_per_device: int = 64
-    #: Devices whose rule state is kept (fleet-wide): beyond it the device
-    #: heard from longest ago is evicted (a fleet of 10,000 fits twice).
-    max_devices: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 20_000
-    #: A device heard nothing from for this long (processing time) is evicted;
-    #: its open alerts stay open (see ``FleetRules.evict``).
-    device_idle_s: Annotated[float, msgspec.Meta(ge=60, le=365 * 86_400)] = 86_400.0
+    #: Devices whose rule state is kept, compacted ones included (fleet-wide):
+    #: beyond it the device heard from longest ago is given up (a fleet of
+    #: 100,000 fits on one processor).
+    max_devices: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 100_000
+    #: A device heard nothing from for this long (processing time) is
+    #: compacted: its rule state becomes a small record, rebuilt exactly when
+    #: it is heard from again; its open alerts stay open (``FleetRules.evict``).
+    device_idle_s: Annotated[float, msgspec.Meta(ge=60, le=365 * 86_400)] = 900.0
+    #: Where compacted devices' records go: "" keeps them in memory (a few
+    #: hundred bytes per idle device); a directory puts them in an SQLite file
+    #: there, deleted at exit (``cloud_processor/spill.py``).
+    state_spill_dir: str = ""
 
     def for_device(self, device_id: str, site: str) -> RuleSettings:
         """Effective settings of one device: defaults, then site groups, then device groups.
@@ -187,6 +195,9 @@ class RulesConfig(RuleSettings, frozen=True, forbid_unknown_fields=True):
                 f"{where}.device_idle_s: must be at least the longest rule window or "
                 f"stale_after_s ({longest:g} s), got {self.device_idle_s:g}"
             )
+        spill = self.state_spill_dir
+        if spill and not (Path(spill).is_dir() and os.access(spill, os.W_OK | os.X_OK)):
+            problems.append(f"{where}.state_spill_dir: not a writable directory: {spill!r}")
         for name, group in self.groups.items():
             if not group.sites and not group.devices:
                 problems.append(f"{where}.groups.{name}: lists neither sites nor devices")

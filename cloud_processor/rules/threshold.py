@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Final
+from typing import Any, Final
 
 from cloud_processor.rules.base import Device, FleetRule
 from cloud_processor.rules.lifecycle import AlertBook, Signal
@@ -85,6 +85,12 @@ class Threshold(FleetRule):
 
     def forget(self, device_id: str, site: str) -> None:
         self._beyond_since.pop(device_id, None)
+
+    def park(self, device_id: str, site: str) -> Any:
+        return self._beyond_since.pop(device_id, None)
+
+    def unpark(self, device: Device, state: Any) -> None:
+        self._beyond_since[device.device_id] = state
 
     def on_temperature(self, device: Device, ts: int, temp_c: float) -> Signal | None:
         settings = device.settings

@@ -361,9 +361,15 @@ def test_an_idle_device_leaves_nothing_in_any_rule() -> None:
     idle = int(RulesConfig().device_idle_s * 1000)
     for peer in ("p1", "p2", "p3", "p4"):  # peers stay active
         rules.on_reading(reading(peer, 2, ts=NOW + idle), now_ms=NOW + idle)
-    rules.tick(NOW + idle + 60_000)
-    assert _holds(rules, "idle-1") == []
-    assert rules.evicted == 1 and rules.device_count == 4
+    changes = rules.tick(NOW + idle + 60_000)
+    # silent: its stale alert opens before it is compacted, and stays open
+    assert [(c.kind, c.alert.device_id, c.alert.rule) for c in changes] == [
+        (ChangeKind.OPENED, "idle-1", "stale_sensor")
+    ]
+    # no rule keeps anything of it: only its compact record and its open alert
+    assert sorted(_holds(rules, "idle-1")) == ["FleetRules._parked", "FleetRules._records"]
+    assert rules.book.open_count == 1
+    assert rules.evicted == 1 and rules.device_count == 5  # compacted devices count
 
 
 def test_an_open_alert_of_an_idle_device_stays_open_and_clears_when_it_is_heard_again() -> None:
@@ -373,13 +379,14 @@ def test_an_open_alert_of_an_idle_device_stays_open_and_clears_when_it_is_heard_
     changes = rules.tick(NOW + idle)
     assert [c.alert.rule for c in changes if c.kind is ChangeKind.RESOLVED] == []
     assert rules.evicted == 1 and rules.device_count == 1  # parked: its alert counts
-    active = rules.book.active("d1", "threshold_high")
-    assert active is not None and active.alert_id == opened.alert.alert_id
-    # heard from again: the same alert resolves as usual (no second alert opens)
+    assert rules.book.open_count == 2  # threshold and stale, in its compact record
+    (stale,) = [c for c in changes if c.kind is ChangeKind.OPENED]  # silent for a day
+    # heard from again: the same alerts resolve as usual (no second alert opens)
     back = NOW + idle + 1000
     changes = rules.on_reading(reading("d1", 2, 5.0, ts=back), now_ms=back)
     assert [(c.kind, c.alert.alert_id) for c in changes] == [
-        (ChangeKind.RESOLVED, opened.alert.alert_id)
+        (ChangeKind.RESOLVED, stale.alert.alert_id),
+        (ChangeKind.RESOLVED, opened.alert.alert_id),
     ]
 
 
@@ -441,6 +448,8 @@ def test_eviction_judges_held_readings_and_loses_or_repeats_no_stored_reading() 
         ("[rules]\nmax_devices = 0\n", "rules.max_devices"),
         ("[rules]\nmax_devices = 2000000\n", "rules.max_devices"),
         ("[rules]\ndevice_idle_s = 10\n", "rules.device_idle_s"),
+        ("[rules]\nstate_spill_dir = '/no/such/dir'\n", "rules.state_spill_dir"),
+        ("[rules]\nstate_spill_dir = 3\n", "rules.state_spill_dir"),
         ("[rules]\ndevice_idle_s = 200\nstale_after_s = 600\n", "rules.device_idle_s"),
         (
             "[rules]\ndevice_idle_s = 700\n[rules.groups.g]\nsites = ['s']\nstale_after_s = 900\n",
