@@ -4,7 +4,7 @@ No services: :class:`~cloud_processor.rules.FleetRules` in memory, processing
 time simulated. Results: docs/benchmarks.md ("Processor state at 10k and 100k
 devices")::
 
-    taskset -c 0 python benchmarks/processor/bench_state.py --before i19
+    taskset -c 0 python benchmarks/processor/bench_state.py --before d71ee67
 
 For each fleet size (``--devices``) and share of active devices (``--active``):
 
