@@ -4,12 +4,12 @@ No services: :class:`~cloud_processor.rules.FleetRules` in memory, processing
 time simulated. Results: docs/benchmarks.md ("Processor state at 10k and 100k
 devices")::
 
-    taskset -c 0 python benchmarks/processor/bench_state.py --before i19
+    taskset -c 0 python benchmarks/processor/bench_state.py --before d71ee67
 
 For each fleet size (``--devices``) and share of active devices (``--active``):
 
 1. every device reports six times, 10 s apart (rate windows full), then only
-   the active ones go on reporting every 30 s, for 20 minutes of processing
+   the active ones go on reporting every 30 s, for 30 minutes of processing
    time, with a tick after every round (the processor ticks once per batch):
    the silent ones go stale (300 s) and, with this code, are compacted (900 s);
 2. **tick**: the median wall time of the last 10 ticks (steady state, the
@@ -30,7 +30,7 @@ For each fleet size (``--devices``) and share of active devices (``--active``):
 
 ``--before REF`` runs the same scenario on the code at git ref REF (extracted
 to a temporary directory, eviction left at its defaults there: a day idle, so
-never within these 20 minutes) in a subprocess, and prints after / before.
+never within these 30 minutes) in a subprocess, and prints after / before.
 """
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ from telemetry_contract import Reading
 
 T0 = 1_767_225_600_000
 ROUND_MS = 30_000
-#: Processing time simulated after the first phase: stale (300 s) and compaction (900 s) happen.
-RUN_MS = 1_200_000
+#: Processing time simulated after the first phase: stale (300 s) and compaction
+#: (from 900 s, at most 10,000 devices a tick) happen, and 10 ticks follow them.
+RUN_MS = 1_800_000
 ROOT = Path(__file__).resolve().parents[2]
 
 
