@@ -239,7 +239,7 @@ class Mosquitto(MqttBroker):
             self.pki.issue(name, replace=existing_only)
             if known:  # its old certificate's connection goes at the reload
                 self._kick(name, add=True)
-            running = self._update_passwd_file(name, pw)
+            running = self._reload_auth(f"user={name}")
         # The reload happens in the broker's main loop: wait until it took.
         ok = not running or poll_until(lambda: self.login(name, pw, 3.0), 15.0, 0.2)
         if known:
@@ -274,10 +274,7 @@ class Mosquitto(MqttBroker):
                 credentials.save(users)
                 if certificates:
                     self.pki.issue_missing(new)
-            running = bool(new) and self._passwd_file.exists()
-            if running:
-                self._write_auth_files()
-                running = self.process.signal(signal.SIGHUP)
+            running = bool(new) and self._reload_auth(f"added={len(new)}")
         if running:
             last = next(reversed(new))
             wait = timeout if timeout is not None else 30.0 + len(users) / 250
@@ -302,7 +299,7 @@ class Mosquitto(MqttBroker):
             credentials.save(users)
             self.pki.revoke(name)  # in the CRL before the reload
             self._kick(name, add=True)  # a certificate login goes at the reload
-            running = self._update_passwd_file(name, None)
+            running = self._reload_auth(f"removed={name}")
         ok = not running or poll_until(lambda: not self.login(name, old, 3.0), 15.0, 0.2)
         with credentials.locked():
             self._kick(name, add=False)
@@ -311,15 +308,16 @@ class Mosquitto(MqttBroker):
         logger.info("mqtt user removed user=%s", name)
         return old
 
-    def _update_passwd_file(self, name: str, password: str | None) -> bool:
-        """Re-render a running broker's password file and ACL (``name`` was set to
-        ``password``, None: deleted), then SIGHUP it. True when a running broker
-        was told to reload. The caller holds the credentials lock.
+    def _reload_auth(self, change: str) -> bool:
+        """Re-render a running broker's password file and ACL from the stored
+        credentials (``change`` says what changed, for the log), then SIGHUP it.
+        True when a running broker was told to reload. The caller holds the
+        credentials lock.
 
         On reload Mosquitto 2.0 re-checks every connected client against the new
         files: a removed user, or one whose password changed, is disconnected."""
         if not self._passwd_file.exists():
             return False
-        logger.debug("mqtt auth files rendered user=%s removed=%s", name, password is None)
+        logger.debug("mqtt auth files rendered %s", change)
         self._write_auth_files()
         return self.process.signal(signal.SIGHUP)
