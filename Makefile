@@ -38,7 +38,7 @@ help:
 # What each command installs. The Python package at the tested versions pinned
 # in constraints.txt: the demo only the stages' extras, the tests every extra
 # and the dev tools. From Debian (as root), what is used for real:
-# - demo: Mosquitto, gcc + mosquitto-dev (the broker plugin binding client ids
+# - demo: Mosquitto, gcc + mosquitto-dev and libmosquitto-dev (the broker plugin binding client ids
 #   to users is built at `stack up`), a JDK 17 and Maven for Kafka and OpenSearch
 #   (their jars come from Maven Central on the first `thermowatch stack up` and are cached);
 # - test: also headless Chromium + ChromeDriver (the web view's browser test),
@@ -47,7 +47,8 @@ help:
 #   test builds a Debian 12 root with it).
 # Under CI=true a test whose tool is missing fails (testsupport/prerequisites.py).
 DEBIAN_DEMO := /usr/sbin/mosquitto:mosquitto /usr/bin/mosquitto_pub:mosquitto-clients \
-	/usr/include/mosquitto_plugin.h:mosquitto-dev /usr/bin/gcc:gcc \
+	/usr/include/mosquitto_plugin.h:mosquitto-dev /usr/include/mosquitto.h:libmosquitto-dev \
+	/usr/bin/gcc:gcc \
 	/usr/bin/java:openjdk-17-jdk-headless /usr/bin/javac:openjdk-17-jdk-headless /usr/bin/mvn:maven
 DEBIAN_TEST := $(DEBIAN_DEMO) /usr/bin/chromium:chromium /usr/bin/chromedriver:chromium-driver \
 	/usr/bin/strace:strace /usr/bin/openssl:openssl /usr/bin/systemd-analyze:systemd \

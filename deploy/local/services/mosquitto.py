@@ -44,9 +44,13 @@ logger = logging.getLogger(__name__)
 
 MQTT_PORT_ENV: Final = "THERMOWATCH_MQTT_PORT"
 DEFAULT_MQTT_PORT: Final = 18830
-#: The broker plugin's C source, and the header (from mosquitto-dev) it needs.
+#: The broker plugin's C source, and the headers it needs with their Debian packages:
+#: Debian 12's mosquitto-dev does not pull in libmosquitto-dev (``mosquitto.h``).
 PLUGIN_SOURCE: Final = TEMPLATE_DIR / "mosquitto-plugin" / "thermowatch_auth.c"
-PLUGIN_HEADER: Final = Path("/usr/include/mosquitto_plugin.h")
+PLUGIN_HEADERS: Final = {
+    Path("/usr/include/mosquitto_plugin.h"): "mosquitto-dev",
+    Path("/usr/include/mosquitto.h"): "libmosquitto-dev",
+}
 #: "1": also a plaintext listener (password, no TLS) on the client port + 2.
 MQTT_PLAINTEXT_ENV: Final = "THERMOWATCH_MQTT_PLAINTEXT"
 
@@ -78,14 +82,13 @@ class Mosquitto(MqttBroker):
         return self.port + 2 if plaintext_enabled() else None
 
     def install(self) -> None:
-        """The broker, its clients, and gcc + mosquitto-dev to build the plugin."""
+        """The broker, its clients, and gcc + the headers to build the plugin."""
         missing = []
         if which("mosquitto") is None or which("mosquitto_passwd") is None:
             missing += ["mosquitto", "mosquitto-clients"]
         if which("gcc") is None:
             missing.append("gcc")
-        if not PLUGIN_HEADER.exists():
-            missing.append("mosquitto-dev")
+        missing += [package for header, package in PLUGIN_HEADERS.items() if not header.exists()]
         if missing:
             apt_install(*missing)
         self._build_plugin()
