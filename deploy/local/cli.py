@@ -55,6 +55,13 @@ def register(subparsers: Any) -> None:
         default=DEFAULT_HEALTH_TIMEOUT,
         help="seconds to wait for each health check (default: %(default)s)",
     )
+    up.add_argument(
+        "--cluster",
+        action="store_true",
+        help="the cluster profile: 3 Kafka brokers (KRaft, 3 replicas, min.insync.replicas=2) "
+        "and a 3-node search cluster (1 replica per shard) instead of one node each; "
+        "kept until `stack down` (see deploy/local/README.md)",
+    )
     up.set_defaults(func=_up)
 
     down = actions.add_parser("down", help="stop (SIGTERM, then SIGKILL after a timeout)")
@@ -89,6 +96,9 @@ def register(subparsers: Any) -> None:
         help=f"one of {', '.join(_CHOICES)} (default: {', '.join(SERVICES)})",
     )
     logs.add_argument("-n", "--lines", type=int, default=50, help="lines (default: 50)")
+    logs.add_argument(
+        "--node", type=int, default=None, help="one node of a clustered service (default: all)"
+    )
     logs.set_defaults(func=_logs)
 
     rotate = actions.add_parser(
@@ -113,7 +123,8 @@ def _error(message: str) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    stack = LocalStack()
+    # Without --cluster: the profile the stack runs now (a running cluster stays one).
+    stack = LocalStack(cluster=True if args.cluster else None)
     started = time.monotonic()
     try:
         result = stack.up(args.services or None, timeout=args.timeout)
@@ -122,8 +133,11 @@ def _up(args: argparse.Namespace) -> int:
     status = stack.status(result)
     for name, what in result.items():
         entry = status[name]
-        print(f"{name:<13} {what:<8} {entry['host']}:{entry['port']}  pid {entry['pid']}")
-    print(f"up in {time.monotonic() - started:.1f}s (stack dir {stack.root})")
+        for node in entry.get("nodes") or [entry]:
+            label = f"{name}-{node['id']}" if "id" in node else name
+            print(f"{label:<13} {what:<8} {node['host']}:{node['port']}  pid {node['pid']}")
+    took = time.monotonic() - started
+    print(f"up in {took:.1f}s ({stack.profile} profile, stack dir {stack.root})")
     return 0
 
 
@@ -148,20 +162,29 @@ def _status(args: argparse.Namespace) -> int:
         return _error(str(exc))
     # The exit code is about the services asked for (the default ones), never
     # about an optional service that was not asked for.
-    all_up = all(entry["pid"] is not None for entry in status.values())
+    all_up = all(
+        node["pid"] is not None
+        for entry in status.values()
+        for node in entry.get("nodes") or [entry]
+    )
     if args.json:
         print(json.dumps(status))
     else:
         if not args.services:
             status.update(stack.status(OPTIONAL_SERVICES))
         for name, entry in status.items():
-            if entry["pid"] is None:
-                state = "off" if name in OPTIONAL_SERVICES and not args.services else "down"
-            else:
-                state = "up" if stack.is_healthy(name) else "unhealthy"
-            address = entry.get("url") or f"{entry['host']}:{entry['port']}"
-            pid = entry["pid"] if entry["pid"] is not None else "-"
-            print(f"{name:<13} {state:<9} {address:<24} pid {pid}")
+            for node in entry.get("nodes") or [entry]:
+                label = f"{name}-{node['id']}" if "id" in node else name
+                if node["pid"] is None:
+                    state = "off" if name in OPTIONAL_SERVICES and not args.services else "down"
+                else:
+                    healthy = stack.is_healthy(name, node=node.get("id"))
+                    state = "up" if healthy else "unhealthy"
+                address = f"{node['host']}:{node['port']}"
+                if "id" not in node and entry.get("url"):
+                    address = entry["url"]
+                pid = node["pid"] if node["pid"] is not None else "-"
+                print(f"{label:<13} {state:<9} {address:<24} pid {pid}")
     return 0 if all_up else EXIT_SOME_DOWN
 
 
@@ -183,9 +206,20 @@ def _kafka_rotate(args: argparse.Namespace) -> int:
 def _logs(args: argparse.Namespace) -> int:
     stack = LocalStack()
     names = [args.service] if args.service else list(SERVICES)
-    for name in names:
-        if len(names) > 1:
-            print(f"==> {stack.log_file(name)} <==")
-        for line in stack.log_tail(name, args.lines):
+    try:
+        nodes = [
+            (name, svc.node)
+            for name in names
+            for svc in stack.nodes(name)
+            if args.node is None or svc.node == args.node
+        ]
+        if args.node is not None:
+            stack.node(names[0], args.node)  # a clear error for a node that is not there
+    except StackError as exc:
+        return _error(str(exc))
+    for name, node in nodes:
+        if len(nodes) > 1:
+            print(f"==> {stack.log_file(name, node)} <==")
+        for line in stack.log_tail(name, args.lines, node=node):
             print(line)
     return 0

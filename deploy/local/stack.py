@@ -115,6 +115,7 @@ class LocalStack:
         search_port: int | None = None,
         elastic_port: int | None = None,
         ports: Mapping[str, int] | None = None,
+        cluster: bool | None = None,
     ) -> None:
         self.layout = StackLayout.from_env(stack_dir, cache_dir)
         self.root = self.layout.root
@@ -133,10 +134,20 @@ class LocalStack:
             "elasticsearch": elastic_port,
             **(ports or {}),
         }
-        self._services: dict[str, Service] = {
-            cls.name: cls(ctx, given.get(cls.name)) for cls in REGISTRY
-        }
         self._state = ctx.state
+        #: The cluster profile: 3 Kafka and 3 search nodes. None: the profile the stack
+        #: was last brought up with (``state.json``), else the single-node one.
+        self.cluster = (
+            cluster if cluster is not None else self._state.read().get("profile") == "cluster"
+        )
+        self._nodes: dict[str, list[Service]] = {}
+        for cls in REGISTRY:
+            count = cls.cluster_nodes if self.cluster else 1
+            self._nodes[cls.name] = [
+                cls(ctx, given.get(cls.name), node=n, nodes=count) for n in range(1, count + 1)
+            ]
+        #: Each service's first node: the one that describes the service to clients.
+        self._services: dict[str, Service] = {name: n[0] for name, n in self._nodes.items()}
 
     # ------------------------------------------------------------------ layout
     @property
@@ -147,11 +158,17 @@ class LocalStack:
     def logs_dir(self) -> Path:
         return self.layout.logs_dir
 
+    @property
+    def profile(self) -> str:
+        """``"cluster"`` or ``"single"``."""
+        return "cluster" if self.cluster else "single"
+
     def pid_file(self, name: str) -> Path:
         return self.layout.pid_file(name)
 
-    def log_file(self, name: str) -> Path:
-        return self.layout.log_file(name)
+    def log_file(self, name: str, node: int | None = None) -> Path:
+        """The log of service ``name`` (of its node ``node`` in a cluster; default: the first)."""
+        return self.node(name, node).process.log_file
 
     def data_dir(self, name: str) -> Path:
         return self.layout.data_dir(name)
@@ -168,6 +185,23 @@ class LocalStack:
         """The :class:`~deploy.local.services.base.Service` called ``name``."""
         check_names([name])
         return self._services[name]
+
+    def node(self, name: str, node: int | None = None) -> Service:
+        """Node ``node`` (1-based; None: the first) of service ``name``; a service that
+        does not cluster, or the single-node profile, has node 1 only."""
+        check_names([name])
+        nodes = self._nodes[name]
+        index = 1 if node is None else node
+        if not 1 <= index <= len(nodes):
+            raise StackError(
+                f"{name}: no node {index} in the {self.profile} profile (nodes 1..{len(nodes)})"
+            )
+        return nodes[index - 1]
+
+    def nodes(self, name: str) -> list[Service]:
+        """Every node of service ``name`` (one unless clustered)."""
+        check_names([name])
+        return list(self._nodes[name])
 
     def port(self, name: str) -> int:
         """The client port of service ``name``."""
@@ -189,6 +223,9 @@ class LocalStack:
         Kafka also has ``bootstrap``, search and elasticsearch ``url``, and every
         service ``tls`` and ``auth`` (:meth:`Service.security`): the shape of
         ``status --json``. The default services unless ``services`` names others.
+
+        In the cluster profile, a clustered service's ``pid`` is its first node's and
+        ``nodes`` lists every node: ``[{"id", "host", "port", "pid"}, ...]``.
         """
         out: dict[str, dict[str, Any]] = {}
         for name in check_names(services):
@@ -200,44 +237,57 @@ class LocalStack:
                 **svc.address(),
                 **svc.security(),
             }
+            if svc.clustered:
+                out[name]["nodes"] = [
+                    {"id": n.node, "host": n.host, "port": n.port, "pid": n.process.pid()}
+                    for n in self._nodes[name]
+                ]
         return out
 
-    def service_pid(self, name: str) -> int | None:
-        """Pid of the running service, or None (a stale pid file is removed)."""
-        return self.service(name).process.pid()
+    def service_pid(self, name: str, node: int | None = None) -> int | None:
+        """Pid of the running service (its node ``node``), or None (a stale pid file is removed)."""
+        return self.node(name, node).process.pid()
 
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> bool:
-        """Send ``sig`` to the service; False when it was not running.
+    def kill(self, name: str, sig: int = signal.SIGKILL, node: int | None = None) -> bool:
+        """Send ``sig`` to the service (its node ``node``); False when it was not running.
 
         Does not wait (except for SIGKILL, until the process is gone) and does
         not remove the pid file: the chaos tests use this for ``kill -9`` and
         SIGSTOP/SIGCONT. Use :meth:`down` to stop.
         """
-        return self.service(name).process.signal(sig)
+        return self.node(name, node).process.signal(sig)
 
-    def is_healthy(self, name: str, timeout: float = 5.0) -> bool:
+    def is_healthy(self, name: str, timeout: float = 5.0, node: int | None = None) -> bool:
         """One meaningful health check of ``name`` (an authenticated connect,
-        an admin request, a cluster health call)."""
-        svc = self.service(name)
-        try:
-            return svc.probe(timeout)
-        except Exception as exc:  # a health probe reports, it never raises
-            logger.debug("health probe failed service=%s error=%r", name, exc)
-            return False
+        an admin request, a cluster health call); of its node ``node`` in a cluster,
+        else of every node."""
+        targets = self._nodes[name] if node is None else [self.node(name, node)]
+        for svc in targets:
+            try:
+                if not svc.probe(timeout):
+                    return False
+            except Exception as exc:  # a health probe reports, it never raises
+                logger.debug("health probe failed service=%s error=%r", svc.node_name, exc)
+                return False
+        return True
 
-    def wait_healthy(self, name: str, timeout: float = DEFAULT_HEALTH_TIMEOUT) -> None:
-        """Block until ``name`` passes its health check; StackError (with the
-        log tail) on timeout or when its process dies meanwhile."""
-        process = self.service(name).process
+    def wait_healthy(
+        self, name: str, timeout: float = DEFAULT_HEALTH_TIMEOUT, node: int | None = None
+    ) -> None:
+        """Block until ``name`` (its node ``node``; default: every node) passes its health
+        check; StackError (with the log tail) on timeout or when its process dies meanwhile."""
         deadline = time.monotonic() + timeout
-        while True:
-            if self.is_healthy(name, timeout=min(10.0, max(1.0, deadline - time.monotonic()))):
-                return
-            if process.pid() is None:
-                raise StackError(process.failure("process exited"))
-            if time.monotonic() >= deadline:
-                raise StackError(process.failure(f"not healthy after {timeout:.0f}s"))
-            time.sleep(0.5)
+        for svc in self._nodes[name] if node is None else [self.node(name, node)]:
+            process = svc.process
+            while True:
+                left = min(10.0, max(1.0, deadline - time.monotonic()))
+                if self.is_healthy(name, timeout=left, node=svc.node):
+                    break
+                if process.pid() is None:
+                    raise StackError(process.failure("process exited"))
+                if time.monotonic() >= deadline:
+                    raise StackError(process.failure(f"not healthy after {timeout:.0f}s"))
+                time.sleep(0.5)
 
     def up(
         self, services: Iterable[str] | None = None, timeout: float = DEFAULT_HEALTH_TIMEOUT
@@ -251,29 +301,66 @@ class LocalStack:
         """
         names = check_names(services)
         with self._lock():
+            self._check_profile()
             self._prepare_dirs()
+            self._state.record(profile=self.profile)
             self.config_signing_key()
             result: dict[str, str] = {}
             for name in names:
-                svc = self._services[name]
-                if svc.process.pid() is not None:
-                    if not svc.config_changed():
-                        result[name] = "running"
-                        continue
-                    logger.info("restarting service=%s reason=config_changed", name)
-                    self._stop(svc, DEFAULT_STOP_TIMEOUT)
-                    self._start(svc)
-                    result[name] = "restarted"
-                    continue
-                svc.install()
-                self._start(svc)
-                result[name] = "started"
+                what: list[str] = []
+                for svc in self._nodes[name]:
+                    what.append(self._up_one(svc))
+                # "started" when any node was, else "restarted", else "running".
+                result[name] = next((w for w in ("started", "restarted") if w in what), "running")
             # Start every process first, then wait: the JVMs boot in parallel.
             for name in names:
                 self.wait_healthy(name, timeout)
                 logger.info("healthy service=%s pid=%s", name, self.service_pid(name))
-            self._state.record()
+            self._state.record(profile=self.profile)
             return result
+
+    def start_node(self, name: str, node: int, timeout: float = DEFAULT_HEALTH_TIMEOUT) -> str:
+        """Start one node of a cluster (after a chaos kill) and wait until it is healthy;
+        ``"started"``, ``"restarted"`` or ``"running"``."""
+        svc = self.node(name, node)
+        with self._lock():
+            self._check_profile()
+            what = self._up_one(svc)
+        self.wait_healthy(name, timeout, node=node)
+        return what
+
+    def _up_one(self, svc: Service) -> str:
+        """Start one service node unless it runs with its current config (under the lock)."""
+        if svc.process.pid() is not None:
+            if not svc.config_changed():
+                return "running"
+            logger.info("restarting service=%s reason=config_changed", svc.node_name)
+            self._stop(svc, DEFAULT_STOP_TIMEOUT)
+            self._start(svc)
+            return "restarted"
+        svc.install()
+        self._start(svc)
+        return "started"
+
+    def _check_profile(self) -> None:
+        """StackError when the stack runs in the other profile: the two do not mix (the
+        single node's data is not a cluster's, and their ports overlap)."""
+        recorded = self._state.read().get("profile", "single")
+        if recorded == self.profile:
+            return
+        other = LocalStack(self.root, self.cache, cluster=not self.cluster)
+        running = [
+            svc.node_name
+            for nodes in other._nodes.values()
+            for svc in nodes
+            if svc.process.pid() is not None
+        ]
+        if running:
+            raise StackError(
+                f"the stack in {self.root} runs the {other.profile} profile "
+                f"({', '.join(running)}): `thermowatch stack down` first, or use another "
+                f"{STACK_DIR_ENV}"
+            )
 
     def down(
         self, services: Iterable[str] | None = None, timeout: float = DEFAULT_STOP_TIMEOUT
@@ -290,20 +377,27 @@ class LocalStack:
             result: dict[str, str] = {}
             # Reverse order: consumers of a service go down before it.
             for name in reversed(names):
-                stopped = self._stop(self._services[name], timeout)
-                result[name] = "stopped" if stopped else "not running"
+                stopped = [self._stop(svc, timeout) for svc in reversed(self._nodes[name])]
+                result[name] = "stopped" if any(stopped) else "not running"
             if self.root.exists():
-                self._state.record()
+                # All stopped: the next `stack up` starts the profile it is asked for.
+                self._state.record(**({} if services else {"profile": "single"}))
             return result
 
     # Single-service spellings for the chaos tests.
     def start(self, name: str, timeout: float = DEFAULT_HEALTH_TIMEOUT) -> None:
-        """Start one service and wait until it is healthy."""
+        """Start one service (every node of it) and wait until it is healthy."""
         self.up([name], timeout)
 
     def stop(self, name: str, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
         """Stop one service (SIGTERM, then SIGKILL after ``timeout``)."""
         self.down([name], timeout)
+
+    def stop_node(self, name: str, node: int, timeout: float = DEFAULT_STOP_TIMEOUT) -> bool:
+        """Stop one node of a cluster (SIGTERM, then SIGKILL); False if it did not run."""
+        svc = self.node(name, node)
+        with self._lock():
+            return self._stop(svc, timeout)
 
     def credentials(self) -> dict[str, str]:
         """MQTT ``{username: password}``; generated on first use and kept in
@@ -376,9 +470,9 @@ class LocalStack:
         assert isinstance(mosquitto, Mosquitto)
         return mosquitto
 
-    def log_tail(self, name: str, lines: int = 30) -> list[str]:
-        """The last ``lines`` lines of the service's log file."""
-        return self.service(name).process.log_tail(lines)
+    def log_tail(self, name: str, lines: int = 30, node: int | None = None) -> list[str]:
+        """The last ``lines`` lines of the service's log file (of its node ``node``)."""
+        return self.node(name, node).process.log_tail(lines)
 
     # --------------------------------------------------------------- internals
     def _stop(self, svc: Service, timeout: float) -> bool:
@@ -395,13 +489,14 @@ class LocalStack:
         return flock(self.run_dir / "stack.lock")
 
     def _prepare_dirs(self) -> None:
-        for folder in (self.run_dir, self.logs_dir, *(self.data_dir(n) for n in SERVICES)):
+        data = [self.data_dir(svc.node_name) for n in SERVICES for svc in self._nodes[n]]
+        for folder in (self.run_dir, self.logs_dir, *data):
             folder.mkdir(parents=True, exist_ok=True)
 
     def _start(self, svc: Service) -> None:
         if port_open(svc.host, svc.port):
             raise StackError(
-                f"{svc.name}: port {svc.host}:{svc.port} is already in use "
+                f"{svc.node_name}: port {svc.host}:{svc.port} is already in use "
                 "by a process this stack does not manage"
             )
         launch = svc.launch()

@@ -56,13 +56,26 @@ class Service(ABC):
     cmdline_marker: ClassVar[bytes]
     #: Started, stopped and shown only when named (``stack up elasticsearch``).
     optional: ClassVar[bool] = False
+    #: How many nodes the cluster profile (``stack up --cluster``) runs; 1: never clustered.
+    cluster_nodes: ClassVar[int] = 1
+    #: Node ``n`` of a cluster listens on the base port + (n - 1) x this.
+    node_port_step: ClassVar[int] = 10
 
-    def __init__(self, ctx: StackContext, port: int | None = None) -> None:
-        """``port`` None or 0: ``$<port_env>``, else ``default_port``."""
+    def __init__(
+        self, ctx: StackContext, port: int | None = None, *, node: int = 1, nodes: int = 1
+    ) -> None:
+        """``port`` None or 0: ``$<port_env>``, else ``default_port`` (node 1's port).
+
+        ``node`` of ``nodes``: one node of a cluster (``nodes`` > 1), with its own port
+        (:meth:`node_port`), pid file, log and data directory (``<name>-<node>``).
+        """
         self.ctx = ctx
         self.layout = ctx.layout
         self.host = ctx.layout.host
-        self.port = port or env_port(self.port_env, self.default_port)
+        self.node = node
+        self.nodes = nodes
+        self.base_port = port or env_port(self.port_env, self.default_port)
+        self.port = self.node_port(node)
         low, high = ephemeral_port_range()
         if low <= self.port <= high:
             # An outgoing connection may be given this port while the service is
@@ -74,11 +87,30 @@ class Service(ABC):
                 self.name, self.port, low, high, low, self.port_env,
             )  # fmt: skip
         self.process = ServiceProcess(
-            self.name,
+            self.node_name,
             self.cmdline_marker,
-            ctx.layout.pid_file(self.name),
-            ctx.layout.log_file(self.name),
+            ctx.layout.pid_file(self.node_name),
+            ctx.layout.log_file(self.node_name),
         )
+
+    @property
+    def clustered(self) -> bool:
+        """True for a node of a cluster of several nodes."""
+        return self.nodes > 1
+
+    @property
+    def node_name(self) -> str:
+        """``name`` alone, or ``<name>-<node>`` for a node of a cluster: the name of its
+        pid file, log file, data directory and rendered config files."""
+        return f"{self.name}-{self.node}" if self.clustered else self.name
+
+    def node_port(self, node: int) -> int:
+        """The client port of node ``node`` (1-based) of this service's cluster."""
+        return self.base_port + (node - 1) * self.node_port_step
+
+    def node_ids(self) -> range:
+        """1 .. nodes."""
+        return range(1, self.nodes + 1)
 
     def address(self) -> dict[str, Any]:
         """How clients name the service beyond host and port (``bootstrap``, ``url``)."""

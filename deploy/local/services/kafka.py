@@ -1,4 +1,5 @@
-"""Apache Kafka 4.4 in KRaft mode: one process that is both broker and controller.
+"""Apache Kafka 4.4 in KRaft mode: one process that is both broker and controller
+(three of them in the cluster profile, ``stack up --cluster``).
 
 The jars come from ``deploy/local/maven/kafka/pom.xml`` (Maven Central) into
 the cache. The log dir is formatted once, with a cluster id kept in
@@ -38,6 +39,8 @@ import subprocess
 import uuid
 from pathlib import Path
 from typing import Any, Final
+
+import msgspec
 
 from deploy.local.errors import StackError
 from deploy.local.install import ensure_java, maven_libs, tool
@@ -157,15 +160,23 @@ def security_lines(
 
 
 class Kafka(Service):
-    """The broker on ``127.0.0.1:19092``, its controller on the port + 1."""
+    """The broker on ``127.0.0.1:19092``, its controller on the port + 1.
+
+    In the cluster profile, node ``n`` of 3 listens on 19092 + 10 (n - 1) (its
+    controller on that + 1): every node is broker and controller (a static quorum
+    of three voters), topics get 3 replicas and ``min.insync.replicas=2``.
+    """
 
     name = "kafka"
     port_env = KAFKA_PORT_ENV
     default_port = DEFAULT_KAFKA_PORT
     cmdline_marker = b"kafka.Kafka"
+    cluster_nodes = 3
 
-    def __init__(self, ctx: StackContext, port: int | None = None) -> None:
-        super().__init__(ctx, port)
+    def __init__(
+        self, ctx: StackContext, port: int | None = None, *, node: int = 1, nodes: int = 1
+    ) -> None:
+        super().__init__(ctx, port, node=node, nodes=nodes)
         #: Read once, when the stack is made: ``$THERMOWATCH_KAFKA_PLAINTEXT``.
         self.plaintext = plaintext_requested()
 
@@ -174,8 +185,27 @@ class Kafka(Service):
         return self.port + 1
 
     @property
-    def bootstrap(self) -> str:
+    def node_bootstrap(self) -> str:
+        """This node's own ``host:port``."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node's ``host:port``, comma-separated (one for a single node)."""
+        return ",".join(f"{self.host}:{self.node_port(n)}" for n in self.node_ids())
+
+    @property
+    def replication_factor(self) -> int:
+        """Replicas of every topic: 3 in a cluster (at most the node count), else 1."""
+        return min(3, self.nodes)
+
+    def quorum_line(self) -> str:
+        """How the node finds the controller quorum: a dynamic quorum of one (formatted
+        ``--standalone``) for a single node, the static voters of a cluster
+        (:func:`cluster_quorum`)."""
+        if not self.clustered:
+            return f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}"
+        return cluster_quorum("127.0.0.1", [(n, self.node_port(n) + 1) for n in self.node_ids()])
 
     @property
     def tls_dir(self) -> Path:
@@ -191,10 +221,12 @@ class Kafka(Service):
 
     def address(self) -> dict[str, Any]:
         """``bootstrap``, and how to connect: protocol, SASL mechanism and the CA file."""
+        cluster = {"replication_factor": self.replication_factor} if self.clustered else {}
         if self.plaintext:
-            return {"bootstrap": self.bootstrap, "security_protocol": "PLAINTEXT"}
+            return {"bootstrap": self.bootstrap, "security_protocol": "PLAINTEXT", **cluster}
         return {
             "bootstrap": self.bootstrap,
+            **cluster,
             "security_protocol": "SASL_SSL",
             "sasl_mechanism": KAFKA_MECHANISM,
             "ca_file": str(self.ca_file),
@@ -256,9 +288,12 @@ class Kafka(Service):
             secrets = json.loads(self.secrets_file.read_text(encoding="utf-8"))
             secrets[user] = password
             write_private(self.secrets_file, json.dumps(secrets, indent=2) + "\n")
-        # The metadata log holds the new password now: no reformat at the next start.
-        marker = self.layout.data_dir(self.name) / SCRAM_MARKER
-        marker.write_text(self._secrets_digest() + "\n", encoding="utf-8")
+        # The metadata log holds the new password now: no reformat at the next start
+        # (of any node: they share the metadata log).
+        for node in self.node_ids():
+            marker = self.layout.data_dir(self._node_name(node)) / SCRAM_MARKER
+            if marker.parent.exists():
+                marker.write_text(self._secrets_digest() + "\n", encoding="utf-8")
         logger.info("kafka password rotated user=%s", user)
 
     def _admin_tool(self, args: list[str], stdin: str, timeout: float = 120.0) -> None:
@@ -289,7 +324,7 @@ class Kafka(Service):
         which were added); True when they are in place."""
         spec = "".join(f"User:{u} {r} {p} {n} {o}\n" for u, r, p, n, o in KAFKA_ACLS)
         digest = hashlib.sha256(spec.encode("utf-8")).hexdigest()
-        marker = self.layout.data_dir(self.name) / ACL_MARKER
+        marker = self.layout.data_dir(self.node_name) / ACL_MARKER
         if marker.exists() and marker.read_text(encoding="utf-8").strip() == digest:
             return True
         self._admin_tool(["acls"], spec)
@@ -301,8 +336,11 @@ class Kafka(Service):
         ensure_java()
         maven_libs(self.layout.cache, "kafka")
 
+    def _node_name(self, node: int) -> str:
+        return f"{self.name}-{node}" if self.clustered else self.name
+
     def _props_text(self) -> str:
-        data = self.layout.data_dir(self.name)
+        data = self.layout.data_dir(self.node_name)
         if self.plaintext:
             security = security_lines(self.host, self.port, self.controller_port, plaintext=True)
         else:
@@ -321,14 +359,16 @@ class Kafka(Service):
             )
         return render(
             "kafka-server.properties",
+            node_id=self.node,
             security=security,
-            controller_port=self.controller_port,
+            quorum=self.quorum_line(),
             log_dir=data,
+            replication=replication_lines(self.replication_factor),
         )
 
     def config_changed(self) -> bool:
         """The listeners or settings differ from what the running broker was started with."""
-        props = self.layout.run_dir / "kafka-server.properties"
+        props = self.layout.run_dir / f"{self.node_name}-server.properties"
         try:
             return props.read_text(encoding="utf-8") != self._props_text()
         except OSError:
@@ -338,14 +378,14 @@ class Kafka(Service):
         """Render the server and log4j2 properties; format the log dir the first time."""
         libs = self.layout.cache / "kafka-libs"
         run_dir = self.layout.run_dir
-        data = self.layout.data_dir(self.name)
+        data = self.layout.data_dir(self.node_name)
         if self.plaintext:
             logger.warning(
                 "kafka listener is PLAINTEXT without authentication (%s is set): "
                 "anyone who reaches %s can read and write every topic",
                 KAFKA_PLAINTEXT_ENV, self.bootstrap,
             )  # fmt: skip
-        props = run_dir / "kafka-server.properties"
+        props = run_dir / f"{self.node_name}-server.properties"
         write_private(props, self._props_text())
         log4j = run_dir / "kafka-log4j2.properties"
         shutil.copyfile(TEMPLATE_DIR / "kafka-log4j2.properties", log4j)
@@ -375,26 +415,27 @@ class Kafka(Service):
 
     def _formatted_digest(self) -> str:
         try:
-            marker = self.layout.data_dir(self.name) / SCRAM_MARKER
+            marker = self.layout.data_dir(self.node_name) / SCRAM_MARKER
             return marker.read_text(encoding="utf-8").strip()
         except OSError:
             return ""
 
     def _format(self, java: list[str], props: Path) -> None:
         """``kafka-storage format --standalone`` (with ``--add-scram`` for each user),
-        output appended to the service log."""
-        data = self.layout.data_dir(self.name)
+        output appended to the service log; a node of a cluster is formatted for the
+        static voters of its properties (every node with the same users)."""
+        data = self.layout.data_dir(self.node_name)
         cluster_id = self.ctx.state.read().get("kafka_cluster_id") or new_cluster_id()
         self.ctx.state.record(kafka_cluster_id=cluster_id)
         logger.info("formatting kafka storage dir=%s cluster_id=%s", data, cluster_id)
         args = ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)]
-        args += ["--standalone", "--ignore-formatted"]
+        args += ["--ignore-formatted"] if self.clustered else ["--standalone", "--ignore-formatted"]
         if not self.plaintext:
             for user, password in self.secrets().items():
                 if user != "key_password":
                     args += ["--add-scram", f"{KAFKA_MECHANISM}=[name={user},password={password}]"]
         # The java launcher expands @argfile itself: the passwords never reach a command line.
-        argfile = self.layout.run_dir / "kafka-format.args"
+        argfile = self.layout.run_dir / f"{self.node_name}-format.args"
         write_private(argfile, "\n".join(args) + "\n")
         try:
             with self.process.log_file.open("ab") as fh:
@@ -417,9 +458,52 @@ class Kafka(Service):
         if not port_open(self.host, self.port, timeout=min(timeout, 1.0)):
             return False  # not listening: no need for the secrets yet
         if self.plaintext:
-            return kafka_healthy(self.bootstrap, timeout)
-        # Healthy means usable by the services: their ACLs are in place too.
-        return kafka_healthy(self.settings("admin"), timeout) and self.ensure_acls()
+            return kafka_healthy(self.node_bootstrap, timeout)
+        # This node answers (DescribeCluster through it alone), and the services can use
+        # the cluster: their ACLs are in place (node 1 adds them: the metadata log is shared).
+        own = msgspec.structs.replace(self.settings("admin"), bootstrap_servers=self.node_bootstrap)
+        if not kafka_healthy(own, timeout):
+            return False
+        return self.node != 1 or self.ensure_acls()
+
+
+def cluster_quorum(host: str, voters: list[tuple[int, int]]) -> str:
+    """The static controller quorum of a cluster: ``(node id, controller port)`` each.
+
+    >>> cluster_quorum("127.0.0.1", [(1, 9093), (2, 9103), (3, 9113)])
+    'controller.quorum.voters=1@127.0.0.1:9093,2@127.0.0.1:9103,3@127.0.0.1:9113'
+    """
+    return "controller.quorum.voters=" + ",".join(f"{n}@{host}:{port}" for n, port in voters)
+
+
+def replication_lines(replicas: int) -> str:
+    """Replication defaults: a record is acknowledged (``acks=all``) once all in-sync
+    replicas have it, and with 3 replicas at least 2 must be in sync, so a broker
+    lost after the acknowledgement loses nothing and one broker down stops nothing.
+
+    >>> print(replication_lines(1))
+    default.replication.factor=1
+    min.insync.replicas=1
+    offsets.topic.replication.factor=1
+    transaction.state.log.replication.factor=1
+    transaction.state.log.min.isr=1
+    share.coordinator.state.topic.replication.factor=1
+    share.coordinator.state.topic.min.isr=1
+    >>> replication_lines(3).splitlines()[:2]
+    ['default.replication.factor=3', 'min.insync.replicas=2']
+    """
+    min_isr = 2 if replicas >= 3 else 1
+    return "\n".join(
+        [
+            f"default.replication.factor={replicas}",
+            f"min.insync.replicas={min_isr}",
+            f"offsets.topic.replication.factor={replicas}",
+            f"transaction.state.log.replication.factor={replicas}",
+            f"transaction.state.log.min.isr={min_isr}",
+            f"share.coordinator.state.topic.replication.factor={replicas}",
+            f"share.coordinator.state.topic.min.isr={min_isr}",
+        ]
+    )
 
 
 def new_cluster_id() -> str:
@@ -439,7 +523,8 @@ def new_cluster_id() -> str:
 
 
 def kafka_healthy(kafka: KafkaSettings | str, timeout: float) -> bool:
-    """A real admin request (DescribeCluster) through aiokafka, with ``kafka``'s TLS and SASL.
+    """A real, authenticated metadata request to ``kafka``'s first server, through
+    aiokafka with ``kafka``'s TLS and SASL: it answers with the live brokers.
 
     Runs in a worker thread with its own event loop, so it works whether or not
     the caller is inside a running loop (async tests call wait_healthy too).
@@ -450,17 +535,19 @@ def kafka_healthy(kafka: KafkaSettings | str, timeout: float) -> bool:
         return False  # not listening yet: spare the aiokafka connection errors
 
     async def probe() -> bool:
-        from aiokafka.admin import AIOKafkaAdminClient
+        # A metadata request answered by the first server itself (the client's
+        # bootstrap): an admin client would send its request to any broker it
+        # learnt of, so a dead node 2 could fail the check of a healthy node 1.
+        from aiokafka.client import AIOKafkaClient
 
-        admin = AIOKafkaAdminClient(
-            **settings.client_options(), request_timeout_ms=int(max(timeout, 1.0) * 1000)
-        )
+        options = {**settings.client_options(), "bootstrap_servers": settings.servers[:1]}
+        client = AIOKafkaClient(**options, request_timeout_ms=int(max(timeout, 1.0) * 1000))
         try:
-            await asyncio.wait_for(admin.start(), timeout)
-            cluster = await asyncio.wait_for(admin.describe_cluster(), timeout)
+            await asyncio.wait_for(client.bootstrap(), timeout)
+            brokers = client.cluster.brokers()
         finally:
-            await admin.close()
-        return bool(cluster.get("brokers"))
+            await client.close()
+        return bool(brokers)
 
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kafka-health") as pool:
         return pool.submit(asyncio.run, probe()).result(timeout + 5.0)

@@ -64,12 +64,19 @@ def _artifact(jar_name: str) -> str:
 
 
 class OpenSearch(SearchNode):
-    """The node on ``https://127.0.0.1:19200``, transport on the port + 100."""
+    """The node on ``https://127.0.0.1:19200``, transport on the port + 100.
+
+    In the cluster profile, node ``n`` of 3 listens on 19200 + 10 (n - 1) (transport
+    on that + 100): all three are cluster-manager eligible data nodes that find each
+    other through their transport ports (TLS with the node certificate), and the
+    stages are told to give each shard one replica.
+    """
 
     name = "search"
     port_env = SEARCH_PORT_ENV
     default_port = DEFAULT_SEARCH_PORT
     cmdline_marker = b"SearchLauncher"
+    cluster_nodes = 3
 
     def install(self) -> None:
         ensure_java()
@@ -93,8 +100,19 @@ class OpenSearch(SearchNode):
         return {"tls": True, "auth": "basic"}
 
     def address(self) -> dict[str, Any]:
-        """The HTTPS URL and the CA file that signed the node's certificate."""
-        return {"url": self.url, "ca_file": str(self.pki.ca_file)}
+        """The HTTPS URL and the CA file that signed the node's certificate; in a
+        cluster also ``urls`` (every node's) and ``replicas`` (per shard: 1)."""
+        if not self.clustered:
+            return {"url": self.url, "ca_file": str(self.pki.ca_file)}
+        return {
+            "url": self.url,
+            "urls": [self.node_url(n) for n in self.node_ids()],
+            "replicas": 1,
+            "ca_file": str(self.pki.ca_file),
+        }
+
+    def node_url(self, node: int) -> str:
+        return f"https://{self.host}:{self.node_port(node)}"
 
     def endpoint(self) -> dict[str, Any]:
         """Also ``users``: ``{user: password}`` of every search user (never in ``status``)."""
@@ -156,7 +174,7 @@ class OpenSearch(SearchNode):
         """The node's base dir ``<stack>/data/search``; every setting on the command line."""
         libs = self.layout.cache / "opensearch-libs"
         classes = self._launcher_classes()
-        base = self.layout.data_dir(self.name)
+        base = self.layout.data_dir(self.node_name)
         config = base / "node_1" / "config"
         config.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(TEMPLATE_DIR / "search-log4j2.properties", config / "log4j2.properties")
@@ -172,7 +190,7 @@ class OpenSearch(SearchNode):
             private.chmod(0o600)  # the security plugin warns about config files others can read
         self._install_security(base / "node_1")
         settings = self._settings()
-        write_private(self.layout.run_dir / "search-settings.json", json.dumps(settings) + "\n")
+        write_private(self._settings_file, json.dumps(settings) + "\n")
         return Launch(
             [
                 tool("java"),
@@ -193,6 +211,24 @@ class OpenSearch(SearchNode):
             ]
         )
 
+    @property
+    def _settings_file(self) -> Path:
+        return self.layout.run_dir / f"{self.node_name}-settings.json"
+
+    def _discovery(self) -> dict[str, Any]:
+        """A single node elects itself; a cluster's nodes find each other on their
+        transport ports, and the first start elects a manager among all three."""
+        if not self.clustered:
+            return {"discovery.type": "single-node", "node.name": "thermowatch-search"}
+        names = [f"thermowatch-search-{n}" for n in self.node_ids()]
+        seeds = [f"{self.host}:{self.node_port(n) + 100}" for n in self.node_ids()]
+        return {
+            "node.name": names[self.node - 1],
+            # Comma-separated: how a list setting is given as one command-line value.
+            "discovery.seed_hosts": ",".join(seeds),
+            "cluster.initial_cluster_manager_nodes": ",".join(names),
+        }
+
     def _settings(self) -> dict[str, Any]:
         """Every node setting of this start (passed on the command line: no secrets)."""
         pki = self.pki
@@ -207,8 +243,7 @@ class OpenSearch(SearchNode):
             "network.host": self.host,
             "http.port": self.port,
             "transport.port": self.transport_port,
-            "discovery.type": "single-node",
-            "node.name": "thermowatch-search",
+            **self._discovery(),
             "cluster.routing.allocation.disk.threshold_enabled": "false",
             **tls,
             "plugins.security.ssl.http.enabled": "true",
@@ -251,7 +286,7 @@ class OpenSearch(SearchNode):
     def config_changed(self) -> bool:
         """The running node was started with other settings (e.g. before security was on)."""
         try:
-            started = json.loads((self.layout.run_dir / "search-settings.json").read_text("utf-8"))
+            started = json.loads(self._settings_file.read_text("utf-8"))
         except (OSError, ValueError):
             return True
         return bool(started != json.loads(json.dumps(self._settings())))
@@ -277,7 +312,7 @@ class OpenSearch(SearchNode):
     @property
     def _applied_marker(self) -> Path:
         """The digest of the users and roles the running node's index holds."""
-        return self.layout.data_dir(self.name) / "security-applied"
+        return self.layout.data_dir(self.node_name) / "security-applied"
 
     def probe(self, timeout: float) -> bool:
         """Cluster health over HTTPS as the plugin's super admin (the admin certificate,
