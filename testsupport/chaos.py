@@ -112,8 +112,9 @@ class Killed:
         return self.exit_code == -signal.SIGKILL
 
 
-def kill9(stack: LocalStack, name: str, timeout: float = 30.0) -> Killed:
-    """SIGKILL the running service ``name`` of ``stack``; its exit status once it is gone.
+def kill9(stack: LocalStack, name: str, timeout: float = 30.0, node: int | None = None) -> Killed:
+    """SIGKILL the running service ``name`` of ``stack`` (its node ``node`` in the
+    cluster profile); its exit status once it is gone.
 
     The stack spawns its services as children of the process that started
     them (detached into their own session, but still children), so the test
@@ -122,16 +123,16 @@ def kill9(stack: LocalStack, name: str, timeout: float = 30.0) -> Killed:
     (Kafka's controlled shutdown, Mosquitto's final save) run. The stack's pid
     file is left alone; ``stack.start(name)`` finds it stale and starts anew.
     """
-    pid = stack.service_pid(name)
+    pid = stack.service_pid(name, node)
     if pid is None:
-        raise AssertionError(f"{name} is not running: nothing to kill")
+        raise AssertionError(f"{name} (node {node or 1}) is not running: nothing to kill")
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + timeout
     while True:
         try:
             done, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:  # started by another process: wait as the stack does
-            stack.service(name).process.wait_exit(pid, timeout)
+            stack.node(name, node).process.wait_exit(pid, timeout)
             return Killed(name, pid, None)
         if done:
             return Killed(name, pid, os.waitstatus_to_exitcode(status))

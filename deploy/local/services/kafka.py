@@ -535,19 +535,23 @@ def kafka_healthy(kafka: KafkaSettings | str, timeout: float) -> bool:
         return False  # not listening yet: spare the aiokafka connection errors
 
     async def probe() -> bool:
-        # A metadata request answered by the first server itself (the client's
-        # bootstrap): an admin client would send its request to any broker it
-        # learnt of, so a dead node 2 could fail the check of a healthy node 1.
-        from aiokafka.client import AIOKafkaClient
+        # One connection to that server alone (an admin client would send its request
+        # to any broker it learnt of, so a dead node 2 could fail the check of a
+        # healthy node 1), bounded by the request timeout at each step rather than
+        # cancelled from outside: a cancelled connect can leave its socket open.
+        from aiokafka.conn import create_conn
+        from aiokafka.protocol.metadata import MetadataRequest
 
-        options = {**settings.client_options(), "bootstrap_servers": settings.servers[:1]}
-        client = AIOKafkaClient(**options, request_timeout_ms=int(max(timeout, 1.0) * 1000))
+        options = settings.client_options()
+        options.pop("bootstrap_servers")
+        conn = await create_conn(
+            host, int(port), **options, request_timeout_ms=int(max(timeout, 1.0) * 1000)
+        )
         try:
-            await asyncio.wait_for(client.bootstrap(), timeout)
-            brokers = client.cluster.brokers()
+            metadata = await conn.send(MetadataRequest([]))
         finally:
-            await client.close()
-        return bool(brokers)
+            conn.close()
+        return bool(metadata.brokers)
 
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kafka-health") as pool:
         return pool.submit(asyncio.run, probe()).result(timeout + 5.0)

@@ -324,7 +324,10 @@ class OpenSearch(SearchNode):
             url = f"https://{self.host}:{self.port}/_cluster/health"
             with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
                 body = json.loads(resp.read())
-        except (OSError, ValueError):  # no certificates yet, not up, not ready
+        except urllib.error.HTTPError as exc:  # up, not ready (503 while the cluster forms)
+            exc.close()  # it holds the connection
+            return False
+        except (OSError, ValueError):  # no certificates yet, not up
             return False
         if body.get("status") not in ("yellow", "green"):
             return False
@@ -337,5 +340,8 @@ class OpenSearch(SearchNode):
         try:
             with urllib.request.urlopen(login, timeout=timeout, context=self.ssl_context()):  # noqa: S310
                 return True
-        except OSError:  # 401/503 until the plugin is initialised
+        except urllib.error.HTTPError as exc:  # 401/503 until the plugin is initialised
+            exc.close()  # it holds the connection
+            return False
+        except OSError:
             return False
