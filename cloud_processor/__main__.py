@@ -55,7 +55,7 @@ def _describe(cfg: Any) -> str:
     k, s = cfg.kafka, cfg.search
     return (
         f"processor group {k.group_id}: kafka {','.join(k.servers)} (prefix {k.topic_prefix}) "
-        f"-> {s.backend} {s.url} (index prefix {s.index_prefix})"
+        f"-> {s.backend} {s.shown()} (index prefix {s.index_prefix})"
     )
 
 

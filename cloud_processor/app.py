@@ -46,7 +46,6 @@ from cloud_processor.sink import Sink
 from cloud_processor.spill import SpillStore
 from cloud_processor.storage import StoppedError, unless_stopped
 from stagekit.backoff import Backoff, sleep_or_stop
-from stagekit.config import mask_url
 from stagekit.health import HealthServer
 from stagekit.kafka import warn_if_insecure
 from stagekit.search.indices import IndexNames
@@ -146,7 +145,7 @@ class Processor:
         if insecure := cfg.search.insecure():
             log.warning(
                 "event=search_insecure url=%s detail=%s",
-                mask_url(cfg.search.url),
+                cfg.search.shown(),
                 "; ".join(insecure),
             )
         info = await self.storage.ensure_schema(stop=stop)

@@ -78,6 +78,10 @@ class KafkaSettings(stagekit.settings.KafkaSettings, frozen=True, forbid_unknown
     session_timeout_ms: int = 30_000
     #: Publish every alert change to ``<topic_prefix>.alerts``.
     publish_alerts: bool = True
+    #: Partitions and copies (on as many brokers) of the topics the processor
+    #: creates when missing (alerts, dead letters); an existing topic keeps its own.
+    partitions: Annotated[int, msgspec.Meta(ge=1)] = 6
+    replication_factor: Annotated[int, msgspec.Meta(ge=1)] = 1
 
 
 class SearchSettings(stagekit.search.SearchSettings, frozen=True, forbid_unknown_fields=True):

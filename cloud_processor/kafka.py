@@ -238,7 +238,12 @@ class KafkaProducer:
         """Create the topics, then connect."""
         from stagekit.kafka import create_topics
 
-        await create_topics(self._settings, self._topics)
+        await create_topics(
+            self._settings,
+            self._topics,
+            partitions=self._settings.partitions,
+            replication=self._settings.replication_factor,
+        )
         self._producer = make_producer(self._settings)
         await self._producer.start()
 

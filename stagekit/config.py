@@ -254,7 +254,7 @@ def _drop_none(node: Any) -> Any:
 
 
 _SECRET = re.compile(r"(password|secret|token|api_key)$", re.I)
-_URL = re.compile(r"url$", re.I)
+_URL = re.compile(r"urls?$", re.I)
 
 
 def _mask(node: Any) -> Any:
@@ -266,10 +266,17 @@ def _mask(node: Any) -> Any:
 
 
 def _mask_value(key: str, value: Any) -> Any:
+    """``value`` of ``key`` as ``print-config`` shows it.
+
+    >>> _mask_value("urls", ["http://u:pw@a:1", "http://b:1"])
+    ['http://********@a:1', 'http://b:1']
+    """
     if _SECRET.search(key) and value:
         return "********"
     if _URL.search(key) and isinstance(value, str):
         return mask_url(value)
+    if _URL.search(key) and isinstance(value, list | tuple):
+        return [mask_url(v) if isinstance(v, str) else _mask(v) for v in value]
     return _mask(value)
 
 

@@ -6,7 +6,13 @@ the library's synchronous client (urllib3, pooled, thread-safe):
 ``perform_sync`` for scripts and the top floor, ``perform`` (a worker thread)
 for the asyncio stages -- the libraries' async clients would need aiohttp.
 Retries are the caller's business (the processor's storage), so the clients'
-own are off.
+own are off, except moving a request to another node of a cluster: given
+several URLs (``search.urls``), the client's pool sends each request to a live
+node picked at random and, when a node cannot be reached or does not answer
+in time, puts it aside for a while (longer after each failure in a row) and
+tries another (:func:`failover_options`). At random, not the clients' round
+robin: it keeps its place per thread, and ``perform`` starts a thread per
+request, so every request would go to the same node.
 
 Elasticsearch: tested against a real Elasticsearch 8.19 (the local stack's
 optional ``elasticsearch`` service) by
@@ -24,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Sequence
 from typing import Any, Final
 
 import msgspec
@@ -31,7 +38,13 @@ import msgspec
 from stagekit.search.api import Request, SearchError
 from stagekit.search.settings import SearchSettings
 
-__all__ = ["ElasticsearchBackend", "OpenSearchBackend", "ThreadedBackend", "make_backend"]
+__all__ = [
+    "ElasticsearchBackend",
+    "OpenSearchBackend",
+    "ThreadedBackend",
+    "failover_options",
+    "make_backend",
+]
 
 _ENC: Final = msgspec.json.Encoder()
 
@@ -40,6 +53,24 @@ def _body(request: Request) -> bytes | None:
     if request.body is None or isinstance(request.body, bytes):
         return request.body
     return _ENC.encode(request.body)
+
+
+def failover_options(nodes: int) -> dict[str, Any]:
+    """The clients' retry options for ``nodes`` servers: a request tries each node once.
+
+    One node: no retry at all (the caller retries, with its backoff). Several: a
+    request that cannot reach a node (refused, reset, unreachable: a connection
+    error) or gets no answer within the timeout (how elasticsearch-py reports a
+    host that is off) goes on to the next live node, up to every node. An HTTP
+    status is an answer from a live node, so it is left to the caller (and
+    opensearch-py would put a node that answered 503 aside).
+
+    >>> failover_options(1)
+    {'max_retries': 0, 'retry_on_timeout': False, 'retry_on_status': ()}
+    >>> failover_options(3)["max_retries"], failover_options(3)["retry_on_timeout"]
+    (2, True)
+    """
+    return {"max_retries": nodes - 1, "retry_on_timeout": nodes > 1, "retry_on_status": ()}
 
 
 class ThreadedBackend:
@@ -102,7 +133,7 @@ class OpenSearchBackend(ThreadedBackend):
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         username: str = "",
         password: str = "",
@@ -112,19 +143,21 @@ class OpenSearchBackend(ThreadedBackend):
         pool_size: int = 8,
     ) -> None:
         from opensearchpy import OpenSearch
+        from opensearchpy.connection_pool import RandomSelector
 
         super().__init__()
+        hosts = [url] if isinstance(url, str) else list(url)
         auth = (username, password) if username else None
         self._client = OpenSearch(
-            hosts=[url],
+            hosts=hosts,
             http_auth=auth,
             verify_certs=verify_certs,
             ca_certs=ca_file or None,
             timeout=timeout_s,
-            max_retries=0,
-            retry_on_timeout=False,
             pool_maxsize=pool_size,
             http_compress=False,
+            selector_class=RandomSelector,
+            **failover_options(len(hosts)),
         )
 
     def perform_sync(self, request: Request) -> Any:
@@ -164,7 +197,7 @@ class ElasticsearchBackend(ThreadedBackend):
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         username: str = "",
         password: str = "",
@@ -173,18 +206,20 @@ class ElasticsearchBackend(ThreadedBackend):
         ca_file: str = "",
         timeout_s: float = 30.0,
     ) -> None:
+        from elastic_transport import RandomSelector
         from elasticsearch import Elasticsearch
 
         super().__init__()
+        hosts = [url] if isinstance(url, str) else list(url)
         tls: dict[str, Any] = {"ca_certs": ca_file} if ca_file else {}
         self._client = Elasticsearch(
-            url,
+            hosts,
             basic_auth=(username, password) if username else None,
             api_key=api_key or None,
             verify_certs=verify_certs,
             request_timeout=timeout_s,
-            max_retries=0,
-            retry_on_timeout=False,
+            node_selector_class=RandomSelector,
+            **failover_options(len(hosts)),
             **tls,
         )
 
@@ -231,10 +266,10 @@ def _settle(answer: asyncio.Future[Any], result: Any, error: BaseException | Non
 
 
 def make_backend(settings: SearchSettings) -> ThreadedBackend:
-    """The adapter selected by ``search.backend``, connected per the settings."""
+    """The adapter selected by ``search.backend``, connected to every server of the settings."""
     if settings.backend == "elasticsearch":
         return ElasticsearchBackend(
-            settings.url,
+            settings.servers,
             username=settings.username,
             password=settings.password,
             api_key=settings.api_key,
@@ -243,7 +278,7 @@ def make_backend(settings: SearchSettings) -> ThreadedBackend:
             timeout_s=settings.timeout_s,
         )
     return OpenSearchBackend(
-        settings.url,
+        settings.servers,
         username=settings.username,
         password=settings.password,
         verify_certs=settings.verify_certs,

@@ -86,6 +86,35 @@ def test_configs_isolate_the_run_and_parse(tmp_path: Path) -> None:
     assert pr.rules.for_device("s1-d03", "s1").threshold_high_c == -15.0
 
 
+def test_a_kafka_cluster_gets_topics_with_as_many_copies_as_it_asks_for(tmp_path: Path) -> None:
+    """The stack's cluster endpoint asks for 3 copies: the gateway and the processor
+    create their topics with them; a single broker's configs stay as they were."""
+    import msgspec
+
+    from cloud_processor.config import ProcessorConfig
+    from deploy.local.pki import Pki
+    from gateway.config import GatewayConfig
+    from thermowatch.demo import DemoRun
+
+    run = DemoRun(run_id="r1", run_dir=tmp_path, w1_dir=tmp_path, sites=demo_sites(), duration_s=10)
+    pki = Pki(tmp_path / "pki")
+    pki.issue("gateway")
+    mqtt = {"ca_file": str(pki.ca_file), "certs_dir": str(pki.clients_dir)}
+    single = {
+        "mosquitto": {"host": "127.0.0.1", "port": 1, "users": {"gateway": "pw"}, **mqtt},
+        "kafka": {"bootstrap": "127.0.0.1:2"},
+        "search": {"url": "http://127.0.0.1:3"},
+    }
+    cluster = {**single, "kafka": {"bootstrap": "127.0.0.1:2,127.0.0.1:4", "replication_factor": 3}}
+    for make in (gateway_config, processor_config):
+        assert "replication_factor" not in make(run, single)["kafka"]
+    gw = msgspec.convert(gateway_config(run, cluster), GatewayConfig)
+    pr = msgspec.convert(processor_config(run, cluster), ProcessorConfig)
+    assert gw.kafka.replication_factor == pr.kafka.replication_factor == 3
+    assert gw.kafka.servers == pr.kafka.servers == ("127.0.0.1:2", "127.0.0.1:4")
+    assert gw.validate() == [] and pr.validate() == []
+
+
 def test_a_run_on_elasticsearch_configures_the_processor_for_it_and_records_it(
     tmp_path: Path,
 ) -> None:

@@ -68,3 +68,27 @@ async def test_opensearch_unreachable_is_retriable_and_dict_bodies_are_json() ->
     await backend.close()  # idempotent
     with pytest.raises(SearchError):
         await backend.perform(search.info())
+
+
+async def test_the_producer_creates_its_topics_with_the_configured_copies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import stagekit.kafka
+    from cloud_processor import kafka
+    from cloud_processor.config import KafkaSettings
+
+    created: list[dict[str, Any]] = []
+
+    async def create_topics(target: Any, names: list[str], **kwargs: Any) -> list[str]:
+        created.append({"names": names, **kwargs})
+        return names
+
+    class _Producer:
+        async def start(self) -> None:
+            pass
+
+    monkeypatch.setattr(stagekit.kafka, "create_topics", create_topics)
+    monkeypatch.setattr(kafka, "make_producer", lambda settings: _Producer())
+    settings = KafkaSettings(partitions=4, replication_factor=3)
+    await kafka.KafkaProducer(settings, ["t.alerts", "t.deadletter"]).start()
+    assert created == [{"names": ["t.alerts", "t.deadletter"], "partitions": 4, "replication": 3}]

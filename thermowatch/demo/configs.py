@@ -41,6 +41,7 @@ def gateway_config(run: DemoRun, endpoints: Mapping[str, Any]) -> dict[str, Any]
             **connection_keys(endpoints["kafka"], "gateway"),
             "topic_prefix": run.kafka_prefix,
             "partitions": 3,
+            **_replication(endpoints),
         },
         "http": {"host": "127.0.0.1", "port": 0},
     }
@@ -56,6 +57,7 @@ def processor_config(run: DemoRun, endpoints: Mapping[str, Any]) -> dict[str, An
             "group_id": run.group_id,
             "client_id": f"demo-processor-{run.run_id}",
             "commit_interval_s": 1.0,
+            **_replication(endpoints),
         },
         "search": {**_search_block(run, endpoints, "processor"), "refresh_interval": "1s"},
         "rules": {
@@ -74,11 +76,28 @@ def processor_config(run: DemoRun, endpoints: Mapping[str, Any]) -> dict[str, An
     }
 
 
+def _replication(endpoints: Mapping[str, Any]) -> dict[str, Any]:
+    """``replication_factor`` for the topics a stage creates, when the stack's Kafka is a
+    cluster that asks for more than one copy (a single broker: the key is left out).
+
+    >>> _replication({"kafka": {"bootstrap": "k1:1,k2:1", "replication_factor": 3}})
+    {'replication_factor': 3}
+    >>> _replication({"kafka": {"bootstrap": "k:1"}})
+    {}
+    """
+    factor = int(endpoints["kafka"].get("replication_factor", 1))
+    return {"replication_factor": factor} if factor > 1 else {}
+
+
 def _search_block(run: DemoRun, endpoints: Mapping[str, Any], user: str) -> dict[str, Any]:
-    """The ``[search]`` keys of the run's search server for ``user`` (non-default ones)."""
+    """The ``[search]`` keys of the run's search server for ``user`` (non-default ones;
+    ``urls`` too for a cluster: every node)."""
     settings = run.search_settings(endpoints, user)
     keys = ("backend", "url", "username", "password", "ca_file", "index_prefix")
-    return {k: getattr(settings, k) for k in keys if getattr(settings, k)}
+    block = {k: getattr(settings, k) for k in keys if getattr(settings, k)}
+    if len(settings.urls) > 1:
+        block["urls"] = list(settings.urls)
+    return block
 
 
 def web_config(run: DemoRun, endpoints: Mapping[str, Any], port: int = 0) -> dict[str, Any]:

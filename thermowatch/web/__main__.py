@@ -37,7 +37,7 @@ def _config(args: argparse.Namespace) -> Any:
 def _describe(cfg: Any) -> str:
     kafka = ",".join(cfg.kafka.servers) or "off"
     return (
-        f"web view on {cfg.http.host}:{cfg.http.port} <- search {cfg.search.url} "
+        f"web view on {cfg.http.host}:{cfg.http.port} <- search {cfg.search.shown()} "
         f"(prefix {cfg.search.index_prefix}), kafka {kafka} (prefix {cfg.kafka.topic_prefix})"
     )
 

@@ -26,7 +26,6 @@ from typing import Any, Final
 
 import msgspec
 
-from stagekit.config import mask_url
 from stagekit.kafka import warn_if_insecure
 from stagekit.ratelog import RateLimitedLog
 from stagekit.search import make_backend
@@ -118,7 +117,7 @@ class WebApp:
         if insecure := cfg.search.insecure():
             log.warning(
                 "event=search_insecure url=%s detail=%s",
-                mask_url(cfg.search.url),
+                cfg.search.shown(),
                 "; ".join(insecure),
             )
         if self._backend is None:
