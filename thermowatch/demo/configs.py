@@ -59,7 +59,12 @@ def processor_config(run: DemoRun, endpoints: Mapping[str, Any]) -> dict[str, An
             "commit_interval_s": 1.0,
             **_replication(endpoints),
         },
-        "search": {**_search_block(run, endpoints, "processor"), "refresh_interval": "1s"},
+        "search": {
+            **_search_block(run, endpoints, "processor"),
+            "refresh_interval": "1s",
+            # A search cluster (the stack's cluster profile) keeps a copy of each shard.
+            **_replicas(endpoints),
+        },
         "rules": {
             "threshold_high_c": 35.0,
             "min_duration_s": 10.0,
@@ -87,6 +92,16 @@ def _replication(endpoints: Mapping[str, Any]) -> dict[str, Any]:
     """
     factor = int(endpoints["kafka"].get("replication_factor", 1))
     return {"replication_factor": factor} if factor > 1 else {}
+
+
+def _replicas(endpoints: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"replicas": n}`` when the search endpoint asks for shard copies, else nothing.
+
+    >>> _replicas({"search": {"url": "https://h:1", "replicas": 1}}), _replicas({"search": {}})
+    ({'replicas': 1}, {})
+    """
+    replicas = endpoints["search"].get("replicas", 0)
+    return {"replicas": int(replicas)} if replicas else {}
 
 
 def _search_block(run: DemoRun, endpoints: Mapping[str, Any], user: str) -> dict[str, Any]:
