@@ -22,13 +22,14 @@ endif
 PIP ?= $(PYTHON) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: help deps deps-demo deps-test constraints pi-requirements demo demo-down test test-artemis lint typecheck unit integration schemas bench-contract fuzz nab detection clean
+.PHONY: help deps deps-demo deps-test constraints pi-requirements demo demo-down test test-artemis test-cluster lint typecheck unit integration schemas bench-contract fuzz nab detection clean
 
 help:
 	@echo "make demo       run the full pipeline demo on a simulated fleet (installs what it needs: the package, Mosquitto, Java)"
 	@echo "make demo-down  stop the local stack the demo left running"
 	@echo "make test       lint (ruff, import floors), type check and every test tier (installs what the tests need)"
 	@echo "make test-artemis  only the broker-crash chaos case on the optional Artemis broker (make test runs it too)"
+	@echo "make test-cluster  only the chaos test on the cluster profile: 3 Kafka + 3 search nodes (make test runs it too)"
 	@echo "make deps-demo  install only what the demo needs; make deps (= deps-test) everything the tests need"
 	@echo "make fuzz       1,000,000 hostile inputs through every parser of untrusted bytes (FUZZ_ARGS='--inputs N --seed S')"
 	@echo "make detection  false alarms per device-week and time to detect faults on simulated equipment (DETECTION_ARGS='--weeks N ...')"
@@ -139,6 +140,12 @@ typecheck: $(STAMPS)/.deps-test
 test: deps-test lint typecheck
 	@echo "==> every test tier (several minutes on 2 cores; the summary lists each skip and its reason)"
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+# Only the chaos test on the stack's cluster profile (`make test` runs it too): 3 Kafka
+# and 3 search nodes, 2 gateways, 2-3 processors; a broker, a search node and a processor
+# killed under load (about 6 min on 2 cores, 6 GB of memory).
+test-cluster: deps-test
+	$(PYTHON) -m pytest -m cluster $(PYTEST_ARGS)
 
 # Only the chaos case on the optional Artemis broker (`make test` runs it too): a private
 # Artemis + Kafka + OpenSearch, 5,000 acknowledged readings queued, the broker killed (about 2.5 min).

@@ -23,6 +23,7 @@ Example (needs the real services, so not run as a doctest)::
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import signal
@@ -377,7 +378,11 @@ class LocalStack:
             result: dict[str, str] = {}
             # Reverse order: consumers of a service go down before it.
             for name in reversed(names):
-                stopped = [self._stop(svc, timeout) for svc in reversed(self._nodes[name])]
+                nodes = self._nodes[name]
+                # A cluster's nodes stop together: one by one, the last Kafka nodes
+                # would wait for a controller quorum that is already gone.
+                with concurrent.futures.ThreadPoolExecutor(len(nodes)) as pool:
+                    stopped = list(pool.map(lambda svc: self._stop(svc, timeout), nodes))
                 result[name] = "stopped" if any(stopped) else "not running"
             if self.root.exists():
                 # All stopped: the next `stack up` starts the profile it is asked for.
