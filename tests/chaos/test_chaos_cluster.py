@@ -62,8 +62,9 @@ HOT_C = {"s1": 0.0, "s2": 30.0, "s3": 60.0}
 HOLD_S = 25.0
 MIN_NEW_READINGS = 100
 SETTLE_S = 180.0
-#: A killed processor leaves the group this soon (the default is 30 s).
-SESSION_TIMEOUT_MS = 10_000
+#: A killed processor leaves the group this soon (the default is 30 s); a frozen one
+#: must be let go before it.
+SESSION_TIMEOUT_MS = 15_000
 
 _T0 = time.monotonic()
 
@@ -400,25 +401,37 @@ def assigned(svc: Service) -> int:
 
 def test_r_processor_kill9_during_the_rebalance_a_new_member_causes(rig: ClusterRig) -> None:
     """The rebalance is held open by freezing the second processor (SIGSTOP, for less
-    than its session timeout): the group cannot finish it until that member rejoins.
-    So the first processor, once it has revoked its partitions, dies mid-rebalance."""
+    than its session timeout) just before the third one asks to join: the group cannot
+    finish that rebalance until the second rejoins. So the first processor, once it has
+    revoked its partitions, dies mid-rebalance."""
     rig.alive()
     inc = rig.begin_incident("r", "s2-d01")
     time.sleep(3)
     first, second = rig.processors[0], rig.processors[1]
     assert first.pid is not None and second.pid is not None
     mark = first.log_size()
+    third = rig.new_processor()
+    third.start()
+    say(f"[r] {third.name} started, pid {third.pid}")
+
+    def third_about_to_join() -> bool:
+        # aiokafka logs the subscription right before it looks up the coordinator and
+        # sends its JoinGroup (the processor's telemetry group, not its -notify one).
+        return any(
+            "Subscribed to topic(s)" in line and rig.topics.telemetry in line
+            for line in third.log_since(0).splitlines()
+        )
+
+    wait_for(f"{third.name} to subscribe", third_about_to_join, 120.0, every=0.05)
     os.kill(second.pid, signal.SIGSTOP)
     frozen_at = time.monotonic()
     try:
-        third = rig.new_processor()
-        third.start()
-        say(f"[r] {second.name} frozen; {third.name} started, pid {third.pid}")
 
         def revoked() -> bool:
             return "event=partitions_revoked" in first.log_since(mark)
 
-        wait_for("the first processor to revoke its partitions", revoked, 8.0, every=0.05)
+        limit = SESSION_TIMEOUT_MS / 1000 - 4.0
+        wait_for("the first processor to revoke its partitions", revoked, limit, every=0.05)
         given_before_kill = assigned(third)
         old_pid = first.pid
         assert first.kill(signal.SIGKILL) == -signal.SIGKILL
@@ -431,6 +444,7 @@ def test_r_processor_kill9_during_the_rebalance_a_new_member_causes(rig: Cluster
     # The kill came after the group revoked and before the newcomer got anything.
     assert given_before_kill == 0, "the rebalance was over before the kill"
     wait_for("the third processor to be given partitions", lambda: assigned(third) > 0, 120.0)
+    say(f"[r] {third.name} was given {assigned(third)} partitions")
     rig.end_incident(inc)
     rig.check_readings("r")
     rig.check_incident(inc)

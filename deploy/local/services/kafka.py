@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import logging
@@ -92,6 +93,8 @@ ACL_MARKER: Final = "thermowatch-acls.sha256"
 #: In the data dir: a digest of the secrets the metadata log was formatted with.
 SCRAM_MARKER: Final = "thermowatch-scram.sha256"
 _JAAS: Final = "org.apache.kafka.common.security.scram.ScramLoginModule"
+#: The least time a health probe gives each step (TLS handshake, SASL, the request).
+PROBE_TIMEOUT_S: Final = 30.0
 
 
 def plaintext_requested() -> bool:
@@ -537,21 +540,23 @@ def kafka_healthy(kafka: KafkaSettings | str, timeout: float) -> bool:
     async def probe() -> bool:
         # One connection to that server alone (an admin client would send its request
         # to any broker it learnt of, so a dead node 2 could fail the check of a
-        # healthy node 1), bounded by the request timeout at each step rather than
-        # cancelled from outside: a cancelled connect can leave its socket open.
+        # healthy node 1). Nothing is cancelled half-way: a TLS handshake cut off by a
+        # timeout leaves its socket open (asyncio closes an SSL transport
+        # asynchronously, after the loop is gone), so a slow broker (a JVM starting
+        # beside five others) gets a generous timeout, and every close is awaited.
         from aiokafka.conn import create_conn
         from aiokafka.protocol.metadata import MetadataRequest
 
         options = settings.client_options()
         options.pop("bootstrap_servers")
-        conn = await create_conn(
-            host, int(port), **options, request_timeout_ms=int(max(timeout, 1.0) * 1000)
-        )
+        request_timeout_ms = int(max(timeout, PROBE_TIMEOUT_S) * 1000)
+        conn = await create_conn(host, int(port), **options, request_timeout_ms=request_timeout_ms)
         try:
             metadata = await conn.send(MetadataRequest([]))
         finally:
-            conn.close()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(conn.close(), 5.0)
         return bool(metadata.brokers)
 
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kafka-health") as pool:
-        return pool.submit(asyncio.run, probe()).result(timeout + 5.0)
+        return pool.submit(asyncio.run, probe()).result(max(timeout, PROBE_TIMEOUT_S) * 2 + 10)
