@@ -125,7 +125,8 @@ def kill9(stack: LocalStack, name: str, timeout: float = 30.0, node: int | None 
     """
     pid = stack.service_pid(name, node)
     if pid is None:
-        raise AssertionError(f"{name} (node {node or 1}) is not running: nothing to kill")
+        what = name if node is None else f"{name} node {node}"
+        raise AssertionError(f"{what} is not running: nothing to kill")
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + timeout
     while True:
