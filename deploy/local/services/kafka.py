@@ -522,6 +522,28 @@ def new_cluster_id() -> str:
             return cid
 
 
+async def _close_conn(conn: Any, wait_s: float = 2.0) -> None:
+    """Close an aiokafka connection and wait (bounded) until its socket is closed.
+
+    ``close()`` only starts the TLS shutdown; ``asyncio.run`` would close the loop
+    before it ends under load, leaving the socket open (a ResourceWarning, an error
+    in the tests). Past ``wait_s`` the transport is aborted instead.
+    """
+    conn.close()
+    closed = getattr(conn, "_closed_fut", None)
+    protocol = getattr(conn, "_protocol", None)
+    if closed is None or protocol is None:  # no transport was made
+        await asyncio.sleep(0)
+        return
+    try:
+        await asyncio.wait_for(asyncio.shield(closed), wait_s)
+    except TimeoutError:
+        transport = getattr(protocol, "_transport", None)
+        if transport is not None:
+            transport.abort()
+        await asyncio.sleep(0)
+
+
 def kafka_healthy(kafka: KafkaSettings | str, timeout: float) -> bool:
     """A real, authenticated metadata request to ``kafka``'s first server, through
     aiokafka with ``kafka``'s TLS and SASL: it answers with the live brokers.
@@ -539,18 +561,21 @@ def kafka_healthy(kafka: KafkaSettings | str, timeout: float) -> bool:
         # to any broker it learnt of, so a dead node 2 could fail the check of a
         # healthy node 1), bounded by the request timeout at each step rather than
         # cancelled from outside: a cancelled connect can leave its socket open.
-        from aiokafka.conn import create_conn
+        from aiokafka.conn import AIOKafkaConnection
         from aiokafka.protocol.metadata import MetadataRequest
 
         options = settings.client_options()
         options.pop("bootstrap_servers")
-        conn = await create_conn(
+        # What aiokafka's create_conn does, keeping hold of the connection when its
+        # connect fails too, so that it is closed here either way.
+        conn = AIOKafkaConnection(
             host, int(port), **options, request_timeout_ms=int(max(timeout, 1.0) * 1000)
         )
         try:
+            await conn.connect()
             metadata = await conn.send(MetadataRequest([]))
         finally:
-            conn.close()
+            await _close_conn(conn)
         return bool(metadata.brokers)
 
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kafka-health") as pool:
