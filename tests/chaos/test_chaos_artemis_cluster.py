@@ -5,7 +5,8 @@ A private stack in the cluster profile with only the brokers clustered
 1 and 2 (static cluster connection, ``ON_DEMAND`` load balancing), one Kafka,
 one search node. First, without the pipeline, two members of one shared
 subscription on different nodes must share what is published on either node,
-each message delivered once.
+each message delivered once, and each member getting messages published on the
+other node.
 
 Then the sequence of :func:`testsupport.broker_backlog.restart_with_backlog`:
 30 devices at 10 readings/s spread over both nodes, gateway 1 on node 1 and
@@ -20,9 +21,10 @@ the run must be in Kafka and stored exactly once.
 
 No HA in this setup: what node 2 held (the readings in its queue for gateway 2,
 and those of its devices) stays in its journal while it is down and is delivered
-only after it restarts; node 1 keeps what it routes to node 2 meanwhile in its
-store-and-forward queue. Nothing is lost, nothing is stored twice; Kafka may hold
-a reading twice (gateway 2 had it in flight when its node died: redelivered).
+only after it restarts (what node 1 routes to node 2 meanwhile waits in node 1's
+store-and-forward queue, as Artemis documents its cluster bridges; not looked at
+here). Nothing is lost, nothing is stored twice; Kafka may hold a reading twice
+(gateway 2 had it in flight when its node died: delivered again).
 
 Markers ``chaos`` and ``artemis`` (``make test-artemis``).
 """
@@ -160,10 +162,15 @@ def test_a_shared_subscription_spans_the_nodes(artemis_cluster: LocalStack) -> N
         for m in (*members, *publishers):
             m.close()
     per_member = [[p for p in m.got() if not p.startswith(b"warmup:")] for m in members]
-    print(f"shared subscription: sent={len(sent)} per member={[len(p) for p in per_member]}")
+    # member -> {node the message was published on: how many it got}
+    origins = [
+        {n: sum(p.startswith(b"%d:" % n) for p in got) for n in (1, 2)} for got in per_member
+    ]
+    print(f"shared subscription: sent={len(sent)} member 1, 2 got (by node published on) {origins}")
     every = [p for got in per_member for p in got]
     assert sorted(every) == sorted(sent), "each message to exactly one member"
-    assert all(per_member), f"both members got some: {[len(p) for p in per_member]}"
+    # Across the nodes: each member got messages published on the other node too.
+    assert origins[0][2] > 0 and origins[1][1] > 0, f"no message crossed the nodes: {origins}"
 
 
 def test_artemis_node_crash_loses_no_acknowledged_reading(
