@@ -28,7 +28,7 @@ help:
 	@echo "make demo       run the full pipeline demo on a simulated fleet (installs what it needs: the package, Mosquitto, Java)"
 	@echo "make demo-down  stop the local stack the demo left running"
 	@echo "make test       lint (ruff, import floors), type check and every test tier (installs what the tests need)"
-	@echo "make test-artemis  only the broker-crash chaos case on the optional Artemis broker (make test runs it too)"
+	@echo "make test-artemis  only the broker-crash chaos cases on the optional Artemis broker, one node and a 2-node cluster (make test runs them too)"
 	@echo "make test-cluster  only the chaos test on the cluster profile: 3 Kafka + 3 search nodes (make test runs it too)"
 	@echo "make deps-demo  install only what the demo needs; make deps (= deps-test) everything the tests need"
 	@echo "make fuzz       1,000,000 hostile inputs through every parser of untrusted bytes (FUZZ_ARGS='--inputs N --seed S')"

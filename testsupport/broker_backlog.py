@@ -26,6 +26,12 @@ which syncs its journal before each PUBACK: with ``receipts`` off the edge
 deletes a reading at that PUBACK, so only a broker that keeps what it
 acknowledged loses nothing in a crash.
 
+On a broker cluster (``BrokerFault.nodes`` > 1: the Artemis nodes of the cluster
+profile) the devices and gateways are spread over the nodes (gateway ``i`` on
+node ``i``, the devices in turn), the observer sits on a node that stays up, and
+only node ``BrokerFault.node`` is stopped, for ``down_s``, while the other nodes
+keep taking readings; its port must refuse every connection meanwhile.
+
 Run by ``tests/chaos/test_chaos_broker_backlog.py`` (the property, in ``make
 test``) and by ``benchmarks/gateway/broker_restart_backlog.py`` (the
 experiment, with more variants).
@@ -109,6 +115,38 @@ class BrokerFault:
     broker: str = "mosquitto"
     #: Edges keep each reading until the gateway's receipt (False: until the PUBACK).
     receipts: bool = True
+    #: The broker's nodes that devices and gateways are spread over (a cluster's).
+    nodes: int = 1
+    #: The node stopped (1 .. nodes); the others stay up.
+    node: int = 1
+    #: How long the stopped broker (node) stays down before it is started again.
+    down_s: float = 0.0
+
+    def node_of_gateway(self, i: int) -> int:
+        """Gateway ``i`` (1-based) connects to this node.
+
+        >>> [BrokerFault(kill=True, nodes=2, gateways=3).node_of_gateway(i) for i in (1, 2, 3)]
+        [1, 2, 1]
+        """
+        return (i - 1) % self.nodes + 1
+
+    def node_of_device(self, index: int) -> int:
+        """The ``index``-th device (0-based, in the run's order) connects to this node.
+
+        >>> [BrokerFault(kill=True, nodes=2).node_of_device(j) for j in range(4)]
+        [1, 2, 1, 2]
+        """
+        return index % self.nodes + 1
+
+    @property
+    def observer_node(self) -> int:
+        """Where the observer subscribes: the first node that is not stopped (node 1
+        when there is only one).
+
+        >>> BrokerFault(kill=True, nodes=2, node=1).observer_node
+        2
+        """
+        return next((n for n in range(1, self.nodes + 1) if n != self.node), 1)
 
 
 @dataclass
@@ -122,6 +160,14 @@ class BacklogResult:
     held: int = 0
     #: Mosquitto's exit status when killed (``-9``), None when stopped.
     broker_exit: int | None = None
+    #: Connection attempts to the stopped broker (node)'s port until its restart.
+    broker_down: PortWatch | None = None
+    #: node -> readings of that node's devices the observer saw (on its own node):
+    #: on a cluster, what another node routed to it.
+    seen_by_node: dict[int, int] = field(default_factory=dict)
+    #: Readings of the devices on the nodes that stayed up, allocated and acknowledged
+    #: (gone from the outbox) while the stopped node was down.
+    acked_while_down: int = 0
     #: Mosquitto logged its final save ("Saving in-memory database").
     broker_saved: bool = False
     #: Files in the persistence directory before the restart (empty after a wipe).
@@ -200,8 +246,13 @@ def restart_with_backlog(
     the returned result carries the proofs of the faults with the accounting.
     """
     run = chaos_run(work, "backlog", SITES)
-    # The pipeline's MQTT endpoint is the broker under test.
-    ep = {**stack.endpoints(), "mosquitto": stack.endpoints()[fault.broker]}
+
+    def broker_at(node: int) -> dict[str, Any]:
+        return dict(stack.node(fault.broker, node).endpoint())
+
+    # The pipeline's MQTT endpoint is the broker under test (its node 1 on a cluster).
+    ep = {**stack.endpoints(), "mosquitto": broker_at(1)}
+    device_node = {d: fault.node_of_device(j) for j, d in enumerate(run.devices)}
     topics = kafka_topics(run.kafka_prefix)
     overrides: dict[str, Any] = {
         "mqtt": {"share_group": fault.share_group, "receive_maximum": receive_maximum},
@@ -213,7 +264,8 @@ def restart_with_backlog(
     )
     gateways = [gateway]
     for i in range(2, fault.gateways + 1):
-        cfg = merge_config(gateway_config(run, ep), overrides)
+        at = {**ep, "mosquitto": broker_at(fault.node_of_gateway(i))}
+        cfg = merge_config(gateway_config(run, at), overrides)
         cfg = merge_config(
             cfg,
             {"gateway": {"id": f"demo-{run.run_id}-{i}"}, "mqtt": {"client_id": client_ids[i - 1]}},
@@ -228,6 +280,7 @@ def restart_with_backlog(
         ep["mosquitto"],
         INTERVAL_S,
         outbox_options={"receipt_timeout_s": RECEIPT_TIMEOUT_S, "receipts": fault.receipts},
+        mqtt_ports={d: int(broker_at(n)["port"]) for d, n in device_node.items() if n != 1},
     )
     kafka = ep["kafka"]
     got = BacklogResult(fault)
@@ -245,7 +298,7 @@ def restart_with_backlog(
             raise RuntimeError(f"readings did not reach Kafka:\n{gateway.tail(30)}")
         paths = fleet.outbox_paths()
         outboxes = {d: paths[d] for d in run.devices}
-        observer = Observer(ep["mosquitto"], f"admin:observer-{run.run_id}")
+        observer = Observer(broker_at(fault.observer_node), f"admin:observer-{run.run_id}")
         watch = got.kafka_down = PortWatch(str(ep["kafka"]["host"]), int(ep["kafka"]["port"]))
         try:
             got.kafka_exit = kill9(stack, "kafka").exit_code
@@ -260,10 +313,22 @@ def restart_with_backlog(
                 if got.held >= fault.backlog:
                     break
                 time.sleep(0.5)
+            for d, _s in observer.seen():
+                got.seen_by_node[device_node[d]] = got.seen_by_node.get(device_node[d], 0) + 1
         finally:
             observer.close()
+        stopped = {d: r.stop for d, r in allocated_from_outboxes(outboxes).items()}
         _stop_broker(stack, fault, got)
-        stack.start(fault.broker, timeout=120.0)
+        time.sleep(fault.down_s)
+        if got.broker_down is not None:
+            got.broker_down.stop()
+        up = [d for d, n in device_node.items() if n != fault.node]
+        if fault.nodes > 1 and up:
+            got.acked_while_down = _acked_since(stopped, {d: outboxes[d] for d in up})
+        if fault.nodes > 1:
+            stack.start_node(fault.broker, fault.node, timeout=120.0)
+        else:
+            stack.start(fault.broker, timeout=120.0)
         restarted = {d: r.stop for d, r in allocated_from_outboxes(outboxes).items()}
         watch.stop()
         stack.start("kafka", timeout=240.0)
@@ -292,13 +357,17 @@ def restart_with_backlog(
             svc.stop()
         if got.kafka_down is not None:
             got.kafka_down.stop()
+        if got.broker_down is not None:
+            got.broker_down.stop()
         for name in (fault.broker, "kafka"):  # up again for the next case, whatever failed
-            if stack.service_pid(name) is None:
+            if any(n.process.pid() is None for n in stack.nodes(name)):
                 stack.start(name, timeout=240.0)
         # A gateway's persistent session outlives it (and a broker restart): left
         # behind, it would take the next case's readings (a success PUBACK, not 16).
         # Ended, and saved ended: a crash restores the last save, stale sessions too.
-        forget_sessions(ep["mosquitto"], "gateway", client_ids)
+        # A session lives on the node its client connected to.
+        for i, client_id in enumerate(client_ids, start=1):
+            forget_sessions(broker_at(fault.node_of_gateway(i)), "gateway", [client_id])
         if fault.broker == "mosquitto":  # Artemis has it on disk already
             _save_broker(stack)
 
@@ -335,20 +404,38 @@ def forget_sessions(mqtt: Mapping[str, Any], user: str, client_ids: list[str]) -
             client.loop_stop()
 
 
+def _acked_since(since: Mapping[str, int], outboxes: Mapping[str, Path]) -> int:
+    """Readings allocated from seq ``since[device]`` on and no longer in the outbox
+    (acknowledged: the edges run without receipts here)."""
+    now = allocated_from_outboxes(outboxes)
+    pending = pending_in_outboxes(outboxes)
+    return sum(
+        sum(1 for s in range(since.get(d, r.stop), r.stop) if s not in pending.get(d, set()))
+        for d, r in now.items()
+    )
+
+
 def _stop_broker(stack: LocalStack, fault: BrokerFault, got: BacklogResult) -> None:
-    """Stop the broker as ``fault`` says; record the proofs in ``got``."""
+    """Stop the broker (its node ``fault.node`` on a cluster) as ``fault`` says; record
+    the proofs in ``got`` and start watching its port."""
     broker = fault.broker
-    data = stack.data_dir(broker)
+    svc = stack.node(broker, fault.node if fault.nodes > 1 else None)
+    data = stack.data_dir(svc.node_name)
     if fault.wipe and broker != "mosquitto":
         raise ValueError(f"wipe: only Mosquitto's persistence file is wiped, not {broker}'s")
     if fault.kill and fault.wipe:  # put the backlog on disk first: the wipe must delete it
         _save_broker(stack)
-    mark = stack.log_file(broker).stat().st_size
-    if fault.kill:
-        got.broker_exit = kill9(stack, broker).exit_code  # a crash: no final save
+    log_file = svc.process.log_file
+    mark = log_file.stat().st_size
+    if fault.kill:  # a crash: no final save
+        got.broker_exit = kill9(stack, broker, node=svc.node if fault.nodes > 1 else None).exit_code
+    elif fault.nodes > 1:
+        stack.stop_node(broker, svc.node)
     else:
         stack.stop(broker)  # SIGTERM: Mosquitto saves its database
-    with open(stack.log_file(broker), "rb") as fh:
+    got.broker_down = PortWatch(svc.host, svc.port)
+    got.broker_down.start()
+    with open(log_file, "rb") as fh:
         fh.seek(mark)
         got.broker_saved = b"Saving in-memory database" in fh.read()
     if fault.wipe:

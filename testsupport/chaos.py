@@ -73,8 +73,10 @@ def chaos_fleet(
     interval_s: float,
     mqtt_options: Mapping[str, Any] | None = None,
     outbox_options: Mapping[str, Any] | None = None,
+    mqtt_ports: Mapping[str, int] | None = None,
 ) -> DemoFleet:
-    """``run``'s fleet (steady, no scripted incident), reconnecting within 0.5-1 s."""
+    """``run``'s fleet (steady, no scripted incident), reconnecting within 0.5-1 s;
+    ``mqtt_ports`` sends some devices to another port (another broker node)."""
     return DemoFleet(
         steady_plan(run.sites),
         run_dir=run.run_dir,
@@ -82,6 +84,7 @@ def chaos_fleet(
         mqtt=mqtt,
         run_id=run.run_id,
         interval_s=interval_s,
+        mqtt_ports=mqtt_ports,
         mqtt_options={"reconnect_min_s": 0.5, "reconnect_max_s": 1.0, **(mqtt_options or {})},
         outbox_options=outbox_options,
     )

@@ -104,6 +104,12 @@ class LocalStack:
 
     Ports: the keyword argument, else ``$THERMOWATCH_<SVC>_PORT``, else the
     service's default; ``ports={"name": port}`` sets any service's port by name.
+
+    Nodes: ``cluster=True`` runs each service's ``cluster_nodes``; ``nodes={"name":
+    count}`` overrides that count per service (e.g. two Artemis nodes beside one
+    Kafka and one search node: ``cluster=True, nodes={"kafka": 1, "search": 1}``).
+    A service that does not cluster takes 1 only. None: what the stack was last
+    brought up with (``state.json``) when ``cluster`` is None too, else no override.
     """
 
     def __init__(
@@ -117,6 +123,7 @@ class LocalStack:
         elastic_port: int | None = None,
         ports: Mapping[str, int] | None = None,
         cluster: bool | None = None,
+        nodes: Mapping[str, int] | None = None,
     ) -> None:
         self.layout = StackLayout.from_env(stack_dir, cache_dir)
         self.root = self.layout.root
@@ -141,9 +148,13 @@ class LocalStack:
         self.cluster = (
             cluster if cluster is not None else self._state.read().get("profile") == "cluster"
         )
+        if nodes is None and cluster is None:
+            nodes = self._state.read().get("nodes") or None
+        #: Per-service node counts that differ from the profile's (``nodes=``).
+        self.node_counts: dict[str, int] = _check_node_counts(nodes or {})
         self._nodes: dict[str, list[Service]] = {}
         for cls in REGISTRY:
-            count = cls.cluster_nodes if self.cluster else 1
+            count = self.node_counts.get(cls.name, cls.cluster_nodes if self.cluster else 1)
             self._nodes[cls.name] = [
                 cls(ctx, given.get(cls.name), node=n, nodes=count) for n in range(1, count + 1)
             ]
@@ -304,7 +315,7 @@ class LocalStack:
         with self._lock():
             self._check_profile()
             self._prepare_dirs()
-            self._state.record(profile=self.profile)
+            self._state.record(profile=self.profile, nodes=self.node_counts)
             self.config_signing_key()
             result: dict[str, str] = {}
             for name in names:
@@ -344,12 +355,17 @@ class LocalStack:
         return "started"
 
     def _check_profile(self) -> None:
-        """StackError when the stack runs in the other profile: the two do not mix (the
-        single node's data is not a cluster's, and their ports overlap)."""
-        recorded = self._state.read().get("profile", "single")
-        if recorded == self.profile:
+        """StackError when the stack runs in the other profile, or with other node
+        counts (``nodes=``): the two do not mix (the single node's data is not a
+        cluster's, and their ports overlap)."""
+        state = self._state.read()
+        recorded = state.get("profile", "single")
+        recorded_nodes = state.get("nodes") or {}
+        if recorded == self.profile and recorded_nodes == self.node_counts:
             return
-        other = LocalStack(self.root, self.cache, cluster=not self.cluster)
+        other = LocalStack(
+            self.root, self.cache, cluster=recorded == "cluster", nodes=recorded_nodes
+        )
         running = [
             svc.node_name
             for nodes in other._nodes.values()
@@ -357,8 +373,9 @@ class LocalStack:
             if svc.process.pid() is not None
         ]
         if running:
+            counts = f" with nodes {recorded_nodes}" if recorded_nodes else ""
             raise StackError(
-                f"the stack in {self.root} runs the {other.profile} profile "
+                f"the stack in {self.root} runs the {other.profile} profile{counts} "
                 f"({', '.join(running)}): `thermowatch stack down` first, or use another "
                 f"{STACK_DIR_ENV}"
             )
@@ -386,7 +403,7 @@ class LocalStack:
                 result[name] = "stopped" if any(stopped) else "not running"
             if self.root.exists():
                 # All stopped: the next `stack up` starts the profile it is asked for.
-                self._state.record(**({} if services else {"profile": "single"}))
+                self._state.record(**({} if services else {"profile": "single", "nodes": {}}))
             return result
 
     # Single-service spellings for the chaos tests.
@@ -506,3 +523,27 @@ class LocalStack:
             )
         launch = svc.launch()
         svc.process.spawn(launch.argv, launch.env)
+
+
+def _check_node_counts(nodes: Mapping[str, int]) -> dict[str, int]:
+    """``nodes`` checked: known services, a positive count, more than 1 only for a
+    service that clusters; a StackError names the service otherwise.
+
+    >>> _check_node_counts({"artemis": 2, "kafka": 1})
+    {'artemis': 2, 'kafka': 1}
+    >>> _check_node_counts({"mosquitto": 2})
+    Traceback (most recent call last):
+    ...
+    deploy.local.errors.StackError: nodes: mosquitto does not cluster (1 node only), got 2
+    """
+    classes = {cls.name: cls for cls in REGISTRY}
+    out: dict[str, int] = {}
+    for name, count in nodes.items():
+        if name not in classes:
+            raise StackError(f"nodes: unknown service {name!r}; known: {', '.join(classes)}")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise StackError(f"nodes: {name} must be a whole number of nodes >= 1, got {count!r}")
+        if count > 1 and classes[name].cluster_nodes == 1:
+            raise StackError(f"nodes: {name} does not cluster (1 node only), got {count}")
+        out[name] = count
+    return out

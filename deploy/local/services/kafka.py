@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
-import contextlib
 import hashlib
 import json
 import logging
@@ -525,6 +524,28 @@ def new_cluster_id() -> str:
             return cid
 
 
+async def _close_conn(conn: Any, wait_s: float = 2.0) -> None:
+    """Close an aiokafka connection and wait (bounded) until its socket is closed.
+
+    ``close()`` only starts the TLS shutdown; ``asyncio.run`` would close the loop
+    before it ends under load, leaving the socket open (a ResourceWarning, an error
+    in the tests). Past ``wait_s`` the transport is aborted instead.
+    """
+    conn.close()
+    closed = getattr(conn, "_closed_fut", None)
+    protocol = getattr(conn, "_protocol", None)
+    if closed is None or protocol is None:  # no transport was made
+        await asyncio.sleep(0)
+        return
+    try:
+        await asyncio.wait_for(asyncio.shield(closed), wait_s)
+    except TimeoutError:
+        transport = getattr(protocol, "_transport", None)
+        if transport is not None:
+            transport.abort()
+        await asyncio.sleep(0)
+
+
 def kafka_healthy(kafka: KafkaSettings | str, timeout: float) -> bool:
     """A real, authenticated metadata request to ``kafka``'s first server, through
     aiokafka with ``kafka``'s TLS and SASL: it answers with the live brokers.
@@ -540,22 +561,24 @@ def kafka_healthy(kafka: KafkaSettings | str, timeout: float) -> bool:
     async def probe() -> bool:
         # One connection to that server alone (an admin client would send its request
         # to any broker it learnt of, so a dead node 2 could fail the check of a
-        # healthy node 1). Nothing is cancelled half-way: a TLS handshake cut off by a
-        # timeout leaves its socket open (asyncio closes an SSL transport
-        # asynchronously, after the loop is gone), so a slow broker (a JVM starting
-        # beside five others) gets a generous timeout, and every close is awaited.
-        from aiokafka.conn import create_conn
+        # healthy node 1). A TLS handshake cut off by a timeout leaves its socket open
+        # (asyncio closes an SSL transport asynchronously, after the loop is gone), so
+        # a slow broker (a JVM starting beside five others) gets a generous timeout,
+        # and the connection is closed down to its socket whatever happened.
+        from aiokafka.conn import AIOKafkaConnection
         from aiokafka.protocol.metadata import MetadataRequest
 
         options = settings.client_options()
         options.pop("bootstrap_servers")
+        # What aiokafka's create_conn does, keeping hold of the connection when its
+        # connect fails too, so that it is closed here either way.
         request_timeout_ms = int(max(timeout, PROBE_TIMEOUT_S) * 1000)
-        conn = await create_conn(host, int(port), **options, request_timeout_ms=request_timeout_ms)
+        conn = AIOKafkaConnection(host, int(port), **options, request_timeout_ms=request_timeout_ms)
         try:
+            await conn.connect()
             metadata = await conn.send(MetadataRequest([]))
         finally:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(conn.close(), 5.0)
+            await _close_conn(conn)
         return bool(metadata.brokers)
 
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kafka-health") as pool:
