@@ -28,6 +28,7 @@ DOCTESTED = [
     "deploy.local.process",
     "deploy.local.services",
     "deploy.local.services.kafka",
+    "deploy.local.stack",
 ]
 PORT_ENVS = {
     "mosquitto": "THERMOWATCH_MQTT_PORT",
