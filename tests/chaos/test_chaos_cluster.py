@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 import pytest
 
 from deploy.local.stack import STACK_DIR_ENV, LocalStack, free_port
-from stagekit.search import SearchSettings
+from stagekit.search import SearchError, SearchSettings
 from telemetry_contract import kafka_topics
 from testsupport.chaos import PortWatch, chaos_fleet, chaos_run, kill9
 from testsupport.search import admin_settings
@@ -86,6 +86,22 @@ def wait_for(what: str, check: Callable[[], T], timeout: float, every: float = 1
         if time.monotonic() >= deadline:
             pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(every)
+
+
+def transient(read: Callable[[], T], within_s: float = 60.0) -> T:
+    """``read()``, tried again while the search cluster's answer is retriable (503,
+    429, no connection): on a cluster an index just created, or a shard whose node
+    was just killed, is unassigned for a moment ("all shards failed") before a
+    replica takes over."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            return read()
+        except SearchError as exc:
+            if not exc.retriable or time.monotonic() > deadline:
+                raise
+            say(f"search cluster busy ({exc.status or exc}): reading again")
+            time.sleep(1.0)
 
 
 @dataclass
@@ -228,12 +244,12 @@ class ClusterRig:
         return acc.allocated_from_outboxes({d: paths[d] for d in devices or self.devices})
 
     def stored(self, devices: list[str]) -> dict[tuple[str, int], int]:
-        return acc.fetch_stored(self.search, f"{self.run.index_prefix}readings-*", devices)
+        pattern = f"{self.run.index_prefix}readings-*"
+        return transient(lambda: acc.fetch_stored(self.search, pattern, devices))
 
     def alerts(self, devices: list[str] | None = None) -> list[acc.AlertDoc]:
-        return acc.fetch_alerts(
-            self.search, f"{self.run.index_prefix}alerts", devices or self.devices
-        )
+        index = f"{self.run.index_prefix}alerts"
+        return transient(lambda: acc.fetch_alerts(self.search, index, devices or self.devices))
 
     def changes(self) -> list[acc.PublishedChange]:
         return asyncio.run(acc.fetch_alert_changes(self.kafka, self.topics.alerts))
