@@ -23,7 +23,9 @@ run's topics get the stack's replication factor) or a single-node stack:
 
 Every option of ``bench_latency.py`` is accepted (``--gateways`` and
 ``--processors`` are set per configuration). Results: ``--json``, default
-``results/scaleout-<timestamp>.json``; the pure parts are
+``results/scaleout-<timestamp>.json``. ``--budget-min`` skips the configurations
+that would end past a time budget (the slowest so far as the estimate). The
+pure parts are
 :mod:`benchmarks.e2e.scaleout`.
 """
 
@@ -49,6 +51,7 @@ from benchmarks.e2e.scaleout import (  # noqa: E402
     BASELINE,
     Config,
     cpu_groups,
+    fits,
     label,
     parse_configs,
     ratios,
@@ -72,6 +75,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--count-every-s", type=float, default=3.0, help="index count period (default 3)"
+    )
+    ap.add_argument(
+        "--budget-min",
+        type=float,
+        default=0.0,
+        help="skip a configuration that, as long as the longest so far, would end past "
+        "this many minutes from the start (default 0: run all)",
     )
     ap.set_defaults(
         rates="3000",
@@ -167,7 +177,14 @@ def main(argv: list[str] | None = None) -> int:
         "rows": [],
         "runs": [],
     }
+    t0 = time.monotonic()
+    durations: list[float] = []
     for config in args.configs:
+        if not fits(time.monotonic() - t0, durations, args.budget_min * 60):
+            print(f"{label(config)}: skipped (--budget-min {args.budget_min:g})", flush=True)
+            out["runs"].append({"config": label(config), "skipped": "budget"})
+            continue
+        t_config = time.monotonic()
         print(f"{label(config)}: {time.strftime('%H:%M:%S', time.gmtime())} UTC", flush=True)
         run_args = copy.copy(args)
         run_args.gateways, run_args.processors = config
@@ -178,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # one configuration failing still leaves the others
             result = {"config": label(config), "error": f"{type(exc).__name__}: {exc}"}
             traceback.print_exc()
+        durations.append(time.monotonic() - t_config)
+        result["config_duration_s"] = round(durations[-1], 1)
         out["runs"].append(result)
         out["ratios"] = ratios(out["rows"])
         json_path.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")

@@ -93,15 +93,10 @@ class Bench:
         window = max(r["window_s"] for r in results)
         cpu1 = {k: cpu_seconds(v) for k, v in pids.items()}
         m1 = [scrape(u) for u in metrics_urls]
-        # Summed over the processors (``--processors``).
-        bulk_n = sum(
-            b.get(_BULK + "_count", 0.0) - a.get(_BULK + "_count", 0.0)
-            for a, b in zip(m0, m1, strict=True)
-        )
-        bulk_s = sum(
-            b.get(_BULK + "_sum", 0.0) - a.get(_BULK + "_sum", 0.0)
-            for a, b in zip(m0, m1, strict=True)
-        )
+        # Summed over the processors (``--processors``) that answered both scrapes.
+        pairs = [(a, b) for a, b in zip(m0, m1, strict=True) if a and b]
+        bulk_n = sum(b.get(_BULK + "_count", 0.0) - a.get(_BULK + "_count", 0.0) for a, b in pairs)
+        bulk_s = sum(b.get(_BULK + "_sum", 0.0) - a.get(_BULK + "_sum", 0.0) for a, b in pairs)
         gen_cpu1 = sum(cpu_seconds(p) or 0.0 for p in pipeline.worker_pids())
         anomalies = [(d, s, ts) for r in results for d, s, ts in r["anomalies"]]
         self.anomalies_sent += [(d, s, ts, label) for d, s, ts in anomalies]
@@ -151,8 +146,8 @@ class Bench:
             "anomalies_sent": len(wanted),
             "webhooks_missing": len(wanted) - len(lat_b),
             "drain_s": round(drained_s, 2),
-            "processor_bulk_requests": int(bulk_n),
-            "processor_bulk_mean_ms": round(bulk_s / bulk_n * 1000, 1) if bulk_n else None,
+            "processor_bulk_requests": int(bulk_n) if pairs else None,
+            "processor_bulk_mean_ms": round(bulk_s / bulk_n * 1000, 1) if bulk_n > 0 else None,
             "load_avg_1_5_15": [round(x, 2) for x in load_during],
             "cpu_percent": {
                 k: round((cpu1[k] - v) / window * 100, 1)  # type: ignore[operator]

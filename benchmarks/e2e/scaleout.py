@@ -16,6 +16,7 @@ __all__ = [
     "BASELINE",
     "Config",
     "cpu_groups",
+    "fits",
     "label",
     "parse_configs",
     "ratios",
@@ -137,3 +138,17 @@ def cpu_groups(cpu_percent: Mapping[str, float]) -> dict[str, float]:
     ordered |= {g: round(v, 1) for g, v in out.items()}
     ordered["total"] = round(sum(cpu_percent.values()), 1)
     return ordered
+
+
+def fits(elapsed_s: float, durations_s: Sequence[float], budget_s: float) -> bool:
+    """Whether one more configuration, taking as long as the longest so far, ends within
+    ``budget_s`` (0: no budget) after ``elapsed_s``; the first one always runs.
+
+    >>> fits(600.0, [200.0, 250.0], 900.0), fits(700.0, [200.0, 250.0], 900.0)
+    (True, False)
+    >>> fits(0.0, [], 60.0), fits(5000.0, [300.0], 0.0)
+    (True, True)
+    """
+    if budget_s <= 0 or not durations_s:
+        return True
+    return elapsed_s + max(durations_s) <= budget_s

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.e2e.bench_scaleout import parse_args
-from benchmarks.e2e.scaleout import cpu_groups, parse_configs, ratios, stored_rate
+from benchmarks.e2e.scaleout import cpu_groups, fits, parse_configs, ratios, stored_rate
 
 
 def test_defaults_run_every_configuration_with_the_baseline_first_and_last() -> None:
@@ -61,3 +61,9 @@ def test_ratios_compare_each_mean_with_the_mean_of_every_baseline_run() -> None:
 def test_cpu_is_summed_per_kind_of_process() -> None:
     cpu = {"kafka-1": 10.0, "kafka-2": 12.5, "search-1": 30.0, "processor": 20.0}
     assert cpu_groups(cpu) == {"processor": 20.0, "kafka": 22.5, "search": 30.0, "total": 72.5}
+
+
+def test_a_configuration_past_the_budget_is_skipped_judged_by_the_slowest_so_far() -> None:
+    assert fits(1500.0, [240.0, 300.0, 180.0], 1800.0)
+    assert not fits(1501.0, [240.0, 300.0, 180.0], 1800.0)
+    assert fits(1e6, [300.0], 0.0)  # no budget
