@@ -53,6 +53,7 @@ from benchmarks.e2e.scaleout import (  # noqa: E402
     cpu_groups,
     fits,
     label,
+    markdown_table,
     parse_configs,
     ratios,
     stored_rate,
@@ -203,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     out["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     json_path.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(out["ratios"], indent=2))
+    if out["rows"]:
+        print(markdown_table(out["rows"]))
     print(f"results: {json_path}")
     return 0
 

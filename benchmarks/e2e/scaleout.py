@@ -18,6 +18,7 @@ __all__ = [
     "cpu_groups",
     "fits",
     "label",
+    "markdown_table",
     "parse_configs",
     "ratios",
     "stored_rate",
@@ -152,3 +153,39 @@ def fits(elapsed_s: float, durations_s: Sequence[float], budget_s: float) -> boo
     if budget_s <= 0 or not durations_s:
         return True
     return elapsed_s + max(durations_s) <= budget_s
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The rows of a run as the table of docs/benchmarks.md, in run order, each rate's
+    ratio to the mean of the baseline's runs.
+
+    >>> row = {"config": "1g1p", "offered_per_s": 3000.0, "stored_per_s": 1000.0,
+    ...        "readings_lost": 0, "readings_duplicated": 0, "searchable_ms_p50": 900.0,
+    ...        "searchable_ms_p99": 2000.0, "cpu_percent": {"total": 180.0},
+    ...        "load_avg_1_5_15": [6.0, 5.0, 4.0]}
+    >>> more = row | {"config": "1g2p", "stored_per_s": 1500.0, "searchable_ms_p50": None}
+    >>> print("\\n".join(markdown_table([row, more]).splitlines()[2:]))
+    | 1 | 1 × 1 | 3,000 | 1,000 | 1.00 | 0 | 0 | 900 / 2,000 | 180 | 6.0 |
+    | 2 | 1 × 2 | 3,000 | 1,500 | 1.50 | 0 | 0 | – / 2,000 | 180 | 6.0 |
+    """
+    base = ratios(rows)[label(BASELINE)]["stored_per_s"]
+
+    def num(x: Any) -> str:
+        return "–" if x is None else f"{x:,.0f}"
+
+    lines = [
+        f"| # | gateways × processors | offered/s | stored/s | ratio to {label(BASELINE)} | lost "
+        "| duplicated | searchable p50 / p99 ms | CPU % (all) | load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for i, r in enumerate(rows, 1):
+        g, _, p = str(r["config"]).rstrip("p").partition("g")
+        rate = r["stored_per_s"]
+        ratio = f"{rate / base:.2f}" if rate is not None and base else "–"
+        lines.append(
+            f"| {i} | {g} × {p} | {num(r['offered_per_s'])} | {num(rate)} | {ratio} "
+            f"| {r['readings_lost']} | {r['readings_duplicated']} "
+            f"| {num(r['searchable_ms_p50'])} / {num(r['searchable_ms_p99'])} "
+            f"| {num(r['cpu_percent'].get('total'))} | {r['load_avg_1_5_15'][0]:.1f} |"
+        )
+    return "\n".join(lines)
