@@ -1,10 +1,11 @@
 """End-to-end latency benchmark: device publish -> searchable, and -> webhook.
 
 Runs the real pipeline on this machine against the shared local stack
-(``thermowatch stack up``): one or more gateway processes and one processor
-process, started with ``thermowatch.demo``'s config builders and process
-wrapper under their own Kafka topic prefix, consumer group, index prefix and
-MQTT share group. Worker processes (``loadgen.py``) play the devices
+(``thermowatch stack up``, or ``--cluster``): one or more gateway processes and
+one or more processor processes (``--processors``, one consumer group),
+started with ``thermowatch.demo``'s config builders and process wrapper under
+their own Kafka topic prefix, consumer group, index prefix and MQTT share
+group. Worker processes (``loadgen.py``) play the devices
 ``e2e-d01``.. (MQTT users added to the stack on first use) and publish
 contract readings with QoS 1 at each offered rate for ``--seconds``.
 
@@ -82,8 +83,9 @@ def _kv(text: str) -> tuple[str, Any]:
         return key, value
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser(description: str = __doc__.splitlines()[0]) -> argparse.ArgumentParser:
+    """The options of a run (``bench_scaleout.py`` takes the same ones)."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--rates", default="200,1000,5000", help="offered readings/s, comma separated")
     ap.add_argument("--seconds", type=float, default=60.0, help="seconds per rate (default 60)")
     ap.add_argument(
@@ -138,6 +140,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--gateways", type=int, default=1, help="gateway processes per broker (default 1)"
     )
+    ap.add_argument(
+        "--processors",
+        type=int,
+        default=1,
+        help="processor processes, one consumer group (default 1)",
+    )
+    ap.add_argument(
+        "--partitions",
+        type=int,
+        default=0,
+        help="partitions of the run's topics (default: the gateway config's, 3)",
+    )
     ap.add_argument("--gateway-linger-ms", type=int, default=5)
     ap.add_argument(
         "--gateway-receipts",
@@ -191,7 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot", type=Path, help="PNG plot (default beside the JSON)")
     ap.add_argument("--keep", action="store_true", help="keep topics and indices (debugging)")
     ap.add_argument("-v", "--verbose", action="store_true")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with the rates of ``--rates``/``--period-s`` as floats and the
+    ``--fleet`` presets (or the defaults) filled in."""
     args.rates = [float(x) for x in args.rates.split(",") if x]
     if args.period_s:
         args.rates = [args.devices / float(x) for x in args.period_s.split(",") if x]
@@ -202,6 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in (presets if args.fleet else defaults).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    return args
+
+
+def setup(args: argparse.Namespace, prog: str = "bench_latency") -> bool:
+    """Logging as ``-v`` says; False (after printing why) when the stack is not up."""
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -209,14 +233,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     # The probe counts its own failed searches (e.g. before the first index exists).
     logging.getLogger("opensearch").setLevel(logging.ERROR)
-    stack = LocalStack()
-    status = stack.status()
+    status = LocalStack().status()
     down = [k for k, v in status.items() if not v.get("pid")]
     if down:
         print(
-            f"bench_latency: error: stack services not running: {down} (thermowatch stack up)",
+            f"{prog}: error: stack services not running: {down} (thermowatch stack up)",
             file=sys.stderr,
         )
+        return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = resolve(parser().parse_args(argv))
+    if not setup(args):
         return 1
     bench = Bench(args)
     result = bench.run_all()

@@ -1,4 +1,4 @@
-"""The system under test of one run: its broker, gateway(s), processor and load workers.
+"""The system under test of one run: its broker, gateway(s), processor(s) and load workers.
 
 Everything is named for the run (Kafka topic prefix ``e2e.<run id>``, consumer
 group, index prefix ``e2e-<run id>-``, MQTT share group), so it shares the
@@ -6,6 +6,10 @@ stack's Kafka and search server with other work without mixing data. The
 gateway and processor are the real commands (``python -m gateway run``,
 ``python -m cloud_processor run``), configured by ``thermowatch.demo``'s
 builders plus the benchmark's settings (:meth:`Pipeline.processor_toml`).
+With ``--processors N`` the N processors are one consumer group, each with
+its own client id and HTTP port; the run's topics get ``--partitions``
+partitions (default: the gateway config's) and the stack's replication
+factor (3 on the cluster profile).
 """
 
 from __future__ import annotations
@@ -125,8 +129,10 @@ class Pipeline:
         self.workers: list[tuple[Any, Any]] = []
         self.worker_devices: list[int] = []  # devices per worker
         self.gateways: list[Service] = []
-        self.processor: Service | None = None
-        self.processor_http = 0
+        #: The processors (``--processors``), one consumer group.
+        self.processors: list[Service] = []
+        #: Each processor's HTTP port (its ``/metrics``), in the order of :attr:`processors`.
+        self.processor_http: list[int] = []
         #: Seconds the slowest worker took to connect its devices.
         self.connect_s = 0.0
 
@@ -147,11 +153,23 @@ class Pipeline:
         cfg["gateway"]["id"] = f"e2e-{self.rid}-{i}"
         cfg["mqtt"]["share_group"] = f"e2e{self.rid}"
         cfg["kafka"]["linger_ms"] = self.args.gateway_linger_ms
+        if self.partitions:
+            cfg["kafka"]["partitions"] = self.partitions
         cfg["receipts"] = {"enabled": self.args.gateway_receipts == "on"}
         return cfg
 
-    def processor_toml(self) -> dict[str, Any]:
+    @property
+    def partitions(self) -> int:
+        """``--partitions`` (0: the gateway config's)."""
+        return int(getattr(self.args, "partitions", 0) or 0)
+
+    def processor_toml(self, k: int = 0) -> dict[str, Any]:
+        """Processor ``k``'s config (all of them one consumer group)."""
         cfg = processor_config(self.run, self.endpoints)
+        if int(getattr(self.args, "processors", 1)) > 1:
+            cfg["kafka"]["client_id"] = f"e2e-processor-{self.rid}-{k}"
+        if self.partitions:
+            cfg["kafka"]["partitions"] = self.partitions
         cfg["search"]["refresh_interval"] = self.args.refresh_interval
         # admin: the run's own e2e- prefix is outside the processor user's indices
         admin = SearchSettings.from_endpoint(self.endpoints["search"], "admin")
@@ -194,8 +212,11 @@ class Pipeline:
         # Optional webhook settings of the run (e.g. the storm's), as given.
         for key, value in self.args.processor_webhook or []:
             cfg["webhook"][key] = value
-        self.processor_http = free_port()
-        cfg["http"] = {"enabled": True, "host": "127.0.0.1", "port": self.processor_http}
+        port = free_port()
+        while port in self.processor_http:
+            port = free_port()
+        self.processor_http.append(port)
+        cfg["http"] = {"enabled": True, "host": "127.0.0.1", "port": port}
         for key, value in self.args.processor_kafka or []:
             cfg["kafka"][key] = value
         return cfg
@@ -224,7 +245,8 @@ class Pipeline:
         return passwords
 
     def start_services(self) -> None:
-        """The run's topics (broker append time), the processor, then the gateway(s)."""
+        """The run's topics (broker append time, the stack's replication factor), the
+        processor(s), then the gateway(s)."""
         rd = self.run.run_dir
         rd.mkdir(parents=True, exist_ok=True)
         gw_cfg = self.gateway_toml(0)
@@ -234,13 +256,18 @@ class Pipeline:
                 kafka,
                 kafka_topics(self.run.kafka_prefix).all(),
                 partitions=int(gw_cfg["kafka"]["partitions"]),
+                replication=int(kafka.get("replication_factor", 1)),
                 configs={"message.timestamp.type": "LogAppendTime"},
             )
         )
-        pr = rd / "processor.toml"
-        write_toml(pr, self.processor_toml())
-        self.processor = Service("processor", "cloud_processor", pr, rd / "logs" / "processor.log")
-        self.processor.start()
+        n = int(getattr(self.args, "processors", 1))
+        for k in range(n):
+            name = "processor" if n == 1 else f"processor{k}"  # one: as before
+            pr = rd / f"{name}.toml"
+            write_toml(pr, self.processor_toml(k))
+            svc = Service(name, "cloud_processor", pr, rd / "logs" / f"{name}.log")
+            svc.start()
+            self.processors.append(svc)
         for b in range(len(self.broker_endpoints) or 1):  # a gateway group per broker
             for j in range(self.args.gateways):
                 i = b * self.args.gateways + j
@@ -259,8 +286,8 @@ class Pipeline:
             time.sleep(1.0)
 
     def check_alive(self) -> None:
-        """Raise, with the end of its log, if a gateway or the processor has exited."""
-        for svc in [*self.gateways, *([self.processor] if self.processor else [])]:
+        """Raise, with the end of its log, if a gateway or a processor has exited."""
+        for svc in [*self.gateways, *self.processors]:
             if not svc.alive:
                 raise RuntimeError(f"{svc.name} exited:\n{svc.tail()}")
 
@@ -324,16 +351,25 @@ class Pipeline:
     def pids(self) -> dict[str, int | None]:
         """Process ids of the services and the stack's servers, by name (for CPU use)."""
         return {
-            "processor": self.processor.proc.pid
-            if self.processor and self.processor.proc
-            else None,
+            **{p.name: p.pid for p in self.processors},
             **{g.name: g.proc.pid if g.proc else None for g in self.gateways},
-            **{k: v.get("pid") for k, v in self.stack.status().items()},
+            **self.stack_pids(),
             **{
                 f"mosquitto{b or ''}": st.status(["mosquitto"])["mosquitto"].get("pid")
                 for b, st in enumerate(self.mqtt_stacks)
             },
         }
+
+    def stack_pids(self) -> dict[str, int | None]:
+        """The stack's servers by name; on the cluster profile every node (``kafka-2``)."""
+        out: dict[str, int | None] = {}
+        for name, st in self.stack.status().items():
+            nodes = st.get("nodes") or []
+            if nodes:
+                out |= {f"{name}-{n['id']}": n.get("pid") for n in nodes}
+            else:
+                out[name] = st.get("pid")
+        return out
 
     def worker_pids(self) -> list[int | None]:
         return [p.pid for p, _ in self.workers]
@@ -403,7 +439,7 @@ class Pipeline:
         self.worker_devices.clear()
 
     def stop_services(self) -> None:
-        for svc in [*([self.processor] if self.processor else []), *self.gateways]:
+        for svc in [*self.processors, *self.gateways]:
             svc.stop()
 
     def stop_broker(self) -> None:

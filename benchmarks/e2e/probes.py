@@ -5,7 +5,9 @@
 * :class:`SearchProbe` -- when each sampled reading became searchable
   (latency (a));
 * :func:`cpu_seconds`, :func:`scrape`, :func:`count_readings` -- a process's
-  CPU time, the processor's ``/metrics``, the documents stored.
+  CPU time, the processor's ``/metrics``, the documents stored;
+* :class:`StoredSampler` -- the documents stored, counted every few seconds
+  (the stored rate of ``bench_scaleout.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ from stagekit.search.api import SearchError
 from stagekit.search.queries import ids_query
 from telemetry_contract import AlertChange, ChangeKind, ContractError, Rule, decode_alert_change
 
-__all__ = ["SearchProbe", "WebhookSink", "count_readings", "cpu_seconds", "scrape"]
+__all__ = [
+    "SearchProbe",
+    "StoredSampler",
+    "WebhookSink",
+    "count_readings",
+    "cpu_seconds",
+    "scrape",
+]
 
 
 class WebhookSink:
@@ -201,3 +210,41 @@ def count_readings(endpoint: dict[str, Any], pattern: str) -> int:
             return -1
     finally:
         backend.close_sync()
+
+
+class StoredSampler:
+    """A thread that counts the documents of ``pattern`` (after a refresh) every
+    ``every_s`` seconds: :attr:`samples` is ``(Unix time, count)`` per count, the
+    time taken halfway through the count's requests (-1: the count failed)."""
+
+    def __init__(self, endpoint: dict[str, Any], pattern: str, every_s: float = 3.0) -> None:
+        self.endpoint = endpoint
+        self.pattern = pattern
+        self.every_s = every_s
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        backend = make_backend(SearchSettings.from_endpoint(self.endpoint, "admin", timeout_s=30))
+        try:
+            while True:
+                t0 = time.time()
+                count = -1
+                with contextlib.suppress(SearchError):
+                    backend.perform_sync(api.refresh(self.pattern))
+                    count = int(backend.perform_sync(api.count(self.pattern)).get("count", 0))
+                self.samples.append(((t0 + time.time()) / 2, count))
+                if self._stop.wait(max(0.0, self.every_s - (time.time() - t0))):
+                    return
+        finally:
+            backend.close_sync()
+
+    def stop(self) -> list[tuple[float, int]]:
+        """Stop counting; the samples."""
+        self._stop.set()
+        self._thread.join(60)
+        return list(self.samples)

@@ -77,8 +77,8 @@ class Bench:
         w = len(pipeline.workers)
         pids = pipeline.pids()
         cpu0 = {k: cpu_seconds(v) for k, v in pids.items()}
-        metrics_url = f"http://127.0.0.1:{pipeline.processor_http}/metrics"
-        m0 = scrape(metrics_url)
+        metrics_urls = [f"http://127.0.0.1:{port}/metrics" for port in pipeline.processor_http]
+        m0 = [scrape(u) for u in metrics_urls]
         gen_cpu0 = sum(cpu_seconds(p) or 0.0 for p in pipeline.worker_pids())
         results = pipeline.run_load(rate, seconds, start_at)
         storm_report: dict[str, Any] = {}
@@ -89,11 +89,14 @@ class Bench:
             proc.join(10)
         load_during = os.getloadavg()
         step_end = time.monotonic()
+        load_end = time.time()
         window = max(r["window_s"] for r in results)
         cpu1 = {k: cpu_seconds(v) for k, v in pids.items()}
-        m1 = scrape(metrics_url)
-        bulk_n = m1.get(_BULK + "_count", 0.0) - m0.get(_BULK + "_count", 0.0)
-        bulk_s = m1.get(_BULK + "_sum", 0.0) - m0.get(_BULK + "_sum", 0.0)
+        m1 = [scrape(u) for u in metrics_urls]
+        # Summed over the processors (``--processors``) that answered both scrapes.
+        pairs = [(a, b) for a, b in zip(m0, m1, strict=True) if a and b]
+        bulk_n = sum(b.get(_BULK + "_count", 0.0) - a.get(_BULK + "_count", 0.0) for a, b in pairs)
+        bulk_s = sum(b.get(_BULK + "_sum", 0.0) - a.get(_BULK + "_sum", 0.0) for a, b in pairs)
         gen_cpu1 = sum(cpu_seconds(p) or 0.0 for p in pipeline.worker_pids())
         anomalies = [(d, s, ts) for r in results for d, s, ts in r["anomalies"]]
         self.anomalies_sent += [(d, s, ts, label) for d, s, ts in anomalies]
@@ -125,6 +128,9 @@ class Bench:
             "_searchable_samples": lat_a,
             "offered_per_s": rate,
             "seconds": seconds,
+            # Wall clock (Unix s): the load's scheduled start and when the last worker reported.
+            "load_start_unix": round(start_at, 3),
+            "load_end_unix": round(load_end, 3),
             "window_s": round(window, 3),
             "published": sent,
             "published_per_s": round(sent / window, 1),
@@ -140,8 +146,8 @@ class Bench:
             "anomalies_sent": len(wanted),
             "webhooks_missing": len(wanted) - len(lat_b),
             "drain_s": round(drained_s, 2),
-            "processor_bulk_requests": int(bulk_n),
-            "processor_bulk_mean_ms": round(bulk_s / bulk_n * 1000, 1) if bulk_n else None,
+            "processor_bulk_requests": int(bulk_n) if pairs else None,
+            "processor_bulk_mean_ms": round(bulk_s / bulk_n * 1000, 1) if bulk_n > 0 else None,
             "load_avg_1_5_15": [round(x, 2) for x in load_during],
             "cpu_percent": {
                 k: round((cpu1[k] - v) / window * 100, 1)  # type: ignore[operator]
@@ -184,6 +190,8 @@ class Bench:
                 "brokers": a.brokers,
                 "workers": a.workers,
                 "gateways": a.gateways,
+                "processors": a.processors,
+                "partitions": pipeline.partitions or None,
                 "mqtt": a.mqtt,
                 "gateway_linger_ms": a.gateway_linger_ms,
                 "gateway_receipts": a.gateway_receipts,
