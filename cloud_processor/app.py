@@ -32,7 +32,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from cloud_processor.aggregates import DirtyWindows
 from cloud_processor.batches import BatchPreparer
 from cloud_processor.chain import WriteChain
 from cloud_processor.config import ProcessorConfig
@@ -45,11 +44,12 @@ from cloud_processor.rules import FleetRules
 from cloud_processor.sink import Sink
 from cloud_processor.spill import SpillStore
 from cloud_processor.storage import StoppedError, unless_stopped
+from cloud_processor.windowfold import LiveWindows
 from stagekit.backoff import Backoff, sleep_or_stop
 from stagekit.health import HealthServer
 from stagekit.kafka import warn_if_insecure
 from stagekit.search.indices import IndexNames
-from telemetry_contract import kafka_topics, printable
+from telemetry_contract import AlertChange, kafka_topics, printable
 
 __all__ = ["STOP_GRACE_S", "Processor"]
 
@@ -86,6 +86,8 @@ class Processor:
         self.storage = storage
         self.offsets = Offsets()
         self.notifications = Notifications(notifiers)
+        hold_s = config.aggregates.live_hold_s
+        self.live = LiveWindows[Partition](hold_ms=int(hold_s * 1000)) if hold_s > 0 else None
         self.batches = BatchPreparer(
             rules=self.rules,
             names=self.names,
@@ -94,6 +96,7 @@ class Processor:
             offsets=self.offsets,
             metrics=self.metrics,
             recompute_window_s=config.aggregates.recompute_window_s,
+            live=self.live,
         )
         self.sink = Sink(
             storage=storage,
@@ -105,6 +108,7 @@ class Processor:
             locations=config.locations,
             metrics=self.metrics,
             now_ms=self._now_ms,
+            live=self.live,
         )
         self.writes = WriteChain(self.sink.write, max_batch=config.kafka.max_batch)
         self._clock = clock
@@ -268,6 +272,8 @@ class Processor:
             except Exception as exc:  # the new owner will see a repeat, never a gap
                 log.warning("event=commit_on_revoke_failed error=%s", exc)
             self.offsets.revoke(revoked)
+            if self.live is not None:
+                self.live.revoked(revoked)
         log.info("event=partitions_revoked count=%d", len(revoked))
 
     async def _on_assigned(self, assigned: set[Partition]) -> None:
@@ -330,7 +336,12 @@ class Processor:
         self.offsets.release_all()
         if changes:
             notified = self.notifications.publish(changes)
-            self.writes.then(self.sink.store([], changes, notified))
+            self.writes.then(self._store_changes(changes, notified))
+
+    async def _store_changes(
+        self, changes: list[AlertChange], notified: asyncio.Task[None] | None
+    ) -> None:
+        await self.sink.store([], changes, notified)
 
     def commit_floor(self) -> dict[Partition, int]:
         """Per partition, the offset of its oldest reading still held for
@@ -343,24 +354,26 @@ class Processor:
         """Wait for the writes in flight, then flush windows and commit (see _flush)."""
         await self.writes.drain()
         self._last_commit = time.monotonic()
-        await self._flush(self.batches.take_dirty(), self.commit_floor())
+        await self._flush(self.commit_floor())
 
     def _schedule_flush(self) -> None:
         """Queue a flush behind the write in flight; the loop meanwhile prepares
-        the next batch (whose windows go to a fresh dirty set and whose write
-        waits for this flush)."""
-        dirty = self.batches.take_dirty()
+        the next batch (whose write, and the windows it touches, wait for this
+        flush)."""
         self._last_commit = time.monotonic()
-        self._flushing = self.writes.then(self._flush(dirty, self.commit_floor()))
+        self._flushing = self.writes.then(self._flush(self.commit_floor()))
 
-    async def _flush(self, dirty: DirtyWindows, floor: dict[Partition, int]) -> None:
-        """Write the dirty windows, then commit the offsets of written batches
-        (but none past a reading held for reordering, ``floor``)."""
-        await self.sink.write_windows(dirty)
+    async def _flush(self, floor: dict[Partition, int]) -> None:
+        """Write the windows the writes before it touched, then commit the
+        offsets of written batches (but none past a reading held for
+        reordering, ``floor``)."""
+        await self.sink.write_windows()
         if not self.offsets.pending or self._replay:
             self.offsets.pending.clear()
             return
         offsets = self.offsets.to_commit(self.source.assignment(), floor)
         if offsets and await self.source.commit(offsets):
             self.offsets.committed(offsets)
+            if self.live is not None:
+                self.live.committed(offsets)
             self.metrics.commits.inc()

@@ -1,10 +1,11 @@
 """One polled batch -> documents, alert changes, committable offsets, dead letters.
 
 :meth:`BatchPreparer.prepare` decodes every record, turns readings into
-documents, feeds every message to the rules, marks the one-minute windows
-readings touched, and notes which records the rules hold for reordering (so
-that no commit passes them). It does no I/O: the write chain stores what it
-returns.
+documents, feeds every message to the rules, lists the readings that shape a
+one-minute window (the write chain folds or recomputes their windows once
+they are stored: :mod:`~cloud_processor.windowfold`), and notes which records
+the rules hold for reordering (so that no commit passes them). It does no
+I/O: the write chain stores what it returns.
 
 A record it cannot handle -- one that breaks the contract, or one that makes
 decoding, the rules or the document building raise anything at all -- is
@@ -13,9 +14,13 @@ skipped: nothing of it is stored, it becomes a bounded dead letter
 any other record. One record never stops the stream.
 
 A reading whose one-minute window is further than
-``aggregates.recompute_window_s`` from processing time is stored but marks
+``aggregates.recompute_window_s`` from processing time is stored but shapes
 no window (counted in ``readings_not_aggregated_total``): a flush recomputes
 only windows near now, whatever a device claims its clock says.
+
+The first records of a partition after its assignment are where
+:class:`~cloud_processor.windowfold.LiveWindows` checks that it was this
+process that read the partition last (:meth:`~cloud_processor.windowfold.LiveWindows.check`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from cloud_processor.aggregates import DirtyWindows, window_start
+from cloud_processor.aggregates import window_start
 from cloud_processor.documents import Action, BulkItem, reading_doc, reading_id
 from cloud_processor.metrics import Metrics
 from cloud_processor.offsets import Offsets
@@ -35,6 +40,7 @@ from cloud_processor.quarantine import (
     log_skipped,
 )
 from cloud_processor.rules import FleetRules
+from cloud_processor.windowfold import LiveWindows
 from stagekit.ratelog import RateLimitedLog
 from stagekit.search.indices import IndexNames
 from telemetry_contract import (
@@ -62,6 +68,8 @@ class Prepared:
     #: Per partition, the offset after the batch's last record.
     offsets: dict[Partition, int] = field(default_factory=dict)
     dead: list[DeadLetter] = field(default_factory=list)
+    #: Readings that shape their one-minute window, with their partition.
+    windowed: list[tuple[Partition | None, Reading]] = field(default_factory=list)
 
     def merge(self, other: Prepared) -> None:
         """Append ``other`` (a later batch) to this one."""
@@ -69,6 +77,7 @@ class Prepared:
         self.changes += other.changes
         self.offsets.update(other.offsets)
         self.dead += other.dead
+        self.windowed += other.windowed
 
 
 class BatchPreparer:
@@ -84,6 +93,7 @@ class BatchPreparer:
         offsets: Offsets,
         metrics: Metrics,
         recompute_window_s: float = 7 * 86_400.0,
+        live: LiveWindows[Partition] | None = None,
     ) -> None:
         self.rules = rules
         self.names = names
@@ -91,18 +101,12 @@ class BatchPreparer:
         self.source = source
         self.offsets = offsets
         self.metrics = metrics
-        #: Windows touched since the last :meth:`take_dirty`.
-        self.dirty = DirtyWindows()
+        self.live = live
         self._reading_count = 0
         self._given_up = 0  # FleetRules.given_up already counted in the metric
         self._evicted = self._evicted_alerts = 0  # already counted in the metrics
         self._recompute_ms = int(recompute_window_s * 1000)
         self._skipped_log = RateLimitedLog(lines=SKIPPED_LOG_LINES, per_s=SKIPPED_LOG_PER_S)
-
-    def take_dirty(self) -> DirtyWindows:
-        """The windows touched so far; later readings mark a fresh set."""
-        dirty, self.dirty = self.dirty, DirtyWindows()
-        return dirty
 
     def prepare(self, batch: Batch, now_ms: int) -> Prepared:
         """Route every record of ``batch``, tick the rules, update the metrics."""
@@ -111,6 +115,8 @@ class BatchPreparer:
         for tp, records in batch.items():
             if tp not in assigned or not records:
                 continue  # revoked meanwhile: the new owner reads them again
+            if self.live is not None and not self.live.checked(tp):
+                self.live.check(tp, records[0].offset, now_ms)
             for rec in records:
                 self._one(rec.value, now_ms, out, tp, rec.offset)
             out.offsets[tp] = records[-1].offset + 1
@@ -190,7 +196,7 @@ class BatchPreparer:
         )
         if r.temp_c is not None and r.quality.value == "ok":
             if abs(window_start(r.ts) - now_ms) <= self._recompute_ms:
-                self.dirty.add(r.device_id, r.site, r.ts)
+                out.windowed.append((where[0] if where is not None else None, r))
             else:
                 self.metrics.not_aggregated.labels("past" if r.ts < now_ms else "future").inc()
         out.changes += self.rules.on_reading(r, now_ms=now_ms)

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from cloud_processor import lifecycle
@@ -89,6 +89,10 @@ class BulkTotals:
     duplicates: int = 0
     rejected: int = 0
     retries: int = 0
+    #: ``_id`` of every item answered 409 (already stored) ...
+    duplicate_ids: set[str] = field(default_factory=set)
+    #: ... and of every item given up on.
+    rejected_ids: set[str] = field(default_factory=set)
 
 
 class Storage:
@@ -312,6 +316,12 @@ class Storage:
             totals.stored += chunk.stored
             totals.duplicates += chunk.duplicates
             totals.rejected += chunk.rejected
+            if chunk.duplicates or chunk.rejected:
+                for item, result in zip(pending, outcome.results, strict=True):
+                    if result is ItemResult.DUPLICATE:
+                        totals.duplicate_ids.add(item.id)
+                    elif result is ItemResult.REJECTED:
+                        totals.rejected_ids.add(item.id)
             for err in outcome.errors:
                 # The server's reason may quote the document: escaped, cut, budgeted.
                 self._rejected_log.log(

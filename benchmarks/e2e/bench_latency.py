@@ -168,6 +168,14 @@ def parser(description: str = __doc__.splitlines()[0]) -> argparse.ArgumentParse
         help="override a [kafka] setting of the processor (repeatable)",
     )
     ap.add_argument(
+        "--processor-aggregates",
+        type=_kv,
+        action="append",
+        metavar="KEY=VALUE",
+        help="override an [aggregates] setting of the processor (repeatable; "
+        "live_hold_s=0: every window recomputed by query, as before issue 19's fold)",
+    )
+    ap.add_argument(
         "--processor-webhook",
         type=_kv,
         action="append",

@@ -219,6 +219,8 @@ class Pipeline:
         cfg["http"] = {"enabled": True, "host": "127.0.0.1", "port": port}
         for key, value in self.args.processor_kafka or []:
             cfg["kafka"][key] = value
+        for key, value in self.args.processor_aggregates or []:
+            cfg.setdefault("aggregates", {})[key] = value
         return cfg
 
     # -- lifecycle -------------------------------------------------------------

@@ -200,6 +200,7 @@ class Bench:
                 "samples_per_s": a.samples_per_s,
                 "poll_ms": a.poll_ms,
                 "processor_kafka": dict(a.processor_kafka or []),
+                "processor_aggregates": dict(a.processor_aggregates or []),
                 "device_login": a.device_login,
                 "keepalive_s": a.keepalive_s,
                 "connect_rate": a.connect_rate,

@@ -50,7 +50,6 @@ def _feed(p: Processor, values: list[bytes], batch: int, now_ms: int) -> None:
     for i in range(0, len(values), batch):
         records = [_Record(v, i + j) for j, v in enumerate(values[i : i + batch])]
         p.batches.prepare({TP: records}, now_ms + i)
-        p.batches.take_dirty()
 
 
 def main() -> None:

@@ -10,11 +10,22 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
-from cloud_processor.aggregates import DirtyWindows
+from cloud_processor.aggregates import DirtyWindows, aggregate_doc
+from cloud_processor.batches import Prepared
+from cloud_processor.chain import PendingWrite
+from cloud_processor.config import AlertSettings, RulesConfig
 from cloud_processor.documents import Action, BulkItem, reading_doc, reading_id
+from cloud_processor.metrics import Metrics
+from cloud_processor.notifiers import Notifications
+from cloud_processor.offsets import Offsets
+from cloud_processor.rules import FleetRules
+from cloud_processor.sink import Sink
 from cloud_processor.storage import Storage
+from cloud_processor.testing import FakeProducer
+from cloud_processor.windowfold import LiveWindows
 from kibana.check import live_field_types, spec_field_types
 from stagekit.search import ThreadedBackend
 from stagekit.search import api as search
@@ -150,6 +161,64 @@ async def test_windows_recomputed_from_stored_readings(storage: Storage) -> None
     await storage.write(storage.aggregate_items([w2]))
     await storage.write(storage.aggregate_items([w2]))
     assert await count(storage, storage.names.aggregates_pattern) == 1
+
+
+async def test_windows_folded_in_memory_equal_the_recomputed_ones(storage: Storage) -> None:
+    """The sink's in-memory windows against the real server's aggregation:
+    32-bit float fields, temperatures that are no 1/16 step, duplicates, two
+    readings in one millisecond, a window spanning two flushes."""
+    t0 = 1_767_225_600_000
+    now = [t0]
+    live: LiveWindows[str] = LiveWindows(hold_ms=120_000)
+    sink = Sink(
+        storage=storage,
+        producer=FakeProducer(),
+        deadletter_topic="dlq",
+        notifications=Notifications([]),
+        offsets=Offsets(),
+        rules=FleetRules(RulesConfig(), AlertSettings()),
+        locations={},
+        metrics=Metrics(),
+        now_ms=lambda: now[0],
+        live=live,
+    )
+    live.check("p0", 0, t0)
+    temps = [21.3, -18.7, 4.0625, 30.05, 5.1, 22.0, 0.1, 19.95]
+    readings = [
+        Reading(
+            device_id=f"d{i % 3}",
+            sensor_id="probe",
+            site="s1",
+            seq=i,
+            ts=t0 + (i * 7_000) % 150_000 + (1 if i == 5 else 0),
+            temp_c=temps[i % len(temps)] + i / 100,
+        )
+        for i in range(40)
+    ]
+    readings.append(msgspec.structs.replace(readings[7], seq=99))  # same instant, another seq
+    requeried = []
+    for part in (readings[:25], readings[20:]):  # 20..24 twice: redelivered
+        prepared = Prepared()
+        prepared.readings = items_for(storage, part)
+        prepared.windowed = [("p0", r) for r in part]
+        await sink.write(PendingWrite(prepared))
+        requeried.append(len(sink.requery))
+        await sink.write_windows()
+    assert requeried == [0, 0] and len(live) > 0  # all from memory, no query
+    dirty = DirtyWindows()
+    for r in readings:
+        dirty.add(r.device_id, r.site, r.ts)
+    want = sorted(await storage.compute_windows(dirty), key=lambda w: (w.device_id, w.start))
+    await storage.backend.perform(search.refresh(storage.names.aggregates_pattern))
+    answer = await storage.backend.perform(
+        search.search(storage.names.aggregates_pattern, {"size": 100})
+    )
+    got = sorted(
+        (h["_source"] for h in answer["hits"]["hits"]),
+        key=lambda d: (d["device_id"], d["@timestamp"]),
+    )
+    assert [aggregate_doc(w) for w in want] == got
+    assert len(got) == 9
 
 
 async def test_unknown_field_is_rejected_not_retried_forever(storage: Storage) -> None:

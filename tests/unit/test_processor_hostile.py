@@ -479,7 +479,7 @@ def test_a_reading_years_late_is_stored_counted_and_marks_no_window() -> None:
     old = reading("d1", 1, ts=NOW - 3 * YEAR_MS)
     out = p.batches.prepare({TP: [_Record(encode(old), 0)]}, NOW)
     assert [i.id for i in out.readings] == ["d1:1"]
-    assert len(p.batches.take_dirty()) == 0
+    assert out.windowed == []
     sample = p.metrics.registry.get_sample_value
     assert sample("thermowatch_processor_readings_not_aggregated_total", {"side": "past"}) == 1
 
@@ -492,10 +492,8 @@ def test_the_recompute_window_is_the_configured_one() -> None:
         )
     )
     inside, outside = reading("d1", 1, ts=NOW - 3_000_000), reading("d1", 2, ts=NOW - 3_700_000)
-    p.batches.prepare({TP: [_Record(encode(inside), 0), _Record(encode(outside), 1)]}, NOW)
-    assert list(p.batches.take_dirty().keys()) == [
-        ("d1", NOW - 3_000_000 - (NOW - 3_000_000) % 60_000)
-    ]
+    out = p.batches.prepare({TP: [_Record(encode(inside), 0), _Record(encode(outside), 1)]}, NOW)
+    assert [(tp, r.seq) for tp, r in out.windowed] == [(TP, 1)]
 
 
 class RecordingBackend:
