@@ -16,6 +16,10 @@ product never imports it; pytest puts the checkout's root on ``sys.path``
 * :mod:`testsupport.chaos` -- what proves that a chaos test's fault happened
   (a SIGKILL's exit status, a port refused throughout, counted log events,
   readings past the committed offsets), and late-or-lost for a missing reading.
+* :mod:`testsupport.chaos_rig` -- the rig of a whole-pipeline chaos test (the
+  private stack, the run, the fleet) and the checks after each fault: every
+  reading stored exactly once, every incident alerted exactly once
+  (``tests/chaos/test_chaos_pipeline.py``, ``tests/chaos/test_chaos_cluster.py``).
 * :mod:`testsupport.hostile` -- hostile inputs of every class issue 14 names,
   from a seeded ``Random`` (the property tests in ``tests/unit`` through
   hypothesis, and ``make fuzz``: ``benchmarks/fuzz``).

@@ -17,10 +17,11 @@ server, every search URL), and a fleet of in-process edge agents (3 sites x 2 de
 (z) the killed processor starts again (3 in the group), the fleet stops, and everything
     is accounted for.
 
-After each case, exact accounting as in ``test_chaos_pipeline.py``: every seq the
-outboxes allocated so far is stored exactly once, and the case's incident (a probe held
-above its site's threshold while the fault happens) has exactly one ``threshold_high``
-alert, opened and resolved once on the alerts topic. The faults are proven: a killed
+After each case, exact accounting as in ``test_chaos_pipeline.py`` (both rigs are a
+``testsupport.chaos_rig.ChaosRig``): every seq the outboxes allocated so far is stored
+exactly once, and the case's incident (a probe held above its site's threshold while the
+fault happens) has exactly one ``threshold_high`` alert, opened and resolved once on the
+alerts topic. The faults are proven: a killed
 process's exit status is -9, a node meant to be down refused every connection tried
 twice a second, the cluster served meanwhile (the other nodes answered), and the node
 came back under a new pid.
@@ -32,91 +33,39 @@ import asyncio
 import contextlib
 import os
 import re
-import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
-from deploy.local.stack import STACK_DIR_ENV, LocalStack, free_port
-from stagekit.search import SearchError, SearchSettings
-from telemetry_contract import kafka_topics
+from deploy.local.stack import LocalStack, free_port
 from testsupport.chaos import PortWatch, chaos_fleet, chaos_run, kill9
-from testsupport.search import admin_settings
-from thermowatch import accounting as acc
-from thermowatch.demo import DemoFleet, KafkaLag, Service, wait_topics
+from testsupport.chaos_rig import ChaosRig, Progress, now_ms, running, stack_root, wait_for
+from thermowatch.demo import Service, wait_topics
 from thermowatch.demo.configs import gateway_config, merge_config, processor_config, write_toml
 
 pytestmark = [pytest.mark.chaos, pytest.mark.cluster, pytest.mark.timeout(600)]
 
-T = TypeVar("T")
-
 SITES = {"s1": ["s1-d01", "s1-d02"], "s2": ["s2-d01", "s2-d02"], "s3": ["s3-d01", "s3-d02"]}
 INTERVAL_S = 0.5
-#: Above each site's threshold_high in the demo's processor config (min_duration_s 10 s).
-HOT_C = {"s1": 0.0, "s2": 30.0, "s3": 60.0}
-HOLD_S = 25.0
-MIN_NEW_READINGS = 100
 SETTLE_S = 180.0
+#: A read of the search cluster is tried again this long while its answer is retriable.
+SEARCH_RETRY_S = 60.0
 #: A killed processor leaves the group this soon (the default is 30 s); a frozen one
 #: must be let go before it.
 SESSION_TIMEOUT_MS = 15_000
 
-_T0 = time.monotonic()
+say = Progress("cluster")
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def say(what: str) -> None:
-    print(f"cluster t={time.monotonic() - _T0:6.1f}s {what}", flush=True)
-
-
-def wait_for(what: str, check: Callable[[], T], timeout: float, every: float = 1.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
-
-
-def transient(read: Callable[[], T], within_s: float = 60.0) -> T:
-    """``read()``, tried again while the search cluster's answer is retriable (503,
-    429, no connection): on a cluster an index just created, or a shard whose node
-    was just killed, is unassigned for a moment ("all shards failed") before a
-    replica takes over."""
-    deadline = time.monotonic() + within_s
-    while True:
-        try:
-            return read()
-        except SearchError as exc:
-            if not exc.retriable or time.monotonic() > deadline:
-                raise
-            say(f"search cluster busy ({exc.status or exc}): reading again")
-            time.sleep(1.0)
-
-
-@dataclass
-class Incident:
-    phase: str
-    device: str
-    start_ms: int
-    end_ms: int = 0
-
-
-class ClusterRig:
+class ClusterRig(ChaosRig):
     """The cluster stack, 2 gateways, 2-3 processors, the fleet, and what was checked."""
 
     def __init__(self, root: Path, work: Path) -> None:
-        self.stack = LocalStack(
+        stack = LocalStack(
             stack_dir=root,
             cluster=True,
             mqtt_port=free_port(span=2),
@@ -125,31 +74,18 @@ class ClusterRig:
             kafka_port=free_port(span=21),
             search_port=free_port(span=120),
         )
-        self.run = chaos_run(work, "cluster", SITES)
-        self.topics = kafka_topics(self.run.kafka_prefix)
-        self.devices = self.run.devices
-        self.incidents: list[Incident] = []
-        self.last_sent = 0
-        self.fleet: DemoFleet | None = None
-        self.fleet_stopped = False
+        super().__init__(
+            stack,
+            chaos_run(work, "cluster", SITES),
+            say,
+            settle_s=SETTLE_S,
+            republish_phase="r",
+            search_retry_s=SEARCH_RETRY_S,
+        )
         self.gateways: list[Service] = []
         self.processors: list[Service] = []
-        #: Alert changes a killed processor may publish again (same id and version).
-        self.tolerated_repeats: set[tuple[str, str, int]] = set()
         #: Processors killed on purpose (not expected alive until started again).
         self.killed: set[str] = set()
-
-    @property
-    def endpoints(self) -> dict[str, dict[str, Any]]:
-        return self.stack.endpoints()
-
-    @property
-    def search(self) -> SearchSettings:
-        return admin_settings(self.endpoints["search"])
-
-    @property
-    def kafka(self) -> dict[str, Any]:
-        return dict(self.endpoints["kafka"])
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -200,153 +136,20 @@ class ClusterRig:
         )
         self.run.started_ms = now_ms()
         self.fleet.start()
-
-        def every_device_stored() -> bool:
-            stored = self.stored(self.devices)
-            return all(sum(1 for d, _ in stored if d == dev) >= 5 for dev in self.devices)
-
-        wait_for("the first readings of every device to be stored", every_device_stored, 180.0)
+        self.wait_flowing()
         say("pipeline flowing")
 
     def down(self) -> None:
-        errors: list[str] = []
-        if self.fleet is not None and not self.fleet_stopped:
-            self.fleet.stop()
-            self.fleet_stopped = True
+        self.stop_fleet()
         for svc in (*self.processors, *self.gateways):
             with contextlib.suppress(Exception):
                 svc.stop()
-        try:
-            self.stack.down()
-        except Exception as exc:
-            errors.append(repr(exc))
-        leftover = {
-            f"{name}-{node['id']}": node["pid"]
-            for name, entry in self.stack.status().items()
-            for node in entry.get("nodes") or [{"id": 1, "pid": entry["pid"]}]
-            if node["pid"] is not None
-        }
-        if leftover:
-            errors.append(f"nodes still running after down(): {leftover}")
-        shutil.rmtree(self.run.w1_dir, ignore_errors=True)
-        assert not errors, errors
+        self.stack_down()
 
     def alive(self) -> None:
         for svc in (*self.gateways, *self.processors):
             if svc.proc is not None and svc.name not in self.killed:
                 assert svc.alive, f"{svc.name} exited:\n{svc.tail(40)}"
-
-    # -- what is where ------------------------------------------------------------------
-
-    def allocated(self, devices: list[str] | None = None) -> dict[str, range]:
-        assert self.fleet is not None
-        paths = self.fleet.outbox_paths()
-        return acc.allocated_from_outboxes({d: paths[d] for d in devices or self.devices})
-
-    def stored(self, devices: list[str]) -> dict[tuple[str, int], int]:
-        pattern = f"{self.run.index_prefix}readings-*"
-        return transient(lambda: acc.fetch_stored(self.search, pattern, devices))
-
-    def alerts(self, devices: list[str] | None = None) -> list[acc.AlertDoc]:
-        index = f"{self.run.index_prefix}alerts"
-        return transient(lambda: acc.fetch_alerts(self.search, index, devices or self.devices))
-
-    def changes(self) -> list[acc.PublishedChange]:
-        return asyncio.run(acc.fetch_alert_changes(self.kafka, self.topics.alerts))
-
-    def lag(self) -> int:
-        async def measure() -> int:
-            watch = KafkaLag(
-                self.kafka,
-                self.run.group_id,
-                [self.topics.telemetry, self.topics.edge_alerts, self.topics.status],
-            )
-            await watch.start()
-            try:
-                return await watch.lag()
-            finally:
-                await watch.close()
-
-        return asyncio.run(measure())
-
-    # -- incidents and checks -----------------------------------------------------------
-
-    def begin_incident(self, phase: str, device: str) -> Incident:
-        assert self.fleet is not None
-        inc = Incident(phase, device, now_ms())
-        self.fleet.force(device, HOT_C[device.split("-")[0]])
-        self.incidents.append(inc)
-        return inc
-
-    def end_incident(self, inc: Incident) -> None:
-        assert self.fleet is not None
-        wait = inc.start_ms / 1000 + HOLD_S - time.time()
-        if wait > 0:
-            time.sleep(wait)
-        self.fleet.force(inc.device, None)
-        inc.end_ms = now_ms()
-
-    def check_readings(self, phase: str, min_new: int = MIN_NEW_READINGS) -> acc.Accounting:
-        """Every seq allocated so far stored exactly once (waits, bounded, to catch up)."""
-        snapshot = self.allocated()
-
-        def all_stored() -> bool:
-            self.alive()
-            stored = self.stored(self.devices)
-            return all((d, s) in stored for d, seqs in snapshot.items() for s in seqs)
-
-        deadline = time.monotonic() + SETTLE_S
-        while not all_stored() and time.monotonic() < deadline:
-            time.sleep(1.0)
-        stored = {
-            k: n
-            for k, n in self.stored(self.devices).items()
-            if k[0] in snapshot and k[1] < snapshot[k[0]].stop
-        }
-        gaps = asyncio.run(acc.fetch_gaps(self.kafka, self.topics.telemetry, self.devices))
-        result = acc.account(snapshot, stored, gaps)
-        detail = (
-            f"[{phase}] sent={result.sent} stored={result.stored} lost={result.lost} "
-            f"duplicated={result.duplicated} covered_by_gap={result.covered} "
-            f"lost e.g. {list(result.lost_examples)} "
-            f"duplicated e.g. {list(result.duplicated_examples)}"
-        )
-        assert result.sent >= self.last_sent + min_new, f"fleet stalled? {detail}"
-        assert result.lost == 0, f"readings LOST {detail}"
-        assert result.duplicated == 0, f"readings stored TWICE {detail}"
-        assert result.covered == 0 and result.gap_conflicts == 0, f"edge dropped data {detail}"
-        self.last_sent = result.sent
-        say(detail)
-        return result
-
-    def check_incident(self, inc: Incident) -> acc.AlertDoc:
-        """Exactly one threshold_high alert for ``inc``, opened and resolved once."""
-
-        def resolved() -> list[acc.AlertDoc]:
-            self.alive()
-            docs = [a for a in self.alerts([inc.device]) if a.rule == "threshold_high"]
-            assert len(docs) <= 1, f"[{inc.phase}] DUPLICATE alerts for {inc}: {docs}"
-            return docs if docs and docs[0].status == "resolved" else []
-
-        (alert,) = wait_for(f"[{inc.phase}] the alert of {inc} to resolve", resolved, SETTLE_S)
-        assert inc.start_ms <= alert.opened_at <= inc.end_ms, (inc, alert)
-        assert alert.resolved_at is not None and alert.resolved_at >= inc.end_ms - 1000
-        changes = self.changes()
-        mine = [(c.change, c.version) for c in changes if c.alert_id == alert.alert_id]
-        assert sorted(mine) == [("opened", 1), ("resolved", alert.version)], (
-            f"[{inc.phase}] changes published for {alert.alert_id}: {mine}"
-        )
-        integrity = acc.alert_integrity(self.alerts(), changes)
-        assert not integrity.overlapping, f"[{inc.phase}] {integrity.overlapping}"
-        repeats = set(integrity.repeated) - self.tolerated_repeats
-        if inc.phase == "r":
-            # A processor killed between publishing a change and storing it publishes
-            # it again (same alert_id and version; receivers drop it: documented).
-            self.tolerated_repeats |= repeats
-        else:
-            assert not repeats, f"[{inc.phase}] alert changes published twice: {sorted(repeats)}"
-        say(f"[{inc.phase}] one alert: {alert}")
-        return alert
 
     def node_down(self, name: str, node: int, down_s: float) -> None:
         """SIGKILL ``name``'s node ``node``, keep it down ``down_s`` while proving the
@@ -371,19 +174,8 @@ class ClusterRig:
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterRig]:
-    base = os.environ.get(STACK_DIR_ENV)
-    if base:
-        root = Path(base) / "chaos_cluster"
-        LocalStack(stack_dir=root).down()  # a leftover of an interrupted run
-        shutil.rmtree(root, ignore_errors=True)
-    else:
-        root = tmp_path_factory.mktemp("cluster-stack")
-    rig = ClusterRig(root, tmp_path_factory.mktemp("cluster-run"))
-    try:
-        rig.up()
-        yield rig
-    finally:
-        rig.down()
+    root = stack_root(tmp_path_factory, "chaos_cluster")
+    yield from running(ClusterRig(root, tmp_path_factory.mktemp("cluster-run")))
 
 
 def test_k_kafka_node_kill9(rig: ClusterRig) -> None:
@@ -394,9 +186,7 @@ def test_k_kafka_node_kill9(rig: ClusterRig) -> None:
     rig.node_down("kafka", 1, down_s=10.0)
     during = sum(r.stop for r in rig.allocated().values()) - before
     assert during >= 50, f"the fleet published only {during} readings around the kill"
-    rig.end_incident(inc)
-    rig.check_readings("k")
-    rig.check_incident(inc)
+    rig.end_and_check(inc)
 
 
 def test_s_search_node_kill9(rig: ClusterRig) -> None:
@@ -404,9 +194,7 @@ def test_s_search_node_kill9(rig: ClusterRig) -> None:
     inc = rig.begin_incident("s", "s1-d01")
     time.sleep(3)
     rig.node_down("search", 1, down_s=20.0)
-    rig.end_incident(inc)
-    rig.check_readings("s")
-    rig.check_incident(inc)
+    rig.end_and_check(inc)
 
 
 def assigned(svc: Service) -> int:
@@ -461,9 +249,7 @@ def test_r_processor_kill9_during_the_rebalance_a_new_member_causes(rig: Cluster
     assert given_before_kill == 0, "the rebalance was over before the kill"
     wait_for("the third processor to be given partitions", lambda: assigned(third) > 0, 120.0)
     say(f"[r] {third.name} was given {assigned(third)} partitions")
-    rig.end_incident(inc)
-    rig.check_readings("r")
-    rig.check_incident(inc)
+    rig.end_and_check(inc)
 
 
 def test_z_everything_accounted_with_three_processors(rig: ClusterRig) -> None:
@@ -477,33 +263,8 @@ def test_z_everything_accounted_with_three_processors(rig: ClusterRig) -> None:
     rig.check_incident(inc)
     rig.alive()
     stopped_ms = now_ms()
-    rig.fleet.stop()
-    rig.fleet_stopped = True
+    rig.stop_fleet()
     say("[z] fleet stopped")
     result = rig.check_readings("z", min_new=0)
-    wait_for("the processors to commit everything (lag 0)", lambda: rig.lag() == 0, SETTLE_S)
-    final = acc.account(rig.allocated(), rig.stored(rig.devices), [])
-    assert final.unexpected == 0, f"stored readings no outbox allocated: {final}"
-    assert final.duplicated == final.covered == final.gap_conflicts == 0, final
-    assert final.lost == 0 and final.sent == result.sent, final
-    docs = rig.alerts()
-    changes = rig.changes()
-    say(f"[z] {len(docs)} alert documents, {len(changes)} published changes")
-    integrity = acc.alert_integrity(docs, changes)
-    detail = f"{integrity} (tolerated repeats after the processor kill: {rig.tolerated_repeats})"
-    assert not integrity.overlapping, detail
-    assert not integrity.missing_documents, detail
-    assert not integrity.unpublished, detail
-    assert not integrity.stale_documents, detail
-    assert set(integrity.repeated) <= rig.tolerated_repeats, detail
-    assert sorted(i.phase for i in rig.incidents) == ["k", "r", "s", "z"]
-    for i in rig.incidents:
-        mine = [a for a in docs if a.device_id == i.device and a.rule == "threshold_high"]
-        assert len(mine) == 1, (i, mine)
-    score = acc.score_alerts(
-        [acc.Incident("threshold", i.device, i.start_ms, i.end_ms) for i in rig.incidents],
-        [a for a in docs if a.rule == "threshold_high"],
-        since_ms=rig.run.started_ms,
-        until_ms=stopped_ms,
-    )
-    assert score.alerted == score.injected == 4 and score.false_alerts == 0, score
+    rig.check_accounted(result)
+    rig.check_alerted(["k", "r", "s", "z"], stopped_ms)

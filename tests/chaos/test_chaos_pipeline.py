@@ -72,12 +72,10 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import threading
 import time
-import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -85,21 +83,26 @@ from typing import Any, TypeVar
 import pytest
 
 from cloud_processor.testing import TcpProxy
-from deploy.local.stack import STACK_DIR_ENV, LocalStack, free_port
-from stagekit.search import SearchSettings
-from telemetry_contract import kafka_topics
-from testsupport.chaos import PortWatch, committed_offsets, kill9, port_refuses, readings_after
-from testsupport.search import admin_settings
-from thermowatch import accounting as acc
-from thermowatch.demo import (
-    DemoFleet,
-    DemoRun,
-    KafkaLag,
-    Service,
-    pipeline_services,
-    steady_plan,
-    wait_topics,
+from deploy.local.stack import LocalStack, free_port
+from testsupport.chaos import (
+    PortWatch,
+    chaos_run,
+    committed_offsets,
+    kill9,
+    port_refuses,
+    readings_after,
 )
+from testsupport.chaos_rig import (
+    HOLD_S,
+    ChaosRig,
+    Progress,
+    now_ms,
+    running,
+    stack_root,
+    wait_for,
+)
+from thermowatch import accounting as acc
+from thermowatch.demo import DemoFleet, Service, pipeline_services, steady_plan, wait_topics
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 
@@ -109,43 +112,11 @@ SITES = {"s1": ["s1-d01", "s1-d02"], "s2": ["s2-d01", "s2-d02"], "s3": ["s3-d01"
 INTERVAL_S = 0.5
 CUT_DEVICE = "s2-d02"
 CUT_S = 120.0
-#: Above each site's threshold_high in the demo's processor config
-#: (freezers -15 °C, cold rooms 8 °C, elsewhere 35 °C); min_duration_s is 10 s.
-HOT_C = {"s1": 0.0, "s2": 30.0, "s3": 60.0}
-#: How long an incident holds its probe up (the alert opens after 10 s).
-HOLD_S = 25.0
-#: Each phase must add at least this many allocated seqs to the snapshot.
-MIN_NEW_READINGS = 100
 SETTLE_S = 150.0
 #: Missing readings that stay missing this long while newer ones are stored are lost.
 STALL_S = 20.0
-AT_EDGE = "still in the edge outbox (never acknowledged by the broker)"
-BROKER_TO_KAFKA = "acknowledged by the broker, never reached Kafka"
-AFTER_KAFKA = "in Kafka, never stored by the processor"
 
-
-_T0 = time.monotonic()
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def say(what: str) -> None:
-    """A progress line (shown with ``-s``, and in the report of a failed test)."""
-    print(f"chaos t={time.monotonic() - _T0:6.1f}s {what}", flush=True)
-
-
-def wait_for(what: str, check: Callable[[], T], timeout: float, every: float = 1.0) -> T:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
+say = Progress("chaos")
 
 
 class LoopThread:
@@ -163,14 +134,6 @@ class LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
-
-
-@dataclass
-class Incident:
-    phase: str
-    device: str
-    start_ms: int
-    end_ms: int = 0
 
 
 @dataclass
@@ -227,53 +190,25 @@ class Cut:
         assert self._healed.wait(timeout), "the cut did not heal"
 
 
-class Rig:
+class Rig(ChaosRig):
     """The private stack, the pipeline services, the fleet, and what the tests learnt."""
 
     def __init__(self, root: Path, work: Path) -> None:
-        self.stack = LocalStack(
+        stack = LocalStack(
             stack_dir=root,
             mqtt_port=free_port(span=2),
             kafka_port=free_port(1),
             search_port=free_port(100),
         )
-        self.work = work
-        rid = f"chaos{uuid.uuid4().hex[:6]}"
-        self.run = DemoRun(
-            run_id=rid,
-            run_dir=work / "run",
-            w1_dir=work / "w1",
-            sites={s: list(d) for s, d in SITES.items()},
-            duration_s=3600.0,
-        )
-        self.topics = kafka_topics(self.run.kafka_prefix)
-        self.devices = self.run.devices
-        self.incidents: list[Incident] = []
-        self.last_sent = 0
-        self.tolerated_repeats: set[tuple[str, str, int]] = set()
+        run = chaos_run(work, "chaos", SITES)
+        super().__init__(stack, run, say, settle_s=SETTLE_S, republish_phase="f", stall_s=STALL_S)
         self.cut_alert_id = ""
         self.phases_done: set[str] = set()
         self.loop = LoopThread()
         self.proxy: TcpProxy = TcpProxy("127.0.0.1", self.stack.port("mosquitto"))
         self.cut = Cut(self)
-        self.fleet: DemoFleet | None = None
-        self.fleet_stopped = False
         self.gateway: Service | None = None
         self.processor: Service | None = None
-
-    # -- endpoints ------------------------------------------------------------------------
-
-    @property
-    def endpoints(self) -> dict[str, dict[str, Any]]:
-        return self.stack.endpoints()
-
-    @property
-    def search(self) -> SearchSettings:
-        return admin_settings(self.endpoints["search"])
-
-    @property
-    def kafka(self) -> dict[str, Any]:
-        return dict(self.endpoints["kafka"])
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -305,174 +240,32 @@ class Rig:
         self.run.started_ms = now_ms()
         say("starting the fleet")
         self.fleet.start()
-
-        def every_device_stored() -> bool:
-            stored = self.stored(self.devices)
-            return all(sum(1 for d, _ in stored if d == dev) >= 5 for dev in self.devices)
-
-        wait_for("the first readings of every device to be stored", every_device_stored, 180.0)
+        self.wait_flowing()
         self.cut.start()
         say(f"pipeline flowing; {CUT_DEVICE} cut off the broker for {CUT_S:.0f} s")
 
     def down(self) -> None:
-        errors: list[str] = []
         with contextlib.suppress(Exception):
             self.cut.heal_now()
-        if self.fleet is not None and not self.fleet_stopped:
-            self.fleet.stop()
-            self.fleet_stopped = True
+        self.stop_fleet()
         for svc in (self.processor, self.gateway):
             if svc is not None:
                 svc.stop()
         with contextlib.suppress(Exception):
             self.loop.run(self.proxy.close())
         self.loop.close()
-        try:
-            self.stack.down()
-        except Exception as exc:
-            errors.append(repr(exc))
-        leftover = {n: s["pid"] for n, s in self.stack.status().items() if s["pid"] is not None}
-        if leftover:
-            errors.append(f"services still running after down(): {leftover}")
-        shutil.rmtree(self.run.w1_dir, ignore_errors=True)
-        assert not errors, errors
+        self.stack_down()
 
-    def services_alive(self) -> None:
+    def alive(self) -> None:
         assert self.gateway is not None and self.processor is not None
         for svc in (self.gateway, self.processor):
             assert svc.alive, f"{svc.name} exited:\n{svc.tail(40)}"
 
-    # -- what is where --------------------------------------------------------------------
-
-    def allocated(self, devices: list[str] | None = None) -> dict[str, range]:
-        assert self.fleet is not None
-        paths = self.fleet.outbox_paths()
-        return acc.allocated_from_outboxes({d: paths[d] for d in devices or self.devices})
-
-    def stored(self, devices: list[str]) -> dict[tuple[str, int], int]:
-        return acc.fetch_stored(self.search, f"{self.run.index_prefix}readings-*", devices)
-
-    def alerts(self, devices: list[str] | None = None) -> list[acc.AlertDoc]:
-        return acc.fetch_alerts(
-            self.search, f"{self.run.index_prefix}alerts", devices or self.devices
-        )
-
-    def changes(self) -> list[acc.PublishedChange]:
-        return asyncio.run(acc.fetch_alert_changes(self.kafka, self.topics.alerts))
-
-    def lag(self) -> int:
-        async def measure() -> int:
-            watch = KafkaLag(
-                self.kafka,
-                self.run.group_id,
-                [self.topics.telemetry, self.topics.edge_alerts, self.topics.status],
-            )
-            await watch.start()
-            try:
-                return await watch.lag()
-            finally:
-                await watch.close()
-
-        return asyncio.run(measure())
-
-    # -- incidents ------------------------------------------------------------------------
-
-    def begin_incident(self, phase: str, device: str) -> Incident:
-        assert self.fleet is not None
-        site = device.split("-")[0]
-        inc = Incident(phase, device, now_ms())
-        self.fleet.force(device, HOT_C[site])
-        self.incidents.append(inc)
-        return inc
-
-    def end_incident(self, inc: Incident, not_before_s: float = HOLD_S) -> None:
-        assert self.fleet is not None
-        wait = inc.start_ms / 1000 + not_before_s - time.time()
-        if wait > 0:
-            time.sleep(wait)
-        self.fleet.force(inc.device, None)
-        inc.end_ms = now_ms()
-
-    # -- the checks -----------------------------------------------------------------------
-
-    def check_readings(
-        self,
-        phase: str,
-        devices: list[str] | None = None,
-        min_new: int = MIN_NEW_READINGS,
-    ) -> acc.Accounting:
-        """Exact accounting of a snapshot of the outboxes (see the module doc)."""
+    def readable_devices(self) -> list[str]:
         # CUT_DEVICE's readings cannot be stored while it is cut: it joins once healed.
-        devices = devices or [d for d in self.devices if d != CUT_DEVICE or self.cut.healed]
-        snapshot = self.allocated(devices)
+        return [d for d in self.devices if d != CUT_DEVICE or self.cut.healed]
 
-        def progress() -> tuple[set[tuple[str, int]], int]:
-            stored = self.stored(devices)
-            gone = {(d, s) for d, seqs in snapshot.items() for s in seqs if (d, s) not in stored}
-            return gone, len(stored)
-
-        # Wait until the snapshot is stored; give up early only when the same
-        # readings stay missing while plenty of newer ones get stored around them.
-        deadline = time.monotonic() + SETTLE_S
-        left, count = progress()
-        since, since_count = time.monotonic(), count
-        while left and time.monotonic() < deadline:
-            self.services_alive()
-            time.sleep(1.0)
-            now_left, count = progress()
-            if now_left != left:
-                left, since, since_count = now_left, time.monotonic(), count
-            elif time.monotonic() - since > STALL_S and count - since_count > 100:
-                break
-        stored = {
-            k: n
-            for k, n in self.stored(devices).items()
-            if k[0] in snapshot and k[1] < snapshot[k[0]].stop
-        }
-        gaps = asyncio.run(acc.fetch_gaps(self.kafka, self.topics.telemetry, devices))
-        result = acc.account(snapshot, stored, gaps)
-        detail = (
-            f"[{phase}] sent={result.sent} stored={result.stored} lost={result.lost} "
-            f"duplicated={result.duplicated} covered_by_gap={result.covered} "
-            f"gap_conflicts={result.gap_conflicts} lost e.g. {list(result.lost_examples)} "
-            f"duplicated e.g. {list(result.duplicated_examples)}; "
-            f"allocated per device { ({d: r.stop for d, r in snapshot.items()}) }"
-        )
-        assert result.sent >= self.last_sent + min_new, f"fleet stalled? {detail}"
-        if result.lost:
-            where = self.where_are(snapshot, stored, gaps)
-            detail += "".join(f"\n  {hop}: {keys[:20]}" for hop, keys in where.items())
-            raise AssertionError(f"readings LOST {detail}")
-        assert result.duplicated == 0, f"readings stored TWICE {detail}"
-        assert result.covered == 0 and result.gap_conflicts == 0, f"edge dropped data {detail}"
-        self.last_sent = result.sent
-        say(detail)
-        return result
-
-    def where_are(
-        self,
-        snapshot: dict[str, range],
-        stored: dict[tuple[str, int], int],
-        gaps: list[acc.GapRange],
-    ) -> dict[str, list[tuple[str, int]]]:
-        """Which hop has the readings that are neither stored nor covered by a Gap."""
-        assert self.fleet is not None
-        covered = {(g.device_id, s) for g in gaps for s in range(g.first_seq, g.last_seq + 1)}
-        lost = [
-            (d, s)
-            for d, seqs in snapshot.items()
-            for s in seqs
-            if (d, s) not in stored and (d, s) not in covered
-        ]
-        paths = self.fleet.outbox_paths()
-        pending = acc.pending_in_outboxes({d: paths[d] for d in snapshot})
-        in_kafka = asyncio.run(acc.fetch_reading_keys(self.kafka, self.topics.telemetry))
-        at_edge = [k for k in lost if k[1] in pending[k[0]]]
-        return {
-            AT_EDGE: at_edge,
-            BROKER_TO_KAFKA: [k for k in lost if k not in in_kafka and k not in at_edge],
-            AFTER_KAFKA: [k for k in lost if k in in_kafka and k not in at_edge],
-        }
+    # -- the processor's replay -----------------------------------------------------------
 
     def freeze_with_uncommitted(self, pid: int, tries: int = 20) -> set[tuple[str, int]]:
         """SIGSTOP the processor at a moment it has stored readings past its committed
@@ -499,64 +292,19 @@ class Rig:
             time.sleep(0.3)
         pytest.fail(f"the processor never had stored readings past its commits ({tries} tries)")
 
-    def check_incident(self, inc: Incident) -> acc.AlertDoc:
-        """Exactly one threshold_high alert for ``inc``, opened and resolved once."""
-
-        def resolved() -> list[acc.AlertDoc]:
-            self.services_alive()
-            docs = [a for a in self.alerts([inc.device]) if a.rule == "threshold_high"]
-            assert len(docs) <= 1, f"[{inc.phase}] DUPLICATE alerts for {inc}: {docs}"
-            return docs if docs and docs[0].status == "resolved" else []
-
-        (alert,) = wait_for(f"[{inc.phase}] the alert of {inc} to resolve", resolved, SETTLE_S)
-        assert inc.start_ms <= alert.opened_at <= inc.end_ms, (inc, alert)
-        assert alert.resolved_at is not None and alert.resolved_at >= inc.end_ms - 1000, (
-            inc,
-            alert,
-        )
-        changes = self.changes()
-        mine = [(c.change, c.version) for c in changes if c.alert_id == alert.alert_id]
-        assert sorted(mine) == [("opened", 1), ("resolved", alert.version)], (
-            f"[{inc.phase}] changes published for {alert.alert_id}: {mine}"
-        )
-        integrity = acc.alert_integrity(self.alerts(), changes)
-        assert not integrity.overlapping, (
-            f"[{inc.phase}] two alerts of one (device, rule) active at once: "
-            f"{integrity.overlapping}"
-        )
-        repeats = set(integrity.repeated) - self.tolerated_repeats
-        if inc.phase == "f":
-            # A processor killed between publishing a change and storing it publishes
-            # it again (same alert_id and version; receivers drop it: documented).
-            self.tolerated_repeats |= repeats
-        else:
-            assert not repeats, f"[{inc.phase}] alert changes published twice: {sorted(repeats)}"
-        say(f"[{inc.phase}] one alert: {alert}")
-        return alert
-
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    base = os.environ.get(STACK_DIR_ENV)
-    if base:
-        root = Path(base) / "chaos"
-        LocalStack(stack_dir=root).down()  # a leftover of an interrupted run
-        shutil.rmtree(root, ignore_errors=True)
-    else:
-        root = tmp_path_factory.mktemp("chaos-stack")
-    rig = Rig(root, tmp_path_factory.mktemp("chaos-run"))
-    try:
-        rig.up()
-        yield rig
-    finally:
-        rig.down()
+    yield from running(
+        Rig(stack_root(tmp_path_factory, "chaos"), tmp_path_factory.mktemp("chaos-run"))
+    )
 
 
 # -- the faults --------------------------------------------------------------------------
 
 
 def test_a_gateway_kill9(rig: Rig) -> None:
-    rig.services_alive()
+    rig.alive()
     assert rig.gateway is not None
     inc = rig.begin_incident("a", "s3-d01")
     time.sleep(4)
@@ -567,13 +315,11 @@ def test_a_gateway_kill9(rig: Rig) -> None:
     rig.gateway.start()
     assert rig.gateway.pid != old_pid
     say(f"[a] gateway restarted, pid {rig.gateway.pid}")
-    rig.end_incident(inc)
-    rig.check_readings("a")
-    rig.check_incident(inc)
+    rig.end_and_check(inc)
 
 
 def test_b_kafka_kill9(rig: Rig) -> None:
-    rig.services_alive()
+    rig.alive()
     inc = rig.begin_incident("b", "s3-d02")
     time.sleep(3)
     before = sum(r.stop for r in rig.allocated().values())
@@ -588,13 +334,11 @@ def test_b_kafka_kill9(rig: Rig) -> None:
     rig.stack.start("kafka", timeout=180.0)
     assert rig.stack.service_pid("kafka") not in (None, killed.pid)
     say(f"[b] Kafka started again and healthy, pid {rig.stack.service_pid('kafka')}")
-    rig.end_incident(inc)
-    rig.check_readings("b")
-    rig.check_incident(inc)
+    rig.end_and_check(inc)
 
 
 def test_c_search_kill9_down_30s(rig: Rig) -> None:
-    rig.services_alive()
+    rig.alive()
     assert rig.processor is not None
     mark = rig.processor.log_size()
     inc = rig.begin_incident("c", "s1-d01")
@@ -604,15 +348,13 @@ def test_c_search_kill9_down_30s(rig: Rig) -> None:
     say(f"[c] search server pid {killed.pid} killed with SIGKILL")
     with PortWatch("127.0.0.1", rig.stack.port("search")) as down:
         for _ in range(30):
-            rig.services_alive()  # the processor waits for the server, it does not give up
+            rig.alive()  # the processor waits for the server, it does not give up
             time.sleep(1)
     assert down.always_refused, f"the search server answered while it was down: {down}"
     rig.stack.start("search", timeout=180.0)
     assert rig.stack.service_pid("search") not in (None, killed.pid)
     say(f"[c] search server started again and healthy, pid {rig.stack.service_pid('search')}")
-    rig.end_incident(inc)
-    rig.check_readings("c")
-    rig.check_incident(inc)
+    rig.end_and_check(inc)
     logged = rig.processor.log_since(mark)
     assert "event=search_unavailable" in logged, "the processor never noticed the outage"
 
@@ -624,7 +366,7 @@ def test_d_mosquitto_restart(rig: Rig) -> None:
     Mosquitto 2.0.11 drops a persistent session's *shared* subscription across a
     restart, and with it the readings in that window (gateway/README.md).
     """
-    rig.services_alive()
+    rig.alive()
     inc = rig.begin_incident("d", "s1-d02")
     time.sleep(3)
     old_pid = rig.stack.service_pid("mosquitto")
@@ -661,7 +403,7 @@ def test_d_devices_back_online_after_the_mosquitto_restart(rig: Rig) -> None:
 
 
 def test_f_processor_kill9_while_alert_opens(rig: Rig) -> None:
-    rig.services_alive()
+    rig.alive()
     assert rig.processor is not None
     inc = rig.begin_incident("f", "s2-d01")
 
@@ -682,9 +424,7 @@ def test_f_processor_kill9_while_alert_opens(rig: Rig) -> None:
     assert rig.processor.pid != old_pid
     say(f"[f] processor restarted, pid {rig.processor.pid}")
     # Let go only once the new processor runs: it resolves what the old one opened.
-    rig.end_incident(inc, not_before_s=max(HOLD_S, time.time() - inc.start_ms / 1000 + 5))
-    rig.check_readings("f")
-    rig.check_incident(inc)
+    rig.end_and_check(inc, not_before_s=max(HOLD_S, time.time() - inc.start_ms / 1000 + 5))
 
 
 def test_e_agent_cut_off_broker_2min(rig: Rig) -> None:
@@ -745,44 +485,15 @@ def test_e_offline_alert_resolves_after_the_reconnect(rig: Rig) -> None:
 def test_z_everything_accounted_after_the_fleet_stops(rig: Rig) -> None:
     assert rig.fleet is not None
     rig.cut.heal_now()
-    rig.services_alive()
+    rig.alive()
     stopped_ms = now_ms()
     say("[z] stopping the fleet (each agent flushes its outbox)")
-    rig.fleet.stop()
-    rig.fleet_stopped = True
+    rig.stop_fleet()
     say("[z] fleet stopped")
     result = rig.check_readings("z", rig.devices, min_new=0)  # the fleet just stopped
-    wait_for("the processor to commit everything (lag 0)", lambda: rig.lag() == 0, SETTLE_S)
-    stored = rig.stored(rig.devices)
-    final = acc.account(rig.allocated(), stored, [])
-    assert final.unexpected == 0, f"stored readings no outbox allocated: {final}"
-    assert final.duplicated == final.covered == final.gap_conflicts == 0, final
-    assert final.lost == 0 and final.sent == result.sent, final
+    rig.check_accounted(result)
     assert result.sent >= len(rig.devices) * 200, result
     # Alerts: every incident alerted once; index and alerts topic agree.
-    docs = rig.alerts()
-    changes = rig.changes()
-    say(f"[z] {len(docs)} alert documents, {len(changes)} published changes")
-    for a in sorted(docs, key=lambda a: (a.rule, a.device_id, a.opened_at)):
-        say(f"[z]   {a}")
+    docs = rig.check_alerted(["a", "b", "c", "d", "f"], stopped_ms)
     assert len({a.alert_id for a in docs}) == len(docs)
-    integrity = acc.alert_integrity(docs, changes)
-    detail = f"{integrity} (tolerated repeats after the processor kill: {rig.tolerated_repeats})"
-    assert not integrity.overlapping, detail
-    assert not integrity.missing_documents, detail
-    assert not integrity.unpublished, detail
-    assert not integrity.stale_documents, detail
-    assert set(integrity.repeated) <= rig.tolerated_repeats, detail
-    phases = sorted(inc.phase for inc in rig.incidents)
-    assert phases == ["a", "b", "c", "d", "f"], phases
-    for inc in rig.incidents:
-        mine = [a for a in docs if a.device_id == inc.device and a.rule == "threshold_high"]
-        assert len(mine) == 1, (inc, mine)
     assert not [a for a in docs if a.device_id == CUT_DEVICE and a.rule == "threshold_high"]
-    score = acc.score_alerts(
-        [acc.Incident("threshold", i.device, i.start_ms, i.end_ms) for i in rig.incidents],
-        [a for a in docs if a.rule == "threshold_high"],
-        since_ms=rig.run.started_ms,
-        until_ms=stopped_ms,
-    )
-    assert score.alerted == score.injected == 5 and score.false_alerts == 0, score

@@ -18,11 +18,15 @@ import pytest
 
 import testsupport.broker_backlog
 import testsupport.chaos
+import testsupport.chaos_rig
 from deploy.local.stack import LocalStack
 from testsupport.chaos import LogCount, PortWatch, kill9, where_missing
+from testsupport.chaos_rig import still_running, wait_for
 
 
-@pytest.mark.parametrize("module", [testsupport.chaos, testsupport.broker_backlog])
+@pytest.mark.parametrize(
+    "module", [testsupport.chaos, testsupport.broker_backlog, testsupport.chaos_rig]
+)
 def test_doctests(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.failed == 0
@@ -88,3 +92,16 @@ def test_a_missing_reading_still_in_its_outbox_is_late_else_lost(tmp_path: Path)
     assert where.lost == [("d1", 0)] and where.late == [("d1", 1)] and where
     assert not where_missing([], {"d1": path})
     assert "1 lost" in str(where) and "1 late" in str(where)
+
+
+def test_wait_for_fails_naming_what_it_waited_for() -> None:
+    with pytest.raises(pytest.fail.Exception, match="waiting for the answer"):
+        wait_for("the answer", lambda: [], timeout=0.05, every=0.01)
+
+
+def test_still_running_names_what_a_stopped_stack_left_running(tmp_path: Path) -> None:
+    stack = LocalStack(stack_dir=tmp_path, mqtt_port=1)
+    assert still_running(stack.status()) == {}
+    # A node of a clustered service still runs: named with its node.
+    status = {"kafka": {"pid": None, "nodes": [{"id": 1, "pid": None}, {"id": 3, "pid": 42}]}}
+    assert still_running(status) == {"kafka-3": 42}
