@@ -60,6 +60,10 @@ log = logging.getLogger(__name__)
 STOP_GRACE_S = 4.0
 
 
+async def _nothing() -> None:
+    """Nothing to undo: a feed whose start failed has already let go of its consumer."""
+
+
 class Processor:
     """The cloud processor: ``await start()``, ``await run(stop)``, ``await close()``."""
 
@@ -177,7 +181,9 @@ class Processor:
             )
         await self._restore(stop)
         await self._connect("producer", self.producer.start, self.producer.stop, stop)
-        await self.notifications.start()  # the webhook's feed reads before we write
+        # The webhook's feed reads before we write; it joins its own group on
+        # the alerts topic, so it waits out a Kafka that is away like the others.
+        await self._connect("feed", self.notifications.start, _nothing, stop)
         await self._connect(
             "consumer",
             lambda: self.source.start(self._on_revoked, self._on_assigned),

@@ -164,6 +164,7 @@ class AlertFeed:
         self._metrics = metrics
         self._task: asyncio.Task[None] | None = None
         self._started = False
+        self._restored = False
         self._closed = False
         self._bad_log = RateLimitedLog(lines=1, per_s=10.0)
 
@@ -171,16 +172,28 @@ class AlertFeed:
         """Nothing: the changes reach the feed through the alerts topic."""
 
     async def start(self) -> None:
-        """Join the alerts group and start reading (idempotent)."""
+        """Join the alerts group and start reading (idempotent).
+
+        A start that fails (Kafka unreachable: the caller retries) leaves no
+        half-started consumer behind, and the next call starts afresh; the
+        open incidents are restored and offered again only once.
+        """
         if self._started or self._closed:
             return
         self._started = True
-        if self.incidents is not None:
-            again = await self.incidents.restore()
-            if self.notify_incidents and self.deliver:
-                for change in again:
-                    self._offer(change, None)
-        await self.source.start(self._on_revoked, self._on_assigned)
+        try:
+            if self.incidents is not None and not self._restored:
+                again = await self.incidents.restore()
+                self._restored = True
+                if self.notify_incidents and self.deliver:
+                    for change in again:
+                        self._offer(change, None)
+            await self.source.start(self._on_revoked, self._on_assigned)
+        except BaseException:
+            self._started = False
+            with contextlib.suppress(Exception):
+                await self.source.stop()
+            raise
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:

@@ -428,3 +428,84 @@ def test_incidents_are_kept_with_no_webhook_and_then_nothing_is_offered() -> Non
     (_topic, alerts) = default_notifiers(off, FakeProducer(), Metrics(), storage=make_storage(off))
     assert isinstance(alerts, AlertFeed) and alerts.incidents is None
     assert not alerts.notify_incidents and alerts.deliver  # every alert change, as before
+
+
+# --- Kafka away while the feed joins its group (the processor waits it out) ---
+
+
+class RefusingSource(FakeSource):
+    """The alerts group's source while Kafka is away: its first ``refusals`` starts fail."""
+
+    def __init__(self, refusals: int, *partitions: Any) -> None:
+        super().__init__(*partitions)
+        self.refusals = refusals
+        self.starts = 0
+        self.stops = 0
+
+    async def start(self, on_revoked: Any, on_assigned: Any) -> None:
+        self.starts += 1
+        if self.starts <= self.refusals:
+            from aiokafka.errors import KafkaConnectionError
+
+            raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9)]")
+        await super().start(on_revoked, on_assigned)
+
+    async def stop(self) -> None:
+        self.stops += 1
+        await super().stop()
+
+
+async def test_the_processor_waits_out_a_kafka_that_is_away_while_the_feed_joins(
+    caplog: Any,
+) -> None:
+    """Kafka killed just as the processor starts its webhook feed: the processor
+    retries like it does for its producer and consumer, it does not exit."""
+    from cloud_processor.app import Processor
+    from cloud_processor.config import SearchSettings
+    from cloud_processor.testing import FakeStore
+
+    feed_source = RefusingSource(2, TP())
+    dispatcher = NotificationDispatcher(Gate(), hook(), clock=Clock())
+    feed = AlertFeed(feed_source, dispatcher, commit_interval_s=3600)
+    config = ProcessorConfig(
+        kafka=KafkaSettings(topic_prefix="t"),
+        search=SearchSettings(retry_initial_s=0.01, retry_max_s=0.02),
+    )
+    p = Processor(
+        config,
+        source=FakeSource(),
+        producer=FakeProducer(),
+        storage=FakeStore(),
+        notifiers=[feed],
+    )
+    caplog.set_level("WARNING", logger="cloud_processor.app")
+    await asyncio.wait_for(p.start(), 10)
+    assert (feed_source.starts, feed_source.stops, feed_source.started) == (3, 2, True)
+    retries = [r.getMessage() for r in caplog.records if "event=kafka_retry" in r.getMessage()]
+    assert len(retries) == 2 and all("op=feed" in m for m in retries), retries
+    await p.close()
+
+
+async def test_a_feed_start_that_failed_starts_afresh_and_offers_the_incidents_once() -> None:
+    clock, tp, webhook, first = Clock(), TP(), Gate(), IncidentStore()
+    feed = incident_feed(webhook, clock, tp, first)
+    await feed.handle_incidents({tp: records([door("threshold_high", Severity.CRITICAL)])})
+    await asyncio.wait_for(feed.dispatcher.settled(), 5)
+    await feed.dispatcher.close()
+    again = Gate()
+    restarted = incident_feed(again, clock, tp, IncidentStore(list(first.docs.values())))
+    source = restarted.source = RefusingSource(1, tp)
+    try:
+        await restarted.start()
+    except Exception as exc:
+        assert type(exc).__name__ == "KafkaConnectionError"
+    else:
+        raise AssertionError("the first start should have failed")
+    assert source.stops == 1  # the half-started consumer is let go
+    await restarted.start()
+    assert source.started
+    await asyncio.wait_for(restarted.dispatcher.settled(), 5)
+    assert [(c.incident.incident_id, c.incident.version) for c in again.got] == [
+        (c.incident.incident_id, c.incident.version) for c in webhook.got
+    ]
+    await restarted.close()
