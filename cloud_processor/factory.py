@@ -108,7 +108,9 @@ def default_notifiers(
             else None
         )
         webhook = WebhookNotifier(
-            config.webhook, on_result=lambda r: metrics.webhook.labels(r).inc()
+            config.webhook,
+            on_result=lambda r: metrics.webhook.labels(r).inc(),
+            on_attempt=metrics.webhook_latency.observe,
         )
         group = config.webhook.group_id or f"{k.group_id}-notify"
         settings = msgspec.structs.replace(k, group_id=group, client_id=f"{k.client_id}-notify")

@@ -44,6 +44,12 @@ class Metrics:
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self.webhook_latency = Histogram(
+            p + "webhook_latency_seconds",
+            "Duration of one webhook POST attempt (answered or not).",
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
         self.alerts = Counter(
             p + "alerts_total",
             "Alert changes, by change and rule.",

@@ -280,6 +280,7 @@ class WebhookNotifier:
         settings: WebhookSettings,
         *,
         on_result: Callable[[str], None] | None = None,
+        on_attempt: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         import requests
@@ -287,6 +288,7 @@ class WebhookNotifier:
         self._settings = settings
         self._session = requests.Session()
         self._on_result = on_result
+        self._on_attempt = on_attempt  # seconds one POST took, answered or not
         self._clock = clock
         self._closed = False
         self._down_since: float | None = None
@@ -353,6 +355,7 @@ class WebhookNotifier:
         # answers again: a dead webhook must not hold the stream for minutes.
         attempts = 1 if self._down_since is not None else settings.max_attempts
         for attempt in range(1, attempts + 1):
+            started = time.perf_counter()
             try:
                 status = await asyncio.to_thread(self._post, body, key)
             except requests.RequestException as exc:
@@ -361,6 +364,8 @@ class WebhookNotifier:
                 detail = f"error={type(exc).__name__} detail={why}"
             else:
                 detail = f"status={status}"
+            if self._on_attempt:
+                self._on_attempt(time.perf_counter() - started)
             if 200 <= status < 300:
                 self._down_since = None
                 self._result("sent")

@@ -39,6 +39,8 @@ log = logging.getLogger("bench_e2e")
 
 #: The processor's histogram of bulk request durations (its ``/metrics``).
 _BULK = "thermowatch_processor_bulk_latency_seconds"
+#: ... and of webhook POSTs (one per attempt).
+_POST = "thermowatch_processor_webhook_latency_seconds"
 
 
 class Bench:
@@ -97,6 +99,8 @@ class Bench:
         pairs = [(a, b) for a, b in zip(m0, m1, strict=True) if a and b]
         bulk_n = sum(b.get(_BULK + "_count", 0.0) - a.get(_BULK + "_count", 0.0) for a, b in pairs)
         bulk_s = sum(b.get(_BULK + "_sum", 0.0) - a.get(_BULK + "_sum", 0.0) for a, b in pairs)
+        post_n = sum(b.get(_POST + "_count", 0.0) - a.get(_POST + "_count", 0.0) for a, b in pairs)
+        post_s = sum(b.get(_POST + "_sum", 0.0) - a.get(_POST + "_sum", 0.0) for a, b in pairs)
         gen_cpu1 = sum(cpu_seconds(p) or 0.0 for p in pipeline.worker_pids())
         anomalies = [(d, s, ts) for r in results for d, s, ts in r["anomalies"]]
         self.anomalies_sent += [(d, s, ts, label) for d, s, ts in anomalies]
@@ -148,6 +152,11 @@ class Bench:
             "drain_s": round(drained_s, 2),
             "processor_bulk_requests": int(bulk_n) if pairs else None,
             "processor_bulk_mean_ms": round(bulk_s / bulk_n * 1000, 1) if bulk_n > 0 else None,
+            "webhook_posts_timed": int(post_n),
+            "webhook_post_mean_ms": round(post_s / post_n * 1000, 1) if post_n > 0 else None,
+            # One dispatcher worker POSTs one change at a time: the share of the
+            # step it spent waiting for the receiver (1.0 = never idle).
+            "webhook_busy": round(post_s / window, 3) if window > 0 else None,
             "load_avg_1_5_15": [round(x, 2) for x in load_during],
             "cpu_percent": {
                 k: round((cpu1[k] - v) / window * 100, 1)  # type: ignore[operator]

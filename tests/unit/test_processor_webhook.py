@@ -158,6 +158,21 @@ async def test_dead_webhook_gets_one_attempt_per_change_until_it_recovers() -> N
     assert [r["version"] for r in receiver.received] == [3]
 
 
+async def test_every_post_attempt_is_timed_answered_or_not() -> None:
+    receiver = WebhookReceiver(status=503)
+    await receiver.start()
+    attempts: list[float] = []
+    notifier = WebhookNotifier(settings(receiver.url, max_attempts=2), on_attempt=attempts.append)
+    try:
+        assert not await notifier.send(change(1))  # two attempts, both answered 503
+        receiver.status = 200
+        assert await notifier.send(change(2))
+    finally:
+        await notifier.close()
+        await receiver.close()
+    assert len(attempts) == 3 and all(0 < s < 5 for s in attempts)
+
+
 # -- hostile input, hostile receiver -------------------------------------------
 
 PINGS = "<!channel> <!here> <@U024BE7LH> <http://evil.example|click> & done"
