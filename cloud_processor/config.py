@@ -143,6 +143,9 @@ class WebhookSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     coalesce_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
     #: Alert keys waiting to be notified, at most (more: counted, logged, dropped).
     queue_max: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1000
+    #: Notifications in flight at once (changes of one alert or incident are
+    #: still sent one after the other, in order).
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
     #: On shutdown, the waiting notifications get this long to go out.
     drain_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=300)] = 5.0
     #: Bytes of a response body read at most (the rest is never read).

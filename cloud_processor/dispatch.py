@@ -3,8 +3,11 @@
 :class:`NotificationDispatcher` wraps a slow notifier (the webhook); :meth:`offer`
 only enqueues. The processor feeds it from the Kafka alerts topic
 (:class:`~cloud_processor.feed.AlertFeed`, :meth:`offer` with a ``done``
-callback), never from its write path. One asyncio task (the worker) takes the
-queue from there.
+callback), never from its write path. ``webhook.concurrency`` asyncio tasks
+(the workers) take the queue from there, each one notification at a time:
+a slow receiver costs its round trip once per worker, not once per change.
+Changes of one key never overtake each other: a key with a notification in
+flight (or an earlier one still waiting) is passed over until that one is done.
 
 - **Coalescing.** The queue holds at most one notification per alert key
   (``(device_id, rule)``, :attr:`telemetry_contract.Alert.key`). A change of a
@@ -133,10 +136,11 @@ class TokenBucket:
         return self._tokens >= self.burst
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity (several may be in flight)
 class _Waiting:
     change: Change
     due: float  # not before (the coalescing window of its key)
+    base: Key  # its alert key or incident: one in flight at a time
     held: bool = False  # counted rate_limited already
     done: list[Done] = field(default_factory=list)  # resolved with this one
 
@@ -173,8 +177,8 @@ class NotificationDispatcher:
         self._global = TokenBucket(settings.rate_per_s, settings.burst, clock())
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._in_flight: _Waiting | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._in_flight: list[_Waiting] = []
         self._draining = False
         self._closed = False
         self._serial = 0
@@ -184,7 +188,7 @@ class NotificationDispatcher:
     @property
     def pending(self) -> int:
         """Notifications waiting (one per alert key at most), the one in flight included."""
-        return len(self._waiting) + (self._in_flight is not None)
+        return len(self._waiting) + len(self._in_flight)
 
     def offer(self, change: Change, done: Done | None = None) -> None:
         """Queue one change: coalesce it, or drop it when the queue is full.
@@ -198,6 +202,7 @@ class NotificationDispatcher:
                 log.warning("event=notification_dropped reason=closed count=%d", held + 1)
             return
         key: Key = change_key(change)
+        base = key
         if not self.settings.coalesce_s:  # coalescing off: every change its own entry
             self._serial += 1
             key = (*key, str(self._serial))
@@ -223,7 +228,7 @@ class NotificationDispatcher:
         now = self._clock()
         last = self._last_sent.get(key)
         due = now if last is None else max(now, last + self.settings.coalesce_s)
-        self._waiting[key] = _Waiting(change, due, done=[] if done is None else [done])
+        self._waiting[key] = _Waiting(change, due, base, done=[] if done is None else [done])
         self._set_pending()
         self._start()
         self.wake()
@@ -233,15 +238,17 @@ class NotificationDispatcher:
         if self._closed:
             return
         self._closed = True
-        if self._task is not None:
+        if self._tasks:
             self._draining = True
             self.wake()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.settled(), self.settings.drain_timeout_s)
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self._tasks = []
             dropped = self.pending
             if dropped:
                 self._count("dropped", dropped)
@@ -251,7 +258,7 @@ class NotificationDispatcher:
                     self.settings.drain_timeout_s,
                 )
             self._waiting.clear()
-            self._in_flight = None
+            self._in_flight = []
             self._set_pending()
         await self.notifier.close()
 
@@ -263,15 +270,17 @@ class NotificationDispatcher:
         self._wake.set()
 
     async def settled(self) -> None:
-        """Return when nothing is due: the queue is empty or waits for time to pass."""
-        while self._task is not None and not self._task.done():
+        """Return when nothing is due and nothing is in flight: the queue is
+        empty or waits for time to pass."""
+        while self._tasks and not all(t.done() for t in self._tasks):
             await self._idle.wait()
             if self._idle.is_set():  # not woken again meanwhile
                 return
 
     def _start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        if not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._run()) for _ in range(self.settings.concurrency)]
 
     async def _run(self) -> None:
         while True:
@@ -279,7 +288,8 @@ class NotificationDispatcher:
             key, at = self._next(now)
             if key is None:
                 self._wake.clear()
-                self._idle.set()
+                if not self._in_flight:
+                    self._idle.set()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), None if at is None else at - now)
                 continue
@@ -289,7 +299,7 @@ class NotificationDispatcher:
                 self._device(key[0], now).take(now)
             if self.settings.coalesce_s:
                 self._last_sent[key] = now
-            self._in_flight = waiting
+            self._in_flight.append(waiting)
             try:
                 await self.notifier.notify([waiting.change])
             except Exception as exc:  # the notifier logs its own; never stop the worker
@@ -301,18 +311,28 @@ class NotificationDispatcher:
                 )
             else:
                 self._count("notified")
-            self._in_flight = None
+            self._in_flight.remove(waiting)
             waiting.resolve()
             self._set_pending()
             self._forget(now)
+            self.wake()  # its key is free again: another worker may take the next
 
     def _next(self, now: float) -> tuple[Key | None, float | None]:
         """The key to notify now, or (None, when to look again: None = on wake)."""
+        # A key in flight, or passed over above, keeps its later changes waiting.
+        blocked = {w.base for w in self._in_flight}
         if self._draining:
-            return next(iter(self._waiting), None), None
+            for key, waiting in self._waiting.items():
+                if waiting.base not in blocked:
+                    return key, None
+                blocked.add(waiting.base)
+            return None, None
         soonest: float | None = None
         glob = self._global.ready_at(now)
         for key, waiting in self._waiting.items():
+            if waiting.base in blocked:
+                continue
+            blocked.add(waiting.base)
             if waiting.due > now:
                 at = waiting.due
             else:

@@ -24,6 +24,7 @@ from cloud_processor.feed import AlertFeed
 from cloud_processor.metrics import Metrics
 from cloud_processor.notifiers import AlertsTopicNotifier
 from cloud_processor.testing import FakeProducer, FakeSource, FakeStore
+from stagekit.config import ConfigError, loads
 from telemetry_contract import (
     Alert,
     AlertChange,
@@ -177,7 +178,9 @@ async def test_a_full_queue_counts_and_logs_the_overflow_and_never_blocks(
 ) -> None:
     clock, inner = Clock(), Gate(open_=False)  # the receiver hangs
     metrics = Metrics()
-    d = NotificationDispatcher(inner, hook(queue_max=2), clock=clock, metrics=metrics)
+    d = NotificationDispatcher(  # one worker: exactly one in flight
+        inner, hook(queue_max=2, concurrency=1), clock=clock, metrics=metrics
+    )
     with caplog.at_level(logging.WARNING, "cloud_processor.dispatch"):
         await asyncio.wait_for(offer_all(d, [change(1, rule="r0")]), 5)
         await spin()  # r0 is in flight, stuck
@@ -384,3 +387,62 @@ async def test_alert_storm_of_one_device_yields_two_notifications_off_the_write_
     assert webhook.got[-1].alert.severity is Severity.CRITICAL  # the latest state
     assert dispatcher.counts["coalesced"] == 998 and dispatcher.counts["notified"] == 2
     assert balanced(dispatcher)
+
+
+class Overlap:
+    """A slow receiver that records how many notifications, and which keys, it
+    holds at once."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.holding: list[AlertChange] = []
+        self.most = 0
+        self.got: list[AlertChange] = []
+        self.overlapping_keys = 0
+
+    async def notify(self, changes: Sequence[AlertChange]) -> None:
+        (c,) = changes
+        if any(h.alert.key == c.alert.key for h in self.holding):
+            self.overlapping_keys += 1
+        self.holding.append(c)
+        self.most = max(self.most, len(self.holding))
+        await self.release.wait()
+        await asyncio.sleep(0.001 * (c.alert.version % 3))  # finish out of order
+        self.holding.remove(c)
+        self.got.append(c)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_several_in_flight_but_one_alerts_changes_one_after_the_other_in_order() -> None:
+    inner = Overlap()
+    settings = hook(coalesce_s=0.0, concurrency=4, device_burst=100, burst=100)
+    d = NotificationDispatcher(inner, settings, clock=Clock())
+    stream = [change(v, rule="a") for v in range(1, 7)]
+    stream += [change(1, rule=r) for r in ("b", "c", "d", "e", "f")]
+    await offer_all(d, stream)
+    await spin()
+    assert inner.most == 4  # a slow receiver costs its round trip once per worker
+    assert {c.alert.rule for c in inner.holding} == {"a", "b", "c", "d"}
+    inner.release.set()
+    await asyncio.wait_for(d.settled(), 5)
+    assert inner.overlapping_keys == 0
+    assert [c.alert.version for c in inner.got if c.alert.rule == "a"] == [1, 2, 3, 4, 5, 6]
+    assert len(inner.got) == 11 and d.counts["notified"] == 11 and balanced(d)
+    await d.close()
+
+
+async def test_close_waits_for_every_notification_in_flight() -> None:
+    inner = Overlap()
+    inner.release.set()
+    settings = hook(coalesce_s=0.0, concurrency=3, device_burst=100, burst=100)
+    d = NotificationDispatcher(inner, settings, clock=Clock())
+    await offer_all(d, [change(v, rule=r) for r in "abc" for v in (1, 2)])
+    await d.close()
+    assert len(inner.got) == 6 and d.counts["notified"] == 6 and d.counts["dropped"] == 0
+
+
+def test_concurrency_is_validated_and_the_error_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"webhook.concurrency"):
+        loads(ProcessorConfig, "[webhook]\nconcurrency = 0\n")

@@ -163,7 +163,7 @@ async def test_coalesced_changes_are_resolved_with_their_delivered_successor() -
 
 async def test_overflow_refusal_and_unnotified_changes_are_resolved() -> None:
     tp, clock, webhook = TP(), Clock(), Gate(open_=False)
-    feed = feed_of(webhook, clock, tp, queue_max=1)
+    feed = feed_of(webhook, clock, tp, queue_max=1, concurrency=1)  # one in flight
     feed.handle({tp: records([change(1, rule="a")])})
     await spin()  # in flight (hangs)
     feed.handle(
@@ -222,7 +222,8 @@ async def test_after_a_crash_the_latest_change_of_every_alert_reaches_the_webhoo
     assert source.commits[-1] == {tp: 6}
     assert [c.alert.version for c in first.got] == [2, 2, 2]
     # kill -9: the worker and whatever waits are gone, nothing else is committed
-    feed.dispatcher._task.cancel()  # type: ignore[union-attr]
+    for worker in feed.dispatcher._tasks:
+        worker.cancel()
     await spin()
 
     second = Gate()
