@@ -58,6 +58,7 @@ the clean-up :mod:`benchmarks.e2e.cleanup`.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import sys
@@ -262,11 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     json_path = args.json or HERE / "results" / f"{stamp}.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    plot_path = args.plot or json_path.with_suffix(".png")
-    if result["steps"]:
+    plot_path: Path | None = args.plot or json_path.with_suffix(".png")
+    if result["steps"] and importlib.util.find_spec("matplotlib") is not None:
         plot(result, plot_path)
+    else:  # the results are in the JSON; the plot is an extra (pip install '.[bench]')
+        plot_path = None
     print(json.dumps(result.get("summary", {}), indent=2))
-    print(f"results: {json_path}\nplot: {plot_path}")
+    print(f"results: {json_path}\nplot: {plot_path or 'none (matplotlib is not installed)'}")
     return 0
 
 
