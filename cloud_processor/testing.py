@@ -10,6 +10,9 @@ Used by the tests and the benchmark; nothing here runs at import.
   (existing connections reset, new ones refused) and restored, which is how
   the tests take the search server "down" without touching the shared one.
 * :class:`WebhookReceiver` is a local HTTP server that records every POST.
+* :func:`bare_sink` is the processor's write step on a store alone (no Kafka,
+  no notifier); :func:`drop_prefix` deletes what a test or benchmark created
+  under its index prefix.
 """
 
 from __future__ import annotations
@@ -18,18 +21,65 @@ import asyncio
 import contextlib
 import json
 from collections import deque
-from collections.abc import Awaitable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cloud_processor.aggregates import DirtyWindows, WindowAggregate
+from cloud_processor.config import AlertSettings, RulesConfig
 from cloud_processor.documents import Action, BulkItem
+from cloud_processor.metrics import Metrics
+from cloud_processor.notifiers import Notifications
+from cloud_processor.offsets import Offsets
 from cloud_processor.ports import Batch, Partition, Producer, Rebalanced, Source, Store
+from cloud_processor.rules import FleetRules
+from cloud_processor.sink import Sink
 from cloud_processor.storage import BulkTotals
+from cloud_processor.windowfold import LiveWindows
+from stagekit.search import api as search
 from stagekit.search.alerts import alert_doc
+from stagekit.search.api import SearchBackend, SearchError
+from stagekit.search.indices import INDEXES, IndexNames
 from telemetry_contract import Alert
 
-__all__ = ["FakeProducer", "FakeSource", "FakeStore", "TcpProxy", "WebhookReceiver"]
+__all__ = [
+    "FakeProducer",
+    "FakeSource",
+    "FakeStore",
+    "TcpProxy",
+    "WebhookReceiver",
+    "bare_sink",
+    "drop_prefix",
+]
+
+
+def bare_sink(storage: Store, *, live: LiveWindows[Any] | None, now_ms: Callable[[], int]) -> Sink:
+    """The processor's write step (readings, windows) on ``storage`` alone."""
+    return Sink(
+        storage=storage,
+        producer=FakeProducer(),
+        deadletter_topic="unused",
+        notifications=Notifications([]),
+        offsets=Offsets(),
+        rules=FleetRules(RulesConfig(), AlertSettings()),
+        locations={},
+        metrics=Metrics(),
+        now_ms=now_ms,
+        live=live,
+    )
+
+
+async def drop_prefix(backend: SearchBackend, names: IndexNames) -> None:
+    """Delete the indices and templates under ``names``' prefix: the indices by
+    name, as Elasticsearch 8 refuses wildcard deletes
+    (``action.destructive_requires_name``)."""
+    rows = await backend.perform(search.cat_indices(f"{names.prefix}*"))
+    indices = sorted(row["index"] for row in rows)
+    if indices:
+        await backend.perform(search.delete_index(",".join(indices)))
+    for spec in INDEXES:
+        with contextlib.suppress(SearchError):
+            await backend.perform(search.Request("DELETE", f"/_index_template/{names.base(spec)}"))
 
 
 class FakeSource:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import statistics
 import time
@@ -34,10 +33,8 @@ import uuid
 from cloud_processor.config import AlertSettings, ProcessorConfig, RulesConfig, SearchSettings
 from cloud_processor.factory import make_storage
 from cloud_processor.rules import FleetRules
+from cloud_processor.testing import drop_prefix
 from deploy.local.stack import LocalStack
-from stagekit.search import api as search
-from stagekit.search.api import SearchError
-from stagekit.search.indices import INDEXES
 from telemetry_contract import Alert, Reading
 
 T0 = 1_767_225_600_000
@@ -124,13 +121,7 @@ async def main() -> None:
         for key in ("load_alerts_s", "restore_s", "first_readings_s", "total_s"):
             results[f"median_{key}"] = statistics.median(r[key] for r in rounds)
     finally:
-        with contextlib.suppress(SearchError):
-            await storage.backend.perform(search.delete_index(f"{prefix}*"))
-        for spec in INDEXES:
-            with contextlib.suppress(SearchError):
-                await storage.backend.perform(
-                    search.delete_index_template(storage.names.base(spec))
-                )
+        await drop_prefix(storage.backend, storage.names)
         await storage.close()
     print(json.dumps(results, indent=2))
 

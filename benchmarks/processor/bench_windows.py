@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import random
 import statistics
@@ -34,21 +33,13 @@ from typing import Any
 from cloud_processor.aggregates import DirtyWindows, WindowAggregate
 from cloud_processor.batches import Prepared
 from cloud_processor.chain import PendingWrite
-from cloud_processor.config import AlertSettings, ProcessorConfig, RulesConfig, SearchSettings
+from cloud_processor.config import ProcessorConfig, SearchSettings
 from cloud_processor.documents import Action, BulkItem, reading_doc, reading_id
 from cloud_processor.factory import make_storage
-from cloud_processor.metrics import Metrics
-from cloud_processor.notifiers import Notifications
-from cloud_processor.offsets import Offsets
-from cloud_processor.rules import FleetRules
-from cloud_processor.sink import Sink
 from cloud_processor.storage import Storage
-from cloud_processor.testing import FakeProducer
+from cloud_processor.testing import bare_sink, drop_prefix
 from cloud_processor.windowfold import LiveWindows
 from deploy.local.stack import LocalStack
-from stagekit.search import api as search
-from stagekit.search.api import SearchError
-from stagekit.search.indices import INDEXES
 from telemetry_contract import Reading
 
 T0 = 1_767_225_600_000
@@ -78,18 +69,7 @@ async def one_size(storage: Storage, devices: int, rounds: int, seed: int) -> di
     rng = random.Random(seed)
     now = [T0]
     live: LiveWindows[str] = LiveWindows(hold_ms=120_000)
-    sink = Sink(
-        storage=storage,
-        producer=FakeProducer(),
-        deadletter_topic="unused",
-        notifications=Notifications([]),
-        offsets=Offsets(),
-        rules=FleetRules(RulesConfig(), AlertSettings()),
-        locations={},
-        metrics=Metrics(),
-        now_ms=lambda: now[0],
-        live=live,
-    )
+    sink = bare_sink(storage, live=live, now_ms=lambda: now[0])
     live.check("p0", 0, T0)
     out = []
     for minute in range(rounds):
@@ -155,13 +135,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await storage.ensure_schema(now_ms=T0)
             results["sizes"].append(await one_size(storage, devices, args.rounds, seed=n))
         finally:
-            with contextlib.suppress(SearchError):
-                await storage.backend.perform(search.delete_index(f"{prefix}*"))
-            for spec in INDEXES:
-                with contextlib.suppress(SearchError):
-                    await storage.backend.perform(
-                        search.delete_index_template(storage.names.base(spec))
-                    )
+            await drop_prefix(storage.backend, storage.names)
             await storage.close()
     return results
 

@@ -28,6 +28,7 @@ import pytest
 
 from cloud_processor.documents import reading_doc, reading_id
 from cloud_processor.storage import Storage
+from cloud_processor.testing import drop_prefix
 from deploy.local.stack import LocalStack
 from stagekit.kafka import create_topics, delete_topics
 from stagekit.search import api as search
@@ -92,18 +93,6 @@ def elastic_url() -> Iterator[str]:
     yield str(stack.endpoints()["elasticsearch"]["url"])
     if result["elasticsearch"] == "started" and os.environ.get("THERMOWATCH_KEEP_STACK") != "1":
         stack.down(["elasticsearch"])
-
-
-async def drop_prefix(backend: ElasticsearchBackend, names: IndexNames) -> None:
-    """Delete the prefix's indices and templates: by name, as Elasticsearch 8
-    refuses wildcard deletes (``action.destructive_requires_name``)."""
-    rows = await backend.perform(search.cat_indices(f"{names.prefix}*"))
-    indices = sorted(row["index"] for row in rows)
-    if indices:
-        await backend.perform(search.delete_index(",".join(indices)))
-    for spec in INDEXES:
-        with contextlib.suppress(SearchError):
-            await backend.perform(search.Request("DELETE", f"/_index_template/{names.base(spec)}"))
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,20 +15,12 @@ import pytest
 from cloud_processor.aggregates import DirtyWindows, aggregate_doc
 from cloud_processor.batches import Prepared
 from cloud_processor.chain import PendingWrite
-from cloud_processor.config import AlertSettings, RulesConfig
 from cloud_processor.documents import Action, BulkItem, reading_doc, reading_id
-from cloud_processor.metrics import Metrics
-from cloud_processor.notifiers import Notifications
-from cloud_processor.offsets import Offsets
-from cloud_processor.rules import FleetRules
-from cloud_processor.sink import Sink
 from cloud_processor.storage import Storage
-from cloud_processor.testing import FakeProducer
+from cloud_processor.testing import bare_sink, drop_prefix
 from cloud_processor.windowfold import LiveWindows
 from kibana.check import live_field_types, spec_field_types
-from stagekit.search import ThreadedBackend
 from stagekit.search import api as search
-from stagekit.search.api import SearchError
 from stagekit.search.indices import ALERTS, INDEXES, IndexNames
 from telemetry_contract import Reading, decode_as
 from testsupport.search import admin_backend, search_section
@@ -37,15 +28,6 @@ from testsupport.search import admin_backend, search_section
 pytestmark = pytest.mark.integration
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "messages" / "valid"
-
-
-async def drop_prefix(backend: ThreadedBackend, names: IndexNames) -> None:
-    """Delete every index and template under the test's prefix."""
-    with contextlib.suppress(SearchError):
-        await backend.perform(search.delete_index(f"{names.prefix}*"))
-    for spec in INDEXES:
-        with contextlib.suppress(SearchError):
-            await backend.perform(search.Request("DELETE", f"/_index_template/{names.base(spec)}"))
 
 
 @pytest.fixture
@@ -170,18 +152,7 @@ async def test_windows_folded_in_memory_equal_the_recomputed_ones(storage: Stora
     t0 = 1_767_225_600_000
     now = [t0]
     live: LiveWindows[str] = LiveWindows(hold_ms=120_000)
-    sink = Sink(
-        storage=storage,
-        producer=FakeProducer(),
-        deadletter_topic="dlq",
-        notifications=Notifications([]),
-        offsets=Offsets(),
-        rules=FleetRules(RulesConfig(), AlertSettings()),
-        locations={},
-        metrics=Metrics(),
-        now_ms=lambda: now[0],
-        live=live,
-    )
+    sink = bare_sink(storage, live=live, now_ms=lambda: now[0])
     live.check("p0", 0, t0)
     temps = [21.3, -18.7, 4.0625, 30.05, 5.1, 22.0, 0.1, 19.95]
     readings = [

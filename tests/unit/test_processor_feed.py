@@ -400,19 +400,34 @@ async def test_incident_changes_are_stored_then_notified_and_resolve_their_offse
     await feed.dispatcher.close()
 
 
-async def test_a_restart_offers_the_latest_news_again_for_the_receiver_to_drop() -> None:
+async def one_incident_then_a_restart() -> tuple[Gate, Gate, AlertFeed, Any]:
+    """A feed notifies one incident and stops; another is built on what it stored.
+    Returns (first webhook, second webhook, the restarted feed, its partition)."""
     clock, tp, webhook, first = Clock(), TP(), Gate(), IncidentStore()
     feed = incident_feed(webhook, clock, tp, first)
     await feed.handle_incidents({tp: records([door("threshold_high", Severity.CRITICAL)])})
     await asyncio.wait_for(feed.dispatcher.settled(), 5)
     await feed.dispatcher.close()
     again = Gate()
-    restarted = incident_feed(again, clock, tp, IncidentStore(list(first.docs.values())))
+    return (
+        webhook,
+        again,
+        incident_feed(again, clock, tp, IncidentStore(list(first.docs.values()))),
+        tp,
+    )
+
+
+def same_incidents(a: Gate, b: Gate) -> bool:
+    return [(c.incident.incident_id, c.incident.version) for c in a.got] == [
+        (c.incident.incident_id, c.incident.version) for c in b.got
+    ]
+
+
+async def test_a_restart_offers_the_latest_news_again_for_the_receiver_to_drop() -> None:
+    webhook, again, restarted, _tp = await one_incident_then_a_restart()
     await restarted.start()
     await asyncio.wait_for(restarted.dispatcher.settled(), 5)
-    assert [(c.incident.incident_id, c.incident.version) for c in again.got] == [
-        (c.incident.incident_id, c.incident.version) for c in webhook.got
-    ]
+    assert same_incidents(again, webhook)
     await restarted.close()
 
 
@@ -488,13 +503,7 @@ async def test_the_processor_waits_out_a_kafka_that_is_away_while_the_feed_joins
 
 
 async def test_a_feed_start_that_failed_starts_afresh_and_offers_the_incidents_once() -> None:
-    clock, tp, webhook, first = Clock(), TP(), Gate(), IncidentStore()
-    feed = incident_feed(webhook, clock, tp, first)
-    await feed.handle_incidents({tp: records([door("threshold_high", Severity.CRITICAL)])})
-    await asyncio.wait_for(feed.dispatcher.settled(), 5)
-    await feed.dispatcher.close()
-    again = Gate()
-    restarted = incident_feed(again, clock, tp, IncidentStore(list(first.docs.values())))
+    webhook, again, restarted, tp = await one_incident_then_a_restart()
     source = restarted.source = RefusingSource(1, tp)
     try:
         await restarted.start()
@@ -506,7 +515,5 @@ async def test_a_feed_start_that_failed_starts_afresh_and_offers_the_incidents_o
     await restarted.start()
     assert source.started
     await asyncio.wait_for(restarted.dispatcher.settled(), 5)
-    assert [(c.incident.incident_id, c.incident.version) for c in again.got] == [
-        (c.incident.incident_id, c.incident.version) for c in webhook.got
-    ]
+    assert same_incidents(again, webhook)
     await restarted.close()

@@ -32,19 +32,13 @@ from cloud_processor.batches import Prepared
 from cloud_processor.chain import PendingWrite
 from cloud_processor.config import (
     AggregateSettings,
-    AlertSettings,
     KafkaSettings,
     ProcessorConfig,
-    RulesConfig,
 )
 from cloud_processor.documents import Action, BulkItem, reading_doc, reading_id
-from cloud_processor.metrics import Metrics
-from cloud_processor.notifiers import Notifications
-from cloud_processor.offsets import Offsets
-from cloud_processor.rules import FleetRules
 from cloud_processor.sink import Sink
 from cloud_processor.storage import BulkTotals
-from cloud_processor.testing import FakeProducer, FakeSource, FakeStore
+from cloud_processor.testing import FakeProducer, FakeSource, FakeStore, bare_sink
 from cloud_processor.windowfold import SINCE_MARGIN_MS, LiveWindows
 from stagekit.config import ConfigError, loads
 from telemetry_contract import Quality, Reading, encode
@@ -166,17 +160,10 @@ class Member:
     def start(self) -> None:
         """A new process (after a crash): nothing in memory."""
         self.live = LiveWindows(hold_ms=HOLD_MS)
-        self.sink = Sink(
-            storage=Store(self.server, self.pending),  # type: ignore[arg-type]
-            producer=FakeProducer(),
-            deadletter_topic="dlq",
-            notifications=Notifications([]),
-            offsets=Offsets(),
-            rules=FleetRules(RulesConfig(), AlertSettings()),
-            locations={},
-            metrics=Metrics(),
-            now_ms=lambda: self.now[0],
+        self.sink = bare_sink(
+            Store(self.server, self.pending),  # type: ignore[arg-type]
             live=self.live,
+            now_ms=lambda: self.now[0],
         )
         self.position, self.written = {}, {}
 
