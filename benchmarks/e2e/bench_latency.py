@@ -169,6 +169,15 @@ def parser(description: str = __doc__.splitlines()[0]) -> argparse.ArgumentParse
         help="override a [kafka] setting of the processor (repeatable)",
     )
     ap.add_argument(
+        "--kill-processor-at-s",
+        type=float,
+        default=None,
+        metavar="S",
+        help="SIGKILL the first processor S seconds into the (first) step, with "
+        "--processors 2 or more: the takeover is measured (when the anomalies sent "
+        "in the 10 s after the kill reached the webhook)",
+    )
+    ap.add_argument(
         "--processor-aggregates",
         type=_kv,
         action="append",

@@ -131,6 +131,8 @@ class Pipeline:
         self.gateways: list[Service] = []
         #: The processors (``--processors``), one consumer group.
         self.processors: list[Service] = []
+        #: Services killed on purpose (``--kill-processor-at-s``): not a failure.
+        self.killed: set[str] = set()
         #: Each processor's HTTP port (its ``/metrics``), in the order of :attr:`processors`.
         self.processor_http: list[int] = []
         #: Seconds the slowest worker took to connect its devices.
@@ -290,7 +292,7 @@ class Pipeline:
     def check_alive(self) -> None:
         """Raise, with the end of its log, if a gateway or a processor has exited."""
         for svc in [*self.gateways, *self.processors]:
-            if not svc.alive:
+            if not svc.alive and svc.name not in self.killed:
                 raise RuntimeError(f"{svc.name} exited:\n{svc.tail()}")
 
     def start_workers(self, passwords: dict[str, str]) -> None:

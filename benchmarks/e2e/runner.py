@@ -15,7 +15,9 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -49,6 +51,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.sink = WebhookSink(args.webhook_delay_ms / 1000)
+        self.killed_at_ms: int | None = None
         self.passwords: dict[str, str] = {}
         self.pipeline = Pipeline(args, self.sink.url)
         self.rid = self.pipeline.rid
@@ -63,6 +66,48 @@ class Bench:
         self.pipeline.stop_services()
         self.sink.close()
         self.pipeline.stop_broker()
+
+    # -- a processor killed in the middle of a step (--kill-processor-at-s) ------
+
+    def _kill_timer(self, start_at: float) -> threading.Thread | None:
+        """SIGKILL the first processor ``--kill-processor-at-s`` into the first step."""
+        at = self.args.kill_processor_at_s
+        procs = self.pipeline.processors
+        if at is None or self.killed_at_ms is not None or len(procs) < 2:
+            return None
+        victim = procs[0]
+
+        def kill() -> None:
+            time.sleep(max(0.0, start_at + at - time.time()))
+            self.pipeline.killed.add(victim.name)
+            self.killed_at_ms = int(time.time() * 1000)
+            victim.kill(signal.SIGKILL)
+            log.info("event=processor_killed name=%s at_ms=%d", victim.name, self.killed_at_ms)
+
+        thread = threading.Thread(target=kill, name="kill-processor", daemon=True)
+        thread.start()
+        return thread
+
+    def _takeover(
+        self, got: dict[tuple[str, int], int], wanted: set[tuple[str, int]]
+    ) -> dict[str, Any] | None:
+        """After the kill: when did the anomalies sent in the next 10 s reach the webhook.
+
+        Half the devices were the killed processor's; theirs wait for the group to
+        notice (``kafka.session_timeout_ms``), rebalance and the survivor to restore
+        the alerts: the last arrival after the kill is the takeover, end to end."""
+        kill = self.killed_at_ms
+        if kill is None:
+            return None
+        after = sorted(k for k in wanted if kill <= k[1] < kill + 10_000)
+        arrived = [got[k] for k in after if k in got]
+        return {
+            "killed_at_ms": kill,
+            "anomalies_in_10_s_after": len(after),
+            "missing": len(after) - len(arrived),
+            "last_webhook_after_kill_ms": (max(arrived) - kill) if arrived else None,
+            "latency_ms": pct([float(got[k] - k[1]) for k in after if k in got]),
+        }
 
     # -- one step --------------------------------------------------------------
 
@@ -82,7 +127,10 @@ class Bench:
         metrics_urls = [f"http://127.0.0.1:{port}/metrics" for port in pipeline.processor_http]
         m0 = [scrape(u) for u in metrics_urls]
         gen_cpu0 = sum(cpu_seconds(p) or 0.0 for p in pipeline.worker_pids())
+        killer = self._kill_timer(start_at)
         results = pipeline.run_load(rate, seconds, start_at)
+        if killer is not None:
+            killer.join()
         storm_report: dict[str, Any] = {}
         if stormer is not None:
             proc, conn = stormer
@@ -119,6 +167,7 @@ class Bench:
         drained_s = time.monotonic() - step_end
         got = self.sink.opened()
         lat_b = [float(got[k] - k[1]) for k in wanted if k in got]
+        takeover = self._takeover(got, wanted)
         found = probe.take()
         lat_a = [float(found_ms - ts) for _id, ts, found_ms in found]
         not_found = len(probe.pending)
@@ -147,6 +196,7 @@ class Bench:
             "searchable_ms": pct(lat_a),
             "searchable_not_found": not_found,
             "webhook_ms": pct(lat_b),
+            **({"takeover": takeover} if takeover else {}),
             "anomalies_sent": len(wanted),
             "webhooks_missing": len(wanted) - len(lat_b),
             "drain_s": round(drained_s, 2),
@@ -210,6 +260,7 @@ class Bench:
                 "poll_ms": a.poll_ms,
                 "processor_kafka": dict(a.processor_kafka or []),
                 "processor_aggregates": dict(a.processor_aggregates or []),
+                "kill_processor_at_s": a.kill_processor_at_s,
                 "device_login": a.device_login,
                 "keepalive_s": a.keepalive_s,
                 "connect_rate": a.connect_rate,
