@@ -178,7 +178,7 @@ class AggregateSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     #: than that (or a window this process cannot have seen whole, e.g. just
     #: after it took over a partition) is recomputed from the stored readings
     #: by a query. 0: every window is recomputed by query (the behaviour
-    #: before this setting). Memory: ~0.5 KB per window in memory.
+    #: before this setting). Memory: ~415 bytes per window in memory.
     live_hold_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 120.0
 
 

@@ -187,7 +187,7 @@ class NotificationDispatcher:
 
     @property
     def pending(self) -> int:
-        """Notifications waiting (one per alert key at most), the one in flight included."""
+        """Notifications waiting (one per alert key at most), those in flight included."""
         return len(self._waiting) + len(self._in_flight)
 
     def offer(self, change: Change, done: Done | None = None) -> None:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["Metrics"]
+__all__ = ["LATENCY_BUCKETS", "Metrics"]
+
+#: Histogram buckets (seconds) of the request latencies: bulk writes, webhook POSTs.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class Metrics:
@@ -42,13 +45,13 @@ class Metrics:
             p + "bulk_latency_seconds",
             "Latency of one bulk request.",
             registry=r,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            buckets=LATENCY_BUCKETS,
         )
         self.webhook_latency = Histogram(
             p + "webhook_latency_seconds",
             "Duration of one webhook POST attempt (answered or not).",
             registry=r,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            buckets=LATENCY_BUCKETS,
         )
         self.alerts = Counter(
             p + "alerts_total",

@@ -81,13 +81,14 @@ class Sink:
     def _windows(self, batch: Prepared, totals: BulkTotals) -> None:
         """Fold the stored readings' windows, or mark them for the query."""
         live, requery = self.live, self.requery
+        rejected, duplicates = totals.rejected_ids, totals.duplicate_ids
         for tp, r in batch.windowed:
-            rid = reading_id(r)
-            if rid in totals.rejected_ids:
+            rid = reading_id(r) if rejected or duplicates else ""  # mostly all 201
+            if rid in rejected:
                 continue  # not stored: in no window
             if live is None:
                 requery.add(r.device_id, r.site, r.ts)
-            elif rid in totals.duplicate_ids:
+            elif rid in duplicates:
                 if not live.holds(r.device_id, r.seq, r.ts):
                     live.spoil(r.device_id, r.ts)  # ambiguous: see windowfold
                     requery.add(r.device_id, r.site, r.ts)

@@ -255,14 +255,10 @@ class LiveWindows(Generic[K]):
         self._changed.clear()
         return out
 
-    def evict(self, now_ms: int) -> int:
+    def evict(self, now_ms: int) -> None:
         """Let go of windows that ended ``hold_ms`` before ``now_ms`` (call after
-        :meth:`take_changed`, so that nothing folded is lost). Returns how many."""
+        :meth:`take_changed`, so that nothing folded is lost)."""
         self._horizon = max(self._horizon, now_ms - self.hold_ms)
-        gone = 0
         for start in [s for s in self._windows if s + WINDOW_MS <= self._horizon]:
-            devices = self._windows.pop(start)
-            gone += len(devices)
-            for device in devices:
+            for device in self._windows.pop(start):
                 self._changed.discard((device, start))
-        return gone

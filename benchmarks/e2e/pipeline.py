@@ -163,12 +163,12 @@ class Pipeline:
     @property
     def partitions(self) -> int:
         """``--partitions`` (0: the gateway config's)."""
-        return int(getattr(self.args, "partitions", 0) or 0)
+        return int(self.args.partitions or 0)
 
     def processor_toml(self, k: int = 0) -> dict[str, Any]:
         """Processor ``k``'s config (all of them one consumer group)."""
         cfg = processor_config(self.run, self.endpoints)
-        if int(getattr(self.args, "processors", 1)) > 1:
+        if self.args.processors > 1:
             cfg["kafka"]["client_id"] = f"e2e-processor-{self.rid}-{k}"
         if self.partitions:
             cfg["kafka"]["partitions"] = self.partitions
@@ -264,7 +264,7 @@ class Pipeline:
                 configs={"message.timestamp.type": "LogAppendTime"},
             )
         )
-        n = int(getattr(self.args, "processors", 1))
+        n = self.args.processors
         for k in range(n):
             name = "processor" if n == 1 else f"processor{k}"  # one: as before
             pr = rd / f"{name}.toml"

@@ -93,7 +93,7 @@ class Bench:
     ) -> dict[str, Any] | None:
         """After the kill: when did the anomalies sent in the next 10 s reach the webhook.
 
-        Half the devices were the killed processor's; theirs wait for the group to
+        About half the devices were the killed processor's; theirs wait for the group to
         notice (``kafka.session_timeout_ms``), rebalance and the survivor to restore
         the alerts: the last arrival after the kill is the takeover, end to end."""
         kill = self.killed_at_ms

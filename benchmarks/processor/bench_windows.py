@@ -16,6 +16,12 @@ bulk request: *fold* (:meth:`LiveWindows.take_changed`) and *query* (a
 refresh and the composite aggregation, ``Storage.compute_windows``, as every
 flush did before). The two must give the same windows (checked every round).
 Prints each round and the medians as JSON; deletes what it created.
+
+``--memory-only N`` measures instead (no server) what the windows of N devices
+held in memory cost, with :mod:`tracemalloc`: each device reporting once a
+minute holds 3 windows at most with ``live_hold_s`` = 120 s::
+
+    python benchmarks/processor/bench_windows.py --memory-only 100000
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import json
 import random
 import statistics
 import time
+import tracemalloc
 import uuid
 from pathlib import Path
 from typing import Any
@@ -122,6 +129,30 @@ async def one_size(storage: Storage, devices: int, rounds: int, seed: int) -> di
     }
 
 
+def memory(devices: int, windows_per_device: int = 3) -> dict[str, Any]:
+    """Bytes allocated per window held, folded from one reading each (the usual
+    case at one reading a minute)."""
+    rng = random.Random(0)
+    readings = [r for m in range(windows_per_device) for r in minute_of_readings(devices, m, rng)]
+    live: LiveWindows[str] = LiveWindows(hold_ms=120_000)
+    live.check("p0", 0, T0)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for r in readings:
+        assert r.temp_c is not None
+        live.fold("p0", r.device_id, r.site, seq=r.seq, ts=r.ts, temp_c=r.temp_c)
+    live.take_changed()
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    return {
+        "devices": devices,
+        "windows": len(live),
+        "bytes": used,
+        "bytes_per_window": round(used / len(live)),
+        "bytes_per_device": round(used / devices),
+    }
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     endpoint = LocalStack().endpoints()["search"]
     results: dict[str, Any] = {"sizes": []}
@@ -145,8 +176,12 @@ def main() -> None:
     ap.add_argument("--devices", type=int, nargs="+", default=[1000, 8333, 20000])
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--json", type=Path, help="write the results here too")
+    ap.add_argument(
+        "--memory-only", type=int, metavar="N", help="only the memory of N devices' windows"
+    )
     args = ap.parse_args()
-    text = json.dumps(asyncio.run(run(args)), indent=2)
+    result = memory(args.memory_only) if args.memory_only else asyncio.run(run(args))
+    text = json.dumps(result, indent=2)
     print(text)
     if args.json:
         args.json.write_text(text + "\n", encoding="utf-8")

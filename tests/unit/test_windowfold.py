@@ -151,8 +151,6 @@ class Member:
     sink: Sink = field(init=False)
     pending: dict[str, Reading] = field(default_factory=dict)
     position: dict[str, int] = field(default_factory=dict)  # partition -> next offset
-    checked: set[str] = field(default_factory=set)
-    written: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.start()
@@ -165,7 +163,7 @@ class Member:
             live=self.live,
             now_ms=lambda: self.now[0],
         )
-        self.position, self.written = {}, {}
+        self.position = {}
 
 
 def reading(device: int, seq: int, minute: int, second: int, temp: float | None) -> Reading:
@@ -228,9 +226,8 @@ async def run_model(records: list[Reading], steps: list[tuple[Any, ...]]) -> Non
         batch = logs[p][start : start + n]
         if not batch:
             return
-        if p not in m.checked:  # what BatchPreparer.prepare does at a partition's first records
+        if not m.live.checked(p):  # what BatchPreparer.prepare does at a partition's first records
             m.live.check(p, start, now[0])
-            m.checked.add(p)
         prepared = Prepared()
         for r in batch:
             m.pending[reading_id(r)] = r
@@ -260,19 +257,16 @@ async def run_model(records: list[Reading], steps: list[tuple[Any, ...]]) -> Non
             old = members[owner[p]]
             await flush(old)
             old.live.revoked([p])
-            old.checked.discard(p)
             old.position.pop(p, None)
             owner[p] = 1 - owner[p]
         elif kind == "crash":  # nothing flushed; another member takes its partitions
             m = members[arg]
             m.start()
-            m.checked.clear()
             for p, o in owner.items():
                 if o == arg:
                     owner[p] = 1 - arg
                     other = members[1 - arg]
                     other.live.revoked([p])  # rejoining the group revokes all first
-                    other.checked.discard(p)
                     other.position.pop(p, None)
         elif kind == "lose":
             server.lose_next_answer = True
