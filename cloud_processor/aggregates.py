@@ -47,8 +47,10 @@ __all__ = [
     "WindowAggregate",
     "aggregate_doc",
     "aggregate_id",
+    "last_heard_query",
     "parse_windows",
     "slices_query",
+    "window_from_doc",
     "window_start",
 ]
 
@@ -134,6 +136,11 @@ class WindowAggregate:
     temp_mean: float
     temp_last: float
     last_ts: int
+    #: Sum of the readings' 32-bit values, unrounded: with ``count`` it lets a
+    #: new owner of the partition fold on from the document (see windowfold).
+    temp_sum: float
+    #: ``seq`` of the newest reading (ties of ``last_ts`` go to the higher seq).
+    last_seq: int
 
 
 def aggregate_id(device_id: str, start: int) -> str:
@@ -160,10 +167,71 @@ def aggregate_doc(
         "temp_last": w.temp_last,
         "last_ts": w.last_ts,
         "count": w.count,
+        "temp_sum": w.temp_sum,
+        "last_seq": w.last_seq,
     }
     if location is not None:
         doc["location"] = {"lat": location[0], "lon": location[1]}
     return doc
+
+
+def window_from_doc(
+    device_id: str, start: int, source: Mapping[str, Any]
+) -> WindowAggregate | None:
+    """The window a stored document describes; None if it lacks what folding on
+    needs (``temp_sum``, ``last_seq``: a document written by a release before them).
+
+    >>> doc = aggregate_doc(WindowAggregate("d1", "s1", 60_000, 2, 1.0, 3.0, 2.0, 3.0,
+    ...                                     61_000, temp_sum=4.0, last_seq=7))
+    >>> window_from_doc("d1", 60_000, doc) == WindowAggregate(
+    ...     "d1", "s1", 60_000, 2, 1.0, 3.0, 2.0, 3.0, 61_000, temp_sum=4.0, last_seq=7)
+    True
+    >>> window_from_doc("d1", 60_000, {k: v for k, v in doc.items() if k != "temp_sum"})
+    """
+    try:
+        return WindowAggregate(
+            device_id=device_id,
+            site=str(source["site"]),
+            start=start,
+            count=int(source["count"]),
+            temp_min=float(source["temp_min"]),
+            temp_max=float(source["temp_max"]),
+            temp_mean=float(source["temp_mean"]),
+            temp_last=float(source["temp_last"]),
+            last_ts=int(source["last_ts"]),
+            temp_sum=float(source["temp_sum"]),
+            last_seq=int(source["last_seq"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def last_heard_query(
+    since_ms: int, *, after: Mapping[str, Any] | None = None, size: int = 10_000
+) -> dict[str, Any]:
+    """Per device (and site), the newest ``last_ts`` of its windows starting at
+    or after ``since_ms``: a page of a composite aggregation over the
+    aggregates indices (``after``: the previous page's ``after_key``).
+
+    >>> q = last_heard_query(60_000)
+    >>> q["query"]["range"]["@timestamp"]["gte"], q["aggs"]["d"]["aggs"]["last"]
+    (60000, {'max': {'field': 'last_ts'}})
+    """
+    composite: dict[str, Any] = {
+        "size": size,
+        "sources": [
+            {"device_id": {"terms": {"field": "device_id"}}},
+            {"site": {"terms": {"field": "site"}}},
+        ],
+    }
+    if after is not None:
+        composite["after"] = dict(after)
+    return {
+        "size": 0,
+        "track_total_hits": False,
+        "query": {"range": {"@timestamp": {"gte": since_ms, "format": "epoch_millis"}}},
+        "aggs": {"d": {"composite": composite, "aggs": {"last": {"max": {"field": "last_ts"}}}}},
+    }
 
 
 def slices_query(
@@ -207,7 +275,7 @@ def slices_query(
                         "top_hits": {
                             "size": 1,
                             "sort": [{"@timestamp": "desc"}, {"seq": "desc"}],
-                            "_source": {"includes": ["temp_c", "@timestamp", "site"]},
+                            "_source": {"includes": ["temp_c", "@timestamp", "site", "seq"]},
                         }
                     },
                 },
@@ -244,8 +312,8 @@ def parse_windows(
 
     >>> answer = {"aggregations": {"w": {"buckets": [
     ...     {"key": {"device_id": "d1", "window": 60000}, "doc_count": 2,
-    ...      "stats": {"count": 2, "min": 1.0, "max": 3.0, "avg": 2.0},
-    ...      "last": {"hits": {"hits": [{"_source": {"temp_c": 3.0,
+    ...      "stats": {"count": 2, "min": 1.0, "max": 3.0, "avg": 2.0, "sum": 4.0},
+    ...      "last": {"hits": {"hits": [{"_source": {"temp_c": 3.0, "seq": 7,
     ...                                               "@timestamp": 61000}}]}}}]}}}
     >>> windows, after = parse_windows(answer, {("d1", 60000): "s1"})
     >>> windows[0].temp_mean, windows[0].temp_last, windows[0].site, after
@@ -272,6 +340,8 @@ def parse_windows(
                 temp_mean=_r(stats["avg"]),
                 temp_last=float(last["temp_c"]),
                 last_ts=int(last["@timestamp"]),
+                temp_sum=float(stats["sum"]),
+                last_seq=int(last["seq"]),
             )
         )
     after = agg.get("after_key")

@@ -55,6 +55,10 @@ __all__ = ["STOP_GRACE_S", "Processor"]
 
 log = logging.getLogger(__name__)
 
+#: Devices (or alerts) handled between two yields to the event loop when a
+#: rebalance restores state, so that heartbeats keep going out.
+_RESUME_CHUNK = 5000
+
 #: Once told to stop, how long the last writes may take (the search server
 #: may be down); what they leave is read again at the next start.
 STOP_GRACE_S = 4.0
@@ -120,6 +124,7 @@ class Processor:
         self._lock = asyncio.Lock()
         self._last_commit = time.monotonic()
         self._flushing: asyncio.Task[None] | None = None  # the last scheduled flush
+        self._resuming: asyncio.Task[None] | None = None  # the last assignment's resume
         self._http: HealthServer | None = None
         self._joined = False
         self._consuming = False
@@ -233,16 +238,29 @@ class Processor:
                 log.info("event=kafka_connected op=%s attempts=%d", what, backoff.attempts)
             return
 
-    async def _restore(self, stop: asyncio.Event | None = None) -> None:
+    async def _restore(
+        self, stop: asyncio.Event | None = None, owns: Callable[[str], bool] | None = None
+    ) -> None:
+        """Load the alerts of the devices ``owns`` says are this member's (None: all)."""
         since = self._now_ms() - int(self.config.alerts.restore_resolved_s * 1000)
         alerts = await self.storage.load_alerts(since_ms=since, stop=stop)
-        self.rules.restore(alerts, now_ms=self._now_ms())
+        loaded = len(alerts)
+        if owns is not None:
+            alerts = [a for a in alerts if owns(a.device_id)]
+        for i in range(0, len(alerts), _RESUME_CHUNK):  # the loop heartbeats in between
+            self.rules.restore(alerts[i : i + _RESUME_CHUNK], now_ms=self._now_ms())
+            await asyncio.sleep(0)
         active = self.rules.book.open_count
         self.metrics.active_alerts.set(active)
-        log.info("event=alerts_restored loaded=%d open=%d", len(alerts), active)
+        log.info("event=alerts_restored loaded=%d kept=%d open=%d", loaded, len(alerts), active)
 
     async def close(self) -> None:
         """Flush, commit and disconnect (idempotent; after :meth:`abandon`: disconnect)."""
+        if self._resuming is not None:
+            self._resuming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resuming
+            self._resuming = None
         if self._consuming:
             self._consuming = False
             with contextlib.suppress(Exception):
@@ -272,6 +290,8 @@ class Processor:
     async def _on_revoked(self, revoked: set[Partition]) -> None:
         """Store and commit everything consumed before the partitions move on."""
         self._joined = False
+        if self._resuming is not None:
+            self._resuming.cancel()  # for the partitions of before: the next assignment's
         async with self._lock:
             try:
                 await self._flush_and_commit()
@@ -283,11 +303,45 @@ class Processor:
         log.info("event=partitions_revoked count=%d", len(revoked))
 
     async def _on_assigned(self, assigned: set[Partition]) -> None:
-        """Pick up alerts written by the previous owner of these partitions."""
+        """Let go of the devices whose partitions went to another member, and
+        pick up the alerts written by the previous owners of these partitions;
+        then, in the background, the devices heard from lately (:meth:`_resume`)."""
         async with self._lock:
-            await self._restore()
+            owns = self.source.owner()
+            handed = self.rules.hand_over(owns)
+            await self._restore(owns=owns)
         self._joined = True
-        log.info("event=partitions_assigned count=%d", len(assigned))
+        log.info("event=partitions_assigned count=%d devices_handed_over=%d", len(assigned), handed)
+        if self._resuming is not None:
+            self._resuming.cancel()
+        self._resuming = asyncio.create_task(self._resume(), name="resume-devices")
+
+    async def _resume(self) -> None:
+        """Watch the devices of this member's partitions heard from lately that
+        it knows nothing of (see :meth:`FleetRules.resume`): their newest
+        windows of the longest ``stale_after_s`` plus a minute.
+
+        Outside the rebalance callback and a chunk at a time, so that the
+        event loop keeps heartbeating: at 100,000 devices this is seconds of
+        work, and a callback that long gets the member thrown out of the
+        group (``session_timeout_ms``). A device heard from meanwhile is
+        simply known by then; a failure only costs this catch-up (logged)."""
+        try:
+            now = self._now_ms()
+            since = now - int((self.config.rules.longest_stale_s() + 60) * 1000)
+            last = await self.storage.load_last_heard(since_ms=since)
+            resumed = 0
+            for i in range(0, len(last), _RESUME_CHUNK):
+                async with self._lock:
+                    resumed += self.rules.resume(
+                        last[i : i + _RESUME_CHUNK], keep=self.source.owner(), now_ms=now
+                    )
+                await asyncio.sleep(0)
+            log.info("event=devices_resumed found=%d resumed=%d", len(last), resumed)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # not fatal: those devices go stale once heard from
+            log.warning("event=devices_resume_failed error=%s", exc)
 
     # -- the loop --------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from cloud_processor.config import KafkaSettings
 from cloud_processor.ports import Batch, Partition, Rebalanced
+from telemetry_contract import kafka_key
 
 __all__ = [
     "AlertsSource",
@@ -47,6 +48,8 @@ def kafka_retriable(exc: BaseException) -> bool:
 def make_consumer(settings: KafkaSettings, *, group_id: str | None = None) -> Any:
     """An ``AIOKafkaConsumer`` with manual commits (create inside the running loop)."""
     from aiokafka import AIOKafkaConsumer
+    from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+    from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
     return AIOKafkaConsumer(
         **settings.client_options(),
@@ -55,6 +58,14 @@ def make_consumer(settings: KafkaSettings, *, group_id: str | None = None) -> An
         auto_offset_reset="earliest",
         max_poll_records=settings.max_batch,
         session_timeout_ms=settings.session_timeout_ms,
+        # Range first: a device's telemetry, status and edge alerts are keyed
+        # alike into topics of one partition count, and the range assignor
+        # gives a member the same partition numbers of every such topic (the
+        # co-partitioning Kafka Streams relies on), so one processor sees all
+        # of a device. aiokafka's default, round robin, may split them; it
+        # stays second so that a group of older members still agrees on one
+        # during a rolling upgrade.
+        partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
         # Only what producers committed (the gateway may use transactions).
         isolation_level="read_committed",
     )
@@ -100,7 +111,8 @@ class KafkaSource:
     """The processor's :class:`~cloud_processor.ports.Source` on aiokafka.
 
     Without ``replay_from_ms``: a member of the consumer group, subscribed to
-    ``topics``. With it: a consumer outside any group, assigned every
+    ``topics`` (the first is the one whose partitions say which devices are
+    this member's: :meth:`owner`). With it: a consumer outside any group, assigned every
     partition of ``topics`` and positioned at the first record produced at
     or after ``replay_from_ms``; :attr:`end_offsets` says where to stop.
     """
@@ -159,6 +171,22 @@ class KafkaSource:
             return set()
         assigned: Collection[Partition] = self._consumer.assignment()
         return assigned
+
+    def owner(self) -> Callable[[str], bool]:
+        """Whether a device's telemetry partition -- where the gateway's
+        partitioner (the Java client's murmur2 of :func:`kafka_key`) puts its
+        records -- is assigned here. Everything is, in a replay or before the
+        topic's partitions are known."""
+        consumer, topic = self._consumer, self._topics[0]
+        parts = None if consumer is None else consumer.partitions_for_topic(topic)
+        if self.replay_from_ms is not None or not parts:
+            return lambda device_id: True
+        from aiokafka.partitioner import DefaultPartitioner
+
+        every = sorted(parts)
+        mine = {tp.partition for tp in consumer.assignment() if tp.topic == topic}
+        choose = DefaultPartitioner()
+        return lambda device_id: choose(kafka_key(device_id), every, every) in mine
 
     def highwater(self, tp: Partition) -> int | None:
         """The partition's end offset as of the last fetch."""

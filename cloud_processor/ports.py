@@ -92,6 +92,11 @@ class Source(Protocol):
         """The partitions this member reads now."""
         ...
 
+    def owner(self) -> Callable[[str], bool]:
+        """Whether a device's records come to this member now (its partition
+        is assigned here), as a test to apply to many devices."""
+        ...
+
     def highwater(self, tp: Partition) -> int | None:
         """The partition's end offset as last seen, if known."""
         ...
@@ -169,6 +174,19 @@ class Store(Protocol):
 
     async def compute_windows(self, dirty: DirtyWindows) -> list[WindowAggregate]:
         """Recompute the dirty one-minute windows from the stored readings."""
+        ...
+
+    async def load_last_heard(
+        self, *, since_ms: int, stop: asyncio.Event | None = None
+    ) -> list[tuple[str, str, int]]:
+        """(device_id, site, last reading's event time) of the devices with a
+        window since ``since_ms``."""
+        ...
+
+    async def load_windows(
+        self, keys: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], WindowAggregate | None]:
+        """Stored window documents (None: none; left out: unknown)."""
         ...
 
     def aggregate_items(

@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from cloud_processor.aggregates import DirtyWindows
+from cloud_processor.aggregates import DirtyWindows, WindowAggregate
 from cloud_processor.batches import Prepared
 from cloud_processor.chain import PendingWrite
 from cloud_processor.documents import BulkItem, reading_id
@@ -148,8 +148,17 @@ class Sink:
 
     async def write_windows(self) -> None:
         """Write the windows folded since the last flush, and recompute the
-        marked ones from the stored readings (both replace their documents)."""
-        windows = self.live.take_changed() if self.live is not None else []
+        marked ones from the stored readings (both replace their documents).
+
+        Windows of a partition taken over are seeded first with their stored
+        documents (see :mod:`~cloud_processor.windowfold`)."""
+        windows: list[WindowAggregate] = []
+        if self.live is not None:
+            if wanted := self.live.unseeded():
+                stored = await self.storage.load_windows(wanted)
+                for device_id, site, start in self.live.seed(stored):
+                    self.requery.add(device_id, site, start)
+            windows = self.live.take_changed()
         dirty, self.requery = self.requery, DirtyWindows()
         if len(dirty):
             windows += await self.storage.compute_windows(dirty)

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -27,8 +27,10 @@ from cloud_processor.aggregates import (
     WindowAggregate,
     aggregate_doc,
     aggregate_id,
+    last_heard_query,
     parse_windows,
     slices_query,
+    window_from_doc,
 )
 from cloud_processor.documents import (
     Action,
@@ -53,6 +55,9 @@ __all__ = ["BulkTotals", "StoppedError", "Storage", "unless_stopped"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: Window documents per multi-get when a new owner resumes windows.
+MGET_MAX_DOCS = 1000
 
 
 class StoppedError(Exception):
@@ -377,6 +382,31 @@ class Storage:
                     break
         return out
 
+    async def load_windows(
+        self, keys: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], WindowAggregate | None]:
+        """The stored documents of windows (device, start): None for a window
+        with none; a window whose document could not be read or lacks
+        ``temp_sum`` (written by an earlier release) is left out."""
+        out: dict[tuple[str, int], WindowAggregate | None] = {}
+        for i in range(0, len(keys), MGET_MAX_DOCS):
+            part = keys[i : i + MGET_MAX_DOCS]
+            request = search.mget(
+                [(self.names.aggregates_for(s), aggregate_id(d, s)) for d, s in part]
+            )
+            answer: dict[str, Any] = await self._retrying(
+                "load_windows",
+                lambda request=request: self.backend.perform(request),  # type: ignore[misc]
+            )
+            for (device, start), doc in zip(part, answer.get("docs", []), strict=False):
+                if doc.get("found"):
+                    window = window_from_doc(device, start, doc.get("_source", {}))
+                    if window is not None:
+                        out[(device, start)] = window
+                elif _missing(doc):
+                    out[(device, start)] = None
+        return out
+
     def aggregate_items(
         self,
         windows: Sequence[WindowAggregate],
@@ -414,6 +444,39 @@ class Storage:
         """
         docs = await self._load_recent(self.names.alerts, "alert_id", since_ms, stop)
         return [alert_from_doc(d) for d in docs]
+
+    async def load_last_heard(
+        self, *, since_ms: int, stop: asyncio.Event | None = None, page: int = 10_000
+    ) -> list[tuple[str, str, int]]:
+        """(device_id, site, event time of its last reading) of every device
+        with a one-minute window starting at or after ``since_ms``, from the
+        aggregates indices (a composite aggregation, ``page`` devices a request)."""
+        pattern = self.names.aggregates_pattern
+        await self._retrying(
+            "refresh_agg1m", lambda: self.backend.perform(search.refresh(pattern)), stop
+        )
+        newest: dict[str, tuple[int, str]] = {}
+        after: dict[str, Any] | None = None
+        while True:
+            body = last_heard_query(since_ms, after=after, size=page)
+            answer: dict[str, Any] = await self._retrying(
+                "load_last_heard",
+                lambda body=body: self.backend.perform(  # type: ignore[misc]
+                    search.search(pattern, body)
+                ),
+                stop,
+            )
+            agg = answer.get("aggregations", {}).get("d", {})
+            buckets = agg.get("buckets", [])
+            for b in buckets:
+                device, site = b["key"]["device_id"], b["key"]["site"]
+                ts = b["last"]["value"]
+                if ts is not None and (device not in newest or ts > newest[device][0]):
+                    newest[device] = (int(ts), site)
+            after = agg.get("after_key")
+            if not buckets or after is None:
+                break
+        return [(device, site, ts) for device, (ts, site) in newest.items()]
 
     def incident_item(self, change: IncidentChange, *, processed_at: int) -> BulkItem:
         """Bulk ``index`` (replace) of an incident's document with its latest change."""
@@ -513,6 +576,15 @@ class Storage:
     async def retention_support(self) -> str:
         """``ilm`` or ``ism`` when the cluster can delete old data by itself, else ``none``."""
         return await lifecycle.probe(self._caller(None), self.backend.name)
+
+
+def _missing(answer: Mapping[str, Any]) -> bool:
+    """Whether one answer of a multi-get says there is no such document."""
+    error = answer.get("error")
+    if error is None:
+        return answer.get("found") is False
+    kind = error.get("type") if isinstance(error, Mapping) else None
+    return kind == "index_not_found_exception"
 
 
 def _already_exists(exc: SearchError) -> bool:

@@ -100,6 +100,8 @@ class FakeSource:
         self.end_offsets: dict[Partition, int] = {}
         self.drained = asyncio.Event()
         self.started = self.stopped = False
+        #: Which devices' records come here (what :meth:`owner` returns).
+        self.owns: Callable[[str], bool] = lambda device_id: True
 
     async def start(self, on_revoked: Rebalanced, on_assigned: Rebalanced) -> None:
         """Join: the partitions are assigned."""
@@ -118,6 +120,10 @@ class FakeSource:
     def assignment(self) -> Collection[Partition]:
         """Every partition given to the constructor."""
         return self.partitions
+
+    def owner(self) -> Callable[[str], bool]:
+        """:attr:`owns` (default: every device is this member's)."""
+        return self.owns
 
     def highwater(self, tp: Partition) -> int | None:
         """Unknown."""
@@ -165,6 +171,8 @@ class FakeStore:
         #: What :meth:`load_alerts` returns (the alert state to restore).
         self.alerts = list(alerts)
         self.written: list[BulkItem] = []
+        #: What :meth:`load_last_heard` finds: (device_id, site, last event time).
+        self.last_heard: list[tuple[str, str, int]] = []
 
     async def ensure_schema(self, *, stop: asyncio.Event | None = None) -> dict[str, Any]:
         """Nothing to create."""
@@ -193,6 +201,18 @@ class FakeStore:
     async def compute_windows(self, dirty: DirtyWindows) -> list[WindowAggregate]:
         """No readings to aggregate here."""
         return []
+
+    async def load_last_heard(
+        self, *, since_ms: int, stop: asyncio.Event | None = None
+    ) -> list[tuple[str, str, int]]:
+        """:attr:`last_heard` with a last reading at or after ``since_ms``."""
+        return [(d, s, ts) for d, s, ts in self.last_heard if ts >= since_ms]
+
+    async def load_windows(
+        self, keys: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], WindowAggregate | None]:
+        """No window documents."""
+        return dict.fromkeys(keys)
 
     def aggregate_items(
         self,

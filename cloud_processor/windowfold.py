@@ -13,17 +13,26 @@ cannot have seen whole.
 query would compute it from the readings indices, so every reading the
 index holds for it must have gone through this fold, once:
 
-* *Its partition is continuous.* Readings stored by an earlier owner of the
-  partition (another processor, or this one before a restart) are not in
-  memory. The first records read after an assignment tell: if they start
-  exactly at the offset this process last committed (0 for a partition it
-  never committed and that starts at 0), every record after that commit is
-  read again here, and nobody else committed any; the windows are kept.
-  Otherwise the windows of that partition are dropped and only windows
-  starting :data:`SINCE_MARGIN_MS` after now may be folded: an earlier owner
-  stopped before now, and the contract refuses readings more than
-  :data:`~telemetry_contract.MAX_FUTURE_MS` ahead of processing time, so none
-  of its readings falls in those windows.
+* *Its partition is continuous, or the window resumes from its document.*
+  Readings stored by an earlier owner of the partition (another processor,
+  or this one before a restart) are not in memory. The first records read
+  after an assignment tell: if they start exactly at the offset this process
+  last committed (0 for a partition it never committed and that starts at
+  0), every record after that commit is read again here, and nobody else
+  committed any; the windows are kept. Otherwise the windows of that
+  partition are dropped, and a window starting before :data:`SINCE_MARGIN_MS`
+  after now is folded from nothing and, at the next flush, *seeded* with its
+  stored document (:meth:`LiveWindows.unseeded`, :meth:`LiveWindows.seed`:
+  one multi-get, no refresh, no aggregation). That document holds every
+  reading stored before the earlier owner's last commit, because every
+  flush writes its windows before the commit; a reading it stored after
+  that commit is read again here and answered 409, which sends the window
+  to the query path (below). A document without ``temp_sum`` (an earlier
+  release) or one that could not be read sends it there too. Windows
+  starting after the margin need no document: the earlier owner stopped
+  before now, and the contract refuses readings more than
+  :data:`~telemetry_contract.MAX_FUTURE_MS` ahead of processing time, so
+  none of its readings falls in them.
 * *It was never let go.* A window is dropped from memory once it ended
   ``hold_ms`` before now (:meth:`LiveWindows.evict`); a reading for it after
   that goes to the query path, and so do later ones.
@@ -57,14 +66,20 @@ True
 []
 
 A partition read from elsewhere than this process's last commit: its
-windows start over, and only windows after the margin are folded.
+windows start over, and each resumes from its stored document at the flush.
 
 >>> live.check("p0", first_offset=5_000, now_ms=w + 40_000)
 False
 >>> live.fold("p0", "d1", "s1", seq=3, ts=w + 50_000, temp_c=22.5)
-False
->>> [live.accepts("p0", w + late + SINCE_MARGIN_MS) for late in (40_000, 60_000)]
-[False, True]
+True
+>>> live.take_changed(), live.unseeded()
+([], [('d1', 1767225600000)])
+>>> stored = WindowAggregate("d1", "s1", w, 2, 21.5, 22.0, 21.75, 22.0, w + 31_000,
+...                          temp_sum=43.5, last_seq=2)
+>>> live.seed({("d1", w): stored})
+[]
+>>> [(a.count, a.temp_mean, a.temp_last, a.last_seq) for a in live.take_changed()]
+[(3, 22.0, 22.5, 3)]
 """
 
 from __future__ import annotations
@@ -102,7 +117,11 @@ def f32(value: float) -> float:
 
 @dataclass(slots=True)
 class _Fold:
-    """One window of one device: what the aggregation query would compute."""
+    """One window of one device: what the aggregation query would compute.
+
+    ``seeded`` False: the window's stored document (an earlier owner's) is still
+    to be added (:meth:`LiveWindows.seed`); until then this holds only what was
+    folded here."""
 
     owner: object
     site: str
@@ -114,6 +133,7 @@ class _Fold:
     last_ts: int
     last_seq: int
     last_temp: float
+    seeded: bool
 
     def add(self, site: str, seq: int, ts: int, temp_c: float) -> None:
         value = f32(temp_c)
@@ -122,8 +142,22 @@ class _Fold:
         self.total += value
         self.lo = min(self.lo, value)
         self.hi = max(self.hi, value)
+        self._newest(site, ts, seq, temp_c)
+
+    def _newest(self, site: str, ts: int, seq: int, temp_c: float) -> None:
         if (ts, seq) > (self.last_ts, self.last_seq):  # the query sorts @timestamp, seq desc
             self.site, self.last_ts, self.last_seq, self.last_temp = site, ts, seq, temp_c
+
+    def absorb(self, stored: WindowAggregate) -> None:
+        """Add the readings a stored document counts (none of them folded here)."""
+        self.count += stored.count
+        self.total += stored.temp_sum
+        # Rounded to 4 decimals already; rounding again gives what rounding the
+        # unrounded minimum would.
+        self.lo = min(self.lo, stored.temp_min)
+        self.hi = max(self.hi, stored.temp_max)
+        self._newest(stored.site, stored.last_ts, stored.last_seq, stored.temp_last)
+        self.seeded = True
 
     def aggregate(self, device_id: str, start: int) -> WindowAggregate:
         return WindowAggregate(
@@ -136,6 +170,8 @@ class _Fold:
             temp_mean=_r(self.total / self.count),
             temp_last=self.last_temp,
             last_ts=self.last_ts,
+            temp_sum=self.total,
+            last_seq=self.last_seq,
         )
 
 
@@ -149,6 +185,8 @@ class LiveWindows(Generic[K]):
         #: looks at a handful of keys, not at every window.
         self._windows: dict[int, dict[str, _Fold | None]] = {}
         self._changed: set[tuple[str, int]] = set()
+        #: (device, start) of the folds not seeded yet (see :meth:`seed`).
+        self._unseeded: set[tuple[str, int]] = set()
         #: Earliest window start that may be folded, per partition checked
         #: since its assignment.
         self._since: dict[K, int] = {}
@@ -197,6 +235,7 @@ class LiveWindows(Generic[K]):
             for device in gone:
                 del devices[device]
                 self._changed.discard((device, start))
+                self._unseeded.discard((device, start))
             if not devices:
                 del self._windows[start]
 
@@ -205,8 +244,7 @@ class LiveWindows(Generic[K]):
     def accepts(self, owner: K, ts: int) -> bool:
         """Whether a reading of ``owner`` at ``ts`` may start or join a fold."""
         start = window_start(ts)
-        since = self._since.get(owner)
-        return since is not None and start >= since and start + WINDOW_MS > self._horizon
+        return owner in self._since and start + WINDOW_MS > self._horizon
 
     def fold(
         self, owner: K, device_id: str, site: str, *, seq: int, ts: int, temp_c: float
@@ -223,8 +261,13 @@ class LiveWindows(Generic[K]):
         else:
             if not self.accepts(owner, ts):
                 return False
-            fold = _Fold(owner, site, set(), 0, 0.0, float("inf"), float("-inf"), ts, seq, temp_c)
+            seeded = start >= self._since[owner]
+            fold = _Fold(
+                owner, site, set(), 0, 0.0, float("inf"), float("-inf"), ts, seq, temp_c, seeded
+            )
             self._windows.setdefault(start, {})[device_id] = fold
+            if not seeded:
+                self._unseeded.add((device_id, start))
         fold.add(site, seq, ts, temp_c)
         self._changed.add((device_id, start))
         return True
@@ -242,17 +285,49 @@ class LiveWindows(Generic[K]):
             return  # let go already: the query path has it anyway
         self._windows.setdefault(start, {})[device_id] = None
         self._changed.discard((device_id, start))
+        self._unseeded.discard((device_id, start))
 
     # -- flush -----------------------------------------------------------------------
 
+    def unseeded(self) -> list[tuple[str, int]]:
+        """(device, start) of the windows whose stored documents :meth:`seed` needs."""
+        return sorted(self._unseeded, key=lambda k: (k[1], k[0]))
+
+    def seed(
+        self, stored: Mapping[tuple[str, int], WindowAggregate | None]
+    ) -> list[tuple[str, str, int]]:
+        """Add the stored documents of :meth:`unseeded` windows: None, there is none;
+        a window missing from ``stored`` is unknown (the document could not be
+        read, or lacks ``temp_sum``) and goes to the query path. Returns those
+        as (device, site, start), to recompute."""
+        spoiled: list[tuple[str, str, int]] = []
+        for device, start in self.unseeded():
+            fold = self._windows[start][device]
+            assert fold is not None
+            if (device, start) not in stored:
+                spoiled.append((device, fold.site, start))
+                self.spoil(device, start)
+                continue
+            doc = stored[(device, start)]
+            if doc is None:
+                fold.seeded = True
+            else:
+                fold.absorb(doc)
+            self._unseeded.discard((device, start))
+        return spoiled
+
     def take_changed(self) -> list[WindowAggregate]:
-        """The windows folded into since the last call, as documents to write."""
+        """The windows folded into since the last call, as documents to write
+        (call after :meth:`seed`: a window not seeded yet is not written)."""
         out: list[WindowAggregate] = []
+        waiting: set[tuple[str, int]] = set()
         for device_id, start in sorted(self._changed, key=lambda k: (k[1], k[0])):
             fold = self._windows[start][device_id]
-            if fold is not None:
+            if fold is not None and fold.seeded:
                 out.append(fold.aggregate(device_id, start))
-        self._changed.clear()
+            elif fold is not None:
+                waiting.add((device_id, start))
+        self._changed = waiting
         return out
 
     def evict(self, now_ms: int) -> None:
@@ -262,3 +337,4 @@ class LiveWindows(Generic[K]):
         for start in [s for s in self._windows if s + WINDOW_MS <= self._horizon]:
             for device in self._windows.pop(start):
                 self._changed.discard((device, start))
+                self._unseeded.discard((device, start))

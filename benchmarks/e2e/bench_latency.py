@@ -173,7 +173,8 @@ def parser(description: str = __doc__.splitlines()[0]) -> argparse.ArgumentParse
         type=float,
         default=None,
         metavar="S",
-        help="SIGKILL the first processor S seconds into the (first) step, with "
+        help="SIGKILL the first processor S seconds into the first measured step (after "
+        "the warm-up), with "
         "--processors 2 or more: the takeover is measured (when the anomalies sent "
         "in the 10 s after the kill reached the webhook)",
     )

@@ -111,7 +111,7 @@ class ScaleoutBench(Bench):
         a = self.args
         rate = a.rates[0]
         if a.warm_s > 0:
-            warm = self.step(rate, a.warm_s, "warm", 0.0)
+            warm = self.step(rate, a.warm_s, "warm", 0.0, measured=False)
             result["steps"].append(warm)
         pipeline = self.pipeline
         sampler = StoredSampler(

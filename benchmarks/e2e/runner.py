@@ -112,9 +112,18 @@ class Bench:
     # -- one step --------------------------------------------------------------
 
     def step(
-        self, rate: float, seconds: float, label: str, drain_s: float, storm: bool = False
+        self,
+        rate: float,
+        seconds: float,
+        label: str,
+        drain_s: float,
+        storm: bool = False,
+        *,
+        measured: bool = True,
     ) -> dict[str, Any]:
         """Offer ``rate`` for ``seconds``, drain (at most ``drain_s``), measure: one step's dict.
+
+        ``--kill-processor-at-s`` counts from the start of the first ``measured`` step.
 
         With ``storm``, the storm device sends its edge alerts from the step's start."""
         pipeline = self.pipeline
@@ -127,7 +136,7 @@ class Bench:
         metrics_urls = [f"http://127.0.0.1:{port}/metrics" for port in pipeline.processor_http]
         m0 = [scrape(u) for u in metrics_urls]
         gen_cpu0 = sum(cpu_seconds(p) or 0.0 for p in pipeline.worker_pids())
-        killer = self._kill_timer(start_at)
+        killer = self._kill_timer(start_at) if measured else None
         results = pipeline.run_load(rate, seconds, start_at)
         if killer is not None:
             killer.join()
@@ -331,7 +340,7 @@ class Bench:
         not recorded. The readings it published."""
         published = 0
         for attempt in range(10):
-            warm = self.step(50.0, 3.0, f"warmup{attempt}", 10.0)
+            warm = self.step(50.0, 3.0, f"warmup{attempt}", 10.0, measured=False)
             published += int(warm["published"])
             log.info("warm-up %d: %s", attempt, json.dumps(warm))
             if warm["webhooks_missing"] == 0 and warm["searchable_not_found"] == 0:

@@ -201,3 +201,8 @@ class FleetRule:
 
     def unpark(self, device: Device, state: Any) -> None:
         """Put back what :meth:`park` returned (never called with None)."""
+
+    def resume(self, device: Device, last_ts: int) -> None:
+        """A device known here only from storage (its last reading's event time,
+        ``last_ts``): it was another processor's, or this one's before a restart.
+        Rules that watch for something *not* happening start watching it."""

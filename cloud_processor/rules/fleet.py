@@ -200,6 +200,62 @@ class FleetRules:
             elif now_ms is not None and alert.device_id not in self._heard:
                 self._heard[alert.device_id] = now_ms
 
+    def hand_over(self, keep: Callable[[str], bool]) -> int:
+        """Drop every device ``keep`` says False of -- its state, compacted
+        record, held readings and the book's alerts -- without any alert
+        change: the group gave its partition to another processor, which
+        restores its alerts from the index and judges it from then on. Kept
+        here, its stale deadline would open a false ``stale_sensor`` alert
+        after the device moved away. Returns how many were dropped.
+        """
+        dropped = 0
+        for device_id in [d for d in self._devices if not keep(d)]:
+            device = self._devices.pop(device_id)
+            self._count_site(device.site, -1)
+            self._drop(device_id, device.site)
+            dropped += 1
+        for device_id in [d for d in self._parked if not keep(d)]:
+            del self._parked[device_id]
+            record = _DECODE(self._records.pop(device_id))
+            if record[0] is not None:
+                self._count_site(record[0], -1)
+            self.book.drop(device_id, record[-1])
+            dropped += 1
+        others = set(self._heard).union(self.book.devices())
+        for device_id in [d for d in others if not keep(d)]:
+            self._drop(device_id, "")  # known only from a restored alert
+        return dropped
+
+    def resume(
+        self,
+        last_heard: Iterable[tuple[str, str, int]],
+        *,
+        keep: Callable[[str], bool],
+        now_ms: int,
+    ) -> int:
+        """Watch the devices of ``last_heard`` -- (device_id, site, event time of
+        its last reading), from storage -- that ``keep`` says are this
+        processor's and that it knows nothing of: a device silent since just
+        before a takeover or a restart goes stale on time (its processing time
+        taken as that event time, capped at ``now_ms``). Returns how many."""
+        count = 0
+        for device_id, site, last_ts in last_heard:
+            if device_id in self._devices or device_id in self._parked or not keep(device_id):
+                continue
+            device = self._device(device_id, site, now_ms)
+            device.last_seen_ms = min(last_ts, now_ms)
+            for rule in self._rules:
+                rule.resume(device, last_ts)
+            count += 1
+        return count
+
+    def _drop(self, device_id: str, site: str) -> None:
+        self._heard.pop(device_id, None)
+        self._reorder.drop(device_id)
+        for rule in self._rules:
+            rule.forget(device_id, site)
+        self.book.drop(device_id)
+
     # -- bounded state -------------------------------------------------------
 
     def site_size(self, site: str) -> int:

@@ -144,6 +144,21 @@ class AlertBook:
             self._floor.pop((device_id, rule), None)
         self._known.pop(device_id, None)
 
+    def devices(self) -> set[str]:
+        """Every device the book keeps anything of (not the compacted ones')."""
+        keys = set(self._active) | set(self._opens) | set(self._floor)
+        return {device for device, _rule in keys} | set(self._known)
+
+    def drop(self, device_id: str, parked: list[Any] | None = None) -> None:
+        """Drop everything of the device, its active alerts too, without
+        resolving them (another processor owns the device now and restores
+        them from the index); ``parked``: its compacted state (from :meth:`park`)."""
+        self.forget(device_id)
+        for rule in _RULES:
+            self._active.pop((device_id, rule), None)
+        if parked is not None:
+            self._parked_open -= len(parked[3])
+
     def park(self, device_id: str) -> list[object] | None:
         """Take out everything the book keeps of a device being compacted (its
         open alerts with their pending clears, openings, resolved floors,
@@ -210,6 +225,7 @@ class AlertBook:
 
     def restore(self, alerts: Iterable[Alert]) -> None:
         """Load stored alerts (open ones become active again) after a restart."""
+        touched: set[tuple[str, str]] = set()
         for alert in alerts:
             key = alert.key
             known = self._known.setdefault(alert.device_id, {})
@@ -224,7 +240,9 @@ class AlertBook:
             opens = self._opens.setdefault(key, deque())
             if alert.opened_at not in opens:  # restore runs again after each rebalance
                 opens.append(alert.opened_at)
-        for opens in self._opens.values():
+                touched.add(key)
+        for key in touched:  # only these: it is called a chunk at a time
+            opens = self._opens[key]
             ordered = sorted(opens)
             opens.clear()
             opens.extend(ordered)

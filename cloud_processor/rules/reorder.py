@@ -224,6 +224,14 @@ class ReorderStage:
         self._holding.discard(device_id)
         return out
 
+    def drop(self, device_id: str) -> None:
+        """Drop the device's order state and the readings it held, unjudged
+        (its partition moved to another processor, which reads them again)."""
+        order = self._orders.pop(device_id, None)
+        if order is not None:
+            self._held_total -= len(order.held)
+            self._holding.discard(device_id)
+
     # -- state -------------------------------------------------------------
 
     def is_held(self, device_id: str, seq: int) -> bool:

@@ -162,6 +162,17 @@ class RulesConfig(RuleSettings, frozen=True, forbid_unknown_fields=True):
                 values.update(group.overrides())
         return RuleSettings(**values)
 
+    def longest_stale_s(self) -> float:
+        """The longest ``stale_after_s`` of the defaults and every group.
+
+        >>> RulesConfig(stale_after_s=60, groups={"cold": RuleGroup(sites=["c"],
+        ...     stale_after_s=600)}).longest_stale_s()
+        600.0
+        """
+        every = [self.stale_after_s]
+        every += [g.overrides().get("stale_after_s", 0.0) for g in self.groups.values()]
+        return float(max(every))
+
     def check(self, where: str = "rules") -> list[str]:
         """Problems that involve more than one key, as ``<where>.key: problem``."""
         problems: list[str] = []

@@ -49,16 +49,26 @@ class StaleSensor(FleetRule):
         self._armed: dict[str, int] = {}
         #: Heap entries a tick has looked at, since the start: the tick's work.
         self.examined = 0
+        #: device_id -> event time of its last reading, for the devices known
+        #: only from storage (:meth:`resume`) until they send one here.
+        self._resumed: dict[str, int] = {}
 
     def forget(self, device_id: str, site: str) -> None:
         # Its heap entry, if any, is skipped when it comes up (not armed).
         self._armed.pop(device_id, None)
+        self._resumed.pop(device_id, None)
+
+    def resume(self, device: Device, last_ts: int) -> None:
+        # Silent since before this process took it: stale on time all the same.
+        self._resumed[device.device_id] = last_ts
+        self._arm(device)
 
     def on_reading(self, device: Device, reading: Reading) -> Signal | None:
         # Any reading: a newer one moves the deadline; a clear below re-arms a
         # device that is still silent, so that the next tick says again that
         # it is stale (what a scan of every device at every tick would do).
         self._arm(device)
+        self._resumed.pop(device.device_id, None)
         if self.alerts.active(device.device_id, Rule.STALE) is None:
             return None
         return device.signal(Rule.STALE, active=False, ts=reading.ts, message="readings resumed")
@@ -87,7 +97,10 @@ class StaleSensor(FleetRule):
             del self._armed[device_id]
             self.examined += 1
             device = devices.get(device_id)
-            if device is None or device.last_seen_ms is None or device.last_ts is None:
+            if device is None or device.last_seen_ms is None:
+                continue
+            last_ts = device.last_ts if device.last_ts is not None else self._resumed.get(device_id)
+            if last_ts is None:
                 continue
             limit_s = device.settings.stale_after_s
             silent_ms = now_ms - device.last_seen_ms
@@ -99,7 +112,7 @@ class StaleSensor(FleetRule):
             signal = device.signal(
                 Rule.STALE,
                 active=True,
-                ts=device.last_ts + int(limit_s * 1000),
+                ts=last_ts + int(limit_s * 1000),
                 message=f"no reading for {silent_ms / 1000:.0f} s (limit {limit_s:.0f} s)",
             )
             out.append(Verdict(signal, late=False))

@@ -17,7 +17,7 @@ same bytes, and tests can inspect a request without a server.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -43,6 +43,7 @@ __all__ = [
     "ism_add",
     "ism_change_policy",
     "ism_explain",
+    "mget",
     "put_ilm_policy",
     "put_index_template",
     "put_ism_policy",
@@ -259,6 +260,16 @@ def count(pattern: str, body: Mapping[str, Any] | None = None) -> Request:
 def get_doc(index: str, doc_id: str) -> Request:
     """Real-time ``GET`` of one document."""
     return Request("GET", f"/{_p(index)}/_doc/{quote(doc_id, safe='')}")
+
+
+def mget(docs: Sequence[tuple[str, str]]) -> Request:
+    """Real-time ``GET`` of many documents, as (index, id) pairs; each answer
+    says ``found``, or carries an ``error`` (a missing index, for one).
+
+    >>> mget([("tw-agg1m-2026.12", "d1:60000")]).body
+    {'docs': [{'_index': 'tw-agg1m-2026.12', '_id': 'd1:60000'}]}
+    """
+    return Request("POST", "/_mget", body={"docs": [{"_index": i, "_id": d} for i, d in docs]})
 
 
 def update_doc(index: str, doc_id: str, partial: Mapping[str, Any]) -> Request:

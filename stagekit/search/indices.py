@@ -171,6 +171,13 @@ AGGREGATES: Final = IndexSpec(
         FieldSpec("temp_last", "float", unit="°C", format="0.00"),
         FieldSpec("last_ts", "date", description="Event time of the last reading."),
         FieldSpec("count", "integer", description="Readings with a temperature."),
+        FieldSpec(
+            "temp_sum",
+            "double",
+            unit="°C",
+            description="Sum of the readings' values (a new owner folds on from it).",
+        ),
+        FieldSpec("last_seq", "long", description="seq of the last reading (ties of last_ts)."),
         FieldSpec("location", "geo_point", optional=True),
     ),
 )

@@ -369,7 +369,7 @@ def _written_fields() -> dict[str, set[str]]:
     ]
     assert readings
     t0 = readings[0].ts
-    window = WindowAggregate("d1", "s1", t0, 3, 1.0, 3.0, 2.0, 3.0, t0 + 5)
+    window = WindowAggregate("d1", "s1", t0, 3, 1.0, 3.0, 2.0, 3.0, t0 + 5, 6.0, 9)
     alert = Alert(
         "d1.threshold_high.1", "d1", "s1", "threshold_high", Severity.WARNING,
         AlertStatus.OPEN, 1, t0, t0, value=31.0, threshold=30.0, score=0.9, message="m",

@@ -427,6 +427,20 @@ async def test_two_processors_split_partitions_and_rebalance_cleanly(env: Env) -
             assert not (
                 {tp for tp in p1.source.assignment()} & {tp for tp in p2.source.assignment()}
             )
+            # Co-partitioned: each member has the same partition numbers of the
+            # telemetry, status and edge-alert topics (the range assignor) ...
+            for p in (p1, p2):
+                numbers = {
+                    topic: {tp.partition for tp in p.source.assignment() if tp.topic == topic}
+                    for topic in (env.topics.telemetry, env.topics.status, env.topics.edge_alerts)
+                }
+                assert len({frozenset(n) for n in numbers.values()}) == 1, numbers
+            # ... each device is one member's, and p1 let go of the devices it
+            # judged before p2 joined that are p2's now (no stale alert from it).
+            owns1, owns2 = p1.source.owner(), p2.source.owner()
+            assert all(owns1(d) != owns2(d) for d in devices)
+            assert p1.rules.device_count == sum(map(owns1, devices))
+            assert p2.rules.device_count == sum(map(owns2, devices))
             dups = await _dup(p1) + await _dup(p2)
         assert dups == 0  # commit on revoke: the new owner starts after what was stored
     assert await env.count(env.names.readings_pattern) == len(first) + len(second)

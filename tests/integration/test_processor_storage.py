@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
-from cloud_processor.aggregates import DirtyWindows, aggregate_doc
+from cloud_processor.aggregates import DirtyWindows, WindowAggregate, aggregate_doc
 from cloud_processor.batches import Prepared
 from cloud_processor.chain import PendingWrite
 from cloud_processor.documents import Action, BulkItem, reading_doc, reading_id
+from cloud_processor.sink import Sink
 from cloud_processor.storage import Storage
 from cloud_processor.testing import bare_sink, drop_prefix
 from cloud_processor.windowfold import LiveWindows
@@ -176,10 +177,21 @@ async def test_windows_folded_in_memory_equal_the_recomputed_ones(storage: Stora
         requeried.append(len(sink.requery))
         await sink.write_windows()
     assert requeried == [0, 0] and len(live) > 0  # all from memory, no query
+    got = await documents_equal_the_query(storage, readings, storage.compute_windows)
+    assert len(got) == 9
+
+
+async def documents_equal_the_query(
+    storage: Storage,
+    readings: list[Reading],
+    compute: Callable[[DirtyWindows], Awaitable[list[WindowAggregate]]],
+) -> list[dict[str, Any]]:
+    """The window documents stored, checked against the server's aggregation
+    of ``readings``' windows (``compute``); sorted by device and start."""
     dirty = DirtyWindows()
     for r in readings:
         dirty.add(r.device_id, r.site, r.ts)
-    want = sorted(await storage.compute_windows(dirty), key=lambda w: (w.device_id, w.start))
+    want = sorted(await compute(dirty), key=lambda w: (w.device_id, w.start))
     await storage.backend.perform(search.refresh(storage.names.aggregates_pattern))
     answer = await storage.backend.perform(
         search.search(storage.names.aggregates_pattern, {"size": 100})
@@ -189,7 +201,58 @@ async def test_windows_folded_in_memory_equal_the_recomputed_ones(storage: Stora
         key=lambda d: (d["device_id"], d["@timestamp"]),
     )
     assert [aggregate_doc(w) for w in want] == got
-    assert len(got) == 9
+    return got
+
+
+async def test_a_new_owner_resumes_windows_from_their_documents(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A processor taking a partition over seeds its windows with the real
+    server's documents (one multi-get: found, not found, no such index) and
+    writes what the aggregation over all stored readings computes, without it."""
+    t0 = 1_767_225_600_000
+    earlier = t0 - 40 * 86_400_000  # another month: no aggregates index
+
+    def r(device: int, seq: int, ts: int, temp: float) -> Reading:
+        return Reading(
+            device_id=f"d{device}", sensor_id="probe", site="s1", seq=seq, ts=ts, temp_c=temp
+        )
+
+    async def write(sink: Sink, readings: list[Reading]) -> None:
+        prepared = Prepared()
+        prepared.readings = items_for(storage, readings)
+        prepared.windowed = [("p0", x) for x in readings]
+        await sink.write(PendingWrite(prepared))
+        await sink.write_windows()
+
+    first: LiveWindows[str] = LiveWindows(hold_ms=10**12)
+    first.check("p0", 0, t0)
+    before = [r(d, s, t0 + s * 9_000, 21.3 + d + s / 16) for d in range(3) for s in range(1, 4)]
+    await write(bare_sink(storage, live=first, now_ms=lambda: t0), before)
+
+    queries: list[int] = []
+    compute = storage.compute_windows
+
+    async def counted(dirty: DirtyWindows) -> list[WindowAggregate]:
+        queries.append(len(dirty))
+        return await compute(dirty)
+
+    monkeypatch.setattr(storage, "compute_windows", counted)
+    taker: LiveWindows[str] = LiveWindows(hold_ms=10**12)
+    assert not taker.check("p0", 9, t0 + 20_000)  # committed by the first owner
+    after = [r(d, 10, t0 + 5_000, -4.0625 * d) for d in range(4)]  # d3: no document
+    after.append(r(0, 11, earlier, 19.95))
+    await write(bare_sink(storage, live=taker, now_ms=lambda: t0 + 20_000), after)
+    assert queries == [] and taker.unseeded() == []
+
+    got = await documents_equal_the_query(storage, before + after, compute)
+    assert [(d["device_id"], d["count"]) for d in got] == [
+        ("d0", 1),
+        ("d0", 4),
+        ("d1", 4),
+        ("d2", 4),
+        ("d3", 1),
+    ]
 
 
 async def test_unknown_field_is_rejected_not_retried_forever(storage: Storage) -> None:
@@ -306,3 +369,25 @@ async def test_an_alerts_index_created_by_an_earlier_release_takes_new_fields(
     finally:
         await drop_prefix(backend, names)
         await backend.close()
+
+
+async def test_last_heard_is_the_newest_window_of_each_device_since(storage: Storage) -> None:
+    t0 = 1_767_225_600_000
+
+    def window(device: str, site: str, minute: int, last_second: int) -> WindowAggregate:
+        start = t0 + minute * 60_000
+        last = start + last_second * 1000
+        return WindowAggregate(device, site, start, 1, 4.0, 4.0, 4.0, 4.0, last, 4.0, minute)
+
+    windows = [
+        window("d1", "s1", 0, 10),
+        window("d1", "s1", 3, 20),  # d1's newest
+        window("d2", "s1", 1, 5),
+        window("d2", "s2", 2, 7),  # moved to another site: the newest wins
+        window("old", "s1", -30, 0),  # before since
+    ]
+    await storage.write(storage.aggregate_items(windows))
+    got = await storage.load_last_heard(since_ms=t0 - 60_000)
+    assert sorted(got) == [("d1", "s1", t0 + 200_000), ("d2", "s2", t0 + 127_000)]
+    assert sorted(await storage.load_last_heard(since_ms=t0 - 60_000, page=1)) == sorted(got)
+    assert await storage.load_last_heard(since_ms=t0 + 600_000) == []

@@ -163,7 +163,7 @@ def test_field_definitions_carry_units_for_dashboards() -> None:
 
 
 def test_aggregate_doc_fits_its_mapping() -> None:
-    w = WindowAggregate("d1", "s1", 60_000, 3, 1.0, 3.0, 2.0, 3.0, 119_000)
+    w = WindowAggregate("d1", "s1", 60_000, 3, 1.0, 3.0, 2.0, 3.0, 119_000, 6.0, 9)
     doc = aggregate_doc(w)
     assert set(doc) <= {f.name for f in AGGREGATES.fields}
     assert doc["window_end"] == 120_000

@@ -65,8 +65,24 @@ def reference(readings: Sequence[Reading]) -> dict[tuple[str, int], tuple[Any, .
             round(sum(values) / len(values), 4),
             last.temp_c,
             last.ts,
+            round(sum(values), 4),
+            last.seq,
         )
     return out
+
+
+def visible(w: WindowAggregate) -> tuple[Any, ...]:
+    """A window document as :func:`reference` gives it."""
+    return (
+        w.count,
+        w.temp_min,
+        w.temp_max,
+        w.temp_mean,
+        w.temp_last,
+        w.last_ts,
+        round(w.temp_sum, 4),
+        w.last_seq,
+    )
 
 
 class Server:
@@ -74,9 +90,14 @@ class Server:
 
     def __init__(self) -> None:
         self.readings: dict[str, Reading] = {}
-        self.windows: dict[tuple[str, int], tuple[Any, ...]] = {}
+        self.windows: dict[tuple[str, int], WindowAggregate] = {}
         self.lose_next_answer = False
         self.queries = 0
+        self.loaded = 0  # window documents read back (multi-get)
+        self.old_release = False  # documents without temp_sum: unknown to a new owner
+
+    def documents(self) -> dict[tuple[str, int], tuple[Any, ...]]:
+        return {k: visible(w) for k, w in self.windows.items()}
 
 
 class Store:
@@ -101,9 +122,18 @@ class Store:
                     self.server.readings[item.id] = self.pending[item.id]
                     totals.stored += 1
             else:
-                self.server.windows[tuple(item.doc["_key"])] = item.doc["_value"]
+                w = item.doc["_value"]
+                self.server.windows[(w.device_id, w.start)] = w
                 totals.stored += 1
         return totals
+
+    async def load_windows(
+        self, keys: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], WindowAggregate | None]:
+        self.server.loaded += len(keys)
+        if self.server.old_release:
+            return {k: None for k in keys if k not in self.server.windows}
+        return {k: self.server.windows.get(k) for k in keys}
 
     async def compute_windows(self, dirty: DirtyWindows) -> list[WindowAggregate]:
         self.server.queries += 1
@@ -111,9 +141,23 @@ class Store:
         out = []
         for key, site in dirty.windows.items():
             if key in ref:
-                count, lo, hi, mean, last, last_ts = ref[key]
+                count, lo, hi, mean, last, last_ts, _, last_seq = ref[key]
+                total = sum(
+                    array.array(
+                        "f",
+                        [
+                            r.temp_c
+                            for r in self.server.readings.values()
+                            if r.temp_c is not None
+                            and r.quality is Quality.OK
+                            and (r.device_id, window_start(r.ts)) == key
+                        ],
+                    ).tolist()
+                )
                 out.append(
-                    WindowAggregate(key[0], site, key[1], count, lo, hi, mean, last, last_ts)
+                    WindowAggregate(
+                        key[0], site, key[1], count, lo, hi, mean, last, last_ts, total, last_seq
+                    )
                 )
         return out
 
@@ -125,17 +169,7 @@ class Store:
                 Action.INDEX,
                 "agg",
                 f"{w.device_id}:{w.start}",
-                {
-                    "_key": (w.device_id, w.start),
-                    "_value": (
-                        w.count,
-                        w.temp_min,
-                        w.temp_max,
-                        w.temp_mean,
-                        w.temp_last,
-                        w.last_ts,
-                    ),
-                },
+                {"_value": w},
             )
             for w in windows
         ]
@@ -193,6 +227,7 @@ steps_st = st.lists(
         st.tuples(st.just("handover"), st.integers(0, 1)),
         st.tuples(st.just("crash"), st.integers(0, 1)),
         st.tuples(st.just("lose"), st.just(0)),
+        st.tuples(st.just("old"), st.just(0)),
         st.tuples(st.just("wait"), st.integers(1, 400)),
     ),
     max_size=40,
@@ -270,6 +305,8 @@ async def run_model(records: list[Reading], steps: list[tuple[Any, ...]]) -> Non
                     other.position.pop(p, None)
         elif kind == "lose":
             server.lose_next_answer = True
+        elif kind == "old":  # documents stored from now on read back as unknown
+            server.old_release = not server.old_release
         else:
             now[0] += arg * 1000
     for p in ("p0", "p1"):  # read to the end and flush
@@ -279,7 +316,7 @@ async def run_model(records: list[Reading], steps: list[tuple[Any, ...]]) -> Non
         await flush(m)
 
     want = reference(list(server.readings.values()))
-    assert {k: v for k, v in server.windows.items() if k in want} == want
+    assert {k: v for k, v in server.documents().items() if k in want} == want
     assert set(server.windows) <= set(want)
 
 
@@ -306,20 +343,81 @@ def test_a_steady_fleet_needs_no_query() -> None:
 
     asyncio.run(run())
     assert server.queries == 0
-    assert server.windows == reference(list(server.readings.values()))
+    assert server.documents() == reference(list(server.readings.values()))
     assert len(m.live) <= 50 * (HOLD_MS // WINDOW_MS + 2)  # old windows let go
 
 
-def test_a_partition_taken_over_is_recomputed_until_the_margin_passes() -> None:
+async def store(m: Member, p: str, readings: Sequence[Reading]) -> None:
+    """``m`` writes ``readings`` of partition ``p`` (one step of its chain)."""
+    prepared = Prepared()
+    for r in readings:
+        m.pending[reading_id(r)] = r
+        prepared.readings.append(BulkItem(Action.CREATE, "readings", reading_id(r), reading_doc(r)))
+        prepared.windowed.append((p, r))
+    await m.sink.write(PendingWrite(prepared))
+
+
+def takeover(*, replayed: int, old_release: bool = False) -> tuple[Server, Member]:
+    """Processor ``a`` stores two readings of 20 devices in one minute, flushes
+    and commits at offset 40, stores ``replayed`` more and dies; ``b`` reads on
+    from offset 40 and gets a third reading of every device in that minute,
+    older than the newest one stored."""
+    server = Server()
+    now = [T0]
+    a, b = Member(server, now), Member(server, now)
+    first = [
+        reading(d, seq, 0, 10 * seq**2, 20.0 + seq + d / 16) for d in range(20) for seq in (1, 2)
+    ]
+    second = [reading(d, 3, 0, 30, 21.3 + d / 16) for d in range(20)]
+
+    async def run() -> None:
+        a.live.check("p0", 0, now[0])
+        await store(a, "p0", first)
+        await a.sink.write_windows()
+        a.live.committed({"p0": 40})
+        await store(a, "p0", second[:replayed])  # stored, never committed
+        server.old_release = old_release
+        now[0] += 30_000
+        assert not b.live.check("p0", 40, now[0])  # someone else committed
+        await store(b, "p0", second)  # read again from the commit
+        await b.sink.write_windows()
+
+    asyncio.run(run())
+    assert server.documents() == reference(list(server.readings.values()))
+    return server, b
+
+
+def test_a_partition_taken_over_resumes_its_windows_from_their_documents() -> None:
+    server, b = takeover(replayed=0)
+    assert (server.queries, server.loaded) == (0, 20)  # one multi-get, no aggregation
+    assert b.live.unseeded() == []
+    assert {(w.count, w.last_seq) for w in server.windows.values()} == {(3, 2)}
+
+
+def test_a_reading_the_dead_owner_stored_after_its_commit_sends_its_window_to_the_query() -> None:
+    server, _ = takeover(replayed=3)
+    assert server.queries == 1  # the 3 windows answered 409: ambiguous
+
+
+def test_documents_of_an_earlier_release_are_recomputed_by_query() -> None:
+    server, _ = takeover(replayed=0, old_release=True)
+    assert server.queries == 1
+    assert {w.count for w in server.windows.values()} == {3}
+
+
+def test_a_partition_back_from_nobody_else_keeps_its_windows() -> None:
     live: LiveWindows[str] = LiveWindows(hold_ms=HOLD_MS)
     assert not live.check("p0", 500, T0)  # committed by someone else
-    assert not live.accepts("p0", T0 + SINCE_MARGIN_MS - 1)
-    assert live.accepts("p0", T0 + SINCE_MARGIN_MS)
+    assert live.fold("p0", "d1", "s1", seq=1, ts=T0 + SINCE_MARGIN_MS - 1, temp_c=20.0)
+    assert live.fold("p0", "d2", "s1", seq=1, ts=T0 + SINCE_MARGIN_MS, temp_c=20.0)
+    assert live.unseeded() == [("d1", window_start(T0 + SINCE_MARGIN_MS - 1))]  # d2: after
+    live.seed({})  # could not be read: to the query
     live.committed({"p0": 900})
     live.revoked(["p0"])
     assert not live.accepts("p0", T0 + SINCE_MARGIN_MS)  # not ours until checked again
     assert live.check("p0", 900, T0 + 1000)  # back, and nobody committed meanwhile
     assert live.accepts("p0", T0 + SINCE_MARGIN_MS)
+    assert [w.device_id for w in live.take_changed()] == ["d2"]
 
 
 class _Record:
@@ -342,11 +440,14 @@ def test_the_first_records_after_an_assignment_decide_what_is_folded() -> None:
     fresh = a_processor()  # a partition read from its first record: fold at once
     fresh.batches.prepare({TP: [_Record(encode(r), 0)]}, T0)
     assert fresh.live is not None and fresh.live.accepts(TP, T0)
-    taken = a_processor()  # someone committed up to 100: recompute until the margin
+    fresh.live.fold(TP, "d0", "s1", seq=1, ts=T0, temp_c=21.3)
+    assert fresh.live.unseeded() == []
+    taken = a_processor()  # someone committed up to 100: seed windows until the margin
     taken.batches.prepare({TP: [_Record(encode(r), 100)]}, T0)
     assert taken.live is not None and taken.live.checked(TP)
-    assert not taken.live.accepts(TP, T0 + SINCE_MARGIN_MS - WINDOW_MS)
-    assert taken.live.accepts(TP, T0 + SINCE_MARGIN_MS)
+    for ts in (T0 + SINCE_MARGIN_MS - WINDOW_MS, T0 + SINCE_MARGIN_MS):
+        taken.live.fold(TP, "d0", "s1", seq=1, ts=ts, temp_c=21.3)
+    assert taken.live.unseeded() == [("d0", T0 + SINCE_MARGIN_MS - WINDOW_MS)]
 
 
 def test_live_hold_0_recomputes_every_window_by_query() -> None:
