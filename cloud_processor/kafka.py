@@ -9,9 +9,10 @@ Topics are created with :mod:`stagekit.kafka`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from cloud_processor.config import KafkaSettings
@@ -20,6 +21,7 @@ from telemetry_contract import kafka_key
 
 __all__ = [
     "AlertsSource",
+    "GroupProtocolError",
     "KafkaProducer",
     "KafkaSource",
     "Revocations",
@@ -29,6 +31,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class GroupProtocolError(RuntimeError):
+    """The consumer group's members have no partition assignor in common."""
 
 
 def kafka_retriable(exc: BaseException) -> bool:
@@ -49,7 +55,6 @@ def make_consumer(settings: KafkaSettings, *, group_id: str | None = None) -> An
     """An ``AIOKafkaConsumer`` with manual commits (create inside the running loop)."""
     from aiokafka import AIOKafkaConsumer
     from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-    from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
     return AIOKafkaConsumer(
         **settings.client_options(),
@@ -58,14 +63,15 @@ def make_consumer(settings: KafkaSettings, *, group_id: str | None = None) -> An
         auto_offset_reset="earliest",
         max_poll_records=settings.max_batch,
         session_timeout_ms=settings.session_timeout_ms,
-        # Range first: a device's telemetry, status and edge alerts are keyed
-        # alike into topics of one partition count, and the range assignor
-        # gives a member the same partition numbers of every such topic (the
+        # The range assignor: a device's telemetry, status and edge alerts are
+        # keyed alike into topics of one partition count, and range gives a
+        # member the same partition numbers of every such topic (the
         # co-partitioning Kafka Streams relies on), so one processor sees all
-        # of a device. aiokafka's default, round robin, may split them; it
-        # stays second so that a group of older members still agrees on one
-        # during a rolling upgrade.
-        partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
+        # of a device. aiokafka's default, round robin, may split them.
+        # Only one: aiokafka 0.14 sends one JoinGroup per listed assignor
+        # (aio-libs/aiokafka#1168, unreleased), each with different metadata,
+        # and members joining at once then rebalance each other for minutes.
+        partition_assignment_strategy=(RangePartitionAssignor,),
         # Only what producers committed (the gateway may use transactions).
         isolation_level="read_committed",
     )
@@ -138,7 +144,8 @@ class KafkaSource:
         self._consumer = make_consumer(self._settings)
         listener = Revocations(on_revoked, on_assigned)
         self._consumer.subscribe(self._topics, listener=listener.listener)
-        await self._consumer.start()
+        with self._group_errors_explained():
+            await self._consumer.start()
 
     async def _start_replay(self, from_ms: int) -> None:
         from aiokafka import TopicPartition
@@ -162,8 +169,28 @@ class KafkaSource:
 
     async def getmany(self, *, timeout_ms: int, max_records: int) -> Batch:
         """The next records, per partition (empty after ``timeout_ms`` without any)."""
-        batch: Batch = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        with self._group_errors_explained():
+            batch: Batch = await self._consumer.getmany(
+                timeout_ms=timeout_ms, max_records=max_records
+            )
         return batch
+
+    @contextlib.contextmanager
+    def _group_errors_explained(self) -> Iterator[None]:
+        """Say what to do when the group's members share no assignor: members of
+        a release before the range assignor (round robin only) still hold it."""
+        from aiokafka.errors import InconsistentGroupProtocolError
+
+        try:
+            yield
+        except InconsistentGroupProtocolError as exc:
+            group = self._settings.group_id
+            raise GroupProtocolError(
+                f"consumer group {group!r} has members that assign partitions by round "
+                "robin (processors of an earlier release); this release assigns them by "
+                "range, and Kafka lets a group use one: stop every processor of the "
+                "group, then start the upgraded ones (docs/upgrade-notes.md)"
+            ) from exc
 
     def assignment(self) -> Collection[Partition]:
         """The partitions read now (none before :meth:`start`)."""
